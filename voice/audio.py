@@ -1,0 +1,77 @@
+"""The typed messages that move through the pipeline: audio chunks and utterances.
+
+Audio is 16-bit signed little-endian PCM throughout; a chunk carries its own format so a
+stage never has to guess a rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_WIDTH = 2  # bytes, int16
+INT16_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A slice of audio: ``pcm`` is int16 little-endian, interleaved if ``channels`` > 1."""
+
+    pcm: bytes
+    rate: int
+    channels: int = 1
+    timestamp_s: float = 0.0  # monotonic time of the chunk's first sample
+
+    @property
+    def samples(self) -> int:
+        return len(self.pcm) // (SAMPLE_WIDTH * self.channels)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.rate
+
+    def to_int16(self) -> npt.NDArray[np.int16]:
+        return np.frombuffer(self.pcm, dtype="<i2")
+
+    def to_float32(self) -> npt.NDArray[np.float32]:
+        return (self.to_int16().astype(np.float32) / INT16_SCALE).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What the segmenter hears between two silences: mono int16 PCM with its timing.
+
+    ``start_s``/``end_s`` are on the monotonic clock of the frames that made it; ``end_s`` is
+    the end of the last voiced frame, so ``speech_end_s`` is when the user stopped talking.
+    """
+
+    pcm: bytes
+    rate: int
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / SAMPLE_WIDTH / self.rate
+
+    def to_float32(self) -> npt.NDArray[np.float32]:
+        return (np.frombuffer(self.pcm, dtype="<i2").astype(np.float32) / INT16_SCALE).astype(
+            np.float32
+        )
+
+
+def float_to_pcm(audio: npt.NDArray[np.floating]) -> bytes:
+    """Float audio in [-1, 1] to int16 PCM bytes, clipping instead of wrapping."""
+    clipped = np.clip(audio, -1.0, 1.0) * 32767.0
+    return clipped.astype("<i2").tobytes()
+
+
+def rms_dbfs(pcm: bytes) -> float:
+    """Loudness of int16 PCM in dBFS (-inf for digital silence is reported as -120)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(samples * samples))) / INT16_SCALE
+    return max(-120.0, 20.0 * float(np.log10(rms))) if rms > 0 else -120.0
