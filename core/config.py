@@ -67,7 +67,7 @@ def build(cls: type[T], table: Mapping[str, Any], where: str) -> T:
         raise ConfigError(f"[{where}]: {e}") from None
 
 
-def _coerce(hint: Any, value: Any, key: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912
     """Check ``value`` against a type hint, converting only where TOML cannot say it."""
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return build(hint, value, key)

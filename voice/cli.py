@@ -1,0 +1,254 @@
+"""``voice-assistant``: listen, ask, transcribe, say, devices, history, ptt, demo."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import numpy as np
+
+from core.errors import AgentError, AssistantError
+from voice import app
+from voice.config import Config, load
+
+log = logging.getLogger("voice.cli")
+
+DEMO_QUESTION = "What is the capital of France?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["listen", *(argv if argv is not None else sys.argv[1:])])
+    try:
+        config = _config(args)
+        app.configure_logging(config.ui.log_level, quiet=args.quiet, verbose=args.verbose)
+        return int(args.run(args, config))
+    except AssistantError as e:
+        print(f"voice-assistant: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    turn, audio, inp = config.turn, config.audio, config.input
+    if getattr(args, "room", None):
+        turn = dataclasses.replace(turn, room=args.room)
+    if getattr(args, "device", None) is not None:
+        audio = dataclasses.replace(audio, input_device=args.device)
+    if getattr(args, "output_device", None) is not None:
+        audio = dataclasses.replace(audio, output_device=args.output_device)
+    if getattr(args, "mode", None):
+        inp = dataclasses.replace(inp, mode=args.mode)
+    return dataclasses.replace(config, turn=turn, audio=audio, input=inp)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="config file (default: ./config.toml)")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    agent = argparse.ArgumentParser(add_help=False)
+    agent.add_argument("--agent", help="agent command line; 'echo' for the built-in echo agent")
+    agent.add_argument("--room", help="conversation room (default: turn.room)")
+
+    parser = argparse.ArgumentParser(prog="voice-assistant", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("listen", parents=[common, agent], help="run the live loop (default)")
+    p.add_argument("--device", help="microphone: name substring or index")
+    p.add_argument("--output-device", help="speaker: name substring or index")
+    p.add_argument("--mode", choices=["vad", "ptt-hold", "ptt-toggle"], help="input mode")
+    p.set_defaults(run=cmd_listen)
+
+    p = sub.add_parser("ask", parents=[common, agent], help="one turn from an audio file")
+    p.add_argument("file", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write the spoken reply to this WAV file")
+    p.set_defaults(run=cmd_ask)
+
+    p = sub.add_parser("transcribe", parents=[common], help="print the transcript of a file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(run=cmd_transcribe)
+
+    p = sub.add_parser("say", parents=[common], help="speak text (or write it to a WAV file)")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", type=Path)
+    p.add_argument("--output-device", help="speaker: name substring or index")
+    p.set_defaults(run=cmd_say)
+
+    p = sub.add_parser("devices", parents=[common], help="list audio devices")
+    p.set_defaults(run=cmd_devices)
+
+    p = sub.add_parser("history", parents=[common], help="list conversations, newest first")
+    p.add_argument("--room", help="only this room")
+    p.add_argument("-n", "--limit", type=int, default=20)
+    p.set_defaults(run=cmd_history)
+
+    p = sub.add_parser("ptt", parents=[common], help="drive push-to-talk of a running listener")
+    p.add_argument("action", choices=["press", "release", "toggle", "status"])
+    p.set_defaults(run=cmd_ptt)
+
+    p = sub.add_parser("demo", parents=[common], help="a spoken round trip with the echo agent")
+    p.add_argument("-o", "--output", type=Path, help="where to write the reply (WAV)")
+    p.set_defaults(run=cmd_demo, agent="echo", room="demo")
+    return parser
+
+
+# ---- one-shot commands ----------------------------------------------------------------------
+def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    started = time.monotonic()
+    engines = app.load_engines(config)
+    print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
+    return _ask(args.file, config, engines, agent=args.agent, output=args.output)
+
+
+def _ask(
+    path: Path,
+    config: Config,
+    engines: app.Engines,
+    *,
+    agent: str | None,
+    output: Path | None,
+    store_dir: Path | None = None,
+) -> int:
+    loaded = time.monotonic()
+    core = app.build_core(config, agent=agent, store_dir=store_dir)
+    audio = app.read_audio(path)
+    utterances = app.segment_audio(audio, config)
+    texts = [engines.stt.transcribe(u) for u in utterances]
+    transcript = " ".join(t.text.strip() for t in texts if t.text.strip())
+    heard = time.monotonic()
+    print(f"transcript: {transcript or '(nothing heard)'}")
+    if not transcript:
+        reasons = ", ".join(t.dropped or "empty" for t in texts) or "no speech found"
+        print(f"nothing to send to the agent ({reasons})", file=sys.stderr)
+        return 1
+    try:
+        reply = core.send_message(config.turn.room, transcript)
+        status = 0
+    except AgentError as e:
+        from voice.turns import spoken_error
+
+        reply, status = spoken_error(e), 1
+        log.error("agent failed: %s", e)
+    answered = time.monotonic()
+    print(f"reply: {reply}")
+    samples = _speak(engines.tts, reply)
+    spoken = time.monotonic()
+    if output is not None:
+        app.write_wav(output, samples, engines.tts.sample_rate)
+        print(f"wrote {output} ({len(samples) / engines.tts.sample_rate:.1f} s)")
+    else:
+        _play(samples, engines.tts.sample_rate, config)
+    print(
+        f"timings: transcribe {heard - loaded:.2f}s "
+        f"({len(audio) / app.STT_RATE:.1f}s of audio), agent {answered - heard:.2f}s, "
+        f"speech {spoken - answered:.2f}s"
+    )
+    return status
+
+
+def _speak(tts: app.PiperSynthesizer, text: str) -> np.ndarray:
+    from voice.speech_text import speakable
+
+    return tts.synthesize_all(speakable(text))
+
+
+def _play(samples: np.ndarray, rate: int, config: Config) -> None:
+    from voice.devices import Speaker
+
+    with Speaker(config.audio) as speaker:
+        speaker.play(samples, rate)
+        speaker.wait(len(samples) / rate + 5)
+
+
+def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
+    engines = app.load_engines(config, tts=False)
+    print(engines.stt.transcribe_audio(app.read_audio(args.file)).text.strip())
+    return 0
+
+
+def cmd_say(args: argparse.Namespace, config: Config) -> int:
+    engines = app.load_engines(config, stt=False)
+    samples = _speak(engines.tts, args.text)
+    if args.output is not None:
+        app.write_wav(args.output, samples, engines.tts.sample_rate)
+    else:
+        _play(samples, engines.tts.sample_rate, config)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace, config: Config) -> int:
+    from voice.devices import list_devices
+
+    print(list_devices())
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    core = app.build_core(config)
+    rows = [e for e in core.store.list() if args.room is None or e.get("room_id") == args.room]
+    if not rows:
+        print("no conversations yet")
+    for entry in rows[: args.limit]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(entry["updated_at"])))
+        count = entry.get("message_count", "?")
+        print(
+            f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {entry.get('title', '')}"
+        )
+    return 0
+
+
+def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
+    from voice.control import default_socket_path, send_command
+
+    path = Path(config.input.control_socket) if config.input.control_socket else None
+    print(send_command(path or default_socket_path(), args.action))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    """Say a question with the TTS, then run ``ask`` on it with the echo agent."""
+    workdir = Path(tempfile.mkdtemp(prefix="voice-assistant-demo-"))
+    engines = app.load_engines(config)
+    question = workdir / "question.wav"
+    app.write_wav(question, engines.tts.synthesize_all(DEMO_QUESTION), engines.tts.sample_rate)
+    print(f"question: {DEMO_QUESTION!r} spoken into {question}")
+    output = args.output or workdir / "reply.wav"
+    status = _ask(
+        question, config, engines, agent="echo", output=output, store_dir=workdir / "sessions"
+    )
+    if status == 0:
+        heard_back = engines.stt.transcribe_audio(app.read_audio(output))
+        print(f"reply heard back: {heard_back.text.strip()}")
+    return status
+
+
+# ---- the live loop ---------------------------------------------------------------------------
+def cmd_listen(args: argparse.Namespace, config: Config) -> int:
+    from voice.live import run_live
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run_live(config, agent=args.agent, stop=stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

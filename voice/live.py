@@ -1,0 +1,93 @@
+"""Assembles the live assistant from config: devices, engines, core, loop, controls."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+
+from voice import app
+from voice.config import Config
+from voice.devices import Microphone, Speaker
+from voice.earcons import Earcons
+from voice.loop import VoiceLoop
+from voice.speech_out import ReplySpeaker
+from voice.status import StatusLine
+from voice.turns import TurnRunner
+from voice.vad import Segmenter, WebRtcDetector
+
+log = logging.getLogger(__name__)
+
+
+def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
+    from voice.control import ControlServer, default_socket_path
+    from voice.hotkeys import choose_backend
+    from voice.service import SystemdNotifier
+
+    started = time.monotonic()
+    notifier = SystemdNotifier()
+    notifier.status("loading models")
+    core = app.build_core(config, agent=agent)
+    engines = app.load_engines(config)
+    earcons = Earcons(config.earcons, engines.tts.sample_rate) if config.earcons.enabled else None
+    status = StatusLine() if config.ui.status_line else None
+    with contextlib.ExitStack() as stack:
+        microphone = stack.enter_context(Microphone(config.audio))
+        speaker = stack.enter_context(Speaker(config.audio))
+        turns = TurnRunner(
+            stt=engines.stt,
+            speaker=ReplySpeaker(
+                engines.tts, speaker, first_chunk_max_chars=config.tts.first_chunk_max_chars
+            ),
+            conversation=core,
+            room=config.turn.room,
+            earcons=earcons,
+            thinking_repeat_s=config.earcons.thinking_repeat_s,
+            speak_errors=config.turn.speak_errors,
+        )
+        segmenter = Segmenter(
+            config.vad,
+            WebRtcDetector(config.vad.aggressiveness),
+            frame_ms=config.audio.frame_ms,
+        )
+        loop = VoiceLoop(
+            config,
+            source=microphone,
+            segmenter=segmenter,
+            turns=turns,
+            status=status,
+            watchdog=notifier,
+        )
+        socket_path = (
+            Path(config.input.control_socket)
+            if config.input.control_socket
+            else default_socket_path()
+        )
+        server = ControlServer(socket_path, loop.handle_command)
+        server.start()
+        stack.callback(server.close)
+        if config.input.mode != "vad":
+            backend = choose_backend(config.input)
+            if backend is not None:
+                backend.start(loop)
+                stack.callback(backend.close)
+            else:
+                log.info("no hotkey backend: drive push-to-talk with `voice-assistant ptt`")
+        if status is not None:
+            stack.callback(status.clear)
+        log.info(
+            "ready in %.1f s: room %r, mode %s, control socket %s",
+            time.monotonic() - started,
+            config.turn.room,
+            config.input.mode,
+            socket_path,
+        )
+        notifier.ready()
+        notifier.status(f"listening in room {config.turn.room}")
+        try:
+            loop.run(stop)
+        finally:
+            notifier.stopping()
+    return 0

@@ -1,0 +1,198 @@
+"""One conversational turn: transcript -> agent -> spoken reply, with its timings.
+
+This runs on a worker thread so the audio loop keeps reading the microphone (for barge-in,
+push-to-talk and the watchdog) while the agent thinks and the reply plays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.errors import AgentError, AgentTimeout
+from voice.audio import Utterance
+from voice.earcons import Earcons
+from voice.speech_out import Reply, ReplySpeaker
+from voice.stt import SpeechToText, Transcript
+
+log = logging.getLogger(__name__)
+
+
+class Conversation(Protocol):
+    """What the voice side needs from the core (``core.Core`` satisfies it)."""
+
+    def send_message(
+        self, room_id: str, text: str, *, on_text: Callable[[str], None] | None = None
+    ) -> str: ...
+
+
+@dataclass
+class TurnReport:
+    """Timings are monotonic seconds; ``speech_end_s`` is when the user stopped talking."""
+
+    speech_end_s: float
+    transcript: str = ""
+    reply: str = ""
+    error: str | None = None
+    dropped: str | None = None
+    speculative: bool = False
+    transcript_s: float | None = None
+    agent_first_text_s: float | None = None
+    agent_done_s: float | None = None
+    first_audio_s: float | None = None
+    spoken: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def rel(t: float | None) -> str:
+            return "-" if t is None else f"{t - self.speech_end_s:+.2f}s"
+
+        return (
+            f"transcript {rel(self.transcript_s)}"
+            f"{' (speculative)' if self.speculative else ''}, "
+            f"agent first text {rel(self.agent_first_text_s)}, "
+            f"agent done {rel(self.agent_done_s)}, first audio {rel(self.first_audio_s)}"
+        )
+
+
+def spoken_error(error: BaseException) -> str:
+    """A short sentence for the user; the full error goes to the log."""
+    if isinstance(error, AgentTimeout):
+        return "Sorry, the agent took too long and was stopped."
+    if isinstance(error, AgentError):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "it failed"
+        if len(first) > 160:
+            first = first[:157].rsplit(" ", 1)[0] + "..."
+        return f"Sorry, the agent failed. {first}"
+    return "Sorry, something went wrong. The details are in the log."
+
+
+class ThinkingCue:
+    """Plays the "thinking" earcon at once and again every ``repeat_s`` until stopped."""
+
+    def __init__(self, play: Callable[[], None], repeat_s: float) -> None:
+        self._play = play
+        self._repeat_s = repeat_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thinking-cue", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._play()
+        while self._repeat_s > 0 and not self._stop.wait(self._repeat_s):
+            self._play()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class TurnRunner:
+    """Runs one turn end to end; the loop owns phases, this owns the work."""
+
+    def __init__(
+        self,
+        *,
+        stt: SpeechToText,
+        speaker: ReplySpeaker,
+        conversation: Conversation,
+        room: str,
+        earcons: Earcons | None = None,
+        thinking_repeat_s: float = 4.0,
+        speak_errors: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stt = stt
+        self.speaker = speaker
+        self.conversation = conversation
+        self.room = room
+        self.earcons = earcons
+        self.thinking_repeat_s = thinking_repeat_s
+        self.speak_errors = speak_errors
+        self.clock = clock
+
+    def transcribe(
+        self, utterance: Utterance, speculative: Future[Transcript] | None
+    ) -> Transcript:
+        if speculative is not None:
+            return speculative.result()
+        return self.stt.transcribe(utterance)
+
+    def play_earcon(self, name: str) -> None:
+        if self.earcons is None:
+            return
+        sound = self.earcons.get(name)  # type: ignore[arg-type]
+        if sound is not None:
+            self.speaker.sink.play(sound, self.earcons.sample_rate)
+
+    def run(
+        self,
+        utterance: Utterance,
+        *,
+        speculative: Future[Transcript] | None = None,
+        on_phase: Callable[[str], None] = lambda _phase: None,
+        on_reply: Callable[[Reply], None] = lambda _reply: None,
+    ) -> TurnReport:
+        report = TurnReport(speech_end_s=utterance.end_s, speculative=speculative is not None)
+        transcript = self.transcribe(utterance, speculative)
+        report.transcript_s = self.clock()
+        if transcript.dropped or not transcript.text.strip():
+            report.dropped = transcript.dropped or "empty transcript"
+            log.info("nothing to send: %s", report.dropped)
+            return report
+        report.transcript = transcript.text.strip()
+        log.info("you said: %s", report.transcript)
+        return self.answer(report, on_phase=on_phase, on_reply=on_reply)
+
+    def answer(
+        self,
+        report: TurnReport,
+        *,
+        on_phase: Callable[[str], None] = lambda _phase: None,
+        on_reply: Callable[[Reply], None] = lambda _reply: None,
+    ) -> TurnReport:
+        """Send ``report.transcript`` to the agent and speak the reply as it streams."""
+        on_phase("thinking")
+        cue = ThinkingCue(lambda: self.play_earcon("thinking"), self.thinking_repeat_s)
+        reply = self.speaker.begin()
+        on_reply(reply)
+
+        def on_text(delta: str) -> None:
+            if report.agent_first_text_s is None:
+                report.agent_first_text_s = self.clock()
+                cue.stop()
+                on_phase("speaking")
+            reply.feed(delta)
+
+        try:
+            report.reply = self.conversation.send_message(
+                self.room, report.transcript, on_text=on_text
+            )
+            if report.agent_first_text_s is None:  # an agent that does not stream
+                cue.stop()
+                on_phase("speaking")
+                reply.feed(report.reply)
+        except Exception as e:  # the loop goes on whatever the agent did
+            cue.stop()
+            log.warning("agent failed: %s", e, exc_info=not isinstance(e, AgentError))
+            report.error = str(e)
+            reply.cancel()
+            reply = self.speaker.begin()
+            on_reply(reply)
+            on_phase("speaking")
+            self.play_earcon("error")
+            if self.speak_errors:
+                reply.feed(spoken_error(e))
+        report.agent_done_s = self.clock()
+        reply.finish()
+        reply.wait(timeout_s=600)
+        report.first_audio_s = reply.first_audio_s
+        report.spoken = reply.spoken
+        if not reply.cancelled and report.error is None:
+            self.play_earcon("done")
+        log.info("reply: %s", report.reply or report.error)
+        log.info("turn timings: %s", report.summary())
+        return report
