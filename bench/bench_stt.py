@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +74,20 @@ def synthesize(texts: tuple[str, ...], out_dir: Path) -> list[Case]:
     return cases
 
 
-def timed(fn: Callable[[], str], runs: int) -> tuple[str, float]:
-    """(text of the last run, median seconds) after one untimed warm-up run."""
-    fn()
-    times, text = [], ""
+def timed(fns: Mapping[str, Callable[[], str]], runs: int) -> dict[str, tuple[str, float]]:
+    """Per function: (text of its last run, median seconds) after one untimed warm-up.
+
+    The runs are interleaved (a, b, c, a, b, c, ...) so load from other processes on this
+    shared machine falls on every path alike.
+    """
+    texts = {name: fn() for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
-        started = time.perf_counter()
-        text = fn()
-        times.append(time.perf_counter() - started)
-    return text, statistics.median(times)
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            texts[name] = fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: (texts[name], statistics.median(times[name])) for name in fns}
 
 
 def plain_model(threads: int) -> Any:
@@ -131,8 +137,8 @@ def compare_paths(cases: list[Case], paths: dict[str, Callable[[Case], str]], ru
     print(f"{'file':<11}{'audio s':>8}  {'path':<6}{'WER':>6}{'ms':>8}{'RTF':>7}  text")
     for case in cases:
         dur = len(case.audio) / RATE
-        for mode, fn in paths.items():
-            text, sec = timed(lambda fn=fn, case=case: fn(case), runs)
+        results = timed({m: functools.partial(fn, case) for m, fn in paths.items()}, runs)
+        for mode, (text, sec) in results.items():
             medians[case.name, mode] = sec
             print(
                 f"{case.name:<11}{dur:>8.2f}  {mode:<6}{wer(case.text, text):>6.2f}"
@@ -154,14 +160,17 @@ def compare_threads(
     print("\ncpu_threads 1 vs 2 (median ms, measured interleaved):")
     print(f"{'file':<11}{'fast t1':>9}{'fast t2':>9}{'stock t1':>10}{'stock t2':>10}")
     for case in cases:
-        row = []
-        for fast in (True, False):
-            for stt in (one, two):
-                _, sec = timed(
-                    lambda s=stt, f=fast, c=case: s.transcribe_audio(c.audio, fast=f).text, runs
-                )
-                row.append(sec * 1000)
-        print(f"{case.name:<11}{row[0]:>9.0f}{row[1]:>9.0f}{row[2]:>10.0f}{row[3]:>10.0f}")
+        fns = {
+            f"{fast} {n}": functools.partial(_text, stt, case, fast)
+            for fast in (True, False)
+            for n, stt in ((1, one), (2, two))
+        }
+        ms = [sec * 1000 for _, sec in timed(fns, runs).values()]
+        print(f"{case.name:<11}{ms[0]:>9.0f}{ms[1]:>9.0f}{ms[2]:>10.0f}{ms[3]:>10.0f}")
+
+
+def _text(stt: WhisperTranscriber, case: Case, fast: bool) -> str:
+    return stt.transcribe_audio(case.audio, fast=fast).text
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class Utterance:
 def float_to_pcm(audio: npt.NDArray[np.floating]) -> bytes:
     """Float audio in [-1, 1] to int16 PCM bytes, clipping instead of wrapping."""
     clipped = np.clip(audio, -1.0, 1.0) * 32767.0
-    return clipped.astype("<i2").tobytes()
+    return bytes(clipped.astype("<i2").tobytes())
 
 
 def rms_dbfs(pcm: bytes) -> float:

@@ -76,6 +76,12 @@ class SttConfig:
         "subtitles by the amara.org community",
     )
 
+    def __post_init__(self) -> None:
+        if not 10.0 <= self.min_window_s <= 30.0:
+            raise ValueError("stt.min_window_s must be between 10 and 30 seconds")
+        if self.beam_size < 1 or self.cpu_threads < 0:
+            raise ValueError("stt.beam_size must be >= 1 and stt.cpu_threads >= 0")
+
 
 @dataclass(frozen=True)
 class TtsConfig:
@@ -167,7 +173,9 @@ def from_tables(data: Mapping[str, Any], source: Path | None = None) -> Config:
     if unknown:
         known = ", ".join(sorted([*_VOICE_TABLES, *_CORE_TABLES]))
         raise ConfigError(f"unknown table or key [{unknown[0]}] in config; known tables: {known}")
-    tables = {name: build(cls, data.get(name, {}), name) for name, cls in _VOICE_TABLES.items()}
+    tables: dict[str, Any] = {
+        name: build(cls, data.get(name, {}), name) for name, cls in _VOICE_TABLES.items()
+    }
     return Config(core=CoreConfig.from_tables(data), source=source, **tables)
 
 

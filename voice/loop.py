@@ -184,9 +184,9 @@ class VoiceLoop:
             except queue.Empty:
                 return
             if command == "phase":
-                generation, phase = payload  # type: ignore[misc]
-                if generation == self._generation:
-                    self._set_phase(Phase(phase))
+                assert isinstance(payload, tuple)
+                if payload[0] == self._generation:
+                    self._set_phase(Phase(payload[1]))
             elif command == "turn-done":
                 assert isinstance(payload, int)
                 self._turn_done(payload)

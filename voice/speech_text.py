@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from typing import Literal
 from urllib.parse import urlsplit
 
+from core.errors import ConfigError
+
 CODE_OMITTED = "Code omitted."
 LONG_SENTENCE_MAX_CHARS = 300  # longer sentences are split too, to bound synthesis time
 _MIN_PART_CHARS = 12  # a clause split never leaves a piece shorter than this
@@ -37,6 +39,7 @@ _SLOT = re.compile("[\U000f0000-\U000f0fff]")
 _CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)", re.S)
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 _URL_TARGET = r"\((?:[^()\s]|\([^()\s]*\))*(?:\s+\"[^\"]*\")?\)"  # one level of () in URLs
+_LINK_TARGET = re.compile(r"\]" + _URL_TARGET)
 _IMAGE = re.compile(r"!\[([^\]]*)\]" + _URL_TARGET)
 _LINK = re.compile(r"\[([^\]]+)\]" + _URL_TARGET)
 _REF_LINK = re.compile(r"\[([^\]^][^\]]*)\]\[[^\]]*\]")
@@ -87,7 +90,7 @@ def clean_inline(text: str) -> str:
 
     text = _CODE_SPAN.sub(lambda m: protect(m.group(2).strip()), text)
     text = _ESCAPE.sub(lambda m: protect(m.group(1)), text)
-    text = _IMAGE.sub(r" \1 ", text)
+    text = _IMAGE.sub(" ", text)  # a picture has nothing to say out loud
     text = _LINK.sub(r"\1", text)
     text = _REF_LINK.sub(r"\1", text)
     text = _FOOTNOTE.sub("", text)
@@ -114,14 +117,16 @@ def _balanced(raw: str) -> bool:
     if "`" in text:
         return False
     text = _ESCAPE.sub("", text)
-    depth = {"[": 0, "(": 0}
+    text = _LINK_TARGET.sub("]", text)
+    if "](" in text:
+        return False  # inside a link's URL
+    depth = 0  # brackets of a link's text; prose parentheses do not matter to cleaning
     for ch in text:
-        if ch in "[(":
-            depth[ch] += 1
-        elif ch in "])":
-            opener = "[" if ch == "]" else "("
-            depth[opener] = max(0, depth[opener] - 1)
-    if any(depth.values()):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+    if depth:
         return False
     # Marker runs that could open or close emphasis: "2 * 3" and snake_case do not count.
     stars = sum(len(m.group(0)) for m in re.finditer(r"(?<!\s)\*+|\*+(?!\s)", text))
@@ -134,13 +139,19 @@ def _balanced(raw: str) -> bool:
 
 # --- sentence boundaries ---------------------------------------------------------------------
 
-_TERMINATOR = re.compile(r"([.!?\u2026]+)[\"'\u201d\u2019)\]*_~`]*(?=\s)")
-_NEVER_ENDS = frozenset(
-    "mr. mrs. ms. dr. prof. st. vs. e.g. i.e. cf. approx. fig. figs. eq. vol. ch. sec. "
-    "pp. p. ca. viz. mt. ft. no. nos. op. resp. incl. esp. dept. min. max. sgt. capt. gen. "
-    "gov. rev. lt. col.".split()
+_TERMINATOR = re.compile(r"([.!?\u2026]+)[\"'\u201d\u2019)\]*_~]*(?=\s)")
+
+
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+# Never a sentence end; words that often end one ("no.", "max.", "sec.") are left out.
+_NEVER_ENDS = _words(
+    "mr. mrs. ms. dr. prof. st. vs. e.g. i.e. cf. approx. fig. figs. eq. vol. ch. pp. ca. viz. "
+    "mt. resp. incl. esp. dept. sgt. capt. gov. lt. col."
 )
-_MAYBE_ENDS = frozenset("etc. inc. ltd. co. jr. sr. al. corp. bros.".split())
+_MAYBE_ENDS = _words("etc. inc. ltd. co. jr. sr. al. corp. bros.")
 _WAIT: Literal["wait"] = "wait"
 
 
@@ -165,31 +176,33 @@ def _kind_of_stop(text: str, match: re.Match[str]) -> Literal["never", "maybe", 
     return "end"
 
 
-def _next_cut(text: str, start: int, closed: bool) -> int | None | Literal["wait"]:
+def _next_cut(
+    text: str, start: int, closed: bool, scan_from: int = 0
+) -> tuple[int | Literal["wait"] | None, int]:
     """Index just after the next certain sentence end in ``text[start:]``.
 
     None: no sentence end in the text so far; "wait": a possible one needs the next
-    character, which has not arrived (``closed`` says nothing more will come).
+    character, which has not arrived (``closed`` says nothing more will come). The second
+    value is where a later call may resume (``scan_from``): every candidate before it was
+    rejected for good, which keeps streaming a long paragraph linear.
     """
-    for match in _TERMINATOR.finditer(text, start):
+    settled = max(start, scan_from)
+    for match in _TERMINATOR.finditer(text, settled):
         kind = _kind_of_stop(text, match)
-        if kind == "never":
-            continue
         if kind == "maybe":
             rest = text[match.end() :].lstrip()
             if not rest:
-                return None if closed else _WAIT
-            if rest[0].islower():
-                continue
-        if _balanced(text[start : match.end()]):
-            return match.end()
-    return None
+                return (None if closed else _WAIT), settled
+            kind = "never" if rest[0].islower() else "end"
+        if kind == "end" and _balanced(text[start : match.end()]):
+            return match.end(), match.end()
+        settled = match.end()
+    return None, settled
 
 
 def _raw_sentences(text: str) -> Iterator[str]:
     start = 0
-    while (cut := _next_cut(text, start, closed=True)) not in (None, _WAIT):
-        assert isinstance(cut, int)
+    while isinstance(cut := _next_cut(text, start, closed=True)[0], int):
         yield text[start:cut]
         start = cut
     yield text[start:]
@@ -206,7 +219,7 @@ _QUOTE = re.compile(r"^ {0,3}> ?")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _RULE = re.compile(r"^ {0,3}(?:([-*_])(?:[ \t]*\1){2,}|=+)[ \t]*$")
 _HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+|$)")
-_HEADING_TAIL = re.compile(r"[ \t]+#+[ \t]*$|^#+[ \t]*$")
+_HEADING_TAIL = re.compile(r"[ \t]+#+[ \t]*$")
 _REF_DEF = re.compile(r"^ {0,3}\[[^\].!?]+\]:")
 _TABLE_ROW = re.compile(r"^[ \t]*\|")
 _LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)(?:\[[ xX]\][ \t]+)?")
@@ -239,6 +252,7 @@ class _Parser:
         self._kind: BlockKind | None = None
         self._text = ""  # raw inline Markdown of the open block
         self._done = 0  # how much of _text has been handed out
+        self._scanned = 0  # sentence-end candidates before this index are settled
 
     def feed(self, delta: str) -> list[str]:
         out: list[str] = []
@@ -266,12 +280,14 @@ class _Parser:
         return out
 
     def _complete_line(self, line: str) -> list[str]:
+        if self._fence is not None and self._line_taken is not None:
+            return []  # the rest of the fence's opening line (its info string)
         if self._fence is not None:
             closing = re.fullmatch(r" {0,3}(`{3,}|~{3,})[ \t]*", line)
-            if closing and closing.group(1)[0] == self._fence[0]:
-                if len(closing.group(1)) >= len(self._fence):
-                    self._fence = None
-                    return [CODE_OMITTED]
+            marker = closing.group(1) if closing else ""
+            if marker[:1] == self._fence[0] and len(marker) >= len(self._fence):
+                self._fence = None
+                return [CODE_OMITTED]
             return []
         if self._line_taken is None:
             out = self._start_line(line)
@@ -282,6 +298,10 @@ class _Parser:
             if self._kind == "line":
                 self._text = _HEADING_TAIL.sub("", self._text)
             out += self._close_block()
+        elif self._kind is not None:
+            # The line break is a space in the paragraph: "end.\n" is a finished sentence.
+            self._text += " "
+            out += self._sentences(closed=False)
         return out
 
     def _start_line(self, line: str) -> list[str]:
@@ -304,17 +324,17 @@ class _Parser:
         elif _REF_DEF.match(line):
             new_kind, content = "skip", ""
         elif continuing:
-            self._text += " " + line.lstrip()
+            self._text += line.lstrip()
             return out
         else:
             new_kind, content = "paragraph", line.lstrip()
         out += self._close_block()
-        self._kind, self._text, self._done = new_kind, content, 0
+        self._kind, self._text, self._done, self._scanned = new_kind, content, 0, 0
         return out
 
     def _close_block(self) -> list[str]:
         out = self._sentences(closed=True)
-        self._kind, self._text, self._done = None, "", 0
+        self._kind, self._text, self._done, self._scanned = None, "", 0, 0
         return out
 
     def _sentences(self, *, closed: bool) -> list[str]:
@@ -322,7 +342,10 @@ class _Parser:
         if self._kind in (None, "skip"):
             return []
         out: list[str] = []
-        while isinstance(cut := _next_cut(self._text, self._done, closed), int):
+        while True:
+            cut, self._scanned = _next_cut(self._text, self._done, closed, self._scanned)
+            if not isinstance(cut, int):
+                break
             out.append(clean_inline(self._text[self._done : cut]))
             self._done = cut
         if closed:
@@ -391,10 +414,11 @@ class SentenceStream:
         *,
         long_sentence_max_chars: int = LONG_SENTENCE_MAX_CHARS,
     ) -> None:
-        if first_chunk_max_chars < 1 or long_sentence_max_chars < _MIN_PART_CHARS:
-            raise ValueError(
-                "first_chunk_max_chars must be positive and long_sentence_max_chars "
-                f"at least {_MIN_PART_CHARS}"
+        if first_chunk_max_chars < 0 or long_sentence_max_chars < _MIN_PART_CHARS:
+            raise ConfigError(
+                "tts.first_chunk_max_chars must be 0 (never split) or positive, and "
+                f"long_sentence_max_chars at least {_MIN_PART_CHARS}; got "
+                f"{first_chunk_max_chars} and {long_sentence_max_chars}"
             )
         self._first_max = first_chunk_max_chars
         self._long_max = long_sentence_max_chars
@@ -418,7 +442,7 @@ class SentenceStream:
             parts = [sentence]
             if not self._started:
                 self._started = True
-                if len(sentence) > self._first_max:
+                if 0 < self._first_max < len(sentence):
                     parts = list(_split_at_clause(sentence, self._first_max) or parts)
             for part in parts:
                 out += _split_long(part, self._long_max)

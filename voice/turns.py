@@ -16,7 +16,7 @@ from typing import Protocol
 
 from core.errors import AgentError, AgentTimeout
 from voice.audio import Utterance
-from voice.earcons import Earcons
+from voice.earcons import EarconName, Earcons
 from voice.speech_out import Reply, ReplySpeaker
 from voice.stt import SpeechToText, Transcript
 
@@ -121,10 +121,10 @@ class TurnRunner:
             return speculative.result()
         return self.stt.transcribe(utterance)
 
-    def play_earcon(self, name: str) -> None:
+    def play_earcon(self, name: EarconName) -> None:
         if self.earcons is None:
             return
-        sound = self.earcons.get(name)  # type: ignore[arg-type]
+        sound = self.earcons.get(name)
         if sound is not None:
             self.speaker.sink.play(sound, self.earcons.sample_rate)
 

@@ -1,0 +1,100 @@
+"""Test audio: the shared recordings at 16 kHz, generated silence and noise, and WER."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from voice.audio import AudioChunk, float_to_pcm
+
+RATE = 16000
+SHARED_AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+def shared(name: str) -> Path:
+    """A file from ../shared/audio; fails loudly (never skips) when the recordings are missing."""
+    path = (SHARED_AUDIO / name).resolve()
+    assert path.is_file(), f"missing shared recording {path}"
+    return path
+
+
+def load_16k(path: Path) -> FloatAudio:
+    """Any sound file as mono float32 at 16 kHz (soxr's high-quality resampler)."""
+    import soundfile
+    import soxr
+
+    audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    if rate != RATE:
+        mono = soxr.resample(mono, rate, RATE)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def reference(name: str) -> str:
+    """The transcript beside a shared recording (jfk.flac -> jfk.txt)."""
+    return shared(name).with_suffix(".txt").read_text().strip()
+
+
+def silence(seconds: float) -> FloatAudio:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def white_noise(seconds: float, dbfs: float, seed: int = 0) -> FloatAudio:
+    """Gaussian white noise with the given RMS level."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(int(seconds * RATE))
+    return (noise * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def chunks(audio: FloatAudio, chunk_ms: int, start_s: float = 0.0) -> Iterator[AudioChunk]:
+    """Float audio as int16 AudioChunks of ``chunk_ms``, stamped with times from ``start_s``."""
+    return pcm_chunks(float_to_pcm(audio), chunk_ms, start_s)
+
+
+def pcm_chunks(pcm: bytes, chunk_ms: int, start_s: float = 0.0) -> Iterator[AudioChunk]:
+    """Slice int16 PCM into AudioChunks of ``chunk_ms`` stamped with their time."""
+    step = RATE * chunk_ms // 1000 * 2
+    for offset in range(0, len(pcm), step):
+        yield AudioChunk(pcm[offset : offset + step], RATE, timestamp_s=start_s + offset / 2 / RATE)
+
+
+_UNITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_NUMBER_WORDS = {
+    **{word: str(n) for n, word in enumerate(_UNITS)},
+    **{word: str(n + 10) for n, word in enumerate(_TEENS)},
+    **{word: str(n * 10 + 20) for n, word in enumerate(_TENS)},
+    "oh": "0",
+}
+
+
+def normalise(text: str) -> list[str]:
+    """Words for WER: lowercase, no punctuation, numbers as one token per digit.
+
+    Whisper writes "one zero zero zero one" as "1,0001" or "10001" and "ten minutes" as
+    "10 minutes"; both sides become digits ("1 0 0 0 1", "1 0 minutes"), "oh" read as zero.
+    """
+    words = re.sub(r"[^\w\s']", "", text.lower().replace("-", " ")).split()
+    out: list[str] = []
+    for word in words:
+        spelt = _NUMBER_WORDS.get(word, word)
+        out.extend(list(spelt) if spelt.isdigit() else [spelt])
+    return out
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate of ``hyp`` against ``ref`` after :func:`normalise` (Levenshtein)."""
+    r, h = normalise(ref), normalise(hyp)
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+    return row[len(h)] / max(len(r), 1)

@@ -1,0 +1,57 @@
+"""Turn completeness of a speculative transcript."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.endpoint import looks_complete
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What time is it?",
+        "Set a timer for ten minutes.",
+        "Set a timer for 10 minutes.",
+        "Set a timer for 10.",
+        "Turn off the kitchen lights!",
+        "Thank you.",
+        '  He said "stop."  ',
+        "Call her.",
+        "Is it raining in Paris?",
+    ],
+)
+def test_complete_sentences(text: str) -> None:
+    assert looks_complete(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        ".",
+        "Set a timer for",  # no final punctuation
+        "Remind me to call my mother and",
+        "Remind me to call my mother and.",  # Whisper's period on a dangling word
+        "What is the weather like in.",
+        "Play some music by the.",
+        "I want to.",
+        "Book a table for two because.",
+        "Send it to my.",
+        "The answer is.",
+        "Um.",
+        "Well, let me think...",
+        "Well, let me think\u2026",
+        "First the eggs,",
+        "Turn off the lights,",
+        "Set a tim-",
+    ],
+)
+def test_incomplete_sentences(text: str) -> None:
+    assert not looks_complete(text)
+
+
+def test_dangling_word_check_ignores_case_and_quotes() -> None:
+    assert not looks_complete("Remind me AND.")
+    assert not looks_complete('He said "the."')

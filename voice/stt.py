@@ -1,0 +1,256 @@
+"""Speech to text: faster-whisper behind a one-method interface, and a hallucination guard.
+
+Fast path: Whisper's encoder is normally run on a 30 s window whatever the utterance length;
+its cost grows with the window, so a 2 s command pays for 30 s. Here a short utterance is
+encoded in a window of ``max(utterance, stt.min_window_s)`` (never under 10 s: shorter windows
+lose accuracy badly) and decoded with CTranslate2 directly, using the same prompt, token
+suppression and scores as faster-whisper's own ``transcribe``. On two cores this takes a
+2-3 s command from ~300 ms to ~100 ms with the same words (``bench/bench_stt.py``).
+
+Audio longer than ``FAST_MAX_S`` (and everything when ``stt.fast_window = false``) takes
+faster-whisper's stock ``transcribe``: greedy or beam search, no timestamps for one window,
+timestamped long-form decoding beyond it. Our own segmenter has already cut the speech, so
+faster-whisper's VAD filter stays off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from core.errors import ConfigError, ModelError
+from voice.audio import Utterance, rms_dbfs
+from voice.config import SttConfig
+from voice.models import default_models_dir, resolve_whisper_model
+
+log = logging.getLogger(__name__)
+
+WHISPER_RATE = 16000
+FULL_WINDOW_S = 30.0
+FAST_MAX_S = 28.0  # longer audio goes through the stock long-form path (30 s windows)
+# Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.
+MAX_COMPRESSION_RATIO = 2.4
+# Generous bound on tokens per second of audio (fast speech is ~5): caps a runaway loop.
+_MAX_TOKENS_PER_S = 10
+_NOT_WORD = re.compile(r"[\W_]+")
+
+FloatAudio = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    audio_s: float
+    elapsed_s: float
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    dropped: str | None = None  # why the guard dropped it (then text is "")
+
+
+class SpeechToText(Protocol):
+    def transcribe(self, utterance: Utterance) -> Transcript: ...
+
+
+def squash(text: str) -> str:
+    """Lowercase with punctuation and spaces removed: "Thank you." and "thank you" compare equal."""
+    return _NOT_WORD.sub("", text.lower())
+
+
+class HallucinationGuard:
+    """Drops what Whisper invents from silence and noise. Pure: no model involved."""
+
+    def __init__(self, config: SttConfig) -> None:
+        self._config = config
+        self._blocked = frozenset(squash(phrase) for phrase in config.blocklist)
+
+    def before(self, utterance: Utterance) -> str | None:
+        """Energy gate: a reason not to transcribe ``utterance`` at all, else None."""
+        level = rms_dbfs(utterance.pcm)
+        if level < self._config.min_level_dbfs:
+            return (
+                f"too quiet ({level:.0f} dBFS < stt.min_level_dbfs {self._config.min_level_dbfs:g})"
+            )
+        return None
+
+    def after(self, text: str, no_speech_prob: float, avg_logprob: float) -> str | None:
+        """A reason to discard a transcript, else None."""
+        squashed = squash(text)
+        if not squashed:
+            return "empty transcript"
+        if squashed in self._blocked:
+            return f"blocklisted phrase {text.strip()!r}"
+        # Whisper's own rule: a confident decode outweighs the no-speech estimate.
+        if (
+            no_speech_prob > self._config.max_no_speech_prob
+            and avg_logprob < self._config.min_avg_logprob
+        ):
+            return (
+                f"no speech (no_speech_prob {no_speech_prob:.2f} > "
+                f"{self._config.max_no_speech_prob:g}, avg_logprob {avg_logprob:.2f} < "
+                f"{self._config.min_avg_logprob:g})"
+            )
+        ratio = len(text.encode()) / len(zlib.compress(text.encode()))
+        if ratio > MAX_COMPRESSION_RATIO:
+            return f"repetitive text (compression ratio {ratio:.1f} > {MAX_COMPRESSION_RATIO})"
+        return None
+
+
+class WhisperTranscriber:
+    """faster-whisper on the CPU; loads the model once, in the constructor."""
+
+    def __init__(self, config: SttConfig, *, models_dir: Path | None = None) -> None:
+        from faster_whisper import WhisperModel  # heavy import
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        self._config = config
+        self._guard = HallucinationGuard(config)
+        # SttConfig keeps this within 10-30 s: shorter loses words, 30 s is the encoder's limit.
+        self._window_s = config.min_window_s
+        self.model_ref = resolve_whisper_model(
+            config.model,
+            models_dir=models_dir if models_dir is not None else default_models_dir(),
+            allow_download=config.allow_download,
+        )
+        started = time.perf_counter()
+        try:
+            self._model: Any = WhisperModel(
+                self.model_ref,
+                device=config.device,
+                compute_type=config.compute_type,
+                cpu_threads=config.cpu_threads,
+                num_workers=1,
+                local_files_only=not config.allow_download,
+            )
+        except (RuntimeError, ValueError, OSError) as e:
+            raise ModelError(
+                f"cannot load Whisper model {self.model_ref} on {config.device} with "
+                f"compute_type {config.compute_type}: {e}; check stt.model, stt.device and "
+                "stt.compute_type"
+            ) from e
+        log.info("loaded Whisper %s in %.1f s", self.model_ref, time.perf_counter() - started)
+        self._language = self._pick_language(config.language)
+        try:
+            tokenizer = Tokenizer(
+                self._model.hf_tokenizer,
+                self._model.model.is_multilingual,
+                task="transcribe",
+                language=self._language,
+            )
+        except ValueError as e:
+            raise ConfigError(f"stt.language = {config.language!r}: {e}") from None
+        self._tokenizer = tokenizer
+        # <|startoftranscript|>[<|en|><|transcribe|>]<|notimestamps|>, as faster-whisper builds it
+        self._prompt: list[int] = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        self._suppress: list[int] = list(get_suppressed_tokens(tokenizer, [-1]))
+
+    def _pick_language(self, language: str) -> str:
+        if self._model.model.is_multilingual:
+            return language
+        if language != "en":
+            log.warning("Whisper %s is English-only; ignoring stt.language", self.model_ref)
+        return "en"
+
+    def warm_up(self) -> None:
+        """One dummy inference so the first real turn does not pay for lazy allocations."""
+        started = time.perf_counter()
+        self.transcribe_audio(np.zeros(WHISPER_RATE, dtype=np.float32))
+        log.debug("Whisper warm-up took %.2f s", time.perf_counter() - started)
+
+    def transcribe(self, utterance: Utterance) -> Transcript:
+        """Transcribe one utterance through the guard; a dropped one has ``text == ""``."""
+        reason = self._guard.before(utterance)
+        if reason:
+            log.info("dropped a %.1f s utterance untranscribed: %s", utterance.duration_s, reason)
+            return Transcript("", utterance.duration_s, 0.0, dropped=reason)
+        audio = utterance.to_float32()
+        if utterance.rate != WHISPER_RATE:
+            import soxr
+
+            audio = soxr.resample(audio, utterance.rate, WHISPER_RATE).astype(np.float32)
+        result = self.transcribe_audio(audio)
+        reason = self._guard.after(result.text, result.no_speech_prob, result.avg_logprob)
+        if reason:
+            log.info("dropped transcript %r: %s", result.text, reason)
+            return dataclasses.replace(result, text="", dropped=reason)
+        log.debug("transcribed %.1f s in %.2f s", result.audio_s, result.elapsed_s)
+        return result
+
+    def transcribe_audio(self, audio: FloatAudio, *, fast: bool | None = None) -> Transcript:
+        """Transcribe float32 16 kHz mono audio, without the guard (files, benchmarks).
+
+        ``fast`` picks the trimmed-window path (default ``stt.fast_window``); audio longer
+        than ``FAST_MAX_S`` always takes the stock path.
+        """
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        audio_s = audio.size / WHISPER_RATE
+        use_fast = (self._config.fast_window if fast is None else fast) and audio_s <= FAST_MAX_S
+        started = time.perf_counter()
+        if use_fast:
+            text, no_speech, logprob = self._decode_window(audio, max(audio_s, self._window_s))
+        else:
+            text, no_speech, logprob = self._transcribe_stock(audio)
+        return Transcript(text, audio_s, time.perf_counter() - started, no_speech, logprob)
+
+    def _decode_window(self, audio: FloatAudio, window_s: float) -> tuple[str, float, float]:
+        """Encode ``audio`` in a ``window_s`` window and decode greedily / with beam search."""
+        import ctranslate2
+
+        extractor = self._model.feature_extractor
+        # Like faster-whisper: mel of the audio alone (its last frame dropped), zero-padded
+        # after. Padding the waveform with silence instead measurably hurts short windows.
+        features = extractor(audio)[:, :-1]
+        frames = round(window_s * extractor.sampling_rate / extractor.hop_length)
+        frames += frames % 2  # the encoder's stride-2 convolution wants an even length
+        features = features[:, :frames]
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[1])))
+        max_new = min(int(window_s * _MAX_TOKENS_PER_S), self._model.max_length)
+        result = self._model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[np.newaxis])),
+            [self._prompt],
+            beam_size=self._config.beam_size,
+            max_length=min(len(self._prompt) + max_new, self._model.max_length),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens: list[int] = result.sequences_ids[0]
+        # scores[0] is the length-normalised log-probability; faster-whisper's avg_logprob
+        # also counts the end-of-text token.
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        text: str = self._tokenizer.decode(tokens).strip()
+        return text, float(result.no_speech_prob), avg_logprob
+
+    def _transcribe_stock(self, audio: FloatAudio) -> tuple[str, float, float]:
+        # Beyond one window, timestamps let Whisper resume at the last complete segment;
+        # without them every 30 s cut lands mid-word and tiny.en "completes" the sentence
+        # twice (measured: jfk x3 came out as four sentences).
+        long_form = audio.size / WHISPER_RATE > FAST_MAX_S
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self._language,
+            beam_size=self._config.beam_size,
+            without_timestamps=not long_form,
+            vad_filter=False,  # the segmenter already cut the speech out
+            condition_on_previous_text=False,  # a loop in one window must not feed the next
+            no_speech_threshold=self._config.max_no_speech_prob,
+            log_prob_threshold=self._config.min_avg_logprob,
+        )
+        kept = list(segments)
+        if not kept:
+            return "", 0.0, 0.0
+        text = " ".join(s.text.strip() for s in kept).strip()
+        weights = [max(s.end - s.start, 1e-3) for s in kept]
+        no_speech = float(np.average([s.no_speech_prob for s in kept], weights=weights))
+        logprob = float(np.average([s.avg_logprob for s in kept], weights=weights))
+        return text, no_speech, logprob

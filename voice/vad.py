@@ -1,0 +1,296 @@
+"""The segmenter: a plain state machine that turns audio frames into utterances.
+
+The voice/no-voice decision for one frame comes from a :class:`SpeechDetector` (webrtcvad in
+production, a scripted fake in tests); everything else (onset, pre-roll, pauses, hangover,
+length limits, push-to-talk) is plain Python here.
+
+States: *idle* (frames go into a short history, kept as pre-roll) and *in speech* (frames go
+into the utterance until the hangover, ``finish()`` or the length limit ends it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from voice.audio import SAMPLE_WIDTH, AudioChunk, Utterance, rms_dbfs
+from voice.config import VadConfig
+
+log = logging.getLogger(__name__)
+
+# Silence kept after the last voiced frame: enough for a trailing consonant, little enough that
+# Whisper is not handed seconds of nothing (which invites hallucinated words).
+TRAILING_KEEP_MS = 200
+
+EndReason = Literal["hangover", "max_length", "forced"]
+
+
+class SpeechDetector(Protocol):
+    def is_speech(self, frame: bytes, rate: int) -> bool: ...
+
+
+class WebRtcDetector:
+    """webrtcvad's GMM detector; frames must be 10, 20 or 30 ms of 16-bit mono PCM."""
+
+    # webrtcvad calls the first ~100 ms of any steady noise speech, until its noise model
+    # adapts; those frames still train it but count as silence. The segmenter's pre-roll keeps
+    # their audio should speech really start that early.
+    WARMUP_MS = 150
+
+    def __init__(self, aggressiveness: int) -> None:
+        import webrtcvad  # engine import kept out of module import
+
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._warmup_ms = float(self.WARMUP_MS)
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        voiced = bool(self._vad.is_speech(frame, rate))
+        if self._warmup_ms > 0:
+            self._warmup_ms -= len(frame) / SAMPLE_WIDTH / rate * 1000
+            return False
+        return voiced
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    at_s: float
+
+
+@dataclass(frozen=True)
+class SpeechPaused:
+    """Silence inside speech reached ``pause_ms``: the utterance so far, for a speculative try."""
+
+    utterance: Utterance
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    at_s: float
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    utterance: Utterance
+    reason: EndReason
+
+
+SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded
+
+
+@dataclass(frozen=True)
+class _Frame:
+    pcm: bytes
+    start_s: float
+    voiced: bool
+
+
+def _frames_for(ms: float, frame_ms: int) -> int:
+    return -(-int(ms) // frame_ms)  # round up: never less than asked
+
+
+class Segmenter:
+    """Feed it chunks with :meth:`push`; it answers with :data:`SegmenterEvent` lists."""
+
+    def __init__(
+        self,
+        config: VadConfig,
+        detector: SpeechDetector,
+        *,
+        rate: int = 16000,
+        frame_ms: int = 30,
+    ) -> None:
+        if frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (webrtcvad frames), got {frame_ms}")
+        self._config = config
+        self._detector = detector
+        self._rate = rate
+        self._frame_ms = frame_ms
+        self._frame_s = frame_ms / 1000
+        self._frame_bytes = rate * frame_ms // 1000 * SAMPLE_WIDTH
+        self._pre_roll = _frames_for(config.pre_roll_ms, frame_ms)
+        self._trail_keep = TRAILING_KEEP_MS // frame_ms  # round down: at most 200 ms
+        # Round down: an utterance never exceeds max_utterance_s (Whisper's window is 30 s).
+        self._max_frames = max(1, int(config.max_utterance_s * 1000) // frame_ms)
+        self._pending = bytearray()
+        self._level = -120.0
+        self._now_s = 0.0
+        self._history: deque[_Frame] = deque(maxlen=self._pre_roll + config.onset_window_frames)
+        self._in_speech = False
+        self._hold = False  # push-to-talk: the hangover does not end the utterance
+        self._paused = False  # SpeechPaused sent, SpeechResumed not yet
+        self._frames: list[_Frame] = []
+        self._onset_s = 0.0
+        self._first_voiced: int | None = None  # indices into _frames
+        self._last_voiced: int | None = None
+        self._silent_frames = 0  # consecutive unvoiced frames at the end of _frames
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    @property
+    def level_dbfs(self) -> float:
+        """Loudness of the last frame, for a level meter."""
+        return self._level
+
+    def push(self, chunk: AudioChunk) -> list[SegmenterEvent]:
+        """Consume a chunk of any length (16-bit mono at the segmenter's rate)."""
+        if chunk.rate != self._rate or chunk.channels != 1:
+            raise ValueError(
+                f"segmenter expects mono {self._rate} Hz audio, got {chunk.channels} channel(s) "
+                f"at {chunk.rate} Hz: resample before pushing"
+            )
+        # Frame times come from the chunk's clock, so a file (timestamp 0) gets file times.
+        leftover_samples = len(self._pending) // SAMPLE_WIDTH
+        start_s = chunk.timestamp_s - leftover_samples / self._rate
+        self._pending += chunk.pcm
+        events: list[SegmenterEvent] = []
+        offset = 0
+        while len(self._pending) - offset >= self._frame_bytes:
+            pcm = bytes(self._pending[offset : offset + self._frame_bytes])
+            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate)
+            offset += self._frame_bytes
+        del self._pending[:offset]
+        return events
+
+    def start(self, *, hold: bool = False) -> SpeechStarted:
+        """Start an utterance now (push-to-talk press), keeping the pre-roll before it.
+
+        With ``hold`` the hangover does not end it: only :meth:`finish` or the length limit.
+        """
+        if self._in_speech:
+            self._hold = self._hold or hold
+            return SpeechStarted(self._onset_s)
+        frames = list(self._history)[-self._pre_roll :] if self._pre_roll else []
+        self._begin(frames, onset_s=self._now_s)
+        self._hold = hold
+        return SpeechStarted(self._now_s)
+
+    def finish(self, reason: EndReason = "forced") -> UtteranceEnded | None:
+        """End the current utterance now; None when not in speech or too short to keep."""
+        if not self._in_speech:
+            return None
+        return self._end(reason)
+
+    def reset(self) -> None:
+        """Drop all state and audio (the assistant is speaking: nothing heard counts)."""
+        self._pending.clear()
+        self._history.clear()
+        self._clear_speech()
+
+    # -- frame handling ---------------------------------------------------------------------
+
+    def _on_frame(self, pcm: bytes, start_s: float) -> list[SegmenterEvent]:
+        voiced = self._detector.is_speech(pcm, self._rate)
+        self._level = rms_dbfs(pcm)
+        self._now_s = start_s + self._frame_s
+        frame = _Frame(pcm, start_s, voiced)
+        if self._in_speech:
+            return self._in_speech_frame(frame)
+        self._history.append(frame)
+        return self._check_onset()
+
+    def _check_onset(self) -> list[SegmenterEvent]:
+        frames = list(self._history)
+        window = frames[-self._config.onset_window_frames :]
+        if not window[-1].voiced or sum(f.voiced for f in window) < self._config.onset_frames:
+            return []
+        first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
+        onset_s = frames[first].start_s
+        self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
+        return [SpeechStarted(onset_s)]
+
+    def _in_speech_frame(self, frame: _Frame) -> list[SegmenterEvent]:
+        self._add(frame)
+        events: list[SegmenterEvent] = []
+        silence_ms = self._silent_frames * self._frame_ms
+        if frame.voiced and self._paused:
+            self._paused = False
+            events.append(SpeechResumed(frame.start_s))
+        elif not frame.voiced and not self._paused and silence_ms >= self._config.pause_ms:
+            utterance = self._utterance()
+            if utterance is not None and self._long_enough():
+                self._paused = True
+                events.append(SpeechPaused(utterance))
+        if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
+            ended = self._end("hangover")
+            return events + ([ended] if ended else [])
+        if len(self._frames) >= self._max_frames:
+            hold = self._hold
+            ended = self._end("max_length")
+            events += [ended] if ended else []
+            if hold:  # the key is still down: keep listening into a fresh utterance
+                events.append(self.start(hold=True))
+        return events
+
+    # -- utterance bookkeeping --------------------------------------------------------------
+
+    def _clear_speech(self) -> None:
+        self._in_speech = False
+        self._hold = False
+        self._paused = False
+        self._frames = []
+        self._onset_s = 0.0
+        self._first_voiced = None
+        self._last_voiced = None
+        self._silent_frames = 0
+
+    def _begin(self, frames: list[_Frame], *, onset_s: float) -> None:
+        self._history.clear()
+        self._clear_speech()
+        self._in_speech = True
+        self._onset_s = onset_s
+        for frame in frames:
+            self._add(frame)
+
+    def _add(self, frame: _Frame) -> None:
+        self._frames.append(frame)
+        if frame.voiced:
+            index = len(self._frames) - 1
+            self._first_voiced = index if self._first_voiced is None else self._first_voiced
+            self._last_voiced = index
+            self._silent_frames = 0
+        else:
+            self._silent_frames += 1
+
+    def _voiced_span_ms(self) -> float:
+        if self._first_voiced is None or self._last_voiced is None:
+            return 0.0
+        return (self._last_voiced - self._first_voiced + 1) * self._frame_ms
+
+    def _long_enough(self) -> bool:
+        return self._voiced_span_ms() >= self._config.min_utterance_ms
+
+    def _kept_frames(self) -> int:
+        """How many frames the utterance keeps: up to the last voiced one plus a short tail."""
+        if self._last_voiced is None:
+            return 0
+        return min(len(self._frames), self._last_voiced + 1 + self._trail_keep)
+
+    def _utterance(self) -> Utterance | None:
+        if self._last_voiced is None:
+            return None
+        kept = self._frames[: self._kept_frames()]
+        last = self._frames[self._last_voiced]
+        return Utterance(
+            pcm=b"".join(f.pcm for f in kept),
+            rate=self._rate,
+            start_s=kept[0].start_s,
+            end_s=last.start_s + self._frame_s,
+        )
+
+    def _end(self, reason: EndReason) -> UtteranceEnded | None:
+        utterance = self._utterance() if self._long_enough() else None
+        if utterance is None:
+            log.debug(
+                "dropped an utterance with %.0f ms of voice (< %d ms)",
+                self._voiced_span_ms(),
+                self._config.min_utterance_ms,
+            )
+        # Silence after the kept tail becomes the next utterance's pre-roll history.
+        tail = self._frames[self._kept_frames() :]
+        self._clear_speech()
+        self._history.extend(tail)
+        return UtteranceEnded(utterance, reason) if utterance else None
