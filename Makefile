@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLAUDE := .tools/node_modules/.bin/claude
 
-.PHONY: setup demo test lint unit bench check-aarch64 clean
+.PHONY: setup demo test lint unit bench clean
 
 setup: .stamp-system $(BIN)/voice-assistant $(CLAUDE)
 
@@ -30,7 +30,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
-	bash scripts/check_aarch64.sh
+	$(BIN)/python scripts/check_aarch64.py
 	$(BIN)/pytest
 
 bench: setup

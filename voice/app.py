@@ -78,9 +78,9 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
         raise ConfigError(f"cannot read audio file {path}: {e}") from None
-    mono = data.mean(axis=1).astype(np.float32)
+    mono: npt.NDArray[np.float32] = data.mean(axis=1).astype(np.float32)
     if rate != STT_RATE:
-        mono = soxr.resample(mono, rate, STT_RATE).astype(np.float32)
+        mono = np.asarray(soxr.resample(mono, rate, STT_RATE), dtype=np.float32)
     return mono
 
 

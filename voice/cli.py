@@ -14,10 +14,13 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+import numpy.typing as npt
 
 from core.errors import AgentError, AssistantError
 from voice import app
 from voice.config import Config, load
+from voice.speech_text import speakable
+from voice.tts import PiperSynthesizer
 
 log = logging.getLogger("voice.cli")
 
@@ -159,13 +162,11 @@ def _ask(
     return status
 
 
-def _speak(tts: app.PiperSynthesizer, text: str) -> np.ndarray:
-    from voice.speech_text import speakable
-
+def _speak(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
     return tts.synthesize_all(speakable(text))
 
 
-def _play(samples: np.ndarray, rate: int, config: Config) -> None:
+def _play(samples: npt.NDArray[np.int16], rate: int, config: Config) -> None:
     from voice.devices import Speaker
 
     with Speaker(config.audio) as speaker:
@@ -211,10 +212,9 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
-    from voice.control import default_socket_path, send_command
+    from voice.control import send_command, socket_path
 
-    path = Path(config.input.control_socket) if config.input.control_socket else None
-    print(send_command(path or default_socket_path(), args.action))
+    print(send_command(socket_path(config.input.control_socket), args.action))
     return 0
 
 

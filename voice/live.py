@@ -6,7 +6,6 @@ import contextlib
 import logging
 import threading
 import time
-from pathlib import Path
 
 from voice import app
 from voice.config import Config
@@ -22,12 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
-    from voice.control import ControlServer, default_socket_path
+    from voice.control import ControlServer, socket_path
     from voice.hotkeys import choose_backend
     from voice.service import SystemdNotifier
 
     started = time.monotonic()
     notifier = SystemdNotifier()
+    notifier.extend_timeout(120)  # loading models on a Raspberry Pi takes a while
     notifier.status("loading models")
     core = app.build_core(config, agent=agent)
     engines = app.load_engines(config)
@@ -60,12 +60,8 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             status=status,
             watchdog=notifier,
         )
-        socket_path = (
-            Path(config.input.control_socket)
-            if config.input.control_socket
-            else default_socket_path()
-        )
-        server = ControlServer(socket_path, loop.handle_command)
+        control = socket_path(config.input.control_socket)
+        server = ControlServer(control, loop.handle_command)
         server.start()
         stack.callback(server.close)
         if config.input.mode != "vad":
@@ -82,7 +78,7 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             time.monotonic() - started,
             config.turn.room,
             config.input.mode,
-            socket_path,
+            control,
         )
         notifier.ready()
         notifier.status(f"listening in room {config.turn.room}")

@@ -53,7 +53,7 @@ class ReopenableSource(AudioSource, Protocol):
 
 
 class Watchdog(Protocol):
-    def watchdog(self) -> None: ...
+    def watchdog(self) -> object: ...
 
 
 class StatusSink(Protocol):

@@ -1,0 +1,320 @@
+"""The local control socket: any script can drive push-to-talk.
+
+A Unix stream socket owned by the user (mode 0600, in a 0700 directory we create), never
+TCP. One command per connection, newline-terminated; one reply line::
+
+    $ printf 'toggle\\n' | socat - UNIX-CONNECT:$XDG_RUNTIME_DIR/voice-assistant/ptt.sock
+    ok pressed
+
+Commands: ``press``, ``release``, ``toggle``, ``status``. Replies start with ``ok`` or
+``error:``. :class:`SocketHotkey` makes the socket one more push-to-talk backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from core.errors import ConfigError, DeviceError
+from voice.hotkeys import KeyEvents, WakePipe
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("press", "release", "toggle", "status")
+MAX_COMMAND_BYTES = 64  # longer input is refused unread: no command comes close
+_CLIENT_TIMEOUT_S = 1.0  # a client that connects and says nothing cannot stall the server
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path, minus the terminating NUL
+_JOIN_TIMEOUT_S = 2.0
+
+
+def default_socket_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_RUNTIME_DIR/voice-assistant/ptt.sock``, else under ``~/.local/state``."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime else Path.home() / ".local" / "state"
+    return base / "voice-assistant" / "ptt.sock"
+
+
+def socket_path(configured: str = "", env: Mapping[str, str] = os.environ) -> Path:
+    """``input.control_socket`` resolved: "" is :func:`default_socket_path`, ``~`` expands."""
+    return Path(configured).expanduser() if configured else default_socket_path(env)
+
+
+def _check_length(path: Path) -> None:
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ConfigError(
+            f"control socket path {path} is longer than {_SUN_PATH_MAX} bytes, the limit for "
+            "a Unix socket; set input.control_socket to a shorter path"
+        )
+
+
+class ControlServer:
+    """Serves the line protocol on ``path`` from a daemon thread; ``handler`` answers.
+
+    ``handler`` receives one of :data:`COMMANDS` (others are refused before it is called)
+    and returns the reply line. It runs on the server thread, so it should be quick.
+    """
+
+    def __init__(self, path: Path, handler: Callable[[str], str]) -> None:
+        _check_length(path)
+        self.path = path
+        self._handler = handler
+        self._sock: socket.socket | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._wake: WakePipe | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        _make_private_dir(self.path.parent)
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+        except OSError as e:
+            sock.close()
+            raise DeviceError(f"cannot create the control socket {self.path}: {e}") from None
+        # The directory is 0700 already; 0600 keeps the file private even in a shared one.
+        os.chmod(self.path, 0o600)
+        info = os.stat(self.path)
+        self._identity = (info.st_dev, info.st_ino)
+        sock.listen(8)
+        self._sock = sock
+        self._wake = WakePipe()
+        self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
+        self._thread.start()
+        log.info("control socket listening on %s", self.path)
+
+    def close(self) -> None:
+        if self._wake is not None:
+            self._wake.wake()
+            if self._thread is not None:
+                self._thread.join(_JOIN_TIMEOUT_S)
+                self._thread = None
+            self._wake.close()
+            self._wake = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._unlink_if_ours()
+
+    def _remove_stale(self) -> None:
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(info.st_mode):
+            raise DeviceError(
+                f"{self.path} exists and is not a socket; remove it or set input.control_socket"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(_CLIENT_TIMEOUT_S)
+        try:
+            probe.connect(str(self.path))
+        except ConnectionRefusedError:  # nobody listens: left behind by a crash
+            log.info("removing stale control socket %s", self.path)
+            self.path.unlink(missing_ok=True)
+            return
+        except OSError as e:
+            raise DeviceError(
+                f"cannot check the existing control socket {self.path}: {e}"
+            ) from None
+        finally:
+            probe.close()
+        raise DeviceError(
+            f"another voice assistant is already listening on {self.path}; stop it first "
+            "(systemctl --user stop voice-assistant) or set input.control_socket to another path"
+        )
+
+    def _unlink_if_ours(self) -> None:
+        # A newer assistant may have replaced a socket we thought stale: never remove its file.
+        if self._identity is None:
+            return
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (info.st_dev, info.st_ino) == self._identity:
+            self.path.unlink(missing_ok=True)
+        self._identity = None
+
+    def _serve(self) -> None:
+        assert self._sock is not None and self._wake is not None
+        while True:
+            ready, _, _ = select.select([self._sock, self._wake.fd], [], [])
+            if self._wake.fd in ready:
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except OSError as e:
+                log.warning("control socket accept failed: %s", e)
+                continue
+            with conn:
+                self._answer(conn)
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.settimeout(_CLIENT_TIMEOUT_S)
+        try:
+            if not _same_user(conn):
+                reply = "error: permission denied"
+            else:
+                reply = self._reply(_read_line(conn))
+            _discard_pending(conn)
+            conn.sendall(reply.encode() + b"\n")
+        except OSError as e:  # includes TimeoutError: a client that said nothing in time
+            log.debug("control client dropped: %s", e)
+
+    def _reply(self, line: bytes | None) -> str:
+        if line is None:
+            return f"error: command too long (at most {MAX_COMMAND_BYTES} bytes)"
+        command = line.decode("ascii", "replace").strip()
+        if command not in COMMANDS:
+            return f"error: unknown command {command[:32]!r} (expected {', '.join(COMMANDS)})"
+        try:
+            reply = self._handler(command)
+        except Exception as e:
+            log.exception("control command %s failed", command)
+            return f"error: {command} failed: {e}"
+        return " ".join(reply.split())  # one line, whatever the handler returned
+
+
+def _read_line(conn: socket.socket) -> bytes | None:
+    """The first line (or everything until the client shuts down); None when too long."""
+    data = b""
+    while b"\n" not in data:
+        if len(data) > MAX_COMMAND_BYTES:
+            return None
+        chunk = conn.recv(MAX_COMMAND_BYTES + 1)
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\n", 1)[0]
+    return None if len(line) > MAX_COMMAND_BYTES else line
+
+
+def _discard_pending(conn: socket.socket, limit: int = 1 << 16) -> None:
+    # Closing a Unix socket with unread input resets the connection, and the client would
+    # lose our reply: drop whatever it has already sent beyond the command line.
+    timeout = conn.gettimeout()
+    conn.setblocking(False)
+    try:
+        dropped = 0
+        while dropped < limit and (chunk := conn.recv(4096)):
+            dropped += len(chunk)
+    except BlockingIOError:
+        pass  # nothing more has arrived
+    finally:
+        conn.settimeout(timeout)
+
+
+def _same_user(conn: socket.socket) -> bool:
+    # File permissions already keep others out; the peer's uid is checked as well in case
+    # the socket was put in a shared directory.
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid in (os.getuid(), 0)
+
+
+def _make_private_dir(directory: Path) -> None:
+    """Create missing directories as 0700; existing ones are left as the user set them."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        os.chmod(d, 0o700)  # explicit: mkdir's mode is filtered by the umask
+
+
+def send_command(path: Path, command: str, *, timeout_s: float = 2.0) -> str:
+    """Send one command to a running assistant; its reply line (``ok ...`` or ``error: ...``)."""
+    if not command or "\n" in command or len(command) > MAX_COMMAND_BYTES:
+        raise ConfigError(f"a control command is one short line, e.g. {', '.join(COMMANDS)}")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise DeviceError(
+                f"nothing is listening on {path}: is `voice-assistant listen` running?"
+            ) from None
+        except PermissionError:
+            raise DeviceError(
+                f"permission denied on {path}: it belongs to another user; run this as the user "
+                "who runs the assistant"
+            ) from None
+        except OSError as e:  # includes TimeoutError: a listener too busy to accept
+            raise DeviceError(f"cannot connect to the assistant on {path}: {e}") from None
+        try:
+            sock.sendall(command.encode() + b"\n")
+            reply = _read_reply(sock)
+        except TimeoutError:
+            raise DeviceError(
+                f"the assistant on {path} gave no reply within {timeout_s} s"
+            ) from None
+    if not reply:
+        raise DeviceError(f"the assistant on {path} closed the connection without a reply")
+    return reply
+
+
+def _read_reply(sock: socket.socket) -> str:
+    data = b""
+    while b"\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+
+
+def key_command_handler(
+    events: KeyEvents, status: Callable[[], str] | None = None
+) -> Callable[[str], str]:
+    """Map socket commands onto ``events``; ``status`` describes the loop (default: the key).
+
+    ``toggle`` flips the socket's own key state, so a script can use toggle alone.
+    """
+    lock = threading.Lock()
+    down = False
+
+    def handle(command: str) -> str:
+        nonlocal down
+        with lock:
+            if command == "status":
+                return f"ok {status() if status else ('pressed' if down else 'released')}"
+            want = {"press": True, "release": False, "toggle": not down}[command]
+            if want != down:
+                down = want
+                (events.press if want else events.release)()
+            return f"ok {'pressed' if down else 'released'}"
+
+    return handle
+
+
+class SocketHotkey:
+    """The control socket as a push-to-talk backend; runs beside any key backend."""
+
+    name = "socket"
+
+    def __init__(self, path: Path, *, status: Callable[[], str] | None = None) -> None:
+        self.path = path
+        self._status = status
+        self._server: ControlServer | None = None
+
+    def start(self, events: KeyEvents) -> None:
+        self._server = ControlServer(self.path, key_command_handler(events, self._status))
+        self._server.start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
