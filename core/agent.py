@@ -1,0 +1,119 @@
+"""The agent engine: a tiny :class:`Agent` protocol and :class:`AgentRunner`, its CLI form.
+
+``AgentRunner`` runs an agent command line such as
+``claude -p --output-format stream-json --verbose`` once per turn: the prompt goes to stdin
+(never argv, where a leading ``-`` would read as an option), ``--resume <id>`` continues the
+agent's own conversation, and the output is parsed as it streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from core.agent_output import (
+    AgentResult,
+    OutputFormat,
+    OutputParser,
+    ResumeFailed,
+    format_from_command,
+    interpret,
+    safe_agent_id,
+)
+from core.errors import AgentError, AgentTimeout, ConfigError
+from core.process import program_name, run_process
+
+__all__ = ["Agent", "AgentError", "AgentResult", "AgentRunner", "AgentTimeout", "TextCallback"]
+
+log = logging.getLogger(__name__)
+
+TextCallback = Callable[[str], None]
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+
+
+class Agent(Protocol):
+    """Anything that answers a prompt; ``Core`` needs nothing more (tests pass fakes)."""
+
+    def run(
+        self, prompt: str, *, session_id: str | None = None, on_text: TextCallback | None = None
+    ) -> AgentResult: ...
+
+
+class AgentRunner:
+    """Runs the agent CLI as a subprocess, one process per turn."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        timeout: float = DEFAULT_TIMEOUT_S,
+        cwd: str | Path | None = None,
+        *,
+        kill_grace_s: float = 2.0,
+        output_format: OutputFormat = "auto",
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env`` adds to (or overrides) the inherited environment of the agent process."""
+        if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
+            raise ConfigError(
+                f"agent command must be a non-empty list of arguments, got {command!r}"
+            )
+        if timeout <= 0 or kill_grace_s <= 0 or max_output_bytes <= 0:
+            raise ConfigError("agent timeout, kill grace and max output must be positive")
+        if output_format not in ("auto", "stream-json", "json", "text"):
+            raise ConfigError(f"unknown agent output format {output_format!r}")
+        self.command = tuple(command)
+        self.timeout = float(timeout)
+        self.cwd = None if cwd is None or str(cwd) == "" else str(cwd)
+        self.kill_grace_s = kill_grace_s
+        self.output_format: OutputFormat = output_format
+        self.max_output_bytes = max_output_bytes
+        self.env = dict(env) if env is not None else None
+
+    def run(
+        self, prompt: str, *, session_id: str | None = None, on_text: TextCallback | None = None
+    ) -> AgentResult:
+        """One turn. Raises :class:`AgentTimeout` or :class:`AgentError` (speakable text).
+
+        ``on_text`` is called on the calling thread, with each piece of text as it streams.
+        """
+        try:
+            return self._run_once(prompt, session_id, on_text)
+        except ResumeFailed as e:
+            if session_id is None:
+                raise
+            # The agent forgot that conversation (e.g. its history was cleared): start anew once.
+            log.warning("agent conversation %s is gone (%s); starting a new one", session_id, e)
+            return self._run_once(prompt, None, on_text)
+
+    def argv(self, session_id: str | None) -> list[str]:
+        """The command line of one run; the prompt itself never appears in it."""
+        if session_id and safe_agent_id(session_id) is None:
+            # Never put something that could read as an option after --resume.
+            log.warning("ignoring agent session id %r: not a plain id", session_id[:80])
+            session_id = None
+        resume = ["--resume", session_id] if session_id else []
+        return [*self.command, *resume]
+
+    def _run_once(
+        self, prompt: str, session_id: str | None, on_text: TextCallback | None
+    ) -> AgentResult:
+        argv = self.argv(session_id)
+        mode = format_from_command(argv) if self.output_format == "auto" else self.output_format
+        parser = OutputParser(mode, on_text)
+        finished = run_process(
+            argv,
+            stdin_data=prompt.encode("utf-8", "replace"),
+            timeout_s=self.timeout,
+            kill_grace_s=self.kill_grace_s,
+            cwd=self.cwd,
+            max_stdout_bytes=self.max_output_bytes,
+            on_line=parser.feed,
+            env=self.env,
+        )
+        return interpret(
+            parser, finished.returncode, finished.stderr, finished.duration_s, program_name(argv)
+        )

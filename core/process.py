@@ -1,0 +1,258 @@
+"""The lifecycle of one agent subprocess: start, feed, drain, time out, clean up.
+
+- argv list, never a shell; its own session, hence its own process group.
+- The prompt goes to stdin from a writer thread, then stdin is closed, so a huge prompt cannot
+  deadlock against a child that is busy writing output.
+- stdout and stderr are drained by their own threads; complete stdout lines are handed to the
+  caller's thread in order, through a queue, so callbacks never run on a worker thread.
+- On timeout (or too much output, or an error in a callback) the whole group gets SIGTERM,
+  then SIGKILL after a grace period. When the leader exits normally, whatever is left of its
+  group is killed too, so no grandchild outlives the turn.
+- The leader is only reaped after the last signal to the group: until then it is a zombie that
+  keeps the group id reserved, so a signal can never reach an unrelated, recycled group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from core.errors import AgentError, AgentTimeout
+
+log = logging.getLogger(__name__)
+
+STDERR_KEEP_BYTES = 64 * 1024
+_REAP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stderr: bytes  # the first STDERR_KEEP_BYTES
+    duration_s: float
+
+
+def program_name(argv: Sequence[str]) -> str:
+    return os.path.basename(argv[0]) if argv else "agent"
+
+
+def run_process(
+    argv: Sequence[str],
+    *,
+    stdin_data: bytes,
+    timeout_s: float,
+    kill_grace_s: float,
+    cwd: str | None,
+    max_stdout_bytes: int,
+    on_line: Callable[[bytes], None],
+    env: Mapping[str, str] | None = None,
+) -> Finished:
+    """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives."""
+    proc = _spawn(argv, cwd, None if env is None else {**os.environ, **env})
+    supervisor = _Supervisor(proc, program_name(argv), kill_grace_s)
+    try:
+        supervisor.start(stdin_data, max_stdout_bytes)
+        return supervisor.wait(timeout_s, on_line)
+    finally:
+        supervisor.cleanup()
+
+
+def _spawn(
+    argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
+    name = program_name(argv)
+    if cwd is not None and not os.path.isdir(cwd):
+        raise AgentError(
+            f"The agent's working directory {cwd} does not exist. Fix agent.cwd in config.toml."
+        )
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except FileNotFoundError:
+        raise AgentError(
+            f"The agent program '{argv[0]}' was not found. Install it, or set agent.command "
+            "in config.toml (or pass --agent) to a program that exists, e.g. --agent echo."
+        ) from None
+    except PermissionError:
+        raise AgentError(
+            f"The agent program '{argv[0]}' is not executable. Check its permissions, "
+            "or set agent.command in config.toml (or --agent)."
+        ) from None
+    except OSError as e:
+        raise AgentError(f"The agent program {name} could not be started: {e.strerror}") from None
+
+
+class _Supervisor:
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, kill_grace_s: float) -> None:
+        self.proc = proc
+        self.name = name
+        self.kill_grace_s = kill_grace_s
+        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.exited = threading.Event()
+        self.stderr = bytearray()
+        self.reaped = False
+        self.started = time.monotonic()
+        self.max_stdout_bytes = 0
+        self.stderr_reader: threading.Thread | None = None
+
+    def start(self, stdin_data: bytes, max_stdout_bytes: int) -> None:
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.max_stdout_bytes = max_stdout_bytes
+        self._thread(self._write_stdin, self.proc.stdin, stdin_data)
+        self._thread(self._read_stdout, self.proc.stdout, max_stdout_bytes)
+        self.stderr_reader = self._thread(self._read_stderr, self.proc.stderr)
+        self._thread(self._wait_exit)
+
+    def _thread(self, target: Callable[..., None], *args: object) -> threading.Thread:
+        name = f"agent-{self.proc.pid}-{target.__name__.strip('_')}"
+        thread = threading.Thread(target=target, args=args, daemon=True, name=name)
+        thread.start()
+        return thread
+
+    def wait(self, timeout_s: float, on_line: Callable[[bytes], None]) -> Finished:
+        deadline = self.started + timeout_s
+        eof_deadline = float("inf")
+        eof = exited = False
+        while not eof:
+            now = time.monotonic()
+            if now >= deadline:
+                self.stop_group()
+                raise AgentTimeout(
+                    f"The agent ({self.name}) did not finish within {timeout_s:g} seconds and "
+                    "was stopped. Ask for something shorter, or raise agent.timeout_s in "
+                    "config.toml."
+                )
+            if now >= eof_deadline:
+                log.warning("a process that left the agent's group still holds its output open")
+                break
+            try:
+                kind, payload = self.events.get(timeout=min(deadline, eof_deadline) - now)
+            except queue.Empty:
+                continue
+            if kind == "line":
+                on_line(payload)
+            elif kind == "eof":
+                eof = True
+            elif kind == "overflow":
+                self.stop_group()
+                raise AgentError(
+                    f"The agent ({self.name}) printed more than {_size(self.max_stdout_bytes)} of "
+                    "output, so it was stopped. Raise agent.max_output_bytes in config.toml "
+                    "if that much output is expected."
+                )
+            elif kind == "exited" and not exited:
+                exited = True
+                # Leftovers of the group would keep stdout open; the turn is over for them.
+                self._signal_group(signal.SIGKILL)
+                eof_deadline = time.monotonic() + self.kill_grace_s
+        if not exited:
+            self.exited.wait(max(0.0, deadline - time.monotonic()))
+            if not self.exited.is_set():  # closed its output but kept running
+                self.stop_group()
+                raise AgentTimeout(
+                    f"The agent ({self.name}) did not exit within {timeout_s:g} seconds "
+                    "and was stopped. Raise agent.timeout_s in config.toml if it needs longer."
+                )
+            self._signal_group(signal.SIGKILL)
+        returncode = self._reap()
+        if self.stderr_reader is not None:
+            self.stderr_reader.join(self.kill_grace_s)
+        return Finished(returncode, bytes(self.stderr), time.monotonic() - self.started)
+
+    def stop_group(self) -> None:
+        """SIGTERM the group, SIGKILL it after the grace period; the leader stays unreaped."""
+        self._signal_group(signal.SIGTERM)
+        self.exited.wait(self.kill_grace_s)
+        # Even if the leader obeyed, a grandchild may have ignored SIGTERM.
+        self._signal_group(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        if not self.reaped:
+            self.stop_group()
+            self._reap()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if self.reaped:
+            return  # the group id may belong to someone else now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def _reap(self) -> int:
+        try:
+            returncode = self.proc.wait(_REAP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.error("agent process %d did not die after SIGKILL", self.proc.pid)
+            return -signal.SIGKILL
+        self.reaped = True
+        return returncode
+
+    # -- worker threads ------------------------------------------------------------------
+
+    def _write_stdin(self, pipe: IO[bytes], data: bytes) -> None:
+        try:
+            pipe.write(data)
+        except OSError:  # the agent exited or closed stdin without reading everything
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _read_stdout(self, pipe: IO[bytes], limit: int) -> None:
+        total = 0
+        try:
+            while True:
+                line = pipe.readline(limit - total + 1)
+                if not line:
+                    break
+                total += len(line)
+                if total > limit:
+                    self.events.put(("overflow", b""))
+                    return
+                self.events.put(("line", line))
+        except (OSError, ValueError) as e:
+            log.warning("reading the agent's output failed: %s", e)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+        self.events.put(("eof", b""))
+
+    def _read_stderr(self, pipe: IO[bytes]) -> None:
+        read = getattr(pipe, "read1", pipe.read)
+        try:
+            while chunk := read(65536):
+                room = STDERR_KEEP_BYTES - len(self.stderr)
+                if room > 0:
+                    self.stderr += chunk[:room]
+        except (OSError, ValueError) as e:
+            log.warning("reading the agent's stderr failed: %s", e)
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+    def _wait_exit(self) -> None:
+        # WNOWAIT: learn that the leader exited without reaping it (see the module docstring).
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+        self.exited.set()
+        self.events.put(("exited", b""))
+
+
+def _size(limit: int) -> str:
+    return f"{limit / 1024 / 1024:g} MB" if limit >= 1024 * 1024 else f"{limit} bytes"

@@ -1,0 +1,358 @@
+"""Conversation sessions on disk: one JSON file each, plus ``_index.json`` listing them.
+
+Guarantees, and how:
+
+- Atomic, crash-safe writes: a unique temporary file in the same directory, fsync'd, then
+  ``os.replace``, then the directory is fsync'd. Temporaries left by a killed process are swept
+  when a store is opened (under the lock, so a live writer's temporary is never touched).
+- Threads and processes: every write holds a ``threading.Lock`` and an ``fcntl.flock`` on the
+  sidecar ``.lock`` file, so two assistant processes may share one store and lose nothing.
+- Saving patches the session's index entry in place (no rescan of the session files). A missing
+  or corrupt index is rebuilt from the files; that rebuild takes the lock itself, so it always
+  runs after the saver has released it and nothing deadlocks.
+- Index entries whose file is gone are dropped when the index is written and when it is read.
+  To do that without listing thousands of files per save, the directory's listing is cached
+  while its mtime is unchanged; that is only trusted where every change moves the mtime
+  (fine-grained timestamps, probed when the store opens), else the directory is listed anew.
+- A damaged session file is moved aside to ``<name>.corrupt-<time>`` with a warning; the caller
+  carries on, and no other session is affected.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.errors import StoreError
+from core.index import Index
+from core.paths import is_valid_session_id, session_file, validate_room_id
+from core.session import IndexEntry, Session, SessionFormatError
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "_index.json"
+LOCK_NAME = ".lock"
+TMP_SUFFIX = ".tmp"
+DIR_MODE = 0o700
+
+_FileSig = tuple[int, int, int]
+
+
+def _file_sig(path: Path) -> _FileSig | None:
+    # os.replace gives every write a new inode, so (inode, mtime, size) spots any rewrite.
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class SessionStore:
+    """A directory of session files with an incrementally maintained index."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self._index_path = self.root / INDEX_NAME
+        self._lock_path = self.root / LOCK_NAME
+        self._thread_lock = threading.Lock()
+        # Cache of the index file, valid while its signature is unchanged.
+        self._index: Index | None = None
+        self._index_sig: _FileSig | None = None
+        # Cache of the directory's file names, valid while the directory is unchanged; it
+        # lets a save drop ghost entries without listing thousands of files every time.
+        self._names: set[str] = set()
+        self._dir_sig: _FileSig | None = None
+        self._index_clean = False  # the cached index was checked against the cached names
+        self._trust_dir_sig = False
+        with _store_errors(
+            f"open the session store {self.root} (set session.store_dir to a writable directory)"
+        ):
+            _make_private_dir(self.root)
+            with self._locked():
+                self._sweep_temporaries()
+                self._trust_dir_sig = _dir_times_are_fine(self.root)
+
+    # -- public API ---------------------------------------------------------------------
+
+    def save(self, session: Session) -> None:
+        """Write ``session`` and patch its index entry; safe against crashes and other writers."""
+        data = session.to_json()
+        entry = session.compact()
+        path = session_file(self.root, session.session_id)
+        with _store_errors(f"save session {session.session_id} in {self.root}"):
+            with self._locked():
+                try:
+                    names = self._listing()
+                    self._write_atomic(path, data)
+                    names.add(path.name)
+                    self._dir_sig = _file_sig(self.root)  # our own change is now in `names`
+                    index, _ = self._checked_index()
+                    if index is not None:
+                        index.upsert(entry)
+                        self._write_index(index)
+                        self._fsync_dir()
+                        return
+                except BaseException:
+                    self._forget_caches()  # they may be ahead of what reached the disk
+                    raise
+            # The index was missing or corrupt: rebuild it now that the lock is released.
+            self.rebuild_index()
+
+    def load(self, session_id: str) -> Session | None:
+        """The session, or ``None`` if there is none (a corrupt file is moved aside first)."""
+        path = session_file(self.root, session_id)
+        with _store_errors(f"read session {session_id}"):
+            try:
+                return _decode(session_id, _read_file(path))
+            except FileNotFoundError:
+                return None
+            except SessionFormatError as e:
+                return self._quarantine(path, e)
+
+    def latest_for_room(self, room_id: str) -> IndexEntry | None:
+        """The newest index entry of ``room_id`` (closed or not), or ``None``."""
+        validate_room_id(room_id)
+        with _store_errors(f"read the session index in {self.root}"):
+            with self._thread_lock:
+                index, _ = self._checked_index()
+                if index is not None:
+                    return index.latest_for_room(room_id)
+            self.rebuild_index()
+            with self._thread_lock:
+                index, _ = self._checked_index()
+                return None if index is None else index.latest_for_room(room_id)
+
+    def rebuild_index(self) -> builtins.list[IndexEntry]:
+        """Scan every session file and rewrite ``_index.json``; returns the entries."""
+        with _store_errors(f"rebuild the session index in {self.root}"), self._locked():
+            index = Index(self._scan_locked())
+            self._write_index(index)
+            self._fsync_dir()
+            self._names = set(os.listdir(self.root))
+            self._dir_sig = _file_sig(self.root)
+            self._index_clean = True
+            log.info("rebuilt the session index of %s: %d sessions", self.root, len(index))
+            return index.entries()
+
+    def list(self) -> builtins.list[IndexEntry]:
+        """Compact entries, newest first, from the index (never listing a vanished session)."""
+        with _store_errors(f"read the session index in {self.root}"):
+            with self._thread_lock:
+                index, pruned = self._checked_index()
+                if index is not None and not pruned:
+                    return index.entries()
+            if index is not None:
+                # Ghost entries were dropped from the cached copy: write that to disk too.
+                with self._locked():
+                    index, _ = self._checked_index()
+                    if index is not None:
+                        self._write_index(index)
+                        self._fsync_dir()
+                        return index.entries()
+            return self.rebuild_index()
+
+    # -- index cache ----------------------------------------------------------------------
+
+    def _checked_index(self) -> tuple[Index | None, bool]:
+        """(index without ghost entries or None if missing/corrupt, whether any were dropped).
+
+        The caller holds ``_thread_lock``.
+        """
+        index = self._current_index()
+        if index is None:
+            return None, False
+        names = self._listing()
+        if self._index_clean:
+            return index, False
+        gone = index.prune(lambda sid: f"{sid}.json" in names)
+        self._index_clean = True
+        if gone:
+            log.info("dropped %d index entries whose session file is gone", len(gone))
+        return index, bool(gone)
+
+    def _current_index(self) -> Index | None:
+        sig = _file_sig(self._index_path)
+        if sig is None:
+            return None
+        if self._index is not None and sig == self._index_sig:
+            return self._index
+        try:
+            index = Index.parse(self._read_index_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, SessionFormatError) as e:
+            log.warning("session index %s is unreadable (%s); rebuilding it", self._index_path, e)
+            return None
+        self._index, self._index_sig, self._index_clean = index, sig, False
+        return index
+
+    def _forget_caches(self) -> None:
+        self._index = self._index_sig = self._dir_sig = None
+        self._index_clean = False
+
+    def _read_index_bytes(self) -> bytes:
+        return _read_file(self._index_path)
+
+    def _listing(self) -> set[str]:
+        sig = _file_sig(self.root)
+        if sig != self._dir_sig or self._dir_sig is None or not self._trust_dir_sig:
+            # Someone else changed the directory: list it again and re-check the index.
+            self._names = set(os.listdir(self.root))
+            self._dir_sig = sig
+            self._index_clean = False
+        return self._names
+
+    def _write_index(self, index: Index) -> None:
+        self._write_atomic(self._index_path, *index.json_chunks())
+        self._index, self._index_sig = index, _file_sig(self._index_path)
+        if self._dir_sig is not None:
+            self._dir_sig = _file_sig(self.root)  # replacing the index changes no session name
+
+    def _scan_locked(self) -> Iterator[IndexEntry]:
+        for name in sorted(os.listdir(self.root)):
+            if not name.endswith(".json") or name == INDEX_NAME:
+                continue
+            session_id = name.removesuffix(".json")
+            if not is_valid_session_id(session_id):
+                log.warning("ignoring %s in the session store: not a session file name", name)
+                continue
+            path = self.root / name
+            try:
+                yield _decode(session_id, _read_file(path)).compact()
+            except FileNotFoundError:
+                continue
+            except SessionFormatError as e:
+                self._move_aside_locked(path, e)
+
+    # -- damaged files ----------------------------------------------------------------------
+
+    def _quarantine(self, path: Path, error: SessionFormatError) -> Session | None:
+        session_id = path.name.removesuffix(".json")
+        with self._locked():
+            # Re-check under the lock: another writer may have replaced the file meanwhile.
+            try:
+                return _decode(session_id, _read_file(path))
+            except FileNotFoundError:
+                return None
+            except SessionFormatError as e:
+                error = e
+            self._move_aside_locked(path, error)
+            index = self._current_index()
+            if index is not None and index.remove(session_id):
+                self._write_index(index)
+            self._fsync_dir()
+        return None
+
+    def _move_aside_locked(self, path: Path, error: Exception) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        os.replace(path, target)
+        self._names.discard(path.name)
+        if self._dir_sig is not None:
+            self._dir_sig = _file_sig(self.root)
+        log.warning("session file %s is corrupt (%s); moved it to %s", path, error, target.name)
+
+    # -- files and locks --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def _write_atomic(self, path: Path, *chunks: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.writelines(chunks)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sweep_temporaries(self) -> None:
+        # Every writer holds the lock while its temporary exists, so any we see now is stale.
+        stale = [n for n in os.listdir(self.root) if n.startswith(".") and n.endswith(TMP_SUFFIX)]
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / name)
+        if stale:
+            log.info("removed %d temporary files left by an interrupted save", len(stale))
+
+
+@contextlib.contextmanager
+def _store_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise StoreError(f"cannot {action}: {e.strerror or e}") from None
+
+
+def _read_file(path: Path) -> bytes:
+    """Read a regular file without following a symlink out of the store."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SessionFormatError(f"{path.name} is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise SessionFormatError(f"{path.name} is not a regular file")
+        return f.read()
+
+
+def _decode(session_id: str, data: bytes) -> Session:
+    session = Session.from_json(data)
+    if session.session_id != session_id:
+        raise SessionFormatError(f"file of {session_id} holds session {session.session_id}")
+    return session
+
+
+def _dir_times_are_fine(root: Path) -> bool:
+    """Whether every change to ``root`` moves its mtime (fine-grained, "multigrain" timestamps).
+
+    With coarse timestamps (older kernels) two changes within one clock tick share an mtime, so
+    an unchanged mtime proves nothing and the directory must be listed every time.
+    """
+    probe = root / f".mtime-probe{TMP_SUFFIX}"  # swept like any temporary if left behind
+    for _ in range(3):
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        created = os.stat(root).st_mtime_ns
+        os.unlink(probe)
+        if os.stat(root).st_mtime_ns == created:
+            return False
+    return True
+
+
+def _make_private_dir(root: Path) -> None:
+    root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(root.stat().st_mode)
+    if mode != DIR_MODE:
+        # Conversations are private: tighten a directory someone created with a looser mode.
+        os.chmod(root, DIR_MODE)
+        log.info("set mode 0700 on the session store %s (was %o)", root, mode)

@@ -1,0 +1,42 @@
+"""Shared fixtures for the core tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.agent import AgentRunner
+from core.store import SessionStore
+
+REPO = Path(__file__).resolve().parents[2]
+FAKES = Path(__file__).resolve().parent / "fakes"
+FAKE_AGENT = FAKES / "fake_agent.py"
+# -I -S: no site-packages and no environment lookups, so a fake starts in a few milliseconds.
+FAST_PYTHON = (sys.executable, "-I", "-S")
+ECHO_AGENT = (sys.executable, "-m", "core.echo_agent")
+
+
+def fake_command(mode: str, *args: str) -> list[str]:
+    return [*FAST_PYTHON, str(FAKE_AGENT), mode, *args]
+
+
+def fake_runner(mode: str, *args: str, **kwargs: object) -> AgentRunner:
+    kwargs.setdefault("timeout", 30.0)
+    return AgentRunner(fake_command(mode, *args), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "sessions"
+
+
+@pytest.fixture(params=["dir-cache", "always-list"])
+def store(store_dir: Path, request: pytest.FixtureRequest) -> SessionStore:
+    """A store, in both modes: trusting the directory's mtime, and listing it every time (what
+    it does on filesystems with coarse timestamps, which the running kernel may not have)."""
+    store = SessionStore(store_dir)
+    if request.param == "always-list":
+        store._trust_dir_sig = False
+    return store

@@ -1,0 +1,270 @@
+"""Core: sessions per room, agent session ids, idle timeout, reset, errors recorded, streaming."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import Core
+from core.agent import AgentResult, TextCallback
+from core.config import AgentConfig, CoreConfig, SessionConfig
+from core.errors import AgentError, AgentTimeout, InvalidIdError
+from core.store import SessionStore
+from tests.core.conftest import ECHO_AGENT, REPO, fake_runner
+from tests.core.fakes.agents import Call, FakeAgent
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def numbered_agent() -> FakeAgent:
+    """Replies "reply N" and hands out a new agent session id every turn, like Claude may."""
+
+    def behaviour(call: Call, on_text: TextCallback | None) -> AgentResult:
+        return AgentResult(
+            text=f"reply to {call.prompt}", session_id=f"agent-{call.prompt}", cost_usd=0.01
+        )
+
+    return FakeAgent(behaviour)
+
+
+def test_a_turn_records_both_sides_with_timing_and_cost(tmp_path: Path) -> None:
+    clock = Clock()
+    core = Core(tmp_path, numbered_agent(), clock=clock)
+    assert core.send_message("desk", "one") == "reply to one"
+    session = SessionStore(tmp_path).load(core.store.list()[0]["session_id"])  # from disk
+    assert session is not None and session.room_id == "desk" and session.title == "one"
+    user, reply = session.messages
+    assert (user.role, user.text, user.timestamp) == ("user", "one", clock.now)
+    assert (reply.role, reply.text, reply.is_error, reply.cost_usd) == (
+        "assistant",
+        "reply to one",
+        False,
+        0.01,
+    )
+    assert reply.duration_ms is not None and reply.duration_ms >= 0
+    assert session.agent_session_id == "agent-one"
+
+
+def test_the_agent_session_id_returned_each_turn_is_passed_next_turn(tmp_path: Path) -> None:
+    agent = numbered_agent()
+    core = Core(tmp_path, agent)
+    for text in ("a", "b", "c"):
+        core.send_message("desk", text)
+    assert [c.session_id for c in agent.calls] == [None, "agent-a", "agent-b"]
+    session = core.active_session("desk")
+    assert session is not None and len(session.messages) == 6
+    assert session.agent_session_id == "agent-c"
+
+
+def test_a_new_core_on_the_same_store_continues_the_conversation(tmp_path: Path) -> None:
+    Core(tmp_path, numbered_agent()).send_message("desk", "first")
+    agent = numbered_agent()
+    Core(tmp_path, agent).send_message("desk", "second")
+    assert agent.calls[0].session_id == "agent-first"
+    assert len(SessionStore(tmp_path).list()) == 1
+
+
+def test_rooms_have_separate_sessions(tmp_path: Path) -> None:
+    agent = numbered_agent()
+    core = Core(tmp_path, agent)
+    core.send_message("kitchen", "k1")
+    core.send_message("desk", "d1")
+    core.send_message("kitchen", "k2")
+    assert [c.session_id for c in agent.calls] == [None, None, "agent-k1"]
+    rooms = sorted(e["room_id"] for e in core.store.list())
+    assert rooms == ["desk", "kitchen"]
+
+
+def test_idle_timeout_starts_a_new_session(tmp_path: Path) -> None:
+    clock = Clock()
+    agent = numbered_agent()
+    core = Core(tmp_path, agent, idle_timeout_s=60.0, clock=clock)
+    core.send_message("desk", "a")
+    clock.now += 60.0  # exactly the limit: still the same conversation
+    core.send_message("desk", "b")
+    clock.now += 60.5
+    assert core.active_session("desk") is None
+    core.send_message("desk", "c")
+    assert [c.session_id for c in agent.calls] == [None, "agent-a", None]
+    assert [e["message_count"] for e in core.store.list()] == [2, 4]
+
+
+def test_idle_timeout_zero_means_never(tmp_path: Path) -> None:
+    clock = Clock()
+    core = Core(tmp_path, numbered_agent(), idle_timeout_s=0, clock=clock)
+    core.send_message("desk", "a")
+    clock.now += 10 * 365 * 24 * 3600
+    core.send_message("desk", "b")
+    assert len(core.store.list()) == 1
+
+
+def test_reset_starts_a_new_conversation_and_survives_a_restart(tmp_path: Path) -> None:
+    agent = numbered_agent()
+    core = Core(tmp_path, agent)
+    core.send_message("desk", "a")
+    core.reset("desk")
+    core.reset("desk")  # idempotent
+    assert core.active_session("desk") is None
+    assert Core(tmp_path, agent).active_session("desk") is None
+    core.send_message("desk", "b")
+    assert agent.calls[-1].session_id is None
+    entries = core.store.list()
+    assert [(e["message_count"], e["closed"]) for e in entries] == [(2, False), (2, True)]
+
+
+def test_reset_of_an_unknown_room_is_harmless(tmp_path: Path) -> None:
+    core = Core(tmp_path, numbered_agent())
+    core.reset("nobody")
+    assert core.store.list() == []
+
+
+@pytest.mark.parametrize(
+    "error", [AgentError("The agent crashed with exit code 3: boom"), AgentTimeout("too slow")]
+)
+def test_an_agent_failure_is_recorded_then_re_raised(tmp_path: Path, error: AgentError) -> None:
+    def behaviour(call: Call, on_text: TextCallback | None) -> AgentResult:
+        if call.prompt == "fail":
+            raise error
+        return AgentResult(text="ok", session_id="agent-1")
+
+    agent = FakeAgent(behaviour)
+    core = Core(tmp_path, agent)
+    core.send_message("desk", "hello")
+    with pytest.raises(type(error)) as excinfo:
+        core.send_message("desk", "fail")
+    assert excinfo.value is error
+    session = SessionStore(tmp_path).load(core.store.list()[0]["session_id"])
+    assert session is not None
+    assert [(m.role, m.text, m.is_error) for m in session.messages[2:]] == [
+        ("user", "fail", False),
+        ("assistant", str(error), True),
+    ]
+    assert session.agent_session_id == "agent-1"  # kept for the next turn
+    core.send_message("desk", "again")
+    assert agent.calls[-1].session_id == "agent-1"
+
+
+def test_an_is_error_result_from_any_agent_is_an_error(tmp_path: Path) -> None:
+    agent = FakeAgent(lambda call, on_text: AgentResult(text="quota exceeded", is_error=True))
+    core = Core(tmp_path, agent)
+    with pytest.raises(AgentError, match="quota exceeded"):
+        core.send_message("desk", "hi")
+    session = core.active_session("desk")
+    assert session is not None and session.messages[-1].is_error
+
+
+def test_a_real_subprocess_failure_is_recorded(tmp_path: Path) -> None:
+    core = Core(tmp_path, fake_runner("crash"))
+    with pytest.raises(AgentError, match="exit code 3"):
+        core.send_message("desk", "hello")
+    session = core.active_session("desk")
+    assert session is not None
+    assert session.messages[0].text == "hello"
+    assert "exit code 3: boom" in session.messages[1].text
+
+
+def test_on_text_gets_the_stream_in_order(tmp_path: Path) -> None:
+    def behaviour(call: Call, on_text: TextCallback | None) -> AgentResult:
+        assert on_text is not None
+        for piece in ("one ", "two ", "three"):
+            on_text(piece)
+        return AgentResult(text="one two three")
+
+    got: list[str] = []
+    assert Core(tmp_path, FakeAgent(behaviour)).send_message("d", "x", on_text=got.append) == (
+        "one two three"
+    )
+    assert got == ["one ", "two ", "three"]
+
+
+def test_round_trip_through_the_echo_agent_subprocess(tmp_path: Path) -> None:
+    from core.agent import AgentRunner
+
+    core = Core(tmp_path, AgentRunner(ECHO_AGENT, 30))
+    got: list[str] = []
+    assert core.send_message("desk", "--version", on_text=got.append) == "You said: --version"
+    assert "".join(got) == "You said: --version"
+    first = core.active_session("desk")
+    assert first is not None and first.agent_session_id is not None
+    assert core.send_message("desk", "again") == "You said: again"
+    second = core.active_session("desk")
+    assert second is not None and second.session_id == first.session_id
+    assert second.agent_session_id == first.agent_session_id  # the echo agent resumed it
+
+
+@pytest.mark.parametrize("room", ["../../etc", "/abs", "a/b", "", "x" * 10_000, "nul\x00"])
+def test_hostile_room_ids_are_refused_before_anything_happens(tmp_path: Path, room: str) -> None:
+    agent = numbered_agent()
+    core = Core(tmp_path, agent)
+    for call in (
+        lambda: core.send_message(room, "hi"),
+        lambda: core.room_lock(room),
+        lambda: core.reset(room),
+        lambda: core.active_session(room),
+    ):
+        with pytest.raises(InvalidIdError):
+            call()
+    assert agent.calls == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_an_empty_message_is_refused(tmp_path: Path, text: str) -> None:
+    agent = numbered_agent()
+    with pytest.raises(ValueError, match="empty"):
+        Core(tmp_path, agent).send_message("desk", text)
+    assert agent.calls == []
+
+
+def test_from_config_wires_the_runner_and_the_store(tmp_path: Path) -> None:
+    config = CoreConfig(
+        agent=AgentConfig(command=ECHO_AGENT, timeout_s=30.0, cwd=str(tmp_path)),
+        session=SessionConfig(store_dir=str(tmp_path / "store"), idle_timeout_s=5.0),
+    )
+    core = Core.from_config(config)
+    assert core.send_message("desk", "hi") == "You said: hi"
+    assert core.store.root == tmp_path / "store"
+    assert core.idle_timeout_s == 5.0
+    plain = [sys.executable, "-c", "print('plain text agent')"]
+    override = Core.from_config(config, agent_command=plain)
+    assert override.send_message("desk", "hi") == "plain text agent"  # sniffed as text
+
+
+def test_module_level_send_message_uses_config_toml(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        "[agent]\n"
+        f"command = {json.dumps([sys.executable, '-m', 'core.echo_agent'])}\n"
+        "[session]\n"
+        f"store_dir = {json.dumps(str(store))}\n"
+        "[some_voice_table]\nnot_ours = 1\n"
+    )
+    env = {**os.environ, "VOICE_ASSISTANT_CONFIG": str(config), "PYTHONPATH": str(REPO)}
+    code = (
+        "import core\n"
+        "print(core.send_message('desk', 'from config'))\n"
+        "print(core.send_message('desk', 'two'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.splitlines() == ["You said: from config", "You said: two"]
+    entries = SessionStore(store).list()
+    assert [(e["room_id"], e["message_count"]) for e in entries] == [("desk", 4)]

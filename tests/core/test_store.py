@@ -1,0 +1,293 @@
+"""SessionStore robustness: damaged files, hostile ids, permissions, leftovers, round trips."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.errors import InvalidIdError, StoreError
+from core.index import Index
+from core.paths import default_store_dir, validate_room_id, validate_session_id
+from core.session import Message, Session
+from core.store import SessionStore
+
+
+def session(room: str = "desk", text: str = "hello", at: float = 1000.0) -> Session:
+    s = Session(room_id=room, created_at=at, updated_at=at)
+    s.add(Message(role="user", text=text, timestamp=at))
+    s.add(Message(role="assistant", text="reply", timestamp=at + 1, duration_ms=5, cost_usd=0.5))
+    return s
+
+
+def corrupt_variants(victim: Session) -> dict[str, bytes]:
+    """Damaged forms of ``victim``'s file (each keeps its own id, so only the damage counts)."""
+    good = victim.to_dict()
+
+    def variant(**changes: object) -> bytes:
+        return json.dumps({**good, **changes}).encode()
+
+    return {
+        "garbage": b"THIS IS NOT JSON {{{",
+        "empty": b"",
+        "truncated": victim.to_json()[:40],
+        "top-level-list": b"[1, 2, 3]",
+        "nan": variant(created_at=float("nan")),
+        "infinity": variant(updated_at=float("inf")),
+        "deep-nesting": b"[" * 100_000 + b"]" * 100_000,
+        "not-utf8": variant(title="TITLE").replace(b"TITLE", b"\xff\xfe"),
+        "messages-not-a-list": variant(messages="hi"),
+        "bad-role": variant(messages=[{"role": "root", "text": "x", "timestamp": 1.0}]),
+        "bool-timestamp": variant(messages=[{"role": "user", "text": "x", "timestamp": True}]),
+        "hostile-room": variant(room_id="../../etc"),
+    }
+
+
+KINDS = sorted(corrupt_variants(Session(room_id="desk")))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_corrupt_session_file_is_moved_aside(
+    store: SessionStore, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim, bystander = session(at=100.0), session(at=200.0)
+    store.save(victim)
+    store.save(bystander)
+    path = store.root / f"{victim.session_id}.json"
+    damaged = corrupt_variants(victim)[kind]
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING, logger="core.store"):
+        assert store.load(victim.session_id) is None
+    moved = [p for p in store.root.iterdir() if ".corrupt-" in p.name]
+    assert len(moved) == 1 and moved[0].name.startswith(f"{victim.session_id}.json.corrupt-")
+    assert moved[0].read_bytes() == damaged  # kept for a person to inspect, not deleted
+    assert not path.exists()
+    assert "corrupt" in caplog.text and victim.session_id in caplog.text
+    loaded = store.load(bystander.session_id)
+    assert loaded is not None and loaded.to_dict() == bystander.to_dict()
+    assert [e["session_id"] for e in store.list()] == [bystander.session_id]
+
+
+def test_a_file_holding_another_sessions_id_is_corrupt(store: SessionStore) -> None:
+    a, b = session(at=1.0), session(at=2.0)
+    store.save(a)
+    (store.root / f"{b.session_id}.json").write_bytes(a.to_json())
+    assert store.load(b.session_id) is None
+    assert store.load(a.session_id) is not None
+
+
+def test_a_symlink_out_of_the_store_is_not_followed(store: SessionStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    s = session()
+    outside.write_bytes(s.to_json())
+    (store.root / f"{s.session_id}.json").symlink_to(outside)
+    assert store.load(s.session_id) is None
+    assert outside.read_bytes() == s.to_json()  # the target is untouched
+
+
+def test_rebuild_skips_and_quarantines_damaged_files(store: SessionStore) -> None:
+    good = [session(at=float(i)) for i in range(3)]
+    for s in good:
+        store.save(s)
+    bad_id = str(uuid.uuid4())
+    (store.root / f"{bad_id}.json").write_bytes(b"[" * 50_000)
+    (store.root / "not a session.json").write_text("{}")
+    (store.root / "notes.txt").write_text("mine")
+    entries = store.rebuild_index()
+    assert {e["session_id"] for e in entries} == {s.session_id for s in good}
+    assert any(p.name.startswith(f"{bad_id}.json.corrupt-") for p in store.root.iterdir())
+    assert (store.root / "notes.txt").read_text() == "mine"
+    assert (store.root / "not a session.json").exists()  # not ours to move
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        b"{}",
+        b'[{"session_id": "x"}]',
+        b"[NaN]",
+        b"[" * 100_000,
+        b"\xff\xfe",
+        json.dumps(
+            [
+                {
+                    "session_id": "../../etc/passwd",
+                    "room_id": "desk",
+                    "title": "",
+                    "created_at": 1.0,
+                    "updated_at": 1.0,
+                    "message_count": 0,
+                    "closed": False,
+                }
+            ]
+        ).encode(),
+    ],
+    ids=["object", "missing-fields", "nan", "deep", "not-utf8", "hostile-id"],
+)
+def test_a_corrupt_index_is_rebuilt_from_the_files(store: SessionStore, index: bytes) -> None:
+    saved = [session(at=float(i)) for i in range(3)]
+    for s in saved:
+        store.save(s)
+    (store.root / "_index.json").write_bytes(index)
+    fresh = SessionStore(store.root)
+    assert [e["session_id"] for e in fresh.list()] == [s.session_id for s in reversed(saved)]
+    assert json.loads((store.root / "_index.json").read_text())[0]["session_id"] == (
+        saved[-1].session_id
+    )
+
+
+def test_sessions_round_trip_exactly(store: SessionStore) -> None:
+    s = session(text="naïve café \ud800 odd surrogate, and emoji 🎤")
+    s.agent_session_id = "0b1c2d3e-agent"
+    store.save(s)
+    loaded = SessionStore(store.root).load(s.session_id)
+    assert loaded == s
+    assert loaded is not None and loaded.messages[1].cost_usd == 0.5
+
+
+def test_session_is_constructible_from_the_public_keywords_alone() -> None:
+    sid = str(uuid.uuid4())
+    s = Session(
+        session_id=sid,
+        room_id="desk",
+        title="t",
+        messages=[],
+        created_at=1.0,
+        updated_at=2.0,
+        agent_session_id=None,
+    )
+    assert s.compact() == {
+        "session_id": sid,
+        "room_id": "desk",
+        "title": "t",
+        "created_at": 1.0,
+        "updated_at": 2.0,
+        "message_count": 0,
+        "closed": False,
+    }
+    assert uuid.UUID(Session(room_id="desk").session_id)  # generated ids are UUIDs
+    on_disk_form = {"role": "user", "text": "hi", "timestamp": 3.0}
+    from_dicts = Session(room_id="desk", messages=[on_disk_form])  # type: ignore[list-item]
+    assert from_dicts.messages == [Message(role="user", text="hi", timestamp=3.0)]
+
+
+def test_load_of_an_unknown_session_is_none(store: SessionStore) -> None:
+    assert store.load(str(uuid.uuid4())) is None
+
+
+HOSTILE_IDS = ["../../etc", "/abs", "a/b", "", "x" * 10_000, "nul\x00byte", ".hidden", "..", 7]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_IDS, ids=lambda v: repr(v)[:20])
+def test_hostile_ids_are_rejected_with_a_clear_error(store: SessionStore, bad: object) -> None:
+    with pytest.raises(InvalidIdError) as excinfo:
+        validate_room_id(bad)
+    assert "room id" in str(excinfo.value)
+    with pytest.raises(InvalidIdError, match="session id"):
+        store.load(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):  # InvalidIdError is a ValueError
+        Session(room_id=bad)  # type: ignore[arg-type]
+    assert sorted(p.name for p in store.root.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize("good", ["desk", "kitchen.2", "ops@home", "a-b_c+d", "x" * 128])
+def test_ordinary_room_ids_are_accepted(good: str) -> None:
+    assert validate_room_id(good) == good
+
+
+def test_session_ids_cannot_shadow_the_index_or_contain_dots() -> None:
+    for bad in ["_index", "a.b", "x.json", "-rf"]:
+        with pytest.raises(InvalidIdError):
+            validate_session_id(bad)
+    assert validate_session_id(str(uuid.UUID(int=5))) == str(uuid.UUID(int=5))
+
+
+def test_store_directory_and_files_are_private(tmp_path: Path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    store = SessionStore(loose)
+    store.save(session())
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+    for path in loose.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    nested = SessionStore(tmp_path / "a" / "b" / "sessions")
+    assert stat.S_IMODE(nested.root.stat().st_mode) == 0o700
+
+
+def test_stale_temporaries_are_swept_when_a_store_opens(store: SessionStore) -> None:
+    s = session()
+    store.save(s)
+    leftovers = [store.root / f".{s.session_id}.json.abc123.tmp", store.root / ".x.tmp"]
+    for path in leftovers:
+        path.write_text("half a write")
+    SessionStore(store.root)
+    assert not any(p.exists() for p in leftovers)
+    assert store.load(s.session_id) == s
+
+
+def test_a_store_that_cannot_be_created_raises_store_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match=r"session\.store_dir"):
+        SessionStore(tmp_path / "file" / "sessions")
+
+
+def test_default_location_follows_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_store_dir() == tmp_path / "state" / "voice-assistant" / "sessions"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = tmp_path / "home" / ".local" / "state" / "voice-assistant" / "sessions"
+    assert default_store_dir() == expected
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/state")  # ignored, as the XDG spec says
+    assert default_store_dir() == expected
+
+
+def test_index_is_newest_first_and_tracks_the_latest_per_room(store: SessionStore) -> None:
+    a, b, c = session("r1", at=1.0), session("r2", at=2.0), session("r1", at=3.0)
+    for s in (a, b, c):
+        store.save(s)
+    assert [e["session_id"] for e in store.list()] == [c.session_id, b.session_id, a.session_id]
+    latest = store.latest_for_room("r1")
+    assert latest is not None and latest["session_id"] == c.session_id
+    c.room_id, c.updated_at = "r3", 0.5  # moves room and back in time
+    store.save(c)
+    latest = store.latest_for_room("r1")
+    assert latest is not None and latest["session_id"] == a.session_id
+    assert store.latest_for_room("nobody") is None
+
+
+def test_a_failed_write_raises_store_error_and_the_next_save_recovers(store_dir: Path) -> None:
+    failures: list[str] = []
+
+    class DiskFullOnce(SessionStore):
+        def _write_index(self, index: Index) -> None:
+            if not failures and len(index) == 2:
+                failures.append("index")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super()._write_index(index)
+
+    store = DiskFullOnce(store_dir)
+    first, second = session(at=1.0), session(at=2.0)
+    store.save(first)
+    with pytest.raises(StoreError, match=r"cannot save session .*No space left on device"):
+        store.save(second)
+    assert failures == ["index"]
+    on_disk = SessionStore(store_dir).list()
+    assert [e["session_id"] for e in on_disk] == [first.session_id]
+    assert store.list() == on_disk  # its cache does not claim the failed write happened
+    second.updated_at = 3.0
+    store.save(second)
+    assert [e["session_id"] for e in SessionStore(store_dir).list()] == [
+        second.session_id,
+        first.session_id,
+    ]
+    assert [p.name for p in store_dir.iterdir() if p.name.endswith(".tmp")] == []
