@@ -1,0 +1,144 @@
+"""The ``voice-assistant`` commands, run as real subprocesses with the real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.voice.audio_util import wer
+
+REPO = Path(__file__).resolve().parents[2]
+AUDIO = REPO.parent / "shared" / "audio"
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An isolated home: sessions, sockets and config never touch the real user's."""
+    for sub in ("state", "runtime", "config"):
+        (tmp_path / sub).mkdir()
+    return tmp_path
+
+
+def run(home: Path, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_RUNTIME_DIR": str(home / "runtime"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+    }
+    env.pop("VOICE_ASSISTANT_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "voice.cli", *args],
+        cwd=home,  # no ./config.toml here: defaults apply
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def test_transcribe_prints_only_the_transcript(home: Path) -> None:
+    result = run(home, "transcribe", str(AUDIO / "jfk.flac"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert wer((AUDIO / "jfk.txt").read_text(), lines[0]) <= 0.15
+
+
+def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
+    reply_wav = home / "reply.wav"
+    result = run(
+        home,
+        "ask",
+        str(AUDIO / "jfk.flac"),
+        "--agent",
+        "echo",
+        "--room",
+        "den",
+        "-o",
+        str(reply_wav),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "transcript: And so my fellow Americans" in result.stdout
+    assert "reply: You said: And so my fellow Americans" in result.stdout
+    assert "timings: transcribe" in result.stdout
+    assert reply_wav.stat().st_size > 44_100  # more than a second of 22 kHz audio
+
+    heard = run(home, "transcribe", str(reply_wav), "--quiet")
+    assert "fellow americans" in heard.stdout.lower()
+
+    history = run(home, "history", "--quiet")
+    assert history.returncode == 0, history.stderr
+    assert "den" in history.stdout and "2 msgs" in history.stdout
+    sessions = list((home / "state" / "voice-assistant" / "sessions").glob("*.json"))
+    stored = [json.loads(p.read_text()) for p in sessions if p.name != "_index.json"]
+    assert stored[0]["room_id"] == "den"
+
+
+def test_say_writes_speech(home: Path) -> None:
+    out = home / "hello.wav"
+    result = run(home, "say", "Hello from the assistant.", "-o", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    heard = run(home, "transcribe", str(out), "--quiet")
+    assert wer("hello from the assistant", heard.stdout) <= 0.15
+
+
+def test_demo_runs_the_whole_chain_with_no_microphone_and_no_login(home: Path) -> None:
+    result = run(home, "demo")
+    assert result.returncode == 0, result.stderr
+    assert "transcript: What is the capital of France?" in result.stdout
+    assert "reply: You said: What is the capital of France?" in result.stdout
+    heard_back = result.stdout.split("reply heard back:")[1].lower()
+    assert "capital of france" in heard_back
+
+
+def test_agent_that_hangs_gets_a_spoken_apology(home: Path) -> None:
+    config = home / "config.toml"
+    config.write_text("[agent]\ntimeout_s = 1.0\nkill_grace_s = 0.5\n")
+    out = home / "reply.wav"
+    result = run(
+        home,
+        "ask",
+        str(AUDIO / "digits.wav"),
+        "--config",
+        str(config),
+        "--agent",
+        f"{sys.executable} -c 'import time; time.sleep(60)'",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 1
+    assert "reply: Sorry, the agent took too long" in result.stdout
+    heard = run(home, "transcribe", str(out), "--quiet")
+    assert "took too long" in heard.stdout.lower()
+
+
+def test_bad_config_names_the_key(home: Path) -> None:
+    config = home / "config.toml"
+    config.write_text("[vad]\nhangover = 600\n")
+    result = run(home, "transcribe", str(AUDIO / "jfk.flac"), "--config", str(config))
+    assert result.returncode == 2
+    assert "vad.hangover" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreadable_audio_file_is_a_clear_error(home: Path) -> None:
+    bogus = home / "not-audio.wav"
+    bogus.write_bytes(b"this is not a wave file")
+    result = run(home, "transcribe", str(bogus))
+    assert result.returncode == 2
+    assert "cannot read audio file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ptt_without_a_listener_says_what_to_do(home: Path) -> None:
+    result = run(home, "ptt", "press")
+    assert result.returncode == 2
+    assert "voice-assistant listen" in result.stderr

@@ -1,0 +1,276 @@
+"""The microphone and speaker through real PortAudio, ALSA and a PulseAudio server (the rig).
+
+What the Microphone hears is compared with what the rig itself recorded from the same
+source; what the Speaker plays is recorded from the speaker sink's monitor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from core.errors import DeviceError
+from tests.rig import PulseRig, Recorded, align, dominant_hz, find_speech
+from voice.audio import AudioChunk
+from voice.config import AudioConfig
+from voice.devices import Microphone, SampleClock, Speaker, find_device, list_devices
+
+RATE = 16000
+
+
+def tone(hz: float, seconds: float, rate: int, amplitude: int = 8000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def read_for(mic: Microphone, seconds: float) -> list[AudioChunk]:
+    """Every frame the microphone delivers during ``seconds``."""
+    frames: list[AudioChunk] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        frame = mic.read(0.5)
+        if frame is not None:
+            frames.append(frame)
+    return frames
+
+
+def joined(frames: list[AudioChunk]) -> np.ndarray:
+    return np.concatenate([f.to_int16() for f in frames])
+
+
+@pytest.fixture(scope="module")
+def rig(pulse_rig: PulseRig) -> Iterator[PulseRig]:
+    """The rig, with this process's PortAudio pointed at it."""
+    with pulse_rig.activate():
+        yield pulse_rig
+
+
+# ---- no device needed ------------------------------------------------------------------------
+
+
+def test_sample_clock_ignores_callback_jitter() -> None:
+    rng = np.random.default_rng(1)
+    clock = SampleClock(RATE)
+    start, block = 100.0, 480
+    stamps = []
+    for i in range(300):
+        true_start = start + i * block / RATE
+        late = rng.exponential(0.008) if i % 7 else 0.04  # scheduling delay, some long
+        stamps.append(clock.stamp(true_start + block / RATE + late, block))
+    errors = np.array(stamps[64:]) - (start + np.arange(64, 300) * block / RATE)
+    assert np.all(np.diff(stamps) > 0)
+    assert np.abs(errors).max() < 0.003  # jitter of up to tens of ms does not reach the stamps
+
+
+def test_find_speech_merges_short_gaps_and_drops_clicks() -> None:
+    audio = np.zeros(3 * RATE, dtype=np.int16)
+    audio[int(0.5 * RATE) : int(1.0 * RATE)] = tone(300, 0.5, RATE)
+    audio[int(1.2 * RATE) : int(1.5 * RATE)] = tone(300, 0.3, RATE)  # 0.2 s later: merged
+    audio[int(2.0 * RATE) : int(2.02 * RATE)] = 20000  # a 20 ms click: dropped
+    assert find_speech(audio) == [(0.5, 1.5)]
+    assert find_speech(audio, min_gap_s=0.1) == [(0.5, 1.0), (1.2, 1.5)]
+    recorded = Recorded(audio, RATE, start_s=50.0)
+    assert recorded.speech() == [(50.5, 51.5)]
+    assert recorded.index_at(50.5) == RATE // 2 and recorded.time_of(RATE) == 51.0
+    noise = np.random.default_rng(2).normal(0, 3000, 2 * RATE).astype(np.int16)
+    assert align(noise[RATE:], noise)[0] == RATE
+    lag, similarity = align(noise, noise[RATE // 2 :])  # starts before what it is found in
+    assert lag == -RATE // 2 and similarity > 0.999
+
+
+# ---- microphone ------------------------------------------------------------------------------
+
+
+@pytest.mark.rig
+@pytest.mark.slow
+@pytest.mark.parametrize("frame_ms", [10, 30])
+def test_microphone_hears_what_is_fed(
+    rig: PulseRig, shared_audio: Path, frame_ms: Literal[10, 20, 30]
+) -> None:
+    import soundfile
+
+    speech, rate = soundfile.read(str(shared_audio / "digits.wav"), dtype="int16")
+    assert rate == RATE
+    clip = speech[: int(3.2 * RATE)]  # "zero ... two": speech from 0.9 s to 2.9 s
+    with Microphone(AudioConfig(frame_ms=frame_ms)) as mic, rig.record_mic() as reference:
+        feed = rig.feed(clip, RATE)
+        frames = read_for(mic, 3.8)
+        assert feed.wait(10) == 0
+    assert mic.device_rate == RATE
+    assert len(frames) >= 3.5 / (frame_ms / 1000)
+    assert {(f.rate, f.channels, f.samples) for f in frames} == {(RATE, 1, RATE * frame_ms // 1000)}
+    stamps = np.array([f.timestamp_s for f in frames])
+    steps = np.diff(stamps)
+    assert np.all(steps > 0)
+    assert abs(float(np.median(steps)) - frame_ms / 1000) < 0.002
+
+    # The microphone hears exactly what the rig recorded from the same source, and its
+    # timestamps say when: aligning the two by content lands where the timestamps say.
+    heard, recorded = joined(frames), reference.result
+    lag, similarity = align(heard, recorded.samples)
+    assert similarity > 0.99
+    assert abs(recorded.time_of(lag) - frames[0].timestamp_s) < 0.02
+    start = frames[0].timestamp_s
+    segments = [(start + s, start + e) for s, e in find_speech(heard)]
+    expected = recorded.speech()
+    assert len(segments) == len(expected) >= 1
+    for (hs, he), (es, ee) in zip(segments, expected, strict=True):
+        assert abs(hs - es) < 0.05 and abs(he - ee) < 0.05
+
+
+@pytest.mark.rig
+def test_microphone_resamples_a_device_that_runs_at_48k(rig: PulseRig) -> None:
+    with Microphone(AudioConfig(frame_ms=20), device_rate=48000) as mic:
+        assert mic.device_rate == 48000
+        with rig.record_mic() as reference:
+            feed = rig.feed(tone(1000, 1.0, RATE), RATE)
+            frames = read_for(mic, 1.6)
+            assert feed.wait(10) == 0
+    assert {(f.rate, f.samples) for f in frames} == {(RATE, RATE * 20 // 1000)}
+    assert np.all(np.diff([f.timestamp_s for f in frames]) > 0)
+    start = frames[0].timestamp_s
+    heard = [(start + s, start + e) for s, e in find_speech(joined(frames))]
+    expected = reference.result.speech()
+    assert len(heard) == len(expected) == 1
+    (hs, he), (es, ee) = heard[0], expected[0]
+    assert abs(hs - es) < 0.05 and abs(he - ee) < 0.05  # the resampler's delay is accounted for
+    assert abs((he - hs) - 1.0) < 0.05
+    middle = joined(frames)[int((hs - start + 0.1) * RATE) : int((he - start - 0.1) * RATE)]
+    assert abs(dominant_hz(middle) - 1000) < 3
+
+
+@pytest.mark.rig
+def test_overflow_is_counted_not_fatal(rig: PulseRig) -> None:
+    with Microphone(AudioConfig(queue_frames=5, frame_ms=10)) as mic:
+        time.sleep(1.0)  # about 100 frames arrive; only 5 fit
+        assert mic.overflows >= 50
+        queued = 0
+        while mic.read(0.0) is not None:
+            queued += 1
+            assert queued < 50
+        assert queued <= 5 + 2  # what was queued, plus what arrived while reading
+        assert mic.read(1.0) is not None  # still running
+
+
+@pytest.mark.rig
+def test_drain_drops_what_was_captured(rig: PulseRig) -> None:
+    with Microphone(AudioConfig()) as mic:
+        time.sleep(0.5)
+        drained_at = time.monotonic()
+        mic.drain()
+        frame = mic.read(1.0)
+        assert frame is not None and frame.timestamp_s > drained_at - 0.1
+
+
+# ---- speaker ---------------------------------------------------------------------------------
+
+
+def sounds(rig: PulseRig, speaker: Speaker, samples: np.ndarray, rate: int) -> tuple[float, float]:
+    """Play ``samples`` and return the (start, end) monotonic times the speaker sink had them."""
+    with rig.record_speaker() as recording:
+        played_at = time.monotonic()
+        speaker.play(samples, rate)
+        assert speaker.playing
+        assert speaker.wait(10)
+        waited_until = time.monotonic()
+        assert not speaker.playing
+        time.sleep(0.2)
+    found = recording.result.speech()
+    assert len(found) == 1, found
+    start, end = found[0]
+    assert played_at < start < played_at + 0.3
+    assert waited_until > end - 0.05  # wait() covers the device's latency
+    middle = recording.result.between(start + 0.1, end - 0.1)
+    assert abs(dominant_hz(middle) - 440) < 3
+    return start, end
+
+
+@pytest.mark.rig
+def test_speaker_output_reaches_the_speaker_sink(rig: PulseRig) -> None:
+    with Speaker(AudioConfig()) as speaker:
+        assert speaker.rate == 22050
+        start, end = sounds(rig, speaker, tone(440, 1.0, 22050), 22050)
+        assert abs((end - start) - 1.0) < 0.1  # an underrun on a busy machine adds a gap
+        assert abs(speaker.last_output_s - end) < 0.1
+        assert speaker.played_samples == 22050
+
+
+@pytest.mark.rig
+@pytest.mark.parametrize("device_rate", [44100, 48000])
+def test_speaker_resamples_to_the_device_rate(rig: PulseRig, device_rate: int) -> None:
+    with Speaker(AudioConfig(), rate=device_rate) as speaker:
+        assert speaker.rate == device_rate
+        # Played unconverted, 22050 Hz audio at 48 kHz would be 960 Hz and 0.46 s long.
+        start, end = sounds(rig, speaker, tone(440, 1.0, 22050), 22050)
+        assert abs((end - start) - 1.0) < 0.1
+
+
+@pytest.mark.rig
+def test_speaker_stop_silences_at_once_and_drops_the_queue(rig: PulseRig) -> None:
+    with Speaker(AudioConfig()) as speaker, rig.record_speaker() as recording:
+        speaker.play(tone(440, 2.0, 22050), 22050)
+        speaker.play(tone(440, 2.0, 22050), 22050)  # queued behind the first
+        time.sleep(0.6)
+        stopped_at = time.monotonic()
+        speaker.stop()
+        assert speaker.wait(0.5)
+        time.sleep(0.3)
+        assert not speaker.playing
+        speaker.play(tone(880, 0.3, 22050), 22050)  # the stream is still usable
+        assert speaker.wait(5)
+        time.sleep(1.5)
+    found = recording.result.speech(min_gap_s=0.1)
+    assert len(found) == 2, found
+    (s1, e1), (s2, e2) = found
+    assert stopped_at - 0.6 < s1 and stopped_at < e1 < stopped_at + 0.15
+    assert abs((e2 - s2) - 0.3) < 0.05 and s2 > stopped_at + 0.3
+    assert abs(dominant_hz(recording.result.between(s2 + 0.05, e2 - 0.05)) - 880) < 5
+
+
+# ---- choosing devices ------------------------------------------------------------------------
+
+
+@pytest.mark.rig
+def test_devices_are_found_by_name_index_or_default(rig: PulseRig) -> None:
+    table = list_devices()
+    assert "default" in table and "pulse" in table
+    pulse = find_device("PULSE", "input")
+    assert pulse is not None
+    assert find_device(str(pulse), "output") == pulse
+    assert find_device("", "input") is None
+
+
+@pytest.mark.rig
+def test_unknown_device_is_an_error_listing_the_devices(rig: PulseRig) -> None:
+    with pytest.raises(DeviceError) as raised:
+        Microphone(AudioConfig(input_device="no such microphone")).open()
+    message = str(raised.value)
+    assert "no such microphone" in message and "pulse" in message and "default" in message
+    with pytest.raises(DeviceError, match="99"):
+        Speaker(AudioConfig(), device="99").open()
+
+
+# ---- losing the device -----------------------------------------------------------------------
+
+
+@pytest.mark.rig
+def test_a_lost_server_is_a_device_error_and_reopen_recovers(rig: PulseRig) -> None:
+    with Microphone(AudioConfig()) as mic, Speaker(AudioConfig()) as speaker:
+        assert mic.read(2.0) is not None
+        speaker.play(tone(440, 5.0, 22050), 22050)
+        rig.restart_server()
+        with pytest.raises(DeviceError):
+            while True:
+                mic.read(0.5)
+        with pytest.raises(DeviceError):
+            speaker.play(tone(440, 0.5, 22050), 22050)
+        mic.reopen()
+        speaker.reopen()
+        assert not speaker.playing  # what was queued before the crash is gone
+        assert mic.read(2.0) is not None
+        sounds(rig, speaker, tone(440, 0.5, 22050), 22050)
