@@ -40,7 +40,8 @@ class VadConfig:
     hangover_ms: int = 600
     min_utterance_ms: int = 250
     max_utterance_s: float = 28.0
-    pause_ms: int = 250  # a pause this long triggers a speculative transcript
+    pause_ms: int = 200  # a pause this long triggers a speculative transcript
+    tail_gate_db: float = 30.0  # voiced frames this far below the utterance's peak are silence
 
     def __post_init__(self) -> None:
         if not 0 <= self.aggressiveness <= 3:
@@ -91,7 +92,7 @@ class TtsConfig:
     speaker_id: int = -1  # -1: the voice's default speaker
     length_scale: float = 1.0  # >1 speaks slower
     threads: int = 1
-    first_chunk_max_chars: int = 60  # a longer first sentence is split at a clause boundary
+    first_chunk_max_chars: int = 24  # a longer first sentence is split at a clause boundary
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class TurnConfig:
     speak_errors: bool = True
     barge_in: bool = False  # voice barge-in in vad mode: headsets or echo-cancelled input only
     smart_endpoint: bool = True  # end a complete sentence after quick_hangover_ms
-    quick_hangover_ms: int = 300
+    quick_hangover_ms: int = 250
 
 
 @dataclass(frozen=True)

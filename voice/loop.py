@@ -312,6 +312,7 @@ class VoiceLoop:
         log.debug("utterance ended (%s): %.2f s of audio", reason, utterance.duration_s)
         self._set_phase(Phase.TRANSCRIBING)
         generation = self._generation
+        ended_s = self.clock()
 
         def work() -> None:
             report: TurnReport | None = None
@@ -319,6 +320,7 @@ class VoiceLoop:
                 report = self.turns.run(
                     utterance,
                     speculative=speculative,
+                    ended_s=ended_s,
                     on_phase=lambda p: self._worker_phase(generation, p),
                     on_reply=lambda r: self._worker_reply(generation, r),
                 )

@@ -30,7 +30,7 @@ from core.errors import ConfigError
 
 CODE_OMITTED = "Code omitted."
 LONG_SENTENCE_MAX_CHARS = 300  # longer sentences are split too, to bound synthesis time
-_MIN_PART_CHARS = 12  # a clause split never leaves a piece shorter than this
+_MIN_PART_CHARS = 8  # a clause split never leaves a piece shorter than this (~2 words)
 
 # --- inline Markdown -------------------------------------------------------------------------
 

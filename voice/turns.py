@@ -41,6 +41,7 @@ class TurnReport:
     error: str | None = None
     dropped: str | None = None
     speculative: bool = False
+    ended_s: float | None = None  # when the loop decided the turn was over
     transcript_s: float | None = None
     agent_first_text_s: float | None = None
     agent_done_s: float | None = None
@@ -52,7 +53,7 @@ class TurnReport:
             return "-" if t is None else f"{t - self.speech_end_s:+.2f}s"
 
         return (
-            f"transcript {rel(self.transcript_s)}"
+            f"endpoint {rel(self.ended_s)}, transcript {rel(self.transcript_s)}"
             f"{' (speculative)' if self.speculative else ''}, "
             f"agent first text {rel(self.agent_first_text_s)}, "
             f"agent done {rel(self.agent_done_s)}, first audio {rel(self.first_audio_s)}"
@@ -133,10 +134,13 @@ class TurnRunner:
         utterance: Utterance,
         *,
         speculative: Future[Transcript] | None = None,
+        ended_s: float | None = None,
         on_phase: Callable[[str], None] = lambda _phase: None,
         on_reply: Callable[[Reply], None] = lambda _reply: None,
     ) -> TurnReport:
-        report = TurnReport(speech_end_s=utterance.end_s, speculative=speculative is not None)
+        report = TurnReport(
+            speech_end_s=utterance.end_s, speculative=speculative is not None, ended_s=ended_s
+        )
         transcript = self.transcribe(utterance, speculative)
         report.transcript_s = self.clock()
         if transcript.dropped or not transcript.text.strip():

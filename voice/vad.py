@@ -84,6 +84,7 @@ class _Frame:
     pcm: bytes
     start_s: float
     voiced: bool
+    level_dbfs: float
 
 
 def _frames_for(ms: float, frame_ms: int) -> int:
@@ -125,6 +126,7 @@ class Segmenter:
         self._first_voiced: int | None = None  # indices into _frames
         self._last_voiced: int | None = None
         self._silent_frames = 0  # consecutive unvoiced frames at the end of _frames
+        self._peak_dbfs = -120.0  # loudest voiced frame of the current utterance
 
     @property
     def in_speech(self) -> bool:
@@ -186,8 +188,14 @@ class Segmenter:
         voiced = self._detector.is_speech(pcm, self._rate)
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
-        frame = _Frame(pcm, start_s, voiced)
+        frame = _Frame(pcm, start_s, voiced, self._level)
         if self._in_speech:
+            gate = self._config.tail_gate_db
+            if voiced and gate > 0 and self._level < self._peak_dbfs - gate:
+                # webrtcvad keeps saying "speech" for 60-190 ms after a word ends (its own
+                # hangover); a frame far quieter than the utterance is silence, so pauses and
+                # the end of speech are timed from the real end of the word.
+                frame = _Frame(pcm, start_s, False, self._level)
             return self._in_speech_frame(frame)
         self._history.append(frame)
         return self._check_onset()
@@ -236,6 +244,7 @@ class Segmenter:
         self._first_voiced = None
         self._last_voiced = None
         self._silent_frames = 0
+        self._peak_dbfs = -120.0
 
     def _begin(self, frames: list[_Frame], *, onset_s: float) -> None:
         self._history.clear()
@@ -252,6 +261,7 @@ class Segmenter:
             self._first_voiced = index if self._first_voiced is None else self._first_voiced
             self._last_voiced = index
             self._silent_frames = 0
+            self._peak_dbfs = max(self._peak_dbfs, frame.level_dbfs)
         else:
             self._silent_frames += 1
 

@@ -309,3 +309,28 @@ def _summary(events: list[SegmenterEvent]) -> list[tuple[str, float]]:
         else:
             out.append((type(e).__name__, round(e.utterance.end_s, 6)))
     return out
+
+
+class AlwaysVoiced:
+    """Like webrtcvad's own hangover at its worst: every frame is called speech."""
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        return True
+
+
+def test_quiet_tail_after_a_word_counts_as_silence() -> None:
+    t = np.arange(int(0.6 * RATE)) / RATE
+    word = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    audio = np.concatenate([word, white_noise(1.5, -70.0)])
+    seg = Segmenter(CONFIG, AlwaysVoiced(), rate=RATE, frame_ms=FRAME_MS)
+    events = [e for c in chunks(audio, 30) for e in seg.push(c)]
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert [e.reason for e in ended] == ["hangover"]
+    assert ended[0].utterance.end_s == pytest.approx(0.6, abs=FRAME_S)
+    assert any(isinstance(e, SpeechPaused) for e in events)
+
+    ungated = Segmenter(
+        VadConfig(**{**CONFIG.__dict__, "tail_gate_db": 0.0}), AlwaysVoiced(), frame_ms=FRAME_MS
+    )
+    events = [e for c in chunks(audio, 30) for e in ungated.push(c)]
+    assert not any(isinstance(e, UtteranceEnded | SpeechPaused) for e in events)
