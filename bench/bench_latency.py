@@ -59,7 +59,9 @@ def speech(tts: PiperSynthesizer, text: str) -> np.ndarray:
 
 
 def stage_times(log_line: str) -> dict[str, float]:
-    return {name.strip(): float(v) for name, v in re.findall(r"([a-z ]+?) ([+-]\d+\.\d+)s", log_line)}
+    return {
+        name.strip(): float(v) for name, v in re.findall(r"([a-z ]+?) ([+-]\d+\.\d+)s", log_line)
+    }
 
 
 def run_system(
