@@ -55,3 +55,16 @@ def test_incomplete_sentences(text: str) -> None:
 def test_dangling_word_check_ignores_case_and_quotes() -> None:
     assert not looks_complete("Remind me AND.")
     assert not looks_complete('He said "the."')
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Set a timer for it.", "Open the door for that.", "Play some music, bye.", "Send it to them."],
+)
+def test_whisper_fillers_after_a_dangling_word_are_not_complete(text: str) -> None:
+    assert not looks_complete(text)
+
+
+@pytest.mark.parametrize("text", ["Do it.", "I love that.", "Bye.", "Turn it off."])
+def test_short_complete_sentences_with_those_words_still_complete(text: str) -> None:
+    assert looks_complete(text)

@@ -1,0 +1,71 @@
+"""A live :class:`VoiceLoop` on scripted microphone audio with the real segmenter and STT.
+
+Shared by the end-of-turn tests and bench/bench_endpoint.py. The audio plays at real-time
+pace, so speculative transcripts race the hangover exactly as they do live.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import soxr
+
+from tests.rig import find_speech
+from tests.voice.fakes import FakeConversation, FakeSink, FakeTts, ScriptedSource
+from voice.audio import float_to_pcm
+from voice.config import Config
+from voice.loop import VoiceLoop
+from voice.speech_out import ReplySpeaker
+from voice.stt import WhisperTranscriber
+from voice.tts import PiperSynthesizer
+from voice.turns import TurnRunner
+from voice.vad import Segmenter, WebRtcDetector
+
+RATE = 16000
+
+
+def said(tts: PiperSynthesizer, text: str) -> np.ndarray:
+    """The words alone: Piper's leading and trailing silence trimmed, so gaps are exact."""
+    audio = tts.synthesize_all(text).astype(np.float32) / 32768
+    audio = np.asarray(soxr.resample(audio, tts.sample_rate, RATE), dtype=np.float32)
+    segments = find_speech(float_to_int16(audio), RATE, min_gap_s=0.5)
+    return audio[int(segments[0][0] * RATE) : int(segments[-1][1] * RATE)]
+
+
+def float_to_int16(audio: np.ndarray) -> np.ndarray:
+    return np.frombuffer(float_to_pcm(audio), dtype="<i2")
+
+
+def concat(*parts: np.ndarray) -> np.ndarray:
+    return np.concatenate(parts)
+
+
+def gap(ms: int) -> np.ndarray:
+    return np.zeros(RATE * ms // 1000, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def run_loop(
+    stt: WhisperTranscriber, audio: np.ndarray, config: Config
+) -> Iterator[tuple[ScriptedSource, FakeConversation]]:
+    source = ScriptedSource(float_to_pcm(audio))
+    conversation = FakeConversation()
+    turns = TurnRunner(
+        stt=stt,
+        speaker=ReplySpeaker(FakeTts(), FakeSink(), first_chunk_max_chars=24),
+        conversation=conversation,
+        room="desk",
+    )
+    segmenter = Segmenter(config.vad, WebRtcDetector(config.vad.aggressiveness))
+    loop = VoiceLoop(config, source=source, segmenter=segmenter, turns=turns)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield source, conversation
+    finally:
+        stop.set()
+        thread.join(10)
