@@ -75,3 +75,20 @@ def rms_dbfs(pcm: bytes) -> float:
         return -120.0
     rms = float(np.sqrt(np.mean(samples * samples))) / INT16_SCALE
     return max(-120.0, 20.0 * float(np.log10(rms))) if rms > 0 else -120.0
+
+
+def trim_silence(
+    samples: npt.NDArray[np.int16],
+    rate: int,
+    *,
+    lead_ms: float,
+    tail_ms: float,
+    threshold: int = 100,  # about -50 dBFS: well under speech, well over synthesized silence
+) -> npt.NDArray[np.int16]:
+    """Keep at most ``lead_ms`` of silence before the first sound and ``tail_ms`` after the last."""
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if loud.size == 0:
+        return samples[:0]
+    start = max(0, int(loud[0]) - int(rate * lead_ms / 1000))
+    end = min(samples.size, int(loud[-1]) + 1 + int(rate * tail_ms / 1000))
+    return samples[start:end]

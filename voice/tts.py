@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ConfigError, ModelError
+from voice.audio import trim_silence
 from voice.config import TtsConfig
 
 if TYPE_CHECKING:
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from piper.config import SynthesisConfig
 
 log = logging.getLogger(__name__)
+
+LEAD_MS = 20  # silence kept before a piece's first sound
+TAIL_MS = 200  # and after its last: a natural pause between sentences
 
 Pcm16 = npt.NDArray[np.int16]
 
@@ -133,7 +137,11 @@ class PiperSynthesizer:
         if not text.strip():
             return
         for chunk in self._voice.synthesize(text, syn_config=self._syn_config):
-            audio: Pcm16 = chunk.audio_int16_array
+            # Piper pads every sentence with about 0.3 s of silence on each side: with a reply
+            # spoken in clause-sized pieces that doubles every pause and delays the first sound.
+            audio: Pcm16 = trim_silence(
+                chunk.audio_int16_array, self.sample_rate, lead_ms=LEAD_MS, tail_ms=TAIL_MS
+            )
             if audio.size:
                 yield audio
 
