@@ -65,10 +65,15 @@ def stage_times(log_line: str) -> dict[str, float]:
 
 
 def run_system(
-    name: str, rig: PulseRig, clips: list[np.ndarray], workdir: Path, argv: list[str] | None
+    name: str,
+    rig: PulseRig,
+    clips: list[np.ndarray],
+    workdir: Path,
+    argv: list[str] | None,
+    config: dict[str, dict[str, object]] = CONFIG,
 ) -> tuple[list[float], list[dict[str, float]]]:
     latencies: list[float] = []
-    listener = Listener(rig, workdir / name, CONFIG, argv=argv)
+    listener = Listener(rig, workdir / name, config, argv=argv)
     with listener, rig.record_mic() as mic, rig.record_speaker() as spk:
         for n, clip in enumerate(clips, start=1):
             fed_at = time.monotonic()
@@ -96,6 +101,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=len(COMMANDS))
     parser.add_argument("--only", choices=["project", "baseline"], help="measure one system")
+    parser.add_argument(
+        "--threads",
+        nargs="*",
+        default=[],
+        metavar="STT:TTS",
+        help="also measure the project with these stt.cpu_threads:tts.threads, e.g. 1:1 2:2",
+    )
     args = parser.parse_args()
     tts = PiperSynthesizer(TtsConfig())
     clips = [speech(tts, COMMANDS[i % len(COMMANDS)]) for i in range(args.turns)]
@@ -109,6 +121,15 @@ def main() -> int:
         for name, argv in systems.items():
             if args.only in (None, name):
                 results[name] = run_system(name, rig, clips, workdir, argv)
+        for pair in args.threads:
+            stt_threads, tts_threads = (int(n) for n in pair.split(":"))
+            config = {
+                **CONFIG,
+                "stt": {"cpu_threads": stt_threads},
+                "tts": {"threads": tts_threads},
+            }
+            name = f"stt{stt_threads}-tts{tts_threads}"
+            results[name] = run_system(name, rig, clips, workdir, None, config)
 
     print("\nvoice-to-voice latency, end of speech -> first reply sample (speaker monitor)")
     print(f"{'system':10} {'turns':>5} {'p50 ms':>8} {'p90 ms':>8} {'max ms':>8}")
@@ -119,7 +140,7 @@ def main() -> int:
             f"{percentile(ok, 90) * 1000:8.0f} {max(ok) * 1000:8.0f}"
         )
     p50 = {name: percentile([x for x in lat if x == x], 50) for name, (lat, _) in results.items()}
-    if len(p50) == 2:
+    if "baseline" in p50 and "project" in p50:
         print(f"baseline p50 / project p50 = {p50['baseline'] / p50['project']:.2f}x")
 
     print("\nmedian stage times after the last voiced frame (from the turn logs), ms")
