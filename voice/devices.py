@@ -549,6 +549,17 @@ class Speaker:
         with self._cond:
             return bool(self._chunks) or time.monotonic() < self.last_output_s
 
+    @property
+    def failure(self) -> str | None:
+        """Why the open stream died (device unplugged, sound server gone), else None:
+        :meth:`reopen` it."""
+        stream = self._stream
+        if stream is None:
+            return None
+        if self._failure is None and not stream.active:
+            self._failure = "the speaker stream is no longer running"
+        return self._failure
+
     def _check_alive(self) -> None:
         if self._stream is None:
             raise DeviceError("the speaker is not open")
@@ -586,3 +597,44 @@ class Speaker:
             if self._stream is not None:
                 self._failure = "the speaker stream stopped (device unplugged or server gone)"
             self._cond.notify_all()
+
+
+class RecoveringSpeaker:
+    """The :class:`Speaker` as the loop's sink: a stream that died is reopened on the next play.
+
+    The speaker goes with the microphone when the sound server restarts or a USB headset is
+    unplugged. Each ``play`` makes at most one attempt to reopen (a quick failure while the
+    device is still gone, raised as :class:`DeviceError`), so the next earcon or reply after
+    the device returns is heard, without restarting the process.
+    """
+
+    def __init__(self, speaker: Speaker) -> None:
+        self.speaker = speaker
+        self._lock = threading.Lock()  # players on several threads: one reopen at a time
+        self._lost = False  # stays set while reopening fails (the stream is None then)
+
+    def play(self, samples: Int16, rate: int) -> None:
+        self._revive()
+        self.speaker.play(samples, rate)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self.speaker.wait(timeout_s)
+
+    def stop(self) -> None:
+        self.speaker.stop()
+
+    @property
+    def playing(self) -> bool:
+        return self.speaker.playing
+
+    def _revive(self) -> None:
+        with self._lock:
+            failure = self.speaker.failure
+            if not self._lost and failure is None:
+                return
+            if not self._lost:
+                log.warning("speaker lost (%s); reopening", failure)
+                self._lost = True
+            self.speaker.reopen()  # raises DeviceError while the device is still gone
+            self._lost = False
+            log.info("speaker reopened")

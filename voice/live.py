@@ -9,7 +9,7 @@ import time
 
 from voice import app
 from voice.config import Config
-from voice.devices import Microphone, Speaker
+from voice.devices import Microphone, RecoveringSpeaker, Speaker
 from voice.earcons import Earcons
 from voice.loop import VoiceLoop
 from voice.speech_out import ReplySpeaker
@@ -39,7 +39,9 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
         turns = TurnRunner(
             stt=engines.stt,
             speaker=ReplySpeaker(
-                engines.tts, speaker, first_chunk_max_chars=config.tts.first_chunk_max_chars
+                engines.tts,
+                RecoveringSpeaker(speaker),
+                first_chunk_max_chars=config.tts.first_chunk_max_chars,
             ),
             conversation=core,
             room=config.turn.room,

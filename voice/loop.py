@@ -103,6 +103,7 @@ class VoiceLoop:
         frames = max(1, config.vad.pre_roll_ms // config.audio.frame_ms)
         self._pre_roll: collections.deque[AudioChunk] = collections.deque(maxlen=frames)
         self._last_frame_s = clock()
+        self._loss_announced = False
         self.reports: list[TurnReport] = []
 
     # ---- events from other threads -------------------------------------------------------
@@ -156,13 +157,19 @@ class VoiceLoop:
             self._check_timers(now)
             return
         self._last_frame_s = now
+        self._loss_announced = False
         self._on_chunk(chunk)
         self._check_timers(now)
 
     def _recover(self, why: str, stop: threading.Event) -> None:
         """Reopen the microphone with backoff until it works again or we are stopped."""
         log.warning("microphone lost (%s); reopening", why)
-        self.turns.play_earcon("error")
+        if not self._loss_announced:  # once per outage, not at every stall timeout
+            self._loss_announced = True
+            try:
+                self.turns.play_earcon("error")
+            except DeviceError as e:  # the speaker went too (e.g. the sound server restarted)
+                log.info("no error earcon: %s", e)
         delay = 0.25
         while not stop.is_set():
             try:
@@ -324,6 +331,8 @@ class VoiceLoop:
                     on_phase=lambda p: self._worker_phase(generation, p),
                     on_reply=lambda r: self._worker_reply(generation, r),
                 )
+            except DeviceError as e:  # the speaker died mid-reply: reopened on the next sound
+                log.warning("turn cut short: %s", e)
             except Exception:
                 log.exception("turn failed")
             finally:
@@ -333,8 +342,11 @@ class VoiceLoop:
                         self.on_turn(report)
                 if self.mode == "vad" and generation == self._generation:
                     # The cue plays before the microphone opens, so it is never heard as speech.
-                    self.turns.play_earcon("listening")
-                    self.turns.speaker.sink.wait(5.0)
+                    try:
+                        self.turns.play_earcon("listening")
+                        self.turns.speaker.sink.wait(5.0)
+                    except DeviceError as e:  # without turn-done the loop would never listen
+                        log.warning("no listening earcon: %s", e)
                 self._commands.put(("turn-done", generation))
 
         self._turn_thread = threading.Thread(target=work, name="turn", daemon=True)

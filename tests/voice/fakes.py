@@ -50,12 +50,17 @@ class ScriptedSource:
         self.reopens = 0
         self.drains = 0
         self.broken = False
+        self.stalled = False  # opens fine but delivers nothing, like a wedged USB device
 
     def extend(self, pcm: bytes) -> None:
         with self._lock:
             self._pcm += pcm
 
     def read(self, timeout_s: float) -> AudioChunk | None:
+        if self.stalled:
+            time.sleep(timeout_s)
+            self._next_s = None
+            return None
         if self.broken:
             time.sleep(min(timeout_s, 0.05))
             raise DeviceError("fake microphone unplugged")

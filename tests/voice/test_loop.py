@@ -11,7 +11,8 @@ import pytest
 
 from core.errors import AgentError, AgentTimeout
 from voice.audio import Utterance
-from voice.config import Config
+from voice.config import Config, EarconConfig
+from voice.earcons import Earcons
 from voice.loop import Phase, VoiceLoop
 from voice.speech_out import ReplySpeaker
 from voice.turns import TurnRunner
@@ -59,6 +60,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         stt: Callable[[Utterance], str] = lambda u: "hello there.",
         *,
         conversation: FakeConversation | None = None,
+        earcons: Earcons | None = None,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -75,6 +77,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
             speaker=ReplySpeaker(tts, sink, first_chunk_max_chars=60),
             conversation=conversation,
             room="test-room",
+            earcons=earcons,
         )
         segmenter = Segmenter(config.vad, ThresholdDetector(), frame_ms=FRAME_MS)
         loop = VoiceLoop(config, source=source, segmenter=segmenter, turns=turns)
@@ -229,3 +232,18 @@ def test_lost_microphone_is_reopened_and_the_next_utterance_heard(
     rig.source.extend(tone(700) + silence(2000))
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert rig.conversation.messages == [("test-room", "hello there.")]
+
+
+def test_a_stalled_microphone_is_reopened_and_announced_once(make_rig: Callable[..., Rig]) -> None:
+    earcons = Earcons(EarconConfig(), 16000)
+    error = earcons.get("error")
+    assert error is not None
+    rig = make_rig(silence(300), earcons=earcons, audio={"stall_timeout_s": 0.3})
+    assert wait_until(lambda: rig.source.frames_read > 3)
+    rig.source.stalled = True
+    assert wait_until(lambda: rig.source.reopens >= 3)
+    rig.source.stalled = False
+    rig.source.extend(tone(700) + silence(2000))
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    error_plays = [n for _t, n in rig.sink.played if n == len(error)]
+    assert len(error_plays) == 1, "the outage should be announced once, not at every reopen"

@@ -1,0 +1,116 @@
+"""Push-to-talk through the real audio stack: only what is said while the key is down counts.
+
+``voice-assistant listen`` runs in the PulseAudio rig with the echo agent and the socket
+backend; the test speaks one sentence (made with the project's TTS) before the key goes down
+and another while it is down, driving the key with ``voice-assistant ptt`` commands over the
+control socket. The mic_feed recording gives the exact times the sentences were heard.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soxr
+
+from tests.listener import TURN_DONE, Listener
+from tests.rig import PulseRig, Recorded
+from tests.voice.audio_util import normalise, wer
+from voice.config import TtsConfig
+from voice.tts import PiperSynthesizer
+
+pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
+
+Int16 = npt.NDArray[np.int16]
+
+BEFORE = "The weather is lovely today."
+HELD = "Please open the garage door."
+BEFORE_WORDS = {"weather", "lovely", "today"}
+# A person starts talking a moment after pressing; the first input.click_ignore_ms (150 ms)
+# after the press are silenced on purpose (the key click), so speech must not start sooner.
+REACTION_S = 0.3
+
+
+@pytest.fixture(scope="module")
+def tts() -> PiperSynthesizer:
+    return PiperSynthesizer(TtsConfig())
+
+
+def speech(tts: PiperSynthesizer, text: str) -> Int16:
+    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
+    resampled: Int16 = (soxr.resample(audio, tts.sample_rate, 16000) * 32767).astype(np.int16)
+    return resampled
+
+
+def said_once(listener: Listener) -> str:
+    """The one transcript the agent got, checked against the session store too."""
+    turns = listener.turns()
+    assert len(turns) == 1, listener.log()[-3000:]
+    [session] = listener.sessions()
+    messages = session["messages"]
+    assert isinstance(messages, list)
+    assert [m["role"] for m in messages] == ["user", "assistant"], messages
+    assert messages[0]["text"] == turns[0]["said"], (messages, turns)
+    assert turns[0]["reply"] == f"You said: {turns[0]['said']}", turns
+    return turns[0]["said"]
+
+
+def assert_only_held_speech(said: str) -> None:
+    assert wer(HELD, said) <= 0.2, said
+    assert not BEFORE_WORDS & set(normalise(said)), f"speech before the press got in: {said!r}"
+
+
+def sound_spans(recording: Recorded) -> list[tuple[float, float]]:
+    """The sentences fed into the microphone, as monotonic (start, end) times."""
+    return recording.speech(min_gap_s=0.5, min_len_s=0.3)
+
+
+def test_ptt_hold_transcribes_only_what_is_said_while_the_key_is_held(
+    pulse_rig: PulseRig, tts: PiperSynthesizer, tmp_path: Path
+) -> None:
+    before, held = speech(tts, BEFORE), speech(tts, HELD)
+    config: dict[str, dict[str, object]] = {"input": {"mode": "ptt-hold", "backend": "socket"}}
+    listener = Listener(pulse_rig, tmp_path / "listen", config)
+    with listener, pulse_rig.record_mic() as mic:
+        pulse_rig.feed(before, 16000).wait(30)
+        time.sleep(1.0)  # well past vad.pre_roll_ms: none of it may ride along
+        assert listener.count("you said") == 0, "a turn started without the key"
+        assert listener.ptt("press") == "ok press"
+        pressed_s = time.monotonic()
+        time.sleep(REACTION_S)
+        pulse_rig.feed(held, 16000).wait(30)
+        time.sleep(0.3)  # the tail of the sentence reaches the microphone
+        assert listener.ptt("release") == "ok release"
+        released_s = time.monotonic()
+        listener.wait_for_log(TURN_DONE, timeout_s=60)
+        assert listener.stop() == 0, listener.log()[-3000:]
+
+    # The recording proves the timing: one sentence wholly before the press, one inside.
+    spans = sound_spans(mic.result)
+    assert len(spans) == 2, spans
+    assert spans[0][1] < pressed_s - 0.5, (spans, pressed_s)
+    assert pressed_s < spans[1][0] and spans[1][1] < released_s, (spans, pressed_s, released_s)
+    assert_only_held_speech(said_once(listener))
+
+
+def test_ptt_toggle_starts_on_press_and_silence_ends_it(
+    pulse_rig: PulseRig, tts: PiperSynthesizer, tmp_path: Path
+) -> None:
+    before, held = speech(tts, BEFORE), speech(tts, HELD)
+    config: dict[str, dict[str, object]] = {"input": {"mode": "ptt-toggle", "backend": "socket"}}
+    listener = Listener(pulse_rig, tmp_path / "listen", config)
+    with listener:
+        pulse_rig.feed(before, 16000).wait(30)
+        time.sleep(1.0)
+        assert listener.count("you said") == 0, "a turn started without the key"
+        assert listener.ptt("toggle") == "ok toggle"
+        time.sleep(REACTION_S)
+        pulse_rig.feed(held, 16000).wait(30)
+        # No second press: the VAD hangover ends the utterance.
+        listener.wait_for_log(TURN_DONE, timeout_s=60)
+        time.sleep(2.0)  # the loop is idle again: no further turn may appear
+        assert listener.stop() == 0, listener.log()[-3000:]
+    assert_only_held_speech(said_once(listener))
