@@ -63,7 +63,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     started = time.monotonic()
     core = app.build_core(config, agent=args.agent)
-    engines = app.load_engines(config, tts=False)
+    stt = app.load_stt(config)
     voice, voice_rate = plain_piper(config)
     segmenter = Segmenter(config.vad, WebRtcDetector(config.vad.aggressiveness))
     with Microphone(config.audio) as mic, Speaker(config.audio) as speaker:
@@ -77,7 +77,7 @@ def main() -> int:
                     continue
                 utterance = event.utterance
                 ended = time.monotonic()
-                text = engines.stt.transcribe(utterance).text.strip()
+                text = stt.transcribe(utterance).text.strip()
                 heard = time.monotonic()
                 if not text:
                     continue

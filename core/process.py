@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 STDERR_KEEP_BYTES = 64 * 1024
 _REAP_TIMEOUT_S = 10.0
 
+# Agents running now, so shutdown can stop them: a turn runs on a daemon thread whose own
+# cleanup never runs if the interpreter exits first, and an agent in its own session does not
+# get the terminal's Ctrl-C.
+_running: set[_Supervisor] = set()
+_running_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Finished:
@@ -59,11 +65,25 @@ def run_process(
     """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives."""
     proc = _spawn(argv, cwd, None if env is None else {**os.environ, **env})
     supervisor = _Supervisor(proc, program_name(argv), kill_grace_s)
+    with _running_lock:
+        _running.add(supervisor)
     try:
         supervisor.start(stdin_data, max_stdout_bytes)
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
+        with _running_lock:
+            _running.discard(supervisor)
+
+
+def stop_all() -> int:
+    """Stop every agent still running (SIGTERM, then SIGKILL): for shutdown. Returns how many."""
+    with _running_lock:
+        running = list(_running)
+    for supervisor in running:
+        log.info("stopping the agent (%s, pid %d)", supervisor.name, supervisor.proc.pid)
+        supervisor.stop_group()
+    return len(running)
 
 
 def _spawn(

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import Core
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError
 from voice.audio import AudioChunk, Utterance, float_to_pcm
 from voice.config import Config
 from voice.stt import WhisperTranscriber
@@ -46,10 +46,7 @@ def build_core(config: Config, *, agent: str | None = None, store_dir: Path | No
         core_config = replace(
             core_config, session=replace(core_config.session, store_dir=str(store_dir))
         )
-    try:
-        return Core.from_config(core_config, agent_command=agent_command(agent, config))
-    except OSError as e:
-        raise StoreError(f"cannot open the session store: {e}") from None
+    return Core.from_config(core_config, agent_command=agent_command(agent, config))
 
 
 @dataclass
@@ -58,15 +55,21 @@ class Engines:
     tts: PiperSynthesizer
 
 
-def load_engines(config: Config, *, stt: bool = True, tts: bool = True) -> Engines:
-    """Load and warm the models once, so the first real turn is as fast as the rest."""
-    transcriber = WhisperTranscriber(config.stt) if stt else None
-    synthesizer = PiperSynthesizer(config.tts) if tts else None
-    if transcriber is not None:
-        transcriber.warm_up()
-    if synthesizer is not None:
-        synthesizer.warm_up()
-    return Engines(stt=transcriber, tts=synthesizer)  # type: ignore[arg-type]
+def load_stt(config: Config) -> WhisperTranscriber:
+    """Load and warm Whisper once, so the first real turn is as fast as the rest."""
+    transcriber = WhisperTranscriber(config.stt)
+    transcriber.warm_up()
+    return transcriber
+
+
+def load_tts(config: Config) -> PiperSynthesizer:
+    synthesizer = PiperSynthesizer(config.tts)
+    synthesizer.warm_up()
+    return synthesizer
+
+
+def load_engines(config: Config) -> Engines:
+    return Engines(stt=load_stt(config), tts=load_tts(config))
 
 
 def read_audio(path: Path) -> npt.NDArray[np.float32]:

@@ -1,4 +1,4 @@
-"""``voice-assistant``: listen, ask, transcribe, say, devices, history, ptt, demo."""
+"""``voice-assistant``: listen, ask, transcribe, say, devices, history, reset, ptt, demo."""
 
 from __future__ import annotations
 
@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--limit", type=int, default=20)
     p.set_defaults(run=cmd_history)
 
+    p = sub.add_parser("reset", parents=[common], help="start a new conversation in a room")
+    p.add_argument("--room", help="the room (default: turn.room)")
+    p.set_defaults(run=cmd_reset)
+
     p = sub.add_parser("ptt", parents=[common], help="drive push-to-talk of a running listener")
     p.add_argument("action", choices=["press", "release", "toggle", "status"])
     p.set_defaults(run=cmd_ptt)
@@ -175,18 +179,18 @@ def _play(samples: npt.NDArray[np.int16], rate: int, config: Config) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
-    engines = app.load_engines(config, tts=False)
-    print(engines.stt.transcribe_audio(app.read_audio(args.file)).text.strip())
+    stt = app.load_stt(config)
+    print(stt.transcribe_audio(app.read_audio(args.file)).text.strip())
     return 0
 
 
 def cmd_say(args: argparse.Namespace, config: Config) -> int:
-    engines = app.load_engines(config, stt=False)
-    samples = _speak(engines.tts, args.text)
+    tts = app.load_tts(config)
+    samples = _speak(tts, args.text)
     if args.output is not None:
-        app.write_wav(args.output, samples, engines.tts.sample_rate)
+        app.write_wav(args.output, samples, tts.sample_rate)
     else:
-        _play(samples, engines.tts.sample_rate, config)
+        _play(samples, tts.sample_rate, config)
     return 0
 
 
@@ -208,6 +212,12 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         print(
             f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {entry.get('title', '')}"
         )
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace, config: Config) -> int:
+    app.build_core(config).reset(config.turn.room)
+    print(f"room {config.turn.room}: the next message starts a new conversation")
     return 0
 
 
@@ -242,8 +252,9 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping (%s)", signal.Signals(signum).name)
+        log.info("stopping (%s); Ctrl-C again to force", signal.Signals(signum).name)
         stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from core.config import CoreConfig, build, default_config_path, read_toml
 from core.errors import ConfigError
+from core.paths import validate_room_id
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class TurnConfig:
     barge_in: bool = False  # voice barge-in in vad mode: headsets or echo-cancelled input only
     smart_endpoint: bool = True  # end a complete sentence after quick_hangover_ms
     quick_hangover_ms: int = 250
+
+    def __post_init__(self) -> None:
+        validate_room_id(self.room)  # at start-up, not as an error at every turn
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ TCP. One command per connection, newline-terminated; one reply line::
     ok pressed
 
 Commands: ``press``, ``release``, ``toggle``, ``status``. Replies start with ``ok`` or
-``error:``. :class:`SocketHotkey` makes the socket one more push-to-talk backend.
+``error:``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from core.errors import ConfigError, DeviceError
-from voice.hotkeys import KeyEvents, WakePipe
+from voice.hotkeys import WakePipe
 
 log = logging.getLogger(__name__)
 
@@ -274,47 +274,3 @@ def _read_reply(sock: socket.socket) -> str:
             break
         data += chunk
     return data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-
-
-def key_command_handler(
-    events: KeyEvents, status: Callable[[], str] | None = None
-) -> Callable[[str], str]:
-    """Map socket commands onto ``events``; ``status`` describes the loop (default: the key).
-
-    ``toggle`` flips the socket's own key state, so a script can use toggle alone.
-    """
-    lock = threading.Lock()
-    down = False
-
-    def handle(command: str) -> str:
-        nonlocal down
-        with lock:
-            if command == "status":
-                return f"ok {status() if status else ('pressed' if down else 'released')}"
-            want = {"press": True, "release": False, "toggle": not down}[command]
-            if want != down:
-                down = want
-                (events.press if want else events.release)()
-            return f"ok {'pressed' if down else 'released'}"
-
-    return handle
-
-
-class SocketHotkey:
-    """The control socket as a push-to-talk backend; runs beside any key backend."""
-
-    name = "socket"
-
-    def __init__(self, path: Path, *, status: Callable[[], str] | None = None) -> None:
-        self.path = path
-        self._status = status
-        self._server: ControlServer | None = None
-
-    def start(self, events: KeyEvents) -> None:
-        self._server = ControlServer(self.path, key_command_handler(events, self._status))
-        self._server.start()
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
+    from core.process import stop_all as stop_agents
     from voice.control import ControlServer, socket_path
     from voice.hotkeys import choose_backend
     from voice.service import SystemdNotifier
@@ -88,4 +89,10 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             loop.run(stop)
         finally:
             notifier.stopping()
+            # A turn still running is on a daemon thread: stop its agent (its own session
+            # does not get the terminal's Ctrl-C) and let the turn record the interruption.
+            if stop_agents():
+                log.info("stopped the agent that was still working")
+            loop.join_turn(timeout_s=5.0)
+            notifier.close()
     return 0

@@ -93,6 +93,8 @@ class VoiceLoop:
         self._phase = Phase.IDLE if self.mode != "vad" else Phase.LISTENING
         self._generation = 0  # bumped by barge-in so a stale turn leaves the phase alone
         self._reply: Reply | None = None
+        self._turn_lock = threading.Lock()  # generation and _reply, shared with the turn thread
+        self._turn_cancelled = threading.Event()  # set by a barge-in into the running turn
         self._listen_from_s = 0.0  # frames older than this are discarded (cooldown)
         self._held = False
         self._pressed_at_s: float | None = None
@@ -129,13 +131,25 @@ class VoiceLoop:
     def phase(self) -> Phase:
         return self._phase
 
+    def join_turn(self, timeout_s: float) -> None:
+        """Wait (bounded) for a turn still running after :meth:`run` returned."""
+        thread = self._turn_thread
+        if thread is not None:
+            thread.join(timeout_s)
+
     # ---- the loop --------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         log.info("listening (mode %s)", self.mode)
         self._set_phase(self._phase)
         try:
             while not stop.is_set():
-                self._tick(stop)
+                try:
+                    self._tick(stop)
+                except Exception:  # a bug in one frame's handling must not end the assistant
+                    log.exception("the audio loop hit an error; listening again")
+                    self.segmenter.reset()
+                    self._drop_spec()
+                    stop.wait(0.1)
         finally:
             if self._reply is not None:
                 self._reply.cancel()
@@ -166,16 +180,15 @@ class VoiceLoop:
         log.warning("microphone lost (%s); reopening", why)
         if not self._loss_announced:  # once per outage, not at every stall timeout
             self._loss_announced = True
-            try:
-                self.turns.play_earcon("error")
-            except DeviceError as e:  # the speaker went too (e.g. the sound server restarted)
-                log.info("no error earcon: %s", e)
+            self.turns.play_earcon("error")
         delay = 0.25
         while not stop.is_set():
             try:
                 self.source.reopen()
             except DeviceError as e:
                 log.info("microphone not back yet: %s; retrying in %.1f s", e, delay)
+                if self.watchdog is not None:  # waiting for a device is not a hung loop
+                    self.watchdog.watchdog()
                 stop.wait(delay)
                 delay = min(delay * 2, self.config.audio.reopen_backoff_max_s)
                 continue
@@ -233,18 +246,25 @@ class VoiceLoop:
                 if self._phase is Phase.SPEAKING:  # voice barge-in
                     log.info("barge-in by voice")
                     self._barge_in()
-                self._spec = None
+                self._drop_spec()
             elif isinstance(event, SpeechPaused):
                 if self.mode != "ptt-hold":
                     self._speculate(event.utterance)
             elif isinstance(event, SpeechResumed):
-                self._spec = None
+                self._drop_spec()
             elif isinstance(event, UtteranceEnded):
                 self._start_turn(event.utterance, event.reason)
 
     def _speculate(self, utterance: Utterance) -> None:
+        self._drop_spec()
         future = self._stt_pool.submit(self.turns.stt.transcribe, utterance)
         self._spec = _Speculation(utterance, future)
+
+    def _drop_spec(self) -> None:
+        """Forget the speculative transcript; if it has not started, it never will."""
+        if self._spec is not None:
+            self._spec.future.cancel()
+            self._spec = None
 
     def _check_timers(self, now: float) -> None:
         if self._release_at_s is not None and now >= self._release_at_s:
@@ -260,6 +280,8 @@ class VoiceLoop:
             or now - spec.utterance.end_s < self.config.turn.quick_hangover_ms / 1000
         ):
             return
+        if spec.future.cancelled() or spec.future.exception() is not None:
+            return  # the turn will transcribe the utterance itself when it ends
         transcript = spec.future.result()
         if transcript.text and looks_complete(transcript.text):
             log.debug("complete sentence after a short pause: ending the turn early")
@@ -302,24 +324,27 @@ class VoiceLoop:
         self._release_at_s = self.clock() + self.config.input.release_grace_ms / 1000
 
     def _barge_in(self) -> None:
-        self._generation += 1
-        if self._reply is not None:
-            self._reply.cancel()
-            self._reply = None
-        self._spec = None
+        with self._turn_lock:
+            self._generation += 1
+            reply, self._reply = self._reply, None
+            self._turn_cancelled.set()
+        if reply is not None:
+            reply.cancel()
+        self._drop_spec()
         self._set_phase(Phase.LISTENING if self.mode == "vad" else Phase.IDLE)
 
     # ---- turns ------------------------------------------------------------------------------
     def _start_turn(self, utterance: Utterance, reason: str) -> None:
         spec = self._spec
         self._spec = None
-        speculative = spec.future if spec is not None else None
+        speculative = spec.future if spec is not None and not spec.future.cancelled() else None
         self._held = False
         self._pressed_at_s = None
         log.debug("utterance ended (%s): %.2f s of audio", reason, utterance.duration_s)
         self._set_phase(Phase.TRANSCRIBING)
         generation = self._generation
         ended_s = self.clock()
+        cancelled = self._turn_cancelled = threading.Event()
 
         def work() -> None:
             report: TurnReport | None = None
@@ -328,6 +353,7 @@ class VoiceLoop:
                     utterance,
                     speculative=speculative,
                     ended_s=ended_s,
+                    cancelled=cancelled,
                     on_phase=lambda p: self._worker_phase(generation, p),
                     on_reply=lambda r: self._worker_reply(generation, r),
                 )
@@ -336,18 +362,19 @@ class VoiceLoop:
             except Exception:
                 log.exception("turn failed")
             finally:
-                if report is not None:
-                    self.reports.append(report)
-                    if self.on_turn is not None:
-                        self.on_turn(report)
-                if self.mode == "vad" and generation == self._generation:
-                    # The cue plays before the microphone opens, so it is never heard as speech.
-                    try:
+                try:
+                    if report is not None:
+                        self.reports.append(report)
+                        if self.on_turn is not None:
+                            self.on_turn(report)
+                    if self.mode == "vad" and generation == self._generation:
+                        # The cue plays before the microphone opens: never heard as speech.
                         self.turns.play_earcon("listening")
                         self.turns.speaker.sink.wait(5.0)
-                    except DeviceError as e:  # without turn-done the loop would never listen
-                        log.warning("no listening earcon: %s", e)
-                self._commands.put(("turn-done", generation))
+                except Exception:
+                    log.exception("finishing the turn failed")
+                finally:  # without turn-done the loop would never listen again
+                    self._commands.put(("turn-done", generation))
 
         self._turn_thread = threading.Thread(target=work, name="turn", daemon=True)
         self._turn_thread.start()
@@ -356,9 +383,11 @@ class VoiceLoop:
         self._commands.put(("phase", (generation, phase)))
 
     def _worker_reply(self, generation: int, reply: Reply) -> None:
-        if generation == self._generation:
-            self._reply = reply
-        else:
+        with self._turn_lock:  # against a barge-in between the check and the assignment
+            current = generation == self._generation
+            if current:
+                self._reply = reply
+        if not current:
             reply.cancel()
 
     def _turn_done(self, generation: int) -> None:

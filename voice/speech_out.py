@@ -40,6 +40,7 @@ class Reply:
         self._stream_lock = threading.Lock()
         self._sentences: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
+        self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
         self._synth_done = threading.Event()
         self.first_audio_s: float | None = None  # when the first samples went to the speaker
         self.spoken: list[str] = []
@@ -67,9 +68,12 @@ class Reply:
 
     def cancel(self) -> None:
         """Stop at once (barge-in): nothing more is synthesized, nothing queued plays."""
-        self._cancelled.set()
+        with self._play_lock:
+            self._cancelled.set()
+            played = self.first_audio_s is not None
         self._sentences.put(_END)
-        self._sink.stop()
+        if played:  # the speaker is shared: a reply that never played leaves it alone
+            self._sink.stop()
 
     @property
     def cancelled(self) -> bool:
@@ -102,11 +106,12 @@ class Reply:
     def _speak(self, sentence: str) -> None:
         log.debug("speaking: %s", sentence)
         for chunk in self._tts.synthesize(sentence):
-            if self._cancelled.is_set():
-                return
-            self._sink.play(chunk, self._tts.sample_rate)
-            if self.first_audio_s is None:
-                self.first_audio_s = self._clock()
+            with self._play_lock:
+                if self._cancelled.is_set():
+                    return
+                self._sink.play(chunk, self._tts.sample_rate)
+                if self.first_audio_s is None:
+                    self.first_audio_s = self._clock()
         self.spoken.append(sentence)
 
 
@@ -120,10 +125,3 @@ class ReplySpeaker:
 
     def begin(self) -> Reply:
         return Reply(self.tts, self.sink, first_chunk_max_chars=self._first_chunk_max_chars)
-
-    def say(self, text: str, *, timeout_s: float | None = 60.0) -> Reply:
-        """Speak ``text`` and wait until it has been played."""
-        reply = self.begin()
-        reply.say(text)
-        reply.wait(timeout_s)
-        return reply

@@ -120,3 +120,23 @@ def test_a_grandchild_holding_stdout_neither_delays_the_reply_nor_survives(
     assert time.monotonic() - start < 15, "the runner waited for the grandchild's sleep 60"
     assert pidfile.exists()
     assert wait_until_none_left(marker) == []
+
+
+def test_stop_all_ends_agents_still_running_at_shutdown(tmp_path: Path, marker: str) -> None:
+    """The live loop runs turns on daemon threads; at exit it stops their agents explicitly."""
+    from core.errors import AgentError
+    from core.process import stop_all
+
+    pidfile = tmp_path / "pid"
+    runner = fake_runner("hang", marker, str(pidfile), timeout=300.0, kill_grace_s=0.5)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(runner.run, "q")
+        deadline = time.monotonic() + 5
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes_with(marker), "the fake agent never started"
+        assert stop_all() == 1
+        with pytest.raises(AgentError):
+            future.result(timeout=30)  # long before its 300 s timeout
+    assert wait_until_none_left(marker) == []
+    assert stop_all() == 0

@@ -16,9 +16,7 @@ import pytest
 from core.errors import ConfigError, DeviceError
 from voice.control import (
     ControlServer,
-    SocketHotkey,
     default_socket_path,
-    key_command_handler,
     send_command,
     socket_path,
 )
@@ -181,30 +179,3 @@ def test_client_times_out_on_a_mute_server(sock_path: Path) -> None:
 def test_path_too_long_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="107 bytes"):
         ControlServer(Path("/tmp") / ("x" * 120) / "ptt.sock", lambda c: "ok")
-
-
-def test_key_command_handler_tracks_toggle_state() -> None:
-    events = Recorder()
-    handle = key_command_handler(events)
-    assert handle("toggle") == "ok pressed"
-    assert handle("press") == "ok pressed"  # already down: no second press
-    assert handle("status") == "ok pressed"
-    assert handle("toggle") == "ok released"
-    assert handle("release") == "ok released"
-    assert events.calls == ["press", "release"]
-    assert key_command_handler(events, status=lambda: "speaking")("status") == "ok speaking"
-
-
-def test_socket_hotkey_end_to_end(sock_path: Path) -> None:
-    events = Recorder()
-    backend = SocketHotkey(sock_path, status=lambda: "listening")
-    backend.start(events)
-    try:
-        assert send_command(sock_path, "press") == "ok pressed"
-        assert send_command(sock_path, "release") == "ok released"
-        assert send_command(sock_path, "toggle") == "ok pressed"
-        assert send_command(sock_path, "status") == "ok listening"
-    finally:
-        backend.close()
-    assert events.calls == ["press", "release", "press"]
-    assert not sock_path.exists()

@@ -288,6 +288,27 @@ def test_terminal_each_keypress_toggles_and_mode_is_restored(pty: tuple[int, int
     assert termios.tcgetattr(slave) == before
 
 
+class TogglingRecorder(Recorder):
+    """Events that also take a toggle, like the voice loop."""
+
+    def toggle(self) -> None:
+        self._add("toggle")
+
+
+def test_terminal_sends_a_toggle_per_keypress_when_the_loop_takes_one(
+    pty: tuple[int, int],
+) -> None:
+    master, slave = pty
+    backend = TerminalHotkey("KEY_SPACE", fd=slave)
+    events = TogglingRecorder()
+    backend.start(events)
+    try:
+        os.write(master, b" x  ")
+        assert events.wait_for(3) == ["toggle", "toggle", "toggle"]
+    finally:
+        backend.close()
+
+
 def test_terminal_function_key_sequence_split_across_reads(pty: tuple[int, int]) -> None:
     master, slave = pty
     backend = TerminalHotkey("KEY_F12", fd=slave)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
-from core.errors import AgentError, AgentTimeout
+from core.errors import AgentError, AgentTimeout, DeviceError
 from voice.audio import Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
@@ -61,6 +62,8 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         *,
         conversation: FakeConversation | None = None,
         earcons: Earcons | None = None,
+        stt_delay_s: float = 0.0,
+        sink: FakeSink | None = None,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -70,7 +73,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
                 config, **{name: dataclasses.replace(getattr(config, name), **changes)}
             )
         source = ScriptedSource(script)
-        sink, tts, fake_stt = FakeSink(), FakeTts(), FakeStt(stt)
+        sink, tts, fake_stt = sink or FakeSink(), FakeTts(), FakeStt(stt, stt_delay_s)
         conversation = conversation or FakeConversation()
         turns = TurnRunner(
             stt=fake_stt,
@@ -247,3 +250,72 @@ def test_a_stalled_microphone_is_reopened_and_announced_once(make_rig: Callable[
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     error_plays = [n for _t, n in rig.sink.played if n == len(error)]
     assert len(error_plays) == 1, "the outage should be announced once, not at every reopen"
+
+
+def test_barge_in_while_transcribing_sends_nothing(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(
+        silence(300) + tone(600) + silence(4000), stt_delay_s=1.0, input={"mode": "ptt-toggle"}
+    )
+    rig.loop.press()
+    assert wait_until(lambda: rig.loop.phase is Phase.TRANSCRIBING)
+    rig.loop.press()  # barge-in: the user starts over
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.loop.reports[0].dropped == "interrupted before it reached the agent"
+    assert rig.conversation.messages == []
+
+
+def test_barge_in_while_thinking_silences_the_cue_and_the_late_reply(
+    make_rig: Callable[..., Rig],
+) -> None:
+    earcons = Earcons(EarconConfig(thinking_repeat_s=0.2), 16000)
+    thinking = earcons.get("thinking")
+    assert thinking is not None
+    rig = make_rig(
+        silence(300) + tone(600) + silence(5000),
+        conversation=FakeConversation(delay_s=1.5),
+        earcons=earcons,
+        input={"mode": "ptt-toggle"},
+    )
+    rig.loop.press()
+    assert wait_until(lambda: rig.loop.phase is Phase.THINKING)
+    assert wait_until(lambda: any(n == len(thinking) for _t, n in rig.sink.played))
+    rig.loop.press()
+    pressed = time.monotonic()
+    assert wait_until(lambda: len(rig.loop.reports) == 1)  # the agent finished its turn
+    late = [t for t, n in rig.sink.played if t > pressed + 0.05]
+    assert late == [], "nothing may play after the barge-in: no cue, no reply"
+    assert rig.conversation.messages == [("test-room", "hello there.")]  # saved, not spoken
+    assert not any(text.startswith("You said") for text in rig.tts.texts)
+
+
+class BrokenSpeaker(FakeSink):
+    def play(self, samples: np.ndarray, rate: int) -> None:
+        raise DeviceError("speaker unplugged")
+
+
+def test_a_press_while_the_speaker_is_gone_does_not_end_the_loop(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(
+        silence(300) + tone(700) + silence(3000),
+        earcons=Earcons(EarconConfig(), 16000),
+        sink=BrokenSpeaker(),
+        input={"mode": "ptt-toggle"},
+    )
+    rig.loop.press()  # the listening earcon cannot play
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.thread.is_alive()
+    assert rig.conversation.messages == [("test-room", "hello there.")]
+
+
+def test_control_commands_reach_the_loop_and_bad_ones_are_refused(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(silence(300) + tone(700) + silence(3000), input={"mode": "ptt-hold"})
+    assert rig.loop.handle_command("status") == "ok idle"
+    assert rig.loop.handle_command("shout").startswith("error: unknown command 'shout'")
+    assert rig.loop.handle_command("toggle") == "ok toggle"  # the key goes down ...
+    assert wait_until(lambda: rig.loop.phase is Phase.LISTENING)
+    assert wait_until(lambda: rig.source.frames_read >= 1100 // FRAME_MS)  # the tone was heard
+    assert rig.loop.handle_command("toggle") == "ok toggle"  # ... and up again
+    assert wait_until(lambda: len(rig.loop.reports) == 1)

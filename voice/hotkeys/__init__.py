@@ -9,7 +9,7 @@ a bouncing button never produce two presses in a row.
 - :class:`TerminalHotkey`: a key typed into the controlling terminal (e.g. space over SSH).
 - :class:`GpioHotkey`: a button on a Raspberry Pi pin (gpiozero).
 
-The control socket (``voice.control.SocketHotkey``) always works alongside any of them.
+The control socket (``voice.control``, ``voice-assistant ptt``) always works beside them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import signal
 import sys
 import termios
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from core.errors import ConfigError, DeviceError
@@ -18,6 +19,7 @@ from voice.hotkeys.base import (
     KeyEvents,
     WakePipe,
     _Edges,
+    _safe_call,
     _single_char,
     check_key_name,
 )
@@ -84,6 +86,9 @@ class TerminalHotkey:
         termios.tcsetattr(self._fd, termios.TCSAFLUSH, mode)
         atexit.register(self._restore)
         edges = _Edges(events)
+        # A terminal has no key-up: one that takes a toggle (the loop does) gets one per
+        # keypress, so press-to-start/press-to-stop modes see every press.
+        self._toggle: Callable[[], None] | None = getattr(events, "toggle", None)
         self._thread = threading.Thread(
             target=self._run, args=(edges,), name="terminal-hotkey", daemon=True
         )
@@ -128,7 +133,10 @@ class TerminalHotkey:
             os.kill(os.getpid(), signal.SIGINT)
         self._pending += data
         while (at := self._pending.find(self._sequence)) >= 0:
-            edges.toggle()
+            if self._toggle is not None:
+                _safe_call(self._toggle)
+            else:
+                edges.toggle()
             self._pending = self._pending[at + len(self._sequence) :]
         # Keep only a tail that may be the start of a sequence split across two reads.
         keep = len(self._sequence) - 1
