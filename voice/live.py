@@ -7,11 +7,13 @@ import logging
 import threading
 import time
 
+from core.errors import DeviceError
 from voice import app
 from voice.config import Config
 from voice.devices import Microphone, RecoveringSpeaker, Speaker
 from voice.earcons import Earcons
 from voice.loop import VoiceLoop
+from voice.service import SystemdNotifier
 from voice.speech_out import ReplySpeaker
 from voice.status import StatusLine
 from voice.turns import TurnRunner
@@ -20,11 +22,31 @@ from voice.vad import Segmenter, WebRtcDetector
 log = logging.getLogger(__name__)
 
 
+def _open(
+    device: Microphone | Speaker, config: Config, notifier: SystemdNotifier, stop: threading.Event
+) -> bool:
+    """Open a device. Run by hand, a missing one is an error at once (it lists the devices);
+    as a service, it is waited for: a USB microphone may appear after the service starts.
+    False when stopped while waiting."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            device.open()
+            return True
+        except DeviceError as e:
+            if not notifier.enabled:
+                raise
+            log.warning("waiting for the %s: %s", type(device).__name__.lower(), e)
+            notifier.extend_timeout(delay + 30)
+            stop.wait(delay)
+            delay = min(delay * 2, config.audio.reopen_backoff_max_s)
+    return False
+
+
 def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
     from core.process import stop_all as stop_agents
     from voice.control import ControlServer, socket_path
     from voice.hotkeys import choose_backend
-    from voice.service import SystemdNotifier
 
     started = time.monotonic()
     notifier = SystemdNotifier()
@@ -35,8 +57,11 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     earcons = Earcons(config.earcons, engines.tts.sample_rate) if config.earcons.enabled else None
     status = StatusLine() if config.ui.status_line else None
     with contextlib.ExitStack() as stack:
-        microphone = stack.enter_context(Microphone(config.audio))
-        speaker = stack.enter_context(Speaker(config.audio))
+        microphone, speaker = Microphone(config.audio), Speaker(config.audio)
+        for device in (microphone, speaker):
+            if not _open(device, config, notifier, stop):
+                return 0
+            stack.callback(device.close)
         turns = TurnRunner(
             stt=engines.stt,
             speaker=ReplySpeaker(
