@@ -1,4 +1,4 @@
-"""Test audio: the shared recordings at 16 kHz, generated silence and noise, and WER."""
+"""Test audio: the shared recordings at 16 kHz, generated silence, noise and speech, and WER."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 from voice.audio import AudioChunk, float_to_pcm
+from voice.tts import PiperSynthesizer
 
 RATE = 16000
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "audio"
@@ -98,3 +100,9 @@ def wer(ref: str, hyp: str) -> float:
         for j, hw in enumerate(h, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
     return row[len(h)] / max(len(r), 1)
+
+
+def speech(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
+    """``text`` spoken by the Piper voice, as 16 kHz int16 (what the rig's microphone takes)."""
+    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
+    return (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)

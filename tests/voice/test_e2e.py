@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soxr
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import PulseRig, find_speech
-from tests.voice.audio_util import normalise, wer
-from voice.config import SttConfig, TtsConfig
+from tests.voice.audio_util import normalise, speech, wer
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
 
@@ -31,16 +29,6 @@ QUESTIONS = [
     "What is the weather like tomorrow?",
 ]
 MAX_WER = 0.25  # one word in four: tiny.en on speech that went through TTS and the rig
-
-
-@pytest.fixture(scope="module")
-def tts() -> PiperSynthesizer:
-    return PiperSynthesizer(TtsConfig())
-
-
-@pytest.fixture(scope="module")
-def stt() -> WhisperTranscriber:
-    return WhisperTranscriber(SttConfig())
 
 
 @pytest.fixture
@@ -55,11 +43,6 @@ def loopback(pulse_rig: PulseRig) -> Iterator[None]:
     ).strip()
     yield
     pulse_rig.pactl("unload-module", module)
-
-
-def speech(tts: PiperSynthesizer, text: str) -> np.ndarray:
-    audio = tts.synthesize_all(text).astype(np.float32) / 32768
-    return (soxr.resample(audio, tts.sample_rate, 16000) * 32767).astype(np.int16)
 
 
 def test_three_spoken_questions_are_answered_aloud_and_never_itself(

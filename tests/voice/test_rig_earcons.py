@@ -19,12 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile
-import soxr
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import RATE, PulseRig, Recorded, dominant_hz, find_speech, frame_levels_dbfs
-from tests.voice.audio_util import normalise
-from voice.config import SttConfig, TtsConfig
+from tests.voice.audio_util import normalise, speech
 from voice.earcons import SIGNATURE_HZ
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
@@ -56,22 +54,6 @@ SLOW_AGENT = python_agent(
     f"import sys, time; sys.stdin.read(); time.sleep({AGENT_DELAY_S}); print({ANSWER!r})"
 )
 FAILING_AGENT = python_agent("import sys; sys.stdin.read(); sys.exit(3)")
-
-
-@pytest.fixture(scope="module")
-def tts() -> PiperSynthesizer:
-    return PiperSynthesizer(TtsConfig())
-
-
-@pytest.fixture(scope="module")
-def stt() -> WhisperTranscriber:
-    return WhisperTranscriber(SttConfig())
-
-
-def speech(tts: PiperSynthesizer, text: str) -> Int16:
-    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
-    resampled: Int16 = (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
-    return resampled
 
 
 # ---- what the speaker played -----------------------------------------------------------------

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-import soxr
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import PulseRig, Recorded
-from tests.voice.audio_util import normalise, wer
-from voice.config import TtsConfig
+from tests.voice.audio_util import normalise, speech, wer
 from voice.tts import PiperSynthesizer
 
 pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
@@ -32,17 +30,6 @@ BEFORE_WORDS = {"weather", "lovely", "today"}
 # A person starts talking a moment after pressing; the first input.click_ignore_ms (150 ms)
 # after the press are silenced on purpose (the key click), so speech must not start sooner.
 REACTION_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def tts() -> PiperSynthesizer:
-    return PiperSynthesizer(TtsConfig())
-
-
-def speech(tts: PiperSynthesizer, text: str) -> Int16:
-    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
-    resampled: Int16 = (soxr.resample(audio, tts.sample_rate, 16000) * 32767).astype(np.int16)
-    return resampled
 
 
 def said_once(listener: Listener) -> str:

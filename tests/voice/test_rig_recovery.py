@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-import soxr
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import RATE, PulseRig, Recorded, dominant_hz
-from tests.voice.audio_util import normalise, wer
-from voice.config import SttConfig, TtsConfig
+from tests.voice.audio_util import normalise, speech, wer
 from voice.earcons import SIGNATURE_HZ
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
@@ -42,22 +40,6 @@ SAID = "you said:"
 STALL_S = 5.0  # longer than audio.stall_timeout_s (2 s): the watchdog must fire
 
 Int16 = npt.NDArray[np.int16]
-
-
-@pytest.fixture(scope="module")
-def tts() -> PiperSynthesizer:
-    return PiperSynthesizer(TtsConfig())
-
-
-@pytest.fixture(scope="module")
-def stt() -> WhisperTranscriber:
-    return WhisperTranscriber(SttConfig())
-
-
-def speech(tts: PiperSynthesizer, text: str) -> Int16:
-    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
-    resampled: Int16 = (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
-    return resampled
 
 
 def speak_until_heard(

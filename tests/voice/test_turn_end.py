@@ -13,23 +13,11 @@ import pytest
 from tests.voice.audio_util import wer
 from tests.voice.fakes import FRAME_MS
 from tests.voice.scripted_loop import RATE, concat, gap, run_loop, said
-from voice.config import Config, SttConfig, TtsConfig, TurnConfig, VadConfig
+from voice.config import Config, TurnConfig, VadConfig
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
 
 pytestmark = pytest.mark.models
-
-
-@pytest.fixture(scope="module")
-def tts() -> PiperSynthesizer:
-    return PiperSynthesizer(TtsConfig())
-
-
-@pytest.fixture(scope="module")
-def stt() -> WhisperTranscriber:
-    model = WhisperTranscriber(SttConfig())
-    model.warm_up()
-    return model
 
 
 def test_a_pause_after_a_dangling_word_does_not_end_the_turn(
