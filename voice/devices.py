@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from types import ModuleType, TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -172,10 +172,47 @@ class SampleClock:
         return stamp
 
 
+# ---- shared lifecycle ------------------------------------------------------------------------
+
+
+class _StreamDevice:
+    """What the microphone and the speaker share: one PortAudio stream, closed even if dead."""
+
+    kind = "audio"
+    _stream: Any
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            stream.abort()
+            stream.close()
+        except Exception as e:  # a dead device may fail to close: it is gone anyway
+            log.debug("closing the %s stream failed: %s", self.kind, e)
+
+    def reopen(self) -> None:
+        """Close and open again (after a :class:`DeviceError`); raises DeviceError if it can't."""
+        self.close()
+        self.open()
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
 # ---- microphone ----------------------------------------------------------------------------
 
 
-class Microphone:
+class Microphone(_StreamDevice):
     """Frames of exactly ``config.frame_ms`` of 16 kHz mono int16, stamped with monotonic time.
 
     The PortAudio callback puts blocks in a queue bounded by ``config.queue_frames``; when it
@@ -184,6 +221,8 @@ class Microphone:
     A stream that dies or stalls makes :meth:`read` raise :class:`DeviceError`; call
     :meth:`reopen`.
     """
+
+    kind = "microphone"
 
     def __init__(
         self,
@@ -273,30 +312,6 @@ class Microphone:
             self._blocks.clear()
         self._frames.clear()
         self._pending = np.zeros(0, dtype=np.int16)
-
-    def close(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        try:
-            stream.abort()
-            stream.close()
-        except Exception as e:  # a dead device may fail to close: it is gone anyway
-            log.debug("closing the microphone stream failed: %s", e)
-
-    def reopen(self) -> None:
-        """Close and open again (after a :class:`DeviceError`); raises DeviceError if it can't."""
-        self.close()
-        self.open()
-
-    def __enter__(self) -> Microphone:
-        self.open()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- the PortAudio thread ----------------------------------------------------------------
     def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
@@ -401,7 +416,7 @@ class Microphone:
 # ---- speaker -------------------------------------------------------------------------------
 
 
-class Speaker:
+class Speaker(_StreamDevice):
     """One output stream, opened once and kept: ``play`` only queues samples.
 
     The callback copies queued samples into each 10 ms block and pads with silence, so
@@ -409,6 +424,8 @@ class Speaker:
     ``rate`` (the Piper voice's) when the device takes it, else at the device's own rate;
     audio at another rate is resampled with soxr in :meth:`play`.
     """
+
+    kind = "speaker"
 
     def __init__(
         self, config: AudioConfig, *, device: str | None = None, rate: int = SPEAKER_RATE
@@ -479,27 +496,7 @@ class Speaker:
 
     def close(self) -> None:
         self.stop()
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        try:
-            stream.abort()
-            stream.close()
-        except Exception as e:  # a dead device may fail to close: it is gone anyway
-            log.debug("closing the speaker stream failed: %s", e)
-
-    def reopen(self) -> None:
-        self.close()
-        self.open()
-
-    def __enter__(self) -> Speaker:
-        self.open()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+        super().close()
 
     # -- AudioSink ---------------------------------------------------------------------------
     def play(self, samples: Int16, rate: int) -> None:
