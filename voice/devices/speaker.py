@@ -1,0 +1,251 @@
+"""The speaker: one output stream kept open; ``play`` only queues samples."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from core.errors import DeviceError
+from voice.config import AudioConfig
+from voice.devices.base import (
+    OUTPUT_LATENCY_S,
+    SPEAKER_BLOCK_MS,
+    SPEAKER_RATE,
+    Int16,
+    _describe,
+    _native_rate,
+    _sounddevice,
+    _StreamDevice,
+    find_device,
+)
+
+log = logging.getLogger(__name__)
+
+# ---- speaker -------------------------------------------------------------------------------
+
+
+class Speaker(_StreamDevice):
+    """One output stream, opened once and kept: ``play`` only queues samples.
+
+    The callback copies queued samples into each 10 ms block and pads with silence, so
+    :meth:`stop` takes effect within a block plus the device's latency. The stream runs at
+    ``rate`` (the Piper voice's) when the device takes it, else at the device's own rate;
+    audio at another rate is resampled with soxr in :meth:`play`.
+    """
+
+    kind = "speaker"
+
+    def __init__(
+        self, config: AudioConfig, *, device: str | None = None, rate: int = SPEAKER_RATE
+    ) -> None:
+        self.config = config
+        self.device = config.output_device if device is None else device
+        self.preferred_rate = rate
+        self.rate: int | None = None  # the open stream's rate
+        self.latency_s = 0.0  # PortAudio's output latency of the open stream
+        self.played_samples = 0  # queued samples handed to the device, at ``rate``
+        self.underflows = 0
+        self.last_output_s = 0.0  # monotonic time the last queued sample is (was) heard
+        self._stream: Any = None
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[Int16] = collections.deque()
+        self._head = 0  # samples of _chunks[0] already played
+        self._failure: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        sd = _sounddevice()
+        index = find_device(self.device, "output")
+        rate = self._pick_rate(sd, index)
+        try:
+            stream = sd.OutputStream(
+                device=index,
+                samplerate=rate,
+                channels=1,
+                dtype="int16",
+                blocksize=max(1, rate * SPEAKER_BLOCK_MS // 1000),
+                latency=OUTPUT_LATENCY_S[self.config.output_latency],
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
+        except sd.PortAudioError as e:
+            raise DeviceError(
+                f"cannot open {_describe(index, 'output')} at {rate} Hz as a speaker: {e}. "
+                "Check audio.output_device (voice-assistant devices lists them)."
+            ) from None
+        self.rate = rate
+        self.latency_s = float(stream.latency)
+        self._failure = None
+        self._stream = stream
+        try:
+            stream.start()
+        except sd.PortAudioError as e:
+            self.close()
+            raise DeviceError(f"cannot start the speaker: {e}") from None
+        log.info(
+            "speaker open: %s at %d Hz, latency %.0f ms",
+            _describe(index, "output"),
+            rate,
+            self.latency_s * 1000,
+        )
+
+    def _pick_rate(self, sd: ModuleType, index: int | None) -> int:
+        try:
+            sd.check_output_settings(
+                device=index, samplerate=self.preferred_rate, channels=1, dtype="int16"
+            )
+        except sd.PortAudioError:
+            native = _native_rate(sd, index, "output")
+            log.info("speaker does not take %d Hz: opening at %d Hz", self.preferred_rate, native)
+            return native
+        return self.preferred_rate
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    # -- AudioSink ---------------------------------------------------------------------------
+    def play(self, samples: Int16, rate: int) -> None:
+        """Queue mono int16 ``samples`` at ``rate``; returns at once."""
+        if samples.dtype != np.int16:
+            raise TypeError(f"Speaker.play takes int16 samples, got {samples.dtype}")
+        self._check_alive()
+        assert self.rate is not None
+        samples = samples.reshape(-1)
+        if rate != self.rate:
+            import soxr
+
+            samples = soxr.resample(samples, rate, self.rate)
+        if len(samples) == 0:
+            return
+        with self._cond:
+            self._chunks.append(samples)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the queue is empty and its last sample left the device."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._chunks:
+                if self._failure is not None:
+                    raise DeviceError(f"{self._failure}; reopen the speaker")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+            done_s = self.last_output_s
+        # What left the buffer is still in the device for up to its latency.
+        until = done_s if deadline is None else min(done_s, deadline)
+        if until > time.monotonic():
+            time.sleep(until - time.monotonic())
+        return deadline is None or done_s <= deadline
+
+    def stop(self) -> None:
+        """Drop everything queued; the device goes quiet within a block plus its latency."""
+        with self._cond:
+            self._chunks.clear()
+            self._head = 0
+            self.last_output_s = min(self.last_output_s, time.monotonic() + self.latency_s)
+            self._cond.notify_all()
+
+    @property
+    def playing(self) -> bool:
+        with self._cond:
+            return bool(self._chunks) or time.monotonic() < self.last_output_s
+
+    @property
+    def failure(self) -> str | None:
+        """Why the open stream died (device unplugged, sound server gone), else None:
+        :meth:`reopen` it."""
+        stream = self._stream
+        if stream is None:
+            return None
+        if self._failure is None and not stream.active:
+            self._failure = "the speaker stream is no longer running"
+        return self._failure
+
+    def _check_alive(self) -> None:
+        if self._stream is None:
+            raise DeviceError("the speaker is not open")
+        if self._failure is None and not self._stream.active:
+            self._failure = "the speaker stream is no longer running"
+        if self._failure is not None:
+            raise DeviceError(f"{self._failure}; reopen the speaker")
+
+    # -- the PortAudio thread ----------------------------------------------------------------
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        out = outdata[:, 0]
+        filled = 0
+        with self._cond:
+            if status.output_underflow:
+                self.underflows += 1
+            while filled < frames and self._chunks:
+                head = self._chunks[0]
+                take = min(len(head) - self._head, frames - filled)
+                out[filled : filled + take] = head[self._head : self._head + take]
+                filled += take
+                self._head += take
+                if self._head == len(head):
+                    self._chunks.popleft()
+                    self._head = 0
+            if filled:
+                assert self.rate is not None
+                self.played_samples += filled
+                self.last_output_s = time.monotonic() + self.latency_s + filled / self.rate
+                if not self._chunks:
+                    self._cond.notify_all()
+        out[filled:] = 0
+
+    def _finished(self) -> None:
+        with self._cond:
+            if self._stream is not None:
+                self._failure = "the speaker stream stopped (device unplugged or server gone)"
+            self._cond.notify_all()
+
+
+class RecoveringSpeaker:
+    """The :class:`Speaker` as the loop's sink: a stream that died is reopened on the next play.
+
+    The speaker goes with the microphone when the sound server restarts or a USB headset is
+    unplugged. Each ``play`` makes at most one attempt to reopen (a quick failure while the
+    device is still gone, raised as :class:`DeviceError`), so the next earcon or reply after
+    the device returns is heard, without restarting the process.
+    """
+
+    def __init__(self, speaker: Speaker) -> None:
+        self.speaker = speaker
+        self._lock = threading.Lock()  # players on several threads: one reopen at a time
+        self._lost = False  # stays set while reopening fails (the stream is None then)
+
+    def play(self, samples: Int16, rate: int) -> None:
+        self._revive()
+        self.speaker.play(samples, rate)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self.speaker.wait(timeout_s)
+
+    def stop(self) -> None:
+        self.speaker.stop()
+
+    @property
+    def playing(self) -> bool:
+        return self.speaker.playing
+
+    def _revive(self) -> None:
+        with self._lock:
+            failure = self.speaker.failure
+            if not self._lost and failure is None:
+                return
+            if not self._lost:
+                log.warning("speaker lost (%s); reopening", failure)
+                self._lost = True
+            self.speaker.reopen()  # raises DeviceError while the device is still gone
+            self._lost = False
+            log.info("speaker reopened")
