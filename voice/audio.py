@@ -36,7 +36,7 @@ class AudioChunk:
         return np.frombuffer(self.pcm, dtype="<i2")
 
     def to_float32(self) -> npt.NDArray[np.float32]:
-        return (self.to_int16().astype(np.float32) / INT16_SCALE).astype(np.float32)
+        return pcm_to_float32(self.pcm)
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ class Utterance:
         return len(self.pcm) / SAMPLE_WIDTH / self.rate
 
     def to_float32(self) -> npt.NDArray[np.float32]:
-        return (np.frombuffer(self.pcm, dtype="<i2").astype(np.float32) / INT16_SCALE).astype(
-            np.float32
-        )
+        return pcm_to_float32(self.pcm)
+
+
+def pcm_to_float32(pcm: bytes) -> npt.NDArray[np.float32]:
+    """int16 PCM bytes to float audio in [-1, 1)."""
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / np.float32(INT16_SCALE)
 
 
 def float_to_pcm(audio: npt.NDArray[np.floating]) -> bytes:

@@ -6,7 +6,6 @@ file through :func:`dataclasses.replace`; nothing else mutates configuration.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,8 +192,3 @@ def load(path: Path | None = None) -> Config:
         return from_tables(read_toml(path), source=path)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def replace(config: Config, **sections: Any) -> Config:
-    """A copy with some tables replaced, e.g. ``replace(cfg, turn=replace(cfg.turn, room=r))``."""
-    return dataclasses.replace(config, **sections)

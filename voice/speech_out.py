@@ -62,10 +62,6 @@ class Reply:
             self._sentences.put(sentence)
         self._sentences.put(_END)
 
-    def say(self, text: str) -> None:
-        self.feed(text)
-        self.finish()
-
     def cancel(self) -> None:
         """Stop at once (barge-in): nothing more is synthesized, nothing queued plays."""
         with self._play_lock:
