@@ -104,7 +104,7 @@ def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Uttera
         )
         utterances += [e.utterance for e in segmenter.push(chunk) if isinstance(e, UtteranceEnded)]
     last = segmenter.finish("forced")
-    if last is not None:
+    if isinstance(last, UtteranceEnded):
         utterances.append(last.utterance)
     return utterances
 

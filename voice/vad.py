@@ -76,7 +76,14 @@ class UtteranceEnded:
     reason: EndReason
 
 
-SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded
+@dataclass(frozen=True)
+class SpeechDropped:
+    """Speech started but ended with too little voice to keep (a click, a cough)."""
+
+    at_s: float
+
+
+SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded | SpeechDropped
 
 
 @dataclass(frozen=True)
@@ -170,8 +177,8 @@ class Segmenter:
         self._hold = hold
         return SpeechStarted(self._now_s)
 
-    def finish(self, reason: EndReason = "forced") -> UtteranceEnded | None:
-        """End the current utterance now; None when not in speech or too short to keep."""
+    def finish(self, reason: EndReason = "forced") -> UtteranceEnded | SpeechDropped | None:
+        """End the current utterance now; None when not in speech."""
         if not self._in_speech:
             return None
         return self._end(reason)
@@ -223,12 +230,10 @@ class Segmenter:
                 self._paused = True
                 events.append(SpeechPaused(utterance))
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
-            ended = self._end("hangover")
-            return events + ([ended] if ended else [])
+            return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
             hold = self._hold
-            ended = self._end("max_length")
-            events += [ended] if ended else []
+            events.append(self._end("max_length"))
             if hold:  # the key is still down: keep listening into a fresh utterance
                 events.append(self.start(hold=True))
         return events
@@ -291,7 +296,7 @@ class Segmenter:
             end_s=last.start_s + self._frame_s,
         )
 
-    def _end(self, reason: EndReason) -> UtteranceEnded | None:
+    def _end(self, reason: EndReason) -> UtteranceEnded | SpeechDropped:
         utterance = self._utterance() if self._long_enough() else None
         if utterance is None:
             log.debug(
@@ -303,4 +308,4 @@ class Segmenter:
         tail = self._frames[self._kept_frames() :]
         self._clear_speech()
         self._history.extend(tail)
-        return UtteranceEnded(utterance, reason) if utterance else None
+        return UtteranceEnded(utterance, reason) if utterance else SpeechDropped(self._now_s)

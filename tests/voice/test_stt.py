@@ -196,7 +196,7 @@ def test_vad_then_stt_on_digits(stt: WhisperTranscriber) -> None:
         e for c in chunks(audio, 30) for e in segmenter.push(c) if isinstance(e, UtteranceEnded)
     ]
     last = segmenter.finish()  # end of file: the last group has no hangover after it
-    ended += [last] if last else []
+    ended += [last] if isinstance(last, UtteranceEnded) else []
     texts = [stt.transcribe(e.utterance) for e in ended]
     assert len(texts) == 3 and all(t.dropped is None for t in texts)
     assert wer(reference("digits.wav"), " ".join(t.text for t in texts)) <= MAX_WER

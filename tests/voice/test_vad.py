@@ -15,6 +15,7 @@ from voice.vad import (
     Segmenter,
     SegmenterEvent,
     SpeechPaused,
+    SpeechDropped,
     SpeechResumed,
     SpeechStarted,
     UtteranceEnded,
@@ -153,10 +154,10 @@ def test_pause_and_resume_events() -> None:
     assert ended.utterance.end_s == pytest.approx(feed.time_of(43))
 
 
-def test_too_short_utterance_is_dropped_without_events() -> None:
+def test_too_short_utterance_is_dropped_and_says_so() -> None:
     feed = Feed()
     events = feed("." * 10 + "vvvvvv" + "." * 30)  # 180 ms of voice < min_utterance_ms
-    assert [type(e) for e in events] == [SpeechStarted]  # no pause, no end
+    assert [type(e) for e in events] == [SpeechStarted, SpeechDropped]  # no pause, no audio
     assert not feed.seg.in_speech
     # ... and the next real utterance is unaffected.
     feed("v" * 20)
@@ -187,7 +188,7 @@ def test_start_hold_ignores_hangover_until_finish() -> None:
     assert len(only(events, SpeechPaused)) == 1
     assert feed.seg.in_speech
     ended = feed.seg.finish()
-    assert ended is not None and ended.reason == "forced"
+    assert isinstance(ended, UtteranceEnded) and ended.reason == "forced"
     ids = frame_ids(ended.utterance)
     assert ids[0] == 30 - 10  # pre-roll before the key press
     assert ids[-1] == 50 + 5  # trimmed after the last voiced frame
@@ -208,7 +209,7 @@ def test_finish_returns_none_without_enough_voice() -> None:
     feed = Feed()
     feed.seg.start(hold=True)
     feed("." * 40 + "vvv" + "." * 5)
-    assert feed.seg.finish() is None
+    assert isinstance(feed.seg.finish(), SpeechDropped)
     assert not feed.seg.in_speech
 
 
@@ -216,7 +217,7 @@ def test_finish_ends_vad_started_utterance() -> None:
     feed = Feed()
     feed("." * 3 + "v" * 15 + "...")
     ended = feed.seg.finish("forced")
-    assert ended is not None
+    assert isinstance(ended, UtteranceEnded)
     assert ended.utterance.end_s == pytest.approx(feed.time_of(18))
 
 
