@@ -9,6 +9,7 @@ agent's own conversation, and the output is parsed as it streams.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -75,6 +76,15 @@ class AgentRunner:
         self.max_output_bytes = max_output_bytes
         self.env = dict(env) if env is not None else None
         self.interrupt_grace_s = interrupt_grace_s
+        self._running: set[RunningProcess] = set()
+        self._running_lock = threading.Lock()
+
+    def stop(self) -> None:
+        """Stop every run still going (shutdown): SIGTERM, then SIGKILL after the grace."""
+        with self._running_lock:
+            running = list(self._running)
+        for process in running:
+            process.stop_group()
 
     def run(
         self, prompt: str, *, session_id: str | None = None, on_text: TextCallback | None = None
@@ -112,7 +122,12 @@ class AgentRunner:
         mode = format_from_command(argv) if self.output_format == "auto" else self.output_format
         parser = OutputParser(mode, turn.on_event)
 
+        started: list[RunningProcess] = []
+
         def spawned(process: RunningProcess) -> None:
+            started.append(process)
+            with self._running_lock:
+                self._running.add(process)
             turn.control.bind(interrupt=lambda: process.interrupt(self.interrupt_grace_s))
 
         try:

@@ -133,6 +133,10 @@ class RunningProcess(Protocol):
         """SIGINT to the process group; stopped for good if it has not exited after grace_s."""
         ...
 
+    def stop_group(self) -> None:
+        """SIGTERM to the group, then SIGKILL after the kill grace."""
+        ...
+
 
 class _Supervisor:
     def __init__(self, proc: subprocess.Popen[bytes], name: str, kill_grace_s: float) -> None:
