@@ -278,7 +278,8 @@ def test_module_level_send_message_uses_config_toml(tmp_path: Path) -> None:
 def test_a_revised_request_replaces_the_cut_short_one(tmp_path: Path) -> None:
     core = Core(tmp_path / "store", AgentRunner(ECHO_AGENT, 30))
     core.send_message("desk", "Refactor the store so that")
-    outcome = core.run_turn("desk", "Refactor the store so that the index is patched.", revises=True)
+    whole = "Refactor the store so that the index is patched."
+    outcome = core.run_turn("desk", whole, revises=True)
     assert outcome.reply == "You said: Refactor the store so that the index is patched."
     session = core.active_session("desk")
     assert session is not None

@@ -90,7 +90,8 @@ def claude_tool_turn(tool_s: str) -> None:
     stream_event("message_start")
     text_block(0, "The folder has three files.")
     stream_event("message_stop")
-    denied = [{"tool_name": "Bash", "tool_use_id": "toolu_2", "tool_input": {"command": "rm -rf b"}}]
+    refused = {"command": "rm -rf b"}
+    denied = [{"tool_name": "Bash", "tool_use_id": "toolu_2", "tool_input": refused}]
     emit(result("The folder has three files.", "s-tools", permission_denials=denied))
 
 
