@@ -95,7 +95,9 @@ def refusals(agent: str, denials: Sequence[Denial]) -> str:
     """One sentence at the end of a turn about what the agent was not allowed to do."""
     if not denials:
         return ""
-    things = [would_do(d.tool_name, {"command": d.summary, "file_path": d.summary}) for d in denials]
+    things = [
+        would_do(d.tool_name, {"command": d.summary, "file_path": d.summary}) for d in denials
+    ]
     said = things[:_MAX_DENIALS_SAID]
     more = len(things) - len(said)
     listed = " or ".join(said) if len(said) <= 2 else ", ".join(said)
@@ -106,4 +108,5 @@ def refusals(agent: str, denials: Sequence[Denial]) -> str:
 def _tool_name(name: str) -> str:
     """An MCP tool ``mcp__server__do_thing`` is said as "do thing"."""
     short = name.rsplit("__", 1)[-1]
-    return " ".join(re.sub(r"([a-z])([A-Z])", r"\1 \2", short).replace("_", " ").split()) or "a tool"
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", short).replace("_", " ")
+    return " ".join(spaced.split()) or "a tool"

@@ -14,8 +14,8 @@ from voice.config import VadConfig
 from voice.vad import (
     Segmenter,
     SegmenterEvent,
-    SpeechPaused,
     SpeechDropped,
+    SpeechPaused,
     SpeechResumed,
     SpeechStarted,
     UtteranceEnded,
