@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.vad import SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+from voice.earcons import EarconName
+from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
 
 
 class Phase(enum.StrEnum):
@@ -32,7 +33,6 @@ class Phase(enum.StrEnum):
 Outcome = Literal["answered", "failed", "interrupted"]
 Decision = Literal["allow", "deny", "always"]
 Purpose = Literal["pause", "request", "probe"]
-EarconName = Literal["listening", "thinking", "done", "error"]
 
 
 # ---- events --------------------------------------------------------------------------------
@@ -136,6 +136,7 @@ Event = (
     | SpeechPaused
     | SpeechResumed
     | UtteranceEnded
+    | SpeechDropped
     | KeyDown
     | KeyUp
     | Command
@@ -198,6 +199,7 @@ class Send:
     turn: int
     text: str
     revises: bool
+    speech_end_s: float = 0.0  # when the user stopped talking (for timings)
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,15 @@ class TurnTaking:
     def user_speaking(self) -> bool:
         return self._request is not None and self._request.speaking
 
+    @property
+    def key_held(self) -> bool:
+        return self._key_down
+
+    @property
+    def busy(self) -> bool:
+        """A request is being heard or a turn is running (``ask`` waits until not)."""
+        return self._request is not None or self._turn is not None or bool(self._retired)
+
     def start(self) -> list[Action]:
         return self._sync_phase([])
 
@@ -399,7 +408,7 @@ class TurnTaking:
     def _send(self, text: str, audio: list[Utterance], *, revises: bool, out: list[Action]) -> None:
         turn = _Turn(next(self._ids), text, audio)
         self._turn = turn
-        out.append(Send(turn.id, text, revises))
+        out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
         self._cue_at = self._now  # the thinking cue plays at once
         if not self.user_speaking:
             out.append(Release(turn.id))

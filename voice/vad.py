@@ -144,8 +144,12 @@ class Segmenter:
         """Loudness of the last frame, for a level meter."""
         return self._level
 
-    def push(self, chunk: AudioChunk) -> list[SegmenterEvent]:
-        """Consume a chunk of any length (16-bit mono at the segmenter's rate)."""
+    def push(self, chunk: AudioChunk, *, gated: bool = False) -> list[SegmenterEvent]:
+        """Consume a chunk of any length (16-bit mono at the segmenter's rate).
+
+        ``gated``: the assistant's own sound is playing; the audio is kept but never counts
+        as speech.
+        """
         if chunk.rate != self._rate or chunk.channels != 1:
             raise ValueError(
                 f"segmenter expects mono {self._rate} Hz audio, got {chunk.channels} channel(s) "
@@ -159,7 +163,7 @@ class Segmenter:
         offset = 0
         while len(self._pending) - offset >= self._frame_bytes:
             pcm = bytes(self._pending[offset : offset + self._frame_bytes])
-            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate)
+            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate, gated)
             offset += self._frame_bytes
         del self._pending[:offset]
         return events
@@ -191,8 +195,8 @@ class Segmenter:
 
     # -- frame handling ---------------------------------------------------------------------
 
-    def _on_frame(self, pcm: bytes, start_s: float) -> list[SegmenterEvent]:
-        voiced = self._detector.is_speech(pcm, self._rate)
+    def _on_frame(self, pcm: bytes, start_s: float, gated: bool) -> list[SegmenterEvent]:
+        voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
         frame = _Frame(pcm, start_s, voiced, self._level)

@@ -130,7 +130,11 @@ def test_the_pause_transcript_is_the_request_when_nothing_followed() -> None:
     say_request(m, seg, "Run the test suite.", 0.9)
     assert m(Tick(3.31)) == [EndSegment()]
     out = m(UtteranceEnded(seg, "forced"))
-    assert out == [Send(3, "Run the test suite.", False), Release(3), SetPhase(Phase.THINKING)]
+    assert out == [
+        Send(3, "Run the test suite.", False, speech_end_s=3.0),
+        Release(3),
+        SetPhase(Phase.THINKING),
+    ]
     assert jobs(out, Transcribe) == []  # no second transcription
 
 
@@ -166,9 +170,8 @@ def test_speech_resuming_while_transcribing_is_joined_and_transcribed_once() -> 
     assert final.purpose == "request"
     assert final.audio == join([first, second])
     out = m(TranscriptReady(final.job, "Refactor the store so that the index is patched."))
-    assert sent(out) == Send(
-        sent(out).turn, "Refactor the store so that the index is patched.", False
-    )
+    assert sent(out).text == "Refactor the store so that the index is patched."
+    assert not sent(out).revises and sent(out).speech_end_s == 6.0
 
 
 def test_speech_resuming_after_the_agent_started_interrupts_and_revises() -> None:
