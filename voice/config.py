@@ -106,6 +106,8 @@ class TurnConfig:
     smart_endpoint: bool = True  # end a turn early when words and voice say it is complete
     quick_hangover_ms: int = 300  # words and the end-of-turn model agree: finished
     likely_hangover_ms: int = 800  # only one of them says finished
+    end_model: str = ""  # smart-turn .onnx: "" finds the one set-up installed; "off": none
+    end_model_threads: int = 1
     end_model_threshold: float = 0.5  # smart-turn probability that counts as "finished"
 
     def __post_init__(self) -> None:

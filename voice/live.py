@@ -62,7 +62,8 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             source=microphone,
             sink=RecoveringSpeaker(speaker),
             models=models,
-            core=core,
+            conversation=core,
+            agent_command=app.agent_command(agent, config),
             status=status,
             watchdog=notifier,
         )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from core import Core
 from voice.config import Config
 from voice.devices import AudioSink
 from voice.earcons import Earcons
@@ -22,8 +22,8 @@ from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.tts import TextToSpeech
 from voice.turn_taking import TurnPolicy, TurnTaking
-from voice.turns import TurnSettings
-from voice.vad import Segmenter, WebRtcDetector
+from voice.turns import Conversation, TurnSettings
+from voice.vad import Segmenter, SpeechDetector, WebRtcDetector
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
     )
 
 
-def agent_name(config: Config, command: tuple[str, ...]) -> str:
+def agent_name(command: Sequence[str]) -> str:
     """How questions name the agent: "Claude" for Claude Code, else "The agent"."""
     program = os.path.basename(command[0]) if command else ""
     return "Claude" if program == "claude" else "The agent"
@@ -71,30 +71,33 @@ def build_loop(
     source: ReopenableSource,
     sink: AudioSink,
     models: Models,
-    core: Core,
+    conversation: Conversation,
+    agent_command: Sequence[str] = (),
     earcons: bool = True,
     status: StatusSink | None = None,
     watchdog: Watchdog | None = None,
     mode: Mode | None = None,
+    detector: SpeechDetector | None = None,
 ) -> VoiceLoop:
-    """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines."""
-    segmenter = Segmenter(
-        config.vad, WebRtcDetector(config.vad.aggressiveness), frame_ms=config.audio.frame_ms
-    )
+    """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
+
+    ``detector`` replaces webrtcvad (tests).
+    """
+    detector = detector or WebRtcDetector(config.vad.aggressiveness)
+    segmenter = Segmenter(config.vad, detector, frame_ms=config.audio.frame_ms)
     tts = models.tts
     engines = Engines(
         stt=models.stt,
         speaker=ReplySpeaker(tts, sink, first_chunk_max_chars=config.tts.first_chunk_max_chars),
-        conversation=core,
+        conversation=conversation,
         turn_model=models.turn_model,
         earcons=Earcons(config.earcons, tts.sample_rate)
         if earcons and config.earcons.enabled
         else None,
     )
-    command = getattr(core.agent, "command", ())
     settings = TurnSettings(
         room=config.turn.room,
-        agent_name=agent_name(config, tuple(command)),
+        agent_name=agent_name(agent_command),
         tools=config.core.agent.tools,
         progress_s=config.core.agent.progress_s,
         speak_errors=config.turn.speak_errors,

@@ -166,7 +166,7 @@ def test_too_short_utterance_is_dropped_and_says_so() -> None:
 
 
 def test_max_length_cuts_and_keeps_listening() -> None:
-    feed = Feed(VadConfig(max_utterance_s=1.5))  # 50 frames
+    feed = Feed(VadConfig(max_utterance_s=1.5, hangover_ms=600))  # 50 frames
     events = feed("." * 5 + "v" * 120 + "." * 25)
     ended = only(events, UtteranceEnded)
     assert [e.reason for e in ended] == ["max_length", "max_length", "hangover"]
@@ -261,7 +261,9 @@ def test_level_meter_and_input_checks() -> None:
 
 
 def segment(audio: np.ndarray, aggressiveness: int = 2) -> list[SegmenterEvent]:
-    seg = Segmenter(VadConfig(aggressiveness=aggressiveness), WebRtcDetector(aggressiveness))
+    # A 600 ms hangover: these tests are about where speech is, not when a turn ends.
+    config = VadConfig(aggressiveness=aggressiveness, hangover_ms=600)
+    seg = Segmenter(config, WebRtcDetector(aggressiveness))
     events = [e for chunk in chunks(audio, 100) for e in seg.push(chunk)]
     last = seg.finish()  # end of file
     return events + ([last] if last else [])
