@@ -33,6 +33,7 @@ import os
 import secrets
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -360,6 +361,11 @@ class ClaudeApi:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: ClaudeApi
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The CLI resets idle keep-alive connections when it drops a stream; not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Disconnected(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,10 @@ def _processes_running(marker: str) -> list[int]:
     return pids
 
 
-def _wait_until(condition: object, timeout_s: float) -> bool:
+def _wait_until(condition: Callable[[], object], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return True
         time.sleep(0.05)
     return False
