@@ -14,9 +14,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
+from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
+from core.agent_output import AgentResult, Denial
 from core.config import CoreConfig
 from core.errors import AgentError
 from core.locks import LockRegistry
@@ -25,6 +28,15 @@ from core.session import Message, Session
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """How a turn ended: the reply (possibly partial), and whether it was stopped on request."""
+
+    reply: str
+    interrupted: bool = False
+    denials: tuple[Denial, ...] = ()
 
 
 class Core:
@@ -73,6 +85,24 @@ class Core:
         parallel. ``on_text`` gets the reply as it streams. Agent failures are recorded in the
         session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`).
         """
+        return self.run_turn(room_id, text, on_event=text_only(on_text)).reply
+
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome:
+        """:meth:`send_message` with the agent's work reported as events.
+
+        ``control`` interrupts the turn or answers the agent's questions. ``revises``: the
+        text replaces the room's last request, which the user had not finished (its exchange
+        is dropped from the session; the agent itself may remember the cut-short version).
+        An interrupted turn is recorded and returned, not raised.
+        """
         validate_room_id(room_id)
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty: there is nothing to send to the agent")
@@ -82,19 +112,33 @@ class Core:
             session = self._active(room_id, now) or Session(
                 room_id=room_id, created_at=now, updated_at=now
             )
+            if revises:
+                _drop_last_request(session)
             session.add(Message(role="user", text=text, timestamp=now))
             self.store.save(session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
+            turn = AgentTurn(
+                text, room_id, session.agent_session_id, on_event, control or TurnControl()
+            )
             try:
-                result = self.agent.run(text, session_id=session.agent_session_id, on_text=on_text)
+                result = self._call_agent(turn)
                 if result.is_error:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
                 self._record_reply(session, str(e), started, None, is_error=True)
                 raise
-            session.agent_session_id = result.session_id  # it may change every turn
+            session.agent_session_id = result.session_id or session.agent_session_id
             self._record_reply(session, result.text, started, result.cost_usd, is_error=False)
-            return result.text
+            return TurnOutcome(result.text, result.interrupted, result.denials)
+
+    def _call_agent(self, turn: AgentTurn) -> AgentResult:
+        if isinstance(self.agent, TurnAgent):
+            result: AgentResult = self.agent.run_turn(turn)
+            return result
+        # A plain agent (the spec's interface) streams text only and cannot be interrupted.
+        return self.agent.run(
+            turn.prompt, session_id=turn.session_id, on_text=_text_of(turn.on_event)
+        )
 
     def reset(self, room_id: str) -> None:
         """End the room's conversation: its next message starts a new one."""
@@ -139,6 +183,12 @@ class Core:
             return None
         return self.store.load(entry["session_id"])
 
+    def stop(self) -> None:
+        """Stop every agent process this core started (at shutdown)."""
+        stop = getattr(self.agent, "stop", None)
+        if callable(stop):
+            stop()
+
     def _record_reply(
         self, session: Session, text: str, started: float, cost: float | None, *, is_error: bool
     ) -> None:
@@ -154,3 +204,22 @@ class Core:
             )
         )
         self.store.save(session)
+
+
+def _drop_last_request(session: Session) -> None:
+    """Remove the last user message and the reply that followed it, if any."""
+    for i in range(len(session.messages) - 1, -1, -1):
+        if session.messages[i].role == "user":
+            del session.messages[i:]
+            return
+
+
+def _text_of(on_event: EventCallback | None) -> TextCallback | None:
+    if on_event is None:
+        return None
+    from core.agent_events import TextDelta
+
+    def forward(text: str) -> None:
+        on_event(TextDelta(text))
+
+    return forward
