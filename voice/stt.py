@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 
 WHISPER_RATE = 16000
 FULL_WINDOW_S = 30.0
-FAST_MAX_S = 28.0  # longer audio goes through the stock long-form path (30 s windows)
+# Whisper loops ("in the exhibition, in the exhibition, ...") when its window ends exactly
+# where the speech ends; a second of silence after the words lets it close the sentence.
+TAIL_MARGIN_S = 1.0
+FAST_MAX_S = FULL_WINDOW_S - TAIL_MARGIN_S  # longer audio takes the stock long-form path
+MIN_AVG_LOGPROB = -1.0  # faster-whisper's own bound for a decode it would retry
 # Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.
 MAX_COMPRESSION_RATIO = 2.4
 # Generous bound on tokens per second of audio (fast speech is ~5): caps a runaway loop.
@@ -63,6 +67,58 @@ class SpeechToText(Protocol):
 def squash(text: str) -> str:
     """Lowercase with punctuation and spaces removed: "Thank you." and "thank you" compare equal."""
     return _NOT_WORD.sub("", text.lower())
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def looks_degenerate(text: str, avg_logprob: float) -> bool:
+    """faster-whisper's test of a decode it would redo: too repetitive or too unlikely."""
+    return compression_ratio(text) > MAX_COMPRESSION_RATIO or avg_logprob < MIN_AVG_LOGPROB
+
+
+_TOKEN = re.compile(r"\S+")
+_MIN_REPEATS = 3
+_MIN_REPEATS_OF_ONE_WORD = 5  # "no, no, no" can be meant; five times is a loop
+
+
+def collapse_repeats(text: str) -> tuple[str, str]:
+    """Cut a phrase repeated three or more times in a row down to its first occurrence.
+
+    Returns the text and what was cut ("" if nothing). Words compare without case and
+    punctuation, so "in the exhibition, in the exhibition," is a repeat.
+    """
+    tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    words = [squash(text[a:b]) for a, b in tokens]
+    keep = list(range(len(words)))
+    i = 0
+    removed: list[tuple[int, int]] = []
+    while i < len(words):
+        best = 0, 0  # (phrase length, repeats)
+        for n in range(1, (len(words) - i) // _MIN_REPEATS + 1):
+            phrase = words[i : i + n]
+            if not any(phrase):
+                continue
+            k = 1
+            while words[i + k * n : i + (k + 1) * n] == phrase:
+                k += 1
+            needed = _MIN_REPEATS_OF_ONE_WORD if n == 1 else _MIN_REPEATS
+            if k >= needed and n * (k - 1) > best[0] * max(best[1] - 1, 0):
+                best = n, k
+        n, k = best
+        if n:
+            removed.append((i + n, i + n * k))
+            i += n * k
+        else:
+            i += 1
+    if not removed:
+        return text, ""
+    drop = {j for a, b in removed for j in range(a, b)}
+    kept = [text[tokens[j][0] : tokens[j][1]] for j in keep if j not in drop]
+    cut = " ".join(text[tokens[j][0] : tokens[j][1]] for j in sorted(drop))
+    return " ".join(kept), cut
 
 
 class HallucinationGuard:
@@ -196,9 +252,18 @@ class WhisperTranscriber:
         use_fast = (self._config.fast_window if fast is None else fast) and audio_s <= FAST_MAX_S
         started = time.perf_counter()
         if use_fast:
-            text, no_speech, logprob = self._decode_window(audio, max(audio_s, self._window_s))
+            window_s = min(FULL_WINDOW_S, max(audio_s + TAIL_MARGIN_S, self._window_s))
+            text, no_speech, logprob = self._decode_window(audio, window_s)
+            if looks_degenerate(text, logprob) and no_speech < self._config.max_no_speech_prob:
+                # Checked as faster-whisper checks its own decodes: retry its way, with its
+                # temperature fallback, rather than return a loop.
+                log.info("fast decode looks degenerate (%r...); retrying", text[:60])
+                text, no_speech, logprob = self._transcribe_stock(audio)
         else:
             text, no_speech, logprob = self._transcribe_stock(audio)
+        text, cut = collapse_repeats(text)
+        if cut:
+            log.warning("cut a repetition loop from the transcript: %r", cut[:120])
         return Transcript(text, audio_s, time.perf_counter() - started, no_speech, logprob)
 
     def _decode_window(self, audio: FloatAudio, window_s: float) -> tuple[str, float, float]:

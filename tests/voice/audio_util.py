@@ -44,6 +44,23 @@ def reference(name: str) -> str:
     return shared(name).with_suffix(".txt").read_text().strip()
 
 
+def real_references() -> dict[str, str]:
+    """``../shared/audio/real/transcripts.psv``: clip name -> reference words (real voices)."""
+    lines = shared("real/transcripts.psv").read_text().splitlines()
+    return dict(line.split("|", 1) for line in lines if "|" in line)
+
+
+def real_clip(name: str, *, trim: bool = True) -> FloatAudio:
+    """A real recording from ``../shared/audio/real``; ``trim``: without leading and trailing
+    silence (10 ms frames under -45 dBFS), so joins and pauses are exactly as built."""
+    audio = load_16k(shared(f"real/{name}.wav"))
+    if not trim:
+        return audio
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
+    return audio[loud[0] * 160 : (loud[-1] + 1) * 160] if loud.size else audio[:0]
+
+
 def silence(seconds: float) -> FloatAudio:
     return np.zeros(int(seconds * RATE), dtype=np.float32)
 

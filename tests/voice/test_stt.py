@@ -14,6 +14,9 @@ from tests.voice.audio_util import (
     RATE,
     chunks,
     load_16k,
+    normalise,
+    real_clip,
+    real_references,
     reference,
     shared,
     silence,
@@ -22,7 +25,7 @@ from tests.voice.audio_util import (
 )
 from voice.audio import Utterance, float_to_pcm
 from voice.config import SttConfig, VadConfig, from_tables
-from voice.stt import HallucinationGuard, WhisperTranscriber, squash
+from voice.stt import HallucinationGuard, WhisperTranscriber, collapse_repeats, squash
 from voice.vad import Segmenter, UtteranceEnded, WebRtcDetector
 
 MAX_WER = 0.15
@@ -102,6 +105,30 @@ def test_repetitive_text_is_dropped() -> None:
         GUARD.after("And so my fellow Americans, ask not what your country can do.", 0, -0.2)
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (
+            "He was not an ill-disposed young man, an ill-disposed young man, "
+            "an ill-disposed young man, an ill-disposed young man.",
+            "He was not an ill-disposed young man,",
+        ),
+        (
+            "By a similar process, by a similar process, by a similar process, "
+            "by a similar process.",
+            "By a similar process,",
+        ),
+        ("No, no, no.", "No, no, no."),  # meant, not a loop
+        ("Run the tests. Run the tests.", "Run the tests. Run the tests."),
+        ("very very very very very good", "very good"),
+    ],
+)
+def test_a_phrase_repeated_three_times_is_cut_to_its_first_occurrence(text: str, kept: str) -> None:
+    out, cut = collapse_repeats(text)
+    assert out == kept
+    assert bool(cut) is (out != text)
 
 
 def test_wer_normalises_numbers_and_punctuation() -> None:
@@ -230,3 +257,29 @@ def test_fast_window_is_faster_than_stock(stt: WhisperTranscriber) -> None:
             stt.transcribe_audio(audio, fast=fast)
             runs[fast].append(time.perf_counter() - started)
     assert min(runs[True]) < min(runs[False]), runs
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("librivox-0920", "librivox-0930", "librivox-0880"),
+        ("librivox-0930", "librivox-0890", "librivox-0880"),
+        ("librivox-0870", "librivox-0890", "librivox-0930"),
+    ],
+)
+def test_a_long_paused_request_of_real_speech_does_not_loop(
+    stt: WhisperTranscriber, names: tuple[str, ...]
+) -> None:
+    # Three read sentences with 600 ms pauses: 12-17 s, longer than the 10 s window floor, so
+    # the fast path's window ends near the speech. Without a margin after the words tiny.en
+    # repeated the last phrase ("an ill-disposed young man, an ill-disposed young man, ...").
+    refs = real_references()
+    parts: list[np.ndarray] = []
+    for name in names:
+        parts += [real_clip(name), silence(0.6)]
+    audio = np.concatenate(parts[:-1])
+    result = stt.transcribe_audio(audio, fast=True)
+    assert audio.size / RATE > 10.0
+    assert wer(" ".join(refs[n] for n in names), result.text) <= 0.2, result.text
+    words = normalise(result.text)
+    assert len(words) <= 1.15 * len(normalise(" ".join(refs[n] for n in names)))
