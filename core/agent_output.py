@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from core.errors import AgentError
+from core.errors import AgentError, ResumeFailed
 
 OutputFormat = Literal["auto", "stream-json", "json", "text"]
 _Mode = Literal["sniff", "stream-json", "json", "text"]
@@ -36,10 +36,6 @@ class AgentResult:
     duration_ms: int | None = None
     num_turns: int | None = None
     usage: dict[str, Any] = field(default_factory=dict)
-
-
-class ResumeFailed(AgentError):
-    """The agent does not know the conversation passed with --resume."""
 
 
 def format_from_command(command: Sequence[str]) -> _Mode:

@@ -21,7 +21,7 @@ from core.config import CoreConfig
 from core.errors import AgentError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
-from core.session import Message, Session
+from core.session import Session, make_message
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Core:
             session = self._active(room_id, now) or Session(
                 room_id=room_id, created_at=now, updated_at=now
             )
-            session.add(Message(role="user", text=text, timestamp=now))
+            session.add(make_message("user", text, timestamp=now))
             self.store.save(session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
             try:
@@ -144,9 +144,9 @@ class Core:
     ) -> None:
         duration_ms = round((time.monotonic() - started) * 1000)
         session.add(
-            Message(
-                role="assistant",
-                text=text,
+            make_message(
+                "assistant",
+                text,
                 timestamp=self._clock(),
                 duration_ms=duration_ms,
                 cost_usd=cost,

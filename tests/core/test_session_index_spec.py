@@ -13,7 +13,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from core.session import Message, Session
+from core.session import Session
 from core.store import SessionStore
 
 
@@ -22,7 +22,7 @@ def make_session(title: str, updated_at: float, room: str = "desk") -> Session:
         session_id=str(uuid.uuid4()),
         room_id=room,
         title=title,
-        messages=[Message(role="user", text="hi", timestamp=updated_at)],
+        messages=[{"role": "user", "content": "hi"}],  # the form the spec suites build
         created_at=updated_at - 1,
         updated_at=updated_at,
         agent_session_id=None,
