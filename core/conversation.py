@@ -7,13 +7,10 @@ reply (or the error, which is then re-raised for the voice loop to speak) and sa
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
@@ -77,7 +74,7 @@ class Core:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty: there is nothing to send to the agent")
         lock = self._locks.get(room_id)  # this reference keeps the room's entry alive
-        with lock, self._room_across_processes(room_id):
+        with lock, self.store.lock_room(room_id):
             now = self._clock()
             session = self._active(room_id, now) or Session(
                 room_id=room_id, created_at=now, updated_at=now
@@ -100,7 +97,7 @@ class Core:
         """End the room's conversation: its next message starts a new one."""
         validate_room_id(room_id)
         lock = self._locks.get(room_id)
-        with lock, self._room_across_processes(room_id):
+        with lock, self.store.lock_room(room_id):
             entry = self.store.latest_for_room(room_id)
             if entry is None or entry["closed"]:
                 return
@@ -109,20 +106,6 @@ class Core:
                 session.closed = True
                 self.store.save(session)
                 log.info("room %s: conversation %s closed", room_id, session.session_id)
-
-    @contextlib.contextmanager
-    def _room_across_processes(self, room_id: str) -> Iterator[None]:
-        """The room's turn also excludes other processes sharing the store (``ask`` while
-        ``listen`` runs): each would load the session, append and save, and one turn would be
-        lost. An ``flock`` is released by the kernel if its holder dies, so it never goes stale.
-        """
-        path = self.store.root / f".room-{room_id}.lock"  # room ids are validated file names
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def active_session(self, room_id: str) -> Session | None:
         """The session the room's next message would continue, or ``None`` for a new one."""

@@ -14,6 +14,7 @@ from core import Core
 from core.agent import AgentResult, TextCallback
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, AgentTimeout, InvalidIdError
+from core.paths import MARKER_NAME
 from core.store import SessionStore
 from tests.core.conftest import ECHO_AGENT, REPO, fake_runner
 from tests.core.fakes.agents import Call, FakeAgent
@@ -219,7 +220,7 @@ def test_hostile_room_ids_are_refused_before_anything_happens(tmp_path: Path, ro
         with pytest.raises(InvalidIdError):
             call()
     assert agent.calls == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", MARKER_NAME]
 
 
 @pytest.mark.parametrize("text", ["", "   \n"])

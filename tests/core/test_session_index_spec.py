@@ -13,6 +13,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from core.paths import MARKER_NAME
 from core.session import Session
 from core.store import SessionStore
 
@@ -215,7 +216,7 @@ def test_writes_leave_no_temporary_file(store: SessionStore) -> None:
     store.save(a)  # incremental path
     assert leftovers() == []
     assert sorted(p.name for p in store.root.iterdir()) == sorted(
-        [".lock", "_index.json", f"{a.session_id}.json"]
+        [".lock", MARKER_NAME, "_index.json", f"{a.session_id}.json"]
     )
 
 
