@@ -3,6 +3,11 @@
 Per turn, under the room's lock: find the room's active session (or start one), record the
 user's text and save, run the agent with the agent's own session id (``--resume``), record the
 reply (or the error, which is then re-raised for the voice loop to speak) and save again.
+
+An answer is never thrown away because the store failed (disk full, a broken entry): the
+reply is still returned, the failure is logged and reported through ``on_save_failed``, and
+the unsaved conversation stays in memory, to be saved by the room's next turn or by the next
+successful save in any room (:meth:`Core.save_pending`).
 """
 
 from __future__ import annotations
@@ -10,18 +15,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
 from core.config import CoreConfig
-from core.errors import AgentError
+from core.errors import AgentError, StoreError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
 from core.session import Session, make_message
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+SaveFailedCallback = Callable[[StoreError], None]
 
 
 class Core:
@@ -42,6 +50,9 @@ class Core:
         self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._locks = LockRegistry()
+        # room -> its conversation whose last save failed. An entry changes only under its
+        # room's lock; the dict is shared by the rooms' threads (single, atomic operations).
+        self._unsaved: dict[str, Session] = {}
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
@@ -63,12 +74,24 @@ class Core:
         """The room's lock: the same object for every caller while any of them holds it."""
         return self._locks.get(validate_room_id(room_id))
 
-    def send_message(self, room_id: str, text: str, *, on_text: TextCallback | None = None) -> str:
+    def send_message(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_text: TextCallback | None = None,
+        on_save_failed: SaveFailedCallback | None = None,
+    ) -> str:
         """Run one turn in ``room_id`` and return the reply text.
 
         Turns in one room run one at a time (blocking, no acquire timeout); rooms run in
         parallel. ``on_text`` gets the reply as it streams. Agent failures are recorded in the
         session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`).
+
+        If the turn cannot be saved, the reply is returned all the same, and ``on_save_failed``
+        gets the :class:`StoreError` first (also when an agent error is then re-raised). Its
+        text names files and ids, for the log: tell the user only that the conversation could
+        not be saved. The turn stays in memory and is saved later.
         """
         validate_room_id(room_id)
         if not isinstance(text, str) or not text.strip():
@@ -76,11 +99,9 @@ class Core:
         lock = self._locks.get(room_id)  # this reference keeps the room's entry alive
         with lock, self.store.lock_room(room_id):
             now = self._clock()
-            session = self._active(room_id, now) or Session(
-                room_id=room_id, created_at=now, updated_at=now
-            )
+            session = self._session_for_turn(room_id, now)
             session.add(make_message("user", text, timestamp=now))
-            self.store.save(session)  # the user's words survive even a crash mid-turn
+            self._save(room_id, session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
             try:
                 result = self.agent.run(text, session_id=session.agent_session_id, on_text=on_text)
@@ -88,39 +109,135 @@ class Core:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
                 self._record_reply(session, str(e), started, None, is_error=True)
+                self._finish_turn(room_id, session, on_save_failed)
                 raise
             session.agent_session_id = result.session_id  # it may change every turn
             self._record_reply(session, result.text, started, result.cost_usd, is_error=False)
-            return result.text
+            saved = self._finish_turn(room_id, session, on_save_failed)
+        if saved and self._unsaved:
+            self.save_pending()  # the store works again: save what other rooms could not
+        return result.text
 
     def reset(self, room_id: str) -> None:
         """End the room's conversation: its next message starts a new one."""
         validate_room_id(room_id)
         lock = self._locks.get(room_id)
         with lock, self.store.lock_room(room_id):
-            entry = self.store.latest_for_room(room_id)
-            if entry is None or entry["closed"]:
-                return
-            session = self.store.load(entry["session_id"])
+            session = self._unsaved.get(room_id)
+            if session is None:
+                entry = self.store.latest_for_room(room_id)
+                if entry is None or entry["closed"]:
+                    return
+                session = self.store.load(entry["session_id"])
             if session is not None:
                 session.closed = True
-                self.store.save(session)
+                error = self._save(room_id, session)
+                if error is not None:
+                    session.closed = False  # not reset after all: its turns stay unsaved
+                    raise error
                 log.info("room %s: conversation %s closed", room_id, session.session_id)
+
+    def save_pending(self) -> int:
+        """Try again to save each conversation whose last save failed; returns how many are
+        still unsaved. A room busy with a turn is skipped: that turn saves it."""
+        for room_id in list(self._unsaved):
+            lock = self._locks.get(room_id)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                with self.store.lock_room(room_id, wait=False) as held:
+                    session = self._unsaved.get(room_id)
+                    if held and session is not None:
+                        self._save(room_id, session)
+            finally:
+                lock.release()
+        return len(self._unsaved)
+
+    def unsaved_rooms(self) -> list[str]:
+        """Rooms whose conversation holds turns that are not on disk yet."""
+        return sorted(self._unsaved)
 
     def active_session(self, room_id: str) -> Session | None:
         """The session the room's next message would continue, or ``None`` for a new one."""
         validate_room_id(room_id)
-        return self._active(room_id, self._clock())
+        return self._unsaved.get(room_id) or self._active(room_id, self._clock())
+
+    def _session_for_turn(self, room_id: str, now: float) -> Session:
+        unsaved = self._unsaved.get(room_id)
+        if unsaved is not None:
+            if not self._is_idle(room_id, unsaved.updated_at, now):
+                return unsaved
+            if self._save(room_id, unsaved) is not None:
+                return unsaved  # still not on disk: keep it rather than lose it
+        try:
+            active = self._active(room_id, now)
+        except StoreError as e:
+            log.warning("room %s: cannot read its conversation (%s); starting anew", room_id, e)
+            active = None
+        return active or Session(room_id=room_id, created_at=now, updated_at=now)
 
     def _active(self, room_id: str, now: float) -> Session | None:
         entry = self.store.latest_for_room(room_id)
-        if entry is None or entry["closed"]:
-            return None
-        idle_s = now - entry["updated_at"]
-        if self.idle_timeout_s and idle_s > self.idle_timeout_s:
-            log.info("room %s: idle for %.0f s, starting a new conversation", room_id, idle_s)
+        if entry is None or entry["closed"] or self._is_idle(room_id, entry["updated_at"], now):
             return None
         return self.store.load(entry["session_id"])
+
+    def _is_idle(self, room_id: str, updated_at: float, now: float) -> bool:
+        idle_s = now - updated_at
+        if self.idle_timeout_s and idle_s > self.idle_timeout_s:
+            log.info("room %s: idle for %.0f s, starting a new conversation", room_id, idle_s)
+            return True
+        return False
+
+    def _finish_turn(
+        self, room_id: str, session: Session, on_save_failed: SaveFailedCallback | None
+    ) -> bool:
+        error = self._save(room_id, session)
+        if error is not None and on_save_failed is not None:
+            on_save_failed(error)
+        return error is None
+
+    def _save(self, room_id: str, session: Session) -> StoreError | None:
+        """Save ``session``; on failure keep it as the room's unsaved conversation."""
+        if self._unsaved.get(room_id) is session:
+            self._fork_if_changed_on_disk(room_id, session)
+        try:
+            self.store.save(session)
+        except StoreError as e:
+            self._unsaved[room_id] = session
+            log.error(
+                "room %s: cannot save conversation %s (%s); it is kept in memory and saved "
+                "with the room's next turn or the next save that works",
+                room_id,
+                session.session_id,
+                e,
+            )
+            return e
+        if self._unsaved.pop(room_id, None) is not None:
+            log.info("room %s: saved conversation %s after all", room_id, session.session_id)
+        return None
+
+    def _fork_if_changed_on_disk(self, room_id: str, session: Session) -> None:
+        """Another process may have saved turns of this conversation meanwhile; writing ours
+        over them would lose those, so ours becomes a conversation of its own."""
+        try:
+            on_disk = self.store.load(session.session_id)
+        except StoreError:
+            return  # the save will fail too, or succeed over an unusable file
+        if on_disk is None or (
+            on_disk.messages == session.messages[: len(on_disk.messages)]
+            and on_disk.closed <= session.closed
+        ):
+            return  # what is on disk is an older (or partly written) copy of ours
+        old = session.session_id
+        session.session_id = str(uuid.uuid4())
+        log.warning(
+            "room %s: conversation %s changed on disk while this copy could not be saved; "
+            "saving this copy as %s",
+            room_id,
+            old,
+            session.session_id,
+        )
 
     def _record_reply(
         self, session: Session, text: str, started: float, cost: float | None, *, is_error: bool
@@ -136,4 +253,3 @@ class Core:
                 is_error=is_error,
             )
         )
-        self.store.save(session)
