@@ -194,7 +194,10 @@ class Core:
     ) -> bool:
         error = self._save(room_id, session)
         if error is not None and on_save_failed is not None:
-            on_save_failed(error)
+            try:
+                on_save_failed(error)
+            except Exception:  # the caller's bug must not cost it the reply
+                log.exception("on_save_failed raised")
         return error is None
 
     def _save(self, room_id: str, session: Session) -> StoreError | None:

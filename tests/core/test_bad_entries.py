@@ -117,6 +117,17 @@ def test_a_directory_named_like_the_rooms_session(tmp_path: Path) -> None:
     assert (aside / "inside").read_text() == "kept"  # moved aside, not deleted
 
 
+def test_reset_with_a_directory_named_like_the_rooms_session(tmp_path: Path) -> None:
+    turn(tmp_path, text="first")
+    path = first_session_file(tmp_path)
+    path.unlink()
+    path.mkdir()
+    core = Core(tmp_path, FakeAgent())
+    core.reset("desk")  # nothing left to close: no error
+    assert core.active_session("desk") is None
+    assert next(tmp_path.glob(f"{path.name}.corrupt-*")).is_dir()
+
+
 def test_a_directory_where_a_save_must_go(tmp_path: Path) -> None:
     """Nothing reads it first (the index does not list it): the write itself meets it."""
     store = SessionStore(tmp_path)

@@ -244,3 +244,15 @@ def test_an_idle_unsaved_conversation_is_kept_while_the_disk_stays_full(tmp_path
     assert agent.calls[-1].session_id is None
     store_now = SessionStore(tmp_path)
     assert sorted(e["message_count"] for e in store_now.list()) == [2, 4]
+
+
+def test_a_callback_that_raises_does_not_cost_the_reply(tmp_path: Path) -> None:
+    store = BreakableStore(tmp_path)
+    core = Core(store, numbered_agent())
+    store.full = True
+
+    def broken(error: StoreError) -> None:
+        raise RuntimeError("bug in the caller")
+
+    assert core.send_message("desk", "one", on_save_failed=broken) == "reply to one"
+    assert core.unsaved_rooms() == ["desk"]
