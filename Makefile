@@ -7,6 +7,7 @@ CLAUDE := .tools/node_modules/.bin/claude
 .PHONY: setup demo test lint unit bench clean
 
 setup: .stamp-system $(BIN)/voice-assistant $(CLAUDE)
+	$(BIN)/python scripts/fetch_smart_turn.py
 
 .stamp-system: scripts/setup-system.sh
 	bash scripts/setup-system.sh

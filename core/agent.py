@@ -9,10 +9,12 @@ agent's own conversation, and the output is parsed as it streams.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from core.agent_events import BLOCK_SEPARATOR, AgentTurn, text_only
 from core.agent_output import (
     AgentResult,
     OutputFormat,
@@ -22,7 +24,7 @@ from core.agent_output import (
     safe_agent_id,
 )
 from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
-from core.process import program_name, run_process
+from core.process import RunningProcess, program_name, run_process
 
 __all__ = ["Agent", "AgentError", "AgentResult", "AgentRunner", "AgentTimeout", "TextCallback"]
 
@@ -54,6 +56,7 @@ class AgentRunner:
         output_format: OutputFormat = "auto",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         env: Mapping[str, str] | None = None,
+        interrupt_grace_s: float = 5.0,
     ) -> None:
         """``env`` adds to (or overrides) the inherited environment of the agent process."""
         if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
@@ -71,6 +74,16 @@ class AgentRunner:
         self.output_format: OutputFormat = output_format
         self.max_output_bytes = max_output_bytes
         self.env = dict(env) if env is not None else None
+        self.interrupt_grace_s = interrupt_grace_s
+        self._running: set[RunningProcess] = set()
+        self._running_lock = threading.Lock()
+
+    def stop(self) -> None:
+        """Stop every run still going (shutdown): SIGTERM, then SIGKILL after the grace."""
+        with self._running_lock:
+            running = list(self._running)
+        for process in running:
+            process.stop_group()
 
     def run(
         self, prompt: str, *, session_id: str | None = None, on_text: TextCallback | None = None
@@ -79,14 +92,20 @@ class AgentRunner:
 
         ``on_text`` is called on the calling thread, with each piece of text as it streams.
         """
+        return self.run_turn(AgentTurn(prompt, "", session_id, text_only(on_text)))
+
+    def run_turn(self, turn: AgentTurn) -> AgentResult:
+        """One turn, reported as events; ``turn.control`` can interrupt it (SIGINT)."""
         try:
-            return self._run_once(prompt, session_id, on_text)
+            return self._run_once(turn, turn.session_id)
         except ResumeFailed as e:
-            if session_id is None:
+            if turn.session_id is None:
                 raise
             # The agent forgot that conversation (e.g. its history was cleared): start anew once.
-            log.warning("agent conversation %s is gone (%s); starting a new one", session_id, e)
-            return self._run_once(prompt, None, on_text)
+            log.warning(
+                "agent conversation %s is gone (%s); starting a new one", turn.session_id, e
+            )
+            return self._run_once(turn, None)
 
     def argv(self, session_id: str | None) -> list[str]:
         """The command line of one run; the prompt itself never appears in it."""
@@ -97,22 +116,44 @@ class AgentRunner:
         resume = ["--resume", session_id] if session_id else []
         return [*self.command, *resume]
 
-    def _run_once(
-        self, prompt: str, session_id: str | None, on_text: TextCallback | None
-    ) -> AgentResult:
+    def _run_once(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
         argv = self.argv(session_id)
         mode = format_from_command(argv) if self.output_format == "auto" else self.output_format
-        parser = OutputParser(mode, on_text)
-        finished = run_process(
-            argv,
-            stdin_data=prompt.encode("utf-8", "replace"),
-            timeout_s=self.timeout,
-            kill_grace_s=self.kill_grace_s,
-            cwd=self.cwd,
-            max_stdout_bytes=self.max_output_bytes,
-            on_line=parser.feed,
-            env=self.env,
-        )
-        return interpret(
-            parser, finished.returncode, finished.stderr, finished.duration_s, program_name(argv)
-        )
+        parser = OutputParser(mode, turn.on_event)
+
+        started: list[RunningProcess] = []
+
+        def spawned(process: RunningProcess) -> None:
+            started.append(process)
+            with self._running_lock:
+                self._running.add(process)
+            turn.control.bind(interrupt=lambda: process.interrupt(self.interrupt_grace_s))
+
+        try:
+            finished = run_process(
+                argv,
+                stdin_data=turn.prompt.encode("utf-8", "replace"),
+                timeout_s=self.timeout,
+                kill_grace_s=self.kill_grace_s,
+                cwd=self.cwd,
+                max_stdout_bytes=self.max_output_bytes,
+                on_line=parser.feed,
+                env=self.env,
+                on_spawn=spawned,
+            )
+        finally:
+            turn.control.unbind()
+        name = program_name(argv)
+        try:
+            return interpret(
+                parser, finished.returncode, finished.stderr, finished.duration_s, name
+            )
+        except ResumeFailed:
+            raise
+        except AgentError:
+            if not turn.control.interrupted:
+                raise
+            # Stopped on request by a program that does not report it the way Claude does.
+            text = BLOCK_SEPARATOR.join(t.strip() for t in parser.texts if t.strip())
+            session_id = parser.init_session_id or session_id
+            return AgentResult(text=text, session_id=session_id, interrupted=True)

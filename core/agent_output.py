@@ -10,10 +10,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from core.agent_events import (
+    BLOCK_SEPARATOR,
+    EventCallback,
+    TextDelta,
+    TextDone,
+    ToolResult,
+    ToolUse,
+)
 from core.errors import AgentError, ResumeFailed
 
 OutputFormat = Literal["auto", "stream-json", "json", "text"]
@@ -26,8 +34,20 @@ _SAFE_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 @dataclass(frozen=True)
+class Denial:
+    """A tool the agent was not allowed to run in this turn."""
+
+    tool_name: str
+    summary: str = ""  # e.g. the command a Bash call would have run
+
+
+@dataclass(frozen=True)
 class AgentResult:
-    """One finished agent turn."""
+    """One finished agent turn.
+
+    ``interrupted``: the turn was stopped on request (``terminal_reason`` aborted_*); that is
+    a cancel, not an error, and the agent's conversation stays resumable.
+    """
 
     text: str
     session_id: str | None = None
@@ -36,6 +56,8 @@ class AgentResult:
     duration_ms: int | None = None
     num_turns: int | None = None
     usage: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+    denials: tuple[Denial, ...] = ()
 
 
 def format_from_command(command: Sequence[str]) -> _Mode:
@@ -52,11 +74,17 @@ def format_from_command(command: Sequence[str]) -> _Mode:
 
 
 class OutputParser:
-    """Consumes stdout lines; streams text deltas to ``on_text`` in order."""
+    """Consumes stdout lines and reports the agent's work as events, in order.
 
-    def __init__(self, mode: _Mode, on_text: Callable[[str], None] | None) -> None:
+    Claude's stream-json: ``stream_event`` lines carry the model's deltas (with
+    ``--include-partial-messages``), one ``assistant`` line follows each finished content
+    block, ``user`` lines carry tool results, and the ``result`` line ends the turn. Events of
+    a subagent (``parent_tool_use_id`` set) are not the reply and are skipped.
+    """
+
+    def __init__(self, mode: _Mode, on_event: EventCallback | None) -> None:
         self.mode: _Mode = mode
-        self.on_text = on_text
+        self.on_event = on_event
         self.raw = bytearray()
         self.result: dict[str, Any] | None = None
         self.texts: list[str] = []
@@ -64,6 +92,7 @@ class OutputParser:
         self.not_utf8: UnicodeDecodeError | None = None
         self.init_session_id: str | None = None
         self._partial_deltas = False
+        self._block_kinds: dict[int, str] = {}  # index -> content block type, per message
         self.cut_short = False  # the output ended inside a JSON line
 
     def feed(self, line: bytes) -> None:
@@ -80,7 +109,7 @@ class OutputParser:
             self._event_line(text)
             self.cut_short = not text.endswith("\n") and self.bad_line == text.strip()
         elif self.mode == "text":
-            self._emit(text)
+            self._emit(TextDelta(text))
 
     def _sniff(self, text: str) -> None:
         stripped = text.strip()
@@ -97,9 +126,9 @@ class OutputParser:
         else:
             self.mode = "text"
 
-    def _emit(self, text: str) -> None:
-        if text and self.on_text is not None:
-            self.on_text(text)
+    def _emit(self, event: TextDelta | TextDone | ToolUse | ToolResult) -> None:
+        if self.on_event is not None and not (isinstance(event, TextDelta) and not event.text):
+            self.on_event(event)
 
     def _event_line(self, text: str) -> None:
         if not text.strip():
@@ -117,25 +146,63 @@ class OutputParser:
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "system" and event.get("subtype") == "init":
+        if kind == "result":
+            self.result = event
+        elif kind == "system" and event.get("subtype") == "init":
             self.init_session_id = safe_agent_id(event.get("session_id"))
-        elif kind == "stream_event":  # --include-partial-messages: token deltas
-            delta = _dig(event, "event", "delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta":
-                self._partial_deltas = True
-                self._emit(str(delta.get("text", "")))
+        elif event.get("parent_tool_use_id"):
+            return  # a subagent's work: not the reply
+        elif kind == "stream_event":
+            self._stream_event(event.get("event"))
         elif kind == "assistant":
+            # A synthetic message carrying an error (e.g. "Not logged in") is not a reply to
+            # speak; the result object reports it.
+            self._assistant(_dig(event, "message", "content"), speak="error" not in event)
+        elif kind == "user":
             content = _dig(event, "message", "content")
             for block in content if isinstance(content, list) else []:
-                if isinstance(block, dict) and block.get("type") == "text":
-                    text = str(block.get("text", ""))
-                    self.texts.append(text)
-                    # A synthetic message carrying an error (e.g. "Not logged in") is not a
-                    # reply to speak; the result object reports it.
-                    if not self._partial_deltas and "error" not in event:
-                        self._emit(text)
-        elif kind == "result":
-            self.result = event
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    self._emit(
+                        ToolResult(str(block.get("tool_use_id", "")), block.get("is_error") is True)
+                    )
+
+    def _stream_event(self, raw: object) -> None:
+        if not isinstance(raw, dict):
+            return
+        kind = raw.get("type")
+        index = raw.get("index", -1)
+        index = index if isinstance(index, int) else -1
+        if kind == "message_start":
+            self._block_kinds.clear()
+        elif kind == "content_block_start":
+            block = raw.get("content_block")
+            self._block_kinds[index] = str(block.get("type")) if isinstance(block, dict) else ""
+        elif kind == "content_block_stop" and self._block_kinds.get(index) == "text":
+            self._emit(TextDone())  # the sentence before a tool call is complete now
+        delta = raw.get("delta")
+        if isinstance(delta, dict) and delta.get("type") == "text_delta":
+            self._partial_deltas = True
+            self._emit(TextDelta(str(delta.get("text", ""))))
+
+    def _assistant(self, content: object, *, speak: bool) -> None:
+        for block in content if isinstance(content, list) else []:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                text = str(block.get("text", ""))
+                self.texts.append(text)
+                if speak and not self._partial_deltas:
+                    self._emit(TextDelta(text))
+                    self._emit(TextDone())
+            elif block.get("type") == "tool_use":
+                tool_input = block.get("input")
+                self._emit(
+                    ToolUse(
+                        str(block.get("id", "")),
+                        str(block.get("name", "tool")),
+                        tool_input if isinstance(tool_input, dict) else {},
+                    )
+                )
 
     def finish_document(self) -> None:
         """json mode: the whole output is one object, or a list of messages (with --verbose)."""
@@ -164,6 +231,8 @@ def interpret(
     resume_message = _resume_failure(err_text, result)
     if resume_message:
         raise ResumeFailed(f"The agent ({name}) has no such conversation: {resume_message}")
+    if result is not None and _aborted(result):
+        return _result(result, parser, duration_s, interrupted=True)
     if result is not None and result.get("is_error") is True:
         raise AgentError(f"The agent reported an error: {_error_message(result)}")
     if returncode != 0:
@@ -197,19 +266,51 @@ def interpret(
     return _result(result, parser, duration_s)
 
 
-def _result(result: dict[str, Any], parser: OutputParser, duration_s: float) -> AgentResult:
-    text = result.get("result")
+def _aborted(result: dict[str, Any]) -> bool:
+    """Claude ends an interrupted turn with ``terminal_reason`` aborted_streaming/_tools."""
+    reason = result.get("terminal_reason")
+    return isinstance(reason, str) and reason.startswith("aborted")
+
+
+def denials(result: dict[str, Any]) -> tuple[Denial, ...]:
+    """The tools the agent was refused in this turn (``permission_denials``)."""
+    raw = result.get("permission_denials")
+    out: list[Denial] = []
+    for item in raw if isinstance(raw, list) else []:
+        if not isinstance(item, dict):
+            continue
+        tool_input = item.get("tool_input")
+        summary = ""
+        if isinstance(tool_input, dict):
+            detail = tool_input.get("command") or tool_input.get("file_path") or ""
+            summary = detail if isinstance(detail, str) else ""
+        out.append(Denial(str(item.get("tool_name", "a tool")), summary))
+    return tuple(out)
+
+
+def _result(
+    result: dict[str, Any], parser: OutputParser, duration_s: float, *, interrupted: bool = False
+) -> AgentResult:
+    # Claude's ``result`` holds only the last text block; the reply is every block the user
+    # heard. An agent whose result is not its last block is taken at its word.
+    blocks = [t.strip() for t in parser.texts if t.strip()]
+    final = result.get("result")
+    final = final if isinstance(final, str) else ""
+    whole = blocks and (not final.strip() or blocks[-1] == final.strip())
+    text = BLOCK_SEPARATOR.join(blocks) if whole else final
     duration = _finite(result.get("duration_ms"))
     turns = result.get("num_turns")
     usage = result.get("usage")
     return AgentResult(
-        text=text if isinstance(text, str) else "".join(parser.texts),
+        text=text,
         session_id=safe_agent_id(result.get("session_id")) or parser.init_session_id,
         is_error=False,
         cost_usd=_finite(result.get("total_cost_usd", result.get("cost_usd"))),
         duration_ms=round(duration) if duration is not None else round(duration_s * 1000),
         num_turns=turns if isinstance(turns, int) and not isinstance(turns, bool) else None,
         usage=usage if isinstance(usage, dict) else {},
+        interrupted=interrupted,
+        denials=denials(result),
     )
 
 

@@ -123,6 +123,9 @@ class AgentConfig:
     cwd: str = ""
     output_format: typing.Literal["auto", "stream-json", "json", "text"] = "auto"
     max_output_bytes: int = 8 * 1024 * 1024
+    permission_timeout_s: float = 30.0  # an unanswered permission question is a "no"
+    tools: typing.Literal["speak", "earcon", "off"] = "speak"  # how tool use is heard
+    progress_s: float = 20.0  # "Still working." after this long without speech; 0: never
 
     def __post_init__(self) -> None:
         if not self.command:

@@ -5,9 +5,9 @@ user's text and save, run the agent with the agent's own session id (``--resume`
 reply (or the error, which is then re-raised for the voice loop to speak) and save again.
 
 An answer is never thrown away because the store failed (disk full, a broken entry): the
-reply is still returned, the failure is logged and reported through ``on_save_failed``, and
-the unsaved conversation stays in memory, to be saved by the room's next turn or by the next
-successful save in any room (:meth:`Core.save_pending`).
+reply is still returned, the failure is logged and reported in :attr:`TurnOutcome.save_error`,
+and the unsaved conversation stays in memory, to be saved by the room's next turn or by the
+next successful save in any room (:meth:`Core.save_pending`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
+from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
+from core.agent_output import AgentResult, Denial
 from core.config import CoreConfig
 from core.errors import AgentError, StoreError
 from core.locks import LockRegistry
@@ -29,7 +32,25 @@ from core.store import SessionStore
 
 log = logging.getLogger(__name__)
 
-SaveFailedCallback = Callable[[StoreError], None]
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    """How a turn ended: the reply (possibly partial), whether it was stopped on request, and
+    whether it reached the disk.
+
+    ``save_error`` is set when the turn could not be saved: the reply is good, the turn is kept
+    in memory and saved later. Its text names files and ids, for the log; tell the user only
+    that the conversation could not be saved.
+    """
+
+    reply: str
+    interrupted: bool = False
+    denials: tuple[Denial, ...] = ()
+    save_error: StoreError | None = None
+
+    @property
+    def saved(self) -> bool:
+        return self.save_error is None
 
 
 class Core:
@@ -74,24 +95,32 @@ class Core:
         """The room's lock: the same object for every caller while any of them holds it."""
         return self._locks.get(validate_room_id(room_id))
 
-    def send_message(
-        self,
-        room_id: str,
-        text: str,
-        *,
-        on_text: TextCallback | None = None,
-        on_save_failed: SaveFailedCallback | None = None,
-    ) -> str:
+    def send_message(self, room_id: str, text: str, *, on_text: TextCallback | None = None) -> str:
         """Run one turn in ``room_id`` and return the reply text.
 
         Turns in one room run one at a time (blocking, no acquire timeout); rooms run in
         parallel. ``on_text`` gets the reply as it streams. Agent failures are recorded in the
-        session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`).
+        session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`). A turn that
+        cannot be saved still returns its reply (:meth:`run_turn` says it was not saved).
+        """
+        return self.run_turn(room_id, text, on_event=text_only(on_text)).reply
 
-        If the turn cannot be saved, the reply is returned all the same, and ``on_save_failed``
-        gets the :class:`StoreError` first (also when an agent error is then re-raised). Its
-        text names files and ids, for the log: tell the user only that the conversation could
-        not be saved. The turn stays in memory and is saved later.
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome:
+        """:meth:`send_message` with the agent's work reported as events.
+
+        ``control`` interrupts the turn or answers the agent's questions. ``revises``: the
+        text replaces the room's last request, which the user had not finished (its exchange
+        is dropped from the session; the agent itself may remember the cut-short version).
+        An interrupted turn is recorded and returned, not raised. A turn that could not be
+        saved is returned with :attr:`TurnOutcome.save_error` set.
         """
         validate_room_id(room_id)
         if not isinstance(text, str) or not text.strip():
@@ -100,23 +129,37 @@ class Core:
         with lock, self.store.lock_room(room_id):
             now = self._clock()
             session = self._session_for_turn(room_id, now)
+            if revises:
+                _drop_last_request(session)
             session.add(make_message("user", text, timestamp=now))
             self._save(room_id, session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
+            turn = AgentTurn(
+                text, room_id, session.agent_session_id, on_event, control or TurnControl()
+            )
             try:
-                result = self.agent.run(text, session_id=session.agent_session_id, on_text=on_text)
+                result = self._call_agent(turn)
                 if result.is_error:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
                 self._record_reply(session, str(e), started, None, is_error=True)
-                self._finish_turn(room_id, session, on_save_failed)
+                self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise
-            session.agent_session_id = result.session_id  # it may change every turn
+            session.agent_session_id = result.session_id or session.agent_session_id
             self._record_reply(session, result.text, started, result.cost_usd, is_error=False)
-            saved = self._finish_turn(room_id, session, on_save_failed)
-        if saved and self._unsaved:
+            save_error = self._save(room_id, session)
+        if save_error is None and self._unsaved:
             self.save_pending()  # the store works again: save what other rooms could not
-        return result.text
+        return TurnOutcome(result.text, result.interrupted, result.denials, save_error)
+
+    def _call_agent(self, turn: AgentTurn) -> AgentResult:
+        if isinstance(self.agent, TurnAgent):
+            result: AgentResult = self.agent.run_turn(turn)
+            return result
+        # A plain agent (the spec's interface) streams text only and cannot be interrupted.
+        return self.agent.run(
+            turn.prompt, session_id=turn.session_id, on_text=_text_of(turn.on_event)
+        )
 
     def reset(self, room_id: str) -> None:
         """End the room's conversation: its next message starts a new one."""
@@ -162,6 +205,12 @@ class Core:
         validate_room_id(room_id)
         return self._unsaved.get(room_id) or self._active(room_id, self._clock())
 
+    def stop(self) -> None:
+        """Stop every agent process this core started (at shutdown)."""
+        stop = getattr(self.agent, "stop", None)
+        if callable(stop):
+            stop()
+
     def _session_for_turn(self, room_id: str, now: float) -> Session:
         unsaved = self._unsaved.get(room_id)
         if unsaved is not None:
@@ -188,17 +237,6 @@ class Core:
             log.info("room %s: idle for %.0f s, starting a new conversation", room_id, idle_s)
             return True
         return False
-
-    def _finish_turn(
-        self, room_id: str, session: Session, on_save_failed: SaveFailedCallback | None
-    ) -> bool:
-        error = self._save(room_id, session)
-        if error is not None and on_save_failed is not None:
-            try:
-                on_save_failed(error)
-            except Exception:  # the caller's bug must not cost it the reply
-                log.exception("on_save_failed raised")
-        return error is None
 
     def _save(self, room_id: str, session: Session) -> StoreError | None:
         """Save ``session``; on failure keep it as the room's unsaved conversation."""
@@ -256,3 +294,22 @@ class Core:
                 is_error=is_error,
             )
         )
+
+
+def _drop_last_request(session: Session) -> None:
+    """Remove the last user message and the reply that followed it, if any."""
+    for i in range(len(session.messages) - 1, -1, -1):
+        if session.messages[i]["role"] == "user":
+            del session.messages[i:]
+            return
+
+
+def _text_of(on_event: EventCallback | None) -> TextCallback | None:
+    if on_event is None:
+        return None
+    from core.agent_events import TextDelta
+
+    def forward(text: str) -> None:
+        on_event(TextDelta(text))
+
+    return forward

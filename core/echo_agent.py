@@ -2,8 +2,10 @@
 
 It speaks the same protocol as Claude Code's print mode, so the whole pipeline can run (and be
 tested) without the real agent: the prompt on stdin, ``--resume ID`` accepted, and
-``--output-format stream-json`` (the default here: system init, the reply in a few assistant
-pieces, then the result object), ``json`` (the result object alone) or ``text``.
+``--output-format stream-json`` (the default here: system init, the reply as a few partial
+text deltas like ``--include-partial-messages``, the finished block, then the result object),
+``json`` (the result object alone) or ``text``. ``--think-ms N`` waits before answering, and
+SIGINT ends the turn the way Claude does (an ``aborted_streaming`` result, exit 0).
 
 Only the standard library's lightest modules are imported, so it starts fast.
 """
@@ -11,6 +13,7 @@ Only the standard library's lightest modules are imported, so it starts fast.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import uuid
@@ -28,15 +31,17 @@ def split_reply(text: str, pieces: int = PIECES) -> list[str]:
     return [c + " " for c in chunks[:-1]] + chunks[-1:]
 
 
-def _parse_args(argv: list[str]) -> tuple[str, str | None]:
-    output_format, resume = "stream-json", None
+def _parse_args(argv: list[str]) -> tuple[str, str | None, float]:
+    output_format, resume, think_s = "stream-json", None, 0.0
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg in ("--output-format", "--resume", "-r") and i + 1 < len(argv):
+        if arg in ("--output-format", "--resume", "-r", "--think-ms") and i + 1 < len(argv):
             value = argv[i + 1]
             if arg == "--output-format":
                 output_format = value
+            elif arg == "--think-ms":
+                think_s = max(0.0, float(value) / 1000)
             else:
                 resume = value
             i += 2
@@ -44,7 +49,11 @@ def _parse_args(argv: list[str]) -> tuple[str, str | None]:
         if arg.startswith("--output-format="):
             output_format = arg.partition("=")[2]
         i += 1  # -p, --verbose and anything else are accepted and ignored
-    return output_format, resume
+    return output_format, resume, think_s
+
+
+def _delta(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"type": "stream_event", "event": {"type": kind, **fields}}
 
 
 def _is_uuid(value: str) -> bool:
@@ -79,7 +88,7 @@ def _result(session_id: str, started: float, **fields: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    output_format, resume = _parse_args(sys.argv[1:] if argv is None else argv)
+    output_format, resume, think_s = _parse_args(sys.argv[1:] if argv is None else argv)
     if output_format not in ("stream-json", "json", "text"):
         sys.stderr.write(f"Error: unknown output format {output_format!r}\n")
         return 1
@@ -105,21 +114,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     session_id = resume or str(uuid.uuid4())
     reply = f"You said: {prompt}"
+    try:
+        if output_format == "stream-json":
+            init = {"type": "system", "subtype": "init", "session_id": session_id, "model": "echo"}
+            _emit(init)
+        time.sleep(think_s)
+    except KeyboardInterrupt:
+        if output_format != "text":
+            aborted = {"is_error": True, "result": "", "terminal_reason": "aborted_streaming"}
+            _emit(_result(session_id, started, subtype="error_during_execution", **aborted))
+        return 0
     if output_format == "text":
         _write(reply + "\n")
         return 0
     if output_format == "stream-json":
-        _emit({"type": "system", "subtype": "init", "session_id": session_id, "model": "echo"})
+        _emit(_delta("message_start"))
+        _emit(_delta("content_block_start", index=0, content_block={"type": "text", "text": ""}))
         for piece in split_reply(reply):
-            assistant: dict[str, Any] = {
-                "role": "assistant",
-                "content": [{"type": "text", "text": piece}],
-            }
-            _emit({"type": "assistant", "message": assistant, "session_id": session_id})
+            _emit(
+                _delta("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+            )
+        _emit(_delta("content_block_stop", index=0))
+        assistant: dict[str, Any] = {
+            "role": "assistant",
+            "content": [{"type": "text", "text": reply}],
+        }
+        _emit({"type": "assistant", "message": assistant, "session_id": session_id})
+        _emit(_delta("message_stop"))
     usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
     _emit(_result(session_id, started, result=reply, usage=usage))
     return 0
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     sys.exit(main())

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 from core.errors import AgentError, AgentTimeout
 
@@ -61,14 +61,20 @@ def run_process(
     max_stdout_bytes: int,
     on_line: Callable[[bytes], None],
     env: Mapping[str, str] | None = None,
+    on_spawn: Callable[[RunningProcess], None] | None = None,
 ) -> Finished:
-    """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives."""
+    """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives.
+
+    ``on_spawn`` gets a handle on the running process (to interrupt it from another thread).
+    """
     proc = _spawn(argv, cwd, None if env is None else {**os.environ, **env})
     supervisor = _Supervisor(proc, program_name(argv), kill_grace_s)
     with _running_lock:
         _running.add(supervisor)
     try:
         supervisor.start(stdin_data, max_stdout_bytes)
+        if on_spawn is not None:
+            on_spawn(supervisor)
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
@@ -117,6 +123,19 @@ def _spawn(
         ) from None
     except OSError as e:
         raise AgentError(f"The agent program {name} could not be started: {e.strerror}") from None
+
+
+class RunningProcess(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    def interrupt(self, grace_s: float) -> None:
+        """SIGINT to the process group; stopped for good if it has not exited after grace_s."""
+        ...
+
+    def stop_group(self) -> None:
+        """SIGTERM to the group, then SIGKILL after the kill grace."""
+        ...
 
 
 class _Supervisor:
@@ -195,6 +214,23 @@ class _Supervisor:
         if self.stderr_reader is not None:
             self.stderr_reader.join(self.kill_grace_s)
         return Finished(returncode, bytes(self.stderr), time.monotonic() - self.started)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def interrupt(self, grace_s: float) -> None:
+        # SIGINT is how a terminal stops an agent: Claude Code ends the turn with an
+        # "aborted" result and keeps the conversation resumable.
+        self._signal_group(signal.SIGINT)
+        threading.Thread(
+            target=self._escalate, args=(grace_s,), daemon=True, name="agent-interrupt"
+        ).start()
+
+    def _escalate(self, grace_s: float) -> None:
+        if not self.exited.wait(grace_s):
+            log.warning("the agent ignored the interrupt for %.0f s: stopping it", grace_s)
+            self.stop_group()
 
     def stop_group(self) -> None:
         """SIGTERM the group, SIGKILL it after the grace period; the leader stays unreaped."""

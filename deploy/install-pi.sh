@@ -87,6 +87,7 @@ else
 fi
 # lgpio: gpiozero's pin factory on bookworm (the only one that works on a Pi 5).
 run "$VENV/bin/pip" install --upgrade "$SOURCE[evdev,gpio]" lgpio
+run "$VENV/bin/python" "$SOURCE/scripts/fetch_smart_turn.py"  # the end-of-turn model
 
 step "configuration"
 run install -d -m 700 "$CONFIG_DIR"

@@ -112,6 +112,7 @@ def test_dry_run_prints_every_step_and_changes_nothing(tmp_path: Path) -> None:
     expected_in_order = [
         f"python3 -m venv {venv}",
         f"{venv}/bin/pip install --upgrade {ROOT}[evdev,gpio] lgpio",
+        f"{venv}/bin/python {ROOT}/scripts/fetch_smart_turn.py",
         f"install -m 600 {ROOT}/config.toml {home}/.config/voice-assistant/config.toml",
         "sudo loginctl enable-linger pi",
         f"install -m 644 {UNIT} {home}/.config/systemd/user/voice-assistant.service",

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from core import Core
-from core.errors import ConfigError
+from core.errors import ConfigError, ModelError
 from voice.audio import AudioChunk, Utterance, float_to_pcm
 from voice.config import Config
+from voice.loop import TurnModel
+from voice.pipeline import Models
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
 from voice.vad import Segmenter, UtteranceEnded, WebRtcDetector
@@ -49,12 +51,6 @@ def build_core(config: Config, *, agent: str | None = None, store_dir: Path | No
     return Core.from_config(core_config, agent_command=agent_command(agent, config))
 
 
-@dataclass
-class Engines:
-    stt: WhisperTranscriber
-    tts: PiperSynthesizer
-
-
 def load_stt(config: Config) -> WhisperTranscriber:
     """Load and warm Whisper once, so the first real turn is as fast as the rest."""
     transcriber = WhisperTranscriber(config.stt)
@@ -68,8 +64,23 @@ def load_tts(config: Config) -> PiperSynthesizer:
     return synthesizer
 
 
-def load_engines(config: Config) -> Engines:
-    return Engines(stt=load_stt(config), tts=load_tts(config))
+def load_turn_model(config: Config) -> TurnModel | None:
+    """The smart-turn model, or None (then the words alone decide when a turn is over)."""
+    if not config.turn.smart_endpoint or config.turn.end_model == "off":
+        return None
+    from voice.smart_turn import SmartTurnModel
+
+    try:
+        model = SmartTurnModel(config.turn.end_model, threads=config.turn.end_model_threads)
+        model.warm_up()
+    except ModelError as e:
+        log.warning("no end-of-turn model (%s): the words alone decide when you have finished", e)
+        return None
+    return model
+
+
+def load_models(config: Config) -> Models:
+    return Models(stt=load_stt(config), tts=load_tts(config), turn_model=load_turn_model(config))
 
 
 def read_audio(path: Path) -> npt.NDArray[np.float32]:
@@ -104,7 +115,7 @@ def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Uttera
         )
         utterances += [e.utterance for e in segmenter.push(chunk) if isinstance(e, UtteranceEnded)]
     last = segmenter.finish("forced")
-    if last is not None:
+    if isinstance(last, UtteranceEnded):
         utterances.append(last.utterance)
     return utterances
 

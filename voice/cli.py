@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import tempfile
@@ -13,14 +15,15 @@ import time
 from pathlib import Path
 from types import FrameType
 
-import numpy as np
-import numpy.typing as npt
-
-from core.errors import AgentError, AssistantError
+from core.errors import AssistantError
 from voice import app
+from voice.audio import Utterance, float_to_pcm
 from voice.config import Config, load
+from voice.devices import AudioSink
+from voice.pipeline import Models, build_loop
 from voice.speech_text import speakable
-from voice.tts import PiperSynthesizer
+from voice.tts import render
+from voice.turns import TurnReport
 
 log = logging.getLogger("voice.cli")
 
@@ -115,67 +118,81 @@ def _parser() -> argparse.ArgumentParser:
 # ---- one-shot commands ----------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
-    engines = app.load_engines(config)
+    models = app.load_models(config)
     print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
-    return _ask(args.file, config, engines, agent=args.agent, output=args.output)
+    return _ask(args.file, config, models, agent=args.agent, output=args.output)
 
 
 def _ask(
     path: Path,
     config: Config,
-    engines: app.Engines,
+    models: Models,
     *,
     agent: str | None,
     output: Path | None,
     store_dir: Path | None = None,
 ) -> int:
-    loaded = time.monotonic()
+    """One request from a recording, through the live loop's own pipeline."""
+    from voice.devices import Speaker
+    from voice.devices.files import FileSource, WavSink
+
     core = app.build_core(config, agent=agent, store_dir=store_dir)
     audio = app.read_audio(path)
-    utterances = app.segment_audio(audio, config)
-    texts = [engines.stt.transcribe(u) for u in utterances]
-    transcript = " ".join(t.text.strip() for t in texts if t.text.strip())
-    heard = time.monotonic()
-    print(f"transcript: {transcript or '(nothing heard)'}")
-    if not transcript:
-        reasons = ", ".join(t.dropped or "empty" for t in texts) or "no speech found"
-        print(f"nothing to send to the agent ({reasons})", file=sys.stderr)
+    source = FileSource(audio, rate=app.STT_RATE, frame_ms=config.audio.frame_ms)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        stack.callback(core.stop)
+        if output is not None:
+            sink: AudioSink = WavSink(models.tts.sample_rate)
+        else:
+            sink = stack.enter_context(Speaker(config.audio))
+        loop = build_loop(
+            config,
+            source=source,
+            sink=sink,
+            models=models,
+            conversation=core,
+            agent_command=app.agent_command(agent, config),
+            earcons=False,
+            mode="vad",
+        )
+        loop.run(threading.Event(), until_idle=True)
+    answered = [r for r in loop.reports if r.outcome != "interrupted" or r is loop.reports[-1]]
+    if not answered:
+        print("transcript: (nothing heard)")
+        print("nothing to send to the agent: no speech found", file=sys.stderr)
         return 1
-    try:
-        reply = core.send_message(config.turn.room, transcript)
-        status = 0
-    except AgentError as e:
-        from voice.turns import spoken_error
+    report = answered[-1]
+    print(f"transcript: {printable(report.transcript)}")
+    print(f"reply: {printable(report.reply or spoken_reply(report))}")
+    if isinstance(sink, WavSink) and output is not None:
+        samples = sink.samples()
+        app.write_wav(output, samples, sink.rate)
+        print(f"wrote {output} ({len(samples) / sink.rate:.1f} s)")
 
-        reply, status = spoken_error(e), 1
-        log.error("agent failed: %s", e)
-    answered = time.monotonic()
-    print(f"reply: {reply}")
-    samples = _speak(engines.tts, reply)
-    spoken = time.monotonic()
-    if output is not None:
-        app.write_wav(output, samples, engines.tts.sample_rate)
-        print(f"wrote {output} ({len(samples) / engines.tts.sample_rate:.1f} s)")
-    else:
-        _play(samples, engines.tts.sample_rate, config)
+    def after(t: float | None) -> str:
+        return "-" if t is None else f"{t - report.sent_s:.2f}s"
+
     print(
-        f"timings: transcribe {heard - loaded:.2f}s "
-        f"({len(audio) / app.STT_RATE:.1f}s of audio), agent {answered - heard:.2f}s, "
-        f"speech {spoken - answered:.2f}s"
+        f"timings: {len(audio) / app.STT_RATE:.1f}s of audio in {time.monotonic() - started:.2f}s; "
+        f"from sending: agent first text {after(report.agent_first_text_s)}, "
+        f"first audio {after(report.first_audio_s)}"
     )
-    return status
+    return 1 if report.error is not None else 0
 
 
-def _speak(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
-    return tts.synthesize_all(speakable(text))
+def spoken_reply(report: TurnReport) -> str:
+    return " ".join(report.spoken)
 
 
-def _play(samples: npt.NDArray[np.int16], rate: int, config: Config) -> None:
-    from voice.devices import Speaker
+def printable(text: str) -> str:
+    """Text from the agent or a transcript, without terminal control sequences."""
+    return _CONTROL.sub("", text)
 
-    with Speaker(config.audio) as speaker:
-        speaker.play(samples, rate)
-        speaker.wait(len(samples) / rate + 5)
+
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
@@ -186,11 +203,15 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_say(args: argparse.Namespace, config: Config) -> int:
     tts = app.load_tts(config)
-    samples = _speak(tts, args.text)
+    samples = render(tts, speakable(args.text))
     if args.output is not None:
         app.write_wav(args.output, samples, tts.sample_rate)
-    else:
-        _play(samples, tts.sample_rate, config)
+        return 0
+    from voice.devices import Speaker
+
+    with Speaker(config.audio) as speaker:
+        speaker.play(samples, tts.sample_rate)
+        speaker.wait(len(samples) / tts.sample_rate + 5)
     return 0
 
 
@@ -231,16 +252,19 @@ def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     """Say a question with the TTS, then run ``ask`` on it with the echo agent."""
     workdir = Path(tempfile.mkdtemp(prefix="voice-assistant-demo-"))
-    engines = app.load_engines(config)
+    models = app.load_models(config)
     question = workdir / "question.wav"
-    app.write_wav(question, engines.tts.synthesize_all(DEMO_QUESTION), engines.tts.sample_rate)
+    app.write_wav(question, render(models.tts, DEMO_QUESTION), models.tts.sample_rate)
     print(f"question: {DEMO_QUESTION!r} spoken into {question}")
     output = args.output or workdir / "reply.wav"
     status = _ask(
-        question, config, engines, agent="echo", output=output, store_dir=workdir / "sessions"
+        question, config, models, agent="echo", output=output, store_dir=workdir / "sessions"
     )
     if status == 0:
-        heard_back = engines.stt.transcribe_audio(app.read_audio(output))
+        reply = app.read_audio(output)
+        heard_back = models.stt.transcribe(
+            Utterance(float_to_pcm(reply), app.STT_RATE, 0.0, len(reply) / app.STT_RATE)
+        )
         print(f"reply heard back: {heard_back.text.strip()}")
     return status
 

@@ -37,7 +37,7 @@ class VadConfig:
     onset_frames: int = 3  # voiced frames ...
     onset_window_frames: int = 5  # ... out of this many consecutive frames start speech
     pre_roll_ms: int = 300
-    hangover_ms: int = 600
+    hangover_ms: int = 1500  # the longest pause inside a request (see turn.*_hangover_ms)
     min_utterance_ms: int = 250
     max_utterance_s: float = 28.0
     pause_ms: int = 200  # a pause this long triggers a speculative transcript
@@ -103,8 +103,12 @@ class TurnConfig:
     cooldown_ms: int = 300  # microphone ignored this long after the assistant stops speaking
     speak_errors: bool = True
     barge_in: bool = False  # voice barge-in in vad mode: headsets or echo-cancelled input only
-    smart_endpoint: bool = True  # end a complete sentence after quick_hangover_ms
-    quick_hangover_ms: int = 250
+    smart_endpoint: bool = True  # end a turn early when words and voice say it is complete
+    quick_hangover_ms: int = 300  # words and the end-of-turn model agree: finished
+    likely_hangover_ms: int = 800  # only one of them says finished
+    end_model: str = ""  # smart-turn .onnx: "" finds the one set-up installed; "off": none
+    end_model_threads: int = 1
+    end_model_threshold: float = 0.5  # smart-turn probability that counts as "finished"
 
     def __post_init__(self) -> None:
         validate_room_id(self.room)  # at start-up, not as an error at every turn

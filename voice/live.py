@@ -11,13 +11,9 @@ from core.errors import DeviceError
 from voice import app
 from voice.config import Config
 from voice.devices import Microphone, RecoveringSpeaker, Speaker
-from voice.earcons import Earcons
-from voice.loop import VoiceLoop
+from voice.pipeline import build_loop
 from voice.service import SystemdNotifier
-from voice.speech_out import ReplySpeaker
 from voice.status import StatusLine
-from voice.turns import TurnRunner
-from voice.vad import Segmenter, WebRtcDetector
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +40,6 @@ def _open(
 
 
 def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
-    from core.process import stop_all as stop_agents
     from voice.control import ControlServer, socket_path
     from voice.hotkeys import choose_backend
 
@@ -53,38 +48,22 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     notifier.extend_timeout(120)  # loading models on a Raspberry Pi takes a while
     notifier.status("loading models")
     core = app.build_core(config, agent=agent)
-    engines = app.load_engines(config)
-    earcons = Earcons(config.earcons, engines.tts.sample_rate) if config.earcons.enabled else None
+    models = app.load_models(config)
     status = StatusLine() if config.ui.status_line else None
     with contextlib.ExitStack() as stack:
+        stack.callback(core.stop)  # every exit path stops the agents
         microphone, speaker = Microphone(config.audio), Speaker(config.audio)
         for device in (microphone, speaker):
             if not _open(device, config, notifier, stop):
                 return 0
             stack.callback(device.close)
-        turns = TurnRunner(
-            stt=engines.stt,
-            speaker=ReplySpeaker(
-                engines.tts,
-                RecoveringSpeaker(speaker),
-                first_chunk_max_chars=config.tts.first_chunk_max_chars,
-            ),
-            conversation=core,
-            room=config.turn.room,
-            earcons=earcons,
-            thinking_repeat_s=config.earcons.thinking_repeat_s,
-            speak_errors=config.turn.speak_errors,
-        )
-        segmenter = Segmenter(
-            config.vad,
-            WebRtcDetector(config.vad.aggressiveness),
-            frame_ms=config.audio.frame_ms,
-        )
-        loop = VoiceLoop(
+        loop = build_loop(
             config,
             source=microphone,
-            segmenter=segmenter,
-            turns=turns,
+            sink=RecoveringSpeaker(speaker),
+            models=models,
+            conversation=core,
+            agent_command=app.agent_command(agent, config),
             status=status,
             watchdog=notifier,
         )
@@ -114,10 +93,7 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             loop.run(stop)
         finally:
             notifier.stopping()
-            # A turn still running is on a daemon thread: stop its agent (its own session
-            # does not get the terminal's Ctrl-C) and let the turn record the interruption.
-            if stop_agents():
-                log.info("stopped the agent that was still working")
-            loop.join_turn(timeout_s=5.0)
+            # A turn still running: its agent is interrupted (shutdown), then stopped.
+            loop.join_turns(timeout_s=5.0)
             notifier.close()
     return 0

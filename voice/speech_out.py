@@ -3,6 +3,11 @@
 A :class:`Reply` takes text as the agent streams it (``feed``), cuts it into speakable
 sentences, and a worker thread synthesizes each one and hands its audio to the speaker as
 soon as the first chunk exists. Synthesis of sentence N+1 overlaps the playback of N.
+
+A reply starts *held*: it synthesizes ahead but plays nothing until ``release`` (the
+turn-taking machine releases it when the user is not speaking). It reports when it starts
+to be heard and when it falls silent waiting for more text (a tool is running), so the loop
+knows when the microphone hears the assistant and when a thinking cue may play.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ from voice.tts import TextToSpeech
 log = logging.getLogger(__name__)
 
 _END = object()
+_IDLE_POLL_S = 0.03  # how often a silent reply checks whether the speaker has finished
+
+
+def _nothing() -> None:
+    pass
 
 
 class Reply:
@@ -31,16 +41,27 @@ class Reply:
         sink: AudioSink,
         *,
         first_chunk_max_chars: int,
+        held: bool = False,
+        on_playing: Callable[[], None] = _nothing,
+        on_idle: Callable[[], None] = _nothing,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tts = tts
         self._sink = sink
         self._clock = clock
+        self._on_playing = on_playing
+        self._on_idle = on_idle
         self._stream = SentenceStream(first_chunk_max_chars)
         self._stream_lock = threading.Lock()
         self._sentences: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
+        self._released = threading.Event()
+        if not held:
+            self._released.set()
         self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
+        self._quiet = threading.Condition()  # the reply has played all it was given
+        self._pending = 0  # sentences queued and not yet played
+        self._audible = False  # between on_playing and on_idle
         self._synth_done = threading.Event()
         self.first_audio_s: float | None = None  # when the first samples went to the speaker
         self.spoken: list[str] = []
@@ -48,28 +69,51 @@ class Reply:
         self._worker = threading.Thread(target=self._run, name="reply-tts", daemon=True)
         self._worker.start()
 
+    # ---- text in ---------------------------------------------------------------------------
     def feed(self, delta: str) -> None:
         with self._stream_lock:
-            sentences = self._stream.feed(delta)
-        for sentence in sentences:
-            self._sentences.put(sentence)
+            self._queue(self._stream.feed(delta))
+
+    def flush(self) -> None:
+        """A block of text ended (e.g. before a tool call): speak what it holds now."""
+        with self._stream_lock:
+            self._queue(self._stream.flush())
+
+    def say(self, text: str) -> None:
+        """A whole sentence of the assistant's own, after what was fed so far."""
+        with self._stream_lock:
+            self._queue(self._stream.flush())
+            self._queue(self._stream.feed(text))
+            self._queue(self._stream.flush())
 
     def finish(self) -> None:
         """No more text will come: speak what is left."""
-        with self._stream_lock:
-            sentences = self._stream.flush()
+        self.flush()
+        self._sentences.put(_END)
+
+    def _queue(self, sentences: list[str]) -> None:
+        if sentences:
+            with self._quiet:
+                self._pending += len(sentences)
         for sentence in sentences:
             self._sentences.put(sentence)
-        self._sentences.put(_END)
+
+    # ---- control ---------------------------------------------------------------------------
+    def release(self) -> None:
+        """Playback may start (a held reply synthesized ahead and waited)."""
+        self._released.set()
 
     def cancel(self) -> None:
         """Stop at once (barge-in): nothing more is synthesized, nothing queued plays."""
         with self._play_lock:
             self._cancelled.set()
             played = self.first_audio_s is not None
+        self._released.set()
         self._sentences.put(_END)
         if played:  # the speaker is shared: a reply that never played leaves it alone
             self._sink.stop()
+        with self._quiet:
+            self._quiet.notify_all()
 
     @property
     def cancelled(self) -> bool:
@@ -85,29 +129,67 @@ class Reply:
         remaining = None if deadline is None else max(0.0, deadline - self._clock())
         return self._sink.wait(remaining)
 
+    def wait_quiet(self, timeout_s: float) -> bool:
+        """Block until everything fed so far has been played (e.g. a question was asked)."""
+        deadline = self._clock() + timeout_s
+        with self._quiet:
+            while (self._pending or self._audible) and not self._cancelled.is_set():
+                left = deadline - self._clock()
+                if left <= 0:
+                    return False
+                self._quiet.wait(min(left, 0.1))
+        return True
+
+    # ---- the worker ------------------------------------------------------------------------
     def _run(self) -> None:
         try:
             while not self._cancelled.is_set():
-                item = self._sentences.get()
+                try:
+                    item = self._sentences.get(timeout=_IDLE_POLL_S if self._audible else None)
+                except queue.Empty:
+                    self._check_quiet()
+                    continue
                 if item is _END or self._cancelled.is_set():
                     break
                 assert isinstance(item, str)
                 self._speak(item)
+            if not self._cancelled.is_set():
+                self._sink.wait(None)
         except Exception as e:  # a TTS or device failure must not kill the loop
             log.exception("speaking failed")
             self.error = e
         finally:
             self._synth_done.set()
+            with self._quiet:
+                self._pending = 0
+                self._quiet.notify_all()
+            if self._audible:
+                self._audible = False
+                self._on_idle()
+
+    def _check_quiet(self) -> None:
+        if self._sink.playing:
+            return
+        with self._quiet:
+            self._audible = False
+            self._quiet.notify_all()
+        self._on_idle()
 
     def _speak(self, sentence: str) -> None:
         log.debug("speaking: %s", sentence)
         for chunk in self._tts.synthesize(sentence):
+            self._released.wait()
             with self._play_lock:
                 if self._cancelled.is_set():
                     return
                 self._sink.play(chunk, self._tts.sample_rate)
                 if self.first_audio_s is None:
                     self.first_audio_s = self._clock()
+            if not self._audible:
+                self._audible = True
+                self._on_playing()
+        with self._quiet:
+            self._pending -= 1
         self.spoken.append(sentence)
 
 
@@ -119,5 +201,18 @@ class ReplySpeaker:
         self.sink = sink
         self._first_chunk_max_chars = first_chunk_max_chars
 
-    def begin(self) -> Reply:
-        return Reply(self.tts, self.sink, first_chunk_max_chars=self._first_chunk_max_chars)
+    def begin(
+        self,
+        *,
+        held: bool = False,
+        on_playing: Callable[[], None] = _nothing,
+        on_idle: Callable[[], None] = _nothing,
+    ) -> Reply:
+        return Reply(
+            self.tts,
+            self.sink,
+            first_chunk_max_chars=self._first_chunk_max_chars,
+            held=held,
+            on_playing=on_playing,
+            on_idle=on_idle,
+        )

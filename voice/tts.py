@@ -147,5 +147,10 @@ class PiperSynthesizer:
 
     def synthesize_all(self, text: str) -> Pcm16:
         """The whole text as one array (for writing a file)."""
-        chunks = list(self.synthesize(text))
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        return render(self, text)
+
+
+def render(tts: TextToSpeech, text: str) -> Pcm16:
+    """All of ``text`` as one array, from any voice (for writing a file)."""
+    chunks = list(tts.synthesize(text))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)

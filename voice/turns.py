@@ -1,7 +1,9 @@
-"""One conversational turn: transcript -> agent -> spoken reply, with its timings.
+"""One agent turn on its own thread: what the agent does becomes speech, its questions are asked.
 
-This runs on a worker thread so the audio loop keeps reading the microphone (for barge-in,
-push-to-talk and the watchdog) while the agent thinks and the reply plays.
+The turn-taking machine decides *when* (send, release, stop, interrupt, answer); a
+:class:`TurnWorker` does the work of one turn and reports back through ``post``: the reply
+began to play, fell silent while a tool runs, the agent asked something, the agent finished,
+the reply played out.
 """
 
 from __future__ import annotations
@@ -10,39 +12,74 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from core.errors import AgentError, AgentTimeout, AssistantError, DeviceError
-from voice.audio import Utterance
-from voice.earcons import EarconName, Earcons
-from voice.speech_out import Reply, ReplySpeaker
-from voice.stt import SpeechToText, Transcript
+from core.agent_events import (
+    AgentEvent,
+    Decision,
+    EventCallback,
+    PermissionRequest,
+    TextDelta,
+    TextDone,
+    ToolUse,
+    TurnControl,
+)
+from core.conversation import TurnOutcome
+from core.errors import AgentTimeout, AssistantError, StoreError
+from voice import narration
+from voice.earcons import EarconName
+from voice.speech_out import ReplySpeaker
+from voice.turn_events import (
+    AgentFinished,
+    Event,
+    Outcome,
+    PermissionAsked,
+    PermissionSettled,
+    ReplyDone,
+    ReplyIdle,
+    ReplyPlaying,
+)
 
 log = logging.getLogger(__name__)
+
+QUESTION_SPOKEN_TIMEOUT_S = 60.0
 
 
 class Conversation(Protocol):
     """What the voice side needs from the core (``core.Core`` satisfies it)."""
 
-    def send_message(
-        self, room_id: str, text: str, *, on_text: Callable[[str], None] | None = None
-    ) -> str: ...
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome: ...
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    room: str = "desk"
+    agent_name: str = "The agent"  # how questions name it: "Claude wants to run npm test."
+    tools: Literal["speak", "earcon", "off"] = "speak"
+    progress_s: float = 20.0  # a short line after this long without speech (0: never)
+    speak_errors: bool = True
 
 
 @dataclass
 class TurnReport:
-    """Timings are monotonic seconds; ``speech_end_s`` is when the user stopped talking."""
+    """One turn's words and timings (monotonic seconds; ``speech_end_s``: the user stopped)."""
 
+    turn: int
+    transcript: str
     speech_end_s: float
-    transcript: str = ""
+    sent_s: float
     reply: str = ""
+    outcome: Outcome | None = None
     error: str | None = None
-    dropped: str | None = None
-    speculative: bool = False
-    ended_s: float | None = None  # when the loop decided the turn was over
-    transcript_s: float | None = None
     agent_first_text_s: float | None = None
     agent_done_s: float | None = None
     first_audio_s: float | None = None
@@ -53,178 +90,148 @@ class TurnReport:
             return "-" if t is None else f"{t - self.speech_end_s:+.2f}s"
 
         return (
-            f"endpoint {rel(self.ended_s)}, transcript {rel(self.transcript_s)}"
-            f"{' (speculative)' if self.speculative else ''}, "
-            f"agent first text {rel(self.agent_first_text_s)}, "
+            f"sent {rel(self.sent_s)}, agent first text {rel(self.agent_first_text_s)}, "
             f"agent done {rel(self.agent_done_s)}, first audio {rel(self.first_audio_s)}"
         )
 
 
 def spoken_error(error: BaseException) -> str:
-    """A short sentence for the user; the full error goes to the log."""
+    """One short sentence for the user, without ids or paths; the log keeps the detail."""
     if isinstance(error, AgentTimeout):
         return "Sorry, the agent took too long and was stopped."
-    if not isinstance(error, AssistantError):
-        return "Sorry, something went wrong. The details are in the log."
-    first = str(error).strip().splitlines()[0] if str(error).strip() else "it failed"
-    if len(first) > 160:
-        first = first[:157].rsplit(" ", 1)[0] + "..."
-    if isinstance(error, AgentError):
-        return f"Sorry, the agent failed. {first}"
-    return f"Sorry. {first}"
+    if isinstance(error, StoreError):
+        return "Sorry, I could not save this conversation."
+    if isinstance(error, AssistantError):
+        return "Sorry, the agent failed. The details are in the log."
+    return "Sorry, something went wrong. The details are in the log."
 
 
-class ThinkingCue:
-    """Plays the "thinking" earcon at once and again every ``repeat_s`` until stopped."""
-
-    def __init__(
-        self, play: Callable[[], None], repeat_s: float, cancelled: threading.Event
-    ) -> None:
-        self._play = play
-        self._repeat_s = repeat_s
-        self._cancelled = cancelled  # the turn's barge-in flag: no tick after it
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="thinking-cue", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        if self._cancelled.is_set():
-            return
-        self._play()
-        while self._repeat_s > 0 and not self._stop.wait(self._repeat_s):
-            if self._cancelled.is_set():
-                return
-            self._play()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class TurnRunner:
-    """Runs one turn end to end; the loop owns phases, this owns the work."""
-
+class TurnWorker:
     def __init__(
         self,
+        turn: int,
+        text: str,
         *,
-        stt: SpeechToText,
-        speaker: ReplySpeaker,
+        revises: bool,
+        speech_end_s: float,
         conversation: Conversation,
-        room: str,
-        earcons: Earcons | None = None,
-        thinking_repeat_s: float = 4.0,
-        speak_errors: bool = True,
+        speaker: ReplySpeaker,
+        settings: TurnSettings,
+        post: Callable[[Event], None],
+        play_earcon: Callable[[EarconName], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.stt = stt
-        self.speaker = speaker
-        self.conversation = conversation
-        self.room = room
-        self.earcons = earcons
-        self.thinking_repeat_s = thinking_repeat_s
-        self.speak_errors = speak_errors
-        self.clock = clock
-
-    def transcribe(
-        self, utterance: Utterance, speculative: Future[Transcript] | None
-    ) -> Transcript:
-        if speculative is not None:
-            return speculative.result()
-        return self.stt.transcribe(utterance)
-
-    def play_earcon(self, name: EarconName) -> None:
-        """Best effort: a cue that cannot play (speaker gone) is logged, never raised."""
-        if self.earcons is None:
-            return
-        sound = self.earcons.get(name)
-        if sound is None:
-            return
-        try:
-            self.speaker.sink.play(sound, self.earcons.sample_rate)
-        except DeviceError as e:
-            log.info("no %s earcon: %s", name, e)
-
-    def run(
-        self,
-        utterance: Utterance,
-        *,
-        speculative: Future[Transcript] | None = None,
-        ended_s: float | None = None,
-        cancelled: threading.Event | None = None,
-        on_phase: Callable[[str], None] = lambda _phase: None,
-        on_reply: Callable[[Reply], None] = lambda _reply: None,
-    ) -> TurnReport:
-        """``cancelled`` is set on barge-in: from then on nothing is sent, played or spoken."""
-        cancelled = cancelled or threading.Event()
-        report = TurnReport(
-            speech_end_s=utterance.end_s, speculative=speculative is not None, ended_s=ended_s
+        self.turn = turn
+        self.text = text
+        self.revises = revises
+        self._conversation = conversation
+        self._settings = settings
+        self._post = post
+        self._play_earcon = play_earcon
+        self._clock = clock
+        self.control = TurnControl()
+        self.reply = speaker.begin(
+            held=True,
+            on_playing=lambda: post(ReplyPlaying(turn)),
+            on_idle=lambda: post(ReplyIdle(turn)),
         )
-        transcript = self.transcribe(utterance, speculative)
-        report.transcript_s = self.clock()
-        if transcript.dropped or not transcript.text.strip():
-            report.dropped = transcript.dropped or "empty transcript"
-            log.info("nothing to send: %s", report.dropped)
-            return report
-        report.transcript = transcript.text.strip()
-        if cancelled.is_set():
-            report.dropped = "interrupted before it reached the agent"
-            log.info("not sent (%s): %s", report.dropped, report.transcript)
-            return report
-        log.info("you said: %s", report.transcript)
-        return self.answer(report, cancelled=cancelled, on_phase=on_phase, on_reply=on_reply)
+        self.report = TurnReport(turn, text, speech_end_s, clock())
+        self._last_words_s = clock()
+        self._tool: str | None = None  # what a running tool is doing, for progress lines
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"turn-{turn}", daemon=True)
 
-    def answer(
-        self,
-        report: TurnReport,
-        *,
-        cancelled: threading.Event,
-        on_phase: Callable[[str], None] = lambda _phase: None,
-        on_reply: Callable[[Reply], None] = lambda _reply: None,
-    ) -> TurnReport:
-        """Send ``report.transcript`` to the agent and speak the reply as it streams.
+    def start(self) -> None:
+        self._thread.start()
+        if self._settings.progress_s > 0:
+            threading.Thread(
+                target=self._progress, name=f"turn-{self.turn}-progress", daemon=True
+            ).start()
 
-        An agent already working when the user barges in finishes its turn (its reply is
-        saved in the conversation, not spoken): killing it could leave its work half done.
-        """
-        on_phase("thinking")
-        cue = ThinkingCue(lambda: self.play_earcon("thinking"), self.thinking_repeat_s, cancelled)
-        reply = self.speaker.begin()
-        on_reply(reply)
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
 
-        def on_text(delta: str) -> None:
-            if report.agent_first_text_s is None:
-                report.agent_first_text_s = self.clock()
-                cue.stop()
-                on_phase("speaking")
-            reply.feed(delta)
+    def answer(self, request_id: str, decision: Decision, message: str) -> None:
+        self.control.answer(request_id, decision, message)
+        self._post(PermissionSettled(self.turn, request_id))
 
+    # ---- the turn ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        outcome: Outcome = "failed"
         try:
-            report.reply = self.conversation.send_message(
-                self.room, report.transcript, on_text=on_text
+            result = self._conversation.run_turn(
+                self._settings.room,
+                self.text,
+                on_event=self._on_event,
+                control=self.control,
+                revises=self.revises,
             )
-            if report.agent_first_text_s is None:  # an agent that does not stream
-                cue.stop()
-                on_phase("speaking")
-                reply.feed(report.reply)
-        except Exception as e:  # the loop goes on whatever the agent did
-            cue.stop()
+            outcome = "interrupted" if result.interrupted else "answered"
+            self.report.reply = result.reply
+            if result.denials and not result.interrupted:
+                self.reply.say(narration.refusals(self._settings.agent_name, result.denials))
+        except Exception as e:  # whatever the agent did, the loop goes on and says so
             log.warning("agent failed: %s", e, exc_info=not isinstance(e, AssistantError))
-            report.error = str(e)
-            reply.cancel()
-            reply = self.speaker.begin()
-            on_reply(reply)
-            if not cancelled.is_set():
-                on_phase("speaking")
-                self.play_earcon("error")
-                if self.speak_errors:
-                    reply.feed(spoken_error(e))
-        report.agent_done_s = self.clock()
-        reply.finish()
-        reply.wait(timeout_s=600)
-        report.first_audio_s = reply.first_audio_s
-        report.spoken = reply.spoken
-        cue.stop()
-        if not reply.cancelled and not cancelled.is_set() and report.error is None:
-            self.play_earcon("done")
-        log.info("reply: %s", report.reply or report.error)
-        log.info("turn timings: %s", report.summary())
-        return report
+            self.report.error = str(e)
+            if not self.reply.cancelled:
+                self._play_earcon("error")
+                if self._settings.speak_errors:
+                    self.reply.say(spoken_error(e))
+        finally:
+            self._done.set()
+            self.report.outcome = outcome
+            self.report.agent_done_s = self._clock()
+            self._post(AgentFinished(self.turn, outcome))
+            self.reply.finish()
+            self.reply.wait(timeout_s=600)
+            self.report.first_audio_s = self.reply.first_audio_s
+            self.report.spoken = list(self.reply.spoken)
+            log.info("reply: %s", self.report.reply or self.report.error or "(none)")
+            log.info("turn timings: %s", self.report.summary())
+            self._post(ReplyDone(self.turn))
+
+    def _on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, TextDelta):
+            if self.report.agent_first_text_s is None:
+                self.report.agent_first_text_s = self._clock()
+            self._spoke()
+            self.reply.feed(event.text)
+        elif isinstance(event, TextDone):
+            self.reply.flush()  # the sentence before a tool call is heard before the tool runs
+        elif isinstance(event, ToolUse):
+            self._tool_started(event)
+        elif isinstance(event, PermissionRequest):
+            self._ask(event)
+
+    def _tool_started(self, event: ToolUse) -> None:
+        line = narration.tool_line(event.name, event.input)
+        self._tool = line
+        log.info("tool: %s", line)
+        if self._settings.tools == "speak":
+            self._spoke()
+            self.reply.say(line)
+        elif self._settings.tools == "earcon":
+            self._play_earcon("thinking")
+
+    def _ask(self, request: PermissionRequest) -> None:
+        question = narration.question(self._settings.agent_name, request.tool_name, request.input)
+        log.info("asking: %s", question)
+        self._spoke()
+        self.reply.say(question)
+        # Listen for the answer only once the question has been heard (half-duplex).
+        self.reply.wait_quiet(QUESTION_SPOKEN_TIMEOUT_S)
+        self._post(PermissionAsked(self.turn, request.request_id))
+
+    # ---- progress lines ------------------------------------------------------------------------
+    def _spoke(self) -> None:
+        self._last_words_s = self._clock()
+
+    def _progress(self) -> None:
+        every = self._settings.progress_s
+        while not self._done.wait(1.0):
+            if self._clock() - self._last_words_s < every or self.reply.cancelled:
+                continue
+            self._spoke()
+            self.reply.say(
+                "Still working." if self._tool is None else f"Still working. {self._tool}"
+            )

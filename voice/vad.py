@@ -76,7 +76,14 @@ class UtteranceEnded:
     reason: EndReason
 
 
-SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded
+@dataclass(frozen=True)
+class SpeechDropped:
+    """Speech started but ended with too little voice to keep (a click, a cough)."""
+
+    at_s: float
+
+
+SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded | SpeechDropped
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,12 @@ class Segmenter:
         """Loudness of the last frame, for a level meter."""
         return self._level
 
-    def push(self, chunk: AudioChunk) -> list[SegmenterEvent]:
-        """Consume a chunk of any length (16-bit mono at the segmenter's rate)."""
+    def push(self, chunk: AudioChunk, *, gated: bool = False) -> list[SegmenterEvent]:
+        """Consume a chunk of any length (16-bit mono at the segmenter's rate).
+
+        ``gated``: the assistant's own sound is playing; the audio is kept but never counts
+        as speech.
+        """
         if chunk.rate != self._rate or chunk.channels != 1:
             raise ValueError(
                 f"segmenter expects mono {self._rate} Hz audio, got {chunk.channels} channel(s) "
@@ -152,7 +163,7 @@ class Segmenter:
         offset = 0
         while len(self._pending) - offset >= self._frame_bytes:
             pcm = bytes(self._pending[offset : offset + self._frame_bytes])
-            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate)
+            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate, gated)
             offset += self._frame_bytes
         del self._pending[:offset]
         return events
@@ -170,8 +181,8 @@ class Segmenter:
         self._hold = hold
         return SpeechStarted(self._now_s)
 
-    def finish(self, reason: EndReason = "forced") -> UtteranceEnded | None:
-        """End the current utterance now; None when not in speech or too short to keep."""
+    def finish(self, reason: EndReason = "forced") -> UtteranceEnded | SpeechDropped | None:
+        """End the current utterance now; None when not in speech."""
         if not self._in_speech:
             return None
         return self._end(reason)
@@ -184,8 +195,8 @@ class Segmenter:
 
     # -- frame handling ---------------------------------------------------------------------
 
-    def _on_frame(self, pcm: bytes, start_s: float) -> list[SegmenterEvent]:
-        voiced = self._detector.is_speech(pcm, self._rate)
+    def _on_frame(self, pcm: bytes, start_s: float, gated: bool) -> list[SegmenterEvent]:
+        voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
         frame = _Frame(pcm, start_s, voiced, self._level)
@@ -223,12 +234,10 @@ class Segmenter:
                 self._paused = True
                 events.append(SpeechPaused(utterance))
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
-            ended = self._end("hangover")
-            return events + ([ended] if ended else [])
+            return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
             hold = self._hold
-            ended = self._end("max_length")
-            events += [ended] if ended else []
+            events.append(self._end("max_length"))
             if hold:  # the key is still down: keep listening into a fresh utterance
                 events.append(self.start(hold=True))
         return events
@@ -291,7 +300,7 @@ class Segmenter:
             end_s=last.start_s + self._frame_s,
         )
 
-    def _end(self, reason: EndReason) -> UtteranceEnded | None:
+    def _end(self, reason: EndReason) -> UtteranceEnded | SpeechDropped:
         utterance = self._utterance() if self._long_enough() else None
         if utterance is None:
             log.debug(
@@ -303,4 +312,4 @@ class Segmenter:
         tail = self._frames[self._kept_frames() :]
         self._clear_speech()
         self._history.extend(tail)
-        return UtteranceEnded(utterance, reason) if utterance else None
+        return UtteranceEnded(utterance, reason) if utterance else SpeechDropped(self._now_s)

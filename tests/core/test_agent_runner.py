@@ -71,14 +71,16 @@ def test_unknown_resume_id_is_retried_once_without_it(tmp_path: Path) -> None:
     ]
 
 
-def test_streamed_text_arrives_in_order_before_the_agent_finishes() -> None:
-    pieces = ["The answer ", "is ", "forty-two."]
+def test_streamed_blocks_arrive_in_order_before_the_agent_finishes() -> None:
+    # Without partial messages each assistant line is a finished block (before and after a
+    # tool call, say): blocks are kept apart, never glued into "files.The folder".
+    pieces = ["Let me look at the files.", "The folder has", "three files."]
     got: list[tuple[str, float]] = []
     runner = fake_runner("stream", *pieces)
     result = runner.run("q", on_text=lambda t: got.append((t, time.monotonic())))
     done = time.monotonic()
-    assert [t for t, _ in got] == pieces
-    assert result.text == "".join(pieces)
+    assert "".join(t for t, _ in got) == "\n\n".join(pieces)
+    assert result.text == "".join(pieces)  # the fake's result names no blocks
     assert got[0][1] < done - 0.05, "the first piece only arrived when the agent had finished"
 
 

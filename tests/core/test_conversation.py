@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from core import Core
-from core.agent import AgentResult, TextCallback
+from core.agent import AgentResult, AgentRunner, TextCallback
+from core.agent_events import TurnControl
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, AgentTimeout, InvalidIdError
 from core.paths import MARKER_NAME
@@ -279,3 +281,31 @@ def test_module_level_send_message_uses_config_toml(tmp_path: Path) -> None:
         ("user", "two"),
         ("assistant", "You said: two"),
     ]
+
+
+# ---- turns with events: revising a cut-short request, interrupts ------------------------------
+
+
+def test_a_revised_request_replaces_the_cut_short_one(tmp_path: Path) -> None:
+    core = Core(tmp_path / "store", AgentRunner(ECHO_AGENT, 30))
+    core.send_message("desk", "Refactor the store so that")
+    whole = "Refactor the store so that the index is patched."
+    outcome = core.run_turn("desk", whole, revises=True)
+    assert outcome.reply == "You said: Refactor the store so that the index is patched."
+    session = core.active_session("desk")
+    assert session is not None
+    assert [(m["role"], m["content"]) for m in session.messages] == [
+        ("user", "Refactor the store so that the index is patched."),
+        ("assistant", "You said: Refactor the store so that the index is patched."),
+    ]
+
+
+def test_an_interrupted_turn_is_recorded_and_returned_not_raised(tmp_path: Path) -> None:
+    core = Core(tmp_path / "store", AgentRunner([*ECHO_AGENT, "--think-ms", "30000"], 60))
+    control = TurnControl()
+    threading.Timer(0.5, control.interrupt).start()
+    outcome = core.run_turn("desk", "take your time", control=control)
+    assert outcome.interrupted and outcome.reply == ""
+    session = core.active_session("desk")
+    assert session is not None and session.agent_session_id is not None  # resumable
+    assert [m["role"] for m in session.messages] == ["user", "assistant"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -29,14 +30,15 @@ def test_stream_json_is_the_default_and_mirrors_claude() -> None:
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stdout.splitlines()]
     assert events[0]["type"] == "system" and events[0]["subtype"] == "init"
-    pieces = [
-        block["text"]
+    deltas = [
+        e["event"]["delta"]["text"]
         for e in events
-        if e["type"] == "assistant"
-        for block in e["message"]["content"]
+        if e["type"] == "stream_event" and e["event"]["type"] == "content_block_delta"
     ]
-    assert len(pieces) >= 2
-    assert "".join(pieces) == "You said: -n what time is it"
+    assert len(deltas) >= 2  # streamed in pieces, like --include-partial-messages
+    assert "".join(deltas) == "You said: -n what time is it"
+    (block,) = [b for e in events if e["type"] == "assistant" for b in e["message"]["content"]]
+    assert block == {"type": "text", "text": "You said: -n what time is it"}
     result = events[-1]
     assert RESULT_FIELDS <= result.keys()
     assert result["type"] == "result" and result["is_error"] is False
@@ -91,3 +93,21 @@ def test_starts_without_importing_anything_heavy() -> None:
     imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines() if "|" in line}
     heavy = {"subprocess", "core.store", "core.conversation", "core.config", "tomllib", "numpy"}
     assert imported & heavy == set()
+
+
+def test_sigint_ends_the_turn_as_an_aborted_result_like_claude() -> None:
+    proc = subprocess.Popen(
+        [*ECHO_AGENT, "-p", "--think-ms", "30000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("hello")
+    proc.stdin.close()
+    init = json.loads(proc.stdout.readline())  # it is up and thinking
+    proc.send_signal(signal.SIGINT)
+    result = json.loads(proc.stdout.readline())
+    assert proc.wait(10) == 0
+    assert result["terminal_reason"] == "aborted_streaming" and result["is_error"] is True
+    assert result["session_id"] == init["session_id"]

@@ -1,8 +1,8 @@
 """An answer is never thrown away because the store failed.
 
-When a save fails (disk full), ``send_message`` still returns the reply, keeps the agent's
-session id, logs the detail, and tells the caller through ``on_save_failed``; the conversation
-stays in memory and is saved by the room's next turn or the next save that works.
+When a save fails (disk full), a turn still returns the reply, keeps the agent's session id,
+logs the detail, and tells the caller (``TurnOutcome.save_error``); the conversation stays in
+memory and is saved by the room's next turn or the next save that works.
 
 The disk is really full in the first tests (a 64 KiB tmpfs, mounted as root); the others break
 writes through a store passed to ``Core``'s constructor.
@@ -91,10 +91,10 @@ def test_a_full_disk_after_the_answer_keeps_the_reply(
     core = Core(root, agent)
     core.send_message("desk", "one")
     filler = fill(tiny_disk)
-    failures: list[StoreError] = []
     with caplog.at_level(logging.ERROR, logger="core.conversation"):
-        assert core.send_message("desk", "two", on_save_failed=failures.append) == "reply to two"
-    assert len(failures) == 1 and "No space left on device" in str(failures[0])
+        outcome = core.run_turn("desk", "two")
+    assert outcome.reply == "reply to two" and not outcome.saved
+    assert "No space left on device" in str(outcome.save_error)
     active = core.active_session("desk")
     assert active is not None and active.agent_session_id == "agent-two"  # kept in memory
     assert active.session_id in caplog.text and "No space left" in caplog.text  # the detail
@@ -102,13 +102,13 @@ def test_a_full_disk_after_the_answer_keeps_the_reply(
     assert contents(on_disk(root)) == ["one", "reply to one"]
 
     # Still full: the next turn goes on from the unsaved one, and fails to save again.
-    assert core.send_message("desk", "three", on_save_failed=failures.append) == "reply to three"
+    assert core.send_message("desk", "three") == "reply to three"  # the spec's API: the reply
     assert agent.calls[-1].session_id == "agent-two"
-    assert len(failures) == 2
+    assert core.unsaved_rooms() == ["desk"]
 
     filler.unlink()
-    assert core.send_message("desk", "four", on_save_failed=failures.append) == "reply to four"
-    assert len(failures) == 2 and core.unsaved_rooms() == []
+    outcome = core.run_turn("desk", "four")
+    assert outcome.reply == "reply to four" and outcome.saved and core.unsaved_rooms() == []
     saved = on_disk(root)
     assert contents(saved) == [
         "one",
@@ -150,15 +150,14 @@ class BreakableStore(SessionStore):
         super()._write_atomic(path, *chunks)
 
 
-def test_a_failed_turn_that_cannot_be_saved_reports_both(tmp_path: Path) -> None:
+def test_a_failed_turn_that_cannot_be_saved_is_kept_unsaved(tmp_path: Path) -> None:
     store = BreakableStore(tmp_path)
     agent = FakeAgent(lambda call, on_text: AgentResult(text="quota exceeded", is_error=True))
     core = Core(store, agent)
     store.full = True
-    failures: list[StoreError] = []
     with pytest.raises(AgentError, match="quota exceeded"):
-        core.send_message("desk", "hi", on_save_failed=failures.append)
-    assert len(failures) == 1
+        core.run_turn("desk", "hi")
+    assert core.unsaved_rooms() == ["desk"]
     active = core.active_session("desk")
     assert active is not None and active.messages[-1].get("is_error") is True
     store.full = False
@@ -175,9 +174,8 @@ def test_a_first_save_that_fails_is_caught_up_by_the_second(tmp_path: Path) -> N
 
     core = Core(store, FakeAgent(behaviour))
     store.full = True
-    failures: list[StoreError] = []
-    assert core.send_message("desk", "hi", on_save_failed=failures.append) == "ok"
-    assert failures == [] and core.unsaved_rooms() == []
+    outcome = core.run_turn("desk", "hi")
+    assert (outcome.reply, outcome.saved, core.unsaved_rooms()) == ("ok", True, [])
     assert contents(on_disk(tmp_path)) == ["hi", "ok"]
 
 
@@ -244,15 +242,3 @@ def test_an_idle_unsaved_conversation_is_kept_while_the_disk_stays_full(tmp_path
     assert agent.calls[-1].session_id is None
     store_now = SessionStore(tmp_path)
     assert sorted(e["message_count"] for e in store_now.list()) == [2, 4]
-
-
-def test_a_callback_that_raises_does_not_cost_the_reply(tmp_path: Path) -> None:
-    store = BreakableStore(tmp_path)
-    core = Core(store, numbered_agent())
-    store.full = True
-
-    def broken(error: StoreError) -> None:
-        raise RuntimeError("bug in the caller")
-
-    assert core.send_message("desk", "one", on_save_failed=broken) == "reply to one"
-    assert core.unsaved_rooms() == ["desk"]

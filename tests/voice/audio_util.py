@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,37 @@ def speech(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
     """``text`` spoken by the Piper voice, as 16 kHz int16 (what the rig's microphone takes)."""
     audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
     return (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
+
+
+def speech_spans(
+    audio: FloatAudio, *, margin_db: float = 12.0, min_speech_ms: int = 50
+) -> list[tuple[int, int]]:
+    """Where a recording has speech, by a plain energy scan: (start, end) sample ranges.
+
+    10 ms frames louder than the recording's noise floor (its 5th-percentile frame) by
+    ``margin_db`` are speech; bursts shorter than ``min_speech_ms`` (clicks, breath) are not.
+    The gaps between spans are the pauses between words; no VAD hangover hides the short ones.
+    """
+    step = RATE // 100
+    frames = audio[: len(audio) // step * step].reshape(-1, step).astype(np.float64)
+    level = 10 * np.log10((frames**2).mean(axis=1) + 1e-12)
+    loud = level > np.percentile(level, 5) + margin_db
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, is_loud in enumerate([*loud, False]):
+        if is_loud and start is None:
+            start = i
+        elif not is_loud and start is not None:
+            if (i - start) * 10 >= min_speech_ms:
+                spans.append((start * step, i * step))
+            start = None
+    return spans
+
+
+def pauses_between(spans: list[tuple[int, int]], min_ms: int) -> list[tuple[int, int]]:
+    """The gaps of at least ``min_ms`` between consecutive speech spans, as sample ranges."""
+    return [
+        (end, start)
+        for (_, end), (start, _) in itertools.pairwise(spans)
+        if start - end >= RATE * min_ms // 1000
+    ]

@@ -8,6 +8,15 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from core.agent_events import (
+    EventCallback,
+    PermissionRequest,
+    TextDelta,
+    TextDone,
+    ToolUse,
+    TurnControl,
+)
+from core.conversation import TurnOutcome
 from core.errors import DeviceError
 from voice.audio import AudioChunk, Utterance
 from voice.stt import Transcript
@@ -156,29 +165,89 @@ class FakeStt:
         return Transcript(text=text, audio_s=utterance.duration_s, elapsed_s=self._delay_s)
 
 
-class FakeConversation:
-    """Echoes like the echo agent, streaming in two pieces; can be told to fail or stall."""
+Step = tuple[object, ...]
 
-    def __init__(self, error: Exception | None = None, delay_s: float = 0.0) -> None:
+
+class FakeConversation:
+    """Echoes like the echo agent, streaming in two pieces; can fail, stall or follow a script.
+
+    A script is a list of steps: ``("text", "...")`` streams text, ``("done",)`` ends a text
+    block, ``("tool", name, input)`` starts a tool, ``("sleep", s)`` works for a while (an
+    interrupt cuts it short), ``("ask", name, input)`` waits for a permission answer.
+    """
+
+    def __init__(
+        self,
+        error: Exception | None = None,
+        delay_s: float = 0.0,
+        script: list[Step] | None = None,
+    ) -> None:
         self.error = error
         self.delay_s = delay_s
+        self.script = script
         self.messages: list[tuple[str, str]] = []
+        self.revised: list[bool] = []
+        self.answers: list[tuple[str, str]] = []  # (decision, message)
+        self.interrupts = 0
         self.received = threading.Event()
+        self._answered = threading.Event()
 
-    def send_message(
-        self, room_id: str, text: str, *, on_text: Callable[[str], None] | None = None
-    ) -> str:
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome:
         self.messages.append((room_id, text))
+        self.revised.append(revises)
         self.received.set()
-        time.sleep(self.delay_s)
-        if self.error is not None:
-            raise self.error
-        reply = f"You said: {text}"
-        if on_text is not None:
-            half = len(reply) // 2
-            on_text(reply[:half])
-            on_text(reply[half:])
-        return reply
+        stopped = threading.Event()
+        control = control or TurnControl()
+
+        def interrupt() -> None:
+            self.interrupts += 1
+            stopped.set()
+
+        def answer(request_id: str, decision: str, message: str) -> bool:
+            self.answers.append((decision, message))
+            self._answered.set()
+            return True
+
+        control.bind(interrupt=interrupt, answer=answer)  # type: ignore[arg-type]
+        emit = on_event or (lambda _e: None)
+        try:
+            if stopped.wait(self.delay_s):
+                return TurnOutcome("", interrupted=True)
+            if self.error is not None:
+                raise self.error
+            steps = self.script or [
+                ("text", f"You said: {text[: len(text) // 2]}"),
+                ("text", text[len(text) // 2 :]),
+            ]
+            written = []
+            for step in steps:
+                kind = step[0]
+                if kind == "text":
+                    written.append(str(step[1]))
+                    emit(TextDelta(str(step[1])))
+                elif kind == "done":
+                    emit(TextDone())
+                elif kind == "tool":
+                    emit(ToolUse("toolu", str(step[1]), dict(step[2])))  # type: ignore[call-overload]
+                elif kind == "sleep" and stopped.wait(float(step[1])):  # type: ignore[arg-type]
+                    return TurnOutcome("".join(written), interrupted=True)
+                elif kind == "ask":
+                    self._answered.clear()
+                    emit(PermissionRequest("req-1", str(step[1]), dict(step[2])))  # type: ignore[call-overload]
+                    while not self._answered.wait(0.05):
+                        if stopped.is_set():
+                            return TurnOutcome("".join(written), interrupted=True)
+            return TurnOutcome("".join(written))
+        finally:
+            control.unbind()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> bool:

@@ -7,6 +7,7 @@ pace, so speculative transcripts race the hangover exactly as they do live.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -16,13 +17,11 @@ import soxr
 from tests.rig import find_speech
 from tests.voice.fakes import FakeConversation, FakeSink, FakeTts, ScriptedSource
 from voice.audio import float_to_pcm
-from voice.config import Config
-from voice.loop import VoiceLoop
-from voice.speech_out import ReplySpeaker
-from voice.stt import WhisperTranscriber
+from voice.config import Config, EarconConfig
+from voice.loop import TurnModel, VoiceLoop
+from voice.pipeline import Models, build_loop
+from voice.stt import SpeechToText
 from voice.tts import PiperSynthesizer
-from voice.turns import TurnRunner
-from voice.vad import Segmenter, WebRtcDetector
 
 RATE = 16000
 
@@ -49,23 +48,30 @@ def gap(ms: int) -> np.ndarray:
 
 @contextlib.contextmanager
 def run_loop(
-    stt: WhisperTranscriber, audio: np.ndarray, config: Config
-) -> Iterator[tuple[ScriptedSource, FakeConversation]]:
+    stt: SpeechToText,
+    audio: np.ndarray,
+    config: Config,
+    *,
+    turn_model: TurnModel | None = None,
+    conversation: FakeConversation | None = None,
+) -> Iterator[tuple[ScriptedSource, FakeConversation, VoiceLoop]]:
+    """The live loop with the real segmenter and STT (and end-of-turn model, if given) on
+    ``audio`` at real-time pace; the agent and the speaker are fakes."""
     source = ScriptedSource(float_to_pcm(audio))
-    conversation = FakeConversation()
-    turns = TurnRunner(
-        stt=stt,
-        speaker=ReplySpeaker(FakeTts(), FakeSink(), first_chunk_max_chars=24),
+    conversation = conversation or FakeConversation()
+    config = dataclasses.replace(config, earcons=EarconConfig(enabled=False))
+    loop = build_loop(
+        config,
+        source=source,
+        sink=FakeSink(),
+        models=Models(stt=stt, tts=FakeTts(), turn_model=turn_model),
         conversation=conversation,
-        room="desk",
     )
-    segmenter = Segmenter(config.vad, WebRtcDetector(config.vad.aggressiveness))
-    loop = VoiceLoop(config, source=source, segmenter=segmenter, turns=turns)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        yield source, conversation
+        yield source, conversation, loop
     finally:
         stop.set()
         thread.join(10)

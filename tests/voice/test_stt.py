@@ -190,13 +190,13 @@ def test_silence_and_noise_give_no_text(
 @pytest.mark.models
 def test_vad_then_stt_on_digits(stt: WhisperTranscriber) -> None:
     """The pipeline's two stages together: each segmented digit group transcribes cleanly."""
-    segmenter = Segmenter(VadConfig(), WebRtcDetector(2))
+    segmenter = Segmenter(VadConfig(hangover_ms=600), WebRtcDetector(2))
     audio = load_16k(shared("digits.wav"))
     ended = [
         e for c in chunks(audio, 30) for e in segmenter.push(c) if isinstance(e, UtteranceEnded)
     ]
     last = segmenter.finish()  # end of file: the last group has no hangover after it
-    ended += [last] if last else []
+    ended += [last] if isinstance(last, UtteranceEnded) else []
     texts = [stt.transcribe(e.utterance) for e in ended]
     assert len(texts) == 3 and all(t.dropped is None for t in texts)
     assert wer(reference("digits.wav"), " ".join(t.text for t in texts)) <= MAX_WER

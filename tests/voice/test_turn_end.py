@@ -26,7 +26,7 @@ def test_a_pause_after_a_dangling_word_does_not_end_the_turn(
     audio = concat(
         gap(300), said(tts, "Set a timer for"), gap(500), said(tts, "ten minutes."), gap(2500)
     )
-    with run_loop(stt, audio, Config()) as (_source, conversation):
+    with run_loop(stt, audio, Config()) as (_source, conversation, _loop):
         assert conversation.received.wait(30), "no turn at all"
         threading.Event().wait(0.5)  # a second, premature turn would show up by now
         assert len(conversation.messages) == 1, conversation.messages
@@ -41,7 +41,7 @@ def test_a_complete_command_ends_before_the_full_hangover(
     command = said(tts, "What time is it?")
     audio = concat(gap(300), command, gap(3000))
     speech_end_frame = (RATE * 300 // 1000 + len(command)) * 1000 // RATE // FRAME_MS
-    with run_loop(stt, audio, config) as (source, conversation):
+    with run_loop(stt, audio, config) as (source, conversation, _loop):
         assert conversation.received.wait(30), "no turn at all"
         frames_at_turn = source.frames_read
         assert wer("what time is it", conversation.messages[0][1]) <= 0.15
@@ -57,6 +57,6 @@ def test_without_smart_endpoint_the_full_hangover_is_waited(
     command = said(tts, "What time is it?")
     audio = concat(gap(300), command, gap(3000))
     speech_end_frame = (RATE * 300 // 1000 + len(command)) * 1000 // RATE // FRAME_MS
-    with run_loop(stt, audio, config) as (source, conversation):
+    with run_loop(stt, audio, config) as (source, conversation, _loop):
         assert conversation.received.wait(30), "no turn at all"
         assert source.frames_read >= speech_end_frame + 1500 // FRAME_MS - 6

@@ -14,6 +14,7 @@ from voice.config import VadConfig
 from voice.vad import (
     Segmenter,
     SegmenterEvent,
+    SpeechDropped,
     SpeechPaused,
     SpeechResumed,
     SpeechStarted,
@@ -153,10 +154,10 @@ def test_pause_and_resume_events() -> None:
     assert ended.utterance.end_s == pytest.approx(feed.time_of(43))
 
 
-def test_too_short_utterance_is_dropped_without_events() -> None:
+def test_too_short_utterance_is_dropped_and_says_so() -> None:
     feed = Feed()
     events = feed("." * 10 + "vvvvvv" + "." * 30)  # 180 ms of voice < min_utterance_ms
-    assert [type(e) for e in events] == [SpeechStarted]  # no pause, no end
+    assert [type(e) for e in events] == [SpeechStarted, SpeechDropped]  # no pause, no audio
     assert not feed.seg.in_speech
     # ... and the next real utterance is unaffected.
     feed("v" * 20)
@@ -165,7 +166,7 @@ def test_too_short_utterance_is_dropped_without_events() -> None:
 
 
 def test_max_length_cuts_and_keeps_listening() -> None:
-    feed = Feed(VadConfig(max_utterance_s=1.5))  # 50 frames
+    feed = Feed(VadConfig(max_utterance_s=1.5, hangover_ms=600))  # 50 frames
     events = feed("." * 5 + "v" * 120 + "." * 25)
     ended = only(events, UtteranceEnded)
     assert [e.reason for e in ended] == ["max_length", "max_length", "hangover"]
@@ -187,7 +188,7 @@ def test_start_hold_ignores_hangover_until_finish() -> None:
     assert len(only(events, SpeechPaused)) == 1
     assert feed.seg.in_speech
     ended = feed.seg.finish()
-    assert ended is not None and ended.reason == "forced"
+    assert isinstance(ended, UtteranceEnded) and ended.reason == "forced"
     ids = frame_ids(ended.utterance)
     assert ids[0] == 30 - 10  # pre-roll before the key press
     assert ids[-1] == 50 + 5  # trimmed after the last voiced frame
@@ -208,7 +209,7 @@ def test_finish_returns_none_without_enough_voice() -> None:
     feed = Feed()
     feed.seg.start(hold=True)
     feed("." * 40 + "vvv" + "." * 5)
-    assert feed.seg.finish() is None
+    assert isinstance(feed.seg.finish(), SpeechDropped)
     assert not feed.seg.in_speech
 
 
@@ -216,7 +217,7 @@ def test_finish_ends_vad_started_utterance() -> None:
     feed = Feed()
     feed("." * 3 + "v" * 15 + "...")
     ended = feed.seg.finish("forced")
-    assert ended is not None
+    assert isinstance(ended, UtteranceEnded)
     assert ended.utterance.end_s == pytest.approx(feed.time_of(18))
 
 
@@ -260,7 +261,9 @@ def test_level_meter_and_input_checks() -> None:
 
 
 def segment(audio: np.ndarray, aggressiveness: int = 2) -> list[SegmenterEvent]:
-    seg = Segmenter(VadConfig(aggressiveness=aggressiveness), WebRtcDetector(aggressiveness))
+    # A 600 ms hangover: these tests are about where speech is, not when a turn ends.
+    config = VadConfig(aggressiveness=aggressiveness, hangover_ms=600)
+    seg = Segmenter(config, WebRtcDetector(aggressiveness))
     events = [e for chunk in chunks(audio, 100) for e in seg.push(chunk)]
     last = seg.finish()  # end of file
     return events + ([last] if last else [])

@@ -59,12 +59,50 @@ def spawn_grandchild(marker: str, pidfile: str, *, hold_stdout: bool) -> None:
     os.replace(pidfile + ".part", pidfile)
 
 
+def stream_event(kind: str, **fields: object) -> None:
+    emit({"type": "stream_event", "event": {"type": kind, **fields}, "parent_tool_use_id": None})
+
+
+def text_block(index: int, text: str) -> None:
+    stream_event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+    for word in text.split(" "):
+        delta = {"type": "text_delta", "text": word + " "}
+        stream_event("content_block_delta", index=index, delta=delta)
+    stream_event("content_block_stop", index=index)
+    emit(assistant(text, parent_tool_use_id=None))
+
+
+def claude_tool_turn(tool_s: str) -> None:
+    """What claude --include-partial-messages prints for "look, run ls, tell" (denied rm)."""
+    emit({"type": "system", "subtype": "init", "session_id": "s-tools"})
+    stream_event("message_start")
+    text_block(0, "Let me look at the files.")
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+    stream_event("content_block_start", index=1, content_block={**tool, "input": {}})
+    stream_event("content_block_stop", index=1)
+    emit({"type": "assistant", "message": {"content": [tool]}, "parent_tool_use_id": None})
+    stream_event("message_stop")
+    # A subagent's chatter is not the reply.
+    emit({**assistant("subagent notes"), "parent_tool_use_id": "toolu_1"})
+    time.sleep(float(tool_s))  # the tool runs
+    result_block = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a b c"}
+    emit({"type": "user", "message": {"content": [result_block]}, "parent_tool_use_id": None})
+    stream_event("message_start")
+    text_block(0, "The folder has three files.")
+    stream_event("message_stop")
+    refused = {"command": "rm -rf b"}
+    denied = [{"tool_name": "Bash", "tool_use_id": "toolu_2", "tool_input": refused}]
+    emit(result("The folder has three files.", "s-tools", permission_denials=denied))
+
+
 def main() -> int:
     mode, *rest = sys.argv[1:]
     args, resume = split_resume(rest)
-    if mode == "hang":  # hang MARKER PIDFILE [ignore-term|term-file FILE]
+    if mode == "hang":  # hang MARKER PIDFILE [ignore-term|ignore-int|term-file FILE]
         if "ignore-term" in args:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if "ignore-int" in args:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if "term-file" in args:
             path = args[args.index("term-file") + 1]
 
@@ -98,6 +136,8 @@ def main() -> int:
             )
         emit(assistant("".join(args)))
         emit(result("".join(args)))
+    elif mode == "tool-turn":  # a Claude turn: text, a tool call, its result, more text
+        claude_tool_turn(args[0] if args else "0")
     elif mode == "is-error":  # is_error wins over subtype and exit code
         emit(assistant("Not logged in", error="authentication_failed"))
         emit(result("Not logged in · Please run /login", is_error=True))

@@ -1,0 +1,150 @@
+"""What an agent reports while it works, and the caller's handle on a running turn.
+
+A Claude Code turn is not one reply: it writes, runs tools, asks for permission and writes
+again. Agents that can say so report it as :data:`AgentEvent` values; the caller steers the
+turn through a :class:`TurnControl` (interrupt it, answer its questions).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["allow", "deny", "always"]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """More of the reply's text, as the model writes it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class TextDone:
+    """A text block ended: what was written so far is complete and can be spoken."""
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The agent runs a tool. ``input`` is the tool's JSON input, as the agent gave it."""
+
+    tool_use_id: str
+    name: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    tool_use_id: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class PermissionRequest:
+    """The agent waits for a yes or no before it runs a tool: answer via TurnControl."""
+
+    request_id: str
+    tool_name: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""  # the agent's own words for what the tool would do, if any
+
+
+AgentEvent = TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest
+EventCallback = Callable[[AgentEvent], None]
+
+
+class TurnControl:
+    """Interrupt a running turn or answer its permission requests, from any thread.
+
+    The agent binds its handlers when its run starts; an interrupt asked for earlier is
+    carried out at that moment, so there is no window in which a stop is lost.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._interrupt: Callable[[], None] | None = None
+        self._answer: Callable[[str, Decision, str], bool] | None = None
+        self.interrupted = False
+
+    def bind(
+        self,
+        *,
+        interrupt: Callable[[], None],
+        answer: Callable[[str, Decision, str], bool] | None = None,
+    ) -> None:
+        with self._lock:
+            self._interrupt, self._answer = interrupt, answer
+            pending = self.interrupted
+        if pending:
+            interrupt()
+
+    def unbind(self) -> None:
+        with self._lock:
+            self._interrupt = self._answer = None
+
+    def interrupt(self) -> None:
+        """Stop the turn gracefully; the agent's conversation stays resumable."""
+        with self._lock:
+            self.interrupted = True
+            interrupt = self._interrupt
+        if interrupt is not None:
+            interrupt()
+
+    def answer(self, request_id: str, decision: Decision, message: str = "") -> bool:
+        """Answer a :class:`PermissionRequest`; False if the turn no longer waits for it."""
+        with self._lock:
+            answer = self._answer
+        if answer is None:
+            log.info("permission %s answered after the turn ended; ignored", request_id)
+            return False
+        return answer(request_id, decision, message)
+
+
+@dataclass(frozen=True)
+class AgentTurn:
+    """Everything a :class:`TurnAgent` needs for one turn."""
+
+    prompt: str
+    room_id: str
+    session_id: str | None = None
+    on_event: EventCallback | None = None
+    control: TurnControl = field(default_factory=TurnControl)
+
+
+@runtime_checkable
+class TurnAgent(Protocol):
+    """An agent that reports its work as events and can be interrupted."""
+
+    def run_turn(self, turn: AgentTurn) -> Any: ...  # -> core.agent_output.AgentResult
+
+
+BLOCK_SEPARATOR = "\n\n"
+
+
+def text_only(on_text: Callable[[str], None] | None) -> EventCallback | None:
+    """An event callback that forwards the text to ``on_text`` (the spec's callback).
+
+    Consecutive text blocks (before and after a tool call) are separated by a blank line,
+    so "Let me look." and "There are three files." never run together.
+    """
+    if on_text is None:
+        return None
+    state = {"ended": False, "any": False}
+
+    def forward(event: AgentEvent) -> None:
+        if isinstance(event, TextDone):
+            state["ended"] = state["any"]
+        elif isinstance(event, TextDelta) and event.text:
+            if state["ended"]:
+                on_text(BLOCK_SEPARATOR)
+                state["ended"] = False
+            state["any"] = True
+            on_text(event.text)
+
+    return forward

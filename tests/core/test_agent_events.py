@@ -1,0 +1,85 @@
+"""What AgentRunner reports while a real subprocess works: blocks, tools, denials, interrupts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from core.agent import AgentRunner
+from core.agent_events import (
+    AgentEvent,
+    AgentTurn,
+    TextDelta,
+    TextDone,
+    ToolResult,
+    ToolUse,
+    TurnControl,
+    text_only,
+)
+from core.agent_output import Denial
+from tests.core.conftest import ECHO_AGENT, fake_runner
+
+
+def test_a_tool_turn_is_reported_block_by_block() -> None:
+    events: list[tuple[AgentEvent, float]] = []
+    turn = AgentTurn("q", "desk", on_event=lambda e: events.append((e, time.monotonic())))
+    result = fake_runner("tool-turn", "0.5").run_turn(turn)
+    kinds = [e for e, _ in events if not isinstance(e, TextDelta)]
+    assert kinds == [
+        TextDone(),
+        ToolUse("toolu_1", "Bash", {"command": "ls"}),
+        ToolResult("toolu_1"),
+        TextDone(),
+    ]
+    first_text = "".join(e.text for e, _ in events[:6] if isinstance(e, TextDelta)).strip()
+    assert first_text == "Let me look at the files."
+    # The first sentence is complete before the tool runs, not when it finished.
+    done_at = next(t for e, t in events if isinstance(e, TextDone))
+    result_at = next(t for e, t in events if isinstance(e, ToolResult))
+    assert result_at - done_at > 0.3
+    assert "subagent" not in "".join(e.text for e, _ in events if isinstance(e, TextDelta))
+    assert result.text == "Let me look at the files.\n\nThe folder has three files."
+    assert result.denials == (Denial("Bash", "rm -rf b"),)
+    assert not result.interrupted
+
+
+def test_text_only_keeps_blocks_apart_for_the_plain_callback() -> None:
+    got: list[str] = []
+    fake_runner("tool-turn").run("q", on_text=got.append)
+    assert "".join(got).split() == "Let me look at the files. The folder has three files.".split()
+    assert "files.\n\nThe folder" in "".join(got).replace(" \n", "\n")
+
+
+def test_an_interrupt_ends_the_turn_as_a_cancel_not_an_error() -> None:
+    control = TurnControl()
+    runner = AgentRunner([*ECHO_AGENT, "--think-ms", "30000"], 60)
+    threading.Timer(0.5, control.interrupt).start()
+    started = time.monotonic()
+    result = runner.run_turn(AgentTurn("hello", "desk", control=control))
+    assert result.interrupted and not result.is_error
+    assert time.monotonic() - started < 20  # not the 30 s think, nor the 60 s timeout
+    assert result.session_id is not None  # resumable
+
+
+def test_an_interrupt_before_the_process_started_is_not_lost() -> None:
+    control = TurnControl()
+    control.interrupt()
+    runner = AgentRunner([*ECHO_AGENT, "--think-ms", "30000"], 60)
+    result = runner.run_turn(AgentTurn("hello", "desk", control=control))
+    assert result.interrupted
+
+
+def test_an_agent_that_ignores_sigint_is_stopped_after_the_grace(tmp_path: Path) -> None:
+    control = TurnControl()
+    pidfile = tmp_path / "pid"
+    runner = fake_runner("hang", "marker-x", str(pidfile), "ignore-int", interrupt_grace_s=1.0)
+    threading.Timer(0.5, control.interrupt).start()
+    started = time.monotonic()
+    result = runner.run_turn(AgentTurn("hello", "desk", control=control))
+    assert result.interrupted
+    assert time.monotonic() - started < 15
+
+
+def test_text_only_of_nothing_is_nothing() -> None:
+    assert text_only(None) is None

@@ -1,0 +1,402 @@
+"""The turn-taking machine as tables: events in, actions out. No threads, no clock, no audio."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from voice.audio import Utterance
+from voice.end_of_turn import CombinedAnalyzer
+from voice.turn_events import (
+    Action,
+    AgentFinished,
+    Analyze,
+    Answer,
+    Command,
+    EndSegment,
+    Event,
+    Interrupt,
+    KeyDown,
+    KeyUp,
+    PermissionAsked,
+    Phase,
+    PlayEarcon,
+    Release,
+    ReplyDone,
+    ReplyIdle,
+    ReplyPlaying,
+    Say,
+    Send,
+    SetPhase,
+    StartSegment,
+    StopReply,
+    Tick,
+    Transcribe,
+    TranscriptReady,
+    VerdictReady,
+    WakeWord,
+)
+from voice.turn_taking import TurnPolicy, TurnTaking, join
+from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+
+RATE = 16000
+ANALYZER = CombinedAnalyzer(quick_ms=300, likely_ms=800, max_ms=1500, threshold=0.5)
+POLICY = TurnPolicy(mode="vad", analyzer=ANALYZER, model=True, thinking_repeat_s=4.0)
+
+
+def utt(start: float, end: float) -> Utterance:
+    """Audio of ``end - start`` seconds; each sample holds its own time, so joins are visible."""
+    n = round((end - start) * RATE)
+    pcm = bytes(n * 2)
+    return Utterance(pcm=pcm, rate=RATE, start_s=start, end_s=end)
+
+
+class Machine:
+    """Feeds events and keeps what came out, minus phase changes unless asked."""
+
+    def __init__(self, policy: TurnPolicy = POLICY) -> None:
+        self.m = TurnTaking(policy)
+        self.m.start()
+
+    def __call__(self, *events: Event) -> list[Action]:
+        out: list[Action] = []
+        for event in events:
+            out += self.m.handle(event)
+        return out
+
+    def quiet(self, *events: Event) -> list[Action]:
+        return [a for a in self(*events) if not isinstance(a, SetPhase)]
+
+    @property
+    def phase(self) -> Phase:
+        return self.m.phase
+
+
+def jobs(actions: list[Action], kind: type[Transcribe] | type[Analyze]) -> list[int]:
+    return [a.job for a in actions if isinstance(a, kind)]
+
+
+def say_request(m: Machine, seg: Utterance, text: str, p: float | None) -> list[Action]:
+    """Speech, a pause, its transcript and verdict: what the analyzer has to work with."""
+    out = m(SpeechStarted(seg.start_s), SpeechPaused(seg))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    return m(TranscriptReady(text_job, text), VerdictReady(verdict_job, p))
+
+
+def sent(actions: list[Action]) -> Send:
+    (send,) = [a for a in actions if isinstance(a, Send)]
+    return send
+
+
+# ---- ending a turn -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "p", "ends_after_ms"),
+    [
+        ("Run the test suite.", 0.94, 300),  # words and voice agree: quick
+        ("Run the test suite.", 0.10, 800),  # the voice is not done: wait longer
+        ("Can you run the test suite and", 0.94, 800),  # dangling word
+        ("Can you run the test suite and", 0.02, 1500),  # neither: only the longest wait
+        ("Run the test suite.", None, 300),  # the model failed: the words decide alone
+        ("Can you run the test suite and", None, 1500),
+    ],
+)
+def test_pause_ends_the_turn_when_the_evidence_allows(
+    text: str, p: float, ends_after_ms: int
+) -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, text, p)
+    assert EndSegment() not in m(Tick(3.0 + (ends_after_ms - 20) / 1000))
+    assert m(Tick(3.0 + (ends_after_ms + 20) / 1000)) == [EndSegment()]
+
+
+def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
+    m = Machine(replace(POLICY, model=False))
+    seg = utt(1.0, 3.0)
+    out = m(SpeechStarted(1.0), SpeechPaused(seg))
+    assert jobs(out, Analyze) == []
+    (job,) = jobs(out, Transcribe)
+    assert m(TranscriptReady(job, "Turn on the lights."), Tick(3.25)) == []
+    assert m(Tick(3.31)) == [EndSegment()]
+
+
+def test_the_pause_transcript_is_the_request_when_nothing_followed() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.9)
+    assert m(Tick(3.31)) == [EndSegment()]
+    out = m(UtteranceEnded(seg, "forced"))
+    assert out == [
+        Send(3, "Run the test suite.", False, speech_end_s=3.0),
+        Release(3),
+        SetPhase(Phase.THINKING),
+    ]
+    assert jobs(out, Transcribe) == []  # no second transcription
+
+
+def test_resumed_speech_drops_the_pause_evidence() -> None:
+    m = Machine()
+    say_request(m, utt(1.0, 3.0), "Refactor the store.", 0.9)
+    m(SpeechResumed(3.2))
+    assert m(Tick(3.5), Tick(10.0)) == []  # the old pause can no longer end the turn
+
+
+def test_a_late_transcript_of_a_dropped_pause_is_ignored() -> None:
+    m = Machine()
+    out = m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 3.0)))
+    (job,) = jobs(out, Transcribe)
+    m(SpeechResumed(3.2))
+    assert m(TranscriptReady(job, "Refactor the store."), Tick(4.0)) == []
+
+
+# ---- no word is lost -----------------------------------------------------------------------
+
+
+def test_speech_resuming_while_transcribing_is_joined_and_transcribed_once() -> None:
+    m = Machine()
+    first, second = utt(1.0, 3.0), utt(3.9, 6.0)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    (stale,) = jobs(out, Transcribe)
+    assert m.phase is Phase.TRANSCRIBING
+    m(SpeechStarted(3.9))
+    assert m.phase is Phase.LISTENING
+    assert m(TranscriptReady(stale, "Refactor the store so that")) == []  # never sent
+    out = m(UtteranceEnded(second, "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.purpose == "request"
+    assert final.audio == join([first, second])
+    out = m(TranscriptReady(final.job, "Refactor the store so that the index is patched."))
+    assert sent(out).text == "Refactor the store so that the index is patched."
+    assert not sent(out).revises and sent(out).speech_end_s == 6.0
+
+
+def test_speech_resuming_after_the_agent_started_interrupts_and_revises() -> None:
+    m = Machine()
+    first, second = utt(1.0, 3.0), utt(3.9, 7.0)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    (job,) = jobs(out, Transcribe)
+    turn = sent(m(TranscriptReady(job, "Refactor the store so that"))).turn
+    # The agent works on the first half; the reply has not played yet.
+    assert m.quiet(SpeechStarted(3.9)) == [StopReply(turn), Interrupt(turn)]
+    out = m(UtteranceEnded(second, "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.audio == join([first, second]) and final.purpose == "request"
+    text = "Refactor the store so that the index is patched in place."
+    send = sent(m(TranscriptReady(final.job, text)))
+    assert send.text == text and send.revises and send.turn != turn
+    # The interrupted turn winds down silently.
+    assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
+
+
+def test_a_short_continuation_is_checked_for_stop_first() -> None:
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Delete the build folder."))).turn
+    m(SpeechStarted(3.5))
+    out = m(UtteranceEnded(utt(3.5, 4.0), "hangover"))
+    (probe,) = [a for a in out if isinstance(a, Transcribe)]
+    assert probe.purpose == "probe" and probe.audio == utt(3.5, 4.0)
+    assert m.quiet(TranscriptReady(probe.job, "Stop!")) == [Say("Stopped.")]
+    assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
+    assert m.phase is Phase.LISTENING
+
+
+def test_a_short_continuation_with_words_is_joined() -> None:
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(3.5, 4.5)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests"))
+    m(SpeechStarted(3.5))
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    out = m(TranscriptReady(probe, "in verbose mode."))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.audio == join([first, more])
+
+
+def test_a_cough_after_the_turn_ended_resends_the_request_unchanged() -> None:
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    m(SpeechStarted(3.5))
+    out = m(SpeechDropped(3.7))
+    assert sent(out).text == "Run the tests." and sent(out).revises and sent(out).turn != turn
+
+
+def test_segments_split_at_the_length_limit_are_one_request() -> None:
+    m = Machine()
+    parts = [utt(0.0, 28.0), utt(28.0, 56.0), utt(56.3, 60.0)]
+    m(SpeechStarted(0.0), UtteranceEnded(parts[0], "max_length"))
+    m(SpeechStarted(28.0), UtteranceEnded(parts[1], "max_length"))
+    assert m.phase is Phase.LISTENING
+    m(SpeechStarted(56.3))
+    (final,) = [a for a in m(UtteranceEnded(parts[2], "hangover")) if isinstance(a, Transcribe)]
+    assert final.audio == join(parts) and final.audio.duration_s == pytest.approx(59.7)
+
+
+def test_nothing_heard_sends_nothing() -> None:
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 2.0), "hangover"))
+    assert m.quiet(TranscriptReady(jobs(out, Transcribe)[0], "")) == []
+    assert m.phase is Phase.LISTENING
+    assert m.quiet(SpeechStarted(3.0), SpeechDropped(3.2)) == []
+
+
+# ---- while the agent works -----------------------------------------------------------------
+
+
+def started_turn(m: Machine, text: str = "Run the tests.") -> int:
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    return sent(m(TranscriptReady(jobs(out, Transcribe)[0], text))).turn
+
+
+def test_the_thinking_cue_plays_until_the_reply_and_again_while_tools_run() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    assert m.quiet(Tick(3.1)) == [PlayEarcon("thinking")]
+    assert m.quiet(Tick(5.0)) == []
+    assert m.quiet(Tick(7.2)) == [PlayEarcon("thinking")]
+    out = m(ReplyPlaying(turn))
+    assert out == [SetPhase(Phase.SPEAKING)]
+    assert m.quiet(Tick(12.0)) == []  # never over the reply
+    assert m(ReplyIdle(turn)) == [SetPhase(Phase.THINKING)]  # a tool runs
+    assert m.quiet(Tick(15.0)) == []
+    assert m.quiet(Tick(16.1)) == [PlayEarcon("thinking")]
+    m(ReplyPlaying(turn))
+    assert m.quiet(AgentFinished(turn, "answered")) == []
+    assert m(ReplyDone(turn)) == [PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
+
+
+def test_stop_said_after_the_reply_began_interrupts_the_agent() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence, then a long tool run
+    m(SpeechStarted(9.0))
+    assert m.phase is Phase.LISTENING
+    (probe,) = [
+        a for a in m(UtteranceEnded(utt(9.0, 9.6), "hangover")) if isinstance(a, Transcribe)
+    ]
+    assert probe.purpose == "probe"
+    assert m.quiet(TranscriptReady(probe.job, "Stop.")) == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+    assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]
+
+
+def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    m(SpeechStarted(9.0))
+    probe = jobs(m(UtteranceEnded(utt(9.0, 11.0), "hangover")), Transcribe)[0]
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == []
+    m(AgentFinished(turn, "answered"))
+    out = m(ReplyDone(turn))
+    assert sent(out).text == "Also update the README." and not sent(out).revises
+
+
+def test_voice_barge_in_over_the_reply_stops_it_but_not_the_agent() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn))
+    assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
+
+
+@pytest.mark.parametrize(
+    ("said", "decision", "message"),
+    [
+        ("Yes.", "allow", ""),
+        ("Yes, always.", "always", ""),
+        ("No.", "deny", ""),
+        ("Use yarn instead.", "deny", "The user said: Use yarn instead."),
+    ],
+)
+def test_permission_is_answered_by_voice(said: str, decision: str, message: str) -> None:
+    m = Machine()
+    turn = started_turn(m)
+    assert m(PermissionAsked(turn, "r1")) == [PlayEarcon("listening"), SetPhase(Phase.ASKING)]
+    m(SpeechStarted(8.0))
+    probe = jobs(m(UtteranceEnded(utt(8.0, 8.6), "hangover")), Transcribe)[0]
+    out = m(TranscriptReady(probe, said))
+    assert out == [Answer(turn, "r1", decision, message), SetPhase(Phase.THINKING)]
+
+
+def test_an_unanswered_question_is_denied_with_a_reason() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(Tick(5.0), PermissionAsked(turn, "r1"))
+    assert m.quiet(Tick(34.9)) == []
+    answer, cue = m.quiet(Tick(35.1))
+    assert isinstance(answer, Answer) and answer.decision == "deny"
+    assert "did not answer" in answer.message
+    assert cue == PlayEarcon("thinking")  # the agent goes on without the tool
+
+
+def test_control_commands_answer_and_stop() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(PermissionAsked(turn, "r1"))
+    assert m.quiet(Command("always")) == [Answer(turn, "r1", "always")]
+    assert m.quiet(Command("stop")) == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(AgentFinished(turn, "answered")) == [Say("Stopped.")]
+
+
+def test_stop_when_nothing_runs_does_nothing() -> None:
+    assert Machine().quiet(Command("stop")) == []
+
+
+# ---- push-to-talk and wake word --------------------------------------------------------------
+
+
+def test_push_to_talk_hold_ends_at_release_plus_grace() -> None:
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    assert m.phase is Phase.IDLE and not m.m.hearing
+    out = m(KeyDown(1.0))
+    assert out == [StartSegment(hold=True), PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
+    assert m.m.hearing
+    # Pauses do not end a held turn.
+    assert m.quiet(SpeechStarted(1.0), SpeechPaused(utt(1.0, 2.0)), Tick(9.0)) == []
+    m(KeyUp(10.0))
+    assert m.quiet(Tick(10.15)) == []
+    assert m.quiet(Tick(10.25)) == [EndSegment()]
+    (final,) = [a for a in m(UtteranceEnded(utt(1.0, 10.0), "forced")) if isinstance(a, Transcribe)]
+    assert final.purpose == "request"
+
+
+def test_push_to_talk_tap_while_the_agent_works_stops_it() -> None:
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    m(KeyDown(0.5))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    m(KeyDown(9.0), SpeechStarted(9.0), KeyUp(9.1), Tick(9.4))
+    assert m.quiet(SpeechDropped(9.4)) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_push_to_talk_toggle_ends_on_the_second_press() -> None:
+    m = Machine(replace(POLICY, mode="ptt-toggle"))
+    m(KeyDown(1.0), SpeechStarted(1.0))
+    assert m.quiet(KeyDown(5.0)) == [EndSegment()]
+
+
+def test_wake_word_opens_the_microphone_and_a_follow_up_window() -> None:
+    m = Machine(replace(POLICY, mode="wake", follow_up_s=5.0, wake_listen_s=8.0))
+    assert m.phase is Phase.IDLE and not m.m.hearing
+    assert m(WakeWord(1.0)) == [PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
+    assert m.m.hearing
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), AgentFinished(turn, "answered"), Tick(6.0))
+    out = m(ReplyDone(turn))
+    assert PlayEarcon("listening") in out and m.phase is Phase.LISTENING
+    assert m.m.hearing  # a follow-up needs no wake word ...
+    m(Tick(10.9))
+    assert m.m.hearing
+    assert m(Tick(11.1)) == [SetPhase(Phase.IDLE)]  # ... for follow_up_s
+    assert not m.m.hearing
+
+
+def test_wake_word_times_out_without_speech() -> None:
+    m = Machine(replace(POLICY, mode="wake", wake_listen_s=8.0))
+    m(WakeWord(1.0))
+    assert m(Tick(9.1)) == [SetPhase(Phase.IDLE)]

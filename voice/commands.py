@@ -1,0 +1,64 @@
+"""Short spoken commands: "stop" while the agent works, "yes"/"no"/"always" to a question.
+
+Only a whole, short utterance is a command: "stop" is one, "stop the server on port 80" is a
+request. Whisper's punctuation and capitals are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+
+from voice.turn_events import Decision
+
+_WORD = re.compile(r"[a-z']+")
+_POLITE = frozenset(["please", "ok", "okay", "now", "hey", "just", "right"])
+_STOP = frozenset(["stop", "cancel", "abort", "halt", "enough"])
+_STOP_PHRASES = ("never mind", "nevermind", "forget it", "stop it", "stop that", "cancel that")
+_MAX_COMMAND_WORDS = 4
+
+_ALLOW = frozenset(
+    ["yes", "yeah", "yep", "yup", "sure", "allow", "allowed", "approve", "approved", "proceed"]
+)
+_ALLOW_PHRASES = ("go ahead", "do it", "go for it", "sounds good")
+_AGREE = frozenset(["ok", "okay", "right"])  # alone, they answer "yes"
+_DENY = frozenset(
+    ["no", "nope", "nah", "deny", "denied", "don't", "dont", "not", "reject", "refuse"]
+)
+_ALWAYS = frozenset(["always"])
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def is_stop(text: str) -> bool:
+    """True for "Stop.", "Cancel!", "okay stop", "never mind"; not for longer requests."""
+    said = [w for w in words(text) if w not in _POLITE]
+    if not said or len(said) > _MAX_COMMAND_WORDS:
+        return False
+    joined = " ".join(said)
+    if any(joined == p or joined.startswith(p + " ") for p in _STOP_PHRASES):
+        return True
+    return all(w in _STOP for w in said)
+
+
+def permission_answer(text: str) -> Decision | None:
+    """The decision an answer states, or None when it is neither yes nor no (nor "always")."""
+    heard = words(text)
+    said = [w for w in heard if w not in _POLITE]
+    if not said:
+        return (
+            "allow"
+            if heard
+            and all(w in _AGREE or w in _POLITE for w in heard)
+            and any(w in _AGREE for w in heard)
+            else None
+        )
+    if any(w in _ALWAYS for w in said[:3]):
+        return "always" if not any(w in _DENY for w in said[:3]) else "deny"
+    joined = " ".join(said)
+    if said[0] in _DENY:
+        return "deny"
+    if said[0] in _ALLOW or any(joined.startswith(p) for p in _ALLOW_PHRASES):
+        return "allow"
+    return None

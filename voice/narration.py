@@ -1,0 +1,112 @@
+"""Saying what the agent is doing in a few words: tool lines, questions and refusals.
+
+Pure text functions. Never read out code, long paths or raw JSON: a Bash call is described
+by the agent's own ``description`` of it, a short plain command, or just "a command"; a
+file by its name alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from core.agent_output import Denial
+
+_PLAIN_COMMAND = re.compile(r"[A-Za-z0-9 ._-]{1,40}")  # "npm test", "ls -la": safe to say
+_MAX_DESCRIPTION = 80
+_MAX_DENIALS_SAID = 2
+
+# tool name -> (what it is doing, what it would do), "{file}" filled with the file's name.
+_TOOLS: dict[str, tuple[str, str]] = {
+    "Read": ("Reading {file}.", "read {file}"),
+    "Write": ("Writing {file}.", "write {file}"),
+    "Edit": ("Editing {file}.", "edit {file}"),
+    "MultiEdit": ("Editing {file}.", "edit {file}"),
+    "NotebookEdit": ("Editing {file}.", "edit {file}"),
+    "Glob": ("Looking for files.", "look for files"),
+    "Grep": ("Searching the code.", "search the code"),
+    "LS": ("Listing files.", "list files"),
+    "WebFetch": ("Fetching a web page.", "fetch a web page"),
+    "WebSearch": ("Searching the web.", "search the web"),
+    "Task": ("Starting a helper agent.", "start a helper agent"),
+    "Agent": ("Starting a helper agent.", "start a helper agent"),
+    "TodoWrite": ("Updating the plan.", "update its plan"),
+}
+
+
+def _file(tool_input: Mapping[str, Any]) -> str | None:
+    path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
+    if not isinstance(path, str) or not path.strip():
+        return None
+    name = os.path.basename(path.rstrip("/"))
+    return name if 0 < len(name) <= 40 else "a file"
+
+
+def _description(tool_input: Mapping[str, Any]) -> str | None:
+    text = tool_input.get("description")
+    if not isinstance(text, str):
+        return None
+    text = " ".join(text.split()).rstrip(".")
+    return text if 0 < len(text) <= _MAX_DESCRIPTION else None
+
+
+def _command(tool_input: Mapping[str, Any]) -> str | None:
+    command = tool_input.get("command")
+    if isinstance(command, str) and _PLAIN_COMMAND.fullmatch(command.strip()):
+        return command.strip()
+    return None
+
+
+def tool_line(name: str, tool_input: Mapping[str, Any]) -> str:
+    """What to say when the agent starts a tool: "Running the tests.", "Reading store.py."."""
+    if name == "Bash":
+        description = _description(tool_input)
+        if description:
+            return description[0].upper() + description[1:] + "."
+        command = _command(tool_input)
+        return f"Running {command}." if command else "Running a command."
+    if name in _TOOLS:
+        doing = _TOOLS[name][0]
+        return doing.format(file=_file(tool_input) or "a file")
+    return f"Using {_tool_name(name)}."
+
+
+def would_do(name: str, tool_input: Mapping[str, Any]) -> str:
+    """What the tool would do, to finish "Claude wants to ...": "run npm test"."""
+    if name == "Bash":
+        command = _command(tool_input)
+        if command:
+            return f"run {command}"
+        description = _description(tool_input)
+        return description[0].lower() + description[1:] if description else "run a command"
+    if name in _TOOLS:
+        return _TOOLS[name][1].format(file=_file(tool_input) or "a file")
+    return f"use {_tool_name(name)}"
+
+
+def question(agent: str, name: str, tool_input: Mapping[str, Any]) -> str:
+    """The permission question: "Claude wants to run npm test. Allow?"."""
+    return f"{agent} wants to {would_do(name, tool_input)}. Allow?"
+
+
+def refusals(agent: str, denials: Sequence[Denial]) -> str:
+    """One sentence at the end of a turn about what the agent was not allowed to do."""
+    if not denials:
+        return ""
+    things = [
+        would_do(d.tool_name, {"command": d.summary, "file_path": d.summary}) for d in denials
+    ]
+    said = things[:_MAX_DENIALS_SAID]
+    more = len(things) - len(said)
+    listed = " or ".join(said) if len(said) <= 2 else ", ".join(said)
+    tail = f", and {more} more" if more else ""
+    return f"Note: {agent} was not allowed to {listed}{tail}."
+
+
+def _tool_name(name: str) -> str:
+    """An MCP tool ``mcp__server__do_thing`` is said as "do thing"."""
+    short = name.rsplit("__", 1)[-1]
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", short).replace("_", " ")
+    return " ".join(spaced.split()) or "a tool"

@@ -1,0 +1,582 @@
+"""Turn-taking: who speaks when, as one pure state machine.
+
+``TurnTaking.handle(event) -> list[Action]``: no threads, no clock (``Tick`` brings the time),
+no devices. The loop (:mod:`voice.loop`) feeds it segmenter events, key presses, transcripts,
+verdicts and the agent's progress, and carries out the actions it returns.
+
+The rules, for people who pause while they think:
+
+- The microphone stays live while the assistant transcribes and while the agent works; only
+  the assistant's own sound is gated (by the loop, which knows what the speaker plays).
+- A request is every segment the user says until the turn ends; segments split at the
+  length limit are joined, never dropped.
+- At each pause the words so far are transcribed and the end-of-turn model consulted; the
+  :class:`~voice.end_of_turn.TurnAnalyzer` says how long the pause must last.
+- A turn stays *open* until its reply starts to play. Speech that resumes while it is open
+  belongs to the same request: before the agent has it, the transcription is simply redone on
+  the joined audio; after, the agent is interrupted and the joined text replaces the request.
+- Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
+  answer answers its question, anything else waits for the running turn to finish.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+from voice.audio import Utterance
+from voice.commands import is_stop, permission_answer
+from voice.end_of_turn import PauseEvidence, TurnAnalyzer
+from voice.turn_events import (
+    Action,
+    AgentFinished,
+    Analyze,
+    Answer,
+    Command,
+    EndSegment,
+    Event,
+    Interrupt,
+    KeyDown,
+    KeyUp,
+    PermissionAsked,
+    PermissionSettled,
+    Phase,
+    PlayEarcon,
+    Release,
+    ReplyDone,
+    ReplyIdle,
+    ReplyPlaying,
+    Say,
+    Send,
+    SetPhase,
+    StartSegment,
+    StopReply,
+    Tick,
+    Transcribe,
+    TranscriptReady,
+    VerdictReady,
+    WakeWord,
+)
+from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+
+Mode = Literal["vad", "ptt-hold", "ptt-toggle", "wake"]
+Context = Literal["new", "continue", "during", "answer"]
+
+STOPPED = "Stopped."
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    mode: Mode = "vad"
+    analyzer: TurnAnalyzer | None = None  # None: only the segmenter's hangover ends a turn
+    model: bool = False  # the end-of-turn model is installed: ask it at every pause
+    thinking_repeat_s: float = 4.0  # 0: one cue when the agent starts, none after
+    permission_timeout_s: float = 30.0
+    release_grace_s: float = 0.2  # push-to-talk: audio kept after the key is let go
+    follow_up_s: float = 5.0  # wake mode: after a reply, listen this long without the word
+    wake_listen_s: float = 8.0  # wake mode: how long the word keeps the microphone open
+
+
+@dataclass
+class _Pause:
+    """Evidence about the pause at ``end_s`` (the end of the last word)."""
+
+    end_s: float
+    text_job: int
+    verdict_job: int | None
+    text: str | None = None
+    probability: float | None = None
+    model_failed: bool = False
+
+
+@dataclass
+class _Request:
+    context: Context
+    base: list[Utterance] = field(default_factory=list)  # an open turn's audio it continues
+    parts: list[Utterance] = field(default_factory=list)
+    revises: bool = False  # the request it continues already went to the agent
+    fallback: str = ""  # that request's text, should the continuation add no words
+    speaking: bool = True
+    pause: _Pause | None = None
+    final_job: int | None = None
+    probe_job: int | None = None
+
+    def audio(self, *, new_only: bool = False) -> Utterance:
+        return join(self.parts if new_only else self.base + self.parts)
+
+    @property
+    def ended(self) -> bool:
+        return not self.speaking and (self.final_job is not None or self.probe_job is not None)
+
+
+@dataclass
+class _Turn:
+    id: int
+    text: str
+    audio: list[Utterance]
+    heard: bool = False  # the reply began to play: the turn is closed to continuations
+    playing: bool = False
+    agent_done: bool = False
+    reply_done: bool = False
+    stop_requested: bool = False
+
+    @property
+    def over(self) -> bool:
+        return self.agent_done and self.reply_done
+
+
+@dataclass
+class _Question:
+    turn: int
+    request: str
+    deadline_s: float
+
+
+def join(parts: list[Utterance]) -> Utterance:
+    """One utterance from consecutive segments (the silence between them was trimmed)."""
+    if len(parts) == 1:
+        return parts[0]
+    return Utterance(
+        pcm=b"".join(p.pcm for p in parts),
+        rate=parts[0].rate,
+        start_s=parts[0].start_s,
+        end_s=parts[-1].end_s,
+    )
+
+
+class TurnTaking:
+    def __init__(self, policy: TurnPolicy) -> None:
+        self.policy = policy
+        self._ids = itertools.count(1)
+        self._now = 0.0
+        self._phase: Phase | None = None
+        self._request: _Request | None = None
+        self._turn: _Turn | None = None
+        self._retired: dict[int, _Turn] = {}  # superseded or stopped turns still winding down
+        self._queued: str | None = None  # heard while a turn ran; sent when it is over
+        self._question: _Question | None = None
+        self._key_down = False
+        self._release_at: float | None = None
+        self._awake_until: float | None = None  # wake mode: the microphone is open until then
+        self._cue_at: float | None = None
+
+    # ---- what the loop asks ------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase:
+        return self._phase or self._derived_phase()
+
+    @property
+    def hearing(self) -> bool:
+        """Whether microphone frames go to the segmenter (else only to the pre-roll / wake)."""
+        if self.policy.mode == "vad":
+            return True
+        open_turn = self._turn is not None and not self._turn.heard
+        if self.policy.mode == "wake":
+            return self._awake or open_turn or self._request is not None or bool(self._question)
+        return self._key_down or self._release_at is not None or self._request_open
+
+    @property
+    def user_speaking(self) -> bool:
+        return self._request is not None and self._request.speaking
+
+    @property
+    def key_held(self) -> bool:
+        return self._key_down
+
+    @property
+    def busy(self) -> bool:
+        """A request is being heard or a turn is running (``ask`` waits until not)."""
+        return self._request is not None or self._turn is not None or bool(self._retired)
+
+    def start(self) -> list[Action]:
+        return self._sync_phase([])
+
+    # ---- events ------------------------------------------------------------------------------
+    def handle(self, event: Event) -> list[Action]:  # noqa: PLR0912 - one dispatch
+        out: list[Action] = []
+        if isinstance(event, Tick):
+            self._now = max(self._now, event.now_s)
+            self._tick(out)
+        elif isinstance(event, SpeechStarted):
+            self._now = max(self._now, event.at_s)
+            self._speech_started(out)
+        elif isinstance(event, SpeechPaused):
+            self._paused(event.utterance, out)
+        elif isinstance(event, SpeechResumed):
+            if self._request is not None:
+                self._request.pause = None
+        elif isinstance(event, UtteranceEnded):
+            self._segment_ended(event, out)
+        elif isinstance(event, SpeechDropped):
+            self._nothing_kept(out)
+        elif isinstance(event, TranscriptReady):
+            self._transcript(event, out)
+        elif isinstance(event, VerdictReady):
+            pause = self._request.pause if self._request else None
+            if pause is not None and pause.verdict_job == event.job:
+                pause.probability = event.probability
+                pause.model_failed = event.probability is None  # the words decide alone
+                self._check_pause(out)
+        elif isinstance(event, KeyDown):
+            self._key_pressed(event.at_s, out)
+        elif isinstance(event, KeyUp):
+            self._key_released(event.at_s, out)
+        elif isinstance(event, Command):
+            self._command(event, out)
+        elif isinstance(event, WakeWord):
+            self._wake(event.at_s, out)
+        elif isinstance(event, PermissionAsked):
+            if self._turn is not None and event.turn == self._turn.id:
+                deadline = self._now + self.policy.permission_timeout_s
+                self._question = _Question(event.turn, event.request, deadline)
+                out.append(PlayEarcon("listening"))
+        elif isinstance(event, PermissionSettled):
+            if self._question is not None and self._question.request == event.request:
+                self._question = None
+        else:
+            self._turn_progress(event, out)
+        return self._sync_phase(out)
+
+    # ---- speech ------------------------------------------------------------------------------
+    def _speech_started(self, out: list[Action]) -> None:
+        request = self._request
+        if request is not None:
+            request.speaking = True
+            request.pause = None
+            request.final_job = request.probe_job = None  # more words: transcribe anew
+            return
+        turn = self._turn
+        if self._question is not None:
+            self._request = _Request("answer")
+        elif turn is None:
+            self._request = _Request("new")
+        elif not turn.heard:
+            self._continue(turn, out)
+        else:
+            if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
+                out.append(StopReply(turn.id))
+            self._request = _Request("during")
+        self._awake_until = None
+
+    def _continue(self, turn: _Turn, out: list[Action]) -> None:
+        """The user goes on with the request the agent has: stop it, and hear the rest."""
+        out.append(StopReply(turn.id))
+        if not turn.agent_done:
+            out.append(Interrupt(turn.id))
+        self._retire(turn)
+        self._request = _Request(
+            "continue", base=list(turn.audio), revises=True, fallback=turn.text
+        )
+
+    def _paused(self, utterance: Utterance, out: list[Action]) -> None:
+        request = self._request
+        if request is None or request.context in ("during", "answer"):
+            return  # commands and answers end at the segmenter's hangover: no rush
+        if self.policy.mode == "ptt-hold" or self.policy.analyzer is None:
+            return
+        audio = join([*request.base, *request.parts, utterance])
+        text_job = next(self._ids)
+        verdict_job = next(self._ids) if self.policy.model else None
+        request.pause = _Pause(utterance.end_s, text_job, verdict_job)
+        out.append(Transcribe(text_job, audio, "pause"))
+        if verdict_job is not None:
+            out.append(Analyze(verdict_job, audio))
+
+    def _check_pause(self, out: list[Action]) -> None:
+        request, analyzer = self._request, self.policy.analyzer
+        if request is None or request.pause is None or analyzer is None or not request.speaking:
+            return
+        pause = request.pause
+        model = self.policy.model and not pause.model_failed
+        evidence = PauseEvidence(pause.text, pause.probability, model)
+        if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
+            out.append(EndSegment())
+
+    def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:
+        request = self._request
+        if request is None:  # a key press started nothing we track; start tracking now
+            request = self._request = _Request("new")
+        request.parts.append(event.utterance)
+        if event.reason == "max_length":
+            return  # the user is still talking: the next segment joins this one
+        self._end_request(request, event.utterance, out)
+
+    def _nothing_kept(self, out: list[Action]) -> None:
+        """The segment had too little voice to keep: end the request with what it has."""
+        request = self._request
+        if request is None or not request.speaking:
+            return
+        if request.parts or request.context == "continue":
+            self._end_request(request, None, out)
+            return
+        self._request = None
+        self._end_listening()
+        turn = self._turn
+        if request.context == "during" and turn is not None and self._ptt:
+            self._stop_turn(turn, out)  # a tap on the key while the agent works: stop
+
+    def _end_request(self, request: _Request, last: Utterance | None, out: list[Action]) -> None:
+        request.speaking = False
+        self._end_listening()
+        if not request.parts:  # a continuation that added no voice: the request stands
+            self._request_text(request, "", out)
+            return
+        if request.context in ("during", "answer") or (
+            request.context == "continue" and request.audio(new_only=True).duration_s < 2.5
+        ):
+            # Heard during a turn: is it a command? Only this segment's words count.
+            request.probe_job = next(self._ids)
+            out.append(Transcribe(request.probe_job, request.audio(new_only=True), "probe"))
+            return
+        self._transcribe_request(request, last, out)
+
+    def _transcribe_request(
+        self, request: _Request, last: Utterance | None, out: list[Action]
+    ) -> None:
+        pause = request.pause
+        if pause is not None and last is not None and abs(pause.end_s - last.end_s) < 1e-6:
+            # Nothing was said after the pause: its transcript is the request's.
+            if pause.text is not None:
+                self._request_text(request, pause.text, out)
+            else:
+                request.final_job = pause.text_job
+            return
+        request.final_job = next(self._ids)
+        out.append(Transcribe(request.final_job, request.audio(), "request"))
+
+    def _transcript(self, event: TranscriptReady, out: list[Action]) -> None:
+        request = self._request
+        if request is None:
+            return
+        text = event.text.strip()
+        if request.pause is not None and request.pause.text_job == event.job:
+            request.pause.text = text
+            self._check_pause(out)
+        if not request.speaking and request.final_job == event.job:
+            self._request_text(request, text, out)
+        elif not request.speaking and request.probe_job == event.job:
+            self._probe_text(request, text, out)
+
+    def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
+        request.probe_job = None
+        stop = is_stop(text)
+        if request.context == "continue":
+            if stop:
+                self._request = None
+                out.append(Say(STOPPED))
+            else:
+                self._transcribe_request(request, None, out)
+            return
+        self._request = None
+        turn = self._turn
+        if request.context == "answer" and self._question is not None:
+            self._answer_by_voice(text, stop, out)
+        elif stop and turn is not None:
+            self._stop_turn(turn, out)
+        elif text and turn is not None:
+            self._queued = text if self._queued is None else f"{self._queued} {text}"
+        elif text:
+            self._send(text, [request.audio()], revises=False, out=out)
+
+    def _answer_by_voice(self, text: str, stop: bool, out: list[Action]) -> None:
+        question = self._question
+        assert question is not None
+        if not text:
+            return  # a cough: keep waiting for the answer
+        self._question = None
+        if stop:
+            out.append(Answer(question.turn, question.request, "deny", "The user said stop."))
+            if self._turn is not None:
+                self._stop_turn(self._turn, out)
+            return
+        decision = permission_answer(text)
+        if decision is None:
+            # Neither yes nor no: the agent reads the words and can act on them.
+            out.append(Answer(question.turn, question.request, "deny", f"The user said: {text}"))
+        else:
+            out.append(Answer(question.turn, question.request, decision))
+
+    def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
+        self._request = None
+        if not text:
+            text = request.fallback  # nothing new was said: the interrupted request stands
+        if not text:
+            return
+        self._send(text, request.base + request.parts, revises=request.revises, out=out)
+
+    def _send(self, text: str, audio: list[Utterance], *, revises: bool, out: list[Action]) -> None:
+        turn = _Turn(next(self._ids), text, audio)
+        self._turn = turn
+        out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
+        self._cue_at = self._now  # the thinking cue plays at once
+        if not self.user_speaking:
+            out.append(Release(turn.id))
+
+    # ---- the turn ----------------------------------------------------------------------------
+    def _turn_progress(self, event: Event, out: list[Action]) -> None:
+        assert isinstance(event, ReplyPlaying | ReplyIdle | AgentFinished | ReplyDone)
+        turn = self._turn if self._turn is not None and self._turn.id == event.turn else None
+        turn = turn or self._retired.get(event.turn)
+        if turn is None:
+            return
+        if isinstance(event, ReplyPlaying):
+            turn.heard = turn.playing = True
+        elif isinstance(event, ReplyIdle):
+            turn.playing = False
+            if turn is self._turn and self.policy.thinking_repeat_s > 0:
+                self._cue_at = self._now + self.policy.thinking_repeat_s
+        elif isinstance(event, AgentFinished):
+            turn.agent_done = True
+            if self._question is not None and self._question.turn == turn.id:
+                self._question = None
+            if turn.stop_requested:
+                out.append(Say(STOPPED))
+        else:
+            turn.reply_done = True
+            turn.playing = False
+        if turn.over:
+            self._turn_over(turn, out)
+
+    def _turn_over(self, turn: _Turn, out: list[Action]) -> None:
+        if self._retired.pop(turn.id, None) is not None:
+            return
+        self._turn = None
+        self._cue_at = None
+        if self._queued is not None:
+            text, self._queued = self._queued, None
+            self._send(text, [], revises=False, out=out)
+            return
+        if self.policy.mode == "wake":
+            self._awake_until = self._now + self.policy.follow_up_s
+        if self.policy.mode in ("vad", "wake") and self._request is None:
+            out.append(PlayEarcon("listening"))
+
+    def _retire(self, turn: _Turn) -> None:
+        if not turn.over:
+            self._retired[turn.id] = turn
+        if self._turn is turn:
+            self._turn = None
+            self._cue_at = None
+        if self._question is not None and self._question.turn == turn.id:
+            self._question = None
+
+    def _stop_turn(self, turn: _Turn, out: list[Action]) -> None:
+        out.append(StopReply(turn.id))
+        if turn.agent_done:
+            out.append(Say(STOPPED))
+        else:
+            turn.stop_requested = True
+            out.append(Interrupt(turn.id))
+        self._queued = None
+
+    # ---- keys, commands, wake word -------------------------------------------------------------
+    def _key_pressed(self, at_s: float, out: list[Action]) -> None:
+        self._now = max(self._now, at_s)
+        if self.policy.mode == "ptt-toggle" and self._key_down:
+            self._key_down = False
+            out.append(EndSegment())
+            return
+        if self.policy.mode in ("vad", "wake"):
+            if self._turn is not None and self._turn.playing:
+                out.append(StopReply(self._turn.id))
+            if self.policy.mode == "wake":
+                self._wake(at_s, out)
+            return
+        self._key_down = True
+        self._release_at = None
+        if self._turn is not None and self._turn.playing:
+            out.append(StopReply(self._turn.id))  # barge-in: the reply stops, the agent goes on
+        out.append(StartSegment(hold=self.policy.mode == "ptt-hold"))
+        out.append(PlayEarcon("listening"))
+
+    def _key_released(self, at_s: float, out: list[Action]) -> None:
+        if self.policy.mode == "ptt-hold" and self._key_down:
+            self._key_down = False
+            self._release_at = at_s + self.policy.release_grace_s
+
+    def _command(self, event: Command, out: list[Action]) -> None:
+        question = self._question
+        if event.name == "stop":
+            if self._turn is not None:
+                self._stop_turn(self._turn, out)
+            self._question = None
+        elif question is not None:
+            self._question = None
+            out.append(Answer(question.turn, question.request, event.name))
+
+    def _wake(self, at_s: float, out: list[Action]) -> None:
+        if self.policy.mode != "wake":
+            return
+        if self._turn is not None and self._turn.playing:
+            out.append(StopReply(self._turn.id))
+        self._awake_until = at_s + self.policy.wake_listen_s
+        out.append(PlayEarcon("listening"))
+
+    # ---- time --------------------------------------------------------------------------------
+    def _tick(self, out: list[Action]) -> None:
+        now = self._now
+        if self._release_at is not None and now >= self._release_at:
+            self._release_at = None
+            out.append(EndSegment())
+        self._check_pause(out)
+        question = self._question
+        if question is not None and now >= question.deadline_s:
+            self._question = None
+            reason = "The user did not answer in time, so the tool was not allowed."
+            out.append(Answer(question.turn, question.request, "deny", reason))
+        turn = self._turn
+        if (
+            turn is not None
+            and not turn.agent_done
+            and not turn.playing
+            and self._question is None
+            and self._request is None
+            and self._cue_at is not None
+            and now >= self._cue_at
+        ):
+            out.append(PlayEarcon("thinking"))
+            repeat = self.policy.thinking_repeat_s
+            self._cue_at = now + repeat if repeat > 0 else None
+        if self._awake_until is not None and now >= self._awake_until and self._request is None:
+            self._awake_until = None
+
+    # ---- phase -------------------------------------------------------------------------------
+    @property
+    def _ptt(self) -> bool:
+        return self.policy.mode in ("ptt-hold", "ptt-toggle")
+
+    def _end_listening(self) -> None:
+        """The user's segment is over: push-to-talk stops hearing until the next press."""
+        self._release_at = None
+        if self.policy.mode == "ptt-toggle":
+            self._key_down = False
+
+    @property
+    def _awake(self) -> bool:
+        return self._awake_until is not None and self._turn is None
+
+    @property
+    def _request_open(self) -> bool:
+        return self._request is not None and self._request.speaking
+
+    def _derived_phase(self) -> Phase:
+        request, turn = self._request, self._turn
+        if request is not None and request.context in ("new", "continue"):
+            return Phase.TRANSCRIBING if request.ended else Phase.LISTENING
+        if request is not None and request.speaking:
+            return Phase.LISTENING
+        if self._question is not None:
+            return Phase.ASKING
+        if turn is not None:
+            return Phase.SPEAKING if turn.playing else Phase.THINKING
+        waiting = self._ptt and not self.hearing
+        waiting = waiting or (self.policy.mode == "wake" and not self._awake)
+        return Phase.IDLE if waiting else Phase.LISTENING
+
+    def _sync_phase(self, out: list[Action]) -> list[Action]:
+        phase = self._derived_phase()
+        if phase is not self._phase:
+            self._phase = phase
+            out.append(SetPhase(phase))
+        return out
