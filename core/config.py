@@ -124,6 +124,15 @@ class AgentConfig:
     output_format: typing.Literal["auto", "stream-json", "json", "text"] = "auto"
     max_output_bytes: int = 8 * 1024 * 1024
     permission_timeout_s: float = 30.0  # an unanswered permission question is a "no"
+    # Claude Code: "session" keeps one stream-json process per room, "per-turn" starts one
+    # per turn; "auto" is "session" for claude with stream-json output.
+    mode: typing.Literal["auto", "session", "per-turn"] = "auto"
+    ask_permissions: bool = True  # Claude asks before tools that need approval (by voice)
+    permission_mode: typing.Literal["", "default", "acceptEdits", "plan", "bypassPermissions"] = ""
+    allowed_tools: tuple[str, ...] = ()  # --allowedTools, e.g. ["Read", "Bash(npm test)"]
+    voice_prompt: bool = True  # ask Claude for short spoken answers (--append-system-prompt)
+    append_system_prompt: str = ""  # more instructions of your own
+    idle_stop_s: float = 900.0  # a room's Claude process is stopped after this long unused
     tools: typing.Literal["speak", "earcon", "off"] = "speak"  # how tool use is heard
     progress_s: float = 20.0  # "Still working." after this long without speech; 0: never
 

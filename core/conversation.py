@@ -22,9 +22,10 @@ from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
 from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
-from core.agent_output import AgentResult, Denial
-from core.config import CoreConfig
-from core.errors import AgentError, StoreError
+from core.agent_output import AgentResult, Denial, format_from_command
+from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude
+from core.config import AgentConfig, CoreConfig
+from core.errors import AgentError, ConfigError, StoreError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
 from core.session import Session, make_message
@@ -77,19 +78,18 @@ class Core:
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
-        """The production wiring: an :class:`AgentRunner` and the configured store."""
-        agent_config = config.agent
-        runner = AgentRunner(
-            agent_command or agent_config.command,
-            agent_config.timeout_s,
-            agent_config.cwd or None,
-            kill_grace_s=agent_config.kill_grace_s,
-            output_format=agent_config.output_format,
-            max_output_bytes=agent_config.max_output_bytes,
-        )
+        """The production wiring: the configured agent and store."""
         store_dir = config.session.store_dir
         root = Path(store_dir).expanduser() if store_dir else default_store_dir()
-        return cls(root, runner, idle_timeout_s=config.session.idle_timeout_s)
+        agent = build_agent(config.agent, agent_command or config.agent.command)
+        return cls(root, agent, idle_timeout_s=config.session.idle_timeout_s)
+
+    def prepare(self, room_id: str) -> None:
+        """Start the room's agent ahead of its first turn, where the agent can (Claude)."""
+        prepare = getattr(self.agent, "prepare", None)
+        if callable(prepare):
+            session = self.active_session(room_id)
+            prepare(room_id, session.agent_session_id if session else None)
 
     def room_lock(self, room_id: str) -> threading.Lock:
         """The room's lock: the same object for every caller while any of them holds it."""
@@ -313,3 +313,49 @@ def _text_of(on_event: EventCallback | None) -> TextCallback | None:
         on_event(TextDelta(text))
 
     return forward
+
+
+def build_agent(config: AgentConfig, command: Sequence[str]) -> Agent:
+    """Claude Code gets the voice flags and, in session mode, a process per room."""
+    if not is_claude(command):
+        if config.mode == "session":
+            raise ConfigError("agent.mode = 'session' needs Claude Code as agent.command")
+        return AgentRunner(
+            command,
+            config.timeout_s,
+            config.cwd or None,
+            kill_grace_s=config.kill_grace_s,
+            output_format=config.output_format,
+            max_output_bytes=config.max_output_bytes,
+        )
+    prompt = "\n\n".join(
+        p for p in (VOICE_PROMPT if config.voice_prompt else "", config.append_system_prompt) if p
+    )
+    streams = format_from_command(command) in ("stream-json", "sniff")
+    session = config.mode == "session" or (config.mode == "auto" and streams)
+    argv = claude_argv(
+        command,
+        session=session,
+        ask_permissions=config.ask_permissions,
+        permission_mode=config.permission_mode,
+        allowed_tools=config.allowed_tools,
+        system_prompt=prompt,
+    )
+    if not session:
+        return AgentRunner(
+            argv,
+            config.timeout_s,
+            config.cwd or None,
+            kill_grace_s=config.kill_grace_s,
+            output_format=config.output_format,
+            max_output_bytes=config.max_output_bytes,
+        )
+    return ClaudeSessions(
+        argv,
+        config.timeout_s,
+        config.cwd or None,
+        kill_grace_s=config.kill_grace_s,
+        permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
+        idle_stop_s=config.idle_stop_s,
+        max_output_bytes=config.max_output_bytes,
+    )

@@ -92,6 +92,13 @@ def stop_all() -> int:
     return len(running)
 
 
+def spawn(
+    argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+) -> subprocess.Popen[bytes]:
+    """Start an agent in its own process group with stdin, stdout and stderr as pipes."""
+    return _spawn(argv, cwd, env)
+
+
 def _spawn(
     argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
 ) -> subprocess.Popen[bytes]:

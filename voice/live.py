@@ -87,6 +87,10 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             config.input.mode,
             control,
         )
+        try:
+            core.prepare(config.turn.room)  # Claude takes a second to start: do it now
+        except Exception as e:  # the first turn will try again and say what is wrong
+            log.warning("could not start the agent ahead of the first turn: %s", e)
         notifier.ready()
         notifier.status(f"listening in room {config.turn.room}")
         try:

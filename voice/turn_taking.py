@@ -120,6 +120,7 @@ class _Turn:
     agent_done: bool = False
     reply_done: bool = False
     stop_requested: bool = False
+    answered: bool = False
 
     @property
     def over(self) -> bool:
@@ -428,6 +429,7 @@ class TurnTaking:
                 self._cue_at = self._now + self.policy.thinking_repeat_s
         elif isinstance(event, AgentFinished):
             turn.agent_done = True
+            turn.answered = event.outcome == "answered" and not turn.stop_requested
             if self._question is not None and self._question.turn == turn.id:
                 self._question = None
             if turn.stop_requested:
@@ -447,6 +449,8 @@ class TurnTaking:
             text, self._queued = self._queued, None
             self._send(text, [], revises=False, out=out)
             return
+        if turn.answered:
+            out.append(PlayEarcon("done"))
         if self.policy.mode == "wake":
             self._awake_until = self._now + self.policy.follow_up_s
         if self.policy.mode in ("vad", "wake") and self._request is None:

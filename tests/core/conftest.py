@@ -10,6 +10,16 @@ import pytest
 from core.agent import AgentRunner
 from core.store import SessionStore
 
+# Fixtures for the real Claude Code CLI against a scripted Messages API; pytest finds them here.
+from tests.claude_fixtures import (  # noqa: F401
+    claude_api,
+    claude_cli,
+    claude_cwd,
+    claude_env,
+    claude_home,
+    claude_process,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_AGENT = FAKES / "fake_agent.py"

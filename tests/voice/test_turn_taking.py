@@ -267,7 +267,11 @@ def test_the_thinking_cue_plays_until_the_reply_and_again_while_tools_run() -> N
     assert m.quiet(Tick(16.1)) == [PlayEarcon("thinking")]
     m(ReplyPlaying(turn))
     assert m.quiet(AgentFinished(turn, "answered")) == []
-    assert m(ReplyDone(turn)) == [PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
+    assert m(ReplyDone(turn)) == [
+        PlayEarcon("done"),
+        PlayEarcon("listening"),
+        SetPhase(Phase.LISTENING),
+    ]
 
 
 def test_stop_said_after_the_reply_began_interrupts_the_agent() -> None:

@@ -1,0 +1,538 @@
+"""Claude Code as a voice agent: one long-lived stream-json process per room.
+
+Starting the CLI costs about a second before its first event; a process kept per room answers
+a new message in tens of milliseconds. Each turn writes one user message to its stdin and reads
+events until the ``result``. The same pipe carries the control protocol:
+
+- ``can_use_tool`` requests (``--permission-prompt-tool stdio``) become
+  :class:`~core.agent_events.PermissionRequest` events; the caller answers through the turn's
+  :class:`~core.agent_events.TurnControl`, and no answer in time is a "no" with a reason;
+- an interrupt is a ``control_request`` of subtype ``interrupt`` (the process lives on and the
+  conversation is intact), then SIGINT, then a kill, each after a grace period.
+
+A process that dies, hangs or prints something that is not JSON is discarded; the next turn
+starts a fresh one that resumes the conversation (``--resume``). Idle processes are stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from core.agent import TextCallback
+from core.agent_events import AgentTurn, Decision, PermissionRequest, TurnControl, text_only
+from core.agent_output import (
+    AgentResult,
+    OutputParser,
+    format_from_command,
+    interpret,
+    safe_agent_id,
+)
+from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
+from core.process import program_name, spawn
+
+log = logging.getLogger(__name__)
+
+VOICE_PROMPT = (
+    "The user is talking to you through a voice interface: your replies are read aloud by a "
+    "speech synthesizer. Answer in a few short, plain spoken sentences. Do not use Markdown, "
+    "lists, tables or emoji, and never read out code, file contents, long paths or commands: "
+    "say what you did or found, and offer details if the user wants them."
+)
+STDERR_KEEP_BYTES = 64 * 1024
+_IDLE_CHECK_S = 30.0
+_NOT_ANSWERED = "The user did not answer in time, so this was not allowed."
+_NOBODY = "Nobody can answer permission questions in this session, so this was not allowed."
+
+
+def is_claude(command: Sequence[str]) -> bool:
+    return bool(command) and os.path.basename(command[0]) == "claude"
+
+
+def claude_argv(
+    command: Sequence[str],
+    *,
+    session: bool,
+    ask_permissions: bool = True,
+    permission_mode: str = "",
+    allowed_tools: Sequence[str] = (),
+    system_prompt: str = "",
+) -> tuple[str, ...]:
+    """``command`` plus the flags the voice front-end needs; flags already there are kept."""
+    argv = list(command)
+
+    def has(flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+    if not has("-p") and not has("--print"):
+        argv.append("-p")
+    if format_from_command(argv) not in ("stream-json", "sniff"):
+        if session:
+            raise ConfigError(
+                "agent.mode = 'session' needs Claude's stream-json output: remove "
+                "--output-format from agent.command"
+            )
+        return tuple(argv)
+    if not has("--output-format"):
+        argv += ["--output-format", "stream-json"]
+    if not has("--verbose"):
+        argv.append("--verbose")  # stream-json output requires it
+    if not has("--include-partial-messages"):
+        argv.append("--include-partial-messages")  # speak from the first words
+    if session:
+        if not has("--input-format"):
+            argv += ["--input-format", "stream-json"]
+        if ask_permissions and not has("--permission-prompt-tool"):
+            argv += ["--permission-prompt-tool", "stdio"]
+    if permission_mode and not has("--permission-mode"):
+        argv += ["--permission-mode", permission_mode]
+    if allowed_tools and not has("--allowedTools") and not has("--allowed-tools"):
+        argv += ["--allowedTools", ",".join(allowed_tools)]
+    if system_prompt and not has("--append-system-prompt"):
+        argv += ["--append-system-prompt", system_prompt]
+    return tuple(argv)
+
+
+class _Process:
+    """One CLI process in its own process group, stdin kept open, stdout read as lines."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        room: str,
+        session_id: str | None,
+        max_line_bytes: int,
+    ) -> None:
+        self.room = room
+        self.session_id = session_id
+        self.name = program_name(argv)
+        self.proc = spawn(argv, cwd, None if env is None else {**os.environ, **env})
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr = bytearray()
+        self.busy = False
+        self.used = False  # it has run a turn (a fresh process can take any new conversation)
+        self.last_used = time.monotonic()
+        self._write_lock = threading.Lock()
+        self._max_line = max_line_bytes
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._start(self._read_stdout, self.proc.stdout)
+        self._start(self._read_stderr, self.proc.stderr)
+        log.info("started %s for room %s (pid %d)", self.name, room, self.proc.pid)
+
+    def _start(self, target: Any, pipe: IO[bytes]) -> None:
+        name = f"{self.name}-{self.proc.pid}-{target.__name__.strip('_')}"
+        threading.Thread(target=target, args=(pipe,), name=name, daemon=True).start()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        assert self.proc.stdin is not None
+        with self._write_lock:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (OSError, ValueError) as e:
+                raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def close(self, grace_s: float) -> None:
+        """Closing stdin ends it cleanly; then SIGTERM, then SIGKILL, to the whole group."""
+        if self.proc.stdin is not None:
+            with self._write_lock, contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                self.signal(sig)
+            try:
+                self.proc.wait(grace_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Whatever else is left in its group (a tool's children) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def stderr_text(self) -> str:
+        return bytes(self.stderr).decode("utf-8", "replace")
+
+    def _read_stdout(self, pipe: IO[bytes]) -> None:
+        try:
+            while line := pipe.readline(self._max_line + 1):
+                self.lines.put(line)
+        except (OSError, ValueError) as e:
+            log.warning("reading the agent's output failed: %s", e)
+        finally:
+            self.lines.put(None)
+
+    def _read_stderr(self, pipe: IO[bytes]) -> None:
+        read = getattr(pipe, "read1", pipe.read)
+        try:
+            while chunk := read(65536):
+                room = STDERR_KEEP_BYTES - len(self.stderr)
+                if room > 0:
+                    self.stderr += chunk[:room]
+        except (OSError, ValueError):
+            pass
+
+
+class _Questions:
+    """The permission requests of one turn: asked, answered, timed out or cancelled."""
+
+    def __init__(self, process: _Process, turn: AgentTurn, timeout_s: float, git_cwd: bool) -> None:
+        self._process = process
+        self._turn = turn
+        self._timeout_s = timeout_s
+        self._git_cwd = git_cwd
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (asked at, request)
+
+    @property
+    def waiting(self) -> bool:
+        with self._lock:
+            return bool(self._pending)
+
+    def ask(self, request_id: str, request: dict[str, Any]) -> None:
+        tool_input = request.get("input")
+        tool_input = tool_input if isinstance(tool_input, dict) else {}
+        if self._turn.on_event is None:
+            self._respond(request_id, request, "deny", _NOBODY)
+            return
+        with self._lock:
+            self._pending[request_id] = (time.monotonic(), request)
+        description = request.get("description")
+        self._turn.on_event(
+            PermissionRequest(
+                request_id,
+                str(request.get("tool_name", "a tool")),
+                tool_input,
+                description if isinstance(description, str) else "",
+            )
+        )
+
+    def answer(self, request_id: str, decision: Decision, message: str) -> bool:
+        with self._lock:
+            pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return False
+        self._respond(request_id, pending[1], decision, message)
+        return True
+
+    def cancel(self, request_id: str) -> None:
+        with self._lock:
+            self._pending.pop(request_id, None)
+
+    def expire(self) -> None:
+        """The agent's own safety net: a question nobody answered is a "no"."""
+        now = time.monotonic()
+        with self._lock:
+            late = [(i, r) for i, (t, r) in self._pending.items() if now - t > self._timeout_s]
+            for request_id, _ in late:
+                del self._pending[request_id]
+        for request_id, request in late:
+            self._respond(request_id, request, "deny", _NOT_ANSWERED)
+
+    def _respond(
+        self, request_id: str, request: Mapping[str, Any], decision: Decision, message: str
+    ) -> None:
+        if decision == "deny":
+            verdict: dict[str, Any] = {
+                "behavior": "deny",
+                "message": message or "The user said no.",
+            }
+        else:
+            verdict = {"behavior": "allow", "updatedInput": request.get("input") or {}}
+            suggestions = request.get("permission_suggestions")
+            if decision == "always" and isinstance(suggestions, list):
+                verdict["updatedPermissions"] = [self._lasting(s) for s in suggestions]
+        log.info("permission for %s: %s", request.get("tool_name", "a tool"), decision)
+        self._process.send(
+            {
+                "type": "control_response",
+                "response": {"subtype": "success", "request_id": request_id, "response": verdict},
+            }
+        )
+
+    def _lasting(self, suggestion: object) -> object:
+        # Claude reads project settings only inside a git repository; elsewhere "always"
+        # lasts for the life of the process (which the session keeps).
+        lasting = ("localSettings", "projectSettings")
+        if isinstance(suggestion, dict) and not self._git_cwd:
+            return (
+                {**suggestion, "destination": "session"}
+                if suggestion.get("destination") in lasting
+                else suggestion
+            )
+        return suggestion
+
+
+class ClaudeSessions:
+    """The ``Agent`` (and ``TurnAgent``) for Claude Code: one stream-json process per room."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        timeout: float = 300.0,
+        cwd: str | Path | None = None,
+        *,
+        kill_grace_s: float = 2.0,
+        interrupt_grace_s: float = 5.0,
+        permission_timeout_s: float = 60.0,
+        idle_stop_s: float = 900.0,
+        max_output_bytes: int = 8 * 1024 * 1024,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``command`` is the full argv (see :func:`claude_argv`); ``--resume`` is added."""
+        self.command = tuple(command)
+        self.timeout = timeout
+        self.cwd = None if cwd is None or str(cwd) == "" else str(cwd)
+        self.kill_grace_s = kill_grace_s
+        self.interrupt_grace_s = interrupt_grace_s
+        self.permission_timeout_s = permission_timeout_s
+        self.idle_stop_s = idle_stop_s
+        self.max_output_bytes = max_output_bytes
+        self.env = dict(env) if env is not None else None
+        self._lock = threading.Lock()
+        self._processes: dict[str, _Process] = {}
+        self._stopped = threading.Event()
+        self._git_cwd = _inside_git(Path(self.cwd or os.getcwd()))
+        threading.Thread(target=self._reap_idle, name="claude-idle", daemon=True).start()
+
+    # ---- the Agent interfaces ------------------------------------------------------------------
+    def run(
+        self, prompt: str, *, session_id: str | None = None, on_text: TextCallback | None = None
+    ) -> AgentResult:
+        return self.run_turn(AgentTurn(prompt, "default", session_id, text_only(on_text)))
+
+    def run_turn(self, turn: AgentTurn) -> AgentResult:
+        try:
+            return self._run(turn, turn.session_id)
+        except ResumeFailed as e:
+            if turn.session_id is None:
+                raise
+            log.warning("agent conversation %s is gone (%s); starting anew", turn.session_id, e)
+            return self._run(turn, None)
+
+    def prepare(self, room_id: str, session_id: str | None) -> None:
+        """Start the room's process ahead of its first turn (the CLI takes a second to start)."""
+        self._process_for(room_id, session_id)
+
+    def stop(self) -> None:
+        """Stop every process (shutdown)."""
+        self._stopped.set()
+        with self._lock:
+            processes = list(self._processes.values())
+            self._processes.clear()
+        for process in processes:
+            process.close(self.kill_grace_s)
+
+    # ---- one turn ------------------------------------------------------------------------------
+    def _run(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
+        process = self._process_for(turn.room_id, session_id)
+        process.busy = True
+        started = time.monotonic()
+        questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
+        turn.control.bind(
+            interrupt=lambda: self._interrupt(process, turn.control), answer=questions.answer
+        )
+        try:
+            process.send(
+                {
+                    "type": "user",
+                    "message": {"role": "user", "content": turn.prompt},
+                    "parent_tool_use_id": None,
+                }
+            )
+            return self._read_turn(process, turn, questions, started)
+        except BaseException:
+            self._discard(process)
+            raise
+        finally:
+            turn.control.unbind()
+            process.busy = False
+            process.used = True
+            process.last_used = time.monotonic()
+
+    def _read_turn(
+        self, process: _Process, turn: AgentTurn, questions: _Questions, started: float
+    ) -> AgentResult:
+        parser = OutputParser("stream-json", turn.on_event)
+        deadline = started + self.timeout
+        last = time.monotonic()
+        total = 0
+        while True:
+            now = time.monotonic()
+            if questions.waiting:
+                deadline += now - last  # the timeout does not run while the user is asked
+                questions.expire()
+            last = now
+            if now >= deadline:
+                raise AgentTimeout(
+                    f"The agent ({process.name}) did not finish within {self.timeout:g} seconds "
+                    "and was stopped. Raise agent.timeout_s in config.toml if it needs longer."
+                )
+            try:
+                line = process.lines.get(timeout=min(0.2, deadline - now))
+            except queue.Empty:
+                continue
+            if line is None:
+                return self._ended_early(process, turn, parser)
+            total += len(line)
+            if total > self.max_output_bytes or len(line) > self.max_output_bytes:
+                raise AgentError(
+                    f"The agent ({process.name}) printed more than agent.max_output_bytes of "
+                    "output, so it was stopped."
+                )
+            event = _json(line)
+            if event is None:
+                raise AgentError(
+                    f"The agent ({process.name}) printed something that is not the JSON it "
+                    f"should print: {line[:80]!r}."
+                )
+            kind = event.get("type")
+            if kind == "control_request":
+                self._control_request(process, event, questions)
+            elif kind == "control_cancel_request":
+                questions.cancel(str(event.get("request_id", "")))
+            elif kind != "control_response":
+                parser.event(event)
+                if kind == "result":
+                    break
+        result = interpret(parser, 0, b"", time.monotonic() - started, process.name)
+        if result.session_id:
+            process.session_id = result.session_id
+        return result
+
+    def _ended_early(self, process: _Process, turn: AgentTurn, parser: OutputParser) -> AgentResult:
+        """The process exited before the turn's result."""
+        try:
+            code = process.proc.wait(self.kill_grace_s)
+        except subprocess.TimeoutExpired:
+            code = -1
+        if turn.control.interrupted:
+            text = "\n\n".join(t.strip() for t in parser.texts if t.strip())
+            return AgentResult(text=text, session_id=process.session_id, interrupted=True)
+        stderr = process.stderr_text().encode()
+        return interpret(parser, code or 1, stderr, 0.0, process.name)
+
+    def _control_request(
+        self, process: _Process, event: dict[str, Any], questions: _Questions
+    ) -> None:
+        request_id = str(event.get("request_id", ""))
+        request = event.get("request")
+        if isinstance(request, dict) and request.get("subtype") == "can_use_tool":
+            questions.ask(request_id, request)
+            return
+        subtype = request.get("subtype") if isinstance(request, dict) else None
+        process.send(
+            {
+                "type": "control_response",
+                "response": {
+                    "subtype": "error",
+                    "request_id": request_id,
+                    "error": f"unsupported control request {subtype!r}",
+                },
+            }
+        )
+
+    def _interrupt(self, process: _Process, control: TurnControl) -> None:
+        """The interrupt control request; SIGINT if the turn has not ended after the grace."""
+        log.info("interrupting %s in room %s", process.name, process.room)
+        request_id = f"interrupt-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(AgentError):
+            process.send(
+                {
+                    "type": "control_request",
+                    "request_id": request_id,
+                    "request": {"subtype": "interrupt"},
+                }
+            )
+
+        def escalate() -> None:
+            for sig in (signal.SIGINT, signal.SIGKILL):
+                if self._stopped.wait(self.interrupt_grace_s) or not process.busy:
+                    return
+                log.warning("the agent ignored the interrupt: sending %s", sig.name)
+                process.signal(sig)
+
+        threading.Thread(target=escalate, name="claude-interrupt", daemon=True).start()
+
+    # ---- processes -----------------------------------------------------------------------------
+    def _process_for(self, room: str, session_id: str | None) -> _Process:
+        stale: _Process | None = None
+        with self._lock:
+            process = self._processes.get(room)
+            if process is not None and process.alive and not process.busy:
+                same = process.session_id == session_id
+                if same and (session_id is not None or not process.used):
+                    return process
+            if process is not None:
+                stale = self._processes.pop(room)
+            if self._stopped.is_set():
+                raise AgentError("The assistant is shutting down.")
+            resume = ["--resume", session_id] if session_id and safe_agent_id(session_id) else []
+            process = _Process(
+                [*self.command, *resume],
+                cwd=self.cwd,
+                env=self.env,
+                room=room,
+                session_id=session_id,
+                max_line_bytes=self.max_output_bytes,
+            )
+            self._processes[room] = process
+        if stale is not None:
+            stale.close(self.kill_grace_s)
+        return process
+
+    def _discard(self, process: _Process) -> None:
+        with self._lock:
+            if self._processes.get(process.room) is process:
+                del self._processes[process.room]
+        process.close(self.kill_grace_s)
+
+    def _reap_idle(self) -> None:
+        while not self._stopped.wait(min(_IDLE_CHECK_S, self.idle_stop_s)):
+            now = time.monotonic()
+            with self._lock:
+                idle = [
+                    p
+                    for p in self._processes.values()
+                    if not p.busy and now - p.last_used > self.idle_stop_s
+                ]
+                for process in idle:
+                    del self._processes[process.room]
+            for process in idle:
+                log.info("stopping the idle agent of room %s", process.room)
+                process.close(self.kill_grace_s)
+
+
+def _json(line: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _inside_git(path: Path) -> bool:
+    return any((p / ".git").exists() for p in (path, *path.parents))

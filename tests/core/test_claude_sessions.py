@@ -1,0 +1,325 @@
+"""ClaudeSessions against the real Claude Code CLI and the scripted Messages API.
+
+The agent the product runs: one stream-json process per room, permissions over stdio, the
+interrupt control request, a fresh resumed process after a crash, nothing left at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.agent_events import (
+    AgentEvent,
+    AgentTurn,
+    PermissionRequest,
+    TextDelta,
+    ToolUse,
+    TurnControl,
+)
+from core.agent_output import Denial
+from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv
+from core.errors import AgentError
+from tests.claude_api import ClaudeApi, Hold, Reply, Text
+from tests.claude_api import ToolUse as ApiToolUse
+
+pytestmark = [pytest.mark.compat, pytest.mark.timeout(240)]
+
+TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def sessions(claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path):  # type: ignore[no-untyped-def]
+    argv = claude_argv([claude_cli], session=True, system_prompt=VOICE_PROMPT)
+    agent = ClaudeSessions(
+        argv,
+        TIMEOUT_S,
+        claude_cwd,
+        env=claude_api.env(claude_home),
+        permission_timeout_s=20.0,
+        interrupt_grace_s=5.0,
+    )
+    yield agent
+    agent.stop()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[float, AgentEvent]] = []
+        self.asked = threading.Event()
+
+    def __call__(self, event: AgentEvent) -> None:
+        self.events.append((time.monotonic(), event))
+        if isinstance(event, PermissionRequest):
+            self.asked.set()
+
+    def of(self, kind: type) -> list[AgentEvent]:
+        return [e for _, e in self.events if isinstance(e, kind)]
+
+    def text(self) -> str:
+        return "".join(e.text for e in self.of(TextDelta))  # type: ignore[attr-defined]
+
+
+def group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def pids(sessions: ClaudeSessions) -> dict[str, int]:
+    return {room: p.proc.pid for room, p in sessions._processes.items()}
+
+
+def test_a_turn_with_a_tool_is_reported_block_by_block(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    claude_api.script(
+        Reply(
+            [
+                Text("Let me look at the files."),
+                ApiToolUse("Bash", {"command": "ls", "description": "List the files"}),
+            ]
+        ),
+        Reply([Text("The folder has one file.")]),
+    )
+    (claude_cwd / "notes.txt").write_text("x")
+    events = Recorder()
+    result = sessions.run_turn(AgentTurn("look at the files", "desk", on_event=events))
+    kinds = [type(e).__name__ for _, e in events.events if not isinstance(e, TextDelta)]
+    assert kinds == ["TextDone", "ToolUse", "ToolResult", "TextDone"]
+    (tool,) = events.of(ToolUse)
+    assert tool.name == "Bash" and tool.input["command"] == "ls"  # type: ignore[attr-defined]
+    assert "notes.txt" in claude_api.turns[1].tool_results()[0]["content"]  # ls really ran
+    assert result.text == "Let me look at the files.\n\nThe folder has one file."
+    assert result.session_id and not result.interrupted
+    assert VOICE_PROMPT in claude_api.turns[0].system_text
+
+
+def test_one_process_serves_the_rooms_turns_and_keeps_the_conversation(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    claude_api.script(Reply([Text("One.")]), Reply([Text("Two.")]), Reply([Text("Other room.")]))
+    first = sessions.run_turn(AgentTurn("first", "desk"))
+    desk = pids(sessions)["desk"]
+    second = sessions.run_turn(AgentTurn("second", "desk", session_id=first.session_id))
+    assert pids(sessions)["desk"] == desk  # no new process for the next turn
+    assert second.session_id == first.session_id and second.text == "Two."
+    assert "first" in " ".join(claude_api.turns[1].user_texts())  # it remembers turn one
+    sessions.run_turn(AgentTurn("hello", "kitchen"))
+    assert pids(sessions)["kitchen"] != desk  # each room has its own
+    # A new conversation in the desk room (after a reset) is a new process, not a resume.
+    sessions.run_turn(AgentTurn("fresh start", "desk"))
+    assert pids(sessions)["desk"] != desk
+
+
+@pytest.mark.parametrize(("decision", "ran"), [("allow", True), ("deny", False)])
+def test_a_permission_request_is_answered_through_the_turn_control(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path, decision: str, ran: bool
+) -> None:
+    command = "echo made > made.txt"
+    claude_api.script(
+        Reply([ApiToolUse("Bash", {"command": command, "description": "Create made.txt"})]),
+        Reply([Text("Done.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def answer() -> None:
+        assert events.asked.wait(60)
+        (request,) = events.of(PermissionRequest)
+        control.answer(request.request_id, decision, "The user said no.")  # type: ignore[attr-defined, arg-type]
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("make a file", "desk", on_event=events, control=control))
+    (request,) = events.of(PermissionRequest)
+    assert request.tool_name == "Bash" and request.input["command"] == command  # type: ignore[attr-defined]
+    assert (claude_cwd / "made.txt").exists() is ran
+    if ran:
+        assert result.denials == ()
+    else:
+        assert result.denials == (Denial("Bash", command),)
+        assert "The user said no." in claude_api.turns[1].tool_results()[0]["content"]
+
+
+def test_always_allows_the_same_call_again_without_asking(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    touch = {"command": "touch a.txt", "description": "Create a.txt"}
+    claude_api.script(
+        Reply([ApiToolUse("Bash", touch)]),
+        Reply([ApiToolUse("Bash", touch)]),
+        Reply([Text("Done twice.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def answer() -> None:
+        assert events.asked.wait(60)
+        (request,) = events.of(PermissionRequest)
+        control.answer(request.request_id, "always")  # type: ignore[attr-defined]
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = sessions.run_turn(
+        AgentTurn("touch it twice", "desk", on_event=events, control=control)
+    )
+    assert len(events.of(PermissionRequest)) == 1  # the second call was not asked about
+    assert result.text == "Done twice." and (claude_cwd / "a.txt").exists()
+
+
+def test_an_unanswered_question_is_denied_with_a_reason(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    agent = ClaudeSessions(
+        claude_argv([claude_cli], session=True),
+        TIMEOUT_S,
+        claude_cwd,
+        env=claude_api.env(claude_home),
+        permission_timeout_s=1.0,
+    )
+    try:
+        claude_api.script(
+            Reply([ApiToolUse("Bash", {"command": "touch b.txt", "description": "Create b"})]),
+            Reply([Text("I could not.")]),
+        )
+        result = agent.run_turn(AgentTurn("make b", "desk", on_event=lambda e: None))
+        assert result.denials and not (claude_cwd / "b.txt").exists()
+        assert "did not answer in time" in claude_api.turns[1].tool_results()[0]["content"]
+    finally:
+        agent.stop()
+
+
+def test_interrupting_a_streaming_reply_keeps_the_process_and_the_conversation(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    hold = Hold(after_deltas=2)
+    claude_api.script(
+        Reply([Text("I am writing a long answer about the store, " * 5, chunk_chars=8)], hold=hold),
+        Reply([Text("Short answer.")]),
+    )
+    control = TurnControl()
+
+    def stop_when_streaming() -> None:
+        assert hold.wait_reached(60)
+        control.interrupt()
+
+    threading.Thread(target=stop_when_streaming, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("tell me everything", "desk", control=control))
+    assert result.interrupted and result.session_id
+    before = pids(sessions)["desk"]
+    hold.release()
+    after = sessions.run_turn(AgentTurn("shorter", "desk", session_id=result.session_id))
+    assert after.text == "Short answer." and pids(sessions)["desk"] == before
+    assert "tell me everything" in " ".join(claude_api.turns[-1].user_texts())
+
+
+def test_interrupting_a_running_tool_stops_it(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    marker = f"sleep 3{os.getpid() % 1000}"
+    claude_api.script(
+        Reply([ApiToolUse("Bash", {"command": marker, "description": "Wait a while"})]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def stop_when_the_tool_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not events.of(ToolUse):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        control.interrupt()
+
+    threading.Thread(target=stop_when_the_tool_runs, daemon=True).start()
+
+    def allow(event: AgentEvent) -> None:  # say yes when asked, so the tool really starts
+        events(event)
+        if isinstance(event, PermissionRequest):
+            control.answer(event.request_id, "allow")
+
+    turn = AgentTurn("wait", "desk", on_event=allow, control=control)
+    started = time.monotonic()
+    result = sessions.run_turn(turn)
+    assert result.interrupted
+    assert time.monotonic() - started < 60  # not the tool's 30-odd seconds plus the timeout
+    deadline = time.monotonic() + 20  # the CLI kills its tool as it ends the turn
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(marker) == []
+
+
+def _running(marker: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_process_is_an_error_and_the_next_turn_resumes(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    hold = Hold(after_deltas=1)
+    claude_api.script(
+        Reply([Text("One.")]),
+        Reply([Text("Never finished, " * 10, chunk_chars=5)], hold=hold),
+        Reply([Text("Back again.")]),
+    )
+    first = sessions.run_turn(AgentTurn("first", "desk"))
+    pid = pids(sessions)["desk"]
+
+    def kill_when_streaming() -> None:
+        assert hold.wait_reached(60)
+        os.kill(pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_when_streaming, daemon=True).start()
+    with pytest.raises(AgentError):
+        sessions.run_turn(AgentTurn("second", "desk", session_id=first.session_id))
+    hold.release()
+    again = sessions.run_turn(AgentTurn("third", "desk", session_id=first.session_id))
+    assert again.text == "Back again." and pids(sessions)["desk"] != pid
+    assert "first" in " ".join(claude_api.turns[-1].user_texts())  # resumed, not forgotten
+
+
+def test_an_unknown_conversation_is_started_anew(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    claude_api.script(Reply([Text("Fresh.")]))
+    stale = "00000000-0000-4000-8000-000000000000"
+    result = sessions.run_turn(AgentTurn("hello", "desk", session_id=stale))
+    assert result.text == "Fresh." and result.session_id != stale
+
+
+def test_stop_leaves_no_process_behind(sessions: ClaudeSessions, claude_api: ClaudeApi) -> None:
+    claude_api.script(Reply([Text("A.")]), Reply([Text("B.")]))
+    sessions.run_turn(AgentTurn("a", "desk"))
+    sessions.run_turn(AgentTurn("b", "kitchen"))
+    groups = list(pids(sessions).values())
+    assert all(group_alive(g) for g in groups)
+    sessions.stop()
+    assert not any(group_alive(g) for g in groups)
+
+
+def test_a_program_that_prints_garbage_is_an_error_and_replaced(
+    tmp_path: Path, claude_api: ClaudeApi, claude_home: Path
+) -> None:
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nread line\necho 'Segmentation fault (core dumped)'\nsleep 30\n")
+    fake.chmod(0o755)
+    agent = ClaudeSessions(claude_argv([str(fake)], session=True), 30.0, tmp_path)
+    try:
+        with pytest.raises(AgentError, match="not the JSON"):
+            agent.run_turn(AgentTurn("hi", "desk"))
+        assert "desk" not in pids(agent)  # discarded: the next turn gets a fresh process
+    finally:
+        agent.stop()
