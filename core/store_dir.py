@@ -56,9 +56,10 @@ def _claim_existing(root: Path) -> None:
             f"session.store_dir {root} exists and is not a directory; "
             "set it to a new or empty directory"
         )
-    if _is_marked(root):
-        return
     names = sorted(os.listdir(root))
+    # One listing decides: a process creating the store now may add its marker at any moment.
+    if MARKER_NAME in names and _is_marked(root):
+        return
     if not names:
         _write_marker(root)
         log.info("claimed the empty directory %s as the session store", root)

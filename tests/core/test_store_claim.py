@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -201,16 +202,24 @@ def test_a_symlink_as_the_marker_is_not_a_marker(tmp_path: Path) -> None:
         SessionStore(root)
 
 
-def test_two_processes_creating_one_store_at_once_both_succeed(tmp_path: Path) -> None:
-    root = tmp_path / "race" / "sessions"
+def test_processes_creating_one_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Each one waits at a shared start line, then opens the same new store."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import sys, time; sys.path.insert(0, sys.argv[1])\n"
         "from core.store import SessionStore\n"
+        "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
         "SessionStore(sys.argv[2])\n"
     )
-    procs = [
-        subprocess.Popen([sys.executable, "-I", "-S", "-c", code, str(REPO), str(root)])
-        for _ in range(4)
-    ]
-    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
-    assert (root / MARKER_NAME).is_file()
+    for round_ in range(8):
+        root = tmp_path / f"race-{round_}" / "sessions"
+        start = time.time() + 0.5  # all started by then, then all at once
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", code, str(REPO), str(root), str(start)],
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+        assert (root / MARKER_NAME).is_file()
