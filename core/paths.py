@@ -78,7 +78,8 @@ TMP_SUFFIX = ".tmp"
 ASIDE_INFIX = ".corrupt-"
 # A temporary of an atomic write: ".<target>.<mkstemp's random part>.tmp".
 _TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{1,16}\.tmp")
-_ROOM_LOCK = re.compile(r"\.room-(?P<room>.+)\.lock")
+# A room's per-turn lock, and (the "safety" branch) a listener's claim on the room.
+_ROOM_LOCK = re.compile(r"\.(?:room|listener)-(?P<room>.+)\.lock")
 _ASIDE = re.compile(r"(?P<name>.+)\.corrupt-\d{8}T\d{6}-\d{9}")
 
 

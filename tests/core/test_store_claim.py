@@ -140,6 +140,7 @@ def write_version_1_store(root: Path) -> None:
     root.mkdir(mode=0o700)
     (root / ".lock").touch()
     (root / ".room-desk.lock").touch()
+    (root / ".listener-desk.lock").write_text("4242\n")  # a listener's claim on its room
     (root / f"{VERSION_1_ID}.json").write_text(VERSION_1_FILE)
     (root / "_index.json").write_text(
         "[\n"
