@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import Core
 from core.agent import AgentResult, AgentRunner, TextCallback
-from core.session import Message, Session
+from core.session import Session, make_message
 from core.store import SessionStore
 
 SIZES = (10, 1_000, 10_000)
@@ -43,13 +43,14 @@ class InstantAgent:
 
 
 def seed(root: Path, count: int) -> None:
-    """Write ``count`` realistic session files directly (the index is built by a rebuild)."""
-    root.mkdir(parents=True, mode=0o700)
+    """Write ``count`` realistic session files directly into a new store (the index is built
+    by a rebuild)."""
+    SessionStore(root)  # claims the directory: files appear in a store, not in a stray folder
     now = time.time() - 86_400
     for i in range(count):
         session = Session(room_id=f"room-{i % 50}", created_at=now + i, updated_at=now + i)
-        session.add(Message(role="user", text=f"question number {i}?", timestamp=now + i))
-        session.add(Message(role="assistant", text="an answer " * 20, timestamp=now + i))
+        session.add(make_message("user", f"question number {i}?", timestamp=now + i))
+        session.add(make_message("assistant", "an answer " * 20, timestamp=now + i))
         path = root / f"{session.session_id}.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:

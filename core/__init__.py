@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from core.agent import AgentResult, AgentRunner, TextCallback
     from core.conversation import Core
-    from core.session import Message, Session
+    from core.session import Message, Session, make_message
     from core.store import SessionStore
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Session",
     "SessionStore",
     "default_core",
+    "make_message",
     "send_message",
 ]
 
@@ -36,6 +37,7 @@ _LAZY = {
     "Message": "core.session",
     "Session": "core.session",
     "SessionStore": "core.store",
+    "make_message": "core.session",
 }
 
 _default: Core | None = None

@@ -19,12 +19,11 @@ from core.agent_output import (
     AgentResult,
     OutputFormat,
     OutputParser,
-    ResumeFailed,
     format_from_command,
     interpret,
     safe_agent_id,
 )
-from core.errors import AgentError, AgentTimeout, ConfigError
+from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
 from core.process import RunningProcess, program_name, run_process
 
 __all__ = ["Agent", "AgentError", "AgentResult", "AgentRunner", "AgentTimeout", "TextCallback"]

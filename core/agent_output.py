@@ -22,7 +22,7 @@ from core.agent_events import (
     ToolResult,
     ToolUse,
 )
-from core.errors import AgentError
+from core.errors import AgentError, ResumeFailed
 
 OutputFormat = Literal["auto", "stream-json", "json", "text"]
 _Mode = Literal["sniff", "stream-json", "json", "text"]
@@ -58,10 +58,6 @@ class AgentResult:
     usage: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     denials: tuple[Denial, ...] = ()
-
-
-class ResumeFailed(AgentError):
-    """The agent does not know the conversation passed with --resume."""
 
 
 def format_from_command(command: Sequence[str]) -> _Mode:

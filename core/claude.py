@@ -35,12 +35,11 @@ from core.agent_events import AgentTurn, Decision, PermissionRequest, TurnContro
 from core.agent_output import (
     AgentResult,
     OutputParser,
-    ResumeFailed,
     format_from_command,
     interpret,
     safe_agent_id,
 )
-from core.errors import AgentError, AgentTimeout, ConfigError
+from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
 from core.process import program_name, spawn
 
 log = logging.getLogger(__name__)

@@ -3,17 +3,20 @@
 Per turn, under the room's lock: find the room's active session (or start one), record the
 user's text and save, run the agent with the agent's own session id (``--resume``), record the
 reply (or the error, which is then re-raised for the voice loop to speak) and save again.
+
+An answer is never thrown away because the store failed (disk full, a broken entry): the
+reply is still returned, the failure is logged and reported in :attr:`TurnOutcome.save_error`,
+and the unsaved conversation stays in memory, to be saved by the room's next turn or by the
+next successful save in any room (:meth:`Core.save_pending`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +25,10 @@ from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, 
 from core.agent_output import AgentResult, Denial, format_from_command
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude
 from core.config import AgentConfig, CoreConfig
-from core.errors import AgentError, ConfigError
+from core.errors import AgentError, ConfigError, StoreError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
-from core.session import Message, Session
+from core.session import Session, make_message
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -33,11 +36,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TurnOutcome:
-    """How a turn ended: the reply (possibly partial), and whether it was stopped on request."""
+    """How a turn ended: the reply (possibly partial), whether it was stopped on request, and
+    whether it reached the disk.
+
+    ``save_error`` is set when the turn could not be saved: the reply is good, the turn is kept
+    in memory and saved later. Its text names files and ids, for the log; tell the user only
+    that the conversation could not be saved.
+    """
 
     reply: str
     interrupted: bool = False
     denials: tuple[Denial, ...] = ()
+    save_error: StoreError | None = None
+
+    @property
+    def saved(self) -> bool:
+        return self.save_error is None
 
 
 class Core:
@@ -58,6 +72,9 @@ class Core:
         self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._locks = LockRegistry()
+        # room -> its conversation whose last save failed. An entry changes only under its
+        # room's lock; the dict is shared by the rooms' threads (single, atomic operations).
+        self._unsaved: dict[str, Session] = {}
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
@@ -83,7 +100,8 @@ class Core:
 
         Turns in one room run one at a time (blocking, no acquire timeout); rooms run in
         parallel. ``on_text`` gets the reply as it streams. Agent failures are recorded in the
-        session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`).
+        session, then re-raised (:class:`AgentError` / :class:`AgentTimeout`). A turn that
+        cannot be saved still returns its reply (:meth:`run_turn` says it was not saved).
         """
         return self.run_turn(room_id, text, on_event=text_only(on_text)).reply
 
@@ -101,21 +119,20 @@ class Core:
         ``control`` interrupts the turn or answers the agent's questions. ``revises``: the
         text replaces the room's last request, which the user had not finished (its exchange
         is dropped from the session; the agent itself may remember the cut-short version).
-        An interrupted turn is recorded and returned, not raised.
+        An interrupted turn is recorded and returned, not raised. A turn that could not be
+        saved is returned with :attr:`TurnOutcome.save_error` set.
         """
         validate_room_id(room_id)
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty: there is nothing to send to the agent")
         lock = self._locks.get(room_id)  # this reference keeps the room's entry alive
-        with lock, self._room_across_processes(room_id):
+        with lock, self.store.lock_room(room_id):
             now = self._clock()
-            session = self._active(room_id, now) or Session(
-                room_id=room_id, created_at=now, updated_at=now
-            )
+            session = self._session_for_turn(room_id, now)
             if revises:
                 _drop_last_request(session)
-            session.add(Message(role="user", text=text, timestamp=now))
-            self.store.save(session)  # the user's words survive even a crash mid-turn
+            session.add(make_message("user", text, timestamp=now))
+            self._save(room_id, session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
             turn = AgentTurn(
                 text, room_id, session.agent_session_id, on_event, control or TurnControl()
@@ -126,10 +143,14 @@ class Core:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
                 self._record_reply(session, str(e), started, None, is_error=True)
+                self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise
             session.agent_session_id = result.session_id or session.agent_session_id
             self._record_reply(session, result.text, started, result.cost_usd, is_error=False)
-            return TurnOutcome(result.text, result.interrupted, result.denials)
+            save_error = self._save(room_id, session)
+        if save_error is None and self._unsaved:
+            self.save_pending()  # the store works again: save what other rooms could not
+        return TurnOutcome(result.text, result.interrupted, result.denials, save_error)
 
     def _call_agent(self, turn: AgentTurn) -> AgentResult:
         if isinstance(self.agent, TurnAgent):
@@ -144,44 +165,45 @@ class Core:
         """End the room's conversation: its next message starts a new one."""
         validate_room_id(room_id)
         lock = self._locks.get(room_id)
-        with lock, self._room_across_processes(room_id):
-            entry = self.store.latest_for_room(room_id)
-            if entry is None or entry["closed"]:
-                return
-            session = self.store.load(entry["session_id"])
+        with lock, self.store.lock_room(room_id):
+            session = self._unsaved.get(room_id)
+            if session is None:
+                entry = self.store.latest_for_room(room_id)
+                if entry is None or entry["closed"]:
+                    return
+                session = self.store.load(entry["session_id"])
             if session is not None:
                 session.closed = True
-                self.store.save(session)
+                error = self._save(room_id, session)
+                if error is not None:
+                    session.closed = False  # not reset after all: its turns stay unsaved
+                    raise error
                 log.info("room %s: conversation %s closed", room_id, session.session_id)
 
-    @contextlib.contextmanager
-    def _room_across_processes(self, room_id: str) -> Iterator[None]:
-        """The room's turn also excludes other processes sharing the store (``ask`` while
-        ``listen`` runs): each would load the session, append and save, and one turn would be
-        lost. An ``flock`` is released by the kernel if its holder dies, so it never goes stale.
-        """
-        path = self.store.root / f".room-{room_id}.lock"  # room ids are validated file names
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def save_pending(self) -> int:
+        """Try again to save each conversation whose last save failed; returns how many are
+        still unsaved. A room busy with a turn is skipped: that turn saves it."""
+        for room_id in list(self._unsaved):
+            lock = self._locks.get(room_id)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                with self.store.lock_room(room_id, wait=False) as held:
+                    session = self._unsaved.get(room_id)
+                    if held and session is not None:
+                        self._save(room_id, session)
+            finally:
+                lock.release()
+        return len(self._unsaved)
+
+    def unsaved_rooms(self) -> list[str]:
+        """Rooms whose conversation holds turns that are not on disk yet."""
+        return sorted(self._unsaved)
 
     def active_session(self, room_id: str) -> Session | None:
         """The session the room's next message would continue, or ``None`` for a new one."""
         validate_room_id(room_id)
-        return self._active(room_id, self._clock())
-
-    def _active(self, room_id: str, now: float) -> Session | None:
-        entry = self.store.latest_for_room(room_id)
-        if entry is None or entry["closed"]:
-            return None
-        idle_s = now - entry["updated_at"]
-        if self.idle_timeout_s and idle_s > self.idle_timeout_s:
-            log.info("room %s: idle for %.0f s, starting a new conversation", room_id, idle_s)
-            return None
-        return self.store.load(entry["session_id"])
+        return self._unsaved.get(room_id) or self._active(room_id, self._clock())
 
     def stop(self) -> None:
         """Stop every agent process this core started (at shutdown)."""
@@ -189,27 +211,95 @@ class Core:
         if callable(stop):
             stop()
 
+    def _session_for_turn(self, room_id: str, now: float) -> Session:
+        unsaved = self._unsaved.get(room_id)
+        if unsaved is not None:
+            if not self._is_idle(room_id, unsaved.updated_at, now):
+                return unsaved
+            if self._save(room_id, unsaved) is not None:
+                return unsaved  # still not on disk: keep it rather than lose it
+        try:
+            active = self._active(room_id, now)
+        except StoreError as e:
+            log.warning("room %s: cannot read its conversation (%s); starting anew", room_id, e)
+            active = None
+        return active or Session(room_id=room_id, created_at=now, updated_at=now)
+
+    def _active(self, room_id: str, now: float) -> Session | None:
+        entry = self.store.latest_for_room(room_id)
+        if entry is None or entry["closed"] or self._is_idle(room_id, entry["updated_at"], now):
+            return None
+        return self.store.load(entry["session_id"])
+
+    def _is_idle(self, room_id: str, updated_at: float, now: float) -> bool:
+        idle_s = now - updated_at
+        if self.idle_timeout_s and idle_s > self.idle_timeout_s:
+            log.info("room %s: idle for %.0f s, starting a new conversation", room_id, idle_s)
+            return True
+        return False
+
+    def _save(self, room_id: str, session: Session) -> StoreError | None:
+        """Save ``session``; on failure keep it as the room's unsaved conversation."""
+        if self._unsaved.get(room_id) is session:
+            self._fork_if_changed_on_disk(room_id, session)
+        try:
+            self.store.save(session)
+        except StoreError as e:
+            self._unsaved[room_id] = session
+            log.error(
+                "room %s: cannot save conversation %s (%s); it is kept in memory and saved "
+                "with the room's next turn or the next save that works",
+                room_id,
+                session.session_id,
+                e,
+            )
+            return e
+        if self._unsaved.pop(room_id, None) is not None:
+            log.info("room %s: saved conversation %s after all", room_id, session.session_id)
+        return None
+
+    def _fork_if_changed_on_disk(self, room_id: str, session: Session) -> None:
+        """Another process may have saved turns of this conversation meanwhile; writing ours
+        over them would lose those, so ours becomes a conversation of its own."""
+        try:
+            on_disk = self.store.load(session.session_id)
+        except StoreError:
+            return  # the save will fail too, or succeed over an unusable file
+        if on_disk is None or (
+            on_disk.messages == session.messages[: len(on_disk.messages)]
+            and on_disk.closed <= session.closed
+        ):
+            return  # what is on disk is an older (or partly written) copy of ours
+        old = session.session_id
+        session.session_id = str(uuid.uuid4())
+        log.warning(
+            "room %s: conversation %s changed on disk while this copy could not be saved; "
+            "saving this copy as %s",
+            room_id,
+            old,
+            session.session_id,
+        )
+
     def _record_reply(
         self, session: Session, text: str, started: float, cost: float | None, *, is_error: bool
     ) -> None:
         duration_ms = round((time.monotonic() - started) * 1000)
         session.add(
-            Message(
-                role="assistant",
-                text=text,
+            make_message(
+                "assistant",
+                text,
                 timestamp=self._clock(),
                 duration_ms=duration_ms,
                 cost_usd=cost,
                 is_error=is_error,
             )
         )
-        self.store.save(session)
 
 
 def _drop_last_request(session: Session) -> None:
     """Remove the last user message and the reply that followed it, if any."""
     for i in range(len(session.messages) - 1, -1, -1):
-        if session.messages[i].role == "user":
+        if session.messages[i]["role"] == "user":
             del session.messages[i:]
             return
 

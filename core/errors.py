@@ -1,7 +1,20 @@
 """The project's one error hierarchy.
 
-Every message says what was expected and what to do, because the voice loop speaks
-``str(error)`` to the user.
+Every message says what was expected and what to do. The voice loop speaks one short sentence
+for an error and logs ``str(error)``, which may name files and ids::
+
+    AssistantError
+    ├── ConfigError (ValueError)         config.toml or a CLI flag holds something unusable
+    │   └── NotAStoreError (StoreError)  session.store_dir is a directory the store does not own
+    ├── AgentError                       the agent CLI crashed, printed garbage or said is_error
+    │   ├── AgentTimeout (TimeoutError)  ... or ran past its timeout and was killed
+    │   └── ResumeFailed                 ... or does not know the conversation given to --resume
+    ├── StoreError                       the session store could not be read or written
+    │   ├── InvalidIdError (ValueError)  a room or session id that could leave the store
+    │   ├── SessionFormatError (ValueError)  a session or index document of the wrong shape
+    │   └── NotAStoreError (ConfigError) see above
+    ├── DeviceError                      an audio or input device is missing, busy or lost
+    └── ModelError                       a speech model could not be found or loaded
 """
 
 from __future__ import annotations
@@ -23,12 +36,28 @@ class AgentTimeout(AgentError, TimeoutError):
     """The agent CLI ran past its timeout and was killed."""
 
 
+class ResumeFailed(AgentError):
+    """The agent does not know the conversation passed with --resume."""
+
+
 class StoreError(AssistantError):
     """The session store could not be read or written."""
 
 
 class InvalidIdError(StoreError, ValueError):
     """A room id or session id that could leave the store directory, or is malformed."""
+
+
+class SessionFormatError(StoreError, ValueError):
+    """A session or index document that does not have the expected shape (corrupt data)."""
+
+
+class NotAStoreError(StoreError, ConfigError):
+    """``session.store_dir`` names an existing directory that is not a session store.
+
+    The store refuses it rather than touch files it did not write (a project, a home
+    directory); it is a configuration mistake, so it is also a :class:`ConfigError`.
+    """
 
 
 class DeviceError(AssistantError):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable, Mapping
 
-from core.session import IndexEntry, SessionFormatError, dump_json, entry_from_dict, parse_json
+from core.errors import SessionFormatError
+from core.session import IndexEntry, dump_json, entry_from_dict, parse_json
 
 
 def _order_key(entry: IndexEntry) -> tuple[float, str]:

@@ -1,7 +1,10 @@
 """A conversation: its messages, its agent session id, and its strict JSON form.
 
-Every value read back from disk is checked, so a hand-edited or damaged file is reported as
-corrupt (:class:`SessionFormatError`) instead of surfacing later as an odd ``TypeError``.
+Messages are plain JSON objects in the form of the chat APIs, ``{"role", "content", ...}``
+(:class:`Message`; build one with :func:`make_message`). Every value read back from disk, and
+every value about to be written, is checked, so a hand-edited or damaged file is reported as
+corrupt (:class:`SessionFormatError`) instead of surfacing later as an odd ``TypeError``, and
+a save never writes one. Keys this version does not know are kept, not refused.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
+from core.errors import InvalidIdError, SessionFormatError
 from core.paths import (
     is_valid_room_id,
     is_valid_session_id,
@@ -20,14 +24,26 @@ from core.paths import (
     validate_session_id,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: messages hold "content" (version 1 wrote "text"; read and migrated)
 TITLE_CHARS = 60
+MAX_EXTRA_DEPTH = 32  # nesting allowed inside message keys this version does not know
 
 Role = Literal["user", "assistant"]
 
 
-class SessionFormatError(ValueError):
-    """A session or index document that does not have the expected shape."""
+class Message(TypedDict):
+    """One message, in the form of the chat APIs: a plain JSON object.
+
+    ``role`` and ``content`` are required; the other keys are optional, and keys this version
+    does not know (written by a newer version or another tool) are kept as they are.
+    """
+
+    role: Role
+    content: str
+    timestamp: NotRequired[float]
+    duration_ms: NotRequired[int]
+    cost_usd: NotRequired[float]
+    is_error: NotRequired[bool]
 
 
 class IndexEntry(TypedDict):
@@ -71,10 +87,6 @@ def _number(value: object, key: str) -> float:
     return float(value)
 
 
-def _optional_number(value: object, key: str) -> float | None:
-    return None if value is None else _number(value, key)
-
-
 def _string(value: object, key: str) -> str:
     if not isinstance(value, str):
         raise SessionFormatError(f"{key} must be a string, got {type(value).__name__}")
@@ -93,52 +105,77 @@ def _mapping(value: object, what: str) -> dict[str, Any]:
     return cast(dict[str, Any], value)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Message:
-    """One utterance; replies also carry timing, cost and whether they are an error."""
+def _check_plain_json(value: object, key: str, depth: int = 0) -> None:
+    """A value this version does not interpret must still be plain, finite, shallow JSON."""
+    if depth > MAX_EXTRA_DEPTH:
+        raise SessionFormatError(f"{key} is nested too deeply")
+    if value is None or isinstance(value, bool | int | str):
+        return
+    if isinstance(value, float):
+        _number(value, key)
+    elif isinstance(value, list):
+        for item in value:
+            _check_plain_json(item, key, depth + 1)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise SessionFormatError(f"{key} has a key that is not a string: {name!r}")
+            _check_plain_json(item, key, depth + 1)
+    else:
+        raise SessionFormatError(f"{key} holds a {type(value).__name__}, which is not JSON")
 
-    role: Role
-    text: str
-    timestamp: float
-    duration_ms: int | None = None
-    cost_usd: float | None = None
-    is_error: bool = False
 
-    def __post_init__(self) -> None:
-        if self.role not in ("user", "assistant"):
-            raise SessionFormatError(f"message role must be user or assistant, not {self.role!r}")
-        _string(self.text, "message text")
-        _number(self.timestamp, "message timestamp")
-        _optional_number(self.cost_usd, "message cost_usd")
-        if self.duration_ms is not None and (
-            isinstance(self.duration_ms, bool) or not isinstance(self.duration_ms, int)
-        ):
-            raise SessionFormatError(f"duration_ms must be an integer, got {self.duration_ms!r}")
+_MESSAGE_KEYS = frozenset(Message.__annotations__)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": self.role, "text": self.text, "timestamp": self.timestamp}
-        if self.role == "assistant":
-            out |= {
-                "duration_ms": self.duration_ms,
-                "cost_usd": self.cost_usd,
-                "is_error": self.is_error,
-            }
-        return out
 
-    @classmethod
-    def from_dict(cls, raw: object) -> Message:
-        data = _mapping(raw, "a message")
-        role = data.get("role")
-        if role not in ("user", "assistant"):
-            raise SessionFormatError(f"message role must be user or assistant, not {role!r}")
-        return cls(
-            role=cast(Role, role),
-            text=_string(data.get("text"), "message text"),
-            timestamp=_number(data.get("timestamp"), "message timestamp"),
-            duration_ms=data.get("duration_ms"),
-            cost_usd=_optional_number(data.get("cost_usd"), "message cost_usd"),
-            is_error=_boolean(data.get("is_error", False), "message is_error"),
-        )
+def make_message(
+    role: Role,
+    content: str,
+    *,
+    timestamp: float | None = None,
+    duration_ms: int | None = None,
+    cost_usd: float | None = None,
+    is_error: bool | None = None,
+) -> Message:
+    """A checked message holding only the optional keys that are given."""
+    message: dict[str, object] = {"role": role, "content": content}
+    optional = {
+        "timestamp": timestamp,
+        "duration_ms": duration_ms,
+        "cost_usd": cost_usd,
+        "is_error": is_error,
+    }
+    message |= {key: value for key, value in optional.items() if value is not None}
+    return check_message(message)
+
+
+def check_message(raw: object, where: str = "a message") -> Message:
+    """A validated copy of ``raw``: the required keys, the known optional keys with the right
+    types, unknown keys kept. A version-1 message (``"text"``) comes back as ``"content"``;
+    ``null`` for an optional number means absent (version 1 wrote that)."""
+    data = dict(_mapping(raw, where))
+    if "content" not in data and "text" in data:
+        data["content"] = data.pop("text")
+    role = data.get("role")
+    if role not in ("user", "assistant"):
+        raise SessionFormatError(f"{where}: role must be user or assistant, not {role!r}")
+    _string(data.get("content"), f"{where}: content")
+    for key in ("timestamp", "cost_usd", "duration_ms"):
+        if key in data and data[key] is None:
+            del data[key]
+    if "timestamp" in data:
+        _number(data["timestamp"], f"{where}: timestamp")
+    if "cost_usd" in data:
+        _number(data["cost_usd"], f"{where}: cost_usd")
+    duration = data.get("duration_ms", 0)
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
+        raise SessionFormatError(f"{where}: duration_ms must be a count, got {duration!r}")
+    if "is_error" in data:
+        _boolean(data["is_error"], f"{where}: is_error")
+    for key, value in data.items():
+        if key not in _MESSAGE_KEYS:
+            _check_plain_json(value, f"{where}: {key}")
+    return cast(Message, {"role": role, "content": data.pop("content")} | data)
 
 
 def _now() -> float:
@@ -161,17 +198,18 @@ class Session:
     def __post_init__(self) -> None:
         validate_session_id(self.session_id)
         validate_room_id(self.room_id)
-        # Accept plain dicts (the on-disk form) so callers can build a session from JSON data.
-        self.messages = [
-            m if isinstance(m, Message) else Message.from_dict(m) for m in self.messages
-        ]
+        if not isinstance(self.messages, list):
+            raise SessionFormatError("session messages must be a list")
+        self.messages = _checked_messages(self.messages)
 
     def add(self, message: Message) -> None:
-        """Append a message; the first user message names the session."""
+        """Append (a checked copy of) a message; the first user message names the session."""
+        message = check_message(message)
         self.messages.append(message)
-        self.updated_at = max(self.updated_at, message.timestamp)
-        if not self.title and message.role == "user":
-            self.title = make_title(message.text)
+        if "timestamp" in message:
+            self.updated_at = max(self.updated_at, message["timestamp"])
+        if not self.title and message["role"] == "user":
+            self.title = make_title(message["content"])
 
     def compact(self) -> IndexEntry:
         return IndexEntry(
@@ -185,16 +223,19 @@ class Session:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The file's JSON form. Every value is checked here, as anything may have been
+        assigned since construction, so a save never writes what a load would call corrupt."""
+        agent_id = self.agent_session_id
         return {
             "version": FORMAT_VERSION,
-            "session_id": self.session_id,
-            "room_id": self.room_id,
-            "title": self.title,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "agent_session_id": self.agent_session_id,
-            "closed": self.closed,
-            "messages": [m.to_dict() for m in self.messages],
+            "session_id": validate_session_id(self.session_id),
+            "room_id": validate_room_id(self.room_id),
+            "title": _string(self.title, "title"),
+            "created_at": _number(self.created_at, "created_at"),
+            "updated_at": _number(self.updated_at, "updated_at"),
+            "agent_session_id": None if agent_id is None else _string(agent_id, "agent id"),
+            "closed": _boolean(self.closed, "closed"),
+            "messages": _checked_messages(self.messages),
         }
 
     def to_json(self) -> bytes:
@@ -212,18 +253,22 @@ class Session:
                 session_id=_string(data.get("session_id"), "session_id"),
                 room_id=_string(data.get("room_id"), "room_id"),
                 title=_string(data.get("title", ""), "title"),
-                messages=[Message.from_dict(m) for m in messages],
+                messages=messages,
                 created_at=_number(data.get("created_at"), "created_at"),
                 updated_at=_number(data.get("updated_at"), "updated_at"),
                 agent_session_id=None if agent_id is None else _string(agent_id, "agent id"),
                 closed=_boolean(data.get("closed", False), "closed"),
             )
-        except ValueError as e:  # InvalidIdError for a bad id inside the file
+        except InvalidIdError as e:  # a bad id inside the file means the file is corrupt
             raise SessionFormatError(str(e)) from None
 
     @classmethod
     def from_json(cls, data: bytes) -> Session:
         return cls.from_dict(parse_json(data, "session file"))
+
+
+def _checked_messages(messages: list[Message]) -> list[Message]:
+    return [check_message(m, f"message {i}") for i, m in enumerate(messages)]
 
 
 def make_title(text: str) -> str:

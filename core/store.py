@@ -14,8 +14,11 @@ Guarantees, and how:
   To do that without listing thousands of files per save, the directory's listing is cached
   while its mtime is unchanged; that is only trusted where every change moves the mtime
   (fine-grained timestamps, probed when the store opens), else the directory is listed anew.
-- A damaged session file is moved aside to ``<name>.corrupt-<time>`` with a warning; the caller
-  carries on, and no other session is affected.
+- The store claims its directory only if it is new, empty or marked as a store, and only ever
+  touches names of its own (``core.store_dir``, ``core.paths.is_own_name``).
+- A damaged or unreadable session file, or anything else where one of its files should be (a
+  directory, a FIFO, a symlink), is moved aside to ``<name>.corrupt-<time>`` with a warning; the
+  caller carries on, and no other session is affected.
 """
 
 from __future__ import annotations
@@ -23,27 +26,34 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import stat
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.errors import StoreError
+from core.errors import SessionFormatError, StoreError
 from core.index import Index
-from core.paths import is_valid_session_id, session_file, validate_room_id
-from core.session import IndexEntry, Session, SessionFormatError
+from core.paths import (
+    INDEX_NAME,
+    LOCK_NAME,
+    PROBE_NAME,
+    TMP_SUFFIX,
+    is_own_temporary,
+    room_lock_name,
+    session_file,
+    session_id_of,
+    validate_room_id,
+)
+from core.session import IndexEntry, Session
+from core.store_dir import claim, flocked, move_aside
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "_index.json"
-LOCK_NAME = ".lock"
-TMP_SUFFIX = ".tmp"
-DIR_MODE = 0o700
+# What replacing a file fails with when a directory stands where the file should be.
+_BLOCKED_BY_DIRECTORY = frozenset({errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST})
 
 _FileSig = tuple[int, int, int]
 
@@ -77,7 +87,7 @@ class SessionStore:
         with _store_errors(
             f"open the session store {self.root} (set session.store_dir to a writable directory)"
         ):
-            _make_private_dir(self.root)
+            claim(self.root)  # raises NotAStoreError for a directory that is not a store
             with self._locked():
                 self._sweep_temporaries()
                 self._trust_dir_sig = _dir_times_are_fine(self.root)
@@ -161,6 +171,18 @@ class SessionStore:
                         return index.entries()
             return self.rebuild_index()
 
+    @contextlib.contextmanager
+    def lock_room(self, room_id: str, *, wait: bool = True) -> Iterator[bool]:
+        """Exclusive use of ``room_id`` across the processes sharing this store (``ask`` while
+        ``listen`` runs); yields whether it is held (always, when ``wait``). A broken lock
+        file is moved aside; failing that, the turn goes on without it, with a warning, rather
+        than stop the room for good."""
+        path = self.root / room_lock_name(room_id)
+        with contextlib.ExitStack() as stack:
+            with _store_errors(f"lock room {room_id} in {self.root}"):
+                held = stack.enter_context(flocked(path, wait=wait))
+            yield held  # (outside _store_errors: the turn's own errors are not the lock's)
+
     # -- index cache ----------------------------------------------------------------------
 
     def _checked_index(self) -> tuple[Index | None, bool]:
@@ -220,12 +242,9 @@ class SessionStore:
 
     def _scan_locked(self) -> Iterator[IndexEntry]:
         for name in sorted(os.listdir(self.root)):
-            if not name.endswith(".json") or name == INDEX_NAME:
-                continue
-            session_id = name.removesuffix(".json")
-            if not is_valid_session_id(session_id):
-                log.warning("ignoring %s in the session store: not a session file name", name)
-                continue
+            session_id = session_id_of(name)
+            if session_id is None:
+                continue  # the index, a lock, or not ours: left alone
             path = self.root / name
             try:
                 yield _decode(session_id, _read_file(path)).compact()
@@ -254,25 +273,17 @@ class SessionStore:
         return None
 
     def _move_aside_locked(self, path: Path, error: Exception) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{time.time_ns() % 1_000_000_000:09d}"
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
-        os.replace(path, target)
-        self._names.discard(path.name)
-        if self._dir_sig is not None:
-            self._dir_sig = _file_sig(self.root)
-        log.warning("session file %s is corrupt (%s); moved it to %s", path, error, target.name)
+        if move_aside(path, error):
+            self._names.discard(path.name)
+            if self._dir_sig is not None:
+                self._dir_sig = _file_sig(self.root)
 
     # -- files and locks --------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._thread_lock:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing the descriptor releases the flock
+        with self._thread_lock, flocked(self._lock_path):
+            yield  # (a lock file that cannot be used at all is skipped with a warning)
 
     def _write_atomic(self, path: Path, *chunks: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
@@ -281,7 +292,13 @@ class SessionStore:
                 f.writelines(chunks)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as e:
+                # A directory where the file belongs: set it aside (never delete it), retry.
+                if e.errno not in _BLOCKED_BY_DIRECTORY or not move_aside(path, e.strerror):
+                    raise
+                os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -296,7 +313,8 @@ class SessionStore:
 
     def _sweep_temporaries(self) -> None:
         # Every writer holds the lock while its temporary exists, so any we see now is stale.
-        stale = [n for n in os.listdir(self.root) if n.startswith(".") and n.endswith(TMP_SUFFIX)]
+        # Only the store's own temporaries: a ".build.tmp" is someone else's.
+        stale = [n for n in os.listdir(self.root) if is_own_temporary(n)]
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / name)
@@ -313,17 +331,25 @@ def _store_errors(action: str) -> Iterator[None]:
 
 
 def _read_file(path: Path) -> bytes:
-    """Read a regular file without following a symlink out of the store."""
+    """Read one of the store's regular files, never following a symlink out of the store nor
+    blocking on a FIFO. An entry that can never be read (a directory, a FIFO, a symlink, a
+    file without read permission) is reported as :class:`SessionFormatError`, to be set aside;
+    a passing failure (EIO, too many open files) stays an ``OSError``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise SessionFormatError(f"{path.name} is a symbolic link") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.ENXIO):
+            raise SessionFormatError(f"{path.name} cannot be read: {e.strerror}") from None
         raise
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses directories
             raise SessionFormatError(f"{path.name} is not a regular file")
-        return f.read()
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def _decode(session_id: str, data: bytes) -> Session:
@@ -339,7 +365,7 @@ def _dir_times_are_fine(root: Path) -> bool:
     With coarse timestamps (older kernels) two changes within one clock tick share an mtime, so
     an unchanged mtime proves nothing and the directory must be listed every time.
     """
-    probe = root / f".mtime-probe{TMP_SUFFIX}"  # swept like any temporary if left behind
+    probe = root / PROBE_NAME  # swept like any temporary if left behind
     for _ in range(3):
         os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o600))
         created = os.stat(root).st_mtime_ns
@@ -347,12 +373,3 @@ def _dir_times_are_fine(root: Path) -> bool:
         if os.stat(root).st_mtime_ns == created:
             return False
     return True
-
-
-def _make_private_dir(root: Path) -> None:
-    root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    mode = stat.S_IMODE(root.stat().st_mode)
-    if mode != DIR_MODE:
-        # Conversations are private: tighten a directory someone created with a looser mode.
-        os.chmod(root, DIR_MODE)
-        log.info("set mode 0700 on the session store %s (was %o)", root, mode)

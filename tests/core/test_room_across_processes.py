@@ -33,7 +33,7 @@ def test_turns_from_two_processes_in_one_room_are_all_kept(tmp_path: Path) -> No
     for child in children:
         assert child.wait(60) == 0
     [session] = [json.loads(p.read_text()) for p in store.glob("*.json") if p.name != "_index.json"]
-    users = sorted(m["text"] for m in session["messages"] if m["role"] == "user")
+    users = sorted(m["content"] for m in session["messages"] if m["role"] == "user")
     expected = sorted(f"{name}-{i}" for name in ("listen", "ask") for i in range(turns))
     assert users == expected
     assert len(session["messages"]) == 4 * turns

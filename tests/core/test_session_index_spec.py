@@ -13,7 +13,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from core.session import Message, Session
+from core.paths import MARKER_NAME
+from core.session import Session
 from core.store import SessionStore
 
 
@@ -22,7 +23,7 @@ def make_session(title: str, updated_at: float, room: str = "desk") -> Session:
         session_id=str(uuid.uuid4()),
         room_id=room,
         title=title,
-        messages=[Message(role="user", text="hi", timestamp=updated_at)],
+        messages=[{"role": "user", "content": "hi"}],  # the form the spec suites build
         created_at=updated_at - 1,
         updated_at=updated_at,
         agent_session_id=None,
@@ -215,7 +216,7 @@ def test_writes_leave_no_temporary_file(store: SessionStore) -> None:
     store.save(a)  # incremental path
     assert leftovers() == []
     assert sorted(p.name for p in store.root.iterdir()) == sorted(
-        [".lock", "_index.json", f"{a.session_id}.json"]
+        [".lock", MARKER_NAME, "_index.json", f"{a.session_id}.json"]
     )
 
 

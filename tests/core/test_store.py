@@ -14,21 +14,24 @@ import pytest
 
 from core.errors import InvalidIdError, StoreError
 from core.index import Index
-from core.paths import default_store_dir, validate_room_id, validate_session_id
-from core.session import Message, Session
+from core.paths import MARKER_NAME, default_store_dir, validate_room_id, validate_session_id
+from core.session import Session, make_message
 from core.store import SessionStore
 
 
 def session(room: str = "desk", text: str = "hello", at: float = 1000.0) -> Session:
     s = Session(room_id=room, created_at=at, updated_at=at)
-    s.add(Message(role="user", text=text, timestamp=at))
-    s.add(Message(role="assistant", text="reply", timestamp=at + 1, duration_ms=5, cost_usd=0.5))
+    s.add(make_message("user", text, timestamp=at))
+    s.add(make_message("assistant", "reply", timestamp=at + 1, duration_ms=5, cost_usd=0.5))
     return s
 
 
 def corrupt_variants(victim: Session) -> dict[str, bytes]:
     """Damaged forms of ``victim``'s file (each keeps its own id, so only the damage counts)."""
     good = victim.to_dict()
+    deep: object = []
+    for _ in range(100):  # parses fine, but is not what a message holds
+        deep = [deep]
 
     def variant(**changes: object) -> bytes:
         return json.dumps({**good, **changes}).encode()
@@ -43,8 +46,18 @@ def corrupt_variants(victim: Session) -> dict[str, bytes]:
         "deep-nesting": b"[" * 100_000 + b"]" * 100_000,
         "not-utf8": variant(title="TITLE").replace(b"TITLE", b"\xff\xfe"),
         "messages-not-a-list": variant(messages="hi"),
-        "bad-role": variant(messages=[{"role": "root", "text": "x", "timestamp": 1.0}]),
-        "bool-timestamp": variant(messages=[{"role": "user", "text": "x", "timestamp": True}]),
+        "bad-role": variant(messages=[{"role": "root", "content": "x"}]),
+        "bool-timestamp": variant(messages=[{"role": "user", "content": "x", "timestamp": True}]),
+        "message-not-an-object": variant(messages=["hi"]),
+        "content-not-text": variant(messages=[{"role": "user", "content": 5}]),
+        "no-content": variant(messages=[{"role": "user"}]),
+        "negative-duration": variant(
+            messages=[{"role": "assistant", "content": "x", "duration_ms": -1}]
+        ),
+        "nan-in-an-unknown-key": variant(
+            messages=[{"role": "user", "content": "x", "extra": float("nan")}]
+        ),
+        "deep-unknown-key": variant(messages=[{"role": "user", "content": "x", "extra": deep}]),
         "hostile-room": variant(room_id="../../etc"),
     }
 
@@ -148,7 +161,7 @@ def test_sessions_round_trip_exactly(store: SessionStore) -> None:
     store.save(s)
     loaded = SessionStore(store.root).load(s.session_id)
     assert loaded == s
-    assert loaded is not None and loaded.messages[1].cost_usd == 0.5
+    assert loaded is not None and loaded.messages[1].get("cost_usd") == 0.5
 
 
 def test_session_is_constructible_from_the_public_keywords_alone() -> None:
@@ -172,9 +185,8 @@ def test_session_is_constructible_from_the_public_keywords_alone() -> None:
         "closed": False,
     }
     assert uuid.UUID(Session(room_id="desk").session_id)  # generated ids are UUIDs
-    on_disk_form = {"role": "user", "text": "hi", "timestamp": 3.0}
-    from_dicts = Session(room_id="desk", messages=[on_disk_form])  # type: ignore[list-item]
-    assert from_dicts.messages == [Message(role="user", text="hi", timestamp=3.0)]
+    from_dicts = Session(room_id="desk", messages=[{"role": "user", "content": "hi"}])
+    assert from_dicts.messages == [{"role": "user", "content": "hi"}]
 
 
 def test_load_of_an_unknown_session_is_none(store: SessionStore) -> None:
@@ -193,7 +205,7 @@ def test_hostile_ids_are_rejected_with_a_clear_error(store: SessionStore, bad: o
         store.load(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):  # InvalidIdError is a ValueError
         Session(room_id=bad)  # type: ignore[arg-type]
-    assert sorted(p.name for p in store.root.iterdir()) == [".lock"]
+    assert sorted(p.name for p in store.root.iterdir()) == [".lock", MARKER_NAME]
 
 
 @pytest.mark.parametrize("good", ["desk", "kitchen.2", "ops@home", "a-b_c+d", "x" * 128])
@@ -208,27 +220,44 @@ def test_session_ids_cannot_shadow_the_index_or_contain_dots() -> None:
     assert validate_session_id(str(uuid.UUID(int=5))) == str(uuid.UUID(int=5))
 
 
-def test_store_directory_and_files_are_private(tmp_path: Path) -> None:
-    loose = tmp_path / "loose"
-    loose.mkdir(mode=0o755)
-    os.chmod(loose, 0o755)
-    store = SessionStore(loose)
+def test_a_new_store_directory_and_every_file_are_private(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "a" / "b" / "sessions")
     store.save(session())
-    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    for path in store.root.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+def test_an_existing_empty_directory_keeps_its_mode_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o755)
+    with caplog.at_level(logging.WARNING, logger="core.store_dir"):
+        store = SessionStore(loose)
+    store.save(session())
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o755  # the user's directory, the user's mode
+    assert "chmod 700" in caplog.text
     for path in loose.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
-    nested = SessionStore(tmp_path / "a" / "b" / "sessions")
-    assert stat.S_IMODE(nested.root.stat().st_mode) == 0o700
 
 
 def test_stale_temporaries_are_swept_when_a_store_opens(store: SessionStore) -> None:
     s = session()
     store.save(s)
-    leftovers = [store.root / f".{s.session_id}.json.abc123.tmp", store.root / ".x.tmp"]
+    leftovers = [
+        store.root / f".{s.session_id}.json.abc123.tmp",
+        store.root / "._index.json.k2j3h4k5.tmp",
+        store.root / ".mtime-probe.tmp",
+    ]
     for path in leftovers:
         path.write_text("half a write")
+    not_ours = store.root / ".build.tmp"  # a temporary, but not one the store makes
+    not_ours.write_text("someone else's")
     SessionStore(store.root)
     assert not any(p.exists() for p in leftovers)
+    assert not_ours.read_text() == "someone else's"
     assert store.load(s.session_id) == s
 
 

@@ -70,7 +70,7 @@ def test_three_spoken_questions_are_answered_aloud_and_never_itself(
     messages = session["messages"]
     assert isinstance(messages, list)
     assert [m["role"] for m in messages] == ["user", "assistant"] * 3
-    assert not any(normalise(m["text"])[:2] == ["you", "said"] for m in messages[::2])
+    assert not any(normalise(m["content"])[:2] == ["you", "said"] for m in messages[::2])
 
     # The replies came out of the speaker: transcribe each burst of speech recorded there.
     samples = recording.result.samples

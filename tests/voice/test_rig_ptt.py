@@ -40,7 +40,7 @@ def said_once(listener: Listener) -> str:
     messages = session["messages"]
     assert isinstance(messages, list)
     assert [m["role"] for m in messages] == ["user", "assistant"], messages
-    assert messages[0]["text"] == turns[0]["said"], (messages, turns)
+    assert messages[0]["content"] == turns[0]["said"], (messages, turns)
     assert turns[0]["reply"] == f"You said: {turns[0]['said']}", turns
     return turns[0]["said"]
 

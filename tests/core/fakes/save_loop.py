@@ -15,7 +15,7 @@ import time
 def main() -> int:
     repo, store_dir, mode, *rest = sys.argv[1:]
     sys.path.insert(0, repo)
-    from core.session import Message, Session
+    from core.session import Session, make_message
     from core.store import SessionStore
 
     store = SessionStore(store_dir)
@@ -24,7 +24,7 @@ def main() -> int:
 
     def save(session: Session) -> None:
         now = time.time()
-        session.add(Message(role="user", text=f"message {len(session.messages)}", timestamp=now))
+        session.add(make_message("user", f"message {len(session.messages)}", timestamp=now))
         store.save(session)
         out.write(f"{session.session_id} {len(session.messages)}\n")
         out.flush()
