@@ -170,6 +170,8 @@ class TurnWorker:
             self.report.reply = result.reply
             if result.denials and not result.interrupted:
                 self.reply.say(narration.refusals(self._settings.agent_name, result.denials))
+            if not result.saved:  # the core logged the detail; the user hears one sentence
+                self.reply.say("I could not save this conversation.")
         except Exception as e:  # whatever the agent did, the loop goes on and says so
             log.warning("agent failed: %s", e, exc_info=not isinstance(e, AssistantError))
             self.report.error = str(e)
