@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
-from core.config import CoreConfig
+from core.config import CoreConfig, SessionConfig
 from core.errors import AgentError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
@@ -35,14 +35,13 @@ class Core:
         store_dir: str | Path | SessionStore,
         agent: Agent,
         *,
-        idle_timeout_s: float = 1800.0,
+        idle_timeout_s: float = SessionConfig.idle_timeout_s,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if idle_timeout_s < 0:
-            raise ValueError("idle_timeout_s must be 0 (never) or positive")
+        # Checked as [session] idle_timeout_s is, by the one dataclass that knows its limits.
+        self.idle_timeout_s = SessionConfig(idle_timeout_s=idle_timeout_s).idle_timeout_s
         self.store = store_dir if isinstance(store_dir, SessionStore) else SessionStore(store_dir)
         self.agent = agent
-        self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._locks = LockRegistry()
 
