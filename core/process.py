@@ -1,6 +1,8 @@
 """The lifecycle of one agent subprocess: start, feed, drain, time out, clean up.
 
 - argv list, never a shell; its own session, hence its own process group.
+- Started through :mod:`core.lifeline`, so neither the agent nor its group outlives this
+  process, even when it is killed with SIGKILL.
 - The prompt goes to stdin from a writer thread, then stdin is closed, so a huge prompt cannot
   deadlock against a child that is busy writing output.
 - stdout and stderr are drained by their own threads; complete stdout lines are handed to the
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from core.errors import AgentError, AgentTimeout
+from core.lifeline import Lifeline, default_lifeline
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +64,27 @@ def run_process(
     max_stdout_bytes: int,
     on_line: Callable[[bytes], None],
     env: Mapping[str, str] | None = None,
+    on_spawn: Callable[[int], None] | None = None,
+    lifeline: Lifeline | None = None,
 ) -> Finished:
-    """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives."""
-    proc = _spawn(argv, cwd, None if env is None else {**os.environ, **env})
+    """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives.
+
+    ``on_spawn`` gets the agent's pid, which is also its process group id, as soon as it runs
+    (e.g. to record it where a later process can find a stale agent).
+    """
+    lifeline = lifeline or default_lifeline()
+    proc = _spawn(lifeline, argv, cwd, None if env is None else {**os.environ, **env})
     supervisor = _Supervisor(proc, program_name(argv), kill_grace_s)
     with _running_lock:
         _running.add(supervisor)
     try:
+        if on_spawn is not None:
+            on_spawn(proc.pid)
         supervisor.start(stdin_data, max_stdout_bytes)
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
+        lifeline.release(proc.pid)
         with _running_lock:
             _running.discard(supervisor)
 
@@ -87,7 +100,7 @@ def stop_all() -> int:
 
 
 def _spawn(
-    argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+    lifeline: Lifeline, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
 ) -> subprocess.Popen[bytes]:
     name = program_name(argv)
     if cwd is not None and not os.path.isdir(cwd):
@@ -95,15 +108,13 @@ def _spawn(
             f"The agent's working directory {cwd} does not exist. Fix agent.cwd in config.toml."
         )
     try:
-        return subprocess.Popen(
-            list(argv),
+        return lifeline.popen(
+            argv,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
         )
     except FileNotFoundError:
         raise AgentError(
