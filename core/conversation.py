@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
+from core.claims import RoomClaim
 from core.config import CoreConfig, SessionConfig
 from core.errors import AgentError
 from core.locks import LockRegistry
@@ -64,6 +65,11 @@ class Core:
     def room_lock(self, room_id: str) -> threading.Lock:
         """The room's lock: the same object for every caller while any of them holds it."""
         return self._locks.get(validate_room_id(room_id))
+
+    def claim_room(self, room_id: str) -> RoomClaim:
+        """Claim ``room_id`` for a listener's lifetime (a ``with`` block or ``release()``);
+        :class:`~core.errors.RoomClaimed` if another listener, in any process, answers there."""
+        return RoomClaim(self.store.root, room_id)
 
     def send_message(self, room_id: str, text: str, *, on_text: TextCallback | None = None) -> str:
         """Run one turn in ``room_id`` and return the reply text.

@@ -31,6 +31,10 @@ class InvalidIdError(StoreError, ValueError):
     """A room id or session id that could leave the store directory, or is malformed."""
 
 
+class RoomClaimed(AssistantError):
+    """Another listener already answers in this room (one listener per room)."""
+
+
 class DeviceError(AssistantError):
     """An audio or input device is missing, busy or lost."""
 

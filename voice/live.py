@@ -53,10 +53,17 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     notifier.extend_timeout(120)  # loading models on a Raspberry Pi takes a while
     notifier.status("loading models")
     core = app.build_core(config, agent=agent)
-    engines = app.load_engines(config)
+    # One listener per room, whatever its control socket: a second one stops here, before
+    # loading the models, instead of answering every utterance a second time.
+    room_claim = core.claim_room(config.turn.room)
+    try:
+        engines = app.load_engines(config)
+    except BaseException:
+        room_claim.release()
+        raise
     earcons = Earcons(config.earcons, engines.tts.sample_rate) if config.earcons.enabled else None
     status = StatusLine() if config.ui.status_line else None
-    with contextlib.ExitStack() as stack:
+    with room_claim, contextlib.ExitStack() as stack:
         microphone, speaker = Microphone(config.audio), Speaker(config.audio)
         for device in (microphone, speaker):
             if not _open(device, config, notifier, stop):
