@@ -27,9 +27,9 @@ class AudioConfig:
     input_device: str = ""  # name substring or index; "" is the system default
     output_device: str = ""
     frame_ms: Literal[10, 20, 30] = 30  # the sizes webrtcvad accepts
-    queue_frames: int = limited(400, 10, 10000)  # bounded microphone queue (12 s of 30 ms)
+    queue_frames: int = limited(400, 1, 10000)  # bounded microphone queue (12 s of 30 ms)
     output_latency: Literal["low", "high"] = "low"
-    stall_timeout_s: float = limited(2.0, 0.5, 600)  # no frames this long: reopen the microphone
+    stall_timeout_s: float = limited(2.0, 0.1, 600)  # no frames this long: reopen the microphone
     reopen_backoff_max_s: float = limited(5.0, 0.5, 600)
 
     def __post_init__(self) -> None:
@@ -154,7 +154,7 @@ class EarconConfig:
     volume: float = limited(0.25, 0, 1)  # a fraction of full scale
     listening: bool = True
     thinking: bool = True
-    thinking_repeat_s: float = limited(4.0, 0.5, 600, also=(0,))  # 0: once
+    thinking_repeat_s: float = limited(4.0, 0.1, 600, also=(0,))  # 0: once
     done: bool = False
     error: bool = True
 
