@@ -23,6 +23,7 @@ from core.agent_output import (
     interpret,
     safe_agent_id,
 )
+from core.config import AgentConfig
 from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
 from core.process import RunningProcess, program_name, run_process
 
@@ -31,8 +32,6 @@ __all__ = ["Agent", "AgentError", "AgentResult", "AgentRunner", "AgentTimeout", 
 log = logging.getLogger(__name__)
 
 TextCallback = Callable[[str], None]
-DEFAULT_TIMEOUT_S = 300.0
-DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 
 
 class Agent(Protocol):
@@ -49,30 +48,35 @@ class AgentRunner:
     def __init__(
         self,
         command: Sequence[str],
-        timeout: float = DEFAULT_TIMEOUT_S,
+        timeout: float = AgentConfig.timeout_s,
         cwd: str | Path | None = None,
         *,
-        kill_grace_s: float = 2.0,
-        output_format: OutputFormat = "auto",
-        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        kill_grace_s: float = AgentConfig.kill_grace_s,
+        output_format: OutputFormat = AgentConfig.output_format,
+        max_output_bytes: int = AgentConfig.max_output_bytes,
         env: Mapping[str, str] | None = None,
         interrupt_grace_s: float = 5.0,
     ) -> None:
-        """``env`` adds to (or overrides) the inherited environment of the agent process."""
-        if isinstance(command, str) or not command or not all(isinstance(a, str) for a in command):
-            raise ConfigError(
-                f"agent command must be a non-empty list of arguments, got {command!r}"
-            )
-        if timeout <= 0 or kill_grace_s <= 0 or max_output_bytes <= 0:
-            raise ConfigError("agent timeout, kill grace and max output must be positive")
-        if output_format not in ("auto", "stream-json", "json", "text"):
-            raise ConfigError(f"unknown agent output format {output_format!r}")
-        self.command = tuple(command)
-        self.timeout = float(timeout)
-        self.cwd = None if cwd is None or str(cwd) == "" else str(cwd)
-        self.kill_grace_s = kill_grace_s
-        self.output_format: OutputFormat = output_format
-        self.max_output_bytes = max_output_bytes
+        """``env`` adds to (or overrides) the inherited environment of the agent process.
+
+        The settings are checked by :class:`AgentConfig`, the one place that knows their limits.
+        """
+        if isinstance(command, str):  # a tuple of its characters would pass as an argv
+            raise ConfigError(f"agent command must be a list of arguments, got {command!r}")
+        config = AgentConfig(
+            command=tuple(command),
+            timeout_s=timeout,
+            kill_grace_s=kill_grace_s,
+            cwd="" if cwd is None else str(cwd),
+            output_format=output_format,
+            max_output_bytes=max_output_bytes,
+        )
+        self.command = config.command
+        self.timeout = float(config.timeout_s)
+        self.cwd = config.cwd or None
+        self.kill_grace_s = config.kill_grace_s
+        self.output_format: OutputFormat = config.output_format
+        self.max_output_bytes = config.max_output_bytes
         self.env = dict(env) if env is not None else None
         self.interrupt_grace_s = interrupt_grace_s
         self._running: set[RunningProcess] = set()

@@ -23,8 +23,9 @@ from pathlib import Path
 from core.agent import Agent, AgentRunner, TextCallback
 from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
 from core.agent_output import AgentResult, Denial, format_from_command
+from core.claims import RoomClaim
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude
-from core.config import AgentConfig, CoreConfig
+from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, ConfigError, StoreError
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
@@ -62,14 +63,13 @@ class Core:
         store_dir: str | Path | SessionStore,
         agent: Agent,
         *,
-        idle_timeout_s: float = 1800.0,
+        idle_timeout_s: float = SessionConfig.idle_timeout_s,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if idle_timeout_s < 0:
-            raise ValueError("idle_timeout_s must be 0 (never) or positive")
+        # Checked as [session] idle_timeout_s is, by the one dataclass that knows its limits.
+        self.idle_timeout_s = SessionConfig(idle_timeout_s=idle_timeout_s).idle_timeout_s
         self.store = store_dir if isinstance(store_dir, SessionStore) else SessionStore(store_dir)
         self.agent = agent
-        self.idle_timeout_s = idle_timeout_s
         self._clock = clock
         self._locks = LockRegistry()
         # room -> its conversation whose last save failed. An entry changes only under its
@@ -94,6 +94,11 @@ class Core:
     def room_lock(self, room_id: str) -> threading.Lock:
         """The room's lock: the same object for every caller while any of them holds it."""
         return self._locks.get(validate_room_id(room_id))
+
+    def claim_room(self, room_id: str) -> RoomClaim:
+        """Claim ``room_id`` for a listener's lifetime (a ``with`` block or ``release()``);
+        :class:`~core.errors.RoomClaimed` if another listener, in any process, answers there."""
+        return RoomClaim(self.store.root, room_id)
 
     def send_message(self, room_id: str, text: str, *, on_text: TextCallback | None = None) -> str:
         """Run one turn in ``room_id`` and return the reply text.

@@ -13,6 +13,7 @@ for an error and logs ``str(error)``, which may name files and ids::
     │   ├── InvalidIdError (ValueError)  a room or session id that could leave the store
     │   ├── SessionFormatError (ValueError)  a session or index document of the wrong shape
     │   └── NotAStoreError (ConfigError) see above
+    ├── RoomClaimed                      another listener already answers in this room
     ├── DeviceError                      an audio or input device is missing, busy or lost
     └── ModelError                       a speech model could not be found or loaded
 """
@@ -58,6 +59,10 @@ class NotAStoreError(StoreError, ConfigError):
     The store refuses it rather than touch files it did not write (a project, a home
     directory); it is a configuration mistake, so it is also a :class:`ConfigError`.
     """
+
+
+class RoomClaimed(AssistantError):
+    """Another listener already answers in this room (one listener per room)."""
 
 
 class DeviceError(AssistantError):

@@ -1,6 +1,8 @@
 """The lifecycle of one agent subprocess: start, feed, drain, time out, clean up.
 
 - argv list, never a shell; its own session, hence its own process group.
+- Started through :mod:`core.lifeline`, so neither the agent nor its group outlives this
+  process, even when it is killed with SIGKILL.
 - The prompt goes to stdin from a writer thread, then stdin is closed, so a huge prompt cannot
   deadlock against a child that is busy writing output.
 - stdout and stderr are drained by their own threads; complete stdout lines are handed to the
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from core.errors import AgentError, AgentTimeout
+from core.lifeline import Lifeline, default_lifeline
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +65,15 @@ def run_process(
     on_line: Callable[[bytes], None],
     env: Mapping[str, str] | None = None,
     on_spawn: Callable[[RunningProcess], None] | None = None,
+    lifeline: Lifeline | None = None,
 ) -> Finished:
     """Run ``argv`` to completion, calling ``on_line`` with each stdout line as it arrives.
 
-    ``on_spawn`` gets a handle on the running process (to interrupt it from another thread).
+    ``on_spawn`` gets a handle on the running process as soon as it runs: its ``pid`` (also
+    its process group id) and a way to interrupt it from another thread.
     """
-    proc = _spawn(argv, cwd, None if env is None else {**os.environ, **env})
+    lifeline = lifeline or default_lifeline()
+    proc = _spawn(lifeline, argv, cwd, None if env is None else {**os.environ, **env})
     supervisor = _Supervisor(proc, program_name(argv), kill_grace_s)
     with _running_lock:
         _running.add(supervisor)
@@ -78,6 +84,7 @@ def run_process(
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
+        lifeline.release(proc.pid)
         with _running_lock:
             _running.discard(supervisor)
 
@@ -93,14 +100,18 @@ def stop_all() -> int:
 
 
 def spawn(
-    argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+    argv: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    lifeline: Lifeline | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start an agent in its own process group with stdin, stdout and stderr as pipes."""
-    return _spawn(argv, cwd, env)
+    """Start a long-lived agent (tied to this process, in its own group) with stdin, stdout
+    and stderr as pipes; ``lifeline.release(pid)`` once it is reaped."""
+    return _spawn(lifeline or default_lifeline(), argv, cwd, env)
 
 
 def _spawn(
-    argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
+    lifeline: Lifeline, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None
 ) -> subprocess.Popen[bytes]:
     name = program_name(argv)
     if cwd is not None and not os.path.isdir(cwd):
@@ -108,15 +119,13 @@ def _spawn(
             f"The agent's working directory {cwd} does not exist. Fix agent.cwd in config.toml."
         )
     try:
-        return subprocess.Popen(
-            list(argv),
+        return lifeline.popen(
+            argv,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
         )
     except FileNotFoundError:
         raise AgentError(

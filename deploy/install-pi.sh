@@ -93,6 +93,10 @@ step "configuration"
 run install -d -m 700 "$CONFIG_DIR"
 if [[ -e "$CONFIG_DIR/config.toml" ]]; then
     echo "keeping the existing $CONFIG_DIR/config.toml"
+    # The assistant refuses a config file others can change (it names the program it runs).
+    if [[ -n "$(find "$CONFIG_DIR/config.toml" -maxdepth 0 -perm /022 2>/dev/null)" ]]; then
+        run chmod go-w "$CONFIG_DIR/config.toml"
+    fi
 else
     run install -m 600 "$SOURCE/config.toml" "$CONFIG_DIR/config.toml"
 fi

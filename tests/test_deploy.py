@@ -50,9 +50,24 @@ def test_unit_has_the_required_directives() -> None:
     assert one("WatchdogSec") == "30"
     assert one("UMask") == "0077"
     assert one("NoNewPrivileges") == "yes"
-    assert one("ExecStart") == f"%h/{EXEC} listen"
+    # The config is named: nothing in the working directory (%h) can stand in for it.
+    assert one("ExecStart") == f"%h/{EXEC} listen --config %h/.config/voice-assistant/config.toml"
+    assert one("RestartPreventExitStatus") == "78"  # voice.cli's EXIT_CONFIG
+    assert one("KillMode") == "control-group"
     assert sorted(service["Environment"]) == ["OMP_NUM_THREADS=2", "PYTHONUNBUFFERED=1"]
     assert unit["Install"]["WantedBy"] == ["default.target"]  # a user unit's target
+    # Limits and seccomp-based hardening, which need no namespace in a user unit.
+    assert one("MemoryMax") == "1536M"
+    assert one("TasksMax") == "512"
+    assert one("RestrictRealtime") == "yes"
+    assert one("SystemCallFilter") == "@system-service"
+    assert one("SystemCallErrorNumber") == "EPERM"
+    assert one("RestrictAddressFamilies").split() == [
+        "AF_UNIX",
+        "AF_INET",
+        "AF_INET6",
+        "AF_NETLINK",
+    ]
     # Namespace sandboxing in a user unit implies PrivateUsers= and loses the device groups.
     for key in ("PrivateTmp", "ProtectSystem", "ProtectHome", "PrivateUsers", "User"):
         assert key not in service, key
@@ -149,6 +164,23 @@ def test_dry_run_is_idempotent_about_existing_state(tmp_path: Path) -> None:
     assert "keeping the existing venv" in result.stdout
     assert "systemctl --user restart voice-assistant.service" not in steps
     assert "systemctl --user enable voice-assistant.service" in steps
+
+
+def test_an_existing_config_others_can_write_is_made_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = home / ".config/voice-assistant/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("")
+    config.chmod(0o664)  # a umask of 002: the assistant would refuse it
+    result = dry_run(home, "--no-start")
+    assert result.returncode == 0, result.stderr
+    assert f"chmod go-w {config}" in commands(result.stdout)
+
+
+def test_the_exit_status_the_unit_does_not_restart_on_is_the_clis() -> None:
+    from voice.cli import EXIT_CONFIG
+
+    assert f"RestartPreventExitStatus={EXIT_CONFIG}" in UNIT.read_text()
 
 
 def test_bad_usage(tmp_path: Path) -> None:

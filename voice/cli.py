@@ -1,4 +1,10 @@
-"""``voice-assistant``: listen, ask, transcribe, say, devices, history, reset, ptt, demo."""
+"""``voice-assistant``: listen, ask, transcribe, say, devices, history, reset, ptt, demo.
+
+Exit status: 0 done; 1 the command ran but failed (the agent failed, nothing was heard, the
+listener replied with an error); 2 any other error; 75 another listener already answers in the
+room; 78 the configuration (the file or a flag) is unusable, so restarting cannot help (the
+systemd unit does not restart on it); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import re
 import signal
 import sys
 import tempfile
@@ -15,19 +20,35 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from core.errors import AssistantError
+from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
+from core.paths import validate_room_id
 from voice import app
 from voice.audio import Utterance, float_to_pcm
 from voice.config import Config, load
 from voice.devices import AudioSink
 from voice.pipeline import Models, build_loop
 from voice.speech_text import speakable
+from voice.terminal import printable
 from voice.tts import render
 from voice.turns import TurnReport
 
 log = logging.getLogger("voice.cli")
 
 DEMO_QUESTION = "What is the capital of France?"
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+EXIT_ROOM_CLAIMED = 75  # EX_TEMPFAIL: the room is free again once the other listener stops
+EXIT_CONFIG = 78  # EX_CONFIG: deploy/voice-assistant.service does not restart on it
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP during a one-shot command, raised where the main thread is, so every
+    ``finally`` on the way out runs: the agent is stopped (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,19 +58,49 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["listen", *(argv if argv is not None else sys.argv[1:])])
     try:
         config = _config(args)
-        app.configure_logging(config.ui.log_level, quiet=args.quiet, verbose=args.verbose)
+    except ConfigError as e:
+        print(f"voice-assistant: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    app.configure_logging(config.ui.log_level, quiet=args.quiet, verbose=args.verbose)
+    if config.source is not None:
+        log.info("configuration read from %s", config.source)
+    else:
+        log.info("no configuration file: using the defaults")
+    if args.run is not cmd_listen:
+        _stop_on_signals()
+    try:
         return int(args.run(args, config))
+    except RoomClaimed as e:
+        print(f"voice-assistant: {e}", file=sys.stderr)
+        return EXIT_ROOM_CLAIMED
     except AssistantError as e:
         print(f"voice-assistant: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Stopped as e:
+        log.info("stopped by %s", signal.Signals(e.signum).name)
+        return 128 + e.signum
+
+
+def _stop_on_signals() -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # once: never interrupt the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
 
 def _config(args: argparse.Namespace) -> Config:
     config = load(args.config)
     turn, audio, inp = config.turn, config.audio, config.input
-    if getattr(args, "room", None):
+    if getattr(args, "room", None) is not None:
+        try:
+            validate_room_id(args.room)
+        except InvalidIdError as e:
+            raise ConfigError(f"--room: {e}") from None
         turn = dataclasses.replace(turn, room=args.room)
     if getattr(args, "device", None) is not None:
         audio = dataclasses.replace(audio, input_device=args.device)
@@ -62,7 +113,12 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="config file (default: ./config.toml)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $VOICE_ASSISTANT_CONFIG, else "
+        "~/.config/voice-assistant/config.toml if it exists)",
+    )
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     agent = argparse.ArgumentParser(add_help=False)
@@ -98,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", parents=[common], help="list conversations, newest first")
     p.add_argument("--room", help="only this room")
-    p.add_argument("-n", "--limit", type=int, default=20)
+    p.add_argument("-n", "--limit", type=_positive_int, default=20)
     p.set_defaults(run=cmd_history)
 
     p = sub.add_parser("reset", parents=[common], help="start a new conversation in a room")
@@ -113,6 +169,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="where to write the reply (WAV)")
     p.set_defaults(run=cmd_demo, agent="echo", room="demo")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 # ---- one-shot commands ----------------------------------------------------------------------
@@ -185,16 +251,6 @@ def spoken_reply(report: TurnReport) -> str:
     return " ".join(report.spoken)
 
 
-def printable(text: str) -> str:
-    """Text from the agent or a transcript, without terminal control sequences."""
-    return _CONTROL.sub("", text)
-
-
-_CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     stt = app.load_stt(config)
     print(stt.transcribe_audio(app.read_audio(args.file)).text.strip())
@@ -230,9 +286,8 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
     for entry in rows[: args.limit]:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(entry["updated_at"])))
         count = entry.get("message_count", "?")
-        print(
-            f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {entry.get('title', '')}"
-        )
+        title = printable(str(entry.get("title", "")))
+        print(f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {title}")
     return 0
 
 
@@ -245,8 +300,9 @@ def cmd_reset(args: argparse.Namespace, config: Config) -> int:
 def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
     from voice.control import send_command, socket_path
 
-    print(send_command(socket_path(config.input.control_socket), args.action))
-    return 0
+    reply = send_command(socket_path(config.input.control_socket), args.action)
+    print(printable(reply))
+    return EXIT_FAILED if reply.startswith("error") else 0
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
@@ -280,8 +336,8 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
     return run_live(config, agent=args.agent, stop=stop)
 
 

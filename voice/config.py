@@ -6,14 +6,18 @@ file through :func:`dataclasses.replace`; nothing else mutates configuration.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.config import CoreConfig, build, default_config_path, read_toml
-from core.errors import ConfigError
+from core.config import CoreConfig, build, check_fields, default_config_path, limited, read_toml
+from core.errors import ConfigError, InvalidIdError
 from core.paths import validate_room_id
+
+# sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+SOCKET_PATH_MAX_BYTES = 107
 
 
 @dataclass(frozen=True)
@@ -22,34 +26,39 @@ class AudioConfig:
 
     input_device: str = ""  # name substring or index; "" is the system default
     output_device: str = ""
-    frame_ms: Literal[10, 20, 30] = 30
-    queue_frames: int = 400  # bounded microphone queue (12 s of 30 ms frames)
+    frame_ms: Literal[10, 20, 30] = 30  # the sizes webrtcvad accepts
+    queue_frames: int = limited(400, 1, 10000)  # bounded microphone queue (12 s of 30 ms)
     output_latency: Literal["low", "high"] = "low"
-    stall_timeout_s: float = 2.0  # no frames for this long: reopen the microphone
-    reopen_backoff_max_s: float = 5.0
+    stall_timeout_s: float = limited(2.0, 0.1, 600)  # no frames this long: reopen the microphone
+    reopen_backoff_max_s: float = limited(5.0, 0.5, 600)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "audio")
 
 
 @dataclass(frozen=True)
 class VadConfig:
     """``[vad]``: the segmenter that turns frames into utterances."""
 
-    aggressiveness: int = 2
-    onset_frames: int = 3  # voiced frames ...
-    onset_window_frames: int = 5  # ... out of this many consecutive frames start speech
-    pre_roll_ms: int = 300
-    hangover_ms: int = 1500  # the longest pause inside a request (see turn.*_hangover_ms)
-    min_utterance_ms: int = 250
-    max_utterance_s: float = 28.0
-    pause_ms: int = 200  # a pause this long triggers a speculative transcript
-    tail_gate_db: float = 30.0  # voiced frames this far below the utterance's peak are silence
+    aggressiveness: int = limited(2, 0, 3)
+    onset_frames: int = limited(3, 1, 50)  # voiced frames ...
+    onset_window_frames: int = limited(5, 1, 50)  # ... out of this many consecutive frames
+    pre_roll_ms: int = limited(300, 0, 3000)
+    # The longest pause inside a request (see turn.*_hangover_ms).
+    hangover_ms: int = limited(1500, 100, 10000)
+    min_utterance_ms: int = limited(250, 0, 10000)
+    max_utterance_s: float = limited(28.0, 1, 300)
+    pause_ms: int = limited(200, 30, 10000)  # a pause this long starts a speculative transcript
+    tail_gate_db: float = limited(30.0, 0, 120)  # frames this far below the peak are silence
 
     def __post_init__(self) -> None:
-        if not 0 <= self.aggressiveness <= 3:
-            raise ValueError("vad.aggressiveness must be 0, 1, 2 or 3")
-        if not 1 <= self.onset_frames <= self.onset_window_frames:
-            raise ValueError("vad.onset_frames must be between 1 and vad.onset_window_frames")
+        check_fields(self, "vad")
+        if self.onset_frames > self.onset_window_frames:
+            raise ConfigError("vad.onset_frames must not exceed vad.onset_window_frames")
         if self.pause_ms > self.hangover_ms:
-            raise ValueError("vad.pause_ms must not exceed vad.hangover_ms")
+            raise ConfigError("vad.pause_ms must not exceed vad.hangover_ms")
+        if self.min_utterance_ms > self.max_utterance_s * 1000:
+            raise ConfigError("vad.min_utterance_ms must not exceed vad.max_utterance_s")
 
 
 @dataclass(frozen=True)
@@ -60,14 +69,15 @@ class SttConfig:
     allow_download: bool = False
     device: str = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 2
+    cpu_threads: int = limited(2, 0, 64)  # 0: CTranslate2 picks; huge values crash it
     language: str = "en"
-    beam_size: int = 1
+    beam_size: int = limited(1, 1, 10)  # memory grows with the beam
     fast_window: bool = True  # encoder window trimmed to the utterance (>= min_window_s)
-    min_window_s: float = 10.0
-    min_level_dbfs: float = -55.0  # energy gate: quieter utterances are never transcribed
-    max_no_speech_prob: float = 0.6
-    min_avg_logprob: float = -1.0
+    # Shorter windows lose words and loop; 30 s is the encoder's limit.
+    min_window_s: float = limited(10.0, 10, 30)
+    min_level_dbfs: float = limited(-55.0, -120, 0)  # quieter utterances are never transcribed
+    max_no_speech_prob: float = limited(0.6, 0, 1)
+    min_avg_logprob: float = limited(-1.0, -20, 0)
     blocklist: tuple[str, ...] = (
         "thank you.",
         "thanks for watching!",
@@ -78,10 +88,7 @@ class SttConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 10.0 <= self.min_window_s <= 30.0:
-            raise ValueError("stt.min_window_s must be between 10 and 30 seconds")
-        if self.beam_size < 1 or self.cpu_threads < 0:
-            raise ValueError("stt.beam_size must be >= 1 and stt.cpu_threads >= 0")
+        check_fields(self, "stt")
 
 
 @dataclass(frozen=True)
@@ -89,10 +96,14 @@ class TtsConfig:
     """``[tts]``: the Piper voice."""
 
     voice: str = ""  # a .onnx path, a name under models/; "" is the bundled en_US-joe-medium
-    speaker_id: int = -1  # -1: the voice's default speaker
-    length_scale: float = 1.0  # >1 speaks slower
-    threads: int = 1
-    first_chunk_max_chars: int = 24  # a longer first sentence is split at a clause boundary
+    speaker_id: int = limited(-1, -1, 9999)  # -1: the voice's default speaker
+    length_scale: float = limited(1.0, 0.25, 4)  # >1 speaks slower
+    threads: int = limited(1, 0, 64)  # 0: onnxruntime picks
+    # A longer first sentence is split at a clause boundary (0: never).
+    first_chunk_max_chars: int = limited(24, 0, 1000)
+
+    def __post_init__(self) -> None:
+        check_fields(self, "tts")
 
 
 @dataclass(frozen=True)
@@ -100,18 +111,22 @@ class TurnConfig:
     """``[turn]``: the conversation loop."""
 
     room: str = "desk"
-    cooldown_ms: int = 300  # microphone ignored this long after the assistant stops speaking
+    cooldown_ms: int = limited(300, 0, 10000)  # deaf this long after the assistant speaks
     speak_errors: bool = True
     barge_in: bool = False  # voice barge-in in vad mode: headsets or echo-cancelled input only
     smart_endpoint: bool = True  # end a turn early when words and voice say it is complete
-    quick_hangover_ms: int = 300  # words and the end-of-turn model agree: finished
-    likely_hangover_ms: int = 800  # only one of them says finished
+    quick_hangover_ms: int = limited(300, 30, 10000)  # words and the end-of-turn model agree
+    likely_hangover_ms: int = limited(800, 30, 10000)  # only one of them says finished
     end_model: str = ""  # smart-turn .onnx: "" finds the one set-up installed; "off": none
-    end_model_threads: int = 1
-    end_model_threshold: float = 0.5  # smart-turn probability that counts as "finished"
+    end_model_threads: int = limited(1, 0, 16)
+    end_model_threshold: float = limited(0.5, 0, 1)  # probability that counts as "finished"
 
     def __post_init__(self) -> None:
-        validate_room_id(self.room)  # at start-up, not as an error at every turn
+        check_fields(self, "turn")
+        try:
+            validate_room_id(self.room)  # at start-up, not as an error at every turn
+        except InvalidIdError as e:
+            raise ConfigError(f"turn.room: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -121,10 +136,19 @@ class InputConfig:
     mode: Literal["vad", "ptt-hold", "ptt-toggle"] = "vad"
     backend: Literal["auto", "evdev", "pynput", "terminal", "gpio", "socket"] = "auto"
     key: str = "KEY_F12"  # evdev key name; pynput/terminal map it (space for "KEY_SPACE")
-    gpio_pin: int = 17
-    click_ignore_ms: int = 150
-    release_grace_ms: int = 200
+    gpio_pin: int = limited(17, 0, 53)  # BCM numbering
+    click_ignore_ms: int = limited(150, 0, 2000)
+    release_grace_ms: int = limited(200, 0, 5000)
     control_socket: str = ""  # "" is $XDG_RUNTIME_DIR/voice-assistant/ptt.sock
+
+    def __post_init__(self) -> None:
+        check_fields(self, "input")
+        path = os.path.expanduser(self.control_socket)
+        if len(os.fsencode(path)) > SOCKET_PATH_MAX_BYTES:
+            raise ConfigError(
+                f"input.control_socket {path} is longer than {SOCKET_PATH_MAX_BYTES} bytes, "
+                "the limit for a Unix socket; choose a shorter path"
+            )
 
 
 @dataclass(frozen=True)
@@ -132,12 +156,15 @@ class EarconConfig:
     """``[earcons]``: short generated sounds for state changes."""
 
     enabled: bool = True
-    volume: float = 0.25
+    volume: float = limited(0.25, 0, 1)  # a fraction of full scale
     listening: bool = True
     thinking: bool = True
-    thinking_repeat_s: float = 4.0
+    thinking_repeat_s: float = limited(4.0, 0.1, 600, also=(0,))  # 0: once
     done: bool = False
     error: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self, "earcons")
 
 
 @dataclass(frozen=True)
@@ -146,6 +173,9 @@ class UiConfig:
 
     status_line: bool = True
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "ui")
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,21 @@ A Unix stream socket owned by the user (mode 0600, in a 0700 directory we create
 TCP. One command per connection, newline-terminated; one reply line::
 
     $ printf 'toggle\\n' | socat - UNIX-CONNECT:$XDG_RUNTIME_DIR/voice-assistant/ptt.sock
-    ok pressed
+    ok toggle
+    $ printf 'status\\n' | socat - UNIX-CONNECT:$XDG_RUNTIME_DIR/voice-assistant/ptt.sock
+    ok listening
 
 Commands: ``press``, ``release``, ``toggle``, ``status``. Replies start with ``ok`` or
-``error:``.
+``error:`` (``error: busy`` when too many clients are connected at once).
+
+Each client is served on its own short-lived thread, up to :data:`MAX_CLIENTS` at once, so a
+client that connects and says nothing delays nobody else; the handler itself runs under a lock,
+one command at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -23,22 +30,38 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from core.errors import ConfigError, DeviceError
+from voice.config import SOCKET_PATH_MAX_BYTES
 from voice.hotkeys import WakePipe
 
 log = logging.getLogger(__name__)
 
 COMMANDS = ("press", "release", "toggle", "status")
 MAX_COMMAND_BYTES = 64  # longer input is refused unread: no command comes close
-_CLIENT_TIMEOUT_S = 1.0  # a client that connects and says nothing cannot stall the server
-_SUN_PATH_MAX = 107  # sockaddr_un.sun_path, minus the terminating NUL
+MAX_CLIENTS = 16  # clients served at once; more get "error: busy"
+_CLIENT_TIMEOUT_S = 1.0  # a client that connects and says nothing is dropped after this
 _JOIN_TIMEOUT_S = 2.0
+_RUN_USER = Path("/run/user")
 
 
-def default_socket_path(env: Mapping[str, str] = os.environ) -> Path:
-    """``$XDG_RUNTIME_DIR/voice-assistant/ptt.sock``, else under ``~/.local/state``."""
-    runtime = env.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime else Path.home() / ".local" / "state"
+def default_socket_path(env: Mapping[str, str] = os.environ, run_user: Path = _RUN_USER) -> Path:
+    """``$XDG_RUNTIME_DIR/voice-assistant/ptt.sock``. Without that variable (``su``, some SSH
+    sessions, cron) the same place through ``/run/user/<uid>`` when it is the user's own
+    private directory, so ``ptt`` finds the service's socket; else under ``~/.local/state``.
+    Each is per user; the ``voice-assistant`` directory is created 0700."""
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(runtime):
+        runtime = _own_private_dir(run_user / str(os.getuid()))
+    base = Path(runtime) if runtime else Path(env.get("HOME") or Path.home()) / ".local" / "state"
     return base / "voice-assistant" / "ptt.sock"
+
+
+def _own_private_dir(path: Path) -> str:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    private = stat.S_ISDIR(info.st_mode) and not info.st_mode & 0o077
+    return str(path) if private and info.st_uid == os.getuid() else ""
 
 
 def socket_path(configured: str = "", env: Mapping[str, str] = os.environ) -> Path:
@@ -47,10 +70,22 @@ def socket_path(configured: str = "", env: Mapping[str, str] = os.environ) -> Pa
 
 
 def _check_length(path: Path) -> None:
-    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+    # input.control_socket is checked with the config; a default path comes from the environment.
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX_BYTES:
         raise ConfigError(
-            f"control socket path {path} is longer than {_SUN_PATH_MAX} bytes, the limit for "
-            "a Unix socket; set input.control_socket to a shorter path"
+            f"control socket path {path} is longer than {SOCKET_PATH_MAX_BYTES} bytes, the limit "
+            "for a Unix socket; set input.control_socket to a shorter path"
+        )
+
+
+def _check_directory(directory: Path) -> None:
+    """Another user who can write to the socket's directory could replace the socket."""
+    info = os.stat(directory)
+    shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX
+    if info.st_uid not in (os.getuid(), 0) or shared:
+        raise DeviceError(
+            f"the control socket's directory {directory} is not private (other users can "
+            "write to it); set input.control_socket to a path in a directory of your own"
         )
 
 
@@ -58,13 +93,18 @@ class ControlServer:
     """Serves the line protocol on ``path`` from a daemon thread; ``handler`` answers.
 
     ``handler`` receives one of :data:`COMMANDS` (others are refused before it is called)
-    and returns the reply line. It runs on the server thread, so it should be quick.
+    and returns the reply line. Calls are serialized, but not on one fixed thread; it should
+    be quick.
     """
 
-    def __init__(self, path: Path, handler: Callable[[str], str]) -> None:
+    def __init__(
+        self, path: Path, handler: Callable[[str], str], *, max_clients: int = MAX_CLIENTS
+    ) -> None:
         _check_length(path)
         self.path = path
         self._handler = handler
+        self._handler_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_clients)
         self._sock: socket.socket | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self._wake: WakePipe | None = None
@@ -79,6 +119,7 @@ class ControlServer:
 
     def start(self) -> None:
         _make_private_dir(self.path.parent)
+        _check_directory(self.path.parent)
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -90,7 +131,7 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         info = os.stat(self.path)
         self._identity = (info.st_dev, info.st_ino)
-        sock.listen(8)
+        sock.listen(MAX_CLIENTS)
         self._sock = sock
         self._wake = WakePipe()
         self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
@@ -161,8 +202,27 @@ class ControlServer:
             except OSError as e:
                 log.warning("control socket accept failed: %s", e)
                 continue
+            if not self._slots.acquire(blocking=False):
+                with conn, contextlib.suppress(OSError):
+                    conn.settimeout(_CLIENT_TIMEOUT_S)
+                    conn.sendall(b"error: busy\n")
+                    conn.shutdown(socket.SHUT_WR)
+                    _discard_pending(conn)
+                continue
+            try:
+                threading.Thread(
+                    target=self._client, args=(conn,), name="control-client", daemon=True
+                ).start()
+            except RuntimeError:  # cannot start a thread (resources): refuse, keep serving
+                self._slots.release()
+                conn.close()
+
+    def _client(self, conn: socket.socket) -> None:
+        try:
             with conn:
                 self._answer(conn)
+        finally:
+            self._slots.release()
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(_CLIENT_TIMEOUT_S)
@@ -183,7 +243,8 @@ class ControlServer:
         if command not in COMMANDS:
             return f"error: unknown command {command[:32]!r} (expected {', '.join(COMMANDS)})"
         try:
-            reply = self._handler(command)
+            with self._handler_lock:
+                reply = self._handler(command)
         except Exception as e:
             log.exception("control command %s failed", command)
             return f"error: {command} failed: {e}"
@@ -254,13 +315,17 @@ def send_command(path: Path, command: str, *, timeout_s: float = 2.0) -> str:
             ) from None
         except OSError as e:  # includes TimeoutError: a listener too busy to accept
             raise DeviceError(f"cannot connect to the assistant on {path}: {e}") from None
-        try:
+        # It may answer before reading (``error: busy``) and close: then read that answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(command.encode() + b"\n")
+        try:
             reply = _read_reply(sock)
         except TimeoutError:
             raise DeviceError(
                 f"the assistant on {path} gave no reply within {timeout_s} s"
             ) from None
+        except OSError as e:
+            raise DeviceError(f"the assistant on {path} dropped the connection: {e}") from None
     if not reply:
         raise DeviceError(f"the assistant on {path} closed the connection without a reply")
     return reply

@@ -115,11 +115,6 @@ class Earcons:
     """The four earcons rendered once at ``sample_rate`` and ``config.volume``."""
 
     def __init__(self, config: EarconConfig, sample_rate: int) -> None:
-        if not 0.0 <= config.volume <= 1.0:
-            raise ConfigError(
-                f"earcons.volume must be between 0.0 and 1.0 (a fraction of full scale), "
-                f"got {config.volume}"
-            )
         if sample_rate < 4 * max(SIGNATURE_HZ.values()):
             raise ConfigError(f"sample rate {sample_rate} Hz is too low for the earcons")
         self.sample_rate = sample_rate

@@ -48,9 +48,16 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     notifier.extend_timeout(120)  # loading models on a Raspberry Pi takes a while
     notifier.status("loading models")
     core = app.build_core(config, agent=agent)
-    models = app.load_models(config)
+    # One listener per room, whatever its control socket: a second one stops here, before
+    # loading the models, instead of answering every utterance a second time.
+    room_claim = core.claim_room(config.turn.room)
+    try:
+        models = app.load_models(config)
+    except BaseException:
+        room_claim.release()
+        raise
     status = StatusLine() if config.ui.status_line else None
-    with contextlib.ExitStack() as stack:
+    with room_claim, contextlib.ExitStack() as stack:
         stack.callback(core.stop)  # every exit path stops the agents
         microphone, speaker = Microphone(config.audio), Speaker(config.audio)
         for device in (microphone, speaker):

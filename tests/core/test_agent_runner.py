@@ -178,7 +178,16 @@ def test_cwd_and_env_reach_the_agent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"command": "claude -p"}, {"command": []}, {"timeout": 0}, {"output_format": "xml"}],
+    [
+        {"command": "claude -p"},
+        {"command": []},
+        {"timeout": 0},
+        {"timeout": float("nan")},  # would never stop the agent
+        {"timeout": 1e308},  # would overflow the deadline arithmetic
+        {"kill_grace_s": float("inf")},
+        {"max_output_bytes": -1},
+        {"output_format": "xml"},
+    ],
 )
 def test_bad_runner_settings_are_config_errors(bad: dict[str, object]) -> None:
     settings: dict[str, object] = {"command": ["claude"], "timeout": 1.0, **bad}

@@ -233,6 +233,16 @@ def test_an_empty_message_is_refused(tmp_path: Path, text: str) -> None:
     assert agent.calls == []
 
 
+@pytest.mark.parametrize("idle", [-1.0, float("nan"), float("inf")])
+def test_a_bad_idle_timeout_is_refused_as_session_idle_timeout_s_is(
+    tmp_path: Path, idle: float
+) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"session\.idle_timeout_s"):
+        Core(tmp_path, FakeAgent(), idle_timeout_s=idle)
+
+
 def test_from_config_wires_the_runner_and_the_store(tmp_path: Path) -> None:
     config = CoreConfig(
         agent=AgentConfig(command=ECHO_AGENT, timeout_s=30.0, cwd=str(tmp_path)),

@@ -6,8 +6,11 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,7 +82,7 @@ def test_default_paths(tmp_path: Path) -> None:
     assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/1000"}) == Path(
         "/run/user/1000/voice-assistant/ptt.sock"
     )
-    fallback = default_socket_path({})
+    fallback = default_socket_path({}, run_user=tmp_path / "no-run-user")
     assert fallback == Path.home() / ".local/state/voice-assistant/ptt.sock"
     assert socket_path("~/x.sock") == Path.home() / "x.sock"
     assert socket_path("", {"XDG_RUNTIME_DIR": "/r"}) == Path("/r/voice-assistant/ptt.sock")
@@ -179,3 +182,85 @@ def test_client_times_out_on_a_mute_server(sock_path: Path) -> None:
 def test_path_too_long_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="107 bytes"):
         ControlServer(Path("/tmp") / ("x" * 120) / "ptt.sock", lambda c: "ok")
+
+
+def test_without_xdg_runtime_dir_the_users_own_run_dir_is_found(tmp_path: Path) -> None:
+    """``ptt`` over ``su`` or SSH often lacks XDG_RUNTIME_DIR; the service has it. Both must
+    name the same socket, or the command goes nowhere (and a second listener gets a socket
+    of its own)."""
+    run_user = tmp_path / "run-user"
+    mine = run_user / str(os.getuid())
+    mine.mkdir(parents=True, mode=0o700)
+    assert default_socket_path({}, run_user=run_user) == mine / "voice-assistant/ptt.sock"
+    mine.chmod(0o755)  # not private: not taken for a runtime directory
+    home = {"HOME": str(tmp_path)}
+    assert default_socket_path(home, run_user=run_user) == (
+        tmp_path / ".local/state/voice-assistant/ptt.sock"
+    )
+
+
+def test_without_xdg_runtime_dir_the_socket_is_still_private(runtime_dir: Path) -> None:
+    env = {"HOME": str(runtime_dir)}
+    path = default_socket_path(env, run_user=runtime_dir / "none")
+    assert path.is_relative_to(runtime_dir)  # per user: under their home
+    with ControlServer(path, lambda c: "ok"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+
+
+def test_a_directory_others_can_write_to_is_refused(runtime_dir: Path) -> None:
+    shared = runtime_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could replace the socket
+    with pytest.raises(DeviceError, match="not private"):
+        ControlServer(shared / "ptt.sock", lambda c: "ok").start()
+    shared.chmod(0o1777)  # sticky, like /tmp: nobody can remove another user's file
+    with ControlServer(shared / "ptt.sock", lambda c: "ok"):
+        assert send_command(shared / "ptt.sock", "status") == "ok"
+
+
+def test_idle_connections_do_not_make_a_command_time_out(
+    server: tuple[ControlServer, list[str]], sock_path: Path
+) -> None:
+    idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(12)]
+    try:
+        for s in idle:
+            s.connect(str(sock_path))  # and say nothing
+        # `ptt press` waits 2 s: served one at a time, 12 idle clients would take 12 s.
+        assert send_command(sock_path, "press", timeout_s=2.0).startswith("ok pressd")
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_clients_beyond_the_cap_are_told_the_server_is_busy(sock_path: Path) -> None:
+    with ControlServer(sock_path, lambda c: "ok", max_clients=2):
+        idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+        try:
+            for s in idle:
+                s.connect(str(sock_path))
+            assert send_command(sock_path, "status") == "error: busy"
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.monotonic() + 10
+        while send_command(sock_path, "status") != "ok":  # freed when they go
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_ptt_exits_non_zero_on_an_error_reply(runtime_dir: Path) -> None:
+    path = runtime_dir / "ptt.sock"
+    config = runtime_dir / "config.toml"
+    config.write_text(f'[input]\ncontrol_socket = "{path}"\n')
+    with ControlServer(path, lambda c: "error: permission denied"):
+        result = subprocess.run(
+            [sys.executable, "-m", "voice.cli", "ptt", "press", "--config", str(config)],
+            cwd=Path(__file__).resolve().parents[2],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.stdout.strip() == "error: permission denied"
+    assert result.returncode == 1

@@ -1,0 +1,206 @@
+"""No agent outlives the assistant: kill -9 of the parent takes the agent and its group along.
+
+A real parent process (``fakes/agent_parent.py``) runs a real fake agent that hangs with a
+grandchild in its group; the test kills the parent with SIGKILL and scans /proc for anything
+still carrying the agent's marker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import AgentError
+from core.lifeline import Lifeline
+from core.process import run_process
+from tests.core.conftest import REPO
+from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
+
+SHIMS = ["setpriv", "prctl"]
+
+
+def wait_for_file(path: Path, within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def start_parent(shim: str, marker: str, pidfile: Path) -> subprocess.Popen[str]:
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tests.core.fakes.agent_parent", shim, marker, str(pidfile)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_file(pidfile)  # the agent runs, and so does its grandchild
+    return parent
+
+
+def kill_9(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+@pytest.fixture
+def marker() -> str:
+    return f"va-lifeline-{os.getpid()}-{time.monotonic_ns()}"
+
+
+@pytest.mark.parametrize("shim", SHIMS)
+def test_kill_9_of_the_parent_leaves_no_agent_nor_its_children(
+    tmp_path: Path, marker: str, shim: str
+) -> None:
+    parent = start_parent(shim, marker, tmp_path / "pid")
+    try:
+        running = set(processes_with(marker)) - {parent.pid}  # its argv has the marker too
+        assert len(running) == 2, "the agent and its grandchild should be running"
+        kill_9(parent)
+        assert wait_until_none_left(marker, within_s=10) == []
+    finally:
+        parent.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("shim", SHIMS)
+def test_the_parent_death_signal_alone_ends_the_agent(
+    tmp_path: Path, marker: str, shim: str
+) -> None:
+    """With the reaper killed first, only PR_SET_PDEATHSIG is left: the agent itself dies, its
+    grandchild (which the signal does not reach) is what the reaper is for."""
+    parent = start_parent(shim, marker, tmp_path / "pid")
+    grandchild = int((tmp_path / "pid").read_text())
+    try:
+        words = parent.stdout.readline().split()  # type: ignore[union-attr]
+        agent, reaper = int(words[1]), int(words[3])
+        os.kill(reaper, signal.SIGKILL)
+        children = set(processes_with(marker)) - {parent.pid}  # its argv has the marker too
+        assert children == {agent, grandchild}
+        kill_9(parent)
+        deadline = time.monotonic() + 10
+        while processes_with(marker) != [grandchild] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == [grandchild]
+    finally:
+        parent.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_reaper_alone_ends_the_whole_group(tmp_path: Path, marker: str) -> None:
+    parent = start_parent("none", marker, tmp_path / "pid")
+    try:
+        kill_9(parent)
+        assert wait_until_none_left(marker, within_s=10) == []
+    finally:
+        parent.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def thread_gone(native_id: int, within_s: float = 10.0) -> None:
+    """Thread.join() returns before the OS thread has exited; /proc shows when it has."""
+    deadline = time.monotonic() + within_s
+    while os.path.exists(f"/proc/self/task/{native_id}"):
+        assert time.monotonic() < deadline, "the thread never exited"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("shim", SHIMS)
+def test_an_agent_outlives_the_thread_that_asked_for_it(shim: str) -> None:
+    """The parent-death signal fires when the *thread* that forked exits: a turn's worker
+    thread ending must not kill an agent that is meant to keep running."""
+    lifeline = Lifeline(shim)  # type: ignore[arg-type]
+    started: list[subprocess.Popen[bytes]] = []
+    ids: list[int] = []
+
+    def worker() -> None:
+        ids.append(threading.get_native_id())
+        started.append(lifeline.popen(["sleep", "30"], cwd=None, env=None))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    thread_gone(ids[0])
+    proc = started[0]
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(2)  # killed within milliseconds, were it tied to the worker thread
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        lifeline.release(proc.pid)
+        lifeline.close()
+
+
+@pytest.mark.parametrize("shim", SHIMS)
+def test_the_agent_carries_the_parent_death_signal(shim: str) -> None:
+    lifeline = Lifeline(shim)  # type: ignore[arg-type]
+    proc = lifeline.popen(
+        ["grep", "-i", "^ppid", "/proc/self/status"],
+        cwd=None,
+        env=None,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = proc.communicate(timeout=10)
+    lifeline.release(proc.pid)
+    lifeline.close()
+    assert proc.returncode == 0
+    # setpriv exec()s the program, so its parent is this process, and not the shim.
+    assert out.split()[-1] == str(os.getpid()).encode()
+
+
+@pytest.mark.parametrize("shim", SHIMS)
+def test_missing_and_unusable_programs_keep_their_clear_errors(tmp_path: Path, shim: str) -> None:
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    lifeline = Lifeline(shim)  # type: ignore[arg-type]
+
+    def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+        run_process(
+            argv,
+            stdin_data=b"",
+            timeout_s=10,
+            kill_grace_s=1,
+            cwd=None,
+            max_stdout_bytes=1024,
+            on_line=lambda line: None,
+            env=env,
+            lifeline=lifeline,
+        )
+
+    with pytest.raises(AgentError, match="was not found"):
+        run(["no-such-agent-cli-xyz"])
+    with pytest.raises(AgentError, match="not executable"):
+        run([str(script)])
+    with pytest.raises(AgentError, match="not executable"):
+        run(["agent.sh"], env={"PATH": str(tmp_path)})
+    script.chmod(0o700)
+    run(["agent.sh"], env={"PATH": str(tmp_path)})  # found through the agent's own PATH
+    lifeline.close()
+
+
+def test_the_spawn_hook_gets_the_process_group(tmp_path: Path) -> None:
+    seen: list[int] = []
+    finished = run_process(
+        ["sh", "-c", "ps -o pgid= -p $$"],
+        stdin_data=b"",
+        timeout_s=10,
+        kill_grace_s=1,
+        cwd=None,
+        max_stdout_bytes=1024,
+        on_line=lambda line: seen.append(int(line)),
+        on_spawn=seen.append,
+    )
+    assert finished.returncode == 0
+    assert len(seen) == 2 and seen[0] == seen[1]

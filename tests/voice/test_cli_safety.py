@@ -1,0 +1,195 @@
+"""The CLI's exit statuses and safety: config errors, flags, signals, what it prints.
+
+Real ``voice-assistant`` subprocesses; those that answer from an audio file load the real
+models (marked ``models``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.claims import RoomClaim
+from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
+
+REPO = Path(__file__).resolve().parents[2]
+AUDIO = REPO.parent / "shared" / "audio"
+FAKE_AGENT = REPO / "tests" / "core" / "fakes" / "fake_agent.py"
+EXIT_ROOM_CLAIMED, EXIT_CONFIG = 75, 78
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    for sub in ("state", "runtime", "config"):
+        (tmp_path / sub).mkdir()
+    return tmp_path
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_STATE_HOME": str(home / "state"),
+        "XDG_RUNTIME_DIR": str(home / "runtime"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("VOICE_ASSISTANT_CONFIG", None)
+    return env
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voice.cli", *args],
+        cwd=home,
+        env=env or env_for(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = cli(home, *args, env=env)
+    out, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+# ---- configuration errors have their own exit status ---------------------------------------
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[vad]\nhangover_ms = -600\n", "vad.hangover_ms must be 100 to 10000"),
+        (b"[agent]\ntimeout_s = inf\n", "agent.timeout_s must be a finite number"),
+        (b"[stt]\nbeam_size = 1000000\n", "stt.beam_size must be 1 to 10"),
+        (b"[turn]\nroom = 'k\xfcche'\n", "not UTF-8"),
+        (b"[vad\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_file_exits_78_naming_the_problem(
+    home: Path, content: bytes, message: str
+) -> None:
+    config = home / "config.toml"
+    config.write_bytes(content)
+    result = run(home, "history", "--config", str(config))
+    assert result.returncode == EXIT_CONFIG
+    assert message in result.stderr and str(config) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_fifo_as_config_exits_at_once(home: Path) -> None:
+    fifo = home / "config.toml"
+    os.mkfifo(fifo)
+    result = run(home, "history", "--config", str(fifo))  # no writer: reading would block
+    assert result.returncode == EXIT_CONFIG
+    assert "not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["history", "reset"])
+def test_an_empty_room_flag_is_an_error_not_the_default_room(home: Path, command: str) -> None:
+    result = run(home, command, "--room", "")
+    assert result.returncode == EXIT_CONFIG
+    assert "--room: room id is empty" in result.stderr
+
+
+@pytest.mark.parametrize("limit", ["-1", "0", "x"])
+def test_history_limit_must_be_positive(home: Path, limit: str) -> None:
+    result = run(home, "history", "-n", limit)
+    assert result.returncode == 2  # argparse's usage error
+    assert "expected a positive whole number" in result.stderr
+
+
+def test_the_log_says_which_config_file_was_read(home: Path) -> None:
+    config = home / "config" / "voice-assistant" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[turn]\nroom = 'den'\n")
+    result = run(home, "history", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert f"configuration read from {config}" in result.stderr
+    (home / "config.toml").write_text("[turn]\nroom = ''\n")  # in the cwd: never read
+    config.unlink()
+    result = run(home, "history", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "no configuration file: using the defaults" in result.stderr
+
+
+# ---- one listener per room -------------------------------------------------------------
+def test_a_second_listener_for_a_claimed_room_exits_75_before_loading_anything(
+    home: Path,
+) -> None:
+    store = home / "state" / "voice-assistant" / "sessions"
+    store.mkdir(parents=True)
+    env = env_for(home)
+    del env["XDG_RUNTIME_DIR"]  # a different control socket, by accident
+    with RoomClaim(store, "desk"):
+        started = time.monotonic()
+        result = run(home, "listen", "--agent", "echo", env=env)
+    assert result.returncode == EXIT_ROOM_CLAIMED, result.stderr
+    assert "room 'desk' is already being answered by another listener" in result.stderr
+    assert f"(pid {os.getpid()})" in result.stderr
+    assert time.monotonic() - started < 60  # it did not load the speech models first
+
+
+# ---- one-shot commands and their agent -------------------------------------------------
+def wait_for(path: Path, proc: subprocess.Popen[str], within_s: float = 120) -> None:
+    deadline = time.monotonic() + within_s
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"ask exited early: {proc.communicate()}")
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_to_ask_stops_its_agent_cleanly(home: Path, sig: signal.Signals) -> None:
+    marker = f"va-ask-{sig.name}-{os.getpid()}-{time.monotonic_ns()}"
+    pidfile, term_file = home / "agent.pid", home / "agent.term"
+    agent = f"{sys.executable} -I -S {FAKE_AGENT} hang {marker} {pidfile} term-file {term_file}"
+    proc = cli(home, "ask", str(AUDIO / "digits.wav"), "--agent", agent, "-o", str(home / "r.wav"))
+    try:
+        wait_for(pidfile, proc)  # models loaded, speech transcribed, the agent is working
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig
+        # A clean exit: the agent got SIGTERM and could clean up (a parent-death SIGKILL
+        # would not have let it write this).
+        assert term_file.read_text() == "TERM"
+        assert wait_until_none_left(marker) == []
+    finally:
+        proc.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.models
+def test_ask_prints_no_terminal_control_sequences_from_the_agent(home: Path) -> None:
+    agent = home / "agent.py"
+    agent.write_text(
+        "import sys\n"
+        "sys.stdin.read()\n"
+        "sys.stdout.write('\\x1b]0;pwned\\x07\\x1b[2J\\x1b[HAll \\x9b31mclear\\r.\\x07\\n')\n"
+    )
+    result = run(
+        home,
+        "ask",
+        str(AUDIO / "digits.wav"),
+        "--agent",
+        f"{sys.executable} {agent} --output-format text",
+        "-o",
+        str(home / "r.wav"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reply: All clear." in result.stdout
+    controls = [
+        c for c in result.stdout if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160
+    ]
+    assert controls == []
