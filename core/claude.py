@@ -40,6 +40,7 @@ from core.agent_output import (
     safe_agent_id,
 )
 from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
+from core.lifeline import Lifeline, default_lifeline
 from core.process import program_name, spawn
 
 log = logging.getLogger(__name__)
@@ -116,11 +117,13 @@ class _Process:
         room: str,
         session_id: str | None,
         max_line_bytes: int,
+        lifeline: Lifeline,
     ) -> None:
         self.room = room
         self.session_id = session_id
         self.name = program_name(argv)
-        self.proc = spawn(argv, cwd, None if env is None else {**os.environ, **env})
+        self._lifeline = lifeline
+        self.proc = spawn(argv, cwd, None if env is None else {**os.environ, **env}, lifeline)
         self.lines: queue.Queue[bytes | None] = queue.Queue()
         self.stderr = bytearray()
         self.busy = False
@@ -172,6 +175,8 @@ class _Process:
         # Whatever else is left in its group (a tool's children) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.poll() is not None:
+            self._lifeline.release(self.proc.pid)
 
     def stderr_text(self) -> str:
         return bytes(self.stderr).decode("utf-8", "replace")
@@ -301,8 +306,11 @@ class ClaudeSessions:
         idle_stop_s: float = 900.0,
         max_output_bytes: int = 8 * 1024 * 1024,
         env: Mapping[str, str] | None = None,
+        lifeline: Lifeline | None = None,
     ) -> None:
-        """``command`` is the full argv (see :func:`claude_argv`); ``--resume`` is added."""
+        """``command`` is the full argv (see :func:`claude_argv`); ``--resume`` is added.
+
+        Processes are tied to this one's life (``lifeline``, :func:`default_lifeline`)."""
         self.command = tuple(command)
         self.timeout = timeout
         self.cwd = None if cwd is None or str(cwd) == "" else str(cwd)
@@ -312,6 +320,7 @@ class ClaudeSessions:
         self.idle_stop_s = idle_stop_s
         self.max_output_bytes = max_output_bytes
         self.env = dict(env) if env is not None else None
+        self._lifeline = lifeline or default_lifeline()
         self._lock = threading.Lock()
         self._processes: dict[str, _Process] = {}
         self._stopped = threading.Event()
@@ -498,6 +507,7 @@ class ClaudeSessions:
                 room=room,
                 session_id=session_id,
                 max_line_bytes=self.max_output_bytes,
+                lifeline=self._lifeline,
             )
             self._processes[room] = process
         if stale is not None:
