@@ -17,9 +17,11 @@ from voice.audio import AudioChunk, Utterance, float_to_pcm
 from voice.config import Config
 from voice.loop import TurnModel
 from voice.pipeline import Models
+from voice.silero import SileroModel
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
 from voice.vad import Segmenter, UtteranceEnded, WebRtcDetector
+from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,43 @@ def load_turn_model(config: Config) -> TurnModel | None:
     return model
 
 
+def load_silero(config: Config) -> SileroModel | None:
+    """Silero VAD for onsets (vad.silero); a model that cannot load is an error at start."""
+    if not config.vad.silero:
+        return None
+    from voice.models import default_models_dir, resolve_silero_model
+    from voice.silero import SileroModel
+
+    return SileroModel(
+        resolve_silero_model(config.vad.silero_model, models_dir=default_models_dir())
+    )
+
+
+def load_wake(config: Config) -> WakeDetector | None:
+    """The wake word detector, in wake mode only; any failure is an error at start, never a
+    loop that cannot hear its wake word."""
+    if config.input.mode != "wake":
+        return None
+    from voice.models import default_models_dir
+    from voice.wake import load_wake_detector
+
+    wake = config.wake
+    return load_wake_detector(
+        wake.model,
+        threshold=wake.threshold,
+        refractory_s=wake.refractory_s,
+        models_dir=default_models_dir(),
+    )
+
+
 def load_models(config: Config) -> Models:
-    return Models(stt=load_stt(config), tts=load_tts(config), turn_model=load_turn_model(config))
+    return Models(
+        stt=load_stt(config),
+        tts=load_tts(config),
+        turn_model=load_turn_model(config),
+        silero=load_silero(config),
+        wake=load_wake(config),
+    )
 
 
 def read_audio(path: Path) -> npt.NDArray[np.float32]:

@@ -50,6 +50,10 @@ class VadConfig:
     max_utterance_s: float = limited(28.0, 1, 300)
     pause_ms: int = limited(200, 30, 10000)  # a pause this long starts a speculative transcript
     tail_gate_db: float = limited(30.0, 0, 120)  # frames this far below the peak are silence
+    # Silero VAD confirms each onset webrtcvad proposes: noise, music and tones start nothing.
+    silero: bool = True
+    silero_model: str = ""  # "" is the silero_vad_v6.onnx faster-whisper ships
+    silero_threshold: float = limited(0.5, 0, 1, low_open=True)
 
     def __post_init__(self) -> None:
         check_fields(self, "vad")
@@ -133,7 +137,7 @@ class TurnConfig:
 class InputConfig:
     """``[input]``: hands-free or push-to-talk."""
 
-    mode: Literal["vad", "ptt-hold", "ptt-toggle"] = "vad"
+    mode: Literal["vad", "ptt-hold", "ptt-toggle", "wake"] = "vad"
     backend: Literal["auto", "evdev", "pynput", "terminal", "gpio", "socket"] = "auto"
     key: str = "KEY_F12"  # evdev key name; pynput/terminal map it (space for "KEY_SPACE")
     gpio_pin: int = limited(17, 0, 53)  # BCM numbering
@@ -149,6 +153,20 @@ class InputConfig:
                 f"input.control_socket {path} is longer than {SOCKET_PATH_MAX_BYTES} bytes, "
                 "the limit for a Unix socket; choose a shorter path"
             )
+
+
+@dataclass(frozen=True)
+class WakeConfig:
+    """``[wake]``: the wake word of ``input.mode = "wake"``."""
+
+    model: str = "hey_jarvis"  # a built-in model, a name under models/, or a .json path
+    threshold: float = limited(0.0, 0, 1, low_open=True, also=(0,))  # 0: the model's own
+    refractory_s: float = limited(2.0, 0, 60)  # one wake per this long, however often heard
+    follow_up_s: float = limited(5.0, 0, 600)  # after a reply: listen this long without it
+    listen_s: float = limited(8.0, 1, 600)  # after the word: how long to wait for a request
+
+    def __post_init__(self) -> None:
+        check_fields(self, "wake")
 
 
 @dataclass(frozen=True)
@@ -187,6 +205,7 @@ class Config:
     tts: TtsConfig = TtsConfig()
     turn: TurnConfig = TurnConfig()
     input: InputConfig = InputConfig()
+    wake: WakeConfig = WakeConfig()
     earcons: EarconConfig = EarconConfig()
     ui: UiConfig = UiConfig()
     source: Path | None = None
@@ -199,6 +218,7 @@ _VOICE_TABLES: dict[str, type] = {
     "tts": TtsConfig,
     "turn": TurnConfig,
     "input": InputConfig,
+    "wake": WakeConfig,
     "earcons": EarconConfig,
     "ui": UiConfig,
 }

@@ -9,6 +9,10 @@ The microphone stays live throughout. What the assistant itself plays (a reply, 
 *gated*: those frames still reach the segmenter, so no audio is lost, but never count as
 speech, until ``turn.cooldown_ms`` after the speaker fell silent (its echo in the room). With
 ``turn.barge_in`` (a headset, or an echo-cancelled microphone) nothing is gated.
+
+While the machine is not hearing (push-to-talk or wake word, waiting to be addressed), frames
+go to a short pre-roll and, in wake mode, to the wake word detector. A wake word heard over
+gated sound (the assistant's own voice, without echo cancellation) does not count.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import DeviceError
-from voice.audio import AudioChunk, rms_dbfs
+from voice.audio import SAMPLE_WIDTH, AudioChunk, rms_dbfs
 from voice.config import Config
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
@@ -56,13 +60,18 @@ from voice.turn_events import (
     Transcribe,
     TranscriptReady,
     VerdictReady,
+    WakeWord,
 )
 from voice.turn_taking import TurnTaking
 from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
 from voice.vad import Segmenter
+from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
 
+# Wake mode keeps this much audio while waiting: the detection comes up to ~0.3 s after the
+# word ended, and the words said in between must reach the request.
+WAKE_PRE_ROLL_MS = 600
 CONTROL_COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 
 
@@ -95,6 +104,7 @@ class Engines:
     conversation: Conversation
     turn_model: TurnModel | None = None
     earcons: Earcons | None = None
+    wake: WakeDetector | None = None  # wake mode: heard while the machine is not hearing
 
 
 class VoiceLoop:
@@ -128,7 +138,10 @@ class VoiceLoop:
         self._model_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="end-of-turn")
         self._pause_job: Future[None] | None = None
         self._workers: dict[int, TurnWorker] = {}
-        frames = max(1, config.vad.pre_roll_ms // config.audio.frame_ms)
+        pre_roll_ms = config.vad.pre_roll_ms
+        if engines.wake is not None:  # room for the words between the wake word and its detection
+            pre_roll_ms = max(pre_roll_ms, WAKE_PRE_ROLL_MS)
+        frames = max(1, pre_roll_ms // config.audio.frame_ms)
         self._pre_roll: collections.deque[AudioChunk] = collections.deque(maxlen=frames)
         self._gate = not config.turn.barge_in
         self._gate_until = 0.0
@@ -136,6 +149,7 @@ class VoiceLoop:
         self._now = clock()
         self._last_frame_s = clock()
         self._loss_announced = False
+        self._wake_fresh = True  # the detector has not heard the frames before this one
 
     # ---- from other threads ------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -274,9 +288,14 @@ class VoiceLoop:
     def _on_chunk(self, chunk: AudioChunk) -> None:
         if self.status is not None:
             self.status.level(rms_dbfs(chunk.pcm))
+        gated = self._gate and (
+            chunk.timestamp_s < self._gate_until or self.engines.speaker.sink.playing
+        )
         if not self.machine.hearing:
             self._pre_roll.append(chunk)
+            self._listen_for_wake(chunk, gated)
             return
+        self._wake_fresh = True
         pressed = self._pressed_at_s
         if (
             pressed is not None
@@ -284,11 +303,27 @@ class VoiceLoop:
         ):
             # The key's click: keep the time, drop the sound.
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
-        gated = self._gate and (
-            chunk.timestamp_s < self._gate_until or self.engines.speaker.sink.playing
-        )
         for event in self.segmenter.push(chunk, gated=gated):
             self._execute(self.machine.handle(event))
+
+    def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> None:
+        wake = self.engines.wake
+        if wake is None:
+            return
+        if self._wake_fresh:  # it last heard frames from before the microphone was open
+            wake.reset()
+            self._wake_fresh = False
+        detection = wake.process(chunk)
+        if detection is None:
+            return
+        if gated:  # the assistant's own voice, or the word said over it: half-duplex
+            log.info("wake word %s heard while the assistant spoke: ignored", detection.model)
+            return
+        log.info("wake word %s heard (%.2f)", detection.model, detection.probability)
+        # The words right after the wake word belong to the request; the word itself does not.
+        kept = [trimmed for c in self._pre_roll if (trimmed := after(c, detection.end_s))]
+        self._pre_roll = collections.deque(kept, maxlen=self._pre_roll.maxlen)
+        self._execute(self.machine.handle(WakeWord(detection.end_s)))
 
     # ---- actions -------------------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
@@ -424,3 +459,17 @@ class VoiceLoop:
             sink.play(sound, earcons.sample_rate)
         except DeviceError as e:
             log.info("no %s earcon: %s", name, e)
+
+
+def after(chunk: AudioChunk, start_s: float) -> AudioChunk | None:
+    """The part of ``chunk`` from ``start_s`` on (None when it ended before)."""
+    skip = max(0, round((start_s - chunk.timestamp_s) * chunk.rate)) * SAMPLE_WIDTH
+    if skip == 0:
+        return chunk
+    if skip >= len(chunk.pcm):
+        return None
+    return AudioChunk(
+        chunk.pcm[skip:],
+        chunk.rate,
+        timestamp_s=chunk.timestamp_s + skip / SAMPLE_WIDTH / chunk.rate,
+    )

@@ -8,6 +8,7 @@ download, only for Whisper and only when ``stt.allow_download`` is true.
 The smart-turn end-of-turn model has no package of its own: set-up
 (``scripts/fetch_smart_turn.py``) extracts it from the pipecat-ai wheel into the environment's
 ``share/voice-assistant/smart-turn/``, which takes the bundled packages' place in the order.
+The wake word models come built into pymicro-wakeword, Silero VAD with faster-whisper.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 BUNDLED_WHISPER = "tiny.en"
 BUNDLED_VOICE = "en_US-joe-medium"
 SMART_TURN_MODEL = "smart-turn-v3.2-cpu.onnx"
+SILERO_MODEL = "silero_vad_v6.onnx"  # the file faster-whisper ships in its assets
 # A CTranslate2 Whisper directory always holds these (faster-whisper loads model.bin).
 _WHISPER_FILES = ("model.bin", "config.json")
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -202,4 +204,89 @@ def resolve_smart_turn_model(
         f"Run scripts/fetch_smart_turn.py with this environment's python (make setup and "
         f"deploy/install-pi.sh do; it extracts {SMART_TURN_MODEL} from the pipecat-ai wheel on "
         f"PyPI), or put the .onnx into {models_dir}"
+    )
+
+
+# ---- the wake word and Silero VAD -----------------------------------------------------------
+
+
+def _builtin_wake_dir() -> Path | None:
+    """The models pymicro-wakeword ships inside its wheel (okay_nabu, hey_jarvis, ...)."""
+    try:
+        import pymicro_wakeword  # optional at run time: only wake mode needs it
+    except ImportError:
+        return None
+    path = Path(pymicro_wakeword.__file__).parent / "models"
+    return path if path.is_dir() else None
+
+
+def available_wake_models(models_dir: Path, builtin_dir: Path | None = None) -> list[str]:
+    """Names ``wake.model`` accepts: models in ``models_dir`` (a ``.json`` whose ``.tflite``
+    is beside it), then the built-in ones."""
+    builtin = _builtin_wake_dir() if builtin_dir is None else builtin_dir
+    names: list[str] = []
+    for directory in (models_dir, builtin):
+        if directory is None or not directory.is_dir():
+            continue
+        for json_path in sorted(directory.glob("*.json")):
+            if json_path.with_suffix(".tflite").is_file() and json_path.stem not in names:
+                names.append(json_path.stem)
+    return names
+
+
+def resolve_wake_model(name: str, *, models_dir: Path, builtin_dir: Path | None = None) -> Path:
+    """The microWakeWord ``.json`` for ``wake.model``: a path, ``models_dir/NAME.json``, or
+    a model built into pymicro-wakeword. The error for an unknown name lists the known ones."""
+    if not name:
+        raise ModelError('wake.model is empty: name a wake word model such as "hey_jarvis"')
+    if _looks_like_path(name) or name.endswith(".json"):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path
+        raise ModelError(
+            f"wake.model = {name!r} is not a file; point it at a microWakeWord .json (its "
+            ".tflite beside it) or name one of the available models"
+        )
+    builtin = _builtin_wake_dir() if builtin_dir is None else builtin_dir
+    for directory in (models_dir, builtin):
+        if directory is not None and (directory / f"{name}.json").is_file():
+            return directory / f"{name}.json"
+    known = available_wake_models(models_dir, builtin)
+    where = f"{models_dir}" + ("" if builtin else " (pymicro-wakeword is not installed)")
+    raise ModelError(
+        f"unknown wake word model {name!r} (searched {where}); available: "
+        f"{', '.join(known) or 'none'}. Set wake.model to one of them, or put NAME.json and "
+        f"its .tflite (a microWakeWord model) into {models_dir}"
+    )
+
+
+def _bundled_silero() -> Path | None:
+    try:
+        from faster_whisper.vad import get_assets_path  # the STT package ships the model
+    except ImportError:
+        return None
+    path = Path(get_assets_path()) / SILERO_MODEL
+    return path if path.is_file() else None
+
+
+def resolve_silero_model(name: str, *, models_dir: Path) -> Path:
+    """The Silero VAD ``.onnx`` for ``vad.silero_model``: a path, a file under
+    ``models_dir``, or "" for the one faster-whisper ships. Never downloaded."""
+    if name and _looks_like_path(name):
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path
+        raise ModelError(f"vad.silero_model = {name!r} is not a file; point it at a Silero .onnx")
+    searched = [str(models_dir / (name or SILERO_MODEL))]
+    if (models_dir / (name or SILERO_MODEL)).is_file():
+        return models_dir / (name or SILERO_MODEL)
+    if not name:
+        bundled = _bundled_silero()
+        if bundled is not None:
+            return bundled
+        searched.append("faster-whisper's assets (not installed)")
+    raise ModelError(
+        f"Silero VAD model {name or SILERO_MODEL!r} not found; searched {', '.join(searched)}. "
+        f'Put the .onnx into {models_dir}, leave vad.silero_model = "" to use the one '
+        "faster-whisper ships, or set vad.silero = false"
     )

@@ -13,17 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from core.errors import ConfigError
 from voice.config import Config
 from voice.devices import AudioSink
 from voice.earcons import Earcons
 from voice.end_of_turn import CombinedAnalyzer
 from voice.loop import Engines, ReopenableSource, StatusSink, TurnModel, VoiceLoop, Watchdog
+from voice.silero import SileroModel, SileroOnset
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.tts import TextToSpeech
 from voice.turn_taking import TurnPolicy, TurnTaking
 from voice.turns import Conversation, TurnSettings
 from voice.vad import Segmenter, SpeechDetector, WebRtcDetector
+from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,17 @@ Mode = Literal["vad", "ptt-hold", "ptt-toggle", "wake"]
 
 @dataclass
 class Models:
-    """The loaded speech models, shared by every loop of a process."""
+    """The loaded speech models, shared by every loop of a process.
+
+    ``silero`` None: webrtcvad alone decides onsets. ``wake``: the wake word detector, which
+    wake mode needs (it keeps the state of the audio stream: one loop at a time).
+    """
 
     stt: SpeechToText
     tts: TextToSpeech
     turn_model: TurnModel | None = None
+    silero: SileroModel | None = None
+    wake: WakeDetector | None = None
 
 
 def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> TurnPolicy:
@@ -56,6 +65,8 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
         thinking_repeat_s=config.earcons.thinking_repeat_s if config.earcons.thinking else 0.0,
         permission_timeout_s=config.core.agent.permission_timeout_s,
         release_grace_s=config.input.release_grace_ms / 1000,
+        follow_up_s=config.wake.follow_up_s,
+        wake_listen_s=config.wake.listen_s,
     )
 
 
@@ -83,8 +94,19 @@ def build_loop(
 
     ``detector`` replaces webrtcvad (tests).
     """
+    mode = mode or config.input.mode
+    if mode == "wake" and models.wake is None:
+        raise ConfigError(
+            "input.mode = wake needs a wake word detector, and none was loaded "
+            "(voice.app.load_models loads one in wake mode)"
+        )
     detector = detector or WebRtcDetector(config.vad.aggressiveness)
-    segmenter = Segmenter(config.vad, detector, frame_ms=config.audio.frame_ms)
+    onset_check = None
+    if config.vad.silero and models.silero is not None:
+        onset_check = SileroOnset(models.silero, threshold=config.vad.silero_threshold)
+    segmenter = Segmenter(
+        config.vad, detector, frame_ms=config.audio.frame_ms, onset_check=onset_check
+    )
     tts = models.tts
     engines = Engines(
         stt=models.stt,
@@ -94,6 +116,7 @@ def build_loop(
         earcons=Earcons(config.earcons, tts.sample_rate)
         if earcons and config.earcons.enabled
         else None,
+        wake=models.wake if mode == "wake" else None,
     )
     settings = TurnSettings(
         room=config.turn.room,

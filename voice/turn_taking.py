@@ -258,7 +258,8 @@ class TurnTaking:
             if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
                 out.append(StopReply(turn.id))
             self._request = _Request("during")
-        self._awake_until = None
+        # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
+        # microphone stays open for the rest of the window.
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
@@ -409,6 +410,7 @@ class TurnTaking:
     def _send(self, text: str, audio: list[Utterance], *, revises: bool, out: list[Action]) -> None:
         turn = _Turn(next(self._ids), text, audio)
         self._turn = turn
+        self._awake_until = None  # the window did its job; the reply opens the next one
         out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
         self._cue_at = self._now  # the thinking cue plays at once
         if not self.user_speaking:
@@ -452,6 +454,8 @@ class TurnTaking:
         if turn.answered:
             out.append(PlayEarcon("done"))
         if self.policy.mode == "wake":
+            if self.policy.follow_up_s <= 0:
+                return  # every request starts with the wake word: nothing is listening now
             self._awake_until = self._now + self.policy.follow_up_s
         if self.policy.mode in ("vad", "wake") and self._request is None:
             out.append(PlayEarcon("listening"))
@@ -514,7 +518,14 @@ class TurnTaking:
             return
         if self._turn is not None and self._turn.playing:
             out.append(StopReply(self._turn.id))
-        self._awake_until = at_s + self.policy.wake_listen_s
+        hearing = self.hearing
+        self._awake_until = max(self._awake_until or 0.0, at_s + self.policy.wake_listen_s)
+        if hearing:
+            return  # already listening (a key pressed in the follow-up window): go on
+        # As with a key press, the segment starts at once: the words said right after the
+        # wake word, in the same breath, are the request's (the loop replays them from where
+        # the word ended). Nothing said: the segment ends empty, and the window stays open.
+        out.append(StartSegment(hold=False))
         out.append(PlayEarcon("listening"))
 
     # ---- time --------------------------------------------------------------------------------

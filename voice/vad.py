@@ -2,7 +2,8 @@
 
 The voice/no-voice decision for one frame comes from a :class:`SpeechDetector` (webrtcvad in
 production, a scripted fake in tests); everything else (onset, pre-roll, pauses, hangover,
-length limits, push-to-talk) is plain Python here.
+length limits, push-to-talk) is plain Python here. An optional :class:`OnsetCheck` (Silero
+VAD, :mod:`voice.silero`) has the last word on each onset the detector proposes.
 
 States: *idle* (frames go into a short history, kept as pre-roll) and *in speech* (frames go
 into the utterance until the hangover, ``finish()`` or the length limit ends it).
@@ -51,6 +52,16 @@ class WebRtcDetector:
             self._warmup_ms -= len(frame) / SAMPLE_WIDTH / rate * 1000
             return False
         return voiced
+
+
+class OnsetCheck(Protocol):
+    """A second, costlier opinion, asked only when the detector's frames make an onset."""
+
+    def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        """Is there speech at the end of ``pcm`` (the recent audio, from ``start_s``)?"""
+        ...
+
+    def reset(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,11 +119,14 @@ class Segmenter:
         *,
         rate: int = 16000,
         frame_ms: int = 30,
+        onset_check: OnsetCheck | None = None,
     ) -> None:
         if frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30 (webrtcvad frames), got {frame_ms}")
         self._config = config
         self._detector = detector
+        self._onset_check = onset_check
+        self.onsets_refused = 0  # onsets the check turned down (noise, music, tones)
         self._rate = rate
         self._frame_ms = frame_ms
         self._frame_s = frame_ms / 1000
@@ -192,6 +206,8 @@ class Segmenter:
         self._pending.clear()
         self._history.clear()
         self._clear_speech()
+        if self._onset_check is not None:
+            self._onset_check.reset()
 
     # -- frame handling ---------------------------------------------------------------------
 
@@ -217,6 +233,11 @@ class Segmenter:
         if not window[-1].voiced or sum(f.voiced for f in window) < self._config.onset_frames:
             return []
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
+        if self._onset_check is not None and not self._onset_check.confirm(
+            b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
+        ):
+            self.onsets_refused += 1
+            return []  # asked again at the next voiced frame while the detector still agrees
         onset_s = frames[first].start_s
         self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]

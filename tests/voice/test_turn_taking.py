@@ -387,7 +387,11 @@ def test_push_to_talk_toggle_ends_on_the_second_press() -> None:
 def test_wake_word_opens_the_microphone_and_a_follow_up_window() -> None:
     m = Machine(replace(POLICY, mode="wake", follow_up_s=5.0, wake_listen_s=8.0))
     assert m.phase is Phase.IDLE and not m.m.hearing
-    assert m(WakeWord(1.0)) == [PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
+    assert m(WakeWord(1.0)) == [
+        StartSegment(hold=False),  # from the end of the word: the same breath is the request's
+        PlayEarcon("listening"),
+        SetPhase(Phase.LISTENING),
+    ]
     assert m.m.hearing
     turn = started_turn(m)
     m(ReplyPlaying(turn), AgentFinished(turn, "answered"), Tick(6.0))
@@ -404,3 +408,86 @@ def test_wake_word_times_out_without_speech() -> None:
     m = Machine(replace(POLICY, mode="wake", wake_listen_s=8.0))
     m(WakeWord(1.0))
     assert m(Tick(9.1)) == [SetPhase(Phase.IDLE)]
+
+
+WAKE = replace(POLICY, mode="wake", follow_up_s=5.0, wake_listen_s=8.0)
+
+
+def test_a_request_in_the_same_breath_as_the_wake_word_is_sent() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0))
+    # The loop started the segment where the word ended; the request follows at once.
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 2.5), "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.purpose == "request" and final.audio.start_s == 1.0
+    assert sent(m(TranscriptReady(final.job, "What time is it?"))).text == "What time is it?"
+
+
+def test_nothing_said_after_the_wake_word_keeps_the_window_open() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0), SpeechStarted(1.0))
+    # The segment the wake word started ends with no voice (the user waits for the chime).
+    assert m.quiet(SpeechDropped(2.5)) == []
+    assert m.m.hearing and m.phase is Phase.LISTENING
+    # The request comes a moment later, inside wake.listen_s: it needs no second wake word.
+    m(Tick(4.0))
+    out = m(SpeechStarted(4.0), UtteranceEnded(utt(4.0, 5.5), "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert sent(m(TranscriptReady(final.job, "Run the tests."))).text == "Run the tests."
+
+
+def test_a_cough_after_the_wake_word_does_not_close_the_window_early() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0), SpeechStarted(1.0), SpeechDropped(1.5))
+    m(SpeechStarted(3.0), SpeechDropped(3.2))  # a cough
+    m(Tick(8.9))
+    assert m.m.hearing
+    assert m(Tick(9.1)) == [SetPhase(Phase.IDLE)]
+    assert not m.m.hearing
+
+
+def test_an_empty_transcript_after_the_wake_word_sends_nothing_and_the_window_stays() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0), SpeechStarted(1.0))
+    out = m(UtteranceEnded(utt(1.0, 2.0), "hangover"))
+    (job,) = jobs(out, Transcribe)
+    assert [a for a in m(TranscriptReady(job, "")) if isinstance(a, Send)] == []
+    m(Tick(5.0))
+    assert m.m.hearing and m.phase is Phase.LISTENING
+
+
+def test_a_wake_while_already_listening_restarts_nothing() -> None:
+    """A key press in the follow-up window (wake mode): no new segment, no second chime."""
+    m = Machine(WAKE)
+    m(WakeWord(1.0))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), AgentFinished(turn, "answered"), ReplyDone(turn))
+    assert m.m.hearing
+    assert m.quiet(KeyDown(6.0)) == []
+    assert m.m.hearing
+
+
+def test_the_wake_word_stops_a_playing_reply_and_starts_a_request_during_the_turn() -> None:
+    """Only reaches the machine with echo cancellation (the loop ignores a wake word heard
+    over the assistant's own voice otherwise)."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn))
+    assert not m.m.hearing
+    out = m.quiet(WakeWord(4.0))
+    assert out == [StopReply(turn), StartSegment(hold=False), PlayEarcon("listening")]
+    out = m(SpeechStarted(4.0), UtteranceEnded(utt(4.0, 4.6), "hangover"))
+    (probe,) = [a for a in out if isinstance(a, Transcribe)]
+    assert probe.purpose == "probe"  # "stop" stops the agent; anything else waits its turn
+    assert m.quiet(TranscriptReady(probe.job, "Stop.")) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_without_a_follow_up_window_every_request_needs_the_wake_word() -> None:
+    m = Machine(replace(WAKE, follow_up_s=0.0))
+    m(WakeWord(1.0))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), AgentFinished(turn, "answered"))
+    out = m(ReplyDone(turn))
+    assert PlayEarcon("listening") not in out  # no chime: nothing is listening
+    assert m.phase is Phase.IDLE and not m.m.hearing

@@ -1,0 +1,215 @@
+"""Wake mode in the live loop, on scripted audio through fakes (real threads, real time).
+
+The "wake word" here is a marker the fake detector recognises: a stretch of constant samples
+(777, too quiet for the threshold detector to call speech). Like the real model it reports
+the word a few frames after it ended, with the time it ended; the request is a loud tone.
+What must happen: the request said right after the word, in the same breath, reaches the
+transcriber whole, without the word; speech without the word reaches nobody; a word heard
+over the assistant's own sound does not count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+
+from core.errors import ConfigError
+from voice.audio import AudioChunk, Utterance
+from voice.config import Config, EarconConfig
+from voice.loop import VoiceLoop
+from voice.pipeline import Models, build_loop
+from voice.turn_events import Phase
+from voice.wake import WakeDetection
+
+from .fakes import (
+    FRAME_MS,
+    RATE,
+    FakeConversation,
+    FakeSink,
+    FakeStt,
+    FakeTts,
+    ScriptedSource,
+    ThresholdDetector,
+    silence,
+    tone,
+    wait_until,
+)
+
+MARK = 777
+DETECTION_DELAY_FRAMES = 4  # the real models decide 70-300 ms after the word
+
+
+def word(ms: int) -> bytes:
+    return np.full(RATE * ms // 1000, MARK, dtype="<i2").tobytes()
+
+
+class MarkerWake:
+    """Hears the marker; reports it DETECTION_DELAY_FRAMES chunks after it ended."""
+
+    name = "marker"
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self._end_s: float | None = None
+        self._frames_since = 0
+        self._in_word = False
+
+    def process(self, chunk: AudioChunk) -> WakeDetection | None:
+        samples = chunk.to_int16()
+        marked = samples == MARK
+        if marked.any():
+            self._in_word = True
+            last = int(np.flatnonzero(marked)[-1]) + 1
+            self._end_s = chunk.timestamp_s + last / RATE
+            self._frames_since = 0
+            return None
+        if not self._in_word or self._end_s is None:
+            return None
+        self._frames_since += 1
+        if self._frames_since < DETECTION_DELAY_FRAMES:
+            return None
+        self._in_word = False
+        end_s = chunk.timestamp_s + chunk.duration_s
+        return WakeDetection(self.name, 0.99, end_s, self._end_s)
+
+    def reset(self) -> None:
+        self.resets += 1
+        self._in_word = False
+        self._end_s = None
+
+
+def transcribe(utterance: Utterance) -> str:
+    """What a transcriber would hear: the word (if any got in) and the request's length."""
+    samples = np.frombuffer(utterance.pcm, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples) > 1000)
+    span_ms = (loud[-1] - loud[0] + 1) * 1000 // RATE if loud.size else 0
+    heard = "hey jarvis " if (samples == MARK).any() else ""
+    return f"{heard}request of {round(span_ms, -1)} ms"
+
+
+class AlwaysPlaying(FakeSink):
+    """A speaker that never falls silent: everything the microphone hears is gated."""
+
+    @property
+    def playing(self) -> bool:
+        return True
+
+
+@dataclasses.dataclass
+class Run:
+    loop: VoiceLoop
+    conversation: FakeConversation
+    wake: MarkerWake
+    stt: FakeStt
+
+
+@pytest.fixture
+def run_wake() -> Iterator[Callable[..., Run]]:
+    threads: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(script: bytes, *, sink: FakeSink | None = None, follow_up_s: float = 5.0) -> Run:
+        config = Config()
+        config = dataclasses.replace(
+            config,
+            input=dataclasses.replace(config.input, mode="wake"),
+            wake=dataclasses.replace(config.wake, follow_up_s=follow_up_s),
+            turn=dataclasses.replace(config.turn, room="wake-room", smart_endpoint=False),
+            vad=dataclasses.replace(config.vad, hangover_ms=600),
+            earcons=EarconConfig(enabled=False),
+        )
+        wake, stt, conversation = MarkerWake(), FakeStt(transcribe), FakeConversation()
+        loop = build_loop(
+            config,
+            source=ScriptedSource(script),
+            sink=sink or FakeSink(),
+            models=Models(stt=stt, tts=FakeTts(), wake=wake),
+            conversation=conversation,
+            detector=ThresholdDetector(),
+        )
+        stop = threading.Event()
+        thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+        thread.start()
+        threads.append((stop, thread))
+        return Run(loop, conversation, wake, stt)
+
+    yield start
+    for stop, thread in threads:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def test_the_request_in_the_same_breath_is_sent_without_the_wake_word(
+    run_wake: Callable[..., Run],
+) -> None:
+    # No gap at all between the word and the request: the first 120 ms of the request were
+    # said before the word was detected, and must come from the pre-roll.
+    run = run_wake(silence(500) + word(600) + tone(900) + silence(3000))
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert run.conversation.messages == [("wake-room", "request of 900 ms")]
+
+
+def test_speech_without_the_wake_word_is_ignored(run_wake: Callable[..., Run]) -> None:
+    run = run_wake(silence(300) + tone(900) + silence(500) + tone(1200) + silence(500))
+    time.sleep(4.0)
+    assert run.conversation.messages == [] and run.stt.calls == []
+    assert run.loop.phase is Phase.IDLE
+
+
+def test_a_request_after_a_pause_needs_no_second_wake_word(
+    run_wake: Callable[..., Run],
+) -> None:
+    run = run_wake(silence(300) + word(600) + silence(1500) + tone(900) + silence(2000))
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert run.conversation.messages == [("wake-room", "request of 900 ms")]
+
+
+def test_a_wake_word_over_the_assistants_own_sound_is_ignored(
+    run_wake: Callable[..., Run],
+) -> None:
+    run = run_wake(silence(300) + word(600) + tone(900) + silence(1000), sink=AlwaysPlaying())
+    time.sleep(4.0)
+    assert run.conversation.messages == []
+    assert run.loop.phase is Phase.IDLE
+
+
+def test_the_follow_up_is_answered_then_the_microphone_closes(
+    run_wake: Callable[..., Run],
+) -> None:
+    # Request, reply (~0.3 s of fake speech), a follow-up inside the window, then silence
+    # longer than the window, then speech without the wake word: ignored.
+    script = silence(300) + word(600) + tone(600) + silence(2500) + tone(1200) + silence(4000)
+    run = run_wake(script + tone(900) + silence(1000), follow_up_s=2.0)
+    assert wait_until(lambda: len(run.conversation.messages) == 2, timeout_s=15)
+    time.sleep(4.0)
+    said = [text for _, text in run.conversation.messages]
+    assert said == ["request of 600 ms", "request of 1200 ms"]
+    assert run.wake.resets >= 2  # the detector starts afresh each time the microphone closes
+
+
+def test_wake_mode_without_a_detector_is_refused() -> None:
+    config = dataclasses.replace(Config(), input=dataclasses.replace(Config().input, mode="wake"))
+    with pytest.raises(ConfigError, match="wake word detector"):
+        build_loop(
+            config,
+            source=ScriptedSource(b""),
+            sink=FakeSink(),
+            models=Models(stt=FakeStt(transcribe), tts=FakeTts()),
+            conversation=FakeConversation(),
+        )
+
+
+def test_chunks_are_cut_where_the_word_ended() -> None:
+    from voice.loop import after
+
+    chunk = AudioChunk(silence(FRAME_MS), RATE, timestamp_s=10.0)
+    assert after(chunk, 9.0) is chunk
+    assert after(chunk, 10.05) is None
+    cut = after(chunk, 10.01)
+    assert cut is not None and cut.timestamp_s == pytest.approx(10.01)
+    assert cut.samples == RATE * 20 // 1000

@@ -1,0 +1,271 @@
+"""The wake word: microWakeWord models run by pymicro-wakeword, behind a tiny interface.
+
+While the assistant is not listening, the loop hands every microphone chunk to a
+:class:`WakeDetector`; a :class:`WakeDetection` says the word was heard and *where it ended*,
+so the words said right after it, in the same breath, can join the request and the word
+itself stays out of it.
+
+The model scores a 30 ms window of audio features at a time; like pymicro-wakeword (and
+ESPHome), a detection is the mean of the last ``sliding_window_size`` scores (from the
+model's ``.json``) above the threshold. That mean crosses the threshold 70-180 ms after the
+word ended; the single scores rise right at its last sound, so the run of high scores that
+led to the detection dates the end of the word.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import ModelError
+from voice.audio import AudioChunk
+
+log = logging.getLogger(__name__)
+
+RATE = 16000  # microWakeWord's features are computed on 16 kHz mono int16
+HIGH_SCORE = 0.5  # a single window's score this high: the end of the word is being heard
+# The first high score comes during the word's last sound; the end of the word is about this
+# much later (measured on the built-in models with Piper speech at three speaking rates).
+WORD_TAIL_S = 0.06
+# That estimate is off by up to ~0.15 s either way (the models differ); the quietest 10 ms
+# within this distance of it, the gap between two words, marks the end more closely.
+SNAP_S = 0.15
+LEVEL_STEP = RATE // 100  # samples per 10 ms level
+
+
+@dataclass(frozen=True)
+class WakeDetection:
+    """The wake word was heard: ``at_s`` when it was decided, ``end_s`` where the word ended
+    (monotonic times of the audio, like :class:`~voice.audio.AudioChunk` timestamps)."""
+
+    model: str
+    probability: float
+    at_s: float
+    end_s: float
+
+
+class WakeDetector(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def process(self, chunk: AudioChunk) -> WakeDetection | None:
+        """Consume one chunk (16 kHz mono int16); a detection when the word ended in it."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the audio so far: the next chunk does not follow the last one."""
+        ...
+
+
+@dataclass(frozen=True)
+class WakeModelSpec:
+    """What a microWakeWord ``.json`` says about its model."""
+
+    name: str
+    phrase: str
+    tflite: Path
+    cutoff: float
+    window: int
+
+    @classmethod
+    def read(cls, path: Path) -> WakeModelSpec:
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+            micro = data["micro"]
+            spec = cls(
+                name=path.stem,
+                phrase=str(data.get("wake_word", path.stem)),
+                tflite=path.parent / str(data["model"]),
+                cutoff=float(micro["probability_cutoff"]),
+                window=int(micro["sliding_window_size"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelError(
+                f"cannot read the wake word model description {path}: {e!r}; it must be a "
+                'microWakeWord .json with "model" and "micro": {"probability_cutoff", '
+                '"sliding_window_size"}'
+            ) from None
+        if not spec.tflite.is_file():
+            raise ModelError(f"{path} names {spec.tflite.name}, but {spec.tflite} is missing")
+        if not 0 < spec.cutoff <= 1 or spec.window < 1:
+            raise ModelError(f"{path}: probability_cutoff or sliding_window_size out of range")
+        return spec
+
+
+def _tflite_library() -> Path:
+    import pymicro_wakeword
+
+    lib_dir = Path(pymicro_wakeword.__file__).parent / "lib"
+    found = sorted(lib_dir.glob("*tensorflowlite_c.*"))
+    if not found:
+        raise ModelError(
+            f"pymicro-wakeword has no TensorFlow Lite library in {lib_dir}; reinstall it from "
+            "a wheel for this platform (pip install --force-reinstall pymicro-wakeword)"
+        )
+    return found[0]
+
+
+def _check_loads(library: Path, tflite: Path) -> None:
+    """Load the model once through the TensorFlow Lite C API and release it.
+
+    pymicro-wakeword does not check these calls: a corrupt or truncated ``.tflite`` crashes
+    the whole process (SIGSEGV) instead of raising. Checked here, it is a :class:`ModelError`
+    at start.
+    """
+    lib = ctypes.CDLL(str(library))
+    lib.TfLiteModelCreateFromFile.argtypes = [ctypes.c_char_p]
+    lib.TfLiteModelCreateFromFile.restype = ctypes.c_void_p
+    lib.TfLiteInterpreterCreate.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    lib.TfLiteInterpreterCreate.restype = ctypes.c_void_p
+    lib.TfLiteInterpreterAllocateTensors.argtypes = [ctypes.c_void_p]
+    lib.TfLiteInterpreterAllocateTensors.restype = ctypes.c_int
+    lib.TfLiteInterpreterDelete.argtypes = [ctypes.c_void_p]
+    lib.TfLiteModelDelete.argtypes = [ctypes.c_void_p]
+    model = lib.TfLiteModelCreateFromFile(str(tflite).encode())
+    if not model:
+        raise ModelError(
+            f"{tflite} is not a TensorFlow Lite model (truncated or corrupt?); replace it with "
+            "the .tflite published with its .json"
+        )
+    try:
+        interpreter = lib.TfLiteInterpreterCreate(model, None)
+        if not interpreter:
+            raise ModelError(f"TensorFlow Lite cannot run {tflite} (unsupported operations?)")
+        try:
+            if lib.TfLiteInterpreterAllocateTensors(interpreter) != 0:
+                raise ModelError(f"TensorFlow Lite cannot allocate the tensors of {tflite}")
+        finally:
+            lib.TfLiteInterpreterDelete(interpreter)
+    finally:
+        lib.TfLiteModelDelete(model)
+
+
+class MicroWakeWordDetector:
+    """A microWakeWord model (``.json`` + ``.tflite``) run by pymicro-wakeword.
+
+    ``threshold`` 0 takes the model's own ``probability_cutoff``. After a detection the word
+    is not detected again for ``refractory_s`` (its scores stay high for a while).
+    """
+
+    def __init__(self, model_json: Path, *, threshold: float = 0.0, refractory_s: float = 2.0):
+        try:
+            from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures
+        except ImportError as e:
+            raise ModelError(
+                f"the wake word needs pymicro-wakeword ({e}); pip install pymicro-wakeword"
+            ) from None
+        spec = WakeModelSpec.read(model_json)
+        library = _tflite_library()
+        _check_loads(library, spec.tflite)
+        self.spec = spec
+        self.threshold = threshold or spec.cutoff
+        self.refractory_s = refractory_s
+        try:
+            # A window of one: the model's raw scores come back, averaged here, so the run of
+            # high scores can date the end of the word.
+            self._model = MicroWakeWord(
+                spec.name,
+                wake_word=spec.phrase,
+                tflite_model=spec.tflite,
+                probability_cutoff=self.threshold,
+                sliding_window_size=1,
+                trained_languages=[],
+                libtensorflowlite_c_path=library,
+            )
+        except (ValueError, RuntimeError, OSError) as e:
+            raise ModelError(f"cannot load the wake word model {spec.tflite}: {e}") from None
+        self._features = MicroWakeWordFeatures()
+        self._scores: collections.deque[float] = collections.deque(maxlen=spec.window)
+        self._fed = 0  # feature slices given to the model; it scores every `stride` of them
+        self._run_start_s: float | None = None  # first high score of the current run
+        self._quiet_until = float("-inf")
+        # (end time, energy) of the last half second's 10 ms steps, to find the gap after it
+        self._levels: collections.deque[tuple[float, float]] = collections.deque(maxlen=60)
+        self._pending = np.zeros(0, dtype=np.float64)
+        log.info("wake word %r (%s), threshold %.2f", spec.phrase, model_json.name, self.threshold)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def process(self, chunk: AudioChunk) -> WakeDetection | None:
+        if chunk.rate != RATE or chunk.channels != 1:
+            raise ValueError(f"the wake word needs 16 kHz mono audio, got {chunk.rate} Hz")
+        end_s = chunk.timestamp_s + chunk.duration_s
+        self._measure(chunk)
+        found: WakeDetection | None = None
+        for features in self._features.process_streaming(chunk.pcm):
+            score = self._model.process_streaming_prob(features)
+            self._fed += 1
+            if score is None:
+                raise ModelError(f"the wake word model {self.spec.name} was closed")
+            if self._fed % self._model.stride:
+                continue  # the model buffers slices until it has a window to score
+            found = self._score(score, end_s) or found
+        return found
+
+    def _score(self, score: float, end_s: float) -> WakeDetection | None:
+        if score < HIGH_SCORE:
+            self._run_start_s = None
+        elif self._run_start_s is None:
+            self._run_start_s = end_s
+        self._scores.append(score)
+        if len(self._scores) < (self._scores.maxlen or 1) or end_s < self._quiet_until:
+            return None
+        mean = sum(self._scores) / len(self._scores)
+        if mean <= self.threshold:
+            return None
+        self._quiet_until = end_s + self.refractory_s
+        self._scores.clear()
+        start = end_s if self._run_start_s is None else self._run_start_s
+        return WakeDetection(
+            self.spec.name, mean, end_s, self._word_end(start + WORD_TAIL_S, end_s)
+        )
+
+    def _measure(self, chunk: AudioChunk) -> None:
+        """Energy per 10 ms step, stamped with the step's end time."""
+        samples = np.concatenate([self._pending, chunk.to_int16().astype(np.float64)])
+        first_s = chunk.timestamp_s + chunk.duration_s - len(samples) / RATE
+        whole = len(samples) // LEVEL_STEP * LEVEL_STEP
+        steps = samples[:whole].reshape(-1, LEVEL_STEP)
+        for i, energy in enumerate(np.mean(steps * steps, axis=1)):
+            self._levels.append((first_s + (i + 1) * LEVEL_STEP / RATE, float(energy)))
+        self._pending = samples[whole:]
+
+    def _word_end(self, estimate_s: float, at_s: float) -> float:
+        """The quietest 10 ms step near ``estimate_s`` (and not after ``at_s``): its middle."""
+        near = [
+            (energy, end)
+            for end, energy in self._levels
+            if estimate_s - SNAP_S <= end - 0.005 <= min(estimate_s + SNAP_S, at_s)
+        ]
+        if not near:
+            return min(estimate_s, at_s)
+        return min(near)[1] - 0.005
+
+    def reset(self) -> None:
+        self._features.reset()
+        self._model.reset()
+        self._scores.clear()
+        self._fed = 0
+        self._run_start_s = None
+        self._quiet_until = float("-inf")  # times after a reset need not follow the last ones
+        self._levels.clear()
+        self._pending = np.zeros(0, dtype=np.float64)
+
+
+def load_wake_detector(
+    model: str, *, threshold: float, refractory_s: float, models_dir: Path
+) -> MicroWakeWordDetector:
+    """The detector for ``wake.model`` (see :func:`voice.models.resolve_wake_model`)."""
+    from voice.models import resolve_wake_model
+
+    path = resolve_wake_model(model, models_dir=models_dir)
+    return MicroWakeWordDetector(path, threshold=threshold, refractory_s=refractory_s)
