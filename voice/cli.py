@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("listen", parents=[common, agent], help="run the live loop (default)")
     p.add_argument("--device", help="microphone: name substring or index")
     p.add_argument("--output-device", help="speaker: name substring or index")
-    p.add_argument("--mode", choices=["vad", "ptt-hold", "ptt-toggle"], help="input mode")
+    p.add_argument("--mode", choices=["vad", "ptt-hold", "ptt-toggle", "wake"], help="input mode")
     p.set_defaults(run=cmd_listen)
 
     p = sub.add_parser("ask", parents=[common, agent], help="one turn from an audio file")

@@ -53,7 +53,7 @@ class VadConfig:
     # Silero VAD confirms each onset webrtcvad proposes: noise, music and tones start nothing.
     silero: bool = True
     silero_model: str = ""  # "" is the silero_vad_v6.onnx faster-whisper ships
-    silero_threshold: float = limited(0.5, 0, 1, low_open=True)
+    silero_threshold: float = limited(0.7, 0, 1, low_open=True)
 
     def __post_init__(self) -> None:
         check_fields(self, "vad")

@@ -77,20 +77,26 @@ class SileroModel:
 class SileroOnset:
     """An :class:`~voice.vad.OnsetCheck`: is there speech in the last ``recent_s``?
 
-    ``threshold``: the probability a window needs; one window above it within the last
-    ``recent_s`` (webrtcvad's onset window) confirms the onset.
+    ``threshold``: the probability a window needs; ``windows`` of them within the last
+    ``recent_s`` (webrtcvad's onset window) confirm the onset. Measured on the real
+    recordings at three levels and speeds against 150 files of synthetic music: one window at
+    0.7 let music start speech in 13 files, two windows in 7 (webrtcvad alone: nearly all),
+    and cost speech at most 224 ms after its first window at 0.5 (the pre-roll is 300 ms);
+    0.9 stopped all the music but confirmed some speech 1.5 s late, losing words.
     """
 
     def __init__(
         self,
         model: SileroModel,
         *,
-        threshold: float = 0.5,
+        threshold: float = 0.7,
+        windows: int = 2,
         recent_s: float = 0.15,
         lookback_s: float = 0.5,
     ) -> None:
         self.model = model
         self.threshold = threshold
+        self.windows = windows
         self.recent_s = recent_s
         self.lookback_s = lookback_s
         self.windows_scored = 0  # for benchmarks: how often the network ran
@@ -114,8 +120,9 @@ class SileroOnset:
         audio = pcm_to_float32(pcm)
         end_s = start_s + len(audio) / RATE
         self._take(audio, start_s, end_s)
-        recent = [p for t, p in self._scores if t > end_s - self.recent_s - WINDOW / RATE]
-        return bool(recent) and max(recent) >= self.threshold
+        since = end_s - self.recent_s - WINDOW / RATE
+        sure = [p for t, p in self._scores if t > since and p >= self.threshold]
+        return len(sure) >= self.windows
 
     def _take(self, audio: npt.NDArray[np.float32], start_s: float, end_s: float) -> None:
         last = self._end_s
