@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from tests.voice.audio_util import RATE, pcm_chunks, normalise, real_references, reference
+from tests.voice.audio_util import RATE, normalise, pcm_chunks, real_references, reference
 from tests.voice.room_sounds import music, noise, real_speech, varied
 from voice.audio import Utterance, float_to_pcm, pcm_to_float32
 from voice.config import Config, VadConfig
@@ -160,6 +160,6 @@ def test_a_broken_model_named_in_the_config_is_an_error_at_start(tmp_path: Path)
     bad = tmp_path / "broken.onnx"
     bad.write_bytes(b"\0" * 100)
     config = Config(vad=VadConfig(silero_model=str(bad)))
-    with pytest.raises(ModelError, match="broken.onnx"):
+    with pytest.raises(ModelError, match=r"broken\.onnx"):
         load_silero(config)
     assert load_silero(Config(vad=VadConfig(silero=False))) is None
