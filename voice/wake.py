@@ -34,9 +34,10 @@ HIGH_SCORE = 0.5  # a single window's score this high: the end of the word is be
 # The first high score comes during the word's last sound; the end of the word is about this
 # much later (measured on the built-in models with Piper speech at three speaking rates).
 WORD_TAIL_S = 0.06
-# That estimate is off by up to ~0.15 s either way (the models differ); the quietest 10 ms
-# within this distance of it, the gap between two words, marks the end more closely.
-SNAP_S = 0.15
+# That estimate is off by up to ~0.1 s (the models differ): the quietest 10 ms from the first
+# high score to this long after the estimate, the gap between two words, marks the end more
+# closely. Never before the first high score: that would cut inside the word.
+SNAP_S = 0.1
 LEVEL_STEP = RATE // 100  # samples per 10 ms level
 
 
@@ -225,9 +226,7 @@ class MicroWakeWordDetector:
         self._quiet_until = end_s + self.refractory_s
         self._scores.clear()
         start = end_s if self._run_start_s is None else self._run_start_s
-        return WakeDetection(
-            self.spec.name, mean, end_s, self._word_end(start + WORD_TAIL_S, end_s)
-        )
+        return WakeDetection(self.spec.name, mean, end_s, self._word_end(start, end_s))
 
     def _measure(self, chunk: AudioChunk) -> None:
         """Energy per 10 ms step, stamped with the step's end time."""
@@ -239,15 +238,14 @@ class MicroWakeWordDetector:
             self._levels.append((first_s + (i + 1) * LEVEL_STEP / RATE, float(energy)))
         self._pending = samples[whole:]
 
-    def _word_end(self, estimate_s: float, at_s: float) -> float:
-        """The quietest 10 ms step near ``estimate_s`` (and not after ``at_s``): its middle."""
-        near = [
-            (energy, end)
-            for end, energy in self._levels
-            if estimate_s - SNAP_S <= end - 0.005 <= min(estimate_s + SNAP_S, at_s)
-        ]
+    def _word_end(self, run_start_s: float, at_s: float) -> float:
+        """The middle of the quietest 10 ms step from ``run_start_s`` to a little after the
+        estimated end (and not after ``at_s``: the audio heard so far)."""
+        estimate_s = min(run_start_s + WORD_TAIL_S, at_s)
+        latest_s = min(estimate_s + SNAP_S, at_s)
+        near = [(e, end) for end, e in self._levels if run_start_s <= end - 0.005 <= latest_s]
         if not near:
-            return min(estimate_s, at_s)
+            return estimate_s
         return min(near)[1] - 0.005
 
     def reset(self) -> None:

@@ -1,0 +1,258 @@
+"""The wake word engine with the real microWakeWord models that ship in pymicro-wakeword.
+
+There is no real recording of anyone saying a wake word in ../shared/audio, so the word is
+said by the project's own Piper voice (three speaking rates); what follows it, the request,
+is a real recording. That makes the detection here a supplement, not a measure of how well
+real voices wake it (bench/bench_wake.py says so too); the request half is real speech.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.errors import ModelError
+from tests.voice.audio_util import RATE, normalise, real_clip, real_references, speech, wer
+from voice.audio import AudioChunk, Utterance
+from voice.config import TtsConfig
+from voice.models import available_wake_models, resolve_wake_model
+from voice.stt import WhisperTranscriber
+from voice.tts import PiperSynthesizer
+from voice.wake import MicroWakeWordDetector, WakeDetection, load_wake_detector
+
+pytestmark = pytest.mark.models
+
+Int16 = np.ndarray
+PHRASES = {
+    "hey_jarvis": ("Hey Jarvis", {"hey", "jarvis"}),
+    "okay_nabu": ("Okay Nabu", {"okay", "nabu"}),
+    "alexa": ("Alexa", {"alexa"}),
+    "hey_mycroft": ("Hey Mycroft", {"mycroft"}),
+}
+NO_MODELS = Path("/nonexistent/models")
+
+
+@pytest.fixture(scope="module")
+def voices(tts: PiperSynthesizer) -> Iterator[dict[float, PiperSynthesizer]]:
+    """The Piper voice at three speaking rates (length_scale)."""
+    yield {
+        0.8: PiperSynthesizer(TtsConfig(length_scale=0.8)),
+        1.0: tts,
+        1.3: PiperSynthesizer(TtsConfig(length_scale=1.3)),
+    }
+
+
+def word_alone(tts: PiperSynthesizer, text: str) -> tuple[Int16, float]:
+    """The words with no silence after them, and where their sound ends (-45 dBFS)."""
+    audio = speech(tts, text)
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160).astype(np.float64) / 32768
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
+    end = (int(loud[-1]) + 1) * 160
+    return audio[:end], end / RATE
+
+
+def feed(detector: MicroWakeWordDetector, audio: Int16, t0: float = 0.0) -> list[WakeDetection]:
+    """Audio in 30 ms chunks, as the microphone gives it; every detection."""
+    found = []
+    step = RATE * 30 // 1000
+    for i in range(0, len(audio), step):
+        chunk = AudioChunk(
+            audio[i : i + step].astype("<i2").tobytes(), RATE, timestamp_s=t0 + i / RATE
+        )
+        detection = detector.process(chunk)
+        if detection is not None:
+            found.append(detection)
+    return found
+
+
+def pad(*parts: Int16, gap_s: float = 0.0) -> Int16:
+    quiet = np.zeros(int(0.5 * RATE), np.int16)
+    between = np.zeros(int(gap_s * RATE), np.int16)
+    out = [quiet]
+    for i, part in enumerate(parts):
+        if i:
+            out.append(between)
+        out.append(part)
+    return np.concatenate([*out, quiet, quiet])
+
+
+def real(name: str) -> Int16:
+    return (real_clip(name) * 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize("model", sorted(PHRASES))
+def test_each_built_in_model_hears_its_word_once_and_dates_its_end(
+    model: str, voices: dict[float, PiperSynthesizer]
+) -> None:
+    detector = load_wake_detector(model, threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS)
+    for rate, voice in voices.items():
+        word, end_s = word_alone(voice, PHRASES[model][0])
+        detector.reset()
+        found = feed(detector, pad(word))
+        assert len(found) == 1, (model, rate, found)
+        # Decided 70-300 ms after the word (hey_mycroft, said slowly, even during its final
+        # "t"), its end dated to within a quarter of a second: the quietest 10 ms nearby.
+        word_end_s = 0.5 + end_s
+        assert word_end_s - 0.1 < found[0].at_s < word_end_s + 0.4, (model, rate, found)
+        assert abs(found[0].end_s - word_end_s) < 0.25, (model, rate, found, word_end_s)
+
+
+def test_real_speech_without_the_word_wakes_nothing() -> None:
+    detector = load_wake_detector(
+        "hey_jarvis", threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS
+    )
+    audio = pad(*(real(name) for name in real_references()), gap_s=0.5)
+    assert feed(detector, audio) == []
+
+
+def test_the_request_in_the_same_breath_is_cut_from_the_word(
+    voices: dict[float, PiperSynthesizer], stt: WhisperTranscriber
+) -> None:
+    """Audio from ``end_s`` on holds the whole request and none of the wake word.
+
+    The request follows with no pause at all (the hardest case: the detection comes 0.1 to
+    0.3 s into it) or with a short one; the request is a real recording.
+    """
+    refs = real_references()
+    missed = []
+    for model in PHRASES:
+        phrase, words = PHRASES[model]
+        detector = load_wake_detector(model, threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS)
+        for rate in (0.8, 1.3):
+            word, _ = word_alone(voices[rate], phrase)
+            for gap_s, clip in ((0.0, "librivox-0880"), (0.15, "goforward")):
+                audio = pad(word, real(clip), gap_s=gap_s)
+                detector.reset()
+                detections = feed(detector, audio)
+                if not detections:  # bench_wake.py measures how often; here: the cut
+                    missed.append((model, rate, clip))
+                    continue
+                found = detections[0]
+                cut = int(found.end_s * RATE)
+                text = stt.transcribe(Utterance(audio[cut:].tobytes(), RATE, found.end_s, 9.0)).text
+                assert not words & set(normalise(text)), (model, rate, clip, text)
+                assert normalise(text)[0] == normalise(refs[clip])[0], (model, rate, clip, text)
+                assert wer(refs[clip], text) <= 0.35, (model, rate, clip, text)
+    # "Alexa" said slowly and run straight into the request is missed now and then.
+    assert len(missed) <= 2, missed
+
+
+def test_refractory_time_and_threshold(tts: PiperSynthesizer) -> None:
+    word, _ = word_alone(tts, "Hey Jarvis")
+    twice_quickly = pad(word, word, gap_s=0.3)
+    detector = load_wake_detector(
+        "hey_jarvis", threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS
+    )
+    assert len(feed(detector, twice_quickly)) == 1
+    detector = load_wake_detector(
+        "hey_jarvis", threshold=0.0, refractory_s=0.5, models_dir=NO_MODELS
+    )
+    assert len(feed(detector, twice_quickly)) == 2  # its scores stay high ~0.3 s
+    strict = load_wake_detector(
+        "hey_jarvis", threshold=0.9999, refractory_s=0.0, models_dir=NO_MODELS
+    )
+    assert strict.threshold == 0.9999 and feed(strict, twice_quickly) == []
+    assert detector.threshold == 0.97  # 0 takes the model's own cutoff from its .json
+
+
+def test_a_reset_forgets_the_stream(tts: PiperSynthesizer) -> None:
+    word, _ = word_alone(tts, "Hey Jarvis")
+    detector = load_wake_detector(
+        "hey_jarvis", threshold=0.0, refractory_s=60.0, models_dir=NO_MODELS
+    )
+    assert len(feed(detector, pad(word), t0=100.0)) == 1
+    detector.reset()  # the microphone was closed: times start over, no refractory left
+    assert len(feed(detector, pad(word), t0=0.0)) == 1
+
+
+# ---- finding and loading models ------------------------------------------------------------
+
+
+def builtin_dir() -> Path:
+    import pymicro_wakeword
+
+    return Path(pymicro_wakeword.__file__).parent / "models"
+
+
+def test_an_unknown_model_name_lists_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as raised:
+        resolve_wake_model("hey_computer", models_dir=tmp_path)
+    message = str(raised.value)
+    for name in PHRASES:
+        assert name in message
+    assert "hey_computer" in message and str(tmp_path) in message
+
+
+def test_a_user_model_in_models_dir_is_found_and_works(
+    tmp_path: Path, tts: PiperSynthesizer
+) -> None:
+    """A model of one's own: NAME.json naming its .tflite, dropped into models/."""
+    spec = json.loads((builtin_dir() / "hey_jarvis.json").read_text())
+    spec["model"] = "my_word.tflite"
+    (tmp_path / "my_word.json").write_text(json.dumps(spec))
+    shutil.copy(builtin_dir() / "hey_jarvis.tflite", tmp_path / "my_word.tflite")
+    assert "my_word" in available_wake_models(tmp_path)
+    assert resolve_wake_model("my_word", models_dir=tmp_path) == tmp_path / "my_word.json"
+    detector = load_wake_detector("my_word", threshold=0.0, refractory_s=2.0, models_dir=tmp_path)
+    assert detector.name == "my_word"
+    word, _ = word_alone(tts, "Hey Jarvis")
+    assert len(feed(detector, pad(word))) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_model_that_cannot_load_is_an_error_not_a_crash(tmp_path: Path, damage: str) -> None:
+    """pymicro-wakeword alone dies with SIGSEGV on such a file (it does not check the
+    TensorFlow Lite calls); loading runs in a child process so a crash shows as one."""
+    spec = json.loads((builtin_dir() / "hey_jarvis.json").read_text())
+    spec["model"] = "broken.tflite"
+    (tmp_path / "broken.json").write_text(json.dumps(spec))
+    good = (builtin_dir() / "hey_jarvis.tflite").read_bytes()
+    bad = bytes(range(256)) * 100 if damage == "garbage" else good[: len(good) // 2]
+    (tmp_path / "broken.tflite").write_bytes(bad)
+    code = (
+        "import sys; from pathlib import Path; from core.errors import ModelError\n"
+        "from voice.wake import load_wake_detector\n"
+        "try:\n"
+        f"    load_wake_detector('broken', threshold=0, refractory_s=1, models_dir=Path({str(tmp_path)!r}))\n"
+        "except ModelError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 3, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "broken.tflite" in done.stdout and "not a TensorFlow Lite model" in done.stdout
+
+
+def test_a_missing_tflite_or_a_bad_json_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "lonely.json").write_text(json.dumps({"model": "gone.tflite", "micro": {}}))
+    with pytest.raises(ModelError):
+        MicroWakeWordDetector(tmp_path / "lonely.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read the wake word model"):
+        MicroWakeWordDetector(tmp_path / "junk.json")
+
+
+def test_wake_mode_loads_its_detector_at_start_and_refuses_a_bad_name() -> None:
+    from voice.app import load_wake
+    from voice.config import Config, InputConfig, WakeConfig
+
+    assert load_wake(Config()) is None  # vad mode: no wake word engine at all
+    wake = replace(Config(), input=InputConfig(mode="wake"))
+    detector = load_wake(wake)
+    assert detector is not None and detector.name == "hey_jarvis"
+    with pytest.raises(ModelError, match="available: .*okay_nabu"):
+        load_wake(replace(wake, wake=WakeConfig(model="hey_siri")))
