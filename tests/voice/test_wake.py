@@ -123,8 +123,7 @@ def test_the_request_in_the_same_breath_is_cut_from_the_word(
     """
     refs = real_references()
     missed = []
-    for model in PHRASES:
-        phrase, words = PHRASES[model]
+    for model, (phrase, words) in PHRASES.items():
         detector = load_wake_detector(model, threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS)
         for rate in (0.8, 1.3):
             word, _ = word_alone(voices[rate], phrase)
@@ -221,7 +220,8 @@ def test_a_model_that_cannot_load_is_an_error_not_a_crash(tmp_path: Path, damage
         "import sys; from pathlib import Path; from core.errors import ModelError\n"
         "from voice.wake import load_wake_detector\n"
         "try:\n"
-        f"    load_wake_detector('broken', threshold=0, refractory_s=1, models_dir=Path({str(tmp_path)!r}))\n"
+        f"    load_wake_detector('broken', threshold=0, refractory_s=1,\n"
+        f"                       models_dir=Path({str(tmp_path)!r}))\n"
         "except ModelError as e:\n"
         "    print(e); sys.exit(3)\n"
     )
@@ -254,5 +254,5 @@ def test_wake_mode_loads_its_detector_at_start_and_refuses_a_bad_name() -> None:
     wake = replace(Config(), input=InputConfig(mode="wake"))
     detector = load_wake(wake)
     assert detector is not None and detector.name == "hey_jarvis"
-    with pytest.raises(ModelError, match="available: .*okay_nabu"):
+    with pytest.raises(ModelError, match=r"available: .*okay_nabu"):
         load_wake(replace(wake, wake=WakeConfig(model="hey_siri")))
