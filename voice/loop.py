@@ -11,8 +11,10 @@ speech, until ``turn.cooldown_ms`` after the speaker fell silent (its echo in th
 ``turn.barge_in`` (a headset, or an echo-cancelled microphone) nothing is gated.
 
 While the machine is not hearing (push-to-talk or wake word, waiting to be addressed), frames
-go to a short pre-roll and, in wake mode, to the wake word detector. A wake word heard over
-gated sound (the assistant's own voice, without echo cancellation) does not count.
+only go to a short pre-roll. In wake mode every frame also goes to the wake word detector; a
+wake word heard over gated sound (the assistant's own voice, without echo cancellation) does
+not count. The chime that answers a wake word is the one sound that is not gated: the user
+goes on talking over it.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ log = logging.getLogger(__name__)
 # Wake mode keeps this much audio while waiting: the detection comes up to ~0.3 s after the
 # word ended, and the words said in between must reach the request.
 WAKE_PRE_ROLL_MS = 600
+# The listening chime (150 ms) and the speaker's latency: not gated after a wake word.
+WAKE_CUE_S = 0.5
 CONTROL_COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 
 
@@ -149,7 +153,8 @@ class VoiceLoop:
         self._now = clock()
         self._last_frame_s = clock()
         self._loss_announced = False
-        self._wake_fresh = True  # the detector has not heard the frames before this one
+        self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
+        self._segments_started = 0
 
     # ---- from other threads ------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -248,7 +253,7 @@ class VoiceLoop:
 
     def _advance(self, now: float) -> None:
         self._now = max(self._now, now)
-        if self._gate and self.engines.speaker.sink.playing:
+        if self._gate and self.engines.speaker.sink.playing and self.clock() >= self._cue_until:
             self._gate_until = self._now + self.config.turn.cooldown_ms / 1000
         self._execute(self.machine.handle(Tick(self._now)))
 
@@ -282,20 +287,22 @@ class VoiceLoop:
             log.info("microphone reopened")
             self._last_frame_s = self.clock()
             self.segmenter.reset()
+            if self.engines.wake is not None:  # the stream it was following is gone
+                self.engines.wake.reset()
             return
 
     # ---- audio ---------------------------------------------------------------------------------
     def _on_chunk(self, chunk: AudioChunk) -> None:
         if self.status is not None:
             self.status.level(rms_dbfs(chunk.pcm))
-        gated = self._gate and (
-            chunk.timestamp_s < self._gate_until or self.engines.speaker.sink.playing
-        )
+        now = self.clock()
+        playing = self.engines.speaker.sink.playing and now >= self._cue_until
+        gated = self._gate and (chunk.timestamp_s < self._gate_until or playing)
+        self._pre_roll.append(chunk)
+        if self._listen_for_wake(chunk, gated):
+            return  # a segment started at the end of the word: this chunk was replayed into it
         if not self.machine.hearing:
-            self._pre_roll.append(chunk)
-            self._listen_for_wake(chunk, gated)
             return
-        self._wake_fresh = True
         pressed = self._pressed_at_s
         if (
             pressed is not None
@@ -306,24 +313,29 @@ class VoiceLoop:
         for event in self.segmenter.push(chunk, gated=gated):
             self._execute(self.machine.handle(event))
 
-    def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> None:
+    def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> bool:
+        """Run the wake word detector (wake mode) on every chunk, heard or not: the word
+        also counts in the follow-up window, where it is cut from the request it begins.
+        True when a segment was started (from the pre-roll, this chunk included)."""
         wake = self.engines.wake
         if wake is None:
-            return
-        if self._wake_fresh:  # it last heard frames from before the microphone was open
-            wake.reset()
-            self._wake_fresh = False
+            return False
         detection = wake.process(chunk)
         if detection is None:
-            return
+            return False
         if gated:  # the assistant's own voice, or the word said over it: half-duplex
             log.info("wake word %s heard while the assistant spoke: ignored", detection.model)
-            return
+            return False
         log.info("wake word %s heard (%.2f)", detection.model, detection.probability)
         # The words right after the wake word belong to the request; the word itself does not.
         kept = [trimmed for c in self._pre_roll if (trimmed := after(c, detection.end_s))]
         self._pre_roll = collections.deque(kept, maxlen=self._pre_roll.maxlen)
+        # The listening chime that answers the word is not the assistant talking: the user
+        # goes on with the request over it ("Hey Jarvis, stop"), into a segment already open.
+        self._cue_until = self.clock() + WAKE_CUE_S
+        started = self._segments_started
         self._execute(self.machine.handle(WakeWord(detection.end_s)))
+        return self._segments_started != started
 
     # ---- actions -------------------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
@@ -391,6 +403,7 @@ class VoiceLoop:
         self._model_pool.submit(work)
 
     def _start_segment(self, hold: bool) -> list[Action]:
+        self._segments_started += 1
         self._pressed_at_s = self._now if self.config.input.mode == "ptt-hold" else None
         self.segmenter.reset()
         actions = self.machine.handle(self.segmenter.start(hold=hold))

@@ -520,8 +520,16 @@ class TurnTaking:
             out.append(StopReply(self._turn.id))
         hearing = self.hearing
         self._awake_until = max(self._awake_until or 0.0, at_s + self.policy.wake_listen_s)
-        if hearing:
-            return  # already listening (a key pressed in the follow-up window): go on
+        request = self._request
+        if hearing and not (
+            request is not None
+            and request.context == "new"
+            and request.speaking
+            and not request.parts
+        ):
+            return  # already listening to something else (a key in the follow-up window)
+        # In the follow-up window the word begins the segment the user is speaking: it starts
+        # again after the word, so the request does not carry it.
         # As with a key press, the segment starts at once: the words said right after the
         # wake word, in the same breath, are the request's (the loop replays them from where
         # the word ended). Nothing said: the segment ends empty, and the window stays open.

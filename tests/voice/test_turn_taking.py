@@ -491,3 +491,27 @@ def test_without_a_follow_up_window_every_request_needs_the_wake_word() -> None:
     out = m(ReplyDone(turn))
     assert PlayEarcon("listening") not in out  # no chime: nothing is listening
     assert m.phase is Phase.IDLE and not m.m.hearing
+
+
+def test_the_wake_word_said_in_the_follow_up_window_is_cut_from_the_request() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), AgentFinished(turn, "answered"), ReplyDone(turn))
+    # The follow-up starts with the wake word out of habit: the segment began with it ...
+    assert m.quiet(SpeechStarted(6.0)) == [] and m.m.user_speaking
+    # ... and starts again where it ended; the request is the words after it.
+    assert m.quiet(WakeWord(6.7)) == [StartSegment(hold=False), PlayEarcon("listening")]
+    m(SpeechStarted(6.7))
+    out = m(UtteranceEnded(utt(6.7, 8.0), "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.audio.start_s == 6.7
+
+
+def test_a_wake_word_after_the_request_began_restarts_nothing() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(1.0), SpeechStarted(1.0), UtteranceEnded(utt(1.0, 29.0), "max_length"))
+    # The user is still talking (the first part was cut at the length limit) and says the
+    # word inside the request: it is just a word of it.
+    m(SpeechStarted(29.0))
+    assert m.quiet(WakeWord(30.0)) == []

@@ -106,13 +106,20 @@ class Run:
     conversation: FakeConversation
     wake: MarkerWake
     stt: FakeStt
+    sink: FakeSink
 
 
 @pytest.fixture
 def run_wake() -> Iterator[Callable[..., Run]]:
     threads: list[tuple[threading.Event, threading.Thread]] = []
 
-    def start(script: bytes, *, sink: FakeSink | None = None, follow_up_s: float = 5.0) -> Run:
+    def start(
+        script: bytes,
+        *,
+        sink: FakeSink | None = None,
+        follow_up_s: float = 5.0,
+        earcons: bool = False,
+    ) -> Run:
         config = Config()
         config = dataclasses.replace(
             config,
@@ -120,13 +127,14 @@ def run_wake() -> Iterator[Callable[..., Run]]:
             wake=dataclasses.replace(config.wake, follow_up_s=follow_up_s),
             turn=dataclasses.replace(config.turn, room="wake-room", smart_endpoint=False),
             vad=dataclasses.replace(config.vad, hangover_ms=600),
-            earcons=EarconConfig(enabled=False),
+            earcons=EarconConfig(enabled=earcons, thinking=False),
         )
         wake, stt, conversation = MarkerWake(), FakeStt(transcribe), FakeConversation()
+        sink = sink or FakeSink()
         loop = build_loop(
             config,
             source=ScriptedSource(script),
-            sink=sink or FakeSink(),
+            sink=sink,
             models=Models(stt=stt, tts=FakeTts(), wake=wake),
             conversation=conversation,
             detector=ThresholdDetector(),
@@ -135,7 +143,7 @@ def run_wake() -> Iterator[Callable[..., Run]]:
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
         thread.start()
         threads.append((stop, thread))
-        return Run(loop, conversation, wake, stt)
+        return Run(loop, conversation, wake, stt, sink)
 
     yield start
     for stop, thread in threads:
@@ -189,7 +197,28 @@ def test_the_follow_up_is_answered_then_the_microphone_closes(
     time.sleep(4.0)
     said = [text for _, text in run.conversation.messages]
     assert said == ["request of 600 ms", "request of 1200 ms"]
-    assert run.wake.resets >= 2  # the detector starts afresh each time the microphone closes
+
+
+def test_the_wake_word_in_the_follow_up_window_is_cut_from_the_request(
+    run_wake: Callable[..., Run],
+) -> None:
+    script = silence(300) + word(600) + tone(600) + silence(2500)
+    run = run_wake(script + word(600) + tone(1200) + silence(2000), follow_up_s=5.0)
+    assert wait_until(lambda: len(run.conversation.messages) == 2, timeout_s=15)
+    said = [text for _, text in run.conversation.messages]
+    assert said == ["request of 600 ms", "request of 1200 ms"]
+
+
+def test_a_short_request_over_the_listening_chime_is_heard(
+    run_wake: Callable[..., Run],
+) -> None:
+    """ "Hey Jarvis, stop.": the word is answered by the chime while "stop" is being said.
+    The chime is the assistant's own sound, but not gated: gated, "stop" would count as
+    silence and the request would be dropped."""
+    run = run_wake(silence(300) + word(600) + tone(300) + silence(2500), earcons=True)
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert run.conversation.messages == [("wake-room", "request of 300 ms")]
+    assert run.sink.played, "the chime did not play"
 
 
 def test_wake_mode_without_a_detector_is_refused() -> None:
