@@ -1,11 +1,16 @@
-"""Start-up time, idle CPU while listening to silence, and memory with the models loaded.
+"""Start-up time, idle CPU while listening, and memory with the models loaded.
 
-    python bench/bench_idle.py [--seconds 30] [--runs 3]
+    python bench/bench_idle.py [--seconds 30] [--runs 3] [--modes vad,wake]
+                               [--background silence|noise]
 
-`voice-assistant listen --agent echo` runs as a real process in the PulseAudio rig (silence
-playing into the microphone sink, as from a quiet room). Start-up is from launch to the
-"ready" log line (models loaded and warmed, streams open). CPU is user+system time from
-/proc over the idle window, as a percentage of one core; memory is the peak RSS (VmHWM).
+`voice-assistant listen --agent echo` runs as a real process in the PulseAudio rig, once per
+input mode (``vad``: webrtcvad on every frame, Silero when webrtcvad hears something;
+``wake``: the wake word model on every frame, the segmenter only after the word). Into the
+microphone plays silence, as from a quiet room, or with ``--background noise`` pink noise at
+-40 dBFS, a fan or a busy street through a window, which webrtcvad often calls speech (so
+Silero runs). Start-up is from launch to the "ready" log line (models loaded and warmed,
+streams open). CPU is user+system time from /proc over the idle window, as a percentage of
+one core; memory is the peak RSS (VmHWM). The figures of the modes print side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -25,6 +33,7 @@ from tests.listener import Listener  # noqa: E402
 from tests.rig import PulseRig  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+MODES = ("vad", "wake")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -39,36 +48,90 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+@dataclass(frozen=True)
+class Idle:
+    startup_s: float
+    cpu_percent: float  # of one core
+    peak_rss_mb: float
+    turns: int  # requests heard in the idle window: should be 0
+    wakes: int
+
+
+def pink_noise(seconds: float, dbfs: float = -40.0) -> np.ndarray:
+    """int16 pink noise at ``dbfs`` RMS (1/f power, a fan or distant traffic)."""
+    rng = np.random.default_rng(1)
+    n = int(seconds * 16000)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / 16000)
+    f[0] = f[1]
+    audio = np.fft.irfft(spectrum / np.sqrt(f), n)
+    audio *= 10 ** (dbfs / 20) / np.sqrt(np.mean(audio**2))
+    return (audio * 32767).astype(np.int16)
+
+
+def measure_idle(
+    rig: PulseRig, workdir: Path, mode: str, seconds: float, *, background: str = "silence"
+) -> Idle:
+    """One listener in ``mode``, idle for ``seconds`` (after 2 s to settle)."""
+    config: dict[str, dict[str, object]] = {
+        "earcons": {"enabled": False},
+        "input": {"mode": mode, "backend": "socket"},
+    }
+    with Listener(rig, workdir, config) as listener:
+        assert listener.process is not None
+        pid = listener.process.pid
+        feed = None
+        if background == "noise":
+            feed = rig.feed(pink_noise(seconds + 4), 16000)
+        time.sleep(2)  # past the first frames
+        before, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(seconds)
+        used, elapsed = cpu_seconds(pid) - before, time.monotonic() - t0
+        rss = peak_rss_mb(pid)
+        if feed is not None:
+            feed.wait(30)
+        return Idle(
+            startup_s=listener.ready_s - listener.started_s,
+            cpu_percent=100 * used / elapsed,
+            peak_rss_mb=rss,
+            turns=listener.count("you said:"),
+            wakes=listener.count("wake word hey_jarvis heard"),
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", default="vad", help="comma-separated: vad, wake")
+    parser.add_argument("--background", choices=("silence", "noise"), default="silence")
     args = parser.parse_args()
-    startup, cpu, rss = [], [], []
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown mode {', '.join(sorted(unknown))}; use {', '.join(MODES)}")
+    results: dict[str, list[Idle]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
         for run in range(args.runs):
-            listener = Listener(rig, Path(tmp) / f"run{run}", {"earcons": {"enabled": False}})
-            with listener:
-                assert listener.process is not None
-                pid = listener.process.pid
-                startup.append(listener.ready_s - listener.started_s)
-                time.sleep(2)  # past the first frames
-                before, t0 = cpu_seconds(pid), time.monotonic()
-                time.sleep(args.seconds)
-                used, elapsed = cpu_seconds(pid) - before, time.monotonic() - t0
-                cpu.append(100 * used / elapsed)
-                rss.append(peak_rss_mb(pid))
-                turns = listener.count("you said:")
-            print(
-                f"run {run + 1}: start-up {startup[-1]:.2f} s, idle CPU {cpu[-1]:.1f} % of one "
-                f"core over {args.seconds:.0f} s, peak RSS {rss[-1]:.0f} MB, turns on silence "
-                f"{turns}"
-            )
-    print(
-        f"\nmedian of {args.runs}: start-up to listening {statistics.median(startup):.2f} s, "
-        f"idle CPU {statistics.median(cpu):.1f} % of one core, "
-        f"peak RSS {statistics.median(rss):.0f} MB"
-    )
+            for mode in modes:  # interleaved: a busy neighbour slows every mode alike
+                idle = measure_idle(
+                    rig, Path(tmp) / f"{mode}{run}", mode, args.seconds, background=args.background
+                )
+                results[mode].append(idle)
+                print(
+                    f"run {run + 1} {mode:4}: start-up {idle.startup_s:.2f} s, idle CPU "
+                    f"{idle.cpu_percent:.1f} % of one core over {args.seconds:.0f} s of "
+                    f"{args.background}, peak RSS {idle.peak_rss_mb:.0f} MB, turns {idle.turns}"
+                )
+    print(f"\nmedian of {args.runs} run(s), {args.background} into the microphone:")
+    print(f"{'mode':6}{'start-up':>10}{'idle CPU':>12}{'peak RSS':>10}{'turns':>7}")
+    for mode, runs in results.items():
+        print(
+            f"{mode:6}{statistics.median(r.startup_s for r in runs):>9.2f}s"
+            f"{statistics.median(r.cpu_percent for r in runs):>10.1f} %"
+            f"{statistics.median(r.peak_rss_mb for r in runs):>7.0f} MB"
+            f"{sum(r.turns for r in runs):>7}"
+        )
     return 0
 
 
