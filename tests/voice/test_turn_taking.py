@@ -426,7 +426,10 @@ def test_speech_during_a_held_reply_joins_the_request() -> None:
     turn = sent(m(UtteranceEnded(first, "forced"))).turn
     m(Tick(4.1))
     assert m.quiet(SpeechStarted(4.2)) == [StopReply(turn), Interrupt(turn)]
-    (final,) = [a for a in m(UtteranceEnded(more, "hangover")) if isinstance(a, Transcribe)]
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
+    (final,) = [
+        a for a in m(TranscriptReady(probe, "in verbose mode.")) if isinstance(a, Transcribe)
+    ]
     assert final.audio == join([first, more])
 
 
