@@ -189,8 +189,11 @@ class TurnWorker:
             self.report.outcome = outcome
             self.report.agent_done_s = self._clock()
             self._post(AgentFinished(self.turn, outcome))
-            self.reply.finish()
-            self.reply.wait(timeout_s=600)
+            try:
+                self.reply.finish()
+                self.reply.wait(timeout_s=600)
+            except Exception:  # the loop must hear ReplyDone whatever the speaker did
+                log.exception("the reply failed")
             self.report.first_audio_s = self.reply.first_audio_s
             self.report.spoken = list(self.reply.spoken)
             log.info("reply: %s", self.report.reply or self.report.error or "(none)")
