@@ -124,9 +124,14 @@ class TurnConfig:
     end_model: str = ""  # smart-turn .onnx: "" finds the one set-up installed; "off": none
     end_model_threads: int = limited(1, 0, 16)
     end_model_threshold: float = limited(0.5, 0, 1)  # probability that counts as "finished"
+    end_model_sure: float = limited(0.98, 0, 1)  # ... and as so sure the reply plays at once
 
     def __post_init__(self) -> None:
         check_fields(self, "turn")
+        if self.end_model_threshold > self.end_model_sure:
+            raise ConfigError("turn.end_model_threshold must not exceed turn.end_model_sure")
+        if not self.quick_hangover_ms <= self.likely_hangover_ms:
+            raise ConfigError("turn.quick_hangover_ms must not exceed turn.likely_hangover_ms")
         try:
             validate_room_id(self.room)  # at start-up, not as an error at every turn
         except InvalidIdError as e:

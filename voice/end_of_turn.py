@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from voice.endpoint import looks_complete
+from voice.endpoint import sentence_state
 
 
 @dataclass(frozen=True)
@@ -32,45 +32,66 @@ class TurnAnalyzer(Protocol):
         """Milliseconds of silence after which the turn ends, given ``evidence``."""
         ...
 
+    def speak_after_ms(self, evidence: PauseEvidence) -> float:
+        """Milliseconds of silence before the reply may be heard. A turn ended on a guess
+        goes to the agent at once but its reply waits, so a user who was only thinking can
+        still go on (half-duplex: words said over the reply would not be heard)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CombinedAnalyzer:
     """Words and intonation must agree before a pause ends the turn quickly.
 
-    ============================================  =================
-    evidence                                       the turn ends at
-    ============================================  =================
-    the words end a sentence and the model agrees  ``quick_ms``
-    only one of the two says finished              ``likely_ms``
-    neither (or nothing known yet)                 ``max_ms``
-    ============================================  =================
+    The words (:func:`~voice.endpoint.sentence_state`) are complete, incomplete or unsure;
+    the model's probability ``p`` says "finished" from ``threshold``, and is *sure* from
+    ``sure``. When the turn ends / when its reply may be heard:
 
-    Without a model the words decide alone, as two votes: a complete sentence ends after
-    ``quick_ms``. A model that says "finished" with a probability below ``threshold`` counts
-    as "not finished".
+    ==========  ====================  ====================  ====================
+    words       p >= sure             threshold <= p        p < threshold
+    ==========  ====================  ====================  ====================
+    complete    quick / quick         quick / likely        likely / max
+    unsure      quick / quick         likely / max          max / max
+    incomplete  likely / max          max / max             max / max
+    ==========  ====================  ====================  ====================
+
+    A turn goes to the agent as soon as it ends, so the agent starts early; its reply is
+    held until the user has surely finished, because half-duplex cannot hear words said over
+    it. A missing piece of evidence counts as the least favourable value. Without a model the
+    words decide alone, as they did before the model: complete -> quick / quick.
     """
 
     quick_ms: float = 300.0
     likely_ms: float = 800.0
     max_ms: float = 1500.0
     threshold: float = 0.5
+    sure: float = 0.98
 
     def __post_init__(self) -> None:
         if not 0 < self.quick_ms <= self.likely_ms <= self.max_ms:
             raise ValueError("end-of-turn waits must satisfy 0 < quick <= likely <= max")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError("the end-of-turn threshold is a probability, 0 to 1")
+        if not 0.0 <= self.threshold <= self.sure <= 1.0:
+            raise ValueError("end-of-turn probabilities must satisfy 0 <= threshold <= sure <= 1")
 
     def end_after_ms(self, evidence: PauseEvidence) -> float:
-        words = None if evidence.text is None else looks_complete(evidence.text)
+        return self._verdict(evidence)[0]
+
+    def speak_after_ms(self, evidence: PauseEvidence) -> float:
+        return self._verdict(evidence)[1]
+
+    def _verdict(self, evidence: PauseEvidence) -> tuple[float, float]:
+        quick, likely, longest = self.quick_ms, self.likely_ms, self.max_ms
+        words = "incomplete" if evidence.text is None else sentence_state(evidence.text)
         if not evidence.model:
-            return self.quick_ms if words else self.max_ms
-        voice = None if evidence.probability is None else evidence.probability >= self.threshold
-        votes = [vote for vote in (words, voice) if vote is not None]
-        finished = sum(votes)
-        if finished == 2:
-            return self.quick_ms
-        if finished == 1:
-            # One "finished" and one missing vote: the other may still agree, wait no less.
-            return self.likely_ms
-        return self.max_ms
+            return (quick, quick) if words == "complete" else (longest, longest)
+        p = -1.0 if evidence.probability is None else evidence.probability
+        voice = "sure" if p >= self.sure else "finished" if p >= self.threshold else "open"
+        table = {
+            ("complete", "sure"): (quick, quick),
+            ("complete", "finished"): (quick, likely),
+            ("complete", "open"): (likely, longest),
+            ("unsure", "sure"): (quick, quick),
+            ("unsure", "finished"): (likely, longest),
+            ("incomplete", "sure"): (likely, longest),
+        }
+        return table.get((words, voice), (longest, longest))

@@ -7,6 +7,9 @@ the punctuation alone says little: the last word must also be one a sentence can
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+SentenceState = Literal["complete", "incomplete", "unsure"]
 
 # Words that leave a sentence hanging: articles, conjunctions, prepositions, possessives, a few
 # auxiliaries and fillers. A pause after one of them is the user thinking, not finishing.
@@ -27,19 +30,30 @@ DANGLING_WORDS = frozenset(_DANGLING.split()) | PREPOSITIONS
 # Whisper closes a phrase cut off at a preposition with a filler object or a homophone
 # ("Set a timer for" -> "... for it.", "in the" -> "in there.", "by" -> "bye."), measured with
 # tiny.en on spliced pauses; after a preposition these do not make a sentence complete.
-FILLER_ENDINGS = frozenset(["it", "this", "that", "them", "there", "bye"])
+# "them" is not among them: real sentences end "... to do for them." (LibriVox 0870).
+FILLER_ENDINGS = frozenset(["it", "this", "that", "there", "bye"])
 _FINAL = (".", "?", "!")
 _WORD = re.compile(r"[\w']+")
 
 
+def sentence_state(text: str) -> SentenceState:
+    """Whether ``text`` reads as a finished sentence.
+
+    "incomplete": it ends on a word a sentence cannot end on, or trails off ("..."); "unsure":
+    no full stop but nothing dangling either (Whisper often leaves "ten of clubs" bare);
+    "complete": a full stop after a word that can end a sentence.
+    """
+    stripped = text.strip().rstrip("\"')]\u00bb\u201d\u2019").rstrip()
+    words = _WORD.findall(stripped.lower())
+    if not words or stripped.endswith(("...", "\u2026")) or words[-1] in DANGLING_WORDS:
+        return "incomplete"
+    if words[-1] in FILLER_ENDINGS and len(words) > 1 and words[-2] in PREPOSITIONS:
+        return "incomplete"
+    if words[-1] == "bye" and len(words) > 1:  # "by" heard as a farewell
+        return "incomplete"
+    return "complete" if stripped.endswith(_FINAL) else "unsure"
+
+
 def looks_complete(text: str) -> bool:
     """True when ``text`` ends like a complete sentence and not on a dangling word."""
-    stripped = text.strip().rstrip("\"')]\u00bb\u201d\u2019").rstrip()
-    if not stripped or stripped.endswith(("...", "\u2026")) or not stripped.endswith(_FINAL):
-        return False
-    words = _WORD.findall(stripped.lower())
-    if not words or words[-1] in DANGLING_WORDS:
-        return False
-    if words[-1] in FILLER_ENDINGS and len(words) > 1 and words[-2] in PREPOSITIONS:
-        return False
-    return not (words[-1] == "bye" and len(words) > 1)  # "by" heard as a farewell
+    return sentence_state(text) == "complete"

@@ -365,6 +365,7 @@ class VoiceLoop:
         elif isinstance(action, PlayEarcon):
             self._play_earcon(action.name)
         elif isinstance(action, Say):
+            log.info("saying: %s", action.text)
             line = self.engines.speaker.begin()
             line.say(action.text)
             line.finish()
@@ -381,6 +382,7 @@ class VoiceLoop:
             except Exception:
                 log.exception("transcription failed")
                 text = ""
+            log.debug("%s transcript %d: %r", action.purpose, action.job, text)
             self.post(TranscriptReady(action.job, text))
 
         future = self._stt_pool.submit(work)
@@ -398,6 +400,7 @@ class VoiceLoop:
                     probability = float(model.predict(audio.to_float32()))
                 except Exception as e:  # one failed call: the words decide this pause
                     log.warning("the end-of-turn model failed: %s", e)
+            log.debug("end-of-turn verdict %d: %s", action.job, probability)
             self.post(VerdictReady(action.job, probability))
 
         self._model_pool.submit(work)

@@ -54,9 +54,10 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
     if turn.smart_endpoint:
         analyzer = CombinedAnalyzer(
             quick_ms=turn.quick_hangover_ms,
-            likely_ms=max(turn.quick_hangover_ms, turn.likely_hangover_ms),
+            likely_ms=turn.likely_hangover_ms,
             max_ms=max(turn.likely_hangover_ms, config.vad.hangover_ms),
             threshold=turn.end_model_threshold,
+            sure=turn.end_model_sure,
         )
     return TurnPolicy(
         mode=mode or config.input.mode,

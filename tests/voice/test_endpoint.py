@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.endpoint import looks_complete
+from voice.endpoint import looks_complete, sentence_state
 
 
 @pytest.mark.parametrize(
@@ -59,10 +59,32 @@ def test_dangling_word_check_ignores_case_and_quotes() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Set a timer for it.", "Open the door for that.", "Play some music, bye.", "Send it to them."],
+    ["Set a timer for it.", "Open the door for that.", "Play some music, bye."],
 )
 def test_whisper_fillers_after_a_dangling_word_are_not_complete(text: str) -> None:
     assert not looks_complete(text)
+
+
+def test_a_real_sentence_may_end_on_them() -> None:
+    # What tiny.en heard from a real reader (shared/audio/real/librivox-0870).
+    assert looks_complete(
+        "And Mr. John Dashwood had then leisure to consider how much there might be "
+        "prudently in his power to do for them."
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [
+        ("Ten of clubs", "unsure"),
+        ("10 of clubs.", "complete"),
+        ("Can you run the test suite and", "incomplete"),
+        ("Let me think...", "incomplete"),
+        ("", "incomplete"),
+    ],
+)
+def test_sentence_states(text: str, state: str) -> None:
+    assert sentence_state(text) == state
 
 
 @pytest.mark.parametrize("text", ["Do it.", "I love that.", "Bye.", "Turn it off."])

@@ -98,8 +98,11 @@ def sent(actions: list[Action]) -> Send:
     [
         ("Run the test suite.", 0.94, 300),  # words and voice agree: quick
         ("Run the test suite.", 0.10, 800),  # the voice is not done: wait longer
-        ("Can you run the test suite and", 0.94, 800),  # dangling word
+        ("Can you run the test suite and", 0.99, 800),  # dangling word, a sure voice
+        ("Can you run the test suite and", 0.94, 1500),
         ("Can you run the test suite and", 0.02, 1500),  # neither: only the longest wait
+        ("Ten of clubs", 0.99, 300),  # no full stop: a sure voice decides
+        ("Ten of clubs", 0.70, 800),
         ("Run the test suite.", None, 300),  # the model failed: the words decide alone
         ("Can you run the test suite and", None, 1500),
     ],
@@ -127,7 +130,7 @@ def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
 def test_the_pause_transcript_is_the_request_when_nothing_followed() -> None:
     m = Machine()
     seg = utt(1.0, 3.0)
-    say_request(m, seg, "Run the test suite.", 0.9)
+    say_request(m, seg, "Run the test suite.", 0.99)
     assert m(Tick(3.31)) == [EndSegment()]
     out = m(UtteranceEnded(seg, "forced"))
     assert out == [
@@ -515,3 +518,51 @@ def test_a_wake_word_after_the_request_began_restarts_nothing() -> None:
     # word inside the request: it is just a word of it.
     m(SpeechStarted(29.0))
     assert m.quiet(WakeWord(30.0)) == []
+
+
+def test_a_finished_but_not_sure_end_is_heard_after_the_likely_wait() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.9)
+    assert m(Tick(3.31)) == [EndSegment()]
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    turn = sent(out).turn
+    assert Release(turn) not in out  # the agent has it; the user may still go on
+    assert Release(turn) not in m.quiet(Tick(3.79))
+    assert Release(turn) in m.quiet(Tick(3.81))
+
+
+def test_a_turn_ended_on_a_guess_holds_its_reply_until_the_pause_is_long() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.10)  # the words say done, the voice does not
+    assert m(Tick(3.81)) == [EndSegment()]
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    turn = sent(out).turn
+    assert Release(turn) not in out  # the agent starts; the user does not hear it yet
+    assert m.quiet(Tick(4.4)) == [PlayEarcon("thinking")]
+    assert m.quiet(Tick(4.51)) == [Release(turn)]
+
+
+def test_speech_during_a_held_reply_joins_the_request() -> None:
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(4.2, 6.0)
+    say_request(m, first, "Run the test suite.", 0.10)
+    m(Tick(3.81))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(Tick(4.1))
+    assert m.quiet(SpeechStarted(4.2)) == [StopReply(turn), Interrupt(turn)]
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
+    (final,) = [
+        a for a in m(TranscriptReady(probe, "in verbose mode.")) if isinstance(a, Transcribe)
+    ]
+    assert final.audio == join([first, more])
+
+
+def test_a_sure_end_is_heard_at_once() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.99)
+    m(Tick(3.31))
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    assert Release(sent(out).turn) in out

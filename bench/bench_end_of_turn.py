@@ -1,0 +1,145 @@
+"""The end-of-turn decision on real voices, offline: how soon it ends, how often it cuts in.
+
+    python bench/bench_end_of_turn.py
+
+For every gap between two words inside the LibriVox read sentences of ../shared/audio/real (a
+user stopping mid-sentence) and for the end of every recording (LibriVox and spoken commands),
+the evidence the loop would have at that pause is computed exactly as live: the speculative
+transcript of the audio up to the pause plus the segmenter's 200 ms tail, and the smart-turn
+probability of the same audio. Then each analyzer says when the turn would end:
+
+- mid-sentence: ending before 800 ms is a false cut-off (the user pauses 500-800 ms here);
+- true end: the wait after the last word (median, p90), and how often the reply is held.
+
+Side by side in one run: the words alone (no model), the model alone, and the combined
+analyzer at a few settings.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.voice.audio_util import real_clip, real_references  # noqa: E402
+from voice.config import SttConfig  # noqa: E402
+from voice.end_of_turn import CombinedAnalyzer, PauseEvidence, TurnAnalyzer  # noqa: E402
+from voice.smart_turn import SmartTurnModel  # noqa: E402
+from voice.stt import WhisperTranscriber  # noqa: E402
+
+RATE = 16000
+TAIL_S = 0.2  # what the segmenter keeps after the last voiced frame
+CUT_OFF_MS = 800.0  # a mid-sentence pause is 500-800 ms: ending sooner cuts the user off
+
+
+@dataclass
+class Pause:
+    clip: str
+    at_s: float
+    end: bool  # the true end of the recording (else a gap between two words)
+    text: str
+    probability: float
+
+
+def word_gaps(audio: np.ndarray) -> list[int]:
+    """Sample index in the middle of each quiet stretch (>= 40 ms under -40 dBFS) inside."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
+    gaps, start = [], None
+    for i, q in enumerate(quiet):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if i - start >= 4 and start > 30 and i < len(quiet) - 30:
+                gaps.append((start + i) // 2 * 160)
+            start = None
+    return gaps
+
+
+def evidence(stt: WhisperTranscriber, model: SmartTurnModel, audio: np.ndarray) -> tuple[str, float]:
+    heard = np.concatenate([audio, np.zeros(int(TAIL_S * RATE), np.float32)])
+    return stt.transcribe_audio(heard).text, model.predict(heard)
+
+
+def collect() -> list[Pause]:
+    stt = WhisperTranscriber(SttConfig())
+    stt.warm_up()
+    model = SmartTurnModel()
+    model.warm_up()
+    pauses = []
+    for name in real_references():
+        audio = real_clip(name)
+        if name.startswith("librivox"):
+            for cut in word_gaps(audio):
+                text, p = evidence(stt, model, audio[:cut])
+                pauses.append(Pause(name, cut / RATE, False, text, p))
+        text, p = evidence(stt, model, audio)
+        pauses.append(Pause(name, len(audio) / RATE, True, text, p))
+    return pauses
+
+
+def judge(analyzer: TurnAnalyzer | None, pause: Pause) -> tuple[float, float]:
+    """(ends after ms, heard after ms) for this analyzer; None: the words alone."""
+    if analyzer is None:
+        words_only = CombinedAnalyzer()
+        ev = PauseEvidence(pause.text, None, False)
+        return words_only.end_after_ms(ev), words_only.speak_after_ms(ev)
+    ev = PauseEvidence(pause.text, pause.probability, True)
+    return analyzer.end_after_ms(ev), analyzer.speak_after_ms(ev)
+
+
+def main() -> int:
+    pauses = collect()
+    mids = [p for p in pauses if not p.end]
+    ends = [p for p in pauses if p.end]
+    print(f"{len(mids)} mid-sentence gaps (LibriVox), {len(ends)} true ends (all recordings)\n")
+    analyzers: dict[str, TurnAnalyzer | None] = {
+        "words only": None,
+        "sure 0.90": CombinedAnalyzer(sure=0.90),
+        "sure 0.95": CombinedAnalyzer(sure=0.95),
+        "sure 0.98": CombinedAnalyzer(sure=0.98),
+        "sure 0.99": CombinedAnalyzer(sure=0.99),
+    }
+    print(
+        f"{'analyzer':14} {'cut-offs':>9} {'heard early':>11} {'end p50':>8} {'end p90':>8}"
+        f" {'heard p50':>9} {'heard p90':>9} {'held':>5}"
+    )
+    for name, analyzer in analyzers.items():
+        mid = [judge(analyzer, p) for p in mids]
+        end = [judge(analyzer, p) for p in ends]
+        cut = sum(e < CUT_OFF_MS for e, _ in mid)
+        early = sum(h < CUT_OFF_MS for _, h in mid)
+        ends_ms = [e for e, _ in end]
+        heard_ms = [h for _, h in end]
+        print(
+            f"{name:14} {cut:4}/{len(mid):<4} {early:6}/{len(mid):<4} "
+            f"{statistics.median(ends_ms):8.0f} {np.percentile(ends_ms, 90):8.0f} "
+            f"{statistics.median(heard_ms):9.0f} {np.percentile(heard_ms, 90):9.0f} "
+            f"{sum(h > e for e, h in end):5}"
+        )
+    print(
+        "\ncut-offs: mid-sentence gaps where the turn would end before 800 ms (it joins the rest"
+        " if the user goes on before the reply plays); heard early: where the reply would be"
+        " heard before 800 ms (half-duplex: the words after it are lost); end/heard: at the true"
+        " ends, the silence before the turn ends / before the reply may play (ms after the last"
+        " frame of speech); held: true ends whose reply waits for the longest pause."
+    )
+    print("\nevidence at the true ends:")
+    for p in ends:
+        print(f"  {p.clip:15} p={p.probability:.2f}  {p.text!r}")
+    print("\nmid-sentence gaps the default analyzer would let be heard early:")
+    combined = CombinedAnalyzer()
+    for p in mids:
+        if judge(combined, p)[1] < CUT_OFF_MS:
+            print(f"  {p.clip:15} {p.at_s:5.2f}s p={p.probability:.2f}  {p.text!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
