@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.claims import RoomClaim
+from core.store import SessionStore
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,8 +126,7 @@ def test_the_log_says_which_config_file_was_read(home: Path) -> None:
 def test_a_second_listener_for_a_claimed_room_exits_75_before_loading_anything(
     home: Path,
 ) -> None:
-    store = home / "state" / "voice-assistant" / "sessions"
-    store.mkdir(parents=True)
+    store = SessionStore(home / "state" / "voice-assistant" / "sessions").root  # the default
     env = env_for(home)
     del env["XDG_RUNTIME_DIR"]  # a different control socket, by accident
     with RoomClaim(store, "desk"):
