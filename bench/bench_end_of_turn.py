@@ -62,7 +62,9 @@ def word_gaps(audio: np.ndarray) -> list[int]:
     return gaps
 
 
-def evidence(stt: WhisperTranscriber, model: SmartTurnModel, audio: np.ndarray) -> tuple[str, float]:
+def evidence(
+    stt: WhisperTranscriber, model: SmartTurnModel, audio: np.ndarray
+) -> tuple[str, float]:
     heard = np.concatenate([audio, np.zeros(int(TAIL_S * RATE), np.float32)])
     return stt.transcribe_audio(heard).text, model.predict(heard)
 
