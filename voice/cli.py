@@ -25,6 +25,7 @@ from core.paths import validate_room_id
 from voice import app
 from voice.audio import Utterance, float_to_pcm
 from voice.config import Config, load
+from voice.control import COMMANDS as CONTROL_COMMANDS
 from voice.devices import AudioSink
 from voice.pipeline import Models, build_loop
 from voice.speech_text import speakable
@@ -161,8 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--room", help="the room (default: turn.room)")
     p.set_defaults(run=cmd_reset)
 
-    p = sub.add_parser("ptt", parents=[common], help="drive push-to-talk of a running listener")
-    p.add_argument("action", choices=["press", "release", "toggle", "status"])
+    p = sub.add_parser(
+        "ptt", parents=[common], help="drive a running listener: push-to-talk, stop, answers"
+    )
+    p.add_argument("action", choices=list(CONTROL_COMMANDS))
     p.set_defaults(run=cmd_ptt)
 
     p = sub.add_parser("demo", parents=[common], help="a spoken round trip with the echo agent")
@@ -202,6 +205,9 @@ def _ask(
     from voice.devices import Speaker
     from voice.devices.files import FileSource, WavSink
 
+    # Nobody can answer a permission question asked of a recording: refuse at once.
+    agent_config = dataclasses.replace(config.core.agent, permission_timeout_s=1.0)
+    config = dataclasses.replace(config, core=dataclasses.replace(config.core, agent=agent_config))
     core = app.build_core(config, agent=agent, store_dir=store_dir)
     audio = app.read_audio(path)
     source = FileSource(audio, rate=app.STT_RATE, frame_ms=config.audio.frame_ms)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from core.errors import DeviceError
 from voice.audio import AudioChunk, rms_dbfs
 from voice.config import Config
+from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
 from voice.speech_out import ReplySpeaker
@@ -63,7 +64,6 @@ from voice.vad import Segmenter
 
 log = logging.getLogger(__name__)
 
-CONTROL_COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 
 
 class ReopenableSource(AudioSource, Protocol):
@@ -165,7 +165,7 @@ class VoiceLoop:
         elif command in ("stop", "allow", "deny", "always"):
             self.post(Command(command))  # type: ignore[arg-type]
         else:
-            return f"error: unknown command {command!r}; use {', '.join(CONTROL_COMMANDS)}"
+            return f"error: unknown command {command!r}; use {', '.join(COMMANDS)}"
         return f"ok {command}"
 
     @property
