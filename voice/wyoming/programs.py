@@ -135,7 +135,7 @@ class Programs:
             info.handle.append(
                 HandleProgram(
                     name="voice-assistant",
-                    description=f"{self.agent_label} through voice-assistant, a conversation per room",
+                    description=f"{self.agent_label} through voice-assistant, by room",
                     attribution=PROJECT,
                     installed=True,
                     version=ours,
