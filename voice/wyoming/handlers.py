@@ -36,7 +36,7 @@ from voice import narration
 from voice.speech_text import SentenceStream
 from voice.turns import spoken_error
 from voice.wyoming.audio_in import IncomingAudio, audio_format
-from voice.wyoming.protocol import ClientGone
+from voice.wyoming.protocol import ClientGone, Stalled
 
 if TYPE_CHECKING:
     from voice.wyoming.server import Connection
@@ -301,7 +301,7 @@ class HandleRequest:
                 if listening:
                     try:
                         await self.link.send(HandledChunk(text=item).event())
-                    except ClientGone as e:
+                    except (ClientGone, Stalled) as e:
                         listening = False
                         self._interrupt(str(e))
         except asyncio.CancelledError:

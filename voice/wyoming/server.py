@@ -120,8 +120,9 @@ class WyomingServer:
         """Stop accepting, stop every connection (running turns are interrupted)."""
         if self._server is not None:
             self._server.close()
-        for connection in list(self._connections):
-            connection.stop()
+        tasks = [c.stop() for c in list(self._connections)]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
         if self._server is not None:
             await self._server.wait_closed()
         parts = urlsplit(self.uri)
@@ -141,6 +142,7 @@ class WyomingServer:
             writer.close()
             return
         connection = Connection(self, reader, writer, peer)
+        connection._task = asyncio.current_task()
         self._connections.add(connection)
         try:
             await connection.run()
@@ -176,7 +178,6 @@ class Connection:
 
     # ---- life -------------------------------------------------------------------------------
     async def run(self) -> None:
-        self._task = asyncio.current_task()
         log.debug("%s: connected", self.peer)
         reading = asyncio.create_task(self._read_loop(), name=f"wyoming-read {self.peer}")
         try:
@@ -192,7 +193,7 @@ class Connection:
                     await self._dispatch(item)
                 finally:
                     self._busy = False
-        except (ProtocolError, InvalidIdError) as e:
+        except (ProtocolError, InvalidIdError, Stalled) as e:
             await self._drop(e)
         except ClientGone as e:
             log.info("%s: %s", self.peer, e)
@@ -209,10 +210,12 @@ class Connection:
                 await asyncio.wait_for(self._writer.wait_closed(), _GOODBYE_S)
             log.debug("%s: closed", self.peer)
 
-    def stop(self) -> None:
+    def stop(self) -> asyncio.Task[None]:
+        """Cancel the connection; returns its task, to await its end."""
         self.gone.set()
-        if self._task is not None:
-            self._task.cancel()
+        assert self._task is not None
+        self._task.cancel()
+        return self._task
 
     async def _drop(self, error: BaseException) -> None:
         """Log why this client is dropped and, where it can still read, tell it."""
@@ -236,6 +239,9 @@ class Connection:
             last = e
         except (ConnectionError, OSError):
             pass  # gone: same as a close
+        except Exception as e:  # a bug in reading must still end this connection, and only it
+            log.exception("%s: reading an event failed", self.peer)
+            last = ProtocolError(f"an event could not be read ({type(e).__name__})")
         self.gone.set()
         await self._events.put(last)
 
@@ -262,7 +268,7 @@ class Connection:
         try:
             await asyncio.wait_for(self._writer.drain(), self._timeout_s)
         except TimeoutError:
-            raise ClientGone(
+            raise Stalled(
                 f"the client read nothing for {self._timeout_s:g} s (wyoming.client_timeout_s)"
             ) from None
         except (ConnectionError, OSError) as e:
