@@ -289,13 +289,13 @@ class HandleRequest:
                 get = asyncio.create_task(pieces.get())
                 try:
                     await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if listening and gone.done():
+                        listening = False
+                        self._interrupt("the client went away")
                     item = await get
                 except BaseException:
                     get.cancel()
                     raise
-                if listening and gone.done():
-                    listening = False
-                    self._interrupt("the client went away")
                 if isinstance(item, _Done):
                     return item
                 if listening:
