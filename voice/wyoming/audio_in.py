@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ProtocolError
-from voice.audio import Utterance, float_to_pcm
+from voice.audio import Utterance
 
 WHISPER_RATE = 16000
 MIN_RATE, MAX_RATE = 8000, 192000
@@ -49,7 +49,7 @@ class IncomingAudio:
         self.format = (rate, width, channels)
         self._max_samples = int(max_audio_s * rate)
         self._received = 0
-        self._parts: list[npt.NDArray[np.float32]] = []
+        self._parts: list[npt.NDArray[np.int16]] = []
         self._resampler = (
             soxr.ResampleStream(rate, WHISPER_RATE, 1, dtype="float32")
             if rate != WHISPER_RATE
@@ -74,21 +74,26 @@ class IncomingAudio:
             raise ProtocolError(
                 f"more than {self._max_audio_s:g} s of audio in one request (wyoming.max_audio_s)"
             )
-        samples = np.frombuffer(payload, dtype="<i2").astype(np.float32) / np.float32(32768)
-        mono = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+        samples = np.frombuffer(payload, dtype="<i2")
+        if channels == 1 and self._resampler is None:
+            self._parts.append(samples)  # already Whisper's format: kept bit for bit
+            return
+        mono = samples.reshape(-1, channels).mean(axis=1, dtype=np.float32) / np.float32(32768)
         self._append(mono, last=False)
 
     def _append(self, mono: npt.NDArray[np.float32], *, last: bool) -> None:
         if self._resampler is not None:
             mono = self._resampler.resample_chunk(mono, last=last)
         if mono.size:
-            self._parts.append(np.asarray(mono, dtype=np.float32))
+            scaled = np.clip(np.rint(mono * 32768), -32768, 32767)
+            self._parts.append(scaled.astype("<i2"))
 
     def finish(self) -> Utterance:
         """Everything received, as one utterance at 16 kHz."""
-        self._append(np.zeros(0, dtype=np.float32), last=True)
-        audio = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
-        return Utterance(float_to_pcm(audio), WHISPER_RATE, 0.0, audio.size / WHISPER_RATE)
+        if self._resampler is not None:
+            self._append(np.zeros(0, dtype=np.float32), last=True)
+        pcm = b"".join(part.tobytes() for part in self._parts)
+        return Utterance(pcm, WHISPER_RATE, 0.0, len(pcm) / 2 / WHISPER_RATE)
 
     @property
     def seconds(self) -> float:
