@@ -135,3 +135,33 @@ def test_refusals_and_an_unsaved_turn_are_said_after_the_reply() -> None:
     assert text.endswith(NOT_SAVED)
     chunks = "".join(e.data["text"] for e in events if e.type == "handled-chunk")
     assert chunks == text
+
+
+def test_a_client_that_stops_reading_at_handled_like_home_assistant_is_no_trouble(
+    server: ServerThread, fake: FakeConversation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Home Assistant's conversation entity reads until ``handled`` and hangs up: the
+    ``handled-stop`` that follows finds no one, which is normal, not an error."""
+    import asyncio
+    import logging
+
+    from wyoming.client import AsyncTcpClient
+
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+
+    async def home_assistant() -> str | None:
+        host, port = server.address
+        async with AsyncTcpClient(host, port) as client:
+            context = {"conversation_id": "01JXYZ", "satellite_id": "assist_satellite.hall"}
+            await client.write_event(Transcript("what time is it", context=context).event())
+            while True:
+                event = await client.read_event()
+                assert event is not None
+                if Handled.is_type(event.type):
+                    return Handled.from_event(event).text
+
+    for _ in range(3):
+        assert asyncio.run(home_assistant()) == "You said: what time is it"
+    time.sleep(0.2)  # let the server notice the hang-ups
+    assert fake.interrupts == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
