@@ -25,6 +25,7 @@ from core.agent_output import (
 )
 from core.config import AgentConfig
 from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
+from core.ledger import AgentLedger
 from core.process import RunningProcess, program_name, run_process
 
 __all__ = ["Agent", "AgentError", "AgentResult", "AgentRunner", "AgentTimeout", "TextCallback"]
@@ -56,6 +57,7 @@ class AgentRunner:
         max_output_bytes: int = AgentConfig.max_output_bytes,
         env: Mapping[str, str] | None = None,
         interrupt_grace_s: float = 5.0,
+        ledger: AgentLedger | None = None,
     ) -> None:
         """``env`` adds to (or overrides) the inherited environment of the agent process.
 
@@ -79,6 +81,7 @@ class AgentRunner:
         self.max_output_bytes = config.max_output_bytes
         self.env = dict(env) if env is not None else None
         self.interrupt_grace_s = interrupt_grace_s
+        self.ledger = ledger  # records each room's running agent for a restarted assistant
         self._running: set[RunningProcess] = set()
         self._running_lock = threading.Lock()
 
@@ -131,6 +134,8 @@ class AgentRunner:
             started.append(process)
             with self._running_lock:
                 self._running.add(process)
+            if self.ledger is not None and turn.room_id:
+                self.ledger.record(turn.room_id, process.pid)
             turn.control.bind(interrupt=lambda: process.interrupt(self.interrupt_grace_s))
 
         try:

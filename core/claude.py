@@ -40,6 +40,7 @@ from core.agent_output import (
     safe_agent_id,
 )
 from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
+from core.ledger import AgentLedger
 from core.lifeline import Lifeline, default_lifeline
 from core.process import program_name, spawn
 
@@ -118,12 +119,16 @@ class _Process:
         session_id: str | None,
         max_line_bytes: int,
         lifeline: Lifeline,
+        ledger: AgentLedger | None,
     ) -> None:
         self.room = room
         self.session_id = session_id
         self.name = program_name(argv)
         self._lifeline = lifeline
         self.proc = spawn(argv, cwd, None if env is None else {**os.environ, **env}, lifeline)
+        self._ledger = ledger
+        if ledger is not None:
+            ledger.record(room, self.proc.pid)
         self.lines: queue.Queue[bytes | None] = queue.Queue()
         self.stderr = bytearray()
         self.busy = False
@@ -177,6 +182,8 @@ class _Process:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.poll() is not None:
             self._lifeline.release(self.proc.pid)
+        if self._ledger is not None:
+            self._ledger.clear(self.room, self.proc.pid)
 
     def stderr_text(self) -> str:
         return bytes(self.stderr).decode("utf-8", "replace")
@@ -307,6 +314,7 @@ class ClaudeSessions:
         max_output_bytes: int = 8 * 1024 * 1024,
         env: Mapping[str, str] | None = None,
         lifeline: Lifeline | None = None,
+        ledger: AgentLedger | None = None,
     ) -> None:
         """``command`` is the full argv (see :func:`claude_argv`); ``--resume`` is added.
 
@@ -321,6 +329,7 @@ class ClaudeSessions:
         self.max_output_bytes = max_output_bytes
         self.env = dict(env) if env is not None else None
         self._lifeline = lifeline or default_lifeline()
+        self._ledger = ledger  # records each room's process for a restarted assistant
         self._lock = threading.Lock()
         self._processes: dict[str, _Process] = {}
         self._stopped = threading.Event()
@@ -508,6 +517,7 @@ class ClaudeSessions:
                 session_id=session_id,
                 max_line_bytes=self.max_output_bytes,
                 lifeline=self._lifeline,
+                ledger=self._ledger,
             )
             self._processes[room] = process
         if stale is not None:

@@ -27,6 +27,7 @@ from core.claims import RoomClaim
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, ConfigError, StoreError
+from core.ledger import AgentLedger
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
 from core.session import Session, make_message
@@ -81,7 +82,8 @@ class Core:
         """The production wiring: the configured agent and store."""
         store_dir = config.session.store_dir
         root = Path(store_dir).expanduser() if store_dir else default_store_dir()
-        agent = build_agent(config.agent, agent_command or config.agent.command)
+        command = agent_command or config.agent.command
+        agent = build_agent(config.agent, command, ledger=AgentLedger(root))
         return cls(root, agent, idle_timeout_s=config.session.idle_timeout_s)
 
     def prepare(self, room_id: str) -> None:
@@ -97,8 +99,11 @@ class Core:
 
     def claim_room(self, room_id: str) -> RoomClaim:
         """Claim ``room_id`` for a listener's lifetime (a ``with`` block or ``release()``);
-        :class:`~core.errors.RoomClaimed` if another listener, in any process, answers there."""
-        return RoomClaim(self.store.root, room_id)
+        :class:`~core.errors.RoomClaimed` if another listener, in any process, answers there.
+        An agent a dead assistant left running in the room is stopped first."""
+        claim = RoomClaim(self.store.root, room_id)
+        AgentLedger(self.store.root).reap(room_id)
+        return claim
 
     def send_message(self, room_id: str, text: str, *, on_text: TextCallback | None = None) -> str:
         """Run one turn in ``room_id`` and return the reply text.
@@ -132,6 +137,7 @@ class Core:
             raise ValueError("the message is empty: there is nothing to send to the agent")
         lock = self._locks.get(room_id)  # this reference keeps the room's entry alive
         with lock, self.store.lock_room(room_id):
+            AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
             if revises:
@@ -320,7 +326,9 @@ def _text_of(on_event: EventCallback | None) -> TextCallback | None:
     return forward
 
 
-def build_agent(config: AgentConfig, command: Sequence[str]) -> Agent:
+def build_agent(
+    config: AgentConfig, command: Sequence[str], *, ledger: AgentLedger | None = None
+) -> Agent:
     """Claude Code gets the voice flags and, in session mode, a process per room."""
     if not is_claude(command):
         if config.mode == "session":
@@ -332,6 +340,7 @@ def build_agent(config: AgentConfig, command: Sequence[str]) -> Agent:
             kill_grace_s=config.kill_grace_s,
             output_format=config.output_format,
             max_output_bytes=config.max_output_bytes,
+            ledger=ledger,
         )
     prompt = "\n\n".join(
         p for p in (VOICE_PROMPT if config.voice_prompt else "", config.append_system_prompt) if p
@@ -354,6 +363,7 @@ def build_agent(config: AgentConfig, command: Sequence[str]) -> Agent:
             kill_grace_s=config.kill_grace_s,
             output_format=config.output_format,
             max_output_bytes=config.max_output_bytes,
+            ledger=ledger,
         )
     return ClaudeSessions(
         argv,
@@ -363,4 +373,5 @@ def build_agent(config: AgentConfig, command: Sequence[str]) -> Agent:
         permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
         idle_stop_s=config.idle_stop_s,
         max_output_bytes=config.max_output_bytes,
+        ledger=ledger,
     )

@@ -79,12 +79,17 @@ ASIDE_INFIX = ".corrupt-"
 # A temporary of an atomic write: ".<target>.<mkstemp's random part>.tmp".
 _TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{1,16}\.tmp")
 # A room's per-turn lock, and (the "safety" branch) a listener's claim on the room.
-_ROOM_LOCK = re.compile(r"\.(?:room|listener)-(?P<room>.+)\.lock")
+_ROOM_LOCK = re.compile(r"\.(?:room|listener|agent)-(?P<room>.+)\.lock")
 _ASIDE = re.compile(r"(?P<name>.+)\.corrupt-\d{8}T\d{6}-\d{9}")
 
 
 def room_lock_name(room_id: str) -> str:
     return f".room-{validate_room_id(room_id)}.lock"
+
+
+def agent_record_name(room_id: str) -> str:
+    """Where the room's running agent is recorded (see :mod:`core.ledger`)."""
+    return f".agent-{validate_room_id(room_id)}.lock"
 
 
 def session_id_of(name: str) -> str | None:

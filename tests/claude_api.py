@@ -165,6 +165,7 @@ class Request:
     turn_index: int | None = None  # position in the script, for turns
     disconnected: bool = False  # the CLI closed the stream before its end (an abort)
     received_at: float = field(default_factory=time.monotonic)
+    first_text_at: float | None = None  # when the first text_delta of the reply was sent
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -423,6 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         message_id = api._new_id("msg")
         blocks = [_with_id(b, api) for b in response.blocks]
         if body.get("stream"):
+            self._request = request
             self._stream(message_id, model, blocks, response)
         else:
             self._send_json(200, _message_json(message_id, model, blocks, response))
@@ -479,6 +481,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(
                 "content_block_delta", {"index": index, "delta": {"type": delta_type, key: piece}}
             )
+            request = getattr(self, "_request", None)
+            if delta_type == "text_delta" and request is not None and request.first_text_at is None:
+                request.first_text_at = time.monotonic()
             sent += 1
             if reply.hold is not None and sent == reply.hold.after_deltas:
                 reply.hold._stop_here(self._peer_closed)

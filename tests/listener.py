@@ -40,8 +40,11 @@ class Listener:
         *,
         argv: list[str] | None = None,
         agent: str = "echo",
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: more environment for the listener (and so its agent), applied last."""
         self.rig = rig
+        self.extra_env = dict(env or {})
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "ptt.sock"
@@ -73,6 +76,7 @@ class Listener:
         env = self.rig.subprocess_env()
         env.update({"HOME": str(home), "XDG_STATE_HOME": str(home / "state")})
         env.pop("VOICE_ASSISTANT_CONFIG", None)
+        env.update(self.extra_env)
         self.started_s = time.monotonic()
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -32,6 +32,12 @@ class TurnAnalyzer(Protocol):
         """Milliseconds of silence after which the turn ends, given ``evidence``."""
         ...
 
+    def speak_after_ms(self, evidence: PauseEvidence) -> float:
+        """Milliseconds of silence before the reply may be heard. A turn ended on a guess
+        goes to the agent at once but its reply waits, so a user who was only thinking can
+        still go on (half-duplex: words said over the reply would not be heard)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CombinedAnalyzer:
@@ -47,7 +53,8 @@ class CombinedAnalyzer:
 
     Without a model the words decide alone, as two votes: a complete sentence ends after
     ``quick_ms``. A model that says "finished" with a probability below ``threshold`` counts
-    as "not finished".
+    as "not finished". A turn ended on one vote is a guess: its reply is held until the pause
+    reaches ``max_ms``.
     """
 
     quick_ms: float = 300.0
@@ -74,3 +81,7 @@ class CombinedAnalyzer:
             # One "finished" and one missing vote: the other may still agree, wait no less.
             return self.likely_ms
         return self.max_ms
+
+    def speak_after_ms(self, evidence: PauseEvidence) -> float:
+        end = self.end_after_ms(evidence)
+        return end if end <= self.quick_ms else self.max_ms

@@ -318,6 +318,7 @@ class VoiceLoop:
         elif isinstance(action, PlayEarcon):
             self._play_earcon(action.name)
         elif isinstance(action, Say):
+            log.info("saying: %s", action.text)
             line = self.engines.speaker.begin()
             line.say(action.text)
             line.finish()

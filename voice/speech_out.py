@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from core.errors import DeviceError
 from voice.devices import AudioSink
 from voice.speech_text import SentenceStream
 from voice.tts import TextToSpeech
@@ -127,7 +128,11 @@ class Reply:
         if self._cancelled.is_set():
             return True
         remaining = None if deadline is None else max(0.0, deadline - self._clock())
-        return self._sink.wait(remaining)
+        try:
+            return self._sink.wait(remaining)
+        except DeviceError as e:  # the speaker died mid-reply: nothing more will play
+            log.warning("the reply was cut short: %s", e)
+            return True
 
     def wait_quiet(self, timeout_s: float) -> bool:
         """Block until everything fed so far has been played (e.g. a question was asked)."""

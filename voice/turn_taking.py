@@ -101,6 +101,7 @@ class _Request:
     pause: _Pause | None = None
     final_job: int | None = None
     probe_job: int | None = None
+    speak_at_s: float = 0.0  # the reply may be heard from then (a turn ended on a guess waits)
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
@@ -121,6 +122,8 @@ class _Turn:
     reply_done: bool = False
     stop_requested: bool = False
     answered: bool = False
+    speak_at_s: float = 0.0
+    released: bool = False
 
     @property
     def over(self) -> bool:
@@ -292,6 +295,7 @@ class TurnTaking:
         model = self.policy.model and not pause.model_failed
         evidence = PauseEvidence(pause.text, pause.probability, model)
         if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
+            request.speak_at_s = pause.end_s + analyzer.speak_after_ms(evidence) / 1000
             out.append(EndSegment())
 
     def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:
@@ -404,14 +408,27 @@ class TurnTaking:
             text = request.fallback  # nothing new was said: the interrupted request stands
         if not text:
             return
-        self._send(text, request.base + request.parts, revises=request.revises, out=out)
+        audio = request.base + request.parts
+        self._send(text, audio, revises=request.revises, out=out, speak_at_s=request.speak_at_s)
 
-    def _send(self, text: str, audio: list[Utterance], *, revises: bool, out: list[Action]) -> None:
-        turn = _Turn(next(self._ids), text, audio)
+    def _send(
+        self,
+        text: str,
+        audio: list[Utterance],
+        *,
+        revises: bool,
+        out: list[Action],
+        speak_at_s: float = 0.0,
+    ) -> None:
+        turn = _Turn(next(self._ids), text, audio, speak_at_s=speak_at_s)
         self._turn = turn
         out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
         self._cue_at = self._now  # the thinking cue plays at once
-        if not self.user_speaking:
+        self._release_when_due(turn, out)
+
+    def _release_when_due(self, turn: _Turn, out: list[Action]) -> None:
+        if not turn.released and self._now >= turn.speak_at_s and not self.user_speaking:
+            turn.released = True
             out.append(Release(turn.id))
 
     # ---- the turn ----------------------------------------------------------------------------
@@ -530,6 +547,8 @@ class TurnTaking:
             reason = "The user did not answer in time, so the tool was not allowed."
             out.append(Answer(question.turn, question.request, "deny", reason))
         turn = self._turn
+        if turn is not None:
+            self._release_when_due(turn, out)
         if (
             turn is not None
             and not turn.agent_done

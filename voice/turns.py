@@ -44,6 +44,9 @@ from voice.turn_events import (
 log = logging.getLogger(__name__)
 
 QUESTION_SPOKEN_TIMEOUT_S = 60.0
+# Claude asks for permission right after the tool call; a tool line waits this long so the
+# question ("Claude wants to create made.txt. Allow?") is not preceded by the same words.
+TOOL_LINE_DELAY_S = 0.3
 
 
 class Conversation(Protocol):
@@ -138,6 +141,8 @@ class TurnWorker:
         self.report = TurnReport(turn, text, speech_end_s, clock())
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
+        self._tool_line: threading.Timer | None = None  # a tool line not yet said
+        self._tool_lock = threading.Lock()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"turn-{turn}", daemon=True)
 
@@ -184,8 +189,11 @@ class TurnWorker:
             self.report.outcome = outcome
             self.report.agent_done_s = self._clock()
             self._post(AgentFinished(self.turn, outcome))
-            self.reply.finish()
-            self.reply.wait(timeout_s=600)
+            try:
+                self.reply.finish()
+                self.reply.wait(timeout_s=600)
+            except Exception:  # the loop must hear ReplyDone whatever the speaker did
+                log.exception("the reply failed")
             self.report.first_audio_s = self.reply.first_audio_s
             self.report.spoken = list(self.reply.spoken)
             log.info("reply: %s", self.report.reply or self.report.error or "(none)")
@@ -193,6 +201,8 @@ class TurnWorker:
             self._post(ReplyDone(self.turn))
 
     def _on_event(self, event: AgentEvent) -> None:
+        if not isinstance(event, PermissionRequest):
+            self._say_tool_line_now()  # whatever comes next is said after it
         if isinstance(event, TextDelta):
             if self.report.agent_first_text_s is None:
                 self.report.agent_first_text_s = self._clock()
@@ -211,17 +221,34 @@ class TurnWorker:
         log.info("tool: %s", line)
         if self._settings.tools == "speak":
             self._spoke()
-            self.reply.say(line)
+            timer = threading.Timer(TOOL_LINE_DELAY_S, self._say_tool_line_now)
+            timer.daemon = True
+            with self._tool_lock:
+                self._tool_line = timer
+            timer.start()
         elif self._settings.tools == "earcon":
             self._play_earcon("thinking")
 
+    def _take_tool_line(self) -> threading.Timer | None:
+        with self._tool_lock:
+            timer, self._tool_line = self._tool_line, None
+        if timer is not None:
+            timer.cancel()
+        return timer
+
+    def _say_tool_line_now(self) -> None:
+        if self._take_tool_line() is not None and self._tool is not None:
+            self.reply.say(self._tool)
+
     def _ask(self, request: PermissionRequest) -> None:
+        self._take_tool_line()  # the question says what the tool would do
         question = narration.question(self._settings.agent_name, request.tool_name, request.input)
         log.info("asking: %s", question)
         self._spoke()
         self.reply.say(question)
         # Listen for the answer only once the question has been heard (half-duplex).
         self.reply.wait_quiet(QUESTION_SPOKEN_TIMEOUT_S)
+        log.info("waiting for an answer")
         self._post(PermissionAsked(self.turn, request.request_id))
 
     # ---- progress lines ------------------------------------------------------------------------

@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from core import Core
 from core.errors import AgentError
+from core.ledger import AgentLedger
 from core.lifeline import Lifeline
 from core.process import run_process
 from tests.core.conftest import REPO
+from tests.core.fakes.agents import FakeAgent
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
 
 SHIMS = ["setpriv", "prctl"]
@@ -34,9 +37,17 @@ def wait_for_file(path: Path, within_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def start_parent(shim: str, marker: str, pidfile: Path) -> subprocess.Popen[str]:
+def start_parent(shim: str, marker: str, pidfile: Path, *store: Path) -> subprocess.Popen[str]:
     parent = subprocess.Popen(
-        [sys.executable, "-m", "tests.core.fakes.agent_parent", shim, marker, str(pidfile)],
+        [
+            sys.executable,
+            "-m",
+            "tests.core.fakes.agent_parent",
+            shim,
+            marker,
+            str(pidfile),
+            *map(str, store),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -200,7 +211,46 @@ def test_the_spawn_hook_gets_the_process_group(tmp_path: Path) -> None:
         cwd=None,
         max_stdout_bytes=1024,
         on_line=lambda line: seen.append(int(line)),
-        on_spawn=seen.append,
+        on_spawn=lambda process: seen.append(process.pid),
     )
     assert finished.returncode == 0
     assert len(seen) == 2 and seen[0] == seen[1]
+
+
+def test_a_restarted_listener_stops_what_a_dead_assistant_and_its_reaper_left(
+    tmp_path: Path, marker: str
+) -> None:
+    """The worst case: the assistant and its reaper die together (an OOM kill of both). The
+    agent's tool lives on; the room's next listener finds it in the store's ledger and stops
+    it before it would resume the conversation beside it."""
+    store = tmp_path / "store"
+    core = Core(store, FakeAgent())  # creates and claims the store directory
+    parent = start_parent("prctl", marker, tmp_path / "pid", store)
+    grandchild = int((tmp_path / "pid").read_text())
+    try:
+        words = parent.stdout.readline().split()  # type: ignore[union-attr]
+        os.kill(int(words[3]), signal.SIGKILL)  # the reaper
+        kill_9(parent)
+        deadline = time.monotonic() + 10
+        while processes_with(marker) != [grandchild] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes_with(marker) == [grandchild]  # an orphan, still at work
+        with core.claim_room("desk"):
+            assert wait_until_none_left(marker, within_s=10) == []
+    finally:
+        parent.kill()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_live_assistant_s_agent_is_left_alone(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    Core(store, FakeAgent())
+    agent = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        AgentLedger(store).record("desk", agent.pid)  # recorded by this, living, process
+        assert AgentLedger(store).reap("desk") is False
+        assert agent.poll() is None
+    finally:
+        agent.kill()
+        agent.wait(5)

@@ -61,6 +61,11 @@ def real_clip(name: str, *, trim: bool = True) -> FloatAudio:
     return audio[loud[0] * 160 : (loud[-1] + 1) * 160] if loud.size else audio[:0]
 
 
+def to_int16(audio: FloatAudio) -> npt.NDArray[np.int16]:
+    """Float audio as int16 samples (what the rig plays)."""
+    return (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
 def silence(seconds: float) -> FloatAudio:
     return np.zeros(int(seconds * RATE), dtype=np.float32)
 

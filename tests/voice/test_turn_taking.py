@@ -404,3 +404,39 @@ def test_wake_word_times_out_without_speech() -> None:
     m = Machine(replace(POLICY, mode="wake", wake_listen_s=8.0))
     m(WakeWord(1.0))
     assert m(Tick(9.1)) == [SetPhase(Phase.IDLE)]
+
+
+def test_a_turn_ended_on_a_guess_holds_its_reply_until_the_pause_is_long() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.10)  # the words say done, the voice does not
+    assert m(Tick(3.81)) == [EndSegment()]
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    turn = sent(out).turn
+    assert Release(turn) not in out  # the agent starts; the user does not hear it yet
+    assert m.quiet(Tick(4.4)) == [PlayEarcon("thinking")]
+    assert m.quiet(Tick(4.51)) == [Release(turn)]
+
+
+def test_speech_during_a_held_reply_joins_the_request() -> None:
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(4.2, 6.0)
+    say_request(m, first, "Run the test suite.", 0.10)
+    m(Tick(3.81))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(Tick(4.1))
+    assert m.quiet(SpeechStarted(4.2)) == [StopReply(turn), Interrupt(turn)]
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
+    (final,) = [
+        a for a in m(TranscriptReady(probe, "in verbose mode.")) if isinstance(a, Transcribe)
+    ]
+    assert final.audio == join([first, more])
+
+
+def test_a_confident_end_is_heard_at_once() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.94)
+    m(Tick(3.31))
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    assert Release(sent(out).turn) in out

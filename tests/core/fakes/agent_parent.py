@@ -1,21 +1,30 @@
 """A listener-like parent for the lifeline tests: ``python -m tests.core.fakes.agent_parent
-SHIM MARKER PIDFILE``. It runs one turn of the ``hang`` fake agent on a worker thread, as the
-voice loop does, and waits; the test kills it with SIGKILL mid-turn.
+SHIM MARKER PIDFILE [STORE]``. It runs one turn of the ``hang`` fake agent on a worker thread,
+as the voice loop does, and waits; the test kills it with SIGKILL mid-turn. With STORE, the
+agent is recorded in that session store's ledger for room "desk", as the core does.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
+from core.ledger import AgentLedger
 from core.lifeline import Lifeline
-from core.process import run_process
+from core.process import RunningProcess, run_process
 from tests.core.conftest import fake_command
 
 
 def main() -> int:
     shim, marker, pidfile = sys.argv[1:4]
+    ledger = AgentLedger(Path(sys.argv[4])) if len(sys.argv) > 4 else None
     lifeline = Lifeline(shim)  # type: ignore[arg-type]
+
+    def spawned(process: RunningProcess) -> None:
+        if ledger is not None:
+            ledger.record("desk", process.pid)
+        print(f"agent {process.pid} reaper {lifeline.reaper_pid}", flush=True)
 
     def turn() -> None:
         run_process(
@@ -27,7 +36,7 @@ def main() -> int:
             max_stdout_bytes=1 << 20,
             on_line=lambda line: None,
             lifeline=lifeline,
-            on_spawn=lambda p: print(f"agent {p.pid} reaper {lifeline.reaper_pid}", flush=True),
+            on_spawn=spawned,
         )
 
     worker = threading.Thread(target=turn, name="turn")

@@ -107,11 +107,12 @@ def main() -> int:
             path = args[args.index("term-file") + 1]
 
             def on_term(signum: int, frame: object) -> None:
-                with open(path, "w") as f:
-                    f.write("TERM")
+                with open(path, "w") as f:  # "TERM", or "INT" for a graceful interrupt
+                    f.write(signal.Signals(signum).name.removeprefix("SIG"))
                 sys.exit(0)
 
             signal.signal(signal.SIGTERM, on_term)
+            signal.signal(signal.SIGINT, on_term)
         spawn_grandchild(args[0], args[1], hold_stdout=False)
         time.sleep(60)
         return 0

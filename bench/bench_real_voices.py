@@ -1,0 +1,285 @@
+"""Turn-taking on real voices through the PulseAudio rig: words kept, turns, cut-offs, latency.
+
+    python bench/bench_real_voices.py [--only project|baseline] [--quick]
+
+Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
+
+- single:  each recording alone (5 LibriVox read sentences, 6 spoken commands);
+- joined:  two read sentences with a pause of 300, 500, 800 or 1200 ms between them;
+- paused:  a read sentence cut at a gap between two words, with 500-800 ms of silence put
+           in: the user stops mid-sentence to think.
+
+Each request is played into the microphone of ``voice-assistant listen --agent echo`` (and
+of the plain sequential baseline, bench/baseline_loop.py), a real process in the rig, with
+earcons off so the first sound after the user is the reply itself. From the session store
+and the two recordings (one clock):
+
+- stored turns per request (1 is right), false cut-offs (a reply heard before the user had
+  finished), words lost (words the whole-file transcript has that no stored message has),
+  live WER against whole-file WER of the same model on the same audio;
+- "sent": when the turn went to the agent, after the last voiced frame (from the log);
+- end of speech (mic recording) -> first reply sample (speaker recording), p50 and p90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.listener import TURN_DONE, Listener  # noqa: E402
+from tests.rig import PulseRig, find_speech  # noqa: E402
+from tests.voice.audio_util import normalise, real_clip, real_references, wer  # noqa: E402
+from voice.config import SttConfig  # noqa: E402
+from voice.stt import WhisperTranscriber  # noqa: E402
+
+RATE = 16000
+CONFIG: dict[str, dict[str, object]] = {"earcons": {"enabled": False}}
+LIBRIVOX = ["librivox-0870", "librivox-0880", "librivox-0890", "librivox-0920", "librivox-0930"]
+COMMANDS = ["cards-001", "cards-002", "cards-003", "cards-004", "cards-005", "goforward"]
+JOINED = [
+    ("librivox-0880", "librivox-0890", 300),
+    ("librivox-0930", "librivox-0870", 500),
+    ("librivox-0890", "librivox-0930", 800),
+    ("librivox-0920", "librivox-0880", 1200),
+]
+SETTLE_S = 3.0  # listening this long (past the longest hangover) means the request is done
+
+
+@dataclass
+class Request:
+    name: str
+    kind: str
+    audio: np.ndarray
+    reference: str
+    pause_ms: int = 0
+
+
+@dataclass
+class Outcome:
+    request: Request
+    stored: list[str] = field(default_factory=list)  # user messages it left in the store
+    latency_s: float = float("nan")
+    sent_s: float = float("nan")
+    cut_off: bool = False
+
+
+def word_gaps(audio: np.ndarray, min_ms: int = 40) -> list[tuple[int, int]]:
+    """Quiet stretches between words (10 ms frames under -40 dBFS), inside the clip."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
+    gaps, start = [], None
+    for i, q in enumerate(quiet):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if (i - start) * 10 >= min_ms and start > 30 and i < len(quiet) - 30:
+                gaps.append((start * 160, i * 160))
+            start = None
+    return gaps
+
+
+def build_requests(quick: bool) -> list[Request]:
+    refs = real_references()
+    clips = {name: real_clip(name) for name in refs}
+    requests = [Request(n, "single", clips[n], refs[n]) for n in LIBRIVOX + COMMANDS]
+    for a, b, pause in JOINED:
+        audio = np.concatenate([clips[a], np.zeros(RATE * pause // 1000, np.float32), clips[b]])
+        requests.append(Request(f"{a}+{b}", "joined", audio, f"{refs[a]} {refs[b]}", pause))
+    pauses = [500, 600, 700, 800]
+    for name in LIBRIVOX:
+        gaps = word_gaps(clips[name])
+        # Up to four gaps spread over the sentence, never the first or last word's.
+        picks = [gaps[i] for i in np.linspace(0, len(gaps) - 1, min(4, len(gaps))).astype(int)]
+        for k, (start, end) in enumerate(dict.fromkeys(picks)):
+            pause = pauses[(k + len(requests)) % len(pauses)]
+            mid = (start + end) // 2
+            audio = np.concatenate(
+                [clips[name][:mid], np.zeros(RATE * pause // 1000, np.float32), clips[name][mid:]]
+            )
+            requests.append(
+                Request(f"{name}@{mid / RATE:.2f}s", "paused", audio, refs[name], pause)
+            )
+    if quick:
+        kinds = collections.defaultdict(list)
+        for r in requests:
+            kinds[r.kind].append(r)
+        requests = [r for group in kinds.values() for r in group[:4]]
+    return requests
+
+
+def stored_user_messages(listener: Listener) -> list[str]:
+    texts = []
+    for session in listener.sessions():
+        for message in session.get("messages", []):  # type: ignore[union-attr]
+            if message.get("role") == "user":
+                texts.append(str(message.get("content", message.get("text", ""))))
+    return texts
+
+
+def wait_settled(listener: Listener, timeout_s: float = 120.0) -> None:
+    """Until the listener has been listening, with no turn in flight, for SETTLE_S."""
+    deadline = time.monotonic() + timeout_s
+    calm_since = None
+    while time.monotonic() < deadline:
+        status = listener.ptt("status")
+        now = time.monotonic()
+        if status.endswith("listening") and listener.count("you said:") == listener.count(
+            TURN_DONE
+        ):
+            calm_since = calm_since or now
+            if now - calm_since >= SETTLE_S:
+                return
+        else:
+            calm_since = None
+        time.sleep(0.1)
+    raise AssertionError(f"the listener did not settle:\n{listener.log()[-2000:]}")
+
+
+def sent_after(log: str, turn: int) -> float:
+    lines = [line for line in log.splitlines() if TURN_DONE in line]
+    if turn >= len(lines):
+        return float("nan")
+    match = re.search(r"(?:sent|endpoint) ([+-]\d+\.\d+)s", lines[turn])
+    return float(match.group(1)) if match else float("nan")
+
+
+def run_system(
+    name: str, rig: PulseRig, requests: list[Request], workdir: Path, argv: list[str] | None
+) -> list[Outcome]:
+    outcomes = []
+    listener = Listener(rig, workdir / name, CONFIG, argv=argv)
+    with listener, rig.record_mic() as mic, rig.record_speaker() as spk:
+        time.sleep(1.0)
+        for request in requests:
+            before = stored_user_messages(listener)
+            turns_before = listener.count(TURN_DONE)
+            fed_at = time.monotonic()
+            pcm = (np.clip(request.audio, -1, 1) * 32767).astype(np.int16)
+            rig.feed(pcm, RATE).wait(60)
+            wait_settled(listener)
+            outcome = Outcome(request, stored_user_messages(listener)[len(before) :])
+            mic_rec, spk_rec = mic.snapshot(), spk.snapshot()
+            fed = mic_rec.between(fed_at, time.monotonic())
+            said = find_speech(fed, min_gap_s=0.25)
+            if said:
+                start = mic_rec.time_of(mic_rec.index_at(fed_at))
+                speech_start, speech_end = start + said[0][0], start + said[-1][1]
+                out = spk_rec.between(speech_start, time.monotonic())
+                replies = find_speech(out, min_gap_s=0.3)
+                if replies:
+                    first = speech_start + replies[0][0]
+                    outcome.cut_off = first < speech_end - 0.05
+                    outcome.latency_s = first - speech_end
+            outcome.sent_s = sent_after(listener.log(), listener.count(TURN_DONE) - 1)
+            if listener.count(TURN_DONE) == turns_before:
+                outcome.sent_s = float("nan")
+            outcomes.append(outcome)
+            print(
+                f"  {name:8} {request.kind:7} {request.name:32} turns {len(outcome.stored)} "
+                f"latency {outcome.latency_s * 1000:6.0f} ms cut {int(outcome.cut_off)} "
+                f"| {' / '.join(outcome.stored)[:70]}",
+                flush=True,
+            )
+    return outcomes
+
+
+def words_lost(heard: str, stored: list[str]) -> int:
+    """Words of the whole-file transcript that no stored message has (as a multiset)."""
+    missing = collections.Counter(normalise(heard)) - collections.Counter(
+        normalise(" ".join(stored))
+    )
+    return sum(missing.values())
+
+
+def pct(values: list[float], p: float) -> float:
+    ok = [v for v in values if v == v]
+    return float(np.percentile(ok, p)) * 1000 if ok else float("nan")
+
+
+def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
+    print("\nper system and kind of request")
+    head = (
+        f"{'system':9} {'kind':7} {'n':>3} {'turns/req':>9} {'>1 turn':>7} {'cut-offs':>8} "
+        f"{'lost':>5} {'WER live':>8} {'WER file':>8} {'sent p50':>8} {'p50 ms':>7} {'p90 ms':>7}"
+    )
+    print(head)
+    for system, outcomes in results.items():
+        for kind in ("single", "joined", "paused", "all"):
+            group = [o for o in outcomes if kind in ("all", o.request.kind)]
+            if not group:
+                continue
+            refs = " ".join(o.request.reference for o in group)
+            live = " ".join(o.stored[-1] if o.stored else "" for o in group)
+            file_text = " ".join(whole[o.request.name] for o in group)
+            lost = sum(words_lost(whole[o.request.name], o.stored) for o in group)
+            sent = [o.sent_s for o in group if o.sent_s == o.sent_s]
+            print(
+                f"{system:9} {kind:7} {len(group):3} "
+                f"{statistics.mean(len(o.stored) for o in group):9.2f} "
+                f"{sum(len(o.stored) > 1 for o in group):7} {sum(o.cut_off for o in group):8} "
+                f"{lost:5} {wer(refs, live):8.3f} {wer(refs, file_text):8.3f} "
+                f"{statistics.median(sent) * 1000 if sent else float('nan'):8.0f} "
+                f"{pct([o.latency_s for o in group], 50):7.0f} "
+                f"{pct([o.latency_s for o in group], 90):7.0f}"
+            )
+    if {"project", "baseline"} <= results.keys():
+        p = pct([o.latency_s for o in results["project"] if o.request.kind == "single"], 50)
+        b = pct([o.latency_s for o in results["baseline"] if o.request.kind == "single"], 50)
+        print(f"\nsingle requests, p50 end of speech -> first reply: baseline/project {b / p:.2f}x")
+    print(
+        "\nturns/req: user messages stored per request (1 is right); cut-offs: a reply heard"
+        " before the user had finished; lost: words of the whole-file transcript missing from"
+        " every stored message; WER live: the stored request against the reference; WER file:"
+        " the same model on the whole audio; sent: the turn went to the agent, after the last"
+        " voiced frame; p50/p90: end of speech -> first reply sample, from the recordings."
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", choices=["project", "baseline"])
+    parser.add_argument("--quick", action="store_true", help="four requests of each kind")
+    args = parser.parse_args()
+    requests = build_requests(args.quick)
+    stt = WhisperTranscriber(SttConfig())
+    whole = {r.name: stt.transcribe_audio(r.audio, fast=False).text for r in requests}
+    print(
+        f"{len(requests)} requests: "
+        + ", ".join(
+            f"{k} {sum(r.kind == k for r in requests)}" for k in ("single", "joined", "paused")
+        )
+    )
+    systems = {"project": None, "baseline": [sys.executable, str(REPO / "bench/baseline_loop.py")]}
+    results: dict[str, list[Outcome]] = {}
+    with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
+        for name, argv in systems.items():
+            if args.only in (None, name):
+                results[name] = run_system(name, rig, requests, Path(tmp), argv)
+    report(results, whole)
+    dump = {
+        s: [
+            {"name": o.request.name, "kind": o.request.kind, "stored": o.stored,
+             "latency_s": o.latency_s, "sent_s": o.sent_s, "cut_off": o.cut_off}
+            for o in outs
+        ]
+        for s, outs in results.items()
+    }  # fmt: skip
+    Path(tempfile.gettempdir(), "bench_real_voices.json").write_text(json.dumps(dump, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
