@@ -180,3 +180,29 @@ def test_connections_beyond_the_limit_are_closed_at_once(caplog: pytest.LogCaptu
                     pass
             assert time.monotonic() < deadline, "closed connections still count"
             time.sleep(0.05)
+
+
+def test_an_engine_that_fails_is_an_error_to_that_client_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        sample_rate = 16000
+
+        def synthesize(self, text: str) -> Iterator[np.ndarray]:
+            raise RuntimeError("onnxruntime fell over")
+            yield  # a generator, as a voice is
+
+    with ServerThread(CONFIG, Programs(tts=Broken(), conversation=FakeConversation())) as server:
+        with Client(server.address) as client:
+            client.send(Synthesize(text="Hello.").event())
+            events = []
+            while (event := client.read()) is not None:
+                events.append(event)
+            assert events[-1].type == "error"
+            assert events[-1].data == {
+                "text": "the server failed: RuntimeError",
+                "code": "server-error",
+            }
+        assert any("the request failed" in r.getMessage() for r in caplog.records)
+        with Client(server.address) as later:
+            assert answers_describe(later)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wyoming.event import Event
+from wyoming.version import __version__ as WYOMING_VERSION
 
 from core.errors import ProtocolError, RemoteEngineError
 
@@ -27,7 +28,7 @@ MAX_HEADER_BYTES = 64 * 1024
 # The JSON data block (info, a long text to speak) is small too.
 MAX_DATA_BYTES = 1024 * 1024
 MAX_TYPE_CHARS = 64
-PROTOCOL_VERSION = "1.10.2"  # what we speak: the wyoming package this project pins
+PROTOCOL_VERSION = WYOMING_VERSION  # the header's "version": the wyoming package installed
 
 
 class ClientGone(Exception):

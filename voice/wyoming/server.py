@@ -199,8 +199,12 @@ class Connection:
             log.info("%s: %s", self.peer, e)
         except asyncio.CancelledError:
             log.debug("%s: stopped", self.peer)
-        except Exception:
-            log.exception("%s: failed; closing the connection", self.peer)
+        except Exception as e:  # an engine failed: say so to this client only, and close
+            log.exception("%s: the request failed; closing the connection", self.peer)
+            with contextlib.suppress(Exception):
+                failure = Error(text=f"the server failed: {type(e).__name__}", code="server-error")
+                self._writer.write(encode(failure.event()))
+                await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
         finally:
             self.gone.set()
             reading.cancel()
