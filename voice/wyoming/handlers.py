@@ -30,7 +30,7 @@ from wyoming.tts import SynthesizeStopped
 
 from core.agent_events import AgentEvent, PermissionRequest, TurnControl, text_only
 from core.conversation import TurnOutcome
-from core.errors import InvalidIdError, ProtocolError
+from core.errors import AssistantError, InvalidIdError, ProtocolError
 from core.paths import validate_room_id
 from voice import narration
 from voice.speech_text import SentenceStream
@@ -259,7 +259,8 @@ class HandleRequest:
 
     async def _finish(self, done: _Done, context: dict[str, Any], room: str) -> None:
         if done.error is not None:
-            log.warning("room %s: the agent failed: %s", room, done.error)
+            unexpected = not isinstance(done.error, AssistantError)  # a bug: keep its traceback
+            log.warning("room %s: the agent failed: %s", room, done.error, exc_info=unexpected)
             await self.link.send(NotHandled(text=spoken_error(done.error), context=context).event())
             await self.link.send(HandledStop().event())
             return
