@@ -14,7 +14,9 @@ Measured through the ``wyoming`` client library, as Home Assistant talks:
    with the word error rate of each server;
 2. first TTS audio chunk after ``synthesize`` (and after the streaming form's first text) for a
    reply whose first sentence is long;
-3. ``handle`` round trip with the echo agent: one turn at a time, then 8 rooms at once.
+3. ``handle`` round trip with the echo agent: one turn at a time, then 8 rooms at once; and
+   8 rooms at once with an agent that thinks 1 s per turn (a second ``serve``, handle only),
+   where what the rooms share is waiting, not the two cores.
 
 Requests are interleaved (serve, then each other server, per clip and run) so load from other
 processes hits all alike; figures are medians over --runs after one untimed warm-up.
@@ -57,6 +59,7 @@ LONG_FIRST = (
     "The fix is small. I will move the rebuild outside the lock and add a test for it."
 )
 ROOMS = 8
+THINK_MS = 1000
 
 
 def clips() -> dict[str, tuple[bytes, int, int, str]]:
@@ -212,6 +215,22 @@ def bench_handle(port: int, runs: int) -> None:
     )
 
 
+def bench_thinking_rooms(port: int, runs: int) -> None:
+    asyncio.run(handle(port, "warm", "warm up"))
+
+    async def rooms() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(handle(port, f"think{i}", f"hello {i}") for i in range(ROOMS)))
+        return time.perf_counter() - started
+
+    wall = statistics.median(asyncio.run(rooms()) for _ in range(runs))
+    print(
+        f"   {ROOMS} rooms at once, agent thinking {THINK_MS} ms per turn: all done in"
+        f" {ms(wall).strip()} ms (median of {runs}); one after the other: at least"
+        f" {ROOMS * THINK_MS} ms ({ROOMS * THINK_MS / 1000 / wall:.1f}x)"
+    )
+
+
 def start(process: Process, port: int) -> Process:
     process.wait_ready()
     wait_for_port(port)
@@ -232,6 +251,15 @@ def main() -> None:
         serve = serve_process(config, agent="echo")
         processes.append(serve)
         serve_port = int(serve.wait_ready()["uri"].rsplit(":", 1)[1])
+        handle_only = work / "handle-only.toml"
+        handle_only.write_text(
+            f'[session]\nstore_dir = "{work / "sessions2"}"\n[wyoming]\nprograms = ["handle"]\n'
+        )
+        thinker = serve_process(
+            handle_only, agent=f"{sys.executable} -m core.echo_agent --think-ms {THINK_MS}"
+        )
+        processes.append(thinker)
+        thinker_port = int(thinker.wait_ready()["uri"].rsplit(":", 1)[1])
         for name, beam in (("wfw1", 1), ("wfw5", 5)):
             (work / name).mkdir()
             processes.append(
@@ -250,6 +278,7 @@ def main() -> None:
         )
         bench_tts({"serve": serve_port, "wyoming-piper": ports["piper"]}, args.runs)
         bench_handle(serve_port, args.runs)
+        bench_thinking_rooms(thinker_port, args.runs)
     finally:
         for process in processes:
             process.stop()
