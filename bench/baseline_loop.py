@@ -1,4 +1,4 @@
-"""The baseline for bench_latency.py: a plain sequential voice loop with the same parts.
+"""The baseline for bench_real_voices.py: a plain sequential voice loop with the same parts.
 
     python bench/baseline_loop.py listen --config FILE --agent echo
 

@@ -8,8 +8,10 @@ TCP. One command per connection, newline-terminated; one reply line::
     $ printf 'status\\n' | socat - UNIX-CONNECT:$XDG_RUNTIME_DIR/voice-assistant/ptt.sock
     ok listening
 
-Commands: ``press``, ``release``, ``toggle``, ``status``. Replies start with ``ok`` or
-``error:`` (``error: busy`` when too many clients are connected at once).
+Commands: ``press``, ``release``, ``toggle`` (the push-to-talk key), ``status``, ``stop``
+(interrupt the agent and the reply), ``allow``, ``deny``, ``always`` (answer the agent's
+permission question). Replies start with ``ok`` or ``error:`` (``error: busy`` when too many
+clients are connected at once).
 
 Each client is served on its own short-lived thread, up to :data:`MAX_CLIENTS` at once, so a
 client that connects and says nothing delays nobody else; the handler itself runs under a lock,
@@ -35,7 +37,7 @@ from voice.hotkeys import WakePipe
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("press", "release", "toggle", "status")
+COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 MAX_COMMAND_BYTES = 64  # longer input is refused unread: no command comes close
 MAX_CLIENTS = 16  # clients served at once; more get "error: busy"
 _CLIENT_TIMEOUT_S = 1.0  # a client that connects and says nothing is dropped after this

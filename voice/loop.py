@@ -35,6 +35,7 @@ import numpy.typing as npt
 from core.errors import DeviceError
 from voice.audio import SAMPLE_WIDTH, AudioChunk, rms_dbfs
 from voice.config import Config
+from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
 from voice.speech_out import ReplySpeaker
@@ -76,7 +77,6 @@ log = logging.getLogger(__name__)
 WAKE_PRE_ROLL_MS = 600
 # The listening chime (150 ms) and the speaker's latency: not gated after a wake word.
 WAKE_CUE_S = 0.5
-CONTROL_COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 
 
 class ReopenableSource(AudioSource, Protocol):
@@ -184,7 +184,7 @@ class VoiceLoop:
         elif command in ("stop", "allow", "deny", "always"):
             self.post(Command(command))  # type: ignore[arg-type]
         else:
-            return f"error: unknown command {command!r}; use {', '.join(CONTROL_COMMANDS)}"
+            return f"error: unknown command {command!r}; use {', '.join(COMMANDS)}"
         return f"ok {command}"
 
     @property

@@ -174,7 +174,9 @@ class TurnWorker:
             outcome = "interrupted" if result.interrupted else "answered"
             self.report.reply = result.reply
             if result.denials and not result.interrupted:
-                self.reply.say(narration.refusals(self._settings.agent_name, result.denials))
+                refused = narration.refusals(self._settings.agent_name, result.denials)
+                log.info("refused: %s", refused)
+                self.reply.say(refused)
             if not result.saved:  # the core logged the detail; the user hears one sentence
                 self.reply.say("I could not save this conversation.")
         except Exception as e:  # whatever the agent did, the loop goes on and says so

@@ -1,6 +1,6 @@
 """A live :class:`VoiceLoop` on scripted microphone audio with the real segmenter and STT.
 
-Shared by the end-of-turn tests and bench/bench_endpoint.py. The audio plays at real-time
+Used by the end-of-turn tests. The audio plays at real-time
 pace, so speculative transcripts race the hangover exactly as they do live.
 """
 

@@ -177,7 +177,7 @@ def test_special_values_keep_their_meaning() -> None:
 @pytest.mark.parametrize(
     ("tables", "message"),
     [
-        ({"vad": {"pause_ms": 1700}}, "vad.pause_ms must not exceed vad.hangover_ms"),
+        ({"vad": {"pause_ms": 900, "hangover_ms": 800}}, "vad.pause_ms must not exceed"),
         ({"vad": {"onset_frames": 6}}, "vad.onset_frames must not exceed"),
         ({"turn": {"room": ""}}, "turn.room: room id is empty"),
         ({"turn": {"room": "../etc"}}, "turn.room"),

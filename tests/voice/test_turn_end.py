@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
-from tests.voice.audio_util import wer
-from tests.voice.fakes import FRAME_MS
+from tests.voice.audio_util import real_clip, real_references, wer
+from tests.voice.fakes import FRAME_MS, wait_until
 from tests.voice.scripted_loop import RATE, concat, gap, run_loop, said
 from voice.config import Config, TurnConfig, VadConfig
+from voice.smart_turn import SmartTurnModel
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
 
@@ -60,3 +62,48 @@ def test_without_smart_endpoint_the_full_hangover_is_waited(
     with run_loop(stt, audio, config) as (source, conversation, _loop):
         assert conversation.received.wait(30), "no turn at all"
         assert source.frames_read >= speech_end_frame + 1500 // FRAME_MS - 6
+
+
+# ---- real voices, with the end-of-turn model --------------------------------------------------
+
+
+def paused(name: str, at_s: float, pause_ms: int) -> np.ndarray:
+    """A real read sentence with the reader stopping ``pause_ms`` at ``at_s`` to think."""
+    clip = real_clip(name)
+    cut = int(at_s * RATE)
+    return concat(gap(300), clip[:cut], gap(pause_ms), clip[cut:], gap(2500))
+
+
+@pytest.mark.parametrize(
+    ("name", "at_s"),
+    [("librivox-0870", 4.12), ("librivox-0920", 3.84), ("librivox-0890", 3.62)],
+)
+def test_a_real_reader_pausing_mid_sentence_is_one_request_with_every_word(
+    stt: WhisperTranscriber, smart_turn: SmartTurnModel, name: str, at_s: float
+) -> None:
+    reference = real_references()[name]
+    audio = paused(name, at_s, 800)
+    with run_loop(stt, audio, Config(), turn_model=smart_turn) as (_source, conversation, loop):
+        assert conversation.received.wait(60), "no turn at all"
+        wait_until(lambda: not loop.busy, 60)
+        threading.Event().wait(0.5)
+    whole = stt.transcribe_audio(real_clip(name)).text
+    (said,) = [text for _, text in conversation.messages][-1:]
+    # If the turn went to the agent at the pause, the rest joined it (revised, not a second turn).
+    assert conversation.revised[-1] is (len(conversation.messages) > 1)
+    assert wer(reference, said) <= wer(reference, whole) + 0.1, (said, whole)
+
+
+def test_a_real_spoken_command_ends_well_before_the_longest_pause(
+    stt: WhisperTranscriber, smart_turn: SmartTurnModel
+) -> None:
+    clip = real_clip("cards-003")  # "seven of clubs", another speaker
+    audio = concat(gap(300), clip, gap(3000))
+    speech_end_frame = (RATE * 300 // 1000 + len(clip)) * 1000 // RATE // FRAME_MS
+    with run_loop(stt, audio, Config(), turn_model=smart_turn) as (source, conversation, _loop):
+        assert conversation.received.wait(30), "no turn at all"
+        frames_at_turn = source.frames_read
+    assert wer("seven of clubs", conversation.messages[0][1]) <= 0.34
+    assert frames_at_turn < speech_end_frame + 1000 // FRAME_MS, (
+        f"turn ended {(frames_at_turn - speech_end_frame) * FRAME_MS} ms after speech"
+    )

@@ -98,7 +98,8 @@ def claude_tool_turn(tool_s: str) -> None:
 def main() -> int:
     mode, *rest = sys.argv[1:]
     args, resume = split_resume(rest)
-    if mode == "hang":  # hang MARKER PIDFILE [ignore-term|ignore-int|term-file FILE]
+    # hang MARKER PIDFILE [ignore-term|ignore-int|term-file FILE|signal-file FILE]
+    if mode == "hang":
         if "ignore-term" in args:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if "ignore-int" in args:
@@ -107,12 +108,21 @@ def main() -> int:
             path = args[args.index("term-file") + 1]
 
             def on_term(signum: int, frame: object) -> None:
-                with open(path, "w") as f:  # "TERM", or "INT" for a graceful interrupt
-                    f.write(signal.Signals(signum).name.removeprefix("SIG"))
+                with open(path, "w") as f:
+                    f.write("TERM")
                 sys.exit(0)
 
             signal.signal(signal.SIGTERM, on_term)
-            signal.signal(signal.SIGINT, on_term)
+        if "signal-file" in args:  # which polite stop came: SIGTERM, or SIGINT (an interrupt)
+            path = args[args.index("signal-file") + 1]
+
+            def on_stop(signum: int, frame: object) -> None:
+                with open(path, "w") as f:
+                    f.write(signal.Signals(signum).name)
+                sys.exit(0)
+
+            signal.signal(signal.SIGTERM, on_stop)
+            signal.signal(signal.SIGINT, on_stop)
         spawn_grandchild(args[0], args[1], hold_stdout=False)
         time.sleep(60)
         return 0
