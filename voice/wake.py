@@ -39,6 +39,7 @@ WORD_TAIL_S = 0.06
 # closely. Never before the first high score: that would cut inside the word.
 SNAP_S = 0.1
 LEVEL_STEP = RATE // 100  # samples per 10 ms level
+RECENT_S = 0.6  # audio kept to find that gap: the detection comes up to 0.3 s after the word
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,9 @@ class MicroWakeWordDetector:
         self._fed = 0  # feature slices given to the model; it scores every `stride` of them
         self._run_start_s: float | None = None  # first high score of the current run
         self._quiet_until = float("-inf")
-        # (end time, energy) of the last half second's 10 ms steps, to find the gap after it
-        self._levels: collections.deque[tuple[float, float]] = collections.deque(maxlen=60)
-        self._pending = np.zeros(0, dtype=np.float64)
+        # The last ~0.6 s of audio, to find the gap after the word when it is heard. Only kept
+        # here: measured at every chunk, its levels cost more than the model (cold caches).
+        self._recent: collections.deque[AudioChunk] = collections.deque()
         log.info("wake word %r (%s), threshold %.2f", spec.phrase, model_json.name, self.threshold)
 
     @property
@@ -200,7 +201,9 @@ class MicroWakeWordDetector:
         if chunk.rate != RATE or chunk.channels != 1:
             raise ValueError(f"the wake word needs 16 kHz mono audio, got {chunk.rate} Hz")
         end_s = chunk.timestamp_s + chunk.duration_s
-        self._measure(chunk)
+        self._recent.append(chunk)
+        while self._recent[0].timestamp_s < end_s - RECENT_S:
+            self._recent.popleft()
         found: WakeDetection | None = None
         for features in self._features.process_streaming(chunk.pcm):
             score = self._model.process_streaming_prob(features)
@@ -228,22 +231,23 @@ class MicroWakeWordDetector:
         start = end_s if self._run_start_s is None else self._run_start_s
         return WakeDetection(self.spec.name, mean, end_s, self._word_end(start, end_s))
 
-    def _measure(self, chunk: AudioChunk) -> None:
-        """Energy per 10 ms step, stamped with the step's end time."""
-        samples = np.concatenate([self._pending, chunk.to_int16().astype(np.float64)])
-        first_s = chunk.timestamp_s + chunk.duration_s - len(samples) / RATE
+    def _levels(self) -> list[tuple[float, float]]:
+        """(end time, energy) of each 10 ms step of the recent audio."""
+        chunks = list(self._recent)
+        if not chunks:
+            return []
+        samples = np.concatenate([c.to_int16() for c in chunks]).astype(np.float64)
         whole = len(samples) // LEVEL_STEP * LEVEL_STEP
-        steps = samples[:whole].reshape(-1, LEVEL_STEP)
-        for i, energy in enumerate(np.mean(steps * steps, axis=1)):
-            self._levels.append((first_s + (i + 1) * LEVEL_STEP / RATE, float(energy)))
-        self._pending = samples[whole:]
+        energies = np.mean(samples[:whole].reshape(-1, LEVEL_STEP) ** 2, axis=1)
+        start_s = chunks[0].timestamp_s
+        return [(start_s + (i + 1) * LEVEL_STEP / RATE, float(e)) for i, e in enumerate(energies)]
 
     def _word_end(self, run_start_s: float, at_s: float) -> float:
         """The middle of the quietest 10 ms step from ``run_start_s`` to a little after the
         estimated end (and not after ``at_s``: the audio heard so far)."""
         estimate_s = min(run_start_s + WORD_TAIL_S, at_s)
         latest_s = min(estimate_s + SNAP_S, at_s)
-        near = [(e, end) for end, e in self._levels if run_start_s <= end - 0.005 <= latest_s]
+        near = [(e, end) for end, e in self._levels() if run_start_s <= end - 0.005 <= latest_s]
         if not near:
             return estimate_s
         return min(near)[1] - 0.005
@@ -255,8 +259,7 @@ class MicroWakeWordDetector:
         self._fed = 0
         self._run_start_s = None
         self._quiet_until = float("-inf")  # times after a reset need not follow the last ones
-        self._levels.clear()
-        self._pending = np.zeros(0, dtype=np.float64)
+        self._recent.clear()
 
 
 def load_wake_detector(
