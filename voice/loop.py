@@ -65,7 +65,6 @@ from voice.vad import Segmenter
 log = logging.getLogger(__name__)
 
 
-
 class ReopenableSource(AudioSource, Protocol):
     def reopen(self) -> None: ...
     def drain(self) -> None: ...
