@@ -46,6 +46,18 @@ def claude_listener(
     return listener, cwd
 
 
+def processes_in(cwd: Path) -> list[int]:
+    """Processes working in ``cwd`` (the agent, its tools)."""
+    found = []
+    for link in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if link.resolve() == cwd.resolve():
+                found.append(int(link.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def said(stt: WhisperTranscriber, samples: np.ndarray) -> list[str]:
     """What the assistant said, one transcript per sentence-sized burst on the speaker (tiny.en
     drops the end of a longer clip of several sentences)."""
@@ -86,6 +98,10 @@ def test_a_permission_is_asked_aloud_and_answered_by_voice(
         listener.wait_for_log(TURN_DONE, timeout_s=120)
         time.sleep(2.0)
     assert (cwd / "made.txt").exists() is ran, listener.log()[-3000:]
+    deadline = time.monotonic() + 10
+    while processes_in(cwd) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(cwd) == [], "Claude outlived the listener"
     assert "asking: Claude wants to create made.txt. Allow?" in listener.log()
     log = listener.log()
     if not ran:  # the refusal is said at the end of the turn
