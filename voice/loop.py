@@ -78,6 +78,7 @@ WAKE_PRE_ROLL_MS = 600
 # The listening chime (150 ms) and the speaker's latency: not gated after a wake word.
 WAKE_CUE_S = 0.5
 
+
 class ReopenableSource(AudioSource, Protocol):
     def reopen(self) -> None: ...
     def drain(self) -> None: ...
