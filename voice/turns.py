@@ -89,11 +89,17 @@ class TurnReport:
     spoken: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        def rel(t: float | None) -> str:
-            return "-" if t is None else f"{t - self.speech_end_s:+.2f}s"
+        # A recording is read faster than it plays: its clock runs ahead of the wall clock,
+        # so its times are told from the moment the turn was sent instead.
+        live = self.speech_end_s <= self.sent_s
+        origin = self.speech_end_s if live else self.sent_s
 
+        def rel(t: float | None) -> str:
+            return "-" if t is None else f"{t - origin:+.2f}s"
+
+        sent = f"sent {rel(self.sent_s)}, " if live else "from sending: "
         return (
-            f"sent {rel(self.sent_s)}, agent first text {rel(self.agent_first_text_s)}, "
+            f"{sent}agent first text {rel(self.agent_first_text_s)}, "
             f"agent done {rel(self.agent_done_s)}, first audio {rel(self.first_audio_s)}"
         )
 
