@@ -16,6 +16,7 @@ from typing import Literal
 from voice.config import Config
 from voice.devices import AudioSink
 from voice.earcons import Earcons
+from voice.echo import EchoState
 from voice.end_of_turn import CombinedAnalyzer
 from voice.loop import Engines, ReopenableSource, StatusSink, TurnModel, VoiceLoop, Watchdog
 from voice.speech_out import ReplySpeaker
@@ -79,10 +80,13 @@ def build_loop(
     watchdog: Watchdog | None = None,
     mode: Mode | None = None,
     detector: SpeechDetector | None = None,
+    echo: EchoState | None = None,
 ) -> VoiceLoop:
     """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
 
-    ``detector`` replaces webrtcvad (tests).
+    ``detector`` replaces webrtcvad (tests). ``echo``: the source cancels the speaker's echo
+    (:class:`~voice.devices.duplex.DuplexDevice`); once it has learnt the room, the
+    assistant's own sound is no longer gated and speech over a reply stops it.
     """
     detector = detector or WebRtcDetector(config.vad.aggressiveness)
     segmenter = Segmenter(config.vad, detector, frame_ms=config.audio.frame_ms)
@@ -113,4 +117,5 @@ def build_loop(
         settings=settings,
         status=status,
         watchdog=watchdog,
+        echo=echo,
     )
