@@ -3,6 +3,7 @@ WebRTC's canceller itself on real speech (fast: no audio device)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -47,7 +48,7 @@ def test_frames_pair_sample_k_with_sample_k_whatever_the_block_sizes() -> None:
     near, far = ramp(2000), ramp(2000, start=5)
     out = []
     cuts = [0, 7, 160, 161, 500, 1203, 1999, 2000]
-    for a, b in zip(cuts, cuts[1:], strict=False):
+    for a, b in itertools.pairwise(cuts):
         out += frames.push(near[a:b], far[a:b], 10.0 + a / RATE)
     assert len(out) == 2000 // FRAME
     for k, frame in enumerate(out):
