@@ -36,6 +36,8 @@ RATE = 16000  # the canceller runs at the rate the VAD and Whisper want
 FRAME_MS = 10  # WebRTC's processing unit
 FRAME = RATE * FRAME_MS // 1000
 MAX_DELAY_MS = 500  # the most WebRTC accepts as a stream delay hint
+RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
+RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
 HALF_DUPLEX = "the microphone is muted while the assistant speaks"
 
 
@@ -178,6 +180,30 @@ class EchoFrames:
         self._far = np.zeros(0, np.int16)
 
 
+def power(samples: Int16) -> float:
+    """Mean square of int16 samples, as a fraction of full scale squared."""
+    x = samples.astype(np.float64) / 32768.0
+    return float(np.mean(x * x)) if len(x) else 0.0
+
+
+def db(p: float) -> float:
+    return float(10 * np.log10(max(p, 1e-12)))
+
+
+def without_residue(heard: Int16, left: Int16) -> Int16:
+    """``left``, the canceller's output for the microphone frame ``heard``; silence when it
+    is the faint residue of an echo: the canceller took :data:`RESIDUE_DB` or more out of
+    the frame and less than :data:`RESIDUE_DBFS` is left.
+
+    That residue (-70 to -90 dBFS in the loopback rig) is shaped like speech, and webrtcvad
+    calls it speech whatever its level. A voice over the reply is louder than that, even
+    where the canceller turns it down while it decides that two are talking.
+    """
+    if db(power(left)) < RESIDUE_DBFS and db(power(heard)) - db(power(left)) >= RESIDUE_DB:
+        return np.zeros_like(left)
+    return left
+
+
 def erle_db(before: Int16, after: Int16) -> float:
     """Echo return loss enhancement: how much quieter ``after`` is than ``before``, in dB."""
     power_in = float(np.mean(before.astype(np.float64) ** 2))
@@ -191,16 +217,6 @@ FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth j
 WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
 LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
 LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
-
-
-def power(samples: Int16) -> float:
-    """Mean square of int16 samples, as a fraction of full scale squared."""
-    x = samples.astype(np.float64) / 32768.0
-    return float(np.mean(x * x)) if len(x) else 0.0
-
-
-def db(p: float) -> float:
-    return float(10 * np.log10(max(p, 1e-12)))
 
 
 class EchoMonitor:

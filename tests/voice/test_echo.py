@@ -22,6 +22,7 @@ from voice.echo import (
     WebRtcCanceller,
     erle_db,
     load_canceller,
+    without_residue,
 )
 
 Int16 = np.ndarray
@@ -74,6 +75,36 @@ def test_frames_take_their_time_from_the_newest_block_and_clear_drops_the_rest()
     assert frame.start_s == pytest.approx(7.0 - 100 / RATE)
     frames.clear()
     assert frames.push(ramp(100), ramp(100), 9.0) == []
+
+
+# ---- the echo's residue -------------------------------------------------------------------------
+
+
+def level(dbfs: float) -> Int16:
+    """A frame of noise at ``dbfs``."""
+    noise = np.random.default_rng(int(-dbfs)).standard_normal(FRAME)
+    return (noise / np.sqrt(np.mean(noise**2)) * 32768 * 10 ** (dbfs / 20)).astype(np.int16)
+
+
+@pytest.mark.parametrize(
+    ("heard_dbfs", "left_dbfs", "silenced"),
+    [
+        (-20, -80, True),  # echo removed, its faint residue left: webrtcvad would call it speech
+        (-45, -70, True),  # a quiet echo, 25 dB removed
+        (-20, -45, False),  # a voice the canceller turned down during double talk: kept
+        (-70, -85, False),  # a quiet room: nothing like an echo was removed ... kept
+        (-65, -68, False),  # ... the room's own noise: kept
+        (-25, -26, False),  # a voice over silence
+    ],
+)
+def test_only_the_faint_residue_of_a_removed_echo_is_silenced(
+    heard_dbfs: float, left_dbfs: float, silenced: bool
+) -> None:
+    left = level(left_dbfs)
+    out = without_residue(level(heard_dbfs), left)
+    assert (not out.any()) is silenced
+    if not silenced:
+        assert out is left
 
 
 # ---- has the canceller learnt the room? -------------------------------------------------------

@@ -39,7 +39,7 @@ from voice.devices.base import (
     find_device,
 )
 from voice.devices.speaker import Speaker
-from voice.echo import FRAME_MS, EchoCanceller, EchoFrames, EchoMonitor
+from voice.echo import FRAME_MS, EchoCanceller, EchoFrames, EchoMonitor, without_residue
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ class DuplexDevice(Speaker):
                     "the microphone stays live while the assistant speaks",
                     self.monitor.erle_db,
                 )
-            self._cleaned.append(cleaned)
+            self._cleaned.append(without_residue(frame.near, cleaned))
             if len(self._cleaned) == per_chunk:
                 pcm = np.concatenate(self._cleaned).tobytes()
                 self._frames.append(AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s))
