@@ -36,8 +36,6 @@ RATE = 16000  # the canceller runs at the rate the VAD and Whisper want
 FRAME_MS = 10  # WebRTC's processing unit
 FRAME = RATE * FRAME_MS // 1000
 MAX_DELAY_MS = 500  # the most WebRTC accepts as a stream delay hint
-RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
-RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
 HALF_DUPLEX = "the microphone is muted while the assistant speaks"
 
 
@@ -178,88 +176,3 @@ class EchoFrames:
     def clear(self) -> None:
         self._near = np.zeros(0, np.int16)
         self._far = np.zeros(0, np.int16)
-
-
-def power(samples: Int16) -> float:
-    """Mean square of int16 samples, as a fraction of full scale squared."""
-    x = samples.astype(np.float64) / 32768.0
-    return float(np.mean(x * x)) if len(x) else 0.0
-
-
-def db(p: float) -> float:
-    return float(10 * np.log10(max(p, 1e-12)))
-
-
-def without_residue(heard: Int16, left: Int16) -> Int16:
-    """``left``, the canceller's output for the microphone frame ``heard``; silence when it
-    is the faint residue of an echo: the canceller took :data:`RESIDUE_DB` or more out of
-    the frame and less than :data:`RESIDUE_DBFS` is left.
-
-    That residue (-70 to -90 dBFS in the loopback rig) is shaped like speech, and webrtcvad
-    calls it speech whatever its level. A voice over the reply is louder than that, even
-    where the canceller turns it down while it decides that two are talking.
-    """
-    if db(power(left)) < RESIDUE_DBFS and db(power(heard)) - db(power(left)) >= RESIDUE_DB:
-        return np.zeros_like(left)
-    return left
-
-
-def erle_db(before: Int16, after: Int16) -> float:
-    """Echo return loss enhancement: how much quieter ``after`` is than ``before``, in dB."""
-    power_in = float(np.mean(before.astype(np.float64) ** 2))
-    power_out = float(np.mean(after.astype(np.float64) ** 2))
-    return float(10 * np.log10((power_in + 1e-9) / (power_out + 1e-9)))
-
-
-# ---- has it learnt the room? ---------------------------------------------------------------
-
-FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth judging
-WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
-LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
-LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
-
-
-class EchoMonitor:
-    """Whether the canceller removes the echo yet: until then the loop stays half-duplex.
-
-    WebRTC's canceller needs a few seconds of played sound to learn a new echo path, and
-    meanwhile the echo comes through (in the loopback rig, 2-15 dB removed in the first
-    two seconds of the first reply, 35-70 dB after three), loud enough to start turns and
-    stop replies. So over each 0.5 s of played sound the microphone before the canceller is
-    compared with what is left after it; :data:`LEARNT_WINDOWS` windows in a row with at
-    least :data:`LEARNT_ERLE_DB` removed, and the room is learnt (one good window is not
-    enough: the canceller can suppress hard at the very start, then leak). It stays learnt
-    until :meth:`reset` (a reopened stream). Speech over a reply, or a room where the echo
-    is never removed well (a headset, where ``turn.barge_in`` is the setting to use), only
-    keeps it half-duplex: the failure mode is the old behaviour, never hearing itself.
-    """
-
-    def __init__(self, window_frames: int = WINDOW_FRAMES, windows: int = LEARNT_WINDOWS) -> None:
-        self.window_frames = window_frames
-        self.windows = windows
-        self.learnt = False
-        self.erle_db: float | None = None  # of the last window judged
-        self.reset()
-
-    def reset(self) -> None:
-        self.learnt = False
-        self._good = 0
-        self._frames = 0
-        self._heard = 0.0
-        self._left = 0.0
-
-    def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
-        """One frame: the microphone before and after the canceller, and what was played
-        in the same callbacks. True when this frame made the room learnt."""
-        if self.learnt or db(power(played)) <= FAR_ACTIVE_DBFS:
-            return False
-        self._frames += 1
-        self._heard += power(heard)
-        self._left += power(left)
-        if self._frames < self.window_frames:
-            return False
-        self.erle_db = db(self._heard) - db(self._left)
-        self._good = self._good + 1 if self.erle_db >= LEARNT_ERLE_DB else 0
-        self._frames, self._heard, self._left = 0, 0.0, 0.0
-        self.learnt = self._good >= self.windows
-        return self.learnt

@@ -1,5 +1,5 @@
-"""Echo cancellation: frame pairing, the learnt-room monitor, the choice of canceller, and
-WebRTC's canceller itself on real speech (fast: no audio device)."""
+"""Echo cancellation: frame pairing, the choice of canceller, and WebRTC's canceller itself
+on real speech (fast: no audio device)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from core.errors import ConfigError
 from tests.voice.audio_util import load_16k, shared
 from voice.echo import (
     FRAME,
-    LEARNT_WINDOWS,
     RATE,
-    WINDOW_FRAMES,
     EchoCancelUnavailable,
     EchoFrames,
-    EchoMonitor,
     WebRtcCanceller,
-    erle_db,
     load_canceller,
-    without_residue,
 )
+from voice.echo_guard import erle_db
 
 Int16 = np.ndarray
 
@@ -75,85 +71,6 @@ def test_frames_take_their_time_from_the_newest_block_and_clear_drops_the_rest()
     assert frame.start_s == pytest.approx(7.0 - 100 / RATE)
     frames.clear()
     assert frames.push(ramp(100), ramp(100), 9.0) == []
-
-
-# ---- the echo's residue -------------------------------------------------------------------------
-
-
-def level(dbfs: float) -> Int16:
-    """A frame of noise at ``dbfs``."""
-    noise = np.random.default_rng(int(-dbfs)).standard_normal(FRAME)
-    return (noise / np.sqrt(np.mean(noise**2)) * 32768 * 10 ** (dbfs / 20)).astype(np.int16)
-
-
-@pytest.mark.parametrize(
-    ("heard_dbfs", "left_dbfs", "silenced"),
-    [
-        (-20, -80, True),  # echo removed, its faint residue left: webrtcvad would call it speech
-        (-45, -70, True),  # a quiet echo, 25 dB removed
-        (-20, -45, False),  # a voice the canceller turned down during double talk: kept
-        (-70, -85, False),  # a quiet room: nothing like an echo was removed ... kept
-        (-65, -68, False),  # ... the room's own noise: kept
-        (-25, -26, False),  # a voice over silence
-    ],
-)
-def test_only_the_faint_residue_of_a_removed_echo_is_silenced(
-    heard_dbfs: float, left_dbfs: float, silenced: bool
-) -> None:
-    left = level(left_dbfs)
-    out = without_residue(level(heard_dbfs), left)
-    assert (not out.any()) is silenced
-    if not silenced:
-        assert out is left
-
-
-# ---- has the canceller learnt the room? -------------------------------------------------------
-
-
-def window(monitor: EchoMonitor, *, heard: int, left: int, played: int = 8000) -> bool:
-    """One window of frames at these amplitudes; True if it made the room learnt."""
-    learnt = False
-    for _ in range(monitor.window_frames):
-        learnt |= monitor.update(
-            np.full(FRAME, heard, np.int16),
-            np.full(FRAME, left, np.int16),
-            np.full(FRAME, played, np.int16),
-        )
-    return learnt
-
-
-@pytest.mark.parametrize(
-    ("windows", "learnt"),
-    [
-        # (amplitude heard, amplitude left after the canceller) per 0.5 s of played sound
-        ([(8000, 10)] * LEARNT_WINDOWS, True),  # 58 dB removed, again and again
-        ([(8000, 10)] * (LEARNT_WINDOWS - 1), False),  # not yet long enough
-        ([(8000, 8)] + [(8000, 4000)] + [(8000, 10)] * (LEARNT_WINDOWS - 1), False),  # a leak
-        ([(8000, 400)] * 10, False),  # 26 dB: not enough
-        ([(8000, 8000)] * 10, False),  # speech over the reply (or nothing removed)
-        ([(3, 3)] * 10, False),  # a headset: no echo to learn (turn.barge_in is for that)
-    ],
-)
-def test_learnt_after_enough_good_windows_in_a_row(
-    windows: list[tuple[int, int]], learnt: bool
-) -> None:
-    monitor = EchoMonitor()
-    for heard, left in windows:
-        window(monitor, heard=heard, left=left)
-    assert monitor.learnt is learnt
-
-
-def test_silence_played_is_not_judged_and_reset_forgets() -> None:
-    monitor = EchoMonitor()
-    for _ in range(LEARNT_WINDOWS - 1):
-        window(monitor, heard=8000, left=10)
-    window(monitor, heard=8000, left=8000, played=0)  # nothing played: no window at all
-    assert window(monitor, heard=8000, left=10) is True  # the fourth good one in a row
-    assert monitor.learnt and monitor.erle_db == pytest.approx(58, abs=1)
-    assert window(monitor, heard=8000, left=10) is False  # learnt once, reported once
-    monitor.reset()
-    assert not monitor.learnt
-    assert monitor.window_frames == WINDOW_FRAMES
 
 
 # ---- which canceller ------------------------------------------------------------------------

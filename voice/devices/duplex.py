@@ -39,7 +39,8 @@ from voice.devices.base import (
     find_device,
 )
 from voice.devices.speaker import Speaker
-from voice.echo import FRAME_MS, EchoCanceller, EchoFrames, EchoMonitor, without_residue
+from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
+from voice.echo_guard import EchoGate, EchoMonitor
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class DuplexDevice(Speaker):
         self._cleaned_s = 0.0
         self._echo = EchoFrames()
         self.monitor = EchoMonitor()
+        self.gate = EchoGate()
         self._resamplers: tuple[Any, Any] | None = None
         self._clock = SampleClock(rate)
         self._last_block_s = 0.0
@@ -161,6 +163,7 @@ class DuplexDevice(Speaker):
                 self._blocks.clear()
             self._clear_pending()
             self.monitor.reset()  # maybe another device, another room: learn it again
+            self.gate.reset()
 
     @property
     def echo_learnt(self) -> bool:
@@ -246,7 +249,7 @@ class DuplexDevice(Speaker):
                     "the microphone stays live while the assistant speaks",
                     self.monitor.erle_db,
                 )
-            self._cleaned.append(without_residue(frame.near, cleaned))
+            self._cleaned.append(self.gate.filter(frame.near, cleaned, frame.far))
             if len(self._cleaned) == per_chunk:
                 pcm = np.concatenate(self._cleaned).tobytes()
                 self._frames.append(AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s))
