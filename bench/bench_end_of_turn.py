@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.voice.audio_util import real_clip, real_references  # noqa: E402
+from tests.voice.audio_util import real_clip, real_references, word_gaps  # noqa: E402
 from voice.config import SttConfig  # noqa: E402
 from voice.end_of_turn import CombinedAnalyzer, PauseEvidence, TurnAnalyzer  # noqa: E402
 from voice.smart_turn import SmartTurnModel  # noqa: E402
@@ -47,21 +47,6 @@ class Pause:
     probability: float
 
 
-def word_gaps(audio: np.ndarray) -> list[int]:
-    """Sample index in the middle of each quiet stretch (>= 40 ms under -40 dBFS) inside."""
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
-    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
-    gaps, start = [], None
-    for i, q in enumerate(quiet):
-        if q and start is None:
-            start = i
-        elif not q and start is not None:
-            if i - start >= 4 and start > 30 and i < len(quiet) - 30:
-                gaps.append((start + i) // 2 * 160)
-            start = None
-    return gaps
-
-
 def evidence(
     stt: WhisperTranscriber, model: SmartTurnModel, audio: np.ndarray
 ) -> tuple[str, float]:
@@ -78,7 +63,7 @@ def collect() -> list[Pause]:
     for name in real_references():
         audio = real_clip(name)
         if name.startswith("librivox"):
-            for cut in word_gaps(audio):
+            for cut in ((a + b) // 2 for a, b in word_gaps(audio)):
                 text, p = evidence(stt, model, audio[:cut])
                 pauses.append(Pause(name, cut / RATE, False, text, p))
         text, p = evidence(stt, model, audio)

@@ -41,7 +41,13 @@ sys.path.insert(0, str(REPO))
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
 from tests.rig import PulseRig, find_speech  # noqa: E402
-from tests.voice.audio_util import normalise, real_clip, real_references, wer  # noqa: E402
+from tests.voice.audio_util import (  # noqa: E402
+    normalise,
+    real_clip,
+    real_references,
+    wer,
+    word_gaps,
+)
 from voice.config import SttConfig  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 
@@ -74,21 +80,6 @@ class Outcome:
     latency_s: float = float("nan")
     sent_s: float = float("nan")
     cut_off: bool = False
-
-
-def word_gaps(audio: np.ndarray, min_ms: int = 40) -> list[tuple[int, int]]:
-    """Quiet stretches between words (10 ms frames under -40 dBFS), inside the clip."""
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
-    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
-    gaps, start = [], None
-    for i, q in enumerate(quiet):
-        if q and start is None:
-            start = i
-        elif not q and start is not None:
-            if (i - start) * 10 >= min_ms and start > 30 and i < len(quiet) - 30:
-                gaps.append((start * 160, i * 160))
-            start = None
-    return gaps
 
 
 def build_requests(quick: bool) -> list[Request]:

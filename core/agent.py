@@ -43,6 +43,18 @@ class Agent(Protocol):
     ) -> AgentResult: ...
 
 
+def resuming(run: Callable[[AgentTurn, str | None], AgentResult], turn: AgentTurn) -> AgentResult:
+    """``run(turn, session_id)``, once more without the id if the agent forgot it (its history
+    was cleared, say): the conversation starts anew rather than the turn failing."""
+    try:
+        return run(turn, turn.session_id)
+    except ResumeFailed as e:
+        if turn.session_id is None:
+            raise
+        log.warning("agent conversation %s is gone (%s); starting anew", turn.session_id, e)
+        return run(turn, None)
+
+
 class AgentRunner:
     """Runs the agent CLI as a subprocess, one process per turn."""
 
@@ -103,16 +115,7 @@ class AgentRunner:
 
     def run_turn(self, turn: AgentTurn) -> AgentResult:
         """One turn, reported as events; ``turn.control`` can interrupt it (SIGINT)."""
-        try:
-            return self._run_once(turn, turn.session_id)
-        except ResumeFailed as e:
-            if turn.session_id is None:
-                raise
-            # The agent forgot that conversation (e.g. its history was cleared): start anew once.
-            log.warning(
-                "agent conversation %s is gone (%s); starting a new one", turn.session_id, e
-            )
-            return self._run_once(turn, None)
+        return resuming(self._run_once, turn)
 
     def argv(self, session_id: str | None) -> list[str]:
         """The command line of one run; the prompt itself never appears in it."""

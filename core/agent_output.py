@@ -39,6 +39,7 @@ class Denial:
 
     tool_name: str
     summary: str = ""  # e.g. the command a Bash call would have run
+    description: str = ""  # the agent's own words for it, if it gave any
 
 
 @dataclass(frozen=True)
@@ -280,11 +281,13 @@ def denials(result: dict[str, Any]) -> tuple[Denial, ...]:
         if not isinstance(item, dict):
             continue
         tool_input = item.get("tool_input")
-        summary = ""
+        summary = description = ""
         if isinstance(tool_input, dict):
             detail = tool_input.get("command") or tool_input.get("file_path") or ""
             summary = detail if isinstance(detail, str) else ""
-        out.append(Denial(str(item.get("tool_name", "a tool")), summary))
+            said = tool_input.get("description")
+            description = said if isinstance(said, str) else ""
+        out.append(Denial(str(item.get("tool_name", "a tool")), summary, description))
     return tuple(out)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from core.agent import TextCallback
+from core.agent import TextCallback, resuming
 from core.agent_events import AgentTurn, Decision, PermissionRequest, TurnControl, text_only
 from core.agent_output import (
     AgentResult,
@@ -39,10 +39,10 @@ from core.agent_output import (
     interpret,
     safe_agent_id,
 )
-from core.errors import AgentError, AgentTimeout, ConfigError, ResumeFailed
+from core.errors import AgentError, AgentTimeout, ConfigError
 from core.ledger import AgentLedger
 from core.lifeline import Lifeline, default_lifeline
-from core.process import program_name, spawn
+from core.process import keep_stderr, program_name, spawn
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ VOICE_PROMPT = (
     "lists, tables or emoji, and never read out code, file contents, long paths or commands: "
     "say what you did or found, and offer details if the user wants them."
 )
-STDERR_KEEP_BYTES = 64 * 1024
 _IDLE_CHECK_S = 30.0
 _NOT_ANSWERED = "The user did not answer in time, so this was not allowed."
 _NOBODY = "Nobody can answer permission questions in this session, so this was not allowed."
@@ -198,14 +197,7 @@ class _Process:
             self.lines.put(None)
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
-        read = getattr(pipe, "read1", pipe.read)
-        try:
-            while chunk := read(65536):
-                room = STDERR_KEEP_BYTES - len(self.stderr)
-                if room > 0:
-                    self.stderr += chunk[:room]
-        except (OSError, ValueError):
-            pass
+        keep_stderr(pipe, self.stderr)
 
 
 class _Questions:
@@ -343,13 +335,7 @@ class ClaudeSessions:
         return self.run_turn(AgentTurn(prompt, "default", session_id, text_only(on_text)))
 
     def run_turn(self, turn: AgentTurn) -> AgentResult:
-        try:
-            return self._run(turn, turn.session_id)
-        except ResumeFailed as e:
-            if turn.session_id is None:
-                raise
-            log.warning("agent conversation %s is gone (%s); starting anew", turn.session_id, e)
-            return self._run(turn, None)
+        return resuming(self._run, turn)
 
     def prepare(self, room_id: str, session_id: str | None) -> None:
         """Start the room's process ahead of its first turn (the CLI takes a second to start)."""

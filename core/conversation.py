@@ -330,48 +330,38 @@ def build_agent(
     config: AgentConfig, command: Sequence[str], *, ledger: AgentLedger | None = None
 ) -> Agent:
     """Claude Code gets the voice flags and, in session mode, a process per room."""
-    if not is_claude(command):
-        if config.mode == "session":
-            raise ConfigError("agent.mode = 'session' needs Claude Code as agent.command")
-        return AgentRunner(
+    claude = is_claude(command)
+    if config.mode == "session" and not claude:
+        raise ConfigError("agent.mode = 'session' needs Claude Code as agent.command")
+    streams = format_from_command(command) in ("stream-json", "sniff")
+    session = claude and (config.mode == "session" or (config.mode == "auto" and streams))
+    if claude:
+        parts = (VOICE_PROMPT if config.voice_prompt else "", config.append_system_prompt)
+        command = claude_argv(
+            command,
+            session=session,
+            ask_permissions=config.ask_permissions,
+            permission_mode=config.permission_mode,
+            allowed_tools=config.allowed_tools,
+            system_prompt="\n\n".join(p for p in parts if p),
+        )
+    if session:
+        return ClaudeSessions(
             command,
             config.timeout_s,
             config.cwd or None,
             kill_grace_s=config.kill_grace_s,
-            output_format=config.output_format,
+            permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
+            idle_stop_s=config.idle_stop_s,
             max_output_bytes=config.max_output_bytes,
             ledger=ledger,
         )
-    prompt = "\n\n".join(
-        p for p in (VOICE_PROMPT if config.voice_prompt else "", config.append_system_prompt) if p
-    )
-    streams = format_from_command(command) in ("stream-json", "sniff")
-    session = config.mode == "session" or (config.mode == "auto" and streams)
-    argv = claude_argv(
+    return AgentRunner(
         command,
-        session=session,
-        ask_permissions=config.ask_permissions,
-        permission_mode=config.permission_mode,
-        allowed_tools=config.allowed_tools,
-        system_prompt=prompt,
-    )
-    if not session:
-        return AgentRunner(
-            argv,
-            config.timeout_s,
-            config.cwd or None,
-            kill_grace_s=config.kill_grace_s,
-            output_format=config.output_format,
-            max_output_bytes=config.max_output_bytes,
-            ledger=ledger,
-        )
-    return ClaudeSessions(
-        argv,
         config.timeout_s,
         config.cwd or None,
         kill_grace_s=config.kill_grace_s,
-        permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
-        idle_stop_s=config.idle_stop_s,
+        output_format=config.output_format,
         max_output_bytes=config.max_output_bytes,
         ledger=ledger,
     )

@@ -15,7 +15,10 @@ for an error and logs ``str(error)``, which may name files and ids::
     │   └── NotAStoreError (ConfigError) see above
     ├── RoomClaimed                      another listener already answers in this room
     ├── DeviceError                      an audio or input device is missing, busy or lost
-    └── ModelError                       a speech model could not be found or loaded
+    ├── ModelError                       a speech model could not be found or loaded
+    └── WyomingError                     talking to a Wyoming peer (Home Assistant, a server) failed
+        ├── ProtocolError                ... it sent something that is not the protocol
+        └── RemoteEngineError            ... a remote speech engine is unreachable or failed
 """
 
 from __future__ import annotations
@@ -71,3 +74,15 @@ class DeviceError(AssistantError):
 
 class ModelError(AssistantError):
     """A speech model could not be found or loaded."""
+
+
+class WyomingError(AssistantError):
+    """Talking Wyoming (Home Assistant's voice protocol) with a peer failed."""
+
+
+class ProtocolError(WyomingError):
+    """A Wyoming peer sent something that is not the protocol: malformed, oversized, unexpected."""
+
+
+class RemoteEngineError(WyomingError):
+    """A remote speech engine could not be reached, timed out, or failed during a request."""

@@ -306,17 +306,7 @@ class _Supervisor:
         self.events.put(("eof", b""))
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
-        read = getattr(pipe, "read1", pipe.read)
-        try:
-            while chunk := read(65536):
-                room = STDERR_KEEP_BYTES - len(self.stderr)
-                if room > 0:
-                    self.stderr += chunk[:room]
-        except (OSError, ValueError) as e:
-            log.warning("reading the agent's stderr failed: %s", e)
-        finally:
-            with contextlib.suppress(OSError):
-                pipe.close()
+        keep_stderr(pipe, self.stderr)
 
     def _wait_exit(self) -> None:
         # WNOWAIT: learn that the leader exited without reaping it (see the module docstring).
@@ -324,6 +314,21 @@ class _Supervisor:
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         self.exited.set()
         self.events.put(("exited", b""))
+
+
+def keep_stderr(pipe: IO[bytes], kept: bytearray) -> None:
+    """Drain an agent's stderr until it closes, keeping its first STDERR_KEEP_BYTES."""
+    read = getattr(pipe, "read1", pipe.read)
+    try:
+        while chunk := read(65536):
+            room = STDERR_KEEP_BYTES - len(kept)
+            if room > 0:
+                kept += chunk[:room]
+    except (OSError, ValueError) as e:
+        log.warning("reading the agent's stderr failed: %s", e)
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
 
 
 def _size(limit: int) -> str:

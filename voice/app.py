@@ -17,8 +17,8 @@ from voice.audio import AudioChunk, Utterance, float_to_pcm
 from voice.config import Config
 from voice.loop import TurnModel
 from voice.pipeline import Models
-from voice.stt import WhisperTranscriber
-from voice.tts import PiperSynthesizer
+from voice.stt import SpeechToText, WhisperTranscriber
+from voice.tts import PiperSynthesizer, TextToSpeech
 from voice.vad import Segmenter, UtteranceEnded, WebRtcDetector
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,35 @@ def build_core(config: Config, *, agent: str | None = None, store_dir: Path | No
     return Core.from_config(core_config, agent_command=agent_command(agent, config))
 
 
-def load_stt(config: Config) -> WhisperTranscriber:
+def load_whisper(config: Config) -> WhisperTranscriber:
     """Load and warm Whisper once, so the first real turn is as fast as the rest."""
     transcriber = WhisperTranscriber(config.stt)
     transcriber.warm_up()
     return transcriber
 
 
-def load_tts(config: Config) -> PiperSynthesizer:
+def load_piper(config: Config) -> PiperSynthesizer:
     synthesizer = PiperSynthesizer(config.tts)
     synthesizer.warm_up()
     return synthesizer
+
+
+def load_stt(config: Config) -> SpeechToText:
+    """The configured speech-to-text: the local Whisper, or a Wyoming server backed by it."""
+    if config.stt.engine == "wyoming":
+        from voice.wyoming.remote import remote_stt
+
+        return remote_stt(config.stt, lambda: load_whisper(config))
+    return load_whisper(config)
+
+
+def load_tts(config: Config) -> TextToSpeech:
+    """The configured voice: the local Piper voice, or a Wyoming server backed by it."""
+    if config.tts.engine == "wyoming":
+        from voice.wyoming.remote import remote_tts
+
+        return remote_tts(config.tts, lambda: load_piper(config))
+    return load_piper(config)
 
 
 def load_turn_model(config: Config) -> TurnModel | None:

@@ -1,6 +1,7 @@
-"""``voice-assistant``: listen, ask, transcribe, say, devices, history, reset, ptt, demo.
+"""``voice-assistant``: listen, ask, transcribe, say, devices, history, reset, ptt, demo, serve.
 
-Exit status: 0 done; 1 the command ran but failed (the agent failed, nothing was heard, the
+Exit status: 0 done (``listen`` and ``serve``: also when stopped by SIGTERM, SIGINT or SIGHUP
+once running); 1 the command ran but failed (the agent failed, nothing was heard, the
 listener replied with an error); 2 any other error; 75 another listener already answers in the
 room; 78 the configuration (the file or a flag) is unusable, so restarting cannot help (the
 systemd unit does not restart on it); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
@@ -24,7 +25,7 @@ from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
 from core.paths import validate_room_id
 from voice import app
 from voice.audio import Utterance, float_to_pcm
-from voice.config import Config, load
+from voice.config import Config, check_uri, load
 from voice.control import COMMANDS as CONTROL_COMMANDS
 from voice.devices import AudioSink
 from voice.pipeline import Models, build_loop
@@ -32,6 +33,7 @@ from voice.speech_text import speakable
 from voice.terminal import printable
 from voice.tts import render
 from voice.turns import TurnReport
+from voice.wyoming.server import check_address
 
 log = logging.getLogger("voice.cli")
 
@@ -109,7 +111,15 @@ def _config(args: argparse.Namespace) -> Config:
         audio = dataclasses.replace(audio, output_device=args.output_device)
     if getattr(args, "mode", None):
         inp = dataclasses.replace(inp, mode=args.mode)
-    return dataclasses.replace(config, turn=turn, audio=audio, input=inp)
+    wyoming = config.wyoming
+    if getattr(args, "uri", None) is not None:
+        check_uri(args.uri, "--uri")
+        wyoming = dataclasses.replace(wyoming, uri=args.uri)
+    if getattr(args, "allow_remote", False):
+        wyoming = dataclasses.replace(wyoming, allow_remote=True)
+    if args.run is cmd_serve:
+        check_address(wyoming.uri, allow_remote=wyoming.allow_remote)
+    return dataclasses.replace(config, turn=turn, audio=audio, input=inp, wyoming=wyoming)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,6 +177,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=list(CONTROL_COMMANDS))
     p.set_defaults(run=cmd_ptt)
+
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve Whisper, Piper and the agent over Wyoming (Home Assistant)",
+    )
+    p.add_argument("--agent", help="agent command line; 'echo' for the built-in echo agent")
+    p.add_argument(
+        "--uri", help="tcp://HOST:PORT or unix://PATH (default: wyoming.uri, tcp://127.0.0.1:10700)"
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen on a non-loopback address (Wyoming has no authentication)",
+    )
+    p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="a spoken round trip with the echo agent")
     p.add_argument("-o", "--output", type=Path, help="where to write the reply (WAV)")
@@ -258,7 +284,7 @@ def spoken_reply(report: TurnReport) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
-    stt = app.load_stt(config)
+    stt = app.load_whisper(config)
     print(stt.transcribe_audio(app.read_audio(args.file)).text.strip())
     return 0
 
@@ -329,6 +355,12 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         )
         print(f"reply heard back: {heard_back.text.strip()}")
     return status
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from voice.wyoming.serve import serve
+
+    return serve(config, agent=args.agent)
 
 
 # ---- the live loop ---------------------------------------------------------------------------

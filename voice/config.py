@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from core.config import CoreConfig, build, check_fields, default_config_path, limited, read_toml
 from core.errors import ConfigError, InvalidIdError
@@ -18,6 +19,36 @@ from core.paths import validate_room_id
 
 # sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
 SOCKET_PATH_MAX_BYTES = 107
+
+
+WYOMING_PROGRAMS = ("asr", "tts", "handle")
+
+
+def check_uri(uri: str, key: str) -> None:
+    """A Wyoming address: ``tcp://HOST:PORT`` or ``unix://PATH``."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port if parts.scheme == "tcp" else None
+    except ValueError as e:
+        raise ConfigError(f"{key} = {uri!r} is not a valid address: {e}") from None
+    if parts.scheme == "tcp" and parts.hostname and port is not None:
+        return
+    if parts.scheme == "unix" and parts.path:
+        if len(os.fsencode(parts.path)) > SOCKET_PATH_MAX_BYTES:
+            raise ConfigError(f"{key}: {parts.path} is longer than {SOCKET_PATH_MAX_BYTES} bytes")
+        return
+    raise ConfigError(
+        f"{key} = {uri!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:10700) or unix://PATH"
+    )
+
+
+def check_engine(engine: str, uri: str, table: str) -> None:
+    if engine == "wyoming":
+        if not uri:
+            raise ConfigError(
+                f"{table}.engine = 'wyoming' needs {table}.uri, e.g. tcp://192.168.1.20:10300"
+            )
+        check_uri(uri, f"{table}.uri")
 
 
 @dataclass(frozen=True)
@@ -89,9 +120,15 @@ class SttConfig:
         "bye.",
         "subtitles by the amara.org community",
     )
+    # "wyoming": a Wyoming asr server at ``uri`` transcribes; the local model is the fallback.
+    engine: Literal["local", "wyoming"] = "local"
+    uri: str = ""  # tcp://HOST:PORT or unix://PATH
+    fallback: Literal["lazy", "eager", "off"] = "lazy"  # when the local model is loaded
+    timeout_s: float = limited(10.0, 0.1, 600)  # connect, and each wait for the server
 
     def __post_init__(self) -> None:
         check_fields(self, "stt")
+        check_engine(self.engine, self.uri, "stt")
 
 
 @dataclass(frozen=True)
@@ -104,9 +141,15 @@ class TtsConfig:
     threads: int = limited(1, 0, 64)  # 0: onnxruntime picks
     # A longer first sentence is split at a clause boundary (0: never).
     first_chunk_max_chars: int = limited(24, 0, 1000)
+    # "wyoming": a Wyoming tts server at ``uri`` speaks; the local voice is the fallback.
+    engine: Literal["local", "wyoming"] = "local"
+    uri: str = ""
+    fallback: Literal["lazy", "eager", "off"] = "lazy"
+    timeout_s: float = limited(10.0, 0.1, 600)
 
     def __post_init__(self) -> None:
         check_fields(self, "tts")
+        check_engine(self.engine, self.uri, "tts")
 
 
 @dataclass(frozen=True)
@@ -187,6 +230,38 @@ class UiConfig:
 
 
 @dataclass(frozen=True)
+class WyomingConfig:
+    """``[wyoming]``: ``voice-assistant serve``, the Wyoming server for Home Assistant."""
+
+    uri: str = "tcp://127.0.0.1:10700"
+    allow_remote: bool = False  # listen on a non-loopback address (no authentication!)
+    programs: tuple[str, ...] = ("asr", "tts", "handle")
+    # The first of these keys in a client's context names the room of a `transcript`.
+    room_keys: tuple[str, ...] = ("room", "satellite_id", "device_id", "conversation_id")
+    default_room: str = "wyoming"  # when the context names none
+    max_connections: int = limited(32, 1, 1024)
+    client_timeout_s: float = limited(60.0, 0.1, 3600)  # a silent or stalled client is dropped
+    max_payload_bytes: int = limited(1024 * 1024, 1024, 64 * 1024 * 1024)
+    max_audio_s: float = limited(120.0, 1, 3600)  # one transcription request
+
+    def __post_init__(self) -> None:
+        check_fields(self, "wyoming")
+        unknown = sorted(set(self.programs) - set(WYOMING_PROGRAMS))
+        if unknown or not self.programs:
+            raise ConfigError(
+                f"wyoming.programs must list some of {', '.join(WYOMING_PROGRAMS)}; "
+                f"got {list(self.programs)!r}"
+            )
+        if not self.room_keys or not all(k.strip() for k in self.room_keys):
+            raise ConfigError("wyoming.room_keys must list context keys, e.g. ['conversation_id']")
+        try:
+            validate_room_id(self.default_room)
+        except InvalidIdError as e:
+            raise ConfigError(f"wyoming.default_room: {e}") from None
+        check_uri(self.uri, "wyoming.uri")
+
+
+@dataclass(frozen=True)
 class Config:
     core: CoreConfig = field(default_factory=CoreConfig)
     audio: AudioConfig = AudioConfig()
@@ -197,6 +272,7 @@ class Config:
     input: InputConfig = InputConfig()
     earcons: EarconConfig = EarconConfig()
     ui: UiConfig = UiConfig()
+    wyoming: WyomingConfig = WyomingConfig()
     source: Path | None = None
 
 
@@ -209,6 +285,7 @@ _VOICE_TABLES: dict[str, type] = {
     "input": InputConfig,
     "earcons": EarconConfig,
     "ui": UiConfig,
+    "wyoming": WyomingConfig,
 }
 _CORE_TABLES = ("agent", "session")
 

@@ -96,7 +96,11 @@ def refusals(agent: str, denials: Sequence[Denial]) -> str:
     if not denials:
         return ""
     things = [
-        would_do(d.tool_name, {"command": d.summary, "file_path": d.summary}) for d in denials
+        would_do(
+            d.tool_name,
+            {"command": d.summary, "file_path": d.summary, "description": d.description},
+        )
+        for d in denials
     ]
     said = things[:_MAX_DENIALS_SAID]
     more = len(things) - len(said)

@@ -194,6 +194,7 @@ class WhisperTranscriber:
                 "stt.compute_type"
             ) from e
         log.info("loaded Whisper %s in %.1f s", self.model_ref, time.perf_counter() - started)
+        self.english_only = not self._model.model.is_multilingual
         self._language = self._pick_language(config.language)
         try:
             tokenizer = Tokenizer(

@@ -95,8 +95,9 @@ class PiperSynthesizer:
         onnx, json_path = resolve_piper_voice(
             config.voice, models_dir=models_dir or default_models_dir()
         )
+        voice_data = _voice_config(json_path)
         try:
-            piper_config = PiperConfig.from_dict(_voice_config(json_path))
+            piper_config = PiperConfig.from_dict(voice_data)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{json_path} is not a usable Piper voice config: {e!r}") from None
         speakers = piper_config.num_speakers
@@ -114,6 +115,10 @@ class PiperSynthesizer:
             length_scale=config.length_scale,
         )
         self.model_path = onnx
+        self.name = onnx.name.removesuffix(".onnx")
+        language = voice_data.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        self.language = code if isinstance(code, str) else piper_config.espeak_voice
         log.info(
             "Piper voice %s loaded (%d Hz, %d thread(s))",
             onnx.name,

@@ -26,7 +26,7 @@ from core.agent_events import (
     TurnControl,
 )
 from core.conversation import TurnOutcome
-from core.errors import AgentTimeout, AssistantError, StoreError
+from core.errors import AgentError, AgentTimeout, AssistantError, StoreError
 from voice import narration
 from voice.earcons import EarconName
 from voice.speech_out import ReplySpeaker
@@ -104,6 +104,8 @@ def spoken_error(error: BaseException) -> str:
         return "Sorry, the agent took too long and was stopped."
     if isinstance(error, StoreError):
         return "Sorry, I could not save this conversation."
+    if isinstance(error, AgentError) and "not logged in" in str(error).lower():
+        return "Sorry, the agent is not logged in."  # the one failure a user fixes at once
     if isinstance(error, AssistantError):
         return "Sorry, the agent failed. The details are in the log."
     return "Sorry, something went wrong. The details are in the log."
@@ -174,7 +176,9 @@ class TurnWorker:
             outcome = "interrupted" if result.interrupted else "answered"
             self.report.reply = result.reply
             if result.denials and not result.interrupted:
-                self.reply.say(narration.refusals(self._settings.agent_name, result.denials))
+                refused = narration.refusals(self._settings.agent_name, result.denials)
+                log.info("refused: %s", refused)
+                self.reply.say(refused)
             if not result.saved:  # the core logged the detail; the user hears one sentence
                 self.reply.say("I could not save this conversation.")
         except Exception as e:  # whatever the agent did, the loop goes on and says so

@@ -9,8 +9,6 @@ never writes into the real home.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -20,29 +18,12 @@ import pytest
 from core import Core
 from core.agent import AgentRunner
 from core.errors import AgentError
-from tests.core.conftest import FAKES, REPO
+from tests.claude_fixtures import find_claude
+from tests.core.conftest import FAKES
 
 pytestmark = pytest.mark.compat
 
 TIMEOUT_S = 180.0  # the CLI is a large Node program; a busy machine starts it slowly
-
-
-def find_claude() -> str:
-    explicit = os.environ.get("VOICE_ASSISTANT_CLAUDE")
-    if explicit:
-        return explicit
-    local = REPO / ".tools" / "node_modules" / ".bin" / "claude"
-    if local.exists():
-        return str(local)
-    on_path = shutil.which("claude")
-    if on_path:
-        return on_path
-    if shutil.which("npm") is None:
-        pytest.skip("npm is not installed, so the Claude Code CLI cannot be installed here")
-    pytest.fail(
-        "the Claude Code CLI is not installed: run `make setup` "
-        "(npm install --prefix .tools @anthropic-ai/claude-code)"
-    )
 
 
 @pytest.fixture

@@ -156,6 +156,23 @@ def speech_spans(
     return spans
 
 
+def word_gaps(audio: FloatAudio, *, min_ms: int = 40, edge_ms: int = 300) -> list[tuple[int, int]]:
+    """Quiet stretches (10 ms frames under -40 dBFS, at least ``min_ms``) between the words of
+    a trimmed recording, at least ``edge_ms`` from either end: where a reader could stop."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
+    edge = edge_ms // 10
+    gaps, start = [], None
+    for i, q in enumerate([*quiet, False]):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            if (i - start) * 10 >= min_ms and start > edge and i < len(quiet) - edge:
+                gaps.append((start * 160, i * 160))
+            start = None
+    return gaps
+
+
 def pauses_between(spans: list[tuple[int, int]], min_ms: int) -> list[tuple[int, int]]:
     """The gaps of at least ``min_ms`` between consecutive speech spans, as sample ranges."""
     return [

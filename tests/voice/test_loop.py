@@ -139,7 +139,8 @@ def test_speech_while_the_assistant_speaks_is_gated(make_rig: Callable[..., Rig]
 @pytest.mark.parametrize(
     ("error", "spoken"),
     [
-        (AgentError("Not logged in · Please run /login"), "Sorry, the agent failed."),
+        (AgentError("Not logged in · Please run /login"), "Sorry, the agent is not logged in."),
+        (AgentError("crashed with exit code 3: boom"), "Sorry, the agent failed."),
         (AgentTimeout("no answer after 300 s"), "Sorry, the agent took too long"),
     ],
 )

@@ -46,6 +46,18 @@ def claude_listener(
     return listener, cwd
 
 
+def processes_in(cwd: Path) -> list[int]:
+    """Processes working in ``cwd`` (the agent, its tools)."""
+    found = []
+    for link in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if link.resolve() == cwd.resolve():
+                found.append(int(link.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def said(stt: WhisperTranscriber, samples: np.ndarray) -> list[str]:
     """What the assistant said, one transcript per sentence-sized burst on the speaker (tiny.en
     drops the end of a longer clip of several sentences)."""
@@ -86,17 +98,21 @@ def test_a_permission_is_asked_aloud_and_answered_by_voice(
         listener.wait_for_log(TURN_DONE, timeout_s=120)
         time.sleep(2.0)
     assert (cwd / "made.txt").exists() is ran, listener.log()[-3000:]
+    deadline = time.monotonic() + 10
+    while processes_in(cwd) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_in(cwd) == [], "Claude outlived the listener"
     assert "asking: Claude wants to create made.txt. Allow?" in listener.log()
-    heard = " ".join(said(stt, recording.result.samples))
-    question = "claude wants to create made txt allow"
-    if ran:
-        expected = f"i will create the file {question} the file is made"
-    else:
-        # The refusal is said at the end of the turn.
-        expected = f"i will create the file {question} all right i left it note claude was not allowed to create made txt"  # noqa: E501
+    log = listener.log()
+    if not ran:  # the refusal is said at the end of the turn
+        assert "refused: Note: Claude was not allowed to create made.txt." in log
         assert api.turns[1].tool_results()[0]["is_error"] is True
-    # tiny.en on the Piper voice: "Claude wants" comes back as "once", "made.txt" as "may.txt".
-    assert wer(expected, heard) <= 0.35, heard
+    # And it was heard: tiny.en on the Piper voice is rough ("Claude wants" comes back as
+    # "hard ones", "made.txt" as "may dot txt"), so only a loose check of the words.
+    heard = " ".join(said(stt, recording.result.samples))
+    expected = "i will create the file claude wants to create made txt allow"
+    expected += " the file is made" if ran else " all right i left it note claude was not allowed"
+    assert wer(expected, heard) <= 0.5, heard
 
 
 def test_stop_said_while_a_tool_runs_interrupts_claude(

@@ -21,7 +21,8 @@ Kind = Literal["input", "output"]
 
 MIC_RATE = 16000  # what the VAD and Whisper want
 SPEAKER_RATE = 22050  # the Piper voice and the earcons: played without resampling
-SPEAKER_BLOCK_MS = 10  # one callback's worth: stop() takes effect within this
+# One callback's worth: stop() takes effect within this. 10 ms doubled the idle wake-ups.
+SPEAKER_BLOCK_MS = 20
 # PortAudio's own "low" (8-20 ms through ALSA) underruns several times a minute when the
 # Python callback waits for the GIL on a busy 2-core machine; 50 ms did not in the same test.
 OUTPUT_LATENCY_S = {"low": 0.05, "high": 0.15}

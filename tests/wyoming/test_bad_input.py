@@ -1,0 +1,208 @@
+"""Bad input to ``serve``: each case is logged, that connection closed, the others served.
+
+The server runs in a thread with fake engines (no models); every client is a real socket. A
+bystander connected before the bad client must still be answered afterwards, and so must a
+client that connects after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from wyoming.asr import Transcript
+from wyoming.audio import AudioChunk, AudioStart
+from wyoming.event import Event
+from wyoming.info import Describe, Info
+from wyoming.tts import Synthesize
+
+from tests.voice.fakes import FakeConversation, FakeStt, FakeTts
+from tests.wyoming.peers import Client, ServerThread
+from voice.config import WyomingConfig
+from voice.wyoming.programs import Programs
+from voice.wyoming.protocol import encode
+
+TIMEOUT_S = 0.5
+CONFIG = WyomingConfig(client_timeout_s=TIMEOUT_S, max_payload_bytes=64 * 1024)
+
+
+def programs() -> Programs:
+    return Programs(stt=FakeStt(lambda u: "hello"), tts=FakeTts(), conversation=FakeConversation())
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    with ServerThread(CONFIG, programs()) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+
+
+def answers_describe(client: Client) -> bool:
+    client.send(Describe().event())
+    event = client.read()
+    return event is not None and Info.is_type(event.type)
+
+
+def warned(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(
+        r.levelno == logging.WARNING and text in r.getMessage() and "closing" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+AUDIO = {"rate": 16000, "width": 2, "channels": 1}
+BAD = {
+    "malformed-json": (b"this is not json\n", "is not JSON"),
+    "not-an-object": (b'"describe"\n', "must be a JSON object"),
+    "json-bomb": (b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply"),
+    "100MB-payload": (
+        b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, "channels": 1}, '
+        b'"payload_length": 104857600}\n',
+        "payload_length 104857600 is more than the 65536 bytes allowed",
+    ),
+    "unknown-type": (encode(Event("make-coffee")), "unknown event type 'make-coffee'"),
+    "room-id-escaping": (
+        encode(Transcript("hi", context={"conversation_id": "../../etc"}).event()),
+        "the context's conversation_id is not a usable room",
+    ),
+    "chunk-before-start": (
+        encode(AudioChunk(audio=b"\0\0" * 100, **AUDIO).event()),
+        "audio-chunk before audio-start",
+    ),
+    "24-bit-audio": (
+        encode(AudioStart(rate=16000, width=3, channels=1).event()),
+        "only 16-bit audio",
+    ),
+    "text-not-string": (encode(Event("synthesize", {"text": 42})), "needs a 'text' string"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_input_is_logged_and_closes_only_its_connection(
+    server: ServerThread, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    data, message = BAD[case]
+    with Client(server.address) as bystander, Client(server.address) as bad:
+        assert answers_describe(bystander)
+        started = time.monotonic()
+        bad.raw(data)
+        error = bad.read()
+        assert error is not None and error.type == "error", error
+        assert message in error.data["text"]
+        assert bad.closed_by_peer(10)
+        assert time.monotonic() - started < 10  # at once, not after some timeout
+        assert warned(caplog, message)
+        assert answers_describe(bystander)
+    with Client(server.address) as later:
+        assert answers_describe(later)
+
+
+STALLS = {
+    "says-nothing": b"",
+    "half-a-header": b'{"type": "desc',
+    "half-a-payload": b'{"type": "audio-chunk", "data": {"rate": 16000, "width": 2, '
+    b'"channels": 1}, "payload_length": 1000}\n' + b"\0" * 10,
+}
+
+
+@pytest.mark.parametrize("case", list(STALLS), ids=list(STALLS))
+def test_a_stalled_client_is_dropped_after_the_timeout(
+    server: ServerThread, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    with Client(server.address) as bystander, Client(server.address) as stalled:
+        stalled.raw(STALLS[case])
+        started = time.monotonic()
+        # The bystander keeps talking (a quiet one would be dropped too) and is answered.
+        while not stalled.closed_by_peer(0.1):
+            assert answers_describe(bystander)
+            assert time.monotonic() - started < 20, "a stalled client is never dropped"
+        assert time.monotonic() - started >= TIMEOUT_S * 0.9
+        assert warned(caplog, "nothing received for 0.5 s (wyoming.client_timeout_s)")
+        assert answers_describe(bystander)
+
+
+def test_a_client_that_stops_reading_is_dropped_not_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Loud:
+        """Minutes of audio per sentence: more than any socket buffer holds."""
+
+        sample_rate = 16000
+
+        def synthesize(self, text: str) -> Iterator[np.ndarray]:
+            for _ in range(60):
+                yield np.full(16000 * 5, 1000, dtype=np.int16)
+
+    with ServerThread(CONFIG, Programs(tts=Loud(), conversation=FakeConversation())) as server:
+        with Client(server.address) as bystander, Client(server.address) as deaf:
+            deaf.send(Synthesize(text="Read me the whole book.").event())
+            deadline = time.monotonic() + 60
+            while not warned(caplog, "the client read nothing for 0.5 s"):
+                assert answers_describe(bystander)
+                assert time.monotonic() < deadline, "a client that never reads held the server"
+                time.sleep(0.05)
+
+
+def test_a_program_that_is_not_offered_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    with ServerThread(CONFIG, Programs(conversation=FakeConversation())) as server:
+        with Client(server.address) as client:
+            client.send(AudioStart(**AUDIO).event())
+            error = client.read()
+            assert error is not None and error.type == "error"
+            assert "needs the asr program, which this server does not offer" in error.data["text"]
+            assert client.closed_by_peer(10)
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    config = WyomingConfig(max_connections=2, client_timeout_s=60)
+    with ServerThread(config, programs()) as server:
+        with Client(server.address) as one, Client(server.address) as two:
+            assert answers_describe(one) and answers_describe(two)
+            with Client(server.address) as three:
+                assert three.closed_by_peer(10)
+            refused = "refused, 2 connections already open"
+            assert any(refused in r.getMessage() for r in caplog.records)
+            assert answers_describe(one)
+        deadline = time.monotonic() + 10
+        while True:  # the slots are free again, once the server has seen the two go
+            with Client(server.address) as again:
+                try:
+                    if answers_describe(again):
+                        break
+                except ConnectionResetError:
+                    pass
+            assert time.monotonic() < deadline, "closed connections still count"
+            time.sleep(0.05)
+
+
+def test_an_engine_that_fails_is_an_error_to_that_client_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        sample_rate = 16000
+
+        def synthesize(self, text: str) -> Iterator[np.ndarray]:
+            raise RuntimeError("onnxruntime fell over")
+            yield  # a generator, as a voice is
+
+    with ServerThread(CONFIG, Programs(tts=Broken(), conversation=FakeConversation())) as server:
+        with Client(server.address) as client:
+            client.send(Synthesize(text="Hello.").event())
+            events = []
+            while (event := client.read()) is not None:
+                events.append(event)
+            assert events[-1].type == "error"
+            assert events[-1].data == {
+                "text": "the server failed: RuntimeError",
+                "code": "server-error",
+            }
+        assert any("the request failed" in r.getMessage() for r in caplog.records)
+        with Client(server.address) as later:
+            assert answers_describe(later)

@@ -1,0 +1,167 @@
+"""The handle program with a fake conversation: streaming, rooms, failures, permissions, and a
+client that leaves mid-turn. (The real core and echo agent: test_serve.py.)"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from wyoming.asr import Transcript
+from wyoming.handle import Handled, NotHandled
+
+from core.agent_events import EventCallback, TextDelta, TurnControl
+from core.conversation import TurnOutcome
+from core.errors import AgentTimeout, StoreError
+from tests.voice.fakes import FakeConversation, wait_until
+from tests.wyoming.peers import Client, ServerThread
+from voice.config import WyomingConfig
+from voice.wyoming.handlers import NOBODY_TO_ASK, NOT_SAVED, NOTHING_HEARD
+from voice.wyoming.programs import Programs
+
+CONFIG = WyomingConfig(client_timeout_s=30)
+
+
+@pytest.fixture
+def fake() -> FakeConversation:
+    return FakeConversation()
+
+
+@pytest.fixture
+def server(fake: FakeConversation) -> Iterator[ServerThread]:
+    with ServerThread(CONFIG, Programs(conversation=fake)) as running:
+        yield running
+
+
+def ask(server: ServerThread, text: str, context: dict[str, object] | None = None) -> list:
+    with Client(server.address) as client:
+        client.send(Transcript(text, context=context).event())
+        return client.read_until("handled-stop")
+
+
+def test_the_reply_streams_then_comes_whole_for_clients_that_do_not_stream(
+    server: ServerThread, fake: FakeConversation
+) -> None:
+    context = {"conversation_id": "01JABCDEF", "device_id": "dev1"}
+    events = ask(server, "turn on the lights", context)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "handled-start" and kinds[-2:] == ["handled", "handled-stop"]
+    chunks = [e.data["text"] for e in events if e.type == "handled-chunk"]
+    assert len(chunks) == 2  # the fake writes the reply in two pieces
+    handled = Handled.from_event(events[-2])
+    assert "".join(chunks) == handled.text == "You said: turn on the lights"
+    assert events[0].data["context"] == context and handled.context == context
+
+
+@pytest.mark.parametrize(
+    ("context", "room"),
+    [
+        ({"conversation_id": "01JABC", "satellite_id": "assist_satellite.kitchen"}, None),
+        ({"conversation_id": "01JABC", "device_id": "d42"}, "d42"),
+        ({"conversation_id": "01JABC"}, "01JABC"),
+        ({"room": "attic", "satellite_id": "sat"}, "attic"),
+        (None, "wyoming"),
+        ({"conversation_id": ""}, "wyoming"),
+    ],
+)
+def test_the_room_is_the_first_of_room_keys_in_the_context(
+    server: ServerThread, fake: FakeConversation, context: dict | None, room: str | None
+) -> None:
+    ask(server, "hello", context)
+    assert fake.messages[-1] == (room or "assist_satellite.kitchen", "hello")
+
+
+def test_permission_questions_are_answered_no_with_the_reason(server: ServerThread) -> None:
+    fake = FakeConversation(script=[("ask", "Bash", {"command": "rm -rf build"}), ("text", "Ok.")])
+    with ServerThread(CONFIG, Programs(conversation=fake)) as asking:
+        events = ask(asking, "clean up")
+    assert fake.answers == [("deny", NOBODY_TO_ASK)]
+    assert Handled.from_event(events[-2]).text == "Ok."
+
+
+def test_an_agent_failure_is_one_spoken_sentence_and_the_connection_goes_on() -> None:
+    fake = FakeConversation(error=AgentTimeout("killed after 300 s: /home/x/secret"))
+    with ServerThread(CONFIG, Programs(conversation=fake)) as failing:
+        with Client(failing.address) as client:
+            client.send(Transcript("hello").event())
+            events = client.read_until("handled-stop")
+            not_handled = NotHandled.from_event(events[-2])
+            assert events[-2].type == "not-handled"
+            assert not_handled.text == "Sorry, the agent took too long and was stopped."
+            client.send(Transcript("").event())  # and the same connection is still served
+            assert NotHandled.from_event(client.read()).text == NOTHING_HEARD  # type: ignore[arg-type]
+
+
+def test_a_client_that_leaves_mid_turn_interrupts_it(fake: FakeConversation) -> None:
+    slow = FakeConversation(script=[("text", "Thinking"), ("sleep", 60), ("text", "done")])
+    with ServerThread(CONFIG, Programs(conversation=slow)) as server:
+        with Client(server.address) as client:
+            client.send(Transcript("take your time").event())
+            assert client.read().type == "handled-start"  # type: ignore[union-attr]
+            assert client.read().data["text"] == "Thinking"  # type: ignore[union-attr]
+        started = time.monotonic()
+        assert wait_until(lambda: slow.interrupts == 1, timeout_s=20)
+        assert time.monotonic() - started < 20
+
+
+class Unsaved:
+    """A turn that was answered, with a refused tool, but could not be saved."""
+
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome:
+        from core.agent_output import Denial
+
+        assert on_event is not None
+        on_event(TextDelta("Done."))
+        return TurnOutcome(
+            "Done.",
+            denials=(Denial("Bash", "npm test"),),
+            save_error=StoreError("disk full: /var/x"),
+        )
+
+
+def test_refusals_and_an_unsaved_turn_are_said_after_the_reply() -> None:
+    with ServerThread(CONFIG, Programs(conversation=Unsaved(), agent_name="Claude")) as server:
+        events = ask(server, "run the tests")
+    text = Handled.from_event(events[-2]).text or ""
+    assert text.startswith("Done.\n\nNote: Claude was not allowed to run npm test.")
+    assert text.endswith(NOT_SAVED)
+    chunks = "".join(e.data["text"] for e in events if e.type == "handled-chunk")
+    assert chunks == text
+
+
+def test_a_client_that_stops_reading_at_handled_like_home_assistant_is_no_trouble(
+    server: ServerThread, fake: FakeConversation, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Home Assistant's conversation entity reads until ``handled`` and hangs up: the
+    ``handled-stop`` that follows finds no one, which is normal, not an error."""
+    import asyncio
+    import logging
+
+    from wyoming.client import AsyncTcpClient
+
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+
+    async def home_assistant() -> str | None:
+        host, port = server.address
+        async with AsyncTcpClient(host, port) as client:
+            context = {"conversation_id": "01JXYZ", "satellite_id": "assist_satellite.hall"}
+            await client.write_event(Transcript("what time is it", context=context).event())
+            while True:
+                event = await client.read_event()
+                assert event is not None
+                if Handled.is_type(event.type):
+                    return Handled.from_event(event).text
+
+    for _ in range(3):
+        assert asyncio.run(home_assistant()) == "You said: what time is it"
+    time.sleep(0.2)  # let the server notice the hang-ups
+    assert fake.interrupts == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text

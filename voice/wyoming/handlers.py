@@ -1,0 +1,317 @@
+"""The three programs' requests, one object of each per connection.
+
+- :class:`AsrRequest`: ``transcribe``? ``audio-start`` ``audio-chunk``* ``audio-stop`` ->
+  ``transcript`` (the hallucination guard's verdict is an empty transcript).
+- :class:`TtsRequest`: ``synthesize`` -> ``audio-start`` ``audio-chunk``* ``audio-stop``, one
+  sentence synthesized (and sent) at a time; or the streaming form, where each sentence is
+  spoken as soon as its text is complete: ``synthesize-start`` ``synthesize-chunk``*
+  [``synthesize``, ignored: it repeats the chunks for older servers] ``synthesize-stop`` ->
+  one ``audio-start`` .. ``audio-stop`` per sentence, then ``synthesize-stopped``.
+- :class:`HandleRequest`: ``transcript`` (with ``context``) -> ``handled-start``,
+  ``handled-chunk`` per piece of text the agent writes, ``handled`` (the whole reply, for
+  clients that do not stream), ``handled-stop``; ``not-handled`` with one spoken sentence when
+  the agent fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from wyoming.asr import Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.handle import Handled, HandledChunk, HandledStart, HandledStop, NotHandled
+from wyoming.tts import SynthesizeStopped
+
+from core.agent_events import AgentEvent, PermissionRequest, TurnControl, text_only
+from core.conversation import TurnOutcome
+from core.errors import AssistantError, InvalidIdError, ProtocolError
+from core.paths import validate_room_id
+from voice import narration
+from voice.speech_text import SentenceStream
+from voice.turns import spoken_error
+from voice.wyoming.audio_in import IncomingAudio, audio_format
+from voice.wyoming.protocol import ClientGone, Stalled
+
+if TYPE_CHECKING:
+    from voice.wyoming.server import Connection
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20_000  # one request's text to speak: about twenty minutes of speech
+SAMPLES_PER_CHUNK = 1024  # audio-chunk size sent, as wyoming-piper sends it
+NOBODY_TO_ASK = (
+    "Nobody can answer permission questions through Home Assistant (Wyoming), so this was "
+    "not allowed."
+)
+NOTHING_HEARD = "Sorry, there was nothing to send to the agent."
+NOT_SAVED = "I could not save this conversation."
+
+
+def _text(data: dict[str, Any], kind: str) -> str:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError(f"a {kind} event needs a 'text' string")
+    return text
+
+
+class AsrRequest:
+    """Collects one request's audio and answers with its transcript."""
+
+    TYPES = frozenset({"transcribe", "audio-start", "audio-chunk", "audio-stop"})
+
+    def __init__(self, link: Connection) -> None:
+        self.link = link
+        self._audio: IncomingAudio | None = None
+        self._lock = link.server.stt_lock
+
+    def takes(self, kind: str) -> bool:
+        return kind in self.TYPES
+
+    async def on_event(self, event: Any) -> None:
+        kind, data = event.type, event.data
+        if kind == "transcribe":
+            self._audio = None  # a new request
+        elif kind == "audio-start":
+            fmt = audio_format(data)
+            self._audio = IncomingAudio(*fmt, max_audio_s=self.link.server.config.max_audio_s)
+        elif kind == "audio-chunk":
+            if self._audio is None:
+                raise ProtocolError("audio-chunk before audio-start")
+            self._audio.add(audio_format(data), event.payload or b"")
+        else:  # audio-stop
+            if self._audio is None:
+                raise ProtocolError("audio-stop without audio-start")
+            audio, self._audio = self._audio, None
+            await self._answer(audio)
+
+    async def _answer(self, audio: IncomingAudio) -> None:
+        stt = self.link.server.programs.stt
+        assert stt is not None
+        utterance = audio.finish()
+
+        def work() -> str:
+            with self._lock:  # one model: requests take turns (parallel ones only share cores)
+                return stt.transcribe(utterance).text.strip()
+
+        text = await self.link.server.run_blocking(work)
+        log.info("%s: transcribed %.1f s: %r", self.link.peer, utterance.duration_s, text)
+        await self.link.send(Transcript(text=text).event())
+
+
+class TtsRequest:
+    """Speaks one request's text, sentence by sentence, as soon as each is complete."""
+
+    TYPES = frozenset({"synthesize", "synthesize-start", "synthesize-chunk", "synthesize-stop"})
+
+    def __init__(self, link: Connection) -> None:
+        self.link = link
+        self._stream: SentenceStream | None = None
+        self._chars = 0
+        self._lock = link.server.tts_lock
+
+    def takes(self, kind: str) -> bool:
+        return kind in self.TYPES
+
+    def _new_stream(self) -> SentenceStream:
+        self._chars = 0
+        return SentenceStream(self.link.server.programs.first_chunk_max_chars)
+
+    def _count(self, text: str) -> None:
+        self._chars += len(text)
+        if self._chars > MAX_TEXT_CHARS:
+            raise ProtocolError(f"more than {MAX_TEXT_CHARS} characters to speak in one request")
+
+    async def on_event(self, event: Any) -> None:
+        kind, data = event.type, event.data
+        if kind == "synthesize":
+            if self._stream is not None:
+                return  # a streaming client repeats its text here for older servers
+            text = _text(data, kind)
+            stream = self._new_stream()
+            self._count(text)
+            await self._speak(stream.feed(text) + stream.flush())
+        elif kind == "synthesize-start":
+            self._stream = self._new_stream()
+        elif self._stream is None:
+            raise ProtocolError(f"{kind} without synthesize-start")
+        elif kind == "synthesize-chunk":
+            text = _text(data, kind)
+            self._count(text)
+            for sentence in self._stream.feed(text):
+                await self._speak([sentence])
+        else:  # synthesize-stop
+            stream, self._stream = self._stream, None
+            for sentence in stream.flush():
+                await self._speak([sentence])
+            await self.link.send(SynthesizeStopped().event())
+
+    async def _speak(self, pieces: list[str]) -> None:
+        """One audio stream (start, chunks, stop) for ``pieces``, each sent once synthesized."""
+        tts = self.link.server.programs.tts
+        assert tts is not None
+        rate = tts.sample_rate
+        await self.link.send(AudioStart(rate=rate, width=2, channels=1).event())
+        for piece in pieces:
+
+            def work(text: str = piece) -> list[npt.NDArray[np.int16]]:
+                with self._lock:
+                    return list(tts.synthesize(text))
+
+            for audio in await self.link.server.run_blocking(work):
+                pcm = np.ascontiguousarray(audio, dtype="<i2").tobytes()
+                step = SAMPLES_PER_CHUNK * 2
+                for offset in range(0, len(pcm), step):
+                    chunk = AudioChunk(
+                        rate=rate, width=2, channels=1, audio=pcm[offset : offset + step]
+                    )
+                    await self.link.send(chunk.event())
+        await self.link.send(AudioStop().event())
+
+
+@dataclass(frozen=True)
+class _Done:
+    outcome: TurnOutcome | None = None
+    error: BaseException | None = None
+
+
+class HandleRequest:
+    """Runs one agent turn per ``transcript`` in the room its context names."""
+
+    TYPES = frozenset({"transcript"})
+
+    def __init__(self, link: Connection) -> None:
+        self.link = link
+        self._control: TurnControl | None = None
+
+    def takes(self, kind: str) -> bool:
+        return kind in self.TYPES
+
+    def room(self, context: dict[str, Any]) -> str:
+        """The room named by the first of ``wyoming.room_keys`` in ``context``."""
+        config = self.link.server.config
+        for key in config.room_keys:
+            value = context.get(key)
+            if value is None or value == "":
+                continue
+            try:
+                return validate_room_id(value)
+            except InvalidIdError as e:
+                raise InvalidIdError(f"the context's {key} is not a usable room: {e}") from None
+        return config.default_room
+
+    async def close(self) -> None:
+        """The connection ends: a turn still running is interrupted (nobody would hear it)."""
+        if self._control is not None:
+            self._control.interrupt()
+
+    async def on_event(self, event: Any) -> None:
+        text = _text(event.data, "transcript")
+        context = event.data.get("context") or {}
+        if not isinstance(context, dict):
+            raise ProtocolError("a transcript's context must be a JSON object")
+        room = self.room(context)
+        if not text.strip():
+            await self.link.send(NotHandled(text=NOTHING_HEARD, context=context).event())
+            return
+        log.info("%s: room %s: %r", self.link.peer, room, text[:200])
+        await self._turn(room, text, context)
+
+    async def _turn(self, room: str, text: str, context: dict[str, Any]) -> None:
+        conversation = self.link.server.programs.conversation
+        assert conversation is not None
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | _Done] = asyncio.Queue()
+        control = self._control = TurnControl()
+
+        def put(item: str | _Done) -> None:
+            with contextlib.suppress(RuntimeError):  # the server stopped meanwhile
+                loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+        forward = text_only(put)
+
+        def on_event(event: AgentEvent) -> None:
+            if isinstance(event, PermissionRequest):
+                # Nobody can be asked: a satellite has no way to say yes. The agent hears why.
+                log.info("room %s: the agent asked to use %s; denied", room, event.tool_name)
+                control.answer(event.request_id, "deny", NOBODY_TO_ASK)
+            elif forward is not None:
+                forward(event)
+
+        def work() -> None:
+            try:
+                outcome = conversation.run_turn(room, text, on_event=on_event, control=control)
+            except BaseException as e:  # reported to the client, never lost in the pool
+                put(_Done(error=e))
+            else:
+                put(_Done(outcome=outcome))
+
+        self.link.server.pool.submit(work)
+        await self.link.send(HandledStart(context=context).event())
+        done = await self._relay(pieces)
+        self._control = None
+        await self._finish(done, context, room)
+
+    async def _finish(self, done: _Done, context: dict[str, Any], room: str) -> None:
+        if done.error is not None:
+            unexpected = not isinstance(done.error, AssistantError)  # a bug: keep its traceback
+            log.warning("room %s: the agent failed: %s", room, done.error, exc_info=unexpected)
+            await self.link.send(NotHandled(text=spoken_error(done.error), context=context).event())
+            await self.link.send(HandledStop().event())
+            return
+        assert done.outcome is not None
+        outcome = done.outcome
+        notes = []
+        if outcome.denials and not outcome.interrupted:
+            notes.append(narration.refusals(self.link.server.programs.agent_name, outcome.denials))
+        if not outcome.saved:  # the core logged why; the user hears one sentence
+            notes.append(NOT_SAVED)
+        reply = outcome.reply
+        if notes:
+            extra = " ".join(notes)
+            await self.link.send(HandledChunk(text=("\n\n" if reply else "") + extra).event())
+            reply = f"{reply}\n\n{extra}" if reply else extra
+        await self.link.send(Handled(text=reply, context=context).event())
+        await self.link.send(HandledStop().event())
+
+    async def _relay(self, pieces: asyncio.Queue[str | _Done]) -> _Done:
+        """Send the reply's text as it comes, until the turn is done. If the client goes away
+        (or the connection is stopped), the turn is interrupted; its end is still awaited
+        unless the server itself stops, and the core records it either way."""
+        listening = True
+        gone = asyncio.create_task(self.link.gone.wait())
+        try:
+            while True:
+                get = asyncio.create_task(pieces.get())
+                try:
+                    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if listening and gone.done():
+                        listening = False
+                        self._interrupt("the client went away")
+                    item = await get
+                except BaseException:
+                    get.cancel()
+                    raise
+                if isinstance(item, _Done):
+                    return item
+                if listening:
+                    try:
+                        await self.link.send(HandledChunk(text=item).event())
+                    except (ClientGone, Stalled) as e:
+                        listening = False
+                        self._interrupt(str(e))
+        except asyncio.CancelledError:
+            self._interrupt("the server is stopping")
+            raise
+        finally:
+            gone.cancel()
+
+    def _interrupt(self, why: str) -> None:
+        if self._control is not None:
+            log.info("%s: %s; interrupting its turn", self.link.peer, why)
+            self._control.interrupt()

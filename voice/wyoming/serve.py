@@ -1,0 +1,102 @@
+"""``voice-assistant serve``: build the programs from the config and run the server.
+
+``serve`` claims no room. A listener claims its room because it answers a microphone (two of
+them would answer every utterance twice); ``serve`` answers only what a client sends it, like
+``ask`` does, so it shares rooms with listeners the way ``ask`` does: turns in one room take
+turns across processes through the room's lock, and the conversation is the same one. A
+listener therefore never fails to start because ``serve`` runs, and ``serve`` never refuses a
+room because a listener runs. Name satellite rooms apart from a listener's room
+(``turn.room``) to keep their conversations apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from core import Core
+from voice import app
+from voice.config import Config
+from voice.pipeline import agent_name
+from voice.wyoming.programs import Programs
+from voice.wyoming.server import WyomingServer, check_address
+
+log = logging.getLogger(__name__)
+
+
+def build_programs(config: Config, *, agent: str | None) -> tuple[Programs, Core | None]:
+    """The engines of ``wyoming.programs``; models are loaded only for the programs served."""
+    wanted = set(config.wyoming.programs)
+    programs = Programs(first_chunk_max_chars=config.tts.first_chunk_max_chars)
+    core = None
+    if "handle" in wanted:
+        core = app.build_core(config, agent=agent)
+        programs.conversation = core
+        command = app.agent_command(agent, config)
+        programs.agent_name = agent_name(command)
+        programs.agent_label = "echo" if tuple(command) == app.ECHO_AGENT else command[0]
+    if "asr" in wanted:
+        stt = app.load_whisper(config)
+        programs.stt = stt
+        programs.asr_model = config.stt.model
+        programs.asr_languages = ["en"] if stt.english_only else [config.stt.language]
+    if "tts" in wanted:
+        tts = app.load_piper(config)
+        programs.tts = tts
+        programs.tts_voice = tts.name
+        programs.tts_languages = [tts.language]
+    return programs, core
+
+
+def serve(
+    config: Config,
+    *,
+    agent: str | None,
+    uri: str | None = None,
+    allow_remote: bool = False,
+    on_ready: Callable[[str], None] | None = None,
+) -> int:
+    """Serve until SIGTERM, SIGINT or SIGHUP; returns the exit status (0)."""
+    uri = uri or config.wyoming.uri
+    if check_address(uri, allow_remote=allow_remote or config.wyoming.allow_remote):
+        log.warning(
+            "serving Wyoming on %s, beyond this machine: there is no authentication, anyone "
+            "who can reach the port can run the agent; restrict it with a firewall",
+            uri,
+        )
+    programs, core = build_programs(config, agent=agent)
+    try:
+        asyncio.run(_serve(WyomingServer(config.wyoming, programs, uri=uri), on_ready))
+    finally:
+        if core is not None:
+            core.stop()  # every agent process this server started
+    return 0
+
+
+async def _serve(server: WyomingServer, on_ready: Callable[[str], None] | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, _stopper(stop, sig))
+    address = await server.start()
+    log.info("ready: Home Assistant's Wyoming integration can add %s", address)
+    if on_ready is not None:
+        on_ready(address)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await server.close()
+
+
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handler() -> None:
+        log.info("stopping (%s)", sig.name)
+        stop.set()
+
+    return handler

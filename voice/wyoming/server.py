@@ -1,0 +1,344 @@
+"""The Wyoming server behind ``voice-assistant serve``: connections, limits, dispatch.
+
+Each connection has two tasks: a reader that turns bytes into events (through the bounded
+reader of :mod:`voice.wyoming.protocol`) into a short queue, and a dispatcher that answers
+them one at a time. The blocking work (Whisper, Piper, an agent turn) runs on a thread pool,
+so a long agent turn in one room never delays another room, a transcription or a ``describe``.
+
+Bad input never costs more than its own connection: a malformed event, a header announcing
+more than ``wyoming.max_payload_bytes``, an unknown event type, a client that sends nothing
+for ``wyoming.client_timeout_s`` while nothing is running for it (or stops reading what it is
+sent): each is logged with the client's address, answered with an ``error`` event where the
+client can still read it, and that connection is closed. Beyond ``wyoming.max_connections``
+new connections are closed at once.
+
+There is no authentication in the protocol: whoever reaches the socket can run the agent. The
+server listens on loopback unless ``allow_remote`` is given (see :func:`check_address`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import stat
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+
+from core.errors import ConfigError, InvalidIdError, ProtocolError
+from voice.config import WyomingConfig
+from voice.wyoming.handlers import AsrRequest, HandleRequest, TtsRequest
+from voice.wyoming.programs import Programs
+from voice.wyoming.protocol import (
+    MAX_HEADER_BYTES,
+    ClientGone,
+    Limits,
+    Stalled,
+    encode,
+    read_event,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_QUEUED_EVENTS = 8  # read ahead of the dispatcher: enough for audio, little memory
+_GOODBYE_S = 1.0  # how long an error event may take to reach a client being dropped
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_address(uri: str, *, allow_remote: bool) -> bool:
+    """Whether ``uri`` reaches beyond this machine; refused unless ``allow_remote``."""
+    parts = urlsplit(uri)
+    if parts.scheme != "tcp" or is_loopback(parts.hostname or ""):
+        return False
+    if not allow_remote:
+        raise ConfigError(
+            f"{uri} is not a loopback address. Wyoming has no authentication: anyone who can "
+            "reach this port could talk to your agent. To serve your network anyway, pass "
+            "--allow-remote (or set wyoming.allow_remote = true), behind a firewall"
+        )
+    return True
+
+
+class WyomingServer:
+    """Serves ``programs`` on ``uri`` (``tcp://HOST:PORT``, port 0 picks one; ``unix://PATH``)."""
+
+    def __init__(self, config: WyomingConfig, programs: Programs, *, uri: str | None = None):
+        self.config = config
+        self.programs = programs
+        self.uri = uri or config.uri
+        self.limits = Limits(max_payload_bytes=config.max_payload_bytes)
+        # Every connection may have one blocking job at a time; + 2 for describe-only bursts.
+        self.pool = ThreadPoolExecutor(config.max_connections + 2, thread_name_prefix="wyoming")
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[Connection] = set()
+        self.address = self.uri
+        # One model each: requests take turns on it (in parallel they would only share cores).
+        self.stt_lock = threading.Lock()
+        self.tts_lock = threading.Lock()
+
+    async def start(self) -> str:
+        """Bind and start accepting; returns the address served (with the real port)."""
+        parts = urlsplit(self.uri)
+        if parts.scheme == "unix":
+            path = Path(parts.path)
+            _remove_stale_socket(path)
+            self._server = await asyncio.start_unix_server(
+                self._accept, path=str(path), limit=MAX_HEADER_BYTES
+            )
+            os.chmod(path, 0o600)  # only this user may talk to the agent
+            self.address = f"unix://{path}"
+        else:
+            self._server = await asyncio.start_server(
+                self._accept, host=parts.hostname, port=parts.port, limit=MAX_HEADER_BYTES
+            )
+            host, port = self._server.sockets[0].getsockname()[:2]
+            self.address = f"tcp://{_host(host)}:{port}"
+        log.info("serving Wyoming on %s: %s", self.address, ", ".join(self.programs.offered()))
+        return self.address
+
+    async def close(self) -> None:
+        """Stop accepting, stop every connection (running turns are interrupted)."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [c.stop() for c in list(self._connections)]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+        parts = urlsplit(self.uri)
+        if parts.scheme == "unix":
+            with contextlib.suppress(OSError):
+                Path(parts.path).unlink()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        if len(self._connections) >= self.config.max_connections:
+            log.warning(
+                "%s: refused, %d connections already open (wyoming.max_connections)",
+                peer,
+                len(self._connections),
+            )
+            writer.close()
+            return
+        connection = Connection(self, reader, writer, peer)
+        connection._task = asyncio.current_task()
+        self._connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self._connections.discard(connection)
+
+    async def run_blocking(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
+
+class Connection:
+    """One client: its reader task, its dispatcher, and the state of its current request."""
+
+    def __init__(
+        self,
+        server: WyomingServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+    ) -> None:
+        self.server = server
+        self.peer = peer
+        self._reader = reader
+        self._writer = writer
+        self._timeout_s = server.config.client_timeout_s
+        self._events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(_QUEUED_EVENTS)
+        self._busy = False
+        self.gone = asyncio.Event()  # the client closed, broke the protocol or stalled
+        self._task: asyncio.Task[None] | None = None
+        self.asr = AsrRequest(self)
+        self.tts = TtsRequest(self)
+        self.handle = HandleRequest(self)
+
+    # ---- life -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        log.debug("%s: connected", self.peer)
+        reading = asyncio.create_task(self._read_loop(), name=f"wyoming-read {self.peer}")
+        try:
+            while True:
+                item = await self._events.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    await self._drop(item)
+                    break
+                self._busy = True
+                try:
+                    await self._dispatch(item)
+                finally:
+                    self._busy = False
+        except (ProtocolError, InvalidIdError, Stalled) as e:
+            await self._drop(e)
+        except ClientGone as e:
+            log.info("%s: %s", self.peer, e)
+        except asyncio.CancelledError:
+            log.debug("%s: stopped", self.peer)
+        except Exception as e:  # an engine failed: say so to this client only, and close
+            log.exception("%s: the request failed; closing the connection", self.peer)
+            with contextlib.suppress(Exception):
+                failure = Error(text=f"the server failed: {type(e).__name__}", code="server-error")
+                self._writer.write(encode(failure.event()))
+                await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
+        finally:
+            self.gone.set()
+            reading.cancel()
+            await self.handle.close()
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), _GOODBYE_S)
+            log.debug("%s: closed", self.peer)
+
+    def stop(self) -> asyncio.Task[None]:
+        """Cancel the connection; returns its task, to await its end."""
+        self.gone.set()
+        assert self._task is not None
+        self._task.cancel()
+        return self._task
+
+    async def _drop(self, error: BaseException) -> None:
+        """Log why this client is dropped and, where it can still read, tell it."""
+        log.warning("%s: %s; closing the connection", self.peer, error)
+        self.gone.set()
+        code = "timeout" if isinstance(error, Stalled) else "protocol-error"
+        with contextlib.suppress(Exception):
+            self._writer.write(encode(Error(text=str(error), code=code).event()))
+            await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
+
+    # ---- reading ----------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        last: BaseException | None = None
+        try:
+            while True:
+                event = await read_event(self._reader, self.server.limits, self._patient)
+                if event is None:
+                    break
+                await self._events.put(event)
+        except (ProtocolError, Stalled) as e:
+            last = e
+        except (ConnectionError, OSError):
+            pass  # gone: same as a close
+        except Exception as e:  # a bug in reading must still end this connection, and only it
+            log.exception("%s: reading an event failed", self.peer)
+            last = ProtocolError(f"an event could not be read ({type(e).__name__})")
+        self.gone.set()
+        await self._events.put(last)
+
+    async def _patient(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
+        """``read``, given up after ``client_timeout_s`` unless the client waits for us.
+
+        A timed-out read consumed nothing (asyncio keeps the buffer), so it is simply retried.
+        """
+        while True:
+            try:
+                return await asyncio.wait_for(read(), self._timeout_s)
+            except TimeoutError:
+                if self._busy or not self._events.empty():
+                    continue  # the client waits for an answer: it may be silent meanwhile
+                raise Stalled(
+                    f"nothing received for {self._timeout_s:g} s (wyoming.client_timeout_s)"
+                ) from None
+
+    # ---- writing ----------------------------------------------------------------------------
+    async def send(self, event: Event) -> None:
+        if self._writer.is_closing():
+            raise ClientGone("the client closed the connection")
+        self._writer.write(encode(event))
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._timeout_s)
+        except TimeoutError:
+            raise Stalled(
+                f"the client read nothing for {self._timeout_s:g} s (wyoming.client_timeout_s)"
+            ) from None
+        except (ConnectionError, OSError) as e:
+            raise ClientGone(f"the client went away ({e})") from None
+
+    # ---- dispatch ---------------------------------------------------------------------------
+    async def _dispatch(self, event: Event) -> None:
+        kind = event.type
+        if Describe.is_type(kind):
+            await self.send(self.server.programs.info().event())
+        elif kind == "ping":
+            await self.send(Event("pong", {"text": event.data.get("text")}))
+        elif kind == "select-program":
+            self._select(event)
+        elif self.asr.takes(kind):
+            self._offers("asr", kind)
+            await self.asr.on_event(event)
+        elif self.tts.takes(kind):
+            self._offers("tts", kind)
+            await self.tts.on_event(event)
+        elif self.handle.takes(kind):
+            self._offers("handle", kind)
+            await self.handle.on_event(event)
+        else:
+            raise ProtocolError(f"unknown event type {kind!r}")
+
+    def _offers(self, program: str, kind: str) -> None:
+        if program not in self.server.programs.offered():
+            raise ProtocolError(
+                f"{kind!r} needs the {program} program, which this server does not offer "
+                f"(it offers {', '.join(self.server.programs.offered())}; see wyoming.programs)"
+            )
+
+    def _select(self, event: Event) -> None:
+        name = event.data.get("name")
+        info = self.server.programs.info()
+        names = [p.name for p in (*info.asr, *info.tts, *info.handle)]
+        if name not in names:
+            raise ProtocolError(f"select-program: no program {name!r:.80} (there are {names})")
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket left by a server that died is removed; a live one, or any other file, is not."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path} exists and is not a socket; choose another wyoming.uri")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # nobody answers: a leftover
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"another server already answers on {path}")
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{_host(name[0])}:{name[1]}"
+    return "unix client"
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
