@@ -78,8 +78,8 @@ ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 @dataclass
 class Taped:
     """A canceller that keeps every frame: what the microphone heard, what the canceller
-    left, and what the loop gets after the guards (an :class:`EchoGate` like the device's,
-    fed the same frames)."""
+    left, and what of it may count as speech (silence where an :class:`EchoGate` like the
+    device's, fed the same frames, says echo)."""
 
     inner: EchoCanceller
     heard: list[Int16] = field(default_factory=list)
@@ -97,7 +97,7 @@ class Taped:
         self.seconds_cpu += time.thread_time() - started
         self.heard.append(near)
         self.left.append(out)
-        self.loop.append(self.gate.filter(near, out, far))
+        self.loop.append(np.zeros_like(out) if self.gate.is_echo(near, out, far) else out)
         return out
 
     def take(self) -> tuple[Int16, Int16, Int16]:
@@ -220,6 +220,7 @@ class DoubleTalk:
     echo_only: list[float] = field(default_factory=list)  # ERLE where only the echo is
     kept: list[float] = field(default_factory=list)  # voice level after / before, dB
     onset_kept: list[float] = field(default_factory=list)  # ... its first 300 ms
+    marked: list[float] = field(default_factory=list)  # share of its loud frames taken for echo
     wers: list[float] = field(default_factory=list)
     clean_wers: list[float] = field(default_factory=list)
 
@@ -246,7 +247,7 @@ def reply_and_voice(
             read_for(device, 1.5)
             rig.feed(voice, RATE)
             read_for(device, max(len(reply) / tts.sample_rate - 1.5, len(voice) / RATE) + 0.6)
-            heard, _, left = taped.take()
+            heard, left, may_speak = taped.take()
             offset, match = align(voice, heard)
             if match < 0.2:
                 print(f"  {name}: the voice was not found in what the microphone heard")
@@ -257,7 +258,10 @@ def reply_and_voice(
             alone[offset:end] = voice[: end - offset]
             frames = len(heard) // FRAME
             voiced = frame_levels_dbfs(alone[: frames * FRAME], RATE, 10) > -50
-            out.echo_only.append(erle(heard, left, ~voiced))
+            out.echo_only.append(erle(heard, may_speak, ~voiced))
+            loud = voiced & (frame_levels_dbfs(left[: frames * FRAME], RATE, 10) > -50)
+            silenced = frame_levels_dbfs(may_speak[: frames * FRAME], RATE, 10) < -110
+            out.marked.append(float(np.mean(silenced[loud])) if loud.any() else float("nan"))
             span = slice(offset, end)
             out.kept.append(db(power(left[span])) - db(power(alone[span])))
             first = slice(offset, offset + int(ONSET_S * RATE))
@@ -427,7 +431,7 @@ def main() -> int:
 
     print()
     print("echo removed (ERLE, dB) in the loopback rig, echo at full level, nobody talking;")
-    print("the canceller alone, then what the loop gets (after the guards, voice/echo_guard.py):")
+    print("the canceller alone, then what may count as speech (voice/echo_guard.py):")
     print(
         f"  {'canceller, echo path':<24} {'1st reply':>9} {'later p50':>9} {'later min':>9}"
         f" {'loop p50':>8} {'>-60 dBFS':>9} {'loop':>6} {'learnt after':>12}"
@@ -441,15 +445,16 @@ def main() -> int:
             f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
         )
     print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
-    print("reply + real voice (as loud as the echo), WebRTC, fixed echo path, what the loop gets:")
+    print("reply + real voice (as loud as the echo), WebRTC, fixed echo path:")
     print(
         f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"
         f" min {min(talk.echo_only, default=float('nan')):.1f} dB"
     )
     print(
-        f"  voice kept: p50 {pct(talk.kept, 50):+.1f} dB over the whole voice,"
+        f"  voice kept by the canceller: p50 {pct(talk.kept, 50):+.1f} dB over the whole voice,"
         f" {pct(talk.onset_kept, 50):+.1f} dB over its first {ONSET_S * 1000:.0f} ms"
     )
+    print(f"  its loud frames taken for echo by the guards: p50 {pct(talk.marked, 50) * 100:.0f} %")
     print(
         f"  Whisper tiny.en WER: mean {np.mean(talk.wers):.2f}"
         f" (the voice alone: {np.mean(talk.clean_wers):.2f})"

@@ -9,9 +9,12 @@ microphone heard, what the canceller left and what was played in the same callba
 - :class:`EchoMonitor`: has the canceller learnt the room? Until then the loop stays
   half-duplex (the microphone gated while the assistant speaks).
 - :class:`EchoGate`: a frame no louder at the microphone than the echo the played sound
-  makes there is echo, whatever the canceller left of it: silence. A voice over the reply
-  makes the microphone louder than the echo alone.
-- :func:`without_residue`: the faint residue of a removed echo is silence.
+  makes there is echo, whatever the canceller left of it. A voice over the reply makes the
+  microphone louder than the echo alone.
+- :func:`is_residue`: the faint residue of a removed echo is echo too.
+
+A frame judged echo keeps its audio (Whisper hears everything the canceller left); the
+device marks its chunk (``AudioChunk.echo``) and the segmenter never counts it as speech.
 """
 
 from __future__ import annotations
@@ -41,18 +44,17 @@ def db(p: float) -> float:
     return float(10 * np.log10(max(p, 1e-12)))
 
 
-def without_residue(heard: Int16, left: Int16) -> Int16:
-    """``left``, the canceller's output for the microphone frame ``heard``; silence when it
-    is the faint residue of an echo: the canceller took :data:`RESIDUE_DB` or more out of
-    the frame and less than :data:`RESIDUE_DBFS` is left.
+def is_residue(heard: Int16, left: Int16) -> bool:
+    """Whether ``left``, the canceller's output for the microphone frame ``heard``, is the
+    faint residue of an echo: the canceller took :data:`RESIDUE_DB` or more out of the frame
+    and less than :data:`RESIDUE_DBFS` is left.
 
     That residue (-70 to -90 dBFS in the loopback rig) is shaped like speech, and webrtcvad
     calls it speech whatever its level. A voice over the reply is louder than that, even
     where the canceller turns it down while it decides that two are talking.
     """
-    if db(power(left)) < RESIDUE_DBFS and db(power(heard)) - db(power(left)) >= RESIDUE_DB:
-        return np.zeros_like(left)
-    return left
+    left_db = db(power(left))
+    return left_db < RESIDUE_DBFS and db(power(heard)) - left_db >= RESIDUE_DB
 
 
 def erle_db(before: Int16, after: Int16) -> float:
@@ -130,7 +132,7 @@ ECHO_MARGIN_DB = 3.0  # a voice makes the microphone at least this much louder t
 
 
 class EchoGate:
-    """Silences a frame that can only be echo: the microphone no louder than the echo the
+    """Finds the frames that can only be echo: the microphone no louder than the echo the
     played sound makes there.
 
     From the levels of what was played and what the microphone heard (before the canceller)
@@ -157,8 +159,10 @@ class EchoGate:
         self._heard.clear()
         self._count = 0
 
-    def filter(self, heard: Int16, left: Int16, played: Int16) -> Int16:
-        """What the loop gets for one frame: ``left`` (the canceller's output), or silence."""
+    def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
+        """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
+        ``heard``, ``left``: the microphone before and after the canceller; ``played``: what
+        was played in the same callbacks."""
         heard_db = max(FLOOR_DBFS, db(power(heard)))
         self._played.append(max(FLOOR_DBFS, db(power(played))))
         self._heard.append(heard_db)
@@ -167,8 +171,8 @@ class EchoGate:
             self._estimate()
         expected = self.expected_echo_db()
         if expected is not None and heard_db <= expected + ECHO_MARGIN_DB:
-            return np.zeros_like(left)
-        return without_residue(heard, left)
+            return True
+        return is_residue(heard, left)
 
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;

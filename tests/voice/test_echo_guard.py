@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.voice.fakes import ThresholdDetector
+from voice.audio import AudioChunk
+from voice.config import VadConfig
 from voice.echo import FRAME
 from voice.echo_guard import (
     ECHO_MARGIN_DB,
@@ -13,8 +16,9 @@ from voice.echo_guard import (
     WINDOW_FRAMES,
     EchoGate,
     EchoMonitor,
-    without_residue,
+    is_residue,
 )
+from voice.vad import Segmenter, SpeechStarted, UtteranceEnded
 
 Int16 = np.ndarray
 
@@ -31,7 +35,7 @@ def level(dbfs: float, seed: int = 0) -> Int16:
 
 
 @pytest.mark.parametrize(
-    ("heard_dbfs", "left_dbfs", "silenced"),
+    ("heard_dbfs", "left_dbfs", "residue"),
     [
         (-20, -80, True),  # echo removed, its faint residue left: webrtcvad would call it speech
         (-45, -70, True),  # a quiet echo, 25 dB removed
@@ -41,14 +45,10 @@ def level(dbfs: float, seed: int = 0) -> Int16:
         (-25, -26, False),  # a voice over silence
     ],
 )
-def test_only_the_faint_residue_of_a_removed_echo_is_silenced(
-    heard_dbfs: float, left_dbfs: float, silenced: bool
+def test_only_the_faint_residue_of_a_removed_echo_counts_as_echo(
+    heard_dbfs: float, left_dbfs: float, residue: bool
 ) -> None:
-    left = level(left_dbfs)
-    out = without_residue(level(heard_dbfs), left)
-    assert (not out.any()) is silenced
-    if not silenced:
-        assert out is left
+    assert is_residue(level(heard_dbfs), level(left_dbfs)) is residue
 
 
 # ---- has the canceller learnt the room? -------------------------------------------------------
@@ -133,14 +133,13 @@ class Room:
         self, gate: EchoGate, frames: range, *, voice: dict[int, float] | None = None
     ) -> dict[int, bool]:
         """Feed ``frames``; the canceller leaks every echo whole (the worst case), removes
-        nothing of a voice. Which frames the gate let through (True) or silenced."""
+        nothing of a voice. Which frames may be speech (True) and which are echo."""
         passed = {}
         for t in frames:
             voice_db = (voice or {}).get(t, -120.0)
             heard = power_sum(self.echo(t), voice_db)
             left = level(heard, seed=t)  # the leak, plus the voice
-            out = gate.filter(level(heard, seed=t), left, level(self.played[t], seed=t))
-            passed[t] = out is left
+            passed[t] = not gate.is_echo(level(heard, seed=t), left, level(self.played[t], seed=t))
         return passed
 
 
@@ -148,7 +147,7 @@ def test_the_gate_finds_the_echo_s_delay_and_loss_and_silences_its_leaks() -> No
     room = Room(reply_levels(700))
     gate = EchoGate()
     before = room.run(gate, range(49))
-    assert all(before.values())  # nothing known yet: the canceller's output goes through
+    assert all(before.values())  # nothing known yet: the canceller's word goes
     room.run(gate, range(49, 400))
     assert gate.delay == 9
     assert gate.loss_db == pytest.approx(-2.0, abs=1.0)
@@ -191,3 +190,20 @@ def test_the_gate_follows_a_delay_that_drifts_and_forgets_on_reset() -> None:
     assert gate.delay == 12
     gate.reset()
     assert gate.delay is None and gate.loss_db is None and gate.expected_echo_db() is None
+
+
+# ---- what the segmenter does with it -----------------------------------------------------------
+
+
+def test_chunks_marked_as_echo_never_start_speech_but_keep_their_audio() -> None:
+    loud = (np.ones(480) * 8000).astype(np.int16).tobytes()
+    segmenter = Segmenter(VadConfig(), ThresholdDetector(), frame_ms=30)
+    echo = [AudioChunk(loud, 16000, timestamp_s=i * 0.03, echo=True) for i in range(40)]
+    assert [e for c in echo for e in segmenter.push(c)] == []  # 1.2 s of loud echo: nothing
+    # The same sound unmarked is speech, and the utterance keeps the marked pre-roll's audio.
+    voice = [AudioChunk(loud, 16000, timestamp_s=1.2 + i * 0.03) for i in range(20)]
+    quiet = [AudioChunk(bytes(960), 16000, timestamp_s=1.8 + i * 0.03) for i in range(80)]
+    events = [e for c in voice + quiet for e in segmenter.push(c)]
+    assert isinstance(events[0], SpeechStarted) and events[0].at_s == pytest.approx(1.2)
+    [ended] = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert ended.utterance.start_s < 1.2  # the pre-roll: marked chunks are kept as audio

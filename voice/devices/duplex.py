@@ -69,13 +69,14 @@ class DuplexDevice(Speaker):
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
         self.stream_delay_s = 0.0  # input plus output latency: the shortest echo delay
         self.overflows = 0
-        # The queue holds 10 ms callbacks: as many seconds as the microphone's queue.
+        # The queue holds one block per callback: as many seconds as the microphone's queue.
         self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
         self._captured = threading.Condition()
         self._blocks: collections.deque[tuple[Int16, Int16, float]] = collections.deque()
         self._process_lock = threading.Lock()  # reopen (any thread) against read (the loop)
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
+        self._echoes = 0  # frames of self._cleaned judged echo
         self._cleaned_s = 0.0
         self._echo = EchoFrames()
         self.monitor = EchoMonitor()
@@ -172,7 +173,7 @@ class DuplexDevice(Speaker):
 
     def _clear_pending(self) -> None:
         self._frames.clear()
-        self._cleaned = []
+        self._cleaned, self._echoes = [], 0
         self._echo.clear()
         if self._resamplers is not None:
             for resampler in self._resamplers:
@@ -249,11 +250,14 @@ class DuplexDevice(Speaker):
                     "the microphone stays live while the assistant speaks",
                     self.monitor.erle_db,
                 )
-            self._cleaned.append(self.gate.filter(frame.near, cleaned, frame.far))
+            self._cleaned.append(cleaned)
+            self._echoes += self.gate.is_echo(frame.near, cleaned, frame.far)
             if len(self._cleaned) == per_chunk:
                 pcm = np.concatenate(self._cleaned).tobytes()
-                self._frames.append(AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s))
-                self._cleaned = []
+                echo = 2 * self._echoes >= per_chunk  # mostly echo: never speech
+                chunk = AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s, echo=echo)
+                self._frames.append(chunk)
+                self._cleaned, self._echoes = [], 0
 
     def _check_input_alive(self) -> None:
         self._check_alive()  # the speaker's: not open, stopped, or died
