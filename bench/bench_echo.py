@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
 from tests.rig import RATE, PulseRig, Recorder, align, frame_levels_dbfs  # noqa: E402
@@ -294,11 +295,18 @@ def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) 
     raise SystemExit(f"no reply within {timeout_s} s")
 
 
+def onset_in(voice: Int16) -> float:
+    """Where speech starts in a clip: its first 10 ms within 30 dB of its loudest."""
+    levels = frame_levels_dbfs(voice, RATE, 10)
+    return float(np.flatnonzero(levels >= levels.max() - 30)[0]) * 0.01
+
+
 @dataclass
 class BargeIns:
     latencies: list[float] = field(default_factory=list)
     missed: int = 0  # voices over a reply that did not stop it
     answered: list[float] = field(default_factory=list)  # WER of the request heard
+    not_counted: int = 0  # the voice began between two words of the reply
     quiet_runs: int = 0
     false_stops: int = 0  # replies with nobody talking that stopped anyway
     log_tail: str = ""
@@ -351,9 +359,14 @@ def barge_ins(
                 heard = mic.snapshot()
                 window = heard.between(fed_s - 0.2, heard.end_s)
                 offset, _ = align(voice, window)
-                onset_s = heard.time_of(heard.index_at(fed_s - 0.2) + offset)
+                start_s = heard.time_of(heard.index_at(fed_s - 0.2) + offset)
+                onset_s = start_s + onset_in(voice)
                 played = speaker.snapshot()
-                during = played.between(onset_s, onset_s + len(voice) / RATE + 0.3)
+                if np.abs(played.between(onset_s - 0.1, onset_s)).max(initial=0) <= LOUD:
+                    print(f"  {name}: the reply was not sounding at the onset; not counted")
+                    out.not_counted += 1
+                    continue
+                during = played.between(onset_s, start_s + len(voice) / RATE + 0.3)
                 loud = np.flatnonzero(np.abs(during) > LOUD)
                 stop_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
                 out.latencies.append(stop_s)
@@ -363,6 +376,24 @@ def barge_ins(
 
 
 # ---- CPU ----------------------------------------------------------------------------------------
+
+
+def idle_cpu(rig: PulseRig, mode: str, seconds: float) -> float:
+    """% of one core that ``listen`` uses on silence, with ``audio.echo_cancel = mode``."""
+    from bench_idle import cpu_seconds
+
+    with tempfile.TemporaryDirectory(prefix="bench-echo-idle-") as tmp:
+        config: dict[str, dict[str, object]] = {
+            "audio": {"echo_cancel": mode},
+            "earcons": {"enabled": False},
+        }
+        with Listener(rig, Path(tmp) / "listen", config) as listener:
+            assert listener.process is not None
+            time.sleep(2)
+            before, started = cpu_seconds(listener.process.pid), time.monotonic()
+            time.sleep(seconds)
+            used = cpu_seconds(listener.process.pid) - before
+            return 100 * used / (time.monotonic() - started)
 
 
 def canceller_cpu(make: Callable[[], EchoCanceller], reply: Int16, seconds: float = 30.0) -> float:
@@ -425,6 +456,7 @@ def main() -> int:
             (VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)
         ]
         barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed)
+        idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])
     cpu_speex = canceller_cpu(SpeexCanceller, replies[0])
@@ -445,7 +477,7 @@ def main() -> int:
             f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
         )
     print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
-    print("reply + real voice (as loud as the echo), WebRTC, fixed echo path:")
+    print("a real voice (as loud as the echo) over a reply that plays on under it, WebRTC, fixed:")
     print(
         f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"
         f" min {min(talk.echo_only, default=float('nan')):.1f} dB"
@@ -463,7 +495,8 @@ def main() -> int:
     lat = [x * 1000 for x in barge.latencies]
     print(
         f"  p50 {pct(lat, 50):.0f} ms, p90 {pct(lat, 90):.0f} ms, max {max(lat, default=0):.0f} ms"
-        f" over {len(lat)} runs; voices that did not stop the reply: {barge.missed}"
+        f" over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
+        f" words); voices that did not stop the reply: {barge.missed}"
     )
     print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
     print(
@@ -480,6 +513,10 @@ def main() -> int:
     print(
         f"  canceller alone, offline: WebRTC {cpu_webrtc * 100:.2f} %,"
         f" speexdsp {cpu_speex * 100:.2f} %"
+    )
+    print(
+        f"  listen on silence: echo_cancel off {statistics.median(idle['off']):.1f} %,"
+        f" on {statistics.median(idle['on']):.1f} % (the canceller rests while nothing plays)"
     )
     return 0
 

@@ -174,6 +174,11 @@ class EchoGate:
             return True
         return is_residue(heard, left)
 
+    def skip(self) -> None:
+        """A frame while nothing plays, not looked at (the canceller rests): silence."""
+        self._played.append(FLOOR_DBFS)
+        self._heard.append(FLOOR_DBFS)
+
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
         None when nothing loud enough was played one delay ago (or nothing is known yet)."""

@@ -44,6 +44,12 @@ from voice.echo_guard import EchoGate, EchoMonitor
 
 log = logging.getLogger(__name__)
 
+# After this long with nothing played (10 ms frames), the echo has died away: the longest
+# delay the canceller handles (500 ms) plus a room's reverberation.
+IDLE_AFTER_FRAMES = 100
+SILENT_AMPLITUDE = 4  # the resampler turns digital silence into +-1
+RESUME_FRAMES = 50  # what the resting canceller is given again before it resumes
+
 
 class DuplexDevice(Speaker):
     """Speaker and echo-cancelled microphone on one stream.
@@ -77,6 +83,10 @@ class DuplexDevice(Speaker):
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
         self._echoes = 0  # frames of self._cleaned judged echo
+        self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
+        self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
+            maxlen=RESUME_FRAMES
+        )
         self._cleaned_s = 0.0
         self._echo = EchoFrames()
         self.monitor = EchoMonitor()
@@ -174,6 +184,8 @@ class DuplexDevice(Speaker):
     def _clear_pending(self) -> None:
         self._frames.clear()
         self._cleaned, self._echoes = [], 0
+        self._quiet = IDLE_AFTER_FRAMES + 1
+        self._rested.clear()
         self._echo.clear()
         if self._resamplers is not None:
             for resampler in self._resamplers:
@@ -243,21 +255,39 @@ class DuplexDevice(Speaker):
         for frame in self._echo.push(near, far, stamp):
             if not self._cleaned:
                 self._cleaned_s = frame.start_s
-            cleaned = self.canceller.process(frame.near, frame.far)
-            if self.monitor.update(frame.near, cleaned, frame.far):
-                log.info(
-                    "the echo canceller has learnt the room (%.0f dB of echo removed): "
-                    "the microphone stays live while the assistant speaks",
-                    self.monitor.erle_db,
-                )
+            played = int(np.abs(frame.far).max()) > SILENT_AMPLITUDE
+            self._quiet = 0 if played else self._quiet + 1
+            if self._quiet > IDLE_AFTER_FRAMES:
+                # Nothing played for a while, so no echo to remove: the canceller rests (it
+                # would double the idle CPU). Skipping both of its streams keeps them paired.
+                cleaned, echo = frame.near, False
+                self.gate.skip()
+                self._rested.append((frame.near, frame.far))
+            else:
+                # Back to work: first the last half second it skipped. Resumed without it,
+                # it leaked the first words of the next reply (in the rig and offline).
+                while self._rested:
+                    self.canceller.process(*self._rested.popleft())
+                cleaned = self._cancel(frame.near, frame.far)
+                echo = self.gate.is_echo(frame.near, cleaned, frame.far)
             self._cleaned.append(cleaned)
-            self._echoes += self.gate.is_echo(frame.near, cleaned, frame.far)
+            self._echoes += echo
             if len(self._cleaned) == per_chunk:
                 pcm = np.concatenate(self._cleaned).tobytes()
                 echo = 2 * self._echoes >= per_chunk  # mostly echo: never speech
                 chunk = AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s, echo=echo)
                 self._frames.append(chunk)
                 self._cleaned, self._echoes = [], 0
+
+    def _cancel(self, near: Int16, far: Int16) -> Int16:
+        cleaned = self.canceller.process(near, far)
+        if self.monitor.update(near, cleaned, far):
+            log.info(
+                "the echo canceller has learnt the room (%.0f dB of echo removed): "
+                "the microphone stays live while the assistant speaks",
+                self.monitor.erle_db,
+            )
+        return cleaned
 
     def _check_input_alive(self) -> None:
         self._check_alive()  # the speaker's: not open, stopped, or died
