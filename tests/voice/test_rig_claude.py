@@ -111,7 +111,11 @@ def test_a_permission_is_asked_aloud_and_answered_by_voice(
     # "hard ones", "made.txt" as "may dot txt"), so only a loose check of the words.
     heard = " ".join(said(stt, recording.result.samples))
     expected = "i will create the file claude wants to create made txt allow"
-    expected += " the file is made" if ran else " all right i left it note claude was not allowed"
+    expected += (
+        " the file is made"
+        if ran
+        else " all right i left it note claude was not allowed to create made txt"
+    )
     assert wer(expected, heard) <= 0.5, heard
 
 

@@ -293,7 +293,7 @@ class DuplexDevice(Speaker):
         self._check_alive()  # the speaker's: not open, stopped, or died
         silent_s = time.monotonic() - self._last_block_s
         if silent_s > self.config.stall_timeout_s:
-            self._failure = f"no audio from the full-duplex stream for {silent_s:.1f} s"
+            self._failure = f"no audio from the microphone for {silent_s:.1f} s"
             raise DeviceError(self._failure)
 
     def _log_overflows(self) -> None:
