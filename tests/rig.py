@@ -64,6 +64,17 @@ ctl.!default { type pulse }
 """
 
 
+# Clients talk to the server over its socket only, without shared memory: when a test kills
+# the server, libpulse's memfd pool could deadlock a PortAudio stream's close forever (seen
+# with a full-duplex stream: its callback thread waits for the pulse plugin's lock, held by
+# a mainloop thread waiting in pa_memimport_free for a server that is gone).
+CLIENT_CONF = """\
+# Written by tests/rig.py.
+enable-shm = no
+enable-memfd = no
+"""
+
+
 class RigError(RuntimeError):
     """The rig failed (a PulseAudio tool missing or misbehaving), not the code under test."""
 
@@ -304,6 +315,7 @@ class PulseRig:
         (self.dir / "run").mkdir(mode=0o700, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
         (self.dir / "asound.conf").write_text(ALSA_CONF)
+        (self.dir / "client.conf").write_text(CLIENT_CONF)
         self._silence: list[subprocess.Popen[bytes]] = []
         self._feeds: list[subprocess.Popen[bytes]] = []
         self._recorders: list[Recorder] = []
@@ -321,6 +333,7 @@ class PulseRig:
             "XDG_RUNTIME_DIR": str(run),
             "PULSE_SERVER": f"unix:{run / 'pulse' / 'native'}",
             "ALSA_CONFIG_PATH": str(self.dir / "asound.conf"),
+            "PULSE_CLIENTCONFIG": str(self.dir / "client.conf"),
         }
 
     def subprocess_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
