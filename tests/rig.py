@@ -64,6 +64,17 @@ ctl.!default { type pulse }
 """
 
 
+# Clients talk to the server over its socket only, without shared memory: when a test kills
+# the server, libpulse's memfd pool could deadlock a PortAudio stream's close forever (seen
+# with a full-duplex stream: its callback thread waits for the pulse plugin's lock, held by
+# a mainloop thread waiting in pa_memimport_free for a server that is gone).
+CLIENT_CONF = """\
+# Written by tests/rig.py.
+enable-shm = no
+enable-memfd = no
+"""
+
+
 class RigError(RuntimeError):
     """The rig failed (a PulseAudio tool missing or misbehaving), not the code under test."""
 
@@ -304,6 +315,7 @@ class PulseRig:
         (self.dir / "run").mkdir(mode=0o700, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
         (self.dir / "asound.conf").write_text(ALSA_CONF)
+        (self.dir / "client.conf").write_text(CLIENT_CONF)
         self._silence: list[subprocess.Popen[bytes]] = []
         self._feeds: list[subprocess.Popen[bytes]] = []
         self._recorders: list[Recorder] = []
@@ -321,6 +333,7 @@ class PulseRig:
             "XDG_RUNTIME_DIR": str(run),
             "PULSE_SERVER": f"unix:{run / 'pulse' / 'native'}",
             "ALSA_CONFIG_PATH": str(self.dir / "asound.conf"),
+            "PULSE_CLIENTCONFIG": str(self.dir / "client.conf"),
         }
 
     def subprocess_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -449,6 +462,38 @@ class PulseRig:
     def record_mic(self) -> Recorder:
         """What the assistant's microphone hears."""
         return self.record(MIC_SINK)
+
+    @contextlib.contextmanager
+    def loopback(self, *, drift: bool = False, volume: str = "100%") -> Iterator[None]:
+        """The speaker heard by the microphone, as at a desk: ``module-loopback`` from the
+        speaker's monitor into ``mic_feed``, at ``volume`` (pactl's: "100%", "50%", "-10dB").
+
+        By default the loopback keeps a fixed delay (about 90 ms with PortAudio's latencies),
+        like a speaker and a microphone on one sound card. ``drift``: it keeps adjusting its
+        rate to chase its target latency instead (pulseaudio's default), so the echo's delay
+        wanders by about 0.2 ms a second, like a microphone and a speaker on two devices
+        whose clocks differ.
+        """
+        args = ["source=speaker.monitor", f"sink={MIC_SINK}", "latency_msec=20"]
+        if not drift:
+            args.append("adjust_time=0")
+        module = self.pactl("load-module", "module-loopback", *args).strip()
+        try:
+            if volume != "100%":
+                _wait_until(
+                    lambda: self._loopback_input(module) is not None, 5.0, "the loopback stream"
+                )
+                self.pactl("set-sink-input-volume", str(self._loopback_input(module)), volume)
+            yield
+        finally:
+            self.pactl("unload-module", module)
+
+    def _loopback_input(self, module: str) -> str | None:
+        for line in self.pactl("list", "short", "sink-inputs").splitlines():
+            fields = line.split()
+            if len(fields) > 1 and fields[1] == module:
+                return fields[0]
+        return None
 
     def pactl(self, *args: str, timeout_s: float = 5.0) -> str:
         """Run ``pactl`` against this server and return its output."""

@@ -23,6 +23,9 @@ class AudioChunk:
     rate: int
     channels: int = 1
     timestamp_s: float = 0.0  # monotonic time of the chunk's first sample
+    # An echo-cancelled device says the chunk may be only the speaker's echo: its audio is
+    # kept, but it never counts as speech (voice.echo_guard).
+    echo: bool = False
 
     @property
     def samples(self) -> int:

@@ -62,6 +62,9 @@ class AudioConfig:
     output_latency: Literal["low", "high"] = "low"
     stall_timeout_s: float = limited(2.0, 0.1, 600)  # no frames this long: reopen the microphone
     reopen_backoff_max_s: float = limited(5.0, 0.5, 600)
+    # "auto": one full-duplex stream with the echo cancelled when the library loads and the
+    # stream opens (the microphone then stays live while the assistant speaks), else gated.
+    echo_cancel: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         check_fields(self, "audio")

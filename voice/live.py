@@ -10,7 +10,8 @@ import time
 from core.errors import DeviceError
 from voice import app
 from voice.config import Config
-from voice.devices import Microphone, RecoveringSpeaker, Speaker
+from voice.devices import DuplexDevice, Microphone, RecoveringSpeaker, Speaker
+from voice.echo import HALF_DUPLEX, load_canceller
 from voice.pipeline import build_loop
 from voice.service import SystemdNotifier
 from voice.status import StatusLine
@@ -39,6 +40,45 @@ def _open(
     return False
 
 
+def _duplex(
+    config: Config, notifier: SystemdNotifier, stop: threading.Event
+) -> DuplexDevice | None:
+    """The echo-cancelled duplex device ``audio.echo_cancel`` asks for, open; None for
+    half-duplex. In "auto", a missing library or a stream that will not open is one line
+    in the log; in "on", an error (or, as a service, waited for like any device)."""
+    canceller = load_canceller(config.audio.echo_cancel)
+    if canceller is None:
+        return None
+    duplex = DuplexDevice(config.audio, canceller)
+    if config.audio.echo_cancel == "on":
+        return duplex if _open(duplex, config, notifier, stop) else None
+    try:
+        duplex.open()
+    except DeviceError as e:
+        log.info("echo cancellation off: %s; %s", e, HALF_DUPLEX)
+        return None
+    return duplex
+
+
+def _devices(
+    config: Config, notifier: SystemdNotifier, stop: threading.Event, stack: contextlib.ExitStack
+) -> tuple[Microphone | DuplexDevice, Speaker, DuplexDevice | None] | None:
+    """The open microphone and speaker (one duplex device with echo cancellation, or two),
+    closed by ``stack``; None when stopped while waiting for them."""
+    duplex = _duplex(config, notifier, stop)
+    if stop.is_set():
+        return None
+    if duplex is not None:
+        stack.callback(duplex.close)
+        return duplex, duplex, duplex
+    microphone, speaker = Microphone(config.audio), Speaker(config.audio)
+    for device in (microphone, speaker):
+        if not _open(device, config, notifier, stop):
+            return None
+        stack.callback(device.close)
+    return microphone, speaker, None
+
+
 def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int:
     from voice.control import ControlServer, socket_path
     from voice.hotkeys import choose_backend
@@ -59,15 +99,15 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     status = StatusLine() if config.ui.status_line else None
     with room_claim, contextlib.ExitStack() as stack:
         stack.callback(core.stop)  # every exit path stops the agents
-        microphone, speaker = Microphone(config.audio), Speaker(config.audio)
-        for device in (microphone, speaker):
-            if not _open(device, config, notifier, stop):
-                return 0
-            stack.callback(device.close)
+        devices = _devices(config, notifier, stop, stack)
+        if devices is None:
+            return 0
+        microphone, speaker, duplex = devices
         loop = build_loop(
             config,
             source=microphone,
             sink=RecoveringSpeaker(speaker),
+            echo=duplex,
             models=models,
             conversation=core,
             agent_command=app.agent_command(agent, config),

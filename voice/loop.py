@@ -38,6 +38,7 @@ from voice.config import Config
 from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
+from voice.echo import EchoState
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.turn_events import (
@@ -125,6 +126,7 @@ class VoiceLoop:
         watchdog: Watchdog | None = None,
         on_turn: Callable[[TurnReport], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        echo: EchoState | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -147,7 +149,7 @@ class VoiceLoop:
             pre_roll_ms = max(pre_roll_ms, WAKE_PRE_ROLL_MS)
         frames = max(1, pre_roll_ms // config.audio.frame_ms)
         self._pre_roll: collections.deque[AudioChunk] = collections.deque(maxlen=frames)
-        self._gate = not config.turn.barge_in
+        self._echo = echo
         self._gate_until = 0.0
         self._pressed_at_s: float | None = None
         self._now = clock()
@@ -155,6 +157,14 @@ class VoiceLoop:
         self._loss_announced = False
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
         self._segments_started = 0
+
+    @property
+    def _gate(self) -> bool:
+        """Whether the assistant's own sound is gated: not with ``turn.barge_in``, nor once
+        the echo canceller (``audio.echo_cancel``) reliably removes it."""
+        if self.config.turn.barge_in:
+            return False
+        return self._echo is None or not self._echo.echo_learnt
 
     # ---- from other threads ------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -443,6 +453,7 @@ class VoiceLoop:
         if isinstance(action, Release):
             worker.reply.release()
         elif isinstance(action, StopReply):
+            log.info("stopping the reply")
             worker.reply.cancel()
         elif isinstance(action, Interrupt):
             log.info("interrupting the agent")

@@ -17,6 +17,7 @@ from core.errors import ConfigError
 from voice.config import Config
 from voice.devices import AudioSink
 from voice.earcons import Earcons
+from voice.echo import EchoState
 from voice.end_of_turn import CombinedAnalyzer
 from voice.loop import Engines, ReopenableSource, StatusSink, TurnModel, VoiceLoop, Watchdog
 from voice.silero import SileroModel, SileroOnset
@@ -90,10 +91,13 @@ def build_loop(
     watchdog: Watchdog | None = None,
     mode: Mode | None = None,
     detector: SpeechDetector | None = None,
+    echo: EchoState | None = None,
 ) -> VoiceLoop:
     """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
 
-    ``detector`` replaces webrtcvad (tests).
+    ``detector`` replaces webrtcvad (tests). ``echo``: the source cancels the speaker's echo
+    (:class:`~voice.devices.duplex.DuplexDevice`); once it has learnt the room, the
+    assistant's own sound is no longer gated and speech over a reply stops it.
     """
     mode = mode or config.input.mode
     if mode == "wake" and models.wake is None:
@@ -136,4 +140,5 @@ def build_loop(
         settings=settings,
         status=status,
         watchdog=watchdog,
+        echo=echo,
     )

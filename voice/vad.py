@@ -162,13 +162,14 @@ class Segmenter:
         """Consume a chunk of any length (16-bit mono at the segmenter's rate).
 
         ``gated``: the assistant's own sound is playing; the audio is kept but never counts
-        as speech.
+        as speech. So is a chunk the device marks as echo (``chunk.echo``).
         """
         if chunk.rate != self._rate or chunk.channels != 1:
             raise ValueError(
                 f"segmenter expects mono {self._rate} Hz audio, got {chunk.channels} channel(s) "
                 f"at {chunk.rate} Hz: resample before pushing"
             )
+        gated = gated or chunk.echo
         # Frame times come from the chunk's clock, so a file (timestamp 0) gets file times.
         leftover_samples = len(self._pending) // SAMPLE_WIDTH
         start_s = chunk.timestamp_s - leftover_samples / self._rate

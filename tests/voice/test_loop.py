@@ -43,6 +43,13 @@ def loud_ms(utterance: Utterance) -> int:
 
 
 @dataclasses.dataclass
+class FakeEcho:
+    """An echo-cancelled source's word on whether the canceller has learnt the room."""
+
+    echo_learnt: bool
+
+
+@dataclasses.dataclass
 class Rig:
     loop: VoiceLoop
     source: ScriptedSource
@@ -67,6 +74,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         stt_delay_s: float = 0.0,
         sink: FakeSink | None = None,
         earcons_config: dict[str, object] | None = None,
+        echo: FakeEcho | None = None,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -92,6 +100,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
             models=Models(stt=fake_stt, tts=tts),
             conversation=conversation,
             detector=ThresholdDetector(),
+            echo=echo,
         )
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
@@ -134,6 +143,28 @@ def test_speech_while_the_assistant_speaks_is_gated(make_rig: Callable[..., Rig]
     assert len(rig.conversation.messages) == 1
     first_audio = rig.sink.played[0][0]
     assert rig.loop.reports[0].speech_end_s < first_audio
+
+
+@pytest.mark.parametrize("learnt", [False, True])
+def test_with_the_echo_cancelled_speech_over_the_reply_stops_it_once_learnt(
+    make_rig: Callable[..., Rig], learnt: bool
+) -> None:
+    long_text = "a fairly long sentence to keep the speaker busy for a while " * 8
+    # The turn ends at 2.6 s (the 1.5 s hangover) and its ~5 s reply plays from about 2.7 s;
+    # the second tone comes at 4.1 s, over the reply.
+    rig = make_rig(
+        silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
+        stt=lambda u: long_text,
+        turn={"smart_endpoint": False},
+        echo=FakeEcho(echo_learnt=learnt),
+    )
+    assert wait_until(lambda: rig.source.frames_read > 330)  # the whole script has gone by
+    if learnt:  # the second tone stopped the reply and is a request of its own
+        assert rig.sink.stops >= 1, rig.loop.reports
+        assert wait_until(lambda: len(rig.conversation.messages) == 2), rig.conversation.messages
+    else:  # still learning: half-duplex, as without a canceller
+        assert len(rig.conversation.messages) == 1
+        assert rig.sink.stops == 0
 
 
 @pytest.mark.parametrize(

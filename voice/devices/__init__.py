@@ -15,12 +15,14 @@ from voice.devices.base import (
     find_device,
     list_devices,
 )
+from voice.devices.duplex import DuplexDevice
 from voice.devices.microphone import Microphone
 from voice.devices.speaker import RecoveringSpeaker, Speaker
 
 __all__ = [
     "AudioSink",
     "AudioSource",
+    "DuplexDevice",
     "Microphone",
     "RecoveringSpeaker",
     "SampleClock",

@@ -1,0 +1,525 @@
+"""Echo cancellation in the PulseAudio rig: echo removed, voice kept, voice barge-in, CPU.
+
+    python bench/bench_echo.py [--replies 6] [--runs 8] [--quiet-runs 4]
+
+The rig's ``module-loopback`` plays the speaker into the microphone at full level (the echo
+is as loud as the reply itself), with a fixed delay like one sound card, or drifting like
+two (``PulseRig.loopback``). Piper replies are played through
+:class:`voice.devices.DuplexDevice` and what the microphone heard is compared with what the
+device hands the loop:
+
+- ERLE (echo return loss enhancement, dB): microphone power over output power while a
+  reply plays, for the first reply (the canceller learning the room) and the later ones,
+  with WebRTC AEC3 (the product), and with speexdsp's canceller for comparison;
+- reply + a real voice (../shared/audio/real, scaled to the echo's loudness) said over it:
+  ERLE where only the echo is, how much of the voice is kept (its first 300 ms apart: the
+  canceller holds a voice back while it decides that two are talking), and what Whisper
+  makes of it;
+- voice barge-in through ``voice-assistant listen``: the voice's onset (found in the
+  microphone's recording) -> the reply's last sample on ``speaker.monitor`` (same clock),
+  p50 and p90; replies with nobody talking that stopped anyway (false barge-ins);
+- CPU: the canceller alone, and the whole read path (resampling, pairing, cancelling,
+  framing), per second of audio, on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from tests.listener import TURN_DONE, Listener  # noqa: E402
+from tests.rig import RATE, PulseRig, Recorder, align, frame_levels_dbfs  # noqa: E402
+from tests.voice.audio_util import (  # noqa: E402
+    real_clip,
+    real_references,
+    speech,
+    to_int16,
+    wer,
+)
+from voice.config import AudioConfig, SttConfig, TtsConfig  # noqa: E402
+from voice.devices import DuplexDevice  # noqa: E402
+from voice.echo import FRAME, EchoCanceller, WebRtcCanceller  # noqa: E402
+from voice.echo_guard import EchoGate, db, power  # noqa: E402
+from voice.stt import WhisperTranscriber  # noqa: E402
+from voice.tts import PiperSynthesizer  # noqa: E402
+
+Int16 = npt.NDArray[np.int16]
+
+REPLIES = [
+    "You said: please read me the whole shopping list for the weekend, one item at a time.",
+    "Here is the list. Two pints of milk, a loaf of bread, six eggs, and some coffee beans.",
+    "Then apples, bananas, a bag of rice, tomatoes, an onion, and a bar of dark chocolate.",
+    "That is everything on the list. Would you like me to read it again, more slowly?",
+]
+VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
+QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
+LOUD = 300  # |sample| on the speaker's monitor above this: the reply is sounding
+ONSET_S = 0.3  # the voice's first 300 ms, reported apart
+
+
+# ---- the cancellers ------------------------------------------------------------------------
+
+
+@dataclass
+class Taped:
+    """A canceller that keeps every frame: what the microphone heard, what the canceller
+    left, and what of it may count as speech (silence where an :class:`EchoGate` like the
+    device's, fed the same frames, says echo)."""
+
+    inner: EchoCanceller
+    heard: list[Int16] = field(default_factory=list)
+    left: list[Int16] = field(default_factory=list)
+    loop: list[Int16] = field(default_factory=list)
+    gate: EchoGate = field(default_factory=EchoGate)
+    seconds_cpu: float = 0.0
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        self.inner.set_delay_ms(delay_ms)
+
+    def process(self, near: Int16, far: Int16) -> Int16:
+        started = time.thread_time()
+        out = self.inner.process(near, far)
+        self.seconds_cpu += time.thread_time() - started
+        self.heard.append(near)
+        self.left.append(out)
+        self.loop.append(np.zeros_like(out) if self.gate.is_echo(near, out, far) else out)
+        return out
+
+    def take(self) -> tuple[Int16, Int16, Int16]:
+        taken = tuple(
+            np.concatenate(x) if x else np.zeros(0, np.int16)
+            for x in (self.heard, self.left, self.loop)
+        )
+        self.heard, self.left, self.loop = [], [], []
+        return taken  # type: ignore[return-value]
+
+
+class SpeexCanceller:
+    """Debian's libspeexdsp echo canceller with its residual echo suppressor, through ctypes:
+    the alternative the issue names, for comparison only."""
+
+    SET_SAMPLING_RATE = 24
+    SET_ECHO_STATE = 24
+
+    def __init__(self, tail_ms: int = 300) -> None:
+        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
+        lib = ctypes.CDLL(name)
+        lib.speex_echo_state_init.restype = ctypes.c_void_p
+        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
+        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        lib.speex_preprocess_state_init.restype = ctypes.c_void_p
+        lib.speex_preprocess_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.speex_preprocess_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        lib.speex_preprocess_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self._lib = lib
+        self._echo = lib.speex_echo_state_init(FRAME, tail_ms * RATE // 1000)
+        rate = ctypes.c_int(RATE)
+        lib.speex_echo_ctl(self._echo, self.SET_SAMPLING_RATE, ctypes.byref(rate))
+        self._pre = lib.speex_preprocess_state_init(FRAME, RATE)
+        lib.speex_preprocess_ctl(self._pre, self.SET_ECHO_STATE, ctypes.c_void_p(self._echo))
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        pass  # its filter spans tail_ms: the delay must fit in it
+
+    def process(self, near: Int16, far: Int16) -> Int16:
+        near, far = np.ascontiguousarray(near), np.ascontiguousarray(far)
+        out = np.zeros(FRAME, np.int16)
+        self._lib.speex_echo_cancellation(
+            self._echo, near.ctypes.data, far.ctypes.data, out.ctypes.data
+        )
+        self._lib.speex_preprocess_run(self._pre, out.ctypes.data)
+        return out
+
+
+# ---- echo removed ------------------------------------------------------------------------------
+
+
+def erle(heard: Int16, left: Int16, mask: npt.NDArray[np.bool_] | None = None) -> float:
+    """dB of echo removed over whole 10 ms frames (those in ``mask``, if given)."""
+    n = min(len(heard), len(left)) // FRAME
+    h = heard[: n * FRAME].astype(np.float64).reshape(n, FRAME)
+    lf = left[: n * FRAME].astype(np.float64).reshape(n, FRAME)
+    if mask is not None:
+        h, lf = h[mask[:n]], lf[mask[:n]]
+    return 10 * float(np.log10((np.mean(h * h) + 1e-9) / (np.mean(lf * lf) + 1e-9)))
+
+
+def leaking(left: Int16) -> float:
+    """Share of 30 ms frames the loop gets louder than -60 dBFS while a reply plays."""
+    return float(np.mean(frame_levels_dbfs(left, RATE, 30) > -60))
+
+
+def read_for(device: DuplexDevice, seconds: float) -> float:
+    """Read (and so cancel) for ``seconds``; the reading thread's CPU seconds."""
+    started, deadline = time.thread_time(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        device.read(0.5)
+    return time.thread_time() - started
+
+
+@dataclass
+class EchoRun:
+    name: str
+    first: float = 0.0  # ERLE of the first reply: learning
+    later: list[float] = field(default_factory=list)  # the canceller's
+    later_loop: list[float] = field(default_factory=list)  # after the guards
+    leaks: list[float] = field(default_factory=list)  # of the later replies, the canceller's
+    leaks_loop: list[float] = field(default_factory=list)  # ... what the loop gets
+    learnt_after: int | None = None  # replies played when the monitor said learnt
+    cpu_s: float = 0.0  # the read path
+    canceller_cpu_s: float = 0.0
+    audio_s: float = 0.0
+
+
+def replies_only(
+    rig: PulseRig, make: Callable[[], EchoCanceller], name: str, replies: list[Int16], rate: int
+) -> EchoRun:
+    """Play the replies one after another (nobody talks) and measure each one."""
+    taped = Taped(make())
+    run = EchoRun(name)
+    with DuplexDevice(AudioConfig(), taped) as device:
+        read_for(device, 0.5)
+        taped.take()
+        for n, reply in enumerate(replies):
+            device.play(reply, rate)
+            seconds = len(reply) / rate + 0.4
+            run.cpu_s += read_for(device, seconds)
+            run.audio_s += seconds
+            heard, left, loop = taped.take()
+            if n == 0:
+                run.first = erle(heard, left)
+            else:
+                run.later.append(erle(heard, left))
+                run.later_loop.append(erle(heard, loop))
+                run.leaks.append(leaking(left))
+                run.leaks_loop.append(leaking(loop))
+            if device.echo_learnt and run.learnt_after is None:
+                run.learnt_after = n + 1
+    run.canceller_cpu_s = taped.seconds_cpu
+    return run
+
+
+@dataclass
+class DoubleTalk:
+    echo_only: list[float] = field(default_factory=list)  # ERLE where only the echo is
+    kept: list[float] = field(default_factory=list)  # voice level after / before, dB
+    onset_kept: list[float] = field(default_factory=list)  # ... its first 300 ms
+    marked: list[float] = field(default_factory=list)  # share of its loud frames taken for echo
+    wers: list[float] = field(default_factory=list)
+    clean_wers: list[float] = field(default_factory=list)
+
+
+def reply_and_voice(
+    rig: PulseRig,
+    tts: PiperSynthesizer,
+    stt: WhisperTranscriber,
+    replies: list[Int16],
+    voices: dict[str, Int16],
+) -> DoubleTalk:
+    """Each later reply with a real voice said over it, 1.5 s in."""
+    taped = Taped(WebRtcCanceller())
+    out = DoubleTalk()
+    references = real_references()
+    with DuplexDevice(AudioConfig(), taped) as device:
+        read_for(device, 0.5)
+        device.play(replies[0], tts.sample_rate)  # learn the room
+        read_for(device, len(replies[0]) / tts.sample_rate + 0.4)
+        for n, (name, voice) in enumerate(voices.items()):
+            reply = replies[1 + n % (len(replies) - 1)]
+            taped.take()
+            device.play(reply, tts.sample_rate)
+            read_for(device, 1.5)
+            rig.feed(voice, RATE)
+            read_for(device, max(len(reply) / tts.sample_rate - 1.5, len(voice) / RATE) + 0.6)
+            heard, left, may_speak = taped.take()
+            offset, match = align(voice, heard)
+            if match < 0.2:
+                print(f"  {name}: the voice was not found in what the microphone heard")
+                continue
+            # The voice alone, where it is in the recording; its frames and the rest.
+            alone = np.zeros_like(heard)
+            end = min(len(heard), offset + len(voice))
+            alone[offset:end] = voice[: end - offset]
+            frames = len(heard) // FRAME
+            voiced = frame_levels_dbfs(alone[: frames * FRAME], RATE, 10) > -50
+            out.echo_only.append(erle(heard, may_speak, ~voiced))
+            loud = voiced & (frame_levels_dbfs(left[: frames * FRAME], RATE, 10) > -50)
+            silenced = frame_levels_dbfs(may_speak[: frames * FRAME], RATE, 10) < -110
+            out.marked.append(float(np.mean(silenced[loud])) if loud.any() else float("nan"))
+            span = slice(offset, end)
+            out.kept.append(db(power(left[span])) - db(power(alone[span])))
+            first = slice(offset, offset + int(ONSET_S * RATE))
+            out.onset_kept.append(db(power(left[first])) - db(power(alone[first])))
+            said = stt.transcribe_audio(left[span].astype(np.float32) / 32768).text
+            clean = stt.transcribe_audio(voice.astype(np.float32) / 32768).text
+            out.wers.append(wer(references[name], said))
+            out.clean_wers.append(wer(references[name], clean))
+            print(f"  {name}: heard {said!r} (alone: {clean!r})")
+    return out
+
+
+# ---- voice barge-in ----------------------------------------------------------------------------
+
+
+def as_loud_as(clip: Int16, reference: Int16) -> Int16:
+    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
+    scaled = clip.astype(np.float64) * 10 ** (gain_db / 20)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recording = recorder.snapshot()
+        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        if len(loud):
+            return recording.time_of(recording.index_at(after_s) + int(loud[0]))
+        time.sleep(0.05)
+    raise SystemExit(f"no reply within {timeout_s} s")
+
+
+def onset_in(voice: Int16) -> float:
+    """Where speech starts in a clip: its first 10 ms within 30 dB of its loudest."""
+    levels = frame_levels_dbfs(voice, RATE, 10)
+    return float(np.flatnonzero(levels >= levels.max() - 30)[0]) * 0.01
+
+
+@dataclass
+class BargeIns:
+    latencies: list[float] = field(default_factory=list)
+    missed: int = 0  # voices over a reply that did not stop it
+    answered: list[float] = field(default_factory=list)  # WER of the request heard
+    not_counted: int = 0  # the voice began between two words of the reply
+    quiet_runs: int = 0
+    false_stops: int = 0  # replies with nobody talking that stopped anyway
+    log_tail: str = ""
+
+
+def barge_ins(
+    rig: PulseRig, question: Int16, voices: list[tuple[str, Int16]], quiet_runs: int, seed: int
+) -> BargeIns:
+    rng = random.Random(seed)
+    out = BargeIns()
+    config: dict[str, dict[str, object]] = {
+        "audio": {"echo_cancel": "on"},
+        "earcons": {"enabled": False},
+    }
+    references = real_references()
+    with tempfile.TemporaryDirectory(prefix="bench-echo-") as tmp:
+        listener = Listener(rig, Path(tmp) / "listen", config)
+        with rig.loopback(), listener, rig.record_speaker() as speaker, rig.record_mic() as mic:
+            done = 0
+
+            def ask() -> float:
+                nonlocal done
+                rig.feed(question, RATE).wait(30)
+                return wait_for_sound(speaker, time.monotonic())
+
+            ask()  # learn the room
+            listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
+            done += 1
+            for _ in range(quiet_runs):
+                stops = listener.count("stopping the reply")
+                ask()
+                listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
+                done += 1
+                time.sleep(1.0)
+                out.quiet_runs += 1
+                out.false_stops += listener.count("stopping the reply") > stops
+            for name, voice in voices:
+                stops = listener.count("stopping the reply")
+                started_s = ask()
+                time.sleep(max(0.0, started_s + rng.uniform(1.0, 2.5) - time.monotonic()))
+                fed_s = time.monotonic()
+                rig.feed(voice, RATE).wait(30)
+                listener.wait_for_log(TURN_DONE, count=done + 2, timeout_s=60)
+                done += 2
+                time.sleep(1.0)
+                if listener.count("stopping the reply") == stops:
+                    out.missed += 1
+                said = listener.turns()[-1]["said"]
+                out.answered.append(wer(references[name], said))
+                heard = mic.snapshot()
+                window = heard.between(fed_s - 0.2, heard.end_s)
+                offset, _ = align(voice, window)
+                start_s = heard.time_of(heard.index_at(fed_s - 0.2) + offset)
+                onset_s = start_s + onset_in(voice)
+                played = speaker.snapshot()
+                if np.abs(played.between(onset_s - 0.1, onset_s)).max(initial=0) <= LOUD:
+                    print(f"  {name}: the reply was not sounding at the onset; not counted")
+                    out.not_counted += 1
+                    continue
+                during = played.between(onset_s, start_s + len(voice) / RATE + 0.3)
+                loud = np.flatnonzero(np.abs(during) > LOUD)
+                stop_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
+                out.latencies.append(stop_s)
+                print(f"  {name}: reply silent {stop_s * 1000:.0f} ms after onset; said {said!r}")
+        out.log_tail = listener.log()[-2000:]
+    return out
+
+
+# ---- CPU ----------------------------------------------------------------------------------------
+
+
+def idle_cpu(rig: PulseRig, mode: str, seconds: float) -> float:
+    """% of one core that ``listen`` uses on silence, with ``audio.echo_cancel = mode``."""
+    from bench_idle import cpu_seconds
+
+    with tempfile.TemporaryDirectory(prefix="bench-echo-idle-") as tmp:
+        config: dict[str, dict[str, object]] = {
+            "audio": {"echo_cancel": mode},
+            "earcons": {"enabled": False},
+        }
+        with Listener(rig, Path(tmp) / "listen", config) as listener:
+            assert listener.process is not None
+            time.sleep(2)
+            before, started = cpu_seconds(listener.process.pid), time.monotonic()
+            time.sleep(seconds)
+            used = cpu_seconds(listener.process.pid) - before
+            return 100 * used / (time.monotonic() - started)
+
+
+def canceller_cpu(make: Callable[[], EchoCanceller], reply: Int16, seconds: float = 30.0) -> float:
+    """CPU seconds per second of audio for the canceller alone, offline."""
+    far = np.resize(reply, int(seconds * RATE)).astype(np.int16)
+    near = np.zeros_like(far)
+    near[1440:] = (far[:-1440] * 0.5).astype(np.int16)
+    canceller = make()
+    started = time.process_time()
+    for i in range(0, len(far) - FRAME + 1, FRAME):
+        canceller.process(near[i : i + FRAME], far[i : i + FRAME])
+    return (time.process_time() - started) / seconds
+
+
+# ---- the report --------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replies", type=int, default=6, help="replies per ERLE run")
+    parser.add_argument("--runs", type=int, default=8, help="voice barge-ins")
+    parser.add_argument("--quiet-runs", type=int, default=4, help="replies nobody talks over")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+
+    tts = PiperSynthesizer(TtsConfig())
+    stt = WhisperTranscriber(SttConfig())
+    stt.warm_up()
+    replies = [tts.synthesize_all(text) for text in REPLIES]
+    replies = [replies[i % len(replies)] for i in range(max(2, args.replies))]
+    question = speech(tts, QUESTION)
+    loudest = speech(tts, REPLIES[0])
+    voices = {name: as_loud_as(to_int16(real_clip(name)), loudest) for name in VOICES}
+
+    runs: list[EchoRun] = []
+    with PulseRig() as rig:
+        with rig.activate():
+            for drift in (False, True):
+                with rig.loopback(drift=drift):
+                    path = "drifting" if drift else "fixed"
+                    runs.append(
+                        replies_only(
+                            rig, WebRtcCanceller, f"WebRTC AEC3, {path}", replies, tts.sample_rate
+                        )
+                    )
+                    runs.append(
+                        replies_only(
+                            rig, SpeexCanceller, f"speexdsp, {path}", replies, tts.sample_rate
+                        )
+                    )
+            print("reply + a real voice over it (WebRTC, fixed echo path):")
+            with rig.loopback():
+                talk = reply_and_voice(rig, tts, stt, replies, voices)
+        print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
+        chosen = [
+            (VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)
+        ]
+        barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed)
+        idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
+
+    cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])
+    cpu_speex = canceller_cpu(SpeexCanceller, replies[0])
+
+    print()
+    print("echo removed (ERLE, dB) in the loopback rig, echo at full level, nobody talking;")
+    print("the canceller alone, then what may count as speech (voice/echo_guard.py):")
+    print(
+        f"  {'canceller, echo path':<24} {'1st reply':>9} {'later p50':>9} {'later min':>9}"
+        f" {'loop p50':>8} {'>-60 dBFS':>9} {'loop':>6} {'learnt after':>12}"
+    )
+    for run in runs:
+        learnt = "-" if run.learnt_after is None else f"{run.learnt_after} reply"
+        print(
+            f"  {run.name:<24} {run.first:9.1f} {statistics.median(run.later):9.1f}"
+            f" {min(run.later):9.1f} {statistics.median(run.later_loop):8.1f}"
+            f" {statistics.mean(run.leaks) * 100:8.1f}%"
+            f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
+        )
+    print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
+    print("a real voice (as loud as the echo) over a reply that plays on under it, WebRTC, fixed:")
+    print(
+        f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"
+        f" min {min(talk.echo_only, default=float('nan')):.1f} dB"
+    )
+    print(
+        f"  voice kept by the canceller: p50 {pct(talk.kept, 50):+.1f} dB over the whole voice,"
+        f" {pct(talk.onset_kept, 50):+.1f} dB over its first {ONSET_S * 1000:.0f} ms"
+    )
+    print(f"  its loud frames taken for echo by the guards: p50 {pct(talk.marked, 50) * 100:.0f} %")
+    print(
+        f"  Whisper tiny.en WER: mean {np.mean(talk.wers):.2f}"
+        f" (the voice alone: {np.mean(talk.clean_wers):.2f})"
+    )
+    print("voice barge-in (listen, echo_cancel on): onset -> reply's last sample on the monitor:")
+    lat = [x * 1000 for x in barge.latencies]
+    print(
+        f"  p50 {pct(lat, 50):.0f} ms, p90 {pct(lat, 90):.0f} ms, max {max(lat, default=0):.0f} ms"
+        f" over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
+        f" words); voices that did not stop the reply: {barge.missed}"
+    )
+    print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
+    print(
+        f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
+        f" of {barge.quiet_runs}"
+    )
+    print("CPU per second of audio (% of one core):")
+    first = runs[0]
+    print(
+        f"  the read path (resampling, pairing, WebRTC, guards, framing):"
+        f" {first.cpu_s / first.audio_s * 100:.2f} %,"
+        f" of which the canceller {first.canceller_cpu_s / first.audio_s * 100:.2f} %"
+    )
+    print(
+        f"  canceller alone, offline: WebRTC {cpu_webrtc * 100:.2f} %,"
+        f" speexdsp {cpu_speex * 100:.2f} %"
+    )
+    print(
+        f"  listen on silence: echo_cancel off {statistics.median(idle['off']):.1f} %,"
+        f" on {statistics.median(idle['on']):.1f} % (the canceller rests while nothing plays)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

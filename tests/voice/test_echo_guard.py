@@ -1,0 +1,209 @@
+"""The guards that keep the assistant from hearing itself: has the canceller learnt the room,
+is a frame no louder than the echo, is it the faint residue of one. Frames are made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.voice.fakes import ThresholdDetector
+from voice.audio import AudioChunk
+from voice.config import VadConfig
+from voice.echo import FRAME
+from voice.echo_guard import (
+    ECHO_MARGIN_DB,
+    LEARNT_WINDOWS,
+    WINDOW_FRAMES,
+    EchoGate,
+    EchoMonitor,
+    is_residue,
+)
+from voice.vad import Segmenter, SpeechStarted, UtteranceEnded
+
+Int16 = np.ndarray
+
+
+def level(dbfs: float, seed: int = 0) -> Int16:
+    """A frame of noise at ``dbfs`` (digital silence below -110)."""
+    if dbfs < -110:
+        return np.zeros(FRAME, np.int16)
+    noise = np.random.default_rng(seed).standard_normal(FRAME)
+    return (noise / np.sqrt(np.mean(noise**2)) * 32768 * 10 ** (dbfs / 20)).astype(np.int16)
+
+
+# ---- the echo's residue -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heard_dbfs", "left_dbfs", "residue"),
+    [
+        (-20, -80, True),  # echo removed, its faint residue left: webrtcvad would call it speech
+        (-45, -70, True),  # a quiet echo, 25 dB removed
+        (-20, -45, False),  # a voice the canceller turned down during double talk: kept
+        (-70, -85, False),  # a quiet room: nothing like an echo was removed ... kept
+        (-65, -68, False),  # ... the room's own noise: kept
+        (-25, -26, False),  # a voice over silence
+    ],
+)
+def test_only_the_faint_residue_of_a_removed_echo_counts_as_echo(
+    heard_dbfs: float, left_dbfs: float, residue: bool
+) -> None:
+    assert is_residue(level(heard_dbfs), level(left_dbfs)) is residue
+
+
+# ---- has the canceller learnt the room? -------------------------------------------------------
+
+
+def window(monitor: EchoMonitor, *, heard: int, left: int, played: int = 8000) -> bool:
+    """One window of frames at these amplitudes; True if it made the room learnt."""
+    learnt = False
+    for _ in range(monitor.window_frames):
+        learnt |= monitor.update(
+            np.full(FRAME, heard, np.int16),
+            np.full(FRAME, left, np.int16),
+            np.full(FRAME, played, np.int16),
+        )
+    return learnt
+
+
+@pytest.mark.parametrize(
+    ("windows", "learnt"),
+    [
+        # (amplitude heard, amplitude left after the canceller) per 0.5 s of played sound
+        ([(8000, 10)] * LEARNT_WINDOWS, True),  # 58 dB removed, again and again
+        ([(8000, 10)] * (LEARNT_WINDOWS - 1), False),  # not yet long enough
+        ([(8000, 8)] + [(8000, 4000)] + [(8000, 10)] * (LEARNT_WINDOWS - 1), False),  # a leak
+        ([(8000, 400)] * 10, False),  # 26 dB: not enough
+        ([(8000, 8000)] * 10, False),  # speech over the reply (or nothing removed)
+        ([(3, 3)] * 10, False),  # a headset: no echo to learn (turn.barge_in is for that)
+    ],
+)
+def test_learnt_after_enough_good_windows_in_a_row(
+    windows: list[tuple[int, int]], learnt: bool
+) -> None:
+    monitor = EchoMonitor()
+    for heard, left in windows:
+        window(monitor, heard=heard, left=left)
+    assert monitor.learnt is learnt
+
+
+def test_silence_played_is_not_judged_and_reset_forgets() -> None:
+    monitor = EchoMonitor()
+    for _ in range(LEARNT_WINDOWS - 1):
+        window(monitor, heard=8000, left=10)
+    window(monitor, heard=8000, left=8000, played=0)  # nothing played: no window at all
+    assert window(monitor, heard=8000, left=10) is True  # the fourth good one in a row
+    assert monitor.learnt and monitor.erle_db == pytest.approx(58, abs=1)
+    assert window(monitor, heard=8000, left=10) is False  # learnt once, reported once
+    monitor.reset()
+    assert not monitor.learnt
+    assert monitor.window_frames == WINDOW_FRAMES
+
+
+# ---- no louder than the echo -------------------------------------------------------------------
+
+
+def reply_levels(frames: int, seed: int = 1) -> np.ndarray:
+    """dBFS of each played frame: syllables of 80-200 ms at -35 to -12 dBFS (2 dB of
+    flutter), with pauses of 30-150 ms between them."""
+    rng = np.random.default_rng(seed)
+    levels: list[float] = []
+    while len(levels) < frames:
+        levels += list(rng.uniform(-35, -12) + rng.uniform(-1, 1, rng.integers(8, 21)))
+        levels += [-120.0] * int(rng.integers(3, 16))
+    return np.array(levels[:frames])
+
+
+def power_sum(*dbfs: float) -> float:
+    return float(10 * np.log10(sum(10 ** (d / 10) for d in dbfs)))
+
+
+class Room:
+    """Frames through a room whose echo comes ``delay`` frames late, ``loss_db`` quieter."""
+
+    def __init__(self, played: np.ndarray, delay: int = 9, loss_db: float = -2.0) -> None:
+        self.played = played
+        self.delay = delay
+        self.loss_db = loss_db
+
+    def echo(self, t: int) -> float:
+        return self.played[t - self.delay] + self.loss_db if t >= self.delay else -120.0
+
+    def run(
+        self, gate: EchoGate, frames: range, *, voice: dict[int, float] | None = None
+    ) -> dict[int, bool]:
+        """Feed ``frames``; the canceller leaks every echo whole (the worst case), removes
+        nothing of a voice. Which frames may be speech (True) and which are echo."""
+        passed = {}
+        for t in frames:
+            voice_db = (voice or {}).get(t, -120.0)
+            heard = power_sum(self.echo(t), voice_db)
+            left = level(heard, seed=t)  # the leak, plus the voice
+            passed[t] = not gate.is_echo(level(heard, seed=t), left, level(self.played[t], seed=t))
+        return passed
+
+
+def test_the_gate_finds_the_echo_s_delay_and_loss_and_silences_its_leaks() -> None:
+    room = Room(reply_levels(700))
+    gate = EchoGate()
+    before = room.run(gate, range(49))
+    assert all(before.values())  # nothing known yet: the canceller's word goes
+    room.run(gate, range(49, 400))
+    assert gate.delay == 9
+    assert gate.loss_db == pytest.approx(-2.0, abs=1.0)
+    leaks = room.run(gate, range(400, 700))
+    echoes = [t for t in leaks if room.played[t - 9] > -45]
+    assert len(echoes) > 150 and not any(leaks[t] for t in echoes)
+
+
+@pytest.mark.parametrize(("voice_db", "heard"), [(6.0, True), (3.0, True), (-6.0, False)])
+def test_a_voice_over_the_echo_goes_through_when_it_is_not_quieter_than_the_echo(
+    voice_db: float, heard: bool
+) -> None:
+    room = Room(reply_levels(700))
+    gate = EchoGate()
+    room.run(gate, range(400))
+    # The voice, relative to the echo in each frame (a person talking over the reply).
+    voice = {t: room.echo(t) + voice_db for t in range(400, 460) if room.echo(t) > -45}
+    passed = room.run(gate, range(400, 460), voice=voice)
+    share = np.mean([passed[t] for t in voice])
+    assert share > 0.9 if heard else share < 0.1, share
+    assert ECHO_MARGIN_DB <= 3.0  # "as loud as the echo" stays enough to interrupt
+
+
+def test_after_the_reply_the_microphone_is_the_canceller_s_again() -> None:
+    played = np.concatenate([reply_levels(400), np.full(100, -120.0)])
+    room = Room(played)
+    gate = EchoGate()
+    room.run(gate, range(400))
+    voice = {t: -30.0 for t in range(420, 500)}  # talking after the reply ended
+    passed = room.run(gate, range(420, 500), voice=voice)
+    assert all(passed.values())
+
+
+def test_the_gate_follows_a_delay_that_drifts_and_forgets_on_reset() -> None:
+    played = reply_levels(1500)
+    gate = EchoGate()
+    Room(played, delay=9).run(gate, range(500))
+    assert gate.delay == 9
+    Room(played, delay=12).run(gate, range(500, 1500))  # two sound cards' clocks apart
+    assert gate.delay == 12
+    gate.reset()
+    assert gate.delay is None and gate.loss_db is None and gate.expected_echo_db() is None
+
+
+# ---- what the segmenter does with it -----------------------------------------------------------
+
+
+def test_chunks_marked_as_echo_never_start_speech_but_keep_their_audio() -> None:
+    loud = (np.ones(480) * 8000).astype(np.int16).tobytes()
+    segmenter = Segmenter(VadConfig(), ThresholdDetector(), frame_ms=30)
+    echo = [AudioChunk(loud, 16000, timestamp_s=i * 0.03, echo=True) for i in range(40)]
+    assert [e for c in echo for e in segmenter.push(c)] == []  # 1.2 s of loud echo: nothing
+    # The same sound unmarked is speech, and the utterance keeps the marked pre-roll's audio.
+    voice = [AudioChunk(loud, 16000, timestamp_s=1.2 + i * 0.03) for i in range(20)]
+    quiet = [AudioChunk(bytes(960), 16000, timestamp_s=1.8 + i * 0.03) for i in range(80)]
+    events = [e for c in voice + quiet for e in segmenter.push(c)]
+    assert isinstance(events[0], SpeechStarted) and events[0].at_s == pytest.approx(1.2)
+    [ended] = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert ended.utterance.start_s < 1.2  # the pre-roll: marked chunks are kept as audio

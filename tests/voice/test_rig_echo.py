@@ -1,0 +1,126 @@
+"""Echo cancellation through the real audio stack: the speaker looped back into the microphone.
+
+``voice-assistant listen`` runs with ``audio.echo_cancel = "on"`` (one full-duplex PortAudio
+stream, WebRTC's canceller) in the PulseAudio rig, whose ``module-loopback`` plays everything
+the assistant says into its microphone at full level. The first reply teaches the canceller
+the room (the loop is half-duplex until then); after that, the microphone stays live while
+the assistant speaks: the reply itself starts nothing, and a real voice over it stops it and
+is answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.listener import TURN_DONE, Listener
+from tests.rig import RATE, PulseRig, Recorder, align, frame_levels_dbfs
+from tests.voice.audio_util import real_clip, real_references, speech, to_int16, wer
+from voice.tts import PiperSynthesizer
+
+pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
+
+QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
+CONFIG: dict[str, dict[str, object]] = {
+    "audio": {"echo_cancel": "on"},
+    "earcons": {"enabled": False},  # the speaker plays replies only
+}
+LEARNT = "the echo canceller has learnt the room"
+STOPPED = "stopping the reply"
+BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
+LOUD = 300  # |sample| above this on the speaker's monitor: the reply is sounding
+
+
+def as_loud_as(clip: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``clip`` scaled so its loudest 30 ms equals the loudest 30 ms of ``reference``: a
+    voice as loud at the microphone as the assistant's own echo."""
+    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
+    return np.clip(clip.astype(np.float64) * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
+
+
+def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
+    """When the speaker started sounding after ``after_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recording = recorder.snapshot()
+        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        if len(loud):
+            return recording.time_of(recording.index_at(after_s) + int(loud[0]))
+        time.sleep(0.05)
+    raise AssertionError(f"the speaker stayed silent for {timeout_s} s")
+
+
+@pytest.fixture
+def listener(pulse_rig: PulseRig, tmp_path: Path) -> Iterator[Listener]:
+    """A listener that has heard itself once: its canceller has learnt the room."""
+    with pulse_rig.loopback(), Listener(pulse_rig, tmp_path / "listen", CONFIG) as listener:
+        yield listener
+
+
+def learn_the_room(rig: PulseRig, listener: Listener, question: np.ndarray) -> None:
+    rig.feed(question, RATE).wait(30)
+    listener.wait_for_log(TURN_DONE, timeout_s=60)
+    assert LEARNT in listener.log(), listener.log()[-3000:]
+
+
+def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
+    pulse_rig: PulseRig, listener: Listener, tts: PiperSynthesizer
+) -> None:
+    question = speech(tts, QUESTION)
+    learn_the_room(pulse_rig, listener, question)
+    with pulse_rig.record_speaker() as recorder:
+        pulse_rig.feed(question, RATE).wait(30)
+        asked_s = time.monotonic()
+        listener.wait_for_log(TURN_DONE, count=2, timeout_s=60)
+        time.sleep(4)  # long enough for a turn started by the reply to show up
+    assert listener.stop() == 0, listener.log()[-3000:]
+
+    turns = listener.turns()
+    assert len(turns) == 2, turns  # nothing the assistant said came back as a request
+    assert STOPPED not in listener.log(), listener.log()[-3000:]
+    # The reply sounded for as long as the reply takes to say.
+    reply = turns[1]["reply"]
+    expected_s = len(tts.synthesize_all(reply)) / tts.sample_rate
+    spans = [(s, e) for s, e in recorder.result.speech(min_gap_s=1.0) if e > asked_s]
+    assert len(spans) == 1, spans
+    (start_s, end_s) = spans[0]
+    assert end_s - start_s > 0.85 * expected_s, (spans, expected_s, reply)
+
+
+def test_a_voice_over_the_reply_stops_it_and_is_answered(
+    pulse_rig: PulseRig, listener: Listener, tts: PiperSynthesizer
+) -> None:
+    question = speech(tts, QUESTION)
+    learn_the_room(pulse_rig, listener, question)
+    voice = as_loud_as(to_int16(real_clip(BARGE_IN)), question)
+    with pulse_rig.record_speaker() as speaker, pulse_rig.record_mic() as mic:
+        pulse_rig.feed(question, RATE).wait(30)
+        started_s = wait_for_sound(speaker, time.monotonic())
+        time.sleep(max(0.0, started_s + 1.5 - time.monotonic()))
+        pulse_rig.feed(voice, RATE).wait(30)
+        listener.wait_for_log(TURN_DONE, count=3, timeout_s=60)
+    assert listener.stop() == 0, listener.log()[-3000:]
+
+    assert listener.count(STOPPED) == 1, listener.log()[-3000:]
+    turns = listener.turns()
+    assert len(turns) == 3, turns
+    said = turns[2]["said"]
+    assert wer(real_references()[BARGE_IN], said) <= 0.25, turns
+    assert turns[2]["reply"].startswith("You said:"), turns
+
+    # The reply fell silent soon after the voice began (the benchmark measures how soon).
+    offset, match = align(voice, mic.result.samples)
+    assert match > 0.5, match  # the voice was found in what the microphone heard
+    onset_s = mic.result.time_of(offset)
+    voice_end_s = onset_s + len(voice) / RATE
+    recording = speaker.result
+    playing = recording.between(onset_s - 0.1, onset_s)
+    assert np.abs(playing).max() > LOUD, "the reply was not sounding when the voice began"
+    during = recording.between(onset_s, voice_end_s + 0.3)  # before the answer can start
+    loud = np.flatnonzero(np.abs(during) > LOUD)
+    stopped_after_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
+    assert stopped_after_s < 1.0, stopped_after_s

@@ -1,0 +1,309 @@
+"""The microphone and the speaker as one full-duplex stream, with the echo cancelled.
+
+One PortAudio stream plays and captures in the same callback, so the samples played and the
+samples captured share one clock: each callback's captured block is paired with the block it
+played, and the echo canceller gets both (:mod:`voice.echo`). The device is a
+:class:`~voice.devices.speaker.Speaker` (``play``, ``wait``, ``stop``, ``playing``) that can
+also be read like the :class:`~voice.devices.microphone.Microphone` (``read``, ``drain``,
+``reopen``), so the loop takes it as its source and its sink at once.
+
+As in the other devices, the callback only moves samples; resampling, cancelling and
+framing happen on the reader's thread, in :meth:`DuplexDevice.read`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from core.errors import DeviceError
+from voice.audio import AudioChunk
+from voice.config import AudioConfig
+from voice.devices.base import (
+    MIC_RATE,
+    OUTPUT_LATENCY_S,
+    OVERFLOW_LOG_INTERVAL_S,
+    SPEAKER_BLOCK_MS,
+    SPEAKER_RATE,
+    Int16,
+    SampleClock,
+    _describe,
+    _native_rate,
+    _sounddevice,
+    find_device,
+)
+from voice.devices.speaker import Speaker
+from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
+from voice.echo_guard import EchoGate, EchoMonitor
+
+log = logging.getLogger(__name__)
+
+# After this long with nothing played (10 ms frames), the echo has died away: the longest
+# delay the canceller handles (500 ms) plus a room's reverberation.
+IDLE_AFTER_FRAMES = 100
+SILENT_AMPLITUDE = 4  # the resampler turns digital silence into +-1
+RESUME_FRAMES = 50  # what the resting canceller is given again before it resumes
+
+
+class DuplexDevice(Speaker):
+    """Speaker and echo-cancelled microphone on one stream.
+
+    The stream runs at the speaker's preferred rate when both directions take it (else at
+    the output device's own rate); the captured audio and the reference are resampled to
+    16 kHz by two identical resamplers, so they stay aligned sample for sample.
+    """
+
+    kind = "duplex audio stream"
+
+    def __init__(
+        self,
+        config: AudioConfig,
+        canceller: EchoCanceller,
+        *,
+        rate: int = SPEAKER_RATE,
+    ) -> None:
+        super().__init__(config, rate=rate)
+        self.canceller = canceller
+        self.input_device = config.input_device
+        self.mic_rate = MIC_RATE
+        self.frame_samples = MIC_RATE * config.frame_ms // 1000
+        self.stream_delay_s = 0.0  # input plus output latency: the shortest echo delay
+        self.overflows = 0
+        # The queue holds one block per callback: as many seconds as the microphone's queue.
+        self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
+        self._captured = threading.Condition()
+        self._blocks: collections.deque[tuple[Int16, Int16, float]] = collections.deque()
+        self._process_lock = threading.Lock()  # reopen (any thread) against read (the loop)
+        self._frames: collections.deque[AudioChunk] = collections.deque()
+        self._cleaned: list[Int16] = []
+        self._echoes = 0  # frames of self._cleaned judged echo
+        self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
+        self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
+            maxlen=RESUME_FRAMES
+        )
+        self._cleaned_s = 0.0
+        self._echo = EchoFrames()
+        self.monitor = EchoMonitor()
+        self.gate = EchoGate()
+        self._resamplers: tuple[Any, Any] | None = None
+        self._clock = SampleClock(rate)
+        self._last_block_s = 0.0
+        self._logged_overflows = 0
+        self._overflow_logged_s = float("-inf")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._stream is not None:
+            return
+        sd = _sounddevice()
+        index_in = find_device(self.input_device, "input")
+        index_out = find_device(self.device, "output")
+        rate = self._pick_duplex_rate(sd, index_in, index_out)
+        where = f"{_describe(index_in, 'input')} and {_describe(index_out, 'output')}"
+        try:
+            stream = sd.Stream(
+                device=(index_in, index_out),
+                samplerate=rate,
+                channels=1,
+                dtype="int16",
+                blocksize=max(1, rate * SPEAKER_BLOCK_MS // 1000),
+                latency=("low", OUTPUT_LATENCY_S[self.config.output_latency]),
+                callback=self._duplex_callback,
+                finished_callback=self._finished,
+            )
+        except sd.PortAudioError as e:
+            raise DeviceError(f"cannot open {where} as one full-duplex stream: {e}") from None
+        latency_in, latency_out = (float(x) for x in stream.latency)
+        self._reset(rate)
+        self.rate = rate
+        self.latency_s = latency_out
+        self.stream_delay_s = latency_in + latency_out
+        self.canceller.set_delay_ms(round(self.stream_delay_s * 1000))
+        self._failure = None
+        self._stream = stream
+        self._last_block_s = time.monotonic()
+        try:
+            stream.start()
+        except sd.PortAudioError as e:
+            self.close()
+            raise DeviceError(f"cannot start the full-duplex stream: {e}") from None
+        log.info(
+            "echo-cancelled audio open: %s at %d Hz, latency %.0f ms in + %.0f ms out",
+            where,
+            rate,
+            latency_in * 1000,
+            latency_out * 1000,
+        )
+
+    def _pick_duplex_rate(self, sd: ModuleType, index_in: int | None, index_out: int | None) -> int:
+        candidates = [self.preferred_rate, _native_rate(sd, index_out, "output"), MIC_RATE]
+        for rate in dict.fromkeys(candidates):
+            try:
+                sd.check_input_settings(device=index_in, samplerate=rate, channels=1, dtype="int16")
+                sd.check_output_settings(
+                    device=index_out, samplerate=rate, channels=1, dtype="int16"
+                )
+            except sd.PortAudioError:
+                continue
+            return rate
+        raise DeviceError(
+            f"the input and output devices share none of the rates {sorted(set(candidates))} "
+            "that one full-duplex stream needs"
+        )
+
+    def _reset(self, rate: int) -> None:
+        import soxr
+
+        with self._process_lock:
+            self._clock = SampleClock(rate)
+            self._resamplers = (
+                (
+                    soxr.ResampleStream(rate, self.mic_rate, 1, dtype="int16"),
+                    soxr.ResampleStream(rate, self.mic_rate, 1, dtype="int16"),
+                )
+                if rate != self.mic_rate
+                else None
+            )
+            with self._captured:
+                self._blocks.clear()
+            self._clear_pending()
+            self.monitor.reset()  # maybe another device, another room: learn it again
+            self.gate.reset()
+
+    @property
+    def echo_learnt(self) -> bool:
+        """True once the canceller reliably removes the echo (:class:`EchoMonitor`)."""
+        return self.monitor.learnt
+
+    def _clear_pending(self) -> None:
+        self._frames.clear()
+        self._cleaned, self._echoes = [], 0
+        self._quiet = IDLE_AFTER_FRAMES + 1
+        self._rested.clear()
+        self._echo.clear()
+        if self._resamplers is not None:
+            for resampler in self._resamplers:
+                resampler.clear()
+
+    # -- the PortAudio thread ----------------------------------------------------------------
+    def _duplex_callback(
+        self, indata: Any, outdata: Any, frames: int, time_info: Any, status: Any
+    ) -> None:
+        self._callback(outdata, frames, time_info, status)  # the speaker fills outdata
+        now = time.monotonic()
+        pair = (indata[:, 0].copy(), outdata[:, 0].copy())
+        with self._captured:
+            stamp = self._clock.stamp(now, frames)
+            if status.input_overflow:
+                self.overflows += 1
+            if len(self._blocks) >= self._max_blocks:
+                self._blocks.popleft()  # both sides of a block go: the pairs stay aligned
+                self.overflows += 1
+            self._blocks.append((*pair, stamp))
+            self._last_block_s = now
+            self._captured.notify()
+
+    def _finished(self) -> None:
+        super()._finished()
+        with self._captured:
+            self._captured.notify_all()
+
+    # -- the microphone side -----------------------------------------------------------------
+    def read(self, timeout_s: float) -> AudioChunk | None:
+        """The next echo-cancelled 16 kHz frame, or None when none came within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self._frames:
+            self._check_input_alive()
+            with self._captured:
+                if not self._blocks:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._captured.wait(remaining)
+                    continue
+                blocks = list(self._blocks)
+                self._blocks.clear()
+            self._log_overflows()
+            with self._process_lock:
+                for near, far, stamp in blocks:
+                    self._process(near, far, stamp)
+        return self._frames.popleft()
+
+    def drain(self) -> None:
+        """Drop every frame captured so far."""
+        with self._process_lock:
+            with self._captured:
+                self._blocks.clear()
+            self._clear_pending()
+
+    def _process(self, near: Int16, far: Int16, stamp: float) -> None:
+        if self._resamplers is not None:
+            assert self.rate is not None
+            # soxr holds back delay() output samples: the output ends that much before the
+            # input. Both resamplers are alike, so near and far stay in step.
+            end_s = stamp + len(near) / self.rate
+            near = self._resamplers[0].resample_chunk(near)
+            far = self._resamplers[1].resample_chunk(far)
+            stamp = end_s - (self._resamplers[0].delay() + len(near)) / self.mic_rate
+        per_chunk = self.config.frame_ms // FRAME_MS
+        for frame in self._echo.push(near, far, stamp):
+            if not self._cleaned:
+                self._cleaned_s = frame.start_s
+            played = int(np.abs(frame.far).max()) > SILENT_AMPLITUDE
+            self._quiet = 0 if played else self._quiet + 1
+            if self._quiet > IDLE_AFTER_FRAMES:
+                # Nothing played for a while, so no echo to remove: the canceller rests (it
+                # would double the idle CPU). Skipping both of its streams keeps them paired.
+                cleaned, echo = frame.near, False
+                self.gate.skip()
+                self._rested.append((frame.near, frame.far))
+            else:
+                # Back to work: first the last half second it skipped. Resumed without it,
+                # it leaked the first words of the next reply (in the rig and offline).
+                while self._rested:
+                    self.canceller.process(*self._rested.popleft())
+                cleaned = self._cancel(frame.near, frame.far)
+                echo = self.gate.is_echo(frame.near, cleaned, frame.far)
+            self._cleaned.append(cleaned)
+            self._echoes += echo
+            if len(self._cleaned) == per_chunk:
+                pcm = np.concatenate(self._cleaned).tobytes()
+                echo = 2 * self._echoes >= per_chunk  # mostly echo: never speech
+                chunk = AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s, echo=echo)
+                self._frames.append(chunk)
+                self._cleaned, self._echoes = [], 0
+
+    def _cancel(self, near: Int16, far: Int16) -> Int16:
+        cleaned = self.canceller.process(near, far)
+        if self.monitor.update(near, cleaned, far):
+            log.info(
+                "the echo canceller has learnt the room (%.0f dB of echo removed): "
+                "the microphone stays live while the assistant speaks",
+                self.monitor.erle_db,
+            )
+        return cleaned
+
+    def _check_input_alive(self) -> None:
+        self._check_alive()  # the speaker's: not open, stopped, or died
+        silent_s = time.monotonic() - self._last_block_s
+        if silent_s > self.config.stall_timeout_s:
+            self._failure = f"no audio from the microphone for {silent_s:.1f} s"
+            raise DeviceError(self._failure)
+
+    def _log_overflows(self) -> None:
+        now = time.monotonic()
+        if self.overflows > self._logged_overflows and (
+            now - self._overflow_logged_s > OVERFLOW_LOG_INTERVAL_S
+        ):
+            log.warning(
+                "microphone overflow: %d blocks dropped so far (the reader fell behind)",
+                self.overflows,
+            )
+            self._logged_overflows = self.overflows
+            self._overflow_logged_s = now

@@ -1,0 +1,214 @@
+"""What keeps the assistant from hearing itself once the canceller runs.
+
+WebRTC's canceller (:mod:`voice.echo`) removes 50-70 dB of a steady echo, but not always:
+while it learns a room, at the onset of a reply when the echo path has moved (two sound
+cards whose clocks drift apart, an underrun on a busy machine), and as a faint residue that
+webrtcvad calls speech whatever its level. Three guards, all on 10 ms frames of what the
+microphone heard, what the canceller left and what was played in the same callbacks:
+
+- :class:`EchoMonitor`: has the canceller learnt the room? Until then the loop stays
+  half-duplex (the microphone gated while the assistant speaks).
+- :class:`EchoGate`: a frame no louder at the microphone than the echo the played sound
+  makes there is echo, whatever the canceller left of it. A voice over the reply makes the
+  microphone louder than the echo alone.
+- :func:`is_residue`: the faint residue of a removed echo is echo too.
+
+A frame judged echo keeps its audio (Whisper hears everything the canceller left); the
+device marks its chunk (``AudioChunk.echo``) and the segmenter never counts it as speech.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import numpy.typing as npt
+
+Int16 = npt.NDArray[np.int16]
+
+FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth judging
+WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
+LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
+LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
+RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
+RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
+
+
+def power(samples: Int16) -> float:
+    """Mean square of int16 samples, as a fraction of full scale squared."""
+    x = samples.astype(np.float64) / 32768.0
+    return float(np.mean(x * x)) if len(x) else 0.0
+
+
+def db(p: float) -> float:
+    return float(10 * np.log10(max(p, 1e-12)))
+
+
+def is_residue(heard: Int16, left: Int16) -> bool:
+    """Whether ``left``, the canceller's output for the microphone frame ``heard``, is the
+    faint residue of an echo: the canceller took :data:`RESIDUE_DB` or more out of the frame
+    and less than :data:`RESIDUE_DBFS` is left.
+
+    That residue (-70 to -90 dBFS in the loopback rig) is shaped like speech, and webrtcvad
+    calls it speech whatever its level. A voice over the reply is louder than that, even
+    where the canceller turns it down while it decides that two are talking.
+    """
+    left_db = db(power(left))
+    return left_db < RESIDUE_DBFS and db(power(heard)) - left_db >= RESIDUE_DB
+
+
+def erle_db(before: Int16, after: Int16) -> float:
+    """Echo return loss enhancement: how much quieter ``after`` is than ``before``, in dB."""
+    power_in = float(np.mean(before.astype(np.float64) ** 2))
+    power_out = float(np.mean(after.astype(np.float64) ** 2))
+    return float(10 * np.log10((power_in + 1e-9) / (power_out + 1e-9)))
+
+
+# ---- has it learnt the room? ---------------------------------------------------------------
+
+FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth judging
+WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
+LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
+LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
+
+
+class EchoMonitor:
+    """Whether the canceller removes the echo yet: until then the loop stays half-duplex.
+
+    WebRTC's canceller needs a few seconds of played sound to learn a new echo path, and
+    meanwhile the echo comes through (in the loopback rig, 2-15 dB removed in the first
+    two seconds of the first reply, 35-70 dB after three), loud enough to start turns and
+    stop replies. So over each 0.5 s of played sound the microphone before the canceller is
+    compared with what is left after it; :data:`LEARNT_WINDOWS` windows in a row with at
+    least :data:`LEARNT_ERLE_DB` removed, and the room is learnt (one good window is not
+    enough: the canceller can suppress hard at the very start, then leak). It stays learnt
+    until :meth:`reset` (a reopened stream). Speech over a reply, or a room where the echo
+    is never removed well (a headset, where ``turn.barge_in`` is the setting to use), only
+    keeps it half-duplex: the failure mode is the old behaviour, never hearing itself.
+    """
+
+    def __init__(self, window_frames: int = WINDOW_FRAMES, windows: int = LEARNT_WINDOWS) -> None:
+        self.window_frames = window_frames
+        self.windows = windows
+        self.learnt = False
+        self.erle_db: float | None = None  # of the last window judged
+        self.reset()
+
+    def reset(self) -> None:
+        self.learnt = False
+        self._good = 0
+        self._frames = 0
+        self._heard = 0.0
+        self._left = 0.0
+
+    def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
+        """One frame: the microphone before and after the canceller, and what was played
+        in the same callbacks. True when this frame made the room learnt."""
+        if self.learnt or db(power(played)) <= FAR_ACTIVE_DBFS:
+            return False
+        self._frames += 1
+        self._heard += power(heard)
+        self._left += power(left)
+        if self._frames < self.window_frames:
+            return False
+        self.erle_db = db(self._heard) - db(self._left)
+        self._good = self._good + 1 if self.erle_db >= LEARNT_ERLE_DB else 0
+        self._frames, self._heard, self._left = 0, 0.0, 0.0
+        self.learnt = self._good >= self.windows
+        return self.learnt
+
+
+# ---- no louder than the echo -------------------------------------------------------------------
+
+FLOOR_DBFS = -80.0  # levels under this are all the same silence
+HISTORY_FRAMES = 300  # 3 s of levels to find the echo's delay in
+MAX_DELAY_FRAMES = 50  # 500 ms: as far as WebRTC's canceller looks
+ESTIMATE_EVERY = 50  # frames: the delay drifts by a fraction of a millisecond a second
+MIN_MATCH = 0.6  # a delay is believed when the level envelopes correlate this well there
+DELAY_SLACK = 2  # frames either side of the delay: it is known to 10 ms
+LOUD_PLAYED_DBFS = -40.0  # played frames loud enough to measure the echo's loss with
+LOSS_PERCENTILE = 30  # a voice over the reply makes (heard - played) high: read low
+ECHO_MARGIN_DB = 3.0  # a voice makes the microphone at least this much louder than the echo
+
+
+class EchoGate:
+    """Finds the frames that can only be echo: the microphone no louder than the echo the
+    played sound makes there.
+
+    From the levels of what was played and what the microphone heard (before the canceller)
+    over the last 3 s, it finds the echo's delay (where the two level envelopes correlate
+    best, 0-500 ms) and its loss (how much quieter the echo is than what was played: a low
+    percentile, so that a voice over the reply does not raise it). A frame heard at most
+    :data:`ECHO_MARGIN_DB` above the echo expected from what was played one delay earlier is
+    echo, whatever the canceller left of it. Measured with a drifting echo path in the rig,
+    that caught every leak that started a turn and kept a voice as loud as the echo (its
+    louder syllables get through); a voice clearly quieter than the echo at the microphone
+    does not stop the reply: speak up to interrupt it.
+    """
+
+    def __init__(self) -> None:
+        self.delay: int | None = None  # frames from played to heard
+        self.loss_db: float | None = None  # heard minus played, for the echo alone
+        self._played: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
+        self._heard: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
+        self._count = 0
+
+    def reset(self) -> None:
+        self.delay = self.loss_db = None
+        self._played.clear()
+        self._heard.clear()
+        self._count = 0
+
+    def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
+        """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
+        ``heard``, ``left``: the microphone before and after the canceller; ``played``: what
+        was played in the same callbacks."""
+        heard_db = max(FLOOR_DBFS, db(power(heard)))
+        self._played.append(max(FLOOR_DBFS, db(power(played))))
+        self._heard.append(heard_db)
+        self._count += 1
+        if self._count % ESTIMATE_EVERY == 0:
+            self._estimate()
+        expected = self.expected_echo_db()
+        if expected is not None and heard_db <= expected + ECHO_MARGIN_DB:
+            return True
+        return is_residue(heard, left)
+
+    def skip(self) -> None:
+        """A frame while nothing plays, not looked at (the canceller rests): silence."""
+        self._played.append(FLOOR_DBFS)
+        self._heard.append(FLOOR_DBFS)
+
+    def expected_echo_db(self) -> float | None:
+        """The level the echo of what was played should have in the newest frame heard;
+        None when nothing loud enough was played one delay ago (or nothing is known yet)."""
+        if self.delay is None or self.loss_db is None:
+            return None
+        newest = len(self._played) - 1
+        lo = max(0, newest - self.delay - DELAY_SLACK)
+        hi = min(newest, newest - self.delay + DELAY_SLACK)
+        if hi < lo:
+            return None
+        loudest = max(self._played[i] for i in range(lo, hi + 1))
+        return loudest + self.loss_db if loudest > FAR_ACTIVE_DBFS else None
+
+    def _estimate(self) -> None:
+        played, heard = np.array(self._played), np.array(self._heard)
+        if np.mean(played > FAR_ACTIVE_DBFS) < 0.2:
+            return  # too little played to judge: keep what we know
+        best, best_lag = MIN_MATCH, None
+        for lag in range(min(MAX_DELAY_FRAMES, len(played) // 2) + 1):
+            a, b = played[: len(played) - lag], heard[lag:]
+            if a.std() == 0 or b.std() == 0:
+                continue
+            match = float(np.corrcoef(a, b)[0, 1])
+            if match > best:
+                best, best_lag = match, lag
+        if best_lag is not None:
+            self.delay = best_lag
+        if self.delay is None:
+            return
+        a, b = played[: len(played) - self.delay], heard[self.delay :]
+        loud = a > LOUD_PLAYED_DBFS
+        if loud.sum() >= 20:
+            self.loss_db = float(np.percentile(b[loud] - a[loud], LOSS_PERCENTILE))
