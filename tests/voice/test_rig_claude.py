@@ -107,12 +107,15 @@ def test_a_permission_is_asked_aloud_and_answered_by_voice(
     if not ran:  # the refusal is said at the end of the turn
         assert "refused: Note: Claude was not allowed to create made.txt." in log
         assert api.turns[1].tool_results()[0]["is_error"] is True
-    # And it was heard, sentence by sentence. tiny.en on the Piper voice is too rough for
-    # more than the first sentence ("Claude wants" comes back as "hard ones"), so the rest is
-    # counted, not read: the question and its "Allow?", then the answer (and the refusal).
+    # And it was heard. tiny.en on the Piper voice is too rough for more than the first
+    # sentence ("Claude wants" comes back as "hard ones", "made.txt" as "may dot txt"), and
+    # how the bursts split depends on timing, so the rest is checked by words that survive it:
+    # the question, then the answer (and the refusal).
     sentences = said(stt, recording.result.samples)
     assert wer("i will create the file", sentences[0]) <= 0.2, sentences
-    assert len(sentences) >= (4 if ran else 5), sentences
+    rest = " ".join(sentences[1:]).lower()
+    assert "create" in rest, sentences  # "Allow?" alone comes back as "Wow." or "Oh, oh"
+    assert ("made" in sentences[-1].lower()) if ran else ("not allowed" in rest), sentences
 
 
 def test_stop_said_while_a_tool_runs_interrupts_claude(
