@@ -72,12 +72,13 @@ def collect() -> list[Pause]:
 
 
 def judge(analyzer: TurnAnalyzer | None, pause: Pause) -> tuple[float, float]:
-    """(ends after ms, heard after ms) for this analyzer; None: the words alone."""
+    """(ends after ms, heard after ms) for this analyzer; None: the words alone. Heard over
+    the reply (echo cancelled): half-duplex never plays it before the likely wait, 800 ms."""
     if analyzer is None:
         words_only = CombinedAnalyzer()
-        ev = PauseEvidence(pause.text, None, False)
+        ev = PauseEvidence(pause.text, None, False, heard_over_reply=True)
         return words_only.end_after_ms(ev), words_only.speak_after_ms(ev)
-    ev = PauseEvidence(pause.text, pause.probability, True)
+    ev = PauseEvidence(pause.text, pause.probability, True, heard_over_reply=True)
     return analyzer.end_after_ms(ev), analyzer.speak_after_ms(ev)
 
 
@@ -113,7 +114,9 @@ def main() -> int:
     print(
         "\ncut-offs: mid-sentence gaps where the turn would end before 800 ms (it joins the rest"
         " if the user goes on before the reply plays); heard early: where the reply would be"
-        " heard before 800 ms (half-duplex: the words after it are lost); end/heard: at the true"
+        " heard before 800 ms with the user heard over the reply (echo cancelled: the reply stops"
+        " and the words join the request; half-duplex never plays it before 800 ms, where the"
+        " words would be lost); end/heard: at the true"
         " ends, the silence before the turn ends / before the reply may play (ms after the last"
         " frame of speech); held: true ends whose reply waits for the longest pause."
     )

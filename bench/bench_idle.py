@@ -1,7 +1,7 @@
 """Start-up time, idle CPU while listening, and memory with the models loaded.
 
     python bench/bench_idle.py [--seconds 30] [--runs 3] [--modes vad,wake]
-                               [--background silence|noise]
+                               [--background silence|noise] [--echo auto,off]
 
 `voice-assistant listen --agent echo` runs as a real process in the PulseAudio rig, once per
 input mode (``vad``: webrtcvad on every frame, Silero when webrtcvad hears something;
@@ -10,7 +10,9 @@ microphone plays silence, as from a quiet room, or with ``--background noise`` p
 -40 dBFS, a fan or a busy street through a window, which webrtcvad often calls speech (so
 Silero runs). Start-up is from launch to the "ready" log line (models loaded and warmed,
 streams open). CPU is user+system time from /proc over the idle window, as a percentage of
-one core; memory is the peak RSS (VmHWM). The figures of the modes print side by side.
+one core; memory is the peak RSS (VmHWM). The figures of the modes print side by side;
+``--echo auto,off`` runs each mode with echo cancellation (one duplex stream, the default)
+and without it (half-duplex: a microphone stream and a speaker stream).
 """
 
 from __future__ import annotations
@@ -70,12 +72,19 @@ def pink_noise(seconds: float, dbfs: float = -40.0) -> np.ndarray:
 
 
 def measure_idle(
-    rig: PulseRig, workdir: Path, mode: str, seconds: float, *, background: str = "silence"
+    rig: PulseRig,
+    workdir: Path,
+    mode: str,
+    seconds: float,
+    *,
+    background: str = "silence",
+    echo: str = "auto",
 ) -> Idle:
     """One listener in ``mode``, idle for ``seconds`` (after 2 s to settle)."""
     config: dict[str, dict[str, object]] = {
         "earcons": {"enabled": False},
         "input": {"mode": mode, "backend": "socket"},
+        "audio": {"echo_cancel": echo},
     }
     with Listener(rig, workdir, config) as listener:
         assert listener.process is not None
@@ -105,29 +114,43 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="vad", help="comma-separated: vad, wake")
     parser.add_argument("--background", choices=("silence", "noise"), default="silence")
+    parser.add_argument(
+        "--echo", default="auto", help="comma-separated audio.echo_cancel values: auto, off"
+    )
     args = parser.parse_args()
-    modes = [m for m in args.modes.split(",") if m]
-    unknown = set(modes) - set(MODES)
+    modes = [
+        f"{m}/{e}" if "," in args.echo else m
+        for m in args.modes.split(",")
+        if m
+        for e in args.echo.split(",")
+    ]
+    unknown = {m.split("/")[0] for m in modes} - set(MODES)
     if unknown:
         parser.error(f"unknown mode {', '.join(sorted(unknown))}; use {', '.join(MODES)}")
     results: dict[str, list[Idle]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
         for run in range(args.runs):
             for mode in modes:  # interleaved: a busy neighbour slows every mode alike
+                name, _, echo = mode.partition("/")
                 idle = measure_idle(
-                    rig, Path(tmp) / f"{mode}{run}", mode, args.seconds, background=args.background
+                    rig,
+                    Path(tmp) / f"{name}{echo}{run}",
+                    name,
+                    args.seconds,
+                    background=args.background,
+                    echo=echo or args.echo,
                 )
                 results[mode].append(idle)
                 print(
-                    f"run {run + 1} {mode:4}: start-up {idle.startup_s:.2f} s, idle CPU "
+                    f"run {run + 1} {mode:9}: start-up {idle.startup_s:.2f} s, idle CPU "
                     f"{idle.cpu_percent:.1f} % of one core over {args.seconds:.0f} s of "
                     f"{args.background}, peak RSS {idle.peak_rss_mb:.0f} MB, turns {idle.turns}"
                 )
     print(f"\nmedian of {args.runs} run(s), {args.background} into the microphone:")
-    print(f"{'mode':6}{'start-up':>10}{'idle CPU':>12}{'peak RSS':>10}{'turns':>7}")
+    print(f"{'mode':10}{'start-up':>10}{'idle CPU':>12}{'peak RSS':>10}{'turns':>7}")
     for mode, runs in results.items():
         print(
-            f"{mode:6}{statistics.median(r.startup_s for r in runs):>9.2f}s"
+            f"{mode:10}{statistics.median(r.startup_s for r in runs):>9.2f}s"
             f"{statistics.median(r.cpu_percent for r in runs):>10.1f} %"
             f"{statistics.median(r.peak_rss_mb for r in runs):>7.0f} MB"
             f"{sum(r.turns for r in runs):>7}"

@@ -48,6 +48,7 @@ from voice.turn_events import (
     Command,
     EndSegment,
     Event,
+    HeardOverReply,
     Interrupt,
     KeyDown,
     KeyUp,
@@ -157,6 +158,7 @@ class VoiceLoop:
         self._loss_announced = False
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
         self._segments_started = 0
+        self._heard_over_reply = False  # told to the machine when it changes
 
     @property
     def _gate(self) -> bool:
@@ -263,8 +265,12 @@ class VoiceLoop:
 
     def _advance(self, now: float) -> None:
         self._now = max(self._now, now)
-        if self._gate and self.engines.speaker.sink.playing and self.clock() >= self._cue_until:
+        gate = self._gate
+        if gate and self.engines.speaker.sink.playing and self.clock() >= self._cue_until:
             self._gate_until = self._now + self.config.turn.cooldown_ms / 1000
+        if self._heard_over_reply == gate:  # the canceller learnt (or lost) the room
+            self._heard_over_reply = not gate
+            self._execute(self.machine.handle(HeardOverReply(not gate)))
         self._execute(self.machine.handle(Tick(self._now)))
 
     def _drain_events(self) -> None:

@@ -69,6 +69,7 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
         release_grace_s=config.input.release_grace_ms / 1000,
         follow_up_s=config.wake.follow_up_s,
         wake_listen_s=config.wake.listen_s,
+        longest_pause_s=config.vad.hangover_ms / 1000,
     )
 
 

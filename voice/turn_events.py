@@ -72,6 +72,14 @@ class WakeWord:
 
 
 @dataclass(frozen=True)
+class HeardOverReply:
+    """Whether the user can be heard over the reply: the echo canceller has learnt the room,
+    or ``turn.barge_in`` (a headset). Sent when it changes; half-duplex until then."""
+
+    heard: bool
+
+
+@dataclass(frozen=True)
 class TranscriptReady:
     job: int
     text: str  # "" when nothing usable was heard (the guard dropped it)
@@ -141,6 +149,7 @@ Event = (
     | KeyUp
     | Command
     | WakeWord
+    | HeardOverReply
     | TranscriptReady
     | VerdictReady
     | ReplyPlaying

@@ -12,9 +12,11 @@ The rules, for people who pause while they think:
   length limit are joined, never dropped.
 - At each pause the words so far are transcribed and the end-of-turn model consulted; the
   :class:`~voice.end_of_turn.TurnAnalyzer` says how long the pause must last.
-- A turn stays *open* until its reply starts to play. Speech that resumes while it is open
-  belongs to the same request: before the agent has it, the transcription is simply redone on
-  the joined audio; after, the agent is interrupted and the joined text replaces the request.
+- A turn stays *open* until its reply starts to play, or, when the user is heard over the
+  reply (``HeardOverReply``: echo cancelled, or a headset), until the longest pause has
+  passed since its last word. Speech that resumes while it is open belongs to the same
+  request: before the agent has it, the transcription is simply redone on the joined audio;
+  after, the reply stops, the agent is interrupted and the joined text replaces the request.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
   answer answers its question, anything else waits for the running turn to finish.
 """
@@ -36,6 +38,7 @@ from voice.turn_events import (
     Command,
     EndSegment,
     Event,
+    HeardOverReply,
     Interrupt,
     KeyDown,
     KeyUp,
@@ -76,6 +79,7 @@ class TurnPolicy:
     release_grace_s: float = 0.2  # push-to-talk: audio kept after the key is let go
     follow_up_s: float = 5.0  # wake mode: after a reply, listen this long without the word
     wake_listen_s: float = 8.0  # wake mode: how long the word keeps the microphone open
+    longest_pause_s: float = 1.5  # vad.hangover_ms: no pause inside a request is longer
 
 
 @dataclass
@@ -164,6 +168,7 @@ class TurnTaking:
         self._release_at: float | None = None
         self._awake_until: float | None = None  # wake mode: the microphone is open until then
         self._cue_at: float | None = None
+        self._heard_over_reply = False
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -230,6 +235,8 @@ class TurnTaking:
             self._command(event, out)
         elif isinstance(event, WakeWord):
             self._wake(event.at_s, out)
+        elif isinstance(event, HeardOverReply):
+            self._heard_over_reply = event.heard
         elif isinstance(event, PermissionAsked):
             if self._turn is not None and event.turn == self._turn.id:
                 deadline = self._now + self.policy.permission_timeout_s
@@ -255,7 +262,7 @@ class TurnTaking:
             self._request = _Request("answer")
         elif turn is None:
             self._request = _Request("new")
-        elif not turn.heard:
+        elif not turn.heard or self._continues_over_reply(turn):
             self._continue(turn, out)
         else:
             if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
@@ -263,6 +270,15 @@ class TurnTaking:
             self._request = _Request("during")
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
+
+    def _continues_over_reply(self, turn: _Turn) -> bool:
+        """Heard over the reply, speech within the longest pause of the request's last word is
+        that request going on: the reply came early, and stops."""
+        return (
+            self._heard_over_reply
+            and bool(turn.audio)
+            and self._now - turn.audio[-1].end_s < self.policy.longest_pause_s
+        )
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
@@ -294,7 +310,7 @@ class TurnTaking:
             return
         pause = request.pause
         model = self.policy.model and not pause.model_failed
-        evidence = PauseEvidence(pause.text, pause.probability, model)
+        evidence = PauseEvidence(pause.text, pause.probability, model, self._heard_over_reply)
         if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
             request.speak_at_s = pause.end_s + analyzer.speak_after_ms(evidence) / 1000
             out.append(EndSegment())

@@ -287,11 +287,11 @@ def test_the_sentence_before_a_tool_is_spoken_before_the_tool_finishes(
         ("text", "Let me look at the files."),
         ("done",),
         ("tool", "Bash", {"command": "ls", "description": "List the files"}),
-        ("sleep", 2.0),
+        ("sleep", 3.0),
         ("text", "There are three."),
     ]
     rig = make_rig(
-        silence(300) + tone(700) + silence(6000), conversation=FakeConversation(script=script)
+        silence(300) + tone(700) + silence(7000), conversation=FakeConversation(script=script)
     )
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     report = rig.loop.reports[0]

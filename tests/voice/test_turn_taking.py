@@ -16,6 +16,7 @@ from voice.turn_events import (
     Command,
     EndSegment,
     Event,
+    HeardOverReply,
     Interrupt,
     KeyDown,
     KeyUp,
@@ -129,6 +130,7 @@ def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
 
 def test_the_pause_transcript_is_the_request_when_nothing_followed() -> None:
     m = Machine()
+    m(HeardOverReply(True))  # its reply may be heard at once
     seg = utt(1.0, 3.0)
     say_request(m, seg, "Run the test suite.", 0.99)
     assert m(Tick(3.31)) == [EndSegment()]
@@ -522,6 +524,7 @@ def test_a_wake_word_after_the_request_began_restarts_nothing() -> None:
 
 def test_a_finished_but_not_sure_end_is_heard_after_the_likely_wait() -> None:
     m = Machine()
+    m(HeardOverReply(True))
     seg = utt(1.0, 3.0)
     say_request(m, seg, "Run the test suite.", 0.9)
     assert m(Tick(3.31)) == [EndSegment()]
@@ -559,10 +562,71 @@ def test_speech_during_a_held_reply_joins_the_request() -> None:
     assert final.audio == join([first, more])
 
 
-def test_a_sure_end_is_heard_at_once() -> None:
+def test_a_sure_end_is_heard_at_once_when_the_user_is_heard_over_the_reply() -> None:
     m = Machine()
+    m(HeardOverReply(True))  # echo cancelled (or a headset)
     seg = utt(1.0, 3.0)
     say_request(m, seg, "Run the test suite.", 0.99)
     m(Tick(3.31))
     out = m.quiet(UtteranceEnded(seg, "forced"))
     assert Release(sent(out).turn) in out
+
+
+def test_half_duplex_holds_even_a_sure_end_until_the_longest_pause() -> None:
+    """Words said over the reply would be lost: a thinking pause after "He was not." sounds
+    finished to the model, and live on real voices such replies came mid-request."""
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "He was not.", 0.99)
+    assert m(Tick(3.31)) == [EndSegment()]  # the agent still starts at once
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    turn = sent(out).turn
+    assert Release(turn) not in out
+    assert Release(turn) not in m.quiet(Tick(4.49))
+    assert Release(turn) in m.quiet(Tick(4.51))
+
+
+def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> None:
+    m = Machine()
+    m(HeardOverReply(True), HeardOverReply(False))  # learnt, then lost (another device)
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m.quiet(UtteranceEnded(seg, "forced"))).turn
+    assert Release(turn) not in m.quiet(Tick(4.4))
+
+
+@pytest.mark.parametrize(
+    ("resumes_at_s", "joins"),
+    [
+        (3.9, True),  # 0.9 s after the last word: a thinking pause, the reply came early
+        (4.45, True),
+        (4.6, False),  # past the longest pause (1.5 s): a new request over the reply
+    ],
+)
+def test_heard_over_the_reply_speech_within_the_longest_pause_joins_the_request(
+    resumes_at_s: float, joins: bool
+) -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    first, more = utt(1.0, 3.0), utt(resumes_at_s, resumes_at_s + 1.5)
+    say_request(m, first, "He was not.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(ReplyPlaying(turn), Tick(resumes_at_s))
+    out = m.quiet(SpeechStarted(resumes_at_s))
+    if not joins:
+        assert out == [StopReply(turn)]  # barge-in: the reply stops, the agent goes on
+        return
+    assert out == [StopReply(turn), Interrupt(turn)]
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
+    (final,) = [
+        a
+        for a in m(TranscriptReady(probe, "an ill-disposed young man."))
+        if isinstance(a, Transcribe)
+    ]
+    assert final.audio == join([first, more])
+    out = m(TranscriptReady(final.job, "He was not an ill-disposed young man."))
+    assert sent(out) == Send(
+        sent(out).turn, "He was not an ill-disposed young man.", True, speech_end_s=more.end_s
+    )
