@@ -1,6 +1,6 @@
 """Turn-taking on real voices through the PulseAudio rig: words kept, turns, cut-offs, latency.
 
-    python bench/bench_real_voices.py [--only project|baseline] [--quick]
+    python bench/bench_real_voices.py [--only project|baseline] [--quick] [--heard-over-reply]
 
 Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
 
@@ -19,6 +19,10 @@ and the two recordings (one clock):
   live WER against whole-file WER of the same model on the same audio;
 - "sent": when the turn went to the agent, after the last voiced frame (from the log);
 - end of speech (mic recording) -> first reply sample (speaker recording), p50 and p90.
+
+The rig has no echo path, so the echo canceller never learns a room and the project runs
+half-duplex, as on a first reply. ``--heard-over-reply`` sets ``turn.barge_in`` instead, as
+with a headset (or once the canceller has learnt the room): the user is heard over the reply.
 """
 
 from __future__ import annotations
@@ -244,7 +248,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", choices=["project", "baseline"])
     parser.add_argument("--quick", action="store_true", help="four requests of each kind")
+    parser.add_argument(
+        "--heard-over-reply", action="store_true", help="turn.barge_in: heard over the reply"
+    )
     args = parser.parse_args()
+    if args.heard_over_reply:
+        CONFIG["turn"] = {"barge_in": True}
     requests = build_requests(args.quick)
     stt = WhisperTranscriber(SttConfig())
     whole = {r.name: stt.transcribe_audio(r.audio, fast=False).text for r in requests}
