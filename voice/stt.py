@@ -82,6 +82,8 @@ def looks_degenerate(text: str, avg_logprob: float) -> bool:
 _TOKEN = re.compile(r"\S+")
 _MIN_REPEATS = 3
 _MIN_REPEATS_OF_ONE_WORD = 5  # "no, no, no" can be meant; five times is a loop
+# More words a second than anyone says: beyond one window, only such a text is cut of repeats.
+MAX_WORDS_PER_S = 5.0
 
 
 def collapse_repeats(text: str) -> tuple[str, str]:
@@ -262,7 +264,10 @@ class WhisperTranscriber:
                 text, no_speech, logprob = self._transcribe_stock(audio)
         else:
             text, no_speech, logprob = self._transcribe_stock(audio)
-        text, cut = collapse_repeats(text)
+        # Beyond one window each 30 s is decoded on its own, with faster-whisper's loop check:
+        # there a sentence said three times was said three times (jfk.flac x3 was cut to one).
+        plausible = len(text.split()) <= MAX_WORDS_PER_S * audio_s
+        text, cut = (text, "") if audio_s > FAST_MAX_S and plausible else collapse_repeats(text)
         if cut:
             log.warning("cut a repetition loop from the transcript: %r", cut[:120])
         return Transcript(text, audio_s, time.perf_counter() - started, no_speech, logprob)

@@ -97,8 +97,10 @@ def test_demo_runs_the_whole_chain_with_no_microphone_and_no_login(home: Path) -
     assert result.returncode == 0, result.stderr
     assert "transcript: What is the capital of France?" in result.stdout
     assert "reply: You said: What is the capital of France?" in result.stdout
-    heard_back = result.stdout.split("reply heard back:")[1].lower()
-    assert "capital of france" in heard_back
+    # The reply transcribed back: Piper draws its voice anew each run, and tiny.en once heard
+    # "capital of friends" in a CI run, so a word may differ.
+    heard_back = result.stdout.split("reply heard back:")[1]
+    assert wer("you said what is the capital of france", heard_back) <= 0.15, heard_back
 
 
 def test_agent_that_hangs_gets_a_spoken_apology(home: Path) -> None:
