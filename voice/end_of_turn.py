@@ -61,9 +61,9 @@ class CombinedAnalyzer:
     A turn goes to the agent as soon as it ends, so the agent starts early; its reply is
     held until the user has surely finished. Half-duplex cannot hear words said over the
     reply, so there it is never heard before ``max``, the longest pause inside a request
-    (live on real voices, replies heard sooner came mid-request in 5 of 20 requests with a
-    pause inside, and after ``likely`` a pause of 800 ms still lost a sentence). A missing piece of
-    evidence counts as the least favourable value. Without a model the words decide alone,
+    (live on real voices, replies heard sooner came mid-request in 6 of 20 requests with a
+    pause inside; after ``likely``, a pause of 800 ms still lost a sentence). A missing
+    piece of evidence counts as the least favourable value. Without a model the words decide alone,
     as they did before the model: complete -> quick / quick.
     """
 
