@@ -113,11 +113,11 @@ def main() -> int:
                     released_s = ask(rig, listener, question)
             time.sleep(AFTER_S)
             listener.ptt("release")
-            barge_ins = listener.count("barge-in by key")
+            barge_ins = listener.count("stopping the reply")
             latency = re.search(r"speaker open: .*latency (\d+) ms", listener.log())
         recording = recorder.result
 
-    print(f"barge-in by key: {barge_ins} in the log for {len(presses)} presses")
+    print(f"replies stopped: {barge_ins} in the log for {len(presses)} presses")
     if latency is not None:
         print(f"speaker stream output latency (PortAudio): {latency.group(1)} ms")
     print("press -> last reply sample on speaker.monitor:")
