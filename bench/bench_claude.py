@@ -79,8 +79,11 @@ def startup(turns: int, workdir: Path) -> dict[str, list[float]]:
     return out
 
 
-def rig(turns: int, workdir: Path) -> tuple[list[float], list[float]]:
-    """(first delta -> first reply sample, first sentence heard -> tool finished), seconds."""
+def rig(
+    turns: int, workdir: Path, *, heard_over_reply: bool = False
+) -> tuple[list[float], list[float]]:
+    """(first delta -> first reply sample, first sentence heard -> tool finished), seconds.
+    Half-duplex (the rig has no echo path) the reply waits for the longest pause."""
     latencies, margins = [], []
     with ClaudeApi() as api, PulseRig() as pulse:
         for _ in range(turns):
@@ -95,10 +98,12 @@ def rig(turns: int, workdir: Path) -> tuple[list[float], list[float]]:
             )
         cwd = workdir / "rig-project"
         cwd.mkdir()
-        config = {
+        config: dict[str, dict[str, object]] = {
             "agent": {"cwd": str(cwd), "allowed_tools": ["Bash"], "tools": "off"},
             "earcons": {"enabled": False},
         }
+        if heard_over_reply:  # as with a headset, or a learnt echo canceller
+            config["turn"] = {"barge_in": True}
         env = api.env(workdir / "rig-home", base={})
         listener = Listener(pulse, workdir / "rig-listen", config, agent=find_claude(), env=env)
         ask = to_int16(real_clip("goforward"))
@@ -132,11 +137,20 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--rig-turns", type=int, default=8)
+    parser.add_argument(
+        "--heard-over-reply",
+        action="store_true",
+        help="turn.barge_in in the rig: the user is heard over the reply, so it is not held",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print("prompt -> first text_delta event (ms):")
         times = startup(args.turns, Path(tmp))
-        latencies, margins = rig(args.rig_turns, Path(tmp)) if args.rig_turns else ([], [])
+        latencies, margins = (
+            rig(args.rig_turns, Path(tmp), heard_over_reply=args.heard_over_reply)
+            if args.rig_turns
+            else ([], [])
+        )
     per_turn = statistics.median(times["process per turn"])
     long_lived = statistics.median(times["long-lived"])
     print(f"\n{'agent':17} {'turns':>5} {'median ms':>10} {'min ms':>7} {'max ms':>7}")
