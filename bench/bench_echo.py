@@ -44,7 +44,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
-from tests.rig import RATE, PulseRig, Recorder, align, frame_levels_dbfs  # noqa: E402
+from tests.rig import (  # noqa: E402
+    LOUD,
+    RATE,
+    PulseRig,
+    align,
+    as_loud_as,
+    frame_levels_dbfs,
+    wait_for_sound,
+)
 from tests.voice.audio_util import (  # noqa: E402
     real_clip,
     real_references,
@@ -69,7 +77,6 @@ REPLIES = [
 ]
 VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
 QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
-LOUD = 300  # |sample| on the speaker's monitor above this: the reply is sounding
 ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 
 
@@ -276,23 +283,6 @@ def reply_and_voice(
 
 
 # ---- voice barge-in ----------------------------------------------------------------------------
-
-
-def as_loud_as(clip: Int16, reference: Int16) -> Int16:
-    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
-    scaled = clip.astype(np.float64) * 10 ** (gain_db / 20)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
-
-
-def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        recording = recorder.snapshot()
-        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
-        if len(loud):
-            return recording.time_of(recording.index_at(after_s) + int(loud[0]))
-        time.sleep(0.05)
-    raise SystemExit(f"no reply within {timeout_s} s")
 
 
 def onset_in(voice: Int16) -> float:

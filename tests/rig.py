@@ -145,6 +145,13 @@ def align(part: Int16, whole: Int16) -> tuple[int, float]:
     return lag, float(np.dot(x, y)) / denom
 
 
+def as_loud_as(clip: Int16, reference: Int16) -> Int16:
+    """``clip`` scaled so its loudest 30 ms equals the loudest 30 ms of ``reference``: a
+    voice as loud at the microphone as the assistant's own echo."""
+    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
+    return np.clip(clip.astype(np.float64) * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
+
+
 # ---- recording a monitor -------------------------------------------------------------------
 
 
@@ -288,6 +295,21 @@ class Recorder:
 
 
 # ---- the server ----------------------------------------------------------------------------
+
+
+LOUD = 300  # |sample| on a monitor above this: something is sounding
+
+
+def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
+    """When the monitor ``recorder`` records started sounding after ``after_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recording = recorder.snapshot()
+        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        if len(loud):
+            return recording.time_of(recording.index_at(after_s) + int(loud[0]))
+        time.sleep(0.05)
+    raise AssertionError(f"the speaker stayed silent for {timeout_s} s")
 
 
 class PulseRig:

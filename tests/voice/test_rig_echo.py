@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.listener import TURN_DONE, Listener
-from tests.rig import RATE, PulseRig, Recorder, align, frame_levels_dbfs
+from tests.rig import LOUD, RATE, PulseRig, align, as_loud_as, wait_for_sound
 from tests.voice.audio_util import real_clip, real_references, speech, to_int16, wer
 from voice.tts import PiperSynthesizer
 
@@ -32,26 +32,6 @@ CONFIG: dict[str, dict[str, object]] = {
 LEARNT = "the echo canceller has learnt the room"
 STOPPED = "stopping the reply"
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
-LOUD = 300  # |sample| above this on the speaker's monitor: the reply is sounding
-
-
-def as_loud_as(clip: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``clip`` scaled so its loudest 30 ms equals the loudest 30 ms of ``reference``: a
-    voice as loud at the microphone as the assistant's own echo."""
-    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
-    return np.clip(clip.astype(np.float64) * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
-
-
-def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
-    """When the speaker started sounding after ``after_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        recording = recorder.snapshot()
-        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
-        if len(loud):
-            return recording.time_of(recording.index_at(after_s) + int(loud[0]))
-        time.sleep(0.05)
-    raise AssertionError(f"the speaker stayed silent for {timeout_s} s")
 
 
 @pytest.fixture
