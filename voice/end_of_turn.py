@@ -63,8 +63,8 @@ class CombinedAnalyzer:
     reply, so there it is never heard before ``max``, the longest pause inside a request
     (live on real voices, replies heard sooner came mid-request in 6 of 20 requests with a
     pause inside; after ``likely``, a pause of 800 ms still lost a sentence). A missing
-    piece of evidence counts as the least favourable value. Without a model the words decide alone,
-    as they did before the model: complete -> quick / quick.
+    piece of evidence counts as the least favourable value. Without a model the words decide
+    alone, as they did before the model: complete -> quick / quick.
     """
 
     quick_ms: float = 300.0
