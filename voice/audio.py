@@ -6,6 +6,7 @@ stage never has to guess a rate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,10 +77,11 @@ def float_to_pcm(audio: npt.NDArray[np.floating]) -> bytes:
 
 def rms_dbfs(pcm: bytes) -> float:
     """Loudness of int16 PCM in dBFS (-inf for digital silence is reported as -120)."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
     if samples.size == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(samples * samples))) / INT16_SCALE
+    # A dot product: several times cheaper than mean(x * x) on a 30 ms frame, run on each.
+    rms = math.sqrt(float(np.dot(samples, samples)) / samples.size) / INT16_SCALE
     return max(-120.0, 20.0 * float(np.log10(rms))) if rms > 0 else -120.0
 
 

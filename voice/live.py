@@ -12,6 +12,7 @@ from voice import app
 from voice.config import Config
 from voice.devices import DuplexDevice, Microphone, RecoveringSpeaker, Speaker
 from voice.echo import HALF_DUPLEX, load_canceller
+from voice.loop import IDLE_BATCH_S
 from voice.pipeline import build_loop
 from voice.service import SystemdNotifier
 from voice.status import StatusLine
@@ -96,7 +97,8 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
     except BaseException:
         room_claim.release()
         raise
-    status = StatusLine() if config.ui.status_line else None
+    line = StatusLine()
+    status = line if config.ui.status_line and line.enabled else None  # no meter, no levels
     with room_claim, contextlib.ExitStack() as stack:
         stack.callback(core.stop)  # every exit path stops the agents
         devices = _devices(config, notifier, stop, stack)
@@ -113,6 +115,7 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             agent_command=app.agent_command(agent, config),
             status=status,
             watchdog=notifier,
+            idle_batch_s=IDLE_BATCH_S,
         )
         control = socket_path(config.input.control_socket)
         server = ControlServer(control, loop.handle_command)

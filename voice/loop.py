@@ -79,6 +79,10 @@ log = logging.getLogger(__name__)
 WAKE_PRE_ROLL_MS = 600
 # The listening chime (150 ms) and the speaker's latency: not gated after a wake word.
 WAKE_CUE_S = 0.5
+# While nothing is going on, a live loop wakes this often instead of at every frame and reads
+# what the microphone queued meanwhile: idle CPU is mostly the cost of waking up. Only the
+# start of speech is heard up to this much later; its audio is all kept.
+IDLE_BATCH_S = 0.1
 
 
 class ReopenableSource(AudioSource, Protocol):
@@ -128,7 +132,10 @@ class VoiceLoop:
         on_turn: Callable[[TurnReport], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         echo: EchoState | None = None,
+        idle_batch_s: float = 0.0,
     ) -> None:
+        """``idle_batch_s``: with a live source, read in batches this far apart while idle
+        (:data:`IDLE_BATCH_S`); 0 reads frame by frame (files, tests)."""
         self.config = config
         self.source = source
         self.segmenter = segmenter
@@ -159,6 +166,8 @@ class VoiceLoop:
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
         self._segments_started = 0
         self._heard_over_reply = False  # told to the machine when it changes
+        self._idle_batch_s = idle_batch_s
+        self._catching_up = False  # reading what queued up while the loop rested
 
     @property
     def _gate(self) -> bool:
@@ -242,15 +251,19 @@ class VoiceLoop:
 
     def _tick(self, stop: threading.Event) -> bool:
         """One read of the microphone; True when the source has nothing more to give."""
+        if self._idle_batch_s > 0 and not self._catching_up and self._idle:
+            self._rest(self._idle_batch_s)
+            self._catching_up = True
         self._drain_events()
         if self.watchdog is not None:
             self.watchdog.watchdog()
         try:
-            chunk = self.source.read(0.1)
+            chunk = self.source.read(0.0 if self._catching_up else 0.1)
         except DeviceError as e:
             self._recover(str(e), stop)
             return False
         if chunk is None:
+            self._catching_up = False
             now = self.clock()
             exhausted = bool(getattr(self.source, "exhausted", False))
             if not exhausted and now - self._last_frame_s > self.config.audio.stall_timeout_s:
@@ -273,15 +286,36 @@ class VoiceLoop:
             self._execute(self.machine.handle(HeardOverReply(not gate)))
         self._execute(self.machine.handle(Tick(self._now)))
 
+    @property
+    def _idle(self) -> bool:
+        """Nothing heard, nothing playing, no turn, no key held: frames can wait a little."""
+        return not (
+            self.busy
+            or self.segmenter.in_speech
+            or self.machine.key_held
+            or self.engines.speaker.sink.playing
+        )
+
+    def _rest(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for an event (a key, a worker), handling the first one."""
+        try:
+            event = self._events.get(timeout=seconds)
+        except queue.Empty:
+            return
+        self._handle(event)
+
     def _drain_events(self) -> None:
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            self._execute(self.machine.handle(event))
-            if isinstance(event, ReplyDone):
-                self._turn_over(event.turn)
+            self._handle(event)
+
+    def _handle(self, event: Event) -> None:
+        self._execute(self.machine.handle(event))
+        if isinstance(event, ReplyDone):
+            self._turn_over(event.turn)
 
     def _recover(self, why: str, stop: threading.Event) -> None:
         """Reopen the microphone with backoff until it works again or we are stopped."""

@@ -93,12 +93,14 @@ def build_loop(
     mode: Mode | None = None,
     detector: SpeechDetector | None = None,
     echo: EchoState | None = None,
+    idle_batch_s: float = 0.0,
 ) -> VoiceLoop:
     """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
 
     ``detector`` replaces webrtcvad (tests). ``echo``: the source cancels the speaker's echo
     (:class:`~voice.devices.duplex.DuplexDevice`); once it has learnt the room, the
     assistant's own sound is no longer gated and speech over a reply stops it.
+    ``idle_batch_s``: a live device's frames are read in batches while idle (see VoiceLoop).
     """
     mode = mode or config.input.mode
     if mode == "wake" and models.wake is None:
@@ -142,4 +144,5 @@ def build_loop(
         status=status,
         watchdog=watchdog,
         echo=echo,
+        idle_batch_s=idle_batch_s,
     )

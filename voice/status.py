@@ -29,6 +29,11 @@ class StatusLine:
         self._last_draw = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        """False when nothing would be drawn (not a terminal)."""
+        return self._enabled
+
     def phase(self, phase: str) -> None:
         self._phase = phase
         self._draw(force=True)

@@ -201,6 +201,28 @@ def test_speaker_output_reaches_the_speaker_sink(rig: PulseRig) -> None:
 
 
 @pytest.mark.rig
+def test_an_idle_speaker_rests_and_plays_again_at_once(rig: PulseRig) -> None:
+    with Speaker(AudioConfig(), rest_after_s=0.3) as speaker:
+        sounds(rig, speaker, tone(440, 0.3, 22050), 22050)
+        deadline = time.monotonic() + 5
+        while not speaker.resting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Stopped for want of sound, which is not a failure: the next play starts it.
+        assert speaker.resting
+        assert speaker.failure is None
+        start, end = sounds(rig, speaker, tone(440, 1.0, 22050), 22050)
+        assert not speaker.resting
+        assert abs((end - start) - 1.0) < 0.1
+        speaker.play(tone(440, 2.0, 22050), 22050)
+        time.sleep(0.5)
+        assert not speaker.resting  # never while something plays
+        stopped_at = time.monotonic()
+        speaker.stop()
+        assert speaker.wait(0.5)
+        assert time.monotonic() - stopped_at < 0.5
+
+
+@pytest.mark.rig
 @pytest.mark.parametrize("device_rate", [44100, 48000])
 def test_speaker_resamples_to_the_device_rate(rig: PulseRig, device_rate: int) -> None:
     with Speaker(AudioConfig(), rate=device_rate) as speaker:

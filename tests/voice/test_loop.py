@@ -17,7 +17,7 @@ from core.errors import AgentError, AgentTimeout, DeviceError
 from voice.audio import Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
-from voice.loop import VoiceLoop
+from voice.loop import IDLE_BATCH_S, VoiceLoop
 from voice.pipeline import Models, build_loop
 from voice.turn_events import Phase
 
@@ -75,6 +75,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         sink: FakeSink | None = None,
         earcons_config: dict[str, object] | None = None,
         echo: FakeEcho | None = None,
+        idle_batch_s: float = 0.0,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -101,6 +102,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
             conversation=conversation,
             detector=ThresholdDetector(),
             echo=echo,
+            idle_batch_s=idle_batch_s,
         )
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
@@ -116,8 +118,18 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         assert not rig.thread.is_alive(), "the loop did not stop when asked"
 
 
-def test_one_hands_free_turn_is_heard_answered_and_spoken(make_rig: Callable[..., Rig]) -> None:
-    rig = make_rig(silence(300) + tone(800) + silence(2000))
+@pytest.mark.parametrize("idle_batch_s", [0.0, IDLE_BATCH_S])
+def test_one_hands_free_turn_is_heard_answered_and_spoken(
+    make_rig: Callable[..., Rig], idle_batch_s: float
+) -> None:
+    heard: list[int] = []
+
+    def measure(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "hello there."
+
+    # Read in batches while idle (as live): the onset comes late, but no audio is lost.
+    rig = make_rig(silence(300) + tone(800) + silence(2000), measure, idle_batch_s=idle_batch_s)
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert rig.conversation.messages == [("test-room", "hello there.")]
     report = rig.loop.reports[0]
@@ -127,6 +139,7 @@ def test_one_hands_free_turn_is_heard_answered_and_spoken(make_rig: Callable[...
     assert report.first_audio_s is not None
     assert report.speech_end_s <= report.sent_s <= report.first_audio_s
     assert wait_until(lambda: rig.loop.phase is Phase.LISTENING)
+    assert heard == [810]  # the tone's 27 frames of 30 ms, all of them
 
 
 def test_speech_while_the_assistant_speaks_is_gated(make_rig: Callable[..., Rig]) -> None:
@@ -315,7 +328,10 @@ def test_a_permission_question_is_answered_by_voice(
     assert "The agent wants to run npm test. Allow?" in " ".join(rig.tts.texts)
 
 
-def test_push_to_talk_hears_only_what_is_said_while_held(make_rig: Callable[..., Rig]) -> None:
+@pytest.mark.parametrize("idle_batch_s", [0.0, IDLE_BATCH_S])
+def test_push_to_talk_hears_only_what_is_said_while_held(
+    make_rig: Callable[..., Rig], idle_batch_s: float
+) -> None:
     heard: list[int] = []
 
     def measure(u: Utterance) -> str:
@@ -327,6 +343,7 @@ def test_push_to_talk_hears_only_what_is_said_while_held(make_rig: Callable[...,
         tone(600) + silence(400) + tone(900) + silence(3000),
         stt=measure,
         input={"mode": "ptt-hold"},
+        idle_batch_s=idle_batch_s,  # a press ends the loop's rest at once
     )
     assert rig.loop.phase is Phase.IDLE
     assert wait_until(lambda: rig.source.frames_read >= 1000 // FRAME_MS)

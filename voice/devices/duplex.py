@@ -78,7 +78,7 @@ class DuplexDevice(Speaker):
         # The queue holds one block per callback: as many seconds as the microphone's queue.
         self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
         self._captured = threading.Condition()
-        self._blocks: collections.deque[tuple[Int16, Int16, float]] = collections.deque()
+        self._blocks: collections.deque[tuple[bytes, bytes, float]] = collections.deque()
         self._process_lock = threading.Lock()  # reopen (any thread) against read (the loop)
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
@@ -107,7 +107,7 @@ class DuplexDevice(Speaker):
         rate = self._pick_duplex_rate(sd, index_in, index_out)
         where = f"{_describe(index_in, 'input')} and {_describe(index_out, 'output')}"
         try:
-            stream = sd.Stream(
+            stream = sd.RawStream(  # raw bytes: no NumPy arrays on the audio thread
                 device=(index_in, index_out),
                 samplerate=rate,
                 channels=1,
@@ -195,9 +195,9 @@ class DuplexDevice(Speaker):
     def _duplex_callback(
         self, indata: Any, outdata: Any, frames: int, time_info: Any, status: Any
     ) -> None:
-        self._callback(outdata, frames, time_info, status)  # the speaker fills outdata
+        self._fill(outdata, frames, status)  # the speaker's queue fills outdata
         now = time.monotonic()
-        pair = (indata[:, 0].copy(), outdata[:, 0].copy())
+        pair = (bytes(indata), bytes(outdata))  # copies: PortAudio reuses its buffers
         with self._captured:
             stamp = self._clock.stamp(now, frames)
             if status.input_overflow:
@@ -242,7 +242,9 @@ class DuplexDevice(Speaker):
                 self._blocks.clear()
             self._clear_pending()
 
-    def _process(self, near: Int16, far: Int16, stamp: float) -> None:
+    def _process(self, near_pcm: bytes, far_pcm: bytes, stamp: float) -> None:
+        near = np.frombuffer(near_pcm, dtype=np.int16)
+        far = np.frombuffer(far_pcm, dtype=np.int16)
         if self._resamplers is not None:
             assert self.rate is not None
             # soxr holds back delay() output samples: the output ends that much before the

@@ -27,14 +27,22 @@ from voice.devices.base import (
 
 log = logging.getLogger(__name__)
 
+SAMPLE_BYTES = 2  # int16 mono
+# An idle output stream still wakes up every block (about 2 % of a core through PulseAudio):
+# after this long with nothing played it stops, and the next play starts it again.
+REST_AFTER_S = 5.0
+WAKE_SILENCE_S = 0.03
+
 # ---- speaker -------------------------------------------------------------------------------
 
 
 class Speaker(_StreamDevice):
     """One output stream, opened once and kept: ``play`` only queues samples.
 
-    The callback copies queued samples into each 10 ms block and pads with silence, so
-    :meth:`stop` takes effect within a block plus the device's latency. The stream runs at
+    The callback copies queued samples into each block and pads with silence, so
+    :meth:`stop` takes effect within a block plus the device's latency. After
+    :data:`REST_AFTER_S` with nothing to play the stream rests (stops), and ``play`` starts it
+    again. The stream runs at
     ``rate`` (the Piper voice's) when the device takes it, else at the device's own rate;
     audio at another rate is resampled with soxr in :meth:`play`.
     """
@@ -42,9 +50,15 @@ class Speaker(_StreamDevice):
     kind = "speaker"
 
     def __init__(
-        self, config: AudioConfig, *, device: str | None = None, rate: int = SPEAKER_RATE
+        self,
+        config: AudioConfig,
+        *,
+        device: str | None = None,
+        rate: int = SPEAKER_RATE,
+        rest_after_s: float = REST_AFTER_S,
     ) -> None:
         self.config = config
+        self.rest_after_s = rest_after_s
         self.device = config.output_device if device is None else device
         self.preferred_rate = rate
         self.rate: int | None = None  # the open stream's rate
@@ -57,6 +71,11 @@ class Speaker(_StreamDevice):
         self._chunks: collections.deque[Int16] = collections.deque()
         self._head = 0  # samples of _chunks[0] already played
         self._failure: str | None = None
+        self._resting = False  # stopped for want of anything to play, not failed
+        self._wake_lock = threading.Lock()  # players on several threads: one restart
+        self._callback_stop: type[Exception] = Exception
+        self._silence = b""  # a block of it, made once
+        self._primer: Int16 | None = None  # silence queued ahead of a restart, not counted
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -66,14 +85,15 @@ class Speaker(_StreamDevice):
         index = find_device(self.device, "output")
         rate = self._pick_rate(sd, index)
         try:
-            stream = sd.OutputStream(
+            # Raw bytes: the callback makes no NumPy array for a block of silence.
+            stream = sd.RawOutputStream(
                 device=index,
                 samplerate=rate,
                 channels=1,
                 dtype="int16",
                 blocksize=max(1, rate * SPEAKER_BLOCK_MS // 1000),
                 latency=OUTPUT_LATENCY_S[self.config.output_latency],
-                callback=self._callback,
+                callback=self._output_callback,
                 finished_callback=self._finished,
             )
         except sd.PortAudioError as e:
@@ -84,6 +104,8 @@ class Speaker(_StreamDevice):
         self.rate = rate
         self.latency_s = float(stream.latency)
         self._failure = None
+        self._resting = False
+        self._callback_stop = sd.CallbackStop
         self._stream = stream
         try:
             stream.start()
@@ -127,7 +149,30 @@ class Speaker(_StreamDevice):
         if len(samples) == 0:
             return
         with self._cond:
+            resting = self._resting
+            if resting and not self._chunks:
+                # A restarted stream stutters for its first few ms: let that be silence.
+                self._primer = np.zeros(round(self.rate * WAKE_SILENCE_S), np.int16)
+                self._chunks.append(self._primer)
             self._chunks.append(samples)
+        if resting:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Start the resting stream again (its callback stopped it: stop, then start)."""
+        with self._wake_lock:
+            stream = self._stream
+            if not self._resting or stream is None:
+                return
+            sd = _sounddevice()
+            try:
+                stream.stop()
+                with self._cond:
+                    self._resting = False
+                stream.start()
+            except sd.PortAudioError as e:
+                self._failure = f"the speaker stream would not start again: {e}"
+                raise DeviceError(f"{self._failure}; reopen the speaker") from None
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the queue is empty and its last sample left the device."""
@@ -161,51 +206,74 @@ class Speaker(_StreamDevice):
             return bool(self._chunks) or time.monotonic() < self.last_output_s
 
     @property
+    def resting(self) -> bool:
+        """The stream stopped for want of anything to play (``play`` starts it again)."""
+        return self._resting
+
+    @property
     def failure(self) -> str | None:
         """Why the open stream died (device unplugged, sound server gone), else None:
         :meth:`reopen` it."""
         stream = self._stream
         if stream is None:
             return None
-        if self._failure is None and not stream.active:
+        if self._failure is None and not stream.active and not self._resting:
             self._failure = "the speaker stream is no longer running"
         return self._failure
 
     def _check_alive(self) -> None:
         if self._stream is None:
             raise DeviceError("the speaker is not open")
-        if self._failure is None and not self._stream.active:
+        if self._failure is None and not self._stream.active and not self._resting:
             self._failure = "the speaker stream is no longer running"
         if self._failure is not None:
             raise DeviceError(f"{self._failure}; reopen the speaker")
 
     # -- the PortAudio thread ----------------------------------------------------------------
-    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
-        out = outdata[:, 0]
+    def _output_callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        if self._fill(outdata, frames, status):
+            return
+        with self._cond:
+            if self._chunks or time.monotonic() < self.last_output_s + self.rest_after_s:
+                return
+            self._resting = True
+        raise self._callback_stop  # PortAudio plays out its buffer (silence) and stops
+
+    def _fill(self, outdata: Any, frames: int, status: Any) -> bool:
+        """Copy queued samples into the raw ``outdata``, silence after them; True if any."""
         filled = 0
         with self._cond:
             if status.output_underflow:
                 self.underflows += 1
-            while filled < frames and self._chunks:
-                head = self._chunks[0]
-                take = min(len(head) - self._head, frames - filled)
-                out[filled : filled + take] = head[self._head : self._head + take]
-                filled += take
-                self._head += take
-                if self._head == len(head):
-                    self._chunks.popleft()
-                    self._head = 0
+            if self._chunks:
+                out = np.frombuffer(outdata, dtype=np.int16)
+                while filled < frames and self._chunks:
+                    head = self._chunks[0]
+                    take = min(len(head) - self._head, frames - filled)
+                    out[filled : filled + take] = head[self._head : self._head + take]
+                    filled += take
+                    self._head += take
+                    if head is self._primer:
+                        self.played_samples -= take
+                    if self._head == len(head):
+                        self._chunks.popleft()
+                        self._head = 0
             if filled:
                 assert self.rate is not None
                 self.played_samples += filled
                 self.last_output_s = time.monotonic() + self.latency_s + filled / self.rate
                 if not self._chunks:
                     self._cond.notify_all()
-        out[filled:] = 0
+        rest = len(outdata) - filled * SAMPLE_BYTES
+        if rest:
+            if len(self._silence) < rest:
+                self._silence = bytes(rest)
+            outdata[filled * SAMPLE_BYTES :] = self._silence[:rest]
+        return filled > 0
 
     def _finished(self) -> None:
         with self._cond:
-            if self._stream is not None:
+            if self._stream is not None and not self._resting:
                 self._failure = "the speaker stream stopped (device unplugged or server gone)"
             self._cond.notify_all()
 
