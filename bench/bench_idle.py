@@ -12,7 +12,12 @@ Silero runs). Start-up is from launch to the "ready" log line (models loaded and
 streams open). CPU is user+system time from /proc over the idle window, as a percentage of
 one core; memory is the peak RSS (VmHWM). The figures of the modes print side by side;
 ``--echo auto,off`` runs each mode with echo cancellation (one duplex stream, the default)
-and without it (half-duplex: a microphone stream and a speaker stream).
+and without it (half-duplex: a microphone stream; the speaker's rests while idle).
+
+The floor is measured beside them: a process that only holds the same PortAudio stream
+open (16 kHz input in 30 ms blocks; or duplex at 22050 Hz in 20 ms blocks) with a callback
+that copies each block and does nothing else. What the listener costs above it is the
+project's own; the floor is PortAudio, ALSA's pulse plugin and the sound server's messages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +42,44 @@ from tests.rig import PulseRig  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("vad", "wake")
+
+BARE_STREAM = """
+import sys, time
+import sounddevice as sd
+def take(indata, frames, time_info, status):
+    bytes(indata)
+def both(indata, outdata, frames, time_info, status):
+    bytes(indata)
+    outdata[:] = bytes(len(outdata))
+if sys.argv[1] == "input":
+    stream = sd.RawInputStream(samplerate=16000, channels=1, dtype="int16", blocksize=480,
+                               latency="low", callback=take)
+else:
+    stream = sd.RawStream(samplerate=22050, channels=1, dtype="int16", blocksize=441,
+                          latency=("low", 0.05), callback=both)
+stream.start()
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def measure_floor(rig: PulseRig, kind: str, seconds: float) -> float:
+    """Idle CPU (% of one core) of a process holding only a bare PortAudio stream."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", BARE_STREAM, kind],
+        env=rig.subprocess_env(dict(os.environ)),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        time.sleep(2)
+        before, t0 = cpu_seconds(process.pid), time.monotonic()
+        time.sleep(seconds)
+        return 100 * (cpu_seconds(process.pid) - before) / (time.monotonic() - t0)
+    finally:
+        process.kill()
+        process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -128,8 +172,12 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown mode {', '.join(sorted(unknown))}; use {', '.join(MODES)}")
     results: dict[str, list[Idle]] = {mode: [] for mode in modes}
+    floors: dict[str, list[float]] = {"input": [], "duplex": []}
     with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
         for run in range(args.runs):
+            for kind, found in floors.items():
+                found.append(measure_floor(rig, kind, args.seconds))
+                print(f"run {run + 1} floor, bare {kind} stream: {found[-1]:.1f} % of one core")
             for mode in modes:  # interleaved: a busy neighbour slows every mode alike
                 name, _, echo = mode.partition("/")
                 idle = measure_idle(
@@ -155,6 +203,8 @@ def main() -> int:
             f"{statistics.median(r.peak_rss_mb for r in runs):>7.0f} MB"
             f"{sum(r.turns for r in runs):>7}"
         )
+    for kind, found in floors.items():
+        print(f"floor: a bare PortAudio {kind} stream {statistics.median(found):>10.1f} %")
     return 0
 
 
