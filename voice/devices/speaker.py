@@ -31,7 +31,8 @@ SAMPLE_BYTES = 2  # int16 mono
 # An idle output stream still wakes up every block (about 2 % of a core through PulseAudio):
 # after this long with nothing played it stops, and the next play starts it again.
 REST_AFTER_S = 5.0
-WAKE_SILENCE_S = 0.03
+# A restarted stream stutters for its first 1-2 ms (measured in the rig): silence goes first.
+RESTART_SILENCE_S = 0.03
 
 # ---- speaker -------------------------------------------------------------------------------
 
@@ -41,10 +42,9 @@ class Speaker(_StreamDevice):
 
     The callback copies queued samples into each block and pads with silence, so
     :meth:`stop` takes effect within a block plus the device's latency. After
-    :data:`REST_AFTER_S` with nothing to play the stream rests (stops), and ``play`` starts it
-    again. The stream runs at
-    ``rate`` (the Piper voice's) when the device takes it, else at the device's own rate;
-    audio at another rate is resampled with soxr in :meth:`play`.
+    :data:`REST_AFTER_S` with nothing to play the stream rests (stops), and ``play`` starts
+    it again. The stream runs at ``rate`` (the Piper voice's) when the device takes it, else
+    at the device's own rate; audio at another rate is resampled with soxr in :meth:`play`.
     """
 
     kind = "speaker"
@@ -72,7 +72,7 @@ class Speaker(_StreamDevice):
         self._head = 0  # samples of _chunks[0] already played
         self._failure: str | None = None
         self._resting = False  # stopped for want of anything to play, not failed
-        self._wake_lock = threading.Lock()  # players on several threads: one restart
+        self._restart_lock = threading.Lock()  # players on several threads: one restart
         self._callback_stop: type[Exception] = Exception
         self._silence = b""  # a block of it, made once
         self._primer: Int16 | None = None  # silence queued ahead of a restart, not counted
@@ -151,16 +151,15 @@ class Speaker(_StreamDevice):
         with self._cond:
             resting = self._resting
             if resting and not self._chunks:
-                # A restarted stream stutters for its first few ms: let that be silence.
-                self._primer = np.zeros(round(self.rate * WAKE_SILENCE_S), np.int16)
+                self._primer = np.zeros(round(self.rate * RESTART_SILENCE_S), np.int16)
                 self._chunks.append(self._primer)
             self._chunks.append(samples)
         if resting:
-            self._wake()
+            self._restart()
 
-    def _wake(self) -> None:
+    def _restart(self) -> None:
         """Start the resting stream again (its callback stopped it: stop, then start)."""
-        with self._wake_lock:
+        with self._restart_lock:
             stream = self._stream
             if not self._resting or stream is None:
                 return
