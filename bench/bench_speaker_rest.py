@@ -2,7 +2,7 @@
 
     python bench/bench_speaker_rest.py [--plays 12]
 
-Half-duplex, the speaker's output stream stops after ``REST_AFTER_S`` with nothing played
+Half-duplex, the speaker's output stream stops after ``audio.speaker_rest_s`` with nothing played
 (it costs about 2 % of a core idle) and ``play`` starts it again. This measures what that
 costs the first sound of a reply, in the PulseAudio rig: a 100 ms tone is played, alternately
 after the stream rested and 0.5 s after the last sound (still running), and the time from
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.rig import PulseRig, Recorder, wait_for_sound  # noqa: E402
 from voice.config import AudioConfig  # noqa: E402
-from voice.devices.speaker import REST_AFTER_S, Speaker  # noqa: E402
+from voice.devices.speaker import Speaker  # noqa: E402
 
 RATE = 22050
 TONE = (np.sin(np.arange(RATE // 10) * 2 * np.pi * 440 / RATE) * 12000).astype(np.int16)
@@ -52,7 +52,7 @@ def main() -> int:
         with Speaker(AudioConfig(), rate=RATE) as speaker:
             for _ in range(args.plays):
                 for kind in ("resting", "running"):
-                    time.sleep(REST_AFTER_S + 1.0 if kind == "resting" else 0.5)
+                    time.sleep(speaker.rest_after_s + 1.0 if kind == "resting" else 0.5)
                     if speaker.resting != (kind == "resting"):
                         raise SystemExit(f"the stream was not {kind} when it should have been")
                     played_s = time.monotonic()

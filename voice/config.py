@@ -60,6 +60,9 @@ class AudioConfig:
     frame_ms: Literal[10, 20, 30] = 30  # the sizes webrtcvad accepts
     queue_frames: int = limited(400, 1, 10000)  # bounded microphone queue (12 s of 30 ms)
     output_latency: Literal["low", "high"] = "low"
+    # Half-duplex, the speaker stream stops after this many seconds with nothing played
+    # (an idle stream costs ~2 % of a core); 0 keeps it running (a sink that wakes slowly).
+    speaker_rest_s: float = limited(5.0, 0, 86400)
     stall_timeout_s: float = limited(2.0, 0.1, 600)  # no frames this long: reopen the microphone
     reopen_backoff_max_s: float = limited(5.0, 0.5, 600)
     # "auto": one full-duplex stream with the echo cancelled when the library loads and the

@@ -109,6 +109,8 @@ NAN, INF = float("nan"), float("inf")
         ("audio", "queue_frames", 0),
         ("audio", "stall_timeout_s", 0.0),
         ("audio", "stall_timeout_s", INF),
+        ("audio", "speaker_rest_s", -1.0),
+        ("audio", "speaker_rest_s", NAN),
         ("audio", "reopen_backoff_max_s", -5.0),
         ("vad", "aggressiveness", 7),
         ("vad", "onset_frames", 0),

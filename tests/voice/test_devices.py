@@ -202,7 +202,7 @@ def test_speaker_output_reaches_the_speaker_sink(rig: PulseRig) -> None:
 
 @pytest.mark.rig
 def test_an_idle_speaker_rests_and_plays_again_at_once(rig: PulseRig) -> None:
-    with Speaker(AudioConfig(), rest_after_s=0.3) as speaker:
+    with Speaker(AudioConfig(speaker_rest_s=0.3)) as speaker:
         sounds(rig, speaker, tone(440, 0.3, 22050), 22050)
         deadline = time.monotonic() + 5
         while not speaker.resting and time.monotonic() < deadline:
@@ -220,6 +220,15 @@ def test_an_idle_speaker_rests_and_plays_again_at_once(rig: PulseRig) -> None:
         speaker.stop()
         assert speaker.wait(0.5)
         assert time.monotonic() - stopped_at < 0.5
+
+
+@pytest.mark.rig
+def test_a_speaker_told_never_to_rest_keeps_running(rig: PulseRig) -> None:
+    with Speaker(AudioConfig(speaker_rest_s=0)) as speaker:
+        sounds(rig, speaker, tone(440, 0.3, 22050), 22050)
+        time.sleep(1.5)  # the stream above rested within 0.5 s of this
+        assert not speaker.resting
+        assert speaker.failure is None
 
 
 @pytest.mark.rig

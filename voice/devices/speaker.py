@@ -28,9 +28,6 @@ from voice.devices.base import (
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 2  # int16 mono
-# An idle output stream still wakes up every block (about 2 % of a core through PulseAudio):
-# after this long with nothing played it stops, and the next play starts it again.
-REST_AFTER_S = 5.0
 # A restarted stream stutters for its first 1-2 ms (measured in the rig): silence goes first.
 RESTART_SILENCE_S = 0.03
 
@@ -41,9 +38,10 @@ class Speaker(_StreamDevice):
     """One output stream, opened once and kept: ``play`` only queues samples.
 
     The callback copies queued samples into each block and pads with silence, so
-    :meth:`stop` takes effect within a block plus the device's latency. After
-    :data:`REST_AFTER_S` with nothing to play the stream rests (stops), and ``play`` starts
-    it again. The stream runs at ``rate`` (the Piper voice's) when the device takes it, else
+    :meth:`stop` takes effect within a block plus the device's latency. An idle stream
+    still wakes up every block (about 2 % of a core through PulseAudio): after
+    ``audio.speaker_rest_s`` with nothing to play it rests (stops), and ``play`` starts it
+    again. The stream runs at ``rate`` (the Piper voice's) when the device takes it, else
     at the device's own rate; audio at another rate is resampled with soxr in :meth:`play`.
     """
 
@@ -55,10 +53,11 @@ class Speaker(_StreamDevice):
         *,
         device: str | None = None,
         rate: int = SPEAKER_RATE,
-        rest_after_s: float = REST_AFTER_S,
+        rest_after_s: float | None = None,
     ) -> None:
+        """``rest_after_s`` overrides ``config.speaker_rest_s``; 0 never rests."""
         self.config = config
-        self.rest_after_s = rest_after_s
+        self.rest_after_s = config.speaker_rest_s if rest_after_s is None else rest_after_s
         self.device = config.output_device if device is None else device
         self.preferred_rate = rate
         self.rate: int | None = None  # the open stream's rate
@@ -231,6 +230,8 @@ class Speaker(_StreamDevice):
     # -- the PortAudio thread ----------------------------------------------------------------
     def _output_callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
         if self._fill(outdata, frames, status):
+            return
+        if self.rest_after_s <= 0:
             return
         with self._cond:
             if self._chunks or time.monotonic() < self.last_output_s + self.rest_after_s:
