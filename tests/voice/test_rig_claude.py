@@ -144,7 +144,8 @@ def test_stop_said_while_a_tool_runs_interrupts_claude(
     log = listener.log()
     assert "interrupting the agent" in log and "saying: Stopped." in log
     heard = " ".join(said(stt, recording.result.samples)).lower()
-    assert "running it now" in heard and "never heard" not in heard, heard
+    # tiny.en on the Piper voice: "Running it now." has come back as "writing it now."
+    assert "it now" in heard and "never heard" not in heard, heard
     rec = recording.result
     assert any(start > stop_said for start, _ in rec.speech()), "nothing said after the stop"
     assert len(api.turns) == 1  # Claude never got to the second model call
