@@ -294,9 +294,6 @@ class Recorder:
         self.stop()
 
 
-# ---- the server ----------------------------------------------------------------------------
-
-
 LOUD = 300  # |sample| on a monitor above this: something is sounding
 
 
@@ -310,6 +307,9 @@ def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) 
             return recording.time_of(recording.index_at(after_s) + int(loud[0]))
         time.sleep(0.05)
     raise AssertionError(f"the speaker stayed silent for {timeout_s} s")
+
+
+# ---- the server ----------------------------------------------------------------------------
 
 
 class PulseRig:

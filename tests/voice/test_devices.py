@@ -16,6 +16,7 @@ import pytest
 
 from core.errors import DeviceError
 from tests.rig import PulseRig, Recorded, align, dominant_hz, find_speech
+from tests.voice.fakes import wait_until
 from voice.audio import AudioChunk
 from voice.config import AudioConfig
 from voice.devices import Microphone, SampleClock, Speaker, find_device, list_devices
@@ -204,11 +205,8 @@ def test_speaker_output_reaches_the_speaker_sink(rig: PulseRig) -> None:
 def test_an_idle_speaker_rests_and_plays_again_at_once(rig: PulseRig) -> None:
     with Speaker(AudioConfig(speaker_rest_s=0.3)) as speaker:
         sounds(rig, speaker, tone(440, 0.3, 22050), 22050)
-        deadline = time.monotonic() + 5
-        while not speaker.resting and time.monotonic() < deadline:
-            time.sleep(0.05)
         # Stopped for want of sound, which is not a failure: the next play starts it.
-        assert speaker.resting
+        assert wait_until(lambda: speaker.resting, timeout_s=5)
         assert speaker.failure is None
         start, end = sounds(rig, speaker, tone(440, 1.0, 22050), 22050)
         assert not speaker.resting

@@ -35,7 +35,7 @@ RESTART_SILENCE_S = 0.03
 
 
 class Speaker(_StreamDevice):
-    """One output stream, opened once and kept: ``play`` only queues samples.
+    """One output stream, opened once: ``play`` only queues samples.
 
     The callback copies queued samples into each block and pads with silence, so
     :meth:`stop` takes effect within a block plus the device's latency. An idle stream
