@@ -1,6 +1,7 @@
 """Turn-taking on real voices through the PulseAudio rig: words kept, turns, cut-offs, latency.
 
     python bench/bench_real_voices.py [--only project|baseline] [--quick] [--heard-over-reply]
+                                      [--keep DIR]
 
 Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
 
@@ -160,6 +161,7 @@ def run_system(
     with listener, rig.record_mic() as mic, rig.record_speaker() as spk:
         time.sleep(1.0)
         for request in requests:
+            log_before = len(listener.log())
             before = stored_user_messages(listener)
             turns_before = listener.count(TURN_DONE)
             fed_at = time.monotonic()
@@ -183,6 +185,8 @@ def run_system(
             if listener.count(TURN_DONE) == turns_before:
                 outcome.sent_s = float("nan")
             outcomes.append(outcome)
+            if not outcome.stored:  # a request lost: show what the listener logged for it
+                print(listener.log()[log_before:], flush=True)
             print(
                 f"  {name:8} {request.kind:7} {request.name:32} turns {len(outcome.stored)} "
                 f"latency {outcome.latency_s * 1000:6.0f} ms cut {int(outcome.cut_off)} "
@@ -251,7 +255,12 @@ def main() -> int:
     parser.add_argument(
         "--heard-over-reply", action="store_true", help="turn.barge_in: heard over the reply"
     )
+    parser.add_argument(
+        "--keep", type=Path, help="keep each listener's sessions and debug log in this directory"
+    )
     args = parser.parse_args()
+    if args.keep:
+        CONFIG["ui"] = {"log_level": "debug"}
     if args.heard_over_reply:
         CONFIG["turn"] = {"barge_in": True}
     requests = build_requests(args.quick)
@@ -268,7 +277,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
         for name, argv in systems.items():
             if args.only in (None, name):
-                results[name] = run_system(name, rig, requests, Path(tmp), argv)
+                results[name] = run_system(name, rig, requests, args.keep or Path(tmp), argv)
     report(results, whole)
     dump = {
         s: [
