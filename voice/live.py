@@ -12,7 +12,7 @@ from voice import app
 from voice.config import Config
 from voice.devices import DuplexDevice, Microphone, RecoveringSpeaker, Speaker
 from voice.echo import HALF_DUPLEX, load_canceller
-from voice.loop import IDLE_BATCH_S
+from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S
 from voice.pipeline import build_loop
 from voice.service import SystemdNotifier
 from voice.status import StatusLine
@@ -115,7 +115,7 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             agent_command=app.agent_command(agent, config),
             status=status,
             watchdog=notifier,
-            idle_batch_s=IDLE_BATCH_S,
+            idle_batch_s=WAKE_IDLE_BATCH_S if config.input.mode == "wake" else IDLE_BATCH_S,
         )
         control = socket_path(config.input.control_socket)
         server = ControlServer(control, loop.handle_command)

@@ -81,8 +81,11 @@ WAKE_PRE_ROLL_MS = 600
 WAKE_CUE_S = 0.5
 # While nothing is going on, a live loop wakes this often instead of at every frame and reads
 # what the microphone queued meanwhile: idle CPU is mostly the cost of waking up. Only the
-# start of speech is heard up to this much later; its audio is all kept.
-IDLE_BATCH_S = 0.1
+# start of speech is seen up to this much later; its audio is all kept, and turns are timed
+# by the audio's own clock. A key press or a worker's event ends the wait at once.
+IDLE_BATCH_S = 0.3
+# In wake mode the listening chime follows the wake word: it should not wait that long.
+WAKE_IDLE_BATCH_S = 0.1
 
 
 class ReopenableSource(AudioSource, Protocol):

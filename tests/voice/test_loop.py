@@ -17,7 +17,7 @@ from core.errors import AgentError, AgentTimeout, DeviceError
 from voice.audio import Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
-from voice.loop import IDLE_BATCH_S, VoiceLoop
+from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S, VoiceLoop
 from voice.pipeline import Models, build_loop
 from voice.turn_events import Phase
 
@@ -118,7 +118,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         assert not rig.thread.is_alive(), "the loop did not stop when asked"
 
 
-@pytest.mark.parametrize("idle_batch_s", [0.0, IDLE_BATCH_S])
+@pytest.mark.parametrize("idle_batch_s", [0.0, WAKE_IDLE_BATCH_S, IDLE_BATCH_S])
 def test_one_hands_free_turn_is_heard_answered_and_spoken(
     make_rig: Callable[..., Rig], idle_batch_s: float
 ) -> None:
@@ -328,7 +328,7 @@ def test_a_permission_question_is_answered_by_voice(
     assert "The agent wants to run npm test. Allow?" in " ".join(rig.tts.texts)
 
 
-@pytest.mark.parametrize("idle_batch_s", [0.0, IDLE_BATCH_S])
+@pytest.mark.parametrize("idle_batch_s", [0.0, WAKE_IDLE_BATCH_S, IDLE_BATCH_S])
 def test_push_to_talk_hears_only_what_is_said_while_held(
     make_rig: Callable[..., Rig], idle_batch_s: float
 ) -> None:
