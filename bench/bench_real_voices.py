@@ -1,7 +1,7 @@
 """Turn-taking on real voices through the PulseAudio rig: words kept, turns, cut-offs, latency.
 
     python bench/bench_real_voices.py [--only project|baseline] [--quick] [--heard-over-reply]
-                                      [--keep DIR]
+                                      [--echo-path] [--keep DIR]
 
 Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
 
@@ -21,15 +21,19 @@ and the two recordings (one clock):
 - "sent": when the turn went to the agent, after the last voiced frame (from the log);
 - end of speech (mic recording) -> first reply sample (speaker recording), p50 and p90.
 
-The rig has no echo path, so the echo canceller never learns a room and the project runs
-half-duplex, as on a first reply. ``--heard-over-reply`` sets ``turn.barge_in`` instead, as
-with a headset (or once the canceller has learnt the room): the user is heard over the reply.
+By default the rig has no echo path, so the echo canceller never learns a room and the
+project runs half-duplex, as on a first reply. ``--echo-path`` is a desk: the speaker is
+heard by the microphone at full level (the rig's ``module-loopback``), and one request
+before the measured ones teaches the canceller the room, so the user is heard over the
+reply, as with the default configuration after its first reply. ``--heard-over-reply``
+sets ``turn.barge_in`` instead, as with a headset: heard over the reply, no echo.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import re
 import statistics
@@ -45,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
-from tests.rig import PulseRig, find_speech  # noqa: E402
+from tests.rig import PulseRig, align, find_speech  # noqa: E402
 from tests.voice.audio_util import (  # noqa: E402
     normalise,
     real_clip,
@@ -153,13 +157,42 @@ def sent_after(log: str, turn: int) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+LEARNT = "the echo canceller has learnt the room"
+
+
+def speech_span(request: Request, heard: np.ndarray) -> tuple[float, float] | None:
+    """Where the request's speech starts and ends in ``heard`` (seconds from its start):
+    found by aligning the request, since with an echo path the reply is heard too."""
+    pcm = (np.clip(request.audio, -1, 1) * 32767).astype(np.int16)
+    said = find_speech(pcm, min_gap_s=0.25)
+    if not said or len(heard) < len(pcm) // 2:
+        return None
+    offset, _ = align(pcm, heard)
+    return (offset / RATE + said[0][0], offset / RATE + said[-1][1])
+
+
 def run_system(
-    name: str, rig: PulseRig, requests: list[Request], workdir: Path, argv: list[str] | None
+    name: str,
+    rig: PulseRig,
+    requests: list[Request],
+    workdir: Path,
+    argv: list[str] | None,
+    *,
+    echo_path: bool = False,
 ) -> list[Outcome]:
     outcomes = []
     listener = Listener(rig, workdir / name, CONFIG, argv=argv)
-    with listener, rig.record_mic() as mic, rig.record_speaker() as spk:
+    with contextlib.ExitStack() as stack:
+        if echo_path:
+            stack.enter_context(rig.loopback())
+        stack.enter_context(listener)
+        mic = stack.enter_context(rig.record_mic())
+        spk = stack.enter_context(rig.record_speaker())
         time.sleep(1.0)
+        if echo_path:  # one request first: its reply teaches the canceller the room
+            rig.feed((requests[0].audio * 32767).astype(np.int16), RATE).wait(60)
+            wait_settled(listener)
+            print(f"  {name:8} echo canceller learnt the room: {listener.count(LEARNT) > 0}")
         for request in requests:
             log_before = len(listener.log())
             before = stored_user_messages(listener)
@@ -170,11 +203,10 @@ def run_system(
             wait_settled(listener)
             outcome = Outcome(request, stored_user_messages(listener)[len(before) :])
             mic_rec, spk_rec = mic.snapshot(), spk.snapshot()
-            fed = mic_rec.between(fed_at, time.monotonic())
-            said = find_speech(fed, min_gap_s=0.25)
-            if said:
+            span = speech_span(request, mic_rec.between(fed_at, time.monotonic()))
+            if span:
                 start = mic_rec.time_of(mic_rec.index_at(fed_at))
-                speech_start, speech_end = start + said[0][0], start + said[-1][1]
+                speech_start, speech_end = start + span[0], start + span[1]
                 out = spk_rec.between(speech_start, time.monotonic())
                 replies = find_speech(out, min_gap_s=0.3)
                 if replies:
@@ -256,6 +288,9 @@ def main() -> int:
         "--heard-over-reply", action="store_true", help="turn.barge_in: heard over the reply"
     )
     parser.add_argument(
+        "--echo-path", action="store_true", help="the speaker heard by the microphone"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="keep each listener's sessions and debug log in this directory"
     )
     args = parser.parse_args()
@@ -277,7 +312,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig:
         for name, argv in systems.items():
             if args.only in (None, name):
-                results[name] = run_system(name, rig, requests, args.keep or Path(tmp), argv)
+                results[name] = run_system(
+                    name, rig, requests, args.keep or Path(tmp), argv, echo_path=args.echo_path
+                )
     report(results, whole)
     dump = {
         s: [
