@@ -120,12 +120,19 @@ def load_wake(config: Config) -> WakeDetector | None:
     from voice.wake import load_wake_detector
 
     wake = config.wake
-    return load_wake_detector(
+    detector = load_wake_detector(
         wake.model,
         threshold=wake.threshold,
         refractory_s=wake.refractory_s,
         models_dir=default_models_dir(),
     )
+    if not wake.speech_gate:
+        return detector
+    from voice.vad import WebRtcDetector
+    from voice.wake import SpeechGatedWake
+
+    # The most permissive setting but one: a frame it misses could be the wake word's.
+    return SpeechGatedWake(detector, WebRtcDetector(aggressiveness=1))
 
 
 def load_models(config: Config) -> Models:

@@ -218,6 +218,7 @@ class WakeConfig:
     refractory_s: float = limited(2.0, 0, 60)  # one wake per this long, however often heard
     follow_up_s: float = limited(5.0, 0, 600)  # after a reply: listen this long without it
     listen_s: float = limited(8.0, 1, 600)  # after the word: how long to wait for a request
+    speech_gate: bool = True  # the model runs only while webrtcvad hears something voice-like
 
     def __post_init__(self) -> None:
         check_fields(self, "wake")

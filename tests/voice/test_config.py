@@ -58,6 +58,7 @@ def test_unknown_key_is_an_error_that_names_it() -> None:
         ({"agent": {"timeout_s": -1}}, "agent.timeout_s must be more than 0"),
         ({"stt": {"blocklist": [1, 2]}}, r"stt.blocklist\[0\] must be str"),
         ({"turn": "desk"}, r"\[turn\] must be a table"),
+        ({"wake": {"speech_gate": "yes"}}, "wake.speech_gate must be bool"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(

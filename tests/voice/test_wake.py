@@ -26,7 +26,14 @@ from voice.config import TtsConfig
 from voice.models import available_wake_models, resolve_wake_model
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
-from voice.wake import MicroWakeWordDetector, WakeDetection, load_wake_detector
+from voice.vad import WebRtcDetector
+from voice.wake import (
+    MicroWakeWordDetector,
+    SpeechGatedWake,
+    WakeDetection,
+    WakeDetector,
+    load_wake_detector,
+)
 
 pytestmark = pytest.mark.models
 
@@ -59,7 +66,7 @@ def word_alone(tts: PiperSynthesizer, text: str) -> tuple[Int16, float]:
     return audio[:end], end / RATE
 
 
-def feed(detector: MicroWakeWordDetector, audio: Int16, t0: float = 0.0) -> list[WakeDetection]:
+def feed(detector: WakeDetector, audio: Int16, t0: float = 0.0) -> list[WakeDetection]:
     """Audio in 30 ms chunks, as the microphone gives it; every detection."""
     found = []
     step = RATE * 30 // 1000
@@ -270,3 +277,43 @@ def test_wake_mode_loads_its_detector_at_start_and_refuses_a_bad_name() -> None:
     assert detector is not None and detector.name == "hey_jarvis"
     with pytest.raises(ModelError, match=r"available: .*okay_nabu"):
         load_wake(replace(wake, wake=WakeConfig(model="hey_siri")))
+
+
+class Counting:
+    """A real detector, counting the chunks it is given."""
+
+    def __init__(self, inner: MicroWakeWordDetector) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.chunks = 0
+
+    def process(self, chunk: AudioChunk) -> WakeDetection | None:
+        self.chunks += 1
+        return self.inner.process(chunk)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+def test_behind_the_speech_gate_the_model_hears_the_word_after_a_quiet_spell(
+    tts: PiperSynthesizer,
+) -> None:
+    """Ten seconds of a quiet room never reach the model; the word after them is heard as
+    it is without the gate, dated the same."""
+    word, _ = word_alone(tts, "Hey Jarvis")
+    rng = np.random.default_rng(7)
+    room = (rng.standard_normal(10 * RATE) * 10).astype(np.int16)  # about -70 dBFS
+    audio = np.concatenate([room, pad(word)])
+    found = {}
+    for gated in (False, True):
+        model = Counting(
+            load_wake_detector("hey_jarvis", threshold=0.0, models_dir=NO_MODELS, refractory_s=2.0)
+        )
+        detector = SpeechGatedWake(model, WebRtcDetector(1)) if gated else model
+        found[gated] = feed(detector, audio)
+        assert len(found[gated]) == 1, (gated, found[gated])
+        if gated:
+            chunks = len(audio) // (RATE * 30 // 1000)
+            assert model.chunks < chunks / 4, (model.chunks, chunks)  # the word and its second
+    assert abs(found[True][0].at_s - found[False][0].at_s) < 0.035
+    assert abs(found[True][0].end_s - found[False][0].end_s) < 0.035
