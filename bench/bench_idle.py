@@ -1,18 +1,19 @@
 """Start-up time, idle CPU while listening, and memory with the models loaded.
 
-    python bench/bench_idle.py [--seconds 30] [--runs 3] [--modes vad,wake]
+    python bench/bench_idle.py [--seconds 30] [--runs 3] [--modes vad,wake,wake-ungated]
                                [--background silence|noise] [--echo auto,off]
 
 `voice-assistant listen --agent echo` runs as a real process in the PulseAudio rig, once per
 input mode (``vad``: webrtcvad on every frame, Silero when webrtcvad hears something;
-``wake``: the wake word model on every frame, the segmenter only after the word). Into the
-microphone plays silence, as from a quiet room, or with ``--background noise`` pink noise at
--40 dBFS, a fan or a busy street through a window, which webrtcvad often calls speech (so
-Silero runs). Start-up is from launch to the "ready" log line (models loaded and warmed,
-streams open). CPU is user+system time from /proc over the idle window, as a percentage of
-one core; memory is the peak RSS (VmHWM). The figures of the modes print side by side;
-``--echo auto,off`` runs each mode with echo cancellation (one duplex stream, the default)
-and without it (half-duplex: a microphone stream; the speaker's rests while idle).
+``wake``: the wake word model while webrtcvad hears something voice-like, the segmenter only
+after the word; ``wake-ungated``: the model on every frame, ``wake.speech_gate = false``).
+Into the microphone plays silence, as from a quiet room, or with ``--background noise`` pink
+noise at -40 dBFS, a fan or a busy street through a window, which webrtcvad often calls
+speech (so Silero runs). Start-up is from launch to the "ready" log line (models loaded and
+warmed, streams open). CPU is user+system time from /proc over the idle window, as a
+percentage of one core; memory is the peak RSS (VmHWM). The figures of the modes print side
+by side; ``--echo auto,off`` runs each mode with echo cancellation (one duplex stream, the
+default) and without it (half-duplex: a microphone stream; the speaker's rests while idle).
 
 The floor is measured beside them: a process that only holds the same PortAudio stream
 open (16 kHz input in 30 ms blocks; or duplex at 22050 Hz in 20 ms blocks) with a callback
@@ -41,7 +42,7 @@ from tests.listener import Listener  # noqa: E402
 from tests.rig import PulseRig  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-MODES = ("vad", "wake")
+MODES = ("vad", "wake", "wake-ungated")
 
 BARE_STREAM = """
 import sys, time
@@ -123,12 +124,14 @@ def measure_idle(
     *,
     background: str = "silence",
     echo: str = "auto",
+    speech_gate: bool = True,
 ) -> Idle:
     """One listener in ``mode``, idle for ``seconds`` (after 2 s to settle)."""
     config: dict[str, dict[str, object]] = {
         "earcons": {"enabled": False},
         "input": {"mode": mode, "backend": "socket"},
         "audio": {"echo_cancel": echo},
+        "wake": {"speech_gate": speech_gate},
     }
     with Listener(rig, workdir, config) as listener:
         assert listener.process is not None
@@ -156,7 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--modes", default="vad", help="comma-separated: vad, wake")
+    parser.add_argument("--modes", default="vad", help="comma-separated: vad, wake, wake-ungated")
     parser.add_argument("--background", choices=("silence", "noise"), default="silence")
     parser.add_argument(
         "--echo", default="auto", help="comma-separated audio.echo_cancel values: auto, off"
@@ -183,22 +186,23 @@ def main() -> int:
                 idle = measure_idle(
                     rig,
                     Path(tmp) / f"{name}{echo}{run}",
-                    name,
+                    name.removesuffix("-ungated"),
                     args.seconds,
                     background=args.background,
                     echo=echo or args.echo,
+                    speech_gate=not name.endswith("-ungated"),
                 )
                 results[mode].append(idle)
                 print(
-                    f"run {run + 1} {mode:9}: start-up {idle.startup_s:.2f} s, idle CPU "
+                    f"run {run + 1} {mode:18}: start-up {idle.startup_s:.2f} s, idle CPU "
                     f"{idle.cpu_percent:.1f} % of one core over {args.seconds:.0f} s of "
                     f"{args.background}, peak RSS {idle.peak_rss_mb:.0f} MB, turns {idle.turns}"
                 )
     print(f"\nmedian of {args.runs} run(s), {args.background} into the microphone:")
-    print(f"{'mode':10}{'start-up':>10}{'idle CPU':>12}{'peak RSS':>10}{'turns':>7}")
+    print(f"{'mode':20}{'start-up':>10}{'idle CPU':>12}{'peak RSS':>10}{'turns':>7}")
     for mode, runs in results.items():
         print(
-            f"{mode:10}{statistics.median(r.startup_s for r in runs):>9.2f}s"
+            f"{mode:20}{statistics.median(r.startup_s for r in runs):>9.2f}s"
             f"{statistics.median(r.cpu_percent for r in runs):>10.1f} %"
             f"{statistics.median(r.peak_rss_mb for r in runs):>7.0f} MB"
             f"{sum(r.turns for r in runs):>7}"

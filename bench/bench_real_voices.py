@@ -16,8 +16,8 @@ earcons off so the first sound after the user is the reply itself. From the sess
 and the two recordings (one clock):
 
 - stored turns per request (1 is right), false cut-offs (a reply heard before the user had
-  finished), words lost (words the whole-file transcript has that no stored message has),
-  live WER against whole-file WER of the same model on the same audio;
+  finished), words lost (words of the reference the whole-file transcript has and no stored
+  message has), live WER against whole-file WER of the same model on the same audio;
 - "sent": when the turn went to the agent, after the last voiced frame (from the log);
 - end of speech (mic recording) -> first reply sample (speaker recording), p50 and p90.
 
@@ -228,11 +228,11 @@ def run_system(
     return outcomes
 
 
-def words_lost(heard: str, stored: list[str]) -> int:
-    """Words of the whole-file transcript that no stored message has (as a multiset)."""
-    missing = collections.Counter(normalise(heard)) - collections.Counter(
-        normalise(" ".join(stored))
-    )
+def words_lost(reference: str, heard: str, stored: list[str]) -> int:
+    """Words of the reference that the whole-file transcript got and no stored message has
+    (as multisets): what the live loop lost, not what the model mishears either way."""
+    right = collections.Counter(normalise(reference)) & collections.Counter(normalise(heard))
+    missing = right - collections.Counter(normalise(" ".join(stored)))
     return sum(missing.values())
 
 
@@ -256,7 +256,9 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
             refs = " ".join(o.request.reference for o in group)
             live = " ".join(o.stored[-1] if o.stored else "" for o in group)
             file_text = " ".join(whole[o.request.name] for o in group)
-            lost = sum(words_lost(whole[o.request.name], o.stored) for o in group)
+            lost = sum(
+                words_lost(o.request.reference, whole[o.request.name], o.stored) for o in group
+            )
             sent = [o.sent_s for o in group if o.sent_s == o.sent_s]
             print(
                 f"{system:9} {kind:7} {len(group):3} "
@@ -273,10 +275,10 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
         print(f"\nsingle requests, p50 end of speech -> first reply: baseline/project {b / p:.2f}x")
     print(
         "\nturns/req: user messages stored per request (1 is right); cut-offs: a reply heard"
-        " before the user had finished; lost: words of the whole-file transcript missing from"
-        " every stored message; WER live: the stored request against the reference; WER file:"
-        " the same model on the whole audio; sent: the turn went to the agent, after the last"
-        " voiced frame; p50/p90: end of speech -> first reply sample, from the recordings."
+        " before the user had finished; lost: words of the reference the whole-file transcript"
+        " has and no stored message has; WER live: the stored request against the reference;"
+        " WER file: the same model on the whole audio; sent: the turn went to the agent, after"
+        " the last voiced frame; p50/p90: end of speech -> first reply sample, from the recordings."
     )
 
 
