@@ -81,6 +81,11 @@ class Request:
     reference: str
     pause_ms: int = 0
 
+    @property
+    def pcm(self) -> np.ndarray:
+        """The audio as the rig plays it: int16."""
+        return (np.clip(self.audio, -1, 1) * 32767).astype(np.int16)
+
 
 @dataclass
 class Outcome:
@@ -163,7 +168,7 @@ LEARNT = "the echo canceller has learnt the room"
 def speech_span(request: Request, heard: np.ndarray) -> tuple[float, float] | None:
     """Where the request's speech starts and ends in ``heard`` (seconds from its start):
     found by aligning the request, since with an echo path the reply is heard too."""
-    pcm = (np.clip(request.audio, -1, 1) * 32767).astype(np.int16)
+    pcm = request.pcm
     said = find_speech(pcm, min_gap_s=0.25)
     if not said or len(heard) < len(pcm) // 2:
         return None
@@ -190,7 +195,7 @@ def run_system(
         spk = stack.enter_context(rig.record_speaker())
         time.sleep(1.0)
         if echo_path:  # one request first: its reply teaches the canceller the room
-            rig.feed((requests[0].audio * 32767).astype(np.int16), RATE).wait(60)
+            rig.feed(requests[0].pcm, RATE).wait(60)
             wait_settled(listener)
             print(f"  {name:8} echo canceller learnt the room: {listener.count(LEARNT) > 0}")
         for request in requests:
@@ -198,8 +203,7 @@ def run_system(
             before = stored_user_messages(listener)
             turns_before = listener.count(TURN_DONE)
             fed_at = time.monotonic()
-            pcm = (np.clip(request.audio, -1, 1) * 32767).astype(np.int16)
-            rig.feed(pcm, RATE).wait(60)
+            rig.feed(request.pcm, RATE).wait(60)
             wait_settled(listener)
             outcome = Outcome(request, stored_user_messages(listener)[len(before) :])
             mic_rec, spk_rec = mic.snapshot(), spk.snapshot()

@@ -26,6 +26,7 @@ import numpy as np
 
 from core.errors import ModelError
 from voice.audio import AudioChunk
+from voice.vad import SpeechDetector
 
 log = logging.getLogger(__name__)
 
@@ -260,10 +261,6 @@ class MicroWakeWordDetector:
         self._run_start_s = None
         self._quiet_until = float("-inf")  # times after a reset need not follow the last ones
         self._recent.clear()
-
-
-class SpeechDetector(Protocol):
-    def is_speech(self, frame: bytes, rate: int) -> bool: ...
 
 
 class SpeechGatedWake:
