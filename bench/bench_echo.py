@@ -1,6 +1,6 @@
 """Echo cancellation in the PulseAudio rig: echo removed, voice kept, voice barge-in, CPU.
 
-    python bench/bench_echo.py [--replies 6] [--runs 8] [--quiet-runs 4]
+    python bench/bench_echo.py [--replies 6] [--runs 8] [--quiet-runs 4] [--barge-in-only]
 
 The rig's ``module-loopback`` plays the speaker into the microphone at full level (the echo
 is as loud as the reply itself), with a fixed delay like one sound card, or drifting like
@@ -17,7 +17,10 @@ device hands the loop:
   makes of it;
 - voice barge-in through ``voice-assistant listen``: the voice's onset (found in the
   microphone's recording) -> the reply's last sample on ``speaker.monitor`` (same clock),
-  p50 and p90; replies with nobody talking that stopped anyway (false barge-ins);
+  p50 and p90; replies with nobody talking that stopped anyway (false barge-ins). Two
+  onsets: the first sound within 30 dB of the voice's loudest (in the read sentences a
+  breath or an /h/ up to 300 ms before the word), and the first word (where Silero VAD
+  finds speech in the clip alone). ``--barge-in-only`` runs just this part;
 - CPU: the canceller alone, and the whole read path (resampling, pairing, cancelling,
   framing), per second of audio, on one core.
 """
@@ -64,6 +67,8 @@ from voice.config import AudioConfig, SttConfig, TtsConfig  # noqa: E402
 from voice.devices import DuplexDevice  # noqa: E402
 from voice.echo import FRAME, EchoCanceller, WebRtcCanceller  # noqa: E402
 from voice.echo_guard import EchoGate, db, power  # noqa: E402
+from voice.models import default_models_dir, resolve_silero_model  # noqa: E402
+from voice.silero import CONTEXT, STATE_SHAPE, WINDOW, SileroModel  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 from voice.tts import PiperSynthesizer  # noqa: E402
 
@@ -286,14 +291,30 @@ def reply_and_voice(
 
 
 def onset_in(voice: Int16) -> float:
-    """Where speech starts in a clip: its first 10 ms within 30 dB of its loudest."""
+    """Where sound starts in a clip: its first 10 ms within 30 dB of its loudest. In the
+    read sentences that is a breath or an /h/, up to 300 ms before the first word."""
     levels = frame_levels_dbfs(voice, RATE, 10)
     return float(np.flatnonzero(levels >= levels.max() - 30)[0]) * 0.01
 
 
+def word_onset_in(voice: Int16, silero: SileroModel) -> float:
+    """Where the first word starts in a clip: the start of the first 32 ms window Silero VAD
+    (run on the clip alone, from a fresh state) scores 0.5 or more."""
+    audio = voice.astype(np.float32) / 32768
+    n = len(audio) // WINDOW
+    windows = audio[: n * WINDOW].reshape(n, WINDOW)
+    contexts = np.concatenate([np.zeros((1, CONTEXT), np.float32), windows[:-1, -CONTEXT:]])
+    state = np.zeros(STATE_SHAPE, np.float32)
+    rows = np.ascontiguousarray(np.concatenate([contexts, windows], axis=1))
+    scores, _, _ = silero.score(rows, state, state.copy())
+    speech = np.flatnonzero(scores >= 0.5)
+    return float(speech[0]) * WINDOW / RATE if len(speech) else onset_in(voice)
+
+
 @dataclass
 class BargeIns:
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # from the voice's onset_in
+    from_word: list[float] = field(default_factory=list)  # from its word_onset_in
     missed: int = 0  # voices over a reply that did not stop it
     answered: list[float] = field(default_factory=list)  # WER of the request heard
     not_counted: int = 0  # the voice began between two words of the reply
@@ -306,6 +327,7 @@ def barge_ins(
     rig: PulseRig, question: Int16, voices: list[tuple[str, Int16]], quiet_runs: int, seed: int
 ) -> BargeIns:
     rng = random.Random(seed)
+    silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
     out = BargeIns()
     config: dict[str, dict[str, object]] = {
         "audio": {"echo_cancel": "on"},
@@ -359,8 +381,13 @@ def barge_ins(
                 during = played.between(onset_s, start_s + len(voice) / RATE + 0.3)
                 loud = np.flatnonzero(np.abs(during) > LOUD)
                 stop_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
+                word_s = stop_s - (word_onset_in(voice, silero) - onset_in(voice))
                 out.latencies.append(stop_s)
-                print(f"  {name}: reply silent {stop_s * 1000:.0f} ms after onset; said {said!r}")
+                out.from_word.append(word_s)
+                print(
+                    f"  {name}: reply silent {stop_s * 1000:.0f} ms after the onset,"
+                    f" {word_s * 1000:.0f} ms after the first word; said {said!r}"
+                )
         out.log_tail = listener.log()[-2000:]
     return out
 
@@ -405,12 +432,35 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def report_barge_ins(barge: BargeIns) -> None:
+    print("voice barge-in (listen, echo_cancel on): onset -> reply's last sample on the monitor:")
+    lat = [x * 1000 for x in barge.latencies]
+    word = [x * 1000 for x in barge.from_word]
+    print(
+        f"  from its onset: p50 {pct(lat, 50):.0f} ms, p90 {pct(lat, 90):.0f} ms,"
+        f" max {max(lat, default=0):.0f} ms; from its first word: p50 {pct(word, 50):.0f} ms,"
+        f" p90 {pct(word, 90):.0f} ms, max {max(word, default=0):.0f} ms"
+    )
+    print(
+        f"  over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
+        f" words); voices that did not stop the reply: {barge.missed}"
+    )
+    print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
+    print(
+        f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
+        f" of {barge.quiet_runs}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replies", type=int, default=6, help="replies per ERLE run")
     parser.add_argument("--runs", type=int, default=8, help="voice barge-ins")
     parser.add_argument("--quiet-runs", type=int, default=4, help="replies nobody talks over")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
+    )
     args = parser.parse_args()
 
     tts = PiperSynthesizer(TtsConfig())
@@ -421,6 +471,13 @@ def main() -> int:
     question = speech(tts, QUESTION)
     loudest = speech(tts, REPLIES[0])
     voices = {name: as_loud_as(to_int16(real_clip(name)), loudest) for name in VOICES}
+
+    chosen = [(VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)]
+    if args.barge_in_only:
+        with PulseRig() as rig:
+            print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
+            report_barge_ins(barge_ins(rig, question, chosen, args.quiet_runs, args.seed))
+        return 0
 
     runs: list[EchoRun] = []
     with PulseRig() as rig:
@@ -442,9 +499,6 @@ def main() -> int:
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
         print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-        chosen = [
-            (VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)
-        ]
         barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
@@ -481,18 +535,7 @@ def main() -> int:
         f"  Whisper tiny.en WER: mean {np.mean(talk.wers):.2f}"
         f" (the voice alone: {np.mean(talk.clean_wers):.2f})"
     )
-    print("voice barge-in (listen, echo_cancel on): onset -> reply's last sample on the monitor:")
-    lat = [x * 1000 for x in barge.latencies]
-    print(
-        f"  p50 {pct(lat, 50):.0f} ms, p90 {pct(lat, 90):.0f} ms, max {max(lat, default=0):.0f} ms"
-        f" over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
-        f" words); voices that did not stop the reply: {barge.missed}"
-    )
-    print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
-    print(
-        f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
-        f" of {barge.quiet_runs}"
-    )
+    report_barge_ins(barge)
     print("CPU per second of audio (% of one core):")
     first = runs[0]
     print(
