@@ -9,9 +9,8 @@ microphone heard, what the canceller left and what was played in the same callba
 - :class:`EchoMonitor`: has the canceller learnt the room? Until then the loop stays
   half-duplex (the microphone gated while the assistant speaks).
 - :class:`EchoGate`: a frame no louder at the microphone than the echo the played sound
-  makes there is echo, unless the canceller has just been removing the echo well
-  (:class:`CancellerRecord`). A voice over the reply makes the microphone louder than the
-  echo alone.
+  makes there is echo, whatever the canceller left of it. A voice over the reply makes the
+  microphone louder than the echo alone.
 - :func:`is_residue`: the faint residue of a removed echo is echo too.
 
 A frame judged echo keeps its audio (Whisper hears everything the canceller left); the
@@ -130,13 +129,6 @@ DELAY_SLACK = 2  # frames either side of the delay: it is known to 10 ms
 LOUD_PLAYED_DBFS = -40.0  # played frames loud enough to measure the echo's loss with
 LOSS_PERCENTILE = 30  # a voice over the reply makes (heard - played) high: read low
 ECHO_MARGIN_DB = 3.0  # a voice makes the microphone at least this much louder than the echo
-# A canceller that removed this much of the echo over the played frames from 1 s to 0.3 s ago
-# is trusted: what it leaves now is a voice, not a leak. The last 0.3 s is left out so that
-# a voice that just began does not count against it.
-TRUST_ERLE_DB = 25.0
-TRUST_SINCE_FRAMES = 100
-TRUST_UNTIL_FRAMES = 30
-TRUST_MIN_FRAMES = 20  # played frames in that span: fewer (a reply just began) is no record
 
 
 class EchoGate:
@@ -152,12 +144,6 @@ class EchoGate:
     that caught every leak that started a turn and kept a voice as loud as the echo (its
     louder syllables get through); a voice clearly quieter than the echo at the microphone
     does not stop the reply: speak up to interrupt it.
-
-    That rule also took the first 100-300 ms of a voice as loud as the echo for echo, so
-    speech over the reply was heard late. Leaks come where the canceller has lost the echo
-    path (a reply's start, a drifting clock); so while its record is good
-    (:class:`CancellerRecord`), what it leaves is taken for a voice, and only its faint
-    residue is echo.
     """
 
     def __init__(self) -> None:
@@ -166,14 +152,12 @@ class EchoGate:
         self._played: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._heard: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._count = 0
-        self.record = CancellerRecord()
 
     def reset(self) -> None:
         self.delay = self.loss_db = None
         self._played.clear()
         self._heard.clear()
         self._count = 0
-        self.record.reset()
 
     def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
@@ -185,14 +169,8 @@ class EchoGate:
         self._count += 1
         if self._count % ESTIMATE_EVERY == 0:
             self._estimate()
-        played_db = self._played[-1]
-        self.record.push(heard, left, played_db > FAR_ACTIVE_DBFS)
         expected = self.expected_echo_db()
-        if (
-            expected is not None
-            and heard_db <= expected + ECHO_MARGIN_DB
-            and not self.record.trusted()
-        ):
+        if expected is not None and heard_db <= expected + ECHO_MARGIN_DB:
             return True
         return is_residue(heard, left)
 
@@ -200,7 +178,6 @@ class EchoGate:
         """A frame while nothing plays, not looked at (the canceller rests): silence."""
         self._played.append(FLOOR_DBFS)
         self._heard.append(FLOOR_DBFS)
-        self.record.push(None, None, False)
 
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
@@ -235,40 +212,3 @@ class EchoGate:
         loud = a > LOUD_PLAYED_DBFS
         if loud.sum() >= 20:
             self.loss_db = float(np.percentile(b[loud] - a[loud], LOSS_PERCENTILE))
-
-
-class CancellerRecord:
-    """How much echo the canceller removed from the played frames between
-    :data:`TRUST_SINCE_FRAMES` and :data:`TRUST_UNTIL_FRAMES` ago: is it :meth:`trusted`?"""
-
-    def __init__(self) -> None:
-        # (heard, left) powers of each frame, None when nothing was played in it.
-        self._recent: collections.deque[tuple[float, float] | None] = collections.deque()
-        self._older: collections.deque[tuple[float, float] | None] = collections.deque(
-            maxlen=TRUST_SINCE_FRAMES - TRUST_UNTIL_FRAMES
-        )
-
-    def reset(self) -> None:
-        self._recent.clear()
-        self._older.clear()
-
-    def push(self, heard: Int16 | None, left: Int16 | None, played: bool) -> None:
-        entry = (
-            (power(heard), power(left))
-            if played and heard is not None and left is not None
-            else None
-        )
-        self._recent.append(entry)
-        if len(self._recent) > TRUST_UNTIL_FRAMES:
-            self._older.append(self._recent.popleft())
-
-    def erle_db(self) -> float | None:
-        """dB removed over the played frames of the span; None with too few of them."""
-        frames = [f for f in self._older if f is not None]
-        if len(frames) < TRUST_MIN_FRAMES:
-            return None
-        return db(sum(h for h, _ in frames)) - db(sum(lf for _, lf in frames))
-
-    def trusted(self) -> bool:
-        erle = self.erle_db()
-        return erle is not None and erle >= TRUST_ERLE_DB
