@@ -63,6 +63,7 @@ from tests.voice.audio_util import (  # noqa: E402
     to_int16,
     wer,
 )
+from tests.voice.room_sounds import music  # noqa: E402
 from voice.config import AudioConfig, SttConfig, TtsConfig  # noqa: E402
 from voice.devices import DuplexDevice  # noqa: E402
 from voice.echo import FRAME, EchoCanceller, WebRtcCanceller  # noqa: E402
@@ -320,11 +321,18 @@ class BargeIns:
     not_counted: int = 0  # the voice began between two words of the reply
     quiet_runs: int = 0
     false_stops: int = 0  # replies with nobody talking that stopped anyway
+    music_runs: int = 0
+    music_stops: int = 0  # ... with music-like tones playing in the room
     log_tail: str = ""
 
 
 def barge_ins(
-    rig: PulseRig, question: Int16, voices: list[tuple[str, Int16]], quiet_runs: int, seed: int
+    rig: PulseRig,
+    question: Int16,
+    voices: list[tuple[str, Int16]],
+    quiet_runs: int,
+    seed: int,
+    music_runs: int = 0,
 ) -> BargeIns:
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
@@ -355,6 +363,23 @@ def barge_ins(
                 time.sleep(1.0)
                 out.quiet_runs += 1
                 out.false_stops += listener.count("stopping the reply") > stops
+            if music_runs:
+                # A melody at -35 dBFS in the room the whole time, nobody talking.
+                tones = music("melody", 12.0 * (music_runs + 1), -35.0, seed=seed)
+                player = rig.feed(to_int16(tones), RATE)
+                try:
+                    for _ in range(music_runs):
+                        stops = listener.count("stopping the reply")
+                        ask()
+                        listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
+                        time.sleep(1.0)
+                        done = listener.count(TURN_DONE)
+                        out.music_runs += 1
+                        out.music_stops += listener.count("stopping the reply") > stops
+                finally:
+                    player.kill()
+                time.sleep(1.0)
+                done = listener.count(TURN_DONE)
             for name, voice in voices:
                 stops = listener.count("stopping the reply")
                 started_s = ask()
@@ -450,6 +475,11 @@ def report_barge_ins(barge: BargeIns) -> None:
         f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
         f" of {barge.quiet_runs}"
     )
+    if barge.music_runs:
+        print(
+            f"  ... with a melody at -35 dBFS playing in the room: {barge.music_stops}"
+            f" of {barge.music_runs}"
+        )
 
 
 def main() -> int:
@@ -457,6 +487,9 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=6, help="replies per ERLE run")
     parser.add_argument("--runs", type=int, default=8, help="voice barge-ins")
     parser.add_argument("--quiet-runs", type=int, default=4, help="replies nobody talks over")
+    parser.add_argument(
+        "--music-runs", type=int, default=0, help="... with music-like tones in the room"
+    )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
@@ -476,7 +509,9 @@ def main() -> int:
     if args.barge_in_only:
         with PulseRig() as rig:
             print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-            report_barge_ins(barge_ins(rig, question, chosen, args.quiet_runs, args.seed))
+            report_barge_ins(
+                barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
+            )
         return 0
 
     runs: list[EchoRun] = []
@@ -499,7 +534,7 @@ def main() -> int:
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
         print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-        barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed)
+        barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])

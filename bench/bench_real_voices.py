@@ -1,7 +1,7 @@
 """Turn-taking on real voices through the PulseAudio rig: words kept, turns, cut-offs, latency.
 
     python bench/bench_real_voices.py [--only project|baseline] [--quick] [--heard-over-reply]
-                                      [--echo-path] [--keep DIR]
+                                      [--echo-path] [--keep DIR] [--music DBFS]
 
 Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
 
@@ -27,6 +27,8 @@ heard by the microphone at full level (the rig's ``module-loopback``), and one r
 before the measured ones teaches the canceller the room, so the user is heard over the
 reply, as with the default configuration after its first reply. ``--heard-over-reply``
 sets ``turn.barge_in`` instead, as with a headset: heard over the reply, no echo.
+``--music DBFS`` plays music-like tones (tests/voice/room_sounds.py's melody) into the
+microphone at that level for the whole run, as a radio in the room.
 """
 
 from __future__ import annotations
@@ -54,9 +56,11 @@ from tests.voice.audio_util import (  # noqa: E402
     normalise,
     real_clip,
     real_references,
+    to_int16,
     wer,
     word_gaps,
 )
+from tests.voice.room_sounds import music  # noqa: E402
 from voice.config import SttConfig  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 
@@ -184,12 +188,16 @@ def run_system(
     argv: list[str] | None,
     *,
     echo_path: bool = False,
+    music_dbfs: float | None = None,
 ) -> list[Outcome]:
     outcomes = []
     listener = Listener(rig, workdir / name, CONFIG, argv=argv)
     with contextlib.ExitStack() as stack:
         if echo_path:
             stack.enter_context(rig.loopback())
+        if music_dbfs is not None:  # a melody in the room for the whole run
+            tones = music("melody", 25.0 * (len(requests) + 2), music_dbfs, seed=2)
+            stack.callback(rig.feed(to_int16(tones), RATE).kill)
         stack.enter_context(listener)
         mic = stack.enter_context(rig.record_mic())
         spk = stack.enter_context(rig.record_speaker())
@@ -299,6 +307,9 @@ def main() -> int:
     parser.add_argument(
         "--keep", type=Path, help="keep each listener's sessions and debug log in this directory"
     )
+    parser.add_argument(
+        "--music", type=float, metavar="DBFS", help="a melody at this level in the room"
+    )
     args = parser.parse_args()
     if args.keep:
         CONFIG["ui"] = {"log_level": "debug"}
@@ -319,7 +330,13 @@ def main() -> int:
         for name, argv in systems.items():
             if args.only in (None, name):
                 results[name] = run_system(
-                    name, rig, requests, args.keep or Path(tmp), argv, echo_path=args.echo_path
+                    name,
+                    rig,
+                    requests,
+                    args.keep or Path(tmp),
+                    argv,
+                    echo_path=args.echo_path,
+                    music_dbfs=args.music,
                 )
     report(results, whole)
     dump = {

@@ -113,7 +113,11 @@ def build_loop(
     if config.vad.silero and models.silero is not None:
         onset_check = SileroOnset(models.silero, threshold=config.vad.silero_threshold)
     segmenter = Segmenter(
-        config.vad, detector, frame_ms=config.audio.frame_ms, onset_check=onset_check
+        config.vad,
+        detector,
+        frame_ms=config.audio.frame_ms,
+        onset_check=onset_check,
+        speech_check=onset_check,  # the same Silero state, fed without gaps
     )
     tts = models.tts
     engines = Engines(

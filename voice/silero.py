@@ -74,8 +74,15 @@ class SileroModel:
         return np.asarray(out, dtype=np.float32).reshape(-1), h, c
 
 
+# Inside speech a frame stays speech while a window around it scores this much: Silero's own
+# convention is to start at 0.5 and end below 0.35.
+STILL_SPEECH = 0.35
+
+
 class SileroOnset:
-    """An :class:`~voice.vad.OnsetCheck`: is there speech in the last ``recent_s``?
+    """An :class:`~voice.vad.OnsetCheck`: is there speech in the last ``recent_s``? Also the
+    segmenter's :class:`~voice.vad.SpeechCheck` inside speech (:meth:`still_speech`), so
+    music that webrtcvad calls voiced cannot hold a request open.
 
     ``threshold``: the probability a window needs; ``windows`` of them within the last
     ``recent_s`` (webrtcvad's onset window) confirm the onset. Measured on the real
@@ -123,6 +130,18 @@ class SileroOnset:
         since = end_s - self.recent_s - WINDOW / RATE
         sure = [p for t, p in self._scores if t > since and p >= self.threshold]
         return len(sure) >= self.windows
+
+    def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        """``pcm`` is the next frame inside speech: does a window ending in it or just
+        before (:data:`STILL_SPEECH` or more) still say speech? True until one is scored."""
+        if rate != RATE:
+            raise ValueError(f"Silero VAD runs at {RATE} Hz, got {rate} Hz")
+        audio = pcm_to_float32(pcm)
+        end_s = start_s + len(audio) / RATE
+        self._take(audio, start_s, end_s)
+        since = start_s - WINDOW / RATE
+        recent = [p for t, p in self._scores if t > since]
+        return not recent or max(recent) >= STILL_SPEECH
 
     def _take(self, audio: npt.NDArray[np.float32], start_s: float, end_s: float) -> None:
         last = self._end_s

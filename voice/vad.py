@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 TRAILING_KEEP_MS = 200
 
 EndReason = Literal["hangover", "max_length", "forced"]
+# Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
+# music) count as voice until they have gone on this long without the check agreeing.
+DOUBT_FRAMES_MS = 300
 
 
 class SpeechDetector(Protocol):
@@ -62,6 +65,14 @@ class OnsetCheck(Protocol):
         ...
 
     def reset(self) -> None: ...
+
+
+class SpeechCheck(Protocol):
+    """A second opinion inside speech: given every frame in order, can it still be speech?
+    webrtcvad calls music and steady tones voiced; without this a request said with music
+    in the room never reaches a pause, and ends only at ``max_utterance_s``."""
+
+    def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -120,12 +131,14 @@ class Segmenter:
         rate: int = 16000,
         frame_ms: int = 30,
         onset_check: OnsetCheck | None = None,
+        speech_check: SpeechCheck | None = None,
     ) -> None:
         if frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30 (webrtcvad frames), got {frame_ms}")
         self._config = config
         self._detector = detector
         self._onset_check = onset_check
+        self._speech_check = speech_check
         self.onsets_refused = 0  # onsets the check turned down (noise, music, tones)
         self._rate = rate
         self._frame_ms = frame_ms
@@ -147,6 +160,12 @@ class Segmenter:
         self._first_voiced: int | None = None  # indices into _frames
         self._last_voiced: int | None = None
         self._silent_frames = 0  # consecutive unvoiced frames at the end of _frames
+        # The speech check (see _doubt): where the doubted frames began, whether they are
+        # being taken for silence, and the unvoiced frames in a row since the last voiced one.
+        self._doubt_frames = _frames_for(DOUBT_FRAMES_MS, frame_ms)
+        self._doubt_from: int | None = None
+        self._vetoing = False
+        self._quiet_run = 0
         self._peak_dbfs = -120.0  # loudest voiced frame of the current utterance
 
     @property
@@ -224,6 +243,10 @@ class Segmenter:
                 # hangover); a frame far quieter than the utterance is silence, so pauses and
                 # the end of speech are timed from the real end of the word.
                 frame = _Frame(pcm, start_s, False, self._level)
+            if self._speech_check is not None:
+                # Every frame, voiced or not, so the check hears the audio without gaps.
+                speech = self._speech_check.still_speech(pcm, start_s, self._rate)
+                frame = self._doubt(frame, speech)
             return self._in_speech_frame(frame)
         self._history.append(frame)
         return self._check_onset()
@@ -242,6 +265,48 @@ class Segmenter:
         onset_s = frames[first].start_s
         self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
+
+    def _doubt(self, frame: _Frame, speech: bool) -> _Frame:
+        """Weigh the speech check's word on a frame inside speech. A frame webrtcvad calls
+        voiced and the check does not is *doubted*: the breath before a word, or music. It
+        counts as voice for now (so a breath keeps a pause from running on), but once the
+        doubted frames since the check last agreed span :data:`DOUBT_FRAMES_MS`, they were
+        music: they become silence, back to the first of them, and so does every doubted
+        frame after them until the check agrees again. Plain silence of that length starts
+        the count afresh."""
+        if not frame.voiced:
+            self._quiet_run += 1
+            if self._quiet_run >= self._doubt_frames and not self._vetoing:
+                self._doubt_from = None
+            return frame
+        self._quiet_run = 0
+        if speech:
+            self._doubt_from, self._vetoing = None, False
+            return frame
+        silent = _Frame(frame.pcm, frame.start_s, False, frame.level_dbfs)
+        if self._vetoing:
+            return silent
+        if self._doubt_from is None:
+            self._doubt_from = len(self._frames)
+        if len(self._frames) - self._doubt_from + 1 < self._doubt_frames:
+            return frame
+        self._vetoing = True
+        self._unvoice_from(self._doubt_from)
+        return silent
+
+    def _unvoice_from(self, index: int) -> None:
+        """The frames from ``index`` on were not speech after all."""
+        for i in range(index, len(self._frames)):
+            f = self._frames[i]
+            if f.voiced:
+                self._frames[i] = _Frame(f.pcm, f.start_s, False, f.level_dbfs)
+        voiced = [i for i in range(index) if self._frames[i].voiced]
+        self._last_voiced = voiced[-1] if voiced else None
+        if self._last_voiced is None:
+            self._first_voiced = None
+        self._silent_frames = len(self._frames) - (
+            0 if self._last_voiced is None else self._last_voiced + 1
+        )
 
     def _in_speech_frame(self, frame: _Frame) -> list[SegmenterEvent]:
         self._add(frame)
@@ -276,6 +341,9 @@ class Segmenter:
         self._last_voiced = None
         self._silent_frames = 0
         self._peak_dbfs = -120.0
+        self._doubt_from = None
+        self._vetoing = False
+        self._quiet_run = 0
 
     def _begin(self, frames: list[_Frame], *, onset_s: float) -> None:
         self._history.clear()

@@ -337,3 +337,84 @@ def test_quiet_tail_after_a_word_counts_as_silence() -> None:
     )
     events = [e for c in chunks(audio, 30) for e in ungated.push(c)]
     assert not any(isinstance(e, UtteranceEnded | SpeechPaused) for e in events)
+
+
+class MusicAfter:
+    """A :class:`~voice.vad.SpeechCheck` that says speech up to frame ``last`` (frames
+    carry their index) and keeps every frame it was given."""
+
+    def __init__(self, last: int) -> None:
+        self.last = last
+        self.seen: list[int] = []
+
+    def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        frame = int(np.frombuffer(pcm, dtype="<i2")[0]) // 2
+        self.seen.append(frame)
+        return frame <= self.last
+
+
+def test_frames_the_speech_check_refuses_are_silence_so_music_cannot_hold_speech_open() -> None:
+    feed = Feed()
+    check = MusicAfter(last=24)
+    feed.seg = Segmenter(CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, speech_check=check)
+    # Frames 5-24 a voice, then music: voiced often enough to keep speech open (never three
+    # silent frames in a row), never enough to start it, for longer than the length limit.
+    events = feed("....." + "v" * 20 + "vv..." * 200)
+    ended = only(events, UtteranceEnded)
+    assert [e.reason for e in ended] == ["hangover"]
+    assert ended[0].utterance.end_s == pytest.approx(feed.time_of(25))
+    assert only(events, SpeechPaused)  # the pause that lets the turn end came at 250 ms
+    # Fed every frame inside speech in order, voiced or not, and nothing outside it.
+    first = check.seen[0]
+    assert check.seen == list(range(first, first + len(check.seen)))
+    assert first >= 5 and check.seen[-1] == 24 + CONFIG.hangover_ms // FRAME_MS
+
+
+def test_without_a_speech_check_steady_voiced_frames_run_to_the_length_limit() -> None:
+    feed = Feed(VadConfig(**{**CONFIG.__dict__, "max_utterance_s": 3.0}))
+    events = feed("....." + "v" * 20 + "vv..." * 50)
+    assert [e.reason for e in only(events, UtteranceEnded)] == ["max_length"]
+
+
+class Doubts:
+    """A :class:`~voice.vad.SpeechCheck` that says "not speech" for the given frames."""
+
+    def __init__(self, not_speech: set[int]) -> None:
+        self.not_speech = not_speech
+
+    def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        return int(np.frombuffer(pcm, dtype="<i2")[0]) // 2 not in self.not_speech
+
+
+def test_a_breath_before_the_next_words_still_ends_the_pause() -> None:
+    """webrtcvad hears the breath before a word and the speech check does not: for up to
+    300 ms such frames count as voice, so the pause ends where the breath begins."""
+    feed = Feed()
+    breath = set(range(39, 47))  # 240 ms
+    check = Doubts({25, 26, *breath})  # and webrtcvad lingering after the last word
+    feed.seg = Segmenter(CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, speech_check=check)
+    events = feed("....." + "v" * 20 + "vv" + "." * 12 + "v" * 8 + "v" * 20 + "." * 25)
+    assert [type(e) for e in events if not isinstance(e, SpeechStarted)] == [
+        SpeechPaused,
+        SpeechResumed,
+        SpeechPaused,
+        UtteranceEnded,
+    ]
+    (resumed,) = only(events, SpeechResumed)
+    assert resumed.at_s == pytest.approx(feed.time_of(39))
+    (ended,) = only(events, UtteranceEnded)
+    assert ended.utterance.end_s == pytest.approx(feed.time_of(67))
+
+
+def test_doubted_frames_that_go_on_become_silence_from_the_first_of_them() -> None:
+    feed = Feed()
+    check = Doubts(set(range(25, 200)))
+    feed.seg = Segmenter(CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, speech_check=check)
+    events = feed("....." + "v" * 20 + "v" * 9)  # 270 ms of doubt: still voice
+    assert not only(events, SpeechPaused)
+    events = feed("v")  # the tenth: 300 ms, it was music all along
+    (paused,) = only(events, SpeechPaused)
+    assert paused.utterance.end_s == pytest.approx(feed.time_of(25))
+    events = feed("v" * 11)  # more of it is silence at once: the hangover ends the request
+    (ended,) = only(events, UtteranceEnded)
+    assert ended.utterance.end_s == pytest.approx(feed.time_of(25))
