@@ -160,7 +160,7 @@ def wait_settled(listener: Listener, timeout_s: float = 120.0) -> None:
 
 def sent_after(log: str, turn: int) -> float:
     lines = [line for line in log.splitlines() if TURN_DONE in line]
-    if turn >= len(lines):
+    if not 0 <= turn < len(lines):
         return float("nan")
     match = re.search(r"(?:sent|endpoint) ([+-]\d+\.\d+)s", lines[turn])
     return float(match.group(1)) if match else float("nan")
