@@ -69,7 +69,7 @@ from voice.devices import DuplexDevice  # noqa: E402
 from voice.echo import FRAME, EchoCanceller, WebRtcCanceller  # noqa: E402
 from voice.echo_guard import EchoGate, db, power  # noqa: E402
 from voice.models import default_models_dir, resolve_silero_model  # noqa: E402
-from voice.silero import CONTEXT, STATE_SHAPE, WINDOW, SileroModel  # noqa: E402
+from voice.silero import WINDOW, SileroModel, SileroOnset  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 from voice.tts import PiperSynthesizer  # noqa: E402
 
@@ -301,15 +301,14 @@ def onset_in(voice: Int16) -> float:
 def word_onset_in(voice: Int16, silero: SileroModel) -> float:
     """Where the first word starts in a clip: the start of the first 32 ms window Silero VAD
     (run on the clip alone, from a fresh state) scores 0.5 or more."""
-    audio = voice.astype(np.float32) / 32768
-    n = len(audio) // WINDOW
-    windows = audio[: n * WINDOW].reshape(n, WINDOW)
-    contexts = np.concatenate([np.zeros((1, CONTEXT), np.float32), windows[:-1, -CONTEXT:]])
-    state = np.zeros(STATE_SHAPE, np.float32)
-    rows = np.ascontiguousarray(np.concatenate([contexts, windows], axis=1))
-    scores, _, _ = silero.score(rows, state, state.copy())
-    speech = np.flatnonzero(scores >= 0.5)
-    return float(speech[0]) * WINDOW / RATE if len(speech) else onset_in(voice)
+    check = SileroOnset(silero, threshold=0.5, windows=1, recent_s=0.0)
+    pcm = voice.tobytes()
+    step = WINDOW * 2  # one window of int16 at a time: each call judges the window it ends
+    for offset in range(0, len(pcm) - step + 1, step):
+        start_s = offset / 2 / RATE
+        if check.confirm(pcm[offset : offset + step], start_s, RATE):
+            return start_s
+    return onset_in(voice)
 
 
 @dataclass
@@ -336,6 +335,8 @@ def barge_ins(
 ) -> BargeIns:
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
+    # How long each voice breathes before its first word (see onset_in, word_onset_in).
+    lead_s = {name: word_onset_in(voice, silero) - onset_in(voice) for name, voice in voices}
     out = BargeIns()
     config: dict[str, dict[str, object]] = {
         "audio": {"echo_cancel": "on"},
@@ -406,7 +407,7 @@ def barge_ins(
                 during = played.between(onset_s, start_s + len(voice) / RATE + 0.3)
                 loud = np.flatnonzero(np.abs(during) > LOUD)
                 stop_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
-                word_s = stop_s - (word_onset_in(voice, silero) - onset_in(voice))
+                word_s = stop_s - lead_s[name]
                 out.latencies.append(stop_s)
                 out.from_word.append(word_s)
                 print(

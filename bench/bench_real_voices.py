@@ -88,7 +88,7 @@ class Request:
     @property
     def pcm(self) -> np.ndarray:
         """The audio as the rig plays it: int16."""
-        return (np.clip(self.audio, -1, 1) * 32767).astype(np.int16)
+        return to_int16(self.audio)
 
 
 @dataclass

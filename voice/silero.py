@@ -122,11 +122,7 @@ class SileroOnset:
 
     def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
         """``pcm`` is the segmenter's recent audio (ending now), starting at ``start_s``."""
-        if rate != RATE:
-            raise ValueError(f"Silero VAD runs at {RATE} Hz, got {rate} Hz")
-        audio = pcm_to_float32(pcm)
-        end_s = start_s + len(audio) / RATE
-        self._take(audio, start_s, end_s)
+        end_s = self._feed(pcm, start_s, rate)
         since = end_s - self.recent_s - WINDOW / RATE
         sure = [p for t, p in self._scores if t > since and p >= self.threshold]
         return len(sure) >= self.windows
@@ -134,14 +130,19 @@ class SileroOnset:
     def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool:
         """``pcm`` is the next frame inside speech: does a window ending in it or just
         before (:data:`STILL_SPEECH` or more) still say speech? True until one is scored."""
+        self._feed(pcm, start_s, rate)
+        since = start_s - WINDOW / RATE
+        recent = [p for t, p in self._scores if t > since]
+        return not recent or max(recent) >= STILL_SPEECH
+
+    def _feed(self, pcm: bytes, start_s: float, rate: int) -> float:
+        """Score the windows ``pcm`` completes; the time it ends."""
         if rate != RATE:
             raise ValueError(f"Silero VAD runs at {RATE} Hz, got {rate} Hz")
         audio = pcm_to_float32(pcm)
         end_s = start_s + len(audio) / RATE
         self._take(audio, start_s, end_s)
-        since = start_s - WINDOW / RATE
-        recent = [p for t, p in self._scores if t > since]
-        return not recent or max(recent) >= STILL_SPEECH
+        return end_s
 
     def _take(self, audio: npt.NDArray[np.float32], start_s: float, end_s: float) -> None:
         last = self._end_s

@@ -160,12 +160,11 @@ class Segmenter:
         self._first_voiced: int | None = None  # indices into _frames
         self._last_voiced: int | None = None
         self._silent_frames = 0  # consecutive unvoiced frames at the end of _frames
-        # The speech check (see _doubt): where the doubted frames began, whether they are
-        # being taken for silence, and the unvoiced frames in a row since the last voiced one.
+        # The speech check (see _doubt): where the doubted frames began, and whether they are
+        # being taken for silence.
         self._doubt_frames = _frames_for(DOUBT_FRAMES_MS, frame_ms)
         self._doubt_from: int | None = None
         self._vetoing = False
-        self._quiet_run = 0
         self._peak_dbfs = -120.0  # loudest voiced frame of the current utterance
 
     @property
@@ -275,11 +274,10 @@ class Segmenter:
         frame after them until the check agrees again. Plain silence of that length starts
         the count afresh."""
         if not frame.voiced:
-            self._quiet_run += 1
-            if self._quiet_run >= self._doubt_frames and not self._vetoing:
+            # This frame is silence too: it will end the silent run _add counts.
+            if self._silent_frames + 1 >= self._doubt_frames and not self._vetoing:
                 self._doubt_from = None
             return frame
-        self._quiet_run = 0
         if speech:
             self._doubt_from, self._vetoing = None, False
             return frame
@@ -300,8 +298,9 @@ class Segmenter:
             f = self._frames[i]
             if f.voiced:
                 self._frames[i] = _Frame(f.pcm, f.start_s, False, f.level_dbfs)
-        voiced = [i for i in range(index) if self._frames[i].voiced]
-        self._last_voiced = voiced[-1] if voiced else None
+        self._last_voiced = next(
+            (i for i in range(index - 1, -1, -1) if self._frames[i].voiced), None
+        )
         if self._last_voiced is None:
             self._first_voiced = None
         self._silent_frames = len(self._frames) - (
@@ -343,7 +342,6 @@ class Segmenter:
         self._peak_dbfs = -120.0
         self._doubt_from = None
         self._vetoing = False
-        self._quiet_run = 0
 
     def _begin(self, frames: list[_Frame], *, onset_s: float) -> None:
         self._history.clear()
