@@ -310,12 +310,21 @@ def main() -> int:
     parser.add_argument(
         "--music", type=float, metavar="DBFS", help="a melody at this level in the room"
     )
+    parser.add_argument(
+        "--request", action="append", metavar="NAME", help="only these requests (repeatable)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="say each request this often")
     args = parser.parse_args()
     if args.keep:
         CONFIG["ui"] = {"log_level": "debug"}
     if args.heard_over_reply:
         CONFIG["turn"] = {"barge_in": True}
     requests = build_requests(args.quick)
+    if args.request:
+        requests = [r for r in requests if r.name in args.request]
+        if not requests:
+            parser.error(f"no request is named {args.request}")
+    requests = [r for r in requests for _ in range(args.repeat)]
     stt = WhisperTranscriber(SttConfig())
     whole = {r.name: stt.transcribe_audio(r.audio, fast=False).text for r in requests}
     print(

@@ -16,7 +16,14 @@ from typing import Literal
 
 from voice.audio import Utterance
 from voice.earcons import EarconName
-from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+from voice.vad import (
+    OnsetUnconfirmed,
+    SpeechDropped,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 
 class Phase(enum.StrEnum):
@@ -141,6 +148,7 @@ class ReplyDone:
 Event = (
     Tick
     | SpeechStarted
+    | OnsetUnconfirmed
     | SpeechPaused
     | SpeechResumed
     | UtteranceEnded

@@ -61,12 +61,24 @@ from voice.turn_events import (
     VerdictReady,
     WakeWord,
 )
-from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+from voice.vad import (
+    OnsetUnconfirmed,
+    SpeechDropped,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 Mode = Literal["vad", "ptt-hold", "ptt-toggle", "wake"]
 Context = Literal["new", "continue", "during", "answer"]
 
 STOPPED = "Stopped."
+# A reply due to play waits while the detector hears an onset Silero has not confirmed this
+# recently: the breath before the user's next words, which Silero confirms only with the
+# word, 0.1-0.35 s later. Noise or music makes such onsets too, so the wait is bounded.
+ONSET_HOLD_S = 0.3
+ONSET_HOLD_MAX_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ class TurnTaking:
         self._awake_until: float | None = None  # wake mode: the microphone is open until then
         self._cue_at: float | None = None
         self._heard_over_reply = False
+        self._unconfirmed_s: float | None = None  # the last onset Silero did not confirm
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -210,6 +223,9 @@ class TurnTaking:
         elif isinstance(event, SpeechStarted):
             self._now = max(self._now, event.at_s)
             self._speech_started(out)
+        elif isinstance(event, OnsetUnconfirmed):
+            self._now = max(self._now, event.at_s)
+            self._unconfirmed_s = event.at_s
         elif isinstance(event, SpeechPaused):
             self._paused(event.utterance, out)
         elif isinstance(event, SpeechResumed):
@@ -445,9 +461,17 @@ class TurnTaking:
         self._release_when_due(turn, out)
 
     def _release_when_due(self, turn: _Turn, out: list[Action]) -> None:
-        if not turn.released and self._now >= turn.speak_at_s and not self.user_speaking:
-            turn.released = True
-            out.append(Release(turn.id))
+        if turn.released or self._now < turn.speak_at_s or self.user_speaking:
+            return
+        onset = self._unconfirmed_s
+        if (
+            onset is not None
+            and self._now - onset < ONSET_HOLD_S
+            and self._now < turn.speak_at_s + ONSET_HOLD_MAX_S
+        ):
+            return  # maybe the user is going on
+        turn.released = True
+        out.append(Release(turn.id))
 
     # ---- the turn ----------------------------------------------------------------------------
     def _turn_progress(self, event: Event, out: list[Action]) -> None:

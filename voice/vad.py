@@ -81,6 +81,14 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True)
+class OnsetUnconfirmed:
+    """The detector hears an onset the onset check has not confirmed (yet): noise, or the
+    breath before a word, which Silero confirms only once the word comes."""
+
+    at_s: float
+
+
+@dataclass(frozen=True)
 class SpeechPaused:
     """Silence inside speech reached ``pause_ms``: the utterance so far, for a speculative try."""
 
@@ -105,7 +113,9 @@ class SpeechDropped:
     at_s: float
 
 
-SegmenterEvent = SpeechStarted | SpeechPaused | SpeechResumed | UtteranceEnded | SpeechDropped
+SegmenterEvent = (
+    SpeechStarted | OnsetUnconfirmed | SpeechPaused | SpeechResumed | UtteranceEnded | SpeechDropped
+)
 
 
 @dataclass(frozen=True)
@@ -260,7 +270,8 @@ class Segmenter:
             b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
         ):
             self.onsets_refused += 1
-            return []  # asked again at the next voiced frame while the detector still agrees
+            # Asked again at the next voiced frame while the detector still agrees.
+            return [OnsetUnconfirmed(self._now_s)]
         onset_s = frames[first].start_s
         self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]

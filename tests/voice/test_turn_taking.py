@@ -39,7 +39,14 @@ from voice.turn_events import (
     WakeWord,
 )
 from voice.turn_taking import TurnPolicy, TurnTaking, join
-from voice.vad import SpeechDropped, SpeechPaused, SpeechResumed, SpeechStarted, UtteranceEnded
+from voice.vad import (
+    OnsetUnconfirmed,
+    SpeechDropped,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 RATE = 16000
 ANALYZER = CombinedAnalyzer(quick_ms=300, likely_ms=800, max_ms=1500, threshold=0.5)
@@ -584,6 +591,49 @@ def test_half_duplex_holds_even_a_sure_end_until_the_longest_pause() -> None:
     assert Release(turn) not in out
     assert Release(turn) not in m.quiet(Tick(4.49))
     assert Release(turn) in m.quiet(Tick(4.51))
+
+
+def held_turn(m: Machine) -> int:
+    """A request ended by a sure guess at 3.3 s, half-duplex: its reply is due at 4.5 s."""
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "He was not.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m.quiet(UtteranceEnded(seg, "forced"))).turn
+    assert m.quiet(Tick(3.4)) == [PlayEarcon("thinking")]  # again at 7.4 s
+    return turn
+
+
+def test_a_due_reply_waits_for_an_onset_silero_has_not_confirmed_yet() -> None:
+    """The breath before the next sentence: webrtcvad hears it at once, Silero only once the
+    word comes. Released at 4.5 s, the reply would have made the word inaudible."""
+    m = Machine()
+    turn = held_turn(m)
+    assert m.quiet(OnsetUnconfirmed(4.47), Tick(4.51)) == []
+    assert m.quiet(OnsetUnconfirmed(4.53), OnsetUnconfirmed(4.56)) == []
+    assert m.quiet(SpeechStarted(4.38)) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_an_onset_that_dies_away_releases_the_reply() -> None:
+    m = Machine()
+    turn = held_turn(m)
+    assert m.quiet(OnsetUnconfirmed(4.4), Tick(4.51), Tick(4.69)) == []
+    assert m.quiet(Tick(4.71)) == [Release(turn)]
+
+
+def test_noise_holds_a_due_reply_only_briefly() -> None:
+    """A fan or music makes onsets Silero never confirms: the reply waits at most 0.5 s."""
+    m = Machine()
+    turn = held_turn(m)
+    for t in (4.45, 4.6, 4.75, 4.9, 4.99):
+        assert m.quiet(OnsetUnconfirmed(t), Tick(t)) == []
+    assert m.quiet(OnsetUnconfirmed(5.0), Tick(5.01)) == [Release(turn)]
+
+
+def test_an_old_unconfirmed_onset_does_not_hold_the_reply() -> None:
+    m = Machine()
+    turn = held_turn(m)
+    assert m.quiet(OnsetUnconfirmed(3.9), Tick(4.49)) == []
+    assert m.quiet(Tick(4.51)) == [Release(turn)]
 
 
 def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> None:

@@ -12,6 +12,7 @@ from tests.voice.audio_util import chunks, load_16k, pcm_chunks, shared, silence
 from voice.audio import AudioChunk, Utterance
 from voice.config import VadConfig
 from voice.vad import (
+    OnsetUnconfirmed,
     Segmenter,
     SegmenterEvent,
     SpeechDropped,
@@ -418,3 +419,33 @@ def test_doubted_frames_that_go_on_become_silence_from_the_first_of_them() -> No
     events = feed("v" * 11)  # more of it is silence at once: the hangover ends the request
     (ended,) = only(events, UtteranceEnded)
     assert ended.utterance.end_s == pytest.approx(feed.time_of(25))
+
+
+class ConfirmsFrom:
+    """An :class:`~voice.vad.OnsetCheck` that confirms once the audio reaches frame ``first``
+    (the word after a breath)."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        return int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2 >= self.first
+
+    def reset(self) -> None:
+        pass
+
+
+def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> None:
+    """The turn-taking machine holds a reply while one is heard (the breath before a word)."""
+    feed = Feed()
+    feed.seg = Segmenter(
+        CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=ConfirmsFrom(12)
+    )
+    events = feed("....." + "vvvvvvvv")  # frames 5-12: the onset is proposed at frame 7
+    assert [type(e) for e in events] == [OnsetUnconfirmed] * 5 + [SpeechStarted]
+    assert [e.at_s for e in only(events, OnsetUnconfirmed)] == pytest.approx(
+        [feed.time_of(i + 1) for i in range(7, 12)]  # each at the end of its frame
+    )
+    # The onset is the first voiced frame of the window that confirmed it (the pre-roll
+    # keeps the frames before).
+    assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(8))
