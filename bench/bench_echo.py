@@ -84,7 +84,6 @@ REPLIES = [
 VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
 QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
 ONSET_S = 0.3  # the voice's first 300 ms, reported apart
-REST_S = 0.5  # echo_rest_s for the replies that start from rest
 
 
 # ---- the cancellers ------------------------------------------------------------------------
@@ -105,9 +104,6 @@ class Taped:
 
     def set_delay_ms(self, delay_ms: int) -> None:
         self.inner.set_delay_ms(delay_ms)
-
-    def reset(self) -> None:
-        self.inner.reset()
 
     def process(self, near: Int16, far: Int16) -> Int16:
         started = time.thread_time()
@@ -141,7 +137,6 @@ class SpeexCanceller:
         lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
         lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        lib.speex_echo_state_reset.argtypes = [ctypes.c_void_p]
         lib.speex_preprocess_state_init.restype = ctypes.c_void_p
         lib.speex_preprocess_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
         lib.speex_preprocess_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -155,9 +150,6 @@ class SpeexCanceller:
 
     def set_delay_ms(self, delay_ms: int) -> None:
         pass  # its filter spans tail_ms: the delay must fit in it
-
-    def reset(self) -> None:
-        self._lib.speex_echo_state_reset(self._echo)
 
     def process(self, near: Int16, far: Int16) -> Int16:
         near, far = np.ascontiguousarray(near), np.ascontiguousarray(far)
@@ -210,29 +202,15 @@ class EchoRun:
 
 
 def replies_only(
-    rig: PulseRig,
-    make: Callable[[], EchoCanceller],
-    name: str,
-    replies: list[Int16],
-    rate: int,
-    *,
-    from_rest: bool = False,
+    rig: PulseRig, make: Callable[[], EchoCanceller], name: str, replies: list[Int16], rate: int
 ) -> EchoRun:
-    """Play the replies one after another (nobody talks) and measure each one. With
-    ``from_rest`` the duplex stream rests before each (the microphone-only stream takes
-    over), as it does when a reply comes more than ``audio.echo_rest_s`` after the last."""
+    """Play the replies one after another (nobody talks) and measure each one."""
     taped = Taped(make())
     run = EchoRun(name)
-    config = AudioConfig(echo_rest_s=REST_S if from_rest else 0.0)
-    with DuplexDevice(config, taped) as device:
+    with DuplexDevice(AudioConfig(), taped) as device:
         read_for(device, 0.5)
         taped.take()
         for n, reply in enumerate(replies):
-            if from_rest:
-                read_for(device, REST_S + 0.3)
-                taped.take()
-                if not device.resting:
-                    print(f"  {name}: the stream did not rest before reply {n + 1}")
             device.play(reply, rate)
             seconds = len(reply) / rate + 0.4
             run.cpu_s += read_for(device, seconds)
@@ -505,25 +483,6 @@ def report_barge_ins(barge: BargeIns) -> None:
         )
 
 
-def report_erle(runs: list[EchoRun]) -> None:
-    print()
-    print("echo removed (ERLE, dB) in the loopback rig, echo at full level, nobody talking;")
-    print("the canceller alone, then what may count as speech (voice/echo_guard.py):")
-    print(
-        f"  {'canceller, echo path':<24} {'1st reply':>9} {'later p50':>9} {'later min':>9}"
-        f" {'loop p50':>8} {'>-60 dBFS':>9} {'loop':>6} {'learnt after':>12}"
-    )
-    for run in runs:
-        learnt = "-" if run.learnt_after is None else f"{run.learnt_after} reply"
-        print(
-            f"  {run.name:<24} {run.first:9.1f} {statistics.median(run.later):9.1f}"
-            f" {min(run.later):9.1f} {statistics.median(run.later_loop):8.1f}"
-            f" {statistics.mean(run.leaks) * 100:8.1f}%"
-            f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
-        )
-    print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replies", type=int, default=6, help="replies per ERLE run")
@@ -536,7 +495,6 @@ def main() -> int:
     parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
     )
-    parser.add_argument("--erle-only", action="store_true", help="only the replies' ERLE")
     args = parser.parse_args()
 
     tts = PiperSynthesizer(TtsConfig())
@@ -570,22 +528,9 @@ def main() -> int:
                     )
                     runs.append(
                         replies_only(
-                            rig,
-                            WebRtcCanceller,
-                            f"WebRTC, {path}, rested",
-                            replies,
-                            tts.sample_rate,
-                            from_rest=True,
-                        )
-                    )
-                    runs.append(
-                        replies_only(
                             rig, SpeexCanceller, f"speexdsp, {path}", replies, tts.sample_rate
                         )
                     )
-            if args.erle_only:
-                report_erle(runs)
-                return 0
             print("reply + a real voice over it (WebRTC, fixed echo path):")
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
@@ -596,7 +541,22 @@ def main() -> int:
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])
     cpu_speex = canceller_cpu(SpeexCanceller, replies[0])
 
-    report_erle(runs)
+    print()
+    print("echo removed (ERLE, dB) in the loopback rig, echo at full level, nobody talking;")
+    print("the canceller alone, then what may count as speech (voice/echo_guard.py):")
+    print(
+        f"  {'canceller, echo path':<24} {'1st reply':>9} {'later p50':>9} {'later min':>9}"
+        f" {'loop p50':>8} {'>-60 dBFS':>9} {'loop':>6} {'learnt after':>12}"
+    )
+    for run in runs:
+        learnt = "-" if run.learnt_after is None else f"{run.learnt_after} reply"
+        print(
+            f"  {run.name:<24} {run.first:9.1f} {statistics.median(run.later):9.1f}"
+            f" {min(run.later):9.1f} {statistics.median(run.later_loop):8.1f}"
+            f" {statistics.mean(run.leaks) * 100:8.1f}%"
+            f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
+        )
+    print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
     print("a real voice (as loud as the echo) over a reply that plays on under it, WebRTC, fixed:")
     print(
         f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"

@@ -68,9 +68,6 @@ class AudioConfig:
     # "auto": one full-duplex stream with the echo cancelled when the library loads and the
     # stream opens (the microphone then stays live while the assistant speaks), else gated.
     echo_cancel: Literal["auto", "on", "off"] = "auto"
-    # With echo cancellation, the full-duplex stream rests after this many seconds with
-    # nothing played (a microphone-only stream takes over); 0 keeps it running.
-    echo_rest_s: float = limited(60.0, 0, 86400)
 
     def __post_init__(self) -> None:
         check_fields(self, "audio")

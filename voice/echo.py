@@ -53,10 +53,6 @@ class EchoCanceller(Protocol):
         """How long after it is handed over a played frame is heard, at least (a hint)."""
         ...
 
-    def reset(self) -> None:
-        """Forget the echo path: the stream started again, and the delay may have moved."""
-        ...
-
 
 class EchoState(Protocol):
     """An echo-cancelled microphone, as the loop sees it."""
@@ -77,16 +73,10 @@ class WebRtcCanceller:
         except Exception as e:  # the native library failed to load or start
             raise EchoCancelUnavailable(f"the WebRTC audio processing module failed: {e}") from e
         self._frame = rtc.AudioFrame
-        self._module = rtc.AudioProcessingModule
         self._delay_ms = 0
 
     def set_delay_ms(self, delay_ms: int) -> None:
         self._delay_ms = min(max(0, delay_ms), MAX_DELAY_MS)
-
-    def reset(self) -> None:
-        # Measured in the rig: after a restart AEC3 re-learnt the moved echo path slowly
-        # (replies p50 15 dB removed); started afresh it learns it within the first reply.
-        self._apm = self._module(echo_cancellation=True, high_pass_filter=True)
 
     def process(self, near: Int16, far: Int16) -> Int16:
         if len(near) != FRAME or len(far) != FRAME:

@@ -112,7 +112,6 @@ NAN, INF = float("nan"), float("inf")
         ("audio", "stall_timeout_s", INF),
         ("audio", "speaker_rest_s", -1.0),
         ("audio", "speaker_rest_s", NAN),
-        ("audio", "echo_rest_s", -1.0),
         ("audio", "reopen_backoff_max_s", -5.0),
         ("vad", "aggressiveness", 7),
         ("vad", "onset_frames", 0),

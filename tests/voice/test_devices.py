@@ -20,7 +20,6 @@ from tests.voice.fakes import wait_until
 from voice.audio import AudioChunk
 from voice.config import AudioConfig
 from voice.devices import Microphone, SampleClock, Speaker, find_device, list_devices
-from voice.devices.duplex import matched_overlap
 
 RATE = 16000
 
@@ -67,38 +66,6 @@ def test_sample_clock_ignores_callback_jitter() -> None:
     errors = np.array(stamps[64:]) - (start + np.arange(64, 300) * block / RATE)
     assert np.all(np.diff(stamps) > 0)
     assert np.abs(errors).max() < 0.003  # jitter of up to tens of ms does not reach the stamps
-
-
-@pytest.mark.parametrize("clock_error", [-90, -20, 0, 7, 60, 120])
-def test_a_splice_is_matched_on_the_audio_both_streams_captured(clock_error: int) -> None:
-    """Two streams on one microphone: the clocks say roughly how much of the new stream's
-    start the running one already captured; the audio says exactly (within the search)."""
-    import soxr
-
-    rate = 22050
-    # A 16 kHz microphone as a 22050 Hz stream sees it: nothing above 8 kHz.
-    noise = np.random.default_rng(3).standard_normal(16000) * 2000
-    audio = soxr.resample(noise, 16000, rate)
-    recent = audio[:1764].astype(np.int16)
-    new = audio[1764 - 500 :][:441].astype(np.int16)  # 500 samples heard twice
-    assert matched_overlap(recent, new, 500 + clock_error, rate) == 500
-    # The other stream's resampler ran at another phase: up to half a sample apart.
-    spectrum = np.fft.rfft(audio)
-    delay = np.exp(-2j * np.pi * np.fft.rfftfreq(len(audio)) * 0.5)
-    shifted = np.fft.irfft(spectrum * delay, len(audio))
-    new = shifted[1764 - 500 :][:441].astype(np.int16)
-    assert matched_overlap(recent, new, 500 + clock_error, rate) in (500, 501)  # halfway
-
-
-def test_a_splice_in_silence_or_unlike_audio_keeps_the_clocks_word() -> None:
-    rate = 22050
-    rng = np.random.default_rng(4)
-    recent = (rng.standard_normal(1764) * 2000).astype(np.int16)
-    other = (rng.standard_normal(441) * 2000).astype(np.int16)
-    assert matched_overlap(recent, other, 480, rate) == 480  # nothing matches well enough
-    quiet = (rng.standard_normal(441) * 5).astype(np.int16)
-    assert matched_overlap(recent, quiet, 480, rate) == 480  # silence: nothing to lose
-    assert matched_overlap(recent, other[:40], 480, rate) == 480  # too little to match
 
 
 def test_find_speech_merges_short_gaps_and_drops_clicks() -> None:

@@ -57,7 +57,7 @@ def test_it_hears_what_is_fed_with_the_microphone_s_frames_and_clock(
     clip, rate = soundfile.read(str(shared_audio / "digits.wav"), dtype="int16")
     assert rate == RATE
     clip = clip[: int(3.2 * RATE)]
-    config = AudioConfig(frame_ms=30, echo_rest_s=0)  # resting: the test below
+    config = AudioConfig(frame_ms=30)
     with DuplexDevice(config, WebRtcCanceller()) as device, rig.record_mic() as reference:
         feed = rig.feed(clip, RATE)
         frames = read_for(device, 3.8)
@@ -96,8 +96,7 @@ def test_what_it_reads_has_the_echo_removed_once_learnt(
         "You said: please read me the whole shopping list for the weekend, one item at a time."
     )
     seconds = len(reply) / tts.sample_rate + 0.5
-    config = AudioConfig(echo_rest_s=0)  # resting: the test below
-    with rig.loopback(), DuplexDevice(config, WebRtcCanceller()) as device:
+    with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
         read_for(device, 0.5)
         device.play(reply, tts.sample_rate)
         read_for(device, seconds)
@@ -114,91 +113,6 @@ def test_what_it_reads_has_the_echo_removed_once_learnt(
     # takes such bursts for echo). Without the canceller nearly every frame is loud.
     assert np.median(left) < -80, left
     assert np.mean(left > -60) < 0.2, left
-
-
-class PassThrough:
-    """A canceller that changes nothing, so what is read can be matched to the recording
-    sample for sample (WebRTC's filters reshape the waveform even with no echo)."""
-
-    def set_delay_ms(self, delay_ms: int) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
-        return near
-
-
-@pytest.mark.slow
-def test_it_rests_on_the_microphone_alone_and_plays_from_rest_losing_no_audio(
-    rig: PulseRig,
-) -> None:
-    """With nothing played for ``echo_rest_s`` an input-only stream takes the microphone
-    over (the idle duplex stream costs more); ``play`` brings the duplex stream back. Across
-    both handovers what is read is the microphone's audio, nothing lost or doubled: noise,
-    unlike speech, matches the recording at one offset only. (The two streams resample the
-    microphone apart, so they may differ by a fraction of a sample; a splice by the clocks
-    alone was 1-3 ms off, one that took a block whole 12 ms.)"""
-    noise = (np.random.default_rng(7).standard_normal(4 * RATE) * 3000).astype(np.int16)
-    with (
-        DuplexDevice(AudioConfig(echo_rest_s=0.5), PassThrough()) as device,
-        rig.record_mic() as reference,
-        rig.record_speaker() as played,
-    ):
-        feed = rig.feed(noise, RATE)
-        frames = read_for(device, 1.2)
-        assert device.resting
-        device.play(tone(440, 0.4, PIPER_RATE), PIPER_RATE)
-        assert not device.resting
-        frames += read_for(device, 0.8)
-        assert not device.playing
-        frames += read_for(device, 1.5)
-        assert device.resting  # again, 0.5 s after the tone
-        assert feed.wait(10) == 0
-    steps = np.diff([f.timestamp_s for f in frames])
-    odd = [(i, round(float(x), 4)) for i, x in enumerate(steps) if not 0.02 < x < 0.04]
-    assert not odd, odd
-    heard, recorded = joined(frames), reference.result
-    lags = []
-    for start in range(0, len(heard) - RATE // 10, RATE // 10):
-        lag, similarity = align(heard[start : start + RATE // 10], recorded.samples)
-        assert similarity > 0.5, (start / RATE, similarity)  # it is the noise, somewhere
-        lags.append(lag - start)
-    assert max(lags) - min(lags) <= 4, lags  # all of it in one place, to 0.25 ms
-    assert abs(recorded.time_of(lags[0]) - frames[0].timestamp_s) < 0.02
-    (loud,) = played.result.speech()
-    assert 0.3 < loud[1] - loud[0] < 0.5  # the tone, whole
-    assert abs(dominant_hz(played.result.between(*loud)) - 440) < 3
-
-
-@pytest.mark.models
-@pytest.mark.slow
-def test_a_reply_after_a_rest_has_its_echo_removed_as_the_first_reply_does(
-    rig: PulseRig, tts: PiperSynthesizer
-) -> None:
-    """The stream starting again may move the echo path; the canceller starts afresh
-    (without that, replies after a rest kept 15 dB of echo removed, p50, in bench_echo)."""
-    reply = tts.synthesize_all("You said: put the kettle on and set a timer for four minutes.")
-    seconds = len(reply) / tts.sample_rate + 0.5
-    left: list[np.ndarray] = []
-    with (
-        rig.loopback(),
-        DuplexDevice(AudioConfig(echo_rest_s=0.5), WebRtcCanceller()) as device,
-    ):
-        for _ in range(2):
-            read_for(device, 0.8)
-            assert device.resting
-            with rig.record_mic() as heard_by_the_mic:
-                device.play(reply, tts.sample_rate)
-                frames = read_for(device, seconds)
-            assert frame_levels_dbfs(heard_by_the_mic.result.samples, RATE, 30).max() > -25
-            left.append(frame_levels_dbfs(joined(frames), RATE, 30))
-    # As the learnt reply above: silence, but for stray bursts while it learns.
-    medians = [float(np.median(x)) for x in left]
-    loud = [float(np.mean(x > -60)) for x in left]
-    print(f"left: median {medians} dBFS, frames over -60 dBFS {loud}")
-    assert max(medians) < -80 and max(loud) < 0.2, (medians, loud)
 
 
 def heard_after_reopens(device: DuplexDevice, reopens: int = 2) -> AudioChunk | None:
@@ -238,9 +152,6 @@ class Counting:
 
     def set_delay_ms(self, delay_ms: int) -> None:
         self.inner.set_delay_ms(delay_ms)
-
-    def reset(self) -> None:
-        self.inner.reset()
 
     def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
         self.frames += 1

@@ -153,11 +153,6 @@ class SampleClock:
         self._offsets: collections.deque[float] = collections.deque(maxlen=window)
         self._last = float("-inf")
 
-    @property
-    def start_s(self) -> float:
-        """The best estimate so far of when the stream's sample 0 was captured."""
-        return min(self._offsets)
-
     def stamp(self, arrival_s: float, frames: int) -> float:
         """Time of the first sample of a block of ``frames`` that arrived at ``arrival_s``."""
         self._offsets.append(arrival_s - (self._count + frames) / self.rate)

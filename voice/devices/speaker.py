@@ -46,7 +46,6 @@ class Speaker(_StreamDevice):
     """
 
     kind = "speaker"
-    restart_silence_s = RESTART_SILENCE_S
 
     def __init__(
         self,
@@ -151,7 +150,7 @@ class Speaker(_StreamDevice):
         with self._cond:
             resting = self._resting
             if resting and not self._chunks:
-                self._primer = np.zeros(round(self.rate * self.restart_silence_s), np.int16)
+                self._primer = np.zeros(round(self.rate * RESTART_SILENCE_S), np.int16)
                 self._chunks.append(self._primer)
             self._chunks.append(samples)
         if resting:
