@@ -326,7 +326,8 @@ def main() -> int:
             parser.error(f"no request is named {args.request}")
     requests = [r for r in requests for _ in range(args.repeat)]
     stt = WhisperTranscriber(SttConfig())
-    whole = {r.name: stt.transcribe_audio(r.audio, fast=False).text for r in requests}
+    unique = {r.name: r for r in requests}.values()  # a repeated request is transcribed once
+    whole = {r.name: stt.transcribe_audio(r.audio, fast=False).text for r in unique}
     print(
         f"{len(requests)} requests: "
         + ", ".join(
