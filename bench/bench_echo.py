@@ -84,6 +84,8 @@ REPLIES = [
 VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
 QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
 ONSET_S = 0.3  # the voice's first 300 ms, reported apart
+STOPPING = "stopping the reply"  # the listener's log lines
+PAUSING = "pausing the reply"
 
 
 # ---- the cancellers ------------------------------------------------------------------------
@@ -320,8 +322,11 @@ class BargeIns:
     not_counted: int = 0  # the voice began between two words of the reply
     quiet_runs: int = 0
     false_stops: int = 0  # replies with nobody talking that stopped anyway
+    false_pauses: int = 0  # ... that paused (and went on)
     music_runs: int = 0
     music_stops: int = 0  # ... with music-like tones playing in the room
+    music_pauses: int = 0
+    paused: int = 0  # voices over a reply that paused it before it stopped
     log_tail: str = ""
 
 
@@ -357,32 +362,34 @@ def barge_ins(
             listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
             done += 1
             for _ in range(quiet_runs):
-                stops = listener.count("stopping the reply")
+                stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 ask()
                 listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
                 done += 1
                 time.sleep(1.0)
                 out.quiet_runs += 1
-                out.false_stops += listener.count("stopping the reply") > stops
+                out.false_stops += listener.count(STOPPING) > stops
+                out.false_pauses += listener.count(PAUSING) - pauses
             if music_runs:
                 # A melody at -35 dBFS in the room the whole time, nobody talking.
                 tones = music("melody", 12.0 * (music_runs + 1), -35.0, seed=seed)
                 player = rig.feed(to_int16(tones), RATE)
                 try:
                     for _ in range(music_runs):
-                        stops = listener.count("stopping the reply")
+                        stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                         ask()
                         listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
                         time.sleep(1.0)
                         done = listener.count(TURN_DONE)
                         out.music_runs += 1
-                        out.music_stops += listener.count("stopping the reply") > stops
+                        out.music_stops += listener.count(STOPPING) > stops
+                        out.music_pauses += listener.count(PAUSING) - pauses
                 finally:
                     player.kill()
                 time.sleep(1.0)
                 done = listener.count(TURN_DONE)
             for name, voice in voices:
-                stops = listener.count("stopping the reply")
+                stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 started_s = ask()
                 time.sleep(max(0.0, started_s + rng.uniform(1.0, 2.5) - time.monotonic()))
                 fed_s = time.monotonic()
@@ -390,8 +397,9 @@ def barge_ins(
                 listener.wait_for_log(TURN_DONE, count=done + 2, timeout_s=60)
                 done += 2
                 time.sleep(1.0)
-                if listener.count("stopping the reply") == stops:
+                if listener.count(STOPPING) == stops:
                     out.missed += 1
+                out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
                 heard = mic.snapshot()
@@ -469,17 +477,18 @@ def report_barge_ins(barge: BargeIns) -> None:
     )
     print(
         f"  over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
-        f" words); voices that did not stop the reply: {barge.missed}"
+        f" words); voices that did not stop the reply: {barge.missed};"
+        f" that paused it first: {barge.paused}"
     )
     print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
     print(
         f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
-        f" of {barge.quiet_runs}"
+        f" of {barge.quiet_runs}; pauses in them: {barge.false_pauses}"
     )
     if barge.music_runs:
         print(
             f"  ... with a melody at -35 dBFS playing in the room: {barge.music_stops}"
-            f" of {barge.music_runs}"
+            f" of {barge.music_runs}; pauses in them: {barge.music_pauses}"
         )
 
 

@@ -52,10 +52,12 @@ from voice.turn_events import (
     Interrupt,
     KeyDown,
     KeyUp,
+    PauseReply,
     Phase,
     PlayEarcon,
     Release,
     ReplyDone,
+    ResumeReply,
     Say,
     Send,
     SetPhase,
@@ -73,6 +75,8 @@ from voice.vad import Segmenter
 from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
+
+Steer = Release | StopReply | PauseReply | ResumeReply | Interrupt | Answer  # a turn's worker
 
 # Wake mode keeps this much audio while waiting: the detection comes up to ~0.3 s after the
 # word ended, and the words said in between must reach the request.
@@ -413,7 +417,7 @@ class VoiceLoop:
             return self._start_segment(action.hold)
         elif isinstance(action, Send):
             self._send(action)
-        elif isinstance(action, Release | StopReply | Interrupt | Answer):
+        elif isinstance(action, Steer):
             self._steer(action)
         elif isinstance(action, PlayEarcon):
             self._play_earcon(action.name)
@@ -489,7 +493,7 @@ class VoiceLoop:
         self._workers[action.turn] = worker
         worker.start()
 
-    def _steer(self, action: Release | StopReply | Interrupt | Answer) -> None:
+    def _steer(self, action: Steer) -> None:
         worker = self._workers.get(action.turn)
         if worker is None:
             return
@@ -498,6 +502,12 @@ class VoiceLoop:
         elif isinstance(action, StopReply):
             log.info("stopping the reply")
             worker.reply.cancel()
+        elif isinstance(action, PauseReply):
+            log.info("pausing the reply: is someone talking?")
+            worker.reply.pause()
+        elif isinstance(action, ResumeReply):
+            log.info("going on with the reply: nobody was talking")
+            worker.reply.resume()
         elif isinstance(action, Interrupt):
             log.info("interrupting the agent")
             worker.control.interrupt()

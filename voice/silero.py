@@ -107,6 +107,7 @@ class SileroOnset:
         self.recent_s = recent_s
         self.lookback_s = lookback_s
         self.windows_scored = 0  # for benchmarks: how often the network ran
+        self.likelihood = 0.0  # the best recent window at the last confirm (OnsetCheck)
         self._clear()
 
     def _clear(self) -> None:
@@ -124,8 +125,9 @@ class SileroOnset:
         """``pcm`` is the segmenter's recent audio (ending now), starting at ``start_s``."""
         end_s = self._feed(pcm, start_s, rate)
         since = end_s - self.recent_s - WINDOW / RATE
-        sure = [p for t, p in self._scores if t > since and p >= self.threshold]
-        return len(sure) >= self.windows
+        recent = [p for t, p in self._scores if t > since]
+        self.likelihood = max(recent, default=0.0)
+        return sum(p >= self.threshold for p in recent) >= self.windows
 
     def still_speech(self, pcm: bytes, start_s: float, rate: int) -> bool:
         """``pcm`` is the next frame inside speech: does a window ending in it or just

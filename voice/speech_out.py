@@ -116,6 +116,19 @@ class Reply:
         with self._quiet:
             self._quiet.notify_all()
 
+    def pause(self) -> None:
+        """Fall silent where it is (someone may be talking over it), until :meth:`resume`."""
+        with self._play_lock:
+            if self._cancelled.is_set() or self.first_audio_s is None:
+                return  # nothing of ours is on the (shared) speaker
+            self._sink.pause()
+
+    def resume(self) -> None:
+        with self._play_lock:
+            if self._cancelled.is_set() or self.first_audio_s is None:
+                return
+            self._sink.resume()
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()

@@ -234,6 +234,21 @@ class StopReply:
 
 
 @dataclass(frozen=True)
+class PauseReply:
+    """Hold the turn's reply where it is: someone may be talking over it. A ``StopReply``
+    or a ``ResumeReply`` follows."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
+class ResumeReply:
+    """Go on with the paused reply from where it stopped."""
+
+    turn: int
+
+
+@dataclass(frozen=True)
 class Interrupt:
     """Stop the agent's run gracefully (the conversation stays resumable)."""
 
@@ -271,6 +286,8 @@ Action = (
     | Send
     | Release
     | StopReply
+    | PauseReply
+    | ResumeReply
     | Interrupt
     | Answer
     | PlayEarcon

@@ -17,6 +17,8 @@ The rules, for people who pause while they think:
   passed since its last word. Speech that resumes while it is open belongs to the same
   request: before the agent has it, the transcription is simply redone on the joined audio;
   after, the reply stops, the agent is interrupted and the joined text replaces the request.
+- Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
+  the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
   answer answers its question, anything else waits for the running turn to finish.
 """
@@ -42,6 +44,7 @@ from voice.turn_events import (
     Interrupt,
     KeyDown,
     KeyUp,
+    PauseReply,
     PermissionAsked,
     PermissionSettled,
     Phase,
@@ -50,6 +53,7 @@ from voice.turn_events import (
     ReplyDone,
     ReplyIdle,
     ReplyPlaying,
+    ResumeReply,
     Say,
     Send,
     SetPhase,
@@ -79,6 +83,14 @@ STOPPED = "Stopped."
 # word, 0.1-0.35 s later. Noise or music makes such onsets too, so the wait is bounded.
 ONSET_HOLD_S = 0.3
 ONSET_HOLD_MAX_S = 0.5
+# Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
+# windows at 0.7, and the first words of a request said over a reply score lower). So an
+# onset Silero scores PAUSE_LIKELIHOOD (its own start threshold) pauses the reply at once;
+# the confirmation stops it, and the reply goes on when no such onset was heard for
+# PAUSE_HOLD_S, or PAUSE_MAX_S after it paused (music Silero half believes).
+PAUSE_LIKELIHOOD = 0.5
+PAUSE_HOLD_S = 0.5
+PAUSE_MAX_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,15 @@ class _Turn:
 
 
 @dataclass
+class _Paused:
+    """A reply paused for a voice not yet confirmed."""
+
+    turn: int
+    since_s: float
+    last_s: float  # the latest onset that kept it paused
+
+
+@dataclass
 class _Question:
     turn: int
     request: str
@@ -182,6 +203,7 @@ class TurnTaking:
         self._cue_at: float | None = None
         self._heard_over_reply = False
         self._unconfirmed_s: float | None = None  # the last onset Silero did not confirm
+        self._reply_paused: _Paused | None = None
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -226,6 +248,7 @@ class TurnTaking:
         elif isinstance(event, OnsetUnconfirmed):
             self._now = max(self._now, event.at_s)
             self._unconfirmed_s = event.at_s
+            self._pause_for(event, out)
         elif isinstance(event, SpeechPaused):
             self._paused(event.utterance, out)
         elif isinstance(event, SpeechResumed):
@@ -263,6 +286,8 @@ class TurnTaking:
                 self._question = None
         else:
             self._turn_progress(event, out)
+        if self._reply_paused is not None:
+            self._settle_pause(self._reply_paused, out)
         return self._sync_phase(out)
 
     # ---- speech ------------------------------------------------------------------------------
@@ -286,6 +311,34 @@ class TurnTaking:
             self._request = _Request("during")
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
+
+    def _pause_for(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
+        """Pause a reply the onset would stop, were it confirmed now (see _speech_started)."""
+        if onset.likelihood < PAUSE_LIKELIHOOD:
+            return
+        if self._reply_paused is not None:
+            self._reply_paused.last_s = onset.at_s
+            return
+        turn = self._turn
+        if turn is None or not turn.playing or self._request is not None or self._question:
+            return
+        self._reply_paused = _Paused(turn.id, onset.at_s, onset.at_s)
+        out.append(PauseReply(turn.id))
+
+    def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
+        if any(isinstance(a, StopReply) and a.turn == paused.turn for a in out):
+            self._reply_paused = None  # it was a voice
+            return
+        turn = self._turn
+        if (
+            turn is None
+            or turn.id != paused.turn
+            or self._request is not None  # heard, and not something that stops the reply
+            or self._now - paused.last_s >= PAUSE_HOLD_S
+            or self._now - paused.since_s >= PAUSE_MAX_S
+        ):
+            self._reply_paused = None
+            out.append(ResumeReply(paused.turn))
 
     def _continues_over_reply(self, turn: _Turn) -> bool:
         """Heard over the reply, speech within the longest pause of the request's last word is

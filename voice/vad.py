@@ -64,6 +64,11 @@ class OnsetCheck(Protocol):
         """Is there speech at the end of ``pcm`` (the recent audio, from ``start_s``)?"""
         ...
 
+    @property
+    def likelihood(self) -> float:
+        """How likely the last onset asked about is speech, 0 to 1, confirmed or not."""
+        ...
+
     def reset(self) -> None: ...
 
 
@@ -83,9 +88,11 @@ class SpeechStarted:
 @dataclass(frozen=True)
 class OnsetUnconfirmed:
     """The detector hears an onset the onset check has not confirmed (yet): noise, or the
-    breath before a word, which Silero confirms only once the word comes."""
+    breath before a word, which Silero confirms only once the word comes. ``likelihood``:
+    the check's :attr:`OnsetCheck.likelihood` for it."""
 
     at_s: float
+    likelihood: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -271,7 +278,7 @@ class Segmenter:
         ):
             self.onsets_refused += 1
             # Asked again at the next voiced frame while the detector still agrees.
-            return [OnsetUnconfirmed(self._now_s)]
+            return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
         onset_s = frames[first].start_s
         self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]

@@ -109,10 +109,14 @@ class FakeSink:
         self._busy_until = 0.0
         self.played: list[tuple[float, int]] = []  # (monotonic time, samples)
         self.stops = 0
+        self.pauses: list[tuple[str, float]] = []  # ("pause" | "resume", monotonic time)
+        self._left: float | None = None  # paused: seconds still to play
 
     def play(self, samples: np.ndarray, rate: int) -> None:
         with self._lock:
             now = time.monotonic()
+            if self._left is not None:
+                self._left += len(samples) / rate
             self._busy_until = max(now, self._busy_until) + len(samples) / rate
             self.played.append((now, len(samples)))
 
@@ -130,7 +134,23 @@ class FakeSink:
     def stop(self) -> None:
         with self._lock:
             self._busy_until = 0.0
+            self._left = None
             self.stops += 1
+
+    def pause(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self.pauses.append(("pause", now))
+            if self._left is None:
+                self._left = max(0.0, self._busy_until - now)
+                self._busy_until = float("inf")
+
+    def resume(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self.pauses.append(("resume", now))
+            if self._left is not None:
+                self._busy_until, self._left = now + self._left, None
 
     @property
     def playing(self) -> bool:

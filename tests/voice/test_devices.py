@@ -261,6 +261,31 @@ def test_speaker_stop_silences_at_once_and_drops_the_queue(rig: PulseRig) -> Non
     assert abs(dominant_hz(recording.result.between(s2 + 0.05, e2 - 0.05)) - 880) < 5
 
 
+@pytest.mark.rig
+def test_speaker_pause_silences_at_once_and_resume_plays_the_rest(rig: PulseRig) -> None:
+    """Someone may be talking over the reply: it falls silent as fast as a stop, and goes
+    on from where it was, nothing skipped, should nobody be."""
+    with Speaker(AudioConfig()) as speaker, rig.record_speaker() as recording:
+        speaker.play(tone(440, 1.0, 22050), 22050)
+        time.sleep(0.4)
+        paused_at = time.monotonic()
+        speaker.pause()
+        time.sleep(1.5)  # longer than the speaker would rest, were it idle
+        assert speaker.playing and not speaker.resting
+        resumed_at = time.monotonic()
+        speaker.resume()
+        assert speaker.wait(5)
+        assert not speaker.playing
+        time.sleep(0.3)
+    found = recording.result.speech(min_gap_s=0.1)
+    assert len(found) == 2, found
+    (s1, e1), (s2, e2) = found
+    assert paused_at < e1 < paused_at + 0.15
+    assert resumed_at < s2 < resumed_at + 0.15
+    assert abs((e1 - s1) + (e2 - s2) - 1.0) < 0.1  # all of it, once
+    assert speaker.played_samples == 22050
+
+
 # ---- choosing devices ------------------------------------------------------------------------
 
 

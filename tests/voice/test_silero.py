@@ -202,3 +202,22 @@ def test_music_behind_a_request_does_not_hold_it_open(silero: SileroModel, kind:
                 continue
             assert [e.reason for e in ended] == ["hangover"], (name, kind)
             assert speech_end_s - 0.4 < ended[0].utterance.end_s < speech_end_s + 0.7
+
+
+def test_the_likelihood_of_an_onset_follows_the_voice(silero: SileroModel) -> None:
+    """Reported with each onset it refuses, so a reply can pause for a likely voice."""
+    onset = SileroOnset(silero)
+    quiet = float_to_pcm(np.zeros(RATE // 2, np.float32))
+    assert not onset.confirm(quiet, 0.0, RATE)
+    assert onset.likelihood < 0.1
+    _, clip = real_speech()[0]
+    pcm = float_to_pcm(clip)
+    step = RATE * 30 // 1000 * 2
+    seen = []
+    for offset in range(0, len(pcm) - step + 1, step):
+        onset.confirm(pcm[offset : offset + step], 0.5 + offset / 2 / RATE, RATE)
+        seen.append(onset.likelihood)
+    assert max(seen) > 0.9  # a real voice
+    end_s = 0.5 + len(pcm) // step * step / 2 / RATE
+    assert not onset.confirm(quiet, end_s, RATE)  # the voice stopped: so did its likelihood
+    assert onset.likelihood < 0.1

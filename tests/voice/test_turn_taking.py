@@ -20,6 +20,7 @@ from voice.turn_events import (
     Interrupt,
     KeyDown,
     KeyUp,
+    PauseReply,
     PermissionAsked,
     Phase,
     PlayEarcon,
@@ -27,6 +28,7 @@ from voice.turn_events import (
     ReplyDone,
     ReplyIdle,
     ReplyPlaying,
+    ResumeReply,
     Say,
     Send,
     SetPhase,
@@ -318,6 +320,83 @@ def test_voice_barge_in_over_the_reply_stops_it_but_not_the_agent() -> None:
     turn = started_turn(m)
     m(ReplyPlaying(turn))
     assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
+
+
+# ---- talking over the reply: pause first, stop once Silero is sure ----------------------------
+
+
+def playing_turn(m: Machine) -> int:
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(5.0))
+    return turn
+
+
+def test_a_likely_voice_over_the_reply_pauses_it_and_its_confirmation_stops_it() -> None:
+    """Silero confirmed the voices said over a reply 0.03-0.5 s after webrtcvad's onset: the
+    reply falls silent at the first onset Silero finds likely, not at the confirmation."""
+    m = Machine()
+    turn = playing_turn(m)
+    assert m.quiet(OnsetUnconfirmed(6.09, 0.51)) == [PauseReply(turn)]
+    assert m.quiet(OnsetUnconfirmed(6.12, 0.51), Tick(6.4), OnsetUnconfirmed(6.2, 0.7)) == []
+    assert m.quiet(Tick(6.6), SpeechStarted(6.0)) == [StopReply(turn)]  # no ResumeReply
+    assert m.quiet(Tick(7.8)) == []  # the pause ended with the stop
+
+
+def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
+    m = Machine()
+    playing_turn(m)
+    assert m.quiet(OnsetUnconfirmed(6.0, 0.49), Tick(6.1), OnsetUnconfirmed(6.1, 0.1)) == []
+
+
+@pytest.mark.parametrize(
+    ("onsets", "resumes_at"),
+    [
+        ([6.0], 6.5),  # one likely onset, then nothing for 0.5 s
+        ([6.0, 6.2, 6.4], 6.9),  # each likely onset keeps it paused 0.5 s more ...
+        ([6.0, 6.2, 6.4, 6.6, 6.8, 6.95], 7.0),  # ... but never more than 1 s in all
+    ],
+)
+def test_a_paused_reply_goes_on_when_no_voice_is_confirmed(
+    onsets: list[float], resumes_at: float
+) -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    out: list[Action] = []
+    for t in onsets:
+        out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.6))
+    assert out == [PauseReply(turn)]
+    assert m.quiet(Tick(resumes_at - 0.02)) == []
+    assert m.quiet(Tick(resumes_at + 0.01)) == [ResumeReply(turn)]
+    assert m.quiet(Tick(9.0)) == []
+    # The next likely onset pauses it again: every voice over the reply gets its chance.
+    assert m.quiet(OnsetUnconfirmed(9.1, 0.6)) == [PauseReply(turn)]
+
+
+def test_nothing_pauses_a_reply_that_is_not_sounding_or_is_being_answered() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(Tick(5.0))
+    assert m.quiet(OnsetUnconfirmed(5.0, 0.9)) == []  # the agent is still working
+    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence, then a tool runs
+    assert m.quiet(OnsetUnconfirmed(6.0, 0.9)) == []
+    m(ReplyPlaying(turn), PermissionAsked(turn, "r1"))
+    assert m.quiet(OnsetUnconfirmed(7.0, 0.9)) == []  # the answer does not stop the reply
+
+
+def test_a_key_press_during_a_pause_stops_the_reply_without_resuming_it() -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    m(OnsetUnconfirmed(6.0, 0.8))
+    assert m.quiet(KeyDown(6.1)) == [StopReply(turn)]
+    assert m.quiet(Tick(7.5)) == []
+
+
+def test_a_pause_ends_when_the_reply_it_held_is_no_longer_the_turn() -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    m(OnsetUnconfirmed(6.0, 0.8))
+    out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
+    assert ResumeReply(turn) in out  # the speaker is shared: never leave it paused
 
 
 @pytest.mark.parametrize(

@@ -427,9 +427,12 @@ class ConfirmsFrom:
 
     def __init__(self, first: int) -> None:
         self.first = first
+        self.likelihood = 0.0
 
     def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
-        return int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2 >= self.first
+        frame = int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2
+        self.likelihood = min(1.0, frame / self.first)  # surer as the word comes
+        return frame >= self.first
 
     def reset(self) -> None:
         pass
@@ -445,6 +448,10 @@ def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> Non
     assert [type(e) for e in events] == [OnsetUnconfirmed] * 5 + [SpeechStarted]
     assert [e.at_s for e in only(events, OnsetUnconfirmed)] == pytest.approx(
         [feed.time_of(i + 1) for i in range(7, 12)]  # each at the end of its frame
+    )
+    # Each carries how likely the check found it (the loop pauses a reply on a likely one).
+    assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
+        [i / 12 for i in range(7, 12)]
     )
     # The onset is the first voiced frame of the window that confirmed it (the pre-roll
     # keeps the frames before).

@@ -48,7 +48,15 @@ class AudioSink(Protocol):
         ...
 
     def stop(self) -> None:
-        """Stop now and drop everything queued."""
+        """Stop now and drop everything queued (a pause ends with it)."""
+        ...
+
+    def pause(self) -> None:
+        """Fall silent now, keeping what is queued (still ``playing``) until :meth:`resume`."""
+        ...
+
+    def resume(self) -> None:
+        """Play on from where :meth:`pause` stopped."""
         ...
 
     @property

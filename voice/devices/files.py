@@ -77,6 +77,12 @@ class WavSink:
     def stop(self) -> None:
         pass
 
+    def pause(self) -> None:
+        pass  # everything given was "played" at once: nothing is left to hold
+
+    def resume(self) -> None:
+        pass
+
     @property
     def playing(self) -> bool:
         return False

@@ -75,6 +75,7 @@ class Speaker(_StreamDevice):
         self._callback_stop: type[Exception] = Exception
         self._silence = b""  # a block of it, made once
         self._primer: Int16 | None = None  # silence queued ahead of a restart, not counted
+        self._paused = False  # the queue waits; the stream plays silence (and does not rest)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -193,10 +194,21 @@ class Speaker(_StreamDevice):
     def stop(self) -> None:
         """Drop everything queued; the device goes quiet within a block plus its latency."""
         with self._cond:
+            self._paused = False
             self._chunks.clear()
             self._head = 0
             self.last_output_s = min(self.last_output_s, time.monotonic() + self.latency_s)
             self._cond.notify_all()
+
+    def pause(self) -> None:
+        """Quiet within a block plus the device's latency, as :meth:`stop`, keeping the queue."""
+        with self._cond:
+            self._paused = True
+            self.last_output_s = min(self.last_output_s, time.monotonic() + self.latency_s)
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
 
     @property
     def playing(self) -> bool:
@@ -245,7 +257,8 @@ class Speaker(_StreamDevice):
         with self._cond:
             if status.output_underflow:
                 self.underflows += 1
-            if self._chunks:
+            paused = self._paused and bool(self._chunks)
+            if self._chunks and not paused:
                 out = np.frombuffer(outdata, dtype=np.int16)
                 while filled < frames and self._chunks:
                     head = self._chunks[0]
@@ -269,7 +282,7 @@ class Speaker(_StreamDevice):
             if len(self._silence) < rest:
                 self._silence = bytes(rest)
             outdata[filled * SAMPLE_BYTES :] = self._silence[:rest]
-        return filled > 0
+        return filled > 0 or paused
 
     def _finished(self) -> None:
         with self._cond:
@@ -301,6 +314,12 @@ class RecoveringSpeaker:
 
     def stop(self) -> None:
         self.speaker.stop()
+
+    def pause(self) -> None:
+        self.speaker.pause()
+
+    def resume(self) -> None:
+        self.speaker.resume()
 
     @property
     def playing(self) -> bool:

@@ -1,0 +1,47 @@
+"""A reply's pause and resume reach the speaker only once the reply has played something:
+the speaker is shared with the earcons and the next reply."""
+
+from __future__ import annotations
+
+import time
+
+from tests.voice.fakes import FakeSink, FakeTts, wait_until
+from voice.speech_out import Reply
+
+
+def test_a_paused_reply_holds_the_speaker_and_resumes_where_it_was() -> None:
+    sink, tts = FakeSink(), FakeTts()
+    reply = Reply(tts, sink, first_chunk_max_chars=200)
+    reply.feed("A sentence of forty characters or so here. ")  # 0.4 s of audio
+    assert wait_until(lambda: bool(sink.played))
+    reply.pause()
+    time.sleep(0.6)  # longer than the audio: paused, it has not played out
+    assert sink.playing
+    reply.resume()
+    reply.finish()
+    assert reply.wait(5)
+    assert [kind for kind, _ in sink.pauses] == ["pause", "resume"]
+    assert sink.stops == 0
+
+
+def test_a_reply_that_has_not_played_leaves_the_speaker_alone() -> None:
+    sink, tts = FakeSink(), FakeTts()
+    reply = Reply(tts, sink, first_chunk_max_chars=200, held=True)
+    reply.feed("Held until the user is quiet. ")
+    reply.pause()
+    reply.resume()
+    reply.cancel()
+    assert sink.pauses == [] and sink.stops == 0 and sink.played == []
+
+
+def test_stopping_a_paused_reply_ends_the_pause() -> None:
+    sink, tts = FakeSink(), FakeTts()
+    reply = Reply(tts, sink, first_chunk_max_chars=200)
+    reply.feed("Someone talked over this one. ")
+    assert wait_until(lambda: bool(sink.played))
+    reply.pause()
+    reply.cancel()
+    reply.resume()  # too late: nothing of it is left
+    assert [kind for kind, _ in sink.pauses] == ["pause"] and sink.stops == 1
+    assert not sink.playing
+    assert reply.wait(5)
