@@ -84,11 +84,11 @@ STOPPED = "Stopped."
 ONSET_HOLD_S = 0.3
 ONSET_HOLD_MAX_S = 0.5
 # Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
-# windows at 0.7, and the first words of a request said over a reply score lower). So an
-# onset Silero scores PAUSE_LIKELIHOOD (its own start threshold) pauses the reply at once;
+# windows at 0.7). So an onset with one window at PAUSE_LIKELIHOOD pauses the reply at once;
 # the confirmation stops it, and the reply goes on when no such onset was heard for
-# PAUSE_HOLD_S, or PAUSE_MAX_S after it paused (music Silero half believes).
-PAUSE_LIKELIHOOD = 0.5
+# PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5 (Silero's own start threshold), a
+# melody in the room paused replies, and the music the pause unmasked then stopped them.
+PAUSE_LIKELIHOOD = 0.7
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
 

@@ -31,6 +31,7 @@ CONFIG: dict[str, dict[str, object]] = {
 }
 LEARNT = "the echo canceller has learnt the room"
 STOPPED = "stopping the reply"
+PAUSED = "pausing the reply"
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
 
 
@@ -62,6 +63,7 @@ def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
     turns = listener.turns()
     assert len(turns) == 2, turns  # nothing the assistant said came back as a request
     assert STOPPED not in listener.log(), listener.log()[-3000:]
+    assert PAUSED not in listener.log(), listener.log()[-3000:]  # not even for a moment
     # The reply sounded for as long as the reply takes to say.
     reply = turns[1]["reply"]
     expected_s = len(tts.synthesize_all(reply)) / tts.sample_rate

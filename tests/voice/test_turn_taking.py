@@ -336,8 +336,8 @@ def test_a_likely_voice_over_the_reply_pauses_it_and_its_confirmation_stops_it()
     reply falls silent at the first onset Silero finds likely, not at the confirmation."""
     m = Machine()
     turn = playing_turn(m)
-    assert m.quiet(OnsetUnconfirmed(6.09, 0.51)) == [PauseReply(turn)]
-    assert m.quiet(OnsetUnconfirmed(6.12, 0.51), Tick(6.4), OnsetUnconfirmed(6.2, 0.7)) == []
+    assert m.quiet(OnsetUnconfirmed(6.09, 0.71)) == [PauseReply(turn)]
+    assert m.quiet(OnsetUnconfirmed(6.12, 0.72), Tick(6.4), OnsetUnconfirmed(6.2, 0.75)) == []
     assert m.quiet(Tick(6.6), SpeechStarted(6.0)) == [StopReply(turn)]  # no ResumeReply
     assert m.quiet(Tick(7.8)) == []  # the pause ended with the stop
 
@@ -345,7 +345,7 @@ def test_a_likely_voice_over_the_reply_pauses_it_and_its_confirmation_stops_it()
 def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
     m = Machine()
     playing_turn(m)
-    assert m.quiet(OnsetUnconfirmed(6.0, 0.49), Tick(6.1), OnsetUnconfirmed(6.1, 0.1)) == []
+    assert m.quiet(OnsetUnconfirmed(6.0, 0.69), Tick(6.1), OnsetUnconfirmed(6.1, 0.1)) == []
 
 
 @pytest.mark.parametrize(
@@ -363,13 +363,13 @@ def test_a_paused_reply_goes_on_when_no_voice_is_confirmed(
     turn = playing_turn(m)
     out: list[Action] = []
     for t in onsets:
-        out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.6))
+        out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.8))
     assert out == [PauseReply(turn)]
     assert m.quiet(Tick(resumes_at - 0.02)) == []
     assert m.quiet(Tick(resumes_at + 0.01)) == [ResumeReply(turn)]
     assert m.quiet(Tick(9.0)) == []
     # The next likely onset pauses it again: every voice over the reply gets its chance.
-    assert m.quiet(OnsetUnconfirmed(9.1, 0.6)) == [PauseReply(turn)]
+    assert m.quiet(OnsetUnconfirmed(9.1, 0.8)) == [PauseReply(turn)]
 
 
 def test_nothing_pauses_a_reply_that_is_not_sounding_or_is_being_answered() -> None:
