@@ -204,6 +204,7 @@ class TurnTaking:
         self._heard_over_reply = False
         self._unconfirmed_s: float | None = None  # the last onset Silero did not confirm
         self._reply_paused: _Paused | None = None
+        self._likely_s: float | None = None  # the last onset likely enough to pause a reply
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -316,9 +317,12 @@ class TurnTaking:
         """Pause a reply the onset would stop, were it confirmed now (see _speech_started)."""
         if onset.likelihood < PAUSE_LIKELIHOOD:
             return
+        previous, self._likely_s = self._likely_s, onset.at_s
         if self._reply_paused is not None:
             self._reply_paused.last_s = onset.at_s
             return
+        if previous is not None and onset.at_s - previous < PAUSE_HOLD_S:
+            return  # still the sound a pause gave up on (a TV): the reply must go on
         turn = self._turn
         if turn is None or not turn.playing or self._request is not None or self._question:
             return
@@ -334,11 +338,12 @@ class TurnTaking:
             turn is None
             or turn.id != paused.turn
             or self._request is not None  # heard, and not something that stops the reply
+            or self._question is not None  # the agent asks: its question must be heard
             or self._now - paused.last_s >= PAUSE_HOLD_S
             or self._now - paused.since_s >= PAUSE_MAX_S
         ):
             self._reply_paused = None
-            out.append(ResumeReply(paused.turn))
+            out.insert(0, ResumeReply(paused.turn))  # first: nothing after it may keep it
 
     def _continues_over_reply(self, turn: _Turn) -> bool:
         """Heard over the reply, speech within the longest pause of the request's last word is

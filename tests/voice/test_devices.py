@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from tests.voice.fakes import wait_until
 from voice.audio import AudioChunk
 from voice.config import AudioConfig
 from voice.devices import Microphone, SampleClock, Speaker, find_device, list_devices
+from voice.devices.speaker import PAUSE_LIMIT_S
 
 RATE = 16000
 
@@ -259,6 +261,37 @@ def test_speaker_stop_silences_at_once_and_drops_the_queue(rig: PulseRig) -> Non
     assert stopped_at - 0.6 < s1 and stopped_at < e1 < stopped_at + 0.15
     assert abs((e2 - s2) - 0.3) < 0.05 and s2 > stopped_at + 0.3
     assert abs(dominant_hz(recording.result.between(s2 + 0.05, e2 - 0.05)) - 880) < 5
+
+
+def test_a_paused_speaker_keeps_its_place_and_ends_a_forgotten_pause_by_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PortAudio callback's side, with a stand-in for the open stream."""
+    real_monotonic, later = time.monotonic, [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + later[0])
+    speaker = Speaker(AudioConfig(), rest_after_s=0.5)
+    speaker.rate, speaker._stream = 16000, SimpleNamespace(active=True)
+    status = SimpleNamespace(output_underflow=False)
+
+    def block() -> tuple[bool, list[int]]:
+        out = bytearray(200)  # 100 samples
+        more = speaker._fill(out, 100, status)
+        return more, np.frombuffer(bytes(out), dtype=np.int16).tolist()
+
+    speaker.play(np.arange(1, 401, dtype=np.int16), 16000)
+    assert block() == (True, list(range(1, 101)))
+    speaker.pause()
+    assert block() == (True, [0] * 100)  # silence, and the stream must not rest
+    assert speaker.playing and speaker.played_samples == 100
+    speaker.resume()
+    assert block() == (True, list(range(101, 201)))  # from where it paused
+    speaker.pause()
+    later[0] += PAUSE_LIMIT_S + 0.1  # nobody resumed it
+    assert block() == (True, list(range(201, 301)))
+    speaker.pause()
+    speaker.stop()  # a stop ends the pause too: the next sound plays at once
+    speaker.play(np.full(100, 7, dtype=np.int16), 16000)
+    assert block() == (True, [7] * 100)
 
 
 @pytest.mark.rig

@@ -12,14 +12,16 @@ from voice.speech_out import Reply
 def test_a_paused_reply_holds_the_speaker_and_resumes_where_it_was() -> None:
     sink, tts = FakeSink(), FakeTts()
     reply = Reply(tts, sink, first_chunk_max_chars=200)
-    reply.feed("A sentence of forty characters or so here. ")  # 0.4 s of audio
+    reply.feed("A sentence of forty characters or so here. ")  # 0.43 s of audio
     assert wait_until(lambda: bool(sink.played))
     reply.pause()
     time.sleep(0.6)  # longer than the audio: paused, it has not played out
     assert sink.playing
+    resumed_s = time.monotonic()
     reply.resume()
     reply.finish()
     assert reply.wait(5)
+    assert time.monotonic() - resumed_s > 0.2  # what was left of it still played
     assert [kind for kind, _ in sink.pauses] == ["pause", "resume"]
     assert sink.stops == 0
 

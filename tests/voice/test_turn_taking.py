@@ -372,6 +372,27 @@ def test_a_paused_reply_goes_on_when_no_voice_is_confirmed(
     assert m.quiet(OnsetUnconfirmed(9.1, 0.8)) == [PauseReply(turn)]
 
 
+def test_a_sound_that_stays_likely_pauses_the_reply_once() -> None:
+    """A TV or a song with singing: single windows at 0.7 every frame, never confirmed. The
+    reply pauses once, goes on after 1 s, and is not paused again while the sound goes on."""
+    m = Machine()
+    turn = playing_turn(m)
+    out: list[Action] = []
+    for i in range(100):  # 3 s of onsets, one per 30 ms frame
+        t = 6.0 + i * 0.03
+        out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.8))
+    assert out == [PauseReply(turn), ResumeReply(turn)]
+    assert m.quiet(Tick(9.6), OnsetUnconfirmed(9.6, 0.8)) == [PauseReply(turn)]  # it stopped
+
+
+def test_a_question_from_the_agent_ends_a_pause() -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    m(OnsetUnconfirmed(6.0, 0.8))
+    out = m.quiet(PermissionAsked(turn, "r1"))
+    assert out[0] == ResumeReply(turn) and PlayEarcon("listening") in out
+
+
 def test_nothing_pauses_a_reply_that_is_not_sounding_or_is_being_answered() -> None:
     m = Machine()
     turn = started_turn(m)

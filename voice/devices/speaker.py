@@ -28,6 +28,9 @@ from voice.devices.base import (
 log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 2  # int16 mono
+# The turn-taking machine resumes a paused reply within 1 s; should that never come (the
+# loop stuck reopening a microphone), the shared speaker plays on by itself after this.
+PAUSE_LIMIT_S = 2.0
 # A restarted stream stutters for its first 1-2 ms (measured in the rig): silence goes first.
 RESTART_SILENCE_S = 0.03
 
@@ -75,7 +78,8 @@ class Speaker(_StreamDevice):
         self._callback_stop: type[Exception] = Exception
         self._silence = b""  # a block of it, made once
         self._primer: Int16 | None = None  # silence queued ahead of a restart, not counted
-        self._paused = False  # the queue waits; the stream plays silence (and does not rest)
+        # Paused until then (monotonic): the queue waits, the stream plays silence, no rest.
+        self._paused_until = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -194,21 +198,23 @@ class Speaker(_StreamDevice):
     def stop(self) -> None:
         """Drop everything queued; the device goes quiet within a block plus its latency."""
         with self._cond:
-            self._paused = False
+            self._paused_until = 0.0
             self._chunks.clear()
             self._head = 0
             self.last_output_s = min(self.last_output_s, time.monotonic() + self.latency_s)
             self._cond.notify_all()
 
     def pause(self) -> None:
-        """Quiet within a block plus the device's latency, as :meth:`stop`, keeping the queue."""
+        """Quiet within a block plus the device's latency, as :meth:`stop`, keeping the queue
+        (for :data:`PAUSE_LIMIT_S` at most)."""
         with self._cond:
-            self._paused = True
-            self.last_output_s = min(self.last_output_s, time.monotonic() + self.latency_s)
+            now = time.monotonic()
+            self._paused_until = now + PAUSE_LIMIT_S
+            self.last_output_s = min(self.last_output_s, now + self.latency_s)
 
     def resume(self) -> None:
         with self._cond:
-            self._paused = False
+            self._paused_until = 0.0
 
     @property
     def playing(self) -> bool:
@@ -257,7 +263,7 @@ class Speaker(_StreamDevice):
         with self._cond:
             if status.output_underflow:
                 self.underflows += 1
-            paused = self._paused and bool(self._chunks)
+            paused = bool(self._chunks) and time.monotonic() < self._paused_until
             if self._chunks and not paused:
                 out = np.frombuffer(outdata, dtype=np.int16)
                 while filled < frames and self._chunks:
