@@ -70,6 +70,7 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
         follow_up_s=config.wake.follow_up_s,
         wake_listen_s=config.wake.listen_s,
         longest_pause_s=config.vad.hangover_ms / 1000,
+        pause_likelihood=config.vad.silero_threshold,
     )
 
 

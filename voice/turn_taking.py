@@ -84,11 +84,11 @@ STOPPED = "Stopped."
 ONSET_HOLD_S = 0.3
 ONSET_HOLD_MAX_S = 0.5
 # Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
-# windows at 0.7). So an onset with one window at PAUSE_LIKELIHOOD pauses the reply at once;
-# the confirmation stops it, and the reply goes on when no such onset was heard for
-# PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5 (Silero's own start threshold), a
-# melody in the room paused replies, and the music the pause unmasked then stopped them.
-PAUSE_LIKELIHOOD = 0.7
+# windows at vad.silero_threshold). So an onset with one such window (TurnPolicy's
+# pause_likelihood) pauses the reply at once; the confirmation stops it, and the reply goes
+# on when no such onset was heard for PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5
+# (Silero's own start threshold), a melody in the room paused replies, and the music the
+# pause unmasked then stopped them.
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
 
@@ -104,6 +104,7 @@ class TurnPolicy:
     follow_up_s: float = 5.0  # wake mode: after a reply, listen this long without the word
     wake_listen_s: float = 8.0  # wake mode: how long the word keeps the microphone open
     longest_pause_s: float = 1.5  # vad.hangover_ms: no pause inside a request is longer
+    pause_likelihood: float = 0.7  # vad.silero_threshold: one window this sure pauses a reply
 
 
 @dataclass
@@ -315,7 +316,7 @@ class TurnTaking:
 
     def _pause_for(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
         """Pause a reply the onset would stop, were it confirmed now (see _speech_started)."""
-        if onset.likelihood < PAUSE_LIKELIHOOD:
+        if onset.likelihood < self.policy.pause_likelihood:
             return
         previous, self._likely_s = self._likely_s, onset.at_s
         if self._reply_paused is not None:

@@ -348,6 +348,13 @@ def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
     assert m.quiet(OnsetUnconfirmed(6.0, 0.69), Tick(6.1), OnsetUnconfirmed(6.1, 0.1)) == []
 
 
+def test_how_likely_a_pause_needs_follows_the_silero_threshold() -> None:
+    m = Machine(replace(POLICY, pause_likelihood=0.9))  # vad.silero_threshold = 0.9
+    turn = playing_turn(m)
+    assert m.quiet(OnsetUnconfirmed(6.0, 0.85)) == []
+    assert m.quiet(OnsetUnconfirmed(6.6, 0.92)) == [PauseReply(turn)]
+
+
 @pytest.mark.parametrize(
     ("onsets", "resumes_at"),
     [
