@@ -496,8 +496,6 @@ class VoiceLoop:
     def _steer(self, action: Steer) -> None:
         worker = self._workers.get(action.turn)
         if worker is None:
-            if isinstance(action, ResumeReply):  # the speaker is shared: never leave it paused
-                self.engines.speaker.sink.resume()
             return
         if isinstance(action, Release):
             worker.reply.release()

@@ -165,7 +165,6 @@ class _Paused:
 
     turn: int
     since_s: float
-    last_s: float  # the latest onset that kept it paused
 
 
 @dataclass
@@ -205,7 +204,7 @@ class TurnTaking:
         self._heard_over_reply = False
         self._unconfirmed_s: float | None = None  # the last onset Silero did not confirm
         self._reply_paused: _Paused | None = None
-        self._likely_s: float | None = None  # the last onset likely enough to pause a reply
+        self._likely_s = float("-inf")  # the last onset likely enough to pause a reply
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -320,14 +319,13 @@ class TurnTaking:
             return
         previous, self._likely_s = self._likely_s, onset.at_s
         if self._reply_paused is not None:
-            self._reply_paused.last_s = onset.at_s
-            return
-        if previous is not None and onset.at_s - previous < PAUSE_HOLD_S:
+            return  # it stays paused PAUSE_HOLD_S from this onset
+        if onset.at_s - previous < PAUSE_HOLD_S:
             return  # still the sound a pause gave up on (a TV): the reply must go on
         turn = self._turn
         if turn is None or not turn.playing or self._request is not None or self._question:
             return
-        self._reply_paused = _Paused(turn.id, onset.at_s, onset.at_s)
+        self._reply_paused = _Paused(turn.id, onset.at_s)
         out.append(PauseReply(turn.id))
 
     def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
@@ -340,7 +338,7 @@ class TurnTaking:
             or turn.id != paused.turn
             or self._request is not None  # heard, and not something that stops the reply
             or self._question is not None  # the agent asks: its question must be heard
-            or self._now - paused.last_s >= PAUSE_HOLD_S
+            or self._now - self._likely_s >= PAUSE_HOLD_S
             or self._now - paused.since_s >= PAUSE_MAX_S
         ):
             self._reply_paused = None
