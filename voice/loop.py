@@ -264,6 +264,8 @@ class VoiceLoop:
         self._drain_events()
         if self.watchdog is not None:
             self.watchdog.watchdog()
+        if getattr(self.source, "needs_reopen", False) and self._idle:
+            self._reopen_behind(stop)
         try:
             chunk = self.source.read(0.0 if self._catching_up else 0.1)
         except DeviceError as e:
@@ -342,11 +344,29 @@ class VoiceLoop:
                 delay = min(delay * 2, self.config.audio.reopen_backoff_max_s)
                 continue
             log.info("microphone reopened")
-            self._last_frame_s = self.clock()
-            self.segmenter.reset()
-            if self.engines.wake is not None:  # the stream it was following is gone
-                self.engines.wake.reset()
+            self._reopened()
             return
+
+    def _reopen_behind(self, stop: threading.Event) -> None:
+        """An underrun left the duplex stream's microphone behind its speaker (see
+        DuplexDevice.needs_reopen): start it afresh while nothing is heard or played."""
+        log.warning(
+            "the audio stream underran, which leaves the microphone behind the speaker: "
+            "reopening it (the echo canceller learns the room again; if this repeats, raise "
+            "audio.output_latency)"
+        )
+        try:
+            self.source.reopen()
+        except DeviceError as e:
+            self._recover(str(e), stop)
+            return
+        self._reopened()
+
+    def _reopened(self) -> None:
+        self._last_frame_s = self.clock()
+        self.segmenter.reset()
+        if self.engines.wake is not None:  # the stream it was following is gone
+            self.engines.wake.reset()
 
     # ---- audio ---------------------------------------------------------------------------------
     def _on_chunk(self, chunk: AudioChunk) -> None:

@@ -60,6 +60,7 @@ class ScriptedSource:
         self.drains = 0
         self.broken = False
         self.stalled = False  # opens fine but delivers nothing, like a wedged USB device
+        self.needs_reopen = False  # as DuplexDevice after an underrun: in step once reopened
 
     def extend(self, pcm: bytes) -> None:
         with self._lock:
@@ -96,6 +97,7 @@ class ScriptedSource:
         self.reopens += 1
         if self.broken:
             raise DeviceError("still unplugged")
+        self.needs_reopen = False
 
     def drain(self) -> None:
         self.drains += 1

@@ -115,6 +115,41 @@ def test_what_it_reads_has_the_echo_removed_once_learnt(
     assert np.mean(left > -60) < 0.2, left
 
 
+@pytest.mark.models
+@pytest.mark.slow
+def test_an_underrun_leaves_the_echo_late_until_the_stream_is_reopened(
+    rig: PulseRig, tts: PiperSynthesizer
+) -> None:
+    """A stalled callback (a busy machine) underruns the speaker; PortAudio recovers the
+    output, but what the microphone captured meanwhile stays queued: from then on the echo
+    comes as much later (100 ms -> 430-500 ms in the rig for a 0.4 s stall), at the edge of
+    what the canceller and the echo gate look at. The device says so; a reopen puts it back."""
+    reply = tts.synthesize_all("You said: read me the whole shopping list, one item at a time.")
+    seconds = len(reply) / tts.sample_rate + 0.5
+
+    def echo_delay_after_a_reply() -> int | None:
+        device.play(reply, tts.sample_rate)
+        read_for(device, seconds)
+        return device.gate.delay  # frames of 10 ms, from the level envelopes (EchoGate)
+
+    with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
+        read_for(device, 0.5)
+        before = echo_delay_after_a_reply()
+        assert before is not None and not device.needs_reopen
+        device.play(reply[: tts.sample_rate], tts.sample_rate)
+        read_for(device, 0.3)
+        with device._cond:  # the speaker's side of the callback waits: it underruns
+            time.sleep(0.4)
+        read_for(device, 1.0)
+        assert device.needs_reopen
+        late = echo_delay_after_a_reply()
+        device.reopen()
+        assert not device.needs_reopen
+        again = echo_delay_after_a_reply()
+    assert late is not None and late >= before + 20, (before, late)
+    assert again is not None and abs(again - before) <= 3, (before, again)
+
+
 def heard_after_reopens(device: DuplexDevice, reopens: int = 2) -> AudioChunk | None:
     """The first frame, reopening as the loop does when the stream dies: on a loaded machine
     ALSA's pulse plugin now and then fails its first capture poll (seen once in a CI run)."""

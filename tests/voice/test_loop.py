@@ -397,6 +397,27 @@ def test_a_stalled_microphone_is_reopened_and_announced_once(make_rig: Callable[
     assert len(error_plays) == 1, "the outage should be announced once, not at every reopen"
 
 
+def test_a_stream_an_underrun_left_behind_is_reopened_once_the_turn_is_over(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """DuplexDevice.needs_reopen: never while a reply plays or a turn runs (its audio must all
+    be heard and played), but as soon as nothing goes on; then the next turn is heard."""
+    rig = make_rig(silence(300) + tone(700) + silence(3000), stt=lambda u: "a story " * 12)
+    assert wait_until(lambda: rig.loop.phase is Phase.SPEAKING)
+    rig.source.needs_reopen = True  # the speaker underran while it played the reply
+    reopened_during_turn = (
+        wait_until(lambda: rig.source.reopens > 0 or not rig.loop.busy, timeout_s=30)
+        and rig.loop.busy
+    )
+    assert not reopened_during_turn, "reopened in the middle of a turn"
+    assert len(rig.loop.reports) == 1
+    assert wait_until(lambda: rig.source.reopens == 1)
+    assert not rig.source.needs_reopen
+    rig.source.extend(tone(700) + silence(2000))
+    assert wait_until(lambda: len(rig.loop.reports) == 2)
+    assert rig.source.reopens == 1
+
+
 def test_the_thinking_cue_repeats_while_the_agent_works_and_never_over_the_reply(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -75,6 +75,7 @@ class DuplexDevice(Speaker):
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
         self.stream_delay_s = 0.0  # input plus output latency: the shortest echo delay
         self.overflows = 0
+        self._underflows_at_open = 0
         # The queue holds one block per callback: as many seconds as the microphone's queue.
         self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
         self._captured = threading.Condition()
@@ -127,6 +128,7 @@ class DuplexDevice(Speaker):
         self.canceller.set_delay_ms(round(self.stream_delay_s * 1000))
         self._failure = None
         self._stream = stream
+        self._underflows_at_open = self.underflows
         self._last_block_s = time.monotonic()
         try:
             stream.start()
@@ -175,6 +177,15 @@ class DuplexDevice(Speaker):
             self._clear_pending()
             self.monitor.reset()  # maybe another device, another room: learn it again
             self.gate.reset()
+
+    @property
+    def needs_reopen(self) -> bool:
+        """The speaker side underran since the stream opened. PortAudio recovers the output,
+        but the microphone side can stay behind it for good (by 330-400 ms in the rig): every
+        word is heard that much later, and the echo comes later than the canceller and the
+        echo gate look for it, so replies leak into the microphone and stop themselves. A
+        fresh stream is in step again; the loop reopens it while nothing is going on."""
+        return self.underflows > self._underflows_at_open
 
     @property
     def echo_learnt(self) -> bool:
