@@ -90,6 +90,9 @@ WAKE_CUE_S = 0.5
 IDLE_BATCH_S = 0.3
 # In wake mode the listening chime follows the wake word: it should not wait that long.
 WAKE_IDLE_BATCH_S = 0.1
+# A machine that underruns all the time would otherwise reopen its stream at every idle
+# moment: once in this long at most (the log says each time).
+REOPEN_BEHIND_EVERY_S = 10.0
 
 
 class ReopenableSource(AudioSource, Protocol):
@@ -174,6 +177,7 @@ class VoiceLoop:
         self._segments_started = 0
         self._heard_over_reply = False  # told to the machine when it changes
         self._idle_batch_s = idle_batch_s
+        self._reopened_behind_s = float("-inf")  # see _reopen_behind
         self._catching_up = False  # reading what queued up while the loop rested
 
     @property
@@ -264,7 +268,12 @@ class VoiceLoop:
         self._drain_events()
         if self.watchdog is not None:
             self.watchdog.watchdog()
-        if getattr(self.source, "needs_reopen", False) and self._idle:
+        if (
+            getattr(self.source, "needs_reopen", False)
+            and self._idle
+            and self.clock() - self._reopened_behind_s >= REOPEN_BEHIND_EVERY_S
+        ):
+            self._reopened_behind_s = self.clock()
             self._reopen_behind(stop)
         try:
             chunk = self.source.read(0.0 if self._catching_up else 0.1)
