@@ -245,7 +245,7 @@ class TurnTaking:
             self._tick(out)
         elif isinstance(event, SpeechStarted):
             self._now = max(self._now, event.at_s)
-            self._speech_started(out)
+            self._speech_started(event.at_s, out)
         elif isinstance(event, OnsetUnconfirmed):
             self._now = max(self._now, event.at_s)
             self._unconfirmed_s = event.at_s
@@ -292,7 +292,7 @@ class TurnTaking:
         return self._sync_phase(out)
 
     # ---- speech ------------------------------------------------------------------------------
-    def _speech_started(self, out: list[Action]) -> None:
+    def _speech_started(self, onset_s: float, out: list[Action]) -> None:
         request = self._request
         if request is not None:
             request.speaking = True
@@ -304,7 +304,7 @@ class TurnTaking:
             self._request = _Request("answer")
         elif turn is None:
             self._request = _Request("new")
-        elif not turn.heard or self._continues_over_reply(turn):
+        elif not turn.heard or self._continues_over_reply(turn, onset_s):
             self._continue(turn, out)
         else:
             if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
@@ -344,13 +344,19 @@ class TurnTaking:
             self._reply_paused = None
             out.insert(0, ResumeReply(paused.turn))  # first: nothing after it may keep it
 
-    def _continues_over_reply(self, turn: _Turn) -> bool:
-        """Heard over the reply, speech within the longest pause of the request's last word is
-        that request going on: the reply came early, and stops."""
+    def _continues_over_reply(self, turn: _Turn, onset_s: float) -> bool:
+        """Heard over the reply, speech that began within the longest pause of the request's
+        last word is that request going on: the reply came early, and stops. It began at its
+        onset, or at the likely onset that paused the reply for it: not when Silero confirmed
+        it, which over a reply can come 0.5 s later (the canceller holds a voice back at
+        first in double talk)."""
+        paused = self._reply_paused
+        if paused is not None and paused.turn == turn.id:
+            onset_s = min(onset_s, paused.since_s)
         return (
             self._heard_over_reply
             and bool(turn.audio)
-            and self._now - turn.audio[-1].end_s < self.policy.longest_pause_s
+            and onset_s - turn.audio[-1].end_s < self.policy.longest_pause_s
         )
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:

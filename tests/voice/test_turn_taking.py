@@ -754,6 +754,32 @@ def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> N
 
 
 @pytest.mark.parametrize(
+    ("paused_at_s", "onset_s", "joins"),
+    [
+        (None, 4.3, True),  # began 1.3 s after the last word; confirmed at 4.8
+        (4.2, 4.65, True),  # a likely onset 1.2 s after paused the reply: the voice began there
+        (None, 4.65, False),  # began past the longest pause: a new request over the reply
+    ],
+)
+def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirmation(
+    paused_at_s: float | None, onset_s: float, joins: bool
+) -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    first = utt(1.0, 3.0)
+    say_request(m, first, "He was not.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(ReplyPlaying(turn))
+    if paused_at_s is not None:
+        likely = [OnsetUnconfirmed(paused_at_s + k * 0.15, likelihood=0.9) for k in range(4)]
+        assert PauseReply(turn) in m.quiet(*likely)
+    m(Tick(4.8))  # Silero confirms it only now: the canceller held the voice back at first
+    out = m.quiet(SpeechStarted(onset_s))
+    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
+
+
+@pytest.mark.parametrize(
     ("resumes_at_s", "joins"),
     [
         (3.9, True),  # 0.9 s after the last word: a thinking pause, the reply came early
