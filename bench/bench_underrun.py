@@ -1,6 +1,6 @@
 """An underrun of the echo-cancelled stream, in the PulseAudio rig: where the echo comes after.
 
-    python bench/bench_underrun.py [--replies N] [--stall-ms MS]
+    python bench/bench_underrun.py [--replies N] [--stall-ms MS] [--live N]
 
 The rig's ``module-loopback`` plays the speaker into the microphone at full level. A
 :class:`voice.devices.DuplexDevice` learns the room from two replies (the Piper voice), then:
@@ -14,13 +14,23 @@ Each case then plays ``--replies`` short replies after a 2 s rest (the canceller
 and prints the echo's delay the echo gate finds (from the level envelopes, 10 ms frames) and
 how many 30 ms frames reach the loop that webrtcvad calls voiced and no guard marks as echo:
 the leaks that start turns and stop replies. A case runs in a fresh stream and rig loopback.
+
+``--live N``: the whole listener instead (``voice-assistant listen --agent echo``, echo
+cancellation on, the speaker looped into the microphone). A real voice asks "seven of clubs"
+3 times to teach the room, 3 times to measure, once more with the process stopped (SIGSTOP)
+for the stall while its reply plays, and N times after. Printed: end of speech -> first reply
+sample for each request, replies that stopped themselves, and turns stored against requests.
+Run it with ``PYTHONPATH`` set to another checkout to measure that code.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +41,9 @@ import webrtcvad
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.rig import PulseRig, frame_levels_dbfs  # noqa: E402
+from tests.listener import TURN_DONE, Listener  # noqa: E402
+from tests.rig import PulseRig, align, frame_levels_dbfs  # noqa: E402
+from tests.voice.audio_util import real_clip, to_int16  # noqa: E402
 from voice.audio import AudioChunk  # noqa: E402
 from voice.config import AudioConfig, TtsConfig  # noqa: E402
 from voice.tts import PiperSynthesizer  # noqa: E402
@@ -114,11 +126,76 @@ def run_case(
     return delays, leaks, lags
 
 
+def live(after: int, stall_s: float) -> None:
+    request = to_int16(real_clip("cards-003"))
+    config: dict[str, dict[str, object]] = {
+        "audio": {"echo_cancel": "on"},
+        "earcons": {"enabled": False},
+    }
+    with tempfile.TemporaryDirectory() as tmp, PulseRig() as rig, rig.loopback():
+        listener = Listener(rig, Path(tmp) / "listen", config)
+        with listener, rig.record_speaker() as speaker, rig.record_mic() as mic:
+
+            def settled() -> None:
+                while True:  # nothing more for 3 s: the echo's own turns included
+                    size = len(listener.log())
+                    time.sleep(3.0)
+                    if len(listener.log()) == size:
+                        return
+
+            def ask(stall: bool = False) -> float:
+                done = listener.count(TURN_DONE)
+                fed_s = time.monotonic()
+                rig.feed(request, 16000).wait(30)
+                if stall:
+                    end_s = time.monotonic()
+                    while (
+                        np.abs(speaker.snapshot().between(end_s, time.monotonic())).max(initial=0)
+                        < 1000
+                    ):
+                        time.sleep(0.01)
+                    time.sleep(0.3)  # well into the reply
+                    assert listener.process is not None
+                    os.kill(listener.process.pid, signal.SIGSTOP)
+                    time.sleep(stall_s)
+                    os.kill(listener.process.pid, signal.SIGCONT)
+                listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
+                settled()
+                heard = mic.snapshot()
+                offset, _ = align(request, heard.between(fed_s - 0.2, heard.end_s))
+                spoken_end = heard.time_of(heard.index_at(fed_s - 0.2) + offset + len(request))
+                reply = speaker.snapshot().between(spoken_end - 0.5, spoken_end + 4)
+                loud = np.flatnonzero(np.abs(reply) > 1000)
+                return (loud[0] / 16000 - 0.5) * 1000 if len(loud) else float("nan")
+
+            for _ in range(3):
+                ask()  # the canceller learns the room
+            before = [ask() for _ in range(3)]
+            ask(stall=True)
+            time.sleep(10)  # the loop reopens at most once in 10 s
+            later = [ask() for _ in range(after)]
+            log = listener.log()
+    requests = 3 + 3 + 1 + after
+    print(
+        f"end of speech -> first reply sample (ms), before the stall: {[round(x) for x in before]}"
+    )
+    print(f"... after the {stall_s * 1000:.0f} ms stall: {[round(x) for x in later]}")
+    print(
+        f"replies that stopped themselves: {log.count('stopping the reply')};"
+        f" turns {log.count('you said:')} for {requests} requests;"
+        f" reopens {log.count('reopening it')}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replies", type=int, default=6)
     parser.add_argument("--stall-ms", type=float, default=400.0)
+    parser.add_argument("--live", type=int, metavar="N", help="the listener, N requests after")
     args = parser.parse_args()
+    if args.live:
+        live(args.live, args.stall_ms / 1000)
+        return 0
     tts = PiperSynthesizer(TtsConfig())
     print(
         f"{'case':10} {'echo delay per reply (ms)':40} {'p50':>5} {'leaked frames per reply':>24}"

@@ -268,13 +268,6 @@ class VoiceLoop:
         self._drain_events()
         if self.watchdog is not None:
             self.watchdog.watchdog()
-        if (
-            getattr(self.source, "needs_reopen", False)
-            and self._idle
-            and self.clock() - self._reopened_behind_s >= REOPEN_BEHIND_EVERY_S
-        ):
-            self._reopened_behind_s = self.clock()
-            self._reopen_behind(stop)
         try:
             chunk = self.source.read(0.0 if self._catching_up else 0.1)
         except DeviceError as e:
@@ -287,6 +280,13 @@ class VoiceLoop:
             if not exhausted and now - self._last_frame_s > self.config.audio.stall_timeout_s:
                 self._recover(f"no audio frames for {now - self._last_frame_s:.1f} s", stop)
             self._advance(now)
+            if (  # caught up: a reopen drops no frame the loop has not seen
+                getattr(self.source, "needs_reopen", False)
+                and self._idle
+                and now - self._reopened_behind_s >= REOPEN_BEHIND_EVERY_S
+            ):
+                self._reopened_behind_s = now
+                self._reopen_behind(stop)
             return exhausted
         self._last_frame_s = self.clock()
         self._loss_announced = False

@@ -401,8 +401,13 @@ def test_a_stream_an_underrun_left_behind_is_reopened_once_the_turn_is_over(
     make_rig: Callable[..., Rig],
 ) -> None:
     """DuplexDevice.needs_reopen: never while a reply plays or a turn runs (its audio must all
-    be heard and played), but as soon as nothing goes on; then the next turn is heard."""
-    rig = make_rig(silence(300) + tone(700) + silence(3000), stt=lambda u: "a story " * 12)
+    be heard and played), but once nothing goes on and the loop has read every frame queued;
+    then the next turn is heard."""
+    rig = make_rig(
+        silence(300) + tone(700) + silence(3000),
+        stt=lambda u: "a story " * 12,
+        idle_batch_s=IDLE_BATCH_S,  # as live: the loop catches up after each rest
+    )
     assert wait_until(lambda: rig.loop.phase is Phase.SPEAKING)
     rig.source.needs_reopen = True  # the speaker underran while it played the reply
     reopened_during_turn = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from types import ModuleType, TracebackType
 from typing import Any, Literal, Protocol, Self
 
@@ -179,9 +180,26 @@ class _StreamDevice:
 
     kind = "audio"
     _stream: Any
+    _opened = 0  # streams opened so far
 
     def open(self) -> None:
         raise NotImplementedError
+
+    def _finished(self) -> None:
+        raise NotImplementedError
+
+    def _finished_callback(self) -> Callable[[], None]:
+        """The finished callback for the stream about to be opened. It answers for that stream
+        only: after a reopen, PortAudio can call the closed stream's callback once the new
+        one is open, which would take the new stream for dead and reopen it again."""
+        self._opened += 1
+        opened = self._opened
+
+        def finished() -> None:
+            if opened == self._opened:
+                self._finished()
+
+        return finished
 
     def close(self) -> None:
         stream, self._stream = self._stream, None

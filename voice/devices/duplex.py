@@ -116,7 +116,7 @@ class DuplexDevice(Speaker):
                 blocksize=max(1, rate * SPEAKER_BLOCK_MS // 1000),
                 latency=("low", OUTPUT_LATENCY_S[self.config.output_latency]),
                 callback=self._duplex_callback,
-                finished_callback=self._finished,
+                finished_callback=self._finished_callback(),
             )
         except sd.PortAudioError as e:
             raise DeviceError(f"cannot open {where} as one full-duplex stream: {e}") from None
@@ -189,8 +189,11 @@ class DuplexDevice(Speaker):
 
     @property
     def echo_learnt(self) -> bool:
-        """True once the canceller reliably removes the echo (:class:`EchoMonitor`)."""
-        return self.monitor.learnt
+        """True once the canceller reliably removes the echo (:class:`EchoMonitor`), and no
+        underrun has moved the echo since: the loop is half-duplex until it is reopened and
+        has learnt the room again (a reply that heard its own echo stopped itself, and the
+        echo became a request whose reply did the same, in a loop)."""
+        return self.monitor.learnt and not self.needs_reopen
 
     def _clear_pending(self) -> None:
         self._frames.clear()

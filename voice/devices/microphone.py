@@ -91,7 +91,7 @@ class Microphone(_StreamDevice):
                 blocksize=blocksize,
                 latency="low",
                 callback=self._callback,
-                finished_callback=self._finished,
+                finished_callback=self._finished_callback(),
             )
         except sd.PortAudioError as e:
             raise DeviceError(

@@ -98,7 +98,7 @@ class Speaker(_StreamDevice):
                 blocksize=max(1, rate * SPEAKER_BLOCK_MS // 1000),
                 latency=OUTPUT_LATENCY_S[self.config.output_latency],
                 callback=self._output_callback,
-                finished_callback=self._finished,
+                finished_callback=self._finished_callback(),
             )
         except sd.PortAudioError as e:
             raise DeviceError(
