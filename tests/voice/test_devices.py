@@ -20,7 +20,14 @@ from tests.rig import PulseRig, Recorded, align, dominant_hz, find_speech
 from tests.voice.fakes import wait_until
 from voice.audio import AudioChunk
 from voice.config import AudioConfig
-from voice.devices import Microphone, SampleClock, Speaker, find_device, list_devices
+from voice.devices import (
+    DuplexDevice,
+    Microphone,
+    SampleClock,
+    Speaker,
+    find_device,
+    list_devices,
+)
 from voice.devices.speaker import PAUSE_LIMIT_S
 
 RATE = 16000
@@ -292,6 +299,37 @@ def test_a_paused_speaker_keeps_its_place_and_ends_a_forgotten_pause_by_itself(
     speaker.stop()  # a stop ends the pause too: the next sound plays at once
     speaker.play(np.full(100, 7, dtype=np.int16), 16000)
     assert block() == (True, [7] * 100)
+
+
+class NoCanceller:
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return near
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        pass
+
+
+def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
+    """The PortAudio callback's side, with a stand-in for the open stream: a stalled callback
+    leaves the captured audio queued (test_duplex measures it), so the echo is no longer
+    trusted until the stream is reopened; callback jitter is not that."""
+    device = DuplexDevice(AudioConfig(), NoCanceller())
+    device.rate, device._stream = 22050, SimpleNamespace(active=True)
+    device.monitor.learnt = True
+    status = SimpleNamespace(output_underflow=False, input_overflow=False)
+    block = bytes(2 * 441)  # 20 ms
+
+    def callbacks(lags_s: list[float]) -> None:
+        for k, lag in enumerate(lags_s):
+            times = SimpleNamespace(currentTime=100.0 + k, inputBufferAdcTime=100.0 + k - lag)
+            device._duplex_callback(block, bytearray(len(block)), 441, times, status)
+
+    callbacks([0.03, 0.02, 0.04] * 10)  # jitter
+    assert device.echo_learnt and not device.needs_reopen
+    callbacks([0.36] * 5)  # a stall: the microphone 330 ms behind ...
+    assert not device.needs_reopen  # ... not yet for long enough to be sure
+    callbacks([0.36] * 5)
+    assert device.needs_reopen and not device.echo_learnt
 
 
 @pytest.mark.rig

@@ -49,6 +49,13 @@ log = logging.getLogger(__name__)
 IDLE_AFTER_FRAMES = 100
 SILENT_AMPLITUDE = 4  # the resampler turns digital silence into +-1
 RESUME_FRAMES = 50  # what the resting canceller is given again before it resumes
+# How far behind the microphone is: PortAudio's time of a callback minus the capture time of
+# its input (20-40 ms in the rig). A stall of the callback (a busy machine) leaves what was
+# captured meanwhile queued for good: 0.4 s makes it 361 ms, 50 ms only 33 ms. Behind by
+# BEHIND_S more than its least since the stream opened, over LAG_BLOCKS callbacks in a row
+# (jitter is 20 ms), the stream needs reopening.
+BEHIND_S = 0.1
+LAG_BLOCKS = 10
 
 
 class DuplexDevice(Speaker):
@@ -75,7 +82,8 @@ class DuplexDevice(Speaker):
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
         self.stream_delay_s = 0.0  # input plus output latency: the shortest echo delay
         self.overflows = 0
-        self._underflows_at_open = 0
+        self._lags: collections.deque[float] = collections.deque(maxlen=LAG_BLOCKS)
+        self._least_lag_s = float("inf")  # since the stream opened
         # The queue holds one block per callback: as many seconds as the microphone's queue.
         self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
         self._captured = threading.Condition()
@@ -128,7 +136,6 @@ class DuplexDevice(Speaker):
         self.canceller.set_delay_ms(round(self.stream_delay_s * 1000))
         self._failure = None
         self._stream = stream
-        self._underflows_at_open = self.underflows
         self._last_block_s = time.monotonic()
         try:
             stream.start()
@@ -174,18 +181,22 @@ class DuplexDevice(Speaker):
             )
             with self._captured:
                 self._blocks.clear()
+                self._lags.clear()
+                self._least_lag_s = float("inf")
             self._clear_pending()
             self.monitor.reset()  # maybe another device, another room: learn it again
             self.gate.reset()
 
     @property
     def needs_reopen(self) -> bool:
-        """The speaker side underran since the stream opened. PortAudio recovers the output,
-        but the microphone side can stay behind it for good (by 330-400 ms in the rig): every
-        word is heard that much later, and the echo comes later than the canceller and the
-        echo gate look for it, so replies leak into the microphone and stop themselves. A
-        fresh stream is in step again; the loop reopens it while nothing is going on."""
-        return self.underflows > self._underflows_at_open
+        """The microphone fell behind (see :data:`BEHIND_S`): after a stalled callback
+        PortAudio recovers the output, but the input captured meanwhile stays queued. Every
+        word is then heard that much later, and the echo comes later than the canceller and
+        the echo gate look for it, so replies leak into the microphone and stop themselves.
+        A fresh stream is in step again; the loop reopens it while nothing is going on."""
+        with self._captured:
+            full = len(self._lags) == LAG_BLOCKS
+            return full and min(self._lags) - self._least_lag_s > BEHIND_S
 
     @property
     def echo_learnt(self) -> bool:
@@ -212,7 +223,11 @@ class DuplexDevice(Speaker):
         self._fill(outdata, frames, status)  # the speaker's queue fills outdata
         now = time.monotonic()
         pair = (bytes(indata), bytes(outdata))  # copies: PortAudio reuses its buffers
+        lag = time_info.currentTime - time_info.inputBufferAdcTime
         with self._captured:
+            if 0 <= lag < 10:  # a host without times gives zeros: never behind
+                self._lags.append(lag)
+                self._least_lag_s = min(self._least_lag_s, lag)
             stamp = self._clock.stamp(now, frames)
             if status.input_overflow:
                 self.overflows += 1
