@@ -183,7 +183,7 @@ def live(after: int, stall_s: float) -> None:
     print(
         f"replies that stopped themselves: {log.count('stopping the reply')};"
         f" turns {log.count('you said:')} for {requests} requests;"
-        f" reopens {log.count('reopening it')}"
+        f" reopens {log.count('reopening the stream')}"
     )
 
 

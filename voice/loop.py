@@ -360,9 +360,10 @@ class VoiceLoop:
         """An underrun left the duplex stream's microphone behind its speaker (see
         DuplexDevice.needs_reopen): start it afresh while nothing is heard or played."""
         log.warning(
-            "the audio stream underran, which leaves the microphone behind the speaker: "
-            "reopening it (the echo canceller learns the room again; if this repeats, raise "
-            "audio.output_latency)"
+            "the microphone fell %.0f ms behind the speaker (the audio callback stalled): "
+            "reopening the stream (the echo canceller learns the room again; if this repeats, "
+            "raise audio.output_latency)",
+            getattr(self.source, "behind_s", 0.0) * 1000,
         )
         try:
             self.source.reopen()

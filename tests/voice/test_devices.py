@@ -330,6 +330,7 @@ def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     assert not device.needs_reopen  # ... not yet for long enough to be sure
     callbacks([0.36] * 5)
     assert device.needs_reopen and not device.echo_learnt
+    assert device.behind_s == pytest.approx(0.34)  # what the log says
 
 
 @pytest.mark.rig

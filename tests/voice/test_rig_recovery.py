@@ -155,6 +155,8 @@ def test_a_stalled_microphone_is_reopened_and_the_error_earcon_heard(
 ) -> None:
     """No frames without an error (a suspended source): the stall watchdog reopens the
     stream, and since the speaker still works the loss is announced with the error earcon.
+    Now and then (a loaded CI machine) ALSA's pulse plugin fails its poll on the suspended
+    source instead, and the stream stops: that is detected and reopened the same way.
 
     With echo cancellation the microphone and the speaker are one stream, which stalls as
     a whole: the earcon waits for the microphone to come back, and so does the rest."""
@@ -178,7 +180,7 @@ def test_a_stalled_microphone_is_reopened_and_the_error_earcon_heard(
         assert listener.stop() == 0, listener.log()[-3000:]
 
     log = listener.log()
-    assert "microphone lost (no audio from the microphone for" in log, log[-4000:]
+    assert "microphone lost (" in log, log[-4000:]
     assert log.index("microphone reopened") > log.index("microphone lost"), log[-4000:]
     assert NEXT_WORDS & set(normalise(said(listener)[-1])), said(listener)
     recording = recorder.result

@@ -194,9 +194,16 @@ class DuplexDevice(Speaker):
         word is then heard that much later, and the echo comes later than the canceller and
         the echo gate look for it, so replies leak into the microphone and stop themselves.
         A fresh stream is in step again; the loop reopens it while nothing is going on."""
+        return self.behind_s > BEHIND_S
+
+    @property
+    def behind_s(self) -> float:
+        """How much later than when the stream opened the microphone's audio comes now (the
+        least of the last :data:`LAG_BLOCKS` callbacks); 0 until there are that many."""
         with self._captured:
-            full = len(self._lags) == LAG_BLOCKS
-            return full and min(self._lags) - self._least_lag_s > BEHIND_S
+            if len(self._lags) < LAG_BLOCKS:
+                return 0.0
+            return min(self._lags) - self._least_lag_s
 
     @property
     def echo_learnt(self) -> bool:
