@@ -14,7 +14,7 @@ The rules, for people who pause while they think:
   :class:`~voice.end_of_turn.TurnAnalyzer` says how long the pause must last.
 - A turn stays *open* until its reply starts to play, or, when the user is heard over the
   reply (``HeardOverReply``: echo cancelled, or a headset), until the longest pause has
-  passed since its last word. Speech that resumes while it is open belongs to the same
+  passed since its last word and the reply has played for a second. Speech that resumes while it is open belongs to the same
   request: before the agent has it, the transcription is simply redone on the joined audio;
   after, the reply stops, the agent is interrupted and the joined text replaces the request.
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
@@ -91,6 +91,11 @@ ONSET_HOLD_MAX_S = 0.5
 # pause unmasked then stopped them.
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
+# Speech that begins this soon after the reply starts to play answers nothing the user heard:
+# it is the request going on. Over a fresh reply the canceller holds a voice back for up to
+# 0.5 s, so the onset the segmenter reports can come that late after the first word (live:
+# "He was not [pause] an old-sposed young man" lost "an old" and became two requests).
+REPLY_UNHEARD_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class _Turn:
     text: str
     audio: list[Utterance]
     heard: bool = False  # the reply began to play: the turn is closed to continuations
+    heard_s: float = 0.0  # when
     playing: bool = False
     agent_done: bool = False
     reply_done: bool = False
@@ -345,18 +351,22 @@ class TurnTaking:
             out.insert(0, ResumeReply(paused.turn))  # first: nothing after it may keep it
 
     def _continues_over_reply(self, turn: _Turn, onset_s: float) -> bool:
-        """Heard over the reply, speech that began within the longest pause of the request's
-        last word is that request going on: the reply came early, and stops. It began at its
-        onset, or at the likely onset that paused the reply for it: not when Silero confirmed
-        it, which over a reply can come 0.5 s later (the canceller holds a voice back at
-        first in double talk)."""
+        """Heard over the reply, speech is that request going on (the reply came early, and
+        stops) when it began within the longest pause of the request's last word, or before
+        the user can have heard the reply (REPLY_UNHEARD_S). It began at its onset, or at the
+        likely onset that paused the reply for it: not when Silero confirmed it, which over a
+        reply can come 0.5 s later (the canceller holds a voice back at first in double
+        talk)."""
         paused = self._reply_paused
         if paused is not None and paused.turn == turn.id:
             onset_s = min(onset_s, paused.since_s)
         return (
             self._heard_over_reply
             and bool(turn.audio)
-            and onset_s - turn.audio[-1].end_s < self.policy.longest_pause_s
+            and (
+                onset_s - turn.audio[-1].end_s < self.policy.longest_pause_s
+                or onset_s - turn.heard_s < REPLY_UNHEARD_S
+            )
         )
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
@@ -544,6 +554,8 @@ class TurnTaking:
         if turn is None:
             return
         if isinstance(event, ReplyPlaying):
+            if not turn.heard:
+                turn.heard_s = self._now
             turn.heard = turn.playing = True
         elif isinstance(event, ReplyIdle):
             turn.playing = False

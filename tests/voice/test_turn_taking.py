@@ -780,6 +780,30 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
 
 
 @pytest.mark.parametrize(
+    ("heard_at_s", "onset_s", "joins"),
+    [
+        (3.9, 4.65, True),  # past the longest pause, but 0.75 s into the reply: going on
+        (3.9, 4.95, False),  # 1.05 s into the reply: the user heard it, a new request
+        (3.31, 4.65, False),  # 1.34 s into the reply
+    ],
+)
+def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
+    heard_at_s: float, onset_s: float, joins: bool
+) -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    first = utt(1.0, 3.0)
+    say_request(m, first, "He was not.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(Tick(heard_at_s))
+    m(ReplyPlaying(turn))
+    m(Tick(onset_s + 0.4))  # confirmed late: the canceller held the first word back
+    out = m.quiet(SpeechStarted(onset_s))
+    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
+
+
+@pytest.mark.parametrize(
     ("resumes_at_s", "joins"),
     [
         (3.9, True),  # 0.9 s after the last word: a thinking pause, the reply came early
