@@ -14,9 +14,10 @@ The rules, for people who pause while they think:
   :class:`~voice.end_of_turn.TurnAnalyzer` says how long the pause must last.
 - A turn stays *open* until its reply starts to play, or, when the user is heard over the
   reply (``HeardOverReply``: echo cancelled, or a headset), until the longest pause has
-  passed since its last word and the reply has played for a second. Speech that resumes while it is open belongs to the same
-  request: before the agent has it, the transcription is simply redone on the joined audio;
-  after, the reply stops, the agent is interrupted and the joined text replaces the request.
+  passed since its last word and the reply has played for a second. Speech that resumes
+  while it is open belongs to the same request: before the agent has it, the transcription
+  is simply redone on the joined audio; after, the reply stops, the agent is interrupted
+  and the joined text replaces the request.
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
   the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an

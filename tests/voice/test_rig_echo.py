@@ -11,14 +11,15 @@ is answered.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from tests.listener import TURN_DONE, Listener
-from tests.rig import LOUD, RATE, PulseRig, align, as_loud_as, wait_for_sound
+from tests.rig import LOUD, RATE, PulseRig, Recorded, align, as_loud_as, wait_for_sound
 from tests.voice.audio_util import real_clip, real_references, speech, to_int16, wer
 from voice.tts import PiperSynthesizer
 
@@ -32,14 +33,32 @@ CONFIG: dict[str, dict[str, object]] = {
 LEARNT = "the echo canceller has learnt the room"
 STOPPED = "stopping the reply"
 PAUSED = "pausing the reply"
+REOPENED = "reopening the stream"
+T = TypeVar("T")
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
 
 
-@pytest.fixture
-def listener(pulse_rig: PulseRig, tmp_path: Path) -> Iterator[Listener]:
-    """A listener that has heard itself once: its canceller has learnt the room."""
-    with pulse_rig.loopback(), Listener(pulse_rig, tmp_path / "listen", CONFIG) as listener:
-        yield listener
+def stall_free(
+    rig: PulseRig, tmp_path: Path, scenario: Callable[[Listener], T]
+) -> tuple[Listener, T]:
+    """Run ``scenario`` on a fresh listener (stopped after it); once more if its audio stalled.
+
+    A stall (a loaded machine) reopens the stream and the canceller learns the room anew,
+    half-duplex meanwhile (test_rig_recovery and the loop's tests cover that): it voids the
+    premise of a scenario over a learnt room, so the scenario runs again, once.
+    """
+    for attempt in (1, 2):
+        with rig.loopback(), Listener(rig, tmp_path / f"listen-{attempt}", CONFIG) as listener:
+            try:
+                result = scenario(listener)
+            except AssertionError:
+                if attempt == 2 or REOPENED not in listener.log():
+                    raise
+                continue
+            assert listener.stop() == 0, listener.log()[-3000:]
+        if attempt == 2 or REOPENED not in listener.log():
+            return listener, result
+    raise AssertionError("unreachable")
 
 
 def learn_the_room(rig: PulseRig, listener: Listener, question: np.ndarray) -> None:
@@ -49,17 +68,20 @@ def learn_the_room(rig: PulseRig, listener: Listener, question: np.ndarray) -> N
 
 
 def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
-    pulse_rig: PulseRig, listener: Listener, tts: PiperSynthesizer
+    pulse_rig: PulseRig, tmp_path: Path, tts: PiperSynthesizer
 ) -> None:
     question = speech(tts, QUESTION)
-    learn_the_room(pulse_rig, listener, question)
-    with pulse_rig.record_speaker() as recorder:
-        pulse_rig.feed(question, RATE).wait(30)
-        asked_s = time.monotonic()
-        listener.wait_for_log(TURN_DONE, count=2, timeout_s=60)
-        time.sleep(4)  # long enough for a turn started by the reply to show up
-    assert listener.stop() == 0, listener.log()[-3000:]
 
+    def scenario(listener: Listener) -> tuple[Recorded, float]:
+        learn_the_room(pulse_rig, listener, question)
+        with pulse_rig.record_speaker() as recorder:
+            pulse_rig.feed(question, RATE).wait(30)
+            asked_s = time.monotonic()
+            listener.wait_for_log(TURN_DONE, count=2, timeout_s=60)
+            time.sleep(4)  # long enough for a turn started by the reply to show up
+        return recorder.result, asked_s
+
+    listener, (recording, asked_s) = stall_free(pulse_rig, tmp_path, scenario)
     turns = listener.turns()
     assert len(turns) == 2, turns  # nothing the assistant said came back as a request
     assert STOPPED not in listener.log(), listener.log()[-3000:]
@@ -67,26 +89,29 @@ def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
     # The reply sounded for as long as the reply takes to say.
     reply = turns[1]["reply"]
     expected_s = len(tts.synthesize_all(reply)) / tts.sample_rate
-    spans = [(s, e) for s, e in recorder.result.speech(min_gap_s=1.0) if e > asked_s]
+    spans = [(s, e) for s, e in recording.speech(min_gap_s=1.0) if e > asked_s]
     assert len(spans) == 1, spans
     (start_s, end_s) = spans[0]
     assert end_s - start_s > 0.85 * expected_s, (spans, expected_s, reply)
 
 
 def test_a_voice_over_the_reply_stops_it_and_is_answered(
-    pulse_rig: PulseRig, listener: Listener, tts: PiperSynthesizer
+    pulse_rig: PulseRig, tmp_path: Path, tts: PiperSynthesizer
 ) -> None:
     question = speech(tts, QUESTION)
-    learn_the_room(pulse_rig, listener, question)
     voice = as_loud_as(to_int16(real_clip(BARGE_IN)), question)
-    with pulse_rig.record_speaker() as speaker, pulse_rig.record_mic() as mic:
-        pulse_rig.feed(question, RATE).wait(30)
-        started_s = wait_for_sound(speaker, time.monotonic())
-        time.sleep(max(0.0, started_s + 1.5 - time.monotonic()))
-        pulse_rig.feed(voice, RATE).wait(30)
-        listener.wait_for_log(TURN_DONE, count=3, timeout_s=60)
-    assert listener.stop() == 0, listener.log()[-3000:]
 
+    def scenario(listener: Listener) -> tuple[Recorded, Recorded]:
+        learn_the_room(pulse_rig, listener, question)
+        with pulse_rig.record_speaker() as speaker, pulse_rig.record_mic() as mic:
+            pulse_rig.feed(question, RATE).wait(30)
+            started_s = wait_for_sound(speaker, time.monotonic())
+            time.sleep(max(0.0, started_s + 1.5 - time.monotonic()))
+            pulse_rig.feed(voice, RATE).wait(30)
+            listener.wait_for_log(TURN_DONE, count=3, timeout_s=60)
+        return speaker.result, mic.result
+
+    listener, (recording, heard) = stall_free(pulse_rig, tmp_path, scenario)
     assert listener.count(STOPPED) == 1, listener.log()[-3000:]
     turns = listener.turns()
     assert len(turns) == 3, turns
@@ -95,11 +120,10 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
     assert turns[2]["reply"].startswith("You said:"), turns
 
     # The reply fell silent soon after the voice began (the benchmark measures how soon).
-    offset, match = align(voice, mic.result.samples)
+    offset, match = align(voice, heard.samples)
     assert match > 0.5, match  # the voice was found in what the microphone heard
-    onset_s = mic.result.time_of(offset)
+    onset_s = heard.time_of(offset)
     voice_end_s = onset_s + len(voice) / RATE
-    recording = speaker.result
     playing = recording.between(onset_s - 0.1, onset_s)
     assert np.abs(playing).max() > LOUD, "the reply was not sounding when the voice began"
     during = recording.between(onset_s, voice_end_s + 0.3)  # before the answer can start
