@@ -2,6 +2,7 @@
 
     python bench/bench_real_voices.py [--only project|baseline] [--quick] [--heard-over-reply]
                                       [--echo-path] [--keep DIR] [--music DBFS]
+                                      [--request NAME] [--repeat N] [--set TABLE.KEY=VALUE]
 
 Requests are built from ``../shared/audio/real`` (people, not the project's own voice):
 
@@ -42,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,6 +100,7 @@ class Outcome:
     latency_s: float = float("nan")
     sent_s: float = float("nan")
     cut_off: bool = False
+    stages: dict[str, float] = field(default_factory=dict)  # the log's turn timings
 
 
 def build_requests(quick: bool) -> list[Request]:
@@ -158,12 +161,17 @@ def wait_settled(listener: Listener, timeout_s: float = 120.0) -> None:
     raise AssertionError(f"the listener did not settle:\n{listener.log()[-2000:]}")
 
 
-def sent_after(log: str, turn: int) -> float:
+STAGE = re.compile(r"(sent|endpoint|agent first text|released|first audio) ([+-]\d+\.\d+)s")
+
+
+def turn_stages(log: str, turn: int) -> dict[str, float]:
+    """The turn's timings line as seconds after the last voiced frame: sent, agent first
+    text, agent done, released (the machine let the reply play), first audio."""
     lines = [line for line in log.splitlines() if TURN_DONE in line]
     if not 0 <= turn < len(lines):
-        return float("nan")
-    match = re.search(r"(?:sent|endpoint) ([+-]\d+\.\d+)s", lines[turn])
-    return float(match.group(1)) if match else float("nan")
+        return {}
+    found = STAGE.findall(lines[turn])
+    return {("sent" if k == "endpoint" else k): float(v) for k, v in found}
 
 
 LEARNT = "the echo canceller has learnt the room"
@@ -202,9 +210,14 @@ def run_system(
         mic = stack.enter_context(rig.record_mic())
         spk = stack.enter_context(rig.record_speaker())
         time.sleep(1.0)
-        if echo_path:  # one request first: its reply teaches the canceller the room
+        # One request first (again, should its reply be too short): the reply teaches the
+        # canceller the room.
+        for _ in range(3 if echo_path else 0):
             rig.feed(requests[0].pcm, RATE).wait(60)
             wait_settled(listener)
+            if listener.count(LEARNT):
+                break
+        if echo_path:
             print(f"  {name:8} echo canceller learnt the room: {listener.count(LEARNT) > 0}")
         for request in requests:
             log_before = len(listener.log())
@@ -225,9 +238,10 @@ def run_system(
                     first = speech_start + replies[0][0]
                     outcome.cut_off = first < speech_end - 0.05
                     outcome.latency_s = first - speech_end
-            outcome.sent_s = sent_after(listener.log(), listener.count(TURN_DONE) - 1)
+            outcome.stages = turn_stages(listener.log(), listener.count(TURN_DONE) - 1)
+            outcome.sent_s = outcome.stages.get("sent", float("nan"))
             if listener.count(TURN_DONE) == turns_before:
-                outcome.sent_s = float("nan")
+                outcome.sent_s, outcome.stages = float("nan"), {}
             outcomes.append(outcome)
             if not outcome.stored:  # a request lost: show what the listener logged for it
                 print(listener.log()[log_before:], flush=True)
@@ -253,6 +267,47 @@ def pct(values: list[float], p: float) -> float:
     return float(np.percentile(ok, p)) * 1000 if ok else float("nan")
 
 
+KINDS = ("single", "command", "joined", "paused", "all")  # command: the singles' commands
+
+
+def of_kind(outcomes: list[Outcome], kind: str) -> list[Outcome]:
+    if kind == "command":
+        return [o for o in outcomes if o.request.name in COMMANDS]
+    return [o for o in outcomes if kind in ("all", o.request.kind)]
+
+
+def median_ms(values: list[float]) -> float:
+    ok = [v for v in values if v == v]
+    return statistics.median(ok) * 1000 if ok else float("nan")
+
+
+def report_stages(results: dict[str, list[Outcome]]) -> None:
+    """Where the time goes, from the project's log (seconds after the last voiced frame)."""
+    print("\nwhere the time goes (medians, ms after the last voiced frame, from the log)")
+    print(
+        f"{'system':9} {'kind':7} {'sent':>6} {'agent text':>10} {'released':>8} "
+        f"{'first audio':>11} {'synth+out':>9}"
+    )
+    for system, outcomes in results.items():
+        for kind in KINDS:
+            timed = [o.stages for o in of_kind(outcomes, kind) if "released" in o.stages]
+            if not timed:
+                continue
+            nan = float("nan")
+            # From when the reply could start (released, with its first text) to its sound.
+            synth = [
+                t.get("first audio", nan) - max(t["released"], t.get("agent first text", nan))
+                for t in timed
+            ]
+            print(
+                f"{system:9} {kind:7} {median_ms([t.get('sent', nan) for t in timed]):6.0f} "
+                f"{median_ms([t.get('agent first text', nan) for t in timed]):10.0f} "
+                f"{median_ms([t['released'] for t in timed]):8.0f} "
+                f"{median_ms([t.get('first audio', nan) for t in timed]):11.0f} "
+                f"{median_ms(synth):9.0f}"
+            )
+
+
 def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
     print("\nper system and kind of request")
     head = (
@@ -261,8 +316,8 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
     )
     print(head)
     for system, outcomes in results.items():
-        for kind in ("single", "joined", "paused", "all"):
-            group = [o for o in outcomes if kind in ("all", o.request.kind)]
+        for kind in KINDS:
+            group = of_kind(outcomes, kind)
             if not group:
                 continue
             refs = " ".join(o.request.reference for o in group)
@@ -314,11 +369,24 @@ def main() -> int:
         "--request", action="append", metavar="NAME", help="only these requests (repeatable)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="say each request this often")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="a configuration value for this run (a TOML value), e.g. vad.pause_ms=120",
+    )
     args = parser.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        table, _, name = key.partition(".")
+        if not (table and name and value):
+            parser.error(f"--set takes TABLE.KEY=VALUE, not {item!r}")
+        CONFIG.setdefault(table, {})[name] = tomllib.loads(f"v = {value}")["v"]
     if args.keep:
-        CONFIG["ui"] = {"log_level": "debug"}
+        CONFIG.setdefault("ui", {})["log_level"] = "debug"
     if args.heard_over_reply:
-        CONFIG["turn"] = {"barge_in": True}
+        CONFIG.setdefault("turn", {})["barge_in"] = True
     requests = build_requests(args.quick)
     if args.request:
         requests = [r for r in requests if r.name in args.request]
@@ -349,6 +417,7 @@ def main() -> int:
                     music_dbfs=args.music,
                 )
     report(results, whole)
+    report_stages(results)
     dump = {
         s: [
             {"name": o.request.name, "kind": o.request.kind, "stored": o.stored,

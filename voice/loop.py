@@ -528,7 +528,7 @@ class VoiceLoop:
         if worker is None:
             return
         if isinstance(action, Release):
-            worker.reply.release()
+            worker.release()
         elif isinstance(action, StopReply):
             log.info("stopping the reply")
             worker.reply.cancel()

@@ -85,6 +85,7 @@ class TurnReport:
     error: str | None = None
     agent_first_text_s: float | None = None
     agent_done_s: float | None = None
+    released_s: float | None = None  # the turn-taking machine let the reply play
     first_audio_s: float | None = None
     spoken: list[str] = field(default_factory=list)
 
@@ -100,7 +101,8 @@ class TurnReport:
         sent = f"sent {rel(self.sent_s)}, " if live else "from sending: "
         return (
             f"{sent}agent first text {rel(self.agent_first_text_s)}, "
-            f"agent done {rel(self.agent_done_s)}, first audio {rel(self.first_audio_s)}"
+            f"agent done {rel(self.agent_done_s)}, released {rel(self.released_s)}, "
+            f"first audio {rel(self.first_audio_s)}"
         )
 
 
@@ -163,6 +165,12 @@ class TurnWorker:
 
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)
+
+    def release(self) -> None:
+        """The user has finished: the reply may be heard."""
+        if self.report.released_s is None:
+            self.report.released_s = self._clock()
+        self.reply.release()
 
     def answer(self, request_id: str, decision: Decision, message: str) -> None:
         self.control.answer(request_id, decision, message)
