@@ -151,8 +151,7 @@ class _Turn:
     id: int
     text: str
     audio: list[Utterance]
-    heard: bool = False  # the reply began to play: the turn is closed to continuations
-    heard_s: float = 0.0  # when
+    heard_s: float | None = None  # when the reply began to play
     playing: bool = False
     agent_done: bool = False
     reply_done: bool = False
@@ -160,6 +159,11 @@ class _Turn:
     answered: bool = False
     speak_at_s: float = 0.0
     released: bool = False
+
+    @property
+    def heard(self) -> bool:
+        """The reply began to play: the turn is closed to continuations."""
+        return self.heard_s is not None
 
     @property
     def over(self) -> bool:
@@ -366,7 +370,7 @@ class TurnTaking:
             and bool(turn.audio)
             and (
                 onset_s - turn.audio[-1].end_s < self.policy.longest_pause_s
-                or onset_s - turn.heard_s < REPLY_UNHEARD_S
+                or (turn.heard_s is not None and onset_s - turn.heard_s < REPLY_UNHEARD_S)
             )
         )
 
@@ -555,9 +559,9 @@ class TurnTaking:
         if turn is None:
             return
         if isinstance(event, ReplyPlaying):
-            if not turn.heard:
+            if turn.heard_s is None:
                 turn.heard_s = self._now
-            turn.heard = turn.playing = True
+            turn.playing = True
         elif isinstance(event, ReplyIdle):
             turn.playing = False
             if turn is self._turn and self.policy.thinking_repeat_s > 0:

@@ -753,6 +753,19 @@ def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> N
     assert Release(turn) not in m.quiet(Tick(4.4))
 
 
+def reply_heard_over(heard_at_s: float) -> tuple[Machine, int]:
+    """A request ended at 3.0 s and sent at 3.31 s; its reply plays from ``heard_at_s``."""
+    m = Machine()
+    m(HeardOverReply(True))
+    first = utt(1.0, 3.0)
+    say_request(m, first, "He was not.", 0.99)
+    m(Tick(3.31))
+    turn = sent(m(UtteranceEnded(first, "forced"))).turn
+    m(Tick(heard_at_s))
+    m(ReplyPlaying(turn))
+    return m, turn
+
+
 @pytest.mark.parametrize(
     ("paused_at_s", "onset_s", "joins"),
     [
@@ -764,13 +777,7 @@ def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> N
 def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirmation(
     paused_at_s: float | None, onset_s: float, joins: bool
 ) -> None:
-    m = Machine()
-    m(HeardOverReply(True))
-    first = utt(1.0, 3.0)
-    say_request(m, first, "He was not.", 0.99)
-    m(Tick(3.31))
-    turn = sent(m(UtteranceEnded(first, "forced"))).turn
-    m(ReplyPlaying(turn))
+    m, turn = reply_heard_over(3.31)
     if paused_at_s is not None:
         likely = [OnsetUnconfirmed(paused_at_s + k * 0.15, likelihood=0.9) for k in range(4)]
         assert PauseReply(turn) in m.quiet(*likely)
@@ -790,14 +797,7 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
 def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
     heard_at_s: float, onset_s: float, joins: bool
 ) -> None:
-    m = Machine()
-    m(HeardOverReply(True))
-    first = utt(1.0, 3.0)
-    say_request(m, first, "He was not.", 0.99)
-    m(Tick(3.31))
-    turn = sent(m(UtteranceEnded(first, "forced"))).turn
-    m(Tick(heard_at_s))
-    m(ReplyPlaying(turn))
+    m, turn = reply_heard_over(heard_at_s)
     m(Tick(onset_s + 0.4))  # confirmed late: the canceller held the first word back
     out = m.quiet(SpeechStarted(onset_s))
     assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
