@@ -28,8 +28,6 @@ device hands the loop:
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import random
 import statistics
 import sys
@@ -64,9 +62,9 @@ from tests.voice.audio_util import (  # noqa: E402
     wer,
 )
 from tests.voice.room_sounds import music  # noqa: E402
-from voice.config import AudioConfig, SttConfig, TtsConfig  # noqa: E402
+from voice.config import AudioConfig, SttConfig, TtsConfig, VadConfig  # noqa: E402
 from voice.devices import DuplexDevice  # noqa: E402
-from voice.echo import FRAME, EchoCanceller, WebRtcCanceller  # noqa: E402
+from voice.echo import FRAME, EchoCanceller, SpeexCanceller, WebRtcCanceller  # noqa: E402
 from voice.echo_guard import EchoGate, db, power  # noqa: E402
 from voice.models import default_models_dir, resolve_silero_model  # noqa: E402
 from voice.silero import WINDOW, SileroModel, SileroOnset  # noqa: E402
@@ -84,6 +82,7 @@ REPLIES = [
 VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
 QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
 ONSET_S = 0.3  # the voice's first 300 ms, reported apart
+PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
 PAUSING = "pausing the reply"
 
@@ -125,42 +124,10 @@ class Taped:
         return taken  # type: ignore[return-value]
 
 
-class SpeexCanceller:
-    """Debian's libspeexdsp echo canceller with its residual echo suppressor, through ctypes:
-    the alternative the issue names, for comparison only."""
-
-    SET_SAMPLING_RATE = 24
-    SET_ECHO_STATE = 24
-
-    def __init__(self, tail_ms: int = 300) -> None:
-        name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
-        lib = ctypes.CDLL(name)
-        lib.speex_echo_state_init.restype = ctypes.c_void_p
-        lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p] * 4
-        lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        lib.speex_preprocess_state_init.restype = ctypes.c_void_p
-        lib.speex_preprocess_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.speex_preprocess_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        lib.speex_preprocess_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self._lib = lib
-        self._echo = lib.speex_echo_state_init(FRAME, tail_ms * RATE // 1000)
-        rate = ctypes.c_int(RATE)
-        lib.speex_echo_ctl(self._echo, self.SET_SAMPLING_RATE, ctypes.byref(rate))
-        self._pre = lib.speex_preprocess_state_init(FRAME, RATE)
-        lib.speex_preprocess_ctl(self._pre, self.SET_ECHO_STATE, ctypes.c_void_p(self._echo))
-
-    def set_delay_ms(self, delay_ms: int) -> None:
-        pass  # its filter spans tail_ms: the delay must fit in it
-
-    def process(self, near: Int16, far: Int16) -> Int16:
-        near, far = np.ascontiguousarray(near), np.ascontiguousarray(far)
-        out = np.zeros(FRAME, np.int16)
-        self._lib.speex_echo_cancellation(
-            self._echo, near.ctypes.data, far.ctypes.data, out.ctypes.data
-        )
-        self._lib.speex_preprocess_run(self._pre, out.ctypes.data)
-        return out
+def speex_suppressing() -> EchoCanceller:
+    """speexdsp with its residual echo suppressor: the alternative the issue names, compared
+    with AEC3. (The product runs it linear, for the words: voice/echo.py.)"""
+    return SpeexCanceller(suppress_residue=True)
 
 
 # ---- echo removed ------------------------------------------------------------------------------
@@ -209,7 +176,7 @@ def replies_only(
     """Play the replies one after another (nobody talks) and measure each one."""
     taped = Taped(make())
     run = EchoRun(name)
-    with DuplexDevice(AudioConfig(), taped) as device:
+    with DuplexDevice(AudioConfig(), taped, words=SpeexCanceller()) as device:
         read_for(device, 0.5)
         taped.take()
         for n, reply in enumerate(replies):
@@ -231,14 +198,38 @@ def replies_only(
     return run
 
 
+class WordsTaped(DuplexDevice):
+    """The device, keeping what Whisper hears of each frame the cancellers work on (the
+    linear canceller's output while it is trusted, else AEC3's), frame for frame with
+    :class:`Taped`."""
+
+    def __init__(self, config: AudioConfig, canceller: EchoCanceller, words: EchoCanceller):
+        super().__init__(config, canceller, words=words)
+        self.heard_words: list[Int16] = []
+
+    def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
+        out = super()._words_of(near, far, cleaned)
+        self.heard_words.append(out)
+        return out
+
+    def take(self) -> Int16:
+        taken = np.concatenate(self.heard_words) if self.heard_words else np.zeros(0, np.int16)
+        self.heard_words = []
+        return taken
+
+
 @dataclass
 class DoubleTalk:
     echo_only: list[float] = field(default_factory=list)  # ERLE where only the echo is
     kept: list[float] = field(default_factory=list)  # voice level after / before, dB
     onset_kept: list[float] = field(default_factory=list)  # ... its first 300 ms
+    linear_kept: list[float] = field(default_factory=list)  # the same by the words' canceller
+    linear_onset_kept: list[float] = field(default_factory=list)
     marked: list[float] = field(default_factory=list)  # share of its loud frames taken for echo
     wers: list[float] = field(default_factory=list)
     clean_wers: list[float] = field(default_factory=list)
+    linear_wers: list[float] = field(default_factory=list)  # the linear canceller's output
+    words_wers: list[float] = field(default_factory=list)  # what the loop transcribes
 
 
 def reply_and_voice(
@@ -248,22 +239,31 @@ def reply_and_voice(
     replies: list[Int16],
     voices: dict[str, Int16],
 ) -> DoubleTalk:
-    """Each later reply with a real voice said over it, 1.5 s in."""
-    taped = Taped(WebRtcCanceller())
+    """Each later reply with a real voice said over it, 1.5 s in: what AEC3 (what the loop
+    listens to) and the linear canceller (what it transcribes) leave of the voice."""
+    taped, words = Taped(WebRtcCanceller()), Taped(SpeexCanceller())
     out = DoubleTalk()
     references = real_references()
-    with DuplexDevice(AudioConfig(), taped) as device:
+    with WordsTaped(AudioConfig(), taped, words) as device:
         read_for(device, 0.5)
         device.play(replies[0], tts.sample_rate)  # learn the room
         read_for(device, len(replies[0]) / tts.sample_rate + 0.4)
         for n, (name, voice) in enumerate(voices.items()):
             reply = replies[1 + n % (len(replies) - 1)]
             taped.take()
+            words.take()
+            device.take()
             device.play(reply, tts.sample_rate)
             read_for(device, 1.5)
             rig.feed(voice, RATE)
             read_for(device, max(len(reply) / tts.sample_rate - 1.5, len(voice) / RATE) + 0.6)
             heard, left, may_speak = taped.take()
+            linear, heard_words = words.take()[1], device.take()
+            # The cancellers also took the half second before the reply again as they woke
+            # (the device's rest): that came first, and Whisper never hears it.
+            heard_words = np.concatenate(
+                (np.zeros(len(heard) - len(heard_words), np.int16), heard_words)
+            )
             offset, match = align(voice, heard)
             if match < 0.2:
                 print(f"  {name}: the voice was not found in what the microphone heard")
@@ -282,11 +282,19 @@ def reply_and_voice(
             out.kept.append(db(power(left[span])) - db(power(alone[span])))
             first = slice(offset, offset + int(ONSET_S * RATE))
             out.onset_kept.append(db(power(left[first])) - db(power(alone[first])))
+            out.linear_kept.append(db(power(linear[span])) - db(power(alone[span])))
+            out.linear_onset_kept.append(db(power(linear[first])) - db(power(alone[first])))
             said = stt.transcribe_audio(left[span].astype(np.float32) / 32768).text
+            # As the loop cuts it: with the pre-roll before the voice.
+            before = max(0, offset - int(PRE_ROLL_S * RATE))
+            kept = stt.transcribe_audio(linear[before:end].astype(np.float32) / 32768).text
+            loop = stt.transcribe_audio(heard_words[before:end].astype(np.float32) / 32768).text
             clean = stt.transcribe_audio(voice.astype(np.float32) / 32768).text
             out.wers.append(wer(references[name], said))
+            out.linear_wers.append(wer(references[name], kept))
+            out.words_wers.append(wer(references[name], loop))
             out.clean_wers.append(wer(references[name], clean))
-            print(f"  {name}: heard {said!r} (alone: {clean!r})")
+            print(f"  {name}: AEC3 {said!r}, linear {kept!r}, loop {loop!r} (alone: {clean!r})")
     return out
 
 
@@ -492,6 +500,29 @@ def report_barge_ins(barge: BargeIns) -> None:
         )
 
 
+def report_double_talk(talk: DoubleTalk) -> None:
+    print("a real voice (as loud as the echo) over a reply that plays on under it, WebRTC, fixed:")
+    print(
+        f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"
+        f" min {min(talk.echo_only, default=float('nan')):.1f} dB"
+    )
+    print(
+        f"  voice kept by the canceller: p50 {pct(talk.kept, 50):+.1f} dB over the whole voice,"
+        f" {pct(talk.onset_kept, 50):+.1f} dB over its first {ONSET_S * 1000:.0f} ms"
+    )
+    print(f"  its loud frames taken for echo by the guards: p50 {pct(talk.marked, 50) * 100:.0f} %")
+    print(
+        f"  the same by the linear canceller (what Whisper hears): {pct(talk.linear_kept, 50):+.1f}"
+        f" dB, {pct(talk.linear_onset_kept, 50):+.1f} dB over its first {ONSET_S * 1000:.0f} ms"
+    )
+    print(
+        f"  Whisper tiny.en WER: mean {np.mean(talk.wers):.2f} on AEC3's output,"
+        f" {np.mean(talk.linear_wers):.2f} on the linear canceller's,"
+        f" {np.mean(talk.words_wers):.2f} on what the loop transcribes (linear while trusted)"
+        f" (the voice alone: {np.mean(talk.clean_wers):.2f}); {len(talk.wers)} voices"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--replies", type=int, default=6, help="replies per ERLE run")
@@ -503,6 +534,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
+    )
+    parser.add_argument(
+        "--double-talk-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only N rounds of real voices over a reply: what AEC3 and the linear canceller keep",
     )
     args = parser.parse_args()
 
@@ -524,6 +562,17 @@ def main() -> int:
             )
         return 0
 
+    if args.double_talk_only:
+        with PulseRig() as rig, rig.activate(), rig.loopback():
+            print("real voices over a reply that plays on under them, fixed echo path:")
+            talk = DoubleTalk()
+            for _ in range(args.double_talk_only):
+                more = reply_and_voice(rig, tts, stt, replies, voices)
+                for name in DoubleTalk.__dataclass_fields__:
+                    getattr(talk, name).extend(getattr(more, name))
+        report_double_talk(talk)
+        return 0
+
     runs: list[EchoRun] = []
     with PulseRig() as rig:
         with rig.activate():
@@ -537,7 +586,7 @@ def main() -> int:
                     )
                     runs.append(
                         replies_only(
-                            rig, SpeexCanceller, f"speexdsp, {path}", replies, tts.sample_rate
+                            rig, speex_suppressing, f"speexdsp, {path}", replies, tts.sample_rate
                         )
                     )
             print("reply + a real voice over it (WebRTC, fixed echo path):")
@@ -548,7 +597,8 @@ def main() -> int:
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])
-    cpu_speex = canceller_cpu(SpeexCanceller, replies[0])
+    cpu_speex = canceller_cpu(speex_suppressing, replies[0])
+    cpu_linear = canceller_cpu(SpeexCanceller, replies[0])
 
     print()
     print("echo removed (ERLE, dB) in the loopback rig, echo at full level, nobody talking;")
@@ -566,31 +616,18 @@ def main() -> int:
             f" {statistics.mean(run.leaks_loop) * 100:5.1f}% {learnt:>12}"
         )
     print("  (>-60 dBFS: share of 30 ms frames louder than that while a reply plays)")
-    print("a real voice (as loud as the echo) over a reply that plays on under it, WebRTC, fixed:")
-    print(
-        f"  ERLE where only the echo is: p50 {pct(talk.echo_only, 50):.1f} dB,"
-        f" min {min(talk.echo_only, default=float('nan')):.1f} dB"
-    )
-    print(
-        f"  voice kept by the canceller: p50 {pct(talk.kept, 50):+.1f} dB over the whole voice,"
-        f" {pct(talk.onset_kept, 50):+.1f} dB over its first {ONSET_S * 1000:.0f} ms"
-    )
-    print(f"  its loud frames taken for echo by the guards: p50 {pct(talk.marked, 50) * 100:.0f} %")
-    print(
-        f"  Whisper tiny.en WER: mean {np.mean(talk.wers):.2f}"
-        f" (the voice alone: {np.mean(talk.clean_wers):.2f})"
-    )
+    report_double_talk(talk)
     report_barge_ins(barge)
     print("CPU per second of audio (% of one core):")
     first = runs[0]
     print(
-        f"  the read path (resampling, pairing, WebRTC, guards, framing):"
+        f"  the read path (resampling, pairing, WebRTC, the words' canceller, guards, framing):"
         f" {first.cpu_s / first.audio_s * 100:.2f} %,"
         f" of which the canceller {first.canceller_cpu_s / first.audio_s * 100:.2f} %"
     )
     print(
         f"  canceller alone, offline: WebRTC {cpu_webrtc * 100:.2f} %,"
-        f" speexdsp {cpu_speex * 100:.2f} %"
+        f" speexdsp {cpu_speex * 100:.2f} %, speexdsp linear (the words') {cpu_linear * 100:.2f} %"
     )
     print(
         f"  listen on silence: echo_cancel off {statistics.median(idle['off']):.1f} %,"

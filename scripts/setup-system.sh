@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   libportaudio2        # PortAudio, used by sounddevice
   libasound2-plugins   # ALSA's pulse plugin: PortAudio reaches PulseAudio/PipeWire through it
+  libspeexdsp1         # the linear echo canceller that keeps words said over a reply
   pulseaudio           # the test rig's sound server (null sinks instead of a sound card)
   pulseaudio-utils     # paplay, parec, pacat, pactl for the rig
   nodejs npm           # the real Claude Code CLI for the compatibility tests

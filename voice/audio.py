@@ -27,6 +27,14 @@ class AudioChunk:
     # An echo-cancelled device says the chunk may be only the speaker's echo: its audio is
     # kept, but it never counts as speech (voice.echo_guard).
     echo: bool = False
+    # The audio to transcribe, when it is not ``pcm`` (same length): an echo-cancelled
+    # device hands the detectors AEC3's output and Whisper a linear canceller's, which keeps
+    # the first words of a voice over the reply (voice.echo).
+    words: bytes | None = None
+
+    @property
+    def words_pcm(self) -> bytes:
+        return self.pcm if self.words is None else self.words
 
     @property
     def samples(self) -> int:

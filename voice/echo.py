@@ -12,10 +12,20 @@ and the echo always comes after its reference, by the stream's latency plus the 
 
 ``audio.echo_cancel``: "off", "on" (a missing library is an error) or "auto" (on when the
 library loads; otherwise the microphone is gated while the assistant speaks, as before).
+
+AEC3 never lets the reply through, and for that it silences the microphone for the first
+300-400 ms of a voice said over the reply (in the loopback rig: a voice at -15 dBFS left at
+-90) while it decides that two are talking: "he might even have been ..." reached Whisper as
+"might even have been ...". So the words get their own canceller, :class:`SpeexCanceller`:
+speexdsp's linear filter, with no suppressor, takes 20 dB of the echo away and keeps every
+bit of the voice. AEC3's output is what the loop listens to (speech detection, barge-in, the
+wake word); the linear one is what Whisper hears (``AudioChunk.words``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +46,8 @@ RATE = 16000  # the canceller runs at the rate the VAD and Whisper want
 FRAME_MS = 10  # WebRTC's processing unit
 FRAME = RATE * FRAME_MS // 1000
 MAX_DELAY_MS = 500  # the most WebRTC accepts as a stream delay hint
+SPEEX_TAIL_MS = 300  # the echo path speexdsp's filter spans, after the delay hint
+SPEEX_DELAY_MARGIN_MS = 40  # the echo may come this much sooner than the hint says
 HALF_DUPLEX = "the microphone is muted while the assistant speaks"
 
 
@@ -86,6 +98,101 @@ class WebRtcCanceller:
         self._apm.set_stream_delay_ms(self._delay_ms)  # WebRTC wants it before every frame
         self._apm.process_stream(frame)  # in place
         return np.frombuffer(frame.data, dtype=np.int16).copy()
+
+
+class SpeexCanceller:
+    """speexdsp's echo canceller (libspeexdsp, the Xiph library Debian ships) through ctypes.
+
+    Linear by default: it subtracts its estimate of the echo and never turns the voice down,
+    so a voice over the reply keeps its first words (see the module's docstring), at the cost
+    of a residue 20 dB under the echo. ``suppress_residue`` adds speexdsp's residual echo
+    suppressor (the benchmark's comparison with AEC3). The filter spans
+    :data:`SPEEX_TAIL_MS` of echo path; the far end is delayed by the delay hint (less a
+    margin), so the tail starts where the echo can.
+    """
+
+    SET_SAMPLING_RATE = 24
+    SET_ECHO_STATE = 24  # speex_preprocess_ctl's own number for it
+
+    def __init__(self, tail_ms: int = SPEEX_TAIL_MS, *, suppress_residue: bool = False) -> None:
+        self._lib = _speexdsp()
+        self._echo = self._lib.speex_echo_state_init(FRAME, tail_ms * RATE // 1000)
+        if not self._echo:
+            raise EchoCancelUnavailable("speexdsp could not make an echo canceller")
+        rate = ctypes.c_int(RATE)
+        self._lib.speex_echo_ctl(self._echo, self.SET_SAMPLING_RATE, ctypes.byref(rate))
+        self._pre: int | None = None
+        if suppress_residue:
+            self._pre = self._lib.speex_preprocess_state_init(FRAME, RATE)
+            self._lib.speex_preprocess_ctl(
+                self._pre, self.SET_ECHO_STATE, ctypes.c_void_p(self._echo)
+            )
+        self._far: Int16 = np.zeros(0, np.int16)  # played, waiting out the delay
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        """Where the echo is now: the filter starts afresh there (learnt at another delay,
+        it would add echo rather than take it away)."""
+        delay = max(0, min(delay_ms, MAX_DELAY_MS) - SPEEX_DELAY_MARGIN_MS) * RATE // 1000
+        self._lib.speex_echo_state_reset(self._echo)
+        self._far = np.zeros(delay, np.int16)
+
+    def process(self, near: Int16, far: Int16) -> Int16:
+        if len(near) != FRAME or len(far) != FRAME:
+            raise ValueError(f"the canceller takes {FRAME}-sample frames")
+        self._far = np.concatenate((self._far, far))
+        delayed, self._far = np.ascontiguousarray(self._far[:FRAME]), self._far[FRAME:]
+        near = np.ascontiguousarray(near, dtype=np.int16)
+        out = np.zeros(FRAME, np.int16)
+        self._lib.speex_echo_cancellation(
+            self._echo, near.ctypes.data, delayed.ctypes.data, out.ctypes.data
+        )
+        if self._pre is not None:
+            self._lib.speex_preprocess_run(self._pre, out.ctypes.data)
+        return out
+
+    def __del__(self) -> None:
+        echo = getattr(self, "_echo", None)
+        if echo:
+            self._lib.speex_echo_state_destroy(echo)
+        if getattr(self, "_pre", None):
+            self._lib.speex_preprocess_state_destroy(self._pre)
+
+
+def _speexdsp() -> ctypes.CDLL:
+    name = ctypes.util.find_library("speexdsp") or "libspeexdsp.so.1"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as e:
+        raise EchoCancelUnavailable(f"libspeexdsp does not load ({e})") from e
+    voidp, integer = ctypes.c_void_p, ctypes.c_int
+    lib.speex_echo_state_init.restype = voidp
+    lib.speex_echo_state_init.argtypes = [integer, integer]
+    lib.speex_echo_state_destroy.argtypes = [voidp]
+    lib.speex_echo_state_reset.argtypes = [voidp]
+    lib.speex_echo_cancellation.argtypes = [voidp] * 4
+    lib.speex_echo_ctl.argtypes = [voidp, integer, voidp]
+    lib.speex_preprocess_state_init.restype = voidp
+    lib.speex_preprocess_state_init.argtypes = [integer, integer]
+    lib.speex_preprocess_state_destroy.argtypes = [voidp]
+    lib.speex_preprocess_ctl.argtypes = [voidp, integer, voidp]
+    lib.speex_preprocess_run.argtypes = [voidp, voidp]
+    return lib
+
+
+def load_word_canceller(
+    factory: Callable[[], EchoCanceller] = SpeexCanceller,
+) -> EchoCanceller | None:
+    """The linear canceller for the words (see the module's docstring), or None with one
+    line in the log: Whisper then hears AEC3's output, as the loop does."""
+    try:
+        return factory()
+    except EchoCancelUnavailable as e:
+        log.info(
+            "%s: words said over a reply are transcribed from AEC3's output, which can drop "
+            "their first 300 ms (install libspeexdsp1)",
+            e,
+        )
+        return None
 
 
 def _livekit() -> ModuleType:

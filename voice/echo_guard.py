@@ -13,6 +13,9 @@ microphone heard, what the canceller left and what was played in the same callba
   microphone louder than the echo alone.
 - :func:`is_residue`: the faint residue of a removed echo is echo too.
 
+And :class:`LinearMonitor` says when the words' canceller (speexdsp's linear filter, what
+Whisper hears: :mod:`voice.echo`) can be trusted to have taken the echo away.
+
 A frame judged echo keeps its audio (Whisper hears everything the canceller left); the
 device marks its chunk (``AudioChunk.echo``) and the segmenter never counts it as speech.
 """
@@ -116,6 +119,60 @@ class EchoMonitor:
         self._frames, self._heard, self._left = 0, 0.0, 0.0
         self.learnt = self._good >= self.windows
         return self.learnt
+
+
+# ---- may Whisper hear the linear canceller? ---------------------------------------------------
+
+# A window with this much echo removed: a voice as loud as the echo is that much louder than
+# what is left of the reply, and Whisper hears the voice (AEC3 drops whole words instead) ...
+LINEAR_TRUSTED_DB = 6.0
+LINEAR_LOST_DB = 3.0  # ... and with this little, the echo path has moved away from it
+
+
+class LinearMonitor:
+    """Whether the linear canceller takes the echo away now, judged afresh over each 0.5 s
+    of frames that are surely the speaker's echo alone: no louder at the microphone than
+    the echo :class:`EchoGate` expects there (a voice as loud as the echo makes it 3 dB
+    louder; a quieter one adds little to the window).
+
+    It removes 20-25 dB once it has learnt the echo path, but it learns it slowly and loses
+    it when the path moves (a stall of the audio callback shifted the echo by up to 90 ms in
+    the rig, and left it at 1-9 dB, or adding echo), and then its output has the reply in
+    it: transcribed, the reply became part of a request. So until a window shows
+    :data:`LINEAR_TRUSTED_DB` removed, and from one with less than :data:`LINEAR_LOST_DB`,
+    Whisper hears AEC3 instead.
+    """
+
+    def __init__(self, window_frames: int = WINDOW_FRAMES) -> None:
+        self.window_frames = window_frames
+        self.trusted = False
+        self.erle_db: float | None = None  # of the last window judged
+        self.reset()
+
+    def reset(self) -> None:
+        """A new stream: nothing is known of the canceller."""
+        self.trusted = False
+        self._frames = 0
+        self._heard = 0.0
+        self._left = 0.0
+
+    def update(self, heard: Int16, left: Int16, expected_echo_db: float | None) -> None:
+        """One frame: the microphone, the linear canceller's output, and the level the echo
+        alone should have in it (None: nothing loud enough was played)."""
+        heard_power = power(heard)
+        if expected_echo_db is None or db(heard_power) > expected_echo_db:
+            return
+        self._frames += 1
+        self._heard += heard_power
+        self._left += power(left)
+        if self._frames < self.window_frames:
+            return
+        self.erle_db = db(self._heard) - db(self._left)
+        if self.erle_db >= LINEAR_TRUSTED_DB:
+            self.trusted = True
+        elif self.erle_db < LINEAR_LOST_DB:
+            self.trusted = False
+        self._frames, self._heard, self._left = 0, 0.0, 0.0
 
 
 # ---- no louder than the echo -------------------------------------------------------------------

@@ -11,7 +11,7 @@ from core.errors import DeviceError
 from voice import app
 from voice.config import Config
 from voice.devices import DuplexDevice, Microphone, RecoveringSpeaker, Speaker
-from voice.echo import HALF_DUPLEX, load_canceller
+from voice.echo import HALF_DUPLEX, load_canceller, load_word_canceller
 from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S
 from voice.pipeline import build_loop
 from voice.service import SystemdNotifier
@@ -50,7 +50,7 @@ def _duplex(
     canceller = load_canceller(config.audio.echo_cancel)
     if canceller is None:
         return None
-    duplex = DuplexDevice(config.audio, canceller)
+    duplex = DuplexDevice(config.audio, canceller, words=load_word_canceller())
     if config.audio.echo_cancel == "on":
         return duplex if _open(duplex, config, notifier, stop) else None
     try:

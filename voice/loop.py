@@ -20,6 +20,7 @@ goes on talking over it.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import threading
@@ -578,8 +579,9 @@ def after(chunk: AudioChunk, start_s: float) -> AudioChunk | None:
         return chunk
     if skip >= len(chunk.pcm):
         return None
-    return AudioChunk(
-        chunk.pcm[skip:],
-        chunk.rate,
+    return dataclasses.replace(
+        chunk,
+        pcm=chunk.pcm[skip:],
         timestamp_s=chunk.timestamp_s + skip / SAMPLE_WIDTH / chunk.rate,
+        words=None if chunk.words is None else chunk.words[skip:],
     )

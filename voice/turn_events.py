@@ -102,9 +102,14 @@ class VerdictReady:
 
 @dataclass(frozen=True)
 class ReplyPlaying:
-    """The first sample of the turn's reply reached the speaker: the user heard an answer."""
+    """The first sample of the turn's reply reached the speaker: the user heard an answer.
+
+    ``at_s``: when (the loop's clock), stamped where it happened: a loop catching up on its
+    audio after a stall handles the event later, while the words it hears are older.
+    """
 
     turn: int
+    at_s: float | None = None  # None: when it is handled
 
 
 @dataclass(frozen=True)

@@ -560,7 +560,7 @@ class TurnTaking:
             return
         if isinstance(event, ReplyPlaying):
             if turn.heard_s is None:
-                turn.heard_s = self._now
+                turn.heard_s = self._now if event.at_s is None else event.at_s
             turn.playing = True
         elif isinstance(event, ReplyIdle):
             turn.playing = False

@@ -145,7 +145,7 @@ class TurnWorker:
         self.control = TurnControl()
         self.reply = speaker.begin(
             held=True,
-            on_playing=lambda: post(ReplyPlaying(turn)),
+            on_playing=lambda: post(ReplyPlaying(turn, clock())),
             on_idle=lambda: post(ReplyIdle(turn)),
         )
         self.report = TurnReport(turn, text, speech_end_s, clock())

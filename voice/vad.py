@@ -11,6 +11,7 @@ into the utterance until the hangover, ``finish()`` or the length limit ends it)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -127,10 +128,14 @@ SegmenterEvent = (
 
 @dataclass(frozen=True)
 class _Frame:
-    pcm: bytes
+    pcm: bytes  # what the detectors hear
     start_s: float
     voiced: bool
     level_dbfs: float
+    words: bytes  # what the utterance keeps for Whisper (AudioChunk.words)
+
+    def unvoiced(self) -> _Frame:
+        return dataclasses.replace(self, voiced=False)
 
 
 def _frames_for(ms: float, frame_ms: int) -> int:
@@ -166,6 +171,7 @@ class Segmenter:
         # Round down: an utterance never exceeds max_utterance_s (Whisper's window is 30 s).
         self._max_frames = max(1, int(config.max_utterance_s * 1000) // frame_ms)
         self._pending = bytearray()
+        self._pending_words = bytearray()  # the same samples, as AudioChunk.words has them
         self._level = -120.0
         self._now_s = 0.0
         self._history: deque[_Frame] = deque(maxlen=self._pre_roll + config.onset_window_frames)
@@ -209,13 +215,17 @@ class Segmenter:
         leftover_samples = len(self._pending) // SAMPLE_WIDTH
         start_s = chunk.timestamp_s - leftover_samples / self._rate
         self._pending += chunk.pcm
+        self._pending_words += chunk.words_pcm
         events: list[SegmenterEvent] = []
         offset = 0
         while len(self._pending) - offset >= self._frame_bytes:
-            pcm = bytes(self._pending[offset : offset + self._frame_bytes])
-            events += self._on_frame(pcm, start_s + offset / SAMPLE_WIDTH / self._rate, gated)
+            frame = slice(offset, offset + self._frame_bytes)
+            pcm, words = bytes(self._pending[frame]), bytes(self._pending_words[frame])
+            frame_s = start_s + offset / SAMPLE_WIDTH / self._rate
+            events += self._on_frame(pcm, words, frame_s, gated)
             offset += self._frame_bytes
         del self._pending[:offset]
+        del self._pending_words[:offset]
         return events
 
     def start(self, *, hold: bool = False) -> SpeechStarted:
@@ -240,6 +250,7 @@ class Segmenter:
     def reset(self) -> None:
         """Drop all state and audio (the assistant is speaking: nothing heard counts)."""
         self._pending.clear()
+        self._pending_words.clear()
         self._history.clear()
         self._clear_speech()
         if self._onset_check is not None:
@@ -247,18 +258,20 @@ class Segmenter:
 
     # -- frame handling ---------------------------------------------------------------------
 
-    def _on_frame(self, pcm: bytes, start_s: float, gated: bool) -> list[SegmenterEvent]:
+    def _on_frame(
+        self, pcm: bytes, words: bytes, start_s: float, gated: bool
+    ) -> list[SegmenterEvent]:
         voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
-        frame = _Frame(pcm, start_s, voiced, self._level)
+        frame = _Frame(pcm, start_s, voiced, self._level, words)
         if self._in_speech:
             gate = self._config.tail_gate_db
             if voiced and gate > 0 and self._level < self._peak_dbfs - gate:
                 # webrtcvad keeps saying "speech" for 60-190 ms after a word ends (its own
                 # hangover); a frame far quieter than the utterance is silence, so pauses and
                 # the end of speech are timed from the real end of the word.
-                frame = _Frame(pcm, start_s, False, self._level)
+                frame = frame.unvoiced()
             if self._speech_check is not None:
                 # Every frame, voiced or not, so the check hears the audio without gaps.
                 speech = self._speech_check.still_speech(pcm, start_s, self._rate)
@@ -299,7 +312,7 @@ class Segmenter:
         if speech:
             self._doubt_from, self._vetoing = None, False
             return frame
-        silent = _Frame(frame.pcm, frame.start_s, False, frame.level_dbfs)
+        silent = frame.unvoiced()
         if self._vetoing:
             return silent
         if self._doubt_from is None:
@@ -315,7 +328,7 @@ class Segmenter:
         for i in range(index, len(self._frames)):
             f = self._frames[i]
             if f.voiced:
-                self._frames[i] = _Frame(f.pcm, f.start_s, False, f.level_dbfs)
+                self._frames[i] = f.unvoiced()
         self._last_voiced = next(
             (i for i in range(index - 1, -1, -1) if self._frames[i].voiced), None
         )
@@ -400,7 +413,7 @@ class Segmenter:
         kept = self._frames[: self._kept_frames()]
         last = self._frames[self._last_voiced]
         return Utterance(
-            pcm=b"".join(f.pcm for f in kept),
+            pcm=b"".join(f.words for f in kept),
             rate=self._rate,
             start_s=kept[0].start_s,
             end_s=last.start_s + self._frame_s,

@@ -309,6 +309,49 @@ class NoCanceller:
         pass
 
 
+class Answers:
+    """A canceller that answers with one of its two inputs."""
+
+    def __init__(self, which: str) -> None:
+        self.which = which
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return near if self.which == "near" else far
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        pass
+
+
+def test_the_duplex_stream_hands_whisper_the_word_canceller_s_output() -> None:
+    """The loop hears one canceller's output, Whisper the other's (AudioChunk.words) while
+    it is trusted, frame for frame; once nothing has played for a while both rest and it is
+    the microphone."""
+    device = DuplexDevice(AudioConfig(), Answers("near"), words=Answers("far"))
+    near = np.arange(1, 14401, dtype=np.int16)  # 0.9 s: 30 chunks of 30 ms
+    played = np.full(14400, 1000, dtype=np.int16)
+    device._process(near.tobytes(), played.tobytes(), 0.0)
+    first = device._frames[0]
+    assert first.words == first.pcm == near[:480].tobytes()  # not trusted yet: AEC3's
+
+    device._frames.clear()
+    device.linear.trusted = True
+    device._process(near.tobytes(), played.tobytes(), 0.9)
+    chunks = list(device._frames)
+    assert len(chunks) == 30
+    assert chunks[0].pcm == near[:480].tobytes() and chunks[0].words == played[:480].tobytes()
+    assert chunks[0].words_pcm == chunks[0].words
+
+    device._frames.clear()
+    silence = bytes(2 * 32000)
+    device._process(np.resize(near, 32000).tobytes(), silence, 1.8)  # 2 s, nothing played
+    last = device._frames[-1]
+    assert last.pcm == last.words  # resting: both are what the microphone heard
+
+    alone = DuplexDevice(AudioConfig(), Answers("near"))  # no word canceller
+    alone._process(near.tobytes(), played.tobytes(), 0.0)
+    assert alone._frames[0].words is None and alone._frames[0].words_pcm == near[:480].tobytes()
+
+
 def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     """The PortAudio callback's side, with a stand-in for the open stream: a stalled callback
     leaves the captured audio queued (test_duplex measures it), so the echo is no longer

@@ -14,12 +14,15 @@ from tests.voice.audio_util import load_16k, shared
 from voice.echo import (
     FRAME,
     RATE,
+    EchoCanceller,
     EchoCancelUnavailable,
     EchoFrames,
+    SpeexCanceller,
     WebRtcCanceller,
     load_canceller,
+    load_word_canceller,
 )
-from voice.echo_guard import erle_db
+from voice.echo_guard import db, erle_db, power
 
 Int16 = np.ndarray
 
@@ -107,7 +110,7 @@ def test_auto_and_on_load_webrtc() -> None:
 # ---- WebRTC's canceller on real speech ---------------------------------------------------------
 
 
-def cancel(canceller: WebRtcCanceller, near: Int16, far: Int16) -> Int16:
+def cancel(canceller: EchoCanceller, near: Int16, far: Int16) -> Int16:
     frames = EchoFrames()
     out = [canceller.process(f.near, f.far) for f in frames.push(near, far, 0.0)]
     return np.concatenate(out)
@@ -134,3 +137,55 @@ def test_webrtc_removes_a_delayed_echo_of_real_speech_and_keeps_the_voice() -> N
 def test_webrtc_takes_only_whole_frames() -> None:
     with pytest.raises(ValueError, match="160-sample"):
         WebRtcCanceller().process(np.zeros(100, np.int16), np.zeros(100, np.int16))
+
+
+# ---- the words' canceller: speexdsp's linear filter ---------------------------------------------
+
+
+def echo_of(played: Int16, delay_s: float) -> Int16:
+    delay = int(delay_s * RATE)
+    echo = np.zeros_like(played)
+    echo[delay:] = (played[:-delay] * 0.5).astype(np.int16)
+    return echo
+
+
+@pytest.mark.parametrize("delay_s", [0.09, 0.35])
+def test_speex_takes_the_echo_away_and_never_turns_a_voice_down(delay_s: float) -> None:
+    # The delay hint (the stream's latency) moves its 300 ms filter to where the echo is:
+    # 350 ms is past the filter's reach without it.
+    played = real_speech(12.0)
+    echo = echo_of(played, delay_s)
+    voice = load_16k(shared("real/librivox-0930.wav"))
+    voice = (voice / np.max(np.abs(voice)) * 8000).astype(np.int16)
+    at = 8 * RATE  # a voice over the reply, once the filter has learnt the echo
+    near = echo.copy()
+    near[at : at + len(voice)] += voice[: len(near) - at]
+    canceller = SpeexCanceller()
+    canceller.set_delay_ms(round(delay_s * 1000) - 10)
+    left = cancel(canceller, near, played)
+    learnt = slice(5 * RATE, at)
+    assert erle_db(echo[learnt], left[learnt]) > 12
+    # Linear: the voice comes through at its own level from its first word on.
+    for start_ms, end_ms in ((0, 400), (400, 1000), (1000, 2500)):
+        span = slice(at + start_ms * 16, at + end_ms * 16)
+        alone = db(power(voice[start_ms * 16 : end_ms * 16]))
+        assert abs(db(power(left[span])) - alone) < 2, (start_ms, alone)
+
+
+def test_speex_takes_only_whole_frames() -> None:
+    with pytest.raises(ValueError, match="160-sample"):
+        SpeexCanceller().process(np.zeros(100, np.int16), np.zeros(100, np.int16))
+
+
+def test_without_speexdsp_whisper_hears_aec3_with_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def no_library() -> EchoCanceller:
+        raise EchoCancelUnavailable("libspeexdsp does not load (not found)")
+
+    with caplog.at_level(logging.INFO, logger="voice.echo"):
+        assert load_word_canceller(factory=no_library) is None
+    [record] = caplog.records
+    assert "libspeexdsp does not load" in record.message
+    assert "install libspeexdsp1" in record.message
+    assert isinstance(load_word_canceller(), SpeexCanceller)

@@ -16,6 +16,7 @@ from voice.echo_guard import (
     WINDOW_FRAMES,
     EchoGate,
     EchoMonitor,
+    LinearMonitor,
     is_residue,
 )
 from voice.vad import Segmenter, SpeechStarted, UtteranceEnded
@@ -49,6 +50,53 @@ def test_only_the_faint_residue_of_a_removed_echo_counts_as_echo(
     heard_dbfs: float, left_dbfs: float, residue: bool
 ) -> None:
     assert is_residue(level(heard_dbfs), level(left_dbfs)) is residue
+
+
+# ---- may Whisper hear the linear canceller? ------------------------------------------------------
+
+
+def linear_window(
+    monitor: LinearMonitor, *, left: int, heard: int = 8000, expected_db: float | None = -10.0
+) -> bool:
+    """One window of frames at these amplitudes (8000 is -12 dBFS), with the echo alone
+    expected at ``expected_db``; whether the canceller is trusted after it."""
+    for _ in range(monitor.window_frames):
+        monitor.update(np.full(FRAME, heard, np.int16), np.full(FRAME, left, np.int16), expected_db)
+    return monitor.trusted
+
+
+@pytest.mark.parametrize(
+    ("lefts", "trusted"),
+    [
+        # amplitude the linear canceller left of an echo at 8000, per 0.5 s of echo alone
+        ([], False),  # nothing known yet: AEC3
+        ([800], True),  # 20 dB removed
+        ([5000], False),  # 4 dB: not yet
+        ([800, 5000], True),  # 4 dB after 20: kept
+        ([800, 6000], False),  # 2.5 dB: the echo path moved away from it
+        ([800, 16000], False),  # it adds echo
+        ([800, 16000, 5000], False),  # 4 dB after that: not yet again
+        ([800, 16000, 3000], True),  # 8.5 dB: learnt again
+    ],
+)
+def test_the_linear_canceller_is_trusted_while_it_takes_the_echo_away(
+    lefts: list[int], trusted: bool
+) -> None:
+    monitor = LinearMonitor()
+    for left in lefts:
+        linear_window(monitor, left=left)
+    assert monitor.trusted is trusted
+
+
+def test_only_frames_surely_of_echo_alone_judge_the_linear_canceller() -> None:
+    monitor = LinearMonitor()
+    assert linear_window(monitor, left=800) is True
+    # A voice over the echo: louder than the echo alone, so not judged (the voice is in
+    # what the canceller leaves, which would look like echo let through) ...
+    assert linear_window(monitor, heard=12000, left=12000) is True
+    assert linear_window(monitor, left=16000, expected_db=None) is True  # ... nothing played
+    monitor.reset()  # a new stream
+    assert monitor.trusted is False
 
 
 # ---- has the canceller learnt the room? -------------------------------------------------------

@@ -753,16 +753,19 @@ def test_the_canceller_learning_the_room_changes_the_wait_for_later_turns() -> N
     assert Release(turn) not in m.quiet(Tick(4.4))
 
 
-def reply_heard_over(heard_at_s: float) -> tuple[Machine, int]:
-    """A request ended at 3.0 s and sent at 3.31 s; its reply plays from ``heard_at_s``."""
+def reply_heard_over(heard_at_s: float, handled_at_s: float | None = None) -> tuple[Machine, int]:
+    """A request ended at 3.0 s and sent at 3.31 s; its reply plays from ``heard_at_s``
+    (the loop handles that at ``handled_at_s``; without it, the event carries no time)."""
     m = Machine()
     m(HeardOverReply(True))
     first = utt(1.0, 3.0)
     say_request(m, first, "He was not.", 0.99)
     m(Tick(3.31))
     turn = sent(m(UtteranceEnded(first, "forced"))).turn
-    m(Tick(heard_at_s))
-    m(ReplyPlaying(turn))
+    if handled_at_s is None:
+        m(Tick(heard_at_s), ReplyPlaying(turn))
+    else:
+        m(Tick(handled_at_s), ReplyPlaying(turn, heard_at_s))
     return m, turn
 
 
@@ -801,6 +804,14 @@ def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
     m(Tick(onset_s + 0.4))  # confirmed late: the canceller held the first word back
     out = m.quiet(SpeechStarted(onset_s))
     assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
+
+
+def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -> None:
+    # A stall: the loop's clock is at 4.5 s when it handles the reply that began at 3.4 s,
+    # and the voice it hears now began at 4.9 s, 1.5 s into the reply: a new request.
+    m, turn = reply_heard_over(3.4, handled_at_s=4.5)
+    m(Tick(5.3))
+    assert m.quiet(SpeechStarted(4.9)) == [StopReply(turn)]
 
 
 @pytest.mark.parametrize(

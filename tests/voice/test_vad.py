@@ -54,6 +54,9 @@ def scripted(pattern: str, first: int = 0) -> bytes:
     return np.repeat(np.array(values, dtype="<i2"), FRAME).tobytes()
 
 
+WORDS_FROM = 1000  # frame numbers of a chunk's separate words audio (Feed(words=True))
+
+
 def frame_ids(utterance: Utterance) -> list[int]:
     """Which scripted frames an utterance holds."""
     samples = np.frombuffer(utterance.pcm, dtype="<i2").reshape(-1, FRAME)
@@ -68,13 +71,25 @@ class Feed:
         self.start_s = start_s
         self.next_frame = 0
 
-    def __call__(self, pattern: str, chunk_frames: int = 1) -> list[SegmenterEvent]:
+    def __call__(
+        self, pattern: str, chunk_frames: int = 1, *, words: bool = False
+    ) -> list[SegmenterEvent]:
+        """``words``: the chunks carry separate audio to transcribe, its frames numbered
+        from :data:`WORDS_FROM`."""
         pcm = scripted(pattern, self.next_frame)
+        other = scripted(pattern, self.next_frame + WORDS_FROM) if words else None
         events: list[SegmenterEvent] = []
         step = chunk_frames * FRAME * 2
         for offset in range(0, len(pcm), step):
             t = self.start_s + (self.next_frame * FRAME + offset // 2) / RATE
-            events += self.seg.push(AudioChunk(pcm[offset : offset + step], RATE, timestamp_s=t))
+            part = slice(offset, offset + step)
+            chunk = AudioChunk(
+                pcm[part],
+                RATE,
+                timestamp_s=t,
+                words=None if other is None else other[part],
+            )
+            events += self.seg.push(chunk)
         self.next_frame += len(pattern)
         return events
 
@@ -109,6 +124,16 @@ def test_utterance_keeps_pre_roll_before_the_first_voiced_frame() -> None:
     ids = frame_ids(ended[0].utterance)
     assert ids[0] == 40 - 10  # pre_roll_ms 300 = 10 frames before onset
     assert ended[0].utterance.start_s == pytest.approx(feed.time_of(30))
+
+
+def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other() -> None:
+    # The scripted detector reads each frame's verdict from pcm; the words audio is numbered
+    # from WORDS_FROM and would be all silence to it.
+    feed = Feed()
+    feed("." * 40, words=True)
+    feed("v" * 30, words=True)
+    (ended,) = only(feed("." * 25, words=True), UtteranceEnded)
+    assert frame_ids(ended.utterance) == [WORDS_FROM + i for i in range(30, 70 + 6)]
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:

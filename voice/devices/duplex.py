@@ -40,7 +40,7 @@ from voice.devices.base import (
 )
 from voice.devices.speaker import Speaker
 from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
-from voice.echo_guard import EchoGate, EchoMonitor
+from voice.echo_guard import EchoGate, EchoMonitor, LinearMonitor
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,15 @@ class DuplexDevice(Speaker):
         config: AudioConfig,
         canceller: EchoCanceller,
         *,
+        words: EchoCanceller | None = None,
         rate: int = SPEAKER_RATE,
     ) -> None:
+        """``canceller`` makes what the loop hears; ``words``, if given, what it transcribes
+        (a linear canceller that keeps a voice over the reply whole: :mod:`voice.echo`)."""
         super().__init__(config, rate=rate)
         self.canceller = canceller
+        self.words_canceller = words
+        self.linear = LinearMonitor()
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
@@ -91,6 +96,7 @@ class DuplexDevice(Speaker):
         self._process_lock = threading.Lock()  # reopen (any thread) against read (the loop)
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
+        self._words: list[Int16] = []
         self._echoes = 0  # frames of self._cleaned judged echo
         self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
         self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
@@ -134,6 +140,9 @@ class DuplexDevice(Speaker):
         self.latency_s = latency_out
         self.stream_delay_s = latency_in + latency_out
         self.canceller.set_delay_ms(round(self.stream_delay_s * 1000))
+        if self.words_canceller is not None:
+            self.words_canceller.set_delay_ms(round(self.stream_delay_s * 1000))
+            self.linear.reset()
         self._failure = None
         self._stream = stream
         self._last_block_s = time.monotonic()
@@ -215,7 +224,7 @@ class DuplexDevice(Speaker):
 
     def _clear_pending(self) -> None:
         self._frames.clear()
-        self._cleaned, self._echoes = [], 0
+        self._cleaned, self._words, self._echoes = [], [], 0
         self._quiet = IDLE_AFTER_FRAMES + 1
         self._rested.clear()
         self._echo.clear()
@@ -298,24 +307,54 @@ class DuplexDevice(Speaker):
             if self._quiet > IDLE_AFTER_FRAMES:
                 # Nothing played for a while, so no echo to remove: the canceller rests (it
                 # would double the idle CPU). Skipping both of its streams keeps them paired.
-                cleaned, echo = frame.near, False
+                cleaned, words, echo = frame.near, frame.near, False
                 self.gate.skip()
                 self._rested.append((frame.near, frame.far))
             else:
                 # Back to work: first the last half second it skipped. Resumed without it,
                 # it leaked the first words of the next reply (in the rig and offline).
                 while self._rested:
-                    self.canceller.process(*self._rested.popleft())
+                    rested = self._rested.popleft()
+                    self.canceller.process(*rested)
+                    if self.words_canceller is not None:
+                        self.words_canceller.process(*rested)
                 cleaned = self._cancel(frame.near, frame.far)
                 echo = self.gate.is_echo(frame.near, cleaned, frame.far)
+                words = self._words_of(frame.near, frame.far, cleaned)
             self._cleaned.append(cleaned)
+            self._words.append(words)
             self._echoes += echo
             if len(self._cleaned) == per_chunk:
-                pcm = np.concatenate(self._cleaned).tobytes()
-                echo = 2 * self._echoes >= per_chunk  # mostly echo: never speech
-                chunk = AudioChunk(pcm, self.mic_rate, timestamp_s=self._cleaned_s, echo=echo)
+                chunk = AudioChunk(
+                    np.concatenate(self._cleaned).tobytes(),
+                    self.mic_rate,
+                    timestamp_s=self._cleaned_s,
+                    echo=2 * self._echoes >= per_chunk,  # mostly echo: never speech
+                    words=(
+                        None
+                        if self.words_canceller is None
+                        else np.concatenate(self._words).tobytes()
+                    ),
+                )
                 self._frames.append(chunk)
-                self._cleaned, self._echoes = [], 0
+                self._cleaned, self._words, self._echoes = [], [], 0
+
+    def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
+        """What Whisper hears of a frame: the linear canceller's output while it is known to
+        take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``)."""
+        canceller = self.words_canceller
+        if canceller is None:
+            return cleaned
+        trusted = self.linear.trusted  # as judged before this frame
+        linear = canceller.process(near, far)
+        self.linear.update(near, linear, self.gate.expected_echo_db())
+        if self.linear.trusted != trusted:
+            log.debug(
+                "Whisper hears the %s canceller (%.0f dB of echo removed)",
+                "linear" if self.linear.trusted else "AEC3",
+                self.linear.erle_db,
+            )
+        return linear if trusted else cleaned
 
     def _cancel(self, near: Int16, far: Int16) -> Int16:
         cleaned = self.canceller.process(near, far)
