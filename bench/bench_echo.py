@@ -1,6 +1,7 @@
 """Echo cancellation in the PulseAudio rig: echo removed, voice kept, voice barge-in, CPU.
 
     python bench/bench_echo.py [--replies 6] [--runs 8] [--quiet-runs 4] [--barge-in-only]
+                               [--double-talk-only N]
 
 The rig's ``module-loopback`` plays the speaker into the microphone at full level (the echo
 is as loud as the reply itself), with a fixed delay like one sound card, or drifting like

@@ -32,6 +32,10 @@ class AudioChunk:
     # the first words of a voice over the reply (voice.echo).
     words: bytes | None = None
 
+    def __post_init__(self) -> None:
+        if self.words is not None and len(self.words) != len(self.pcm):
+            raise ValueError("a chunk's words must be as long as its pcm")
+
     @property
     def words_pcm(self) -> bytes:
         return self.pcm if self.words is None else self.words

@@ -14,12 +14,14 @@ and the echo always comes after its reference, by the stream's latency plus the 
 library loads; otherwise the microphone is gated while the assistant speaks, as before).
 
 AEC3 never lets the reply through, and for that it silences the microphone for the first
-300-400 ms of a voice said over the reply (in the loopback rig: a voice at -15 dBFS left at
--90) while it decides that two are talking: "he might even have been ..." reached Whisper as
-"might even have been ...". So the words get their own canceller, :class:`SpeexCanceller`:
-speexdsp's linear filter, with no suppressor, takes 20 dB of the echo away and keeps every
-bit of the voice. AEC3's output is what the loop listens to (speech detection, barge-in, the
-wake word); the linear one is what Whisper hears (``AudioChunk.words``).
+300-700 ms of a voice said over the reply (in the loopback rig: a voice at -15 dBFS left at
+-90) while it decides that two are talking: "he might even have been made amiable himself"
+reached Whisper as "and have been made amiable himself". So the words get their own
+canceller, :class:`SpeexCanceller`: speexdsp's linear filter, with no suppressor, takes 6-25
+dB of the echo away and keeps every bit of the voice. AEC3's output is what the loop listens
+to (speech detection, barge-in, the wake word); the linear one is what Whisper hears
+(``AudioChunk.words``) while :class:`voice.echo_guard.LinearMonitor` says it has learnt the
+echo path.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class SpeexCanceller:
 
     Linear by default: it subtracts its estimate of the echo and never turns the voice down,
     so a voice over the reply keeps its first words (see the module's docstring), at the cost
-    of a residue 20 dB under the echo. ``suppress_residue`` adds speexdsp's residual echo
+    of a residue 6-25 dB under the echo. ``suppress_residue`` adds speexdsp's residual echo
     suppressor (the benchmark's comparison with AEC3). The filter spans
     :data:`SPEEX_TAIL_MS` of echo path; the far end is delayed by the delay hint (less a
     margin), so the tail starts where the echo can.
@@ -120,10 +122,13 @@ class SpeexCanceller:
         if not self._echo:
             raise EchoCancelUnavailable("speexdsp could not make an echo canceller")
         rate = ctypes.c_int(RATE)
-        self._lib.speex_echo_ctl(self._echo, self.SET_SAMPLING_RATE, ctypes.byref(rate))
+        if self._lib.speex_echo_ctl(self._echo, self.SET_SAMPLING_RATE, ctypes.byref(rate)):
+            raise EchoCancelUnavailable("speexdsp refused the sampling rate")
         self._pre: int | None = None
         if suppress_residue:
             self._pre = self._lib.speex_preprocess_state_init(FRAME, RATE)
+            if not self._pre:
+                raise EchoCancelUnavailable("speexdsp could not make a residual echo suppressor")
             self._lib.speex_preprocess_ctl(
                 self._pre, self.SET_ECHO_STATE, ctypes.c_void_p(self._echo)
             )
@@ -139,7 +144,7 @@ class SpeexCanceller:
     def process(self, near: Int16, far: Int16) -> Int16:
         if len(near) != FRAME or len(far) != FRAME:
             raise ValueError(f"the canceller takes {FRAME}-sample frames")
-        self._far = np.concatenate((self._far, far))
+        self._far = np.concatenate((self._far, np.asarray(far, dtype=np.int16)))
         delayed, self._far = np.ascontiguousarray(self._far[:FRAME]), self._far[FRAME:]
         near = np.ascontiguousarray(near, dtype=np.int16)
         out = np.zeros(FRAME, np.int16)
@@ -189,7 +194,7 @@ def load_word_canceller(
     except EchoCancelUnavailable as e:
         log.info(
             "%s: words said over a reply are transcribed from AEC3's output, which can drop "
-            "their first 300 ms (install libspeexdsp1)",
+            "their first 300-700 ms (install libspeexdsp1)",
             e,
         )
         return None
@@ -265,7 +270,7 @@ class EchoFrames:
             self._near_start_s = near_start_s - len(self._near) / self.rate
             self._near = np.concatenate((self._near, near))
         if len(far):
-            self._far = np.concatenate((self._far, far))
+            self._far = np.concatenate((self._far, np.asarray(far, dtype=np.int16)))
         count = min(len(self._near), len(self._far)) // self.frame
         n = self.frame
         frames = [

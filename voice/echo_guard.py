@@ -69,11 +69,6 @@ def erle_db(before: Int16, after: Int16) -> float:
 
 # ---- has it learnt the room? ---------------------------------------------------------------
 
-FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth judging
-WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
-LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
-LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
-
 
 class EchoMonitor:
     """Whether the canceller removes the echo yet: until then the loop stays half-duplex.
@@ -135,7 +130,7 @@ class LinearMonitor:
     the echo :class:`EchoGate` expects there (a voice as loud as the echo makes it 3 dB
     louder; a quieter one adds little to the window).
 
-    It removes 20-25 dB once it has learnt the echo path, but it learns it slowly and loses
+    It removes 6-25 dB once it has learnt the echo path, but it learns it slowly and loses
     it when the path moves (a stall of the audio callback shifted the echo by up to 90 ms in
     the rig, and left it at 1-9 dB, or adding echo), and then its output has the reply in
     it: transcribed, the reply became part of a request. So until a window shows

@@ -104,8 +104,9 @@ class VerdictReady:
 class ReplyPlaying:
     """The first sample of the turn's reply reached the speaker: the user heard an answer.
 
-    ``at_s``: when (the loop's clock), stamped where it happened: a loop catching up on its
-    audio after a stall handles the event later, while the words it hears are older.
+    ``at_s``: when its first chunk went to the speaker (the loop's clock; it sounds the
+    output latency later), stamped where it happened: a loop catching up on its audio after
+    a stall handles the event later, while the words it hears are older.
     """
 
     turn: int

@@ -110,6 +110,13 @@ def test_auto_and_on_load_webrtc() -> None:
 # ---- WebRTC's canceller on real speech ---------------------------------------------------------
 
 
+def echo_of(played: Int16, delay_s: float) -> Int16:
+    delay = int(delay_s * RATE)
+    echo = np.zeros_like(played)
+    echo[delay:] = (played[:-delay] * 0.5).astype(np.int16)
+    return echo
+
+
 def cancel(canceller: EchoCanceller, near: Int16, far: Int16) -> Int16:
     frames = EchoFrames()
     out = [canceller.process(f.near, f.far) for f in frames.push(near, far, 0.0)]
@@ -118,9 +125,7 @@ def cancel(canceller: EchoCanceller, near: Int16, far: Int16) -> Int16:
 
 def test_webrtc_removes_a_delayed_echo_of_real_speech_and_keeps_the_voice() -> None:
     played = real_speech(12.0)
-    delay = int(0.09 * RATE)  # what the loopback rig measures
-    echo = np.zeros_like(played)
-    echo[delay:] = (played[:-delay] * 0.5).astype(np.int16)
+    echo = echo_of(played, 0.09)  # the delay the loopback rig measures
     canceller = WebRtcCanceller()
     canceller.set_delay_ms(80)
     left = cancel(canceller, echo, played)
@@ -140,13 +145,6 @@ def test_webrtc_takes_only_whole_frames() -> None:
 
 
 # ---- the words' canceller: speexdsp's linear filter ---------------------------------------------
-
-
-def echo_of(played: Int16, delay_s: float) -> Int16:
-    delay = int(delay_s * RATE)
-    echo = np.zeros_like(played)
-    echo[delay:] = (played[:-delay] * 0.5).astype(np.int16)
-    return echo
 
 
 @pytest.mark.parametrize("delay_s", [0.09, 0.35])
@@ -188,4 +186,7 @@ def test_without_speexdsp_whisper_hears_aec3_with_one_log_line(
     [record] = caplog.records
     assert "libspeexdsp does not load" in record.message
     assert "install libspeexdsp1" in record.message
+
+
+def test_the_words_canceller_is_speexdsp_where_set_up_installed_it() -> None:
     assert isinstance(load_word_canceller(), SpeexCanceller)

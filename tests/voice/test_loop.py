@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from core.errors import AgentError, AgentTimeout, DeviceError
-from voice.audio import Utterance
+from voice.audio import AudioChunk, Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
-from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S, VoiceLoop
+from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S, VoiceLoop, after
 from voice.pipeline import Models, build_loop
 from voice.turn_events import Phase
 
@@ -483,3 +483,15 @@ def test_stop_from_the_control_socket_interrupts_the_agent(make_rig: Callable[..
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert rig.loop.reports[0].outcome == "interrupted"
     assert wait_until(lambda: "Stopped." in rig.tts.texts)
+
+
+def test_a_chunk_cut_at_the_end_of_the_wake_word_keeps_its_words_in_step() -> None:
+    pcm, words = bytes(range(200)), bytes(range(55, 255))  # 100 samples each, told apart
+    chunk = AudioChunk(pcm, 16000, timestamp_s=1.0, echo=True, words=words)
+    cut = after(chunk, 1.0 + 30 / 16000)
+    assert cut is not None
+    assert (cut.pcm, cut.words) == (pcm[60:], words[60:])
+    assert cut.timestamp_s == pytest.approx(1.0 + 30 / 16000) and cut.echo
+    assert after(chunk, 0.5) is chunk and after(chunk, 2.0) is None
+    with pytest.raises(ValueError, match="as long as"):
+        AudioChunk(pcm, 16000, words=words[2:])

@@ -82,6 +82,7 @@ class DuplexDevice(Speaker):
         self.canceller = canceller
         self.words_canceller = words
         self.linear = LinearMonitor()
+        self._echo_moved = False  # needs_reopen, as of the blocks being processed
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
@@ -135,14 +136,10 @@ class DuplexDevice(Speaker):
         except sd.PortAudioError as e:
             raise DeviceError(f"cannot open {where} as one full-duplex stream: {e}") from None
         latency_in, latency_out = (float(x) for x in stream.latency)
-        self._reset(rate)
+        self.stream_delay_s = latency_in + latency_out
+        self._reset(rate, round(self.stream_delay_s * 1000))
         self.rate = rate
         self.latency_s = latency_out
-        self.stream_delay_s = latency_in + latency_out
-        self.canceller.set_delay_ms(round(self.stream_delay_s * 1000))
-        if self.words_canceller is not None:
-            self.words_canceller.set_delay_ms(round(self.stream_delay_s * 1000))
-            self.linear.reset()
         self._failure = None
         self._stream = stream
         self._last_block_s = time.monotonic()
@@ -175,10 +172,15 @@ class DuplexDevice(Speaker):
             "that one full-duplex stream needs"
         )
 
-    def _reset(self, rate: int) -> None:
+    def _reset(self, rate: int, delay_ms: int) -> None:
+        """A new stream: ``delay_ms`` is its latency, the shortest the echo can take."""
         import soxr
 
-        with self._process_lock:
+        with self._process_lock:  # a reopen runs on any thread, beside a read
+            self.canceller.set_delay_ms(delay_ms)
+            if self.words_canceller is not None:
+                self.words_canceller.set_delay_ms(delay_ms)
+            self.linear.reset()
             self._clock = SampleClock(rate)
             self._resamplers = (
                 (
@@ -299,6 +301,9 @@ class DuplexDevice(Speaker):
             far = self._resamplers[1].resample_chunk(far)
             stamp = end_s - (self._resamplers[0].delay() + len(near)) / self.mic_rate
         per_chunk = self.config.frame_ms // FRAME_MS
+        # A stall moved the echo: the linear canceller no longer takes it away (the monitor
+        # would need half a second to see that), so Whisper hears AEC3 until the reopen.
+        self._echo_moved = self.needs_reopen
         for frame in self._echo.push(near, far, stamp):
             if not self._cleaned:
                 self._cleaned_s = frame.start_s
@@ -345,7 +350,7 @@ class DuplexDevice(Speaker):
         canceller = self.words_canceller
         if canceller is None:
             return cleaned
-        trusted = self.linear.trusted  # as judged before this frame
+        trusted = self.linear.trusted and not self._echo_moved  # as judged before this frame
         linear = canceller.process(near, far)
         self.linear.update(near, linear, self.gate.expected_echo_db())
         if self.linear.trusted != trusted:
