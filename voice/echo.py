@@ -270,7 +270,7 @@ class EchoFrames:
             self._near_start_s = near_start_s - len(self._near) / self.rate
             self._near = np.concatenate((self._near, near))
         if len(far):
-            self._far = np.concatenate((self._far, np.asarray(far, dtype=np.int16)))
+            self._far = np.concatenate((self._far, far))
         count = min(len(self._near), len(self._far)) // self.frame
         n = self.frame
         frames = [

@@ -70,6 +70,30 @@ def erle_db(before: Int16, after: Int16) -> float:
 # ---- has it learnt the room? ---------------------------------------------------------------
 
 
+class ErleWindow:
+    """Echo removed (dB) over windows of ``frames`` frames of a canceller's input and output."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self.clear()
+
+    def clear(self) -> None:
+        self._count = 0
+        self._heard = 0.0
+        self._left = 0.0
+
+    def add(self, heard_power: float, left_power: float) -> float | None:
+        """One frame's powers; the window's figure when this frame completes it."""
+        self._count += 1
+        self._heard += heard_power
+        self._left += left_power
+        if self._count < self.frames:
+            return None
+        erle = db(self._heard) - db(self._left)
+        self.clear()
+        return erle
+
+
 class EchoMonitor:
     """Whether the canceller removes the echo yet: until then the loop stays half-duplex.
 
@@ -90,28 +114,24 @@ class EchoMonitor:
         self.windows = windows
         self.learnt = False
         self.erle_db: float | None = None  # of the last window judged
+        self._window = ErleWindow(window_frames)
         self.reset()
 
     def reset(self) -> None:
         self.learnt = False
         self._good = 0
-        self._frames = 0
-        self._heard = 0.0
-        self._left = 0.0
+        self._window.clear()
 
     def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """One frame: the microphone before and after the canceller, and what was played
         in the same callbacks. True when this frame made the room learnt."""
         if self.learnt or db(power(played)) <= FAR_ACTIVE_DBFS:
             return False
-        self._frames += 1
-        self._heard += power(heard)
-        self._left += power(left)
-        if self._frames < self.window_frames:
+        erle = self._window.add(power(heard), power(left))
+        if erle is None:
             return False
-        self.erle_db = db(self._heard) - db(self._left)
-        self._good = self._good + 1 if self.erle_db >= LEARNT_ERLE_DB else 0
-        self._frames, self._heard, self._left = 0, 0.0, 0.0
+        self.erle_db = erle
+        self._good = self._good + 1 if erle >= LEARNT_ERLE_DB else 0
         self.learnt = self._good >= self.windows
         return self.learnt
 
@@ -142,14 +162,12 @@ class LinearMonitor:
         self.window_frames = window_frames
         self.trusted = False
         self.erle_db: float | None = None  # of the last window judged
-        self.reset()
+        self._window = ErleWindow(window_frames)
 
     def reset(self) -> None:
         """A new stream: nothing is known of the canceller."""
         self.trusted = False
-        self._frames = 0
-        self._heard = 0.0
-        self._left = 0.0
+        self._window.clear()
 
     def update(self, heard: Int16, left: Int16, expected_echo_db: float | None) -> None:
         """One frame: the microphone, the linear canceller's output, and the level the echo
@@ -157,17 +175,14 @@ class LinearMonitor:
         heard_power = power(heard)
         if expected_echo_db is None or db(heard_power) > expected_echo_db:
             return
-        self._frames += 1
-        self._heard += heard_power
-        self._left += power(left)
-        if self._frames < self.window_frames:
+        erle = self._window.add(heard_power, power(left))
+        if erle is None:
             return
-        self.erle_db = db(self._heard) - db(self._left)
-        if self.erle_db >= LINEAR_TRUSTED_DB:
+        self.erle_db = erle
+        if erle >= LINEAR_TRUSTED_DB:
             self.trusted = True
-        elif self.erle_db < LINEAR_LOST_DB:
+        elif erle < LINEAR_LOST_DB:
             self.trusted = False
-        self._frames, self._heard, self._left = 0, 0.0, 0.0
 
 
 # ---- no louder than the echo -------------------------------------------------------------------
