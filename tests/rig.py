@@ -184,6 +184,13 @@ class Recorded:
         """The samples recorded between two monotonic times."""
         return self.samples[self.index_at(t0) : self.index_at(t1)]
 
+    def save(self, path: Path) -> Path:
+        """The samples as a WAV file: what a failed test leaves to listen to."""
+        import soundfile
+
+        soundfile.write(str(path), self.samples, self.rate, subtype="PCM_16")
+        return path
+
     def speech(
         self, *, threshold_dbfs: float = -45.0, min_gap_s: float = 0.3, min_len_s: float = 0.05
     ) -> list[tuple[float, float]]:
