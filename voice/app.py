@@ -192,7 +192,7 @@ def configure_logging(level: str, *, quiet: bool = False, verbose: bool = False)
     name = "DEBUG" if verbose else "WARNING" if quiet else level.upper()
     logging.basicConfig(
         level=getattr(logging, name),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        format="%(asctime)s.%(msecs)03d %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )

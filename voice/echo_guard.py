@@ -33,6 +33,9 @@ FAR_ACTIVE_DBFS = -50.0  # a played frame louder than this makes an echo worth j
 WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
 LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
 LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
+# After an underrun (the echo may have moved), this many good windows trust it again: the
+# learnt canceller finds a moved echo within a few hundred milliseconds.
+RELEARN_WINDOWS = 2
 RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
 RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
 
@@ -104,7 +107,10 @@ class EchoMonitor:
     compared with what is left after it; :data:`LEARNT_WINDOWS` windows in a row with at
     least :data:`LEARNT_ERLE_DB` removed, and the room is learnt (one good window is not
     enough: the canceller can suppress hard at the very start, then leak). It stays learnt
-    until :meth:`reset` (a reopened stream). Speech over a reply, or a room where the echo
+    until :meth:`reset` (a reopened stream), or until :meth:`moved` (an underrun, after which
+    the echo can come tens of milliseconds later: the canceller leaks until it finds it
+    again, and a reply heard that way stopped itself); then :data:`RELEARN_WINDOWS` good
+    windows learn it again. Speech over a reply, or a room where the echo
     is never removed well (a headset, where ``turn.barge_in`` is the setting to use), only
     keeps it half-duplex: the failure mode is the old behaviour, never hearing itself.
     """
@@ -119,8 +125,20 @@ class EchoMonitor:
 
     def reset(self) -> None:
         self.learnt = False
+        self.relearning = False  # learnt before on this stream: found again after moved()
         self._good = 0
         self._window.clear()
+
+    def moved(self) -> bool:
+        """An underrun: the echo may have moved. True if that unlearnt the room."""
+        was_learnt = self.learnt
+        if was_learnt or self.relearning:
+            self.learnt, self.relearning = False, True
+            self._good = self.windows - RELEARN_WINDOWS
+        else:
+            self._good = 0
+        self._window.clear()
+        return was_learnt
 
     def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """One frame: the microphone before and after the canceller, and what was played
@@ -131,7 +149,10 @@ class EchoMonitor:
         if erle is None:
             return False
         self.erle_db = erle
-        self._good = self._good + 1 if erle >= LEARNT_ERLE_DB else 0
+        if erle >= LEARNT_ERLE_DB:
+            self._good += 1
+        else:
+            self._good = self.windows - RELEARN_WINDOWS if self.relearning else 0
         self.learnt = self._good >= self.windows
         return self.learnt
 
@@ -165,7 +186,8 @@ class LinearMonitor:
         self._window = ErleWindow(window_frames)
 
     def reset(self) -> None:
-        """A new stream: nothing is known of the canceller."""
+        """A new stream, or an underrun that may have moved the echo: the canceller must
+        prove itself again."""
         self.trusted = False
         self._window.clear()
 

@@ -359,7 +359,7 @@ def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     device = DuplexDevice(AudioConfig(), NoCanceller())
     device.rate, device._stream = 22050, SimpleNamespace(active=True)
     device.monitor.learnt = True
-    status = SimpleNamespace(output_underflow=False, input_overflow=False)
+    status = SimpleNamespace(output_underflow=False, input_overflow=False, input_underflow=False)
     block = bytes(2 * 441)  # 20 ms
 
     def callbacks(lags_s: list[float]) -> None:
@@ -374,6 +374,28 @@ def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     callbacks([0.36] * 5)
     assert device.needs_reopen and not device.echo_learnt
     assert device.behind_s == pytest.approx(0.34)  # what the log says
+
+
+def test_an_underrun_gates_the_reply_and_whisper_hears_aec3_until_the_echo_is_found() -> None:
+    """PortAudio's underrun flag goes with its block to the reader: from that block on,
+    the reply is gated (EchoMonitor.moved) and the linear canceller is distrusted."""
+    device = DuplexDevice(AudioConfig(), NoCanceller(), words=Answers("far"))
+    device.rate, device._stream = 16000, SimpleNamespace(active=True)
+    device._reset(16000, 100)
+    device.monitor.learnt = device.linear.trusted = True
+    times = SimpleNamespace(currentTime=100.0, inputBufferAdcTime=99.97)
+    block = bytes(2 * 320)  # 20 ms
+    for underflow in (False, True, False):
+        status = SimpleNamespace(
+            output_underflow=underflow, input_overflow=False, input_underflow=False
+        )
+        device._duplex_callback(block, bytearray(len(block)), 320, times, status)
+    assert [xrun for *_, xrun in device._blocks] == [False, True, False]
+    assert device.xruns == 1
+    assert device.echo_learnt and device.linear.trusted  # nothing read yet
+    device.read(1.0)
+    assert not device.echo_learnt and device.monitor.relearning
+    assert not device.linear.trusted
 
 
 @pytest.mark.rig

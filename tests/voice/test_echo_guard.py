@@ -13,6 +13,7 @@ from voice.echo import FRAME
 from voice.echo_guard import (
     ECHO_MARGIN_DB,
     LEARNT_WINDOWS,
+    RELEARN_WINDOWS,
     WINDOW_FRAMES,
     EchoGate,
     EchoMonitor,
@@ -146,6 +147,30 @@ def test_silence_played_is_not_judged_and_reset_forgets() -> None:
     monitor.reset()
     assert not monitor.learnt
     assert monitor.window_frames == WINDOW_FRAMES
+
+
+def test_an_underrun_unlearns_the_room_until_the_canceller_removes_the_echo_again() -> None:
+    """An underrun can move the echo (the canceller leaks until it finds it): gated again
+    until RELEARN_WINDOWS good windows; before the room was first learnt, it starts over."""
+    monitor = EchoMonitor()
+    window(monitor, heard=8000, left=10)
+    assert monitor.moved() is False  # not learnt yet: nothing to unlearn ...
+    for _ in range(LEARNT_WINDOWS - 1):
+        window(monitor, heard=8000, left=10)
+    assert not monitor.learnt  # ... and the window before the underrun no longer counts
+    assert window(monitor, heard=8000, left=10) is True
+
+    assert monitor.moved() is True and not monitor.learnt and monitor.relearning
+    assert monitor.moved() is False  # a second underrun while gated: already unlearnt
+    for _ in range(RELEARN_WINDOWS - 1):
+        assert window(monitor, heard=8000, left=10) is False
+    window(monitor, heard=8000, left=8000)  # a leak: the good windows start over ...
+    for _ in range(RELEARN_WINDOWS - 1):
+        assert window(monitor, heard=8000, left=10) is False
+    assert window(monitor, heard=8000, left=10) is True  # ... from the relearning count
+    assert RELEARN_WINDOWS < LEARNT_WINDOWS
+    monitor.reset()  # a new stream: learnt from scratch
+    assert not monitor.learnt and not monitor.relearning
 
 
 # ---- no louder than the echo -------------------------------------------------------------------

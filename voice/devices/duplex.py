@@ -93,7 +93,9 @@ class DuplexDevice(Speaker):
         # The queue holds one block per callback: as many seconds as the microphone's queue.
         self._max_blocks = max(1, config.queue_frames * config.frame_ms // SPEAKER_BLOCK_MS)
         self._captured = threading.Condition()
-        self._blocks: collections.deque[tuple[bytes, bytes, float]] = collections.deque()
+        # (microphone, played, capture time, an underrun or overflow came before it)
+        self._blocks: collections.deque[tuple[bytes, bytes, float, bool]] = collections.deque()
+        self.xruns = 0
         self._process_lock = threading.Lock()  # reopen (any thread) against read (the loop)
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
@@ -249,10 +251,12 @@ class DuplexDevice(Speaker):
             stamp = self._clock.stamp(now, frames)
             if status.input_overflow:
                 self.overflows += 1
+            xrun = bool(status.input_overflow or status.input_underflow or status.output_underflow)
+            self.xruns += xrun
             if len(self._blocks) >= self._max_blocks:
                 self._blocks.popleft()  # both sides of a block go: the pairs stay aligned
                 self.overflows += 1
-            self._blocks.append((*pair, stamp))
+            self._blocks.append((*pair, stamp, xrun))
             self._last_block_s = now
             self._captured.notify()
 
@@ -278,8 +282,8 @@ class DuplexDevice(Speaker):
                 self._blocks.clear()
             self._log_overflows()
             with self._process_lock:
-                for near, far, stamp in blocks:
-                    self._process(near, far, stamp)
+                for near, far, stamp, xrun in blocks:
+                    self._process(near, far, stamp, xrun=xrun)
         return self._frames.popleft()
 
     def drain(self) -> None:
@@ -289,7 +293,11 @@ class DuplexDevice(Speaker):
                 self._blocks.clear()
             self._clear_pending()
 
-    def _process(self, near_pcm: bytes, far_pcm: bytes, stamp: float) -> None:
+    def _process(
+        self, near_pcm: bytes, far_pcm: bytes, stamp: float, *, xrun: bool = False
+    ) -> None:
+        if xrun:
+            self._echo_may_have_moved()
         near = np.frombuffer(near_pcm, dtype=np.int16)
         far = np.frombuffer(far_pcm, dtype=np.int16)
         if self._resamplers is not None:
@@ -344,6 +352,17 @@ class DuplexDevice(Speaker):
                 self._frames.append(chunk)
                 self._cleaned, self._words, self._echoes = [], [], 0
 
+    def _echo_may_have_moved(self) -> None:
+        """An underrun or overflow: PortAudio restarted the stream's two sides, and the echo
+        can now come tens of milliseconds later than the cancellers look for it. Until they
+        have shown that they remove it again, the reply is gated and Whisper hears AEC3."""
+        self.linear.reset()
+        if self.monitor.moved():
+            log.info(
+                "an audio underrun may have moved the echo: the microphone is gated while "
+                "the assistant speaks until the canceller removes it again"
+            )
+
     def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
         """What Whisper hears of a frame: the linear canceller's output while it is known to
         take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``)."""
@@ -363,10 +382,12 @@ class DuplexDevice(Speaker):
 
     def _cancel(self, near: Int16, far: Int16) -> Int16:
         cleaned = self.canceller.process(near, far)
+        relearning = self.monitor.relearning
         if self.monitor.update(near, cleaned, far):
             log.info(
-                "the echo canceller has learnt the room (%.0f dB of echo removed): "
+                "the echo canceller has %s (%.0f dB of echo removed): "
                 "the microphone stays live while the assistant speaks",
+                "found the echo again" if relearning else "learnt the room",
                 self.monitor.erle_db,
             )
         return cleaned
