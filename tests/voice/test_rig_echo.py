@@ -35,6 +35,7 @@ STOPPED = "stopping the reply"
 PAUSED = "pausing the reply"
 REOPENED = "reopening the stream"
 MOVED = "may have moved the echo"  # an underrun: gated until the canceller finds the echo
+BEHIND = "until the stream is reopened"  # a stall: gated until the loop is idle
 ATTEMPTS = 3  # of a scenario whose audio stalled (see stall_free)
 T = TypeVar("T")
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
@@ -63,7 +64,7 @@ def stall_free(
                 return
             except AssertionError:
                 log = listener.log()
-                if attempt == ATTEMPTS or not (REOPENED in log or MOVED in log):
+                if attempt == ATTEMPTS or not any(m in log for m in (REOPENED, MOVED, BEHIND)):
                     raise
 
 

@@ -311,7 +311,14 @@ class DuplexDevice(Speaker):
         per_chunk = self.config.frame_ms // FRAME_MS
         # A stall moved the echo: the linear canceller no longer takes it away (the monitor
         # would need half a second to see that), so Whisper hears AEC3 until the reopen.
-        self._echo_moved = self.needs_reopen
+        moved = self.needs_reopen
+        if moved and not self._echo_moved:
+            log.info(
+                "the microphone fell %.0f ms behind the speaker: it is gated while the "
+                "assistant speaks until the stream is reopened",
+                self.behind_s * 1000,
+            )
+        self._echo_moved = moved
         for frame in self._echo.push(near, far, stamp):
             if not self._cleaned:
                 self._cleaned_s = frame.start_s
