@@ -86,6 +86,8 @@ ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
 PAUSING = "pausing the reply"
+# The device gated the reply: a stalled callback, or an underrun that may have moved the echo.
+STALLS = ("until the stream is reopened", "may have moved the echo")
 
 
 # ---- the cancellers ------------------------------------------------------------------------
@@ -336,6 +338,7 @@ class BargeIns:
     music_stops: int = 0  # ... with music-like tones playing in the room
     music_pauses: int = 0
     paused: int = 0  # voices over a reply that paused it before it stopped
+    gated: int = 0  # ... over a reply gated after a stall or an underrun: not heard at all
     log_tail: str = ""
 
 
@@ -399,11 +402,23 @@ def barge_ins(
                 done = listener.count(TURN_DONE)
             for name, voice in voices:
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
+                stalls = sum(listener.count(mark) for mark in STALLS)
                 started_s = ask()
                 time.sleep(max(0.0, started_s + rng.uniform(1.0, 2.5) - time.monotonic()))
                 fed_s = time.monotonic()
                 rig.feed(voice, RATE).wait(30)
-                listener.wait_for_log(TURN_DONE, count=done + 2, timeout_s=60)
+                try:
+                    listener.wait_for_log(TURN_DONE, count=done + 2, timeout_s=20)
+                except AssertionError:
+                    if sum(listener.count(mark) for mark in STALLS) == stalls:
+                        raise
+                    # Half-duplex until the canceller finds the echo again: the voice was
+                    # not heard, and there is no second turn to wait for.
+                    print(f"  {name}: the reply was gated after a stall; not heard")
+                    out.gated += 1
+                    done = listener.count(TURN_DONE)
+                    time.sleep(1.0)
+                    continue
                 done += 2
                 time.sleep(1.0)
                 if listener.count(STOPPING) == stops:
@@ -487,7 +502,8 @@ def report_barge_ins(barge: BargeIns) -> None:
     print(
         f"  over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
         f" words); voices that did not stop the reply: {barge.missed};"
-        f" that paused it first: {barge.paused}"
+        f" that paused it first: {barge.paused}; that fell on a reply gated after a stall"
+        f" or an underrun (not heard): {barge.gated}"
     )
     print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
     print(
