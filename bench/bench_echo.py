@@ -86,8 +86,16 @@ ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
 PAUSING = "pausing the reply"
-# The device gated the reply: a stalled callback, or an underrun that may have moved the echo.
-STALLS = ("until the stream is reopened", "may have moved the echo")
+# The device gated the reply: a stalled callback, an underrun that may have moved the echo,
+# or a reopened stream whose room is not learnt yet.
+STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
+LEARNT = ("has learnt the room", "has found the echo again")
+
+
+def gated(log: str) -> bool:
+    """Whether the reply is gated now: the device's last word on the echo was a stall, an
+    underrun or a (re)opened stream, not that the canceller removes it."""
+    return max(log.rfind(mark) for mark in STALLS) > max(log.rfind(mark) for mark in LEARNT)
 
 
 # ---- the cancellers ------------------------------------------------------------------------
@@ -338,8 +346,8 @@ class BargeIns:
     music_stops: int = 0  # ... with music-like tones playing in the room
     music_pauses: int = 0
     paused: int = 0  # voices over a reply that paused it before it stopped
-    gated: int = 0  # ... over a reply gated after a stall or an underrun: not heard at all
-    log_tail: str = ""
+    gated: int = 0  # ... over a reply gated (a stall, an underrun, a reopen): not heard
+    log: str = ""  # the listener's whole log (--log)
 
 
 def barge_ins(
@@ -402,7 +410,6 @@ def barge_ins(
                 done = listener.count(TURN_DONE)
             for name, voice in voices:
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
-                stalls = sum(listener.count(mark) for mark in STALLS)
                 started_s = ask()
                 time.sleep(max(0.0, started_s + rng.uniform(1.0, 2.5) - time.monotonic()))
                 fed_s = time.monotonic()
@@ -410,11 +417,11 @@ def barge_ins(
                 try:
                     listener.wait_for_log(TURN_DONE, count=done + 2, timeout_s=20)
                 except AssertionError:
-                    if sum(listener.count(mark) for mark in STALLS) == stalls:
+                    if not gated(listener.log()):
                         raise
-                    # Half-duplex until the canceller finds the echo again: the voice was
-                    # not heard, and there is no second turn to wait for.
-                    print(f"  {name}: the reply was gated after a stall; not heard")
+                    # Half-duplex until the canceller (again) removes the echo: the voice
+                    # was not heard, and there is no second turn to wait for.
+                    print(f"  {name}: the reply was gated (a stall, or not learnt); not heard")
                     out.gated += 1
                     done = listener.count(TURN_DONE)
                     time.sleep(1.0)
@@ -446,7 +453,7 @@ def barge_ins(
                     f"  {name}: reply silent {stop_s * 1000:.0f} ms after the onset,"
                     f" {word_s * 1000:.0f} ms after the first word; said {said!r}"
                 )
-        out.log_tail = listener.log()[-2000:]
+        out.log = listener.log()
     return out
 
 
@@ -502,8 +509,8 @@ def report_barge_ins(barge: BargeIns) -> None:
     print(
         f"  over {len(lat)} runs ({barge.not_counted} not counted: the voice began between"
         f" words); voices that did not stop the reply: {barge.missed};"
-        f" that paused it first: {barge.paused}; that fell on a reply gated after a stall"
-        f" or an underrun (not heard): {barge.gated}"
+        f" that paused it first: {barge.paused}; that fell on a reply gated after a stall,"
+        f" an underrun or a reopen (not heard): {barge.gated}"
     )
     print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
     print(
@@ -549,6 +556,7 @@ def main() -> int:
         "--music-runs", type=int, default=0, help="... with music-like tones in the room"
     )
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--log", type=Path, help="write the barge-in listener's log here")
     parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
     )
@@ -574,9 +582,10 @@ def main() -> int:
     if args.barge_in_only:
         with PulseRig() as rig:
             print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-            report_barge_ins(
-                barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
-            )
+            barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
+            report_barge_ins(barge)
+        if args.log is not None:
+            args.log.write_text(barge.log)
         return 0
 
     if args.double_talk_only:
@@ -611,6 +620,8 @@ def main() -> int:
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
         print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
         barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
+        if args.log is not None:
+            args.log.write_text(barge.log)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])
