@@ -316,6 +316,23 @@ def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) 
     raise AssertionError(f"the speaker stayed silent for {timeout_s} s")
 
 
+def wait_for_quiet(
+    recorder: Recorder, after_s: float, quiet_s: float, timeout_s: float = 30.0
+) -> float:
+    """When the monitor ``recorder`` records, having sounded after ``after_s``, has been
+    silent for ``quiet_s``: the time its last sound ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        recording = recorder.snapshot()
+        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        if len(loud):
+            ended_s = recording.time_of(recording.index_at(after_s) + int(loud[-1]) + 1)
+            if recording.end_s - ended_s >= quiet_s:
+                return ended_s
+        time.sleep(0.05)
+    raise AssertionError(f"the speaker did not sound and fall quiet within {timeout_s} s")
+
+
 # ---- the server ----------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ import pytest
 from tests.claude_api import ClaudeApi, Reply, Text, ToolUse
 from tests.claude_fixtures import find_claude
 from tests.listener import TURN_DONE, Listener
-from tests.rig import PulseRig, find_speech
+from tests.rig import PulseRig, find_speech, wait_for_quiet
 from tests.voice.audio_util import real_clip, speech, to_int16, wer
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
@@ -135,8 +135,11 @@ def test_stop_said_while_a_tool_runs_interrupts_claude(
     listener, _cwd = claude_listener(pulse_rig, api, tmp_path, allowed_tools=["Bash"])
     with listener, pulse_rig.record_speaker() as recording:
         pulse_rig.feed(to_int16(real_clip("cards-003")), 16000).wait(30)
+        asked_s = time.monotonic()
         listener.wait_for_log("tool: Wait", timeout_s=120)
-        time.sleep(3.0)  # the tool runs; the sentence before it has been spoken
+        # The tool runs; the sentence before it has been spoken, and the half-duplex loop
+        # hears again (a loaded machine speaks late: a fixed sleep had "Stop." said over it).
+        wait_for_quiet(recording, asked_s, quiet_s=1.0)
         stop_said = time.monotonic()
         pulse_rig.feed(speech(tts, "Stop."), 16000).wait(30)
         listener.wait_for_log(TURN_DONE, timeout_s=60)
