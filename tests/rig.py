@@ -304,12 +304,17 @@ class Recorder:
 LOUD = 300  # |sample| on a monitor above this: something is sounding
 
 
+def _loud_since(recorder: Recorder, after_s: float) -> tuple[Recorded, npt.NDArray[np.intp]]:
+    """What ``recorder`` has so far, and the indexes (from ``after_s``) of its loud samples."""
+    recording = recorder.snapshot()
+    return recording, np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+
+
 def wait_for_sound(recorder: Recorder, after_s: float, timeout_s: float = 30.0) -> float:
     """When the monitor ``recorder`` records started sounding after ``after_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        recording = recorder.snapshot()
-        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        recording, loud = _loud_since(recorder, after_s)
         if len(loud):
             return recording.time_of(recording.index_at(after_s) + int(loud[0]))
         time.sleep(0.05)
@@ -323,8 +328,7 @@ def wait_for_quiet(
     silent for ``quiet_s``: the time its last sound ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        recording = recorder.snapshot()
-        loud = np.flatnonzero(np.abs(recording.between(after_s, recording.end_s)) > LOUD)
+        recording, loud = _loud_since(recorder, after_s)
         if len(loud):
             ended_s = recording.time_of(recording.index_at(after_s) + int(loud[-1]) + 1)
             if recording.end_s - ended_s >= quiet_s:

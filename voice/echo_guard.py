@@ -126,19 +126,19 @@ class EchoMonitor:
     def reset(self) -> None:
         self.learnt = False
         self.relearning = False  # learnt before on this stream: found again after moved()
-        self._good = 0
-        self._window.clear()
+        self._start_over()
 
     def moved(self) -> bool:
         """An underrun: the echo may have moved. True if that unlearnt the room."""
         was_learnt = self.learnt
-        if was_learnt or self.relearning:
-            self.learnt, self.relearning = False, True
-            self._good = self.windows - RELEARN_WINDOWS
-        else:
-            self._good = 0
-        self._window.clear()
+        self.learnt, self.relearning = False, self.relearning or was_learnt
+        self._start_over()
         return was_learnt
+
+    def _start_over(self) -> None:
+        """Count good windows afresh: all of them, or the few that relearn a known room."""
+        self._good = self.windows - RELEARN_WINDOWS if self.relearning else 0
+        self._window.clear()
 
     def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """One frame: the microphone before and after the canceller, and what was played
@@ -152,7 +152,7 @@ class EchoMonitor:
         if erle >= LEARNT_ERLE_DB:
             self._good += 1
         else:
-            self._good = self.windows - RELEARN_WINDOWS if self.relearning else 0
+            self._start_over()
         self.learnt = self._good >= self.windows
         return self.learnt
 
