@@ -12,6 +12,13 @@ voice, each path is timed side by side in one run (median of --runs after one wa
 - win5:   a 5 s window, below the 10 s floor: shows why the floor exists
 
 then fast and stock with cpu_threads 1 vs 2.
+
+    python bench/bench_stt.py --unsure
+
+instead compares, on the real recordings of ../shared/audio/real (and jfk, digits, the short
+commands), each with 0, 0.1 and 0.3 s of silence before it and its first 0 or 30 ms cut (as
+the segmenter and a wake word's cut leave them): the trimmed window alone, the trimmed window
+with unsure decodes redone in the full window (what ships), and the stock path.
 """
 
 from __future__ import annotations
@@ -119,7 +126,11 @@ def modes(fast: WhisperTranscriber) -> dict[str, Callable[[Case], str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--unsure", action="store_true", help="the full-window redo, on real clips")
     args = parser.parse_args()
+    if args.unsure:
+        compare_unsure()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         cases = [
             Case(n, shared(n), load_16k(shared(n)), reference(n))
@@ -167,6 +178,59 @@ def compare_threads(
         }
         ms = [sec * 1000 for _, sec in timed(fns, runs).values()]
         print(f"{case.name:<11}{ms[0]:>9.0f}{ms[1]:>9.0f}{ms[2]:>10.0f}{ms[3]:>10.0f}")
+
+
+def unsure_cases() -> list[Case]:
+    from tests.voice.audio_util import real_clip, real_references
+
+    clips = [(n, real_clip(n), text) for n, text in real_references().items()]
+    clips += [(n, load_16k(shared(n)), reference(n)) for n in ("jfk.flac", "digits.wav")]
+    with tempfile.TemporaryDirectory() as tmp:
+        clips += [(c.name, c.audio, c.text) for c in synthesize(COMMANDS, Path(tmp))]
+    tail = np.zeros(int(0.3 * RATE), dtype=np.float32)
+    cases = []
+    for name, audio, text in clips:
+        for lead_s in (0.0, 0.1, 0.3):
+            for cut_s in (0.0, 0.03):
+                lead = np.zeros(int(lead_s * RATE), dtype=np.float32)
+                clip = np.concatenate([lead, audio[int(cut_s * RATE) :], tail])
+                cases.append(Case(f"{name}+{lead_s}-{cut_s}", Path(name), clip, text))
+    return cases
+
+
+def compare_unsure() -> None:
+    cases = unsure_cases()
+    trimmed = WhisperTranscriber(SttConfig(), unsure_below=float("-inf"))
+    shipped = WhisperTranscriber(SttConfig())
+    paths: dict[str, Callable[[Case], str]] = {
+        "trimmed": lambda c: trimmed.transcribe_audio(c.audio, fast=True).text,
+        "shipped": lambda c: shipped.transcribe_audio(c.audio, fast=True).text,
+        "stock": lambda c: shipped.transcribe_audio(c.audio, fast=False).text,
+    }
+    errors = {p: 0.0 for p in paths}
+    wrong = {p: 0 for p in paths}
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    words = 0
+    for case in cases:
+        n = len(case.text.split())
+        words += n
+        results = timed({p: functools.partial(fn, case) for p, fn in paths.items()}, 1)
+        line = []
+        for p, (text, sec) in results.items():
+            w = wer(case.text, text)
+            errors[p] += w * n
+            wrong[p] += w > 0
+            times[p].append(sec)
+            line.append(f"{p} {w:.2f} {sec * 1000:4.0f} ms")
+        print(f"{case.name[:28]:<28}  " + "  ".join(line) + f"  | {results['trimmed'][0][:40]}")
+    print(f"\n{len(cases)} clips, {words} reference words (tiny.en int8, 2 threads, beam 1)")
+    print(f"{'path':<9}{'WER':>7}{'clips wrong':>13}{'median ms':>11}{'p90 ms':>8}")
+    for p in paths:
+        ms = sorted(t * 1000 for t in times[p])
+        print(
+            f"{p:<9}{errors[p] / words:>7.3f}{wrong[p]:>13}{statistics.median(ms):>11.0f}"
+            f"{ms[int(0.9 * (len(ms) - 1))]:>8.0f}"
+        )
 
 
 def _text(stt: WhisperTranscriber, case: Case, fast: bool) -> str:

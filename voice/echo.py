@@ -76,6 +76,12 @@ class EchoState(Protocol):
         """True once the echo is reliably removed: the loop then gates nothing."""
         ...
 
+    @property
+    def words_whole(self) -> bool:
+        """True while Whisper hears a voice over the reply whole (the linear canceller has
+        learnt the echo path); False: it hears AEC3, which silences the voice's start."""
+        ...
+
 
 class WebRtcCanceller:
     """WebRTC AEC3 (with its high-pass filter) through ``livekit.rtc.AudioProcessingModule``."""

@@ -532,6 +532,12 @@ class VoiceLoop:
             worker.release()
         elif isinstance(action, StopReply):
             log.info("stopping the reply")
+            if self._echo is not None and not self._gate and not self._echo.words_whole:
+                # Said over the reply while Whisper hears AEC3: the README's troubleshooting.
+                log.info(
+                    "what was said over the reply was heard through AEC3 (the linear "
+                    "canceller has not learnt the echo path yet): its first words may be lost"
+                )
             worker.reply.cancel()
         elif isinstance(action, PauseReply):
             log.info("pausing the reply: is someone talking?")

@@ -41,6 +41,11 @@ FULL_WINDOW_S = 30.0
 TAIL_MARGIN_S = 1.0
 FAST_MAX_S = FULL_WINDOW_S - TAIL_MARGIN_S  # longer audio takes the stock long-form path
 MIN_AVG_LOGPROB = -1.0  # faster-whisper's own bound for a decode it would retry
+# A trimmed window is not what Whisper was trained on: a decode this unsure is done again in
+# its own 30 s window ("what time is it in Tokyo", heard in the rig: -0.71 and "What's the
+# most in Tokyo" trimmed, -0.15 and right in 30 s; right ones scored -0.03 to -0.5 on real
+# clips, short card names and digits -0.4 to -0.8: bench/bench_stt.py --unsure).
+UNSURE_AVG_LOGPROB = -0.5
 # Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.
 MAX_COMPRESSION_RATIO = 2.4
 # Generous bound on tokens per second of audio (fast speech is ~5): caps a runaway loop.
@@ -165,7 +170,15 @@ class HallucinationGuard:
 class WhisperTranscriber:
     """faster-whisper on the CPU; loads the model once, in the constructor."""
 
-    def __init__(self, config: SttConfig, *, models_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SttConfig,
+        *,
+        models_dir: Path | None = None,
+        unsure_below: float = UNSURE_AVG_LOGPROB,
+    ) -> None:
+        """``unsure_below``: the trimmed-window decodes redone in the full window (a
+        benchmark sets it to -inf to compare)."""
         from faster_whisper import WhisperModel  # heavy import
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -174,6 +187,7 @@ class WhisperTranscriber:
         self._guard = HallucinationGuard(config)
         # SttConfig keeps this within 10-30 s: shorter loses words, 30 s is the encoder's limit.
         self._window_s = config.min_window_s
+        self.unsure_below = unsure_below
         self.model_ref = resolve_whisper_model(
             config.model,
             models_dir=models_dir if models_dir is not None else default_models_dir(),
@@ -257,6 +271,10 @@ class WhisperTranscriber:
         if use_fast:
             window_s = min(FULL_WINDOW_S, max(audio_s + TAIL_MARGIN_S, self._window_s))
             text, no_speech, logprob = self._decode_window(audio, window_s)
+            unsure = logprob < self.unsure_below and not looks_degenerate(text, logprob)
+            if unsure and window_s < FULL_WINDOW_S:
+                log.debug("fast decode unsure (%r, %.2f): again in the full window", text, logprob)
+                text, no_speech, logprob = self._decode_window(audio, FULL_WINDOW_S)
             if looks_degenerate(text, logprob) and no_speech < self._config.max_no_speech_prob:
                 # Checked as faster-whisper checks its own decodes: retry its way, with its
                 # temperature fallback, rather than return a loop.

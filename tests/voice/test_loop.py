@@ -7,6 +7,7 @@ and devices: what the machine decides must actually happen.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Iterator
 
@@ -47,6 +48,7 @@ class FakeEcho:
     """An echo-cancelled source's word on whether the canceller has learnt the room."""
 
     echo_learnt: bool
+    words_whole: bool = True
 
 
 @dataclasses.dataclass
@@ -178,6 +180,23 @@ def test_with_the_echo_cancelled_speech_over_the_reply_stops_it_once_learnt(
     else:  # still learning: half-duplex, as without a canceller
         assert len(rig.conversation.messages) == 1
         assert rig.sink.stops == 0
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_stop_says_when_the_words_over_the_reply_were_heard_through_aec3(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture, whole: bool
+) -> None:
+    rig = make_rig(
+        silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
+        stt=lambda u: "a fairly long sentence to keep the speaker busy for a while " * 8,
+        turn={"smart_endpoint": False},
+        echo=FakeEcho(echo_learnt=True, words_whole=whole),
+    )
+    with caplog.at_level(logging.INFO, logger="voice.loop"):
+        assert wait_until(lambda: rig.source.frames_read > 330)
+        assert wait_until(lambda: rig.sink.stops >= 1), rig.loop.reports
+    warned = "heard through AEC3" in caplog.text
+    assert warned != whole, caplog.text
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,14 @@ PAUSED = "pausing the reply"
 REOPENED = "reopening the stream"
 MOVED = "may have moved the echo"  # an underrun: gated until the canceller finds the echo
 BEHIND = "until the stream is reopened"  # a stall: gated until the loop is idle
+THROUGH_AEC3 = "heard through AEC3"  # a voice over the reply before the linear canceller learnt
 ATTEMPTS = 3  # of a scenario whose audio stalled (see stall_free)
 T = TypeVar("T")
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
+
+
+class Unlearnt(AssertionError):
+    """A check failed where the log shows the canceller had not learnt what it needs."""
 
 
 def stall_free(
@@ -53,7 +58,8 @@ def stall_free(
     A stall (a loaded machine) reopens the stream and the canceller learns the room anew,
     and an underrun gates the reply until the canceller has found the echo again: half-duplex
     meanwhile (test_rig_recovery, the device's and the loop's tests cover that). Either voids
-    the premise of a scenario over a learnt room. A failure without one fails at once.
+    the premise of a scenario over a learnt room, as does a check that raises
+    :class:`Unlearnt`. A failure without one fails at once.
     """
     for attempt in range(1, ATTEMPTS + 1):
         with rig.loopback(), Listener(rig, tmp_path / f"listen-{attempt}", CONFIG) as listener:
@@ -62,6 +68,9 @@ def stall_free(
                 assert listener.stop() == 0, listener.log()[-3000:]
                 check(listener, result)
                 return
+            except Unlearnt:
+                if attempt == ATTEMPTS:
+                    raise
             except AssertionError:
                 log = listener.log()
                 if attempt == ATTEMPTS or not any(m in log for m in (REOPENED, MOVED, BEHIND)):
@@ -127,6 +136,10 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
         turns = listener.turns()
         assert len(turns) == 3, turns
         said = turns[2]["said"]
+        if wer(real_references()[BARGE_IN], said) > 0.25 and THROUGH_AEC3 in listener.log():
+            # Whisper heard AEC3, which silences a voice's start over the reply (voice/echo.py):
+            # the words the linear canceller keeps are what this checks; bench_echo counts both.
+            raise Unlearnt(f"said over the reply before the linear canceller learnt: {turns}")
         assert wer(real_references()[BARGE_IN], said) <= 0.25, turns
         assert turns[2]["reply"].startswith("You said:"), turns
 

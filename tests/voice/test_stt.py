@@ -283,3 +283,31 @@ def test_a_long_paused_request_of_real_speech_does_not_loop(
     assert wer(" ".join(refs[n] for n in names), result.text) <= 0.2, result.text
     words = normalise(result.text)
     assert len(words) <= 1.15 * len(normalise(" ".join(refs[n] for n in names)))
+
+
+@pytest.mark.parametrize(
+    ("trimmed", "windows", "text"),
+    [
+        (("What's the most in Tokyo right now?", -0.71), [10.0, 30.0], "What time is it"),
+        (("What time is it in Tokyo right now?", -0.07), [10.0], "What time is it"),
+    ],
+)
+def test_an_unsure_trimmed_decode_is_done_again_in_the_full_window(
+    stt: WhisperTranscriber,
+    monkeypatch: pytest.MonkeyPatch,
+    trimmed: tuple[str, float],
+    windows: list[float],
+    text: str,
+) -> None:
+    asked: list[float] = []
+
+    def decode(audio: np.ndarray, window_s: float) -> tuple[str, float, float]:
+        asked.append(window_s)
+        if window_s < 30.0:
+            return trimmed[0], 0.1, trimmed[1]
+        return "What time is it in Tokyo right now?", 0.05, -0.15
+
+    monkeypatch.setattr(stt, "_decode_window", decode)
+    result = stt.transcribe_audio(np.zeros(2 * 16000, dtype=np.float32), fast=True)
+    assert asked == windows
+    assert result.text.startswith(text)

@@ -226,6 +226,11 @@ class DuplexDevice(Speaker):
         echo became a request whose reply did the same, in a loop)."""
         return self.monitor.learnt and not self.needs_reopen
 
+    @property
+    def words_whole(self) -> bool:
+        """Whether Whisper hears the linear canceller now (see :meth:`_words_of`)."""
+        return self.words_canceller is not None and self.linear.trusted and not self._echo_moved
+
     def _clear_pending(self) -> None:
         self._frames.clear()
         self._cleaned, self._words, self._echoes = [], [], 0
@@ -376,13 +381,13 @@ class DuplexDevice(Speaker):
         canceller = self.words_canceller
         if canceller is None:
             return cleaned
-        trusted = self.linear.trusted and not self._echo_moved  # as judged before this frame
+        trusted = self.words_whole  # as judged before this frame
         linear = canceller.process(near, far)
         self.linear.update(near, linear, self.gate.expected_echo_db())
-        if self.linear.trusted != trusted:
+        if self.words_whole != trusted:
             log.debug(
                 "Whisper hears the %s canceller (%.0f dB of echo removed)",
-                "linear" if self.linear.trusted else "AEC3",
+                "linear" if self.words_whole else "AEC3",
                 self.linear.erle_db,
             )
         return linear if trusted else cleaned
