@@ -347,6 +347,8 @@ class BargeIns:
     music_pauses: int = 0
     paused: int = 0  # voices over a reply that paused it before it stopped
     gated: int = 0  # ... over a reply gated (a stall, an underrun, a reopen): not heard
+    answers: int = 0  # replies to a voice said over a reply (nobody talks over them) ...
+    answers_stopped: int = 0  # ... that stopped anyway
     log: str = ""  # the listener's whole log (--log)
 
 
@@ -430,6 +432,8 @@ def barge_ins(
                 time.sleep(1.0)
                 if listener.count(STOPPING) == stops:
                     out.missed += 1
+                out.answers += 1
+                out.answers_stopped += listener.count(STOPPING) - stops > 1
                 out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
@@ -516,6 +520,10 @@ def report_barge_ins(barge: BargeIns) -> None:
     print(
         f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
         f" of {barge.quiet_runs}; pauses in them: {barge.false_pauses}"
+    )
+    print(
+        f"  replies to a voice said over a reply that stopped anyway: {barge.answers_stopped}"
+        f" of {barge.answers}"
     )
     if barge.music_runs:
         print(

@@ -140,7 +140,7 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
             # Whisper heard AEC3, which silences a voice's start over the reply (voice/echo.py):
             # the words the linear canceller keeps are what this checks; bench_echo counts both.
             raise Unlearnt(f"said over the reply before the linear canceller learnt: {turns}")
-        assert wer(real_references()[BARGE_IN], said) <= 0.25, turns
+        assert wer(real_references()[BARGE_IN], said) <= 0.25, (turns, listener.log()[-3000:])
         assert turns[2]["reply"].startswith("You said:"), turns
 
         # The reply fell silent soon after the voice began (the benchmark measures how soon).
@@ -153,6 +153,6 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
         during = recording.between(onset_s, voice_end_s + 0.3)  # before the answer can start
         loud = np.flatnonzero(np.abs(during) > LOUD)
         stopped_after_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
-        assert stopped_after_s < 1.0, stopped_after_s
+        assert stopped_after_s < 1.0, (stopped_after_s, listener.log()[-3000:])
 
     stall_free(pulse_rig, tmp_path, scenario, check)
