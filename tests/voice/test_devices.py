@@ -6,6 +6,7 @@ source; what the Speaker plays is recorded from the speaker sink's monitor.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from voice.devices import (
     find_device,
     list_devices,
 )
+from voice.devices.duplex import IDLE_AFTER_FRAMES
 from voice.devices.speaker import PAUSE_LIMIT_S
 
 RATE = 16000
@@ -465,3 +467,55 @@ def test_a_lost_server_is_a_device_error_and_reopen_recovers(rig: PulseRig) -> N
         assert not speaker.playing  # what was queued before the crash is gone
         assert mic.read(2.0) is not None
         sounds(rig, speaker, tone(440, 0.5, 22050), 22050)
+
+
+class KnownEcho:
+    """An echo gate that knows the echo's level (or not) and finds no frame to be echo."""
+
+    def __init__(self, expected_db: float | None) -> None:
+        self.expected_db = expected_db
+
+    def is_echo(self, near: object, cleaned: object, far: object) -> bool:
+        return False
+
+    def expected_echo_db(self) -> float | None:
+        return self.expected_db
+
+    def skip(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("played", "expected_db", "over"),
+    [(True, -30.0, True), (False, -30.0, False), (True, None, False)],
+)
+def test_a_chunk_louder_than_the_echo_while_the_speaker_plays_is_marked_heard_over(
+    played: bool, expected_db: float | None, over: bool
+) -> None:
+    """The segmenter reaches back over such chunks (voice.vad LOOK_BACK_MS): only when the
+    gate knows what the echo should be, and something was played."""
+    device = DuplexDevice(AudioConfig(), NoCanceller(), words=Answers("far"))
+    device.rate = 16000
+    device._reset(16000, 100)
+    device.gate = KnownEcho(expected_db)  # type: ignore[assignment]
+    device._quiet = 0  # the speaker is at work: the canceller is not resting
+    far = np.full(480, 3000 if played else 0, dtype=np.int16).tobytes()  # 30 ms
+    device._process(np.full(480, 3000, dtype=np.int16).tobytes(), far, 0.0)
+    (chunk,) = device._frames
+    assert chunk.heard_over is over
+
+
+@pytest.mark.parametrize(("quiet", "said"), [(0, True), (IDLE_AFTER_FRAMES + 1, False)])
+def test_an_underrun_while_a_reply_teaches_the_room_says_the_count_starts_over(
+    caplog: pytest.LogCaptureFixture, quiet: int, said: bool
+) -> None:
+    """Learning needs good windows in a row: an underrun starts the count again, and a
+    first reply can then end before the room is learnt. The log says why."""
+    device = DuplexDevice(AudioConfig(), NoCanceller(), words=Answers("far"))
+    device.rate = 16000
+    device._reset(16000, 100)
+    device._quiet = quiet  # 0: a reply is playing
+    with caplog.at_level(logging.INFO, logger="voice.devices.duplex"):
+        device._process(bytes(2 * 320), bytes(2 * 320), 0.0, xrun=True)
+    assert ("while the canceller was learning" in caplog.text) is said
+    assert not device.echo_learnt

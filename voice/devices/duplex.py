@@ -101,6 +101,7 @@ class DuplexDevice(Speaker):
         self._cleaned: list[Int16] = []
         self._words: list[Int16] = []
         self._echoes = 0  # frames of self._cleaned judged echo
+        self._over = 0  # ... in which something louder than the echo was heard over it
         self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
         self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
             maxlen=RESUME_FRAMES
@@ -233,7 +234,7 @@ class DuplexDevice(Speaker):
 
     def _clear_pending(self) -> None:
         self._frames.clear()
-        self._cleaned, self._words, self._echoes = [], [], 0
+        self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
         self._quiet = IDLE_AFTER_FRAMES + 1
         self._rested.clear()
         self._echo.clear()
@@ -345,6 +346,9 @@ class DuplexDevice(Speaker):
                         self.words_canceller.process(*rested)
                 cleaned = self._cancel(frame.near, frame.far)
                 echo = self.gate.is_echo(frame.near, cleaned, frame.far)
+                # Louder than the echo the gate expects: something else is heard over it.
+                over = played and not echo and self.gate.expected_echo_db() is not None
+                self._over += over
                 words = self._words_of(frame.near, frame.far, cleaned)
             self._cleaned.append(cleaned)
             self._words.append(words)
@@ -355,6 +359,7 @@ class DuplexDevice(Speaker):
                     self.mic_rate,
                     timestamp_s=self._cleaned_s,
                     echo=2 * self._echoes >= per_chunk,  # mostly echo: never speech
+                    heard_over=2 * self._over >= per_chunk,
                     words=(
                         None
                         if self.words_canceller is None
@@ -362,7 +367,7 @@ class DuplexDevice(Speaker):
                     ),
                 )
                 self._frames.append(chunk)
-                self._cleaned, self._words, self._echoes = [], [], 0
+                self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
 
     def _echo_may_have_moved(self) -> None:
         """An underrun or overflow: PortAudio restarted the stream's two sides, and the echo
@@ -373,6 +378,11 @@ class DuplexDevice(Speaker):
             log.info(
                 "an audio underrun may have moved the echo: the microphone is gated while "
                 "the assistant speaks until the canceller removes it again"
+            )
+        elif self._quiet <= IDLE_AFTER_FRAMES:  # learning the room from a reply
+            log.info(
+                "an audio underrun may have moved the echo while the canceller was learning "
+                "the room: it starts counting good windows again"
             )
 
     def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
