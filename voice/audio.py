@@ -31,6 +31,9 @@ class AudioChunk:
     # device hands the detectors AEC3's output and Whisper a linear canceller's, which keeps
     # the first words of a voice over the reply (voice.echo).
     words: bytes | None = None
+    # ... and that the microphone heard more than the echo while the speaker played: a voice
+    # over the reply, whose start AEC3 holds back from the detectors (voice.vad look-back).
+    heard_over: bool = False
 
     def __post_init__(self) -> None:
         if self.words is not None and len(self.words) != len(self.pcm):

@@ -30,6 +30,11 @@ EndReason = Literal["hangover", "max_length", "forced"]
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
+# Over the reply, AEC3 (what the detector hears) holds a voice back for its first 300-700 ms
+# while the linear canceller (what Whisper hears) keeps it: in the rig the request began
+# 0.35-0.6 s into the voice. An onset there reaches back over the frames the device marked
+# as more than the echo (AudioChunk.heard_over), this far at most, before the pre-roll.
+LOOK_BACK_MS = 700
 
 
 class SpeechDetector(Protocol):
@@ -133,6 +138,7 @@ class _Frame:
     voiced: bool
     level_dbfs: float
     words: bytes  # what the utterance keeps for Whisper (AudioChunk.words)
+    heard_over: bool = False  # AudioChunk.heard_over
 
     def unvoiced(self) -> _Frame:
         return dataclasses.replace(self, voiced=False)
@@ -174,7 +180,10 @@ class Segmenter:
         self._pending_words = bytearray()  # the same samples, as AudioChunk.words has them
         self._level = -120.0
         self._now_s = 0.0
-        self._history: deque[_Frame] = deque(maxlen=self._pre_roll + config.onset_window_frames)
+        self._look_back = _frames_for(LOOK_BACK_MS, frame_ms)
+        self._history: deque[_Frame] = deque(
+            maxlen=self._pre_roll + self._look_back + config.onset_window_frames
+        )
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
         self._paused = False  # SpeechPaused sent, SpeechResumed not yet
@@ -211,6 +220,7 @@ class Segmenter:
                 f"at {chunk.rate} Hz: resample before pushing"
             )
         gated = gated or chunk.echo
+        over = chunk.heard_over
         # Frame times come from the chunk's clock, so a file (timestamp 0) gets file times.
         leftover_samples = len(self._pending) // SAMPLE_WIDTH
         start_s = chunk.timestamp_s - leftover_samples / self._rate
@@ -222,7 +232,7 @@ class Segmenter:
             frame = slice(offset, offset + self._frame_bytes)
             pcm, words = bytes(self._pending[frame]), bytes(self._pending_words[frame])
             frame_s = start_s + offset / SAMPLE_WIDTH / self._rate
-            events += self._on_frame(pcm, words, frame_s, gated)
+            events += self._on_frame(pcm, words, frame_s, gated, over)
             offset += self._frame_bytes
         del self._pending[:offset]
         del self._pending_words[:offset]
@@ -259,12 +269,12 @@ class Segmenter:
     # -- frame handling ---------------------------------------------------------------------
 
     def _on_frame(
-        self, pcm: bytes, words: bytes, start_s: float, gated: bool
+        self, pcm: bytes, words: bytes, start_s: float, gated: bool, over: bool = False
     ) -> list[SegmenterEvent]:
         voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
-        frame = _Frame(pcm, start_s, voiced, self._level, words)
+        frame = _Frame(pcm, start_s, voiced, self._level, words, over)
         if self._in_speech:
             gate = self._config.tail_gate_db
             if voiced and gate > 0 and self._level < self._peak_dbfs - gate:
@@ -293,7 +303,10 @@ class Segmenter:
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
         onset_s = frames[first].start_s
-        self._begin(frames[max(0, first - self._pre_roll) :], onset_s=onset_s)
+        start = first
+        while start > 0 and first - start < self._look_back and frames[start - 1].heard_over:
+            start -= 1  # a voice over the reply, held back from the detector (LOOK_BACK_MS)
+        self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 
     def _doubt(self, frame: _Frame, speech: bool) -> _Frame:

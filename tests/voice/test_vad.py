@@ -72,10 +72,10 @@ class Feed:
         self.next_frame = 0
 
     def __call__(
-        self, pattern: str, chunk_frames: int = 1, *, words: bool = False
+        self, pattern: str, chunk_frames: int = 1, *, words: bool = False, over: bool = False
     ) -> list[SegmenterEvent]:
         """``words``: the chunks carry separate audio to transcribe, its frames numbered
-        from :data:`WORDS_FROM`."""
+        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply."""
         pcm = scripted(pattern, self.next_frame)
         other = scripted(pattern, self.next_frame + WORDS_FROM) if words else None
         events: list[SegmenterEvent] = []
@@ -88,6 +88,7 @@ class Feed:
                 RATE,
                 timestamp_s=t,
                 words=None if other is None else other[part],
+                heard_over=over,
             )
             events += self.seg.push(chunk)
         self.next_frame += len(pattern)
@@ -134,6 +135,26 @@ def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other(
     feed("v" * 30, words=True)
     (ended,) = only(feed("." * 25, words=True), UtteranceEnded)
     assert frame_ids(ended.utterance) == [WORDS_FROM + i for i in range(30, 70 + 6)]
+
+
+@pytest.mark.parametrize(
+    ("over_frames", "first"),
+    [
+        (0, 40 - 10),  # the pre-roll alone
+        (20, 40 - 20 - 10),  # back over the voice AEC3 held back, then the pre-roll
+        (30, 40 - 24 - 10),  # LOOK_BACK_MS (700 ms: 24 frames) at most
+    ],
+)
+def test_an_onset_over_the_reply_reaches_back_over_the_voice_the_detector_missed(
+    over_frames: int, first: int
+) -> None:
+    feed = Feed()
+    feed("." * (40 - over_frames))
+    feed("." * over_frames, over=True)  # louder than the echo, silence to the detector
+    feed("v" * 30)
+    (ended,) = only(feed("." * 25), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == first
+    assert ended.utterance.start_s == pytest.approx(feed.time_of(first))
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:
