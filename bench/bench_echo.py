@@ -218,8 +218,10 @@ class WordsTaped(DuplexDevice):
         super().__init__(config, canceller, words=words)
         self.heard_words: list[Int16] = []
 
-    def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
-        out = super()._words_of(near, far, cleaned)
+    def _words_of(
+        self, near: Int16, far: Int16, cleaned: Int16, expected_db: float | None
+    ) -> Int16:
+        out = super()._words_of(near, far, cleaned, expected_db)
         self.heard_words.append(out)
         return out
 

@@ -346,10 +346,10 @@ class DuplexDevice(Speaker):
                         self.words_canceller.process(*rested)
                 cleaned = self._cancel(frame.near, frame.far)
                 echo = self.gate.is_echo(frame.near, cleaned, frame.far)
+                expected_db = self.gate.expected_echo_db()
                 # Louder than the echo the gate expects: something else is heard over it.
-                over = played and not echo and self.gate.expected_echo_db() is not None
-                self._over += over
-                words = self._words_of(frame.near, frame.far, cleaned)
+                self._over += played and not echo and expected_db is not None
+                words = self._words_of(frame.near, frame.far, cleaned, expected_db)
             self._cleaned.append(cleaned)
             self._words.append(words)
             self._echoes += echo
@@ -385,15 +385,18 @@ class DuplexDevice(Speaker):
                 "the room: it starts counting good windows again"
             )
 
-    def _words_of(self, near: Int16, far: Int16, cleaned: Int16) -> Int16:
+    def _words_of(
+        self, near: Int16, far: Int16, cleaned: Int16, expected_db: float | None
+    ) -> Int16:
         """What Whisper hears of a frame: the linear canceller's output while it is known to
-        take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``)."""
+        take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``).
+        ``expected_db``: the echo's level the gate expects in it."""
         canceller = self.words_canceller
         if canceller is None:
             return cleaned
         trusted = self.words_whole  # as judged before this frame
         linear = canceller.process(near, far)
-        self.linear.update(near, linear, self.gate.expected_echo_db())
+        self.linear.update(near, linear, expected_db)
         if self.words_whole != trusted:
             log.debug(
                 "Whisper hears the %s canceller (%.0f dB of echo removed)",
