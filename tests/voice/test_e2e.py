@@ -59,7 +59,7 @@ def test_three_spoken_questions_are_answered_aloud_and_never_itself(
             listener.wait_for_log(TURN_DONE, count=n, timeout_s=60)
             time.sleep(1.5)  # the listening cue and the cooldown, then a pause like a person's
         time.sleep(4)  # long enough for a self-triggered turn to show up
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
 
     # Exactly the three questions reached the agent: none of its own replies did.
     turns = listener.turns()

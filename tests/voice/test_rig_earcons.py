@@ -177,7 +177,7 @@ def run_turn(
         pulse_rig.feed(speech(tts, QUESTION), RATE).wait(30)
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         time.sleep(1.5)  # "done" and "listening" are queued right after: let them play out
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
     # Kept beside the log: what was heard, for when an assertion below fails.
     soundfile.write(str(workdir / "speaker.wav"), recording.result.samples, RATE)
     return listener, recording.result
@@ -191,7 +191,7 @@ def test_thinking_then_reply_then_done_then_listening(
 ) -> None:
     listener, recording = run_turn(pulse_rig, tts, tmp_path / "listen", SLOW_AGENT)
     [turn] = listener.turns()
-    assert turn["reply"] == ANSWER, listener.log()[-3000:]
+    assert turn["reply"] == ANSWER, listener.story()
 
     events = heard(recording)
     assert names(events) == ["thinking+", "speech", "done", "listening"], events
@@ -211,7 +211,7 @@ def test_a_failing_agent_sounds_the_error_earcon_then_the_apology(
     pulse_rig: PulseRig, tts: PiperSynthesizer, stt: WhisperTranscriber, tmp_path: Path
 ) -> None:
     listener, recording = run_turn(pulse_rig, tts, tmp_path / "listen", FAILING_AGENT)
-    assert "agent failed" in listener.log(), listener.log()[-3000:]
+    assert "agent failed" in listener.log(), listener.story()
 
     events = heard(recording)
     # A fast failure may cut the first thinking tick short (the error stops the speaker);

@@ -65,7 +65,7 @@ def stall_free(
         with rig.loopback(), Listener(rig, tmp_path / f"listen-{attempt}", CONFIG) as listener:
             try:
                 result = scenario(listener)
-                assert listener.stop() == 0, listener.log()[-3000:]
+                assert listener.stop() == 0, listener.story()
                 check(listener, result)
                 return
             except Unlearnt:
@@ -80,7 +80,7 @@ def stall_free(
 def learn_the_room(rig: PulseRig, listener: Listener, question: np.ndarray) -> None:
     rig.feed(question, RATE).wait(30)
     listener.wait_for_log(TURN_DONE, timeout_s=60)
-    assert LEARNT in listener.log(), listener.log()[-3000:]
+    assert LEARNT in listener.log(), listener.story()
 
 
 def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
@@ -101,8 +101,8 @@ def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
         recording, asked_s = result
         turns = listener.turns()
         assert len(turns) == 2, turns  # nothing the assistant said came back as a request
-        assert STOPPED not in listener.log(), listener.log()[-3000:]
-        assert PAUSED not in listener.log(), listener.log()[-3000:]  # not even for a moment
+        assert STOPPED not in listener.log(), listener.story()
+        assert PAUSED not in listener.log(), listener.story()  # not even for a moment
         # The reply sounded for as long as the reply takes to say.
         reply = turns[1]["reply"]
         expected_s = len(tts.synthesize_all(reply)) / tts.sample_rate
@@ -132,7 +132,7 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
 
     def check(listener: Listener, result: tuple[Recorded, Recorded]) -> None:
         recording, heard = result
-        assert listener.count(STOPPED) == 1, listener.log()[-3000:]
+        assert listener.count(STOPPED) == 1, listener.story()
         turns = listener.turns()
         assert len(turns) == 3, turns
         said = turns[2]["said"]
@@ -140,7 +140,7 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
             # Whisper heard AEC3, which silences a voice's start over the reply (voice/echo.py):
             # the words the linear canceller keeps are what this checks; bench_echo counts both.
             raise Unlearnt(f"said over the reply before the linear canceller learnt: {turns}")
-        assert wer(real_references()[BARGE_IN], said) <= 0.25, (turns, listener.log()[-3000:])
+        assert wer(real_references()[BARGE_IN], said) <= 0.25, (turns, listener.story())
         assert turns[2]["reply"].startswith("You said:"), turns
 
         # The reply fell silent soon after the voice began (the benchmark measures how soon).
@@ -153,6 +153,6 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
         during = recording.between(onset_s, voice_end_s + 0.3)  # before the answer can start
         loud = np.flatnonzero(np.abs(during) > LOUD)
         stopped_after_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
-        assert stopped_after_s < 1.0, (stopped_after_s, listener.log()[-3000:])
+        assert stopped_after_s < 1.0, (stopped_after_s, listener.story())
 
     stall_free(pulse_rig, tmp_path, scenario, check)

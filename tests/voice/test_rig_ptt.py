@@ -35,7 +35,7 @@ REACTION_S = 0.3
 def said_once(listener: Listener) -> str:
     """The one transcript the agent got, checked against the session store too."""
     turns = listener.turns()
-    assert len(turns) == 1, listener.log()[-3000:]
+    assert len(turns) == 1, listener.story()
     [session] = listener.sessions()
     messages = session["messages"]
     assert isinstance(messages, list)
@@ -73,7 +73,7 @@ def test_ptt_hold_transcribes_only_what_is_said_while_the_key_is_held(
         assert listener.ptt("release") == "ok release"
         released_s = time.monotonic()
         listener.wait_for_log(TURN_DONE, timeout_s=60)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
 
     # The recording proves the timing: one sentence wholly before the press, one inside.
     spans = sound_spans(mic.result)
@@ -99,5 +99,5 @@ def test_ptt_toggle_starts_on_press_and_silence_ends_it(
         # No second press: the VAD hangover ends the utterance.
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         time.sleep(2.0)  # the loop is idle again: no further turn may appear
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
     assert_only_held_speech(said_once(listener))

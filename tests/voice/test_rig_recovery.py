@@ -74,14 +74,14 @@ def recover_and_answer(
     back_s = time.monotonic()
     recorder = rig.record_speaker().start()  # the old server's recordings died with it
     heard_s = speak_until_heard(rig, listener, next_audio, back_s + HEARD_WITHIN_S)
-    assert heard_s is not None, f"not heard after the restart:\n{listener.log()[-4000:]}"
-    assert heard_s - back_s <= HEARD_WITHIN_S, (heard_s - back_s, listener.log()[-4000:])
+    assert heard_s is not None, f"not heard after the restart:\n{listener.story()}"
+    assert heard_s - back_s <= HEARD_WITHIN_S, (heard_s - back_s, listener.story())
     wait_for_reply_to_last(listener)
     time.sleep(1.0)  # the listening earcon after the reply
     recorder.wait_started()
     recording = recorder.stop()
     heard = said(listener)[-1]
-    assert NEXT_WORDS & set(normalise(heard)), (heard, listener.log()[-4000:])
+    assert NEXT_WORDS & set(normalise(heard)), (heard, listener.story())
     assert_reply_heard(stt, recording, heard_s, tmp_path / "speaker-after-restart.wav")
 
 
@@ -138,7 +138,7 @@ def test_a_sound_server_restart_while_listening(
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         time.sleep(1.5)  # back to listening (earcon, cooldown)
         recover_and_answer(pulse_rig, listener, tts, stt, tmp_path)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
     assert_recovery_logged(listener.log())
     assert wer(FIRST, said(listener)[0]) <= 0.25, said(listener)
 
@@ -156,7 +156,7 @@ def test_a_sound_server_restart_while_speaking(
             assert time.monotonic() < deadline, "the reply never started playing"
             time.sleep(0.05)
         recover_and_answer(pulse_rig, listener, tts, stt, tmp_path)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
     assert_recovery_logged(listener.log())
     # The interrupted turn ended, and the loop went on to the next one.
     assert len(said(listener)) == 2, said(listener)
@@ -190,11 +190,11 @@ def test_a_stalled_microphone_is_reopened_and_the_error_earcon_heard(
             pulse_rig.pactl("suspend-sink", "mic_feed", "0")
         back_s = time.monotonic()
         heard_s = speak_until_heard(pulse_rig, listener, next_audio, back_s + HEARD_WITHIN_S)
-        assert heard_s is not None, f"not heard after the stall:\n{listener.log()[-4000:]}"
-        assert heard_s - back_s <= HEARD_WITHIN_S, (heard_s - back_s, listener.log()[-4000:])
+        assert heard_s is not None, f"not heard after the stall:\n{listener.story()}"
+        assert heard_s - back_s <= HEARD_WITHIN_S, (heard_s - back_s, listener.story())
         wait_for_reply_to_last(listener)
         time.sleep(1.0)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
 
     log = listener.log()
     assert "microphone lost (" in log, log[-4000:]

@@ -1,10 +1,11 @@
 """Wake mode through the real audio stack: PulseAudio, PortAudio, the real models.
 
 ``voice-assistant listen`` runs in the rig with ``input.mode = "wake"`` and the echo agent.
-The wake word is said by the project's Piper voice (no real recording says "hey jarvis").
-The same request without the word is ignored; with it, in one breath, it is answered, and
-the word is not part of what the agent gets; a follow-up inside the window needs no word;
-after the window, speech is ignored again.
+The wake word is said by the project's Piper voice (no real recording says "hey jarvis"); the
+request, run into the word in one breath, and the follow-up are real recordings. The same
+request without the word is ignored; with it, it is answered whole, and the word is not part
+of what the agent gets; a follow-up inside the window needs no word; after the window, speech
+is ignored again.
 
 The second test plays a minute of room sound that never says the word (real speech, noise,
 music-like tones) into the microphone in real time: no wake-up, no turn. A minute, not the
@@ -22,15 +23,24 @@ import pytest
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import PulseRig
-from tests.voice.audio_util import normalise, speech, wer
+from tests.voice.audio_util import (
+    normalise,
+    real_clip,
+    real_references,
+    speech,
+    to_int16,
+    wer,
+)
 from tests.voice.room_sounds import not_a_request
 from voice.tts import PiperSynthesizer
 
 pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
 
-# Eight words: one word misheard (a loaded machine's audio can glitch) is not a failure.
-REQUEST = "What time is it in Tokyo right now?"
-FOLLOW_UP = "Turn on the kitchen lights."
+# A real voice: Piper draws its voice anew at every call, and CI twice drew a "what time is
+# it" that came out of the rig as "what's the name is it" (never in 12 rig runs
+# and 40 offline draws here).
+REQUEST_CLIP = "goforward"
+FOLLOW_UP_CLIP = "librivox-0930"
 FOLLOW_UP_S = 6.0
 WAKE_LOG = "wake word hey_jarvis heard"
 
@@ -42,34 +52,57 @@ def test_the_wake_word_opens_a_request_and_a_follow_up_window(
         "input": {"mode": "wake", "backend": "socket"},
         "wake": {"follow_up_s": FOLLOW_UP_S},
     }
+    wake = spoken(speech(tts, "Hey Jarvis"))
+    request = real_clip(REQUEST_CLIP)
+    request *= level(wake) / level(to_int16(request))  # said as loud as the word
+    follow_up = real_clip(FOLLOW_UP_CLIP)
     listener = Listener(pulse_rig, tmp_path / "listen", config)
     with listener:
-        pulse_rig.feed(speech(tts, REQUEST), 16000).wait(30)
+        pulse_rig.feed(to_int16(request), 16000).wait(30)
         time.sleep(3.0)  # hangover and transcription, had it been heard
         assert listener.count("you said") == 0, "a request without the wake word was heard"
 
-        pulse_rig.feed(speech(tts, f"Hey Jarvis, {REQUEST.lower()}"), 16000).wait(30)
+        pulse_rig.feed(np.concatenate([wake, to_int16(BREATH), to_int16(request)]), 16000).wait(30)
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         time.sleep(1.0)  # the reply has played; the follow-up window is open
-        pulse_rig.feed(speech(tts, FOLLOW_UP), 16000).wait(30)
+        pulse_rig.feed(to_int16(follow_up), 16000).wait(30)
         listener.wait_for_log(TURN_DONE, count=2, timeout_s=60)
 
         time.sleep(FOLLOW_UP_S + 2.0)  # the window closes
         pulse_rig.feed(speech(tts, "Open the garage door."), 16000).wait(30)
         time.sleep(4.0)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
 
-    log = listener.log()
-    assert log.count(WAKE_LOG) == 1, log[-3000:]
+    log = listener.story()
+    assert listener.log().count(WAKE_LOG) == 1, log
     said = [turn["said"] for turn in listener.turns()]
-    assert len(said) == 2, log[-3000:]
-    assert not {"hey", "jarvis"} & set(normalise(said[0])), f"the wake word got in: {said[0]!r}"
-    assert wer(REQUEST, said[0]) <= 0.25, (said, log[-3000:])
-    assert wer(FOLLOW_UP, said[1]) <= 0.25, (said, log[-3000:])
+    assert len(said) == 2, log
+    words = normalise(said[0])
+    assert not {"hey", "jarvis"} & set(words), f"the wake word got in: {said[0]!r}"
+    references = real_references()
+    request_words = references[REQUEST_CLIP]
+    assert words[:1] == normalise(request_words)[:1], ("the cut took the first word", said, log)
+    assert wer(request_words, said[0]) <= 0.25, (said, log)
+    assert wer(references[FOLLOW_UP_CLIP], said[1]) <= 0.25, (said, log)
     [session] = listener.sessions()
     messages = session["messages"]
     assert isinstance(messages, list)
     assert [m["content"] for m in messages[::2]] == said
+
+
+BREATH = np.zeros(int(0.15 * 16000), np.float32)  # "Hey Jarvis, go forward": no pause to speak of
+
+
+def level(audio: np.ndarray) -> float:
+    """RMS of int16 audio."""
+    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+
+
+def spoken(audio: np.ndarray) -> np.ndarray:
+    """Piper's words without the silence it pads them with at the end (-45 dBFS frames)."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160).astype(np.float64) / 32768
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
+    return audio[: (int(loud[-1]) + 1) * 160]
 
 
 def test_a_minute_of_room_sound_wakes_nothing(pulse_rig: PulseRig, tmp_path: Path) -> None:
@@ -81,7 +114,7 @@ def test_a_minute_of_room_sound_wakes_nothing(pulse_rig: PulseRig, tmp_path: Pat
             len(audio) / 16000 + 30
         )
         time.sleep(2.0)
-        assert listener.stop() == 0, listener.log()[-3000:]
+        assert listener.stop() == 0, listener.story()
     log = listener.log()
     assert "wake word" not in log.replace("wake word 'Hey Jarvis'", ""), log[-3000:]
     assert listener.count("you said") == 0, log[-3000:]
