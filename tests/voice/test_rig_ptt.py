@@ -1,9 +1,11 @@
 """Push-to-talk through the real audio stack: only what is said while the key is down counts.
 
 ``voice-assistant listen`` runs in the PulseAudio rig with the echo agent and the socket
-backend; the test speaks one sentence (made with the project's TTS) before the key goes down
-and another while it is down, driving the key with ``voice-assistant ptt`` commands over the
-control socket. The mic_feed recording gives the exact times the sentences were heard.
+backend; the test plays one real recording before the key goes down and another while it is
+down, driving the key with ``voice-assistant ptt`` commands over the control socket. The
+mic_feed recording gives the exact times the sentences were heard. Real voices, not Piper's:
+Piper draws a new rendition at every call, and one in a run here came back as "please open
+the brush door": one more misheard word and it fails the 0.2 bound.
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ import pytest
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import PulseRig, Recorded
-from tests.voice.audio_util import normalise, speech, wer
-from voice.tts import PiperSynthesizer
+from tests.voice.audio_util import normalise, real_clip, real_references, to_int16, wer
 
 pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
 
 Int16 = npt.NDArray[np.int16]
 
-BEFORE = "The weather is lovely today."
-HELD = "Please open the garage door."
-BEFORE_WORDS = {"weather", "lovely", "today"}
+BEFORE = "goforward"  # "go forward ten meters"
+HELD = "librivox-0930"  # "he might even have been made amiable himself"
+BEFORE_WORDS = {"go", "forward", "meters"}
 # A person starts talking a moment after pressing; the first input.click_ignore_ms (150 ms)
 # after the press are silenced on purpose (the key click), so speech must not start sooner.
 REACTION_S = 0.3
@@ -46,7 +47,7 @@ def said_once(listener: Listener) -> str:
 
 
 def assert_only_held_speech(said: str) -> None:
-    assert wer(HELD, said) <= 0.2, said
+    assert wer(real_references()[HELD], said) <= 0.2, said
     assert not BEFORE_WORDS & set(normalise(said)), f"speech before the press got in: {said!r}"
 
 
@@ -56,9 +57,9 @@ def sound_spans(recording: Recorded) -> list[tuple[float, float]]:
 
 
 def test_ptt_hold_transcribes_only_what_is_said_while_the_key_is_held(
-    pulse_rig: PulseRig, tts: PiperSynthesizer, tmp_path: Path
+    pulse_rig: PulseRig, tmp_path: Path
 ) -> None:
-    before, held = speech(tts, BEFORE), speech(tts, HELD)
+    before, held = to_int16(real_clip(BEFORE)), to_int16(real_clip(HELD))
     config: dict[str, dict[str, object]] = {"input": {"mode": "ptt-hold", "backend": "socket"}}
     listener = Listener(pulse_rig, tmp_path / "listen", config)
     with listener, pulse_rig.record_mic() as mic:
@@ -84,9 +85,9 @@ def test_ptt_hold_transcribes_only_what_is_said_while_the_key_is_held(
 
 
 def test_ptt_toggle_starts_on_press_and_silence_ends_it(
-    pulse_rig: PulseRig, tts: PiperSynthesizer, tmp_path: Path
+    pulse_rig: PulseRig, tmp_path: Path
 ) -> None:
-    before, held = speech(tts, BEFORE), speech(tts, HELD)
+    before, held = to_int16(real_clip(BEFORE)), to_int16(real_clip(HELD))
     config: dict[str, dict[str, object]] = {"input": {"mode": "ptt-toggle", "backend": "socket"}}
     listener = Listener(pulse_rig, tmp_path / "listen", config)
     with listener:
