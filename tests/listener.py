@@ -31,6 +31,16 @@ def toml_tables(tables: dict[str, dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def story(log: str, chars: int = 4000) -> str:
+    """The end of a listener's log for a failure message, without ALSA's lines (counted):
+    one stalled stream prints dozens of "underrun occurred", which pushed the listener's own
+    lines out of CI's log."""
+    lines = log.splitlines()
+    own = [line for line in lines if not line.startswith("ALSA lib")]
+    left_out = len(lines) - len(own)
+    return ("\n".join(own) + (f"\n[{left_out} ALSA lines left out]" if left_out else ""))[-chars:]
+
+
 class Listener:
     def __init__(
         self,
@@ -95,10 +105,8 @@ class Listener:
         return self.log_path.read_text(errors="replace")
 
     def story(self, chars: int = 4000) -> str:
-        """The end of the log for a failure message, without ALSA's lines: one stalled stream
-        prints dozens of "underrun occurred", which pushed the listener's own out of CI's log."""
-        lines = self.log().splitlines()
-        return "\n".join(line for line in lines if not line.startswith("ALSA lib"))[-chars:]
+        """The end of the log for a failure message (see :func:`story`)."""
+        return story(self.log(), chars)
 
     def count(self, needle: str) -> int:
         return self.log().count(needle)

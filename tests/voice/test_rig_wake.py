@@ -3,9 +3,9 @@
 ``voice-assistant listen`` runs in the rig with ``input.mode = "wake"`` and the echo agent.
 The wake word is said by the project's Piper voice (no real recording says "hey jarvis"); the
 request, run into the word in one breath, and the follow-up are real recordings. The same
-request without the word is ignored; with it, it is answered whole, and the word is not part
-of what the agent gets; a follow-up inside the window needs no word; after the window, speech
-is ignored again.
+request without the word is ignored; with it, it is answered with its first word kept, and
+the word is not part of what the agent gets; a follow-up inside the window needs no word;
+after the window, speech is ignored again.
 
 The second test plays a minute of room sound that never says the word (real speech, noise,
 music-like tones) into the microphone in real time: no wake-up, no turn. A minute, not the
@@ -54,7 +54,8 @@ def test_the_wake_word_opens_a_request_and_a_follow_up_window(
     }
     wake = spoken(speech(tts, "Hey Jarvis"))
     request = real_clip(REQUEST_CLIP)
-    request *= level(wake) / level(to_int16(request))  # said as loud as the word
+    # As loud as the word (Piper's peaks are at full scale: the clip's must stay under it).
+    request *= min(level(wake) / level(to_int16(request)), 0.9 / float(np.abs(request).max()))
     follow_up = real_clip(FOLLOW_UP_CLIP)
     listener = Listener(pulse_rig, tmp_path / "listen", config)
     with listener:
@@ -116,5 +117,5 @@ def test_a_minute_of_room_sound_wakes_nothing(pulse_rig: PulseRig, tmp_path: Pat
         time.sleep(2.0)
         assert listener.stop() == 0, listener.story()
     log = listener.log()
-    assert "wake word" not in log.replace("wake word 'Hey Jarvis'", ""), log[-3000:]
-    assert listener.count("you said") == 0, log[-3000:]
+    assert "wake word" not in log.replace("wake word 'Hey Jarvis'", ""), listener.story()
+    assert listener.count("you said") == 0, listener.story()
