@@ -102,13 +102,13 @@ def said(listener: Listener) -> list[str]:
 def assert_reply_heard(
     stt: WhisperTranscriber, recording: Recorded, after_s: float, keep: Path, request: str
 ) -> None:
-    """The reopened speaker really played the echo reply (not only an earcon): "You said:"
-    and a word of the request as the loop heard it (its reply is made of that, and a word
-    misheard there is misheard in the reply too: "on the catching lights" came back as
-    "catching light"). A loaded machine can lose the first 20 ms of "You" to an underrun
-    (CI did once), and Whisper then drops the word (tried offline on the Piper reply), so
-    "said" may come first. On failure the recording is kept at ``keep``, with its sounds
-    (seconds from its start) in the message."""
+    """The reopened speaker really played the echo reply (not only an earcon): at least half
+    the words of four letters or more of the request as the loop heard it. The reply is made
+    of them, and a word misheard there is misheard in the reply too ("on the catching lights"
+    came back as "catching light"). Nothing but the reply plays them on the speaker, so its
+    "You said:" is not asked for: Whisper heard it as "set" on a loaded machine here, and
+    lost "You" to an underrun in CI once. On failure the recording is kept at ``keep``, with
+    its sounds (seconds from its start) in the message."""
     spans = [(s, e) for s, e in recording.speech(min_gap_s=0.5) if e - s > 0.6 and e > after_s]
     sounds = [(round(s - recording.start_s, 2), round(e - recording.start_s, 2)) for s, e in spans]
     where = f"sounds {sounds}, heard at {after_s - recording.start_s:.2f} s, in {keep}"
@@ -118,7 +118,7 @@ def assert_reply_heard(
     clip = recording.between(spans[0][0], spans[-1][1]).astype(np.float32) / np.float32(32768)
     words = normalise(stt.transcribe_audio(clip).text)
     content = {word for word in normalise(request) if len(word) > 3}  # not "on", "the"
-    heard = "said" in words[:2] and bool(content & set(words))
+    heard = bool(content) and 2 * len(content & set(words)) >= len(content)
     if not heard:
         recording.save(keep)
     assert heard, (words, request, where)
