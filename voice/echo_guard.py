@@ -241,9 +241,12 @@ class EchoGate:
         self._played: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._heard: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._count = 0
+        # The echo's level expected in the last frame judged (expected_echo_db), for the
+        # device's other uses of it: worked out once per frame on the audio path.
+        self.expected_db: float | None = None
 
     def reset(self) -> None:
-        self.delay = self.loss_db = None
+        self.delay = self.loss_db = self.expected_db = None
         self._played.clear()
         self._heard.clear()
         self._count = 0
@@ -258,13 +261,14 @@ class EchoGate:
         self._count += 1
         if self._count % ESTIMATE_EVERY == 0:
             self._estimate()
-        expected = self.expected_echo_db()
+        expected = self.expected_db = self.expected_echo_db()
         if expected is not None and heard_db <= expected + ECHO_MARGIN_DB:
             return True
         return is_residue(heard, left)
 
     def skip(self) -> None:
         """A frame while nothing plays, not looked at (the canceller rests): silence."""
+        self.expected_db = None
         self._played.append(FLOOR_DBFS)
         self._heard.append(FLOOR_DBFS)
 

@@ -478,9 +478,6 @@ class KnownEcho:
     def is_echo(self, near: object, cleaned: object, far: object) -> bool:
         return False
 
-    def expected_echo_db(self) -> float | None:
-        return self.expected_db
-
     def skip(self) -> None:
         pass
 

@@ -227,6 +227,10 @@ def test_the_gate_finds_the_echo_s_delay_and_loss_and_silences_its_leaks() -> No
     leaks = room.run(gate, range(400, 700))
     echoes = [t for t in leaks if room.played[t - 9] > -45]
     assert len(echoes) > 150 and not any(leaks[t] for t in echoes)
+    # What it expected in the last frame judged, kept for the device's other uses.
+    assert gate.expected_db is not None and gate.expected_db == gate.expected_echo_db()
+    gate.skip()
+    assert gate.expected_db is None
 
 
 @pytest.mark.parametrize(("voice_db", "heard"), [(6.0, True), (3.0, True), (-6.0, False)])
@@ -263,6 +267,7 @@ def test_the_gate_follows_a_delay_that_drifts_and_forgets_on_reset() -> None:
     assert gate.delay == 12
     gate.reset()
     assert gate.delay is None and gate.loss_db is None and gate.expected_echo_db() is None
+    assert gate.expected_db is None
 
 
 # ---- what the segmenter does with it -----------------------------------------------------------

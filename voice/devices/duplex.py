@@ -346,7 +346,7 @@ class DuplexDevice(Speaker):
                         self.words_canceller.process(*rested)
                 cleaned = self._cancel(frame.near, frame.far)
                 echo = self.gate.is_echo(frame.near, cleaned, frame.far)
-                expected_db = self.gate.expected_echo_db()
+                expected_db = self.gate.expected_db  # as is_echo found it for this frame
                 # Louder than the echo the gate expects: something else is heard over it.
                 self._over += played and not echo and expected_db is not None
                 words = self._words_of(frame.near, frame.far, cleaned, expected_db)
