@@ -131,6 +131,15 @@ def speech(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
     return (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
 
 
+def word_alone(tts: PiperSynthesizer, text: str) -> tuple[npt.NDArray[np.int16], float]:
+    """The words with no silence after them, and where their sound ends (-45 dBFS)."""
+    audio = speech(tts, text)
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160).astype(np.float64) / 32768
+    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
+    end = (int(loud[-1]) + 1) * 160
+    return audio[:end], end / RATE
+
+
 def speech_spans(
     audio: FloatAudio, *, margin_db: float = 12.0, min_speech_ms: int = 50
 ) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.listener import TURN_DONE, Listener
-from tests.rig import PulseRig
+from tests.rig import PulseRig, as_loud_as
 from tests.voice.audio_util import (
     normalise,
     real_clip,
@@ -30,6 +30,7 @@ from tests.voice.audio_util import (
     speech,
     to_int16,
     wer,
+    word_alone,
 )
 from tests.voice.room_sounds import not_a_request
 from voice.tts import PiperSynthesizer
@@ -52,21 +53,19 @@ def test_the_wake_word_opens_a_request_and_a_follow_up_window(
         "input": {"mode": "wake", "backend": "socket"},
         "wake": {"follow_up_s": FOLLOW_UP_S},
     }
-    wake = spoken(speech(tts, "Hey Jarvis"))
-    request = real_clip(REQUEST_CLIP)
-    # As loud as the word (Piper's peaks are at full scale: the clip's must stay under it).
-    request *= min(level(wake) / level(to_int16(request)), 0.9 / float(np.abs(request).max()))
-    follow_up = real_clip(FOLLOW_UP_CLIP)
+    wake, _ = word_alone(tts, "Hey Jarvis")
+    request = as_loud_as(to_int16(real_clip(REQUEST_CLIP)), wake)  # said as loud as the word
+    follow_up = to_int16(real_clip(FOLLOW_UP_CLIP))
     listener = Listener(pulse_rig, tmp_path / "listen", config)
     with listener:
-        pulse_rig.feed(to_int16(request), 16000).wait(30)
+        pulse_rig.feed(request, 16000).wait(30)
         time.sleep(3.0)  # hangover and transcription, had it been heard
         assert listener.count("you said") == 0, "a request without the wake word was heard"
 
-        pulse_rig.feed(np.concatenate([wake, to_int16(BREATH), to_int16(request)]), 16000).wait(30)
+        pulse_rig.feed(np.concatenate([wake, BREATH, request]), 16000).wait(30)
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         time.sleep(1.0)  # the reply has played; the follow-up window is open
-        pulse_rig.feed(to_int16(follow_up), 16000).wait(30)
+        pulse_rig.feed(follow_up, 16000).wait(30)
         listener.wait_for_log(TURN_DONE, count=2, timeout_s=60)
 
         time.sleep(FOLLOW_UP_S + 2.0)  # the window closes
@@ -91,19 +90,7 @@ def test_the_wake_word_opens_a_request_and_a_follow_up_window(
     assert [m["content"] for m in messages[::2]] == said
 
 
-BREATH = np.zeros(int(0.15 * 16000), np.float32)  # "Hey Jarvis, go forward": no pause to speak of
-
-
-def level(audio: np.ndarray) -> float:
-    """RMS of int16 audio."""
-    return float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
-
-
-def spoken(audio: np.ndarray) -> np.ndarray:
-    """Piper's words without the silence it pads them with at the end (-45 dBFS frames)."""
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160).astype(np.float64) / 32768
-    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
-    return audio[: (int(loud[-1]) + 1) * 160]
+BREATH = np.zeros(int(0.15 * 16000), np.int16)  # "Hey Jarvis, go forward": no pause to speak of
 
 
 def test_a_minute_of_room_sound_wakes_nothing(pulse_rig: PulseRig, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from core.errors import ModelError
-from tests.voice.audio_util import RATE, normalise, real_clip, real_references, speech, wer
+from tests.voice.audio_util import RATE, normalise, real_clip, real_references, wer, word_alone
 from voice.audio import AudioChunk, Utterance
 from voice.config import TtsConfig
 from voice.models import available_wake_models, resolve_wake_model
@@ -55,15 +55,6 @@ def voices(tts: PiperSynthesizer) -> Iterator[dict[float, PiperSynthesizer]]:
         1.0: tts,
         1.3: PiperSynthesizer(TtsConfig(length_scale=1.3)),
     }
-
-
-def word_alone(tts: PiperSynthesizer, text: str) -> tuple[Int16, float]:
-    """The words with no silence after them, and where their sound ends (-45 dBFS)."""
-    audio = speech(tts, text)
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160).astype(np.float64) / 32768
-    loud = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 10 ** (-45 / 20))
-    end = (int(loud[-1]) + 1) * 160
-    return audio[:end], end / RATE
 
 
 def feed(detector: WakeDetector, audio: Int16, t0: float = 0.0) -> list[WakeDetection]:
