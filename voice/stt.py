@@ -46,6 +46,10 @@ MIN_AVG_LOGPROB = -1.0  # faster-whisper's own bound for a decode it would retry
 # most in Tokyo" trimmed, -0.15 and right in 30 s; right ones scored -0.03 to -0.5 on real
 # clips, short card names and digits -0.4 to -0.8: bench/bench_stt.py --unsure).
 UNSURE_AVG_LOGPROB = -0.5
+# ... in a 20 s window, not 30: on the 18 unsure decodes of bench_stt.py --unsure's 102 real
+# clips, WER 0.037 against 0.047 at 30 s (0.062 not redone), at 430 ms against 660 (median,
+# both decodes). The redo is on the path to the reply of one short command in five.
+UNSURE_REDO_WINDOW_S = 20.0
 # Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.
 MAX_COMPRESSION_RATIO = 2.4
 # Generous bound on tokens per second of audio (fast speech is ~5): caps a runaway loop.
@@ -176,9 +180,10 @@ class WhisperTranscriber:
         *,
         models_dir: Path | None = None,
         unsure_below: float = UNSURE_AVG_LOGPROB,
+        unsure_redo_s: float = UNSURE_REDO_WINDOW_S,
     ) -> None:
-        """``unsure_below``: the trimmed-window decodes redone in the full window (a
-        benchmark sets it to -inf to compare)."""
+        """``unsure_below``: the trimmed-window decodes redone in a wider window of at least
+        ``unsure_redo_s`` (a benchmark sets them to compare)."""
         from faster_whisper import WhisperModel  # heavy import
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -188,6 +193,7 @@ class WhisperTranscriber:
         # SttConfig keeps this within 10-30 s: shorter loses words, 30 s is the encoder's limit.
         self._window_s = config.min_window_s
         self.unsure_below = unsure_below
+        self.unsure_redo_s = unsure_redo_s
         self.model_ref = resolve_whisper_model(
             config.model,
             models_dir=models_dir if models_dir is not None else default_models_dir(),
@@ -272,9 +278,10 @@ class WhisperTranscriber:
             window_s = min(FULL_WINDOW_S, max(audio_s + TAIL_MARGIN_S, self._window_s))
             text, no_speech, logprob = self._decode_window(audio, window_s)
             unsure = logprob < self.unsure_below and not looks_degenerate(text, logprob)
-            if unsure and window_s < FULL_WINDOW_S:
-                log.debug("fast decode unsure (%r, %.2f): again in the full window", text, logprob)
-                text, no_speech, logprob = self._decode_window(audio, FULL_WINDOW_S)
+            redo_s = min(FULL_WINDOW_S, max(window_s * 2, self.unsure_redo_s))
+            if unsure and window_s < redo_s:
+                log.debug("fast decode unsure (%r, %.2f): again in %.0f s", text, logprob, redo_s)
+                text, no_speech, logprob = self._decode_window(audio, redo_s)
             if looks_degenerate(text, logprob) and no_speech < self._config.max_no_speech_prob:
                 # Checked as faster-whisper checks its own decodes: retry its way, with its
                 # temperature fallback, rather than return a loop.
