@@ -62,7 +62,11 @@ class CombinedAnalyzer:
     held until the user has surely finished. Half-duplex cannot hear words said over the
     reply, so there it is never heard before ``max``, the longest pause inside a request
     (live on real voices, replies heard sooner came mid-request in 6 of 20 requests with a
-    pause inside; after ``likely``, a pause of 800 ms still lost a sentence). A missing
+    pause inside; after ``likely``, a pause of 800 ms still lost a sentence). Heard over the
+    reply, a word said over it stops it and joins the request, so a reply waits at most
+    ``likely`` (and never less than its turn's end): read sentences that end the way
+    smart-turn hears as open ("He might even have been made amiable himself.", p 0.04) or
+    on a word the table distrusts ("... than he was.") no longer wait for ``max``. A missing
     piece of evidence counts as the least favourable value. Without a model the words decide
     alone, as they did before the model: complete -> quick / quick.
     """
@@ -83,8 +87,10 @@ class CombinedAnalyzer:
         return self._verdict(evidence)[0]
 
     def speak_after_ms(self, evidence: PauseEvidence) -> float:
-        speak = self._verdict(evidence)[1]
-        return speak if evidence.heard_over_reply else max(speak, self.max_ms)
+        end, speak = self._verdict(evidence)
+        if evidence.heard_over_reply:
+            return max(end, min(speak, self.likely_ms))
+        return max(speak, self.max_ms)
 
     def _verdict(self, evidence: PauseEvidence) -> tuple[float, float]:
         quick, likely, longest = self.quick_ms, self.likely_ms, self.max_ms

@@ -661,6 +661,20 @@ def test_a_turn_ended_on_a_guess_holds_its_reply_until_the_pause_is_long() -> No
     assert m.quiet(Tick(4.51)) == [Release(turn)]
 
 
+def test_heard_over_the_reply_a_turn_ended_on_a_guess_is_heard_when_it_ends() -> None:
+    """A word said over the reply would stop it and join the request: no wait for the
+    longest pause (read sentences such as "... made amiable himself." sound open to the
+    model)."""
+    m = Machine()
+    m(HeardOverReply(True))
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.10)
+    assert m(Tick(3.79)) == []
+    assert m(Tick(3.81)) == [EndSegment()]
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    assert Release(sent(out).turn) in out
+
+
 def test_speech_during_a_held_reply_joins_the_request() -> None:
     m = Machine()
     first, more = utt(1.0, 3.0), utt(4.2, 6.0)
