@@ -42,13 +42,12 @@ TAIL_MARGIN_S = 1.0
 FAST_MAX_S = FULL_WINDOW_S - TAIL_MARGIN_S  # longer audio takes the stock long-form path
 MIN_AVG_LOGPROB = -1.0  # faster-whisper's own bound for a decode it would retry
 # A trimmed window is not what Whisper was trained on: a decode this unsure is done again in
-# its own 30 s window ("what time is it in Tokyo", heard in the rig: -0.71 and "What's the
-# most in Tokyo" trimmed, -0.15 and right in 30 s; right ones scored -0.03 to -0.5 on real
-# clips, short card names and digits -0.4 to -0.8: bench/bench_stt.py --unsure).
+# a wider window ("what time is it in Tokyo", heard in the rig: -0.71 and "What's the most
+# in Tokyo" trimmed, -0.15 and right in 30 s; right ones scored -0.03 to -0.5 on real clips,
+# short card names and digits -0.4 to -0.8). 20 s, not 30: on the 22 unsure decodes of
+# bench/bench_stt.py --unsure's 102 clips, WER 0.048 against 0.057 at 30 s (0.071 not
+# redone), median 438 ms against 646 for both decodes; it is on the path to the reply.
 UNSURE_AVG_LOGPROB = -0.5
-# ... in a 20 s window, not 30: on the 18 unsure decodes of bench_stt.py --unsure's 102 real
-# clips, WER 0.037 against 0.047 at 30 s (0.062 not redone), at 430 ms against 660 (median,
-# both decodes). The redo is on the path to the reply of one short command in five.
 UNSURE_REDO_WINDOW_S = 20.0
 # Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.
 MAX_COMPRESSION_RATIO = 2.4
