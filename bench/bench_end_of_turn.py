@@ -73,7 +73,7 @@ def collect() -> list[Pause]:
 
 def judge(analyzer: TurnAnalyzer | None, pause: Pause) -> tuple[float, float]:
     """(ends after ms, heard after ms) for this analyzer; None: the words alone. Heard over
-    the reply (echo cancelled): half-duplex never plays it before the likely wait, 800 ms."""
+    the reply (echo cancelled): half-duplex never plays it before the longest pause, 1.5 s."""
     if analyzer is None:
         words_only = CombinedAnalyzer()
         ev = PauseEvidence(pause.text, None, False, heard_over_reply=True)
@@ -115,10 +115,10 @@ def main() -> int:
         "\ncut-offs: mid-sentence gaps where the turn would end before 800 ms (it joins the rest"
         " if the user goes on before the reply plays); heard early: where the reply would be"
         " heard before 800 ms with the user heard over the reply (echo cancelled: the reply stops"
-        " and the words join the request; half-duplex never plays it before 800 ms, where the"
+        " and the words join the request; half-duplex never plays it before 1.5 s, where the"
         " words would be lost); end/heard: at the true"
         " ends, the silence before the turn ends / before the reply may play (ms after the last"
-        " frame of speech); held: true ends whose reply waits for the longest pause."
+        " frame of speech); held: true ends whose reply waits past the turn's end."
     )
     print("\nevidence at the true ends:")
     for p in ends:

@@ -53,9 +53,9 @@ class CombinedAnalyzer:
     ==========  ====================  ====================  ====================
     words       p >= sure             threshold <= p        p < threshold
     ==========  ====================  ====================  ====================
-    complete    quick / quick         quick / likely        likely / max
-    unsure      quick / quick         likely / max          max / max
-    incomplete  likely / max          max / max             max / max
+    complete    quick / quick         quick / likely        likely / likely
+    unsure      quick / quick         likely / likely       max / max
+    incomplete  likely / likely       max / max             max / max
     ==========  ====================  ====================  ====================
 
     A turn goes to the agent as soon as it ends, so the agent starts early; its reply is
@@ -63,12 +63,12 @@ class CombinedAnalyzer:
     reply, so there it is never heard before ``max``, the longest pause inside a request
     (live on real voices, replies heard sooner came mid-request in 6 of 20 requests with a
     pause inside; after ``likely``, a pause of 800 ms still lost a sentence). Heard over the
-    reply, a word said over it stops it and joins the request, so a reply waits at most
-    ``likely`` (and never less than its turn's end): read sentences that end the way
-    smart-turn hears as open ("He might even have been made amiable himself.", p 0.04) or
-    on a word the table distrusts ("... than he was.") no longer wait for ``max``. A missing
-    piece of evidence counts as the least favourable value. Without a model the words decide
-    alone, as they did before the model: complete -> quick / quick.
+    reply, a word said over it stops it and joins the request, so a turn that ends at
+    ``likely`` plays then: read sentences that smart-turn hears as open ("He might even have
+    been made amiable himself.", p 0.04) or that end on a word the table distrusts ("...
+    than he was.") do not wait for ``max``. A missing piece of evidence counts as the least
+    favourable value. Without a model the words decide alone, as they did before the model:
+    complete -> quick / quick.
     """
 
     quick_ms: float = 300.0
@@ -87,10 +87,8 @@ class CombinedAnalyzer:
         return self._verdict(evidence)[0]
 
     def speak_after_ms(self, evidence: PauseEvidence) -> float:
-        end, speak = self._verdict(evidence)
-        if evidence.heard_over_reply:
-            return max(end, min(speak, self.likely_ms))
-        return max(speak, self.max_ms)
+        speak = self._verdict(evidence)[1]
+        return speak if evidence.heard_over_reply else max(speak, self.max_ms)
 
     def _verdict(self, evidence: PauseEvidence) -> tuple[float, float]:
         quick, likely, longest = self.quick_ms, self.likely_ms, self.max_ms
@@ -102,9 +100,9 @@ class CombinedAnalyzer:
         table = {
             ("complete", "sure"): (quick, quick),
             ("complete", "finished"): (quick, likely),
-            ("complete", "open"): (likely, longest),
+            ("complete", "open"): (likely, likely),
             ("unsure", "sure"): (quick, quick),
-            ("unsure", "finished"): (likely, longest),
-            ("incomplete", "sure"): (likely, longest),
+            ("unsure", "finished"): (likely, likely),
+            ("incomplete", "sure"): (likely, likely),
         }
         return table.get((words, voice), (longest, longest))

@@ -44,9 +44,10 @@ MIN_AVG_LOGPROB = -1.0  # faster-whisper's own bound for a decode it would retry
 # A trimmed window is not what Whisper was trained on: a decode this unsure is done again in
 # a wider window ("what time is it in Tokyo", heard in the rig: -0.71 and "What's the most
 # in Tokyo" trimmed, -0.15 and right in 30 s; right ones scored -0.03 to -0.5 on real clips,
-# short card names and digits -0.4 to -0.8). 20 s, not 30: on the 22 unsure decodes of
-# bench/bench_stt.py --unsure's 102 clips, WER 0.048 against 0.057 at 30 s (0.071 not
-# redone), median 438 ms against 646 for both decodes; it is on the path to the reply.
+# short card names and digits -0.4 to -0.8), twice as wide and 20-30 s. Short clips at 20 s,
+# not 30: on the 22 unsure of bench/bench_stt.py --unsure's 102 clips, WER 0.048 against
+# 0.057 at 30 s (0.071 not redone), median 438 ms against 646 for both decodes. The redo is
+# on the path to the reply.
 UNSURE_AVG_LOGPROB = -0.5
 UNSURE_REDO_WINDOW_S = 20.0
 # Whisper's own limit for a "too repetitive" decode (zlib ratio), the mark of a looping model.

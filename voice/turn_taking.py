@@ -27,7 +27,7 @@ The rules, for people who pause while they think:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
@@ -125,6 +125,19 @@ class _Pause:
     model_failed: bool = False
 
 
+@dataclass(frozen=True)
+class _SpeakAt:
+    """When a reply may be heard: a turn ended on a guess waits, and longer where words said
+    over the reply would be lost. Both are kept, since the canceller can learn or lose the
+    room between the turn's end and its reply."""
+
+    deaf_s: float = 0.0  # half-duplex
+    heard_s: float = 0.0  # the user is heard over the reply
+
+    def due_s(self, heard_over_reply: bool) -> float:
+        return self.heard_s if heard_over_reply else self.deaf_s
+
+
 @dataclass
 class _Request:
     context: Context
@@ -136,7 +149,7 @@ class _Request:
     pause: _Pause | None = None
     final_job: int | None = None
     probe_job: int | None = None
-    speak_at_s: float = 0.0  # the reply may be heard from then (a turn ended on a guess waits)
+    speak_at: _SpeakAt = _SpeakAt()
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
@@ -157,7 +170,7 @@ class _Turn:
     reply_done: bool = False
     stop_requested: bool = False
     answered: bool = False
-    speak_at_s: float = 0.0
+    speak_at: _SpeakAt = _SpeakAt()
     released: bool = False
 
     @property
@@ -404,9 +417,13 @@ class TurnTaking:
             return
         pause = request.pause
         model = self.policy.model and not pause.model_failed
-        evidence = PauseEvidence(pause.text, pause.probability, model, self._heard_over_reply)
+        evidence = PauseEvidence(pause.text, pause.probability, model)
         if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
-            request.speak_at_s = pause.end_s + analyzer.speak_after_ms(evidence) / 1000
+            deaf, heard = (
+                pause.end_s + analyzer.speak_after_ms(replace(evidence, heard_over_reply=h)) / 1000
+                for h in (False, True)
+            )
+            request.speak_at = _SpeakAt(deaf, heard)
             out.append(EndSegment())
 
     def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:
@@ -520,7 +537,7 @@ class TurnTaking:
         if not text:
             return
         audio = request.base + request.parts
-        self._send(text, audio, revises=request.revises, out=out, speak_at_s=request.speak_at_s)
+        self._send(text, audio, revises=request.revises, out=out, speak_at=request.speak_at)
 
     def _send(
         self,
@@ -529,9 +546,9 @@ class TurnTaking:
         *,
         revises: bool,
         out: list[Action],
-        speak_at_s: float = 0.0,
+        speak_at: _SpeakAt = _SpeakAt(),
     ) -> None:
-        turn = _Turn(next(self._ids), text, audio, speak_at_s=speak_at_s)
+        turn = _Turn(next(self._ids), text, audio, speak_at=speak_at)
         self._turn = turn
         self._awake_until = None  # the window did its job; the reply opens the next one
         out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
@@ -539,13 +556,14 @@ class TurnTaking:
         self._release_when_due(turn, out)
 
     def _release_when_due(self, turn: _Turn, out: list[Action]) -> None:
-        if turn.released or self._now < turn.speak_at_s or self.user_speaking:
+        due_s = turn.speak_at.due_s(self._heard_over_reply)
+        if turn.released or self._now < due_s or self.user_speaking:
             return
         onset = self._unconfirmed_s
         if (
             onset is not None
             and self._now - onset < ONSET_HOLD_S
-            and self._now < turn.speak_at_s + ONSET_HOLD_MAX_S
+            and self._now < due_s + ONSET_HOLD_MAX_S
         ):
             return  # maybe the user is going on
         turn.released = True

@@ -49,10 +49,16 @@ def test_without_the_model_the_words_decide_alone(text: str, expected: tuple[flo
     assert (ANALYZER.end_after_ms(evidence), ANALYZER.speak_after_ms(evidence)) == expected
 
 
-def test_a_reply_is_never_heard_before_its_turn_ends() -> None:
-    short = CombinedAnalyzer(quick_ms=300, likely_ms=300, max_ms=1500)
-    evidence = PauseEvidence(COMPLETE, 0.04, model=True, heard_over_reply=True)
-    assert short.end_after_ms(evidence) <= short.speak_after_ms(evidence) == 300
+@pytest.mark.parametrize("text", [COMPLETE, UNSURE, INCOMPLETE, None])
+@pytest.mark.parametrize("p", [0.99, 0.90, 0.10, None])
+@pytest.mark.parametrize("heard", [False, True])
+def test_a_reply_is_heard_neither_before_its_turn_ends_nor_after_the_longest_pause(
+    text: str | None, p: float | None, heard: bool
+) -> None:
+    evidence = PauseEvidence(text, p, model=True, heard_over_reply=heard)
+    end, speak = ANALYZER.end_after_ms(evidence), ANALYZER.speak_after_ms(evidence)
+    assert 300 <= end <= speak <= 1500
+    assert heard or speak == 1500  # half-duplex: words said over it would be lost
 
 
 @pytest.mark.parametrize(

@@ -311,3 +311,22 @@ def test_an_unsure_trimmed_decode_is_done_again_in_a_wider_window(
     result = stt.transcribe_audio(np.zeros(2 * 16000, dtype=np.float32), fast=True)
     assert asked == windows
     assert result.text.startswith(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "windows"),
+    [(2.0, [10.0, 20.0]), (12.0, [13.0, 26.0]), (20.0, [21.0, 30.0]), (29.0, [30.0])],
+)
+def test_the_redo_window_is_twice_the_trimmed_one_from_20_to_30_s(
+    stt: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch, seconds: float, windows: list[float]
+) -> None:
+    """An unsure decode already in the 30 s window has nowhere wider to go."""
+    asked: list[float] = []
+
+    def decode(audio: np.ndarray, window_s: float) -> tuple[str, float, float]:
+        asked.append(window_s)
+        return "Four of spades.", 0.1, -0.7
+
+    monkeypatch.setattr(stt, "_decode_window", decode)
+    stt.transcribe_audio(np.zeros(int(seconds * 16000), dtype=np.float32), fast=True)
+    assert asked == windows

@@ -675,6 +675,19 @@ def test_heard_over_the_reply_a_turn_ended_on_a_guess_is_heard_when_it_ends() ->
     assert Release(sent(out).turn) in out
 
 
+def test_a_reply_due_when_heard_over_it_waits_again_once_the_room_is_lost() -> None:
+    """The canceller lost the echo (an underrun) after the turn ended on a guess: the
+    microphone is deaf over the reply again, so the reply waits for the longest pause."""
+    m = Machine()
+    m(HeardOverReply(True))
+    seg = utt(1.0, 3.0)
+    say_request(m, seg, "Run the test suite.", 0.10)
+    m(Tick(3.81))
+    turn = sent(m.quiet(HeardOverReply(False), UtteranceEnded(seg, "forced"))).turn
+    assert Release(turn) not in m.quiet(Tick(4.4))
+    assert m.quiet(Tick(4.51)) == [Release(turn)]
+
+
 def test_speech_during_a_held_reply_joins_the_request() -> None:
     m = Machine()
     first, more = utt(1.0, 3.0), utt(4.2, 6.0)
