@@ -45,6 +45,27 @@ def joined(frames: list[AudioChunk]) -> np.ndarray:
     return np.concatenate([f.to_int16() for f in frames])
 
 
+def teach_the_room(device: DuplexDevice, reply: np.ndarray, rate: int, seconds: float) -> None:
+    """One reply teaches the canceller the room. An underrun on a busy machine (CI) makes it
+    count again, by design, and a reopen learns the room afresh (the canceller may leak in
+    its first window there, seen in the rig: a 0.4 s stall, then learnt one reply after the
+    reopen in one run of two, two in the other): then it gets up to three more replies."""
+    device.play(reply, rate)
+    read_for(device, seconds)
+    if device.echo_learnt:
+        return
+    assert device.xruns > 0, "a reply played without an underrun did not teach it the room"
+    for _ in range(3):
+        if device.needs_reopen:
+            device.reopen()
+            read_for(device, 0.5)
+        device.play(reply, rate)
+        read_for(device, seconds)
+        if device.echo_learnt:
+            return
+    pytest.fail(f"four replies did not teach it the room ({device.xruns} underruns)")
+
+
 def tone(hz: float, seconds: float, rate: int, amplitude: int = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
@@ -98,9 +119,7 @@ def test_what_it_reads_has_the_echo_removed_once_learnt(
     seconds = len(reply) / tts.sample_rate + 0.5
     with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
         read_for(device, 0.5)
-        device.play(reply, tts.sample_rate)
-        read_for(device, seconds)
-        assert device.echo_learnt  # the first reply taught it the room
+        teach_the_room(device, reply, tts.sample_rate, seconds)
         with rig.record_mic() as heard_by_the_mic:
             device.play(reply, tts.sample_rate)
             frames = read_for(device, seconds)
