@@ -128,7 +128,7 @@ def wer(ref: str, hyp: str) -> float:
 def speech(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
     """``text`` spoken by the Piper voice, as 16 kHz int16 (what the rig's microphone takes)."""
     audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
-    return (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
+    return to_int16(soxr.resample(audio, tts.sample_rate, RATE))  # clipped: no wrap-around
 
 
 def word_alone(tts: PiperSynthesizer, text: str) -> tuple[npt.NDArray[np.int16], float]:
