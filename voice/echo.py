@@ -218,15 +218,26 @@ def _livekit() -> ModuleType:
 
 
 def load_canceller(
-    mode: EchoMode, factory: Callable[[], EchoCanceller] = WebRtcCanceller
+    mode: EchoMode,
+    factory: Callable[[], EchoCanceller] = WebRtcCanceller,
+    *,
+    barge_in: bool = False,
 ) -> EchoCanceller | None:
     """The canceller ``mode`` asks for (made by ``factory``), or None for half-duplex.
 
     "auto" logs one line and returns None when the library is missing; "on" raises
-    :class:`ConfigError` instead.
+    :class:`ConfigError` instead. ``barge_in`` (``turn.barge_in``) says the microphone hears
+    no echo (a headset, or the sound server's canceller), so "auto" is off: there AEC3 has
+    no echo to learn and only holds back the first words said over a reply.
     """
     if mode == "off":
         log.info("echo cancellation off (audio.echo_cancel): %s", HALF_DUPLEX)
+        return None
+    if mode == "auto" and barge_in:
+        log.info(
+            "echo cancellation off: turn.barge_in says the microphone hears no echo (a "
+            'headset); audio.echo_cancel = "on" keeps it'
+        )
         return None
     try:
         return factory()

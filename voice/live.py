@@ -47,7 +47,7 @@ def _duplex(
     """The echo-cancelled duplex device ``audio.echo_cancel`` asks for, open; None for
     half-duplex. In "auto", a missing library or a stream that will not open is one line
     in the log; in "on", an error (or, as a service, waited for like any device)."""
-    canceller = load_canceller(config.audio.echo_cancel)
+    canceller = load_canceller(config.audio.echo_cancel, barge_in=config.turn.barge_in)
     if canceller is None:
         return None
     duplex = DuplexDevice(config.audio, canceller, words=load_word_canceller())
