@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.listener import Listener  # noqa: E402
 from tests.rig import RATE, PulseRig, Recorded, Recorder  # noqa: E402
+from tests.voice.audio_util import speech  # noqa: E402
 from voice.config import TtsConfig  # noqa: E402
 from voice.tts import PiperSynthesizer  # noqa: E402
 
@@ -48,12 +48,6 @@ PLAYING_WINDOW_S = 0.1  # the reply must be sounding in the last 100 ms before t
 AFTER_S = 3.0  # look this long after the press for the last sound of the reply
 
 Int16 = npt.NDArray[np.int16]
-
-
-def speech(tts: PiperSynthesizer, text: str) -> Int16:
-    audio = tts.synthesize_all(text).astype(np.float32) / np.float32(32768)
-    resampled: Int16 = (soxr.resample(audio, tts.sample_rate, RATE) * 32767).astype(np.int16)
-    return resampled
 
 
 def ask(rig: PulseRig, listener: Listener, question: Int16) -> float:

@@ -11,7 +11,8 @@ full-duplex callbacks (:class:`voice.devices.duplex.DuplexDevice`), so they shar
 and the echo always comes after its reference, by the stream's latency plus the room.
 
 ``audio.echo_cancel``: "off", "on" (a missing library is an error) or "auto" (on when the
-library loads; otherwise the microphone is gated while the assistant speaks, as before).
+library loads; otherwise the microphone is gated while the assistant speaks, as before; off
+with ``turn.barge_in``, which says the microphone hears no echo).
 
 AEC3 never lets the reply through, and for that it silences the microphone for the first
 300-700 ms of a voice said over the reply (in the loopback rig: a voice at -15 dBFS left at
@@ -223,7 +224,8 @@ def load_canceller(
     *,
     barge_in: bool = False,
 ) -> EchoCanceller | None:
-    """The canceller ``mode`` asks for (made by ``factory``), or None for half-duplex.
+    """The canceller ``mode`` asks for (made by ``factory``), or None: half-duplex, or
+    with ``barge_in`` the plain microphone heard over the reply.
 
     "auto" logs one line and returns None when the library is missing; "on" raises
     :class:`ConfigError` instead. ``barge_in`` (``turn.barge_in``) says the microphone hears
@@ -231,7 +233,8 @@ def load_canceller(
     no echo to learn and only holds back the first words said over a reply.
     """
     if mode == "off":
-        log.info("echo cancellation off (audio.echo_cancel): %s", HALF_DUPLEX)
+        why = "turn.barge_in: heard over the reply" if barge_in else HALF_DUPLEX
+        log.info("echo cancellation off (audio.echo_cancel): %s", why)
         return None
     if mode == "auto" and barge_in:
         log.info(
