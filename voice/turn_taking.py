@@ -134,6 +134,15 @@ class _SpeakAt:
     deaf_s: float = 0.0  # half-duplex
     heard_s: float = 0.0  # the user is heard over the reply
 
+    @classmethod
+    def after(cls, end_s: float, analyzer: TurnAnalyzer, evidence: PauseEvidence) -> _SpeakAt:
+        """Both times for a turn whose last word ended at ``end_s``."""
+        deaf, heard = (
+            end_s + analyzer.speak_after_ms(replace(evidence, heard_over_reply=h)) / 1000
+            for h in (False, True)
+        )
+        return cls(deaf, heard)
+
     def due_s(self, heard_over_reply: bool) -> float:
         return self.heard_s if heard_over_reply else self.deaf_s
 
@@ -419,11 +428,7 @@ class TurnTaking:
         model = self.policy.model and not pause.model_failed
         evidence = PauseEvidence(pause.text, pause.probability, model)
         if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
-            deaf, heard = (
-                pause.end_s + analyzer.speak_after_ms(replace(evidence, heard_over_reply=h)) / 1000
-                for h in (False, True)
-            )
-            request.speak_at = _SpeakAt(deaf, heard)
+            request.speak_at = _SpeakAt.after(pause.end_s, analyzer, evidence)
             out.append(EndSegment())
 
     def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:
