@@ -1,9 +1,10 @@
 """End to end through the real audio stack: PulseAudio null sinks, PortAudio, real models.
 
-Speech made with the project's TTS is played into ``mic_feed`` at real-time pace;
-``voice-assistant listen`` runs as a subprocess with the echo agent; its replies are recorded
-from ``speaker.monitor`` and transcribed back. The speaker is also looped back into the
-microphone, so the assistant really hears itself, and must not answer.
+Real recordings (``../shared/audio/real``) are played into ``mic_feed`` at real-time pace;
+``voice-assistant listen`` runs as a subprocess with the echo agent; its replies, in the
+project's own voice, are recorded from ``speaker.monitor`` and transcribed back. The speaker
+is also looped back into the microphone, so the assistant really hears itself, and must not
+answer.
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ import pytest
 
 from tests.listener import TURN_DONE, Listener
 from tests.rig import PulseRig, find_speech
-from tests.voice.audio_util import normalise, speech, wer
+from tests.voice.audio_util import normalise, real_clip, real_references, to_int16, wer
 from voice.stt import WhisperTranscriber
-from voice.tts import PiperSynthesizer
 
 pytestmark = [pytest.mark.rig, pytest.mark.models, pytest.mark.slow]
 
-QUESTIONS = [
-    "What time is it?",
-    "Turn on the kitchen lights.",
-    "What is the weather like tomorrow?",
-]
-MAX_WER = 0.25  # one word in four: tiny.en on speech that went through TTS and the rig
+# Real voices: a short command, a read sentence, and a list said by another speaker. (Piper
+# draws its voice anew at every call: "what time is it" came out of the rig as "what's the
+# name is it" twice in CI, in another test.)
+QUESTIONS = ["goforward", "librivox-0930", "cards-005"]
+MAX_WER = 0.25  # one word in four: tiny.en on real speech that went through the rig
 
 
 @pytest.fixture
@@ -48,14 +47,14 @@ def loopback(pulse_rig: PulseRig) -> Iterator[None]:
 def test_three_spoken_questions_are_answered_aloud_and_never_itself(
     pulse_rig: PulseRig,
     loopback: None,
-    tts: PiperSynthesizer,
     stt: WhisperTranscriber,
     tmp_path: Path,
 ) -> None:
+    references = [real_references()[name] for name in QUESTIONS]
     listener = Listener(pulse_rig, tmp_path / "listen")
     with listener, pulse_rig.record_speaker() as recording:
-        for n, question in enumerate(QUESTIONS, start=1):
-            pulse_rig.feed(speech(tts, question), 16000).wait(30)
+        for n, name in enumerate(QUESTIONS, start=1):
+            pulse_rig.feed(to_int16(real_clip(name)), 16000).wait(30)
             listener.wait_for_log(TURN_DONE, count=n, timeout_s=60)
             time.sleep(1.5)  # the listening cue and the cooldown, then a pause like a person's
         time.sleep(4)  # long enough for a self-triggered turn to show up
@@ -64,15 +63,17 @@ def test_three_spoken_questions_are_answered_aloud_and_never_itself(
     # Exactly the three questions reached the agent: none of its own replies did.
     turns = listener.turns()
     assert [t["reply"].startswith("You said:") for t in turns] == [True] * 3, turns
-    for turn, question in zip(turns, QUESTIONS, strict=True):
-        assert wer(question, turn["said"]) <= MAX_WER, (question, turn)
+    for turn, reference in zip(turns, references, strict=True):
+        assert wer(reference, turn["said"]) <= MAX_WER, (reference, turn, listener.story())
     [session] = listener.sessions()
     messages = session["messages"]
     assert isinstance(messages, list)
     assert [m["role"] for m in messages] == ["user", "assistant"] * 3
     assert not any(normalise(m["content"])[:2] == ["you", "said"] for m in messages[::2])
 
-    # The replies came out of the speaker: transcribe each burst of speech recorded there.
+    # The replies came out of the speaker: transcribe each burst of speech recorded there. Each
+    # says back what the loop heard, so it is held to that (a word misheard in the request is
+    # misheard in the reply too: "four of close").
     samples = recording.result.samples
     heard = []
     for start_s, end_s in find_speech(samples, min_gap_s=0.8):
@@ -81,5 +82,5 @@ def test_three_spoken_questions_are_answered_aloud_and_never_itself(
         clip = samples[int(start_s * 16000) : int(end_s * 16000)].astype(np.float32) / 32768
         heard.append(stt.transcribe_audio(clip).text)
     assert len(heard) == len(QUESTIONS), heard
-    for question, reply in zip(QUESTIONS, heard, strict=True):
-        assert wer(f"you said {question}", reply) <= MAX_WER, (question, heard)
+    for turn, reply in zip(turns, heard, strict=True):
+        assert wer(f"you said {turn['said']}", reply) <= MAX_WER, (turn, heard)
