@@ -219,6 +219,11 @@ def join(parts: list[Utterance]) -> Utterance:
     )
 
 
+def _same_end(pause: _Pause, last: Utterance | None) -> bool:
+    """The segment ended where the pause began: nothing was said after it."""
+    return last is not None and abs(pause.end_s - last.end_s) < 1e-6
+
+
 class TurnTaking:
     def __init__(self, policy: TurnPolicy) -> None:
         self.policy = policy
@@ -408,8 +413,8 @@ class TurnTaking:
 
     def _paused(self, utterance: Utterance, out: list[Action]) -> None:
         request = self._request
-        if request is None or request.context in ("during", "answer"):
-            return  # commands and answers end at the segmenter's hangover: no rush
+        if request is None or request.context == "answer":
+            return  # an answer ends at the segmenter's hangover: "yes [pause] but only..."
         if self.policy.mode == "ptt-hold" or self.policy.analyzer is None:
             return
         audio = join([*request.base, *request.parts, utterance])
@@ -464,6 +469,14 @@ class TurnTaking:
             request.context == "continue" and request.audio(new_only=True).duration_s < 2.5
         ):
             # Heard during a turn: is it a command? Only this segment's words count.
+            pause = request.pause
+            if not request.base and pause is not None and _same_end(pause, last):
+                # Nothing was said after the pause: its transcript is these words.
+                if pause.text is not None:
+                    self._probe_text(request, pause.text, out)
+                else:
+                    request.probe_job = pause.text_job
+                return
             request.probe_job = next(self._ids)
             out.append(Transcribe(request.probe_job, request.audio(new_only=True), "probe"))
             return
@@ -473,7 +486,7 @@ class TurnTaking:
         self, request: _Request, last: Utterance | None, out: list[Action]
     ) -> None:
         pause = request.pause
-        if pause is not None and last is not None and abs(pause.end_s - last.end_s) < 1e-6:
+        if pause is not None and _same_end(pause, last):
             # Nothing was said after the pause: its transcript is the request's.
             if pause.text is not None:
                 self._request_text(request, pause.text, out)
@@ -515,7 +528,7 @@ class TurnTaking:
         elif text and turn is not None:
             self._queued = text if self._queued is None else f"{self._queued} {text}"
         elif text:
-            self._send(text, [request.audio()], revises=False, out=out)
+            self._send(text, [request.audio()], revises=False, out=out, speak_at=request.speak_at)
 
     def _answer_by_voice(self, text: str, stop: bool, out: list[Action]) -> None:
         question = self._question

@@ -322,6 +322,72 @@ def test_voice_barge_in_over_the_reply_stops_it_but_not_the_agent() -> None:
     assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
 
 
+def test_a_request_said_over_the_reply_ends_at_its_pause_like_any_other() -> None:
+    """Live, a request said over a reply waited for the longest pause (sent 1.7-1.9 s after
+    its last word, against 0.5-0.6 s for the same words said to a quiet room)."""
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
+    m(ReplyDone(turn))  # the stopped reply falls silent
+    seg = utt(6.0, 8.0)
+    say_request(m, seg, "Use the other file instead.", 0.99)
+    assert m(Tick(8.31)) == [EndSegment()]  # quick, not the longest pause (9.5)
+    out = m(UtteranceEnded(seg, "forced"))
+    assert jobs(out, Transcribe) == []  # the pause transcript is the request's
+    send = sent(out)
+    assert (send.text, send.revises) == ("Use the other file instead.", False)
+    assert Release(send.turn) in out
+
+
+def test_a_doubtful_end_over_the_reply_holds_its_own_reply_like_any_other() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    m(SpeechStarted(6.0), ReplyDone(turn))
+    seg = utt(6.0, 8.0)
+    say_request(m, seg, "Use the other file instead.", 0.7)  # finished, not sure
+    m(Tick(8.31))
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    turn = sent(out).turn
+    assert Release(turn) not in out
+    assert Release(turn) not in m(Tick(8.75))  # 800 ms after the last word
+    assert Release(turn) in m(Tick(8.85))
+
+
+def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_turn() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence, then a long tool run
+    seg = utt(9.0, 11.0)
+    say_request(m, seg, "Also update the README.", 0.99)
+    assert m(Tick(11.31)) == [EndSegment()]
+    assert m.quiet(UtteranceEnded(seg, "forced")) == []  # no second transcription, no send
+    m(AgentFinished(turn, "answered"))
+    assert sent(m(ReplyDone(turn))).text == "Also update the README."
+
+
+def test_stop_said_over_a_running_turn_stops_it_at_its_pause() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    seg = utt(9.0, 9.5)
+    say_request(m, seg, "Stop.", 0.99)
+    m(Tick(9.81))
+    assert m.quiet(UtteranceEnded(seg, "forced")) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_an_answer_to_the_agent_ends_only_at_the_longest_pause() -> None:
+    """ "Yes [pause] but only in the tests folder" must not be an early "allow"."""
+    m = Machine()
+    turn = started_turn(m)
+    m(PermissionAsked(turn, "r1"))
+    out = m(SpeechStarted(8.0), SpeechPaused(utt(8.0, 8.4)))
+    assert jobs(out, Transcribe) == [] and jobs(out, Analyze) == []
+
+
 # ---- talking over the reply: pause first, stop once Silero is sure ----------------------------
 
 
