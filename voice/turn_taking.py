@@ -21,7 +21,8 @@ The rules, for people who pause while they think:
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
   the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
-  answer answers its question, anything else waits for the running turn to finish.
+  answer answers its question, anything else waits for the running turn to finish. It ends
+  at a pause like any request; only an answer waits for the longest pause.
 """
 
 from __future__ import annotations
