@@ -22,7 +22,8 @@ The rules, for people who pause while they think:
   the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
   answer answers its question, anything else waits for the running turn to finish. It ends
-  at a pause like any request; only an answer waits for the longest pause.
+  at a pause like any request; an answer, and any of it in wake mode (whose microphone
+  closes once it is settled), wait for the longest pause.
 """
 
 from __future__ import annotations
@@ -169,6 +170,16 @@ class _Request:
         return not self.speaking and (self.final_job is not None or self.probe_job is not None)
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """Requests heard while a turn ran, sent together once it is over. Their audio goes
+    with them, so speech that goes on before the reply plays joins the whole of it."""
+
+    text: str
+    audio: list[Utterance]
+    speak_at: _SpeakAt
+
+
 @dataclass
 class _Turn:
     id: int
@@ -234,7 +245,7 @@ class TurnTaking:
         self._request: _Request | None = None
         self._turn: _Turn | None = None
         self._retired: dict[int, _Turn] = {}  # superseded or stopped turns still winding down
-        self._queued: str | None = None  # heard while a turn ran; sent when it is over
+        self._queued: _Queued | None = None
         self._question: _Question | None = None
         self._key_down = False
         self._release_at: float | None = None
@@ -416,6 +427,8 @@ class TurnTaking:
         request = self._request
         if request is None or request.context == "answer":
             return  # an answer ends at the segmenter's hangover: "yes [pause] but only..."
+        if request.context == "during" and self.policy.mode == "wake":
+            return  # the microphone closes once it is settled while a turn runs
         if self.policy.mode == "ptt-hold" or self.policy.analyzer is None:
             return
         audio = join([*request.base, *request.parts, utterance])
@@ -524,10 +537,17 @@ class TurnTaking:
         turn = self._turn
         if request.context == "answer" and self._question is not None:
             self._answer_by_voice(text, stop, out)
-        elif stop and turn is not None:
-            self._stop_turn(turn, out)
+        elif stop:
+            if turn is not None:
+                self._stop_turn(turn, out)
+            # else: the reply it was said over has stopped already, and nothing else runs
         elif text and turn is not None:
-            self._queued = text if self._queued is None else f"{self._queued} {text}"
+            queued = self._queued
+            self._queued = _Queued(
+                text if queued is None else f"{queued.text} {text}",
+                [*(queued.audio if queued else []), request.audio()],
+                request.speak_at,  # the later part ends the request
+            )
         elif text:
             self._send(text, [request.audio()], revises=False, out=out, speak_at=request.speak_at)
 
@@ -622,8 +642,8 @@ class TurnTaking:
         self._turn = None
         self._cue_at = None
         if self._queued is not None:
-            text, self._queued = self._queued, None
-            self._send(text, [], revises=False, out=out)
+            queued, self._queued = self._queued, None
+            self._send(queued.text, queued.audio, revises=False, out=out, speak_at=queued.speak_at)
             return
         if turn.answered:
             out.append(PlayEarcon("done"))

@@ -219,6 +219,22 @@ def test_a_short_continuation_is_checked_for_stop_first() -> None:
     assert m.phase is Phase.LISTENING
 
 
+def test_a_continuation_ended_at_its_pause_is_checked_for_stop_on_its_own_words() -> None:
+    """The pause transcript covers the whole request, so it cannot say whether the words
+    added were "stop": those are transcribed on their own."""
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Delete the build folder."))).turn
+    m(SpeechStarted(3.5))  # the reply has not played: the request goes on
+    more = utt(3.5, 4.0)
+    say_request(m, more, "Delete the build folder. Stop!", 0.99)
+    assert m(Tick(4.31)) == [EndSegment()]
+    (probe,) = [a for a in m(UtteranceEnded(more, "forced")) if isinstance(a, Transcribe)]
+    assert probe.purpose == "probe" and probe.audio == more
+    assert m.quiet(TranscriptReady(probe.job, "Stop!")) == [Say("Stopped.")]
+    assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
+
+
 def test_a_short_continuation_with_words_is_joined() -> None:
     m = Machine()
     first, more = utt(1.0, 3.0), utt(3.5, 4.5)
@@ -357,6 +373,23 @@ def test_a_doubtful_end_over_the_reply_holds_its_own_reply_like_any_other() -> N
     assert Release(turn) in m(Tick(8.85))
 
 
+def test_a_doubtful_end_queued_behind_a_stopping_reply_still_holds_its_reply() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    m(SpeechStarted(6.0))  # the stopped reply has not fallen silent yet
+    seg = utt(6.0, 8.0)
+    say_request(m, seg, "Use the other file instead.", 0.7)
+    m(Tick(8.31))
+    assert not [a for a in m(UtteranceEnded(seg, "forced")) if isinstance(a, Send)]
+    out = m(Tick(8.4), ReplyDone(turn))
+    new = sent(out).turn
+    assert Release(new) not in out
+    assert Release(new) not in m(Tick(8.75))
+    assert Release(new) in m(Tick(8.85))
+
+
 def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_turn() -> None:
     m = Machine()
     turn = started_turn(m)
@@ -367,6 +400,69 @@ def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_tur
     assert m.quiet(UtteranceEnded(seg, "forced")) == []  # no second transcription, no send
     m(AgentFinished(turn, "answered"))
     assert sent(m(ReplyDone(turn))).text == "Also update the README."
+
+
+def test_a_request_ended_before_its_pause_transcript_waits_for_that_transcript() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    m(SpeechStarted(6.0), ReplyDone(turn))
+    seg = utt(6.0, 8.0)
+    out = m(SpeechPaused(seg))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(VerdictReady(verdict_job, 0.99))
+    out = m(UtteranceEnded(seg, "hangover"))  # the segmenter ended it first
+    assert jobs(out, Transcribe) == [] and not [a for a in out if isinstance(a, Send)]
+    out = m(TranscriptReady(text_job, "Use the other file."))
+    assert sent(out).text == "Use the other file."
+
+
+def test_stop_said_over_a_reply_whose_turn_is_over_is_not_sent_to_the_agent() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    m(SpeechStarted(6.0), ReplyDone(turn))  # the voice stopped the reply
+    seg = utt(6.0, 6.5)
+    say_request(m, seg, "Stop.", 0.99)
+    m(Tick(6.81))
+    out = m.quiet(UtteranceEnded(seg, "forced"))
+    assert not [a for a in out if isinstance(a, Send | Say)], out
+
+
+def test_requests_queued_behind_a_turn_keep_their_audio_for_a_continuation() -> None:
+    """Sent once the turn is over, a queued request is still open until its reply plays:
+    words that go on join all of it, not just the new ones."""
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    first = utt(9.0, 11.0)
+    say_request(m, first, "Also update the README.", 0.99)
+    m(Tick(11.31))
+    m(UtteranceEnded(first, "forced"))
+    m(AgentFinished(turn, "answered"))
+    queued = sent(m(ReplyDone(turn)))
+    assert queued.speech_end_s == 11.0
+    m(SpeechStarted(11.9))  # before its reply plays
+    more = utt(11.9, 14.5)
+    out = m(UtteranceEnded(more, "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.audio == join([first, more]) and final.purpose == "request"
+
+
+def test_in_wake_mode_a_request_during_a_turn_ends_only_at_the_longest_pause() -> None:
+    """Once it is settled while a turn runs, wake mode stops hearing: a thinking pause must
+    not settle it."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn))
+    m(WakeWord(4.0))
+    out = m(SpeechStarted(4.0), SpeechPaused(utt(4.0, 5.0)))
+    assert jobs(out, Transcribe) == [] and jobs(out, Analyze) == []
+    assert m.m.hearing
 
 
 def test_stop_said_over_a_running_turn_stops_it_at_its_pause() -> None:
