@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -351,7 +352,19 @@ class BargeIns:
     gated: int = 0  # ... over a reply gated (a stall, an underrun, a reopen): not heard
     answers: int = 0  # replies to a voice said over a reply (nobody talks over them) ...
     answers_stopped: int = 0  # ... that stopped anyway
+    # The request said over the reply, from the listener's log (after its last voiced frame):
+    sent: list[float] = field(default_factory=list)  # when it went to the agent
+    replied: list[float] = field(default_factory=list)  # its own reply's first sample
     log: str = ""  # the listener's whole log (--log)
+
+
+TIMINGS = re.compile(r"turn timings: sent \+(-?[\d.]+)s.*first audio \+(-?[\d.]+)s")
+
+
+def last_timings(log: str) -> tuple[float, float] | None:
+    """The last finished turn's "sent" and "first audio", in seconds after its last word."""
+    found = TIMINGS.findall(log)
+    return (float(found[-1][0]), float(found[-1][1])) if found else None
 
 
 def barge_ins(
@@ -439,6 +452,10 @@ def barge_ins(
                 out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
+                timings = last_timings(listener.log())
+                if timings is not None:
+                    out.sent.append(timings[0])
+                    out.replied.append(timings[1])
                 heard = mic.snapshot()
                 window = heard.between(fed_s - 0.2, heard.end_s)
                 offset, _ = align(voice, window)
@@ -519,6 +536,13 @@ def report_barge_ins(barge: BargeIns) -> None:
         f" an underrun or a reopen (not heard): {barge.gated}"
     )
     print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
+    if barge.sent:
+        print(
+            f"  ... went to the agent p50 {pct(barge.sent, 50) * 1000:.0f} ms after its last"
+            f" word (max {max(barge.sent) * 1000:.0f} ms); its reply's first sample p50"
+            f" {pct(barge.replied, 50) * 1000:.0f} ms (from the listener's log, {len(barge.sent)}"
+            " turns)"
+        )
     print(
         f"  replies nobody talked over that stopped anyway: {barge.false_stops}"
         f" of {barge.quiet_runs}; pauses in them: {barge.false_pauses}"
