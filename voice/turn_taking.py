@@ -472,6 +472,8 @@ class TurnTaking:
         turn = self._turn
         if request.context == "during" and turn is not None and self._ptt:
             self._stop_turn(turn, out)  # a tap on the key while the agent works: stop
+        elif request.context == "during" and turn is None:
+            self._send_queued(out)  # the turn ended while this cough was heard
 
     def _end_request(self, request: _Request, last: Utterance | None, out: list[Action]) -> None:
         request.speaking = False
@@ -537,19 +539,36 @@ class TurnTaking:
         turn = self._turn
         if request.context == "answer" and self._question is not None:
             self._answer_by_voice(text, stop, out)
+        elif stop and turn is not None:
+            self._stop_turn(turn, out)
         elif stop:
-            if turn is not None:
-                self._stop_turn(turn, out)
-            # else: the reply it was said over has stopped already, and nothing else runs
-        elif text and turn is not None:
-            queued = self._queued
-            self._queued = _Queued(
-                text if queued is None else f"{queued.text} {text}",
-                [*(queued.audio if queued else []), request.audio()],
-                request.speak_at,  # the later part ends the request
-            )
-        elif text:
-            self._send(text, [request.audio()], revises=False, out=out, speak_at=request.speak_at)
+            # The reply it was said over has stopped already: nothing runs, and what was
+            # queued behind that turn is cancelled too.
+            self._queued = None
+            self._listen_again(out)
+        else:
+            if text:
+                queued = self._queued
+                self._queued = _Queued(
+                    text if queued is None else f"{queued.text} {text}",
+                    [*(queued.audio if queued else []), request.audio()],
+                    request.speak_at,  # the later part ends the request
+                )
+            if turn is None:
+                self._send_queued(out)
+
+    def _send_queued(self, out: list[Action]) -> None:
+        """No turn runs: send what was queued, or listen again."""
+        queued, self._queued = self._queued, None
+        if queued is None:
+            self._listen_again(out)
+            return
+        self._send(queued.text, queued.audio, revises=False, out=out, speak_at=queued.speak_at)
+
+    def _listen_again(self, out: list[Action]) -> None:
+        """A request heard after its turn was over came to nothing: the microphone is open."""
+        if self._turn is None and (self.policy.mode == "vad" or self._awake):
+            out.append(PlayEarcon("listening"))
 
     def _answer_by_voice(self, text: str, stop: bool, out: list[Action]) -> None:
         question = self._question
@@ -642,8 +661,10 @@ class TurnTaking:
         self._turn = None
         self._cue_at = None
         if self._queued is not None:
-            queued, self._queued = self._queued, None
-            self._send(queued.text, queued.audio, revises=False, out=out, speak_at=queued.speak_at)
+            request = self._request
+            if request is None or request.context != "during":
+                self._send_queued(out)
+            # else the words being said decide: "stop" cancels the queue, others join it
             return
         if turn.answered:
             out.append(PlayEarcon("done"))

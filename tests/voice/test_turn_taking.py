@@ -430,6 +430,38 @@ def test_stop_said_over_a_reply_whose_turn_is_over_is_not_sent_to_the_agent() ->
     m(Tick(6.81))
     out = m.quiet(UtteranceEnded(seg, "forced"))
     assert not [a for a in out if isinstance(a, Send | Say)], out
+    assert PlayEarcon("listening") in out  # it listens again, and says so
+
+
+def queued_then_said_over_the_last_reply(m: Machine, said: str) -> list[Action]:
+    """A request queued behind a running turn; then, as that turn's last reply plays, more is
+    said over it, and the turn is over before those words are transcribed."""
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    first = utt(9.0, 11.0)
+    say_request(m, first, "Also update the README.", 0.99)
+    m(Tick(11.31), UtteranceEnded(first, "forced"))
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(13.0))
+    assert StopReply(turn) in m(SpeechStarted(13.0))
+    assert not [a for a in m(ReplyDone(turn)) if isinstance(a, Send)]  # its words decide
+    more = utt(13.0, 14.0)
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    return m(TranscriptReady(probe, said))
+
+
+def test_stop_said_as_the_turn_ends_cancels_what_was_queued_behind_it() -> None:
+    m = Machine()
+    out = queued_then_said_over_the_last_reply(m, "Stop.")
+    assert not [a for a in out if isinstance(a, Send | Interrupt)], out
+    assert PlayEarcon("listening") in out
+
+
+def test_words_said_as_the_turn_ends_join_what_was_queued_behind_it() -> None:
+    m = Machine()
+    out = queued_then_said_over_the_last_reply(m, "And the changelog.")
+    send = sent(out)
+    assert send.text == "Also update the README. And the changelog."
+    assert send.speech_end_s == 14.0
 
 
 def test_requests_queued_behind_a_turn_keep_their_audio_for_a_continuation() -> None:
