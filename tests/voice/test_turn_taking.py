@@ -338,13 +338,19 @@ def test_voice_barge_in_over_the_reply_stops_it_but_not_the_agent() -> None:
     assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
 
 
+def last_reply_playing(m: Machine) -> int:
+    """The user is heard over the reply, and the agent's turn has ended: its reply plays."""
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    return turn
+
+
 def test_a_request_said_over_the_reply_ends_at_its_pause_like_any_other() -> None:
     """Live, a request said over a reply waited for the longest pause (sent 1.7-1.9 s after
     its last word, against 0.5-0.6 s for the same words said to a quiet room)."""
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    turn = last_reply_playing(m)
     assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
     m(ReplyDone(turn))  # the stopped reply falls silent
     seg = utt(6.0, 8.0)
@@ -359,9 +365,7 @@ def test_a_request_said_over_the_reply_ends_at_its_pause_like_any_other() -> Non
 
 def test_a_doubtful_end_over_the_reply_holds_its_own_reply_like_any_other() -> None:
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    turn = last_reply_playing(m)
     m(SpeechStarted(6.0), ReplyDone(turn))
     seg = utt(6.0, 8.0)
     say_request(m, seg, "Use the other file instead.", 0.7)  # finished, not sure
@@ -375,9 +379,7 @@ def test_a_doubtful_end_over_the_reply_holds_its_own_reply_like_any_other() -> N
 
 def test_a_doubtful_end_queued_behind_a_stopping_reply_still_holds_its_reply() -> None:
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    turn = last_reply_playing(m)
     m(SpeechStarted(6.0))  # the stopped reply has not fallen silent yet
     seg = utt(6.0, 8.0)
     say_request(m, seg, "Use the other file instead.", 0.7)
@@ -390,23 +392,30 @@ def test_a_doubtful_end_queued_behind_a_stopping_reply_still_holds_its_reply() -
     assert Release(new) in m(Tick(8.85))
 
 
+QUEUED = utt(9.0, 11.0)  # "Also update the README.", said while the agent works
+
+
+def queue_behind_a_running_turn(m: Machine) -> tuple[int, list[Action]]:
+    """A turn whose reply said a sentence and whose agent runs a tool; a request said then
+    ends at its pause. Returns the turn and what ending that request did."""
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    say_request(m, QUEUED, "Also update the README.", 0.99)
+    assert m(Tick(11.31)) == [EndSegment()]
+    return turn, m.quiet(UtteranceEnded(QUEUED, "forced"))
+
+
 def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_turn() -> None:
     m = Machine()
-    turn = started_turn(m)
-    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence, then a long tool run
-    seg = utt(9.0, 11.0)
-    say_request(m, seg, "Also update the README.", 0.99)
-    assert m(Tick(11.31)) == [EndSegment()]
-    assert m.quiet(UtteranceEnded(seg, "forced")) == []  # no second transcription, no send
+    turn, out = queue_behind_a_running_turn(m)
+    assert out == []  # no second transcription, no send
     m(AgentFinished(turn, "answered"))
     assert sent(m(ReplyDone(turn))).text == "Also update the README."
 
 
 def test_a_request_ended_before_its_pause_transcript_waits_for_that_transcript() -> None:
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    turn = last_reply_playing(m)
     m(SpeechStarted(6.0), ReplyDone(turn))
     seg = utt(6.0, 8.0)
     out = m(SpeechPaused(seg))
@@ -421,9 +430,7 @@ def test_a_request_ended_before_its_pause_transcript_waits_for_that_transcript()
 
 def test_stop_said_over_a_reply_whose_turn_is_over_is_not_sent_to_the_agent() -> None:
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    turn = last_reply_playing(m)
     m(SpeechStarted(6.0), ReplyDone(turn))  # the voice stopped the reply
     seg = utt(6.0, 6.5)
     say_request(m, seg, "Stop.", 0.99)
@@ -436,11 +443,7 @@ def test_stop_said_over_a_reply_whose_turn_is_over_is_not_sent_to_the_agent() ->
 def queued_then_said_over_the_last_reply(m: Machine, said: str) -> list[Action]:
     """A request queued behind a running turn; then, as that turn's last reply plays, more is
     said over it, and the turn is over before those words are transcribed."""
-    turn = started_turn(m)
-    m(ReplyPlaying(turn), ReplyIdle(turn))
-    first = utt(9.0, 11.0)
-    say_request(m, first, "Also update the README.", 0.99)
-    m(Tick(11.31), UtteranceEnded(first, "forced"))
+    turn, _ = queue_behind_a_running_turn(m)
     m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(13.0))
     assert StopReply(turn) in m(SpeechStarted(13.0))
     assert not [a for a in m(ReplyDone(turn)) if isinstance(a, Send)]  # its words decide
@@ -468,12 +471,7 @@ def test_requests_queued_behind_a_turn_keep_their_audio_for_a_continuation() -> 
     """Sent once the turn is over, a queued request is still open until its reply plays:
     words that go on join all of it, not just the new ones."""
     m = Machine()
-    turn = started_turn(m)
-    m(ReplyPlaying(turn), ReplyIdle(turn))
-    first = utt(9.0, 11.0)
-    say_request(m, first, "Also update the README.", 0.99)
-    m(Tick(11.31))
-    m(UtteranceEnded(first, "forced"))
+    turn, _ = queue_behind_a_running_turn(m)
     m(AgentFinished(turn, "answered"))
     queued = sent(m(ReplyDone(turn)))
     assert queued.speech_end_s == 11.0
@@ -481,7 +479,7 @@ def test_requests_queued_behind_a_turn_keep_their_audio_for_a_continuation() -> 
     more = utt(11.9, 14.5)
     out = m(UtteranceEnded(more, "hangover"))
     (final,) = [a for a in out if isinstance(a, Transcribe)]
-    assert final.audio == join([first, more]) and final.purpose == "request"
+    assert final.audio == join([QUEUED, more]) and final.purpose == "request"
 
 
 def test_in_wake_mode_a_request_during_a_turn_ends_only_at_the_longest_pause() -> None:
