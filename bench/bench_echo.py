@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,8 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from bench_real_voices import turn_stages  # noqa: E402
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
 from tests.rig import (  # noqa: E402
@@ -358,15 +359,6 @@ class BargeIns:
     log: str = ""  # the listener's whole log (--log)
 
 
-TIMINGS = re.compile(r"turn timings: sent \+(-?[\d.]+)s.*first audio \+(-?[\d.]+)s")
-
-
-def last_timings(log: str) -> tuple[float, float] | None:
-    """The last finished turn's "sent" and "first audio", in seconds after its last word."""
-    found = TIMINGS.findall(log)
-    return (float(found[-1][0]), float(found[-1][1])) if found else None
-
-
 def barge_ins(
     rig: PulseRig,
     question: Int16,
@@ -452,10 +444,11 @@ def barge_ins(
                 out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
-                timings = last_timings(listener.log())
-                if timings is not None:
-                    out.sent.append(timings[0])
-                    out.replied.append(timings[1])
+                log = listener.log()
+                stages = turn_stages(log, log.count(TURN_DONE) - 1)  # this request's turn
+                if "sent" in stages and "first audio" in stages:
+                    out.sent.append(stages["sent"])
+                    out.replied.append(stages["first audio"])
                 heard = mic.snapshot()
                 window = heard.between(fed_s - 0.2, heard.end_s)
                 offset, _ = align(voice, window)
