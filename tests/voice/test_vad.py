@@ -502,3 +502,27 @@ def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> Non
     # The onset is the first voiced frame of the window that confirmed it (the pre-roll
     # keeps the frames before).
     assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(8))
+
+
+def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset() -> None:
+    """A frame louder than the echo (AudioChunk.heard_over) is reported with the check's
+    likelihood at once, so a likely voice can pause the reply before webrtcvad's onset
+    window fills; the assistant's own gated sound never asks."""
+    feed = Feed()
+    feed.seg = Segmenter(
+        CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=ConfirmsFrom(12)
+    )
+    assert feed("...") == []  # not heard over the reply: the detector's onset window rules
+    events = feed("..v", over=True)  # frames 3-5: no onset proposed (one voiced of five)
+    assert [type(e) for e in events] == [OnsetUnconfirmed] * 3
+    assert [e.at_s for e in events] == pytest.approx([feed.time_of(i + 1) for i in (3, 4, 5)])
+    assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
+        [i / 12 for i in (3, 4, 5)]
+    )
+    assert not feed.seg.in_speech  # only the check's confirmed onset starts speech
+    gated = AudioChunk(scripted("...", 6), RATE, timestamp_s=feed.time_of(6), heard_over=True)
+    assert feed.seg.push(gated, gated=True) == []
+    echo = AudioChunk(
+        scripted("...", 9), RATE, timestamp_s=feed.time_of(9), echo=True, heard_over=True
+    )
+    assert feed.seg.push(echo) == []
