@@ -32,8 +32,8 @@ EndReason = Literal["hangover", "max_length", "forced"]
 DOUBT_FRAMES_MS = 300
 # Over the reply, AEC3 (what the detector hears) holds a voice back for its first 300-700 ms
 # while the linear canceller (what Whisper hears) keeps it: in the rig the request began
-# 0.35-0.6 s into the voice. An onset there reaches back over the frames the device marked
-# as more than the echo (AudioChunk.heard_over), this far at most, before the pre-roll.
+# 0.35-0.6 s into the voice. An onset there reaches back to the first frame the device marked
+# as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll.
 LOOK_BACK_MS = 700
 
 
@@ -311,9 +311,13 @@ class Segmenter:
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
         onset_s = frames[first].start_s
-        start = first
-        while start > 0 and first - start < self._look_back and frames[start - 1].heard_over:
-            start -= 1  # a voice over the reply, held back from the detector (LOOK_BACK_MS)
+        # A voice over the reply, held back from the detector (LOOK_BACK_MS): back to the
+        # first frame the device heard over the echo. Not only over a run of them: where the
+        # voice is as loud as the echo, its frames flicker between "over" and "echo".
+        start = next(
+            (i for i in range(max(0, first - self._look_back), first) if frames[i].heard_over),
+            first,
+        )
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 

@@ -138,19 +138,24 @@ def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other(
 
 
 @pytest.mark.parametrize(
-    ("over_frames", "first"),
+    ("before", "first"),
     [
-        (0, 40 - 10),  # the pre-roll alone
-        (20, 40 - 20 - 10),  # back over the voice AEC3 held back, then the pre-roll
-        (30, 40 - 24 - 10),  # LOOK_BACK_MS (700 ms: 24 frames) at most
+        ("-" * 40, 40 - 10),  # the pre-roll alone
+        ("-" * 20 + "o" * 20, 40 - 20 - 10),  # back over the voice AEC3 held back, then pre-roll
+        ("-" * 10 + "o" * 30, 40 - 24 - 10),  # LOOK_BACK_MS (700 ms: 24 frames) at most
+        # A voice as loud as the echo: its frames flicker between over and echo.
+        ("-" * 20 + "oo--o---oo-o" + "-" * 8, 40 - 20 - 10),
+        ("-" * 10 + "o" + "-" * 29, 40 - 10),  # too long before the onset: not this voice
     ],
 )
 def test_an_onset_over_the_reply_reaches_back_over_the_voice_the_detector_missed(
-    over_frames: int, first: int
+    before: str, first: int
 ) -> None:
+    """``before``: the 40 frames before the voice, silence to the detector; "o" marks one
+    heard over the echo."""
     feed = Feed()
-    feed("." * (40 - over_frames))
-    feed("." * over_frames, over=True)  # louder than the echo, silence to the detector
+    for over, run in itertools.groupby(before):
+        feed("." * len(list(run)), over=over == "o")
     feed("v" * 30)
     (ended,) = only(feed("." * 25), UtteranceEnded)
     assert frame_ids(ended.utterance)[0] == first
