@@ -3,8 +3,9 @@
 webrtcvad is cheap (a few microseconds per 30 ms frame) but calls much that is not speech
 "speech": fans, keyboard clatter, music, tones. Silero VAD, a small neural network, tells
 them apart; it costs about 0.5 ms per 32 ms window here, too much to run all day for nothing.
-So it only runs when webrtcvad proposes an onset (see :class:`voice.vad.OnsetCheck`): it
-scores the audio the segmenter already holds and says yes or no. No latency is added beyond
+So it only runs when webrtcvad proposes an onset, or over the reply when the microphone is
+louder than the echo (see :class:`voice.vad.OnsetCheck`): it scores the audio the segmenter
+already holds and says yes or no. No latency is added beyond
 that computation: every window it scores is audio that has already arrived.
 
 The model is the ``silero_vad_v6.onnx`` faster-whisper ships (already a dependency, run by

@@ -297,9 +297,7 @@ class TurnTaking:
             self._now = max(self._now, event.at_s)
             self._speech_started(event.at_s, out)
         elif isinstance(event, OnsetUnconfirmed):
-            self._now = max(self._now, event.at_s)
-            self._unconfirmed_s = event.at_s
-            self._pause_for(event, out)
+            self._onset_unconfirmed(event, out)
         elif isinstance(event, SpeechPaused):
             self._paused(event.utterance, out)
         elif isinstance(event, SpeechResumed):
@@ -362,6 +360,12 @@ class TurnTaking:
             self._request = _Request("during")
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
+
+    def _onset_unconfirmed(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
+        self._now = max(self._now, onset.at_s)
+        if onset.proposed:  # not every sound louder than the echo holds a reply back
+            self._unconfirmed_s = onset.at_s
+        self._pause_for(onset, out)
 
     def _pause_for(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
         """Pause a reply the onset would stop, were it confirmed now (see _speech_started)."""

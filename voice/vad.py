@@ -3,7 +3,8 @@
 The voice/no-voice decision for one frame comes from a :class:`SpeechDetector` (webrtcvad in
 production, a scripted fake in tests); everything else (onset, pre-roll, pauses, hangover,
 length limits, push-to-talk) is plain Python here. An optional :class:`OnsetCheck` (Silero
-VAD, :mod:`voice.silero`) has the last word on each onset the detector proposes.
+VAD, :mod:`voice.silero`) has the last word on each onset the detector proposes, and is asked
+early over the reply, where the device hears more than the echo (``AudioChunk.heard_over``).
 
 States: *idle* (frames go into a short history, kept as pre-roll) and *in speech* (frames go
 into the utterance until the hangover, ``finish()`` or the length limit ends it).
@@ -33,8 +34,12 @@ DOUBT_FRAMES_MS = 300
 # Over the reply, AEC3 (what the detector hears) holds a voice back for its first 300-700 ms
 # while the linear canceller (what Whisper hears) keeps it: in the rig the request began
 # 0.35-0.6 s into the voice. An onset there reaches back to the first frame the device marked
-# as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll.
+# as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll ...
 LOOK_BACK_MS = 700
+# ... over gaps no longer than this between such frames: a voice as loud as the echo
+# flickers between "over" and "echo", and the reply paused for it marks nothing, while a
+# lone frame long before (a click over the reply) is not the voice.
+LOOK_BACK_GAP_MS = 300
 
 
 class SpeechDetector(Protocol):
@@ -64,7 +69,8 @@ class WebRtcDetector:
 
 
 class OnsetCheck(Protocol):
-    """A second, costlier opinion, asked only when the detector's frames make an onset."""
+    """A second, costlier opinion, asked when the detector's frames make an onset, and over
+    the reply at each frame louder than the echo."""
 
     def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
         """Is there speech at the end of ``pcm`` (the recent audio, from ``start_s``)?"""
@@ -95,10 +101,12 @@ class SpeechStarted:
 class OnsetUnconfirmed:
     """The detector hears an onset the onset check has not confirmed (yet): noise, or the
     breath before a word, which Silero confirms only once the word comes. ``likelihood``:
-    the check's :attr:`OnsetCheck.likelihood` for it."""
+    the check's :attr:`OnsetCheck.likelihood` for it. ``proposed`` False: the detector
+    proposed nothing; the check was asked because the frame was louder than the echo."""
 
     at_s: float
     likelihood: float = 0.0
+    proposed: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,7 @@ class Segmenter:
         self._level = -120.0
         self._now_s = 0.0
         self._look_back = _frames_for(LOOK_BACK_MS, frame_ms)
+        self._look_back_gap = _frames_for(LOOK_BACK_GAP_MS, frame_ms)
         self._history: deque[_Frame] = deque(
             maxlen=self._pre_roll + self._look_back + config.onset_window_frames
         )
@@ -274,6 +283,8 @@ class Segmenter:
         voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
+        # The assistant's own gated sound is never heard over anything (nor reached back to).
+        over = over and not gated
         frame = _Frame(pcm, start_s, voiced, self._level, words, over)
         if self._in_speech:
             gate = self._config.tail_gate_db
@@ -288,7 +299,7 @@ class Segmenter:
                 frame = self._doubt(frame, speech)
             return self._in_speech_frame(frame)
         self._history.append(frame)
-        return self._check_onset(louder_than_echo=over and not gated)
+        return self._check_onset(louder_than_echo=over)
 
     def _check_onset(self, *, louder_than_echo: bool = False) -> list[SegmenterEvent]:
         frames = list(self._history)
@@ -301,7 +312,8 @@ class Segmenter:
                 self._onset_check.confirm(
                     b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
                 )
-                return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
+                likelihood = self._onset_check.likelihood
+                return [OnsetUnconfirmed(self._now_s, likelihood, proposed=False)]
             return []
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
         if self._onset_check is not None and not self._onset_check.confirm(
@@ -311,13 +323,11 @@ class Segmenter:
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
         onset_s = frames[first].start_s
-        # A voice over the reply, held back from the detector (LOOK_BACK_MS): back to the
-        # first frame the device heard over the echo. Not only over a run of them: where the
-        # voice is as loud as the echo, its frames flicker between "over" and "echo".
-        start = next(
-            (i for i in range(max(0, first - self._look_back), first) if frames[i].heard_over),
-            first,
-        )
+        start, i = first, first - 1
+        while i >= max(0, first - self._look_back) and start - i <= self._look_back_gap:
+            if frames[i].heard_over:  # a voice over the reply, held back from the detector
+                start = i
+            i -= 1
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 

@@ -534,6 +534,14 @@ def test_a_likely_voice_over_the_reply_pauses_it_and_its_confirmation_stops_it()
     assert m.quiet(Tick(7.8)) == []  # the pause ended with the stop
 
 
+def test_a_likely_voice_louder_than_the_echo_pauses_the_reply_before_any_detector_onset() -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    assert m.quiet(OnsetUnconfirmed(6.03, 0.3, proposed=False)) == []
+    assert m.quiet(OnsetUnconfirmed(6.06, 0.74, proposed=False)) == [PauseReply(turn)]
+    assert m.quiet(Tick(6.3), SpeechStarted(5.97)) == [StopReply(turn)]
+
+
 def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
     m = Machine()
     playing_turn(m)
@@ -937,6 +945,14 @@ def test_a_due_reply_waits_for_an_onset_silero_has_not_confirmed_yet() -> None:
     assert m.quiet(OnsetUnconfirmed(4.47), Tick(4.51)) == []
     assert m.quiet(OnsetUnconfirmed(4.53), OnsetUnconfirmed(4.56)) == []
     assert m.quiet(SpeechStarted(4.38)) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_a_sound_louder_than_the_echo_that_no_detector_proposed_does_not_hold_the_reply() -> None:
+    """Over the earcon, the segmenter asks Silero at every frame louder than the echo: that
+    alone is no onset, and the due reply is released on time."""
+    m = Machine()
+    turn = held_turn(m)
+    assert m.quiet(OnsetUnconfirmed(4.47, 0.2, proposed=False), Tick(4.51)) == [Release(turn)]
 
 
 def test_an_onset_that_dies_away_releases_the_reply() -> None:

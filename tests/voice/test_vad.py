@@ -72,10 +72,17 @@ class Feed:
         self.next_frame = 0
 
     def __call__(
-        self, pattern: str, chunk_frames: int = 1, *, words: bool = False, over: bool = False
+        self,
+        pattern: str,
+        chunk_frames: int = 1,
+        *,
+        words: bool = False,
+        over: bool = False,
+        gated: bool = False,
     ) -> list[SegmenterEvent]:
         """``words``: the chunks carry separate audio to transcribe, its frames numbered
-        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply."""
+        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply;
+        ``gated``: the assistant's own sound plays (half-duplex)."""
         pcm = scripted(pattern, self.next_frame)
         other = scripted(pattern, self.next_frame + WORDS_FROM) if words else None
         events: list[SegmenterEvent] = []
@@ -90,7 +97,7 @@ class Feed:
                 words=None if other is None else other[part],
                 heard_over=over,
             )
-            events += self.seg.push(chunk)
+            events += self.seg.push(chunk, gated=gated)
         self.next_frame += len(pattern)
         return events
 
@@ -146,16 +153,19 @@ def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other(
         # A voice as loud as the echo: its frames flicker between over and echo.
         ("-" * 20 + "oo--o---oo-o" + "-" * 8, 40 - 20 - 10),
         ("-" * 10 + "o" + "-" * 29, 40 - 10),  # too long before the onset: not this voice
+        ("-" * 20 + "o" + "-" * 19, 40 - 10),  # a lone click 570 ms before: not this voice
+        ("-" * 25 + "g" * 10 + "-" * 5, 40 - 10),  # half-duplex: the gated reply, a cooldown
     ],
 )
 def test_an_onset_over_the_reply_reaches_back_over_the_voice_the_detector_missed(
     before: str, first: int
 ) -> None:
     """``before``: the 40 frames before the voice, silence to the detector; "o" marks one
-    heard over the echo."""
+    heard over the echo, "g" one the loop gates (the assistant speaks) that the device
+    marked so."""
     feed = Feed()
-    for over, run in itertools.groupby(before):
-        feed("." * len(list(run)), over=over == "o")
+    for mark, run in itertools.groupby(before):
+        feed("." * len(list(run)), over=mark in "og", gated=mark == "g")
     feed("v" * 30)
     (ended,) = only(feed("." * 25), UtteranceEnded)
     assert frame_ids(ended.utterance)[0] == first
