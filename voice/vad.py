@@ -308,7 +308,7 @@ class Segmenter:
             if louder_than_echo and self._onset_check is not None:
                 # Over the reply the device already hears more than the echo: the check is
                 # asked now, not after the detector's onset window, so a likely voice pauses
-                # the reply sooner (bench_echo.py: p50 355-389 -> 253-271 ms from the word).
+                # the reply sooner (bench_echo.py: p50 370 -> 287 ms from the first word).
                 self._onset_check.confirm(
                     b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
                 )
