@@ -36,9 +36,10 @@ DOUBT_FRAMES_MS = 300
 # 0.35-0.6 s into the voice. An onset there reaches back to the first frame the device marked
 # as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll ...
 LOOK_BACK_MS = 700
-# ... over gaps no longer than this between such frames: a voice as loud as the echo
-# flickers between "over" and "echo", and the reply paused for it marks nothing, while a
-# lone frame long before (a click over the reply) is not the voice.
+# ... over no more than this of the reply's echo alone between such frames: a voice as loud
+# as the echo flickers between "over" and "echo", while a lone frame long before (a click
+# over the reply) is not the voice. Frames where nothing played (the reply paused for the
+# voice) do not count.
 LOOK_BACK_GAP_MS = 300
 
 
@@ -147,6 +148,7 @@ class _Frame:
     level_dbfs: float
     words: bytes  # what the utterance keeps for Whisper (AudioChunk.words)
     heard_over: bool = False  # AudioChunk.heard_over
+    echo: bool = False  # the assistant's own sound alone (gated, or AudioChunk.echo)
 
     def unvoiced(self) -> _Frame:
         return dataclasses.replace(self, voiced=False)
@@ -285,7 +287,7 @@ class Segmenter:
         self._now_s = start_s + self._frame_s
         # The assistant's own gated sound is never heard over anything (nor reached back to).
         over = over and not gated
-        frame = _Frame(pcm, start_s, voiced, self._level, words, over)
+        frame = _Frame(pcm, start_s, voiced, self._level, words, over, gated)
         if self._in_speech:
             gate = self._config.tail_gate_db
             if voiced and gate > 0 and self._level < self._peak_dbfs - gate:
@@ -323,11 +325,14 @@ class Segmenter:
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
         onset_s = frames[first].start_s
-        start, i = first, first - 1
-        while i >= max(0, first - self._look_back) and start - i <= self._look_back_gap:
+        start, echo = first, 0
+        for i in range(first - 1, max(0, first - self._look_back) - 1, -1):
             if frames[i].heard_over:  # a voice over the reply, held back from the detector
-                start = i
-            i -= 1
+                start, echo = i, 0
+            elif frames[i].echo:
+                echo += 1
+                if echo > self._look_back_gap:
+                    break
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 

@@ -78,11 +78,12 @@ class Feed:
         *,
         words: bool = False,
         over: bool = False,
+        echo: bool = False,
         gated: bool = False,
     ) -> list[SegmenterEvent]:
         """``words``: the chunks carry separate audio to transcribe, its frames numbered
-        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply;
-        ``gated``: the assistant's own sound plays (half-duplex)."""
+        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply; ``echo``:
+        as the reply's echo alone; ``gated``: the assistant's own sound plays (half-duplex)."""
         pcm = scripted(pattern, self.next_frame)
         other = scripted(pattern, self.next_frame + WORDS_FROM) if words else None
         events: list[SegmenterEvent] = []
@@ -96,6 +97,7 @@ class Feed:
                 timestamp_s=t,
                 words=None if other is None else other[part],
                 heard_over=over,
+                echo=echo,
             )
             events += self.seg.push(chunk, gated=gated)
         self.next_frame += len(pattern)
@@ -150,22 +152,26 @@ def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other(
         ("-" * 40, 40 - 10),  # the pre-roll alone
         ("-" * 20 + "o" * 20, 40 - 20 - 10),  # back over the voice AEC3 held back, then pre-roll
         ("-" * 10 + "o" * 30, 40 - 24 - 10),  # LOOK_BACK_MS (700 ms: 24 frames) at most
-        # A voice as loud as the echo: its frames flicker between over and echo.
-        ("-" * 20 + "oo--o---oo-o" + "-" * 8, 40 - 20 - 10),
-        ("-" * 10 + "o" + "-" * 29, 40 - 10),  # too long before the onset: not this voice
-        ("-" * 20 + "o" + "-" * 19, 40 - 10),  # a lone click 570 ms before: not this voice
+        # A voice as loud as the echo flickers between over and echo; then the reply paused
+        # for it, and nothing played until the detector heard it.
+        ("-" * 20 + "ooeeoeeeooeo" + "-" * 8, 40 - 20 - 10),
+        ("-" * 16 + "oooo" + "-" * 20, 16 - 10),  # a long pause of the reply is no gap
+        ("-" * 29 + "o" + "e" * 10, 29 - 10),  # 300 ms of the reply's echo alone: crossed
+        ("-" * 28 + "o" + "e" * 11, 40 - 10),  # more: a lone click, not this voice
+        ("-" * 20 + "o" + "e" * 19, 40 - 10),
+        ("-" * 10 + "o" + "-" * 29, 40 - 10),  # too long before the onset
         ("-" * 25 + "g" * 10 + "-" * 5, 40 - 10),  # half-duplex: the gated reply, a cooldown
     ],
 )
 def test_an_onset_over_the_reply_reaches_back_over_the_voice_the_detector_missed(
     before: str, first: int
 ) -> None:
-    """``before``: the 40 frames before the voice, silence to the detector; "o" marks one
-    heard over the echo, "g" one the loop gates (the assistant speaks) that the device
-    marked so."""
+    """``before``: the 40 frames before the voice, silence to the detector: "o" heard over
+    the echo, "e" the reply's echo alone, "g" the assistant's sound the loop gates (which
+    the device marked heard over), "-" nothing played."""
     feed = Feed()
     for mark, run in itertools.groupby(before):
-        feed("." * len(list(run)), over=mark in "og", gated=mark == "g")
+        feed("." * len(list(run)), over=mark in "og", echo=mark == "e", gated=mark == "g")
     feed("v" * 30)
     (ended,) = only(feed("." * 25), UtteranceEnded)
     assert frame_ids(ended.utterance)[0] == first
@@ -514,6 +520,7 @@ def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> Non
     assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
         [i / 12 for i in range(7, 12)]
     )
+    assert all(e.proposed for e in only(events, OnsetUnconfirmed))
     # The onset is the first voiced frame of the window that confirmed it (the pre-roll
     # keeps the frames before).
     assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(8))
@@ -534,6 +541,7 @@ def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset
     assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
         [i / 12 for i in (3, 4, 5)]
     )
+    assert [e.proposed for e in only(events, OnsetUnconfirmed)] == [False] * 3
     assert not feed.seg.in_speech  # only the check's confirmed onset starts speech
     gated = AudioChunk(scripted("...", 6), RATE, timestamp_s=feed.time_of(6), heard_over=True)
     assert feed.seg.push(gated, gated=True) == []
