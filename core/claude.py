@@ -17,6 +17,7 @@ starts a fresh one that resumes the conversation (``--resume``). Idle processes 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -59,6 +60,11 @@ _NOBODY = "Nobody can answer permission questions in this session, so this was n
 
 def is_claude(command: Sequence[str]) -> bool:
     return bool(command) and os.path.basename(command[0]) == "claude"
+
+
+def is_echo_agent(command: Sequence[str]) -> bool:
+    """``python -m core.echo_agent ...``, which also speaks Claude's session protocol."""
+    return any(a == "-m" and b == "core.echo_agent" for a, b in itertools.pairwise(command))
 
 
 def claude_argv(
@@ -356,9 +362,6 @@ class ClaudeSessions:
         process.busy = True
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
-        turn.control.bind(
-            interrupt=lambda: self._interrupt(process, turn.control), answer=questions.answer
-        )
         try:
             process.send(
                 {
@@ -366,6 +369,11 @@ class ClaudeSessions:
                     "message": {"role": "user", "content": turn.prompt},
                     "parent_tool_use_id": None,
                 }
+            )
+            # Bound after the message: an interrupt that came first must follow it, or the CLI
+            # takes it while idle and then runs the whole turn.
+            turn.control.bind(
+                interrupt=lambda: self._interrupt(process, turn.control), answer=questions.answer
             )
             return self._read_turn(process, turn, questions, started)
         except BaseException:

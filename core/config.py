@@ -269,7 +269,7 @@ class AgentConfig:
     # An unanswered permission question is a "no" after this long.
     permission_timeout_s: float = limited(30.0, 1, 3600)
     # Claude Code: "session" keeps one stream-json process per room, "per-turn" starts one
-    # per turn; "auto" is "session" for claude with stream-json output.
+    # per turn; "auto" is "session" for claude (and the echo agent) with stream-json output.
     mode: typing.Literal["auto", "session", "per-turn"] = "auto"
     ask_permissions: bool = True  # Claude asks before tools that need approval (by voice)
     permission_mode: typing.Literal["", "default", "acceptEdits", "plan", "bypassPermissions"] = ""

@@ -24,7 +24,7 @@ from core.agent import Agent, AgentRunner, TextCallback
 from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
 from core.agent_output import AgentResult, Denial, format_from_command
 from core.claims import RoomClaim
-from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude
+from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude, is_echo_agent
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, ConfigError, StoreError
 from core.ledger import AgentLedger
@@ -329,12 +329,14 @@ def _text_of(on_event: EventCallback | None) -> TextCallback | None:
 def build_agent(
     config: AgentConfig, command: Sequence[str], *, ledger: AgentLedger | None = None
 ) -> Agent:
-    """Claude Code gets the voice flags and, in session mode, a process per room."""
+    """Claude Code gets the voice flags and, in session mode, a process per room (so does the
+    echo agent, which speaks the same protocol)."""
     claude = is_claude(command)
-    if config.mode == "session" and not claude:
+    sessions = claude or is_echo_agent(command)
+    if config.mode == "session" and not sessions:
         raise ConfigError("agent.mode = 'session' needs Claude Code as agent.command")
     streams = format_from_command(command) in ("stream-json", "sniff")
-    session = claude and (config.mode == "session" or (config.mode == "auto" and streams))
+    session = sessions and (config.mode == "session" or (config.mode == "auto" and streams))
     if claude:
         parts = (VOICE_PROMPT if config.voice_prompt else "", config.append_system_prompt)
         command = claude_argv(
@@ -345,6 +347,10 @@ def build_agent(
             allowed_tools=config.allowed_tools,
             system_prompt="\n\n".join(p for p in parts if p),
         )
+    elif session:
+        if not streams:
+            raise ConfigError("agent.mode = 'session' needs stream-json output")
+        command = (*command, "--input-format", "stream-json")
     if session:
         return ClaudeSessions(
             command,

@@ -7,6 +7,11 @@ text deltas like ``--include-partial-messages``, the finished block, then the re
 ``json`` (the result object alone) or ``text``. ``--think-ms N`` waits before answering, and
 SIGINT ends the turn the way Claude does (an ``aborted_streaming`` result, exit 0).
 
+``--input-format stream-json`` keeps it running for many turns, as Claude's session mode does:
+user messages as JSON lines on stdin, each answered with the same events and its own result; a
+``control_request`` of subtype ``interrupt`` ends the turn in progress (aborted) and is answered
+with a ``control_response``. End of input ends the process.
+
 Only the standard library's lightest modules are imported, so it starts fast.
 """
 
@@ -17,7 +22,7 @@ import signal
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 PIECES = 3
 _UUID_LEN = 36
@@ -31,25 +36,28 @@ def split_reply(text: str, pieces: int = PIECES) -> list[str]:
     return [c + " " for c in chunks[:-1]] + chunks[-1:]
 
 
-def _parse_args(argv: list[str]) -> tuple[str, str | None, float]:
-    output_format, resume, think_s = "stream-json", None, 0.0
+class _Args(NamedTuple):
+    output_format: str = "stream-json"
+    input_format: str = "text"
+    resume: str | None = None
+    think_s: float = 0.0
+
+
+def _parse_args(argv: list[str]) -> _Args:
+    values: dict[str, Any] = {}
+    names = {"--output-format": "output_format", "--input-format": "input_format"}
+    names |= {"--resume": "resume", "-r": "resume", "--think-ms": "think_s"}
     i = 0
     while i < len(argv):
-        arg = argv[i]
-        if arg in ("--output-format", "--resume", "-r", "--think-ms") and i + 1 < len(argv):
-            value = argv[i + 1]
-            if arg == "--output-format":
-                output_format = value
-            elif arg == "--think-ms":
-                think_s = max(0.0, float(value) / 1000)
-            else:
-                resume = value
-            i += 2
+        arg, _, inline = argv[i].partition("=")
+        if arg in names and (inline or i + 1 < len(argv)):
+            value = inline or argv[i + 1]
+            i += 1 if inline else 2
+            key = names[arg]
+            values[key] = max(0.0, float(value) / 1000) if key == "think_s" else value
             continue
-        if arg.startswith("--output-format="):
-            output_format = arg.partition("=")[2]
         i += 1  # -p, --verbose and anything else are accepted and ignored
-    return output_format, resume, think_s
+    return _Args(**values)
 
 
 def _delta(kind: str, **fields: Any) -> dict[str, Any]:
@@ -86,9 +94,34 @@ def _result(session_id: str, started: float, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _reply_events(session_id: str, prompt: str, started: float) -> None:
+    """The events of one answered turn, after the init and the thinking."""
+    reply = f"You said: {prompt}"
+    _emit(_delta("message_start"))
+    _emit(_delta("content_block_start", index=0, content_block={"type": "text", "text": ""}))
+    for piece in split_reply(reply):
+        _emit(_delta("content_block_delta", index=0, delta={"type": "text_delta", "text": piece}))
+    _emit(_delta("content_block_stop", index=0))
+    assistant: dict[str, Any] = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
+    _emit({"type": "assistant", "message": assistant, "session_id": session_id})
+    _emit(_delta("message_stop"))
+    usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
+    _emit(_result(session_id, started, result=reply, usage=usage))
+
+
+def _init(session_id: str) -> dict[str, Any]:
+    return {"type": "system", "subtype": "init", "session_id": session_id, "model": "echo"}
+
+
+def _aborted(session_id: str, started: float) -> dict[str, Any]:
+    aborted = {"is_error": True, "result": "", "terminal_reason": "aborted_streaming"}
+    return _result(session_id, started, subtype="error_during_execution", **aborted)
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    output_format, resume, think_s = _parse_args(sys.argv[1:] if argv is None else argv)
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    output_format, resume = args.output_format, args.resume
     if output_format not in ("stream-json", "json", "text"):
         sys.stderr.write(f"Error: unknown output format {output_format!r}\n")
         return 1
@@ -108,42 +141,131 @@ def main(argv: list[str] | None = None) -> int:
             )
         sys.stderr.write(message + "\n")
         return 1
+    session_id = resume or str(uuid.uuid4())
+    if args.input_format != "stream-json":
+        return _print_turn(args, session_id, started)
+    if output_format != "stream-json":
+        sys.stderr.write("Error: --input-format=stream-json requires output-format=stream-json\n")
+        return 1
+    return _Session(session_id, args.think_s).run()
+
+
+def _print_turn(args: _Args, session_id: str, started: float) -> int:
+    """Print mode: the prompt is all of stdin, one turn."""
     prompt = sys.stdin.buffer.read().decode("utf-8", "replace").rstrip("\r\n")
     if not prompt.strip():
         sys.stderr.write("Error: Input must be provided through stdin when using --print\n")
         return 1
-    session_id = resume or str(uuid.uuid4())
-    reply = f"You said: {prompt}"
     try:
-        if output_format == "stream-json":
-            init = {"type": "system", "subtype": "init", "session_id": session_id, "model": "echo"}
-            _emit(init)
-        time.sleep(think_s)
+        if args.output_format == "stream-json":
+            _emit(_init(session_id))
+        time.sleep(args.think_s)
     except KeyboardInterrupt:
-        if output_format != "text":
-            aborted = {"is_error": True, "result": "", "terminal_reason": "aborted_streaming"}
-            _emit(_result(session_id, started, subtype="error_during_execution", **aborted))
+        if args.output_format != "text":
+            _emit(_aborted(session_id, started))
         return 0
-    if output_format == "text":
-        _write(reply + "\n")
-        return 0
-    if output_format == "stream-json":
-        _emit(_delta("message_start"))
-        _emit(_delta("content_block_start", index=0, content_block={"type": "text", "text": ""}))
-        for piece in split_reply(reply):
-            _emit(
-                _delta("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
-            )
-        _emit(_delta("content_block_stop", index=0))
-        assistant: dict[str, Any] = {
-            "role": "assistant",
-            "content": [{"type": "text", "text": reply}],
-        }
-        _emit({"type": "assistant", "message": assistant, "session_id": session_id})
-        _emit(_delta("message_stop"))
-    usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
-    _emit(_result(session_id, started, result=reply, usage=usage))
+    if args.output_format == "text":
+        _write(f"You said: {prompt}\n")
+    elif args.output_format == "stream-json":
+        _reply_events(session_id, prompt, started)
+    else:
+        reply = f"You said: {prompt}"
+        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
+        _emit(_result(session_id, started, result=reply, usage=usage))
     return 0
+
+
+class _Session:
+    """``--input-format stream-json``: one process, many turns, interrupts by control request."""
+
+    def __init__(self, session_id: str, think_s: float) -> None:
+        import queue
+        import threading
+
+        self.session_id = session_id
+        self.think_s = think_s
+        self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.waiting: list[dict[str, Any]] = []  # user messages that came in during a turn
+        self.garbled = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for line in sys.stdin.buffer:
+                if not line.strip():
+                    continue
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    sys.stderr.write(f"Error parsing streaming input line: {line[:80]!r}\n")
+                    self.garbled = True
+                    break
+                self.inbox.put(message)
+        finally:
+            self.inbox.put(None)
+
+    def run(self) -> int:
+        try:
+            while True:
+                message = self.waiting.pop(0) if self.waiting else self.inbox.get()
+                if message is None:
+                    return 1 if self.garbled else 0
+                kind = message.get("type")
+                if kind == "control_request":
+                    self._control(message)
+                elif kind == "user" and not self._turn(_prompt_of(message)):
+                    return 0
+        except KeyboardInterrupt:
+            return 0
+
+    def _control(self, message: dict[str, Any]) -> bool:
+        """Answer a control request; True if it is an interrupt."""
+        request = message.get("request")
+        subtype = request.get("subtype") if isinstance(request, dict) else None
+        response: dict[str, Any] = {"subtype": "success", "request_id": message.get("request_id")}
+        if subtype != "interrupt":
+            response = {**response, "subtype": "error", "error": f"unsupported: {subtype!r}"}
+        _emit({"type": "control_response", "response": response})
+        return subtype == "interrupt"
+
+    def _turn(self, prompt: str) -> bool:
+        """One turn; False if the input ended or SIGINT came during it."""
+        import queue
+
+        started = time.monotonic()
+        _emit(_init(self.session_id))
+        deadline = started + self.think_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    message = self.inbox.get(timeout=left)
+                except queue.Empty:
+                    break
+                if message is None:
+                    _emit(_aborted(self.session_id, started))
+                    return False
+                if message.get("type") != "control_request":
+                    self.waiting.append(message)
+                elif self._control(message):
+                    _emit(_aborted(self.session_id, started))
+                    return True
+        except KeyboardInterrupt:
+            _emit(_aborted(self.session_id, started))
+            return False
+        _reply_events(self.session_id, prompt, started)
+        return True
+
+
+def _prompt_of(message: dict[str, Any]) -> str:
+    """The text of a user message: a string, or text blocks."""
+    inner = message.get("message")
+    content = inner.get("content") if isinstance(inner, dict) else None
+    if isinstance(content, list):
+        texts = [b.get("text", "") for b in content if isinstance(b, dict)]
+        content = "".join(t for t in texts if isinstance(t, str))
+    return content if isinstance(content, str) else ""
 
 
 if __name__ == "__main__":

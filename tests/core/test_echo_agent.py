@@ -1,4 +1,4 @@
-"""``python -m core.echo_agent`` speaks Claude's print-mode protocol."""
+"""``python -m core.echo_agent`` speaks Claude's print-mode and session protocols."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+from core.agent import AgentRunner
+from core.agent_events import AgentTurn, TurnControl
+from core.claude import ClaudeSessions
+from core.config import AgentConfig
+from core.conversation import build_agent
 from core.echo_agent import split_reply
 from tests.core.conftest import ECHO_AGENT
 
@@ -111,3 +119,108 @@ def test_sigint_ends_the_turn_as_an_aborted_result_like_claude() -> None:
     assert proc.wait(10) == 0
     assert result["terminal_reason"] == "aborted_streaming" and result["is_error"] is True
     assert result["session_id"] == init["session_id"]
+
+
+# ---- --input-format stream-json: one process, many turns, like Claude's session mode --------
+def _user(text: str) -> str:
+    message = {"role": "user", "content": text}
+    return json.dumps({"type": "user", "message": message, "parent_tool_use_id": None}) + "\n"
+
+
+def _session(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*ECHO_AGENT, "-p", "--input-format", "stream-json", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _until_result(proc: subprocess.Popen[str]) -> list[dict[str, object]]:
+    assert proc.stdout is not None
+    events = []
+    while line := proc.stdout.readline():
+        events.append(json.loads(line))
+        if events[-1]["type"] == "result":
+            break
+    return events
+
+
+def test_stream_json_input_answers_each_message_in_one_process() -> None:
+    proc = _session()
+    assert proc.stdin is not None
+    proc.stdin.write(_user("first") + _user("second"))
+    proc.stdin.flush()
+    first, second = _until_result(proc), _until_result(proc)
+    assert first[0]["type"] == "system" and first[-1]["result"] == "You said: first"
+    assert second[-1]["result"] == "You said: second"
+    assert first[-1]["session_id"] == second[-1]["session_id"] == first[0]["session_id"]
+    proc.stdin.close()
+    assert proc.wait(10) == 0  # the end of input ends it
+
+
+def test_an_interrupt_request_aborts_the_turn_and_the_process_lives_on() -> None:
+    proc = _session("--think-ms", "30000")
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(_user("hello"))
+    proc.stdin.flush()
+    init = json.loads(proc.stdout.readline())  # it is up and thinking
+    interrupt = {"type": "control_request", "request_id": "r1", "request": {"subtype": "interrupt"}}
+    proc.stdin.write(json.dumps(interrupt) + "\n")
+    proc.stdin.flush()
+    response, result = _until_result(proc)
+    assert response == {
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": "r1"},
+    }
+    assert result["terminal_reason"] == "aborted_streaming" and result["is_error"] is True
+    assert result["session_id"] == init["session_id"]
+    assert proc.poll() is None  # still there for the next turn
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+
+
+def test_a_line_that_is_not_json_is_an_error_like_claude() -> None:
+    proc = _session()
+    _out, err = proc.communicate("not json\n", timeout=30)
+    assert proc.returncode == 1 and "Error parsing streaming input line" in err
+
+
+def test_the_echo_agent_runs_as_a_session_per_room_like_claude(tmp_path: Path) -> None:
+    agent = build_agent(AgentConfig(command=ECHO_AGENT, timeout_s=30.0), ECHO_AGENT)
+    assert isinstance(agent, ClaudeSessions)
+    assert agent.command[-2:] == ("--input-format", "stream-json")
+    try:
+        first = agent.run("one")
+        pid = agent._processes["default"].proc.pid
+        second = agent.run("two", session_id=first.session_id)
+        assert (first.text, second.text) == ("You said: one", "You said: two")
+        assert agent._processes["default"].proc.pid == pid  # no process per turn
+    finally:
+        agent.stop()
+    per_turn = build_agent(AgentConfig(command=ECHO_AGENT, mode="per-turn"), ECHO_AGENT)
+    assert isinstance(per_turn, AgentRunner)
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["while thinking", "before the message"])
+def test_an_interrupted_session_turn_is_a_cancel_and_the_process_lives_on(
+    early: bool,
+) -> None:
+    command = (*ECHO_AGENT, "--think-ms", "30000")
+    agent = build_agent(AgentConfig(command=command, timeout_s=60.0), command)
+    assert isinstance(agent, ClaudeSessions)
+    agent.interrupt_grace_s = 20.0  # the control request ends it, not SIGINT
+    try:
+        control = TurnControl()
+        if early:
+            control.interrupt()
+        else:
+            threading.Timer(0.5, control.interrupt).start()
+        started = time.monotonic()
+        result = agent.run_turn(AgentTurn("hello", "default", control=control))
+        assert result.interrupted and not result.is_error
+        assert time.monotonic() - started < 15  # neither the think nor the SIGINT grace
+        assert agent._processes["default"].alive
+    finally:
+        agent.stop()
