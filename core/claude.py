@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.agent import TextCallback, resuming
-from core.agent_events import AgentTurn, Decision, PermissionRequest, TurnControl, text_only
+from core.agent_events import AgentTurn, Decision, PermissionRequest, text_only
 from core.agent_output import (
     AgentResult,
     OutputParser,
@@ -137,6 +137,7 @@ class _Process:
         self.lines: queue.Queue[bytes | None] = queue.Queue()
         self.stderr = bytearray()
         self.busy = False
+        self.turn = 0  # counts turns: an interrupt belongs to one, never to the next
         self.used = False  # it has run a turn (a fresh process can take any new conversation)
         self.last_used = time.monotonic()
         self._write_lock = threading.Lock()
@@ -154,15 +155,21 @@ class _Process:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def send(self, message: Mapping[str, Any]) -> None:
+    def send(self, message: Mapping[str, Any], *, turn: int | None = None) -> None:
+        """Write one message; with ``turn``, only while that turn is still running."""
         data = (json.dumps(message) + "\n").encode()
         assert self.proc.stdin is not None
         with self._write_lock:
+            if turn is not None and not self.running(turn):
+                return
             try:
                 self.proc.stdin.write(data)
                 self.proc.stdin.flush()
             except (OSError, ValueError) as e:
                 raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
+
+    def running(self, turn: int) -> bool:
+        return self.busy and self.turn == turn
 
     def signal(self, sig: signal.Signals) -> None:
         if self.alive:
@@ -358,8 +365,12 @@ class ClaudeSessions:
 
     # ---- one turn ------------------------------------------------------------------------------
     def _run(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
+        if turn.control.interrupted:  # stopped before it began: the agent never hears of it
+            return AgentResult(text="", session_id=session_id, interrupted=True)
         process = self._process_for(turn.room_id, session_id)
+        process.turn += 1
         process.busy = True
+        turn_no = process.turn
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
         try:
@@ -373,7 +384,7 @@ class ClaudeSessions:
             # Bound after the message: an interrupt that came first must follow it, or the CLI
             # takes it while idle and then runs the whole turn.
             turn.control.bind(
-                interrupt=lambda: self._interrupt(process, turn.control), answer=questions.answer
+                interrupt=lambda: self._interrupt(process, turn_no), answer=questions.answer
             )
             return self._read_turn(process, turn, questions, started)
         except BaseException:
@@ -467,8 +478,9 @@ class ClaudeSessions:
             }
         )
 
-    def _interrupt(self, process: _Process, control: TurnControl) -> None:
-        """The interrupt control request; SIGINT if the turn has not ended after the grace."""
+    def _interrupt(self, process: _Process, turn: int) -> None:
+        """The interrupt control request; SIGINT if the turn has not ended after the grace.
+        Both are for this ``turn`` alone: the room's next turn may already be running."""
         log.info("interrupting %s in room %s", process.name, process.room)
         request_id = f"interrupt-{uuid.uuid4().hex[:8]}"
         with contextlib.suppress(AgentError):
@@ -477,12 +489,13 @@ class ClaudeSessions:
                     "type": "control_request",
                     "request_id": request_id,
                     "request": {"subtype": "interrupt"},
-                }
+                },
+                turn=turn,
             )
 
         def escalate() -> None:
             for sig in (signal.SIGINT, signal.SIGKILL):
-                if self._stopped.wait(self.interrupt_grace_s) or not process.busy:
+                if self._stopped.wait(self.interrupt_grace_s) or not process.running(turn):
                     return
                 log.warning("the agent ignored the interrupt: sending %s", sig.name)
                 process.signal(sig)

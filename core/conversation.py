@@ -334,7 +334,9 @@ def build_agent(
     claude = is_claude(command)
     sessions = claude or is_echo_agent(command)
     if config.mode == "session" and not sessions:
-        raise ConfigError("agent.mode = 'session' needs Claude Code as agent.command")
+        raise ConfigError(
+            "agent.mode = 'session' needs Claude Code (or the echo agent) as agent.command"
+        )
     streams = format_from_command(command) in ("stream-json", "sniff")
     session = sessions and (config.mode == "session" or (config.mode == "auto" and streams))
     if claude:

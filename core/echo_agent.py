@@ -10,7 +10,9 @@ SIGINT ends the turn the way Claude does (an ``aborted_streaming`` result, exit 
 ``--input-format stream-json`` keeps it running for many turns, as Claude's session mode does:
 user messages as JSON lines on stdin, each answered with the same events and its own result; a
 ``control_request`` of subtype ``interrupt`` ends the turn in progress (aborted) and is answered
-with a ``control_response``. End of input ends the process.
+with a ``control_response``. The end of input ends the process once what came is answered;
+SIGINT ends it at once (the turn in progress aborted), and a line that is not JSON ends it
+with exit 1.
 
 Only the standard library's lightest modules are imported, so it starts fast.
 """
@@ -18,6 +20,7 @@ Only the standard library's lightest modules are imported, so it starts fast.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -147,7 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if output_format != "stream-json":
         sys.stderr.write("Error: --input-format=stream-json requires output-format=stream-json\n")
         return 1
-    return _Session(session_id, args.think_s).run()
+    code = _Session(session_id, args.think_s).run()
+    # The stdin reader may still be blocked in a read holding the stdin lock, and a normal
+    # shutdown can abort waiting for it: leave at once.
+    try:
+        sys.stdout.flush()
+    except OSError:
+        code = code or 1
+    os._exit(code)
 
 
 def _print_turn(args: _Args, session_id: str, started: float) -> int:
@@ -185,8 +195,9 @@ class _Session:
         self.session_id = session_id
         self.think_s = think_s
         self.inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.waiting: list[dict[str, Any]] = []  # user messages that came in during a turn
-        self.garbled = False
+        self.waiting: list[dict[str, Any]] = []  # messages that came in during a turn
+        self.ended = False  # the input ended: answer what came, then exit
+        self.garbled = False  # ... on a line that is not JSON: exit 1 at once, like Claude
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -206,19 +217,32 @@ class _Session:
         finally:
             self.inbox.put(None)
 
+    def _next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next message, None once the input has ended; ``queue.Empty`` after ``timeout``."""
+        if self.garbled:
+            return None
+        if self.waiting:
+            return self.waiting.pop(0)
+        if self.ended:
+            return None
+        message = self.inbox.get(timeout=timeout)
+        self.ended = message is None
+        return message
+
     def run(self) -> int:
+        """Answer until the input ends: 0, or 1 after a garbled line or a closed stdout."""
         try:
-            while True:
-                message = self.waiting.pop(0) if self.waiting else self.inbox.get()
-                if message is None:
-                    return 1 if self.garbled else 0
+            while (message := self._next()) is not None:
                 kind = message.get("type")
                 if kind == "control_request":
                     self._control(message)
-                elif kind == "user" and not self._turn(_prompt_of(message)):
-                    return 0
+                elif kind == "user":
+                    self._turn(_prompt_of(message))
         except KeyboardInterrupt:
-            return 0
+            return 0  # SIGINT ends the process, as it ends Claude's
+        except BrokenPipeError:
+            return 1
+        return 1 if self.garbled else 0
 
     def _control(self, message: dict[str, Any]) -> bool:
         """Answer a control request; True if it is an interrupt."""
@@ -230,32 +254,35 @@ class _Session:
         _emit({"type": "control_response", "response": response})
         return subtype == "interrupt"
 
-    def _turn(self, prompt: str) -> bool:
-        """One turn; False if the input ended or SIGINT came during it."""
+    def _turn(self, prompt: str) -> None:
+        """One turn: think, watching for an interrupt, then answer."""
         import queue
 
         started = time.monotonic()
-        _emit(_init(self.session_id))
-        deadline = started + self.think_s
         try:
+            _emit(_init(self.session_id))
+            deadline = started + self.think_s
             while (left := deadline - time.monotonic()) > 0:
+                if self.ended:  # nothing more can come: think on
+                    time.sleep(left)
+                    break
                 try:
                     message = self.inbox.get(timeout=left)
                 except queue.Empty:
                     break
                 if message is None:
-                    _emit(_aborted(self.session_id, started))
-                    return False
-                if message.get("type") != "control_request":
+                    self.ended = True
+                    if self.garbled:
+                        return
+                elif message.get("type") != "control_request":
                     self.waiting.append(message)
                 elif self._control(message):
                     _emit(_aborted(self.session_id, started))
-                    return True
+                    return
+            _reply_events(self.session_id, prompt, started)
         except KeyboardInterrupt:
             _emit(_aborted(self.session_id, started))
-            return False
-        _reply_events(self.session_id, prompt, started)
-        return True
+            raise
 
 
 def _prompt_of(message: dict[str, Any]) -> str:

@@ -138,7 +138,7 @@ def run_live(config: Config, *, agent: str | None, stop: threading.Event) -> int
             control,
         )
         try:
-            core.prepare(config.turn.room)  # Claude takes a second to start: do it now
+            core.prepare(config.turn.room)  # a session agent (Claude: a second) starts now
         except Exception as e:  # the first turn will try again and say what is wrong
             log.warning("could not start the agent ahead of the first turn: %s", e)
         notifier.ready()

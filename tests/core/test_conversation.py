@@ -249,7 +249,10 @@ def test_from_config_wires_the_runner_and_the_store(tmp_path: Path) -> None:
         session=SessionConfig(store_dir=str(tmp_path / "store"), idle_timeout_s=5.0),
     )
     core = Core.from_config(config)
-    assert core.send_message("desk", "hi") == "You said: hi"
+    try:
+        assert core.send_message("desk", "hi") == "You said: hi"
+    finally:
+        core.stop()  # the echo agent runs as a process per room, like Claude
     assert core.store.root == tmp_path / "store"
     assert core.idle_timeout_s == 5.0
     plain = [sys.executable, "-c", "print('plain text agent')"]

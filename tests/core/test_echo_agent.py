@@ -181,6 +181,14 @@ def test_an_interrupt_request_aborts_the_turn_and_the_process_lives_on() -> None
     assert proc.wait(10) == 0
 
 
+def test_what_came_before_the_end_of_input_is_answered() -> None:
+    proc = _session("--think-ms", "300")
+    out, _err = proc.communicate(_user("one") + _user("two"), timeout=30)  # then stdin closes
+    results = [e for e in map(json.loads, out.splitlines()) if e["type"] == "result"]
+    assert [r["result"] for r in results] == ["You said: one", "You said: two"]
+    assert proc.returncode == 0
+
+
 def test_a_line_that_is_not_json_is_an_error_like_claude() -> None:
     proc = _session()
     _out, err = proc.communicate("not json\n", timeout=30)
@@ -203,24 +211,51 @@ def test_the_echo_agent_runs_as_a_session_per_room_like_claude(tmp_path: Path) -
     assert isinstance(per_turn, AgentRunner)
 
 
-@pytest.mark.parametrize("early", [False, True], ids=["while thinking", "before the message"])
-def test_an_interrupted_session_turn_is_a_cancel_and_the_process_lives_on(
-    early: bool,
-) -> None:
-    command = (*ECHO_AGENT, "--think-ms", "30000")
+def _thinking_sessions(think_ms: int, grace_s: float) -> ClaudeSessions:
+    command = (*ECHO_AGENT, "--think-ms", str(think_ms))
     agent = build_agent(AgentConfig(command=command, timeout_s=60.0), command)
     assert isinstance(agent, ClaudeSessions)
-    agent.interrupt_grace_s = 20.0  # the control request ends it, not SIGINT
+    agent.interrupt_grace_s = grace_s
+    return agent
+
+
+def test_an_interrupted_session_turn_is_a_cancel_and_the_process_lives_on() -> None:
+    agent = _thinking_sessions(30000, grace_s=20.0)  # the control request ends it, not SIGINT
     try:
         control = TurnControl()
-        if early:
-            control.interrupt()
-        else:
-            threading.Timer(0.5, control.interrupt).start()
+        threading.Timer(0.5, control.interrupt).start()
         started = time.monotonic()
         result = agent.run_turn(AgentTurn("hello", "default", control=control))
         assert result.interrupted and not result.is_error
         assert time.monotonic() - started < 15  # neither the think nor the SIGINT grace
         assert agent._processes["default"].alive
+    finally:
+        agent.stop()
+
+
+def test_a_turn_interrupted_before_it_began_never_reaches_the_agent() -> None:
+    agent = _thinking_sessions(30000, grace_s=20.0)
+    try:
+        control = TurnControl()
+        control.interrupt()
+        sid = str(uuid.uuid4())
+        result = agent.run_turn(AgentTurn("hello", "default", sid, control=control))
+        assert result.interrupted and result.session_id == sid
+        assert "default" not in agent._processes  # not even started
+    finally:
+        agent.stop()
+
+
+def test_an_interrupt_never_reaches_the_rooms_next_turn() -> None:
+    # The revised request follows an interrupted one at once; the first turn's SIGINT
+    # escalation (after the grace) must not stop it.
+    agent = _thinking_sessions(2500, grace_s=1.0)
+    try:
+        control = TurnControl()
+        threading.Timer(0.3, control.interrupt).start()
+        first = agent.run_turn(AgentTurn("one", "default", control=control))
+        assert first.interrupted
+        second = agent.run("two", session_id=first.session_id)  # thinks past the grace
+        assert second.text == "You said: two" and not second.interrupted
     finally:
         agent.stop()
