@@ -163,6 +163,9 @@ class EchoMonitor:
 # what is left of the reply, and Whisper hears the voice (AEC3 drops whole words instead) ...
 LINEAR_TRUSTED_DB = 6.0
 LINEAR_LOST_DB = 3.0  # ... and with this little, the echo path has moved away from it
+# ... unless a voice starts within this many frames: its quiet first syllables pass for echo
+# alone, and the window that holds them looks like echo let through.
+LINEAR_LOST_AFTER_FRAMES = 30
 
 
 class LinearMonitor:
@@ -177,6 +180,12 @@ class LinearMonitor:
     it: transcribed, the reply became part of a request. So until a window shows
     :data:`LINEAR_TRUSTED_DB` removed, and from one with less than :data:`LINEAR_LOST_DB`,
     Whisper hears AEC3 instead.
+
+    A voice over the reply must not make that call: its first, quiet syllables pass for echo
+    alone, and the window holding them looks like echo let through (in the rig a request said
+    over the reply then went to AEC3, which dropped all of it). So a window with a frame
+    louder than the echo in it never demotes the canceller, and a low one does only after
+    :data:`LINEAR_LOST_AFTER_FRAMES` frames with no such frame.
     """
 
     def __init__(self, window_frames: int = WINDOW_FRAMES) -> None:
@@ -184,27 +193,38 @@ class LinearMonitor:
         self.trusted = False
         self.erle_db: float | None = None  # of the last window judged
         self._window = ErleWindow(window_frames)
+        self._voiced = False  # a frame louder than the echo came during the window
+        self._lost_in: int | None = None  # frames until a low window demotes the canceller
 
     def reset(self) -> None:
         """A new stream, or an underrun that may have moved the echo: the canceller must
         prove itself again."""
         self.trusted = False
         self._window.clear()
+        self._voiced, self._lost_in = False, None
 
     def update(self, heard: Int16, left: Int16, expected_echo_db: float | None) -> None:
         """One frame: the microphone, the linear canceller's output, and the level the echo
         alone should have in it (None: nothing loud enough was played)."""
         heard_power = power(heard)
-        if expected_echo_db is None or db(heard_power) > expected_echo_db:
+        if expected_echo_db is not None and db(heard_power) > expected_echo_db:
+            self._voiced, self._lost_in = True, None
+            return
+        if self._lost_in is not None:
+            self._lost_in -= 1
+            if self._lost_in <= 0:
+                self.trusted, self._lost_in = False, None
+        if expected_echo_db is None:
             return
         erle = self._window.add(heard_power, power(left))
         if erle is None:
             return
+        voiced, self._voiced = self._voiced, False
         self.erle_db = erle
         if erle >= LINEAR_TRUSTED_DB:
-            self.trusted = True
-        elif erle < LINEAR_LOST_DB:
-            self.trusted = False
+            self.trusted, self._lost_in = True, None
+        elif erle < LINEAR_LOST_DB and self.trusted and not voiced:
+            self._lost_in = LINEAR_LOST_AFTER_FRAMES
 
 
 # ---- no louder than the echo -------------------------------------------------------------------

@@ -13,6 +13,7 @@ from voice.echo import FRAME
 from voice.echo_guard import (
     ECHO_MARGIN_DB,
     LEARNT_WINDOWS,
+    LINEAR_LOST_AFTER_FRAMES,
     RELEARN_WINDOWS,
     WINDOW_FRAMES,
     EchoGate,
@@ -86,6 +87,39 @@ def test_the_linear_canceller_is_trusted_while_it_takes_the_echo_away(
     monitor = LinearMonitor()
     for left in lefts:
         linear_window(monitor, left=left)
+    echo_alone(monitor, LINEAR_LOST_AFTER_FRAMES, left=lefts[-1] if lefts else 8000)
+    assert monitor.trusted is trusted
+
+
+def echo_alone(monitor: LinearMonitor, frames: int, *, left: int, heard: int = 8000) -> None:
+    for _ in range(frames):
+        monitor.update(np.full(FRAME, heard, np.int16), np.full(FRAME, left, np.int16), -10.0)
+
+
+VOICE = 16000  # -6 dBFS: louder than the echo expected at -10
+
+
+@pytest.mark.parametrize(
+    ("script", "trusted"),
+    [
+        # after a good window: e<N> N frames of echo alone (a=800 left, 20 dB removed),
+        # l<N> of echo let through (a=6000 left, 2.5 dB), v one frame of voice over it
+        ("l50 e30", False),  # the echo path moved: AEC3 after 0.3 s more
+        ("l50 e29", True),  # ... not sooner
+        # (each ends before another window of 50 could make it trusted again)
+        ("l50 e10 v e30", True),  # the low window held a voice's first syllables
+        ("l20 v l30 e40", True),  # a voice inside the window: it judges nothing down
+        ("l20 v l30 l50 e30", False),  # the next window, echo alone, does
+    ],
+)
+def test_a_voice_over_the_reply_never_makes_whisper_hear_aec3(script: str, trusted: bool) -> None:
+    monitor = LinearMonitor()
+    assert linear_window(monitor, left=800) is True
+    for step in script.split():
+        if step == "v":
+            monitor.update(np.full(FRAME, VOICE, np.int16), np.full(FRAME, VOICE, np.int16), -10.0)
+        else:
+            echo_alone(monitor, int(step[1:]), left=800 if step[0] == "e" else 6000)
     assert monitor.trusted is trusted
 
 
