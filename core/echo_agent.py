@@ -97,6 +97,13 @@ def _result(session_id: str, started: float, **fields: Any) -> dict[str, Any]:
     }
 
 
+def _answered(session_id: str, prompt: str, started: float) -> dict[str, Any]:
+    """The result object of an answered turn."""
+    reply = f"You said: {prompt}"
+    usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
+    return _result(session_id, started, result=reply, usage=usage)
+
+
 def _reply_events(session_id: str, prompt: str, started: float) -> None:
     """The events of one answered turn, after the init and the thinking."""
     reply = f"You said: {prompt}"
@@ -108,8 +115,7 @@ def _reply_events(session_id: str, prompt: str, started: float) -> None:
     assistant: dict[str, Any] = {"role": "assistant", "content": [{"type": "text", "text": reply}]}
     _emit({"type": "assistant", "message": assistant, "session_id": session_id})
     _emit(_delta("message_stop"))
-    usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
-    _emit(_result(session_id, started, result=reply, usage=usage))
+    _emit(_answered(session_id, prompt, started))
 
 
 def _init(session_id: str) -> dict[str, Any]:
@@ -179,9 +185,7 @@ def _print_turn(args: _Args, session_id: str, started: float) -> int:
     elif args.output_format == "stream-json":
         _reply_events(session_id, prompt, started)
     else:
-        reply = f"You said: {prompt}"
-        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(reply.split())}
-        _emit(_result(session_id, started, result=reply, usage=usage))
+        _emit(_answered(session_id, prompt, started))
     return 0
 
 

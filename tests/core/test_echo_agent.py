@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -195,7 +196,7 @@ def test_a_line_that_is_not_json_is_an_error_like_claude() -> None:
     assert proc.returncode == 1 and "Error parsing streaming input line" in err
 
 
-def test_the_echo_agent_runs_as_a_session_per_room_like_claude(tmp_path: Path) -> None:
+def test_the_echo_agent_runs_as_a_session_per_room_like_claude() -> None:
     agent = build_agent(AgentConfig(command=ECHO_AGENT, timeout_s=30.0), ECHO_AGENT)
     assert isinstance(agent, ClaudeSessions)
     assert agent.command[-2:] == ("--input-format", "stream-json")
@@ -211,17 +212,22 @@ def test_the_echo_agent_runs_as_a_session_per_room_like_claude(tmp_path: Path) -
     assert isinstance(per_turn, AgentRunner)
 
 
-def _thinking_sessions(think_ms: int, grace_s: float) -> ClaudeSessions:
+@contextlib.contextmanager
+def _thinking_sessions(think_ms: int, grace_s: float) -> Iterator[ClaudeSessions]:
+    """The echo agent as a session per room, thinking ``think_ms`` each turn; stopped after."""
     command = (*ECHO_AGENT, "--think-ms", str(think_ms))
     agent = build_agent(AgentConfig(command=command, timeout_s=60.0), command)
     assert isinstance(agent, ClaudeSessions)
     agent.interrupt_grace_s = grace_s
-    return agent
+    try:
+        yield agent
+    finally:
+        agent.stop()
 
 
 def test_an_interrupted_session_turn_is_a_cancel_and_the_process_lives_on() -> None:
-    agent = _thinking_sessions(30000, grace_s=20.0)  # the control request ends it, not SIGINT
-    try:
+    # The control request ends it, not SIGINT.
+    with _thinking_sessions(30000, grace_s=20.0) as agent:
         control = TurnControl()
         threading.Timer(0.5, control.interrupt).start()
         started = time.monotonic()
@@ -229,33 +235,25 @@ def test_an_interrupted_session_turn_is_a_cancel_and_the_process_lives_on() -> N
         assert result.interrupted and not result.is_error
         assert time.monotonic() - started < 15  # neither the think nor the SIGINT grace
         assert agent._processes["default"].alive
-    finally:
-        agent.stop()
 
 
 def test_a_turn_interrupted_before_it_began_never_reaches_the_agent() -> None:
-    agent = _thinking_sessions(30000, grace_s=20.0)
-    try:
+    with _thinking_sessions(30000, grace_s=20.0) as agent:
         control = TurnControl()
         control.interrupt()
         sid = str(uuid.uuid4())
         result = agent.run_turn(AgentTurn("hello", "default", sid, control=control))
         assert result.interrupted and result.session_id == sid
         assert "default" not in agent._processes  # not even started
-    finally:
-        agent.stop()
 
 
 def test_an_interrupt_never_reaches_the_rooms_next_turn() -> None:
     # The revised request follows an interrupted one at once; the first turn's SIGINT
     # escalation (after the grace) must not stop it.
-    agent = _thinking_sessions(2500, grace_s=1.0)
-    try:
+    with _thinking_sessions(2500, grace_s=1.0) as agent:
         control = TurnControl()
         threading.Timer(0.3, control.interrupt).start()
         first = agent.run_turn(AgentTurn("one", "default", control=control))
         assert first.interrupted
         second = agent.run("two", session_id=first.session_id)  # thinks past the grace
         assert second.text == "You said: two" and not second.interrupted
-    finally:
-        agent.stop()
