@@ -34,6 +34,9 @@ class AudioChunk:
     # ... and that the microphone heard more than the echo while the speaker played: a voice
     # over the reply, whose start AEC3 holds back from the detectors (voice.vad look-back).
     heard_over: bool = False
+    # ... and that it was echo to the gate, but the canceller left a voice in it: a voice
+    # quieter than the reply, reached back over once a voice over the reply is found.
+    heard_under: bool = False
 
     def __post_init__(self) -> None:
         if self.words is not None and len(self.words) != len(self.pcm):

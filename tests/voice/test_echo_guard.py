@@ -20,6 +20,7 @@ from voice.echo_guard import (
     EchoMonitor,
     LinearMonitor,
     is_residue,
+    is_voice_under,
 )
 from voice.vad import Segmenter, SpeechStarted, UtteranceEnded
 
@@ -52,6 +53,26 @@ def test_only_the_faint_residue_of_a_removed_echo_counts_as_echo(
     heard_dbfs: float, left_dbfs: float, residue: bool
 ) -> None:
     assert is_residue(level(heard_dbfs), level(left_dbfs)) is residue
+
+
+# Levels from the rig (tap of a live run): the reply's echo at -10 to -30 dBFS, a real voice
+# under it at -20 to -25 dBFS.
+@pytest.mark.parametrize(
+    ("heard_dbfs", "left_dbfs", "under"),
+    [
+        (-11, -94, False),  # the echo alone, removed by a canceller that has learnt the room
+        (-25, -70, False),  # ... a quieter echo: its residue
+        (-5, -50, False),  # ... a loud echo it took 45 dB out of: a leak of it
+        (-15, -33, True),  # a voice under the echo, let through in double talk
+        (-19, -24, True),
+        (-30, -52, True),  # ... a quiet syllable of it
+        (-20, -58, False),  # too faint to be told from a residue
+    ],
+)
+def test_a_voice_under_the_echo_is_what_the_canceller_leaves_far_above_its_residue(
+    heard_dbfs: float, left_dbfs: float, under: bool
+) -> None:
+    assert is_voice_under(level(heard_dbfs), level(left_dbfs)) is under
 
 
 # ---- may Whisper hear the linear canceller? ------------------------------------------------------

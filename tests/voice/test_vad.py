@@ -78,12 +78,14 @@ class Feed:
         *,
         words: bool = False,
         over: bool = False,
+        under: bool = False,
         echo: bool = False,
         gated: bool = False,
     ) -> list[SegmenterEvent]:
         """``words``: the chunks carry separate audio to transcribe, its frames numbered
-        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply; ``echo``:
-        as the reply's echo alone; ``gated``: the assistant's own sound plays (half-duplex)."""
+        from :data:`WORDS_FROM`; ``over``: they are marked as heard over the reply; ``under``:
+        as echo with a voice under it; ``echo``: as the reply's echo alone; ``gated``: the
+        assistant's own sound plays (half-duplex)."""
         pcm = scripted(pattern, self.next_frame)
         other = scripted(pattern, self.next_frame + WORDS_FROM) if words else None
         events: list[SegmenterEvent] = []
@@ -97,6 +99,7 @@ class Feed:
                 timestamp_s=t,
                 words=None if other is None else other[part],
                 heard_over=over,
+                heard_under=under,
                 echo=echo,
             )
             events += self.seg.push(chunk, gated=gated)
@@ -151,7 +154,7 @@ def test_the_utterance_keeps_the_words_audio_while_the_detector_hears_the_other(
     [
         ("-" * 40, 40 - 10),  # the pre-roll alone
         ("-" * 20 + "o" * 20, 40 - 20 - 10),  # back over the voice AEC3 held back, then pre-roll
-        ("-" * 10 + "o" * 30, 40 - 24 - 10),  # LOOK_BACK_MS (700 ms: 24 frames) at most
+        ("-" * 10 + "o" * 30, 0),  # a voice heard over the reply for 900 ms: all of it
         # A voice as loud as the echo flickers between over and echo; then the reply paused
         # for it, and nothing played until the detector heard it.
         ("-" * 20 + "ooeeoeeeooeo" + "-" * 8, 40 - 20 - 10),
@@ -176,6 +179,40 @@ def test_an_onset_over_the_reply_reaches_back_over_the_voice_the_detector_missed
     (ended,) = only(feed("." * 25), UtteranceEnded)
     assert frame_ids(ended.utterance)[0] == first
     assert ended.utterance.start_s == pytest.approx(feed.time_of(first))
+
+
+@pytest.mark.parametrize(
+    ("before", "first"),
+    [
+        # A voice under the louder reply for 1.5 s, heard over it only in a gap: all of it.
+        ("-" * 10 + "e" * 30 + "u" * 50 + "e" * 6 + "o" * 4, 40 - 10),
+        ("-" * 10 + "e" * 30 + "ueu" * 16 + "ee" + "o" * 10, 40 - 10),  # flickering
+        ("-" * 10 + "u" * 90, 100 - 84 - 10),  # LOOK_BACK_UNDER_MS (2.5 s: 84 frames) at most
+        # Then the reply paused for it, and nothing played until the detector heard it.
+        ("-" * 60 + "u" * 30 + "-" * 10, 60 - 10),
+        ("e" * 60 + "u" * 5 + "e" * 11 + "o" * 24, 76 - 10),  # 330 ms of echo alone: a gap
+        # ... except past a voice under the echo: the user pauses between words, and the
+        # canceller lets the voice through only now and then (LOOK_BACK_UNDER_GAP_MS).
+        ("-" * 10 + "e" * 30 + "u" * 20 + "e" * 15 + "u" * 25, 40 - 10),
+        ("e" * 50 + "u" * 10 + "e" * 21 + "u" * 19, 81 - 10),  # 630 ms: a gap
+        ("e" * 50 + "u" + "e" * 49, 100 - 10),  # a lone frame long before: not this voice
+        ("-" * 30 + "U" * 60 + "-" * 10, 100 - 10),  # half-duplex: the loop gates the reply
+    ],
+)
+def test_an_onset_reaches_back_over_a_voice_under_the_reply(before: str, first: int) -> None:
+    """``before``: the 100 frames before the voice, as in the test above; "u" the reply's
+    echo with a voice under it (AudioChunk.heard_under), "U" the same while the loop gates
+    the reply. The onset is dated where the voice began, so a request it goes on with is
+    judged from there."""
+    feed = Feed()
+    for mark, run in itertools.groupby(before):
+        n = len(list(run))
+        feed("." * n, over=mark == "o", under=mark in "uU", echo=mark in "eu", gated=mark == "U")
+    (started,) = only(feed("v" * 30), SpeechStarted)
+    (ended,) = only(feed("." * 25), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == first
+    voice = min(first + 10, 100)  # the pre-roll (10 frames) before where the voice began
+    assert started.at_s == pytest.approx(feed.time_of(voice))
 
 
 def test_pre_roll_is_shorter_when_speech_starts_early() -> None:

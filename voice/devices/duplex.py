@@ -40,7 +40,7 @@ from voice.devices.base import (
 )
 from voice.devices.speaker import Speaker
 from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
-from voice.echo_guard import EchoGate, EchoMonitor, LinearMonitor
+from voice.echo_guard import EchoGate, EchoMonitor, LinearMonitor, is_voice_under
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class DuplexDevice(Speaker):
         self._words: list[Int16] = []
         self._echoes = 0  # frames of self._cleaned judged echo
         self._over = 0  # ... in which something louder than the echo was heard over it
+        self._under = 0  # ... judged echo, with a voice under it (is_voice_under)
         self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
         self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
             maxlen=RESUME_FRAMES
@@ -235,6 +236,7 @@ class DuplexDevice(Speaker):
     def _clear_pending(self) -> None:
         self._frames.clear()
         self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
+        self._under = 0
         self._quiet = IDLE_AFTER_FRAMES + 1
         self._rested.clear()
         self._echo.clear()
@@ -333,7 +335,7 @@ class DuplexDevice(Speaker):
             if self._quiet > IDLE_AFTER_FRAMES:
                 # Nothing played for a while, so no echo to remove: the canceller rests (it
                 # would double the idle CPU). Skipping both of its streams keeps them paired.
-                cleaned, words, echo = frame.near, frame.near, False
+                cleaned, words, echo, under = frame.near, frame.near, False, False
                 self.gate.skip()
                 self._rested.append((frame.near, frame.far))
             else:
@@ -349,10 +351,18 @@ class DuplexDevice(Speaker):
                 expected_db = self.gate.expected_db  # as is_echo found it for this frame
                 # Louder than the echo the gate expects: something else is heard over it.
                 self._over += played and not echo and expected_db is not None
+                under = (
+                    echo
+                    and played
+                    and self.monitor.learnt  # (and no stall moved the echo: echo_learnt)
+                    and not moved
+                    and is_voice_under(frame.near, cleaned)
+                )
                 words = self._words_of(frame.near, frame.far, cleaned, expected_db)
             self._cleaned.append(cleaned)
             self._words.append(words)
             self._echoes += echo
+            self._under += under
             if len(self._cleaned) == per_chunk:
                 chunk = AudioChunk(
                     np.concatenate(self._cleaned).tobytes(),
@@ -360,6 +370,7 @@ class DuplexDevice(Speaker):
                     timestamp_s=self._cleaned_s,
                     echo=2 * self._echoes >= per_chunk,  # mostly echo: never speech
                     heard_over=2 * self._over >= per_chunk,
+                    heard_under=2 * self._under >= per_chunk,
                     words=(
                         None
                         if self.words_canceller is None
@@ -368,6 +379,7 @@ class DuplexDevice(Speaker):
                 )
                 self._frames.append(chunk)
                 self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
+                self._under = 0
 
     def _echo_may_have_moved(self) -> None:
         """An underrun or overflow: PortAudio restarted the stream's two sides, and the echo
