@@ -160,6 +160,9 @@ class _Request:
     pause: _Pause | None = None
     final_job: int | None = None
     probe_job: int | None = None
+    # final_job transcribes only the new words, to follow the fallback (_lost_new_words)
+    tail: bool = False
+    new_text: str | None = None  # the probe's transcript of the new words alone
     speak_at: _SpeakAt = _SpeakAt()
 
     def audio(self, *, new_only: bool = False) -> Utterance:
@@ -228,6 +231,21 @@ def join(parts: list[Utterance]) -> Utterance:
         rate=parts[0].rate,
         start_s=parts[0].start_s,
         end_s=parts[-1].end_s,
+    )
+
+
+def _word_count(text: str) -> int:
+    return len([w for w in text.split() if any(c.isalnum() for c in w)])
+
+
+def _lost_new_words(request: _Request, text: str) -> bool:
+    """The transcript of a request that goes on with another (``fallback``) has no more
+    words than that one had, though new speech was kept: its new words were dropped."""
+    return (
+        request.context == "continue"
+        and not request.tail
+        and bool(request.parts and request.fallback)
+        and _word_count(text) <= _word_count(request.fallback)
     )
 
 
@@ -346,6 +364,7 @@ class TurnTaking:
             request.speaking = True
             request.pause = None
             request.final_job = request.probe_job = None  # more words: transcribe anew
+            request.tail, request.new_text = False, None
             return
         turn = self._turn
         if self._question is not None:
@@ -525,6 +544,8 @@ class TurnTaking:
             request.pause.text = text
             self._check_pause(out)
         if not request.speaking and request.final_job == event.job:
+            if request.tail:
+                text = f"{request.fallback} {text}".strip()
             self._request_text(request, text, out)
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
@@ -537,6 +558,7 @@ class TurnTaking:
                 self._request = None
                 out.append(Say(STOPPED))
             else:
+                request.new_text = text
                 self._transcribe_request(request, None, out)
             return
         self._request = None
@@ -593,6 +615,17 @@ class TurnTaking:
             out.append(Answer(question.turn, question.request, decision))
 
     def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
+        if _lost_new_words(request, text):
+            # Whisper (tiny.en) can end a joined request where the one it continues ended,
+            # when the new words were said under the reply's echo: heard alone, they follow
+            # the request's text.
+            request.tail = True
+            if request.new_text is None:
+                request.final_job = next(self._ids)
+                new = request.audio(new_only=True)
+                out.append(Transcribe(request.final_job, new, "request"))
+                return
+            text = f"{request.fallback} {request.new_text}".strip()
         self._request = None
         if not text:
             text = request.fallback  # nothing new was said: the interrupted request stands

@@ -247,6 +247,74 @@ def test_a_short_continuation_with_words_is_joined() -> None:
     assert final.audio == join([first, more])
 
 
+@pytest.mark.parametrize(
+    ("joined", "alone", "sent_text"),
+    [
+        # Whisper ended the joined audio where the first request ended: the new words
+        # alone follow it.
+        ("Run the tests.", "In verbose mode.", "Run the tests. In verbose mode."),
+        ("Run the tests", "In verbose mode.", "Run the tests. In verbose mode."),
+        ("", "In verbose mode.", "Run the tests. In verbose mode."),
+        ("", "", "Run the tests."),  # nothing heard either way: the request stands
+    ],
+)
+def test_new_words_the_joined_transcript_dropped_are_heard_alone(
+    joined: str, alone: str, sent_text: str
+) -> None:
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(3.9, 7.0)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    m(SpeechStarted(3.9))
+    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(final, joined))
+    (tail,) = [a for a in out if isinstance(a, Transcribe)]
+    assert tail.audio == more and tail.purpose == "request" and out == [tail]
+    send = sent(m(TranscriptReady(tail.job, alone)))
+    assert send.text == sent_text and send.revises and send.turn != turn
+
+
+def test_a_joined_transcript_with_more_words_is_the_request() -> None:
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(3.9, 7.0)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
+    m(SpeechStarted(3.9))
+    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    out = m(TranscriptReady(final, "Run the tests in verbose mode."))
+    assert sent(out).text == "Run the tests in verbose mode." and jobs(out, Transcribe) == []
+
+
+def test_a_short_continuation_dropped_from_the_joined_transcript_uses_its_probe() -> None:
+    """The words of a short continuation were transcribed alone (is it "stop"?): when the
+    joined transcript drops them, those follow the request, with no third transcription."""
+    m = Machine()
+    first, more = utt(1.0, 3.0), utt(3.5, 4.5)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
+    m(SpeechStarted(3.5))
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    (final,) = jobs(m(TranscriptReady(probe, "In verbose mode.")), Transcribe)
+    out = m(TranscriptReady(final, "Run the tests."))
+    assert sent(out).text == "Run the tests. In verbose mode." and jobs(out, Transcribe) == []
+
+
+def test_speech_during_the_second_hearing_joins_the_request_anew() -> None:
+    m = Machine()
+    first, more, again = utt(1.0, 3.0), utt(3.9, 7.0), utt(7.5, 9.0)
+    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
+    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
+    m(SpeechStarted(3.9))
+    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    (tail,) = jobs(m(TranscriptReady(final, "Run the tests.")), Transcribe)
+    m(SpeechStarted(7.5))
+    assert m.quiet(TranscriptReady(tail, "In verbose mode.")) == []  # stale
+    (last,) = [a for a in m(UtteranceEnded(again, "hangover")) if isinstance(a, Transcribe)]
+    assert last.audio == join([first, more, again])
+    text = "Run the tests in verbose mode, please."
+    assert sent(m(TranscriptReady(last.job, text))).text == text
+
+
 def test_a_cough_after_the_turn_ended_resends_the_request_unchanged() -> None:
     m = Machine()
     out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
