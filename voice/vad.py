@@ -34,7 +34,8 @@ DOUBT_FRAMES_MS = 300
 # Over the reply, AEC3 (what the detector hears) holds a voice back for its first 300-700 ms
 # while the linear canceller (what Whisper hears) keeps it: in the rig the request began
 # 0.35-0.6 s into the voice. An onset there reaches back to the first frame the device marked
-# as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll ...
+# as more than the echo (AudioChunk.heard_over) this far before it, then the pre-roll (and
+# further only while the reply plays, see LOOK_BACK_UNDER_MS) ...
 LOOK_BACK_MS = 700
 # ... over no more than this of the reply's echo alone between such frames: a voice as loud
 # as the echo flickers between "over" and "echo", while a lone frame long before (a click
@@ -43,8 +44,8 @@ LOOK_BACK_MS = 700
 LOOK_BACK_GAP_MS = 300
 # A voice quieter than the reply is echo to the gate until the reply pauses between two
 # phrases: in the rig that came 1.5-2 s into the voice, and its first words were lost. Over
-# frames where the canceller found a voice under the echo (AudioChunk.heard_under) the
-# reach-back goes on, as far as this ...
+# frames where the canceller found a voice under the echo (AudioChunk.heard_under), or heard
+# one over it, the reach-back goes on while the reply plays, as far as this ...
 LOOK_BACK_UNDER_MS = 2500
 # ... and past up to this much echo alone beyond such a frame: the canceller lets the voice
 # through only now and then, and the user pauses between words (in the rig: 330 ms of echo
