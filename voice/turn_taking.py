@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.commands import is_stop, permission_answer
+from voice.commands import is_stop, permission_answer, words
 from voice.end_of_turn import PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -160,9 +160,10 @@ class _Request:
     pause: _Pause | None = None
     final_job: int | None = None
     probe_job: int | None = None
-    # final_job transcribes only the new words, to follow the fallback (_lost_new_words)
+    # The request's text is the fallback and then new_text, the new words heard alone
+    # (_lost_new_words): from the probe, or from final_job.
     tail: bool = False
-    new_text: str | None = None  # the probe's transcript of the new words alone
+    new_text: str | None = None
     speak_at: _SpeakAt = _SpeakAt()
 
     def audio(self, *, new_only: bool = False) -> Utterance:
@@ -234,18 +235,13 @@ def join(parts: list[Utterance]) -> Utterance:
     )
 
 
-def _word_count(text: str) -> int:
-    return len([w for w in text.split() if any(c.isalnum() for c in w)])
-
-
 def _lost_new_words(request: _Request, text: str) -> bool:
     """The transcript of a request that goes on with another (``fallback``) has no more
     words than that one had, though new speech was kept: its new words were dropped."""
     return (
         request.context == "continue"
-        and not request.tail
         and bool(request.parts and request.fallback)
-        and _word_count(text) <= _word_count(request.fallback)
+        and len(words(text)) <= len(words(request.fallback))
     )
 
 
@@ -545,7 +541,7 @@ class TurnTaking:
             self._check_pause(out)
         if not request.speaking and request.final_job == event.job:
             if request.tail:
-                text = f"{request.fallback} {text}".strip()
+                request.new_text = text
             self._request_text(request, text, out)
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
@@ -615,7 +611,7 @@ class TurnTaking:
             out.append(Answer(question.turn, question.request, decision))
 
     def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
-        if _lost_new_words(request, text):
+        if request.tail or _lost_new_words(request, text):
             # Whisper (tiny.en) can end a joined request where the one it continues ended,
             # when the new words were said under the reply's echo: heard alone, they follow
             # the request's text.

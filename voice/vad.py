@@ -205,6 +205,9 @@ class Segmenter:
         self._look_back_gap = _frames_for(LOOK_BACK_GAP_MS, frame_ms)
         self._look_back_under = _frames_for(LOOK_BACK_UNDER_MS, frame_ms)
         self._look_back_under_gap = _frames_for(LOOK_BACK_UNDER_GAP_MS, frame_ms)
+        # The onset check hears this much of the history: the longer reach-back over a voice
+        # under the echo needs no more of it, only more frames to walk.
+        self._check_frames = self._pre_roll + self._look_back + config.onset_window_frames
         self._history: deque[_Frame] = deque(
             maxlen=self._pre_roll + self._look_back_under + config.onset_window_frames
         )
@@ -334,16 +337,12 @@ class Segmenter:
                 # Over the reply the device already hears more than the echo: the check is
                 # asked now, not after the detector's onset window, so a likely voice pauses
                 # the reply sooner (bench_echo.py: p50 370 -> 287 ms from the first word).
-                self._onset_check.confirm(
-                    b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
-                )
+                self._confirm(self._onset_check, frames)
                 likelihood = self._onset_check.likelihood
                 return [OnsetUnconfirmed(self._now_s, likelihood, proposed=False)]
             return []
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
-        if self._onset_check is not None and not self._onset_check.confirm(
-            b"".join(f.pcm for f in frames), frames[0].start_s, self._rate
-        ):
+        if self._onset_check is not None and not self._confirm(self._onset_check, frames):
             self.onsets_refused += 1
             # Asked again at the next voiced frame while the detector still agrees.
             return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
@@ -364,6 +363,11 @@ class Segmenter:
         onset_s = frames[start].start_s
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
+
+    def _confirm(self, check: OnsetCheck, frames: list[_Frame]) -> bool:
+        """Ask ``check`` about the recent history (``frames``, ending now)."""
+        recent = frames[-self._check_frames :]
+        return check.confirm(b"".join(f.pcm for f in recent), recent[0].start_s, self._rate)
 
     def _doubt(self, frame: _Frame, speech: bool) -> _Frame:
         """Weigh the speech check's word on a frame inside speech. A frame webrtcvad calls

@@ -247,6 +247,18 @@ def test_a_short_continuation_with_words_is_joined() -> None:
     assert final.audio == join([first, more])
 
 
+FIRST = utt(1.0, 3.0)  # "Run the tests.", sent before the user goes on
+
+
+def goes_on(m: Machine, more: Utterance) -> tuple[int, list[int]]:
+    """ "Run the tests." is sent, then the user goes on with ``more``: the turn sent, and
+    the transcriptions the end of ``more`` asks for."""
+    out = m(SpeechStarted(1.0), UtteranceEnded(FIRST, "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    m(SpeechStarted(more.start_s))
+    return turn, jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+
+
 @pytest.mark.parametrize(
     ("joined", "alone", "sent_text"),
     [
@@ -261,12 +273,8 @@ def test_a_short_continuation_with_words_is_joined() -> None:
 def test_new_words_the_joined_transcript_dropped_are_heard_alone(
     joined: str, alone: str, sent_text: str
 ) -> None:
-    m = Machine()
-    first, more = utt(1.0, 3.0), utt(3.9, 7.0)
-    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
-    m(SpeechStarted(3.9))
-    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    m, more = Machine(), utt(3.9, 7.0)
+    turn, (final,) = goes_on(m, more)
     out = m.quiet(TranscriptReady(final, joined))
     (tail,) = [a for a in out if isinstance(a, Transcribe)]
     assert tail.audio == more and tail.purpose == "request" and out == [tail]
@@ -276,11 +284,7 @@ def test_new_words_the_joined_transcript_dropped_are_heard_alone(
 
 def test_a_joined_transcript_with_more_words_is_the_request() -> None:
     m = Machine()
-    first, more = utt(1.0, 3.0), utt(3.9, 7.0)
-    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
-    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
-    m(SpeechStarted(3.9))
-    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    _, (final,) = goes_on(m, utt(3.9, 7.0))
     out = m(TranscriptReady(final, "Run the tests in verbose mode."))
     assert sent(out).text == "Run the tests in verbose mode." and jobs(out, Transcribe) == []
 
@@ -289,28 +293,20 @@ def test_a_short_continuation_dropped_from_the_joined_transcript_uses_its_probe(
     """The words of a short continuation were transcribed alone (is it "stop"?): when the
     joined transcript drops them, those follow the request, with no third transcription."""
     m = Machine()
-    first, more = utt(1.0, 3.0), utt(3.5, 4.5)
-    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
-    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
-    m(SpeechStarted(3.5))
-    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    _, (probe,) = goes_on(m, utt(3.5, 4.5))
     (final,) = jobs(m(TranscriptReady(probe, "In verbose mode.")), Transcribe)
     out = m(TranscriptReady(final, "Run the tests."))
     assert sent(out).text == "Run the tests. In verbose mode." and jobs(out, Transcribe) == []
 
 
 def test_speech_during_the_second_hearing_joins_the_request_anew() -> None:
-    m = Machine()
-    first, more, again = utt(1.0, 3.0), utt(3.9, 7.0), utt(7.5, 9.0)
-    out = m(SpeechStarted(1.0), UtteranceEnded(first, "hangover"))
-    m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
-    m(SpeechStarted(3.9))
-    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    m, more, again = Machine(), utt(3.9, 7.0), utt(7.5, 9.0)
+    _, (final,) = goes_on(m, more)
     (tail,) = jobs(m(TranscriptReady(final, "Run the tests.")), Transcribe)
     m(SpeechStarted(7.5))
     assert m.quiet(TranscriptReady(tail, "In verbose mode.")) == []  # stale
     (last,) = [a for a in m(UtteranceEnded(again, "hangover")) if isinstance(a, Transcribe)]
-    assert last.audio == join([first, more, again])
+    assert last.audio == join([FIRST, more, again])
     text = "Run the tests in verbose mode, please."
     assert sent(m(TranscriptReady(last.job, text))).text == text
 
