@@ -114,15 +114,20 @@ def normalise(text: str) -> list[str]:
     return out
 
 
-def wer(ref: str, hyp: str) -> float:
-    """Word error rate of ``hyp`` against ``ref`` after :func:`normalise` (Levenshtein)."""
+def word_errors(ref: str, hyp: str) -> int:
+    """Words substituted, dropped or added in ``hyp`` against ``ref`` after :func:`normalise`."""
     r, h = normalise(ref), normalise(hyp)
     row = list(range(len(h) + 1))
     for i, rw in enumerate(r, 1):
         prev, row[0] = row[0], i
         for j, hw in enumerate(h, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
-    return row[len(h)] / max(len(r), 1)
+    return row[len(h)]
+
+
+def wer(ref: str, hyp: str) -> float:
+    """Word error rate of ``hyp`` against ``ref`` after :func:`normalise` (Levenshtein)."""
+    return word_errors(ref, hyp) / max(len(normalise(ref)), 1)
 
 
 def speech(tts: PiperSynthesizer, text: str) -> npt.NDArray[np.int16]:
