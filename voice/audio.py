@@ -35,7 +35,8 @@ class AudioChunk:
     # over the reply, whose start AEC3 holds back from the detectors (voice.vad look-back).
     heard_over: bool = False
     # ... and that it was echo to the gate, but the canceller left a voice in it: a voice
-    # quieter than the reply, reached back over once a voice over the reply is found.
+    # quieter than the reply, which may pause the reply (voice.vad asks Silero about it) and
+    # is reached back over once the voice is confirmed.
     heard_under: bool = False
 
     def __post_init__(self) -> None:

@@ -74,12 +74,14 @@ def is_voice_under(heard: Int16, left: Int16) -> bool:
     what it leaves of the echo alone.
 
     The gate cannot tell a voice quieter than the reply from the reply, and must not: a
-    leak would stop the reply. But once a voice over the reply is found, the frames before
-    it with such a voice under the echo are its first words (voice.vad reaches back over
-    them). Offline on recordings of the rig (40 real voices over replies, 28 replies nobody
-    talked over), 76 % of the voices' frames under the echo were such frames, against 0.5 %
-    of the echo before the voices and 1 % of replies in a quiet room. A sound in the room
-    (music, keys, a fan) is let through as a voice is: 27 % of those replies' frames.
+    leak would stop the reply. But Silero is asked about such a frame (voice.vad), and a
+    likely voice pauses the reply, so it is heard alone; and once a voice is found, the
+    frames before it with such a voice under the echo are its first words (voice.vad
+    reaches back over them). Offline on recordings of the rig (40 real voices over replies,
+    28 replies nobody talked over), 76 % of the voices' frames under the echo were such
+    frames, against 0.5 % of the echo before the voices and 1 % of replies in a quiet room.
+    A sound in the room (music, keys, a fan) is let through as a voice is: 27 % of those
+    replies' frames; Silero pauses a reply for one now and then (bench_echo.py).
     """
     left_db = db(power(left))
     return left_db > UNDER_LEFT_DBFS and db(power(heard)) - left_db < UNDER_ERLE_DB

@@ -327,16 +327,19 @@ class Segmenter:
                 frame = self._doubt(frame, speech)
             return self._in_speech_frame(frame)
         self._history.append(frame)
-        return self._check_onset(louder_than_echo=over)
+        # Over the reply, a frame heard over the echo, or under it, may be a voice.
+        return self._check_onset(ask_early=over or under)
 
-    def _check_onset(self, *, louder_than_echo: bool = False) -> list[SegmenterEvent]:
+    def _check_onset(self, *, ask_early: bool = False) -> list[SegmenterEvent]:
         frames = list(self._history)
         window = frames[-self._config.onset_window_frames :]
         if not window[-1].voiced or sum(f.voiced for f in window) < self._config.onset_frames:
-            if louder_than_echo and self._onset_check is not None:
-                # Over the reply the device already hears more than the echo: the check is
-                # asked now, not after the detector's onset window, so a likely voice pauses
-                # the reply sooner (bench_echo.py: p50 370 -> 287 ms from the first word).
+            if ask_early and self._onset_check is not None:
+                # Over the reply the device hears more than the echo (over it, or under it
+                # where the canceller left a voice): the check is asked now, not after the
+                # detector's onset window (which the echo's gate keeps empty until the reply
+                # pauses), so a likely voice pauses the reply sooner (bench_echo.py: p50 370
+                # -> 287 ms from the first word, heard over the echo).
                 self._confirm(self._onset_check, frames)
                 likelihood = self._onset_check.likelihood
                 return [OnsetUnconfirmed(self._now_s, likelihood, proposed=False)]

@@ -586,3 +586,24 @@ def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset
         scripted("...", 9), RATE, timestamp_s=feed.time_of(9), echo=True, heard_over=True
     )
     assert feed.seg.push(echo) == []
+
+
+def test_under_the_reply_the_check_is_asked_too() -> None:
+    """A voice quieter than the reply is echo to the gate, so the detector proposes nothing
+    until the reply pauses between phrases. Where the canceller left a voice under the echo
+    (AudioChunk.heard_under) the check is asked at once, so a likely voice pauses the reply;
+    the echo alone, and the assistant's sound the loop gates (half-duplex), ask nothing."""
+    feed = Feed()
+    feed.seg = Segmenter(
+        CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=ConfirmsFrom(12)
+    )
+    assert feed("vvv", echo=True) == []
+    events = feed("vvv", echo=True, under=True)  # frames 3-5
+    assert [type(e) for e in events] == [OnsetUnconfirmed] * 3
+    assert [e.at_s for e in events] == pytest.approx([feed.time_of(i + 1) for i in (3, 4, 5)])
+    assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
+        [i / 12 for i in (3, 4, 5)]
+    )
+    assert [e.proposed for e in only(events, OnsetUnconfirmed)] == [False] * 3
+    assert feed("vvv", echo=True, under=True, gated=True) == []
+    assert not feed.seg.in_speech  # the echo is never speech: only the reply's pause lets it be
