@@ -612,9 +612,8 @@ def main() -> int:
     replies = [replies[i % len(replies)] for i in range(max(2, args.replies))]
     question = speech(tts, QUESTION)
     loudest = speech(tts, REPLIES[0])
-    gain = 10 ** (-args.quieter_db / 20)
     voices = {
-        name: (as_loud_as(to_int16(real_clip(name)), loudest) * gain).astype(np.int16)
+        name: as_loud_as(to_int16(real_clip(name)), loudest, quieter_db=args.quieter_db)
         for name in VOICES
     }
 

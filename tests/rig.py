@@ -145,10 +145,11 @@ def align(part: Int16, whole: Int16) -> tuple[int, float]:
     return lag, float(np.dot(x, y)) / denom
 
 
-def as_loud_as(clip: Int16, reference: Int16) -> Int16:
+def as_loud_as(clip: Int16, reference: Int16, *, quieter_db: float = 0.0) -> Int16:
     """``clip`` scaled so its loudest 30 ms equals the loudest 30 ms of ``reference``: a
-    voice as loud at the microphone as the assistant's own echo."""
-    gain_db = frame_levels_dbfs(reference, RATE, 30).max() - frame_levels_dbfs(clip, RATE, 30).max()
+    voice as loud at the microphone as the assistant's own echo (or ``quieter_db`` under)."""
+    loudest_db = frame_levels_dbfs(reference, RATE, 30).max() - quieter_db
+    gain_db = loudest_db - frame_levels_dbfs(clip, RATE, 30).max()
     return np.clip(clip.astype(np.float64) * 10 ** (gain_db / 20), -32768, 32767).astype(np.int16)
 
 

@@ -128,8 +128,7 @@ def test_a_voice_over_the_reply_stops_it_and_is_answered(
     pulse_rig: PulseRig, tmp_path: Path, tts: PiperSynthesizer, quieter_db: int
 ) -> None:
     question = speech(tts, QUESTION)
-    as_loud = as_loud_as(to_int16(real_clip(BARGE_IN)), question)
-    voice = (as_loud * 10 ** (-quieter_db / 20)).astype(np.int16)
+    voice = as_loud_as(to_int16(real_clip(BARGE_IN)), question, quieter_db=quieter_db)
 
     def scenario(listener: Listener) -> tuple[Recorded, Recorded]:
         learn_the_room(pulse_rig, listener, question)
