@@ -20,7 +20,8 @@ and the two recordings (one clock):
   finished), words lost (words of the reference the whole-file transcript has and no stored
   message has), live WER against whole-file WER of the same model on the same audio;
 - "sent": when the turn went to the agent, after the last voiced frame (from the log);
-- end of speech (mic recording) -> first reply sample (speaker recording), p50 and p90.
+- end of speech (mic recording) -> first sample (speaker recording) of the reply to the whole
+  request, p50 and p90: after a cut-off, the reply that began once the user had finished.
 
 By default the rig has no echo path, so the echo canceller never learns a room and the
 project runs half-duplex, as on a first reply. ``--echo-path`` is a desk: the speaker is
@@ -233,11 +234,14 @@ def run_system(
                 start = mic_rec.time_of(mic_rec.index_at(fed_at))
                 speech_start, speech_end = start + span[0], start + span[1]
                 out = spk_rec.between(speech_start, time.monotonic())
-                replies = find_speech(out, min_gap_s=0.3)
+                replies = [speech_start + s for s, _ in find_speech(out, min_gap_s=0.3)]
                 if replies:
-                    first = speech_start + replies[0][0]
-                    outcome.cut_off = first < speech_end - 0.05
-                    outcome.latency_s = first - speech_end
+                    outcome.cut_off = replies[0] < speech_end - 0.05
+                    # A reply heard too soon stops as the user goes on: the latency is the
+                    # reply to the whole request, the first to begin after the speech ends.
+                    answers = [s for s in replies if s >= speech_end - 0.05]
+                    if answers:
+                        outcome.latency_s = answers[0] - speech_end
             outcome.stages = turn_stages(listener.log(), listener.count(TURN_DONE) - 1)
             outcome.sent_s = outcome.stages.get("sent", float("nan"))
             if listener.count(TURN_DONE) == turns_before:
@@ -312,7 +316,8 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
     print("\nper system and kind of request")
     head = (
         f"{'system':9} {'kind':7} {'n':>3} {'turns/req':>9} {'>1 turn':>7} {'cut-offs':>8} "
-        f"{'lost':>5} {'WER live':>8} {'WER file':>8} {'sent p50':>8} {'p50 ms':>7} {'p90 ms':>7}"
+        f"{'lost':>5} {'WER live':>8} {'WER file':>8} {'sent p50':>8} {'timed':>5} {'p50 ms':>7}"
+        f" {'p90 ms':>7}"
     )
     print(head)
     for system, outcomes in results.items():
@@ -333,6 +338,7 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
                 f"{sum(len(o.stored) > 1 for o in group):7} {sum(o.cut_off for o in group):8} "
                 f"{lost:5} {wer(refs, live):8.3f} {wer(refs, file_text):8.3f} "
                 f"{statistics.median(sent) * 1000 if sent else float('nan'):8.0f} "
+                f"{sum(o.latency_s == o.latency_s for o in group):5} "
                 f"{pct([o.latency_s for o in group], 50):7.0f} "
                 f"{pct([o.latency_s for o in group], 90):7.0f}"
             )
@@ -345,7 +351,9 @@ def report(results: dict[str, list[Outcome]], whole: dict[str, str]) -> None:
         " before the user had finished; lost: words of the reference the whole-file transcript"
         " has and no stored message has; WER live: the stored request against the reference;"
         " WER file: the same model on the whole audio; sent: the turn went to the agent, after"
-        " the last voiced frame; p50/p90: end of speech -> first reply sample, from the recordings."
+        " the last voiced frame; timed, p50/p90: end of speech -> first sample of the reply to"
+        " the whole request, from the recordings (after a cut-off, the reply that began once the"
+        " user had finished)."
     )
 
 
