@@ -85,7 +85,7 @@ class VadConfig:
     hangover_ms: int = limited(1500, 100, 10000)
     min_utterance_ms: int = limited(250, 0, 10000)
     max_utterance_s: float = limited(28.0, 1, 300)
-    pause_ms: int = limited(200, 30, 10000)  # a pause this long starts a speculative transcript
+    pause_ms: int = limited(100, 30, 10000)  # a pause this long starts a speculative transcript
     tail_gate_db: float = limited(30.0, 0, 120)  # frames this far below the peak are silence
     # Silero VAD confirms each onset webrtcvad proposes: noise, music and tones start nothing.
     silero: bool = True

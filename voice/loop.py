@@ -485,7 +485,9 @@ class VoiceLoop:
             probability: float | None = None
             if model is not None:
                 try:
-                    probability = float(model.predict(audio.to_float32()))
+                    samples = audio.to_float32()
+                    silence = np.zeros(round(action.silence_s * audio.rate), np.float32)
+                    probability = float(model.predict(np.concatenate([samples, silence])))
                 except Exception as e:  # one failed call: the words decide this pause
                     log.warning("the end-of-turn model failed: %s", e)
             log.debug("end-of-turn verdict %d: %s", action.job, probability)

@@ -194,10 +194,13 @@ class Transcribe:
 
 @dataclass(frozen=True)
 class Analyze:
-    """Ask the end-of-turn model about ``audio``; answered by ``VerdictReady(job)``."""
+    """Ask the end-of-turn model about ``audio`` followed by ``silence_s`` more of silence
+    (so it hears the pause as long as its thresholds were measured with); answered by
+    ``VerdictReady(job)``."""
 
     job: int
     audio: Utterance
+    silence_s: float = 0.0
 
 
 @dataclass(frozen=True)

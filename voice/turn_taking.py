@@ -34,7 +34,7 @@ from typing import Literal
 
 from voice.audio import Utterance
 from voice.commands import is_stop, permission_answer, words
-from voice.end_of_turn import PauseEvidence, TurnAnalyzer
+from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
     AgentFinished,
@@ -456,7 +456,9 @@ class TurnTaking:
         request.pause = _Pause(utterance.end_s, text_job, verdict_job)
         out.append(Transcribe(text_job, audio, "pause"))
         if verdict_job is not None:
-            out.append(Analyze(verdict_job, audio))
+            heard_s = utterance.start_s + utterance.duration_s - utterance.end_s
+            silence_s = min(MODEL_PAUSE_S, max(0.0, MODEL_PAUSE_S - heard_s))
+            out.append(Analyze(verdict_job, audio, silence_s))
 
     def _check_pause(self, out: list[Action]) -> None:
         request, analyzer = self._request, self.policy.analyzer

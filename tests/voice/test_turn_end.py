@@ -15,6 +15,7 @@ from tests.voice.audio_util import real_clip, real_references, wer
 from tests.voice.fakes import FRAME_MS, wait_until
 from tests.voice.scripted_loop import RATE, concat, gap, run_loop, said
 from voice.config import Config, TurnConfig, VadConfig
+from voice.end_of_turn import MODEL_PAUSE_S
 from voice.smart_turn import SmartTurnModel
 from voice.stt import WhisperTranscriber
 from voice.tts import PiperSynthesizer
@@ -107,3 +108,36 @@ def test_a_real_spoken_command_ends_well_before_the_longest_pause(
     assert frames_at_turn < speech_end_frame + 1000 // FRAME_MS, (
         f"turn ended {(frames_at_turn - speech_end_frame) * FRAME_MS} ms after speech"
     )
+
+
+class SilenceAdded:
+    """The real model, noting how much digital silence ended each audio it was asked about:
+    the microphone never gives exact zeros (the room below is faint noise), so that is what
+    the loop added."""
+
+    def __init__(self, model: SmartTurnModel) -> None:
+        self.model = model
+        self.added_s: list[float] = []
+
+    def predict(self, audio: np.ndarray) -> float:
+        nonzero = np.flatnonzero(audio)
+        self.added_s.append((len(audio) - 1 - int(nonzero[-1])) / RATE if nonzero.size else 0.0)
+        return self.model.predict(audio)
+
+
+@pytest.mark.parametrize("pause_ms", [100, 200])
+def test_the_model_hears_each_pause_as_long_as_its_thresholds_were_measured_with(
+    stt: WhisperTranscriber, smart_turn: SmartTurnModel, pause_ms: int
+) -> None:
+    room = np.random.default_rng(3).normal(0.0, 3e-4, RATE * 3).astype(np.float32)  # -70 dBFS
+    audio = concat(room[: RATE // 3], real_clip("cards-003"), room)
+    model = SilenceAdded(smart_turn)
+    config = Config(vad=VadConfig(pause_ms=pause_ms))
+    with run_loop(stt, audio, config, turn_model=model) as (_source, conversation, _loop):
+        assert conversation.received.wait(30), "no turn at all"
+    assert model.added_s, "the model was never asked"
+    # The rest of MODEL_PAUSE_S is added; the pause heard is pause_ms in 30 ms frames (up
+    # to 30 ms more), of which the segmenter keeps up to 200 ms in the audio.
+    missing_s = MODEL_PAUSE_S - pause_ms / 1000
+    for added_s in model.added_s:
+        assert max(0.0, missing_s - 0.035) <= added_s <= max(0.0, missing_s) + 0.025

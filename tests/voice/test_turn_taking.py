@@ -127,6 +127,19 @@ def test_pause_ends_the_turn_when_the_evidence_allows(
     assert m(Tick(3.0 + (ends_after_ms + 20) / 1000)) == [EndSegment()]
 
 
+@pytest.mark.parametrize(
+    ("heard_ms", "added_ms"), [(0, 200), (120, 80), (180, 20), (200, 0), (300, 0)]
+)
+def test_the_model_is_asked_as_if_the_pause_were_as_long_as_it_was_measured_with(
+    heard_ms: int, added_ms: int
+) -> None:
+    m = Machine()
+    seg = Utterance(bytes(round((2.0 + heard_ms / 1000) * RATE) * 2), RATE, 1.0, 3.0)
+    (analyze,) = [a for a in m(SpeechStarted(1.0), SpeechPaused(seg)) if isinstance(a, Analyze)]
+    assert analyze.audio == seg
+    assert analyze.silence_s == pytest.approx(added_ms / 1000)
+
+
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
     m = Machine(replace(POLICY, model=False))
     seg = utt(1.0, 3.0)
