@@ -5,8 +5,9 @@
 For every gap between two words inside the LibriVox read sentences of ../shared/audio/real (a
 user stopping mid-sentence) and for the end of every recording (LibriVox and spoken commands),
 the evidence the loop would have at that pause is computed exactly as live: the speculative
-transcript of the audio up to the pause plus the segmenter's 200 ms tail, and the smart-turn
-probability of the same audio. Then each analyzer says when the turn would end:
+transcript of the audio up to the pause plus the pause heard so far (vad.pause_ms, in 30 ms
+frames), and the smart-turn probability of that audio with silence up to MODEL_PAUSE_S. Then
+each analyzer says when the turn would end:
 
 - mid-sentence: ending before 800 ms is a false cut-off (the user pauses 500-800 ms here);
 - true end: the wait after the last word (median, p90), and how often the reply is held.
@@ -17,6 +18,7 @@ analyzer at a few settings.
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from dataclasses import dataclass
@@ -28,13 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.voice.audio_util import real_clip, real_references, word_gaps  # noqa: E402
-from voice.config import SttConfig  # noqa: E402
-from voice.end_of_turn import CombinedAnalyzer, PauseEvidence, TurnAnalyzer  # noqa: E402
+from voice.config import SttConfig, VadConfig  # noqa: E402
+from voice.end_of_turn import (  # noqa: E402
+    MODEL_PAUSE_S,
+    CombinedAnalyzer,
+    PauseEvidence,
+    TurnAnalyzer,
+)
 from voice.smart_turn import SmartTurnModel  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 
 RATE = 16000
-TAIL_S = 0.2  # what the segmenter keeps after the last voiced frame
+FRAME_S = 0.03
+TEXT_TAIL_S = math.ceil(VadConfig().pause_ms / 1000 / FRAME_S) * FRAME_S  # the pause, heard
 CUT_OFF_MS = 800.0  # a mid-sentence pause is 500-800 ms: ending sooner cuts the user off
 
 
@@ -50,8 +58,11 @@ class Pause:
 def evidence(
     stt: WhisperTranscriber, model: SmartTurnModel, audio: np.ndarray
 ) -> tuple[str, float]:
-    heard = np.concatenate([audio, np.zeros(int(TAIL_S * RATE), np.float32)])
-    return stt.transcribe_audio(heard).text, model.predict(heard)
+    heard = np.concatenate([audio, np.zeros(int(TEXT_TAIL_S * RATE), np.float32)])
+    asked = np.concatenate(
+        [audio, np.zeros(int(max(TEXT_TAIL_S, MODEL_PAUSE_S) * RATE), np.float32)]
+    )
+    return stt.transcribe_audio(heard).text, model.predict(asked)
 
 
 def collect() -> list[Pause]:
