@@ -234,12 +234,16 @@ def run_system(
                 start = mic_rec.time_of(mic_rec.index_at(fed_at))
                 speech_start, speech_end = start + span[0], start + span[1]
                 out = spk_rec.between(speech_start, time.monotonic())
-                replies = [speech_start + s for s, _ in find_speech(out, min_gap_s=0.3)]
-                if replies:
-                    outcome.cut_off = replies[0] < speech_end - 0.05
+                sounds = [(speech_start + s, speech_start + e) for s, e in find_speech(out)]
+                if sounds:
+                    outcome.cut_off = sounds[0][0] < speech_end - 0.05
                     # A reply heard too soon stops as the user goes on: the latency is the
                     # reply to the whole request, the first to begin after the speech ends.
-                    answers = [s for s in replies if s >= speech_end - 0.05]
+                    answers = [s for s, _ in sounds if s >= speech_end - 0.05]
+                    if any(s < speech_end - 0.05 < e for s, e in sounds):
+                        # Still playing as the speech ended: the reply to the whole request
+                        # may be part of that sound, so it cannot be timed.
+                        answers = []
                     if answers:
                         outcome.latency_s = answers[0] - speech_end
             outcome.stages = turn_stages(listener.log(), listener.count(TURN_DONE) - 1)

@@ -19,7 +19,7 @@ from voice.endpoint import sentence_state
 
 # The end-of-turn model is asked as if the pause had lasted this long: its thresholds were
 # measured so (bench/bench_end_of_turn.py), and it hears a shorter pause as less finished
-# (a true end at 0.97 with 100 ms, 0.99 with 200 ms). The words are transcribed sooner, at
+# (a true end at 0.967 with 100 ms, 0.985 with 200 ms). The words are transcribed sooner, at
 # vad.pause_ms, so the rest is silence added.
 MODEL_PAUSE_S = 0.2
 

@@ -200,7 +200,7 @@ class Analyze:
 
     job: int
     audio: Utterance
-    silence_s: float = 0.0
+    silence_s: float
 
 
 @dataclass(frozen=True)

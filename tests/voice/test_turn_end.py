@@ -137,7 +137,7 @@ def test_the_model_hears_each_pause_as_long_as_its_thresholds_were_measured_with
         assert conversation.received.wait(30), "no turn at all"
     assert model.added_s, "the model was never asked"
     # The rest of MODEL_PAUSE_S is added; the pause heard is pause_ms in 30 ms frames (up
-    # to 30 ms more), of which the segmenter keeps up to 200 ms in the audio.
+    # to 30 ms more), of which the segmenter keeps up to 180 ms in the audio.
     missing_s = MODEL_PAUSE_S - pause_ms / 1000
     for added_s in model.added_s:
         assert max(0.0, missing_s - 0.035) <= added_s <= max(0.0, missing_s) + 0.025

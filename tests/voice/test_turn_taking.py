@@ -140,6 +140,18 @@ def test_the_model_is_asked_as_if_the_pause_were_as_long_as_it_was_measured_with
     assert analyze.silence_s == pytest.approx(added_ms / 1000)
 
 
+def test_a_request_in_parts_is_asked_about_with_the_pause_after_its_last_part() -> None:
+    # Split at the length limit: the model hears both parts (joined, the silence between
+    # them trimmed), and the pause after the second.
+    m = Machine()
+    first = utt(1.0, 28.5)
+    second = Utterance(bytes(round(2.12 * RATE) * 2), RATE, 29.0, 31.0)  # 120 ms heard
+    m(SpeechStarted(1.0), UtteranceEnded(first, "max_length"), SpeechStarted(29.0))
+    (analyze,) = [a for a in m(SpeechPaused(second)) if isinstance(a, Analyze)]
+    assert analyze.audio == join([first, second])
+    assert analyze.silence_s == pytest.approx(0.08)
+
+
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
     m = Machine(replace(POLICY, model=False))
     seg = utt(1.0, 3.0)
