@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.voice.audio_util import real_clip, real_references, word_gaps  # noqa: E402
-from voice.config import SttConfig, VadConfig  # noqa: E402
+from voice.config import AudioConfig, SttConfig, VadConfig  # noqa: E402
 from voice.end_of_turn import (  # noqa: E402
     MODEL_PAUSE_S,
     CombinedAnalyzer,
@@ -41,7 +41,7 @@ from voice.smart_turn import SmartTurnModel  # noqa: E402
 from voice.stt import WhisperTranscriber  # noqa: E402
 
 RATE = 16000
-FRAME_S = 0.03
+FRAME_S = AudioConfig().frame_ms / 1000  # what the segmenter hears pauses in
 TEXT_TAIL_S = math.ceil(VadConfig().pause_ms / 1000 / FRAME_S) * FRAME_S  # the pause, heard
 CUT_OFF_MS = 800.0  # a mid-sentence pause is 500-800 ms: ending sooner cuts the user off
 

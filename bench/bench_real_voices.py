@@ -239,13 +239,12 @@ def run_system(
                     outcome.cut_off = sounds[0][0] < speech_end - 0.05
                     # A reply heard too soon stops as the user goes on: the latency is the
                     # reply to the whole request, the first to begin after the speech ends.
-                    answers = [s for s, _ in sounds if s >= speech_end - 0.05]
-                    if any(s < speech_end - 0.05 < e for s, e in sounds):
-                        # Still playing as the speech ended: the reply to the whole request
-                        # may be part of that sound, so it cannot be timed.
-                        answers = []
-                    if answers:
-                        outcome.latency_s = answers[0] - speech_end
+                    # One still playing as the speech ended may have run into it: untimed.
+                    ended = speech_end - 0.05
+                    if not any(s < ended < e for s, e in sounds):
+                        answers = [s for s, _ in sounds if s >= ended]
+                        if answers:
+                            outcome.latency_s = answers[0] - speech_end
             outcome.stages = turn_stages(listener.log(), listener.count(TURN_DONE) - 1)
             outcome.sent_s = outcome.stages.get("sent", float("nan"))
             if listener.count(TURN_DONE) == turns_before:
