@@ -18,7 +18,7 @@ from voice.config import Config
 from voice.devices import AudioSink
 from voice.earcons import Earcons
 from voice.echo import EchoState
-from voice.end_of_turn import CombinedAnalyzer
+from voice.end_of_turn import MODEL_PAUSE_S, CombinedAnalyzer
 from voice.loop import Engines, ReopenableSource, StatusSink, TurnModel, VoiceLoop, Watchdog
 from voice.silero import SileroModel, SileroOnset
 from voice.speech_out import ReplySpeaker
@@ -113,12 +113,15 @@ def build_loop(
     onset_check = None
     if config.vad.silero and models.silero is not None:
         onset_check = SileroOnset(models.silero, threshold=config.vad.silero_threshold)
+    policy = turn_policy(config, model=models.turn_model is not None, mode=mode)
     segmenter = Segmenter(
         config.vad,
         detector,
         frame_ms=config.audio.frame_ms,
         onset_check=onset_check,
         speech_check=onset_check,  # the same Silero state, fed without gaps
+        # the machine asks the end-of-turn model when the pause is this long
+        pauses_ms=(round(MODEL_PAUSE_S * 1000),) if policy.model else (),
     )
     tts = models.tts
     engines = Engines(
@@ -138,7 +141,7 @@ def build_loop(
         progress_s=config.core.agent.progress_s,
         speak_errors=config.turn.speak_errors,
     )
-    machine = TurnTaking(turn_policy(config, model=models.turn_model is not None, mode=mode))
+    machine = TurnTaking(policy)
     return VoiceLoop(
         config,
         source=source,

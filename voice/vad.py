@@ -122,9 +122,11 @@ class OnsetUnconfirmed:
 
 @dataclass(frozen=True)
 class SpeechPaused:
-    """Silence inside speech reached ``pause_ms``: the utterance so far, for a speculative try."""
+    """Silence inside speech reached ``pause_ms`` (or a later mark the segmenter was given):
+    the utterance so far, for a speculative try. ``silence_s``: the silence heard so far."""
 
     utterance: Utterance
+    silence_s: float
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,9 @@ class Segmenter:
         frame_ms: int = 30,
         onset_check: OnsetCheck | None = None,
         speech_check: SpeechCheck | None = None,
+        pauses_ms: tuple[int, ...] = (),
     ) -> None:
+        """``pauses_ms``: further pause lengths to report, after ``config.pause_ms``."""
         if frame_ms not in (10, 20, 30):
             raise ValueError(f"frame_ms must be 10, 20 or 30 (webrtcvad frames), got {frame_ms}")
         self._config = config
@@ -213,7 +217,9 @@ class Segmenter:
         )
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
-        self._paused = False  # SpeechPaused sent, SpeechResumed not yet
+        later = sorted({ms for ms in pauses_ms if ms > config.pause_ms})
+        self._pause_marks = [config.pause_ms, *later]
+        self._pauses_sent = 0  # SpeechPaused sent for this pause (marks reached)
         self._frames: list[_Frame] = []
         self._onset_s = 0.0
         self._first_voiced: int | None = None  # indices into _frames
@@ -418,14 +424,14 @@ class Segmenter:
         self._add(frame)
         events: list[SegmenterEvent] = []
         silence_ms = self._silent_frames * self._frame_ms
-        if frame.voiced and self._paused:
-            self._paused = False
+        if frame.voiced and self._pauses_sent:
+            self._pauses_sent = 0
             events.append(SpeechResumed(frame.start_s))
-        elif not frame.voiced and not self._paused and silence_ms >= self._config.pause_ms:
+        elif not frame.voiced and self._next_pause_reached(silence_ms):
             utterance = self._utterance()
             if utterance is not None and self._long_enough():
-                self._paused = True
-                events.append(SpeechPaused(utterance))
+                self._pauses_sent += 1
+                events.append(SpeechPaused(utterance, silence_ms / 1000))
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
             return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
@@ -440,7 +446,7 @@ class Segmenter:
     def _clear_speech(self) -> None:
         self._in_speech = False
         self._hold = False
-        self._paused = False
+        self._pauses_sent = 0
         self._frames = []
         self._onset_s = 0.0
         self._first_voiced = None
@@ -473,6 +479,10 @@ class Segmenter:
         if self._first_voiced is None or self._last_voiced is None:
             return 0.0
         return (self._last_voiced - self._first_voiced + 1) * self._frame_ms
+
+    def _next_pause_reached(self, silence_ms: int) -> bool:
+        marks = self._pause_marks
+        return self._pauses_sent < len(marks) and silence_ms >= marks[self._pauses_sent]
 
     def _long_enough(self) -> bool:
         return self._voiced_span_ms() >= self._config.min_utterance_ms

@@ -83,13 +83,19 @@ class Machine:
         return self.m.phase
 
 
+def paused(seg: Utterance) -> tuple[SpeechPaused, SpeechPaused]:
+    """A pause as the segmenter reports it: at vad.pause_ms (120 ms in 30 ms frames), then
+    at the length the end-of-turn model is asked at."""
+    return SpeechPaused(seg, 0.12), SpeechPaused(seg, 0.21)
+
+
 def jobs(actions: list[Action], kind: type[Transcribe] | type[Analyze]) -> list[int]:
     return [a.job for a in actions if isinstance(a, kind)]
 
 
 def say_request(m: Machine, seg: Utterance, text: str, p: float | None) -> list[Action]:
     """Speech, a pause, its transcript and verdict: what the analyzer has to work with."""
-    out = m(SpeechStarted(seg.start_s), SpeechPaused(seg))
+    out = m(SpeechStarted(seg.start_s), *paused(seg))
     (text_job,) = jobs(out, Transcribe)
     (verdict_job,) = jobs(out, Analyze)
     return m(TranscriptReady(text_job, text), VerdictReady(verdict_job, p))
@@ -127,15 +133,34 @@ def test_pause_ends_the_turn_when_the_evidence_allows(
     assert m(Tick(3.0 + (ends_after_ms + 20) / 1000)) == [EndSegment()]
 
 
+def test_words_are_transcribed_at_the_first_pause_and_the_model_asked_at_its_own() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    first, second = paused(seg)
+    out = m(SpeechStarted(1.0), first)
+    assert jobs(out, Transcribe) and not jobs(out, Analyze)
+    out = m(second)
+    assert not jobs(out, Transcribe) and jobs(out, Analyze)  # the same words: no new try
+    assert m(SpeechPaused(seg, 0.3)) == []  # asked once
+
+
+def test_a_pause_first_reported_at_the_models_length_asks_both_at_once() -> None:
+    m = Machine()  # vad.pause_ms of 200 or more
+    out = m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 3.0), 0.21))
+    assert jobs(out, Transcribe) and jobs(out, Analyze)
+
+
 @pytest.mark.parametrize(
     ("heard_ms", "added_ms"), [(0, 200), (120, 80), (180, 20), (200, 0), (300, 0)]
 )
 def test_the_model_is_asked_as_if_the_pause_were_as_long_as_it_was_measured_with(
     heard_ms: int, added_ms: int
 ) -> None:
+    # The segmenter keeps at most 180 ms of a pause in 30 ms frames: the rest is added.
     m = Machine()
     seg = Utterance(bytes(round((2.0 + heard_ms / 1000) * RATE) * 2), RATE, 1.0, 3.0)
-    (analyze,) = [a for a in m(SpeechStarted(1.0), SpeechPaused(seg)) if isinstance(a, Analyze)]
+    out = m(SpeechStarted(1.0), *paused(seg))
+    (analyze,) = [a for a in out if isinstance(a, Analyze)]
     assert analyze.audio == seg
     assert analyze.silence_s == pytest.approx(added_ms / 1000)
 
@@ -147,7 +172,7 @@ def test_a_request_in_parts_is_asked_about_with_the_pause_after_its_last_part() 
     first = utt(1.0, 28.5)
     second = Utterance(bytes(round(2.12 * RATE) * 2), RATE, 29.0, 31.0)  # 120 ms heard
     m(SpeechStarted(1.0), UtteranceEnded(first, "max_length"), SpeechStarted(29.0))
-    (analyze,) = [a for a in m(SpeechPaused(second)) if isinstance(a, Analyze)]
+    (analyze,) = [a for a in m(*paused(second)) if isinstance(a, Analyze)]
     assert analyze.audio == join([first, second])
     assert analyze.silence_s == pytest.approx(0.08)
 
@@ -155,7 +180,7 @@ def test_a_request_in_parts_is_asked_about_with_the_pause_after_its_last_part() 
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
     m = Machine(replace(POLICY, model=False))
     seg = utt(1.0, 3.0)
-    out = m(SpeechStarted(1.0), SpeechPaused(seg))
+    out = m(SpeechStarted(1.0), *paused(seg))
     assert jobs(out, Analyze) == []
     (job,) = jobs(out, Transcribe)
     assert m(TranscriptReady(job, "Turn on the lights."), Tick(3.25)) == []
@@ -186,7 +211,7 @@ def test_resumed_speech_drops_the_pause_evidence() -> None:
 
 def test_a_late_transcript_of_a_dropped_pause_is_ignored() -> None:
     m = Machine()
-    out = m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 3.0)))
+    out = m(SpeechStarted(1.0), *paused(utt(1.0, 3.0)))
     (job,) = jobs(out, Transcribe)
     m(SpeechResumed(3.2))
     assert m(TranscriptReady(job, "Refactor the store."), Tick(4.0)) == []
@@ -507,7 +532,7 @@ def test_a_request_ended_before_its_pause_transcript_waits_for_that_transcript()
     turn = last_reply_playing(m)
     m(SpeechStarted(6.0), ReplyDone(turn))
     seg = utt(6.0, 8.0)
-    out = m(SpeechPaused(seg))
+    out = m(*paused(seg))
     (text_job,) = jobs(out, Transcribe)
     (verdict_job,) = jobs(out, Analyze)
     m(VerdictReady(verdict_job, 0.99))
@@ -579,7 +604,7 @@ def test_in_wake_mode_a_request_during_a_turn_ends_only_at_the_longest_pause() -
     turn = started_turn(m)
     m(ReplyPlaying(turn))
     m(WakeWord(4.0))
-    out = m(SpeechStarted(4.0), SpeechPaused(utt(4.0, 5.0)))
+    out = m(SpeechStarted(4.0), *paused(utt(4.0, 5.0)))
     assert jobs(out, Transcribe) == [] and jobs(out, Analyze) == []
     assert m.m.hearing
 
@@ -599,7 +624,7 @@ def test_an_answer_to_the_agent_ends_only_at_the_longest_pause() -> None:
     m = Machine()
     turn = started_turn(m)
     m(PermissionAsked(turn, "r1"))
-    out = m(SpeechStarted(8.0), SpeechPaused(utt(8.0, 8.4)))
+    out = m(SpeechStarted(8.0), *paused(utt(8.0, 8.4)))
     assert jobs(out, Transcribe) == [] and jobs(out, Analyze) == []
 
 
@@ -769,7 +794,7 @@ def test_push_to_talk_hold_ends_at_release_plus_grace() -> None:
     assert out == [StartSegment(hold=True), PlayEarcon("listening"), SetPhase(Phase.LISTENING)]
     assert m.m.hearing
     # Pauses do not end a held turn.
-    assert m.quiet(SpeechStarted(1.0), SpeechPaused(utt(1.0, 2.0)), Tick(9.0)) == []
+    assert m.quiet(SpeechStarted(1.0), *paused(utt(1.0, 2.0)), Tick(9.0)) == []
     m(KeyUp(10.0))
     assert m.quiet(Tick(10.15)) == []
     assert m.quiet(Tick(10.25)) == [EndSegment()]

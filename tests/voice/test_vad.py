@@ -259,6 +259,26 @@ def test_pause_and_resume_events() -> None:
     assert ended.utterance.end_s == pytest.approx(feed.time_of(43))
 
 
+def test_a_pause_is_reported_again_at_each_later_mark_until_speech_resumes() -> None:
+    feed = Feed()
+    feed.seg = Segmenter(
+        CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, pauses_ms=(360, 200)
+    )
+    feed("." * 5 + "v" * 20)
+    first = only(feed("." * 9), SpeechPaused)  # 270 ms: vad.pause_ms; 200 ms is too soon
+    assert [p.silence_s for p in first] == [pytest.approx(0.27)]
+    (later,) = only(feed("." * 3), SpeechPaused)
+    assert later.silence_s == pytest.approx(0.36)
+    assert later.utterance.end_s == first[0].utterance.end_s  # the same pause
+    assert feed("." * 5) == []  # no mark left
+    assert isinstance(feed("v")[0], SpeechResumed)
+    feed("vvv")
+    assert [p.silence_s for p in only(feed("." * 12), SpeechPaused)] == [
+        pytest.approx(0.27),
+        pytest.approx(0.36),
+    ]  # the next pause is reported afresh
+
+
 def test_too_short_utterance_is_dropped_and_says_so() -> None:
     feed = Feed()
     events = feed("." * 10 + "vvvvvv" + "." * 30)  # 180 ms of voice < min_utterance_ms
