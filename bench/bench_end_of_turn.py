@@ -4,9 +4,11 @@
 
 For every gap between two words inside the LibriVox read sentences of ../shared/audio/real (a
 user stopping mid-sentence) and for the end of every recording (LibriVox and spoken commands),
-the evidence the loop would have at that pause is computed exactly as live: the speculative
+the evidence the loop would have at that pause is computed as live: the speculative
 transcript of the audio up to the pause plus the pause heard so far (vad.pause_ms, in 30 ms
-frames), and the smart-turn probability of that audio with silence up to MODEL_PAUSE_S. Then
+frames), and the smart-turn probability of that audio with a pause of MODEL_PAUSE_S. Live,
+that pause is the room's own (its last 20 ms added); here, cut inside a recording, it is
+digital silence. Then
 each analyzer says when the turn would end:
 
 - mid-sentence: ending before 800 ms is a false cut-off (the user pauses 500-800 ms here);

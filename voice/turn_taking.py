@@ -10,8 +10,9 @@ The rules, for people who pause while they think:
   the assistant's own sound is gated (by the loop, which knows what the speaker plays).
 - A request is every segment the user says until the turn ends; segments split at the
   length limit are joined, never dropped.
-- At each pause the words so far are transcribed and the end-of-turn model consulted; the
-  :class:`~voice.end_of_turn.TurnAnalyzer` says how long the pause must last.
+- At each pause the words so far are transcribed, and the end-of-turn model is consulted
+  once the pause reaches ``MODEL_PAUSE_S``; the :class:`~voice.end_of_turn.TurnAnalyzer`
+  says how long the pause must last.
 - A turn stays *open* until its reply starts to play, or, when the user is heard over the
   reply (``HeardOverReply``: echo cancelled, or a headset), until the longest pause has
   passed since its last word and the reply has played for a second. Speech that resumes
@@ -105,7 +106,7 @@ REPLY_UNHEARD_S = 1.0
 class TurnPolicy:
     mode: Mode = "vad"
     analyzer: TurnAnalyzer | None = None  # None: only the segmenter's hangover ends a turn
-    model: bool = False  # the end-of-turn model is installed: ask it at every pause
+    model: bool = False  # the end-of-turn model is installed: ask it at each pause that lasts
     thinking_repeat_s: float = 4.0  # 0: one cue when the agent starts, none after
     permission_timeout_s: float = 30.0
     release_grace_s: float = 0.2  # push-to-talk: audio kept after the key is let go

@@ -217,8 +217,10 @@ class Segmenter:
         )
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
-        later = sorted({ms for ms in pauses_ms if ms > config.pause_ms})
-        self._pause_marks = [config.pause_ms, *later]
+        # In frames, as pauses are heard: a mark that falls in the first one's frame is moot.
+        first = _frames_for(config.pause_ms, frame_ms)
+        later = {_frames_for(ms, frame_ms) for ms in pauses_ms} - set(range(first + 1))
+        self._pause_marks = [first, *sorted(later)]
         self._pauses_sent = 0  # SpeechPaused sent for this pause (marks reached)
         self._frames: list[_Frame] = []
         self._onset_s = 0.0
@@ -411,9 +413,12 @@ class Segmenter:
             f = self._frames[i]
             if f.voiced:
                 self._frames[i] = f.unvoiced()
+        last = self._last_voiced
         self._last_voiced = next(
             (i for i in range(index - 1, -1, -1) if self._frames[i].voiced), None
         )
+        if self._last_voiced != last:
+            self._pauses_sent = 0  # the pause began earlier: report it again, from its start
         if self._last_voiced is None:
             self._first_voiced = None
         self._silent_frames = len(self._frames) - (
@@ -427,7 +432,7 @@ class Segmenter:
         if frame.voiced and self._pauses_sent:
             self._pauses_sent = 0
             events.append(SpeechResumed(frame.start_s))
-        elif not frame.voiced and self._next_pause_reached(silence_ms):
+        elif not frame.voiced and self._next_pause_reached():
             utterance = self._utterance()
             if utterance is not None and self._long_enough():
                 self._pauses_sent += 1
@@ -435,10 +440,13 @@ class Segmenter:
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
             return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
-            hold = self._hold
+            hold, silent = self._hold, self._silent_frames
             events.append(self._end("max_length"))
-            if hold:  # the key is still down: keep listening into a fresh utterance
-                events.append(self.start(hold=True))
+            # The key is still down, or the cut fell in a pause that the hangover (or the
+            # machine's end of the turn) must still end: keep listening into a fresh one.
+            if hold or silent:
+                events.append(self.start(hold=hold))
+                self._silent_frames = silent  # the pause goes on
         return events
 
     # -- utterance bookkeeping --------------------------------------------------------------
@@ -480,9 +488,9 @@ class Segmenter:
             return 0.0
         return (self._last_voiced - self._first_voiced + 1) * self._frame_ms
 
-    def _next_pause_reached(self, silence_ms: int) -> bool:
+    def _next_pause_reached(self) -> bool:
         marks = self._pause_marks
-        return self._pauses_sent < len(marks) and silence_ms >= marks[self._pauses_sent]
+        return self._pauses_sent < len(marks) and self._silent_frames >= marks[self._pauses_sent]
 
     def _long_enough(self) -> bool:
         return self._voiced_span_ms() >= self._config.min_utterance_ms

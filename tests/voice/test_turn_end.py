@@ -11,7 +11,8 @@ import threading
 import numpy as np
 import pytest
 
-from tests.voice.audio_util import real_clip, real_references, wer
+from tests.rig import find_speech
+from tests.voice.audio_util import real_clip, real_references, to_int16, wer
 from tests.voice.fakes import FRAME_MS, wait_until
 from tests.voice.scripted_loop import RATE, concat, gap, run_loop, said
 from voice.config import Config, TurnConfig, VadConfig
@@ -63,6 +64,26 @@ def test_without_smart_endpoint_the_full_hangover_is_waited(
     with run_loop(stt, audio, config) as (source, conversation, _loop):
         assert conversation.received.wait(30), "no turn at all"
         assert source.frames_read >= speech_end_frame + 1500 // FRAME_MS - 6
+
+
+def test_a_request_cut_at_the_length_limit_in_its_last_pause_is_still_answered(
+    stt: WhisperTranscriber,
+) -> None:
+    # A real voice, and the limit set so the cut falls about 500 ms into the pause after
+    # the last word: the turn must still end at the hangover, not wait for more speech.
+    clip = real_clip("goforward")
+    segments = find_speech(to_int16(clip))
+    start_s, end_s = segments[0][0], segments[-1][1]
+    limit_s = round(0.3 + (end_s - start_s) + 0.5, 2)  # pre-roll, the words, the cut
+    config = Config(
+        vad=VadConfig(hangover_ms=1500, max_utterance_s=limit_s),
+        turn=TurnConfig(smart_endpoint=False),
+    )
+    audio = concat(gap(1000), clip[int(start_s * RATE) : int(end_s * RATE)], gap(4000))
+    with run_loop(stt, audio, config) as (_source, conversation, _loop):
+        assert conversation.received.wait(30), "the request was never sent"
+    ((_room, text),) = conversation.messages
+    assert "forward" in text.lower()
 
 
 # ---- real voices, with the end-of-turn model --------------------------------------------------

@@ -144,6 +144,32 @@ def test_words_are_transcribed_at_the_first_pause_and_the_model_asked_at_its_own
     assert m(SpeechPaused(seg, 0.3)) == []  # asked once
 
 
+def test_a_complete_sentence_waits_for_the_verdict_it_will_get() -> None:
+    m = Machine()
+    seg = utt(1.0, 3.0)
+    first, second = paused(seg)
+    (text_job,) = jobs(m(SpeechStarted(1.0), first), Transcribe)
+    assert m(TranscriptReady(text_job, "Run the test suite."), Tick(3.31)) == []  # not asked yet
+    (verdict_job,) = jobs(m(second), Analyze)
+    assert m(Tick(3.34)) == []
+    assert m(VerdictReady(verdict_job, 0.99)) == [EndSegment()]  # late: the quick end is due
+
+
+def test_a_pause_reported_again_from_an_earlier_end_starts_afresh() -> None:
+    # The segmenter found the last frames were no voice: the pause began sooner.
+    m = Machine()
+    first, _ = paused(utt(1.0, 3.0))
+    out = m(SpeechStarted(1.0), first)
+    (old_text,) = jobs(out, Transcribe)
+    out = m(SpeechPaused(utt(1.0, 2.94), 0.30))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    assert text_job != old_text
+    assert m(TranscriptReady(old_text, "Run the test suite."), Tick(3.5)) == []  # stale
+    m(TranscriptReady(text_job, "Run the test suite."))
+    assert m(VerdictReady(verdict_job, 0.99)) == [EndSegment()]  # 2.94 + 0.3 is past
+
+
 def test_a_pause_first_reported_at_the_models_length_asks_both_at_once() -> None:
     m = Machine()  # vad.pause_ms of 200 or more
     out = m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 3.0), 0.21))
@@ -170,11 +196,23 @@ def test_a_request_in_parts_is_asked_about_with_the_pause_after_its_last_part() 
     # them trimmed), and the pause after the second.
     m = Machine()
     first = utt(1.0, 28.5)
-    second = Utterance(bytes(round(2.12 * RATE) * 2), RATE, 29.0, 31.0)  # 120 ms heard
+    second = Utterance(bytes(round(2.12 * RATE) * 2), RATE, 29.0, 31.0)  # 120 ms kept
     m(SpeechStarted(1.0), UtteranceEnded(first, "max_length"), SpeechStarted(29.0))
     (analyze,) = [a for a in m(*paused(second)) if isinstance(a, Analyze)]
     assert analyze.audio == join([first, second])
     assert analyze.silence_s == pytest.approx(0.08)
+
+
+def test_a_request_cut_at_the_length_limit_in_its_last_pause_is_still_sent() -> None:
+    # The segmenter goes on listening into a fresh utterance; when its hangover passes with
+    # nothing said, the request ends with what it has (not at the quick end: rare enough).
+    m = Machine()
+    seg = utt(1.0, 28.0)
+    say_request(m, seg, "Refactor the store.", 0.99)
+    m(UtteranceEnded(seg, "max_length"), SpeechStarted(28.2))
+    assert m(Tick(28.31)) == []
+    (job,) = jobs(m(SpeechDropped(29.5)), Transcribe)
+    assert sent(m(TranscriptReady(job, "Refactor the store."))).text == "Refactor the store."
 
 
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:

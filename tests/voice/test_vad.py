@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -46,6 +47,13 @@ class ParityDetector:
     def is_speech(self, frame: bytes, rate: int) -> bool:
         assert rate == RATE and len(frame) == FRAME * 2
         return bool(np.frombuffer(frame, dtype="<i2")[0] & 1)
+
+
+class NonZero:
+    """Voiced when the frame is not digital silence, at any frame length."""
+
+    def is_speech(self, frame: bytes, rate: int) -> bool:
+        return any(frame)
 
 
 def scripted(pattern: str, first: int = 0) -> bytes:
@@ -279,6 +287,21 @@ def test_a_pause_is_reported_again_at_each_later_mark_until_speech_resumes() -> 
     ]  # the next pause is reported afresh
 
 
+@pytest.mark.parametrize(
+    ("frame_ms", "pause_ms", "reported_s"),
+    [(10, 100, [0.10, 0.20]), (20, 100, [0.10, 0.20]), (30, 190, [0.21])],
+)
+def test_pause_marks_are_heard_in_frames(
+    frame_ms: int, pause_ms: int, reported_s: list[float]
+) -> None:
+    # At 30 ms frames, 190 and 200 ms are both heard at the seventh frame: one report.
+    config = replace(CONFIG, pause_ms=pause_ms)
+    seg = Segmenter(config, NonZero(), rate=RATE, frame_ms=frame_ms, pauses_ms=(200,))
+    sound = np.full(RATE, 3000, "<i2").tobytes() + bytes(RATE)  # 1 s of "voice", 0.5 s quiet
+    events = [e for chunk in pcm_chunks(sound, frame_ms) for e in seg.push(chunk)]
+    assert [p.silence_s for p in only(events, SpeechPaused)] == pytest.approx(reported_s)
+
+
 def test_too_short_utterance_is_dropped_and_says_so() -> None:
     feed = Feed()
     events = feed("." * 10 + "vvvvvv" + "." * 30)  # 180 ms of voice < min_utterance_ms
@@ -301,6 +324,19 @@ def test_max_length_cuts_and_keeps_listening() -> None:
     joined = [i for ids in pieces for i in ids]
     assert joined == sorted(set(joined))  # no frame twice, in order
     assert set(range(5, 125)) <= set(joined)  # every voiced frame was kept
+
+
+def test_a_cut_at_the_length_limit_inside_a_pause_still_ends_at_the_hangover() -> None:
+    # The user stops talking just before the limit: the pause goes on in a fresh utterance
+    # (which the machine can end), and the hangover counts from the last word.
+    feed = Feed(VadConfig(**{**CONFIG.__dict__, "max_utterance_s": 1.5}))  # 50 frames
+    events = feed("." * 5 + "v" * 35 + "." * 10)  # pre-roll 5 + 35 voiced + 10 silent
+    (cut,) = only(events, UtteranceEnded)
+    assert cut.reason == "max_length"
+    assert isinstance(events[-1], SpeechStarted) and feed.seg.in_speech
+    assert feed("." * 9) == []  # 570 ms of the 600 ms hangover
+    assert [type(e) for e in feed(".")] == [SpeechDropped]  # nothing more was said
+    assert not feed.seg.in_speech
 
 
 def test_start_hold_ignores_hangover_until_finish() -> None:
@@ -498,7 +534,8 @@ def test_frames_the_speech_check_refuses_are_silence_so_music_cannot_hold_speech
 def test_without_a_speech_check_steady_voiced_frames_run_to_the_length_limit() -> None:
     feed = Feed(VadConfig(**{**CONFIG.__dict__, "max_utterance_s": 3.0}))
     events = feed("....." + "v" * 20 + "vv..." * 50)
-    assert [e.reason for e in only(events, UtteranceEnded)] == ["max_length"]
+    # Each cut falls between two bursts: the next utterance goes on at once.
+    assert [e.reason for e in only(events, UtteranceEnded)] == ["max_length"] * 2
 
 
 class Doubts:
@@ -543,6 +580,27 @@ def test_doubted_frames_that_go_on_become_silence_from_the_first_of_them() -> No
     events = feed("v" * 11)  # more of it is silence at once: the hangover ends the request
     (ended,) = only(events, UtteranceEnded)
     assert ended.utterance.end_s == pytest.approx(feed.time_of(25))
+
+
+def test_a_pause_that_began_earlier_than_reported_is_reported_again_from_its_start() -> None:
+    # webrtcvad lingers two frames after the word; the pause is reported at 120 and 210 ms
+    # from them. One more doubted frame makes ten: they were never voice, so the pause
+    # began after frame 24, and the machine must hear of its true end.
+    feed = Feed()
+    config = replace(CONFIG, pause_ms=100)
+    check = Doubts({25, 26, 34})
+    feed.seg = Segmenter(
+        config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, speech_check=check, pauses_ms=(200,)
+    )
+    events = feed("....." + "v" * 20 + "vv" + "." * 7)
+    assert [p.utterance.end_s for p in only(events, SpeechPaused)] == [
+        pytest.approx(feed.time_of(27))
+    ] * 2
+    events = feed("v" + ".")
+    assert not only(events, SpeechResumed)
+    reported = only(events, SpeechPaused)
+    assert [p.utterance.end_s for p in reported] == [pytest.approx(feed.time_of(25))] * 2
+    assert [p.silence_s for p in reported] == [pytest.approx(0.30), pytest.approx(0.33)]
 
 
 class ConfirmsFrom:
