@@ -8,8 +8,7 @@ the evidence the loop would have at that pause is computed as live: the speculat
 transcript of the audio up to the pause plus the pause heard so far (vad.pause_ms, in 30 ms
 frames), and the smart-turn probability of that audio with a pause of MODEL_PAUSE_S. Live,
 that pause is the room's own (its last 20 ms added); here, cut inside a recording, it is
-digital silence. Then
-each analyzer says when the turn would end:
+digital silence. Then each analyzer says when the turn would end:
 
 - mid-sentence: ending before 800 ms is a false cut-off (the user pauses 500-800 ms here);
 - true end: the wait after the last word (median, p90), and how often the reply is held.

@@ -19,10 +19,10 @@ from voice.endpoint import sentence_state
 
 # The end-of-turn model is asked once the pause has lasted this long: its thresholds were
 # measured with a pause this long (offline, of digital silence: bench/bench_end_of_turn.py),
-# and it hears a shorter pause as less finished
-# (a true end at 0.967 with 100 ms, 0.985 with 200 ms). The words are transcribed sooner, at
-# vad.pause_ms. The model hears the room's own pause; only what the segmenter does not keep
-# is silence added (zeros made a request on the sure line doubtful, in the rig).
+# and it hears a shorter pause as less finished (a true end at 0.967 with 100 ms, 0.985 with
+# 200 ms). The words are transcribed sooner, at vad.pause_ms. The model hears the room's own
+# pause; only what the segmenter does not keep is silence added (zeros made a request on the
+# sure line doubtful, in the rig).
 MODEL_PAUSE_S = 0.2
 
 

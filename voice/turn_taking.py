@@ -445,9 +445,7 @@ class TurnTaking:
 
     def _paused(self, event: SpeechPaused, out: list[Action]) -> None:
         """Words are transcribed at the first report of a pause; the model is asked once the
-        pause is as long as its thresholds were measured with. Asked sooner about the same
-        audio padded with silence, it heard the room's quiet as digital zeros and was surer
-        less often ("Go forward 10 meters." fell under the sure line in 5 turns of 8)."""
+        pause is as long as its thresholds were measured with (see MODEL_PAUSE_S)."""
         request = self._request
         if request is None or request.context == "answer":
             return  # an answer ends at the segmenter's hangover: "yes [pause] but only..."

@@ -219,7 +219,7 @@ class Segmenter:
         self._hold = False  # push-to-talk: the hangover does not end the utterance
         # In frames, as pauses are heard: a mark that falls in the first one's frame is moot.
         first = _frames_for(config.pause_ms, frame_ms)
-        later = {_frames_for(ms, frame_ms) for ms in pauses_ms} - set(range(first + 1))
+        later = {n for n in (_frames_for(ms, frame_ms) for ms in pauses_ms) if n > first}
         self._pause_marks = [first, *sorted(later)]
         self._pauses_sent = 0  # SpeechPaused sent for this pause (marks reached)
         self._frames: list[_Frame] = []
