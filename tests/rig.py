@@ -49,6 +49,9 @@ MIC_SINK = "mic_feed"
 SPEAKER_SINK = "speaker"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
+# A monitor's samples are timed by their count from the first read. A server that falls behind
+# under load renders the lost time late or not at all, so later samples can look a few ms early.
+CLOCK_SLACK_S = 0.03
 TOOLS = ("pulseaudio", "pactl", "pacat", "paplay", "parec")
 
 Int16 = npt.NDArray[np.int16]
