@@ -158,6 +158,7 @@ class _Request:
     revises: bool = False  # the request it continues already went to the agent
     fallback: str = ""  # that request's text, should the continuation add no words
     speaking: bool = True
+    cut: bool = False  # the segmenter cut it at the length limit and goes on listening
     pause: _Pause | None = None
     final_job: int | None = None
     probe_job: int | None = None
@@ -359,6 +360,9 @@ class TurnTaking:
         request = self._request
         if request is not None:
             request.speaking = True
+            if request.cut:  # the same speech goes on: a pause it was in goes on too
+                request.cut = False
+                return
             request.pause = None
             request.final_job = request.probe_job = None  # more words: transcribe anew
             request.tail, request.new_text = False, None
@@ -482,7 +486,8 @@ class TurnTaking:
             request = self._request = _Request("new")
         request.parts.append(event.utterance)
         if event.reason == "max_length":
-            return  # the user is still talking: the next segment joins this one
+            request.cut = True  # the user is still talking: the next segment joins this one
+            return
         self._end_request(request, event.utterance, out)
 
     def _nothing_kept(self, out: list[Action]) -> None:
@@ -491,7 +496,8 @@ class TurnTaking:
         if request is None or not request.speaking:
             return
         if request.parts or request.context == "continue":
-            self._end_request(request, None, out)
+            # Nothing was kept after the last part: a pause after it was the request's last.
+            self._end_request(request, request.parts[-1] if request.parts else None, out)
             return
         self._request = None
         self._end_listening()

@@ -440,13 +440,14 @@ class Segmenter:
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
             return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
-            hold, silent = self._hold, self._silent_frames
+            hold, silent, sent = self._hold, self._silent_frames, self._pauses_sent
             events.append(self._end("max_length"))
             # The key is still down, or the cut fell in a pause that the hangover (or the
             # machine's end of the turn) must still end: keep listening into a fresh one.
             if hold or silent:
                 events.append(self.start(hold=hold))
-                self._silent_frames = silent  # the pause goes on
+                # The pause goes on, as reported: more words are SpeechResumed.
+                self._silent_frames, self._pauses_sent = silent, sent
         return events
 
     # -- utterance bookkeeping --------------------------------------------------------------

@@ -203,16 +203,31 @@ def test_a_request_in_parts_is_asked_about_with_the_pause_after_its_last_part() 
     assert analyze.silence_s == pytest.approx(0.08)
 
 
-def test_a_request_cut_at_the_length_limit_in_its_last_pause_is_still_sent() -> None:
-    # The segmenter goes on listening into a fresh utterance; when its hangover passes with
-    # nothing said, the request ends with what it has (not at the quick end: rare enough).
+def test_a_request_cut_at_the_length_limit_in_its_last_pause_ends_as_the_pause_says() -> None:
+    # The segmenter goes on listening into a fresh utterance, the pause with it: the evidence
+    # gathered before the cut still ends the turn at the quick end, and its transcript is
+    # the request's.
+    m = Machine()
+    seg = utt(1.0, 28.0)
+    say_request(m, seg, "Refactor the store.", 0.99)
+    assert m(UtteranceEnded(seg, "max_length"), SpeechStarted(28.2), Tick(28.25)) == []
+    assert m(Tick(28.31)) == [EndSegment()]
+    out = m(SpeechDropped(28.32))
+    assert jobs(out, Transcribe) == []
+    assert sent(out).text == "Refactor the store."
+
+
+def test_words_after_a_cut_in_a_pause_end_that_pause() -> None:
     m = Machine()
     seg = utt(1.0, 28.0)
     say_request(m, seg, "Refactor the store.", 0.99)
     m(UtteranceEnded(seg, "max_length"), SpeechStarted(28.2))
-    assert m(Tick(28.31)) == []
-    (job,) = jobs(m(SpeechDropped(29.5)), Transcribe)
-    assert sent(m(TranscriptReady(job, "Refactor the store."))).text == "Refactor the store."
+    assert m(SpeechResumed(28.25), Tick(28.4)) == []  # not the quick end of a pause now over
+    more = utt(28.2, 30.0)
+    out = m(UtteranceEnded(more, "hangover"))
+    (job,) = jobs(out, Transcribe)
+    send = sent(m(TranscriptReady(job, "Refactor the store so the index is patched.")))
+    assert send.text == "Refactor the store so the index is patched."
 
 
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:

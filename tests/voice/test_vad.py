@@ -339,6 +339,17 @@ def test_a_cut_at_the_length_limit_inside_a_pause_still_ends_at_the_hangover() -
     assert not feed.seg.in_speech
 
 
+def test_words_after_a_cut_in_a_reported_pause_resume_the_speech() -> None:
+    # The pause was reported before the cut, and goes on in the fresh utterance: the next
+    # word ends it as any pause ends, so the machine does not end the turn on it.
+    feed = Feed(VadConfig(**{**CONFIG.__dict__, "max_utterance_s": 1.5}))  # 50 frames
+    events = feed("." * 5 + "v" * 35 + "." * 10)
+    assert [type(e) for e in events][-3:] == [SpeechPaused, UtteranceEnded, SpeechStarted]
+    (resumed,) = feed("v")
+    assert isinstance(resumed, SpeechResumed) and resumed.at_s == pytest.approx(50 * 0.03)
+    assert feed("v" * 2) == []
+
+
 def test_start_hold_ignores_hangover_until_finish() -> None:
     feed = Feed()
     feed("." * 30)
