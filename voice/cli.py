@@ -39,6 +39,20 @@ log = logging.getLogger("voice.cli")
 
 DEMO_QUESTION = "What is the capital of France?"
 
+COMMANDS = (
+    "listen",
+    "ask",
+    "transcribe",
+    "say",
+    "devices",
+    "history",
+    "reset",
+    "ptt",
+    "serve",
+    "demo",
+)
+TOP_OPTIONS = ("--config", "-q", "--quiet", "-v", "--verbose")
+
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_ROOM_CLAIMED = 75  # EX_TEMPFAIL: the room is free again once the other listener stops
@@ -56,9 +70,7 @@ class Stopped(BaseException):
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["listen", *(argv if argv is not None else sys.argv[1:])])
+    args = parser.parse_args(_with_command(argv if argv is not None else sys.argv[1:]))
     try:
         config = _config(args)
     except ConfigError as e:
@@ -84,6 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         log.info("stopped by %s", signal.Signals(e.signum).name)
         return 128 + e.signum
+
+
+def _with_command(argv: list[str]) -> list[str]:
+    """``argv`` with ``listen`` put first when it names no command: "voice-assistant" and
+    "voice-assistant --agent echo" both listen."""
+    i = 0
+    while i < len(argv) and (argv[i] in TOP_OPTIONS or argv[i].startswith("--config=")):
+        i += 2 if argv[i] == "--config" else 1
+    if i < len(argv) and argv[i] in (*COMMANDS, "-h", "--help"):
+        return list(argv)
+    return ["listen", *argv]
 
 
 def _stop_on_signals() -> None:
@@ -122,21 +145,34 @@ def _config(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, turn=turn, audio=audio, input=inp, wyoming=wyoming)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(*, top: bool) -> argparse.ArgumentParser:
+    """--config, --quiet and --verbose, before the command or after it. After it, they
+    default to nothing, so the command's own defaults do not undo what came before it."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
         type=Path,
+        default=None if top else argparse.SUPPRESS,
         help="config file (default: $VOICE_ASSISTANT_CONFIG, else "
         "~/.config/voice-assistant/config.toml if it exists)",
     )
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    flag = False if top else argparse.SUPPRESS
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=flag, help="only warnings and errors"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", default=flag, help="debug logging")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(top=False)
     agent = argparse.ArgumentParser(add_help=False)
     agent.add_argument("--agent", help="agent command line; 'echo' for the built-in echo agent")
     agent.add_argument("--room", help="conversation room (default: turn.room)")
 
-    parser = argparse.ArgumentParser(prog="voice-assistant", description=__doc__, parents=[common])
+    parser = argparse.ArgumentParser(
+        prog="voice-assistant", description=__doc__, parents=[_common(top=True)]
+    )
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("listen", parents=[common, agent], help="run the live loop (default)")

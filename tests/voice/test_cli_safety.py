@@ -122,6 +122,34 @@ def test_the_log_says_which_config_file_was_read(home: Path) -> None:
     assert "no configuration file: using the defaults" in result.stderr
 
 
+@pytest.mark.parametrize("before", [True, False])
+def test_config_and_quiet_count_before_the_command_or_after_it(home: Path, before: bool) -> None:
+    config = home / "bad.toml"
+    config.write_text("[ui]\nlog_level = 'nope'\n")
+
+    def args(*flags: str) -> list[str]:
+        return [*flags, "history"] if before else ["history", *flags]
+
+    result = run(home, *args("--config", str(config)))
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "ui.log_level must be one of" in result.stderr
+    assert "using the defaults" in run(home, *args()).stderr  # the log is on by default
+    quiet = run(home, *args("--quiet"))
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_options_without_a_command_are_the_listeners(home: Path) -> None:
+    # "voice-assistant --mode nope" reaches listen, which names its own choices.
+    result = run(home, "--mode", "nope")
+    assert result.returncode == 2
+    assert "voice-assistant listen: error: argument --mode" in result.stderr
+    config = home / "bad.toml"
+    config.write_text("[ui]\nlog_level = 'nope'\n")
+    result = run(home, "--config", str(config), "--agent", "echo")
+    assert result.returncode == EXIT_CONFIG  # read before anything is opened
+    assert "ui.log_level" in result.stderr
+
+
 # ---- one listener per room -------------------------------------------------------------
 def test_a_second_listener_for_a_claimed_room_exits_75_before_loading_anything(
     home: Path,
