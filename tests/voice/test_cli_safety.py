@@ -18,6 +18,7 @@ import pytest
 from core.claims import RoomClaim
 from core.store import SessionStore
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
+from tests.rig import ALSA_CONF
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIO = REPO.parent / "shared" / "audio"
@@ -148,6 +149,19 @@ def test_options_without_a_command_are_the_listeners(home: Path) -> None:
     result = run(home, "--config", str(config), "--agent", "echo")
     assert result.returncode == EXIT_CONFIG  # read before anything is opened
     assert "ui.log_level" in result.stderr
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("args", [["say", "Hello there."], ["listen", "--agent", "echo"]])
+def test_no_sound_device_is_one_clear_error(home: Path, args: list[str]) -> None:
+    # ALSA's default is the pulse plugin (as in the rig), with no server behind it.
+    alsa = home / "asound.conf"
+    alsa.write_text(ALSA_CONF)
+    env = {**env_for(home), "ALSA_CONFIG_PATH": str(alsa), "PULSE_SERVER": f"unix:{home}/none"}
+    result = run(home, *args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "cannot use the default" in result.stderr and "no audio devices" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ---- one listener per room -------------------------------------------------------------

@@ -141,7 +141,12 @@ def _describe(index: int | None, kind: Kind) -> str:
 
 
 def _native_rate(sd: ModuleType, index: int | None, kind: Kind) -> int:
-    return int(sd.query_devices(index, kind)["default_samplerate"])
+    try:
+        return int(sd.query_devices(index, kind)["default_samplerate"])
+    except sd.PortAudioError as e:  # no default device of that kind, or it went away
+        raise DeviceError(
+            f"cannot use {_describe(index, kind)} ({e}). Audio devices found:\n{list_devices()}"
+        ) from None
 
 
 # ---- timestamps ----------------------------------------------------------------------------
