@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 from dataclasses import replace
@@ -12,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core import Core
-from core.errors import ConfigError, ModelError
+from core.errors import AssistantError, ConfigError, ModelError
 from voice.audio import AudioChunk, Utterance, float_to_pcm
 from voice.config import Config
 from voice.loop import TurnModel
@@ -150,10 +151,12 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
     import soundfile
     import soxr
 
+    if not path.is_file():
+        raise AssistantError(f"cannot read audio file {path}: there is no such file")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
-        raise ConfigError(f"cannot read audio file {path}: {e}") from None
+        raise AssistantError(f"cannot read audio file {path}: {e}") from None
     mono: npt.NDArray[np.float32] = data.mean(axis=1).astype(np.float32)
     if rate != STT_RATE:
         mono = np.asarray(soxr.resample(mono, rate, STT_RATE), dtype=np.float32)
@@ -182,10 +185,26 @@ def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Uttera
     return utterances
 
 
+def check_output(path: Path) -> Path:
+    """``path`` if a WAV file can be written there; checked before any work is done (with a
+    real agent, a turn is paid for by the time its reply is written)."""
+    if path.suffix.lower() != ".wav":
+        raise AssistantError(f"-o {path}: replies are written as WAV; name a .wav file")
+    if path.is_dir():
+        raise AssistantError(f"-o {path}: that is a folder; name a .wav file in it")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise AssistantError(f"-o {path}: cannot write into {folder} (missing, or no access)")
+    return path
+
+
 def write_wav(path: Path, samples: npt.NDArray[np.int16], rate: int) -> None:
     import soundfile
 
-    soundfile.write(str(path), samples, rate, subtype="PCM_16")
+    try:
+        soundfile.write(str(path), samples, rate, format="WAV", subtype="PCM_16")
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
+        raise AssistantError(f"cannot write {path}: {e}") from None
 
 
 def configure_logging(level: str, *, quiet: bool = False, verbose: bool = False) -> None:

@@ -3,8 +3,9 @@
 Exit status: 0 done (``listen`` and ``serve``: also when stopped by SIGTERM, SIGINT or SIGHUP
 once running); 1 the command ran but failed (the agent failed, nothing was heard, the
 listener replied with an error); 2 any other error; 75 another listener already answers in the
-room; 78 the configuration (the file or a flag) is unusable, so restarting cannot help (the
-systemd unit does not restart on it); 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+room; 78 the configuration (the file, a flag, or a model or store it names) is unusable, so
+restarting cannot help (the systemd unit does not restart on it); 128+N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
+from core.errors import AssistantError, ConfigError, InvalidIdError, ModelError, RoomClaimed
 from core.paths import validate_room_id
 from voice import app
 from voice.audio import Utterance, float_to_pcm
@@ -85,17 +86,22 @@ def main(argv: list[str] | None = None) -> int:
         _stop_on_signals()
     try:
         return int(args.run(args, config))
-    except RoomClaimed as e:
-        print(f"voice-assistant: {e}", file=sys.stderr)
-        return EXIT_ROOM_CLAIMED
     except AssistantError as e:
         print(f"voice-assistant: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return _exit_status(e)
     except KeyboardInterrupt:
         return 130
     except Stopped as e:
         log.info("stopped by %s", signal.Signals(e.signum).name)
         return 128 + e.signum
+
+
+def _exit_status(error: AssistantError) -> int:
+    if isinstance(error, RoomClaimed):
+        return EXIT_ROOM_CLAIMED
+    if isinstance(error, (ConfigError, ModelError)):  # found once a setting is used
+        return EXIT_CONFIG
+    return EXIT_ERROR
 
 
 def _with_command(argv: list[str]) -> list[str]:
@@ -192,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("say", parents=[common], help="speak text (or write it to a WAV file)")
     p.add_argument("text")
-    p.add_argument("-o", "--output", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write the speech to this WAV file")
     p.add_argument("--output-device", help="speaker: name substring or index")
     p.set_defaults(run=cmd_say)
 
@@ -248,6 +254,8 @@ def _positive_int(text: str) -> int:
 
 # ---- one-shot commands ----------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    if args.output is not None:
+        app.check_output(args.output)
     started = time.monotonic()
     models = app.load_models(config)
     print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
@@ -326,6 +334,8 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_say(args: argparse.Namespace, config: Config) -> int:
+    if args.output is not None:
+        app.check_output(args.output)
     tts = app.load_tts(config)
     samples = render(tts, speakable(args.text))
     if args.output is not None:
@@ -375,6 +385,8 @@ def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     """Say a question with the TTS, then run ``ask`` on it with the echo agent."""
+    if args.output is not None:
+        app.check_output(args.output)
     workdir = Path(tempfile.mkdtemp(prefix="voice-assistant-demo-"))
     models = app.load_models(config)
     question = workdir / "question.wav"

@@ -138,6 +138,9 @@ def test_unreadable_audio_file_is_a_clear_error(home: Path) -> None:
     result = run(home, "transcribe", str(bogus))
     assert result.returncode == 2
     assert "cannot read audio file" in result.stderr and "Traceback" not in result.stderr
+    result = run(home, "transcribe", str(home / "missing.wav"))
+    assert result.returncode == 2
+    assert "missing.wav: there is no such file" in result.stderr
 
 
 def test_ptt_without_a_listener_says_what_to_do(home: Path) -> None:

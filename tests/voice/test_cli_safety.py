@@ -87,6 +87,30 @@ def test_a_bad_config_file_exits_78_naming_the_problem(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.models
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("[tts]\nspeaker_id = 5\n", ["say", "Hello.", "-o", "o.wav"], "tts.speaker_id = 5"),
+        (
+            "[stt]\nmodel = 'base.en'\n",
+            ["transcribe", str(AUDIO / "jfk.flac")],
+            "Whisper model 'base.en' not found",
+        ),
+    ],
+)
+def test_a_setting_found_unusable_once_used_exits_78_too(
+    home: Path, content: str, args: list[str], message: str
+) -> None:
+    # The file parses, but the voice or model it names cannot be used: restarting the
+    # service cannot help either.
+    config = home / "config.toml"
+    config.write_text(content)
+    result = run(home, *args, "--config", str(config))
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_a_fifo_as_config_exits_at_once(home: Path) -> None:
     fifo = home / "config.toml"
     os.mkfifo(fifo)
@@ -162,6 +186,24 @@ def test_no_sound_device_is_one_clear_error(home: Path, args: list[str]) -> None
     assert result.returncode == 2, result.stderr
     assert "cannot use the default" in result.stderr and "no audio devices" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("missing/r.wav", "cannot write into"),
+        ("r.mp3", "name a .wav file"),
+        ("folder.wav", "that is a folder"),
+    ],
+)
+def test_a_reply_file_that_cannot_be_written_is_refused_before_the_agent_runs(
+    home: Path, output: str, message: str
+) -> None:
+    (home / "folder.wav").mkdir()
+    result = run(home, "ask", str(AUDIO / "jfk.flac"), "--agent", "echo", "-o", output)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "no conversations yet" in run(home, "history").stdout  # no turn was run
 
 
 # ---- one listener per room -------------------------------------------------------------
