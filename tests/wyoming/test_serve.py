@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -240,3 +241,25 @@ def test_bad_uris_are_config_errors(tmp_path: Path) -> None:
         )
         assert result.returncode == 78, (uri, result.stderr)
         assert "expected tcp://HOST:PORT" in result.stderr
+
+
+def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[wyoming]\nprograms = ["handle"]\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for uri, message in (
+            (f"tcp://127.0.0.1:{port}", "pick a free port"),
+            (f"unix://{tmp_path}/missing/va.sock", "the socket's folder must exist"),
+        ):
+            result = subprocess.run(
+                [PYTHON, "-m", "voice.cli", "serve", "--config", str(config), "--uri", uri],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 2, result.stderr  # it may be free on a restart
+            assert f"cannot serve on {uri}" in result.stderr and message in result.stderr
+            assert "Traceback" not in result.stderr

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -36,7 +37,7 @@ from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe
 
-from core.errors import ConfigError, InvalidIdError, ProtocolError
+from core.errors import ConfigError, InvalidIdError, ProtocolError, WyomingError
 from voice.config import WyomingConfig
 from voice.wyoming.handlers import AsrRequest, HandleRequest, TtsRequest
 from voice.wyoming.programs import Programs
@@ -98,6 +99,18 @@ class WyomingServer:
 
     async def start(self) -> str:
         """Bind and start accepting; returns the address served (with the real port)."""
+        try:
+            return await self._bind()
+        except OSError as e:
+            hints = {
+                errno.EADDRINUSE: "; something else serves there (another `serve`, or a "
+                "Wyoming server): pick a free port with --uri or wyoming.uri",
+                errno.ENOENT: "; the socket's folder must exist",
+            }
+            hint = hints.get(e.errno or 0, "")
+            raise WyomingError(f"cannot serve on {self.uri}: {e.strerror or e}{hint}") from None
+
+    async def _bind(self) -> str:
         parts = urlsplit(self.uri)
         if parts.scheme == "unix":
             path = Path(parts.path)
