@@ -36,6 +36,15 @@ class AgentError(AssistantError):
     """The agent CLI failed: crashed, printed garbage, or reported ``is_error``."""
 
 
+class AgentMissing(AgentError):
+    """The agent program, or the folder it runs in, is not there: only the config can fix it.
+    ``spoken``: what the user hears."""
+
+    def __init__(self, message: str, *, spoken: str) -> None:
+        super().__init__(message)
+        self.spoken = spoken
+
+
 class AgentTimeout(AgentError, TimeoutError):
     """The agent CLI ran past its timeout and was killed."""
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from core.errors import AgentError, AgentTimeout
+from core.errors import AgentError, AgentMissing, AgentTimeout
 from core.lifeline import Lifeline, default_lifeline
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,9 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     name = program_name(argv)
     if cwd is not None and not os.path.isdir(cwd):
-        raise AgentError(
-            f"The agent's working directory {cwd} does not exist. Fix agent.cwd in config.toml."
+        raise AgentMissing(
+            f"The agent's working directory {cwd} does not exist. Fix agent.cwd in config.toml.",
+            spoken="Sorry, the agent's working folder is missing.",
         )
     try:
         return lifeline.popen(
@@ -128,9 +129,10 @@ def _spawn(
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
-        raise AgentError(
+        raise AgentMissing(
             f"The agent program '{argv[0]}' was not found. Install it, or set agent.command "
-            "in config.toml (or pass --agent) to a program that exists, e.g. --agent echo."
+            "in config.toml (or pass --agent) to a program that exists, e.g. --agent echo.",
+            spoken="Sorry, the agent program is not installed.",
         ) from None
     except PermissionError:
         raise AgentError(

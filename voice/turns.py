@@ -26,7 +26,7 @@ from core.agent_events import (
     TurnControl,
 )
 from core.conversation import TurnOutcome
-from core.errors import AgentError, AgentTimeout, AssistantError, StoreError
+from core.errors import AgentError, AgentMissing, AgentTimeout, AssistantError, StoreError
 from voice import narration
 from voice.earcons import EarconName
 from voice.speech_out import ReplySpeaker
@@ -112,6 +112,8 @@ def spoken_error(error: BaseException) -> str:
         return "Sorry, the agent took too long and was stopped."
     if isinstance(error, StoreError):
         return "Sorry, I could not save this conversation."
+    if isinstance(error, AgentMissing):
+        return error.spoken
     if isinstance(error, AgentError) and "not logged in" in str(error).lower():
         return "Sorry, the agent is not logged in."  # the one failure a user fixes at once
     if isinstance(error, AssistantError):
@@ -214,7 +216,7 @@ class TurnWorker:
                 log.exception("the reply failed")
             self.report.first_audio_s = self.reply.first_audio_s
             self.report.spoken = list(self.reply.spoken)
-            log.info("reply: %s", self.report.reply or self.report.error or "(none)")
+            log.info("reply: %s", self.report.reply or " ".join(self.report.spoken) or "(none)")
             log.info("turn timings: %s", self.report.summary())
             self._post(ReplyDone(self.turn))
 

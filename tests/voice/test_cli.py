@@ -124,6 +124,18 @@ def test_agent_that_hangs_gets_a_spoken_apology(home: Path) -> None:
     assert "took too long" in heard.stdout.lower()
 
 
+def test_an_agent_that_is_not_installed_is_said_so(home: Path) -> None:
+    out = home / "reply.wav"
+    missing = home / "no-such-agent"
+    result = run(home, "ask", str(AUDIO / "digits.wav"), "--agent", str(missing), "-o", str(out))
+    assert result.returncode == 1
+    assert "reply: Sorry, the agent program is not installed." in result.stdout
+    assert f"The agent program '{missing}' was not found" in result.stderr  # the log says how
+    assert "reply: Sorry, the agent program" in result.stderr  # what was said, not the detail
+    heard = run(home, "transcribe", str(out), "--quiet")
+    assert "not installed" in heard.stdout.lower()
+
+
 def test_bad_config_names_the_key(home: Path) -> None:
     config = home / "config.toml"
     config.write_text("[vad]\nhangover = 600\n")
