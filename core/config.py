@@ -247,7 +247,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912
     if hint in (int, str, bool):
         ok = isinstance(value, hint) and not (hint is int and isinstance(value, bool))
         if not ok:
-            raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+            kind = {int: "a whole number", str: "a string", bool: "true or false"}[hint]
+            raise ConfigError(f"{key} must be {kind}, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {hint!r}")  # a bug in a config dataclass
 

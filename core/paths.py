@@ -45,7 +45,7 @@ def _check(value: object, pattern: re.Pattern[str], what: str, allowed: str) -> 
 
 def validate_room_id(room_id: object) -> str:
     """Return ``room_id`` unchanged, or raise :class:`InvalidIdError` saying what is wrong."""
-    return _check(room_id, _ROOM_ID, "room id", "letters, digits and . _ - @ +")
+    return _check(room_id, _ROOM_ID, "room id", "ASCII letters, digits and . _ - @ +")
 
 
 def validate_session_id(session_id: object) -> str:

@@ -177,7 +177,9 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--room", help="conversation room (default: turn.room)")
 
     parser = argparse.ArgumentParser(
-        prog="voice-assistant", description=__doc__, parents=[_common(top=True)]
+        prog="voice-assistant",
+        description=(__doc__ or "").replace("``", ""),  # the docstring, without its markup
+        parents=[_common(top=True)],
     )
     sub = parser.add_subparsers(dest="command")
 

@@ -331,7 +331,8 @@ def load(path: Path | None = None) -> Config:
     path = path or default_config_path()
     if path is None:
         return Config()
+    tables = read_toml(path)  # its errors name the file
     try:
-        return from_tables(read_toml(path), source=path)
+        return from_tables(tables, source=path)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

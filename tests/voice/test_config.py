@@ -49,16 +49,16 @@ def test_unknown_key_is_an_error_that_names_it() -> None:
     ("tables", "message"),
     [
         ({"vad": {"aggressiveness": 7}}, "aggressiveness"),
-        ({"vad": {"hangover_ms": "600"}}, "vad.hangover_ms must be int"),
-        ({"vad": {"hangover_ms": True}}, "vad.hangover_ms must be int"),
+        ({"vad": {"hangover_ms": "600"}}, "vad.hangover_ms must be a whole number"),
+        ({"vad": {"hangover_ms": True}}, "vad.hangover_ms must be a whole number"),
         ({"audio": {"frame_ms": 25}}, "audio.frame_ms must be one of"),
         ({"input": {"mode": "clap"}}, "input.mode must be one of"),
         ({"agent": {"command": "claude -p"}}, "agent.command must be a list"),
         ({"agent": {"command": []}}, "agent.command must name a program"),
         ({"agent": {"timeout_s": -1}}, "agent.timeout_s must be more than 0"),
-        ({"stt": {"blocklist": [1, 2]}}, r"stt.blocklist\[0\] must be str"),
+        ({"stt": {"blocklist": [1, 2]}}, r"stt.blocklist\[0\] must be a string"),
         ({"turn": "desk"}, r"\[turn\] must be a table"),
-        ({"wake": {"speech_gate": "yes"}}, "wake.speech_gate must be bool"),
+        ({"wake": {"speech_gate": "yes"}}, "wake.speech_gate must be true or false"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(
