@@ -336,10 +336,13 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_say(args: argparse.Namespace, config: Config) -> int:
+    text = speakable(args.text)
+    if not text.strip():
+        raise AssistantError(f"nothing to say in {args.text!r}: give some words")
     if args.output is not None:
         app.check_output(args.output)
     tts = app.load_tts(config)
-    samples = render(tts, speakable(args.text))
+    samples = render(tts, text)
     if args.output is not None:
         app.write_wav(args.output, samples, tts.sample_rate)
         return 0

@@ -206,6 +206,14 @@ def test_a_reply_file_that_cannot_be_written_is_refused_before_the_agent_runs(
     assert "no conversations yet" in run(home, "history").stdout  # no turn was run
 
 
+@pytest.mark.parametrize("text", ["", "  ", "**"])
+def test_say_with_nothing_to_say_is_an_error_not_a_silent_file(home: Path, text: str) -> None:
+    result = run(home, "say", text, "-o", "quiet.wav")
+    assert result.returncode == 2
+    assert "nothing to say" in result.stderr
+    assert not (home / "quiet.wav").exists()
+
+
 # ---- one listener per room -------------------------------------------------------------
 def test_a_second_listener_for_a_claimed_room_exits_75_before_loading_anything(
     home: Path,
