@@ -217,6 +217,7 @@ class Segmenter:
         )
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
+        self._continues = False  # goes on from a cut at the length limit: any voice is kept
         # In frames, as pauses are heard: a mark that falls in the first one's frame is moot.
         first = _frames_for(config.pause_ms, frame_ms)
         later = {n for n in (_frames_for(ms, frame_ms) for ms in pauses_ms) if n > first}
@@ -442,12 +443,13 @@ class Segmenter:
         if len(self._frames) >= self._max_frames:
             hold, silent, sent = self._hold, self._silent_frames, self._pauses_sent
             events.append(self._end("max_length"))
-            # The key is still down, or the cut fell in a pause that the hangover (or the
-            # machine's end of the turn) must still end: keep listening into a fresh one.
-            if hold or silent:
-                events.append(self.start(hold=hold))
-                # The pause goes on, as reported: more words are SpeechResumed.
-                self._silent_frames, self._pauses_sent = silent, sent
+            # The same speech goes on in a fresh utterance, which the hangover (or the
+            # machine's end of the turn) ends: mid-word, in a pause, or with the key down.
+            events.append(self.start(hold=hold))
+            # The pause goes on, as reported (more words are SpeechResumed); any voice at all
+            # is kept, as it would have been without the cut.
+            self._silent_frames, self._pauses_sent = silent, sent
+            self._continues = True
         return events
 
     # -- utterance bookkeeping --------------------------------------------------------------
@@ -455,6 +457,7 @@ class Segmenter:
     def _clear_speech(self) -> None:
         self._in_speech = False
         self._hold = False
+        self._continues = False
         self._pauses_sent = 0
         self._frames = []
         self._onset_s = 0.0
@@ -494,6 +497,8 @@ class Segmenter:
         return self._pauses_sent < len(marks) and self._silent_frames >= marks[self._pauses_sent]
 
     def _long_enough(self) -> bool:
+        if self._continues:
+            return self._last_voiced is not None
         return self._voiced_span_ms() >= self._config.min_utterance_ms
 
     def _kept_frames(self) -> int:

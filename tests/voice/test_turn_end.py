@@ -87,15 +87,16 @@ def test_a_request_cut_at_the_length_limit_in_its_last_pause_is_still_answered(
 
 
 def test_a_request_cut_in_its_last_pause_ends_as_that_pause_says(stt: WhisperTranscriber) -> None:
-    # The same cut with the end-of-turn model, its waits set so the cut comes first: the
-    # pause's evidence outlives the cut, so the command ends well before the 1.5 s hangover.
+    # The same cut with smart endpointing on, its quick wait set so the cut comes first: the
+    # pause's evidence (here the words: "Go forward 10 meters." is complete) outlives the
+    # cut, so the command ends well before the 1.5 s hangover.
     clip = real_clip("goforward")
     segments = find_speech(to_int16(clip))
     start_s, end_s = segments[0][0], segments[-1][1]
     limit_s = round(0.3 + (end_s - start_s) + 0.5, 2)
     config = Config(
         vad=VadConfig(hangover_ms=1500, max_utterance_s=limit_s),
-        turn=TurnConfig(quick_hangover_ms=700, likely_hangover_ms=800),
+        turn=TurnConfig(quick_hangover_ms=700),
     )
     words = clip[int(start_s * RATE) : int(end_s * RATE)]
     audio = concat(gap(1000), words, gap(4000))

@@ -225,9 +225,22 @@ def test_words_after_a_cut_in_a_pause_end_that_pause() -> None:
     assert m(SpeechResumed(28.25), Tick(28.4)) == []  # not the quick end of a pause now over
     more = utt(28.2, 30.0)
     out = m(UtteranceEnded(more, "hangover"))
-    (job,) = jobs(out, Transcribe)
-    send = sent(m(TranscriptReady(job, "Refactor the store so the index is patched.")))
-    assert send.text == "Refactor the store so the index is patched."
+    (transcribe,) = [a for a in out if isinstance(a, Transcribe)]
+    assert transcribe.audio == join([seg, more])  # both parts, transcribed anew
+    send = sent(m(TranscriptReady(transcribe.job, "Refactor the store so it is patched.")))
+    assert send.text == "Refactor the store so it is patched."
+
+
+def test_a_cut_with_nothing_said_after_it_sends_every_part() -> None:
+    # No pause was reported before the cut (the voice ran up to it): the hangover of the
+    # fresh utterance ends the request, transcribed whole.
+    m = Machine()
+    seg = utt(1.0, 29.0)
+    m(SpeechStarted(1.0), UtteranceEnded(seg, "max_length"), SpeechStarted(29.0))
+    assert m(Tick(29.5)) == []
+    (transcribe,) = [a for a in m(SpeechDropped(30.5)) if isinstance(a, Transcribe)]
+    assert transcribe.audio == join([seg])
+    assert sent(m(TranscriptReady(transcribe.job, "Refactor it."))).text == "Refactor it."
 
 
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:

@@ -350,6 +350,35 @@ def test_words_after_a_cut_in_a_reported_pause_resume_the_speech() -> None:
     assert feed("v" * 2) == []
 
 
+CUT_AT_50 = VadConfig(**{**CONFIG.__dict__, "max_utterance_s": 1.5})  # 50 frames
+
+
+@pytest.mark.parametrize(
+    ("script", "kept"),
+    [
+        # The voice stops on the very frame of the cut: the fresh utterance still ends.
+        ("." * 5 + "v" * 45 + "." * 20, []),
+        # A word's last frames after a cut mid-word: kept, though shorter than a word may be.
+        ("." * 5 + "v" * 48 + "." * 20, [50, 51, 52]),
+        # A short word (180 ms) after a cut in a pause: kept, as it would be without the cut.
+        ("." * 5 + "v" * 35 + "." * 15 + "v" * 6 + "." * 20, list(range(55, 61))),
+    ],
+)
+def test_whatever_follows_a_cut_at_the_length_limit_is_kept_and_ended(
+    script: str, kept: list[int]
+) -> None:
+    feed = Feed(CUT_AT_50)
+    events = feed(script)
+    cut, *rest = only(events, UtteranceEnded)
+    assert cut.reason == "max_length"
+    if kept:
+        (tail,) = rest
+        assert tail.reason == "hangover" and set(kept) <= set(frame_ids(tail.utterance))
+    else:
+        assert rest == [] and isinstance(events[-1], SpeechDropped)  # the request ends
+    assert not feed.seg.in_speech
+
+
 def test_start_hold_ignores_hangover_until_finish() -> None:
     feed = Feed()
     feed("." * 30)
