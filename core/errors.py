@@ -85,6 +85,11 @@ class ModelError(AssistantError):
     """A speech model could not be found or loaded."""
 
 
+class ModelNotFound(ModelError, ConfigError):
+    """A setting names a model that is not there, or is not one: only the config can fix it
+    (a model that is there and fails to load may load on the next try)."""
+
+
 class WyomingError(AssistantError):
     """Talking Wyoming (Home Assistant's voice protocol) with a peer failed."""
 

@@ -151,7 +151,7 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
     import soundfile
     import soxr
 
-    if not path.is_file():
+    if not path.exists():  # a pipe (<(...), /dev/stdin) is not a file, and reads fine
         raise AssistantError(f"cannot read audio file {path}: there is no such file")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)

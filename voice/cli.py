@@ -3,9 +3,9 @@
 Exit status: 0 done (``listen`` and ``serve``: also when stopped by SIGTERM, SIGINT or SIGHUP
 once running); 1 the command ran but failed (the agent failed, nothing was heard, the
 listener replied with an error); 2 any other error; 75 another listener already answers in the
-room; 78 the configuration (the file, a flag, or a model or store it names) is unusable, so
-restarting cannot help (the systemd unit does not restart on it); 128+N stopped by signal N
-(130 Ctrl-C, 143 SIGTERM).
+room; 78 the configuration (the file, a flag, or a model or store it names that is not
+there) is unusable, so restarting cannot help (the systemd unit does not restart on it);
+128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import re
 import signal
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from core.errors import AssistantError, ConfigError, InvalidIdError, ModelError, RoomClaimed
+from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
 from core.paths import validate_room_id
 from voice import app
 from voice.audio import Utterance, float_to_pcm
@@ -53,6 +54,7 @@ COMMANDS = (
     "demo",
 )
 TOP_OPTIONS = ("--config", "-q", "--quiet", "-v", "--verbose")
+_QV = re.compile(r"-[qv]+")  # -qv: short flags bundled
 
 EXIT_FAILED = 1
 EXIT_ERROR = 2
@@ -99,18 +101,21 @@ def main(argv: list[str] | None = None) -> int:
 def _exit_status(error: AssistantError) -> int:
     if isinstance(error, RoomClaimed):
         return EXIT_ROOM_CLAIMED
-    if isinstance(error, (ConfigError, ModelError)):  # found once a setting is used
+    if isinstance(error, ConfigError):  # also found once a setting is used: ModelNotFound
         return EXIT_CONFIG
     return EXIT_ERROR
 
 
 def _with_command(argv: list[str]) -> list[str]:
-    """``argv`` with ``listen`` put first when it names no command: "voice-assistant" and
-    "voice-assistant --agent echo" both listen."""
+    """``argv`` with ``listen`` put first when it starts with listen's options and names no
+    command: "voice-assistant" and "voice-assistant --agent echo" both listen. A word where
+    the command goes is left for argparse, which lists the commands if it is none of them."""
     i = 0
-    while i < len(argv) and (argv[i] in TOP_OPTIONS or argv[i].startswith("--config=")):
+    while i < len(argv) and (
+        argv[i] in TOP_OPTIONS or argv[i].startswith("--config=") or _QV.fullmatch(argv[i])
+    ):
         i += 2 if argv[i] == "--config" else 1
-    if i < len(argv) and argv[i] in (*COMMANDS, "-h", "--help"):
+    if i < len(argv) and (not argv[i].startswith("-") or argv[i] in ("-h", "--help")):
         return list(argv)
     return ["listen", *argv]
 
@@ -178,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="voice-assistant",
+        allow_abbrev=False,  # what _with_command recognises is what the top level takes
         description=(__doc__ or "").replace("``", ""),  # the docstring, without its markup
         parents=[_common(top=True)],
     )

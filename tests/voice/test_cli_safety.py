@@ -173,6 +173,26 @@ def test_options_without_a_command_are_the_listeners(home: Path) -> None:
     result = run(home, "--config", str(config), "--agent", "echo")
     assert result.returncode == EXIT_CONFIG  # read before anything is opened
     assert "ui.log_level" in result.stderr
+    assert run(home, "-qv", "history").returncode == 0  # bundled flags, then a command
+    mistyped = run(home, "histroy")
+    assert mistyped.returncode == 2 and "invalid choice: 'histroy'" in mistyped.stderr
+
+
+@pytest.mark.models
+def test_audio_can_come_through_a_pipe(home: Path) -> None:
+    with (AUDIO / "jfk.flac").open("rb") as audio:
+        result = subprocess.run(
+            [sys.executable, "-m", "voice.cli", "transcribe", "/dev/stdin", "-q"],
+            cwd=home,
+            env=env_for(home),
+            stdin=audio,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert "ask not what your country can do for you" in result.stdout.lower()
 
 
 @pytest.mark.models

@@ -245,12 +245,16 @@ def test_bad_uris_are_config_errors(tmp_path: Path) -> None:
 
 def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Path) -> None:
     config = write_config(tmp_path, '[wyoming]\nprograms = ["handle"]\n')
-    with socket.socket() as taken:
+    live = tmp_path / "live.sock"
+    with socket.socket() as taken, socket.socket(socket.AF_UNIX) as answering:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        answering.bind(str(live))
+        answering.listen()
         port = taken.getsockname()[1]
         for uri, message in (
             (f"tcp://127.0.0.1:{port}", "pick a free port"),
+            (f"unix://{live}", "another server already answers"),
             (f"unix://{tmp_path}/missing/va.sock", "the socket's folder must exist"),
         ):
             result = subprocess.run(

@@ -343,7 +343,8 @@ def _remove_stale_socket(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise ConfigError(f"another server already answers on {path}")
+    # It may stop, so this is not the configuration's fault (exit 2, not 78).
+    raise WyomingError(f"cannot serve on unix://{path}: another server already answers there")
 
 
 def _peer(writer: asyncio.StreamWriter) -> str:
