@@ -178,6 +178,15 @@ def test_options_without_a_command_are_the_listeners(home: Path) -> None:
     assert mistyped.returncode == 2 and "invalid choice: 'histroy'" in mistyped.stderr
 
 
+def test_the_commands_the_argument_scan_knows_are_the_parsers() -> None:
+    import argparse
+
+    from voice import cli
+
+    (sub,) = [a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(cli.COMMANDS) == set(sub.choices)
+
+
 @pytest.mark.models
 def test_audio_can_come_through_a_pipe(home: Path) -> None:
     with (AUDIO / "jfk.flac").open("rb") as audio:
