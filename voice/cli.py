@@ -80,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voice-assistant: {e}", file=sys.stderr)
         return EXIT_CONFIG
     app.configure_logging(config.ui.log_level, quiet=args.quiet, verbose=args.verbose)
+    # Every run of a long-lived command says which file; a key's `ptt press` stays quiet.
+    say = log.info if args.run in (cmd_listen, cmd_serve) else log.debug
     if config.source is not None:
-        log.info("configuration read from %s", config.source)
+        say("configuration read from %s", config.source)
     else:
-        log.info("no configuration file: using the defaults")
+        say("no configuration file: using the defaults")
     if args.run is not cmd_listen:
         _stop_on_signals()
     try:
@@ -429,13 +431,16 @@ def cmd_listen(args: argparse.Namespace, config: Config) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("stopping (%s); Ctrl-C again to force", signal.Signals(signum).name)
+        hint = "; Ctrl-C again to force" if signum == signal.SIGINT else ""
+        log.info("stopping (%s)%s", signal.Signals(signum).name, hint)
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
-    return run_live(config, agent=args.agent, stop=stop)
+    status = run_live(config, agent=args.agent, stop=stop)
+    log.info("stopped")  # a clean stop, in a journal that otherwise looks like a hang
+    return status
 
 
 if __name__ == "__main__":

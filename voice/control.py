@@ -250,7 +250,10 @@ class ControlServer:
         except Exception as e:
             log.exception("control command %s failed", command)
             return f"error: {command} failed: {e}"
-        return " ".join(reply.split())  # one line, whatever the handler returned
+        reply = " ".join(reply.split())  # one line, whatever the handler returned
+        if command != "status":  # a status bar may poll it
+            log.info("control: %s -> %s", command, reply)
+        return reply
 
 
 def _read_line(conn: socket.socket) -> bytes | None:

@@ -216,7 +216,10 @@ class TurnWorker:
                 log.exception("the reply failed")
             self.report.first_audio_s = self.reply.first_audio_s
             self.report.spoken = list(self.reply.spoken)
-            log.info("reply: %s", self.report.reply or " ".join(self.report.spoken) or "(none)")
+            text = self.report.reply or " ".join(self.report.spoken) or "(none)"
+            if self.reply.cancelled:  # the agent's whole reply, but not all of it was heard
+                text += f" [stopped: {len(self.report.spoken)} sentence(s) begun]"
+            log.info("reply: %s", text)
             log.info("turn timings: %s", self.report.summary())
             self._post(ReplyDone(self.turn))
 

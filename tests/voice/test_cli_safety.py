@@ -158,7 +158,7 @@ def test_config_and_quiet_count_before_the_command_or_after_it(home: Path, befor
     result = run(home, *args("--config", str(config)))
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert "ui.log_level must be one of" in result.stderr
-    assert "using the defaults" in run(home, *args()).stderr  # the log is on by default
+    assert "using the defaults" in run(home, *args("--verbose")).stderr
     quiet = run(home, *args("--quiet"))
     assert quiet.returncode == 0 and quiet.stderr == ""
 

@@ -375,19 +375,27 @@ def test_push_to_talk_hears_only_what_is_said_while_held(
     assert 400 <= heard[-1] <= 900, heard
 
 
-def test_key_press_while_speaking_stops_the_reply(make_rig: Callable[..., Rig]) -> None:
+def test_key_press_while_speaking_stops_the_reply(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
     rig = make_rig(
         silence(300) + tone(600) + silence(6000),
         stt=lambda u: "tell me a long story " * 10,
         input={"mode": "ptt-toggle"},
     )
-    rig.loop.press()
-    assert wait_until(lambda: rig.loop.phase is Phase.SPEAKING)
-    assert rig.sink.playing
-    rig.loop.press()  # barge-in: stop speaking, listen again
-    assert wait_until(lambda: rig.sink.stops >= 1)
-    assert not rig.sink.playing
-    assert wait_until(lambda: rig.loop.phase is Phase.LISTENING)
+    with caplog.at_level(logging.INFO, logger="voice.turns"):
+        rig.loop.press()
+        assert wait_until(lambda: rig.loop.phase is Phase.SPEAKING)
+        assert rig.sink.playing
+        rig.loop.press()  # barge-in: stop speaking, listen again
+        assert wait_until(lambda: rig.sink.stops >= 1)
+        assert not rig.sink.playing
+        assert wait_until(lambda: rig.loop.phase is Phase.LISTENING)
+        assert wait_until(lambda: "reply: You said: tell me" in caplog.text)
+    # The log keeps the agent's whole reply, and says it was cut short.
+    mine = "reply: You said: tell me a long story"  # earlier tests' loops may still be logging
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith(mine)]
+    assert line.endswith("begun]"), line
 
 
 def test_lost_microphone_is_reopened_and_the_next_utterance_heard(

@@ -75,6 +75,10 @@ def test_ptt_hold_transcribes_only_what_is_said_while_the_key_is_held(
         released_s = time.monotonic()
         listener.wait_for_log(TURN_DONE, timeout_s=60)
         assert listener.stop() == 0, listener.story()
+    log = listener.log()
+    assert "control: press -> ok press" in log and "control: release -> ok release" in log
+    # A clean stop says so; the Ctrl-C hint is for Ctrl-C, not the SIGTERM systemd sends.
+    assert "stopping (SIGTERM)\n" in log and log.rstrip().endswith("voice.cli: stopped"), log
 
     # The recording proves the timing: one sentence wholly before the press, one inside.
     spans = sound_spans(mic.result)
