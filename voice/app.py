@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import sys
 from dataclasses import replace
@@ -183,19 +182,6 @@ def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Uttera
     if isinstance(last, UtteranceEnded):
         utterances.append(last.utterance)
     return utterances
-
-
-def check_output(path: Path) -> Path:
-    """``path`` if a WAV file can be written there; checked before any work is done (with a
-    real agent, a turn is paid for by the time its reply is written)."""
-    if path.suffix.lower() != ".wav":
-        raise AssistantError(f"-o {path}: replies are written as WAV; name a .wav file")
-    if path.is_dir():
-        raise AssistantError(f"-o {path}: that is a folder; name a .wav file in it")
-    folder = path.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise AssistantError(f"-o {path}: cannot write into {folder} (missing, or no access)")
-    return path
 
 
 def write_wav(path: Path, samples: npt.NDArray[np.int16], rate: int) -> None:

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import os
 import re
 import signal
 import sys
@@ -41,18 +42,6 @@ log = logging.getLogger("voice.cli")
 
 DEMO_QUESTION = "What is the capital of France?"
 
-COMMANDS = (
-    "listen",
-    "ask",
-    "transcribe",
-    "say",
-    "devices",
-    "history",
-    "reset",
-    "ptt",
-    "serve",
-    "demo",
-)
 TOP_OPTIONS = ("--config", "-q", "--quiet", "-v", "--verbose")
 _QV = re.compile(r"-[qv]+")  # -qv: short flags bundled
 
@@ -199,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", parents=[common, agent], help="one turn from an audio file")
     p.add_argument("file", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="write the spoken reply to this WAV file")
+    p.add_argument("-o", "--output", type=_wav_path, help="write the spoken reply to this WAV file")
     p.set_defaults(run=cmd_ask)
 
     p = sub.add_parser("transcribe", parents=[common], help="print the transcript of a file")
@@ -208,7 +197,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("say", parents=[common], help="speak text (or write it to a WAV file)")
     p.add_argument("text")
-    p.add_argument("-o", "--output", type=Path, help="write the speech to this WAV file")
+    p.add_argument("-o", "--output", type=_wav_path, help="write the speech to this WAV file")
     p.add_argument("--output-device", help="speaker: name substring or index")
     p.set_defaults(run=cmd_say)
 
@@ -247,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="a spoken round trip with the echo agent")
-    p.add_argument("-o", "--output", type=Path, help="where to write the reply (WAV)")
+    p.add_argument("-o", "--output", type=_wav_path, help="where to write the reply (WAV)")
     p.set_defaults(run=cmd_demo, agent="echo", room="demo")
     return parser
 
@@ -262,10 +251,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _wav_path(text: str) -> Path:
+    """An ``-o`` path a WAV file can be written to, checked before any work is done (with a
+    real agent, a turn is paid for by the time its reply is written)."""
+    path = Path(text)
+    if path.suffix.lower() != ".wav":
+        raise argparse.ArgumentTypeError(f"{path}: replies are written as WAV; name a .wav file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: that is a folder; name a .wav file in it")
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{path}: cannot write into {folder} (missing, or no access)"
+        )
+    return path
+
+
 # ---- one-shot commands ----------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
-    if args.output is not None:
-        app.check_output(args.output)
     started = time.monotonic()
     models = app.load_models(config)
     print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
@@ -347,8 +350,6 @@ def cmd_say(args: argparse.Namespace, config: Config) -> int:
     text = speakable(args.text)
     if not text.strip():
         raise AssistantError(f"nothing to say in {args.text!r}: give some words")
-    if args.output is not None:
-        app.check_output(args.output)
     tts = app.load_tts(config)
     samples = render(tts, text)
     if args.output is not None:
@@ -398,8 +399,6 @@ def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     """Say a question with the TTS, then run ``ask`` on it with the echo agent."""
-    if args.output is not None:
-        app.check_output(args.output)
     workdir = Path(tempfile.mkdtemp(prefix="voice-assistant-demo-"))
     models = app.load_models(config)
     question = workdir / "question.wav"
