@@ -342,7 +342,11 @@ def spoken_reply(report: TurnReport) -> str:
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
     stt = app.load_whisper(config)
-    print(stt.transcribe_audio(app.read_audio(args.file)).text.strip())
+    result = stt.transcribe_file(app.read_audio(args.file))
+    if result.dropped:  # nothing on stdout: a script sees no words, a person sees why
+        print(f"no speech heard in {args.file}: {result.dropped}", file=sys.stderr)
+        return 0
+    print(result.text.strip())
     return 0
 
 

@@ -96,6 +96,15 @@ WAKE_IDLE_BATCH_S = 0.1
 REOPEN_BEHIND_EVERY_S = 10.0
 
 
+# What the key does not do in a mode, said with the ``ok`` (a script sees the same first word).
+_KEY_NOTES = {
+    ("press", "vad"): " (vad mode: the microphone is always on; a press only stops a reply)",
+    ("release", "vad"): " (vad mode: nothing to release)",
+    ("release", "wake"): " (wake mode: a press wakes, a release does nothing)",
+    ("release", "ptt-toggle"): " (ptt-toggle mode: a press starts and ends a request)",
+}
+
+
 class ReopenableSource(AudioSource, Protocol):
     def reopen(self) -> None: ...
     def drain(self) -> None: ...
@@ -218,7 +227,7 @@ class VoiceLoop:
             self.post(Command(command))  # type: ignore[arg-type]
         else:
             return f"error: unknown command {command!r}; use {', '.join(COMMANDS)}"
-        return f"ok {command}"
+        return f"ok {command}{_KEY_NOTES.get((command, self.config.input.mode), '')}"
 
     @property
     def phase(self) -> Phase:

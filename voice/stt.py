@@ -155,7 +155,16 @@ class HallucinationGuard:
             return "empty transcript"
         if squashed in self._blocked:
             return f"blocklisted phrase {text.strip()!r}"
-        # Whisper's own rule: a confident decode outweighs the no-speech estimate.
+        reason = self.no_speech(no_speech_prob, avg_logprob)
+        if reason:
+            return reason
+        ratio = len(text.encode()) / len(zlib.compress(text.encode()))
+        if ratio > MAX_COMPRESSION_RATIO:
+            return f"repetitive text (compression ratio {ratio:.1f} > {MAX_COMPRESSION_RATIO})"
+        return None
+
+    def no_speech(self, no_speech_prob: float, avg_logprob: float) -> str | None:
+        """Whisper's own rule: a confident decode outweighs the no-speech estimate."""
         if (
             no_speech_prob > self._config.max_no_speech_prob
             and avg_logprob < self._config.min_avg_logprob
@@ -165,9 +174,6 @@ class HallucinationGuard:
                 f"{self._config.max_no_speech_prob:g}, avg_logprob {avg_logprob:.2f} < "
                 f"{self._config.min_avg_logprob:g})"
             )
-        ratio = len(text.encode()) / len(zlib.compress(text.encode()))
-        if ratio > MAX_COMPRESSION_RATIO:
-            return f"repetitive text (compression ratio {ratio:.1f} > {MAX_COMPRESSION_RATIO})"
         return None
 
 
@@ -263,6 +269,18 @@ class WhisperTranscriber:
             return dataclasses.replace(result, text="", dropped=reason)
         log.debug("transcribed %.1f s in %.2f s", result.audio_s, result.elapsed_s)
         return result
+
+    def transcribe_file(self, audio: FloatAudio) -> Transcript:
+        """A whole recording (``transcribe``): no words, or Whisper's no-speech rule on one
+        window, is no speech (``text == ""``). Longer audio takes the stock path, which applies
+        that rule to each 30 s segment; the guard's other rules would cut long transcripts."""
+        result = self.transcribe_audio(audio)
+        reason = None
+        if not squash(result.text):
+            reason = f"no words in {result.text.strip()[:20]!r}"
+        elif result.audio_s <= FAST_MAX_S:
+            reason = self._guard.no_speech(result.no_speech_prob, result.avg_logprob)
+        return dataclasses.replace(result, text="", dropped=reason) if reason else result
 
     def transcribe_audio(self, audio: FloatAudio, *, fast: bool | None = None) -> Transcript:
         """Transcribe float32 16 kHz mono audio, without the guard (files, benchmarks).

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.voice.audio_util import wer
@@ -52,6 +54,22 @@ def test_transcribe_prints_only_the_transcript(home: Path) -> None:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
     assert wer((AUDIO / "jfk.txt").read_text(), lines[0]) <= 0.15
+
+
+def test_transcribe_of_silence_prints_nothing_and_says_why(home: Path) -> None:
+    # tiny.en turns digital silence into dots, and faint noise into a sentence it invents
+    noise = np.random.default_rng(1).standard_normal(3 * 16000) * 0.03
+    for name, audio in (("silence", np.zeros(3 * 16000)), ("noise", noise)):
+        path = home / f"{name}.wav"
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16000)
+            out.writeframes((audio * 32767).astype("<i2").tobytes())
+        result = run(home, "transcribe", str(path), "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "", name
+        assert f"no speech heard in {path}" in result.stderr, name
 
 
 def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:

@@ -501,6 +501,16 @@ def test_control_commands_reach_the_loop_and_bad_ones_are_refused(
     assert wait_until(lambda: len(rig.loop.reports) == 1)
 
 
+def test_a_key_command_that_does_nothing_in_the_mode_says_so(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(silence(2000))  # vad mode: the microphone is always on
+    press, release = rig.loop.handle_command("press"), rig.loop.handle_command("release")
+    assert press.startswith("ok press (") and "only stops a reply" in press
+    assert release.startswith("ok release (") and "nothing to release" in release
+    assert rig.loop.handle_command("stop") == "ok stop"
+
+
 def test_stop_from_the_control_socket_interrupts_the_agent(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig(
         silence(300) + tone(700) + silence(6000), conversation=FakeConversation(delay_s=30)
