@@ -51,7 +51,13 @@ class Finished:
 
 
 def program_name(argv: Sequence[str]) -> str:
-    return os.path.basename(argv[0]) if argv else "agent"
+    """How logs and errors name the program: ``claude``; ``core.echo_agent`` for ``python -m
+    core.echo_agent`` (the interpreter's name would say nothing)."""
+    if not argv:
+        return "agent"
+    if len(argv) > 2 and argv[1] == "-m" and os.path.basename(argv[0]).startswith("python"):
+        return argv[2]
+    return os.path.basename(argv[0])
 
 
 def run_process(

@@ -221,7 +221,10 @@ class WhisperTranscriber:
                 f"compute_type {config.compute_type}: {e}; check stt.model, stt.device and "
                 "stt.compute_type"
             ) from e
-        log.info("loaded Whisper %s in %.1f s", self.model_ref, time.perf_counter() - started)
+        where = "" if self.model_ref == config.model else f" ({self.model_ref})"
+        log.info(
+            "loaded Whisper %s%s in %.1f s", config.model, where, time.perf_counter() - started
+        )
         self.english_only = not self._model.model.is_multilingual
         self._language = self._pick_language(config.language)
         try:

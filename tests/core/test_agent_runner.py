@@ -11,6 +11,7 @@ import pytest
 
 from core.agent import AgentRunner
 from core.errors import AgentError, AgentTimeout, ConfigError
+from core.process import program_name
 from tests.core.conftest import ECHO_AGENT, fake_command, fake_runner
 
 
@@ -161,6 +162,21 @@ def test_a_missing_program_says_what_to_fix() -> None:
     message = str(excinfo.value)
     assert "no-such-agent-cli-xyz" in message and "not found" in message
     assert "agent.command" in message and "--agent" in message
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["claude", "-p"], "claude"),
+        (["/usr/local/bin/claude"], "claude"),
+        (["/venv/bin/python3", "-m", "core.echo_agent", "--x"], "core.echo_agent"),
+        (["python", "-m"], "python"),
+        (["python3", "script.py"], "python3"),
+        ([], "agent"),
+    ],
+)
+def test_logs_name_the_program_not_its_interpreter(argv: list[str], name: str) -> None:
+    assert program_name(argv) == name
 
 
 def test_a_missing_working_directory_says_what_to_fix(tmp_path: Path) -> None:
