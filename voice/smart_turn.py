@@ -14,13 +14,8 @@ audio of the current turn only (from a little before speech started up to now, p
 included), not earlier turns; call it again on the whole turn when speech resumes.
 
 The model file is resolved by :func:`voice.models.resolve_smart_turn_model`; set-up
-(``scripts/fetch_smart_turn.py``) installs it. Proposed configuration (not in config.toml yet):
-
-    [turn]
-    smart_turn = true           # false: the rules alone decide
-    smart_turn_model = ""       # "": models/, then the copy set-up installed; or a path
-    smart_turn_threads = 1      # onnxruntime threads for one prediction
-    smart_turn_threshold = 0.5  # a probability at least this says "complete"
+(``scripts/fetch_smart_turn.py``) installs it. ``turn.end_model``, ``turn.end_model_threads``,
+``turn.end_model_threshold`` and ``turn.end_model_sure`` in config.toml configure it.
 """
 
 from __future__ import annotations
