@@ -129,7 +129,7 @@ class AgentRunner:
     def _run_once(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
         argv = self.argv(session_id)
         mode = format_from_command(argv) if self.output_format == "auto" else self.output_format
-        parser = OutputParser(mode, turn.on_event)
+        parser = OutputParser(mode, turn.on_event, turn.control.session_named)
 
         started: list[RunningProcess] = []
 

@@ -71,6 +71,12 @@ class TurnControl:
         self._interrupt: Callable[[], None] | None = None
         self._answer: Callable[[str, Decision, str], bool] | None = None
         self.interrupted = False
+        # The agent's own conversation id, as soon as it names it: a turn that then fails
+        # (a timeout) is in that conversation, and the next turn resumes it.
+        self.session_id: str | None = None
+
+    def session_named(self, session_id: str) -> None:
+        self.session_id = session_id
 
     def bind(
         self,

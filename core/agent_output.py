@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -83,9 +83,15 @@ class OutputParser:
     a subagent (``parent_tool_use_id`` set) are not the reply and are skipped.
     """
 
-    def __init__(self, mode: _Mode, on_event: EventCallback | None) -> None:
+    def __init__(
+        self,
+        mode: _Mode,
+        on_event: EventCallback | None,
+        on_session: Callable[[str], None] | None = None,
+    ) -> None:
         self.mode: _Mode = mode
         self.on_event = on_event
+        self.on_session = on_session  # the agent named its conversation (system/init)
         self.raw = bytearray()
         self.result: dict[str, Any] | None = None
         self.texts: list[str] = []
@@ -151,6 +157,8 @@ class OutputParser:
             self.result = event
         elif kind == "system" and event.get("subtype") == "init":
             self.init_session_id = safe_agent_id(event.get("session_id"))
+            if self.init_session_id and self.on_session is not None:
+                self.on_session(self.init_session_id)
         elif event.get("parent_tool_use_id"):
             return  # a subagent's work: not the reply
         elif kind == "stream_event":

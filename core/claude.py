@@ -55,7 +55,7 @@ VOICE_PROMPT = (
 )
 _IDLE_CHECK_S = 30.0
 _NOT_ANSWERED = "The user did not answer in time, so this was not allowed."
-_NOBODY = "Nobody can answer permission questions in this session, so this was not allowed."
+NOBODY_ANSWERS = "Nobody can answer permission questions in this session, so this was not allowed."
 
 
 def is_claude(command: Sequence[str]) -> bool:
@@ -84,19 +84,19 @@ def claude_argv(
 
     if not has("-p") and not has("--print"):
         argv.append("-p")
-    if format_from_command(argv) not in ("stream-json", "sniff"):
-        if session:
-            raise ConfigError(
-                "agent.mode = 'session' needs Claude's stream-json output: remove "
-                "--output-format from agent.command"
-            )
-        return tuple(argv)
-    if not has("--output-format"):
-        argv += ["--output-format", "stream-json"]
-    if not has("--verbose"):
-        argv.append("--verbose")  # stream-json output requires it
-    if not has("--include-partial-messages"):
-        argv.append("--include-partial-messages")  # speak from the first words
+    streaming = format_from_command(argv) in ("stream-json", "sniff")
+    if not streaming and session:
+        raise ConfigError(
+            "agent.mode = 'session' needs Claude's stream-json output: remove "
+            "--output-format from agent.command"
+        )
+    if streaming:  # --output-format json or text: the reply comes whole at the end
+        if not has("--output-format"):
+            argv += ["--output-format", "stream-json"]
+        if not has("--verbose"):
+            argv.append("--verbose")  # stream-json output requires it
+        if not has("--include-partial-messages"):
+            argv.append("--include-partial-messages")  # speak from the first words
     if session:
         if not has("--input-format"):
             argv += ["--input-format", "stream-json"]
@@ -233,7 +233,7 @@ class _Questions:
         tool_input = request.get("input")
         tool_input = tool_input if isinstance(tool_input, dict) else {}
         if self._turn.on_event is None:
-            self._respond(request_id, request, "deny", _NOBODY)
+            self._respond(request_id, request, "deny", NOBODY_ANSWERS)
             return
         with self._lock:
             self._pending[request_id] = (time.monotonic(), request)
@@ -399,7 +399,7 @@ class ClaudeSessions:
     def _read_turn(
         self, process: _Process, turn: AgentTurn, questions: _Questions, started: float
     ) -> AgentResult:
-        parser = OutputParser("stream-json", turn.on_event)
+        parser = OutputParser("stream-json", turn.on_event, turn.control.session_named)
         deadline = started + self.timeout
         last = time.monotonic()
         total = 0

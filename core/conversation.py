@@ -153,6 +153,8 @@ class Core:
                 if result.is_error:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
+                # Claude keeps a failed turn in its conversation: the next turn resumes it.
+                session.agent_session_id = turn.control.session_id or session.agent_session_id
                 self._record_reply(session, str(e), started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise

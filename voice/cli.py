@@ -288,9 +288,6 @@ def _ask(
     from voice.devices import Speaker
     from voice.devices.files import FileSource, WavSink
 
-    # Nobody can answer a permission question asked of a recording: refuse at once.
-    agent_config = dataclasses.replace(config.core.agent, permission_timeout_s=1.0)
-    config = dataclasses.replace(config, core=dataclasses.replace(config.core, agent=agent_config))
     core = app.build_core(config, agent=agent, store_dir=store_dir)
     audio = app.read_audio(path)
     source = FileSource(audio, rate=app.STT_RATE, frame_ms=config.audio.frame_ms)
@@ -310,6 +307,7 @@ def _ask(
             agent_command=app.agent_command(agent, config),
             earcons=False,
             mode="vad",
+            questions=False,  # nobody can answer a question asked of a recording
         )
         loop.run(threading.Event(), until_idle=True)
     answered = [r for r in loop.reports if r.outcome != "interrupted" or r is loop.reports[-1]]

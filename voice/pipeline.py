@@ -95,6 +95,7 @@ def build_loop(
     detector: SpeechDetector | None = None,
     echo: EchoState | None = None,
     idle_batch_s: float = 0.0,
+    questions: bool = True,
 ) -> VoiceLoop:
     """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
 
@@ -102,6 +103,7 @@ def build_loop(
     (:class:`~voice.devices.duplex.DuplexDevice`); once it has learnt the room, the
     assistant's own sound is no longer gated and speech over a reply stops it.
     ``idle_batch_s``: a live device's frames are read in batches while idle (see VoiceLoop).
+    ``questions``: False when nobody can answer the agent's questions (a recording).
     """
     mode = mode or config.input.mode
     if mode == "wake" and models.wake is None:
@@ -140,6 +142,7 @@ def build_loop(
         tools=config.core.agent.tools,
         progress_s=config.core.agent.progress_s,
         speak_errors=config.turn.speak_errors,
+        questions=questions,
     )
     machine = TurnTaking(policy)
     return VoiceLoop(

@@ -80,6 +80,11 @@ class Reply:
         with self._stream_lock:
             self._queue(self._stream.flush())
 
+    def drop_unfinished(self) -> None:
+        """The agent failed: what it had not finished saying is not said (a cut-off word)."""
+        with self._stream_lock:
+            self._stream.discard()
+
     def say(self, text: str) -> None:
         """A whole sentence of the assistant's own, after what was fed so far."""
         with self._stream_lock:

@@ -436,6 +436,11 @@ class SentenceStream:
         self._started = False
         return out
 
+    def discard(self) -> None:
+        """Forget the text not yet handed out (an unfinished sentence); ready for a new reply."""
+        self._parser = _Parser()
+        self._started = False
+
     def _chunks(self, sentences: list[str]) -> list[str]:
         out: list[str] = []
         for sentence in sentences:

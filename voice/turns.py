@@ -25,6 +25,7 @@ from core.agent_events import (
     ToolUse,
     TurnControl,
 )
+from core.claude import NOBODY_ANSWERS
 from core.conversation import TurnOutcome
 from core.errors import AgentError, AgentMissing, AgentTimeout, AssistantError, StoreError
 from voice import narration
@@ -70,6 +71,9 @@ class TurnSettings:
     tools: Literal["speak", "earcon", "off"] = "speak"
     progress_s: float = 20.0  # a short line after this long without speech (0: never)
     speak_errors: bool = True
+    # False: nobody is there to answer (a recording): the agent's questions are refused
+    # unasked, and only the turn's closing note says what it was not allowed to do.
+    questions: bool = True
 
 
 @dataclass
@@ -156,6 +160,7 @@ class TurnWorker:
         self._tool_line: threading.Timer | None = None  # a tool line not yet said
         self._tool_lock = threading.Lock()
         self._done = threading.Event()
+        self._streamed = False  # the agent's text came as it wrote it
         self._thread = threading.Thread(target=self._run, name=f"turn-{turn}", daemon=True)
 
     def start(self) -> None:
@@ -191,6 +196,11 @@ class TurnWorker:
             )
             outcome = "interrupted" if result.interrupted else "answered"
             self.report.reply = result.reply
+            if not self._streamed and not result.interrupted:
+                # An agent that prints its reply only at the end (--output-format json)
+                self.reply.say(
+                    result.reply.strip() or f"{self._settings.agent_name} gave no reply."
+                )
             if result.denials and not result.interrupted:
                 refused = narration.refusals(self._settings.agent_name, result.denials)
                 log.info("refused: %s", refused)
@@ -200,6 +210,7 @@ class TurnWorker:
         except Exception as e:  # whatever the agent did, the loop goes on and says so
             log.warning("agent failed: %s", e, exc_info=not isinstance(e, AssistantError))
             self.report.error = str(e)
+            self.reply.drop_unfinished()  # never "Let me think abo. Sorry, ..."
             if not self.reply.cancelled:
                 self._play_earcon("error")
                 if self._settings.speak_errors:
@@ -227,6 +238,7 @@ class TurnWorker:
         if not isinstance(event, PermissionRequest):
             self._say_tool_line_now()  # whatever comes next is said after it
         if isinstance(event, TextDelta):
+            self._streamed = True
             if self.report.agent_first_text_s is None:
                 self.report.agent_first_text_s = self._clock()
             self._spoke()
@@ -265,6 +277,10 @@ class TurnWorker:
 
     def _ask(self, request: PermissionRequest) -> None:
         self._take_tool_line()  # the question says what the tool would do
+        if not self._settings.questions:
+            log.info("refused unasked: %s", request.tool_name)
+            self.control.answer(request.request_id, "deny", NOBODY_ANSWERS)
+            return
         question = narration.question(self._settings.agent_name, request.tool_name, request.input)
         log.info("asking: %s", question)
         self._spoke()

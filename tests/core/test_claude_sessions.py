@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from core import Core
+from core.agent import AgentRunner
 from core.agent_events import (
     AgentEvent,
     AgentTurn,
@@ -24,7 +26,7 @@ from core.agent_events import (
 )
 from core.agent_output import Denial
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv
-from core.errors import AgentError
+from core.errors import AgentError, AgentTimeout
 from tests.claude_api import ClaudeApi, Hold, Reply, Text
 from tests.claude_api import ToolUse as ApiToolUse
 
@@ -327,3 +329,51 @@ def test_a_program_that_prints_garbage_is_an_error_and_replaced(
         assert "desk" not in pids(agent)  # discarded: the next turn gets a fresh process
     finally:
         agent.stop()
+
+
+def test_a_first_turn_that_times_out_is_resumed_by_the_next(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
+) -> None:
+    # The CLI names its conversation (system/init) before it calls the model, and keeps the
+    # question in it when the turn is stopped: the room's next turn must resume it, not
+    # start Claude afresh under a stored conversation that still shows the question.
+    hold = Hold(after_deltas=1)
+    claude_api.script(
+        Reply([Text("Never finished, " * 10, chunk_chars=5)], hold=hold),
+        Reply([Text("Back again.")]),
+    )
+    agent = ClaudeSessions(
+        claude_argv([claude_cli], session=True), 20.0, claude_cwd, env=claude_api.env(claude_home)
+    )
+    core = Core(tmp_path / "store", agent)
+    try:
+        with pytest.raises(AgentTimeout):
+            core.send_message("desk", "name a colour")
+        hold.release()
+        session = core.active_session("desk")
+        assert session is not None and session.agent_session_id
+        assert core.send_message("desk", "and another") == "Back again."
+        assert "name a colour" in " ".join(claude_api.turns[-1].user_texts())
+    finally:
+        agent.stop()
+
+
+def test_json_output_keeps_the_voice_flags(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    # agent.command = ["claude", "--output-format", "json"]: a process per turn, the reply
+    # whole at the end; agent.allowed_tools and the voice prompt must still reach Claude.
+    argv = claude_argv(
+        [claude_cli, "--output-format", "json"],
+        session=False,
+        allowed_tools=("Bash(touch made.txt)",),
+        system_prompt=VOICE_PROMPT,
+    )
+    claude_api.script(
+        Reply([ApiToolUse("Bash", {"command": "touch made.txt", "description": "Make it"})]),
+        Reply([Text("Made.")]),
+    )
+    result = AgentRunner(argv, TIMEOUT_S, claude_cwd, env=claude_api.env(claude_home)).run("go")
+    assert result.text == "Made." and not result.denials
+    assert (claude_cwd / "made.txt").exists()
+    assert VOICE_PROMPT in claude_api.turns[0].system_text

@@ -17,7 +17,7 @@ from core.agent_events import (
     TurnControl,
 )
 from core.conversation import TurnOutcome
-from core.errors import DeviceError
+from core.errors import AgentError, DeviceError
 from voice.audio import AudioChunk, Utterance
 from voice.stt import Transcript
 
@@ -195,7 +195,8 @@ class FakeConversation:
 
     A script is a list of steps: ``("text", "...")`` streams text, ``("done",)`` ends a text
     block, ``("tool", name, input)`` starts a tool, ``("sleep", s)`` works for a while (an
-    interrupt cuts it short), ``("ask", name, input)`` waits for a permission answer.
+    interrupt cuts it short), ``("ask", name, input)`` waits for a permission answer,
+    ``("quiet", "...")`` is reply text never streamed, ``("fail",)`` raises ``error``.
     """
 
     def __init__(
@@ -243,7 +244,8 @@ class FakeConversation:
         try:
             if stopped.wait(self.delay_s):
                 return TurnOutcome("", interrupted=True)
-            if self.error is not None:
+            failing = any(step[0] == "fail" for step in self.script or [])
+            if self.error is not None and not failing:
                 raise self.error
             steps = self.script or [
                 ("text", f"You said: {text[: len(text) // 2]}"),
@@ -255,6 +257,10 @@ class FakeConversation:
                 if kind == "text":
                     written.append(str(step[1]))
                     emit(TextDelta(str(step[1])))
+                elif kind == "quiet":  # replied whole at the end (--output-format json)
+                    written.append(str(step[1]))
+                elif kind == "fail":  # fails part way through its reply
+                    raise self.error or AgentError("The agent crashed.")
                 elif kind == "done":
                     emit(TextDone())
                 elif kind == "tool":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
+from core.claude import NOBODY_ANSWERS
 from core.errors import AgentError, AgentTimeout, DeviceError
 from voice.audio import AudioChunk, Utterance
 from voice.config import Config, EarconConfig
@@ -29,6 +30,7 @@ from .fakes import (
     FakeStt,
     FakeTts,
     ScriptedSource,
+    Step,
     ThresholdDetector,
     silence,
     tone,
@@ -78,6 +80,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         earcons_config: dict[str, object] | None = None,
         echo: FakeEcho | None = None,
         idle_batch_s: float = 0.0,
+        questions: bool = True,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -105,6 +108,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
             detector=ThresholdDetector(),
             echo=echo,
             idle_batch_s=idle_batch_s,
+            questions=questions,
         )
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
@@ -345,6 +349,48 @@ def test_a_permission_question_is_answered_by_voice(
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert rig.conversation.answers == [(decision, "")]
     assert "The agent wants to run npm test. Allow?" in " ".join(rig.tts.texts)
+
+
+def test_a_question_nobody_can_answer_is_refused_unasked(make_rig: Callable[..., Rig]) -> None:
+    script = [("ask", "Bash", {"command": "rm -rf build"}), ("text", "I left it.")]
+    rig = make_rig(
+        silence(300) + tone(700) + silence(3000),
+        conversation=FakeConversation(script=script),
+        questions=False,  # voice-assistant ask: a recording cannot answer
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.conversation.answers == [("deny", NOBODY_ANSWERS)]
+    assert not any("Allow?" in text for text in rig.tts.texts)
+    assert "I left it." in " ".join(rig.tts.texts)
+
+
+@pytest.mark.parametrize(
+    ("script", "heard"),
+    [
+        ([("quiet", "The secret word is pelican.")], "The secret word is pelican."),
+        ([("quiet", "")], "The agent gave no reply."),
+    ],
+    ids=["whole-at-the-end", "empty"],
+)
+def test_a_reply_that_was_not_streamed_is_spoken(
+    make_rig: Callable[..., Rig], script: list[Step], heard: str
+) -> None:
+    rig = make_rig(
+        silence(300) + tone(700) + silence(3000), conversation=FakeConversation(script=script)
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert wait_until(lambda: heard in " ".join(rig.tts.texts)), rig.tts.texts
+    assert rig.loop.reports[0].outcome == "answered"
+
+
+def test_a_failed_turn_does_not_say_its_unfinished_sentence(make_rig: Callable[..., Rig]) -> None:
+    script: list[Step] = [("text", "The folder is fine. Let me think abo"), ("fail",)]
+    failing = FakeConversation(error=AgentTimeout("too slow"), script=script)
+    rig = make_rig(silence(300) + tone(700) + silence(3000), conversation=failing)
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert wait_until(lambda: any("too long" in text for text in rig.tts.texts)), rig.tts.texts
+    said = " ".join(rig.tts.texts)
+    assert "The folder is fine." in said and "abo" not in said
 
 
 @pytest.mark.parametrize("idle_batch_s", [0.0, WAKE_IDLE_BATCH_S, IDLE_BATCH_S])
