@@ -13,6 +13,13 @@ voice, each path is timed side by side in one run (median of --runs after one wa
 
 then fast and stock with cpu_threads 1 vs 2.
 
+    python bench/bench_stt.py --sentences
+
+compares, on requests of several real sentences (every ordered pair of the real recordings
+and runs of four, joined by 0.3-1.2 s of silence), the trimmed window without timestamps
+(the live loop's decode) against faster-whisper's path with timestamps (what ``transcribe``
+uses): sentences dropped (under half of their words heard), WER and time.
+
     python bench/bench_stt.py --unsure
 
 instead compares, on the real recordings of ../shared/audio/real (and jfk, digits, the short
@@ -26,6 +33,7 @@ counts them apart too.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import statistics
@@ -129,7 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--unsure", action="store_true", help="the full-window redo, on real clips")
+    parser.add_argument("--sentences", action="store_true", help="requests of several sentences")
     args = parser.parse_args()
+    if args.sentences:
+        compare_sentences()
+        return
     if args.unsure:
         compare_unsure()
         return
@@ -239,6 +251,59 @@ def compare_unsure() -> None:
                 f"{subset:<8}{p:<9}{errors / words:>7.3f}{sum(w > 0 for _, w, _ in rows):>13}"
                 f"{statistics.median(ms):>11.0f}{ms[int(0.9 * (len(ms) - 1))]:>8.0f}"
             )
+
+
+def joined_cases() -> list[tuple[Case, list[str]]]:
+    """Requests of several real sentences, joined by pauses as a user says them; each with
+    the references of its sentences."""
+    from tests.voice.audio_util import real_clip, real_references
+
+    refs = real_references()
+    names = sorted(refs)
+    gaps = (0.3, 0.6, 0.9, 1.2)
+    combos = [(a, b) for a in names for b in names if a != b]
+    combos += [tuple(names[(i + k) % len(names)] for k in range(4)) for i in range(len(names))]
+    cases = []
+    for i, combo in enumerate(combos):
+        pause = np.zeros(int(gaps[i % len(gaps)] * RATE), dtype=np.float32)
+        audio = np.concatenate([part for n in combo for part in (real_clip(n), pause)])
+        text = " ".join(refs[n] for n in combo)
+        cases.append((Case("+".join(combo), Path(combo[0]), audio, text), [refs[n] for n in combo]))
+    return cases
+
+
+def compare_sentences() -> None:
+    from tests.voice.audio_util import normalise
+
+    stt = WhisperTranscriber(SttConfig())
+    paths: dict[str, Callable[[Case], str]] = {
+        "trimmed": lambda c: stt.transcribe_audio(c.audio).text,
+        "stamped": lambda c: stt.transcribe_file(c.audio).text,
+    }
+    cases = joined_cases()
+    rows: dict[str, list[tuple[float, float, int]]] = {p: [] for p in paths}  # WER, s, dropped
+    for case, sentences in cases:
+        for p, (text, sec) in timed(
+            {p: functools.partial(f, case) for p, f in paths.items()}, 1
+        ).items():
+            heard = collections.Counter(normalise(text))
+            dropped = [
+                s
+                for s in sentences
+                if sum((collections.Counter(normalise(s)) & heard).values()) < len(normalise(s)) / 2
+            ]
+            rows[p].append((wer(case.text, text), sec, len(dropped)))
+            if dropped:
+                print(f"{p:8} {case.name[:50]:<50} dropped {len(dropped)}: {text[:60]!r}")
+    n = sum(len(s) for _, s in cases)
+    print(f"\n{len(cases)} requests of 2-4 real sentences ({n} sentences), tiny.en int8, beam 1")
+    print(f"{'path':<9}{'dropped':>8}{'WER':>7}{'median ms':>11}{'p90 ms':>8}")
+    for p, every in rows.items():
+        ms = sorted(sec * 1000 for _, sec, _ in every)
+        print(
+            f"{p:<9}{sum(d for _, _, d in every):>8}{statistics.mean(w for w, _, _ in every):>7.3f}"
+            f"{statistics.median(ms):>11.0f}{ms[int(0.9 * (len(ms) - 1))]:>8.0f}"
+        )
 
 
 def _text(stt: WhisperTranscriber, case: Case, fast: bool) -> str:

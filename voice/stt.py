@@ -274,18 +274,18 @@ class WhisperTranscriber:
         return result
 
     def transcribe_file(self, audio: FloatAudio) -> Transcript:
-        """A whole recording (``transcribe``): no words, or Whisper's no-speech rule on one
-        window, is no speech (``text == ""``). Longer audio takes the stock path, which applies
-        that rule to each 30 s segment; the guard's other rules would cut long transcripts."""
-        result = self.transcribe_audio(audio)
-        reason = None
-        if not squash(result.text):
-            reason = f"no words in {result.text.strip()[:20]!r}"
-        elif result.audio_s <= FAST_MAX_S:
-            reason = self._guard.no_speech(result.no_speech_prob, result.avg_logprob)
-        return dataclasses.replace(result, text="", dropped=reason) if reason else result
+        """A whole recording (``transcribe``), by faster-whisper's own path with timestamps:
+        without them tiny.en can stop after the first of several sentences (bench_stt.py
+        --sentences), and a file is not waited for as a reply is. That path drops segments by
+        Whisper's no-speech rule; a transcript without a word is no speech (``text == ""``)."""
+        result = self.transcribe_audio(audio, fast=False, timestamps=True)
+        if squash(result.text):
+            return result
+        return dataclasses.replace(result, text="", dropped=f"no words in {result.text[:20]!r}")
 
-    def transcribe_audio(self, audio: FloatAudio, *, fast: bool | None = None) -> Transcript:
+    def transcribe_audio(
+        self, audio: FloatAudio, *, fast: bool | None = None, timestamps: bool = False
+    ) -> Transcript:
         """Transcribe float32 16 kHz mono audio, without the guard (files, benchmarks).
 
         ``fast`` picks the trimmed-window path (default ``stt.fast_window``); audio longer
@@ -309,7 +309,7 @@ class WhisperTranscriber:
                 log.info("fast decode looks degenerate (%r...); retrying", text[:60])
                 text, no_speech, logprob = self._transcribe_stock(audio)
         else:
-            text, no_speech, logprob = self._transcribe_stock(audio)
+            text, no_speech, logprob = self._transcribe_stock(audio, timestamps=timestamps)
         # Beyond one window each 30 s is decoded on its own, with faster-whisper's loop check:
         # there a sentence said three times was said three times (jfk.flac x3 was cut to one).
         plausible = len(text.split()) <= MAX_WORDS_PER_S * audio_s
@@ -348,7 +348,9 @@ class WhisperTranscriber:
         text: str = self._tokenizer.decode(tokens).strip()
         return text, float(result.no_speech_prob), avg_logprob
 
-    def _transcribe_stock(self, audio: FloatAudio) -> tuple[str, float, float]:
+    def _transcribe_stock(
+        self, audio: FloatAudio, *, timestamps: bool = False
+    ) -> tuple[str, float, float]:
         # Beyond one window, timestamps let Whisper resume at the last complete segment;
         # without them every 30 s cut lands mid-word and tiny.en "completes" the sentence
         # twice (measured: jfk x3 came out as four sentences).
@@ -357,7 +359,7 @@ class WhisperTranscriber:
             audio,
             language=self._language,
             beam_size=self._config.beam_size,
-            without_timestamps=not long_form,
+            without_timestamps=not (long_form or timestamps),
             vad_filter=False,  # the segmenter already cut the speech out
             condition_on_previous_text=False,  # a loop in one window must not feed the next
             no_speech_threshold=self._config.max_no_speech_prob,

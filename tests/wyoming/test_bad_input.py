@@ -128,6 +128,20 @@ def test_a_stalled_client_is_dropped_after_the_timeout(
         assert answers_describe(bystander)
 
 
+def server_end_open(server_port: int, client_port: int) -> bool:
+    """The server's end of a loopback TCP connection still exists (/proc/net/tcp)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, remote = line.split()[1:3]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port
+                ):
+                    return True
+    return False
+
+
 def test_a_client_that_stops_reading_is_dropped_not_waited_for(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -147,6 +161,13 @@ def test_a_client_that_stops_reading_is_dropped_not_waited_for(
             while not warned(caplog, "the client read nothing for 0.5 s"):
                 assert answers_describe(bystander)
                 assert time.monotonic() < deadline, "a client that never reads held the server"
+                time.sleep(0.05)
+            # Dropped for real: the server's end of the socket is gone, unsent data and all,
+            # though the client still has not read a byte.
+            ports = server.address[1], deaf.sock.getsockname()[1]
+            deadline = time.monotonic() + 10
+            while server_end_open(*ports):
+                assert time.monotonic() < deadline, "the server still holds the socket"
                 time.sleep(0.05)
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -184,6 +185,7 @@ class Connection:
         self._events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(_QUEUED_EVENTS)
         self._busy = False
         self.gone = asyncio.Event()  # the client closed, broke the protocol or stalled
+        self._deaf = False  # dropped while it read nothing: reset, not closed
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
         self.tts = TtsRequest(self)
@@ -222,9 +224,12 @@ class Connection:
             self.gone.set()
             reading.cancel()
             await self.handle.close()
-            self._writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._writer.wait_closed(), _GOODBYE_S)
+            if self._deaf:
+                self._reset()
+            else:
+                self._writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._writer.wait_closed(), _GOODBYE_S)
             log.debug("%s: closed", self.peer)
 
     def stop(self) -> asyncio.Task[None]:
@@ -239,9 +244,21 @@ class Connection:
         log.warning("%s: %s; closing the connection", self.peer, error)
         self.gone.set()
         code = "timeout" if isinstance(error, Stalled) else "protocol-error"
-        with contextlib.suppress(Exception):
+        try:
             self._writer.write(encode(Error(text=str(error), code=code).event()))
             await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
+        except Exception:
+            self._deaf = True  # it does not read: nothing more will reach it
+
+    def _reset(self) -> None:
+        """Close at once, with a reset: a client that reads nothing would otherwise keep the
+        socket and megabytes of unsent audio (in the kernel, after our close) for as long as
+        it stays connected, and on Python 3.12 hold up the server's shutdown."""
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._writer.transport.abort()
 
     # ---- reading ----------------------------------------------------------------------------
     async def _read_loop(self) -> None:
