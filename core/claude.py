@@ -316,6 +316,7 @@ class ClaudeSessions:
         interrupt_grace_s: float = 5.0,
         permission_timeout_s: float = 60.0,
         idle_stop_s: float = 900.0,
+        max_processes: int = 4,
         max_output_bytes: int = 8 * 1024 * 1024,
         env: Mapping[str, str] | None = None,
         lifeline: Lifeline | None = None,
@@ -331,6 +332,7 @@ class ClaudeSessions:
         self.interrupt_grace_s = interrupt_grace_s
         self.permission_timeout_s = permission_timeout_s
         self.idle_stop_s = idle_stop_s
+        self.max_processes = max_processes
         self.max_output_bytes = max_output_bytes
         self.env = dict(env) if env is not None else None
         self._lifeline = lifeline or default_lifeline()
@@ -367,9 +369,8 @@ class ClaudeSessions:
     def _run(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
         if turn.control.interrupted:  # stopped before it began: the agent never hears of it
             return AgentResult(text="", session_id=session_id, interrupted=True)
-        process = self._process_for(turn.room_id, session_id)
+        process = self._process_for(turn.room_id, session_id, claim=True)
         process.turn += 1
-        process.busy = True
         turn_no = process.turn
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
@@ -503,18 +504,22 @@ class ClaudeSessions:
         threading.Thread(target=escalate, name="claude-interrupt", daemon=True).start()
 
     # ---- processes -----------------------------------------------------------------------------
-    def _process_for(self, room: str, session_id: str | None) -> _Process:
+    def _process_for(self, room: str, session_id: str | None, *, claim: bool = False) -> _Process:
+        """The room's process for ``session_id``, started if need be; ``claim``: marked busy
+        at once, so no other room's start can take it for an idle one."""
         stale: _Process | None = None
         with self._lock:
             process = self._processes.get(room)
             if process is not None and process.alive and not process.busy:
                 same = process.session_id == session_id
                 if same and (session_id is not None or not process.used):
+                    process.busy = process.busy or claim
                     return process
             if process is not None:
                 stale = self._processes.pop(room)
             if self._stopped.is_set():
                 raise AgentError("The assistant is shutting down.")
+            evicted = self._evict_for_room()
             resume = ["--resume", session_id] if session_id and safe_agent_id(session_id) else []
             process = _Process(
                 [*self.command, *resume],
@@ -526,10 +531,29 @@ class ClaudeSessions:
                 lifeline=self._lifeline,
                 ledger=self._ledger,
             )
+            process.busy = claim
             self._processes[room] = process
-        if stale is not None:
-            stale.close(self.kill_grace_s)
+        for old in (stale, evicted):
+            if old is not None:
+                old.close(self.kill_grace_s)
         return process
+
+    def _evict_for_room(self) -> _Process | None:
+        """At agent.max_processes, the idle process unused longest makes way (its room's
+        conversation resumes when it speaks again). Called with the lock held."""
+        if len(self._processes) < self.max_processes:
+            return None
+        idle = [p for p in self._processes.values() if not p.busy]
+        if not idle:
+            log.warning(
+                "%d rooms' agents are all working: starting one more than agent.max_processes",
+                len(self._processes),
+            )
+            return None
+        oldest = min(idle, key=lambda p: p.last_used)
+        del self._processes[oldest.room]
+        log.info("stopping the agent of room %s to make way (agent.max_processes)", oldest.room)
+        return oldest
 
     def _discard(self, process: _Process) -> None:
         with self._lock:

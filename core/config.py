@@ -279,6 +279,8 @@ class AgentConfig:
     append_system_prompt: str = ""  # more instructions of your own
     # A room's Claude process is stopped after this long unused.
     idle_stop_s: float = limited(900.0, 10, 7 * 86400)
+    # Claude processes kept at once; a new room beyond it stops the one unused longest.
+    max_processes: int = limited(4, 1, 64)
     tools: typing.Literal["speak", "earcon", "off"] = "speak"  # how tool use is heard
     # "Still working." after this long without speech; 0: never.
     progress_s: float = limited(20.0, 3, 3600, also=(0,))

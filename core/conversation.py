@@ -363,6 +363,7 @@ def build_agent(
             kill_grace_s=config.kill_grace_s,
             permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
             idle_stop_s=config.idle_stop_s,
+            max_processes=config.max_processes,
             max_output_bytes=config.max_output_bytes,
             ledger=ledger,
         )

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -257,3 +258,41 @@ def test_an_interrupt_never_reaches_the_rooms_next_turn() -> None:
         assert first.interrupted
         second = agent.run("two", session_id=first.session_id)  # thinks past the grace
         assert second.text == "You said: two" and not second.interrupted
+
+
+def test_rooms_beyond_max_processes_stop_the_one_unused_longest() -> None:
+    # Every Home Assistant chat is a new room: without a cap each kept a process for
+    # agent.idle_stop_s (15 minutes).
+    config = AgentConfig(command=ECHO_AGENT, timeout_s=30.0, max_processes=2)
+    agent = build_agent(config, ECHO_AGENT)
+    assert isinstance(agent, ClaudeSessions)
+    try:
+        first = agent.run_turn(AgentTurn("one", "kitchen"))
+        agent.run_turn(AgentTurn("two", "hall"))
+        kitchen = agent._processes["kitchen"].proc
+        agent.run_turn(AgentTurn("three", "garage"))  # the kitchen's was used longest ago
+        assert sorted(agent._processes) == ["garage", "hall"]
+        assert kitchen.wait(10) is not None  # really stopped, not only forgotten
+        again = agent.run_turn(AgentTurn("four", "kitchen", first.session_id))
+        assert again.text == "You said: four" and again.session_id == first.session_id
+        assert sorted(agent._processes) == ["garage", "kitchen"]
+    finally:
+        agent.stop()
+
+
+def test_a_working_room_is_never_stopped_to_make_way() -> None:
+    command = (*ECHO_AGENT, "--think-ms", "1500")
+    agent = build_agent(AgentConfig(command=command, timeout_s=30.0, max_processes=1), command)
+    assert isinstance(agent, ClaudeSessions)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            busy = pool.submit(agent.run_turn, AgentTurn("long", "kitchen"))
+            deadline = time.monotonic() + 20
+            while not agent._processes.get("kitchen") or not agent._processes["kitchen"].busy:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            other = pool.submit(agent.run_turn, AgentTurn("short", "hall"))
+            assert busy.result(30).text == "You said: long"
+            assert other.result(30).text == "You said: short"
+    finally:
+        agent.stop()
