@@ -339,10 +339,17 @@ def spoken_reply(report: TurnReport) -> str:
 
 
 def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
-    stt = app.load_whisper(config)
-    result = stt.transcribe_file(app.read_audio(args.file))
-    if result.dropped:  # nothing on stdout: a script sees no words, a person sees why
-        print(f"no speech heard in {args.file}: {result.dropped}", file=sys.stderr)
+    from voice.stt import squash
+
+    audio = app.read_audio(args.file)
+    if config.stt.engine == "wyoming":  # the server, else the local model as configured
+        remote = app.load_stt(config)
+        pcm = float_to_pcm(audio)
+        result = remote.transcribe(Utterance(pcm, app.STT_RATE, 0.0, len(audio) / app.STT_RATE))
+    else:
+        result = app.load_whisper(config).transcribe_file(audio)
+    if result.dropped or not squash(result.text):  # a script sees no words, a person why
+        print(f"no speech heard in {args.file}: {result.dropped or 'no words'}", file=sys.stderr)
         return 0
     print(result.text.strip())
     return 0

@@ -317,6 +317,20 @@ def test_the_server_is_tried_again_after_retry_s_and_its_return_is_logged(
     assert any("answers again" in r.getMessage() for r in caplog.records)
 
 
+def test_with_no_fallback_the_server_is_asked_at_every_request() -> None:
+    # A Pi that boots before its server: the first request fails, and the next, once the
+    # server is up, must reach it rather than fail for RETRY_S more.
+    now = [0.0]
+    remote = Scripted()
+    engine = FallbackTranscriber(remote, never, mode="off", clock=lambda: now[0])
+    with pytest.raises(RemoteEngineError):
+        engine.transcribe(SHORT)
+    remote.fail = False
+    now[0] = 1.0
+    assert engine.transcribe(SHORT).text == "from the server"
+    assert remote.calls == 2
+
+
 # ---- the whole pipeline ----------------------------------------------------------------------
 def test_ask_with_both_servers_down_still_answers_from_the_local_models(tmp_path: Path) -> None:
     """``ask`` runs the live loop's pipeline: with remote engines that cannot be reached, the
@@ -358,3 +372,17 @@ def test_ask_with_both_servers_down_still_answers_from_the_local_models(tmp_path
         "tts",
     }
     assert reply.stat().st_size > REMOTE_RATE * 2  # more than a second of speech
+
+
+def test_transcribe_uses_the_configured_server_and_says_when_it_falls_back(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stt]\nengine = "wyoming"\nuri = "tcp://127.0.0.1:{free_port()}"\n')
+    run = [PYTHON, "-m", "voice.cli", "transcribe", str(shared("jfk.flac")), "--config"]
+    result = subprocess.run(
+        [*run, str(config)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "And so my fellow Americans" in result.stdout
+    assert "stt server failed" in result.stderr and "the local engine takes over" in result.stderr

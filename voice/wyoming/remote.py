@@ -274,17 +274,20 @@ class _Standby(Generic[Engine]):
             return self._local
 
     def use_server(self) -> bool:
+        """Not for RETRY_S after a failure, while the local engine answers; with no local
+        engine (fallback = "off") the server is all there is: every request tries it."""
         with self._lock:
-            return self._down_until is None or self._clock() >= self._down_until
+            down = self._down_until is not None and self._clock() < self._down_until
+            return not down or self._mode == "off"
 
     def failed(self, error: WyomingError, *, partly: bool = False) -> None:
         with self._lock:
             first = self._down_until is None
             self._down_until = self._clock() + RETRY_S
         how = "the local engine says it again" if partly else "the local engine takes over"
-        if self._mode == "off":
-            how = "no local fallback (fallback = 'off')"
         line = f"{self._what} server failed: {error}; {how}, server retried in {RETRY_S:g} s"
+        if self._mode == "off":
+            line = f"{self._what} server failed: {error}; no local fallback (fallback = 'off')"
         if first:
             log.warning("%s", line)
         else:
