@@ -147,6 +147,25 @@ def test_our_own_serve_is_a_remote_engine_too(
         assert sum(len(c) for c in speak.synthesize("Hello there.")) > REMOTE_RATE // 2
 
 
+class OneSecond:
+    """A voice server at ``sample_rate`` that says exactly one second, in ten chunks."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        for _ in range(10):
+            yield np.full(self.sample_rate // 10, 1000, dtype=np.int16)
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 48000])
+def test_a_voice_server_at_another_rate_loses_nothing_at_the_end(rate: int) -> None:
+    with ServerThread(WyomingConfig(), Programs(tts=OneSecond(rate))) as server:
+        speak = RemoteSynthesizer(tts_config(server.address[1]))
+        samples = sum(len(c) for c in speak.synthesize("One second, please."))
+    assert abs(samples - REMOTE_RATE) <= 2  # the resampler's tail (30 ms) is flushed
+
+
 # ---- the servers fail ----------------------------------------------------------------------
 class Counting:
     """The local engine's loader, counting its calls."""

@@ -204,6 +204,8 @@ class RemoteSynthesizer:
                         if out.size:
                             yield out
                 elif event.type == "audio-stop":
+                    if convert is not None and (tail := convert.flush()).size:
+                        yield tail  # the resampler's last few ms
                     return
 
 
@@ -231,6 +233,13 @@ class _ToOutput:
         if self._stream is not None:
             mono = np.asarray(self._stream.resample_chunk(mono), dtype=np.int16)
         return mono
+
+    def flush(self) -> Pcm16:
+        """What the resampler still holds at the end of the audio (about 30 ms)."""
+        if self._stream is None:
+            return np.zeros(0, dtype=np.int16)
+        last = self._stream.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        return np.asarray(last, dtype=np.int16)
 
 
 # ---- falling back ----------------------------------------------------------------------------
