@@ -30,6 +30,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from tests.voice.audio_util import real_clip, real_references, reference, shared, wer
 from tests.wyoming.peers import PYTHON, Client, serve_process
+from voice.wyoming.serve import _where_to_add
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -267,3 +268,16 @@ def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Pa
             assert result.returncode == 2, result.stderr  # it may be free on a restart
             assert f"cannot serve on {uri}" in result.stderr and message in result.stderr
             assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("tcp://0.0.0.0:10700", "this machine's address, port 10700"),
+        ("tcp://[::]:10700", "this machine's address, port 10700"),
+        ("tcp://192.168.1.20:10700", "can add tcp://192.168.1.20:10700"),
+        ("unix:///run/user/1000/va.sock", "can add unix:///run/user/1000/va.sock"),
+    ],
+)
+def test_the_ready_line_names_an_address_home_assistant_can_use(address: str, says: str) -> None:
+    assert says in _where_to_add(address)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from core import Core
 from voice import app
@@ -76,13 +78,31 @@ def serve(
     return 0
 
 
+def _where_to_add(address: str) -> str:
+    """What to give Home Assistant: a wildcard address is no host it can connect to."""
+    parts = urlsplit(address)
+    if parts.scheme == "tcp" and _unspecified(parts.hostname or ""):
+        return (
+            f"Home Assistant's Wyoming integration can add this machine's address, port "
+            f"{parts.port} (serving on every interface, {address})"
+        )
+    return f"Home Assistant's Wyoming integration can add {address}"
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 async def _serve(server: WyomingServer, on_ready: Callable[[str], None] | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, _stopper(stop, sig))
     address = await server.start()
-    log.info("ready: Home Assistant's Wyoming integration can add %s", address)
+    log.info("ready: %s", _where_to_add(address))
     if on_ready is not None:
         on_ready(address)
     try:
