@@ -19,6 +19,10 @@ The rules, for people who pause while they think:
   while it is open belongs to the same request: before the agent has it, the transcription
   is simply redone on the joined audio; after, the reply stops, the agent is interrupted
   and the joined text replaces the request.
+- Whisper (tiny.en) can end the transcript of several sentences after the first. A whole
+  request's transcript with no more words than one of its pauses had (or than the request
+  it continues) means the rest was dropped: what followed that pause is transcribed alone
+  and follows it.
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
   the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
@@ -30,11 +34,12 @@ The rules, for people who pause while they think:
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from voice.audio import Utterance
-from voice.commands import is_stop, permission_answer, words
+from voice.audio import SAMPLE_WIDTH, Utterance
+from voice.commands import is_stop, permission_answer
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -167,9 +172,25 @@ class _Request:
     tail: bool = False
     new_text: str | None = None
     speak_at: _SpeakAt = _SpeakAt()
+    # Transcripts of the request up to a pause inside it: (the pause's start, the text).
+    # Whisper (tiny.en) can end a request of several sentences after the first; the words
+    # heard at an earlier pause show it (_dropped_after).
+    pause_jobs: dict[int, float] = field(default_factory=dict)
+    heard: list[tuple[float, str]] = field(default_factory=list)
+    split: tuple[float, str] | None = None  # the text is this, then the audio after it
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
+
+    def audio_after(self, at_s: float) -> Utterance:
+        """The request's audio from ``at_s`` on (a pause inside one of its segments)."""
+        kept = []
+        for part in self.parts:
+            if part.end_s <= at_s:
+                continue
+            skip = max(0, round((at_s - part.start_s) * part.rate)) * SAMPLE_WIDTH
+            kept.append(replace(part, pcm=part.pcm[skip:], start_s=max(part.start_s, at_s)))
+        return join(kept)
 
     @property
     def ended(self) -> bool:
@@ -237,19 +258,46 @@ def join(parts: list[Utterance]) -> Utterance:
     )
 
 
+def _word_count(text: str) -> int:
+    """Words and numbers: Whisper writes "ten" or "10" as it likes."""
+    return len(_TOKEN.findall(text))
+
+
 def _lost_new_words(request: _Request, text: str) -> bool:
     """The transcript of a request that goes on with another (``fallback``) has no more
     words than that one had, though new speech was kept: its new words were dropped."""
     return (
         request.context == "continue"
         and bool(request.parts and request.fallback)
-        and len(words(text)) <= len(words(request.fallback))
+        and _word_count(text) <= _word_count(request.fallback)
     )
+
+
+_SAME_END_S = 1e-6  # two pauses at the same end of speech
+_TOKEN = re.compile(r"[\w']+")
+
+
+def _dropped_after(request: _Request, text: str) -> tuple[float, str] | None:
+    """A pause inside the request whose transcript has as many words as ``text``, the whole
+    request's, though speech went on after it: Whisper ended the request there, and what
+    followed was dropped. The first such pause, with its transcript (later pauses tend to be
+    ended there too); else None."""
+    if not request.parts:
+        return None
+    end_s = request.parts[-1].end_s
+    count = _word_count(text)
+    before = _word_count(request.fallback)  # a pause that heard no more than this was cut too
+    dropped = [
+        (at_s, heard)
+        for at_s, heard in request.heard
+        if at_s < end_s - _SAME_END_S and 0 < count <= _word_count(heard) > before
+    ]
+    return min(dropped, default=None)
 
 
 def _same_end(pause: _Pause, last: Utterance | None) -> bool:
     """The segment ended where the pause began: nothing was said after it."""
-    return last is not None and abs(pause.end_s - last.end_s) < 1e-6
+    return last is not None and abs(pause.end_s - last.end_s) < _SAME_END_S
 
 
 class TurnTaking:
@@ -365,7 +413,7 @@ class TurnTaking:
                 return
             request.pause = None
             request.final_job = request.probe_job = None  # more words: transcribe anew
-            request.tail, request.new_text = False, None
+            request.tail, request.new_text, request.split = False, None, None
             return
         turn = self._turn
         if self._question is not None:
@@ -462,6 +510,7 @@ class TurnTaking:
         pause = request.pause
         if pause is None or not _same_end(pause, utterance):
             pause = request.pause = _Pause(utterance.end_s, next(self._ids), None)
+            request.pause_jobs[pause.text_job] = utterance.end_s
             out.append(Transcribe(pause.text_job, audio, "pause"))
         if self.policy.model and pause.verdict_job is None and event.silence_s >= MODEL_PAUSE_S:
             pause.verdict_job = next(self._ids)
@@ -549,6 +598,8 @@ class TurnTaking:
         if request is None:
             return
         text = event.text.strip()
+        if event.job in request.pause_jobs:
+            request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
             self._check_pause(out)
@@ -624,6 +675,15 @@ class TurnTaking:
             out.append(Answer(question.turn, question.request, decision))
 
     def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
+        if request.split is not None:  # the words after the split, heard alone
+            text = f"{request.split[1]} {text}".strip()
+        elif request.tail or _lost_new_words(request, text):
+            pass  # the words after the request it continues are heard alone, below
+        elif (split := _dropped_after(request, text)) is not None:
+            request.split = split
+            request.final_job = next(self._ids)
+            out.append(Transcribe(request.final_job, request.audio_after(split[0]), "request"))
+            return
         if request.tail or _lost_new_words(request, text):
             # Whisper (tiny.en) can end a joined request where the one it continues ended,
             # when the new words were said under the reply's echo: heard alone, they follow

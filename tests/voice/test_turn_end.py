@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.rig import find_speech
-from tests.voice.audio_util import real_clip, real_references, to_int16, wer
+from tests.voice.audio_util import normalise, real_clip, real_references, to_int16, wer
 from tests.voice.fakes import FRAME_MS, wait_until
 from tests.voice.scripted_loop import RATE, concat, gap, run_loop, said
 from voice.config import Config, TurnConfig, VadConfig
@@ -139,6 +139,28 @@ def test_a_real_reader_pausing_mid_sentence_is_one_request_with_every_word(
     # If the turn went to the agent at the pause, the rest joined it (revised, not a second turn).
     assert conversation.revised[-1] is (len(conversation.messages) > 1)
     assert wer(reference, said) <= wer(reference, whole) + 0.1, (said, whole)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "gap_ms"),
+    [("goforward", "librivox-0870", 150), ("cards-001", "librivox-0870", 250)],
+)
+def test_a_sentence_after_a_short_one_is_never_dropped(
+    stt: WhisperTranscriber, smart_turn: SmartTurnModel, first: str, then: str, gap_ms: int
+) -> None:
+    # Real voices. tiny.en heard the two as the first alone ("Go forward 10 meters."), in
+    # one request (150 ms apart) or when the second joined the first's turn ("10 of close",
+    # then "Ten of Clovs."): the seven-second sentence never reached the agent.
+    refs = real_references()
+    audio = concat(gap(300), real_clip(first), gap(gap_ms), real_clip(then), gap(3000))
+    with run_loop(stt, audio, Config(), turn_model=smart_turn) as (source, conversation, loop):
+        assert conversation.received.wait(60), "no turn at all"
+        assert wait_until(lambda: source.frames_read * FRAME_MS * RATE // 1000 >= len(audio), 60)
+        assert wait_until(lambda: not loop.busy, 60)
+    said = conversation.messages[-1][1]
+    for name in (first, then):
+        heard = [w for w in normalise(refs[name]) if w in normalise(said)]
+        assert len(heard) >= len(normalise(refs[name])) / 2, (name, conversation.messages)
 
 
 def test_a_real_spoken_command_ends_well_before_the_longest_pause(

@@ -286,6 +286,67 @@ def test_a_late_transcript_of_a_dropped_pause_is_ignored() -> None:
 # ---- no word is lost -----------------------------------------------------------------------
 
 
+def two_sentences(m: Machine, *, late: bool) -> tuple[Utterance, list[Action]]:
+    """ "Go forward ten meters. [250 ms] And Mr. John Dashwood ...", one segment: its first
+    pause transcribed (before speech resumes, or ``late``: after), then its end."""
+    whole = utt(1.0, 8.0)
+    (first,) = jobs(m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 2.5), 0.12)), Transcribe)
+    if not late:
+        m(TranscriptReady(first, "Go forward ten meters."))
+    m(SpeechResumed(2.75))
+    if late:
+        m(TranscriptReady(first, "Go forward ten meters."))
+    return whole, m(*paused(whole))
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["before-resuming", "late"])
+def test_a_sentence_the_whole_transcript_dropped_is_heard_alone(late: bool) -> None:
+    # tiny.en can end a request of several sentences after the first (live, real voices:
+    # "Go forward 10 meters." and the seven-second sentence after it was gone)
+    m = Machine()
+    whole, out = two_sentences(m, late=late)
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
+    assert m(Tick(8.31)) == [EndSegment()]
+    out = m.quiet(UtteranceEnded(whole, "forced"))
+    (rest,) = [a for a in out if isinstance(a, Transcribe)]
+    assert out == [rest] and rest.purpose == "request"  # nothing sent yet
+    assert (rest.audio.start_s, rest.audio.end_s) == (2.5, 8.0)
+    assert rest.audio.duration_s == pytest.approx(5.5)
+    send = sent(m(TranscriptReady(rest.job, "And Mr. John Dashwood had then leisure.")))
+    assert send.text == "Go forward ten meters. And Mr. John Dashwood had then leisure."
+    assert send.speech_end_s == 8.0
+
+
+def test_a_whole_transcript_with_more_words_than_its_pauses_is_the_request() -> None:
+    m = Machine()
+    whole, out = two_sentences(m, late=False)
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    text = "Go forward ten meters. And Mr. John Dashwood had then leisure."
+    m(TranscriptReady(text_job, text), VerdictReady(verdict_job, 0.99))
+    m(Tick(8.31))
+    out = m(UtteranceEnded(whole, "forced"))
+    assert sent(out).text == text and jobs(out, Transcribe) == []
+
+
+def test_speech_after_the_split_was_asked_for_hears_the_request_anew() -> None:
+    m = Machine()
+    whole, out = two_sentences(m, late=False)
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
+    m(Tick(8.31))
+    (rest,) = jobs(m(UtteranceEnded(whole, "forced")), Transcribe)
+    more = utt(8.6, 9.5)
+    m(SpeechStarted(8.6))
+    assert m(TranscriptReady(rest, "And Mr.")) == []  # stale: the request went on
+    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    out = m(TranscriptReady(final, "Go forward ten meters. And Mr. John Dashwood. Now."))
+    assert sent(out).text == "Go forward ten meters. And Mr. John Dashwood. Now."
+
+
 def test_speech_resuming_while_transcribing_is_joined_and_transcribed_once() -> None:
     m = Machine()
     first, second = utt(1.0, 3.0), utt(3.9, 6.0)
@@ -366,11 +427,11 @@ def test_a_short_continuation_with_words_is_joined() -> None:
 FIRST = utt(1.0, 3.0)  # "Run the tests.", sent before the user goes on
 
 
-def goes_on(m: Machine, more: Utterance) -> tuple[int, list[int]]:
-    """ "Run the tests." is sent, then the user goes on with ``more``: the turn sent, and
-    the transcriptions the end of ``more`` asks for."""
+def goes_on(m: Machine, more: Utterance, first: str = "Run the tests.") -> tuple[int, list[int]]:
+    """``first`` is sent, then the user goes on with ``more``: the turn sent, and the
+    transcriptions the end of ``more`` asks for."""
     out = m(SpeechStarted(1.0), UtteranceEnded(FIRST, "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], first))).turn
     m(SpeechStarted(more.start_s))
     return turn, jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
 
@@ -396,6 +457,16 @@ def test_new_words_the_joined_transcript_dropped_are_heard_alone(
     assert tail.audio == more and tail.purpose == "request" and out == [tail]
     send = sent(m(TranscriptReady(tail.job, alone)))
     assert send.text == sent_text and send.revises and send.turn != turn
+
+
+def test_numbers_count_as_words_when_a_joined_transcript_is_checked() -> None:
+    # Live: "10 of close" was sent, the user went on with a long sentence, and the joined
+    # audio came back as "Ten of Clovs.": as many words, none of them new
+    m, more = Machine(), utt(3.9, 11.0)
+    _, (final,) = goes_on(m, more, first="10 of close")
+    (tail,) = jobs(m.quiet(TranscriptReady(final, "Ten of Clovs.")), Transcribe)
+    send = sent(m(TranscriptReady(tail, "And Mr. John Dashwood had then leisure.")))
+    assert send.text == "10 of close And Mr. John Dashwood had then leisure."
 
 
 def test_a_joined_transcript_with_more_words_is_the_request() -> None:
