@@ -159,7 +159,14 @@ class Core:
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise
             session.agent_session_id = result.session_id or session.agent_session_id
-            self._record_reply(session, result.text, started, result.cost_usd, is_error=False)
+            self._record_reply(
+                session,
+                result.text,
+                started,
+                result.cost_usd,
+                is_error=False,
+                interrupted=result.interrupted or None,
+            )
             save_error = self._save(room_id, session)
         if save_error is None and self._unsaved:
             self.save_pending()  # the store works again: save what other rooms could not
@@ -294,7 +301,14 @@ class Core:
         )
 
     def _record_reply(
-        self, session: Session, text: str, started: float, cost: float | None, *, is_error: bool
+        self,
+        session: Session,
+        text: str,
+        started: float,
+        cost: float | None,
+        *,
+        is_error: bool,
+        interrupted: bool | None = None,
     ) -> None:
         duration_ms = round((time.monotonic() - started) * 1000)
         session.add(
@@ -305,6 +319,7 @@ class Core:
                 duration_ms=duration_ms,
                 cost_usd=cost,
                 is_error=is_error,
+                interrupted=interrupted,
             )
         )
 

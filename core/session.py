@@ -44,6 +44,7 @@ class Message(TypedDict):
     duration_ms: NotRequired[int]
     cost_usd: NotRequired[float]
     is_error: NotRequired[bool]
+    interrupted: NotRequired[bool]  # the user stopped the reply: the content is what came
 
 
 class IndexEntry(TypedDict):
@@ -136,6 +137,7 @@ def make_message(
     duration_ms: int | None = None,
     cost_usd: float | None = None,
     is_error: bool | None = None,
+    interrupted: bool | None = None,
 ) -> Message:
     """A checked message holding only the optional keys that are given."""
     message: dict[str, object] = {"role": role, "content": content}
@@ -144,6 +146,7 @@ def make_message(
         "duration_ms": duration_ms,
         "cost_usd": cost_usd,
         "is_error": is_error,
+        "interrupted": interrupted,
     }
     message |= {key: value for key, value in optional.items() if value is not None}
     return check_message(message)
@@ -170,8 +173,9 @@ def check_message(raw: object, where: str = "a message") -> Message:
     duration = data.get("duration_ms", 0)
     if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
         raise SessionFormatError(f"{where}: duration_ms must be a count, got {duration!r}")
-    if "is_error" in data:
-        _boolean(data["is_error"], f"{where}: is_error")
+    for key in ("is_error", "interrupted"):
+        if key in data:
+            _boolean(data[key], f"{where}: {key}")
     for key, value in data.items():
         if key not in _MESSAGE_KEYS:
             _check_plain_json(value, f"{where}: {key}")

@@ -322,3 +322,6 @@ def test_an_interrupted_turn_is_recorded_and_returned_not_raised(tmp_path: Path)
     session = core.active_session("desk")
     assert session is not None and session.agent_session_id is not None  # resumable
     assert [m["role"] for m in session.messages] == ["user", "assistant"]
+    # The store says the reply was cut short, and the file reads back the same
+    assert session.messages[1].get("interrupted") is True
+    assert core.store.load(session.session_id).messages[1].get("interrupted") is True

@@ -111,6 +111,7 @@ BAD_MESSAGES = {
     "infinite-cost": {"role": "assistant", "content": "x", "cost_usd": math.inf},
     "fractional-duration": {"role": "assistant", "content": "x", "duration_ms": 1.5},
     "string-is-error": {"role": "assistant", "content": "x", "is_error": "no"},
+    "number-interrupted": {"role": "assistant", "content": "x", "interrupted": 1},
     "nan-in-unknown-key": {"role": "user", "content": "x", "score": [1.0, math.nan]},
     "deep-unknown-key": {"role": "user", "content": "x", "tree": DEEP},
     "set-in-unknown-key": {"role": "user", "content": "x", "tags": {"a"}},
