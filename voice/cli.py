@@ -87,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as e:
         log.info("stopped by %s", signal.Signals(e.signum).name)
         return 128 + e.signum
+    except Exception:
+        if not _stopped_by:
+            raise
+        # Raised inside a library's import (onnxruntime's), the stop came back as its error.
+        log.info("stopped by %s", signal.Signals(_stopped_by[0]).name)
+        return 128 + _stopped_by[0]
 
 
 def _exit_status(error: AssistantError) -> int:
@@ -111,10 +117,14 @@ def _with_command(argv: list[str]) -> list[str]:
     return ["listen", *argv]
 
 
+_stopped_by: list[int] = []  # the signal that stopped a one-shot command, once it came
+
+
 def _stop_on_signals() -> None:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):  # once: never interrupt the cleanup
             signal.signal(sig, signal.SIG_IGN)
+        _stopped_by.append(signum)
         raise Stopped(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.claims import RoomClaim
@@ -321,3 +322,30 @@ def test_ask_prints_no_terminal_control_sequences_from_the_agent(home: Path) -> 
         c for c in result.stdout if (ord(c) < 32 and c not in "\n\t") or 127 <= ord(c) < 160
     ]
     assert controls == []
+
+
+def test_a_stop_that_a_library_turns_into_its_own_error_still_exits_as_stopped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # SIGTERM while `serve` was importing onnxruntime came back as its ImportError: exit 1
+    # with a traceback, where the service expects 143.
+    from voice import app, cli
+
+    def load_whisper(_config: object) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except cli.Stopped as e:
+            raise ImportError("initialization failed") from e
+
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"")
+    monkeypatch.setattr(app, "read_audio", lambda _path: np.zeros(1600, np.float32))
+    monkeypatch.setattr(app, "load_whisper", load_whisper)
+    monkeypatch.setattr(cli, "_stopped_by", [])
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        assert cli.main(["transcribe", str(audio), "--quiet"]) == 128 + signal.SIGTERM
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
