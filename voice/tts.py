@@ -19,6 +19,7 @@ import numpy.typing as npt
 from core.errors import ConfigError, ModelError
 from voice.audio import trim_silence
 from voice.config import TtsConfig
+from voice.speech_text import split_sentences
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -154,6 +155,7 @@ class PiperSynthesizer:
 
 
 def render(tts: TextToSpeech, text: str) -> Pcm16:
-    """All of ``text`` as one array, from any voice (for writing a file)."""
-    chunks = list(tts.synthesize(text))
+    """All of ``text`` as one array, from any voice (for writing a file), asked for a
+    sentence at a time: a remote voice that fails part way says only that sentence again."""
+    chunks = [chunk for sentence in split_sentences(text) for chunk in tts.synthesize(sentence)]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
