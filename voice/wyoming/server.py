@@ -23,11 +23,13 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import os
 import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _QUEUED_EVENTS = 8  # read ahead of the dispatcher: enough for audio, little memory
 _GOODBYE_S = 1.0  # how long an error event may take to reach a client being dropped
+REFUSED_LOG_S = 10.0  # connections refused beyond max_connections: one log line this often
 
 
 def is_loopback(host: str) -> bool:
@@ -93,6 +96,8 @@ class WyomingServer:
         self.pool = ThreadPoolExecutor(config.max_connections + 2, thread_name_prefix="wyoming")
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
+        self._refused_logged_s = -math.inf  # when a refusal was last logged
+        self._refused_since = 0  # refusals not logged since then
         self.address = self.uri
         # One model each: requests take turns on it (in parallel they would only share cores).
         self.stt_lock = threading.Lock()
@@ -148,11 +153,7 @@ class WyomingServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         if len(self._connections) >= self.config.max_connections:
-            log.warning(
-                "%s: refused, %d connections already open (wyoming.max_connections)",
-                peer,
-                len(self._connections),
-            )
+            self._refused(peer)
             writer.close()
             return
         connection = Connection(self, reader, writer, peer)
@@ -162,6 +163,21 @@ class WyomingServer:
             await connection.run()
         finally:
             self._connections.discard(connection)
+
+    def _refused(self, peer: str) -> None:
+        """One line per REFUSED_LOG_S at most: a burst of connections is one line, not 400."""
+        now = time.monotonic()
+        if now - self._refused_logged_s < REFUSED_LOG_S:
+            self._refused_since += 1
+            return
+        more = f" ({self._refused_since} more refused before it)" if self._refused_since else ""
+        log.warning(
+            "%s: refused, %d connections already open (wyoming.max_connections)%s",
+            peer,
+            len(self._connections),
+            more,
+        )
+        self._refused_logged_s, self._refused_since = now, 0
 
     async def run_blocking(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
