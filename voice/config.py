@@ -31,7 +31,8 @@ def check_uri(uri: str, key: str) -> None:
         port = parts.port if parts.scheme == "tcp" else None
     except ValueError as e:
         raise ConfigError(f"{key} = {uri!r} is not a valid address: {e}") from None
-    if parts.scheme == "tcp" and parts.hostname and port is not None:
+    extra = parts.path.strip("/") or parts.query or parts.fragment
+    if parts.scheme == "tcp" and parts.hostname and port is not None and not extra:
         return
     if parts.scheme == "unix" and parts.path:
         if len(os.fsencode(parts.path)) > SOCKET_PATH_MAX_BYTES:

@@ -18,6 +18,8 @@ from voice.config import from_tables
         ({"tts": {"timeout_s": 0}}, "tts.timeout_s must be 0.1 to 600"),
         ({"wyoming": {"uri": "http://127.0.0.1:10700"}}, "wyoming.uri = .* expected tcp://"),
         ({"wyoming": {"uri": "tcp://127.0.0.1:99999"}}, "wyoming.uri = .* not a valid address"),
+        ({"wyoming": {"uri": "tcp://127.0.0.1:10700/asr"}}, "wyoming.uri = .* expected tcp://"),
+        ({"stt": {"engine": "wyoming", "uri": "tcp://h:1?x=1"}}, "stt.uri = .* expected tcp://"),
         ({"wyoming": {"uri": "unix:///" + "x" * 200}}, "longer than 107 bytes"),
         ({"wyoming": {"programs": ["asr", "wake"]}}, "wyoming.programs must list some of"),
         ({"wyoming": {"programs": []}}, "wyoming.programs must list some of"),
