@@ -469,6 +469,8 @@ class VoiceLoop:
         return []
 
     def _transcribe(self, action: Transcribe) -> None:
+        if action.purpose == "rest":
+            log.info("the request's transcript ended at a pause: hearing what followed alone")
         stale = self._pause_job
         if action.purpose == "pause" and stale is not None:
             stale.cancel()  # a newer pause makes an older one's words moot, if not started

@@ -682,7 +682,7 @@ class TurnTaking:
         elif (split := _dropped_after(request, text)) is not None:
             request.split = split
             request.final_job = next(self._ids)
-            out.append(Transcribe(request.final_job, request.audio_after(split[0]), "request"))
+            out.append(Transcribe(request.final_job, request.audio_after(split[0]), "rest"))
             return
         if request.tail or _lost_new_words(request, text):
             # Whisper (tiny.en) can end a joined request where the one it continues ended,

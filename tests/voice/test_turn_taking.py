@@ -311,7 +311,7 @@ def test_a_sentence_the_whole_transcript_dropped_is_heard_alone(late: bool) -> N
     assert m(Tick(8.31)) == [EndSegment()]
     out = m.quiet(UtteranceEnded(whole, "forced"))
     (rest,) = [a for a in out if isinstance(a, Transcribe)]
-    assert out == [rest] and rest.purpose == "request"  # nothing sent yet
+    assert out == [rest] and rest.purpose == "rest"  # nothing sent yet
     assert (rest.audio.start_s, rest.audio.end_s) == (2.5, 8.0)
     assert rest.audio.duration_s == pytest.approx(5.5)
     send = sent(m(TranscriptReady(rest.job, "And Mr. John Dashwood had then leisure.")))
