@@ -469,15 +469,18 @@ class VoiceLoop:
         return []
 
     def _transcribe(self, action: Transcribe) -> None:
-        if action.purpose == "rest":
-            log.info("the request's transcript ended at a pause: hearing what followed alone")
+        stt = self.engines.stt
+        transcribe = stt.transcribe
+        if action.purpose == "whole":
+            log.info("the request's transcript ended early: hearing it again whole")
+            transcribe = getattr(stt, "transcribe_whole", transcribe)  # an engine may lack it
         stale = self._pause_job
         if action.purpose == "pause" and stale is not None:
             stale.cancel()  # a newer pause makes an older one's words moot, if not started
 
         def work() -> None:
             try:
-                text = self.engines.stt.transcribe(action.audio).text
+                text = transcribe(action.audio).text
             except Exception:
                 log.exception("transcription failed")
                 text = ""

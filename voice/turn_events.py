@@ -39,7 +39,7 @@ class Phase(enum.StrEnum):
 
 Outcome = Literal["answered", "failed", "interrupted"]
 Decision = Literal["allow", "deny", "always"]
-Purpose = Literal["pause", "request", "probe", "rest"]  # rest: after a pause Whisper cut at
+Purpose = Literal["pause", "request", "probe", "whole"]  # whole: by the decode that goes on
 
 
 # ---- events --------------------------------------------------------------------------------

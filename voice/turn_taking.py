@@ -19,10 +19,10 @@ The rules, for people who pause while they think:
   while it is open belongs to the same request: before the agent has it, the transcription
   is simply redone on the joined audio; after, the reply stops, the agent is interrupted
   and the joined text replaces the request.
-- Whisper (tiny.en) can end the transcript of several sentences after the first. A whole
-  request's transcript with no more words than one of its pauses had (or than the request
-  it continues) means the rest was dropped: what followed that pause is transcribed alone
-  and follows it.
+- Whisper (tiny.en), decoded fast, can end the transcript of several sentences after the
+  first. A whole request's transcript with no more words than one of its pauses had means
+  the rest was dropped: the request is heard again by the slower decode that does not stop
+  early (``Transcribe`` for the "whole").
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
   the reply at once; the confirmation stops it, and without one the reply goes on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from voice.audio import SAMPLE_WIDTH, Utterance
+from voice.audio import Utterance
 from voice.commands import is_stop, permission_answer
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
@@ -174,23 +174,13 @@ class _Request:
     speak_at: _SpeakAt = _SpeakAt()
     # Transcripts of the request up to a pause inside it: (the pause's start, the text).
     # Whisper (tiny.en) can end a request of several sentences after the first; the words
-    # heard at an earlier pause show it (_dropped_after).
+    # heard at an earlier pause show it (_ended_early), and the request is heard again whole.
     pause_jobs: dict[int, float] = field(default_factory=dict)
     heard: list[tuple[float, str]] = field(default_factory=list)
-    split: tuple[float, str] | None = None  # the text is this, then the audio after it
+    early: str | None = None  # the transcript that ended early, while it is heard again
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
-
-    def audio_after(self, at_s: float) -> Utterance:
-        """The request's audio from ``at_s`` on (a pause inside one of its segments)."""
-        kept = []
-        for part in self.parts:
-            if part.end_s <= at_s:
-                continue
-            skip = max(0, round((at_s - part.start_s) * part.rate)) * SAMPLE_WIDTH
-            kept.append(replace(part, pcm=part.pcm[skip:], start_s=max(part.start_s, at_s)))
-        return join(kept)
 
     @property
     def ended(self) -> bool:
@@ -277,22 +267,19 @@ _SAME_END_S = 1e-6  # two pauses at the same end of speech
 _TOKEN = re.compile(r"[\w']+")
 
 
-def _dropped_after(request: _Request, text: str) -> tuple[float, str] | None:
-    """A pause inside the request whose transcript has as many words as ``text``, the whole
-    request's, though speech went on after it: Whisper ended the request there, and what
-    followed was dropped. The first such pause, with its transcript (later pauses tend to be
-    ended there too); else None."""
+def _ended_early(request: _Request, text: str) -> bool:
+    """A pause inside the request heard as many words as ``text``, the whole request's,
+    though speech went on after it: Whisper ended the request early, and what followed was
+    dropped."""
     if not request.parts:
-        return None
+        return False
     end_s = request.parts[-1].end_s
     count = _word_count(text)
     before = _word_count(request.fallback)  # a pause that heard no more than this was cut too
-    dropped = [
-        (at_s, heard)
+    return any(
+        at_s < end_s - _SAME_END_S and 0 < count <= _word_count(heard) > before
         for at_s, heard in request.heard
-        if at_s < end_s - _SAME_END_S and 0 < count <= _word_count(heard) > before
-    ]
-    return min(dropped, default=None)
+    )
 
 
 def _same_end(pause: _Pause, last: Utterance | None) -> bool:
@@ -413,7 +400,7 @@ class TurnTaking:
                 return
             request.pause = None
             request.final_job = request.probe_job = None  # more words: transcribe anew
-            request.tail, request.new_text, request.split = False, None, None
+            request.tail, request.new_text, request.early = False, None, None
             return
         turn = self._turn
         if self._question is not None:
@@ -675,14 +662,15 @@ class TurnTaking:
             out.append(Answer(question.turn, question.request, decision))
 
     def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
-        if request.split is not None:  # the words after the split, heard alone
-            text = f"{request.split[1]} {text}".strip()
+        if request.early is not None:  # heard again whole: the longer of the two stands
+            early, request.early = request.early, None
+            text = text if _word_count(text) >= _word_count(early) else early
         elif request.tail or _lost_new_words(request, text):
             pass  # the words after the request it continues are heard alone, below
-        elif (split := _dropped_after(request, text)) is not None:
-            request.split = split
+        elif _ended_early(request, text):
+            request.early = text
             request.final_job = next(self._ids)
-            out.append(Transcribe(request.final_job, request.audio_after(split[0]), "rest"))
+            out.append(Transcribe(request.final_job, request.audio(), "whole"))
             return
         if request.tail or _lost_new_words(request, text):
             # Whisper (tiny.en) can end a joined request where the one it continues ended,

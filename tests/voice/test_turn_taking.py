@@ -300,7 +300,7 @@ def two_sentences(m: Machine, *, late: bool) -> tuple[Utterance, list[Action]]:
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["before-resuming", "late"])
-def test_a_sentence_the_whole_transcript_dropped_is_heard_alone(late: bool) -> None:
+def test_a_request_whose_transcript_ended_early_is_heard_again_whole(late: bool) -> None:
     # tiny.en can end a request of several sentences after the first (live, real voices:
     # "Go forward 10 meters." and the seven-second sentence after it was gone)
     m = Machine()
@@ -310,13 +310,23 @@ def test_a_sentence_the_whole_transcript_dropped_is_heard_alone(late: bool) -> N
     m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
     assert m(Tick(8.31)) == [EndSegment()]
     out = m.quiet(UtteranceEnded(whole, "forced"))
-    (rest,) = [a for a in out if isinstance(a, Transcribe)]
-    assert out == [rest] and rest.purpose == "rest"  # nothing sent yet
-    assert (rest.audio.start_s, rest.audio.end_s) == (2.5, 8.0)
-    assert rest.audio.duration_s == pytest.approx(5.5)
-    send = sent(m(TranscriptReady(rest.job, "And Mr. John Dashwood had then leisure.")))
-    assert send.text == "Go forward ten meters. And Mr. John Dashwood had then leisure."
-    assert send.speech_end_s == 8.0
+    (again,) = [a for a in out if isinstance(a, Transcribe)]
+    assert out == [again] and again.purpose == "whole"  # nothing sent yet
+    assert again.audio == whole
+    text = "Go forward ten meters. And Mr. John Dashwood had then leisure."
+    send = sent(m(TranscriptReady(again.job, text)))
+    assert send.text == text and send.speech_end_s == 8.0
+
+
+def test_a_second_hearing_with_fewer_words_does_not_replace_the_first() -> None:
+    m = Machine()
+    whole, out = two_sentences(m, late=False)
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
+    m(Tick(8.31))
+    (again,) = jobs(m(UtteranceEnded(whole, "forced")), Transcribe)
+    assert sent(m(TranscriptReady(again, ""))).text == "Go forward ten meters."
 
 
 def test_a_whole_transcript_with_more_words_than_its_pauses_is_the_request() -> None:
@@ -331,7 +341,7 @@ def test_a_whole_transcript_with_more_words_than_its_pauses_is_the_request() -> 
     assert sent(out).text == text and jobs(out, Transcribe) == []
 
 
-def test_speech_after_the_split_was_asked_for_hears_the_request_anew() -> None:
+def test_speech_during_the_second_hearing_hears_the_request_anew() -> None:
     m = Machine()
     whole, out = two_sentences(m, late=False)
     (text_job,) = jobs(out, Transcribe)

@@ -324,6 +324,13 @@ class FallbackTranscriber:
         self.standby = _Standby("stt", remote.client.uri, load_local, mode, clock)
 
     def transcribe(self, utterance: Utterance) -> Transcript:
+        return self._transcribe(utterance, whole=False)
+
+    def transcribe_whole(self, utterance: Utterance) -> Transcript:
+        """The server has one way to transcribe; the local model, its slower whole one."""
+        return self._transcribe(utterance, whole=True)
+
+    def _transcribe(self, utterance: Utterance, *, whole: bool) -> Transcript:
         if self.standby.use_server():
             try:
                 result = self.remote.transcribe(utterance)
@@ -332,7 +339,9 @@ class FallbackTranscriber:
             else:
                 self.standby.worked()
                 return result
-        return self.standby.local().transcribe(utterance)
+        local = self.standby.local()
+        transcribe = getattr(local, "transcribe_whole", local.transcribe) if whole else None
+        return transcribe(utterance) if transcribe else local.transcribe(utterance)
 
 
 class FallbackSynthesizer:
