@@ -155,12 +155,12 @@ class OutputParser:
         kind = event.get("type")
         if kind == "result":
             self.result = event
+        elif event.get("parent_tool_use_id"):
+            return  # a subagent's work: not the reply, nor its conversation
         elif kind == "system" and event.get("subtype") == "init":
             self.init_session_id = safe_agent_id(event.get("session_id"))
             if self.init_session_id and self.on_session is not None:
                 self.on_session(self.init_session_id)
-        elif event.get("parent_tool_use_id"):
-            return  # a subagent's work: not the reply
         elif kind == "stream_event":
             self._stream_event(event.get("event"))
         elif kind == "assistant":

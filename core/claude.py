@@ -90,7 +90,7 @@ def claude_argv(
             "agent.mode = 'session' needs Claude's stream-json output: remove "
             "--output-format from agent.command"
         )
-    if streaming:  # --output-format json or text: the reply comes whole at the end
+    if streaming:  # (with json or text output the reply comes whole, at the end)
         if not has("--output-format"):
             argv += ["--output-format", "stream-json"]
         if not has("--verbose"):
@@ -455,7 +455,8 @@ class ClaudeSessions:
             code = -1
         if turn.control.interrupted:
             text = "\n\n".join(t.strip() for t in parser.texts if t.strip())
-            return AgentResult(text=text, session_id=process.session_id, interrupted=True)
+            session_id = parser.init_session_id or process.session_id  # a first turn has none
+            return AgentResult(text=text, session_id=session_id, interrupted=True)
         stderr = process.stderr_text().encode()
         return interpret(parser, code or 1, stderr, 0.0, process.name)
 
@@ -533,9 +534,12 @@ class ClaudeSessions:
             )
             process.busy = claim
             self._processes[room] = process
-        for old in (stale, evicted):
-            if old is not None:
-                old.close(self.kill_grace_s)
+        if stale is not None:
+            stale.close(self.kill_grace_s)
+        if evicted is not None:  # another room's: its stop must not hold up this turn
+            threading.Thread(
+                target=evicted.close, args=(self.kill_grace_s,), name="claude-evict", daemon=True
+            ).start()
         return process
 
     def _evict_for_room(self) -> _Process | None:

@@ -79,20 +79,22 @@ def main(argv: list[str] | None = None) -> int:
         _stop_on_signals()
     try:
         return int(args.run(args, config))
-    except AssistantError as e:
-        print(f"voice-assistant: {e}", file=sys.stderr)
-        return _exit_status(e)
     except KeyboardInterrupt:
         return 130
     except Stopped as e:
-        log.info("stopped by %s", signal.Signals(e.signum).name)
-        return 128 + e.signum
-    except Exception:
-        if not _stopped_by:
+        return _stopped(e.signum)
+    except Exception as e:
+        if _stopped_by:  # the stop came back as a library's error (an import it broke)
+            return _stopped(_stopped_by[0])
+        if not isinstance(e, AssistantError):
             raise
-        # Raised inside a library's import (onnxruntime's), the stop came back as its error.
-        log.info("stopped by %s", signal.Signals(_stopped_by[0]).name)
-        return 128 + _stopped_by[0]
+        print(f"voice-assistant: {e}", file=sys.stderr)
+        return _exit_status(e)
+
+
+def _stopped(signum: int) -> int:
+    log.info("stopped by %s", signal.Signals(signum).name)
+    return 128 + signum
 
 
 def _exit_status(error: AssistantError) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from core.errors import DeviceError
 from voice.devices import AudioSink
-from voice.speech_text import SentenceStream
+from voice.speech_text import SentenceStream, ends_sentence
 from voice.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Reply:
         self._on_playing = on_playing
         self._on_idle = on_idle
         self._stream = SentenceStream(first_chunk_max_chars)
+        self._tail = ""  # the end of the text fed so far
         self._stream_lock = threading.Lock()
         self._sentences: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
@@ -73,6 +74,7 @@ class Reply:
     # ---- text in ---------------------------------------------------------------------------
     def feed(self, delta: str) -> None:
         with self._stream_lock:
+            self._tail = (self._tail + delta)[-16:]
             self._queue(self._stream.feed(delta))
 
     def flush(self) -> None:
@@ -81,9 +83,13 @@ class Reply:
             self._queue(self._stream.flush())
 
     def drop_unfinished(self) -> None:
-        """The agent failed: what it had not finished saying is not said (a cut-off word)."""
+        """The agent failed: a sentence it had not finished is not said (a cut-off word); one
+        it had finished is."""
         with self._stream_lock:
-            self._stream.discard()
+            if ends_sentence(self._tail):
+                self._queue(self._stream.flush())
+            else:
+                self._stream.discard()
 
     def say(self, text: str) -> None:
         """A whole sentence of the assistant's own, after what was fed so far."""

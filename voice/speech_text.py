@@ -208,6 +208,11 @@ def _raw_sentences(text: str) -> Iterator[str]:
     yield text[start:]
 
 
+def ends_sentence(text: str) -> bool:
+    """``text`` ends with a full stop, question or exclamation mark (quotes may follow)."""
+    return bool(_TERMINAL.search(text.rstrip()))
+
+
 def split_sentences(text: str) -> list[str]:
     """Plain text to sentences; whitespace inside a sentence is kept as it was."""
     return [s.strip() for s in _raw_sentences(text) if s.strip()]

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from core.claims import RoomClaim
+from core.errors import ModelError
 from core.store import SessionStore
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
 from tests.rig import ALSA_CONF
@@ -324,8 +325,9 @@ def test_ask_prints_no_terminal_control_sequences_from_the_agent(home: Path) -> 
     assert controls == []
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["ImportError", "as-ModelError"])
 def test_a_stop_that_a_library_turns_into_its_own_error_still_exits_as_stopped(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, wrapped: bool
 ) -> None:
     # SIGTERM while `serve` was importing onnxruntime came back as its ImportError: exit 1
     # with a traceback, where the service expects 143.
@@ -336,6 +338,8 @@ def test_a_stop_that_a_library_turns_into_its_own_error_still_exits_as_stopped(
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
         except cli.Stopped as e:
+            if wrapped:  # the project's own loader says what to install
+                raise ModelError("cannot load onnxruntime: pip install ...") from e
             raise ImportError("initialization failed") from e
 
     audio = tmp_path / "a.wav"

@@ -383,14 +383,24 @@ def test_a_reply_that_was_not_streamed_is_spoken(
     assert rig.loop.reports[0].outcome == "answered"
 
 
-def test_a_failed_turn_does_not_say_its_unfinished_sentence(make_rig: Callable[..., Rig]) -> None:
-    script: list[Step] = [("text", "The folder is fine. Let me think abo"), ("fail",)]
+@pytest.mark.parametrize(
+    ("written", "heard", "not_heard"),
+    [
+        ("The folder is fine. Let me think abo", "The folder is fine.", "abo"),
+        ("The folder is fine. The tests all passed.", "The tests all passed.", "Let me"),
+    ],
+    ids=["cut-off", "finished"],
+)
+def test_a_failed_turn_says_its_finished_sentences_only(
+    make_rig: Callable[..., Rig], written: str, heard: str, not_heard: str
+) -> None:
+    script: list[Step] = [("text", written), ("fail",)]
     failing = FakeConversation(error=AgentTimeout("too slow"), script=script)
     rig = make_rig(silence(300) + tone(700) + silence(3000), conversation=failing)
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert wait_until(lambda: any("too long" in text for text in rig.tts.texts)), rig.tts.texts
     said = " ".join(rig.tts.texts)
-    assert "The folder is fine." in said and "abo" not in said
+    assert heard in said and not_heard not in said
 
 
 @pytest.mark.parametrize("idle_batch_s", [0.0, WAKE_IDLE_BATCH_S, IDLE_BATCH_S])

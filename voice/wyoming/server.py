@@ -244,8 +244,10 @@ class Connection:
                 self._reset()
             else:
                 self._writer.close()
-                with contextlib.suppress(Exception):
+                try:
                     await asyncio.wait_for(self._writer.wait_closed(), _GOODBYE_S)
+                except (Exception, asyncio.CancelledError):
+                    self._reset()  # it does not read what is left (a shutdown mid-reply)
             log.debug("%s: closed", self.peer)
 
     def stop(self) -> asyncio.Task[None]:
