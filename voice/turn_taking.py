@@ -599,6 +599,14 @@ class TurnTaking:
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
         request.probe_job = None
+        if request.early is not None:  # heard again whole: the longer of the two stands
+            early, request.early = request.early, None
+            text = text if _word_count(text) >= _word_count(early) else early
+        elif request.context == "during" and not is_stop(text) and _ended_early(request, text):
+            request.early = text  # a request said while the agent works, ended early
+            request.probe_job = next(self._ids)
+            out.append(Transcribe(request.probe_job, request.audio(), "whole"))
+            return
         stop = is_stop(text)
         if request.context == "continue":
             if stop:

@@ -674,6 +674,25 @@ def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_tur
     assert sent(m(ReplyDone(turn))).text == "Also update the README."
 
 
+def test_a_request_said_while_the_agent_works_that_ended_early_is_heard_again_whole() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    whole = utt(9.0, 14.0)  # "Also update the README. [pause] And the changelog."
+    (first,) = jobs(m(SpeechStarted(9.0), SpeechPaused(utt(9.0, 11.0), 0.12)), Transcribe)
+    m(TranscriptReady(first, "Also update the README."), SpeechResumed(11.3))
+    out = m(*paused(whole))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, "Also update the README."), VerdictReady(verdict_job, 0.99))
+    m(Tick(14.31))
+    (again,) = [a for a in m.quiet(UtteranceEnded(whole, "forced")) if isinstance(a, Transcribe)]
+    assert again.purpose == "whole" and again.audio == whole
+    m(TranscriptReady(again.job, "Also update the README. And the changelog."))
+    m(AgentFinished(turn, "answered"))
+    assert sent(m(ReplyDone(turn))).text == "Also update the README. And the changelog."
+
+
 def test_a_request_ended_before_its_pause_transcript_waits_for_that_transcript() -> None:
     m = Machine()
     turn = last_reply_playing(m)
