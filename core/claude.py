@@ -514,7 +514,7 @@ class ClaudeSessions:
             if process is not None and process.alive and not process.busy:
                 same = process.session_id == session_id
                 if same and (session_id is not None or not process.used):
-                    process.busy = process.busy or claim
+                    process.busy = claim
                     return process
             if process is not None:
                 stale = self._processes.pop(room)

@@ -162,6 +162,11 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
     return mono
 
 
+def as_utterance(audio: npt.NDArray[np.float32]) -> Utterance:
+    """A whole recording (16 kHz, as :func:`read_audio` gives it) as one utterance."""
+    return Utterance(float_to_pcm(audio), STT_RATE, 0.0, len(audio) / STT_RATE)
+
+
 def segment_audio(audio: npt.NDArray[np.float32], config: Config) -> list[Utterance]:
     """Run a whole recording through the live segmenter, as if it came from the microphone."""
     segmenter = Segmenter(

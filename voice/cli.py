@@ -27,7 +27,6 @@ from types import FrameType
 from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
 from core.paths import validate_room_id
 from voice import app
-from voice.audio import Utterance, float_to_pcm
 from voice.config import Config, check_uri, load
 from voice.control import COMMANDS as CONTROL_COMMANDS
 from voice.devices import AudioSink
@@ -355,9 +354,7 @@ def cmd_transcribe(args: argparse.Namespace, config: Config) -> int:
 
     audio = app.read_audio(args.file)
     if config.stt.engine == "wyoming":  # the server, else the local model as configured
-        remote = app.load_stt(config)
-        pcm = float_to_pcm(audio)
-        result = remote.transcribe(Utterance(pcm, app.STT_RATE, 0.0, len(audio) / app.STT_RATE))
+        result = app.load_stt(config).transcribe(app.as_utterance(audio))
     else:
         result = app.load_whisper(config).transcribe_file(audio)
     if result.dropped or not squash(result.text):  # a script sees no words, a person why
@@ -431,9 +428,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     )
     if status == 0:
         reply = app.read_audio(output)
-        heard_back = models.stt.transcribe(
-            Utterance(float_to_pcm(reply), app.STT_RATE, 0.0, len(reply) / app.STT_RATE)
-        )
+        heard_back = models.stt.transcribe(app.as_utterance(reply))
         print(f"reply heard back: {heard_back.text.strip()}")
     return status
 

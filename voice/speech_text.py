@@ -437,8 +437,7 @@ class SentenceStream:
     def flush(self) -> list[str]:
         """The reply is over: the rest, then the stream is ready for a new reply."""
         out = self._chunks(self._parser.flush())
-        self._parser = _Parser()
-        self._started = False
+        self.discard()
         return out
 
     def discard(self) -> None:

@@ -273,11 +273,7 @@ class WhisperTranscriber:
             import soxr
 
             audio = soxr.resample(audio, utterance.rate, WHISPER_RATE).astype(np.float32)
-        result = (
-            self.transcribe_audio(audio, fast=False, timestamps=True)
-            if whole
-            else self.transcribe_audio(audio)
-        )
+        result = self.transcribe_audio(audio, fast=False if whole else None, timestamps=whole)
         reason = self._guard.after(result.text, result.no_speech_prob, result.avg_logprob)
         if reason:
             log.info("dropped transcript %r: %s", result.text, reason)

@@ -599,14 +599,12 @@ class TurnTaking:
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
         request.probe_job = None
-        if request.early is not None:  # heard again whole: the longer of the two stands
-            early, request.early = request.early, None
-            text = text if _word_count(text) >= _word_count(early) else early
-        elif request.context == "during" and not is_stop(text) and _ended_early(request, text):
-            request.early = text  # a request said while the agent works, ended early
-            request.probe_job = next(self._ids)
-            out.append(Transcribe(request.probe_job, request.audio(), "whole"))
+        check = request.context == "during" and not is_stop(text)  # queued behind a turn
+        heard = self._whole(request, text, check, out)
+        if isinstance(heard, int):
+            request.probe_job = heard
             return
+        text = heard
         stop = is_stop(text)
         if request.context == "continue":
             if stop:
@@ -669,17 +667,27 @@ class TurnTaking:
         else:
             out.append(Answer(question.turn, question.request, decision))
 
-    def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
-        if request.early is not None:  # heard again whole: the longer of the two stands
+    def _whole(self, request: _Request, text: str, check: bool, out: list[Action]) -> str | int:
+        """The request's text; or, when ``check`` finds that its transcript ended early, the
+        job that hears it again whole. Once heard again, the longer of the two stands."""
+        if request.early is not None:
             early, request.early = request.early, None
-            text = text if _word_count(text) >= _word_count(early) else early
-        elif request.tail or _lost_new_words(request, text):
-            pass  # the words after the request it continues are heard alone, below
-        elif _ended_early(request, text):
-            request.early = text
-            request.final_job = next(self._ids)
-            out.append(Transcribe(request.final_job, request.audio(), "whole"))
+            return text if _word_count(text) >= _word_count(early) else early
+        if not (check and _ended_early(request, text)):
+            return text
+        request.early = text
+        job = next(self._ids)
+        out.append(Transcribe(job, request.audio(), "whole"))
+        return job
+
+    def _request_text(self, request: _Request, text: str, out: list[Action]) -> None:
+        # The words after a request it continues, dropped, are heard alone (below) instead.
+        check = not (request.tail or _lost_new_words(request, text))
+        heard = self._whole(request, text, check, out)
+        if isinstance(heard, int):
+            request.final_job = heard
             return
+        text = heard
         if request.tail or _lost_new_words(request, text):
             # Whisper (tiny.en) can end a joined request where the one it continues ended,
             # when the new words were said under the reply's echo: heard alone, they follow

@@ -286,17 +286,25 @@ def test_a_late_transcript_of_a_dropped_pause_is_ignored() -> None:
 # ---- no word is lost -----------------------------------------------------------------------
 
 
-def two_sentences(m: Machine, *, late: bool) -> tuple[Utterance, list[Action]]:
-    """ "Go forward ten meters. [250 ms] And Mr. John Dashwood ...", one segment: its first
-    pause transcribed (before speech resumes, or ``late``: after), then its end."""
-    whole = utt(1.0, 8.0)
+WHOLE = utt(1.0, 8.0)  # "Go forward ten meters. [250 ms] And Mr. John Dashwood ..."
+BOTH = "Go forward ten meters. And Mr. John Dashwood had then leisure."
+
+
+def two_sentences(m: Machine, heard: str, *, late: bool = False) -> list[Action]:
+    """WHOLE, one segment: its first pause transcribed (before speech resumes, or ``late``:
+    after), then its end, heard as ``heard`` by a sure voice; what ending it did."""
     (first,) = jobs(m(SpeechStarted(1.0), SpeechPaused(utt(1.0, 2.5), 0.12)), Transcribe)
     if not late:
         m(TranscriptReady(first, "Go forward ten meters."))
     m(SpeechResumed(2.75))
     if late:
         m(TranscriptReady(first, "Go forward ten meters."))
-    return whole, m(*paused(whole))
+    out = m(*paused(WHOLE))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, heard), VerdictReady(verdict_job, 0.99))
+    assert m(Tick(8.31)) == [EndSegment()]
+    return m.quiet(UtteranceEnded(WHOLE, "forced"))
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["before-resuming", "late"])
@@ -304,54 +312,31 @@ def test_a_request_whose_transcript_ended_early_is_heard_again_whole(late: bool)
     # tiny.en can end a request of several sentences after the first (live, real voices:
     # "Go forward 10 meters." and the seven-second sentence after it was gone)
     m = Machine()
-    whole, out = two_sentences(m, late=late)
-    (text_job,) = jobs(out, Transcribe)
-    (verdict_job,) = jobs(out, Analyze)
-    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
-    assert m(Tick(8.31)) == [EndSegment()]
-    out = m.quiet(UtteranceEnded(whole, "forced"))
+    out = two_sentences(m, "Go forward ten meters.", late=late)
     (again,) = [a for a in out if isinstance(a, Transcribe)]
     assert out == [again] and again.purpose == "whole"  # nothing sent yet
-    assert again.audio == whole
-    text = "Go forward ten meters. And Mr. John Dashwood had then leisure."
-    send = sent(m(TranscriptReady(again.job, text)))
-    assert send.text == text and send.speech_end_s == 8.0
+    assert again.audio == WHOLE
+    send = sent(m(TranscriptReady(again.job, BOTH)))
+    assert send.text == BOTH and send.speech_end_s == 8.0
 
 
 def test_a_second_hearing_with_fewer_words_does_not_replace_the_first() -> None:
     m = Machine()
-    whole, out = two_sentences(m, late=False)
-    (text_job,) = jobs(out, Transcribe)
-    (verdict_job,) = jobs(out, Analyze)
-    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
-    m(Tick(8.31))
-    (again,) = jobs(m(UtteranceEnded(whole, "forced")), Transcribe)
+    (again,) = jobs(two_sentences(m, "Go forward ten meters."), Transcribe)
     assert sent(m(TranscriptReady(again, ""))).text == "Go forward ten meters."
 
 
 def test_a_whole_transcript_with_more_words_than_its_pauses_is_the_request() -> None:
-    m = Machine()
-    whole, out = two_sentences(m, late=False)
-    (text_job,) = jobs(out, Transcribe)
-    (verdict_job,) = jobs(out, Analyze)
-    text = "Go forward ten meters. And Mr. John Dashwood had then leisure."
-    m(TranscriptReady(text_job, text), VerdictReady(verdict_job, 0.99))
-    m(Tick(8.31))
-    out = m(UtteranceEnded(whole, "forced"))
-    assert sent(out).text == text and jobs(out, Transcribe) == []
+    out = two_sentences(Machine(), BOTH)
+    assert sent(out).text == BOTH and jobs(out, Transcribe) == []
 
 
 def test_speech_during_the_second_hearing_hears_the_request_anew() -> None:
     m = Machine()
-    whole, out = two_sentences(m, late=False)
-    (text_job,) = jobs(out, Transcribe)
-    (verdict_job,) = jobs(out, Analyze)
-    m(TranscriptReady(text_job, "Go forward ten meters."), VerdictReady(verdict_job, 0.99))
-    m(Tick(8.31))
-    (rest,) = jobs(m(UtteranceEnded(whole, "forced")), Transcribe)
+    (again,) = jobs(two_sentences(m, "Go forward ten meters."), Transcribe)
     more = utt(8.6, 9.5)
     m(SpeechStarted(8.6))
-    assert m(TranscriptReady(rest, "And Mr.")) == []  # stale: the request went on
+    assert m(TranscriptReady(again, "And Mr.")) == []  # stale: the request went on
     (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
     out = m(TranscriptReady(final, "Go forward ten meters. And Mr. John Dashwood. Now."))
     assert sent(out).text == "Go forward ten meters. And Mr. John Dashwood. Now."

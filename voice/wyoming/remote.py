@@ -294,9 +294,11 @@ class _Standby(Generic[Engine]):
             first = self._down_until is None
             self._down_until = self._clock() + RETRY_S
         how = "the local engine says it again" if partly else "the local engine takes over"
-        line = f"{self._what} server failed: {error}; {how}, server retried in {RETRY_S:g} s"
         if self._mode == "off":
-            line = f"{self._what} server failed: {error}; no local fallback (fallback = 'off')"
+            how = "no local fallback (fallback = 'off')"
+        else:
+            how += f", server retried in {RETRY_S:g} s"
+        line = f"{self._what} server failed: {error}; {how}"
         if first:
             log.warning("%s", line)
         else:
@@ -340,8 +342,11 @@ class FallbackTranscriber:
                 self.standby.worked()
                 return result
         local = self.standby.local()
-        transcribe = getattr(local, "transcribe_whole", local.transcribe) if whole else None
-        return transcribe(utterance) if transcribe else local.transcribe(utterance)
+        transcribe = (
+            getattr(local, "transcribe_whole", local.transcribe) if whole else local.transcribe
+        )
+        heard: Transcript = transcribe(utterance)
+        return heard
 
 
 class FallbackSynthesizer:

@@ -40,11 +40,17 @@ def build_programs(config: Config, *, agent: str | None) -> tuple[Programs, Core
         command = app.agent_command(agent, config)
         programs.agent_name = agent_name(command)
         programs.agent_label = "echo" if tuple(command) == app.ECHO_AGENT else command[0]
-    for table, engine in (("stt", config.stt.engine), ("tts", config.tts.engine)):
-        if engine == "wyoming" and {"stt": "asr", "tts": "tts"}[table] in wanted:
+    for table, program, engine in (
+        ("stt", "asr", config.stt.engine),
+        ("tts", "tts", config.tts.engine),
+    ):
+        if engine == "wyoming" and program in wanted:
             # Serving another server's engine would only relay it: serve its own models.
             log.info(
-                "serve uses the local %s model; %s.engine = 'wyoming' is for listen", table, table
+                "serve answers with the local %s model (%s.engine = 'wyoming' applies to "
+                "listen, ask, say and transcribe)",
+                table,
+                table,
             )
     if "asr" in wanted:
         stt = app.load_whisper(config)
