@@ -353,3 +353,54 @@ def test_a_stop_that_a_library_turns_into_its_own_error_still_exits_as_stopped(
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+FINALIZED = [
+    "class Finalized:",
+    "    def __del__(self): print('finalized', flush=True)",
+    "kept = Finalized()",
+]
+
+
+def python_code(home: Path, lines: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "\n".join(lines)],
+        cwd=home,
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_with_the_echo_canceller_loaded_the_exit_handlers_run_and_nothing_finalizes(
+    home: Path,
+) -> None:
+    """livekit's runtime can call into Python while the interpreter finalizes, which aborts
+    the process (voice.cli.run): with it loaded, ``run`` runs the exit handlers, keeps the
+    status, and ends the process before finalizing (the object's ``__del__`` never runs)."""
+    done = python_code(
+        home,
+        [
+            "import atexit",
+            "from voice import cli",
+            "from voice.echo import WebRtcCanceller",
+            "canceller = WebRtcCanceller()",
+            *FINALIZED,
+            "atexit.register(print, 'exit handler ran', flush=True)",
+            "cli.main = lambda: 3",
+            "cli.run()",
+        ],
+    )
+    assert done.returncode == 3, done.stderr
+    assert "exit handler ran" in done.stdout, done.stdout
+    assert "finalized" not in done.stdout, done.stdout
+
+
+def test_without_it_run_exits_the_usual_way(home: Path) -> None:
+    done = python_code(
+        home, ["from voice import cli", *FINALIZED, "cli.main = lambda: 3", "cli.run()"]
+    )
+    assert done.returncode == 3, done.stderr
+    assert "finalized" in done.stdout, done.stdout
