@@ -520,7 +520,7 @@ class ClaudeSessions:
                 stale = self._processes.pop(room)
             if self._stopped.is_set():
                 raise AgentError("The assistant is shutting down.")
-            evicted = self._evict_for_room()
+            evicted = self._make_way()
             resume = ["--resume", session_id] if session_id and safe_agent_id(session_id) else []
             process = _Process(
                 [*self.command, *resume],
@@ -536,28 +536,33 @@ class ClaudeSessions:
             self._processes[room] = process
         if stale is not None:
             stale.close(self.kill_grace_s)
-        if evicted is not None:  # another room's: its stop must not hold up this turn
+        for other in evicted:  # other rooms': their stop must not hold up this turn
             threading.Thread(
-                target=evicted.close, args=(self.kill_grace_s,), name="claude-evict", daemon=True
+                target=other.close, args=(self.kill_grace_s,), name="claude-evict", daemon=True
             ).start()
         return process
 
-    def _evict_for_room(self) -> _Process | None:
-        """At agent.max_processes, the idle process unused longest makes way (its room's
-        conversation resumes when it speaks again). Called with the lock held."""
+    def _make_way(self) -> list[_Process]:
+        """Processes to stop for a new one: those that have ended (a crash, a kill) first, as
+        they hold no place; then, at agent.max_processes, the idle one unused longest (its
+        room's conversation resumes when it speaks again). Called with the lock held."""
+        ended = [p for p in self._processes.values() if not p.busy and not p.alive]
+        for process in ended:
+            del self._processes[process.room]
+            log.debug("the agent of room %s had ended", process.room)
         if len(self._processes) < self.max_processes:
-            return None
+            return ended
         idle = [p for p in self._processes.values() if not p.busy]
         if not idle:
             log.warning(
                 "%d rooms' agents are all working: starting one more than agent.max_processes",
                 len(self._processes),
             )
-            return None
+            return ended
         oldest = min(idle, key=lambda p: p.last_used)
         del self._processes[oldest.room]
         log.info("stopping the agent of room %s to make way (agent.max_processes)", oldest.room)
-        return oldest
+        return [*ended, oldest]
 
     def _discard(self, process: _Process) -> None:
         with self._lock:

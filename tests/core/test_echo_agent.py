@@ -280,6 +280,25 @@ def test_rooms_beyond_max_processes_stop_the_one_unused_longest() -> None:
         agent.stop()
 
 
+def test_an_ended_process_makes_way_before_a_live_one() -> None:
+    # A room's agent that crashed or was killed holds no place under agent.max_processes.
+    config = AgentConfig(command=ECHO_AGENT, timeout_s=30.0, max_processes=2)
+    agent = build_agent(config, ECHO_AGENT)
+    assert isinstance(agent, ClaudeSessions)
+    try:
+        agent.run_turn(AgentTurn("one", "kitchen"))  # used longest ago, and alive
+        agent.run_turn(AgentTurn("two", "hall"))
+        hall = agent._processes["hall"].proc
+        hall.kill()
+        hall.wait(10)
+        kitchen = agent._processes["kitchen"].proc
+        agent.run_turn(AgentTurn("three", "garage"))
+        assert sorted(agent._processes) == ["garage", "kitchen"]
+        assert agent._processes["kitchen"].proc is kitchen and kitchen.poll() is None
+    finally:
+        agent.stop()
+
+
 def test_a_working_room_is_never_stopped_to_make_way() -> None:
     command = (*ECHO_AGENT, "--think-ms", "1500")
     agent = build_agent(AgentConfig(command=command, timeout_s=30.0, max_processes=1), command)
