@@ -53,6 +53,7 @@ class PermissionRequest:
     tool_name: str
     input: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""  # the agent's own words for what the tool would do, if any
+    tool_use_id: str = ""  # the ToolUse it is about ("": the agent did not say)
 
 
 AgentEvent = TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest

@@ -238,12 +238,14 @@ class _Questions:
         with self._lock:
             self._pending[request_id] = (time.monotonic(), request)
         description = request.get("description")
+        tool_use_id = request.get("tool_use_id")
         self._turn.on_event(
             PermissionRequest(
                 request_id,
                 str(request.get("tool_name", "a tool")),
                 tool_input,
                 description if isinstance(description, str) else "",
+                tool_use_id if isinstance(tool_use_id, str) else "",
             )
         )
 

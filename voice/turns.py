@@ -22,6 +22,7 @@ from core.agent_events import (
     PermissionRequest,
     TextDelta,
     TextDone,
+    ToolResult,
     ToolUse,
     TurnControl,
 )
@@ -31,6 +32,7 @@ from core.errors import AgentError, AgentMissing, AgentTimeout, AssistantError, 
 from voice import narration
 from voice.earcons import EarconName
 from voice.speech_out import ReplySpeaker
+from voice.tool_lines import Lines, ToolLines
 from voice.turn_events import (
     AgentFinished,
     Event,
@@ -157,7 +159,8 @@ class TurnWorker:
         self.report = TurnReport(turn, text, speech_end_s, clock())
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
-        self._tool_line: threading.Timer | None = None  # a tool line not yet said
+        self._tool_lines = ToolLines()
+        self._tool_timer: tuple[str, threading.Timer] | None = None  # (tool, its timer)
         self._tool_lock = threading.Lock()
         self._done = threading.Event()
         self._streamed = False  # the agent's text came as it wrote it
@@ -235,18 +238,20 @@ class TurnWorker:
             self._post(ReplyDone(self.turn))
 
     def _on_event(self, event: AgentEvent) -> None:
-        if not isinstance(event, PermissionRequest):
-            self._say_tool_line_now()  # whatever comes next is said after it
         if isinstance(event, TextDelta):
+            self._tool_lines_now(ToolLines.flush)  # the agent goes on: its tools were told
             self._streamed = True
             if self.report.agent_first_text_s is None:
                 self.report.agent_first_text_s = self._clock()
             self._spoke()
             self.reply.feed(event.text)
         elif isinstance(event, TextDone):
+            self._tool_lines_now(ToolLines.flush)
             self.reply.flush()  # the sentence before a tool call is heard before the tool runs
         elif isinstance(event, ToolUse):
             self._tool_started(event)
+        elif isinstance(event, ToolResult):
+            self._tool_lines_now(ToolLines.finished, event.tool_use_id)
         elif isinstance(event, PermissionRequest):
             self._ask(event)
 
@@ -256,27 +261,30 @@ class TurnWorker:
         log.info("tool: %s", line)
         if self._settings.tools == "speak":
             self._spoke()
-            timer = threading.Timer(TOOL_LINE_DELAY_S, self._say_tool_line_now)
-            timer.daemon = True
-            with self._tool_lock:
-                self._tool_line = timer
-            timer.start()
+            self._tool_lines_now(ToolLines.started, event.tool_use_id, line)
         elif self._settings.tools == "earcon":
             self._play_earcon("thinking")
 
-    def _take_tool_line(self) -> threading.Timer | None:
+    def _tool_lines_now(self, step: Callable[..., Lines], *args: str) -> None:
+        """One step of :class:`ToolLines`, carried out: its lines said, the timer kept to the
+        tool it is armed for."""
         with self._tool_lock:
-            timer, self._tool_line = self._tool_line, None
-        if timer is not None:
-            timer.cancel()
-        return timer
-
-    def _say_tool_line_now(self) -> None:
-        if self._take_tool_line() is not None and self._tool is not None:
-            self.reply.say(self._tool)
+            lines = step(self._tool_lines, *args)
+            if self._tool_timer is not None and self._tool_timer[0] != self._tool_lines.armed:
+                self._tool_timer[1].cancel()
+                self._tool_timer = None
+            if lines.arm is not None:
+                timer = threading.Timer(
+                    TOOL_LINE_DELAY_S, self._tool_lines_now, (ToolLines.due, lines.arm)
+                )
+                timer.daemon = True
+                self._tool_timer = (lines.arm, timer)
+                timer.start()
+            for line in lines.say:
+                self.reply.say(line)
 
     def _ask(self, request: PermissionRequest) -> None:
-        self._take_tool_line()  # the question says what the tool would do
+        self._tool_lines_now(ToolLines.asked, request.tool_use_id)  # the question says it
         if not self._settings.questions:
             log.info("refused unasked: %s", request.tool_name)
             self.control.answer(request.request_id, "deny", NOBODY_ANSWERS)

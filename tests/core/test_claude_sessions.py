@@ -150,6 +150,38 @@ def test_a_permission_request_is_answered_through_the_turn_control(
         assert "The user said no." in claude_api.turns[1].tool_results()[0]["content"]
 
 
+def test_each_question_names_its_call_when_one_message_calls_several_tools(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    # Each question names its call (what voice.tool_lines is built on); here the CLI asks
+    # about the first as soon as its block ends, with the API still streaming the second.
+    first = {"command": "touch a.txt", "description": "Create a.txt"}
+    second = {"command": "touch b.txt", "description": "Create b.txt"}
+    claude_api.script(
+        Reply([ApiToolUse("Bash", first), ApiToolUse("Bash", second)]),
+        Reply([Text("Done.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def answer() -> None:
+        answered: set[str] = set()
+        deadline = time.monotonic() + 60
+        while len(answered) < 2 and time.monotonic() < deadline:
+            for request in events.of(PermissionRequest):
+                if request.request_id not in answered:  # type: ignore[attr-defined]
+                    answered.add(request.request_id)  # type: ignore[attr-defined]
+                    control.answer(request.request_id, "allow")  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("touch both", "desk", on_event=events, control=control))
+    assert result.text == "Done." and (claude_cwd / "b.txt").exists()
+    calls, questions = events.of(ToolUse), events.of(PermissionRequest)
+    assert len(calls) == len(questions) == 2
+    assert [q.tool_use_id for q in questions] == [c.tool_use_id for c in calls]  # type: ignore[attr-defined]
+
+
 def test_always_allows_the_same_call_again_without_asking(
     sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
 ) -> None:

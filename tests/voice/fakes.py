@@ -13,6 +13,7 @@ from core.agent_events import (
     PermissionRequest,
     TextDelta,
     TextDone,
+    ToolResult,
     ToolUse,
     TurnControl,
 )
@@ -194,9 +195,11 @@ class FakeConversation:
     """Echoes like the echo agent, streaming in two pieces; can fail, stall or follow a script.
 
     A script is a list of steps: ``("text", "...")`` streams text, ``("done",)`` ends a text
-    block, ``("tool", name, input)`` starts a tool, ``("sleep", s)`` works for a while (an
-    interrupt cuts it short), ``("ask", name, input)`` waits for a permission answer,
-    ``("quiet", "...")`` is reply text never streamed, ``("fail",)`` raises ``error``.
+    block, ``("tool", name, input)`` starts a tool (ids ``toolu_1``, ``toolu_2``, ... in
+    order), ``("result", id)`` ends one, ``("sleep", s)`` works for a while (an interrupt
+    cuts it short), ``("ask", name, input[, id])`` waits for a permission answer (about the
+    tool last started, unless ``id`` names another), ``("quiet", "...")`` is reply text
+    never streamed, ``("fail",)`` raises ``error``.
     """
 
     def __init__(
@@ -252,6 +255,7 @@ class FakeConversation:
                 ("text", text[len(text) // 2 :]),
             ]
             written = []
+            tools: list[str] = []
             for step in steps:
                 kind = step[0]
                 if kind == "text":
@@ -264,12 +268,17 @@ class FakeConversation:
                 elif kind == "done":
                     emit(TextDone())
                 elif kind == "tool":
-                    emit(ToolUse("toolu", str(step[1]), dict(step[2])))  # type: ignore[call-overload]
+                    tools.append(f"toolu_{len(tools) + 1}")
+                    emit(ToolUse(tools[-1], str(step[1]), dict(step[2])))  # type: ignore[call-overload]
+                elif kind == "result":
+                    emit(ToolResult(str(step[1])))
                 elif kind == "sleep" and stopped.wait(float(step[1])):  # type: ignore[arg-type]
                     return TurnOutcome("".join(written), interrupted=True)
                 elif kind == "ask":
                     self._answered.clear()
-                    emit(PermissionRequest("req-1", str(step[1]), dict(step[2])))  # type: ignore[call-overload]
+                    about = str(step[3]) if len(step) > 3 else (tools[-1] if tools else "")
+                    request = dict(step[2])  # type: ignore[call-overload]
+                    emit(PermissionRequest("req-1", str(step[1]), request, tool_use_id=about))
                     while not self._answered.wait(0.05):
                         if stopped.is_set():
                             return TurnOutcome("".join(written), interrupted=True)

@@ -351,6 +351,36 @@ def test_a_permission_question_is_answered_by_voice(
     assert "The agent wants to run npm test. Allow?" in " ".join(rig.tts.texts)
 
 
+def test_a_tool_asked_about_is_not_also_told_when_one_message_calls_several(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Both calls arrive before the first is asked about: the second call used to tell the
+    # first ("Create a.txt. The agent wants to run touch a.txt. Allow?").
+    script = [
+        ("text", "Let me do both."),
+        ("done",),
+        ("tool", "Bash", {"command": "touch a.txt", "description": "Create a.txt"}),
+        ("tool", "Bash", {"command": "ls", "description": "List the files"}),
+        ("ask", "Bash", {"command": "touch a.txt"}, "toolu_1"),
+        ("result", "toolu_1"),
+        ("sleep", 1.0),  # the second tool runs: its line is said meanwhile
+        ("result", "toolu_2"),
+        ("text", "Done."),
+    ]
+    rig = make_rig(
+        silence(300) + tone(700) + silence(2500) + tone(400) + silence(4000),
+        stt=lambda u: "Do both." if loud_ms(u) > 500 else "Yes.",
+        conversation=FakeConversation(script=script),
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.conversation.answers == [("allow", "")]
+    said = " ".join(rig.tts.texts)
+    question = "The agent wants to run touch a.txt. Allow?"
+    assert "Create a.txt." not in said, said
+    assert question in said and "List the files." in said, said
+    assert said.index(question) < said.index("List the files.") < said.index("Done."), said
+
+
 def test_a_question_nobody_can_answer_is_refused_unasked(make_rig: Callable[..., Rig]) -> None:
     script = [("ask", "Bash", {"command": "rm -rf build"}), ("text", "I left it.")]
     rig = make_rig(
