@@ -27,6 +27,7 @@ from types import FrameType
 
 from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
 from core.paths import validate_room_id
+from core.store import SessionStore
 from voice import app
 from voice.config import Config, check_uri, load
 from voice.control import COMMANDS as CONTROL_COMMANDS
@@ -219,6 +220,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history", parents=[common], help="list conversations, newest first")
     p.add_argument("--room", help="only this room")
     p.add_argument("-n", "--limit", type=_positive_int, default=20)
+    p.add_argument(
+        "--ids",
+        action="store_true",
+        help="each conversation's id and the agent's own (claude --resume ID, run in "
+        "agent.cwd, goes on with it at the keyboard)",
+    )
     p.set_defaults(run=cmd_history)
 
     p = sub.add_parser("reset", parents=[common], help="start a new conversation in a room")
@@ -399,7 +406,18 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         count = entry.get("message_count", "?")
         title = printable(str(entry.get("title", "")))
         print(f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {title}")
+        if args.ids:
+            print(f"{'':18}{_ids(core.store, str(entry['session_id']))}")
     return 0
+
+
+def _ids(store: SessionStore, session_id: str) -> str:
+    try:
+        session = store.load(session_id)
+    except AssistantError as e:  # listed, then unreadable: say so and go on
+        return f"conversation {session_id} (unreadable: {e})"
+    agent_id = session.agent_session_id if session is not None else None
+    return f"conversation {session_id}" + (f", agent session {agent_id}" if agent_id else "")
 
 
 def cmd_reset(args: argparse.Namespace, config: Config) -> int:

@@ -18,6 +18,7 @@ import pytest
 
 from core.claims import RoomClaim
 from core.errors import ModelError
+from core.session import Session
 from core.store import SessionStore
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
 from tests.rig import ALSA_CONF
@@ -147,6 +148,30 @@ def test_the_log_says_which_config_file_was_read(home: Path) -> None:
     result = run(home, "history", "--verbose")
     assert result.returncode == 0, result.stderr
     assert "no configuration file: using the defaults" in result.stderr
+
+
+def test_history_ids_name_each_conversation_and_the_agents_own(home: Path) -> None:
+    store = SessionStore(home / "state" / "voice-assistant" / "sessions")
+    resumable = Session(room_id="desk", agent_session_id="5f0c1e2a-9b7d-4c3e-8f21-0a6b4d2c9e11")
+    resumable.add({"role": "user", "content": "What is on the list?"})
+    fresh = Session(room_id="den")
+    fresh.add({"role": "user", "content": "Hello."})
+    for session in (resumable, fresh):
+        store.save(session)
+    result = run(home, "history", "--ids")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    desk = next(i for i, line in enumerate(lines) if "What is on the list?" in line)
+    assert lines[desk + 1].split() == [
+        "conversation",
+        f"{resumable.session_id},",
+        "agent",
+        "session",
+        "5f0c1e2a-9b7d-4c3e-8f21-0a6b4d2c9e11",
+    ]
+    den = next(i for i, line in enumerate(lines) if "Hello." in line)
+    assert lines[den + 1].split() == ["conversation", fresh.session_id]  # no agent yet
+    assert "conversation" not in run(home, "history").stdout  # only when asked for
 
 
 @pytest.mark.parametrize("before", [True, False])
