@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from types import FrameType
 
@@ -416,8 +417,12 @@ def _ids(store: SessionStore, session_id: str) -> str:
         session = store.load(session_id)
     except AssistantError as e:  # listed, then unreadable: say so and go on
         return f"conversation {session_id} (unreadable: {e})"
-    agent_id = session.agent_session_id if session is not None else None
-    return f"conversation {session_id}" + (f", agent session {agent_id}" if agent_id else "")
+    if session is None:  # gone since it was listed, or moved aside as corrupt
+        return f"conversation {session_id} (no longer readable)"
+    agent_id = session.agent_session_id
+    return f"conversation {session_id}" + (
+        f", agent session {printable(agent_id)}" if agent_id else ""
+    )
 
 
 def cmd_reset(args: argparse.Namespace, config: Config) -> int:
@@ -486,7 +491,13 @@ def run() -> None:
     stop should exit 0: a listener in the rig did so about once in 25 stops). So the exit
     handlers run now, livekit's own shutdown among them, and the process ends at once.
     """
-    status = main()
+    try:
+        status = main()
+    except Exception:
+        if "livekit.rtc" not in sys.modules:
+            raise
+        traceback.print_exc()  # what the interpreter would print, then the same way out
+        status = 1
     if "livekit.rtc" not in sys.modules:
         sys.exit(status)
     atexit._run_exitfuncs()  # logging's flush, the terminal restored, livekit disposed

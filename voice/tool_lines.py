@@ -1,30 +1,36 @@
 """When to say a tool line ("Reading store.py."), as one message's tools run and ask.
 
-Claude asks for permission right after it calls a tool, so a line waits a moment
-(:data:`voice.turns.TOOL_LINE_DELAY_S`): a question about that tool says what it would do
-instead, and the line is never said. One message can call several tools, and a question
-names its call (``tool_use_id``): that tool's line alone is withdrawn, the lines of tools
-called before it are said before the question, and a later tool's line waits until the
-tools before it are told or asked about and have finished (its own moment starts then).
+Claude asks for permission right after it calls a tool, so each line waits a moment of its
+own (:data:`voice.turns.TOOL_LINE_DELAY_S`): a question about that tool says what it would
+do instead, and the line is never said. One message can call several tools, and a question
+names its call (``tool_use_id``): that tool's line alone is withdrawn, and the lines of the
+calls before it are said before the question. Lines keep the calls' order, and none is said
+while a question is open (asked, its tool not finished): the user is answering it.
 
-Pure: the turn worker owns the timer and carries out what these methods return.
+Pure: the turn worker owns the timers and carries out what these methods return.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
 @dataclass
 class _Tool:
+    id: str
     line: str
     said: bool = False  # or withdrawn: a question said what it would do
+    asked: bool = False
+    due: bool = False  # its moment is over (or it finished): say it when its turn comes
+    finished: bool = False
 
 
 @dataclass(frozen=True)
 class Lines:
-    """What to do now: ``say`` these lines in order; ``arm``: start the timer for that tool
-    (whose end is :meth:`ToolLines.due`), replacing any timer running."""
+    """What to do now: ``say`` these lines in order; ``arm``: start a timer for that key,
+    whose end is :meth:`ToolLines.due`."""
 
     say: tuple[str, ...] = ()
     arm: str | None = None
@@ -32,68 +38,79 @@ class Lines:
 
 class ToolLines:
     def __init__(self) -> None:
-        self._open: dict[str, _Tool] = {}  # called and not finished, in call order
-        self._armed: str | None = None
-
-    @property
-    def armed(self) -> str | None:
-        """The tool whose moment the timer counts, if any."""
-        return self._armed
+        self._open: dict[str, _Tool] = {}  # by key, in call order
+        self._asked_early: set[str] = set()  # questions about calls not seen yet
+        self._keys = itertools.count(1)
 
     def started(self, tool_id: str, line: str) -> Lines:
-        self._open[tool_id] = _Tool(line)
-        return self._arm_next()
+        # An agent that gives no ids, or the same one twice, still gets every line said.
+        key = tool_id if tool_id and tool_id not in self._open else f"{tool_id}#{next(self._keys)}"
+        tool = _Tool(tool_id, line)
+        if tool_id and tool_id in self._asked_early:
+            self._asked_early.discard(tool_id)
+            tool.said = tool.asked = True
+        self._open[key] = tool
+        return Lines(arm=None if tool.said else key)
 
-    def due(self, tool_id: str) -> Lines:
-        """The timer armed for ``tool_id`` ran out: its line is said, unless withdrawn."""
-        if tool_id != self._armed:
-            return Lines()
-        self._armed = None
-        tool = self._open.get(tool_id)
-        if tool is None or tool.said:
-            return Lines()
-        tool.said = True
-        return Lines(say=(tool.line,))
+    def due(self, key: str) -> Lines:
+        tool = self._open.get(key)
+        if tool is not None:
+            tool.due = True
+        return self._release()
 
     def asked(self, tool_id: str) -> Lines:
         """A question about ``tool_id`` (empty: the agent did not say which, so the first
-        unsaid one) says what it would do, so its line is withdrawn; the lines of tools
-        called before it are said first. Later tools' lines wait their turn."""
-        if tool_id not in self._open:
-            tool_id = next((i for i, t in self._open.items() if not t.said), "")
+        unsaid call) says what it would do: its line is withdrawn, and the lines of the
+        calls before it are said first."""
+        key = self._key(tool_id, lambda t: not t.asked) if tool_id else self._first_unsaid()
+        if key is None:
+            if tool_id:  # its call has not come yet (or never will: a helper agent's)
+                self._asked_early.add(tool_id)
+            return Lines()
         say: list[str] = []
-        for i, tool in self._open.items():
-            if i == tool_id:
-                tool.said = True
+        for k, tool in self._open.items():
+            if k == key:
+                tool.said = tool.asked = True
                 break
             if not tool.said:
                 tool.said = True
                 say.append(tool.line)
-        if self._armed is not None and self._open[self._armed].said:
-            self._armed = None
         return Lines(say=tuple(say))
 
     def finished(self, tool_id: str) -> Lines:
-        """A tool's result: a line not yet said is said now (a quick tool is still told),
-        and the next tool's moment starts."""
-        tool = self._open.pop(tool_id, None)
-        say = (tool.line,) if tool is not None and not tool.said else ()
-        if tool_id == self._armed:
-            self._armed = None
-        return Lines(say=say, arm=self._arm_next().arm)
+        """A call's result: a quick tool is still told, once its turn comes."""
+        key = self._key(tool_id if tool_id else None, lambda t: not t.finished)
+        tool = self._open.get(key) if key is not None else None
+        if tool is not None:
+            tool.finished = tool.due = True
+        return self._release()
 
     def flush(self) -> Lines:
         """The agent goes on (text): every line not yet said is said first, in order."""
-        self._armed = None
         say = tuple(t.line for t in self._open.values() if not t.said)
         self._open.clear()
         return Lines(say=say)
 
-    def _arm_next(self) -> Lines:
-        """The first open tool is the one running or about to ask: if its line is unsaid and
-        no timer runs for it, its moment starts."""
-        first = next(iter(self._open), None)
-        if first is None or self._open[first].said or self._armed == first:
-            return Lines()
-        self._armed = first
-        return Lines(arm=first)
+    def _release(self) -> Lines:
+        """Say the lines whose turn has come: in call order, up to the first that is not due
+        yet or that waits for an answer."""
+        say: list[str] = []
+        for tool in self._open.values():
+            if tool.asked and not tool.finished:
+                break
+            if not tool.said:
+                if not tool.due:
+                    break
+                tool.said = True
+                say.append(tool.line)
+        self._open = {k: t for k, t in self._open.items() if not (t.said and t.finished)}
+        return Lines(say=tuple(say))
+
+    def _key(self, tool_id: str | None, wanted: Callable[[_Tool], bool]) -> str | None:
+        """The first open call with ``tool_id`` (None: any) that is ``wanted``."""
+        return next(
+            (k for k, t in self._open.items() if tool_id in (None, t.id) and wanted(t)), None
+        )
+
+    def _first_unsaid(self) -> str | None:
+        return self._key(None, lambda t: not t.said)

@@ -160,7 +160,7 @@ class TurnWorker:
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
         self._tool_lines = ToolLines()
-        self._tool_timer: tuple[str, threading.Timer] | None = None  # (tool, its timer)
+        self._tool_timers: dict[str, threading.Timer] = {}
         self._tool_lock = threading.Lock()
         self._done = threading.Event()
         self._streamed = False  # the agent's text came as it wrote it
@@ -190,13 +190,16 @@ class TurnWorker:
     def _run(self) -> None:
         outcome: Outcome = "failed"
         try:
-            result = self._conversation.run_turn(
-                self._settings.room,
-                self.text,
-                on_event=self._on_event,
-                control=self.control,
-                revises=self.revises,
-            )
+            try:
+                result = self._conversation.run_turn(
+                    self._settings.room,
+                    self.text,
+                    on_event=self._on_event,
+                    control=self.control,
+                    revises=self.revises,
+                )
+            finally:
+                self._tool_lines_over()  # no tool line after the closing words
             outcome = "interrupted" if result.interrupted else "answered"
             self.report.reply = result.reply
             if not self._streamed and not result.interrupted:
@@ -251,7 +254,7 @@ class TurnWorker:
         elif isinstance(event, ToolUse):
             self._tool_started(event)
         elif isinstance(event, ToolResult):
-            self._tool_lines_now(ToolLines.finished, event.tool_use_id)
+            self._tool_lines_now(lambda lines: lines.finished(event.tool_use_id))
         elif isinstance(event, PermissionRequest):
             self._ask(event)
 
@@ -261,30 +264,38 @@ class TurnWorker:
         log.info("tool: %s", line)
         if self._settings.tools == "speak":
             self._spoke()
-            self._tool_lines_now(ToolLines.started, event.tool_use_id, line)
+            self._tool_lines_now(lambda lines: lines.started(event.tool_use_id, line))
         elif self._settings.tools == "earcon":
             self._play_earcon("thinking")
 
-    def _tool_lines_now(self, step: Callable[..., Lines], *args: str) -> None:
-        """One step of :class:`ToolLines`, carried out: its lines said, the timer kept to the
-        tool it is armed for."""
+    def _tool_lines_now(self, step: Callable[[ToolLines], Lines]) -> None:
+        """One step of :class:`ToolLines`, carried out. ``say`` only queues (it never calls
+        back), so the lock may be held across it."""
         with self._tool_lock:
-            lines = step(self._tool_lines, *args)
-            if self._tool_timer is not None and self._tool_timer[0] != self._tool_lines.armed:
-                self._tool_timer[1].cancel()
-                self._tool_timer = None
+            if self._done.is_set():
+                return  # the turn is over: a line now would follow its last words
+            lines = step(self._tool_lines)
             if lines.arm is not None:
+                key = lines.arm
                 timer = threading.Timer(
-                    TOOL_LINE_DELAY_S, self._tool_lines_now, (ToolLines.due, lines.arm)
+                    TOOL_LINE_DELAY_S, self._tool_lines_now, (lambda t: t.due(key),)
                 )
                 timer.daemon = True
-                self._tool_timer = (lines.arm, timer)
+                self._tool_timers[key] = timer
                 timer.start()
             for line in lines.say:
                 self.reply.say(line)
 
+    def _tool_lines_over(self) -> None:
+        """The turn ended: lines still waiting are dropped (the tools are over), timers too."""
+        with self._tool_lock:
+            self._done.set()
+            for timer in self._tool_timers.values():
+                timer.cancel()
+            self._tool_timers.clear()
+
     def _ask(self, request: PermissionRequest) -> None:
-        self._tool_lines_now(ToolLines.asked, request.tool_use_id)  # the question says it
+        self._tool_lines_now(lambda lines: lines.asked(request.tool_use_id))  # it says what
         if not self._settings.questions:
             log.info("refused unasked: %s", request.tool_name)
             self.control.answer(request.request_id, "deny", NOBODY_ANSWERS)

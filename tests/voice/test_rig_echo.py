@@ -120,7 +120,7 @@ def test_the_reply_heard_by_the_microphone_plays_to_its_end_and_starts_nothing(
     "quieter_db",
     [
         0,  # as loud at the microphone as the reply's echo
-        # Quieter: echo to the gate until the reply pauses between phrases; the canceller lets
+        # Quieter: echo to the gate until the reply pauses between words; the canceller lets
         # it through under the echo, and Silero's word on that pauses the reply (at 10 dB
         # this bound failed 2 of 3 tries; bench_echo.py --quieter-db measures it).
         6,
