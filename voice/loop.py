@@ -469,11 +469,10 @@ class VoiceLoop:
         return []
 
     def _transcribe(self, action: Transcribe) -> None:
-        stt = self.engines.stt
-        transcribe = stt.transcribe
+        transcribe = self.engines.stt.transcribe
         if action.purpose == "whole":
             log.info("the request's transcript ended early: hearing it again whole")
-            transcribe = getattr(stt, "transcribe_whole", transcribe)  # an engine may lack it
+            transcribe = self.engines.stt.transcribe_whole
         stale = self._pause_job
         if action.purpose == "pause" and stale is not None:
             stale.cancel()  # a newer pause makes an older one's words moot, if not started

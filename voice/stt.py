@@ -72,6 +72,11 @@ class Transcript:
 class SpeechToText(Protocol):
     def transcribe(self, utterance: Utterance) -> Transcript: ...
 
+    def transcribe_whole(self, utterance: Utterance) -> Transcript:
+        """Heard again when :meth:`transcribe` ended early (voice.turn_taking): by a decode
+        that does not stop after the first sentence, where the engine has one."""
+        ...
+
 
 def squash(text: str) -> str:
     """Lowercase with punctuation and spaces removed: "Thank you." and "thank you" compare equal."""

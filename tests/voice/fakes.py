@@ -187,6 +187,9 @@ class FakeStt:
         text = self._script(utterance)
         return Transcript(text=text, audio_s=utterance.duration_s, elapsed_s=self._delay_s)
 
+    def transcribe_whole(self, utterance: Utterance) -> Transcript:
+        return self.transcribe(utterance)
+
 
 Step = tuple[object, ...]
 

@@ -342,11 +342,7 @@ class FallbackTranscriber:
                 self.standby.worked()
                 return result
         local = self.standby.local()
-        transcribe = (
-            getattr(local, "transcribe_whole", local.transcribe) if whole else local.transcribe
-        )
-        heard: Transcript = transcribe(utterance)
-        return heard
+        return local.transcribe_whole(utterance) if whole else local.transcribe(utterance)
 
 
 class FallbackSynthesizer:
