@@ -167,6 +167,17 @@ class _Frame:
         return dataclasses.replace(self, voiced=False)
 
 
+def _mark(frame: _Frame) -> str:
+    """One letter for a frame in the debug log: voiced, over or under the echo, echo, quiet."""
+    if frame.voiced:
+        return "v"
+    if frame.heard_over:
+        return "o"
+    if frame.under:
+        return "u"
+    return "e" if frame.echo else "."
+
+
 def _frames_for(ms: float, frame_ms: int) -> int:
     return -(-int(ms) // frame_ms)  # round up: never less than asked
 
@@ -373,6 +384,13 @@ class Segmenter:
         # The voice began where the reach-back found it: a request it goes on with is judged
         # from there (voice.turn_taking), not from when the detector heard it.
         onset_s = frames[start].start_s
+        if start < first and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "speech began %.2f s before the detector heard it at %.2f s: %s",
+                frames[first].start_s - onset_s,
+                frames[first].start_s,
+                "".join(_mark(f) for f in frames[start : first + 1]),
+            )
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
 
