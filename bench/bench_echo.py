@@ -86,6 +86,8 @@ REPLIES = [
 ]
 VOICES = ["librivox-0930", "librivox-0880", "goforward", "cards-005", "cards-003"]
 QUESTION = "Please read me the whole shopping list for the weekend, one item at a time, slowly."
+QUESTION_OPENS = "please read me"  # the question's first words ...
+REPLY_WORDS = "read me the whole"  # ... and words of it the reply (its echo) says too
 ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
@@ -347,6 +349,8 @@ class BargeIns:
     from_word: list[float] = field(default_factory=list)  # from its word_onset_in
     missed: int = 0  # voices over a reply that did not stop it
     answered: list[float] = field(default_factory=list)  # WER of the request heard
+    joined: int = 0  # ... taken for the question going on (stored with it as one request)
+    echoed: int = 0  # ... with the reply's own words in it (its echo taken for the voice)
     not_counted: int = 0  # the voice began between two words of the reply
     quiet_runs: int = 0
     false_stops: int = 0  # replies with nobody talking that stopped anyway
@@ -450,6 +454,12 @@ def barge_ins(
                 out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
+                # The voices never say these: the question's words (whose reply is the
+                # echo) in the request are the question joined, or the reply's echo heard.
+                heard = said.lower()
+                joined = heard.startswith(QUESTION_OPENS)
+                out.joined += joined
+                out.echoed += heard.count(REPLY_WORDS) > joined
                 log = listener.log()
                 stages = turn_stages(log, log.count(TURN_DONE) - 1)  # this request's turn
                 if "sent" in stages and "first audio" in stages:
@@ -534,7 +544,11 @@ def report_barge_ins(barge: BargeIns) -> None:
         f" that paused it first: {barge.paused}; that fell on a reply gated after a stall,"
         f" an underrun or a reopen (not heard): {barge.gated}"
     )
-    print(f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f}")
+    print(
+        f"  the request said over the reply: mean WER {np.mean(barge.answered):.2f};"
+        f" taken for the question going on: {barge.joined} of {len(barge.answered)};"
+        f" with the reply's own words in it: {barge.echoed}"
+    )
     if barge.sent:
         print(
             f"  ... went to the agent p50 {pct(barge.sent, 50) * 1000:.0f} ms after its last"

@@ -29,7 +29,7 @@ from voice.devices import (
     find_device,
     list_devices,
 )
-from voice.devices.duplex import IDLE_AFTER_FRAMES
+from voice.devices.duplex import IDLE_AFTER_FRAMES, SETTLED_FRAMES
 from voice.devices.speaker import PAUSE_LIMIT_S
 
 RATE = 16000
@@ -540,11 +540,52 @@ def test_echo_the_canceller_left_a_voice_in_is_marked_heard_under(
     device._reset(16000, 100)
     device.gate = AllEcho(-20.0)  # type: ignore[assignment]
     device.monitor.learnt = learnt
-    device._quiet = 0  # the speaker is at work: the canceller is not resting
+    device._quiet = 0  # the speaker is at work: the canceller is not resting ...
+    device._settled = SETTLED_FRAMES  # ... and has removed the echo since it resumed
     far = np.full(480, 3000 if played else 0, dtype=np.int16).tobytes()  # 30 ms
     device._process(np.full(480, 3000, dtype=np.int16).tobytes(), far, 0.0)
     (chunk,) = device._frames
     assert chunk.echo and chunk.heard_under is under and not chunk.heard_over
+
+
+class LeavesWhenTold(Leaves):
+    """Leaves a tenth while ``leaving`` (a voice under the echo, or AEC3 leaking it), else
+    removes it all."""
+
+    leaving = True
+
+    def process(self, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+        return super().process(near, far) if self.leaving else np.zeros_like(near)
+
+
+def test_a_resumed_canceller_marks_nothing_heard_under_until_it_removes_the_echo() -> None:
+    """Resumed, AEC3 can leak the reply's first words as if a voice were under them: no
+    chunk is marked heard_under until it has removed SETTLED_FRAMES of echo in a row, and
+    after its next rest the count starts again."""
+    canceller = LeavesWhenTold()
+    device = DuplexDevice(AudioConfig(), canceller, words=Answers("far"))
+    device.rate = 16000
+    device._reset(16000, 100)
+    device.gate = AllEcho(-20.0)  # type: ignore[assignment]
+    device.monitor.learnt = True
+    loud = np.full(480, 3000, dtype=np.int16).tobytes()  # 30 ms: three frames
+
+    def chunks(count: int, *, leaving: bool, played: bool = True) -> list[bool]:
+        """heard_under of ``count`` chunks of 30 ms."""
+        canceller.leaving = leaving
+        device._frames.clear()
+        for k in range(count):
+            device._process(loud, loud if played else bytes(len(loud)), k * 0.03)
+        return [chunk.heard_under for chunk in device._frames]
+
+    chunks(40, leaving=False, played=False)  # 1.2 s with nothing played: it rests
+    assert chunks(5, leaving=True) == [False] * 5  # resumed: a leak, or a voice, unmarked
+    assert chunks(3, leaving=False) == [False] * 3  # 9 frames of echo removed ...
+    assert chunks(2, leaving=True) == [False] * 2  # ... and a leak: the count starts over
+    assert chunks(SETTLED_FRAMES // 3 + 1, leaving=False) == [False] * (SETTLED_FRAMES // 3 + 1)
+    assert chunks(3, leaving=True) == [True] * 3  # settled: a voice under the echo
+    chunks(40, leaving=False, played=False)  # rests again
+    assert chunks(3, leaving=True) == [False] * 3
 
 
 @pytest.mark.parametrize(("quiet", "said"), [(0, True), (IDLE_AFTER_FRAMES + 1, False)])

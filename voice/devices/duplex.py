@@ -49,6 +49,14 @@ log = logging.getLogger(__name__)
 IDLE_AFTER_FRAMES = 100
 SILENT_AMPLITUDE = 4  # the resampler turns digital silence into +-1
 RESUME_FRAMES = 50  # what the resting canceller is given again before it resumes
+# Resumed, AEC3 can leak a reply's first words for up to 0.5 s: in the rig under load, 5 of
+# 24 replies had 20-35 dB taken out of their echo instead of 70, which is_voice_under takes
+# for a voice under it. Such a leak paused a reply a third of a second in, its echo tail
+# became a request, and the real voice after it was joined to the question before. So a
+# frame is marked heard_under only once the canceller has removed the echo of this many
+# frames in a row since it resumed (offline on those recordings: 158 of 173 such frames
+# unmarked, none of 1997 frames of real voices over replies).
+SETTLED_FRAMES = 20
 # How far behind the microphone is: PortAudio's time of a callback minus the capture time of
 # its input (20-40 ms in the rig). A stall of the callback (a busy machine) leaves what was
 # captured meanwhile queued for good: 0.4 s makes it 361 ms, 50 ms only 33 ms. Behind by
@@ -104,6 +112,7 @@ class DuplexDevice(Speaker):
         self._over = 0  # ... in which something louder than the echo was heard over it
         self._under = 0  # ... judged echo, with a voice under it (is_voice_under)
         self._quiet = IDLE_AFTER_FRAMES + 1  # frames since the speaker last played anything
+        self._settled = 0  # echo frames removed in a row since the canceller resumed
         self._rested: collections.deque[tuple[Int16, Int16]] = collections.deque(
             maxlen=RESUME_FRAMES
         )
@@ -238,6 +247,7 @@ class DuplexDevice(Speaker):
         self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
         self._under = 0
         self._quiet = IDLE_AFTER_FRAMES + 1
+        self._settled = 0
         self._rested.clear()
         self._echo.clear()
         if self._resamplers is not None:
@@ -341,6 +351,8 @@ class DuplexDevice(Speaker):
             else:
                 # Back to work: first the last half second it skipped. Resumed without it,
                 # it leaked the first words of the next reply (in the rig and offline).
+                if self._rested:
+                    self._settled = 0
                 while self._rested:
                     rested = self._rested.popleft()
                     self.canceller.process(*rested)
@@ -351,13 +363,15 @@ class DuplexDevice(Speaker):
                 expected_db = self.gate.expected_db  # as is_echo found it for this frame
                 # Louder than the echo the gate expects: something else is heard over it.
                 self._over += played and not echo and expected_db is not None
+                left = echo and played and is_voice_under(frame.near, cleaned)
                 under = (
-                    echo
-                    and played
+                    left
+                    and self._settled >= SETTLED_FRAMES
                     and self.monitor.learnt  # (and no stall moved the echo: echo_learnt)
                     and not moved
-                    and is_voice_under(frame.near, cleaned)
                 )
+                if self._settled < SETTLED_FRAMES and played:
+                    self._settled = self._settled + 1 if echo and not left else 0
                 words = self._words_of(frame.near, frame.far, cleaned, expected_db)
             self._cleaned.append(cleaned)
             self._words.append(words)
