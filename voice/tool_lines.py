@@ -62,7 +62,10 @@ class ToolLines:
         """A question about ``tool_id`` (empty: the agent did not say which, so the first
         unsaid call) says what it would do: its line is withdrawn, and the lines of the
         calls before it are said first."""
-        key = self._key(tool_id, lambda t: not t.asked) if tool_id else self._first_unsaid()
+        if tool_id:
+            key = self._key(tool_id, lambda t: not t.asked)
+        else:
+            key = self._key(None, lambda t: not t.said)
         if key is None:
             if tool_id:  # its call has not come yet (or never will: a helper agent's)
                 self._asked_early.add(tool_id)
@@ -79,9 +82,9 @@ class ToolLines:
 
     def finished(self, tool_id: str) -> Lines:
         """A call's result: a quick tool is still told, once its turn comes."""
-        key = self._key(tool_id if tool_id else None, lambda t: not t.finished)
-        tool = self._open.get(key) if key is not None else None
-        if tool is not None:
+        key = self._key(tool_id or None, lambda t: not t.finished)
+        if key is not None:
+            tool = self._open[key]
             tool.finished = tool.due = True
         return self._release()
 
@@ -111,6 +114,3 @@ class ToolLines:
         return next(
             (k for k, t in self._open.items() if tool_id in (None, t.id) and wanted(t)), None
         )
-
-    def _first_unsaid(self) -> str | None:
-        return self._key(None, lambda t: not t.said)
