@@ -30,7 +30,7 @@ from core.errors import AgentError, ConfigError, StoreError
 from core.ledger import AgentLedger
 from core.locks import LockRegistry
 from core.paths import default_store_dir, validate_room_id
-from core.session import Session, make_message
+from core.session import IndexEntry, Session, make_message
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -188,10 +188,10 @@ class Core:
         with lock, self.store.lock_room(room_id):
             session = self._unsaved.get(room_id)
             if session is None:
-                entry = self.store.latest_for_room(room_id)
-                if entry is None or entry["closed"]:
+                latest = self._latest(room_id)
+                if latest is None or latest[0]["closed"]:
                     return
-                session = self.store.load(entry["session_id"])
+                session = latest[1]
             if session is not None:
                 session.closed = True
                 error = self._save(room_id, session)
@@ -246,10 +246,37 @@ class Core:
         return active or Session(room_id=room_id, created_at=now, updated_at=now)
 
     def _active(self, room_id: str, now: float) -> Session | None:
-        entry = self.store.latest_for_room(room_id)
-        if entry is None or entry["closed"] or self._is_idle(room_id, entry["updated_at"], now):
+        latest = self._latest(room_id)
+        if latest is None:
             return None
-        return self.store.load(entry["session_id"])
+        entry, session = latest
+        if entry["closed"] or self._is_idle(room_id, entry["updated_at"], now):
+            return None
+        return session
+
+    def _latest(self, room_id: str) -> tuple[IndexEntry, Session | None] | None:
+        """The room's newest index entry and its session (``None``: its file is gone). An
+        index that gives the room another room's session (edited by hand, or copied with
+        another store's files) is rebuilt from the files first: one room's words must never
+        go into another's conversation."""
+        for rebuilt in (False, True):
+            entry = self.store.latest_for_room(room_id)
+            if entry is None:
+                return None
+            session = self.store.load(entry["session_id"])
+            if session is None or session.room_id == room_id:
+                return entry, session
+            if rebuilt:
+                break
+            log.warning(
+                "the session index gives room %s the conversation %s, which is room %s's: "
+                "rebuilding the index from the session files",
+                room_id,
+                session.session_id,
+                session.room_id,
+            )
+            self.store.rebuild_index()
+        return None
 
     def _is_idle(self, room_id: str, updated_at: float, now: float) -> bool:
         idle_s = now - updated_at

@@ -198,6 +198,32 @@ def test_the_index_as_a_directory(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert "moved it to _index.json.corrupt-" in caplog.text
 
 
+def test_an_index_that_gives_a_room_another_rooms_conversation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edited by hand, or copied with another store's files: the index names dave's
+    conversation as erin's. Erin's words must not go into it, nor her reset close it."""
+    turn(tmp_path, room="dave", text="for dave")
+    dave = first_session_file(tmp_path)
+    index = tmp_path / "_index.json"
+    entries = json.loads(index.read_bytes())
+    entries[0]["room_id"] = "erin"
+    index.write_text(json.dumps(entries))
+    core = Core(tmp_path, FakeAgent())
+    core.reset("erin")
+    with caplog.at_level(logging.WARNING):
+        assert core.send_message("erin", "for erin") == "Hello!"
+    saved = json.loads(dave.read_bytes())
+    assert [m["content"] for m in saved["messages"]] == ["for dave", "Hello!"]
+    assert saved["closed"] is False
+    assert "which is room dave's: rebuilding the index" in caplog.text
+    rooms = {e["session_id"]: e["room_id"] for e in SessionStore(tmp_path).list()}
+    assert sorted(rooms.values()) == ["dave", "erin"]
+    assert rooms[dave.stem] == "dave"
+    assert turn(tmp_path, room="dave", text="dave again") == "Hello!"
+    assert "dave again" in [m["content"] for m in json.loads(dave.read_bytes())["messages"]]
+
+
 @pytest.mark.parametrize("name", [room_lock_name("desk"), LOCK_NAME])
 def test_a_lock_file_as_a_directory(tmp_path: Path, name: str) -> None:
     SessionStore(tmp_path)
