@@ -81,6 +81,16 @@ BAD = {
         "only 16-bit audio",
     ),
     "text-not-string": (encode(Event("synthesize", {"text": 42})), "needs a 'text' string"),
+    # Refused as read, before an agent turn starts: the reply could not be encoded.
+    "surrogate-in-context": (
+        b'{"type": "transcript", "data": {"text": "hi", "context": {"x": "\\udc00"}}}\n',
+        "a lone UTF-16 surrogate",
+    ),
+    "not-a-number": (b'{"type": "ping", "data": {"x": NaN}}\n', "NaN is not a JSON number"),
+    "nul-to-speak": (
+        b'{"type": "synthesize", "data_length": 21}\n{"text": "Hi\\u0000!"}',
+        "a NUL character",
+    ),
 }
 
 

@@ -62,6 +62,11 @@ def test_a_clean_close_between_events_is_not_an_error() -> None:
         (b'{"type": "ping", "data_length": 2000000}\n', "data_length 2000000 is more than"),
         (b"[" * 20000 + b"]" * 20000 + b"\n", "nested too deeply"),
         (b'{"type": "ping"', "in the middle of an event header"),
+        (b'{"type": "ping", "data": {"x": NaN}}\n', "NaN is not a JSON number"),
+        (b'{"type": "ping", "data": {"x": [-Infinity]}}\n', "-Infinity is not a JSON number"),
+        (b'{"type": "transcript", "data": {"text": "a\\ud800b"}}\n', "lone UTF-16 surrogate"),
+        (b'{"type": "x", "data": {"context": {"\\udc00": 1}}}\n', "lone UTF-16 surrogate"),
+        (b'{"type": "synthesize", "data": {"text": "Hi\\u0000"}}\n', "a NUL character"),
     ],
     ids=[
         "not-json",
@@ -76,6 +81,11 @@ def test_a_clean_close_between_events_is_not_an_error() -> None:
         "huge-data",
         "json-bomb",
         "cut-header",
+        "nan",
+        "infinity",
+        "surrogate",
+        "surrogate-key",
+        "nul",
     ],
 )
 def test_bad_headers_are_protocol_errors_that_say_why(line: bytes, message: str) -> None:
@@ -92,7 +102,7 @@ def test_a_header_line_beyond_the_limit_is_refused_without_reading_on() -> None:
 def test_data_that_is_not_an_object_and_a_cut_payload_are_errors() -> None:
     with pytest.raises(ProtocolError, match="data must be a JSON object"):
         _ours(b'{"type": "ping", "data_length": 3}\n[1]')
-    with pytest.raises(ProtocolError, match="in the middle of a audio-chunk event"):
+    with pytest.raises(ProtocolError, match="in the middle of the audio-chunk event"):
         _ours(b'{"type": "audio-chunk", "payload_length": 10}\nabc')
 
 

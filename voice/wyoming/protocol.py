@@ -56,13 +56,43 @@ class Header:
     payload_length: int
 
 
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json(raw: bytes, what: str) -> Any:
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_a_number)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"the event {what} is not JSON ({e})") from None
     except RecursionError:  # "[[[[..." nested deeper than Python's stack
         raise ProtocolError(f"the event {what} is JSON nested too deeply") from None
+    flaw = _flaw_in_text(value)
+    if flaw:
+        raise ProtocolError(f"the event {what} holds {flaw}")
+    return value
+
+
+def _flaw_in_text(value: Any) -> str:
+    """What makes a string in ``value`` unusable, or "". JSON's escapes can spell a lone
+    UTF-16 surrogate (no text: encoding a reply, or Piper, fails on it after the agent has
+    run) and NUL (which Piper refuses), so both are refused with the event."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack += item.keys()
+            stack += item.values()
+        elif isinstance(item, list):
+            stack += item
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character"
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return "a lone UTF-16 surrogate, which is not text"
+    return ""
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:
@@ -156,7 +186,7 @@ async def read_event(
         payload = await wait(lambda: reader.readexactly(header.payload_length))
     except asyncio.IncompleteReadError:
         raise ProtocolError(
-            f"the connection closed in the middle of a {header.type} event"
+            f"the connection closed in the middle of the {header.type} event"
         ) from None
     return finish_event(header, data, payload)
 
