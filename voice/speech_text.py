@@ -52,6 +52,10 @@ _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>|<!--.*?-->", r
 _STAR_EMPHASIS = re.compile(r"(?<!\*)(\*{1,3})(?=[^\s*])(.+?)(?<=[^\s*])\1(?!\*)", re.S)
 _UNDERSCORE_EMPHASIS = re.compile(r"(?<![\w_])(_{1,3})(?=[^\s_])(.+?)(?<=[^\s_])\1(?![\w_])", re.S)
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.S)
+# Terminal colour codes, other control characters and lone UTF-16 surrogates (an agent's
+# JSON can spell them all) are no text: Piper refuses NUL and cannot encode a surrogate, and
+# the reply would stop there.
+_UNSPEAKABLE = re.compile("\x1b\\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?)])")
 _REPEATED_COMMAS = re.compile(r",(?:\s*,)+")
 
@@ -88,6 +92,7 @@ def clean_inline(text: str) -> str:
         slots.append(kept)
         return chr(_SLOT_BASE + len(slots) - 1)
 
+    text = _UNSPEAKABLE.sub(" ", text)
     text = _CODE_SPAN.sub(lambda m: protect(m.group(2).strip()), text)
     text = _ESCAPE.sub(lambda m: protect(m.group(1)), text)
     text = _IMAGE.sub(" ", text)  # a picture has nothing to say out loud

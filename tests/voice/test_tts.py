@@ -15,7 +15,9 @@ import pytest
 
 from core.errors import ConfigError, ModelError
 from tests.voice.audio_util import wer
+from tests.voice.fakes import FakeSink
 from voice.config import TtsConfig
+from voice.speech_out import ReplySpeaker
 from voice.tts import PiperSynthesizer, TextToSpeech, render
 
 pytestmark = pytest.mark.models
@@ -101,6 +103,25 @@ def test_empty_text_yields_nothing(synth: PiperSynthesizer) -> None:
     assert list(synth.synthesize("  \n ")) == []
     empty = synth.synthesize_all("")
     assert empty.dtype == np.int16 and empty.size == 0
+
+
+def test_a_reply_with_characters_piper_refuses_is_spoken_to_its_end(
+    synth: PiperSynthesizer,
+) -> None:
+    """An agent's JSON can spell NUL and a lone UTF-16 surrogate: Piper refuses both (a
+    ValueError, a UnicodeEncodeError), which stopped the reply there. They are not text (nor
+    is a terminal's colour code), so the reply drops them and goes on."""
+    for bad in ("\x00", "\ud800"):
+        with pytest.raises((ValueError, UnicodeEncodeError)):
+            synth.synthesize_all(f"Hello{bad} there.")
+    sink = FakeSink()
+    reply = ReplySpeaker(synth, sink, first_chunk_max_chars=0).begin()
+    reply.feed("First\x00 part. Then \ud800 the rest, \x1b[1mbold\x1b[0m.")
+    reply.finish()
+    assert reply.wait(60)
+    assert reply.error is None
+    assert reply.spoken == ["First part.", "Then the rest, bold."]
+    assert len(sink.played) == 2
 
 
 def test_synthesize_all_joins_the_chunks(synth: PiperSynthesizer) -> None:
