@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 TRAILING_KEEP_MS = 200
 
 EndReason = Literal["hangover", "max_length", "forced"]
+# The onset check confirms a voice at two windows of vad.silero_threshold (0.7), which keeps
+# music out; a word said unclearly can score less, and its onset is refused until the next
+# word ("ask" in jfk.flac scores 0.5-0.64, confirmed only at "not", 0.7 s later: the pre-roll
+# kept half a word). A refused onset the check found this likely (Silero's own start
+# threshold) is where the voice began, once it is confirmed ...
+LIKELY_SPEECH = 0.5
+# ... if refused onsets led from it up to the confirmed one with gaps of at most this much,
+# and no further back than this.
+LIKELY_GAP_MS = 300
+LIKELY_REACH_MS = 1500
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
@@ -223,6 +233,10 @@ class Segmenter:
         # The onset check hears this much of the history: the longer reach-back over a voice
         # under the echo needs no more of it, only more frames to walk.
         self._check_frames = self._pre_roll + self._look_back + config.onset_window_frames
+        self._likely_gap_s = LIKELY_GAP_MS / 1000
+        self._likely_reach_s = LIKELY_REACH_MS / 1000
+        # Refused onsets since one the check found likely (LIKELY_SPEECH): from, to (seconds).
+        self._likely: tuple[float, float] | None = None
         self._history: deque[_Frame] = deque(
             maxlen=self._pre_roll + self._look_back_under + config.onset_window_frames
         )
@@ -311,6 +325,7 @@ class Segmenter:
         self._pending_words.clear()
         self._history.clear()
         self._clear_speech()
+        self._likely = None
         if self._onset_check is not None:
             self._onset_check.reset()
 
@@ -367,8 +382,12 @@ class Segmenter:
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
         if self._onset_check is not None and not self._confirm(self._onset_check, frames):
             self.onsets_refused += 1
+            likelihood = self._onset_check.likelihood
+            self._note_refused(frames[first].start_s, likely=likelihood >= LIKELY_SPEECH)
             # Asked again at the next voiced frame while the detector still agrees.
-            return [OnsetUnconfirmed(self._now_s, self._onset_check.likelihood)]
+            return [OnsetUnconfirmed(self._now_s, likelihood)]
+        heard = first
+        first = self._likely_onset(frames, first)
         start, echo = first, 0
         for i in range(first - 1, max(0, first - self._look_back_under) - 1, -1):
             frame = frames[i]
@@ -384,15 +403,40 @@ class Segmenter:
         # The voice began where the reach-back found it: a request it goes on with is judged
         # from there (voice.turn_taking), not from when the detector heard it.
         onset_s = frames[start].start_s
-        if start < first and log.isEnabledFor(logging.DEBUG):
+        if start < heard and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "speech began %.2f s before the detector heard it at %.2f s: %s",
-                frames[first].start_s - onset_s,
-                frames[first].start_s,
-                "".join(_mark(f) for f in frames[start : first + 1]),
+                frames[heard].start_s - onset_s,
+                frames[heard].start_s,
+                "".join(_mark(f) for f in frames[start : heard + 1]),
             )
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
+
+    def _note_refused(self, onset_s: float, *, likely: bool) -> None:
+        """The check refused an onset from ``onset_s``; it found it ``likely`` speech or not.
+        Likely ones begin a stretch; any refused onset keeps it going (the detector still
+        hears a voice), and a gap longer than :data:`LIKELY_GAP_MS` ends it."""
+        stretch = self._likely
+        if stretch is not None and onset_s - stretch[1] > self._likely_gap_s:
+            stretch = None
+        if stretch is None and likely:
+            stretch = (onset_s, onset_s)
+        if stretch is not None:
+            self._likely = (stretch[0], self._now_s)
+        else:
+            self._likely = None
+
+    def _likely_onset(self, frames: list[_Frame], first: int) -> int:
+        """Where a voice confirmed at ``frames[first]`` began: at the refused onsets since one
+        the check found likely speech, just before it (see :data:`LIKELY_SPEECH`), else
+        there."""
+        likely, self._likely = self._likely, None
+        onset_s = frames[first].start_s
+        if likely is None or onset_s - likely[1] > self._likely_gap_s:
+            return first
+        since_s = max(likely[0], onset_s - self._likely_reach_s) - 1e-6
+        return next(i for i, f in enumerate(frames) if f.start_s >= since_s)
 
     def _confirm(self, check: OnsetCheck, frames: list[_Frame]) -> bool:
         """Ask ``check`` about the recent history (``frames``, ending now)."""

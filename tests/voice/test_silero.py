@@ -14,11 +14,13 @@ import pytest
 from core.errors import ModelError
 from tests.voice.audio_util import (
     RATE,
+    load_16k,
     normalise,
     pcm_chunks,
     real_clip,
     real_references,
     reference,
+    shared,
 )
 from tests.voice.room_sounds import music, noise, real_speech, varied
 from voice.audio import Utterance, float_to_pcm, pcm_to_float32
@@ -26,7 +28,7 @@ from voice.config import Config, VadConfig
 from voice.models import resolve_silero_model
 from voice.silero import CONTEXT, STATE_SHAPE, WINDOW, SileroModel, SileroOnset
 from voice.stt import WhisperTranscriber
-from voice.vad import Segmenter, SpeechStarted, UtteranceEnded, WebRtcDetector
+from voice.vad import Segmenter, SpeechPaused, SpeechStarted, UtteranceEnded, WebRtcDetector
 
 pytestmark = pytest.mark.models
 
@@ -117,6 +119,34 @@ def test_real_speech_loses_no_words(silero: SileroModel, stt: WhisperTranscriber
     # Later by 90 ms at the median; by up to 0.9 s where webrtcvad started on a sound before
     # the first word (digits.wav), which Silero rightly ignored: the words above are the same.
     assert float(np.median(later_ms)) < 150, later_ms
+
+
+def test_speech_that_goes_on_after_a_turn_ended_keeps_a_word_silero_is_unsure_of(
+    silero: SileroModel, stt: WhisperTranscriber
+) -> None:
+    """jfk.flac, as the live loop heard it: the turn ends 300 ms into the pause after "And so,
+    my fellow Americans" (words and smart-turn agree), and the user goes on. Silero scores
+    "ask" 0.5-0.64, under the 0.7 that confirms a voice, so the onset was confirmed only at
+    "not", and the pre-roll kept too little: the request went on "not what your country can
+    do for you". The refused onsets Silero found likely are where the voice began."""
+    audio = np.concatenate([load_16k(shared("jfk.flac")), np.zeros(2 * RATE, np.float32)])
+    onset = SileroOnset(silero)
+    segmenter = Segmenter(
+        VadConfig(), WebRtcDetector(2), onset_check=onset, speech_check=onset, pauses_ms=(300,)
+    )
+    utterances: list[Utterance] = []
+    for chunk in pcm_chunks(float_to_pcm(audio), 30):
+        for event in segmenter.push(chunk):
+            if isinstance(event, SpeechPaused) and event.silence_s >= 0.3 and not utterances:
+                ended = segmenter.finish()
+                assert isinstance(ended, UtteranceEnded)
+                utterances.append(ended.utterance)
+            elif isinstance(event, UtteranceEnded):
+                utterances.append(event.utterance)
+    first, going_on = (normalise(stt.transcribe(u).text) for u in utterances)
+    assert first[-2:] == ["fellow", "americans"], first
+    assert going_on[:3] == ["ask", "not", "what"], going_on
+    assert len(utterances) == 2
 
 
 def test_scoring_in_pieces_matches_one_pass(silero: SileroModel) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
@@ -676,9 +677,57 @@ def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> Non
         [i / 12 for i in range(7, 12)]
     )
     assert all(e.proposed for e in only(events, OnsetUnconfirmed))
-    # The onset is the first voiced frame of the window that confirmed it (the pre-roll
-    # keeps the frames before).
-    assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(8))
+    # The check found the first refused onset likely speech already (7/12): the voice began
+    # at its window's first voiced frame, not at the window that confirmed it (frame 8).
+    assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(5))
+
+
+class Scores:
+    """An :class:`~voice.vad.OnsetCheck` that finds the audio ending in frame ``i`` speech
+    with ``likelihood(i)``, and confirms from frame ``confirm_at``."""
+
+    def __init__(self, likelihood: Callable[[int], float], confirm_at: int) -> None:
+        self.score = likelihood
+        self.confirm_at = confirm_at
+        self.likelihood = 0.0
+
+    def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        frame = int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2
+        self.likelihood = self.score(frame)
+        return frame >= self.confirm_at
+
+    def reset(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("pattern", "likely", "confirm_at", "onset"),
+    [
+        # Voiced from frame 5, proposed from 7 (window 3-7), confirmed at 12 (window 8-12).
+        ("." * 5 + "v" * 8, set(), 12, 8),  # refusals unlikely: the confirming window
+        ("." * 5 + "v" * 8, {7, 8, 9, 10, 11}, 12, 5),  # likely: the first refused window
+        ("." * 5 + "v" * 8, {10, 11}, 12, 6),  # ... from the first likely one (window 6-10)
+        # Likely at 7-8, then 12 frames (360 ms) of silence: another voice.
+        ("." * 5 + "vvvv" + "." * 12 + "v" * 8, {7, 8}, 28, 24),
+        # ... 9 frames (270 ms): the same voice, paused inside a word.
+        ("." * 5 + "vvvv" + "." * 9 + "v" * 8, {7, 8}, 25, 5),
+        # Likely for 2.4 s before it is confirmed: no further back than 1.5 s.
+        ("." * 5 + "v" * 85, set(range(7, 89)), 89, 85 - 50),
+    ],
+    ids=["unlikely", "likely", "likely-late", "gap-breaks", "gap-bridged", "reach-bounded"],
+)
+def test_a_confirmed_onset_reaches_back_over_the_refused_onsets_the_check_found_likely(
+    pattern: str, likely: set[int], confirm_at: int, onset: int
+) -> None:
+    """A word said unclearly (jfk.flac's "ask": 0.5-0.64) is refused until the next word
+    confirms the voice; the voice began at the refused onsets Silero found likely speech
+    (its own 0.5 threshold), so the pre-roll alone would lose half a word."""
+    feed = Feed()
+    check = Scores(lambda i: 0.6 if i in likely else 0.2, confirm_at)
+    config = replace(CONFIG, pre_roll_ms=0)
+    feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    started = only(feed(pattern), SpeechStarted)
+    assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset))]
 
 
 def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset() -> None:
