@@ -75,6 +75,7 @@ from voice.turn_events import (
     WakeWord,
 )
 from voice.vad import (
+    LIKELY_SPEECH,
     OnsetUnconfirmed,
     SpeechDropped,
     SpeechPaused,
@@ -92,6 +93,11 @@ STOPPED = "Stopped."
 # word, 0.1-0.35 s later. Noise or music makes such onsets too, so the wait is bounded.
 ONSET_HOLD_S = 0.3
 ONSET_HOLD_MAX_S = 0.5
+# Onsets Silero found likely speech (voice.vad.LIKELY_SPEECH), though not sure enough to
+# confirm, hold it longer: a word said unclearly is confirmed only with the next one (jfk.flac,
+# half-duplex: "ask" at 0.5-0.64 was confirmed at "not", 0.7 s on; the reply, released at the
+# 0.5 s bound, played over "ask not what your country can" and they were lost).
+LIKELY_HOLD_MAX_S = 1.5
 # Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
 # windows at vad.silero_threshold). So an onset with one such window (TurnPolicy's
 # pause_likelihood) pauses the reply at once; the confirmation stops it, and the reply goes
@@ -304,6 +310,7 @@ class TurnTaking:
         self._cue_at: float | None = None
         self._heard_over_reply = False
         self._unconfirmed_s: float | None = None  # the last onset Silero did not confirm
+        self._likely_onset_s: float | None = None  # ... of those, the last it found likely
         self._reply_paused: _Paused | None = None
         self._likely_s = float("-inf")  # the last onset likely enough to pause a reply
 
@@ -420,6 +427,8 @@ class TurnTaking:
         self._now = max(self._now, onset.at_s)
         if onset.proposed:  # not every sound louder than the echo holds a reply back
             self._unconfirmed_s = onset.at_s
+            if onset.likelihood >= LIKELY_SPEECH:
+                self._likely_onset_s = onset.at_s
         self._pause_for(onset, out)
 
     def _pause_for(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
@@ -727,15 +736,17 @@ class TurnTaking:
         due_s = turn.speak_at.due_s(self._heard_over_reply)
         if turn.released or self._now < due_s or self.user_speaking:
             return
-        onset = self._unconfirmed_s
-        if (
-            onset is not None
-            and self._now - onset < ONSET_HOLD_S
-            and self._now < due_s + ONSET_HOLD_MAX_S
+        if self._recent(self._unconfirmed_s, due_s + ONSET_HOLD_MAX_S) or self._recent(
+            self._likely_onset_s, due_s + LIKELY_HOLD_MAX_S
         ):
             return  # maybe the user is going on
         turn.released = True
         out.append(Release(turn.id))
+
+    def _recent(self, onset_s: float | None, until_s: float) -> bool:
+        """An unconfirmed onset at ``onset_s`` still holds a due reply: it was heard within
+        :data:`ONSET_HOLD_S`, and the reply has not waited until ``until_s``."""
+        return onset_s is not None and self._now - onset_s < ONSET_HOLD_S and self._now < until_s
 
     # ---- the turn ----------------------------------------------------------------------------
     def _turn_progress(self, event: Event, out: list[Action]) -> None:
