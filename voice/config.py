@@ -109,8 +109,20 @@ class SttConfig:
 
     model: str = "tiny.en"  # a directory path, a name under models/, or a Whisper size
     allow_download: bool = False
-    device: str = "cpu"
-    compute_type: str = "int8"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # CTranslate2's types; which ones a device runs: ctranslate2.get_supported_compute_types
+    compute_type: Literal[
+        "default",
+        "auto",
+        "int8",
+        "int8_float32",
+        "int8_float16",
+        "int8_bfloat16",
+        "int16",
+        "float16",
+        "bfloat16",
+        "float32",
+    ] = "int8"
     cpu_threads: int = limited(2, 0, 64)  # 0: CTranslate2 picks; huge values crash it
     language: str = "en"
     beam_size: int = limited(1, 1, 10)  # memory grows with the beam

@@ -59,6 +59,9 @@ def test_unknown_key_is_an_error_that_names_it() -> None:
         ({"stt": {"blocklist": [1, 2]}}, r"stt.blocklist\[0\] must be a string"),
         ({"turn": "desk"}, r"\[turn\] must be a table"),
         ({"wake": {"speech_gate": "yes"}}, "wake.speech_gate must be true or false"),
+        # A typo here failed only as Whisper loaded (exit 2: the service restarted for ever).
+        ({"stt": {"compute_type": "fp64"}}, "stt.compute_type must be one of 'default'"),
+        ({"stt": {"device": "gpu"}}, "stt.device must be one of 'cpu', 'cuda', 'auto'"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(
