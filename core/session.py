@@ -198,6 +198,10 @@ class Session:
     updated_at: float = field(default_factory=_now)
     agent_session_id: str | None = None
     closed: bool = False  # set by a reset: the next message in the room starts a new session
+    # Read from a file a newer version (or another tool) wrote: its version, and the keys
+    # this version does not know. A save writes both back, so nothing of it is lost.
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         validate_session_id(self.session_id)
@@ -230,8 +234,13 @@ class Session:
         """The file's JSON form. Every value is checked here, as anything may have been
         assigned since construction, so a save never writes what a load would call corrupt."""
         agent_id = self.agent_session_id
-        return {
-            "version": FORMAT_VERSION,
+        version = self.format_version
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise SessionFormatError(f"version must be a whole number, got {version!r}")
+        for key, value in self.extra.items():
+            _check_plain_json(value, key)
+        return self.extra | {
+            "version": max(version, FORMAT_VERSION),
             "session_id": validate_session_id(self.session_id),
             "room_id": validate_room_id(self.room_id),
             "title": _string(self.title, "title"),
@@ -252,6 +261,12 @@ class Session:
         if not isinstance(messages, list):
             raise SessionFormatError("session messages must be a list")
         agent_id = data.get("agent_session_id")
+        version = data.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise SessionFormatError(f"version must be a whole number, got {version!r}")
+        extra = {key: value for key, value in data.items() if key not in _SESSION_KEYS}
+        for key, value in extra.items():
+            _check_plain_json(value, key)
         try:
             return cls(
                 session_id=_string(data.get("session_id"), "session_id"),
@@ -262,6 +277,8 @@ class Session:
                 updated_at=_number(data.get("updated_at"), "updated_at"),
                 agent_session_id=None if agent_id is None else _string(agent_id, "agent id"),
                 closed=_boolean(data.get("closed", False), "closed"),
+                format_version=version,
+                extra=extra,
             )
         except InvalidIdError as e:  # a bad id inside the file means the file is corrupt
             raise SessionFormatError(str(e)) from None
@@ -269,6 +286,21 @@ class Session:
     @classmethod
     def from_json(cls, data: bytes) -> Session:
         return cls.from_dict(parse_json(data, "session file"))
+
+
+_SESSION_KEYS = frozenset(
+    {
+        "version",
+        "session_id",
+        "room_id",
+        "title",
+        "created_at",
+        "updated_at",
+        "agent_session_id",
+        "closed",
+        "messages",
+    }
+)
 
 
 def _checked_messages(messages: list[Message]) -> list[Message]:

@@ -165,6 +165,25 @@ def test_a_version_1_file_is_read_and_migrated_on_the_next_save(store: SessionSt
     ]
 
 
+def test_a_turn_keeps_what_a_newer_version_wrote(tmp_path: Path) -> None:
+    """A newer version (or another tool) wrote keys this one does not know, at the top of the
+    file too: a turn here appends to the conversation and keeps them, and the version it was
+    written as, rather than rewrite the file as its own (older) version without them."""
+    store = SessionStore(tmp_path / "sessions")
+    newer = json.loads(VERSION_1_FILE) | {"version": 3, "summary": {"by": "v3", "n": [1, 2]}}
+    newer["messages"] = [{"role": "user", "content": "hello", "mood": "curious"}]
+    path = store.root / f"{VERSION_1_ID}.json"
+    path.write_text(json.dumps(newer))
+    store.rebuild_index()
+    core = Core(store, FakeAgent(), idle_timeout_s=0)
+    assert core.send_message("desk", "and again") == "Hello!"
+    on_disk = json.loads(path.read_text())
+    assert on_disk["version"] == 3
+    assert on_disk["summary"] == {"by": "v3", "n": [1, 2]}
+    assert on_disk["messages"][0] == {"role": "user", "content": "hello", "mood": "curious"}
+    assert [m["content"] for m in on_disk["messages"][1:]] == ["and again", "Hello!"]
+
+
 def test_a_turn_continues_a_version_1_conversation(tmp_path: Path) -> None:
     store = SessionStore(tmp_path / "sessions")
     (store.root / f"{VERSION_1_ID}.json").write_text(VERSION_1_FILE)
