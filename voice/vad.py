@@ -38,6 +38,11 @@ LIKELY_SPEECH = 0.5
 # and no further back than this.
 LIKELY_GAP_MS = 300
 LIKELY_REACH_MS = 1500
+# Within the longest pause (vad.hangover_ms) after an utterance, the user is most likely going
+# on: three onsets in a row that the check finds likely speech confirm a voice there. In the rig
+# jfk.flac's "ask not what your country can do for you", said 1 s after a turn ended, peaked
+# at 0.69 and fell to 0.03 by "for you": refused throughout, and then spoken over.
+LIKELY_CONFIRMS = 3
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
@@ -237,6 +242,9 @@ class Segmenter:
         self._likely_reach_s = LIKELY_REACH_MS / 1000
         # Refused onsets since one the check found likely (LIKELY_SPEECH): from, to (seconds).
         self._likely: tuple[float, float] | None = None
+        self._likely_asks = 0  # likely refused onsets in a row
+        self._spoke_until_s: float | None = None  # the end of the last utterance's voice
+        self._going_on_s = config.hangover_ms / 1000
         self._history: deque[_Frame] = deque(
             maxlen=self._pre_roll + self._look_back_under + config.onset_window_frames
         )
@@ -326,6 +334,8 @@ class Segmenter:
         self._history.clear()
         self._clear_speech()
         self._likely = None
+        self._likely_asks = 0
+        self._spoke_until_s = None
         if self._onset_check is not None:
             self._onset_check.reset()
 
@@ -369,6 +379,7 @@ class Segmenter:
         frames = list(self._history)
         window = frames[-self._config.onset_window_frames :]
         if not window[-1].voiced or sum(f.voiced for f in window) < self._config.onset_frames:
+            self._likely_asks = 0
             if ask_early and self._onset_check is not None:
                 # Over the reply the device hears more than the echo (over it, or under it
                 # where the canceller left a voice): the check is asked now, not after the
@@ -381,11 +392,15 @@ class Segmenter:
             return []
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
         if self._onset_check is not None and not self._confirm(self._onset_check, frames):
-            self.onsets_refused += 1
             likelihood = self._onset_check.likelihood
-            self._note_refused(frames[first].start_s, likely=likelihood >= LIKELY_SPEECH)
-            # Asked again at the next voiced frame while the detector still agrees.
-            return [OnsetUnconfirmed(self._now_s, likelihood)]
+            likely = likelihood >= LIKELY_SPEECH
+            self._likely_asks = self._likely_asks + 1 if likely else 0
+            self._note_refused(frames[first].start_s, likely=likely)
+            if not (self._likely_asks >= LIKELY_CONFIRMS and self._going_on(frames[first])):
+                self.onsets_refused += 1
+                # Asked again at the next voiced frame while the detector still agrees.
+                return [OnsetUnconfirmed(self._now_s, likelihood)]
+        self._likely_asks = 0
         heard = first
         first = self._likely_onset(frames, first)
         start, echo = first, 0
@@ -412,6 +427,12 @@ class Segmenter:
             )
         self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
+
+    def _going_on(self, frame: _Frame) -> bool:
+        """Whether a voice at ``frame`` would go on from the last utterance: it begins within
+        the longest pause after that utterance's voice."""
+        spoke = self._spoke_until_s
+        return spoke is not None and frame.start_s - spoke <= self._going_on_s
 
     def _note_refused(self, onset_s: float, *, likely: bool) -> None:
         """The check refused an onset from ``onset_s``; it found it ``likely`` speech or not.
@@ -589,6 +610,9 @@ class Segmenter:
                 self._voiced_span_ms(),
                 self._config.min_utterance_ms,
             )
+        if self._last_voiced is not None:
+            voice = self._frames[self._last_voiced]
+            self._spoke_until_s = voice.start_s + self._frame_s
         # Silence after the kept tail becomes the next utterance's pre-roll history.
         tail = self._frames[self._kept_frames() :]
         self._clear_speech()

@@ -730,6 +730,49 @@ def test_a_confirmed_onset_reaches_back_over_the_refused_onsets_the_check_found_
     assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset))]
 
 
+class SureUntil(Scores):
+    """Confirms the first voice (frames before ``first_end``); after it, finds each onset
+    ``likely`` speech and confirms none."""
+
+    def __init__(self, first_end: int, likely: float) -> None:
+        super().__init__(lambda i: 0.9 if i < first_end else likely, confirm_at=10**9)
+        self.first_end = first_end
+
+    def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        super().confirm(pcm, start_s, rate)
+        return int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2 < self.first_end
+
+
+@pytest.mark.parametrize(
+    ("pause", "likely", "going_on"),
+    [
+        (5, 0.6, True),  # 150 ms after the last word: the user goes on
+        (25, 0.6, False),  # 750 ms, beyond the longest pause (hangover_ms 600 ms)
+        (5, 0.3, False),  # Silero does not find it likely
+    ],
+)
+def test_just_after_an_utterance_an_onset_silero_finds_likely_is_confirmed(
+    pause: int, likely: float, going_on: bool
+) -> None:
+    """The turn ended at a pause (the loop finishes the utterance) and the user goes on:
+    within the longest pause, three onsets in a row that Silero finds likely speech confirm
+    the voice (jfk.flac's "ask not what your country can do for you", in the rig, peaked at
+    0.69 and was never confirmed, then spoken over)."""
+    feed = Feed()
+    check = SureUntil(first_end=20, likely=likely)
+    feed.seg = Segmenter(CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    assert only(feed("....." + "v" * 12 + "....."), SpeechStarted)  # frames 5-16
+    assert isinstance(feed.seg.finish(), UtteranceEnded)
+    events = feed("." * (pause - 5) + "v" * 10)
+    started = only(events, SpeechStarted)
+    assert len(started) == going_on
+    if going_on:  # at the third likely onset, reaching back to the first one's window
+        assert [type(e) for e in events if not isinstance(e, SpeechStarted)] == [
+            OnsetUnconfirmed
+        ] * 2
+        assert started[0].at_s == pytest.approx(feed.time_of(17 + pause))
+
+
 def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset() -> None:
     """A frame louder than the echo (AudioChunk.heard_over) is reported with the check's
     likelihood at once, so a likely voice can pause the reply before webrtcvad's onset
