@@ -9,7 +9,8 @@ Requests are built from ``../shared/audio/real`` (people, not the project's own 
 - single:  each recording alone (5 LibriVox read sentences, 6 spoken commands);
 - joined:  two read sentences with a pause of 300, 500, 800 or 1200 ms between them;
 - paused:  a read sentence cut at a gap between two words, with 500-800 ms of silence put
-           in: the user stops mid-sentence to think.
+           in: the user stops mid-sentence to think;
+- jfk:     only when named (``--request jfk``): ../shared/audio/jfk.flac as recorded.
 
 Each request is played into the microphone of ``voice-assistant listen --agent echo`` (and
 of the plain sequential baseline, bench/baseline_loop.py), a real process in the rig, with
@@ -56,9 +57,12 @@ sys.path.insert(0, str(REPO))
 from tests.listener import TURN_DONE, Listener  # noqa: E402
 from tests.rig import PulseRig, align, find_speech  # noqa: E402
 from tests.voice.audio_util import (  # noqa: E402
+    load_16k,
     normalise,
     real_clip,
     real_references,
+    reference,
+    shared,
     to_int16,
     wer,
     word_gaps,
@@ -131,6 +135,13 @@ def build_requests(quick: bool) -> list[Request]:
             kinds[r.kind].append(r)
         requests = [r for group in kinds.values() for r in group[:4]]
     return requests
+
+
+def named_only() -> list[Request]:
+    """Requests run only when named (--request): jfk.flac, a noisy 1961 recording whose
+    natural 1.1 s pause after "And so my fellow Americans" ends a turn, and whose next words
+    Silero is unsure of (0.03-0.69)."""
+    return [Request("jfk", "single", load_16k(shared("jfk.flac")), reference("jfk.flac"))]
 
 
 def stored_user_messages(listener: Listener) -> list[str]:
@@ -400,7 +411,7 @@ def main() -> int:
         CONFIG.setdefault("turn", {})["barge_in"] = True
     requests = build_requests(args.quick)
     if args.request:
-        requests = [r for r in requests if r.name in args.request]
+        requests = [r for r in requests + named_only() if r.name in args.request]
         if not requests:
             parser.error(f"no request is named {args.request}")
     requests = [r for r in requests for _ in range(args.repeat)]
