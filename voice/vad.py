@@ -451,13 +451,17 @@ class Segmenter:
     def _likely_onset(self, frames: list[_Frame], first: int) -> int:
         """Where a voice confirmed at ``frames[first]`` began: at the refused onsets since one
         the check found likely speech, just before it (see :data:`LIKELY_SPEECH`), else
-        there."""
+        there. Never back across the assistant's own sound: over a reply, the reach-back over
+        what the device heard over or under its echo finds where a voice began."""
         likely, self._likely = self._likely, None
         onset_s = frames[first].start_s
         if likely is None or onset_s - likely[1] > self._likely_gap_s:
             return first
         since_s = max(likely[0], onset_s - self._likely_reach_s) - 1e-6
-        return next(i for i, f in enumerate(frames) if f.start_s >= since_s)
+        start = first
+        while start > 0 and frames[start - 1].start_s >= since_s and not frames[start - 1].echo:
+            start -= 1
+        return start
 
     def _confirm(self, check: OnsetCheck, frames: list[_Frame]) -> bool:
         """Ask ``check`` about the recent history (``frames``, ending now)."""

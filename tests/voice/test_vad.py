@@ -730,6 +730,19 @@ def test_a_confirmed_onset_reaches_back_over_the_refused_onsets_the_check_found_
     assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset))]
 
 
+def test_the_reach_back_over_likely_onsets_never_crosses_the_assistants_own_sound() -> None:
+    """Over a reply, where a voice began is found from what the device heard over or under
+    the echo; likely onsets before a stretch of echo are not reached back to."""
+    feed = Feed()
+    check = Scores(lambda i: 0.6 if i in (7, 8) else 0.2, confirm_at=18)
+    config = replace(CONFIG, pre_roll_ms=0)
+    feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    feed("....." + "vvvv")  # frames 5-8, refused at 7 and 8 as likely speech
+    feed("..", echo=True)  # frames 9-10: the reply's echo
+    started = only(feed("v" * 8), SpeechStarted)  # frames 11-18, confirmed at 18
+    assert [e.at_s for e in started] == [pytest.approx(feed.time_of(11))]
+
+
 class SureUntil(Scores):
     """Confirms the first voice (frames before ``first_end``); after it, finds each onset
     ``likely`` speech and confirms none."""
