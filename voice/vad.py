@@ -443,10 +443,7 @@ class Segmenter:
             stretch = None
         if stretch is None and likely:
             stretch = (onset_s, onset_s)
-        if stretch is not None:
-            self._likely = (stretch[0], self._now_s)
-        else:
-            self._likely = None
+        self._likely = None if stretch is None else (stretch[0], self._now_s)
 
     def _likely_onset(self, frames: list[_Frame], first: int) -> int:
         """Where a voice confirmed at ``frames[first]`` began: at the refused onsets since one

@@ -184,6 +184,22 @@ def test_a_turn_keeps_what_a_newer_version_wrote(tmp_path: Path) -> None:
     assert [m["content"] for m in on_disk["messages"][1:]] == ["and again", "Hello!"]
 
 
+def test_a_file_written_as_the_spec_suites_write_it_keeps_no_field_names_as_keys(
+    store: SessionStore,
+) -> None:
+    """``json.dumps(session.__dict__)`` holds the fields' own names (``format_version``,
+    ``extra``): they are this version's, not keys it does not know to carry along."""
+    s = Session(room_id="desk", messages=[{"role": "user", "content": "hi"}])
+    path = store.root / f"{s.session_id}.json"
+    path.write_text(json.dumps(s.__dict__))
+    loaded = store.load(s.session_id)
+    assert loaded is not None and loaded.extra == {}
+    store.save(loaded)
+    on_disk = json.loads(path.read_text())
+    assert "extra" not in on_disk and "format_version" not in on_disk
+    assert on_disk["messages"] == [{"role": "user", "content": "hi"}]
+
+
 def test_a_turn_continues_a_version_1_conversation(tmp_path: Path) -> None:
     store = SessionStore(tmp_path / "sessions")
     (store.root / f"{VERSION_1_ID}.json").write_text(VERSION_1_FILE)
