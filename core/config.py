@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from core.agent_output import OutputFormat
 from core.errors import ConfigError
+from core.paths import default_store_dir
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,11 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "session")
+
+    @property
+    def root(self) -> Path:
+        """The store's directory: ``store_dir``, or the default under the user's state dir."""
+        return Path(self.store_dir).expanduser() if self.store_dir else default_store_dir()
 
 
 @dataclasses.dataclass(frozen=True)

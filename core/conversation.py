@@ -29,7 +29,7 @@ from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, ConfigError, StoreError
 from core.ledger import AgentLedger
 from core.locks import LockRegistry
-from core.paths import default_store_dir, validate_room_id
+from core.paths import validate_room_id
 from core.session import IndexEntry, Session, make_message
 from core.store import SessionStore
 
@@ -80,8 +80,7 @@ class Core:
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
         """The production wiring: the configured agent and store."""
-        store_dir = config.session.store_dir
-        root = Path(store_dir).expanduser() if store_dir else default_store_dir()
+        root = config.session.root
         command = agent_command or config.agent.command
         agent = build_agent(config.agent, command, ledger=AgentLedger(root))
         return cls(root, agent, idle_timeout_s=config.session.idle_timeout_s)

@@ -398,6 +398,10 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_history(args: argparse.Namespace, config: Config) -> int:
+    root = config.core.session.root
+    if not root.exists():  # reading creates nothing: a mistyped store_dir stays visible
+        print(f"no conversations yet (there is no store at {root})")
+        return 0
     core = app.build_core(config)
     rows = [e for e in core.store.list() if args.room is None or e.get("room_id") == args.room]
     if not rows:

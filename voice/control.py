@@ -28,6 +28,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 COMMANDS = ("press", "release", "toggle", "status", "stop", "allow", "deny", "always")
 MAX_COMMAND_BYTES = 64  # longer input is refused unread: no command comes close
 MAX_CLIENTS = 16  # clients served at once; more get "error: busy"
+_BACKLOG = 128  # connections waiting to be accepted: a burst is answered, not refused
 _CLIENT_TIMEOUT_S = 1.0  # a client that connects and says nothing is dropped after this
 _JOIN_TIMEOUT_S = 2.0
 _RUN_USER = Path("/run/user")
@@ -133,7 +135,7 @@ class ControlServer:
         os.chmod(self.path, 0o600)
         info = os.stat(self.path)
         self._identity = (info.st_dev, info.st_ino)
-        sock.listen(MAX_CLIENTS)
+        sock.listen(_BACKLOG)
         self._sock = sock
         self._wake = WakePipe()
         self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
@@ -308,7 +310,7 @@ def send_command(path: Path, command: str, *, timeout_s: float = 2.0) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.connect(str(path))
+            _connect(sock, path, timeout_s)
         except (FileNotFoundError, ConnectionRefusedError):
             raise DeviceError(
                 f"nothing is listening on {path}: is `voice-assistant listen` running?"
@@ -334,6 +336,22 @@ def send_command(path: Path, command: str, *, timeout_s: float = 2.0) -> str:
     if not reply:
         raise DeviceError(f"the assistant on {path} closed the connection without a reply")
     return reply
+
+
+def _connect(sock: socket.socket, path: Path, timeout_s: float) -> None:
+    # A Unix socket whose backlog is full refuses at once (EAGAIN) rather than waiting, even
+    # with a timeout set: wait for room as a TCP connect would.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise DeviceError(
+                    f"the assistant on {path} is busy: too many callers at once; try again"
+                ) from None
+            time.sleep(0.02)
 
 
 def _read_reply(sock: socket.socket) -> str:

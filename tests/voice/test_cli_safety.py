@@ -429,3 +429,13 @@ def test_without_it_run_exits_the_usual_way(home: Path) -> None:
     )
     assert done.returncode == 3, done.stderr
     assert "finalized" in done.stdout, done.stdout
+
+
+def test_history_of_a_store_that_does_not_exist_creates_nothing(home: Path) -> None:
+    missing = home / "typo" / "sessions"
+    config = home / "config.toml"
+    config.write_text(f'[session]\nstore_dir = "{missing}"\n')
+    result = run(home, "history", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"no conversations yet (there is no store at {missing})" in result.stdout
+    assert not (home / "typo").exists()

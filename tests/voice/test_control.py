@@ -264,3 +264,65 @@ def test_ptt_exits_non_zero_on_an_error_reply(runtime_dir: Path) -> None:
         )
     assert result.stdout.strip() == "error: permission denied"
     assert result.returncode == 1
+
+
+def test_a_full_backlog_waits_for_room_then_says_busy(runtime_dir: Path) -> None:
+    path = runtime_dir / "full.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(0)  # never accepts: one waiting connection fills it
+        waiting: list[socket.socket] = []
+        try:
+            while True:  # fill the backlog, whatever the kernel counts as full
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                waiting.append(s)
+                try:
+                    s.connect(str(path))
+                except BlockingIOError:
+                    break
+            with pytest.raises(DeviceError, match="busy: too many callers at once"):
+                send_command(path, "status", timeout_s=0.3)
+
+            # Room made while the caller waits: it gets through rather than failing at once.
+            answered: list[str] = []
+
+            def serve_one() -> None:
+                for _ in waiting[:-1]:
+                    listener.accept()[0].close()
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(64)
+                    conn.sendall(b"ok served\n")
+
+            def call() -> None:
+                answered.append(send_command(path, "status", timeout_s=10))
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            time.sleep(0.2)  # the caller is refused at least once before room is made
+            serve_one()
+            caller.join(15)
+            assert answered == ["ok served"]
+        finally:
+            for s in waiting:
+                s.close()
+
+
+def test_a_burst_of_callers_gets_answers_not_refusals(
+    server: tuple[ControlServer, list[str]], sock_path: Path
+) -> None:
+    # Connected in one tight loop, faster than the server accepts: all must wait their turn.
+    burst = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(60)]
+    try:
+        for s in burst:
+            s.settimeout(10)
+            s.connect(str(sock_path))
+        replies = []
+        for s in burst:
+            s.sendall(b"status\n")
+            replies.append(s.makefile("rb").readline().decode())
+    finally:
+        for s in burst:
+            s.close()
+    assert all(r.startswith(("ok statusd", "error: busy")) for r in replies), set(replies)

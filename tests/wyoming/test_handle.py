@@ -104,6 +104,24 @@ def test_a_client_that_leaves_mid_turn_interrupts_it(fake: FakeConversation) -> 
         assert time.monotonic() - started < 20
 
 
+def test_garbage_after_a_request_interrupts_it_and_is_the_only_answer() -> None:
+    slow = FakeConversation(script=[("text", "Thinking"), ("sleep", 60), ("text", "done")])
+    with ServerThread(CONFIG, Programs(conversation=slow)) as server:
+        with Client(server.address) as client:
+            client.send(Transcript("take your time").event())
+            assert client.read().type == "handled-start"  # type: ignore[union-attr]
+            client.raw(b"this is not json\n")
+            after = []
+            while (event := client.read()) is not None:
+                after.append(event)
+        assert wait_until(lambda: slow.interrupts == 1, timeout_s=20)
+    # The turn was cut short, so no (empty) reply is sent as if it were the answer.
+    kinds = [e.type for e in after if e.type != "handled-chunk"]
+    assert kinds == ["error"], [(e.type, e.data) for e in after]
+    assert after[-1].data["code"] == "protocol-error"
+    assert "is not JSON" in after[-1].data["text"]
+
+
 class Unsaved:
     """A turn that was answered, with a refused tool, but could not be saved."""
 

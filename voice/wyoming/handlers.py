@@ -258,6 +258,9 @@ class HandleRequest:
         await self._finish(done, context, room)
 
     async def _finish(self, done: _Done, context: dict[str, Any], room: str) -> None:
+        if self.link.broken:  # its turn was interrupted: what it gets is the protocol error
+            log.info("room %s: the turn was cut short; no answer is sent", room)
+            return
         if done.error is not None:
             unexpected = not isinstance(done.error, AssistantError)  # a bug: keep its traceback
             log.warning("room %s: the agent failed: %s", room, done.error, exc_info=unexpected)

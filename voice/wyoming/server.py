@@ -201,6 +201,7 @@ class Connection:
         self._events: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(_QUEUED_EVENTS)
         self._busy = False
         self.gone = asyncio.Event()  # the client closed, broke the protocol or stalled
+        self.broken = False  # it broke the protocol or stalled: it gets an error, no answer
         self._deaf = False  # dropped while it read nothing: reset, not closed
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
@@ -294,6 +295,7 @@ class Connection:
         except Exception as e:  # a bug in reading must still end this connection, and only it
             log.exception("%s: reading an event failed", self.peer)
             last = ProtocolError(f"an event could not be read ({type(e).__name__})")
+        self.broken = last is not None
         self.gone.set()
         await self._events.put(last)
 
