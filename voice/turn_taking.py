@@ -75,7 +75,6 @@ from voice.turn_events import (
     WakeWord,
 )
 from voice.vad import (
-    LIKELY_SPEECH,
     OnsetUnconfirmed,
     SpeechDropped,
     SpeechPaused,
@@ -93,10 +92,11 @@ STOPPED = "Stopped."
 # word, 0.1-0.35 s later. Noise or music makes such onsets too, so the wait is bounded.
 ONSET_HOLD_S = 0.3
 ONSET_HOLD_MAX_S = 0.5
-# Onsets Silero found likely speech (voice.vad.LIKELY_SPEECH), though not sure enough to
-# confirm, hold it longer: a word said unclearly is confirmed only with the next one (jfk.flac,
-# half-duplex: "ask" at 0.5-0.64 was confirmed at "not", 0.7 s on; the reply, released at the
-# 0.5 s bound, played over "ask not what your country can" and they were lost).
+# Onsets the segmenter marks likely (Silero found them likely speech, or they make a murmur:
+# voice.vad.LIKELY_SPEECH, MURMUR_FLOOR), though not sure enough to confirm, hold it longer:
+# a word said unclearly is confirmed only with the next one (jfk.flac, half-duplex: "ask" at
+# 0.5-0.64 was confirmed at "not", 0.7 s on; the reply, released at the 0.5 s bound, played
+# over "ask not what your country can" and they were lost).
 LIKELY_HOLD_MAX_S = 1.5
 # Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
 # windows at vad.silero_threshold). So an onset with one such window (TurnPolicy's
@@ -427,7 +427,7 @@ class TurnTaking:
         self._now = max(self._now, onset.at_s)
         if onset.proposed:  # not every sound louder than the echo holds a reply back
             self._unconfirmed_s = onset.at_s
-            if onset.likelihood >= LIKELY_SPEECH:
+            if onset.likely:
                 self._likely_onset_s = onset.at_s
         self._pause_for(onset, out)
 

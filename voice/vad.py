@@ -43,6 +43,16 @@ LIKELY_REACH_MS = 1500
 # jfk.flac's "ask not what your country can do for you", said 1 s after a turn ended, peaked
 # at 0.69 and fell to 0.03 by "for you": refused throughout, and then spoken over.
 LIKELY_CONFIRMS = 3
+# A voice Silero hears only as a murmur: in the rig, jfk.flac's "ask not what your country
+# can do" scored 0.18-0.40 for 0.8 s in one run of 16, refused throughout, so "ask" was lost;
+# in two more the reply played over the phrase. Refused onsets at least this likely, with
+# gaps of at most MURMUR_GAP_MS, make a murmur; once it has gone on for MURMUR_MS it holds a
+# due reply as likely speech does (voice.turn_taking), and a voice confirmed while it goes on
+# reaches back to its start. A melody in the rig made murmurs of 0.39 for 240 ms, which then
+# died down: they neither confirm a voice nor extend the stretch of likely onsets above.
+MURMUR_FLOOR = 0.15
+MURMUR_GAP_MS = 150
+MURMUR_MS = 360
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
@@ -133,6 +143,7 @@ class OnsetUnconfirmed:
     at_s: float
     likelihood: float = 0.0
     proposed: bool = True
+    likely: bool = False  # likely speech (LIKELY_SPEECH), or part of a murmur (MURMUR_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -243,6 +254,10 @@ class Segmenter:
         # Refused onsets since one the check found likely (LIKELY_SPEECH): from, to (seconds).
         self._likely: tuple[float, float] | None = None
         self._likely_asks = 0  # likely refused onsets in a row
+        # Refused onsets of at least MURMUR_FLOOR, gaps of at most MURMUR_GAP_MS: from, to.
+        self._murmur: tuple[float, float] | None = None
+        self._murmur_gap_s = MURMUR_GAP_MS / 1000
+        self._murmur_s = MURMUR_MS / 1000
         self._spoke_until_s: float | None = None  # the end of the last utterance's voice
         self._going_on_s = config.hangover_ms / 1000
         self._history: deque[_Frame] = deque(
@@ -335,6 +350,7 @@ class Segmenter:
         self._clear_speech()
         self._likely = None
         self._likely_asks = 0
+        self._murmur = None
         self._spoke_until_s = None
         if self._onset_check is not None:
             self._onset_check.reset()
@@ -393,13 +409,16 @@ class Segmenter:
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
         if self._onset_check is not None and not self._confirm(self._onset_check, frames):
             likelihood = self._onset_check.likelihood
+            onset_s = frames[first].start_s
             likely = likelihood >= LIKELY_SPEECH
             self._likely_asks = self._likely_asks + 1 if likely else 0
-            self._note_refused(frames[first].start_s, likely=likely)
+            self._note_refused(onset_s, likely=likely)
+            self._note_murmur(onset_s, likelihood)
             if not (self._likely_asks >= LIKELY_CONFIRMS and self._going_on(frames[first])):
                 self.onsets_refused += 1
                 # Asked again at the next voiced frame while the detector still agrees.
-                return [OnsetUnconfirmed(self._now_s, likelihood)]
+                murmur = self._murmur_from() is not None
+                return [OnsetUnconfirmed(self._now_s, likelihood, likely=likely or murmur)]
         self._likely_asks = 0
         heard = first
         first = self._likely_onset(frames, first)
@@ -434,6 +453,23 @@ class Segmenter:
         spoke = self._spoke_until_s
         return spoke is not None and frame.start_s - spoke <= self._going_on_s
 
+    def _note_murmur(self, onset_s: float, likelihood: float) -> None:
+        """A refused onset from ``onset_s``: one at least :data:`MURMUR_FLOOR` likely begins
+        or goes on with a murmur; a gap of more than :data:`MURMUR_GAP_MS` ends it."""
+        murmur = self._murmur
+        if murmur is not None and self._now_s - murmur[1] > self._murmur_gap_s:
+            murmur = None
+        if likelihood >= MURMUR_FLOOR:
+            murmur = (onset_s if murmur is None else murmur[0], self._now_s)
+        self._murmur = murmur
+
+    def _murmur_from(self) -> float | None:
+        """Where the murmur going on now began, once it has lasted :data:`MURMUR_MS`."""
+        murmur = self._murmur
+        if murmur is None or self._now_s - murmur[1] > self._murmur_gap_s:
+            return None
+        return murmur[0] if murmur[1] - murmur[0] >= self._murmur_s else None
+
     def _note_refused(self, onset_s: float, *, likely: bool) -> None:
         """The check refused an onset from ``onset_s``; it found it ``likely`` speech or not.
         Likely ones begin a stretch; any refused onset keeps it going (the detector still
@@ -447,14 +483,19 @@ class Segmenter:
 
     def _likely_onset(self, frames: list[_Frame], first: int) -> int:
         """Where a voice confirmed at ``frames[first]`` began: at the refused onsets since one
-        the check found likely speech, just before it (see :data:`LIKELY_SPEECH`), else
-        there. Never back across the assistant's own sound: over a reply, the reach-back over
-        what the device heard over or under its echo finds where a voice began."""
+        the check found likely speech, just before it (see :data:`LIKELY_SPEECH`), or at the
+        murmur that leads up to it (:data:`MURMUR_FLOOR`), else there. Never back across the
+        assistant's own sound: over a reply, the reach-back over what the device heard over or
+        under its echo finds where a voice began."""
         likely, self._likely = self._likely, None
+        murmur, self._murmur = self._murmur_from(), None
         onset_s = frames[first].start_s
-        if likely is None or onset_s - likely[1] > self._likely_gap_s:
+        starts = [] if murmur is None else [murmur]
+        if likely is not None and onset_s - likely[1] <= self._likely_gap_s:
+            starts.append(likely[0])
+        if not starts:
             return first
-        since_s = max(likely[0], onset_s - self._likely_reach_s) - 1e-6
+        since_s = max(min(starts), onset_s - self._likely_reach_s) - 1e-6
         start = first
         while start > 0 and frames[start - 1].start_s >= since_s and not frames[start - 1].echo:
             start -= 1

@@ -1239,11 +1239,12 @@ def test_noise_holds_a_due_reply_only_briefly() -> None:
 def test_an_onset_silero_finds_likely_speech_holds_a_due_reply_longer() -> None:
     """jfk.flac, half-duplex: "ask" scores 0.5-0.64, under Silero's 0.7 that confirms a
     voice, and was confirmed only at "not" 0.7 s on. Released at the 0.5 s bound, the reply
-    played over "ask not what your country can", and those words were lost."""
+    played over "ask not what your country can", and those words were lost. The segmenter
+    marks such onsets likely (voice.vad.LIKELY_SPEECH, MURMUR_FLOOR)."""
     m = Machine()
     turn = held_turn(m)  # due at 4.5 s
     for t in (4.45, 4.6, 4.75, 4.9, 5.05, 5.2, 5.35):
-        assert m.quiet(OnsetUnconfirmed(t, 0.6), Tick(t + 0.01)) == []
+        assert m.quiet(OnsetUnconfirmed(t, 0.6, likely=True), Tick(t + 0.01)) == []
     assert m.quiet(OnsetUnconfirmed(5.4, 0.3), Tick(5.41)) == []  # the gap between words
     assert m.quiet(SpeechStarted(4.4)) == [StopReply(turn), Interrupt(turn)]
 
@@ -1252,8 +1253,8 @@ def test_likely_onsets_never_confirmed_hold_a_due_reply_at_most_1_5_s() -> None:
     m = Machine()
     turn = held_turn(m)
     for t in (4.45, 4.6, 4.75, 4.9, 5.05, 5.2, 5.35, 5.5, 5.65, 5.8, 5.95):
-        assert m.quiet(OnsetUnconfirmed(t, 0.6), Tick(t + 0.01)) == []
-    assert m.quiet(OnsetUnconfirmed(6.0, 0.6), Tick(6.01)) == [Release(turn)]
+        assert m.quiet(OnsetUnconfirmed(t, 0.6, likely=True), Tick(t + 0.01)) == []
+    assert m.quiet(OnsetUnconfirmed(6.0, 0.6, likely=True), Tick(6.01)) == [Release(turn)]
 
 
 def test_an_old_unconfirmed_onset_does_not_hold_the_reply() -> None:

@@ -723,10 +723,43 @@ def test_a_confirmed_onset_reaches_back_over_the_refused_onsets_the_check_found_
     confirms the voice; the voice began at the refused onsets Silero found likely speech
     (its own 0.5 threshold), so the pre-roll alone would lose half a word."""
     feed = Feed()
-    check = Scores(lambda i: 0.6 if i in likely else 0.2, confirm_at)
+    check = Scores(lambda i: 0.6 if i in likely else 0.1, confirm_at)
     config = replace(CONFIG, pre_roll_ms=0)
     feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
     started = only(feed(pattern), SpeechStarted)
+    assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset))]
+
+
+@pytest.mark.parametrize(
+    ("scores", "onset", "likely_from"),
+    [
+        # Voiced from frame 5, proposed from 7, confirmed at 20 (window 16-20).
+        ({i: 0.3 for i in range(7, 20)}, 5, 16),  # a murmur: likely once it lasts 360 ms
+        ({i: 0.3 for i in range(7, 12)}, 16, None),  # too brief to be one
+        ({i: 0.12 for i in range(7, 20)}, 16, None),  # under the floor: noise
+        # A dip under the floor shorter than the gap keeps it going; a longer one ends it.
+        ({**{i: 0.3 for i in range(7, 20)}, 10: 0.05, 11: 0.05}, 5, 16),
+        ({**{i: 0.3 for i in range(7, 20)}, **{i: 0.05 for i in range(10, 16)}}, 16, None),
+    ],
+    ids=["murmur", "brief", "under-floor", "dip-bridged", "dip-breaks"],
+)
+def test_a_murmur_of_refused_onsets_counts_as_likely_speech(
+    scores: dict[int, float], onset: int, likely_from: int | None
+) -> None:
+    """jfk.flac in the rig, one run of 16: "ask not what your country can do" scored 0.18-0.40
+    for 0.8 s, never likely speech by Silero's own 0.5, and "ask" was lost. Refused
+    onsets of at least MURMUR_FLOOR that go on for MURMUR_MS are likely speech: they hold the
+    reply (voice.turn_taking) and the confirmed voice reaches back to where they began."""
+    feed = Feed()
+    check = Scores(lambda i: scores.get(i, 0.05), confirm_at=20)
+    config = replace(CONFIG, pre_roll_ms=0)
+    feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    events = feed("." * 5 + "v" * 16)
+    refused = [e for e in events if isinstance(e, OnsetUnconfirmed)]
+    assert len(refused) == 13  # frames 7-19
+    marked = [i for i, e in zip(range(7, 20), refused, strict=True) if e.likely]
+    assert marked == ([] if likely_from is None else list(range(likely_from, 20))), marked
+    started = only(events, SpeechStarted)
     assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset))]
 
 
@@ -761,7 +794,7 @@ class SureUntil(Scores):
     [
         (5, 0.6, True),  # 150 ms after the last word: the user goes on
         (25, 0.6, False),  # 750 ms, beyond the longest pause (hangover_ms 600 ms)
-        (5, 0.3, False),  # Silero does not find it likely
+        (5, 0.1, False),  # Silero does not find it likely
     ],
 )
 def test_just_after_an_utterance_an_onset_silero_finds_likely_is_confirmed(
@@ -784,6 +817,20 @@ def test_just_after_an_utterance_an_onset_silero_finds_likely_is_confirmed(
             OnsetUnconfirmed
         ] * 2
         assert started[0].at_s == pytest.approx(feed.time_of(17 + pause))
+
+
+def test_just_after_an_utterance_a_murmur_alone_confirms_no_voice() -> None:
+    """A melody in the rig made murmurs (0.39 for 240 ms): unlike onsets Silero finds likely
+    speech, a murmur never confirms a voice by itself, even where the user may go on."""
+    feed = Feed()
+    check = SureUntil(first_end=20, likely=0.3)
+    feed.seg = Segmenter(CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    assert only(feed("....." + "v" * 12 + "....."), SpeechStarted)  # frames 5-16
+    assert isinstance(feed.seg.finish(), UtteranceEnded)
+    events = feed("v" * 20)  # frames 22-41, 150 ms after the last word
+    assert only(events, SpeechStarted) == []
+    refused = [e for e in events if isinstance(e, OnsetUnconfirmed)]
+    assert refused and refused[-1].likely and not refused[0].likely
 
 
 def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset() -> None:
