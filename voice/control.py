@@ -320,7 +320,7 @@ def send_command(path: Path, command: str, *, timeout_s: float = 2.0) -> str:
                 f"permission denied on {path}: it belongs to another user; run this as the user "
                 "who runs the assistant"
             ) from None
-        except OSError as e:  # includes TimeoutError: a listener too busy to accept
+        except OSError as e:  # a socket that is not a listener's, and the like
             raise DeviceError(f"cannot connect to the assistant on {path}: {e}") from None
         # It may answer before reading (``error: busy``) and close: then read that answer.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):

@@ -49,10 +49,11 @@ LIKELY_CONFIRMS = 3
 # gaps of at most MURMUR_GAP_MS, make a murmur; once it has gone on for MURMUR_MS it holds a
 # due reply as likely speech does (voice.turn_taking), and a voice confirmed while it goes on
 # reaches back to its start. A melody in the rig made murmurs of 0.39 for 240 ms, which then
-# died down: they neither confirm a voice nor extend the stretch of likely onsets above.
+# died down: a murmur never confirms a voice, nor starts the stretch of likely onsets above.
 MURMUR_FLOOR = 0.15
 MURMUR_GAP_MS = 150
 MURMUR_MS = 360
+_MURMUR_GAP_S, _MURMUR_S = MURMUR_GAP_MS / 1000, MURMUR_MS / 1000
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
@@ -256,8 +257,7 @@ class Segmenter:
         self._likely_asks = 0  # likely refused onsets in a row
         # Refused onsets of at least MURMUR_FLOOR, gaps of at most MURMUR_GAP_MS: from, to.
         self._murmur: tuple[float, float] | None = None
-        self._murmur_gap_s = MURMUR_GAP_MS / 1000
-        self._murmur_s = MURMUR_MS / 1000
+        self._asked_s = 0.0  # when the check last refused an onset
         self._spoke_until_s: float | None = None  # the end of the last utterance's voice
         self._going_on_s = config.hangover_ms / 1000
         self._history: deque[_Frame] = deque(
@@ -417,7 +417,7 @@ class Segmenter:
             if not (self._likely_asks >= LIKELY_CONFIRMS and self._going_on(frames[first])):
                 self.onsets_refused += 1
                 # Asked again at the next voiced frame while the detector still agrees.
-                murmur = self._murmur_from() is not None
+                murmur = self._murmur_from(onset_s) is not None
                 return [OnsetUnconfirmed(self._now_s, likelihood, likely=likely or murmur)]
         self._likely_asks = 0
         heard = first
@@ -457,18 +457,29 @@ class Segmenter:
         """A refused onset from ``onset_s``: one at least :data:`MURMUR_FLOOR` likely begins
         or goes on with a murmur; a gap of more than :data:`MURMUR_GAP_MS` ends it."""
         murmur = self._murmur
-        if murmur is not None and self._now_s - murmur[1] > self._murmur_gap_s:
+        if murmur is not None and self._murmur_gap(onset_s) > _MURMUR_GAP_S + 1e-6:
             murmur = None
         if likelihood >= MURMUR_FLOOR:
             murmur = (onset_s if murmur is None else murmur[0], self._now_s)
         self._murmur = murmur
+        self._asked_s = self._now_s
 
-    def _murmur_from(self) -> float | None:
-        """Where the murmur going on now began, once it has lasted :data:`MURMUR_MS`."""
+    def _murmur_gap(self, onset_s: float) -> float:
+        """How long since the murmur was last heard. Across a silence the detector heard
+        (no onset was asked about in the last frame), up to where its new onset begins:
+        the onset window's wait for voiced frames is not a gap in the voice."""
+        assert self._murmur is not None
+        if self._now_s - self._asked_s > self._frame_s + 1e-6:
+            return onset_s - self._murmur[1]
+        return self._now_s - self._murmur[1]
+
+    def _murmur_from(self, onset_s: float) -> float | None:
+        """Where the murmur an onset from ``onset_s`` goes on with began, once it has lasted
+        :data:`MURMUR_MS`."""
         murmur = self._murmur
-        if murmur is None or self._now_s - murmur[1] > self._murmur_gap_s:
+        if murmur is None or self._murmur_gap(onset_s) > _MURMUR_GAP_S + 1e-6:
             return None
-        return murmur[0] if murmur[1] - murmur[0] >= self._murmur_s else None
+        return murmur[0] if murmur[1] - murmur[0] >= _MURMUR_S - 1e-6 else None
 
     def _note_refused(self, onset_s: float, *, likely: bool) -> None:
         """The check refused an onset from ``onset_s``; it found it ``likely`` speech or not.
@@ -488,8 +499,8 @@ class Segmenter:
         assistant's own sound: over a reply, the reach-back over what the device heard over or
         under its echo finds where a voice began."""
         likely, self._likely = self._likely, None
-        murmur, self._murmur = self._murmur_from(), None
         onset_s = frames[first].start_s
+        murmur, self._murmur = self._murmur_from(onset_s), None
         starts = [] if murmur is None else [murmur]
         if likely is not None and onset_s - likely[1] <= self._likely_gap_s:
             starts.append(likely[0])

@@ -819,6 +819,20 @@ def test_just_after_an_utterance_an_onset_silero_finds_likely_is_confirmed(
         assert started[0].at_s == pytest.approx(feed.time_of(17 + pause))
 
 
+def test_a_murmur_goes_on_across_a_short_silence_between_words() -> None:
+    """webrtcvad hears 90 ms of silence between two words (frames 13-15); the onset window
+    then waits for three voiced frames before the check is asked again, 180 ms after it was
+    last asked. The gap in the voice is 90 ms: the murmur goes on, and is reached back to."""
+    feed = Feed()
+    check = Scores(lambda i: 0.3 if i >= 7 else 0.05, confirm_at=25)
+    config = replace(CONFIG, pre_roll_ms=0)
+    feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    events = feed("." * 5 + "v" * 8 + "..." + "v" * 10)  # frames 5-12, 16-25
+    assert [e.likely for e in events if isinstance(e, OnsetUnconfirmed)][-1]
+    started = only(events, SpeechStarted)
+    assert [e.at_s for e in started] == [pytest.approx(feed.time_of(5))]
+
+
 def test_just_after_an_utterance_a_murmur_alone_confirms_no_voice() -> None:
     """A melody in the rig made murmurs (0.39 for 240 ms): unlike onsets Silero finds likely
     speech, a murmur never confirms a voice by itself, even where the user may go on."""
