@@ -38,6 +38,7 @@ LIKELY_SPEECH = 0.5
 # and no further back than this.
 LIKELY_GAP_MS = 300
 LIKELY_REACH_MS = 1500
+_LIKELY_GAP_S, _LIKELY_REACH_S = LIKELY_GAP_MS / 1000, LIKELY_REACH_MS / 1000
 # Within the longest pause (vad.hangover_ms) after an utterance, the user is most likely going
 # on: three onsets in a row that the check finds likely speech confirm a voice there. In the rig
 # jfk.flac's "ask not what your country can do for you", said 1 s after a turn ended, peaked
@@ -54,6 +55,13 @@ MURMUR_FLOOR = 0.15
 MURMUR_GAP_MS = 150
 MURMUR_MS = 360
 _MURMUR_GAP_S, _MURMUR_S = MURMUR_GAP_MS / 1000, MURMUR_MS / 1000
+# A voice that goes on from the last utterance (within vad.hangover_ms of it: the turn ended
+# at a pause) keeps the voice the detector heard before the check confirmed it, at any score,
+# across gaps of up to LIKELY_GAP_MS and never across the assistant's own sound: in the rig,
+# jfk.flac's "ask what" after "for you" was confirmed only at "you can do", with no reach-back
+# at all. No further back than this: the silence of the pause is not kept (kept whole, it
+# made Whisper end the request there), nor more of a fan or music the detector hears in it.
+GOING_ON_REACH_MS = 700
 # Frames webrtcvad calls voiced and the speech check does not (a breath before a word,
 # music) count as voice until they have gone on this long without the check agreeing.
 DOUBT_FRAMES_MS = 300
@@ -250,8 +258,8 @@ class Segmenter:
         # The onset check hears this much of the history: the longer reach-back over a voice
         # under the echo needs no more of it, only more frames to walk.
         self._check_frames = self._pre_roll + self._look_back + config.onset_window_frames
-        self._likely_gap_s = LIKELY_GAP_MS / 1000
-        self._likely_reach_s = LIKELY_REACH_MS / 1000
+        self._likely_gap = _frames_for(LIKELY_GAP_MS, frame_ms)
+        self._going_on_reach = _frames_for(GOING_ON_REACH_MS, frame_ms)
         # Refused onsets since one the check found likely (LIKELY_SPEECH): from, to (seconds).
         self._likely: tuple[float, float] | None = None
         self._likely_asks = 0  # likely refused onsets in a row
@@ -444,8 +452,25 @@ class Segmenter:
                 frames[heard].start_s,
                 "".join(_mark(f) for f in frames[start : heard + 1]),
             )
-        self._begin(frames[max(0, start - self._pre_roll) :], onset_s=onset_s)
+        self._begin(frames[self._kept_from(frames, start) :], onset_s=onset_s)
         return [SpeechStarted(onset_s)]
+
+    def _kept_from(self, frames: list[_Frame], start: int) -> int:
+        """The first frame a voice found to begin at ``frames[start]`` keeps: the pre-roll
+        before it; and first, when it goes on from the last utterance (the turn ended at a
+        pause and the user was only thinking), the voice the detector heard just before it
+        at any score the check gave (see :data:`GOING_ON_REACH_MS`)."""
+        if self._going_on(frames[start]):
+            earliest = start
+            for i in range(start - 1, max(0, start - self._going_on_reach) - 1, -1):
+                if frames[i].echo:
+                    break
+                if frames[i].voiced:
+                    earliest = i
+                elif earliest - i > self._likely_gap:
+                    break
+            start = earliest
+        return max(0, start - self._pre_roll)
 
     def _going_on(self, frame: _Frame) -> bool:
         """Whether a voice at ``frame`` would go on from the last utterance: it begins within
@@ -486,7 +511,7 @@ class Segmenter:
         Likely ones begin a stretch; any refused onset keeps it going (the detector still
         hears a voice), and a gap longer than :data:`LIKELY_GAP_MS` ends it."""
         stretch = self._likely
-        if stretch is not None and onset_s - stretch[1] > self._likely_gap_s:
+        if stretch is not None and onset_s - stretch[1] > _LIKELY_GAP_S:
             stretch = None
         if stretch is None and likely:
             stretch = (onset_s, onset_s)
@@ -502,11 +527,11 @@ class Segmenter:
         onset_s = frames[first].start_s
         murmur, self._murmur = self._murmur_from(onset_s), None
         starts = [] if murmur is None else [murmur]
-        if likely is not None and onset_s - likely[1] <= self._likely_gap_s:
+        if likely is not None and onset_s - likely[1] <= _LIKELY_GAP_S:
             starts.append(likely[0])
         if not starts:
             return first
-        since_s = max(min(starts), onset_s - self._likely_reach_s) - 1e-6
+        since_s = max(min(starts), onset_s - _LIKELY_REACH_S) - 1e-6
         start = first
         while start > 0 and frames[start - 1].start_s >= since_s and not frames[start - 1].echo:
             start -= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
@@ -891,3 +892,68 @@ def test_under_the_reply_the_check_is_asked_too() -> None:
     assert [e.proposed for e in only(events, OnsetUnconfirmed)] == [False] * 3
     assert feed("vvv", echo=True, under=True, gated=True) == []
     assert not feed.seg.in_speech  # the echo is never speech: only the reply's pause lets it be
+
+
+class UnsureFrom(Scores):
+    """Confirms every onset but those ending in frames ``unsure`` (refused at 0.05, too
+    unlikely for a murmur)."""
+
+    def __init__(self, unsure: range) -> None:
+        self.unsure = unsure
+        super().__init__(lambda i: 0.05 if i in self.unsure else 0.9, confirm_at=0)
+
+    def confirm(self, pcm: bytes, start_s: float, rate: int) -> bool:
+        super().confirm(pcm, start_s, rate)
+        return int(np.frombuffer(pcm, dtype="<i2")[-1]) // 2 not in self.unsure
+
+
+@pytest.mark.parametrize(
+    ("gap", "kept_from"),
+    [
+        # The first voice (frames 5-16) ends with the turn at frame 22 (kept to frame 21).
+        # After the gap ('v': voice the check refuses; 'e': the assistant's own sound),
+        # voiced frames from the onset are refused at 0.05 until the onset window holding
+        # the 8th of them; that window's first voiced frame (the 4th) is where the voice was
+        # found. The pre-roll is 10 frames; going on: found within 50 frames of frame 17.
+        ("." * 16, 28),  # the onset at 38, refused at 38-40, found at 41: from 38
+        ("." * 12 + "vvvv" + "." * 4, 24),  # refused at 34-37 too, 120 ms before: from 34
+        ("." * 6 + "vvv" + "." * 10, 22),  # ... at 28-30, 300 ms before: from 28
+        ("." * 2 + "vvvv" + "." * 11, 29),  # ... 330 ms before: a gap that ends it
+        ("." * 8 + "v" * 26, 25),  # refused from 30, found at 59: from 35, 700 ms before
+        ("." * 44 + "vvv", 62),  # found at 72, 1650 ms after: not going on
+        ("." * 8 + "vvv" + "eee" + "...", 29),  # never across the assistant's sound
+    ],
+    ids=[
+        "refused-onsets",
+        "refused-voice",
+        "gap-bridged",
+        "gap-ends-it",
+        "reach-bounded",
+        "a-new-voice",
+        "after-the-assistant",
+    ],
+)
+def test_a_voice_that_goes_on_from_the_last_utterance_keeps_the_words_the_check_refused(
+    gap: str, kept_from: int
+) -> None:
+    """The turn ended at a pause and the user goes on: a word the check was unsure of at any
+    score (jfk.flac's "ask what" after "for you", in the rig) is kept, within the longest
+    pause after the last utterance (hangover_ms). Where the voice began is still where it
+    was found; the silence of the pause is not kept."""
+    feed = Feed()
+    check = UnsureFrom(range(17, 10**6))
+    config = replace(CONFIG, hangover_ms=1500)
+    feed.seg = Segmenter(config, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=check)
+    assert only(feed("....." + "v" * 12 + "....."), SpeechStarted)  # frames 5-16
+    first = feed.seg.finish()
+    assert isinstance(first, UtteranceEnded)
+    assert frame_ids(first.utterance)[-1] == 21
+    for run in (m.group() for m in re.finditer(r"e+|\.+|v+", gap)):
+        assert only(feed(run, echo=run[0] == "e"), SpeechStarted) == []
+    onset = feed.next_frame
+    check.unsure = range(17, onset + 7)  # the onset window ending at onset + 7 confirms
+    started = only(feed("v" * 10), SpeechStarted)
+    assert [e.at_s for e in started] == [pytest.approx(feed.time_of(onset + 3))]
+    ended = feed.seg.finish()
+    assert isinstance(ended, UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == kept_from
