@@ -481,28 +481,28 @@ class Segmenter:
     def _note_murmur(self, onset_s: float, likelihood: float) -> None:
         """A refused onset from ``onset_s``: one at least :data:`MURMUR_FLOOR` likely begins
         or goes on with a murmur; a gap of more than :data:`MURMUR_GAP_MS` ends it."""
-        murmur = self._murmur
-        if murmur is not None and self._murmur_gap(onset_s) > _MURMUR_GAP_S + 1e-6:
-            murmur = None
+        murmur = self._murmur if self._murmur_goes_on(onset_s) else None
         if likelihood >= MURMUR_FLOOR:
             murmur = (onset_s if murmur is None else murmur[0], self._now_s)
         self._murmur = murmur
         self._asked_s = self._now_s
 
-    def _murmur_gap(self, onset_s: float) -> float:
-        """How long since the murmur was last heard. Across a silence the detector heard
-        (no onset was asked about in the last frame), up to where its new onset begins:
-        the onset window's wait for voiced frames is not a gap in the voice."""
-        assert self._murmur is not None
-        if self._now_s - self._asked_s > self._frame_s + 1e-6:
-            return onset_s - self._murmur[1]
-        return self._now_s - self._murmur[1]
+    def _murmur_goes_on(self, onset_s: float) -> bool:
+        """Whether an onset from ``onset_s`` goes on with the murmur: it was last heard at
+        most :data:`MURMUR_GAP_MS` ago. Across a silence the detector heard (no onset was
+        asked about in the last frame), the gap ends where the new onset begins: the onset
+        window's wait for voiced frames is not a gap in the voice."""
+        if self._murmur is None:
+            return False
+        silence = self._now_s - self._asked_s > self._frame_s + 1e-6
+        gap = (onset_s if silence else self._now_s) - self._murmur[1]
+        return gap <= _MURMUR_GAP_S + 1e-6
 
     def _murmur_from(self, onset_s: float) -> float | None:
         """Where the murmur an onset from ``onset_s`` goes on with began, once it has lasted
         :data:`MURMUR_MS`."""
         murmur = self._murmur
-        if murmur is None or self._murmur_gap(onset_s) > _MURMUR_GAP_S + 1e-6:
+        if murmur is None or not self._murmur_goes_on(onset_s):
             return None
         return murmur[0] if murmur[1] - murmur[0] >= _MURMUR_S - 1e-6 else None
 

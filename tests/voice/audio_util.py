@@ -170,11 +170,17 @@ def speech_spans(
     return spans
 
 
+def loud_frames(audio: FloatAudio, dbfs: float = -40.0) -> npt.NDArray[np.bool_]:
+    """Which 10 ms frames of ``audio`` are at least ``dbfs`` loud (a word, in a trimmed
+    recording); the last partial frame is left out."""
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    return np.asarray(np.sqrt(np.mean(frames**2, axis=1)) >= 10 ** (dbfs / 20))
+
+
 def word_gaps(audio: FloatAudio, *, min_ms: int = 40, edge_ms: int = 300) -> list[tuple[int, int]]:
     """Quiet stretches (10 ms frames under -40 dBFS, at least ``min_ms``) between the words of
     a trimmed recording, at least ``edge_ms`` from either end: where a reader could stop."""
-    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
-    quiet = np.sqrt(np.mean(frames**2, axis=1)) < 10 ** (-40 / 20)
+    quiet = ~loud_frames(audio)
     edge = edge_ms // 10
     gaps, start = [], None
     for i, q in enumerate([*quiet, False]):
