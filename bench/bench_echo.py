@@ -356,6 +356,7 @@ class BargeIns:
     false_stops: int = 0  # replies with nobody talking that stopped anyway
     false_pauses: int = 0  # ... that paused (and went on)
     music_runs: int = 0
+    music_dbfs: float = -35.0
     music_stops: int = 0  # ... with music-like tones playing in the room
     music_pauses: int = 0
     paused: int = 0  # voices over a reply that paused it before it stopped
@@ -375,12 +376,13 @@ def barge_ins(
     quiet_runs: int,
     seed: int,
     music_runs: int = 0,
+    music_dbfs: float = -35.0,
 ) -> BargeIns:
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
     # How long each voice breathes before its first word (see onset_in, word_onset_in).
     lead_s = {name: word_onset_in(voice, silero) - onset_in(voice) for name, voice in voices}
-    out = BargeIns()
+    out = BargeIns(music_dbfs=music_dbfs)
     config: dict[str, dict[str, object]] = {
         "audio": {"echo_cancel": "on"},
         "earcons": {"enabled": False},
@@ -409,8 +411,8 @@ def barge_ins(
                 out.false_stops += listener.count(STOPPING) > stops
                 out.false_pauses += listener.count(PAUSING) - pauses
             if music_runs:
-                # A melody at -35 dBFS in the room the whole time, nobody talking.
-                tones = music("melody", 12.0 * (music_runs + 1), -35.0, seed=seed)
+                # A melody in the room the whole time, nobody talking.
+                tones = music("melody", 12.0 * (music_runs + 1), music_dbfs, seed=seed)
                 player = rig.feed(to_int16(tones), RATE)
                 try:
                     for _ in range(music_runs):
@@ -566,7 +568,8 @@ def report_barge_ins(barge: BargeIns) -> None:
     )
     if barge.music_runs:
         print(
-            f"  ... with a melody at -35 dBFS playing in the room: {barge.music_stops}"
+            f"  ... with a melody at {barge.music_dbfs:.0f} dBFS playing in the room:"
+            f" {barge.music_stops}"
             f" of {barge.music_runs}; pauses in them: {barge.music_pauses}"
         )
 
@@ -603,6 +606,9 @@ def main() -> int:
         "--music-runs", type=int, default=0, help="... with music-like tones in the room"
     )
     parser.add_argument(
+        "--music-dbfs", type=float, default=-35.0, help="the melody's level (the echo's: about -20)"
+    )
+    parser.add_argument(
         "--quieter-db", type=float, default=0.0, help="voices this much quieter than the echo"
     )
     parser.add_argument("--seed", type=int, default=5)
@@ -635,7 +641,15 @@ def main() -> int:
     if args.barge_in_only:
         with PulseRig() as rig:
             print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-            barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
+            barge = barge_ins(
+                rig,
+                question,
+                chosen,
+                args.quiet_runs,
+                args.seed,
+                args.music_runs,
+                args.music_dbfs,
+            )
             report_barge_ins(barge)
         if args.log is not None:
             args.log.write_text(barge.log)
@@ -672,7 +686,15 @@ def main() -> int:
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
         print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-        barge = barge_ins(rig, question, chosen, args.quiet_runs, args.seed, args.music_runs)
+        barge = barge_ins(
+            rig,
+            question,
+            chosen,
+            args.quiet_runs,
+            args.seed,
+            args.music_runs,
+            args.music_dbfs,
+        )
         if args.log is not None:
             args.log.write_text(barge.log)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}

@@ -864,6 +864,7 @@ def test_over_the_reply_the_check_is_asked_before_the_detector_proposes_an_onset
         [i / 12 for i in (3, 4, 5)]
     )
     assert [e.proposed for e in only(events, OnsetUnconfirmed)] == [False] * 3
+    assert [e.over for e in only(events, OnsetUnconfirmed)] == [True] * 3
     assert not feed.seg.in_speech  # only the check's confirmed onset starts speech
     gated = AudioChunk(scripted("...", 6), RATE, timestamp_s=feed.time_of(6), heard_over=True)
     assert feed.seg.push(gated, gated=True) == []
@@ -890,6 +891,7 @@ def test_under_the_reply_the_check_is_asked_too() -> None:
         [i / 12 for i in (3, 4, 5)]
     )
     assert [e.proposed for e in only(events, OnsetUnconfirmed)] == [False] * 3
+    assert [e.over for e in only(events, OnsetUnconfirmed)] == [False] * 3  # under, not over
     assert feed("vvv", echo=True, under=True, gated=True) == []
     assert not feed.seg.in_speech  # the echo is never speech: only the reply's pause lets it be
 
