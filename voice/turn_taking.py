@@ -103,10 +103,11 @@ LIKELY_HOLD_MAX_S = 1.5
 # pause_likelihood) pauses the reply at once; the confirmation stops it, and the reply goes
 # on when no such onset was heard for PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5
 # (Silero's own start threshold), a melody in the room paused replies, and the music the
-# pause unmasked then stopped them: music under the echo, or between two of the reply's
-# words. A window heard over the echo (the microphone louder than the echo alone) pauses it
-# at 0.5 (pause_over_likelihood): in the rig the voices said over a reply reached 0.5 up to
-# 180 ms before 0.7, and a melody heard over the echo never scored more than 0.06.
+# pause unmasked then stopped them. A window heard over the echo (the microphone louder
+# than the echo alone) pauses it OVER_ECHO_EASE less sure (pause_over_likelihood: 0.5 at the
+# default 0.7): in the rig the voices said over a reply reached 0.5 up to 180 ms before 0.7,
+# and a melody in the room heard over the echo scored no more than 0.06.
+OVER_ECHO_EASE = 0.2
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
 # Speech that begins this soon after the reply starts to play answers nothing the user heard:
@@ -128,7 +129,7 @@ class TurnPolicy:
     wake_listen_s: float = 8.0  # wake mode: how long the word keeps the microphone open
     longest_pause_s: float = 1.5  # vad.hangover_ms: no pause inside a request is longer
     pause_likelihood: float = 0.7  # vad.silero_threshold: one window this sure pauses a reply
-    pause_over_likelihood: float = 0.5  # ... or this sure, heard over the echo (see above)
+    pause_over_likelihood: float = 0.5  # ... heard over the echo (OVER_ECHO_EASE less)
 
 
 @dataclass

@@ -7,7 +7,9 @@ from dataclasses import replace
 import pytest
 
 from voice.audio import Utterance
+from voice.config import Config
 from voice.end_of_turn import CombinedAnalyzer
+from voice.pipeline import turn_policy
 from voice.turn_events import (
     Action,
     AgentFinished,
@@ -859,6 +861,16 @@ def test_a_voice_heard_over_the_echo_pauses_the_reply_at_a_lower_likelihood(
     turn = playing_turn(m)
     onset = OnsetUnconfirmed(6.0, likelihood, proposed=False, over=over)
     assert m.quiet(onset) == ([PauseReply(turn)] if pauses else [])
+
+
+@pytest.mark.parametrize(("threshold", "over"), [(0.7, 0.5), (0.9, 0.7), (0.1, 0.0)])
+def test_the_pause_over_the_echo_follows_the_silero_threshold_from_the_config(
+    threshold: float, over: float
+) -> None:
+    vad = replace(Config().vad, silero_threshold=threshold)
+    policy = turn_policy(replace(Config(), vad=vad), model=False)
+    assert policy.pause_likelihood == threshold
+    assert policy.pause_over_likelihood == pytest.approx(over)
 
 
 def test_how_likely_a_pause_needs_follows_the_silero_threshold() -> None:
