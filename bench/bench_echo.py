@@ -654,18 +654,16 @@ def main() -> int:
     }
 
     chosen = [(VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)]
+
+    def barge_in_runs(rig: PulseRig) -> BargeIns:
+        print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
+        return barge_ins(
+            rig, question, chosen, args.quiet_runs, args.seed, args.music_runs, args.music_dbfs
+        )
+
     if args.barge_in_only:
         with PulseRig() as rig:
-            print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-            barge = barge_ins(
-                rig,
-                question,
-                chosen,
-                args.quiet_runs,
-                args.seed,
-                args.music_runs,
-                args.music_dbfs,
-            )
+            barge = barge_in_runs(rig)
             report_barge_ins(barge)
         if args.log is not None:
             args.log.write_text(barge.log)
@@ -701,16 +699,7 @@ def main() -> int:
             print("reply + a real voice over it (WebRTC, fixed echo path):")
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
-        print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
-        barge = barge_ins(
-            rig,
-            question,
-            chosen,
-            args.quiet_runs,
-            args.seed,
-            args.music_runs,
-            args.music_dbfs,
-        )
+        barge = barge_in_runs(rig)
         if args.log is not None:
             args.log.write_text(barge.log)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
