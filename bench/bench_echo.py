@@ -370,10 +370,11 @@ class BargeIns:
     log: str = ""  # the listener's whole log (--log)
 
 
-def settled(listener: Listener, quiet_s: float = 1.0, timeout_s: float = 30.0) -> int:
-    """Wait until every request heard has had its turn, and nothing new for ``quiet_s``;
-    the turns done. A request that went on after a pause is one request in two turns (the
-    first stopped), so counting turns per request would lose step with the runs."""
+def settled(listener: Listener, quiet_s: float = 2.0, timeout_s: float = 30.0) -> int:
+    """Wait until every request heard has had its turn, and nothing new for ``quiet_s``
+    (longer than a request takes to be heard after its last word); the turns done. A request
+    that went on after a pause is one request in two turns (the first stopped), so counting
+    turns per request would lose step with the runs."""
     deadline = time.monotonic() + timeout_s
     last, since = (-1, -1), time.monotonic()
     while time.monotonic() < deadline:
@@ -442,8 +443,7 @@ def barge_ins(
                         out.music_pauses += listener.count(PAUSING) - pauses
                 finally:
                     player.kill()
-                time.sleep(1.0)
-                done = listener.count(TURN_DONE)
+                done = settled(listener)
             for name, voice in voices:
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 since = len(listener.log())
@@ -460,8 +460,7 @@ def barge_ins(
                     # was not heard, and there is no second turn to wait for.
                     print(f"  {name}: the reply was gated (a stall, or not learnt); not heard")
                     out.gated += 1
-                    done = listener.count(TURN_DONE)
-                    time.sleep(1.0)
+                    done = settled(listener)
                     continue
                 done = settled(listener)
                 time.sleep(1.0)

@@ -863,7 +863,7 @@ def test_a_voice_heard_over_the_echo_pauses_the_reply_at_a_lower_likelihood(
     assert m.quiet(onset) == ([PauseReply(turn)] if pauses else [])
 
 
-@pytest.mark.parametrize(("threshold", "over"), [(0.7, 0.5), (0.9, 0.7), (0.1, 0.0)])
+@pytest.mark.parametrize(("threshold", "over"), [(0.7, 0.5), (0.9, 0.7), (0.3, 0.15), (0.1, 0.05)])
 def test_the_pause_over_the_echo_follows_the_silero_threshold_from_the_config(
     threshold: float, over: float
 ) -> None:
@@ -918,6 +918,21 @@ def test_a_sound_that_stays_likely_pauses_the_reply_once() -> None:
         out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.8))
     assert out == [PauseReply(turn), ResumeReply(turn)]
     assert m.quiet(Tick(9.6), OnsetUnconfirmed(9.6, 0.8)) == [PauseReply(turn)]  # it stopped
+
+
+def test_a_sound_likely_only_over_the_echo_pauses_the_reply_once() -> None:
+    """A sound at 0.6 pauses the reply only while heard over the echo; paused, nothing plays,
+    so nothing is over the echo. It must not pause, resume and pause again as it goes on."""
+    m = Machine()
+    turn = playing_turn(m)
+    out: list[Action] = []
+    paused = False
+    for i in range(100):  # 3 s of onsets, one per 30 ms frame
+        t = 6.0 + i * 0.03
+        step = m.quiet(Tick(t), OnsetUnconfirmed(t, 0.6, proposed=False, over=not paused))
+        paused = (paused or PauseReply(turn) in step) and ResumeReply(turn) not in step
+        out += step
+    assert out == [PauseReply(turn), ResumeReply(turn)]
 
 
 def test_a_question_from_the_agent_ends_a_pause() -> None:

@@ -677,10 +677,20 @@ def test_an_onset_the_check_has_not_confirmed_is_reported_at_each_frame() -> Non
     assert [e.likelihood for e in only(events, OnsetUnconfirmed)] == pytest.approx(
         [i / 12 for i in range(7, 12)]
     )
-    assert all(e.proposed for e in only(events, OnsetUnconfirmed))
+    assert all(e.proposed and not e.over for e in only(events, OnsetUnconfirmed))
     # The check found the first refused onset likely speech already (7/12): the voice began
     # at its window's first voiced frame, not at the window that confirmed it (frame 8).
     assert only(events, SpeechStarted)[0].at_s == pytest.approx(feed.time_of(5))
+
+
+def test_an_onset_the_detector_proposes_over_the_reply_says_it_was_heard_over_the_echo() -> None:
+    feed = Feed()
+    feed.seg = Segmenter(
+        CONFIG, ParityDetector(), rate=RATE, frame_ms=FRAME_MS, onset_check=ConfirmsFrom(12)
+    )
+    events = feed("....." + "vvvvvvvv", over=True)
+    proposed = [e for e in only(events, OnsetUnconfirmed) if e.proposed]
+    assert len(proposed) == 5 and all(e.over for e in proposed)
 
 
 class Scores:
