@@ -430,7 +430,7 @@ class Segmenter:
                 # Asked again at the next voiced frame while the detector still agrees.
                 murmur = self._murmur_from(onset_s) is not None
                 likely = likely or murmur
-                over = window[-1].heard_over
+                over = frames[-1].heard_over
                 return [OnsetUnconfirmed(self._now_s, likelihood, likely=likely, over=over)]
         self._likely_asks = 0
         heard = first
