@@ -1,6 +1,6 @@
 """An underrun of the echo-cancelled stream, in the PulseAudio rig: where the echo comes after.
 
-    python bench/bench_underrun.py [--replies N] [--stall-ms MS] [--live N]
+    python bench/bench_underrun.py [--replies N] [--stall-ms MS] [--live N] [--relearn N]
 
 The rig's ``module-loopback`` plays the speaker into the microphone at full level. A
 :class:`voice.devices.DuplexDevice` learns the room from two replies (the Piper voice), then:
@@ -21,6 +21,15 @@ cancellation on, the speaker looped into the microphone). A real voice asks "sev
 for the stall while its reply plays, and N times after. Printed: end of speech -> first reply
 sample for each request, replies that stopped themselves, and turns stored against requests.
 Run it with ``PYTHONPATH`` set to another checkout to measure that code.
+
+``--relearn N``: how soon the echo monitor trusts the canceller again after an underrun too
+short to reopen the stream for (``--stall-ms``, 100 by default here). N stalls, by turns
+while nothing plays (1 s before a reply) and 0.8 s into a reply; what the device's monitor
+was given is kept, and replayed through the monitor as released (windows of
+RELEARN_WINDOW_FRAMES) and through windows of WINDOW_FRAMES (the release before), side by
+side on the same audio. Printed: seconds of played sound from the stall to the canceller
+trusted again (the reply is gated until then), and 100 ms stretches of the next second of
+played sound with under 20 dB of echo removed (trusted too soon: its leaks reach the loop).
 """
 
 from __future__ import annotations
@@ -46,29 +55,61 @@ from tests.rig import PulseRig, align, frame_levels_dbfs  # noqa: E402
 from tests.voice.audio_util import real_clip, to_int16  # noqa: E402
 from voice.audio import AudioChunk  # noqa: E402
 from voice.config import AudioConfig, TtsConfig  # noqa: E402
+from voice.devices.duplex import BEHIND_S, DuplexDevice  # noqa: E402
+from voice.echo import WebRtcCanceller  # noqa: E402
+from voice.echo_guard import WINDOW_FRAMES, EchoMonitor, db, power  # noqa: E402
 from voice.tts import PiperSynthesizer  # noqa: E402
 
 LEARN = "You said: please read me the whole shopping list for the weekend, one item at a time."
 SHORT = "You said: seven of clubs. Anything else?"
 
 
+class Reader:
+    """Reads the device on a thread, as the loop does, keeping each chunk with its time."""
+
+    def __init__(self, device: DuplexDevice, keep: bool = True) -> None:
+        self.device, self.keep = device, keep
+        self.chunks: list[tuple[float, AudioChunk]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Reader:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+    def reopen(self) -> None:
+        """Reopen the stream, as the loop does once nothing goes on."""
+        self.stop()
+        self.device.reopen()
+        self.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            chunk = self.device.read(0.1)
+            if chunk is not None and self.keep:
+                self.chunks.append((time.monotonic(), chunk))
+
+
+def stall(device: DuplexDevice, seconds: float) -> None:
+    with device._cond:  # the callback waits on the speaker's lock: it underruns
+        time.sleep(seconds)
+
+
 def run_case(
     rig: PulseRig, tts: PiperSynthesizer, case: str, replies: int, stall_s: float
 ) -> tuple[list[int | None], list[int], list[float]]:
-    from voice.devices import DuplexDevice
-    from voice.echo import WebRtcCanceller
-
     learn, short = tts.synthesize_all(LEARN), tts.synthesize_all(SHORT)
     vad = webrtcvad.Vad(2)
-    chunks: list[tuple[float, AudioChunk]] = []
-    stop = threading.Event()
     with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
-
-        def reader() -> None:
-            while not stop.is_set():
-                chunk = device.read(0.1)
-                if chunk is not None:
-                    chunks.append((time.monotonic(), chunk))
+        reader = Reader(device).start()
+        chunks = reader.chunks
 
         def play(samples: np.ndarray) -> float:
             started = time.monotonic()
@@ -77,23 +118,15 @@ def run_case(
             time.sleep(0.5)  # the echo's tail
             return started
 
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
         for _ in range(2):
             play(learn)
         if case != "steady":
             device.play(learn[: tts.sample_rate], tts.sample_rate)
             time.sleep(0.3)
-            with device._cond:  # the callback waits on the speaker's lock: it underruns
-                time.sleep(stall_s)
+            stall(device, stall_s)
             device.wait(10)
         if case == "reopened":
-            stop.set()
-            thread.join(2)
-            device.reopen()
-            stop.clear()
-            thread = threading.Thread(target=reader, daemon=True)
-            thread.start()
+            reader.reopen()
         delays: list[int | None] = []
         leaks: list[int] = []
         for _ in range(replies):
@@ -121,12 +154,117 @@ def run_case(
                 said_s = fed.snapshot().speech(min_gap_s=0.5)[-1][0]
                 heard = [t for t, c in chunks if t >= said_s and np.abs(c.to_int16()).max() > 4000]
                 lags.append((heard[0] - said_s) * 1000 if heard else float("nan"))
-        stop.set()
-        thread.join(2)
+        reader.stop()
     return delays, leaks, lags
 
 
-def live(after: int, stall_s: float) -> None:
+class TapedMonitor(EchoMonitor):
+    """The device's monitor, keeping every frame it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tape: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def update(self, heard: np.ndarray, left: np.ndarray, played: np.ndarray) -> bool:
+        self.tape.append((time.monotonic(), heard.copy(), left.copy(), played.copy()))
+        return super().update(heard, left, played)
+
+
+def replay(
+    tape: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], frames: int
+) -> tuple[float, int] | None:
+    """The frames after a stall through a monitor that relearns on windows of ``frames``:
+    seconds of played sound until it trusts the canceller, and the 100 ms stretches of the
+    next second of played sound with under 20 dB removed. None: never within the tape."""
+    monitor = EchoMonitor(relearn_frames=frames)
+    monitor.learnt = True
+    monitor.moved()
+    played = [(h, lft, p) for _, h, lft, p in tape if db(power(p)) > -50]
+    for n, (heard, left, sound) in enumerate(played):
+        if monitor.update(heard, left, sound):
+            after = played[n + 1 : n + 101]
+            leaky = sum(
+                1
+                for i in range(0, len(after) - 9, 10)
+                if db(sum(power(h) for h, _, _ in after[i : i + 10]))
+                - db(sum(power(lft) for _, lft, _ in after[i : i + 10]))
+                < 20
+            )
+            return (n + 1) / 100, leaky
+    return None
+
+
+def relearn(rig: PulseRig, tts: PiperSynthesizer, stalls: int, stall_s: float) -> None:
+    learn = tts.synthesize_all(LEARN)
+    rules = {"this release": None, f"windows of {WINDOW_FRAMES}": WINDOW_FRAMES}
+    found: dict[str, list[float]] = {name: [] for name in rules}
+    leaks = dict.fromkeys(rules, 0)
+    skipped = 0
+    with rig.loopback():
+        device = DuplexDevice(AudioConfig(), WebRtcCanceller())
+        monitor = device.monitor = TapedMonitor()
+        with device:
+            reader = Reader(device, keep=False).start()
+
+            def play() -> None:
+                device.play(learn, tts.sample_rate)
+                device.wait(30)
+                time.sleep(0.5)
+
+            for n in range(stalls):
+                while not device.monitor.learnt:
+                    play()
+                time.sleep(2.0)  # the canceller rests
+                idle = n % 2 == 0
+                if not idle:
+                    device.play(learn, tts.sample_rate)
+                    time.sleep(0.8)
+                stalled_s = time.monotonic()
+                stall(device, stall_s)
+                if idle:
+                    time.sleep(1.0)
+                    device.play(learn, tts.sample_rate)
+                device.wait(30)
+                time.sleep(0.5)
+                tape = [frame for frame in monitor.tape if frame[0] >= stalled_s]
+                monitor.tape.clear()
+                case = "idle" if idle else "reply"
+                if device.needs_reopen or not device.monitor.relearning:
+                    skipped += 1  # the loop would reopen the stream; or no underrun came
+                    behind_ms = device.behind_s * 1000
+                    print(f"  stall {n + 1} ({case}): not counted (behind {behind_ms:.0f} ms)")
+                    if device.needs_reopen:
+                        reader.reopen()
+                    continue
+                line = f"  stall {n + 1} ({case}):"
+                for name, frames in rules.items():
+                    result = replay(tape, frames or device.monitor.relearn_frames)
+                    if result is None:
+                        line += f" {name} not within the reply;"
+                        continue
+                    found[name].append(result[0])
+                    leaks[name] += result[1]
+                    line += f" {name} {result[0]:.2f} s ({result[1]} leaky);"
+                print(line, flush=True)
+            reader.stop()
+    print(
+        f"\n{stalls - skipped} stalls counted ({skipped} not: no underrun, or the microphone"
+        f" {BEHIND_S * 1000:.0f} ms or more behind, which the loop reopens the stream for)"
+    )
+    base = found[f"windows of {WINDOW_FRAMES}"]
+    for name, values in found.items():
+        if values:
+            print(
+                f"{name:16}: trusted again after p50 {statistics.median(values):.2f} s,"
+                f" max {max(values):.2f} s of played sound; leaky 100 ms stretches in the"
+                f" next second: {leaks[name]}"
+            )
+    now = found["this release"]
+    if len(now) == len(base) and now:
+        print(f"sooner in {sum(a < b for a, b in zip(now, base, strict=True))} of {len(now)}")
+
+
+def live(after: int, stall_s: float, log_path: Path | None = None) -> None:
     request = to_int16(real_clip("cards-003"))
     config: dict[str, dict[str, object]] = {
         "audio": {"echo_cancel": "on"},
@@ -175,6 +313,8 @@ def live(after: int, stall_s: float) -> None:
             time.sleep(10)  # the loop reopens at most once in 10 s
             later = [ask() for _ in range(after)]
             log = listener.log()
+    if log_path is not None:
+        log_path.write_text(log)
     requests = 3 + 3 + 1 + after
     print(
         f"end of speech -> first reply sample (ms), before the stall: {[round(x) for x in before]}"
@@ -192,9 +332,17 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=6)
     parser.add_argument("--stall-ms", type=float, default=400.0)
     parser.add_argument("--live", type=int, metavar="N", help="the listener, N requests after")
+    parser.add_argument("--relearn", type=int, metavar="N", help="N short stalls: monitor rules")
+    parser.add_argument("--log", type=Path, help="--live: write the listener's log here")
     args = parser.parse_args()
+    if args.relearn:
+        tts = PiperSynthesizer(TtsConfig())
+        stall_ms = 100.0 if args.stall_ms == parser.get_default("stall_ms") else args.stall_ms
+        with PulseRig() as rig, rig.activate():
+            relearn(rig, tts, args.relearn, stall_ms / 1000)
+        return 0
     if args.live:
-        live(args.live, args.stall_ms / 1000)
+        live(args.live, args.stall_ms / 1000, args.log)
         return 0
     tts = PiperSynthesizer(TtsConfig())
     print(

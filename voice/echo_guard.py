@@ -34,8 +34,12 @@ WINDOW_FRAMES = 50  # judge the canceller on 0.5 s of played sound at a time ...
 LEARNT_WINDOWS = 4  # ... and trust it after this many good windows in a row
 LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the canceller
 # After an underrun (the echo may have moved), this many good windows trust it again: the
-# learnt canceller finds a moved echo within a few hundred milliseconds.
+# learnt canceller finds a moved echo within a few hundred milliseconds ...
 RELEARN_WINDOWS = 2
+# ... windows of this many frames: in the rig AEC3 leaked for the first 0.3-0.6 s of played
+# sound after a stall and then removed 40-75 dB, so 0.5 s windows kept the reply gated
+# 0.5 s longer than that proves (bench_underrun.py --relearn).
+RELEARN_WINDOW_FRAMES = 25
 RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
 RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it
 # Once AEC3 has learnt the room it leaves the echo alone at -70 to -95 dBFS, 60-80 dB under
@@ -134,14 +138,21 @@ class EchoMonitor:
     until :meth:`reset` (a reopened stream), or until :meth:`moved` (an underrun, after which
     the echo can come tens of milliseconds later: the canceller leaks until it finds it
     again, and a reply heard that way stopped itself); then :data:`RELEARN_WINDOWS` good
-    windows learn it again. Speech over a reply, or a room where the echo
-    is never removed well (a headset, where ``turn.barge_in`` is the setting to use), only
-    keeps it half-duplex: the failure mode is the old behaviour, never hearing itself.
+    windows of :data:`RELEARN_WINDOW_FRAMES` learn it again. Speech over a reply, or a room
+    where the echo is never removed well (a headset, where ``turn.barge_in`` is the setting
+    to use), only keeps it half-duplex: the failure mode is the old behaviour, never hearing
+    itself.
     """
 
-    def __init__(self, window_frames: int = WINDOW_FRAMES, windows: int = LEARNT_WINDOWS) -> None:
+    def __init__(
+        self,
+        window_frames: int = WINDOW_FRAMES,
+        windows: int = LEARNT_WINDOWS,
+        relearn_frames: int = RELEARN_WINDOW_FRAMES,
+    ) -> None:
         self.window_frames = window_frames
         self.windows = windows
+        self.relearn_frames = relearn_frames
         self.learnt = False
         self.erle_db: float | None = None  # of the last window judged
         self._window = ErleWindow(window_frames)
@@ -162,7 +173,13 @@ class EchoMonitor:
     def _start_over(self) -> None:
         """Count good windows afresh: all of them, or the few that relearn a known room."""
         self._good = self.windows - RELEARN_WINDOWS if self.relearning else 0
+        self._window.frames = self.frames_per_window
         self._window.clear()
+
+    @property
+    def frames_per_window(self) -> int:
+        """How many played frames the window being filled judges."""
+        return self.relearn_frames if self.relearning else self.window_frames
 
     def update(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """One frame: the microphone before and after the canceller, and what was played

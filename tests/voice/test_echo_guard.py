@@ -14,6 +14,7 @@ from voice.echo_guard import (
     ECHO_MARGIN_DB,
     LEARNT_WINDOWS,
     LINEAR_LOST_AFTER_FRAMES,
+    RELEARN_WINDOW_FRAMES,
     RELEARN_WINDOWS,
     WINDOW_FRAMES,
     EchoGate,
@@ -161,7 +162,7 @@ def test_only_frames_surely_of_echo_alone_judge_the_linear_canceller() -> None:
 def window(monitor: EchoMonitor, *, heard: int, left: int, played: int = 8000) -> bool:
     """One window of frames at these amplitudes; True if it made the room learnt."""
     learnt = False
-    for _ in range(monitor.window_frames):
+    for _ in range(monitor.frames_per_window):
         learnt |= monitor.update(
             np.full(FRAME, heard, np.int16),
             np.full(FRAME, left, np.int16),
@@ -226,6 +227,30 @@ def test_an_underrun_unlearns_the_room_until_the_canceller_removes_the_echo_agai
     assert RELEARN_WINDOWS < LEARNT_WINDOWS
     monitor.reset()  # a new stream: learnt from scratch
     assert not monitor.learnt and not monitor.relearning
+    assert monitor.frames_per_window == WINDOW_FRAMES
+
+
+def frames(monitor: EchoMonitor, count: int, *, heard: int = 8000, left: int = 10) -> bool:
+    """``count`` played frames at these amplitudes; True if one made the room learnt."""
+    one = (np.full(FRAME, heard, np.int16), np.full(FRAME, left, np.int16))
+    return any([monitor.update(*one, np.full(FRAME, 8000, np.int16)) for _ in range(count)])
+
+
+def test_a_moved_echo_is_judged_on_shorter_windows() -> None:
+    """Relearning, the canceller is judged on RELEARN_WINDOW_FRAMES at a time: found again
+    after RELEARN_WINDOWS such windows of played sound, not one frame sooner, and the
+    window that holds a leak starts the count over."""
+    monitor = EchoMonitor()
+    frames(monitor, LEARNT_WINDOWS * WINDOW_FRAMES)
+    assert monitor.learnt and monitor.frames_per_window == WINDOW_FRAMES
+    monitor.moved()
+    assert monitor.frames_per_window == RELEARN_WINDOW_FRAMES < WINDOW_FRAMES
+    needed = RELEARN_WINDOWS * RELEARN_WINDOW_FRAMES
+    assert frames(monitor, needed - 1) is False
+    frames(monitor, 1, left=8000)  # the last frame of the second window leaks: 11 dB
+    assert not monitor.learnt
+    assert frames(monitor, needed - 1) is False
+    assert frames(monitor, 1) is True
 
 
 # ---- no louder than the echo -------------------------------------------------------------------
