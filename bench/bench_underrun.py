@@ -25,11 +25,13 @@ Run it with ``PYTHONPATH`` set to another checkout to measure that code.
 ``--relearn N``: how soon the echo monitor trusts the canceller again after an underrun too
 short to reopen the stream for (``--stall-ms``, 100 by default here). N stalls, by turns
 while nothing plays (1 s before a reply) and 0.8 s into a reply; what the device's monitor
-was given is kept, and replayed through the monitor as released (windows of
-RELEARN_WINDOW_FRAMES) and through windows of WINDOW_FRAMES (the release before), side by
-side on the same audio. Printed: seconds of played sound from the stall to the canceller
-trusted again (the reply is gated until then), and 100 ms stretches of the next second of
-played sound with under 20 dB of echo removed (trusted too soon: its leaks reach the loop).
+was given from the underrun on is kept, and replayed through the monitor as released
+(windows of RELEARN_WINDOW_FRAMES) and through windows of WINDOW_FRAMES (the release
+before), side by side on the same audio. Printed: seconds of played sound from the underrun
+to the canceller trusted again (the reply is gated until then); 100 ms stretches of the
+next second of played sound with under 20 dB of echo removed (a leak, if the other guards
+let it through); and, for the device as released, the 30 ms frames of echo it handed the
+loop unmarked and webrtcvad called voiced once it trusted the canceller again.
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ from voice.audio import AudioChunk  # noqa: E402
 from voice.config import AudioConfig, TtsConfig  # noqa: E402
 from voice.devices.duplex import BEHIND_S, DuplexDevice  # noqa: E402
 from voice.echo import WebRtcCanceller  # noqa: E402
-from voice.echo_guard import WINDOW_FRAMES, EchoMonitor, db, power  # noqa: E402
+from voice.echo_guard import (  # noqa: E402
+    FAR_ACTIVE_DBFS,
+    RELEARN_WINDOW_FRAMES,
+    WINDOW_FRAMES,
+    EchoMonitor,
+    db,
+    power,
+)
 from voice.tts import PiperSynthesizer  # noqa: E402
 
 LEARN = "You said: please read me the whole shopping list for the weekend, one item at a time."
@@ -97,6 +106,21 @@ class Reader:
                 self.chunks.append((time.monotonic(), chunk))
 
 
+def leaked(
+    vad: webrtcvad.Vad, chunks: list[tuple[float, AudioChunk]], start_s: float, end_s: float
+) -> int:
+    """Chunks of echo the loop would take for voice: webrtcvad voiced, over -60 dBFS, and not
+    marked echo by the device."""
+    return sum(
+        1
+        for t, c in chunks
+        if start_s <= t <= end_s
+        and not c.echo
+        and frame_levels_dbfs(c.to_int16(), 16000, 30).max() > -60
+        and vad.is_speech(c.pcm, 16000)
+    )
+
+
 def stall(device: DuplexDevice, seconds: float) -> None:
     with device._cond:  # the callback waits on the speaker's lock: it underruns
         time.sleep(seconds)
@@ -134,16 +158,7 @@ def run_case(
             started = play(short)
             ended = time.monotonic()
             delays.append(device.gate.delay)
-            leaks.append(
-                sum(
-                    1
-                    for t, c in chunks
-                    if started <= t <= ended
-                    and not c.echo
-                    and frame_levels_dbfs(c.to_int16(), 16000, 30).max() > -60
-                    and vad.is_speech(c.pcm, 16000)
-                )
-            )
+            leaks.append(leaked(vad, chunks, started, ended))
         lags = []
         burst = (8000 * np.sin(2 * np.pi * 700 * np.arange(3200) / 16000)).astype(np.int16)
         with rig.record_mic() as fed:
@@ -158,28 +173,44 @@ def run_case(
     return delays, leaks, lags
 
 
+Frame = tuple[np.ndarray, np.ndarray, np.ndarray]  # heard, left by the canceller, played
+
+
 class TapedMonitor(EchoMonitor):
-    """The device's monitor, keeping every frame it is given."""
+    """The device's monitor, keeping every frame it is given and where each underrun that
+    unlearnt the room came in it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tape: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.tape: list[Frame] = []
+        self.unlearnt: list[int] = []  # indices into the tape
+        self.trusted_s: float | None = None  # when it last trusted the canceller
 
     def update(self, heard: np.ndarray, left: np.ndarray, played: np.ndarray) -> bool:
-        self.tape.append((time.monotonic(), heard.copy(), left.copy(), played.copy()))
-        return super().update(heard, left, played)
+        self.tape.append((heard.copy(), left.copy(), played.copy()))
+        if learnt := super().update(heard, left, played):
+            self.trusted_s = time.monotonic()
+        return learnt
+
+    def moved(self) -> bool:
+        if unlearnt := super().moved():
+            self.unlearnt.append(len(self.tape))
+        return unlearnt
+
+    def clear(self) -> None:
+        self.tape.clear()
+        self.unlearnt.clear()
+        self.trusted_s = None
 
 
-def replay(
-    tape: list[tuple[float, np.ndarray, np.ndarray, np.ndarray]], frames: int
-) -> tuple[float, int] | None:
-    """The frames after a stall through a monitor that relearns on windows of ``frames``:
+def replay(tape: list[Frame], frames: int) -> tuple[float, int] | None:
+    """The frames after an underrun through a monitor that relearns on windows of ``frames``:
     seconds of played sound until it trusts the canceller, and the 100 ms stretches of the
     next second of played sound with under 20 dB removed. None: never within the tape."""
     monitor = EchoMonitor(relearn_frames=frames)
-    monitor.learnt = True
+    monitor.learnt = True  # as the device's was, when the underrun came
     monitor.moved()
-    played = [(h, lft, p) for _, h, lft, p in tape if db(power(p)) > -50]
+    played = [frame for frame in tape if db(power(frame[2])) > FAR_ACTIVE_DBFS]
     for n, (heard, left, sound) in enumerate(played):
         if monitor.update(heard, left, sound):
             after = played[n + 1 : n + 101]
@@ -196,15 +227,16 @@ def replay(
 
 def relearn(rig: PulseRig, tts: PiperSynthesizer, stalls: int, stall_s: float) -> None:
     learn = tts.synthesize_all(LEARN)
-    rules = {"this release": None, f"windows of {WINDOW_FRAMES}": WINDOW_FRAMES}
-    found: dict[str, list[float]] = {name: [] for name in rules}
-    leaks = dict.fromkeys(rules, 0)
+    rules = {"this release": RELEARN_WINDOW_FRAMES, f"windows of {WINDOW_FRAMES}": WINDOW_FRAMES}
+    results: list[list[tuple[float, int] | None]] = []  # per stall, per rule
     skipped = 0
+    leaks: list[int] = []  # per stall: frames the loop took for voice once trusted again
+    vad = webrtcvad.Vad(2)
     with rig.loopback():
         device = DuplexDevice(AudioConfig(), WebRtcCanceller())
         monitor = device.monitor = TapedMonitor()
         with device:
-            reader = Reader(device, keep=False).start()
+            reader = Reader(device).start()
 
             def play() -> None:
                 device.play(learn, tts.sample_rate)
@@ -219,49 +251,58 @@ def relearn(rig: PulseRig, tts: PiperSynthesizer, stalls: int, stall_s: float) -
                 if not idle:
                     device.play(learn, tts.sample_rate)
                     time.sleep(0.8)
-                stalled_s = time.monotonic()
+                monitor.clear()
+                reader.chunks.clear()
                 stall(device, stall_s)
                 if idle:
                     time.sleep(1.0)
                     device.play(learn, tts.sample_rate)
                 device.wait(30)
                 time.sleep(0.5)
-                tape = [frame for frame in monitor.tape if frame[0] >= stalled_s]
-                monitor.tape.clear()
+                trusted_s = monitor.trusted_s
                 case = "idle" if idle else "reply"
-                if device.needs_reopen or not device.monitor.relearning:
-                    skipped += 1  # the loop would reopen the stream; or no underrun came
-                    behind_ms = device.behind_s * 1000
-                    print(f"  stall {n + 1} ({case}): not counted (behind {behind_ms:.0f} ms)")
+                if device.needs_reopen or not monitor.unlearnt:
+                    skipped += 1
+                    why = "no underrun" if not monitor.unlearnt else "behind: reopened"
+                    print(f"  stall {n + 1} ({case}): not counted ({why})")
                     if device.needs_reopen:
                         reader.reopen()
                     continue
-                line = f"  stall {n + 1} ({case}):"
-                for name, frames in rules.items():
-                    result = replay(tape, frames or device.monitor.relearn_frames)
-                    if result is None:
-                        line += f" {name} not within the reply;"
-                        continue
-                    found[name].append(result[0])
-                    leaks[name] += result[1]
-                    line += f" {name} {result[0]:.2f} s ({result[1]} leaky);"
-                print(line, flush=True)
+                tape = monitor.tape[monitor.unlearnt[0] :]
+                results.append([replay(tape, frames) for frames in rules.values()])
+                if trusted_s is not None:
+                    leaks.append(leaked(vad, reader.chunks, trusted_s, time.monotonic()))
+                told = (
+                    f"{name} {'-' if r is None else f'{r[0]:.2f} s ({r[1]} leaky)'}"
+                    for name, r in zip(rules, results[-1], strict=True)
+                )
+                after = f"; once trusted, {leaks[-1]} leaked" if trusted_s is not None else ""
+                print(f"  stall {n + 1} ({case}): {'; '.join(told)}{after}", flush=True)
             reader.stop()
     print(
-        f"\n{stalls - skipped} stalls counted ({skipped} not: no underrun, or the microphone"
+        f"\n{len(results)} stalls counted ({skipped} not: no underrun, or the microphone"
         f" {BEHIND_S * 1000:.0f} ms or more behind, which the loop reopens the stream for)"
     )
-    base = found[f"windows of {WINDOW_FRAMES}"]
-    for name, values in found.items():
-        if values:
+    for k, name in enumerate(rules):
+        found = [r[k] for r in results if r[k] is not None]
+        never = len(results) - len(found)
+        if found:
+            times = [seconds for seconds, _ in found]
             print(
-                f"{name:16}: trusted again after p50 {statistics.median(values):.2f} s,"
-                f" max {max(values):.2f} s of played sound; leaky 100 ms stretches in the"
-                f" next second: {leaks[name]}"
+                f"{name:16}: trusted again after p50 {statistics.median(times):.2f} s,"
+                f" max {max(times):.2f} s of played sound (not within the reply: {never});"
+                f" leaky 100 ms stretches in the next second: {sum(x for _, x in found)}"
             )
-    now = found["this release"]
-    if len(now) == len(base) and now:
-        print(f"sooner in {sum(a < b for a, b in zip(now, base, strict=True))} of {len(now)}")
+    print(
+        f"this release, in the rig: 30 ms frames of echo the loop would take for voice once"
+        f" the canceller was trusted again, to the reply's end: {sum(leaks)} in {len(leaks)}"
+        " replies"
+    )
+    both = [(r[0][0], r[1][0]) for r in results if r[0] is not None and r[1] is not None]
+    print(
+        f"same stall, this release sooner in {sum(a < b for a, b in both)} of {len(both)},"
+        f" later in {sum(a > b for a, b in both)}"
+    )
 
 
 def live(after: int, stall_s: float, log_path: Path | None = None) -> None:
@@ -306,15 +347,17 @@ def live(after: int, stall_s: float, log_path: Path | None = None) -> None:
                 loud = np.flatnonzero(np.abs(reply) > 1000)
                 return (loud[0] / 16000 - 0.5) * 1000 if len(loud) else float("nan")
 
-            for _ in range(3):
-                ask()  # the canceller learns the room
-            before = [ask() for _ in range(3)]
-            ask(stall=True)
-            time.sleep(10)  # the loop reopens at most once in 10 s
-            later = [ask() for _ in range(after)]
-            log = listener.log()
-    if log_path is not None:
-        log_path.write_text(log)
+            try:
+                for _ in range(3):
+                    ask()  # the canceller learns the room
+                before = [ask() for _ in range(3)]
+                ask(stall=True)
+                time.sleep(10)  # the loop reopens at most once in 10 s
+                later = [ask() for _ in range(after)]
+            finally:
+                log = listener.log()
+                if log_path is not None:
+                    log_path.write_text(log)
     requests = 3 + 3 + 1 + after
     print(
         f"end of speech -> first reply sample (ms), before the stall: {[round(x) for x in before]}"
@@ -330,18 +373,20 @@ def live(after: int, stall_s: float, log_path: Path | None = None) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--replies", type=int, default=6)
-    parser.add_argument("--stall-ms", type=float, default=400.0)
+    parser.add_argument(
+        "--stall-ms", type=float, help="how long the callback stalls (400; 100 with --relearn)"
+    )
     parser.add_argument("--live", type=int, metavar="N", help="the listener, N requests after")
     parser.add_argument("--relearn", type=int, metavar="N", help="N short stalls: monitor rules")
     parser.add_argument("--log", type=Path, help="--live: write the listener's log here")
     args = parser.parse_args()
-    if args.relearn:
+    if args.relearn is not None:
         tts = PiperSynthesizer(TtsConfig())
-        stall_ms = 100.0 if args.stall_ms == parser.get_default("stall_ms") else args.stall_ms
         with PulseRig() as rig, rig.activate():
-            relearn(rig, tts, args.relearn, stall_ms / 1000)
+            relearn(rig, tts, args.relearn, (args.stall_ms or 100.0) / 1000)
         return 0
-    if args.live:
+    args.stall_ms = args.stall_ms or 400.0
+    if args.live is not None:
         live(args.live, args.stall_ms / 1000, args.log)
         return 0
     tts = PiperSynthesizer(TtsConfig())

@@ -36,9 +36,9 @@ LEARNT_ERLE_DB = 30.0  # a good window: the echo is this much quieter after the 
 # After an underrun (the echo may have moved), this many good windows trust it again: the
 # learnt canceller finds a moved echo within a few hundred milliseconds ...
 RELEARN_WINDOWS = 2
-# ... windows of this many frames: in the rig AEC3 leaked for the first 0.3-0.6 s of played
-# sound after a stall and then removed 40-75 dB, so 0.5 s windows kept the reply gated
-# 0.5 s longer than that proves (bench_underrun.py --relearn).
+# ... windows of this many frames: after most stalls in the rig the canceller removed 30 dB
+# or more from the first window on, so two 0.5 s windows gated the reply for a whole second
+# of played sound where half a second proves as much (bench_underrun.py --relearn).
 RELEARN_WINDOW_FRAMES = 25
 RESIDUE_DB = 20.0  # a frame the canceller took this much out of held echo ...
 RESIDUE_DBFS = -60.0  # ... and what is left under this level is its residue: silence it

@@ -247,7 +247,7 @@ def test_a_moved_echo_is_judged_on_shorter_windows() -> None:
     assert monitor.frames_per_window == RELEARN_WINDOW_FRAMES < WINDOW_FRAMES
     needed = RELEARN_WINDOWS * RELEARN_WINDOW_FRAMES
     assert frames(monitor, needed - 1) is False
-    frames(monitor, 1, left=8000)  # the last frame of the second window leaks: 11 dB
+    frames(monitor, 1, left=8000)  # the last frame of the second window leaks: 14 dB
     assert not monitor.learnt
     assert frames(monitor, needed - 1) is False
     assert frames(monitor, 1) is True
