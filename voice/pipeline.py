@@ -24,7 +24,7 @@ from voice.silero import SileroModel, SileroOnset
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.tts import TextToSpeech
-from voice.turn_taking import TurnPolicy, TurnTaking, over_echo_likelihood
+from voice.turn_taking import TurnPolicy, TurnTaking
 from voice.turns import Conversation, TurnSettings
 from voice.vad import Segmenter, SpeechDetector, WebRtcDetector
 from voice.wake import WakeDetector
@@ -71,7 +71,6 @@ def turn_policy(config: Config, *, model: bool, mode: Mode | None = None) -> Tur
         wake_listen_s=config.wake.listen_s,
         longest_pause_s=config.vad.hangover_ms / 1000,
         pause_likelihood=config.vad.silero_threshold,
-        pause_over_likelihood=over_echo_likelihood(config.vad.silero_threshold),
     )
 
 

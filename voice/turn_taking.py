@@ -103,12 +103,7 @@ LIKELY_HOLD_MAX_S = 1.5
 # pause_likelihood) pauses the reply at once; the confirmation stops it, and the reply goes
 # on when no such onset was heard for PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5
 # (Silero's own start threshold), a melody in the room paused replies, and the music the
-# pause unmasked then stopped them. A window heard over the echo (the microphone louder
-# than the echo alone) pauses it OVER_ECHO_EASE less sure, but never under half as sure
-# (pause_over_likelihood: 0.5 at the default 0.7): in the rig the voices said over a reply
-# reached 0.5 up to 180 ms before 0.7, and a melody in the room heard over the echo scored
-# no more than 0.06.
-OVER_ECHO_EASE = 0.2
+# pause unmasked then stopped them.
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
 # Speech that begins this soon after the reply starts to play answers nothing the user heard:
@@ -116,12 +111,6 @@ PAUSE_MAX_S = 1.0
 # 0.5 s, so the onset the segmenter reports can come that late after the first word (live:
 # "He was not [pause] an old-sposed young man" lost "an old" and became two requests).
 REPLY_UNHEARD_S = 1.0
-
-
-def over_echo_likelihood(threshold: float) -> float:
-    """How likely a window heard over the echo must be to pause the reply, at
-    ``vad.silero_threshold`` = ``threshold`` (see OVER_ECHO_EASE)."""
-    return max(threshold - OVER_ECHO_EASE, threshold / 2)
 
 
 @dataclass(frozen=True)
@@ -136,7 +125,6 @@ class TurnPolicy:
     wake_listen_s: float = 8.0  # wake mode: how long the word keeps the microphone open
     longest_pause_s: float = 1.5  # vad.hangover_ms: no pause inside a request is longer
     pause_likelihood: float = 0.7  # vad.silero_threshold: one window this sure pauses a reply
-    pause_over_likelihood: float = 0.5  # ... heard over the echo (OVER_ECHO_EASE less)
 
 
 @dataclass
@@ -451,12 +439,7 @@ class TurnTaking:
 
     def _pause_for(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
         """Pause a reply the onset would stop, were it confirmed now (see _speech_started)."""
-        needed = self.policy.pause_likelihood
-        if onset.over or self._reply_paused is not None:
-            # Paused, nothing plays and nothing is heard over the echo: the sound that paused
-            # it over the echo must keep it paused (else it pauses, goes on, pauses again).
-            needed = min(needed, self.policy.pause_over_likelihood)
-        if onset.likelihood < needed:
+        if onset.likelihood < self.policy.pause_likelihood:
             return
         previous, self._likely_s = self._likely_s, onset.at_s
         if self._reply_paused is not None:

@@ -147,15 +147,12 @@ class OnsetUnconfirmed:
     """The detector hears an onset the onset check has not confirmed (yet): noise, or the
     breath before a word, which Silero confirms only once the word comes. ``likelihood``:
     the check's :attr:`OnsetCheck.likelihood` for it. ``proposed`` False: the detector
-    proposed nothing; the check was asked because the frame was louder than the echo, or
-    held a voice under it. ``over``: the microphone heard more than the reply's echo
-    (``AudioChunk.heard_over``)."""
+    proposed nothing; the check was asked because the frame was louder than the echo."""
 
     at_s: float
     likelihood: float = 0.0
     proposed: bool = True
     likely: bool = False  # likely speech (LIKELY_SPEECH), or part of a murmur (MURMUR_FLOOR)
-    over: bool = False
 
 
 @dataclass(frozen=True)
@@ -414,8 +411,8 @@ class Segmenter:
                 # pauses), so a likely voice pauses the reply sooner (bench_echo.py: p50 370
                 # -> 287 ms from the first word, heard over the echo).
                 self._confirm(self._onset_check, frames)
-                likelihood, over = self._onset_check.likelihood, frames[-1].heard_over
-                return [OnsetUnconfirmed(self._now_s, likelihood, proposed=False, over=over)]
+                likelihood = self._onset_check.likelihood
+                return [OnsetUnconfirmed(self._now_s, likelihood, proposed=False)]
             return []
         first = len(frames) - len(window) + next(i for i, f in enumerate(window) if f.voiced)
         if self._onset_check is not None and not self._confirm(self._onset_check, frames):
@@ -429,9 +426,7 @@ class Segmenter:
                 self.onsets_refused += 1
                 # Asked again at the next voiced frame while the detector still agrees.
                 murmur = self._murmur_from(onset_s) is not None
-                likely = likely or murmur
-                over = frames[-1].heard_over
-                return [OnsetUnconfirmed(self._now_s, likelihood, likely=likely, over=over)]
+                return [OnsetUnconfirmed(self._now_s, likelihood, likely=likely or murmur)]
         self._likely_asks = 0
         heard = first
         first = self._likely_onset(frames, first)

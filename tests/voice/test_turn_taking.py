@@ -7,9 +7,7 @@ from dataclasses import replace
 import pytest
 
 from voice.audio import Utterance
-from voice.config import Config
 from voice.end_of_turn import CombinedAnalyzer
-from voice.pipeline import turn_policy
 from voice.turn_events import (
     Action,
     AgentFinished,
@@ -841,46 +839,11 @@ def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
     assert m.quiet(OnsetUnconfirmed(6.0, 0.69), Tick(6.1), OnsetUnconfirmed(6.1, 0.1)) == []
 
 
-@pytest.mark.parametrize(
-    ("likelihood", "over", "pauses"),
-    [
-        (0.49, True, False),
-        (0.5, True, True),  # heard over the echo: Silero's own start threshold will do
-        (0.69, True, True),
-        (0.5, False, False),  # under the echo, or between the reply's words: music can
-        (0.69, False, False),
-        (0.7, False, True),
-    ],
-)
-def test_a_voice_heard_over_the_echo_pauses_the_reply_at_a_lower_likelihood(
-    likelihood: float, over: bool, pauses: bool
-) -> None:
-    """Voices said over a reply in the rig reached 0.5 up to 180 ms before 0.7; a melody in
-    the room heard over the echo scored no more than 0.06 there."""
-    m = Machine()
-    turn = playing_turn(m)
-    onset = OnsetUnconfirmed(6.0, likelihood, proposed=False, over=over)
-    assert m.quiet(onset) == ([PauseReply(turn)] if pauses else [])
-
-
-@pytest.mark.parametrize(("threshold", "over"), [(0.7, 0.5), (0.9, 0.7), (0.3, 0.15), (0.1, 0.05)])
-def test_the_pause_over_the_echo_follows_the_silero_threshold_from_the_config(
-    threshold: float, over: float
-) -> None:
-    vad = replace(Config().vad, silero_threshold=threshold)
-    policy = turn_policy(replace(Config(), vad=vad), model=False)
-    assert policy.pause_likelihood == threshold
-    assert policy.pause_over_likelihood == pytest.approx(over)
-
-
 def test_how_likely_a_pause_needs_follows_the_silero_threshold() -> None:
     m = Machine(replace(POLICY, pause_likelihood=0.9))  # vad.silero_threshold = 0.9
     turn = playing_turn(m)
     assert m.quiet(OnsetUnconfirmed(6.0, 0.85)) == []
     assert m.quiet(OnsetUnconfirmed(6.6, 0.92)) == [PauseReply(turn)]
-    m = Machine(replace(POLICY, pause_likelihood=0.4))  # never stricter over the echo
-    turn = playing_turn(m)
-    assert m.quiet(OnsetUnconfirmed(6.0, 0.45, over=True)) == [PauseReply(turn)]
 
 
 @pytest.mark.parametrize(
@@ -918,21 +881,6 @@ def test_a_sound_that_stays_likely_pauses_the_reply_once() -> None:
         out += m.quiet(Tick(t), OnsetUnconfirmed(t, 0.8))
     assert out == [PauseReply(turn), ResumeReply(turn)]
     assert m.quiet(Tick(9.6), OnsetUnconfirmed(9.6, 0.8)) == [PauseReply(turn)]  # it stopped
-
-
-def test_a_sound_likely_only_over_the_echo_pauses_the_reply_once() -> None:
-    """A sound at 0.6 pauses the reply only while heard over the echo; paused, nothing plays,
-    so nothing is over the echo. It must not pause, resume and pause again as it goes on."""
-    m = Machine()
-    turn = playing_turn(m)
-    out: list[Action] = []
-    paused = False
-    for i in range(100):  # 3 s of onsets, one per 30 ms frame
-        t = 6.0 + i * 0.03
-        step = m.quiet(Tick(t), OnsetUnconfirmed(t, 0.6, proposed=False, over=not paused))
-        paused = (paused or PauseReply(turn) in step) and ResumeReply(turn) not in step
-        out += step
-    assert out == [PauseReply(turn), ResumeReply(turn)]
 
 
 def test_a_question_from_the_agent_ends_a_pause() -> None:
