@@ -64,6 +64,7 @@ from voice.echo_guard import (  # noqa: E402
     RELEARN_WINDOW_FRAMES,
     WINDOW_FRAMES,
     EchoMonitor,
+    ErleWindow,
     db,
     power,
 )
@@ -76,8 +77,8 @@ SHORT = "You said: seven of clubs. Anything else?"
 class Reader:
     """Reads the device on a thread, as the loop does, keeping each chunk with its time."""
 
-    def __init__(self, device: DuplexDevice, keep: bool = True) -> None:
-        self.device, self.keep = device, keep
+    def __init__(self, device: DuplexDevice) -> None:
+        self.device = device
         self.chunks: list[tuple[float, AudioChunk]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,7 +103,7 @@ class Reader:
     def _read(self) -> None:
         while not self._stop.is_set():
             chunk = self.device.read(0.1)
-            if chunk is not None and self.keep:
+            if chunk is not None:
                 self.chunks.append((time.monotonic(), chunk))
 
 
@@ -213,15 +214,9 @@ def replay(tape: list[Frame], frames: int) -> tuple[float, int] | None:
     played = [frame for frame in tape if db(power(frame[2])) > FAR_ACTIVE_DBFS]
     for n, (heard, left, sound) in enumerate(played):
         if monitor.update(heard, left, sound):
-            after = played[n + 1 : n + 101]
-            leaky = sum(
-                1
-                for i in range(0, len(after) - 9, 10)
-                if db(sum(power(h) for h, _, _ in after[i : i + 10]))
-                - db(sum(power(lft) for _, lft, _ in after[i : i + 10]))
-                < 20
-            )
-            return (n + 1) / 100, leaky
+            stretch = ErleWindow(10)
+            erles = (stretch.add(power(h), power(lft)) for h, lft, _ in played[n + 1 : n + 101])
+            return (n + 1) / 100, sum(1 for erle in erles if erle is not None and erle < 20)
     return None
 
 
