@@ -558,7 +558,8 @@ class VoiceLoop:
             log.info("pausing the reply: is someone talking?")
             worker.reply.pause()
         elif isinstance(action, ResumeReply):
-            log.info("going on with the reply: nobody was talking")
+            why = "no words were heard" if action.held else "nobody was talking"
+            log.info("going on with the reply: %s", why)
             worker.reply.resume()
         elif isinstance(action, Interrupt):
             log.info("interrupting the agent")

@@ -252,9 +252,11 @@ class PauseReply:
 
 @dataclass(frozen=True)
 class ResumeReply:
-    """Go on with the paused reply from where it stopped."""
+    """Go on with the paused reply from where it stopped. ``held``: a voice was confirmed
+    over it, but no words were heard."""
 
     turn: int
+    held: bool = False
 
 
 @dataclass(frozen=True)

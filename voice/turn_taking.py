@@ -106,6 +106,15 @@ LIKELY_HOLD_MAX_S = 1.5
 # pause unmasked then stopped them.
 PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
+# A confirmed voice keeps the reply paused until its words are heard (a pause transcript, or
+# the whole segment's): a cough, a clap or music that Silero took for a voice has none, and
+# the reply goes on. Words stop it. Speech with no pause this long goes on under the reply,
+# whose echo is cancelled, and still stops it once its words are heard.
+HOLD_MAX_S = 3.0
+# ... and goes on sooner once the sound has paused this long with no words in its transcript.
+# Not at once: "um [pause] stop" would stutter the reply. (In the rig a melody as loud as the
+# echo held a reply for 3.2 s: its segment ends only at the longest pause, having no words.)
+HOLD_QUIET_S = 0.6
 # Speech that begins this soon after the reply starts to play answers nothing the user heard:
 # it is the request going on. Over a fresh reply the canceller holds a voice back for up to
 # 0.5 s, so the onset the segmenter reports can come that late after the first word (live:
@@ -178,6 +187,7 @@ class _Request:
     tail: bool = False
     new_text: str | None = None
     speak_at: _SpeakAt = _SpeakAt()
+    over_reply: int | None = None  # the turn whose playing reply it was said over (held)
     # Transcripts of the request up to a pause inside it: (the pause's start, the text).
     # Whisper (tiny.en) can end a request of several sentences after the first; the words
     # heard at an earlier pause show it (_ended_early), and the request is heard again whole.
@@ -229,10 +239,13 @@ class _Turn:
 
 @dataclass
 class _Paused:
-    """A reply paused for a voice not yet confirmed."""
+    """A reply paused for a voice not yet confirmed, or (``held_by``) for a confirmed voice
+    whose words are not heard yet."""
 
     turn: int
     since_s: float
+    held_by: _Request | None = None
+    held_s: float = 0.0
 
 
 @dataclass
@@ -423,9 +436,9 @@ class TurnTaking:
         elif not turn.heard or self._continues_over_reply(turn, onset_s):
             self._continue(turn, out)
         else:
+            request = self._request = _Request("during")
             if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
-                out.append(StopReply(turn.id))
-            self._request = _Request("during")
+                self._hold(turn, request, out)
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
 
@@ -452,21 +465,58 @@ class TurnTaking:
         self._reply_paused = _Paused(turn.id, onset.at_s)
         out.append(PauseReply(turn.id))
 
+    def _hold(self, turn: _Turn, request: _Request, out: list[Action]) -> None:
+        """Voice barge-in: the reply falls silent now and stops once the voice's words are
+        heard (:data:`HOLD_MAX_S`); with no words it goes on."""
+        request.over_reply = turn.id
+        paused = self._reply_paused
+        if paused is None or paused.turn != turn.id:
+            out.append(PauseReply(turn.id))
+            paused = _Paused(turn.id, self._now)
+        self._reply_paused = replace(paused, held_by=request, held_s=self._now)
+
+    def _stop_held_reply(self, request: _Request, text: str, out: list[Action]) -> None:
+        """Words said over the reply stop it (once), whether it is still held or went on."""
+        turn = request.over_reply
+        if turn is None or not _word_count(text):
+            return
+        request.over_reply = None
+        if StopReply(turn) not in out:
+            out.append(StopReply(turn))
+
     def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
         if any(isinstance(a, StopReply) and a.turn == paused.turn for a in out):
             self._reply_paused = None  # it was a voice
             return
+        if self._pause_holds(paused):
+            return
+        self._reply_paused = None
+        held = paused.held_by is not None
+        out.insert(0, ResumeReply(paused.turn, held))  # first: nothing after it may keep it
+
+    def _pause_holds(self, paused: _Paused) -> bool:
         turn = self._turn
-        if (
-            turn is None
-            or turn.id != paused.turn
-            or self._request is not None  # heard, and not something that stops the reply
-            or self._question is not None  # the agent asks: its question must be heard
-            or self._now - self._likely_s >= PAUSE_HOLD_S
-            or self._now - paused.since_s >= PAUSE_MAX_S
-        ):
-            self._reply_paused = None
-            out.insert(0, ResumeReply(paused.turn))  # first: nothing after it may keep it
+        if turn is None or turn.id != paused.turn or self._question is not None:
+            return False  # the reply is gone, or the agent asks: its question must be heard
+        held = paused.held_by
+        if held is not None:  # a confirmed voice: until its words are heard
+            pause = held.pause
+            quiet = (
+                pause is not None
+                and pause.text is not None
+                and self._now - pause.end_s >= HOLD_QUIET_S
+            )
+            return (
+                self._request is held
+                and held.over_reply == paused.turn
+                and not quiet
+                and self._now - paused.held_s < HOLD_MAX_S
+            )
+        return (
+            self._request is None  # heard, and not something that stops the reply
+            and self._now - self._likely_s < PAUSE_HOLD_S
+            and self._now - paused.since_s < PAUSE_MAX_S
+        )
 
     def _continues_over_reply(self, turn: _Turn, onset_s: float) -> bool:
         """Heard over the reply, speech is that request going on (the reply came early, and
@@ -611,6 +661,7 @@ class TurnTaking:
             self._request_text(request, text, out)
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
+        self._stop_held_reply(request, text, out)
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
         request.probe_job = None

@@ -40,7 +40,7 @@ from voice.turn_events import (
     VerdictReady,
     WakeWord,
 )
-from voice.turn_taking import TurnPolicy, TurnTaking, join
+from voice.turn_taking import HOLD_MAX_S, HOLD_QUIET_S, TurnPolicy, TurnTaking, join
 from voice.vad import (
     OnsetUnconfirmed,
     SpeechDropped,
@@ -603,11 +603,101 @@ def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
     assert sent(out).text == "Also update the README." and not sent(out).revises
 
 
-def test_voice_barge_in_over_the_reply_stops_it_but_not_the_agent() -> None:
-    m = Machine()
+def barged_in(m: Machine) -> int:
+    """A voice confirmed over the playing reply of a running turn: the reply is held."""
     turn = started_turn(m)
-    m(ReplyPlaying(turn))
-    assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
+    m(ReplyPlaying(turn), Tick(6.0))
+    assert m.quiet(SpeechStarted(6.0)) == [PauseReply(turn)]
+    return turn
+
+
+def test_voice_barge_in_stops_the_reply_once_its_words_are_heard_but_not_the_agent() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (job,) = jobs(m(SpeechPaused(utt(6.0, 6.8), 0.12)), Transcribe)
+    assert m.quiet(Tick(6.9)) == []
+    assert m.quiet(TranscriptReady(job, "Actually,")) == [StopReply(turn)]
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 8.0), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Actually, use the other file.")) == []  # queued
+
+
+@pytest.mark.parametrize(
+    ("sound", "ends"),
+    [
+        ("a cough: too little voice to keep", [SpeechDropped(6.5)]),
+        ("a clap, music: no words in it", [UtteranceEnded(utt(6.0, 6.6), "hangover")]),
+    ],
+)
+def test_a_voice_over_the_reply_with_no_words_lets_the_reply_go_on(
+    sound: str, ends: list[Event]
+) -> None:
+    m = Machine()
+    turn = barged_in(m)
+    out = m.quiet(Tick(6.7), *ends)
+    probes = jobs(out, Transcribe)
+    if probes:
+        assert out == [Transcribe(probes[0], utt(6.0, 6.6), "probe")]
+        out = m.quiet(TranscriptReady(probes[0], ""))
+    assert out == [ResumeReply(turn, held=True)], sound
+    assert m.quiet(Tick(7.0), AgentFinished(turn, "answered")) == []  # nothing was sent
+
+
+def test_a_voice_over_the_reply_is_heard_to_its_first_words() -> None:
+    """A breath or an "um" at the first pause: no words yet, the reply stays held."""
+    m = Machine()
+    turn = barged_in(m)
+    (job,) = jobs(m(SpeechPaused(utt(6.0, 6.4), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "")) == []
+    m(SpeechStarted(6.6))
+    (job,) = jobs(m(SpeechPaused(utt(6.0, 7.5), 0.12)), Transcribe)
+    assert m.quiet(Tick(7.7), TranscriptReady(job, "Hmm, stop.")) == [StopReply(turn)]
+
+
+def test_a_sound_quiet_for_a_while_with_no_words_lets_the_reply_go_on() -> None:
+    """Its segment ends only at the longest pause: the reply goes on HOLD_QUIET_S into it."""
+    m = Machine()
+    turn = barged_in(m)
+    (job,) = jobs(m(Tick(7.3), SpeechPaused(utt(6.0, 7.2), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "")) == []
+    assert m.quiet(Tick(7.2 + HOLD_QUIET_S - 0.05)) == []
+    assert m.quiet(Tick(7.2 + HOLD_QUIET_S + 0.01)) == [ResumeReply(turn, held=True)]
+
+
+def test_a_short_pause_with_no_words_yet_keeps_the_reply_held() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (job,) = jobs(m(Tick(6.5), SpeechPaused(utt(6.0, 6.4), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, ""), Tick(6.8)) == []  # "um"
+    assert m.quiet(SpeechStarted(6.85), Tick(7.5)) == []  # it goes on: still held
+    (job,) = jobs(m(SpeechPaused(utt(6.0, 7.5), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "Um, stop.")) == [StopReply(turn)]
+
+
+def test_a_sound_with_no_pause_lets_the_reply_go_on_and_its_words_still_stop_it() -> None:
+    """Music Silero takes for a voice can hold a segment open for long: after HOLD_MAX_S the
+    reply goes on under it (the echo is cancelled), and words heard later still stop it."""
+    m = Machine()
+    turn = barged_in(m)
+    assert m.quiet(Tick(6.0 + HOLD_MAX_S - 0.05)) == []
+    assert m.quiet(Tick(6.0 + HOLD_MAX_S + 0.01)) == [ResumeReply(turn, held=True)]
+    assert m.quiet(OnsetUnconfirmed(9.2, 0.9)) == []  # a request is being heard: no pause
+    (job,) = jobs(m(SpeechPaused(utt(6.0, 9.5), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "Could you stop")) == [StopReply(turn)]
+    assert m.quiet(Tick(9.8)) == []
+
+
+def test_stop_said_over_the_reply_stops_it_and_the_agent_once() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 6.5), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_a_held_reply_that_ends_is_not_left_paused() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
+    assert ResumeReply(turn, held=True) in out  # the speaker is shared
 
 
 def last_reply_playing(m: Machine) -> int:
@@ -623,10 +713,10 @@ def test_a_request_said_over_the_reply_ends_at_its_pause_like_any_other() -> Non
     its last word, against 0.5-0.6 s for the same words said to a quiet room)."""
     m = Machine()
     turn = last_reply_playing(m)
-    assert m.quiet(SpeechStarted(6.0)) == [StopReply(turn)]
-    m(ReplyDone(turn))  # the stopped reply falls silent
+    assert m.quiet(SpeechStarted(6.0)) == [PauseReply(turn)]
     seg = utt(6.0, 8.0)
-    say_request(m, seg, "Use the other file instead.", 0.99)
+    assert StopReply(turn) in say_request(m, seg, "Use the other file instead.", 0.99)
+    m(ReplyDone(turn))  # the stopped reply falls silent
     assert m(Tick(8.31)) == [EndSegment()]  # quick, not the longest pause (9.5)
     out = m(UtteranceEnded(seg, "forced"))
     assert jobs(out, Transcribe) == []  # the pause transcript is the request's
@@ -736,7 +826,7 @@ def queued_then_said_over_the_last_reply(m: Machine, said: str) -> list[Action]:
     said over it, and the turn is over before those words are transcribed."""
     turn, _ = queue_behind_a_running_turn(m)
     m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(13.0))
-    assert StopReply(turn) in m(SpeechStarted(13.0))
+    assert PauseReply(turn) in m(SpeechStarted(13.0))  # held until its words are heard
     assert not [a for a in m(ReplyDone(turn)) if isinstance(a, Send)]  # its words decide
     more = utt(13.0, 14.0)
     (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
@@ -814,15 +904,19 @@ def playing_turn(m: Machine) -> int:
     return turn
 
 
-def test_a_likely_voice_over_the_reply_pauses_it_and_its_confirmation_stops_it() -> None:
+def test_a_likely_voice_over_the_reply_pauses_it_and_its_words_stop_it() -> None:
     """Silero confirmed the voices said over a reply 0.03-0.5 s after webrtcvad's onset: the
-    reply falls silent at the first onset Silero finds likely, not at the confirmation."""
+    reply falls silent at the first onset Silero finds likely, not at the confirmation. The
+    confirmation keeps it paused, and the first transcript with words stops it."""
     m = Machine()
     turn = playing_turn(m)
     assert m.quiet(OnsetUnconfirmed(6.09, 0.71)) == [PauseReply(turn)]
     assert m.quiet(OnsetUnconfirmed(6.12, 0.72), Tick(6.4), OnsetUnconfirmed(6.2, 0.75)) == []
-    assert m.quiet(Tick(6.6), SpeechStarted(6.0)) == [StopReply(turn)]  # no ResumeReply
-    assert m.quiet(Tick(7.8)) == []  # the pause ended with the stop
+    assert m.quiet(Tick(6.6), SpeechStarted(6.0)) == []  # held, past PAUSE_MAX_S
+    assert m.quiet(Tick(7.8)) == []
+    (pause_job,) = jobs(m(SpeechPaused(utt(6.0, 7.6), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(pause_job, "Wait,")) == [StopReply(turn)]  # no ResumeReply
+    assert m.quiet(Tick(7.9)) == []  # the pause ended with the stop
 
 
 def test_a_likely_voice_louder_than_the_echo_pauses_the_reply_before_any_detector_onset() -> None:
@@ -830,7 +924,7 @@ def test_a_likely_voice_louder_than_the_echo_pauses_the_reply_before_any_detecto
     turn = playing_turn(m)
     assert m.quiet(OnsetUnconfirmed(6.03, 0.3, proposed=False)) == []
     assert m.quiet(OnsetUnconfirmed(6.06, 0.74, proposed=False)) == [PauseReply(turn)]
-    assert m.quiet(Tick(6.3), SpeechStarted(5.97)) == [StopReply(turn)]
+    assert m.quiet(Tick(6.3), SpeechStarted(5.97)) == []  # held: its words will stop it
 
 
 def test_an_unlikely_onset_over_the_reply_leaves_it_playing() -> None:
@@ -1333,7 +1427,7 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
         assert PauseReply(turn) in m.quiet(*likely)
     m(Tick(4.8))  # Silero confirms it only now: the canceller held the voice back at first
     out = m.quiet(SpeechStarted(onset_s))
-    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
+    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [PauseReply(turn)])
 
 
 @pytest.mark.parametrize(
@@ -1350,7 +1444,7 @@ def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
     m, turn = reply_heard_over(heard_at_s)
     m(Tick(onset_s + 0.4))  # confirmed late: the canceller held the first word back
     out = m.quiet(SpeechStarted(onset_s))
-    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [StopReply(turn)])
+    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [PauseReply(turn)])
 
 
 def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -> None:
@@ -1358,7 +1452,7 @@ def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -
     # and the voice it hears now began at 4.9 s, 1.5 s into the reply: a new request.
     m, turn = reply_heard_over(3.4, handled_at_s=4.5)
     m(Tick(5.3))
-    assert m.quiet(SpeechStarted(4.9)) == [StopReply(turn)]
+    assert m.quiet(SpeechStarted(4.9)) == [PauseReply(turn)]
 
 
 @pytest.mark.parametrize(
@@ -1381,7 +1475,7 @@ def test_heard_over_the_reply_speech_within_the_longest_pause_joins_the_request(
     m(ReplyPlaying(turn), Tick(resumes_at_s))
     out = m.quiet(SpeechStarted(resumes_at_s))
     if not joins:
-        assert out == [StopReply(turn)]  # barge-in: the reply stops, the agent goes on
+        assert out == [PauseReply(turn)]  # barge-in: held until its words stop it
         return
     assert out == [StopReply(turn), Interrupt(turn)]
     (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
