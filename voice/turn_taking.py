@@ -226,6 +226,7 @@ class _Turn:
     answered: bool = False
     speak_at: _SpeakAt = _SpeakAt()
     released: bool = False
+    silenced: bool = False  # its reply was stopped (a key, the wake word, "stop", a voice)
 
     @property
     def heard(self) -> bool:
@@ -437,7 +438,7 @@ class TurnTaking:
             self._continue(turn, out)
         else:
             request = self._request = _Request("during")
-            if turn.playing:  # voice barge-in: only reaches us when the reply is not gated
+            if turn.playing and not turn.silenced:  # voice barge-in (the reply is not gated)
                 self._hold(turn, request, out)
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
@@ -481,8 +482,16 @@ class TurnTaking:
         if turn is None or not _word_count(text):
             return
         request.over_reply = None
-        if StopReply(turn) not in out:
-            out.append(StopReply(turn))
+        if self._turn is not None and self._turn.id == turn:
+            self._silence(self._turn, out)
+        elif StopReply(turn) not in out:
+            out.append(StopReply(turn))  # retired: it may still be sounding
+
+    def _silence(self, turn: _Turn, out: list[Action]) -> None:
+        """Stop the turn's reply for good (once)."""
+        if StopReply(turn.id) not in out:
+            out.append(StopReply(turn.id))
+        turn.silenced = True
 
     def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
         if any(isinstance(a, StopReply) and a.turn == paused.turn for a in out):
@@ -539,7 +548,7 @@ class TurnTaking:
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
-        out.append(StopReply(turn.id))
+        self._silence(turn, out)
         if not turn.agent_done:
             out.append(Interrupt(turn.id))
         self._retire(turn)
@@ -863,7 +872,7 @@ class TurnTaking:
             self._question = None
 
     def _stop_turn(self, turn: _Turn, out: list[Action]) -> None:
-        out.append(StopReply(turn.id))
+        self._silence(turn, out)
         if turn.agent_done:
             out.append(Say(STOPPED))
         else:
@@ -880,14 +889,14 @@ class TurnTaking:
             return
         if self.policy.mode in ("vad", "wake"):
             if self._turn is not None and self._turn.playing:
-                out.append(StopReply(self._turn.id))
+                self._silence(self._turn, out)
             if self.policy.mode == "wake":
                 self._wake(at_s, out)
             return
         self._key_down = True
         self._release_at = None
         if self._turn is not None and self._turn.playing:
-            out.append(StopReply(self._turn.id))  # barge-in: the reply stops, the agent goes on
+            self._silence(self._turn, out)  # barge-in: the reply stops, the agent goes on
         out.append(StartSegment(hold=self.policy.mode == "ptt-hold"))
         out.append(PlayEarcon("listening"))
 
@@ -910,7 +919,7 @@ class TurnTaking:
         if self.policy.mode != "wake":
             return
         if self._turn is not None and self._turn.playing:
-            out.append(StopReply(self._turn.id))
+            self._silence(self._turn, out)
         hearing = self.hearing
         self._awake_until = max(self._awake_until or 0.0, at_s + self.policy.wake_listen_s)
         request = self._request

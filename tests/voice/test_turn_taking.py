@@ -693,6 +693,15 @@ def test_stop_said_over_the_reply_stops_it_and_the_agent_once() -> None:
     assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
 
 
+def test_speech_over_a_reply_a_key_already_stopped_holds_nothing() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(6.0))
+    assert m.quiet(KeyDown(6.0)) == [StopReply(turn)]
+    assert m.quiet(SpeechStarted(6.1)) == []  # it is still sounding: no pause, no resume
+    assert m.quiet(SpeechDropped(6.5), Tick(10.0)) == []
+
+
 def test_a_held_reply_that_ends_is_not_left_paused() -> None:
     m = Machine()
     turn = barged_in(m)
