@@ -108,9 +108,10 @@ PAUSE_HOLD_S = 0.5
 PAUSE_MAX_S = 1.0
 # A confirmed voice keeps the reply paused until its words are heard (a pause transcript, or
 # the whole segment's): a cough, a clap or music that Silero took for a voice has none, and
-# the reply goes on. Words stop it. Speech with no pause this long goes on under the reply,
-# whose echo is cancelled, and still stops it once its words are heard.
-HOLD_MAX_S = 3.0
+# the reply goes on. Words stop it. Real sentences said over a reply came with no pause for
+# up to 3 s, so only a sound with no pause this long (music) lets the reply go on under it;
+# words heard later still stop it. Under voice.devices.speaker.PAUSE_LIMIT_S.
+HOLD_MAX_S = 8.0
 # ... and goes on sooner once the sound has paused this long with no words in its transcript.
 # Not at once: "um [pause] stop" would stutter the reply. (In the rig a melody as loud as the
 # echo held a reply for 3.2 s: its segment ends only at the longest pause, having no words.)

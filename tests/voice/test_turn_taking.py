@@ -673,17 +673,30 @@ def test_a_short_pause_with_no_words_yet_keeps_the_reply_held() -> None:
     assert m.quiet(TranscriptReady(job, "Um, stop.")) == [StopReply(turn)]
 
 
+def test_a_sentence_with_no_pause_keeps_the_reply_held_until_its_words() -> None:
+    """Live, "He might even have been made amiable himself" over a reply had no pause: its
+    words came 3 s after Silero confirmed it, and the reply must not play on in between."""
+    m = Machine()
+    turn = barged_in(m)
+    assert m.quiet(Tick(9.0), Tick(9.6)) == []
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 8.6), "hangover")), Transcribe)
+    assert m.quiet(Tick(9.7)) == []
+    out = m.quiet(TranscriptReady(probe, "He might even have been made amiable himself."))
+    assert out == [StopReply(turn)]
+
+
 def test_a_sound_with_no_pause_lets_the_reply_go_on_and_its_words_still_stop_it() -> None:
     """Music Silero takes for a voice can hold a segment open for long: after HOLD_MAX_S the
     reply goes on under it (the echo is cancelled), and words heard later still stop it."""
     m = Machine()
     turn = barged_in(m)
-    assert m.quiet(Tick(6.0 + HOLD_MAX_S - 0.05)) == []
-    assert m.quiet(Tick(6.0 + HOLD_MAX_S + 0.01)) == [ResumeReply(turn, held=True)]
-    assert m.quiet(OnsetUnconfirmed(9.2, 0.9)) == []  # a request is being heard: no pause
-    (job,) = jobs(m(SpeechPaused(utt(6.0, 9.5), 0.12)), Transcribe)
+    went_on = 6.0 + HOLD_MAX_S
+    assert m.quiet(Tick(went_on - 0.05)) == []
+    assert m.quiet(Tick(went_on + 0.01)) == [ResumeReply(turn, held=True)]
+    assert m.quiet(OnsetUnconfirmed(went_on + 0.2, 0.9)) == []  # a request is heard: no pause
+    (job,) = jobs(m(SpeechPaused(utt(6.0, went_on + 0.5), 0.12)), Transcribe)
     assert m.quiet(TranscriptReady(job, "Could you stop")) == [StopReply(turn)]
-    assert m.quiet(Tick(9.8)) == []
+    assert m.quiet(Tick(went_on + 0.8)) == []
 
 
 def test_stop_said_over_the_reply_stops_it_and_the_agent_once() -> None:
