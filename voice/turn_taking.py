@@ -24,7 +24,8 @@ The rules, for people who pause while they think:
   the rest was dropped: the request is heard again by the slower decode that does not stop
   early (``Transcribe`` for the "whole").
 - Heard over the reply, an onset Silero finds likely speech but has not confirmed pauses
-  the reply at once; the confirmation stops it, and without one the reply goes on.
+  the reply at once; without a confirmation the reply goes on. A confirmed voice holds it
+  until its words are heard: words stop it; a sound with none (a cough, music) lets it go on.
 - Once the user has heard a reply, new speech is a new request: "stop" stops the agent, an
   answer answers its question, anything else waits for the running turn to finish. It ends
   at a pause like any request; an answer, and any of it in wake mode (whose microphone
@@ -100,7 +101,7 @@ ONSET_HOLD_MAX_S = 0.5
 LIKELY_HOLD_MAX_S = 1.5
 # Talking over the reply: Silero confirms a voice 0.03-0.5 s after webrtcvad's onset (two
 # windows at vad.silero_threshold). So an onset with one such window (TurnPolicy's
-# pause_likelihood) pauses the reply at once; the confirmation stops it, and the reply goes
+# pause_likelihood) pauses the reply at once; the confirmation holds it (below), and it goes
 # on when no such onset was heard for PAUSE_HOLD_S, or PAUSE_MAX_S after it paused. At 0.5
 # (Silero's own start threshold), a melody in the room paused replies, and the music the
 # pause unmasked then stopped them.
