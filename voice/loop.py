@@ -546,7 +546,7 @@ class VoiceLoop:
         if isinstance(action, Release):
             worker.release()
         elif isinstance(action, StopReply):
-            log.info("stopping the reply")
+            log.info("stopping the reply%s", f": heard {action.heard!r}" if action.heard else "")
             if self._echo is not None and not self._gate and not self._echo.words_whole:
                 # Said over the reply while Whisper hears AEC3: the README's troubleshooting.
                 log.info(

@@ -237,9 +237,11 @@ class Release:
 
 @dataclass(frozen=True)
 class StopReply:
-    """Silence the turn's reply at once and drop what it has not played."""
+    """Silence the turn's reply at once and drop what it has not played. ``heard``: the words
+    said over it that stopped it, when that is why."""
 
     turn: int
+    heard: str = ""
 
 
 @dataclass(frozen=True)

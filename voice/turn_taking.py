@@ -441,7 +441,10 @@ class TurnTaking:
         else:
             request = self._request = _Request("during")
             if turn.playing and not turn.silenced:  # voice barge-in (the reply is not gated)
-                self._hold(turn, request, out)
+                if self._words_at_pauses:
+                    self._hold(turn, request, out)
+                else:  # its words would come only at its end: stop as a key press would
+                    self._silence(turn, out)
         # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
         # microphone stays open for the rest of the window.
 
@@ -465,6 +468,8 @@ class TurnTaking:
         turn = self._turn
         if turn is None or not turn.playing or self._request is not None or self._question:
             return
+        if turn.silenced:
+            return  # a key or the wake word stopped it; it is still falling silent
         self._reply_paused = _Paused(turn.id, onset.at_s)
         out.append(PauseReply(turn.id))
 
@@ -478,6 +483,12 @@ class TurnTaking:
             paused = _Paused(turn.id, self._now)
         self._reply_paused = replace(paused, held_by=request, held_s=self._now)
 
+    @property
+    def _words_at_pauses(self) -> bool:
+        """Speech over the reply is transcribed at its pauses (see _paused), so its words can
+        decide soon: hands-free, with an end-of-turn analyzer."""
+        return self.policy.mode == "vad" and self.policy.analyzer is not None
+
     def _stop_held_reply(self, request: _Request, text: str, out: list[Action]) -> None:
         """Words said over the reply stop it (once), whether it is still held or went on."""
         turn = request.over_reply
@@ -485,14 +496,14 @@ class TurnTaking:
             return
         request.over_reply = None
         if self._turn is not None and self._turn.id == turn:
-            self._silence(self._turn, out)
-        elif StopReply(turn) not in out:
-            out.append(StopReply(turn))  # retired: it may still be sounding
+            self._silence(self._turn, out, heard=text)
+        elif not any(isinstance(a, StopReply) and a.turn == turn for a in out):
+            out.append(StopReply(turn, heard=text))  # retired: it may still be sounding
 
-    def _silence(self, turn: _Turn, out: list[Action]) -> None:
+    def _silence(self, turn: _Turn, out: list[Action], heard: str = "") -> None:
         """Stop the turn's reply for good (once)."""
-        if StopReply(turn.id) not in out:
-            out.append(StopReply(turn.id))
+        if not any(isinstance(a, StopReply) and a.turn == turn.id for a in out):
+            out.append(StopReply(turn.id, heard))
         turn.silenced = True
 
     def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
@@ -502,7 +513,7 @@ class TurnTaking:
         if self._pause_holds(paused):
             return
         self._reply_paused = None
-        held = paused.held_by is not None
+        held = paused.held_by is not None and self._question is None  # (a question: heard)
         out.insert(0, ResumeReply(paused.turn, held))  # first: nothing after it may keep it
 
     def _pause_holds(self, paused: _Paused) -> bool:
@@ -661,6 +672,9 @@ class TurnTaking:
         if request is None:
             return
         text = event.text.strip()
+        # A transcript of a request dropped since is not this speech's.
+        ours = (request.final_job, request.probe_job)
+        mine = event.job in request.pause_jobs or event.job in ours
         if event.job in request.pause_jobs:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
@@ -672,7 +686,8 @@ class TurnTaking:
             self._request_text(request, text, out)
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
-        self._stop_held_reply(request, text, out)
+        if mine:
+            self._stop_held_reply(request, text, out)
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
         request.probe_job = None

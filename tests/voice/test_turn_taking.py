@@ -616,7 +616,7 @@ def test_voice_barge_in_stops_the_reply_once_its_words_are_heard_but_not_the_age
     turn = barged_in(m)
     (job,) = jobs(m(SpeechPaused(utt(6.0, 6.8), 0.12)), Transcribe)
     assert m.quiet(Tick(6.9)) == []
-    assert m.quiet(TranscriptReady(job, "Actually,")) == [StopReply(turn)]
+    assert m.quiet(TranscriptReady(job, "Actually,")) == [StopReply(turn, "Actually,")]
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 8.0), "hangover")), Transcribe)
     assert m.quiet(TranscriptReady(probe, "Actually, use the other file.")) == []  # queued
 
@@ -647,10 +647,10 @@ def test_a_voice_over_the_reply_is_heard_to_its_first_words() -> None:
     m = Machine()
     turn = barged_in(m)
     (job,) = jobs(m(SpeechPaused(utt(6.0, 6.4), 0.12)), Transcribe)
-    assert m.quiet(TranscriptReady(job, "")) == []
+    assert m.quiet(Tick(6.55), TranscriptReady(job, "")) == []
     m(SpeechStarted(6.6))
     (job,) = jobs(m(SpeechPaused(utt(6.0, 7.5), 0.12)), Transcribe)
-    assert m.quiet(Tick(7.7), TranscriptReady(job, "Hmm, stop.")) == [StopReply(turn)]
+    assert m.quiet(Tick(7.7), TranscriptReady(job, "Hmm, stop.")) == [StopReply(turn, "Hmm, stop.")]
 
 
 def test_a_sound_quiet_for_a_while_with_no_words_lets_the_reply_go_on() -> None:
@@ -670,7 +670,7 @@ def test_a_short_pause_with_no_words_yet_keeps_the_reply_held() -> None:
     assert m.quiet(TranscriptReady(job, ""), Tick(6.8)) == []  # "um"
     assert m.quiet(SpeechStarted(6.85), Tick(7.5)) == []  # it goes on: still held
     (job,) = jobs(m(SpeechPaused(utt(6.0, 7.5), 0.12)), Transcribe)
-    assert m.quiet(TranscriptReady(job, "Um, stop.")) == [StopReply(turn)]
+    assert m.quiet(TranscriptReady(job, "Um, stop.")) == [StopReply(turn, "Um, stop.")]
 
 
 def test_a_sentence_with_no_pause_keeps_the_reply_held_until_its_words() -> None:
@@ -681,8 +681,8 @@ def test_a_sentence_with_no_pause_keeps_the_reply_held_until_its_words() -> None
     assert m.quiet(Tick(9.0), Tick(9.6)) == []
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 8.6), "hangover")), Transcribe)
     assert m.quiet(Tick(9.7)) == []
-    out = m.quiet(TranscriptReady(probe, "He might even have been made amiable himself."))
-    assert out == [StopReply(turn)]
+    said = "He might even have been made amiable himself."
+    assert m.quiet(TranscriptReady(probe, said)) == [StopReply(turn, said)]
 
 
 def test_a_sound_with_no_pause_lets_the_reply_go_on_and_its_words_still_stop_it() -> None:
@@ -695,7 +695,7 @@ def test_a_sound_with_no_pause_lets_the_reply_go_on_and_its_words_still_stop_it(
     assert m.quiet(Tick(went_on + 0.01)) == [ResumeReply(turn, held=True)]
     assert m.quiet(OnsetUnconfirmed(went_on + 0.2, 0.9)) == []  # a request is heard: no pause
     (job,) = jobs(m(SpeechPaused(utt(6.0, went_on + 0.5), 0.12)), Transcribe)
-    assert m.quiet(TranscriptReady(job, "Could you stop")) == [StopReply(turn)]
+    assert m.quiet(TranscriptReady(job, "Could you stop")) == [StopReply(turn, "Could you stop")]
     assert m.quiet(Tick(went_on + 0.8)) == []
 
 
@@ -713,6 +713,51 @@ def test_speech_over_a_reply_a_key_already_stopped_holds_nothing() -> None:
     assert m.quiet(KeyDown(6.0)) == [StopReply(turn)]
     assert m.quiet(SpeechStarted(6.1)) == []  # it is still sounding: no pause, no resume
     assert m.quiet(SpeechDropped(6.5), Tick(10.0)) == []
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        replace(POLICY, mode="ptt-hold"),  # the key is down: the user means to talk
+        replace(POLICY, analyzer=None),  # no pause transcripts: its words come at its end
+    ],
+)
+def test_without_words_at_pauses_a_voice_over_the_reply_stops_it_at_once(
+    policy: TurnPolicy,
+) -> None:
+    m = Machine(policy)
+    turn = started_turn(m)
+    if policy.mode == "ptt-hold":
+        m(ReplyPlaying(turn), ReplyIdle(turn), KeyDown(6.0))  # pressed while a tool ran
+    m(ReplyPlaying(turn), Tick(6.2))
+    assert m.quiet(SpeechStarted(6.2)) == [StopReply(turn)]
+    assert m.quiet(Tick(15.0)) == []  # never goes on
+
+
+def test_a_likely_voice_does_not_pause_a_reply_a_key_stopped() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(6.0), KeyDown(6.0))  # still falling silent
+    assert m.quiet(OnsetUnconfirmed(6.1, 0.9), SpeechStarted(6.05), Tick(7.5)) == []
+
+
+def test_a_question_from_the_agent_ends_a_hold_for_the_question_to_be_heard() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    out = m.quiet(PermissionAsked(turn, "r1"))
+    assert out[0] == ResumeReply(turn, held=False)  # not "no words were heard"
+
+
+def test_words_of_speech_dropped_since_do_not_stop_a_new_hold() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (stale,) = jobs(m(SpeechPaused(utt(6.0, 6.3), 0.12)), Transcribe)
+    assert m.quiet(SpeechDropped(6.4)) == [ResumeReply(turn, held=True)]
+    m(Tick(7.0))
+    assert m.quiet(SpeechStarted(7.0)) == [PauseReply(turn)]
+    assert m.quiet(TranscriptReady(stale, "Beep.")) == []  # held still
+    (job,) = jobs(m(SpeechPaused(utt(7.0, 7.8), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "Wait.")) == [StopReply(turn, "Wait.")]
 
 
 def test_a_held_reply_that_ends_is_not_left_paused() -> None:
@@ -737,7 +782,8 @@ def test_a_request_said_over_the_reply_ends_at_its_pause_like_any_other() -> Non
     turn = last_reply_playing(m)
     assert m.quiet(SpeechStarted(6.0)) == [PauseReply(turn)]
     seg = utt(6.0, 8.0)
-    assert StopReply(turn) in say_request(m, seg, "Use the other file instead.", 0.99)
+    said = "Use the other file instead."
+    assert StopReply(turn, said) in say_request(m, seg, said, 0.99)
     m(ReplyDone(turn))  # the stopped reply falls silent
     assert m(Tick(8.31)) == [EndSegment()]  # quick, not the longest pause (9.5)
     out = m(UtteranceEnded(seg, "forced"))
@@ -937,7 +983,7 @@ def test_a_likely_voice_over_the_reply_pauses_it_and_its_words_stop_it() -> None
     assert m.quiet(Tick(6.6), SpeechStarted(6.0)) == []  # held, past PAUSE_MAX_S
     assert m.quiet(Tick(7.8)) == []
     (pause_job,) = jobs(m(SpeechPaused(utt(6.0, 7.6), 0.12)), Transcribe)
-    assert m.quiet(TranscriptReady(pause_job, "Wait,")) == [StopReply(turn)]  # no ResumeReply
+    assert m.quiet(TranscriptReady(pause_job, "Wait,")) == [StopReply(turn, "Wait,")]  # no resume
     assert m.quiet(Tick(7.9)) == []  # the pause ended with the stop
 
 
