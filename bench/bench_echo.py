@@ -92,7 +92,6 @@ ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
 PAUSING = "pausing the reply"
-SAID = "you said: "
 # The device gated the reply: a stalled callback, an underrun that may have moved the echo,
 # or a reopened stream whose room is not learnt yet.
 STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
@@ -370,23 +369,6 @@ class BargeIns:
     log: str = ""  # the listener's whole log (--log)
 
 
-def settled(listener: Listener, quiet_s: float = 2.0, timeout_s: float = 30.0) -> int:
-    """Wait until every request heard has had its turn, and nothing new for ``quiet_s``
-    (longer than a request takes to be heard after its last word); the turns done. A request
-    that went on after a pause is one request in two turns (the first stopped), so counting
-    turns per request would lose step with the runs."""
-    deadline = time.monotonic() + timeout_s
-    last, since = (-1, -1), time.monotonic()
-    while time.monotonic() < deadline:
-        now = (listener.count(SAID), listener.count(TURN_DONE))
-        if now != last:
-            last, since = now, time.monotonic()
-        if now[0] == now[1] and time.monotonic() - since >= quiet_s:
-            return now[1]
-        time.sleep(0.05)
-    raise AssertionError(f"turns still unfinished after {timeout_s:.0f} s")
-
-
 def barge_ins(
     rig: PulseRig,
     question: Int16,
@@ -418,12 +400,12 @@ def barge_ins(
 
             ask()  # learn the room
             listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
-            done = settled(listener)
+            done = listener.settled()
             for _ in range(quiet_runs):
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 ask()
                 listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
-                done = settled(listener)
+                done = listener.settled()
                 time.sleep(1.0)
                 out.quiet_runs += 1
                 out.false_stops += listener.count(STOPPING) > stops
@@ -437,13 +419,13 @@ def barge_ins(
                         stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                         ask()
                         listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
-                        done = settled(listener)
+                        done = listener.settled()
                         out.music_runs += 1
                         out.music_stops += listener.count(STOPPING) > stops
                         out.music_pauses += listener.count(PAUSING) - pauses
                 finally:
                     player.kill()
-                done = settled(listener)
+                done = listener.settled()
             for name, voice in voices:
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 since = len(listener.log())
@@ -460,9 +442,9 @@ def barge_ins(
                     # was not heard, and there is no second turn to wait for.
                     print(f"  {name}: the reply was gated (a stall, or not learnt); not heard")
                     out.gated += 1
-                    done = settled(listener)
+                    done = listener.settled()
                     continue
-                done = settled(listener)
+                done = listener.settled()
                 time.sleep(1.0)
                 if listener.count(STOPPING) == stops:
                     out.missed += 1

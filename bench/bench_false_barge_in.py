@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_echo import PAUSING, QUESTION, STOPPING, VOICES, gated, settled  # noqa: E402
+from bench_echo import PAUSING, QUESTION, STOPPING, VOICES, gated  # noqa: E402
 
 from tests.listener import TURN_DONE, Listener  # noqa: E402
 from tests.rig import RATE, PulseRig, as_loud_as, wait_for_sound  # noqa: E402
@@ -106,11 +106,11 @@ def run_system(
 
         rig.feed(question, RATE).wait(30)  # learn the room
         listener.wait_for_log(TURN_DONE, timeout_s=60)
-        done = settled(listener)
+        done = listener.settled()
         for seed in range(1, runs + 1):
             since = ask_and_play(to_int16(music("melody", SOUND_S, dbfs, seed=seed)))
             listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
-            done = settled(listener)
+            done = listener.settled()
             log = listener.log()
             run = log[since:]
             paused, stopped, went_on, held_on = (
@@ -146,7 +146,7 @@ def run_system(
             except AssertionError:
                 if not gated(listener.log(), since):
                     raise
-            done = settled(listener)
+            done = listener.settled()
             if gated(listener.log(), since):
                 out.voices_gated += 1
                 print(f"  voice {name}: the reply was gated (a stall or an underrun)")

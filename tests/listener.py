@@ -19,6 +19,7 @@ from tests.rig import PulseRig
 
 READY = "ready in"
 TURN_DONE = "turn timings:"
+SAID = "you said: "  # a request went to the agent
 
 
 def toml_tables(tables: dict[str, dict[str, object]]) -> str:
@@ -123,6 +124,22 @@ class Listener:
                 )
             time.sleep(0.05)
         raise AssertionError(f"no {needle!r} x{count} within {timeout_s} s:\n{self.story()}")
+
+    def settled(self, quiet_s: float = 2.0, timeout_s: float = 30.0) -> int:
+        """Wait until every request heard has had its turn, and nothing new for ``quiet_s``
+        (longer than a request takes to be heard after its last word); the turns done. A
+        request that went on after a pause is one request in two turns (the first stopped),
+        so counting turns per request would lose step with the runs."""
+        deadline = time.monotonic() + timeout_s
+        last, since = (-1, -1), time.monotonic()
+        while time.monotonic() < deadline:
+            now = (self.count(SAID), self.count(TURN_DONE))
+            if now != last:
+                last, since = now, time.monotonic()
+            if now[0] == now[1] and time.monotonic() - since >= quiet_s:
+                return now[1]
+            time.sleep(0.05)
+        raise AssertionError(f"turns still unfinished after {timeout_s:.0f} s:\n{self.story()}")
 
     def turns(self) -> list[dict[str, str]]:
         """The 'you said' / 'reply' pairs from the log, in order."""

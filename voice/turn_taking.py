@@ -528,12 +528,8 @@ class TurnTaking:
                 and pause.text is not None
                 and self._now - pause.end_s >= HOLD_QUIET_S
             )
-            return (
-                self._request is held
-                and held.over_reply == paused.turn
-                and not quiet
-                and self._now - paused.held_s < HOLD_MAX_S
-            )
+            # (Its words, once heard, stop the reply in the same step: no hold is left.)
+            return self._request is held and not quiet and self._now - paused.held_s < HOLD_MAX_S
         return (
             self._request is None  # heard, and not something that stops the reply
             and self._now - self._likely_s < PAUSE_HOLD_S

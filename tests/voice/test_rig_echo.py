@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
-from tests.listener import TURN_DONE, Listener
+from tests.listener import SAID, TURN_DONE, Listener
 from tests.rig import LOUD, RATE, PulseRig, Recorded, align, as_loud_as, wait_for_sound
 from tests.voice.audio_util import real_clip, real_references, speech, to_int16, wer
 from tests.voice.room_sounds import music
@@ -44,7 +44,6 @@ ATTEMPTS = 3  # of a scenario whose audio stalled (see stall_free)
 T = TypeVar("T")
 BARGE_IN = "librivox-0930"  # "he might even have been made amiable himself", a real voice
 HELD_ON = "going on with the reply: no words were heard"
-SAID = "you said: "  # a request went to the agent
 # Melodies tried until one holds the reply, those that did most often in the rig first (2
 # and 5 in 2 runs of 2; each seed in about half the runs).
 HELD_SEEDS = (2, 5, 6, 3, 8, 7, 1, 4)
@@ -83,20 +82,6 @@ def stall_free(
                 log = listener.log()
                 if attempt == ATTEMPTS or not any(m in log for m in (REOPENED, MOVED, BEHIND)):
                     raise
-
-
-def settle(listener: Listener, quiet_s: float = 2.0, timeout_s: float = 30.0) -> None:
-    """Until every request heard has had its turn and nothing new came for ``quiet_s``."""
-    deadline = time.monotonic() + timeout_s
-    last, since = (-1, -1), time.monotonic()
-    while time.monotonic() < deadline:
-        now = (listener.count(SAID), listener.count(TURN_DONE))
-        if now != last:
-            last, since = now, time.monotonic()
-        if now[0] == now[1] and time.monotonic() - since >= quiet_s:
-            return
-        time.sleep(0.05)
-    raise AssertionError("turns still unfinished:\n" + listener.story())
 
 
 def learn_the_room(rig: PulseRig, listener: Listener, question: np.ndarray) -> None:
@@ -157,7 +142,7 @@ def test_a_sound_with_no_words_over_the_reply_lets_it_go_on(
                 tones = to_int16(music("melody", 1.2, -20.0, seed=seed))
                 pulse_rig.feed(tones, RATE).wait(30)
                 listener.wait_for_log(TURN_DONE, count=turns + 1, timeout_s=60)
-                settle(listener)
+                listener.settled()
                 if HELD_ON in listener.log()[since:]:
                     return turns, since
         return -1, 0
