@@ -40,6 +40,7 @@ from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
 from voice.echo import EchoState
+from voice.own_words import heard_back
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.turn_events import (
@@ -484,6 +485,11 @@ class VoiceLoop:
                 log.exception("transcription failed")
                 text = ""
             log.debug("%s transcript %d: %r", action.purpose, action.job, text)
+            audio = action.audio
+            if heard_back(text, self.engines.speaker.said.around(audio.start_s, audio.end_s)):
+                # The reply's echo the canceller left: not the user's words (voice.own_words).
+                log.info("dropped transcript %r: the reply's own words, heard back", text)
+                text = ""
             self.post(TranscriptReady(action.job, text))
 
         future = self._stt_pool.submit(work)

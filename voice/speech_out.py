@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from core.errors import DeviceError
 from voice.devices import AudioSink
+from voice.own_words import SaidLog
 from voice.speech_text import SentenceStream, ends_sentence
 from voice.tts import TextToSpeech
 
@@ -46,8 +47,10 @@ class Reply:
         on_playing: Callable[[], None] = _nothing,
         on_idle: Callable[[], None] = _nothing,
         clock: Callable[[], float] = time.monotonic,
+        said: SaidLog | None = None,
     ) -> None:
         self._tts = tts
+        self._said = SaidLog() if said is None else said
         self._sink = sink
         self._clock = clock
         self._on_playing = on_playing
@@ -124,6 +127,7 @@ class Reply:
         self._sentences.put(_END)
         if played:  # the speaker is shared: a reply that never played leaves it alone
             self._sink.stop()
+            self._said.stop(self._clock())
         with self._quiet:
             self._quiet.notify_all()
 
@@ -133,12 +137,14 @@ class Reply:
             if self._cancelled.is_set() or self.first_audio_s is None:
                 return  # nothing of ours is on the (shared) speaker
             self._sink.pause()
+            self._said.pause(self._clock())
 
     def resume(self) -> None:
         with self._play_lock:
             if self._cancelled.is_set() or self.first_audio_s is None:
                 return
             self._sink.resume()
+            self._said.resume(self._clock())
 
     @property
     def cancelled(self) -> bool:
@@ -206,14 +212,20 @@ class Reply:
 
     def _speak(self, sentence: str) -> None:
         log.debug("speaking: %s", sentence)
+        begun = False
         for chunk in self._tts.synthesize(sentence):
             self._released.wait()
             with self._play_lock:
                 if self._cancelled.is_set():
                     return
                 self._sink.play(chunk, self._tts.sample_rate)
+                now = self._clock()
+                if not begun:
+                    self._said.begin(sentence, now)
+                    begun = True
+                self._said.played(len(chunk) / self._tts.sample_rate, now)
                 if self.first_audio_s is None:
-                    self.first_audio_s = self._clock()
+                    self.first_audio_s = now
             if not self._audible:
                 self._audible = True
                 self._on_playing()
@@ -229,6 +241,7 @@ class ReplySpeaker:
         self.tts = tts
         self.sink = sink
         self._first_chunk_max_chars = first_chunk_max_chars
+        self.said = SaidLog()  # what every reply of this speaker said, and when
 
     def begin(
         self,
@@ -244,4 +257,5 @@ class ReplySpeaker:
             held=held,
             on_playing=on_playing,
             on_idle=on_idle,
+            said=self.said,
         )

@@ -164,16 +164,23 @@ def test_speech_while_the_assistant_speaks_is_gated(make_rig: Callable[..., Rig]
     assert rig.loop.reports[0].speech_end_s < first_audio
 
 
+LONG_TEXT = "a fairly long sentence to keep the speaker busy for a while " * 8
+
+
+def over_the_reply(said: str) -> Callable[[Utterance], str]:
+    """The first tone (800 ms) asks for LONG_TEXT; the second (1000 ms) says ``said``."""
+    return lambda u: LONG_TEXT if loud_ms(u) < 900 else said
+
+
 @pytest.mark.parametrize("learnt", [False, True])
 def test_with_the_echo_cancelled_speech_over_the_reply_stops_it_once_learnt(
     make_rig: Callable[..., Rig], learnt: bool
 ) -> None:
-    long_text = "a fairly long sentence to keep the speaker busy for a while " * 8
     # The turn ends at 2.6 s (the 1.5 s hangover) and its ~5 s reply plays from about 2.7 s;
     # the second tone comes at 4.1 s, over the reply.
     rig = make_rig(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
-        stt=lambda u: long_text,
+        stt=over_the_reply("And what about tomorrow?"),
         turn={"smart_endpoint": False},
         echo=FakeEcho(echo_learnt=learnt),
     )
@@ -186,13 +193,40 @@ def test_with_the_echo_cancelled_speech_over_the_reply_stops_it_once_learnt(
         assert rig.sink.stops == 0
 
 
+@pytest.mark.parametrize("smart_endpoint", [False, True])
+def test_the_replys_own_words_heard_back_over_it_are_not_a_request(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture, smart_endpoint: bool
+) -> None:
+    """What the canceller left of the reply's echo, heard as its words ("Hopping list." for
+    "... the whole shopping list ..."), neither stops the reply nor goes to the agent. With
+    the hold (hands-free, an end-of-turn analyzer) the reply plays on; without it, a voice
+    over the reply stops it at once, as a key would, and nothing is sent either."""
+    rig = make_rig(
+        silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
+        stt=over_the_reply("Keep the speaker busy for, while."),
+        turn={"smart_endpoint": smart_endpoint},
+        echo=FakeEcho(echo_learnt=True),
+    )
+    with caplog.at_level(logging.INFO, logger="voice.loop"):
+        assert wait_until(lambda: rig.source.frames_read > 330)  # the whole script has gone by
+        assert wait_until(lambda: "the reply's own words, heard back" in caplog.text)
+        assert wait_until(lambda: rig.loop.phase is Phase.LISTENING)
+    assert rig.conversation.messages == [("test-room", LONG_TEXT.strip())]
+    if smart_endpoint:  # held for its words, then went on to the end
+        assert [kind for kind, _ in rig.sink.pauses] == ["pause", "resume"], rig.sink.pauses
+        assert rig.sink.stops == 0
+        assert "[stopped" not in rig.loop.reports[0].reply
+    else:
+        assert rig.sink.stops == 1
+
+
 @pytest.mark.parametrize("whole", [False, True])
 def test_a_stop_says_when_the_words_over_the_reply_were_heard_through_aec3(
     make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture, whole: bool
 ) -> None:
     rig = make_rig(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
-        stt=lambda u: "a fairly long sentence to keep the speaker busy for a while " * 8,
+        stt=over_the_reply("And what about tomorrow?"),
         turn={"smart_endpoint": False},
         echo=FakeEcho(echo_learnt=True, words_whole=whole),
     )

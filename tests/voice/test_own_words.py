@@ -1,0 +1,89 @@
+"""The reply's own words heard back (voice.own_words): which transcripts are echo, and when
+a sentence could be heard."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.own_words import LATE_S, SaidLog, heard_back
+
+REPLY = [
+    "You said:",
+    "Please read me the whole shopping list for the weekend slowly and one item at a time.",
+]
+
+
+@pytest.mark.parametrize(
+    ("heard", "echo"),
+    [
+        ("Hopping list.", True),  # seen in the rig: "shopping list" through the canceller
+        ("the whole shopping list", True),
+        ("The whole list for the weekend.", True),  # Whisper lost one faint word
+        ("You said, please read me.", True),  # across the two sentences
+        ("Slowly, and one item at a time.", True),
+        ("Time.", False),  # one word may well be the user's
+        ("Stop reading.", False),  # ... and so may "stop"
+        ("Stop.", False),
+        ("Read me the weather for the weekend.", False),  # the user's own request
+        ("list shopping", False),  # out of order
+        ("the whole list weekend", False),  # too many said words missing
+        ("", False),
+        ("...", False),
+    ],
+)
+def test_a_transcript_is_echo_only_when_it_is_a_run_of_the_replys_words(
+    heard: str, echo: bool
+) -> None:
+    assert heard_back(heard, REPLY) is echo
+
+
+def test_nothing_said_hears_nothing_back() -> None:
+    assert not heard_back("the whole shopping list", [])
+
+
+def said_log(steps: list[tuple[str, float, float | str]]) -> SaidLog:
+    """("begin", at, text), ("played", at, seconds), ("pause"|"resume"|"stop", at, 0)."""
+    log = SaidLog()
+    for step, at, arg in steps:
+        if step == "begin":
+            assert isinstance(arg, str)
+            log.begin(arg, at)
+        elif step == "played":
+            assert isinstance(arg, float)
+            log.played(arg, at)
+        else:
+            getattr(log, step)(at)
+    return log
+
+
+TWO = [("begin", 10.0, "one"), ("played", 10.0, 2.0), ("begin", 10.5, "two"), ("played", 10.5, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "window", "heard"),
+    [
+        # "one" plays 10-12 s; "two" was given at 10.5 s and plays after it, 12-15 s.
+        (TWO, (9.0, 9.5), []),
+        (TWO, (10.2, 10.4), ["one"]),
+        (TWO, (11.0, 13.0), ["one", "two"]),
+        (TWO, (12.0 + LATE_S + 0.1, 14.0), ["two"]),  # "one" is over, its echo too
+        (TWO, (15.0 + LATE_S + 0.1, 17.0), []),
+        # A pause of 4 s at 11 s: what was still to play plays 4 s later.
+        ([*TWO, ("pause", 11.0, 0), ("resume", 15.0, 0)], (18.0, 18.5), ["two"]),
+        ([*TWO, ("pause", 11.0, 0), ("resume", 15.0, 0)], (19.0 + LATE_S + 0.1, 21.0), []),
+        # Stopped at 11 s: nothing plays after it.
+        ([*TWO, ("stop", 11.0, 0)], (11.0 + LATE_S + 0.1, 14.0), []),
+        # The speaker ran dry before "three" was given: it plays from when it was given.
+        ([*TWO, ("begin", 20.0, "three"), ("played", 20.0, 1.0)], (20.5, 21.0), ["three"]),
+        # Given in several chunks, a sentence ends after the last of them.
+        (
+            [("begin", 10.0, "long"), ("played", 10.0, 1.0), ("played", 10.4, 1.0)],
+            (12.0 + LATE_S - 0.1, 13.5),
+            ["long"],
+        ),
+    ],
+)
+def test_a_sentence_could_be_heard_while_it_played_and_a_moment_after(
+    steps: list[tuple[str, float, float | str]], window: tuple[float, float], heard: list[str]
+) -> None:
+    assert said_log(steps).around(*window) == heard

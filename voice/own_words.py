@@ -1,0 +1,132 @@
+"""The assistant's own words, heard back.
+
+The canceller leaves some of the reply's echo now and then: after an underrun has moved the
+echo, or when a sound over the reply keeps a segment open and the echo's residue follows it
+in. Whisper then hears the reply's own words ("Hopping list." while the reply says "... the
+whole shopping list ..."), and they would stop the reply and become a request.
+
+:class:`SaidLog` keeps what the speaker said and when it could be heard; :func:`heard_back`
+says whether a transcript is nothing but a run of those words. A user who says "stop" is
+never taken for the reply, nor is a single word.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from voice.commands import is_stop, words
+
+MIN_WORDS = 2  # one word ("Sure.") is too likely the user's own to drop
+SIMILAR = 0.75  # a heard word this like a said one ("hopping" for "shopping") is that word
+# Whisper loses words of a faint echo: a said word may be missing, one in every this many
+# heard words ("the whole list" for "the whole shopping list").
+SKIP_EVERY = 4
+# The echo reaches the microphone after the sound left the process: the device's buffer and
+# the room. A sentence counts this long after its last sample was due.
+LATE_S = 1.0
+KEEP = 64  # sentences remembered
+
+
+@dataclass(frozen=True)
+class Said:
+    text: str
+    from_s: float  # its first audio went to the speaker
+    until_s: float  # when its last sample is due out, had the speaker played in order
+
+
+class SaidLog:
+    """What the speaker was given to say, with when it could be heard, on the monotonic clock
+    the microphone's frames are stamped with. Sentences play in the order given (the speaker
+    is a queue), so each ends its own length after the one before it, or after it was given
+    if the speaker had run dry; a pause moves what was still to play."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._said: collections.deque[Said] = collections.deque(maxlen=KEEP)
+        self._end_s = 0.0  # when what was given so far is due to have played
+        self._paused_s: float | None = None
+
+    def begin(self, text: str, at_s: float) -> None:
+        """The first audio of ``text`` goes to the speaker now."""
+        with self._lock:
+            self._said.append(Said(text, at_s, max(at_s, self._end_s)))
+
+    def played(self, seconds: float, at_s: float) -> None:
+        """More audio of the sentence begun last went to the speaker."""
+        with self._lock:
+            self._end_s = max(at_s, self._end_s) + seconds
+            if self._said:
+                last = self._said[-1]
+                self._said[-1] = Said(last.text, last.from_s, self._end_s)
+
+    def pause(self, at_s: float) -> None:
+        with self._lock:
+            if self._paused_s is None:
+                self._paused_s = at_s
+
+    def resume(self, at_s: float) -> None:
+        """What was still to play when the speaker paused plays that much later."""
+        with self._lock:
+            since, self._paused_s = self._paused_s, None
+            if since is None or at_s <= since:
+                return
+            moved = at_s - since
+            self._end_s = self._end_s + moved if self._end_s > since else self._end_s
+            self._said = collections.deque(
+                [
+                    Said(s.text, s.from_s, s.until_s + moved) if s.until_s > since else s
+                    for s in self._said
+                ],
+                maxlen=KEEP,
+            )
+
+    def stop(self, at_s: float) -> None:
+        """The speaker was stopped: nothing given so far plays after now."""
+        with self._lock:
+            self._paused_s = None
+            self._end_s = min(self._end_s, at_s)
+            self._said = collections.deque(
+                [Said(s.text, s.from_s, min(s.until_s, at_s)) for s in self._said], maxlen=KEEP
+            )
+
+    def around(self, start_s: float, end_s: float) -> list[str]:
+        """The sentences that could be heard between ``start_s`` and ``end_s``, in order."""
+        with self._lock:
+            return [
+                s.text for s in self._said if s.from_s <= end_s and s.until_s + LATE_S >= start_s
+            ]
+
+
+def heard_back(heard: str, said: Sequence[str]) -> bool:
+    """True when the words of ``heard`` (:data:`MIN_WORDS` or more, and not "stop") are a run
+    of the words of ``said`` in order: alike (:data:`SIMILAR`), with at most one said word
+    missing in every :data:`SKIP_EVERY` heard."""
+    got = words(heard)
+    if len(got) < MIN_WORDS or is_stop(heard):
+        return False
+    spoken = [w for sentence in said for w in words(sentence)]
+    return any(_run_from(got, spoken, start) for start in range(len(spoken)))
+
+
+def _alike(a: str, b: str) -> bool:
+    return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SIMILAR
+
+
+def _run_from(got: list[str], spoken: list[str], start: int) -> bool:
+    if not _alike(got[0], spoken[start]):
+        return False
+    skips = len(got) // SKIP_EVERY
+    at = start + 1
+    for word in got[1:]:
+        for step in range(skips + 1):
+            if at + step < len(spoken) and _alike(word, spoken[at + step]):
+                skips -= step
+                at += step + 1
+                break
+        else:
+            return False
+    return True
