@@ -40,7 +40,6 @@ from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
 from voice.echo import EchoState
-from voice.own_words import heard_back
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.turn_events import (
@@ -73,7 +72,7 @@ from voice.turn_events import (
 )
 from voice.turn_taking import TurnTaking
 from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
-from voice.vad import Segmenter
+from voice.vad import Segmenter, SpeechStarted
 from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
@@ -409,6 +408,8 @@ class VoiceLoop:
             # The key's click: keep the time, drop the sound.
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
         for event in self.segmenter.push(chunk, gated=gated):
+            if playing and isinstance(event, SpeechStarted):
+                self.engines.speaker.said.speech_began(event.at_s)
             self._execute(self.machine.handle(event))
 
     def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> bool:
@@ -485,9 +486,7 @@ class VoiceLoop:
                 log.exception("transcription failed")
                 text = ""
             log.debug("%s transcript %d: %r", action.purpose, action.job, text)
-            audio = action.audio
-            if heard_back(text, self.engines.speaker.said.around(audio.start_s, audio.end_s)):
-                # The reply's echo the canceller left: not the user's words (voice.own_words).
+            if self.engines.speaker.said.echoes(text, action.audio.start_s, action.audio.end_s):
                 log.info("dropped transcript %r: the reply's own words, heard back", text)
                 text = ""
             self.post(TranscriptReady(action.job, text))

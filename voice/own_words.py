@@ -5,9 +5,10 @@ echo, or when a sound over the reply keeps a segment open and the echo's residue
 in. Whisper then hears the reply's own words ("Hopping list." while the reply says "... the
 whole shopping list ..."), and they would stop the reply and become a request.
 
-:class:`SaidLog` keeps what the speaker said and when it could be heard; :func:`heard_back`
-says whether a transcript is nothing but a run of those words. A user who says "stop" is
-never taken for the reply, nor is a single word.
+:class:`SaidLog` keeps what the speaker said and when it could be heard, and when speech
+began over it; :func:`heard_back` says whether a transcript is nothing but a run of those
+words. Only speech begun while the reply played is checked: a user who answers in its words
+once it is over is heard. "Stop" is never taken for the reply, nor is a single word.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ class SaidLog:
         self._said: collections.deque[Said] = collections.deque(maxlen=KEEP)
         self._end_s = 0.0  # when what was given so far is due to have played
         self._paused_s: float | None = None
+        self._began: collections.deque[float] = collections.deque(maxlen=KEEP)
+
+    def speech_began(self, at_s: float) -> None:
+        """Speech began at ``at_s`` while the speaker could be heard: only such speech may
+        hold its echo. A user who answers once the reply is over is never checked."""
+        with self._lock:
+            self._began.append(at_s)
+
+    def echoes(self, heard: str, start_s: float, end_s: float) -> bool:
+        """True when ``heard``, the words of speech from ``start_s`` to ``end_s``, begun over
+        the reply, are only the reply's own (:func:`heard_back`)."""
+        with self._lock:
+            over = any(start_s <= at <= end_s for at in self._began)
+        return over and heard_back(heard, self.around(start_s, end_s))
 
     def begin(self, text: str, at_s: float) -> None:
         """The first audio of ``text`` goes to the speaker now."""

@@ -87,3 +87,22 @@ def test_a_sentence_could_be_heard_while_it_played_and_a_moment_after(
     steps: list[tuple[str, float, float | str]], window: tuple[float, float], heard: list[str]
 ) -> None:
     assert said_log(steps).around(*window) == heard
+
+
+@pytest.mark.parametrize(
+    ("began", "window", "echo"),
+    [
+        ([11.0], (10.7, 12.5), True),  # speech began over the reply: its words are echo
+        ([], (10.7, 12.5), False),  # it began once the reply was over: the user's answer
+        ([5.0], (10.7, 12.5), False),  # (speech over an earlier reply)
+        ([20.5], (20.0, 21.0), False),  # over a later reply, not this sentence
+    ],
+)
+def test_only_speech_begun_over_the_reply_is_taken_for_its_echo(
+    began: list[float], window: tuple[float, float], echo: bool
+) -> None:
+    log = said_log([("begin", 10.0, REPLY[1]), ("played", 10.0, 5.0)])
+    for at in began:
+        log.speech_began(at)
+    assert log.echoes("the whole shopping list", *window) is echo
+    assert not log.echoes("Read me the weather for the weekend.", *window)
