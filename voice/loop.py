@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import DeviceError
-from voice.audio import SAMPLE_WIDTH, AudioChunk, rms_dbfs
+from voice.audio import SAMPLE_WIDTH, AudioChunk, Utterance, rms_dbfs
 from voice.config import Config
 from voice.control import COMMANDS
 from voice.devices import AudioSource
@@ -408,8 +408,8 @@ class VoiceLoop:
             # The key's click: keep the time, drop the sound.
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
         for event in self.segmenter.push(chunk, gated=gated):
-            if playing and isinstance(event, SpeechStarted):
-                self.engines.speaker.said.speech_began(event.at_s)
+            if isinstance(event, SpeechStarted):
+                self.engines.speaker.said.speech_began(event.at_s, over_reply=playing)
             self._execute(self.machine.handle(event))
 
     def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> bool:
@@ -486,14 +486,23 @@ class VoiceLoop:
                 log.exception("transcription failed")
                 text = ""
             log.debug("%s transcript %d: %r", action.purpose, action.job, text)
-            if self.engines.speaker.said.echoes(text, action.audio.start_s, action.audio.end_s):
-                log.info("dropped transcript %r: the reply's own words, heard back", text)
-                text = ""
+            text = self._without_echo(text, action.audio)
             self.post(TranscriptReady(action.job, text))
 
         future = self._stt_pool.submit(work)
         if action.purpose == "pause":
             self._pause_job = future
+
+    def _without_echo(self, text: str, audio: Utterance) -> str:
+        """The transcript without the reply's own words heard back (voice.own_words)."""
+        echo, said = self.engines.speaker.said.split(text, audio.start_s, audio.end_s)
+        if not echo:
+            return text
+        if said:
+            log.info("cut %r from the transcript: the reply's own words, heard back", echo)
+        else:
+            log.info("dropped transcript %r: the reply's own words, heard back", text)
+        return said
 
     def _analyze(self, action: Analyze) -> None:
         model = self.engines.turn_model

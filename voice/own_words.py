@@ -7,14 +7,17 @@ whole shopping list ..."), and they would stop the reply and become a request.
 
 :class:`SaidLog` keeps what the speaker said and when it could be heard, and when speech
 began over it; :func:`heard_back` says whether a transcript is nothing but a run of those
-words. Only speech begun while the reply played is checked: a user who answers in its words
-once it is over is heard. "Stop" is never taken for the reply, nor is a single word.
+words, or :func:`split_echo` which of its first sentences are. Only speech begun while the
+reply played is checked: a user who answers in its words once it is over is heard. "Stop" is
+never taken for the reply, nor is a single word.
 """
 
 from __future__ import annotations
 
 import collections
 import difflib
+import itertools
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ SKIP_EVERY = 4
 # the room. A sentence counts this long after its last sample was due.
 LATE_S = 1.0
 KEEP = 64  # sentences remembered
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -50,20 +54,25 @@ class SaidLog:
         self._said: collections.deque[Said] = collections.deque(maxlen=KEEP)
         self._end_s = 0.0  # when what was given so far is due to have played
         self._paused_s: float | None = None
-        self._began: collections.deque[float] = collections.deque(maxlen=KEEP)
+        self._began: collections.deque[tuple[float, bool]] = collections.deque(maxlen=KEEP)
 
-    def speech_began(self, at_s: float) -> None:
-        """Speech began at ``at_s`` while the speaker could be heard: only such speech may
-        hold its echo. A user who answers once the reply is over is never checked."""
+    def speech_began(self, at_s: float, *, over_reply: bool) -> None:
+        """Speech began at ``at_s``, over the reply or not."""
         with self._lock:
-            self._began.append(at_s)
+            self._began.append((at_s, over_reply))
 
-    def echoes(self, heard: str, start_s: float, end_s: float) -> bool:
-        """True when ``heard``, the words of speech from ``start_s`` to ``end_s``, begun over
-        the reply, are only the reply's own (:func:`heard_back`)."""
+    def split(self, heard: str, start_s: float, end_s: float) -> tuple[str, str]:
+        """``heard``, the words of speech from ``start_s`` to ``end_s``, as the reply's echo
+        and the user's words (:func:`split_echo`): only for speech that began while the reply
+        played; other speech is all the user's. A
+        user who answers in its words once it is over is heard, and so is a request that
+        began before the reply and goes on over it (its words may be the reply's: "You said:
+        ...")."""
         with self._lock:
-            over = any(start_s <= at <= end_s for at in self._began)
-        return over and heard_back(heard, self.around(start_s, end_s))
+            first = next(((at, over) for at, over in self._began if start_s <= at <= end_s), None)
+        if first is None or not first[1]:
+            return "", heard.strip()
+        return split_echo(heard, self.around(start_s, end_s))
 
     def begin(self, text: str, at_s: float) -> None:
         """The first audio of ``text`` goes to the speaker now."""
@@ -114,6 +123,19 @@ class SaidLog:
             return [
                 s.text for s in self._said if s.from_s <= end_s and s.until_s + LATE_S >= start_s
             ]
+
+
+def split_echo(heard: str, said: Sequence[str]) -> tuple[str, str]:
+    """``heard`` as the reply's echo and the user's words after it. The echo is all of it
+    (:func:`heard_back`), or its first sentences, each heard back, before the words of a
+    voice that followed them in ("Please read me. He might even have been made amiable
+    himself.")."""
+    heard = heard.strip()
+    if heard_back(heard, said):
+        return heard, ""
+    sentences = _SENTENCE_END.split(heard)
+    echo = list(itertools.takewhile(lambda sentence: heard_back(sentence, said), sentences))
+    return " ".join(echo), " ".join(sentences[len(echo) :])
 
 
 def heard_back(heard: str, said: Sequence[str]) -> bool:

@@ -220,6 +220,23 @@ def test_the_replys_own_words_heard_back_over_it_are_not_a_request(
         assert rig.sink.stops == 1
 
 
+def test_the_replys_own_words_before_a_voice_are_cut_from_its_request(
+    make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The segment opened on the echo's residue and the voice followed it in: its request is
+    the voice's words only."""
+    rig = make_rig(
+        silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
+        stt=over_the_reply("Keep the speaker busy. And what about tomorrow?"),
+        echo=FakeEcho(echo_learnt=True),
+    )
+    with caplog.at_level(logging.INFO, logger="voice.loop"):
+        assert wait_until(lambda: len(rig.conversation.messages) == 2), rig.conversation.messages
+    assert rig.conversation.messages[1] == ("test-room", "And what about tomorrow?")
+    assert "cut 'Keep the speaker busy.' from the transcript" in caplog.text
+    assert rig.sink.stops >= 1  # the voice's words stopped the reply
+
+
 @pytest.mark.parametrize("whole", [False, True])
 def test_a_stop_says_when_the_words_over_the_reply_were_heard_through_aec3(
     make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture, whole: bool

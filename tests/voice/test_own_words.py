@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.own_words import LATE_S, SaidLog, heard_back
+from voice.own_words import LATE_S, SaidLog, heard_back, split_echo
 
 REPLY = [
     "You said:",
@@ -39,6 +39,28 @@ def test_a_transcript_is_echo_only_when_it_is_a_run_of_the_replys_words(
 
 def test_nothing_said_hears_nothing_back() -> None:
     assert not heard_back("the whole shopping list", [])
+
+
+VOICE = "He might even have been made amiable himself."
+
+
+@pytest.mark.parametrize(
+    ("heard", "echo", "said"),
+    [
+        ("Hopping list.", "Hopping list.", ""),
+        (f"Please read me. {VOICE}", "Please read me.", VOICE),  # the echo, then the voice
+        (f"Please read me! Shopping list. {VOICE}", "Please read me! Shopping list.", VOICE),
+        (VOICE, "", VOICE),
+        (f"{VOICE} Shopping list.", "", f"{VOICE} Shopping list."),  # only before the voice
+        (f"Time. {VOICE}", "", f"Time. {VOICE}"),  # one word may be the user's
+        (f"Stop it. {VOICE}", "", f"Stop it. {VOICE}"),
+        (" Please read me the whole shopping list ", "Please read me the whole shopping list", ""),
+    ],
+)
+def test_the_echo_is_the_whole_transcript_or_its_first_sentences(
+    heard: str, echo: str, said: str
+) -> None:
+    assert split_echo(heard, REPLY) == (echo, said)
 
 
 def said_log(steps: list[tuple[str, float, float | str]]) -> SaidLog:
@@ -92,17 +114,23 @@ def test_a_sentence_could_be_heard_while_it_played_and_a_moment_after(
 @pytest.mark.parametrize(
     ("began", "window", "echo"),
     [
-        ([11.0], (10.7, 12.5), True),  # speech began over the reply: its words are echo
-        ([], (10.7, 12.5), False),  # it began once the reply was over: the user's answer
-        ([5.0], (10.7, 12.5), False),  # (speech over an earlier reply)
-        ([20.5], (20.0, 21.0), False),  # over a later reply, not this sentence
+        ([(11.0, True)], (10.7, 12.5), True),  # speech began over the reply: its echo
+        ([(11.0, False)], (10.7, 12.5), False),  # once the reply was over: the user's answer
+        ([], (10.7, 12.5), False),
+        ([(5.0, True)], (10.7, 12.5), False),  # (speech over an earlier reply)
+        ([(20.5, True)], (20.0, 21.0), False),  # over a later reply, not this sentence
+        # A request begun before the reply and going on over it ("continue"): its words
+        # may be the reply's ("You said: ..."), and are the user's.
+        ([(9.0, False), (11.0, True)], (8.7, 12.5), False),
     ],
 )
 def test_only_speech_begun_over_the_reply_is_taken_for_its_echo(
-    began: list[float], window: tuple[float, float], echo: bool
+    began: list[tuple[float, bool]], window: tuple[float, float], echo: bool
 ) -> None:
     log = said_log([("begin", 10.0, REPLY[1]), ("played", 10.0, 5.0)])
-    for at in began:
-        log.speech_began(at)
-    assert log.echoes("the whole shopping list", *window) is echo
-    assert not log.echoes("Read me the weather for the weekend.", *window)
+    for at, over_reply in began:
+        log.speech_began(at, over_reply=over_reply)
+    heard = "the whole shopping list"
+    assert log.split(heard, *window) == ((heard, "") if echo else ("", heard))
+    weather = "Read me the weather for the weekend."
+    assert log.split(weather, *window) == ("", weather)
