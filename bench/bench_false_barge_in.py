@@ -58,6 +58,7 @@ WENT_ON = "going on with the reply"
 INTERRUPTING = "interrupting the agent"
 SAID_RE = re.compile(r"you said: (.*)")
 HELD_ON = "going on with the reply: no words were heard"  # this release's word for it
+OWN_WORDS = "the reply's own words, heard back"  # its echo, dropped or cut (this release)
 INTO_REPLY_S = 1.5
 SOUND_S = 1.2
 CONFIG: dict[str, dict[str, object]] = {
@@ -77,6 +78,7 @@ class Outcome:
     went_on: int = 0
     held_on: int = 0
     extra_turns: int = 0
+    own_words: int = 0
     voices: int = 0
     voices_gated: int = 0
     voices_stopped: int = 0
@@ -117,6 +119,7 @@ def run_system(
                 s in run for s in (PAUSING, STOPPING, WENT_ON, HELD_ON)
             )
             on_words = f"{STOPPING}: heard" in run
+            own_words = OWN_WORDS in run
             question_went_on = INTERRUPTING in run  # the question's turn was open still
             made = [m for m in SAID_RE.findall(run) if wer(QUESTION, m) > 0.5]
             if gated(log, since):
@@ -131,10 +134,12 @@ def run_system(
             out.went_on += went_on
             out.held_on += held_on
             out.extra_turns += len(made)
+            out.own_words += own_words
             print(
                 f"  sound {seed}: paused {paused:d} stopped {stopped:d} (on words {on_words:d}, "
                 f"as the question going on {question_went_on:d}) went on {went_on:d} (held for "
-                f"words {held_on:d}); requests made of it {made}"
+                f"words {held_on:d}); requests made of it {made}; echo words dropped "
+                f"{own_words:d}"
             )
         for i in range(voices):
             name = VOICES[i % len(VOICES)]
@@ -165,11 +170,12 @@ def run_system(
 def report(outcomes: dict[str, Outcome], dbfs: float) -> None:
     print(f"\na melody ({SOUND_S:g} s at {dbfs:g} dBFS) over the reply, {INTO_REPLY_S:g} s in:")
     print(f"{'system':<16}{'runs':>5}{'paused':>8}{'stopped':>9}{'on words':>10}"
-          f"{'went on':>9}{'held':>6}{'requests':>10}{'question':>10}{'gated':>7}")  # fmt: skip
+          f"{'went on':>9}{'held':>6}{'requests':>10}{'echo':>6}{'question':>10}"
+          f"{'gated':>7}")  # fmt: skip
     for name, o in outcomes.items():
         print(f"{name:<16}{o.runs:>5}{o.paused:>8}{o.stopped:>9}{o.on_words:>10}"
-              f"{o.went_on:>9}{o.held_on:>6}{o.extra_turns:>10}{o.question_went_on:>10}"
-              f"{o.gated:>7}")  # fmt: skip
+              f"{o.went_on:>9}{o.held_on:>6}{o.extra_turns:>10}{o.own_words:>6}"
+              f"{o.question_went_on:>10}{o.gated:>7}")  # fmt: skip
     print("\nreal voices over the reply (as loud as its echo):")
     print(f"{'system':<16}{'runs':>5}{'stopped':>9}{'answered':>10}{'WER p50':>9}{'gated':>7}")
     for name, o in outcomes.items():
@@ -180,7 +186,8 @@ def report(outcomes: dict[str, Outcome], dbfs: float) -> None:
         "\npaused: the reply fell silent for the sound; stopped: for good (what it had left "
         "never played); on words: ... by words heard in the sound (this release logs them); "
         "went on: it played on after the pause; held: ... after a voice was confirmed and no "
-        "words were heard (this release); requests: made of the sound; question: runs where "
+        "words were heard (this release); requests: made of the sound; echo: runs where the "
+        "reply's own words were heard and dropped (this release); question: runs where "
         "the sound came while the question's turn was still open, and was taken for the "
         "question going on (the agent interrupted, the question sent again); gated: runs with "
         "a stall or an underrun, not counted. answered: the voice's turn was stored with "
