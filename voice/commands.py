@@ -1,4 +1,5 @@
-"""Short spoken commands: "stop" while the agent works, "yes"/"no"/"always" to a question.
+"""Short spoken commands: "stop" while the agent works, "yes"/"no"/"always" to a question;
+and backchannels ("mm-hmm", "yeah", "I see"), which say the user is listening, not talking.
 
 Only a whole, short utterance is a command: "stop" is one, "stop the server on port 80" is a
 request. Whisper's punctuation and capitals are ignored.
@@ -15,6 +16,13 @@ _POLITE = frozenset(["please", "ok", "okay", "now", "hey", "just", "right"])
 _STOP = frozenset(["stop", "cancel", "abort", "halt", "enough"])
 _STOP_PHRASES = ("never mind", "nevermind", "forget it", "stop it", "stop that", "cancel that")
 _MAX_COMMAND_WORDS = 4
+# Said over a reply, these say "go on": they do not stop it. (Whisper also hears "Mmhmm" and
+# "Oh" in music and coughs.) "Yes" and "no" are not among them: they may answer the reply.
+_HUMS = frozenset(["mm", "mmm", "hmm", "hm", "mhm", "mmhmm", "mhmm", "uh", "huh", "uhhuh"])
+_SOUNDS = frozenset(["um", "umm", "ah", "aha", "oh", "ooh"])
+_AGREEING = frozenset(["yeah", "yep", "right", "okay", "ok", "alright", "sure"])
+_BACKCHANNEL = _HUMS | _SOUNDS | _AGREEING
+_BACKCHANNEL_PHRASES = frozenset(["i see", "got it", "go on"])
 
 _ALLOW = frozenset(
     ["yes", "yeah", "yep", "yup", "sure", "allow", "allowed", "approve", "approved", "proceed"]
@@ -40,6 +48,21 @@ def is_stop(text: str) -> bool:
     if any(joined == p or joined.startswith(p + " ") for p in _STOP_PHRASES):
         return True
     return all(w in _STOP for w in said)
+
+
+def is_backchannel(text: str) -> bool:
+    """True for "Mm-hmm.", "Yeah, right.", "I see."; not for "Yeah, but use the other file"
+    nor for "Okay, stop" (:func:`is_stop` first)."""
+    said = words(text)
+    if not said or len(said) > _MAX_COMMAND_WORDS or is_stop(text):
+        return False
+    return " ".join(said) in _BACKCHANNEL_PHRASES or all(w in _BACKCHANNEL for w in said)
+
+
+def is_hum(text: str) -> bool:
+    """True for sounds with no word in them: "Mm-hmm.", "Oh.", "Hmm"; not for "Okay"."""
+    said = words(text)
+    return bool(said) and all(w in _HUMS or w in _SOUNDS for w in said)
 
 
 def permission_answer(text: str) -> Decision | None:

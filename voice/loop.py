@@ -573,6 +573,8 @@ class VoiceLoop:
             worker.reply.pause()
         elif isinstance(action, ResumeReply):
             why = "no words were heard" if action.held else "nobody was talking"
+            if action.heard:
+                why = f"heard only {action.heard!r}, a backchannel"
             log.info("going on with the reply: %s", why)
             worker.reply.resume()
         elif isinstance(action, Interrupt):

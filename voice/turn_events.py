@@ -255,10 +255,11 @@ class PauseReply:
 @dataclass(frozen=True)
 class ResumeReply:
     """Go on with the paused reply from where it stopped. ``held``: a voice was confirmed
-    over it, but no words were heard."""
+    over it, but no words were heard, or only ``heard``, a backchannel ("Mm-hmm.")."""
 
     turn: int
     held: bool = False
+    heard: str = ""
 
 
 @dataclass(frozen=True)

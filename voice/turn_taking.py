@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.commands import is_stop, permission_answer
+from voice.commands import is_backchannel, is_hum, is_stop, permission_answer
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -196,6 +196,7 @@ class _Request:
     pause_jobs: dict[int, float] = field(default_factory=dict)
     heard: list[tuple[float, str]] = field(default_factory=list)
     early: str | None = None  # the transcript that ended early, while it is heard again
+    backchannel: str = ""  # words heard over the reply that did not stop it ("Mm-hmm.")
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
@@ -494,6 +495,9 @@ class TurnTaking:
         turn = request.over_reply
         if turn is None or not _word_count(text):
             return
+        if is_backchannel(text):  # "mm-hmm": the user is listening
+            request.backchannel = text
+            return
         request.over_reply = None
         if self._turn is not None and self._turn.id == turn:
             self._silence(self._turn, out, heard=text)
@@ -514,7 +518,8 @@ class TurnTaking:
             return
         self._reply_paused = None
         held = paused.held_by is not None and self._question is None  # (a question: heard)
-        out.insert(0, ResumeReply(paused.turn, held))  # first: nothing after it may keep it
+        heard = paused.held_by.backchannel if held and paused.held_by else ""
+        out.insert(0, ResumeReply(paused.turn, held, heard))  # first: nothing may keep it
 
     def _pause_holds(self, paused: _Paused) -> bool:
         turn = self._turn
@@ -693,6 +698,8 @@ class TurnTaking:
             request.probe_job = heard
             return
         text = heard
+        if request.over_reply is not None and is_hum(text):
+            text = ""  # "mm-hmm" over the reply, which went on: the user was listening
         stop = is_stop(text)
         if request.context == "continue":
             if stop:

@@ -699,6 +699,47 @@ def test_a_sound_with_no_pause_lets_the_reply_go_on_and_its_words_still_stop_it(
     assert m.quiet(Tick(went_on + 0.8)) == []
 
 
+def test_a_backchannel_at_a_pause_over_the_reply_lets_it_go_on_and_is_no_request() -> None:
+    """ "Mm-hmm" (or Whisper's "Mmhmm" in music) says the user is listening."""
+    m = Machine()
+    turn = barged_in(m)
+    (job,) = jobs(m(Tick(6.7), SpeechPaused(utt(6.0, 6.6), 0.12)), Transcribe)
+    assert m.quiet(TranscriptReady(job, "Mm-hmm.")) == []  # held: more may come
+    assert m.quiet(Tick(6.6 + HOLD_QUIET_S + 0.01)) == [ResumeReply(turn, True, "Mm-hmm.")]
+    out = m.quiet(UtteranceEnded(utt(6.0, 6.6), "hangover"), Tick(8.2))
+    assert [a for a in out if isinstance(a, StopReply | Send)] == []
+    m(AgentFinished(turn, "answered"))
+    assert [a for a in m(ReplyDone(turn)) if isinstance(a, Send)] == []  # nothing queued
+
+
+@pytest.mark.parametrize(
+    ("said", "stops", "queued"),
+    [
+        ("Mm-hmm.", False, False),  # a hum: no request
+        ("Yeah, okay.", False, True),  # words: the reply goes on, and they are sent after it
+        ("Yeah, but use the other file.", True, True),
+    ],
+)
+def test_a_backchannel_over_the_reply_does_not_stop_it(
+    said: str, stops: bool, queued: bool
+) -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, said))
+    assert out == ([StopReply(turn, said)] if stops else [ResumeReply(turn, True, said)])
+    m(AgentFinished(turn, "answered"))
+    sends = [a for a in m(ReplyDone(turn)) if isinstance(a, Send)]
+    assert [s.text for s in sends] == ([said] if queued else [])
+
+
+def test_okay_stop_over_the_reply_is_no_backchannel() -> None:
+    m = Machine()
+    turn = barged_in(m)
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 6.8), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Okay, stop.")) == [StopReply(turn), Interrupt(turn)]
+
+
 def test_stop_said_over_the_reply_stops_it_and_the_agent_once() -> None:
     m = Machine()
     turn = barged_in(m)

@@ -1,0 +1,38 @@
+"""Short spoken words as tables: which are backchannels ("mm-hmm"), and which are only hums."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.commands import is_backchannel, is_hum
+
+
+@pytest.mark.parametrize(
+    ("text", "backchannel", "hum"),
+    [
+        ("Mm-hmm.", True, True),
+        ("Mmhmm", True, True),  # as Whisper writes it, in music too
+        ("Uh-huh.", True, True),
+        ("Oh.", True, True),
+        ("Hmm.", True, True),
+        ("Yeah.", True, False),  # a word: it may answer the reply
+        ("Yeah, right.", True, False),
+        ("Okay.", True, False),
+        ("I see.", True, False),
+        ("Got it.", True, False),
+        ("Okay, stop.", False, False),  # a command
+        ("Hmm, stop.", False, False),
+        ("Stop.", False, False),
+        ("Yes.", False, False),  # an answer, never taken for listening
+        ("No.", False, False),
+        ("Wait.", False, False),
+        ("Yeah, but use the other file.", False, False),
+        ("Oh, and update the README.", False, False),
+        ("Mm-hmm, mm-hmm, yeah, right, okay.", False, False),  # too long to be only that
+        ("", False, False),
+        ("...", False, False),
+    ],
+)
+def test_a_backchannel_says_the_user_is_listening(text: str, backchannel: bool, hum: bool) -> None:
+    assert is_backchannel(text) is backchannel
+    assert is_hum(text) is hum
