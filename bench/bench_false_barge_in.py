@@ -138,7 +138,7 @@ def run_system(
             print(
                 f"  sound {seed}: paused {paused:d} stopped {stopped:d} (on words {on_words:d}, "
                 f"as the question going on {question_went_on:d}) went on {went_on:d} (held for "
-                f"words {held_on:d}); requests made of it {made}; echo words dropped "
+                f"words {held_on:d}); requests made of it {made}; echo words dropped or cut "
                 f"{own_words:d}"
             )
         for i in range(voices):
@@ -187,7 +187,7 @@ def report(outcomes: dict[str, Outcome], dbfs: float) -> None:
         "never played); on words: ... by words heard in the sound (this release logs them); "
         "went on: it played on after the pause; held: ... after a voice was confirmed and no "
         "words were heard (this release); requests: made of the sound; echo: runs where the "
-        "reply's own words were heard and dropped (this release); question: runs where "
+        "reply's own words were heard, and dropped or cut (this release); question: runs where "
         "the sound came while the question's turn was still open, and was taken for the "
         "question going on (the agent interrupted, the question sent again); gated: runs with "
         "a stall or an underrun, not counted. answered: the voice's turn was stored with "

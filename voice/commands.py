@@ -18,11 +18,12 @@ _STOP_PHRASES = ("never mind", "nevermind", "forget it", "stop it", "stop that",
 _MAX_COMMAND_WORDS = 4
 # Said over a reply, these say "go on": they do not stop it. (Whisper also hears "Mmhmm" and
 # "Oh" in music and coughs.) "Yes" and "no" are not among them: they may answer the reply.
-_HUMS = frozenset(["mm", "mmm", "hmm", "hm", "mhm", "mmhmm", "mhmm", "uh", "huh", "uhhuh"])
+_HUMS = frozenset(["mm", "mmm", "hmm", "hm", "mhm", "mmhmm", "mhmm", "uh", "uhhuh"])
 _SOUNDS = frozenset(["um", "umm", "ah", "aha", "oh", "ooh"])
 _AGREEING = frozenset(["yeah", "yep", "right", "okay", "ok", "alright", "sure"])
 _BACKCHANNEL = _HUMS | _SOUNDS | _AGREEING
-_BACKCHANNEL_PHRASES = frozenset(["i see", "got it", "go on"])
+_HUM_PHRASES = frozenset([("uh", "huh")])  # "huh" alone asks "what?"
+_BACKCHANNEL_PHRASES = _HUM_PHRASES | frozenset([("i", "see"), ("got", "it"), ("go", "on")])
 
 _ALLOW = frozenset(
     ["yes", "yeah", "yep", "yup", "sure", "allow", "allowed", "approve", "approved", "proceed"]
@@ -50,19 +51,37 @@ def is_stop(text: str) -> bool:
     return all(w in _STOP for w in said)
 
 
+def begins_with_stop(text: str) -> bool:
+    """True for "Stop.", "Stop reading.", "Cancel the deploy": a stop word first."""
+    said = [w for w in words(text) if w not in _POLITE]
+    return bool(said) and said[0] in _STOP
+
+
 def is_backchannel(text: str) -> bool:
-    """True for "Mm-hmm.", "Yeah, right.", "I see."; not for "Yeah, but use the other file"
-    nor for "Okay, stop" (:func:`is_stop` first)."""
-    said = words(text)
-    if not said or len(said) > _MAX_COMMAND_WORDS or is_stop(text):
-        return False
-    return " ".join(said) in _BACKCHANNEL_PHRASES or all(w in _BACKCHANNEL for w in said)
+    """True for "Mm-hmm.", "Yeah, right.", "Oh, I see."; not for "Yeah, but use the other
+    file", "Okay, stop" (:func:`is_stop` first) nor a question ("Huh?", "Right?")."""
+    return not is_stop(text) and _only(text, _BACKCHANNEL, _BACKCHANNEL_PHRASES)
 
 
 def is_hum(text: str) -> bool:
-    """True for sounds with no word in them: "Mm-hmm.", "Oh.", "Hmm"; not for "Okay"."""
+    """True for sounds with no word in them: "Mm-hmm.", "Oh.", "Uh-huh"; not for "Okay"."""
+    return _only(text, _HUMS | _SOUNDS, _HUM_PHRASES)
+
+
+def _only(text: str, singles: frozenset[str], pairs: frozenset[tuple[str, str]]) -> bool:
+    """``text`` is a few of ``singles`` and ``pairs`` of words, and asks nothing."""
     said = words(text)
-    return bool(said) and all(w in _HUMS or w in _SOUNDS for w in said)
+    if not said or len(said) > _MAX_COMMAND_WORDS or text.rstrip().endswith("?"):
+        return False
+    i = 0
+    while i < len(said):
+        if tuple(said[i : i + 2]) in pairs:
+            i += 2
+        elif said[i] in singles:
+            i += 1
+        else:
+            return False
+    return True
 
 
 def permission_answer(text: str) -> Decision | None:

@@ -20,11 +20,12 @@ import itertools
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from voice.commands import is_stop, words
+from voice.commands import begins_with_stop, words
 
 MIN_WORDS = 2  # one word ("Sure.") is too likely the user's own to drop
+CUT_MIN_WORDS = 3  # a sentence cut from before the user's words: "Please read me."
 SIMILAR = 0.75  # a heard word this like a said one ("hopping" for "shopping") is that word
 # Whisper loses words of a faint echo: a said word may be missing, one in every this many
 # heard words ("the whole list" for "the whole shopping list").
@@ -41,6 +42,7 @@ class Said:
     text: str
     from_s: float  # its first audio went to the speaker
     until_s: float  # when its last sample is due out, had the speaker played in order
+    reply: int  # which reply said it
 
 
 class SaidLog:
@@ -54,30 +56,37 @@ class SaidLog:
         self._said: collections.deque[Said] = collections.deque(maxlen=KEEP)
         self._end_s = 0.0  # when what was given so far is due to have played
         self._paused_s: float | None = None
-        self._began: collections.deque[tuple[float, bool]] = collections.deque(maxlen=KEEP)
+        self._replies = 0
+        # When speech began, and the reply playing then (None: none was).
+        self._began: collections.deque[tuple[float, int | None]] = collections.deque(maxlen=KEEP)
+
+    def new_reply(self) -> int:
+        with self._lock:
+            self._replies += 1
+            return self._replies
 
     def speech_began(self, at_s: float, *, over_reply: bool) -> None:
         """Speech began at ``at_s``, over the reply or not."""
         with self._lock:
-            self._began.append((at_s, over_reply))
+            playing = [s.reply for s in self._said if s.from_s <= at_s]
+            self._began.append((at_s, playing[-1] if over_reply and playing else None))
 
     def split(self, heard: str, start_s: float, end_s: float) -> tuple[str, str]:
-        """``heard``, the words of speech from ``start_s`` to ``end_s``, as the reply's echo
-        and the user's words (:func:`split_echo`): only for speech that began while the reply
-        played; other speech is all the user's. A
-        user who answers in its words once it is over is heard, and so is a request that
-        began before the reply and goes on over it (its words may be the reply's: "You said:
-        ...")."""
+        """``heard``, the words of speech from ``start_s`` to ``end_s``, as the echo of the
+        reply it began over and the user's words (:func:`split_echo`). Speech that began with
+        no reply playing is all the user's: an answer in the reply's words once it is over,
+        and a request begun before a reply that goes on over it (its words may be that
+        reply's: "You said: ...")."""
         with self._lock:
-            first = next(((at, over) for at, over in self._began if start_s <= at <= end_s), None)
-        if first is None or not first[1]:
+            began = [reply for at, reply in self._began if start_s <= at <= end_s]
+        if not began or began[0] is None:
             return "", heard.strip()
-        return split_echo(heard, self.around(start_s, end_s))
+        return split_echo(heard, self.around(start_s, end_s, reply=began[0]))
 
-    def begin(self, text: str, at_s: float) -> None:
-        """The first audio of ``text`` goes to the speaker now."""
+    def begin(self, text: str, at_s: float, reply: int) -> None:
+        """The first audio of ``text``, of ``reply``, goes to the speaker now."""
         with self._lock:
-            self._said.append(Said(text, at_s, max(at_s, self._end_s)))
+            self._said.append(Said(text, at_s, max(at_s, self._end_s), reply))
 
     def played(self, seconds: float, at_s: float) -> None:
         """More audio of the sentence begun last went to the speaker."""
@@ -85,7 +94,7 @@ class SaidLog:
             self._end_s = max(at_s, self._end_s) + seconds
             if self._said:
                 last = self._said[-1]
-                self._said[-1] = Said(last.text, last.from_s, self._end_s)
+                self._said[-1] = replace(last, until_s=self._end_s)
 
     def pause(self, at_s: float) -> None:
         with self._lock:
@@ -102,7 +111,7 @@ class SaidLog:
             self._end_s = self._end_s + moved if self._end_s > since else self._end_s
             self._said = collections.deque(
                 [
-                    Said(s.text, s.from_s, s.until_s + moved) if s.until_s > since else s
+                    replace(s, until_s=s.until_s + moved) if s.until_s > since else s
                     for s in self._said
                 ],
                 maxlen=KEEP,
@@ -114,14 +123,19 @@ class SaidLog:
             self._paused_s = None
             self._end_s = min(self._end_s, at_s)
             self._said = collections.deque(
-                [Said(s.text, s.from_s, min(s.until_s, at_s)) for s in self._said], maxlen=KEEP
+                [replace(s, until_s=min(s.until_s, at_s)) for s in self._said], maxlen=KEEP
             )
 
-    def around(self, start_s: float, end_s: float) -> list[str]:
-        """The sentences that could be heard between ``start_s`` and ``end_s``, in order."""
+    def around(self, start_s: float, end_s: float, reply: int | None = None) -> list[str]:
+        """The sentences (of ``reply``, or any) that could be heard between ``start_s`` and
+        ``end_s``, in order."""
         with self._lock:
             return [
-                s.text for s in self._said if s.from_s <= end_s and s.until_s + LATE_S >= start_s
+                s.text
+                for s in self._said
+                if s.from_s <= end_s
+                and s.until_s + LATE_S >= start_s
+                and (reply is None or s.reply == reply)
             ]
 
 
@@ -134,16 +148,21 @@ def split_echo(heard: str, said: Sequence[str]) -> tuple[str, str]:
     if heard_back(heard, said):
         return heard, ""
     sentences = _SENTENCE_END.split(heard)
-    echo = list(itertools.takewhile(lambda sentence: heard_back(sentence, said), sentences))
+    echo = list(
+        itertools.takewhile(
+            lambda sentence: len(words(sentence)) >= CUT_MIN_WORDS and heard_back(sentence, said),
+            sentences,
+        )
+    )
     return " ".join(echo), " ".join(sentences[len(echo) :])
 
 
 def heard_back(heard: str, said: Sequence[str]) -> bool:
-    """True when the words of ``heard`` (:data:`MIN_WORDS` or more, and not "stop") are a run
+    """True when the words of ``heard`` (:data:`MIN_WORDS` or more, not begun with "stop") are a run
     of the words of ``said`` in order: alike (:data:`SIMILAR`), with at most one said word
     missing in every :data:`SKIP_EVERY` heard."""
     got = words(heard)
-    if len(got) < MIN_WORDS or is_stop(heard):
+    if len(got) < MIN_WORDS or begins_with_stop(heard):
         return False
     spoken = [w for sentence in said for w in words(sentence)]
     return any(_run_from(got, spoken, start) for start in range(len(spoken)))

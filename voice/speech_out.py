@@ -51,6 +51,7 @@ class Reply:
     ) -> None:
         self._tts = tts
         self._said = SaidLog() if said is None else said
+        self._said_as = self._said.new_reply()
         self._sink = sink
         self._clock = clock
         self._on_playing = on_playing
@@ -221,7 +222,7 @@ class Reply:
                 self._sink.play(chunk, self._tts.sample_rate)
                 now = self._clock()
                 if not begun:
-                    self._said.begin(sentence, now)
+                    self._said.begin(sentence, now, self._said_as)
                     begun = True
                 self._said.played(len(chunk) / self._tts.sample_rate, now)
                 if self.first_audio_s is None:

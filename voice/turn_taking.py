@@ -705,6 +705,9 @@ class TurnTaking:
             if stop:
                 self._request = None
                 out.append(Say(STOPPED))
+            elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
+                request.tail, request.new_text = True, ""
+                self._request_text(request, "", out)
             else:
                 request.new_text = text
                 self._transcribe_request(request, None, out)

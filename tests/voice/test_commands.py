@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.commands import is_backchannel, is_hum
+from voice.commands import begins_with_stop, is_backchannel, is_hum
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,11 @@ from voice.commands import is_backchannel, is_hum
         ("Okay.", True, False),
         ("I see.", True, False),
         ("Got it.", True, False),
+        ("Oh, I see.", True, False),
+        ("Okay, go on.", True, False),
+        ("Huh?", False, False),  # a question: "what?"
+        ("Right?", False, False),
+        ("Hmm?", False, False),
         ("Okay, stop.", False, False),  # a command
         ("Hmm, stop.", False, False),
         ("Stop.", False, False),
@@ -36,3 +41,18 @@ from voice.commands import is_backchannel, is_hum
 def test_a_backchannel_says_the_user_is_listening(text: str, backchannel: bool, hum: bool) -> None:
     assert is_backchannel(text) is backchannel
     assert is_hum(text) is hum
+
+
+@pytest.mark.parametrize(
+    ("text", "stop"),
+    [
+        ("Stop.", True),
+        ("Stop reading.", True),
+        ("Please cancel the deploy.", True),
+        ("Don't stop.", False),
+        ("Read the stop list.", False),
+        ("", False),
+    ],
+)
+def test_a_request_that_begins_with_stop(text: str, stop: bool) -> None:
+    assert begins_with_stop(text) is stop

@@ -41,6 +41,13 @@ def test_nothing_said_hears_nothing_back() -> None:
     assert not heard_back("the whole shopping list", [])
 
 
+@pytest.mark.parametrize("heard", ["Stop it.", "Stop reading.", "Okay, stop reading."])
+def test_stop_is_never_the_replys_echo_even_in_its_words(heard: str) -> None:
+    said = ["You can stop reading now, or stop it at any time."]
+    assert heard_back("you can stop reading", said)  # the reply's words, not a command
+    assert not heard_back(heard, said)
+
+
 VOICE = "He might even have been made amiable himself."
 
 
@@ -49,11 +56,17 @@ VOICE = "He might even have been made amiable himself."
     [
         ("Hopping list.", "Hopping list.", ""),
         (f"Please read me. {VOICE}", "Please read me.", VOICE),  # the echo, then the voice
-        (f"Please read me! Shopping list. {VOICE}", "Please read me! Shopping list.", VOICE),
+        (
+            f"Please read me! The whole shopping list. {VOICE}",
+            "Please read me! The whole shopping list.",
+            VOICE,
+        ),
         (VOICE, "", VOICE),
         (f"{VOICE} Shopping list.", "", f"{VOICE} Shopping list."),  # only before the voice
         (f"Time. {VOICE}", "", f"Time. {VOICE}"),  # one word may be the user's
         (f"Stop it. {VOICE}", "", f"Stop it. {VOICE}"),
+        # Two words are too few to cut from before the user's words: maybe theirs.
+        (f"Shopping list. {VOICE}", "", f"Shopping list. {VOICE}"),
         (" Please read me the whole shopping list ", "Please read me the whole shopping list", ""),
     ],
 )
@@ -64,12 +77,16 @@ def test_the_echo_is_the_whole_transcript_or_its_first_sentences(
 
 
 def said_log(steps: list[tuple[str, float, float | str]]) -> SaidLog:
-    """("begin", at, text), ("played", at, seconds), ("pause"|"resume"|"stop", at, 0)."""
+    """("begin", at, text), ("played", at, seconds), ("pause"|"resume"|"stop", at, 0), and
+    ("reply", at, 0) for the next reply's sentences."""
     log = SaidLog()
+    reply = log.new_reply()
     for step, at, arg in steps:
         if step == "begin":
             assert isinstance(arg, str)
-            log.begin(arg, at)
+            log.begin(arg, at, reply)
+        elif step == "reply":
+            reply = log.new_reply()
         elif step == "played":
             assert isinstance(arg, float)
             log.played(arg, at)
@@ -134,3 +151,24 @@ def test_only_speech_begun_over_the_reply_is_taken_for_its_echo(
     assert log.split(heard, *window) == ((heard, "") if echo else ("", heard))
     weather = "Read me the weather for the weekend."
     assert log.split(weather, *window) == ("", weather)
+
+
+def test_a_request_begun_over_one_reply_is_not_taken_for_the_next_ones_echo() -> None:
+    """Said over reply 1, sent, and echoed by reply 2 ("You said: ..."); the user goes on
+    over reply 2: the joined request begins over reply 1, and only its words could be echo."""
+    request = "What is the weather in Paris?"
+    log = said_log(
+        [
+            ("begin", 10.0, "You said: tell me a joke."),
+            ("played", 10.0, 2.0),
+            ("reply", 14.0, 0),
+            ("begin", 14.0, f"You said: {request}"),
+            ("played", 14.0, 2.0),
+        ]
+    )
+    log.speech_began(11.0, over_reply=True)  # the request, over reply 1
+    log.speech_began(14.5, over_reply=True)  # going on, over reply 2
+    heard = f"{request} And in London tomorrow morning, please."
+    assert log.split(heard, 10.7, 17.0) == ("", heard)
+    # What went on over reply 2 alone is checked against reply 2.
+    assert log.split(f"{request} Tomorrow?", 14.2, 17.0) == (request, "Tomorrow?")

@@ -433,6 +433,18 @@ def test_a_continuation_ended_at_its_pause_is_checked_for_stop_on_its_own_words(
     assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
 
 
+def test_a_hum_that_goes_on_with_the_request_adds_nothing_to_it() -> None:
+    """ "Mm-hmm" as the reply begins (the request going on, by its timing): the agent was
+    interrupted at once, and the request goes again as it was, without the hum."""
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    assert m.quiet(SpeechStarted(3.5)) == [StopReply(turn), Interrupt(turn)]
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
+    send = sent(m(TranscriptReady(probe, "Mm-hmm.")))
+    assert send.text == "Run the tests." and send.revises
+
+
 def test_a_short_continuation_with_words_is_joined() -> None:
     m = Machine()
     first, more = utt(1.0, 3.0), utt(3.5, 4.5)
