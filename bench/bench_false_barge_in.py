@@ -1,7 +1,7 @@
 """A sound with no words over the reply: does the reply go on? Real voices: do they still stop it?
 
-    python bench/bench_false_barge_in.py [--runs 8] [--dbfs -20] [--voices 4] [--against DIR]
-                                         [--keep DIR]
+    python bench/bench_false_barge_in.py [--runs 8] [--dbfs -20] [--backchannels 0]
+                                         [--voices 4] [--against DIR] [--keep DIR]
 
 In the PulseAudio rig, the speaker looped into the microphone at full level (a desk), and
 ``voice-assistant listen --agent echo`` with echo cancellation on. One request teaches the
@@ -14,6 +14,9 @@ into the microphone:
   the reply paused for it, stopped for good (what it had left never played; on words heard
   in the sound, or as the question going on), went on after being held for words, and
   requests made of the sound (Whisper heard words in it);
+- then ``--backchannels`` short listening words ("Mm-hmm.", "Okay.", "I see."), said by the
+  project's own voice (no real recordings of them are at hand) as loud as the echo: counted
+  as stopped for good, went on, and requests made of them;
 - then ``--voices`` real voices (../shared/audio/real, as loud as the echo) said over the
   reply: each must still stop it and be answered (stored turn, WER against its transcript).
   How soon the reply falls silent is bench_echo.py's measure.
@@ -61,6 +64,7 @@ HELD_ON = "going on with the reply: no words were heard"  # this release's word 
 OWN_WORDS = "the reply's own words, heard back"  # its echo, dropped or cut (this release)
 INTO_REPLY_S = 1.5
 SOUND_S = 1.2
+BACKCHANNELS = ("Mm-hmm.", "Okay.", "I see.", "Uh-huh.", "Yeah, right.", "Oh.")
 CONFIG: dict[str, dict[str, object]] = {
     "audio": {"echo_cancel": "on"},
     "earcons": {"enabled": False},
@@ -79,6 +83,11 @@ class Outcome:
     held_on: int = 0
     extra_turns: int = 0
     own_words: int = 0
+    backchannels: int = 0
+    backchannels_gated: int = 0
+    backchannels_stopped: int = 0
+    backchannels_went_on: int = 0
+    backchannels_sent: int = 0
     voices: int = 0
     voices_gated: int = 0
     voices_stopped: int = 0
@@ -87,7 +96,13 @@ class Outcome:
 
 
 def run_system(
-    rig: PulseRig, code: Path | None, runs: int, dbfs: float, voices: int, workdir: Path
+    rig: PulseRig,
+    code: Path | None,
+    runs: int,
+    dbfs: float,
+    backchannels: int,
+    voices: int,
+    workdir: Path,
 ) -> Outcome:
     tts = PiperSynthesizer(TtsConfig())
     question = speech(tts, QUESTION)
@@ -141,6 +156,26 @@ def run_system(
                 f"words {held_on:d}); requests made of it {made}; echo words dropped or cut "
                 f"{own_words:d}"
             )
+        for i in range(backchannels):
+            words = BACKCHANNELS[i % len(BACKCHANNELS)]
+            since = ask_and_play(as_loud_as(speech(tts, words), question))
+            listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
+            done = listener.settled()
+            log = listener.log()
+            run = log[since:]
+            if gated(log, since):
+                out.backchannels_gated += 1
+                print(f"  {words!r}: the reply was gated (a stall or an underrun)")
+                continue
+            stopped, went_on = STOPPING in run, WENT_ON in run
+            made = [m for m in SAID_RE.findall(run) if wer(QUESTION, m) > 0.5]
+            out.backchannels += 1
+            out.backchannels_stopped += stopped
+            out.backchannels_went_on += went_on
+            out.backchannels_sent += len(made)
+            print(
+                f"  {words!r}: stopped {stopped:d} went on {went_on:d}; requests made of it {made}"
+            )
         for i in range(voices):
             name = VOICES[i % len(VOICES)]
             voice = as_loud_as(to_int16(real_clip(name)), question)
@@ -176,6 +211,13 @@ def report(outcomes: dict[str, Outcome], dbfs: float) -> None:
         print(f"{name:<16}{o.runs:>5}{o.paused:>8}{o.stopped:>9}{o.on_words:>10}"
               f"{o.went_on:>9}{o.held_on:>6}{o.extra_turns:>10}{o.own_words:>6}"
               f"{o.question_went_on:>10}{o.gated:>7}")  # fmt: skip
+    if any(o.backchannels or o.backchannels_gated for o in outcomes.values()):
+        print("\nbackchannels over the reply (the project's voice, as loud as the echo):")
+        print(f"{'system':<16}{'runs':>5}{'stopped':>9}{'went on':>9}{'requests':>10}{'gated':>7}")
+        for name, o in outcomes.items():
+            print(f"{name:<16}{o.backchannels:>5}{o.backchannels_stopped:>9}"
+                  f"{o.backchannels_went_on:>9}{o.backchannels_sent:>10}"
+                  f"{o.backchannels_gated:>7}")  # fmt: skip
     print("\nreal voices over the reply (as loud as its echo):")
     print(f"{'system':<16}{'runs':>5}{'stopped':>9}{'answered':>10}{'WER p50':>9}{'gated':>7}")
     for name, o in outcomes.items():
@@ -199,6 +241,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=8, help="wordless sounds, one per reply")
     parser.add_argument("--dbfs", type=float, default=-20.0, help="the sound's level")
+    parser.add_argument("--backchannels", type=int, default=0, help="'mm-hmm' over the reply")
     parser.add_argument("--voices", type=int, default=4, help="real voices over the reply")
     parser.add_argument("--against", type=Path, help="another checkout, run after this one")
     parser.add_argument("--keep", type=Path, help="keep each listener's log and sessions here")
@@ -211,7 +254,9 @@ def main() -> int:
         for i, (name, code) in enumerate(systems.items()):
             print(f"{name}:")
             workdir = (args.keep or Path(tmp)) / f"listen-{i}"
-            outcomes[name] = run_system(rig, code, args.runs, args.dbfs, args.voices, workdir)
+            outcomes[name] = run_system(
+                rig, code, args.runs, args.dbfs, args.backchannels, args.voices, workdir
+            )
     report(outcomes, args.dbfs)
     return 0
 
