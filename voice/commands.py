@@ -59,19 +59,24 @@ def begins_with_stop(text: str) -> bool:
 
 def is_backchannel(text: str) -> bool:
     """True for "Mm-hmm.", "Yeah, right.", "Oh, I see."; not for "Yeah, but use the other
-    file", "Okay, stop" (:func:`is_stop` first) nor a question ("Huh?", "Right?")."""
-    return not is_stop(text) and _only(text, _BACKCHANNEL, _BACKCHANNEL_PHRASES)
+    file", "Okay, stop" nor a question ("Huh?", "Right?")."""
+    return _only(text, _BACKCHANNEL, _BACKCHANNEL_PHRASES)
 
 
 def is_hum(text: str) -> bool:
     """True for sounds with no word in them: "Mm-hmm.", "Oh.", "Uh-huh"; not for "Okay"."""
-    return _only(text, _HUMS | _SOUNDS, _HUM_PHRASES)
+    return _only(text, _HUMS | _SOUNDS, _HUM_PHRASES, most=None)
 
 
-def _only(text: str, singles: frozenset[str], pairs: frozenset[tuple[str, str]]) -> bool:
-    """``text`` is a few of ``singles`` and ``pairs`` of words, and asks nothing."""
+def _only(
+    text: str,
+    singles: frozenset[str],
+    pairs: frozenset[tuple[str, str]],
+    most: int | None = _MAX_COMMAND_WORDS,
+) -> bool:
+    """``text`` is ``singles`` and ``pairs`` of words (at most ``most``), and asks nothing."""
     said = words(text)
-    if not said or len(said) > _MAX_COMMAND_WORDS or text.rstrip().endswith("?"):
+    if not said or (most is not None and len(said) > most) or text.rstrip().endswith("?"):
         return False
     i = 0
     while i < len(said):

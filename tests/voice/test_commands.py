@@ -34,6 +34,8 @@ from voice.commands import begins_with_stop, is_backchannel, is_hum
         ("Yeah, but use the other file.", False, False),
         ("Oh, and update the README.", False, False),
         ("Mm-hmm, mm-hmm, yeah, right, okay.", False, False),  # too long to be only that
+        ("Mm-hmm. Mm-hmm. Mm-hmm.", False, True),  # a hum, however long
+        ("Hmm hmm hmm hmm hmm", False, True),  # (Whisper, in music)
         ("", False, False),
         ("...", False, False),
     ],

@@ -43,8 +43,8 @@ def test_nothing_said_hears_nothing_back() -> None:
 
 @pytest.mark.parametrize("heard", ["Stop it.", "Stop reading.", "Okay, stop reading."])
 def test_stop_is_never_the_replys_echo_even_in_its_words(heard: str) -> None:
-    said = ["You can stop reading now, or stop it at any time."]
-    assert heard_back("you can stop reading", said)  # the reply's words, not a command
+    said = ["Say okay, stop reading now, or stop it at any time."]
+    assert heard_back("or stop it at any time", said)  # the reply's words: no command
     assert not heard_back(heard, said)
 
 

@@ -441,8 +441,9 @@ def test_a_hum_that_goes_on_with_the_request_adds_nothing_to_it() -> None:
     turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
     assert m.quiet(SpeechStarted(3.5)) == [StopReply(turn), Interrupt(turn)]
     (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
-    send = sent(m(TranscriptReady(probe, "Mm-hmm.")))
-    assert send.text == "Run the tests." and send.revises
+    out = m(TranscriptReady(probe, "Mm-hmm."))
+    assert sent(out).text == "Run the tests." and sent(out).revises
+    assert jobs(out, Transcribe) == []
 
 
 def test_a_short_continuation_with_words_is_joined() -> None:
