@@ -311,6 +311,11 @@ def _ended_early(request: _Request, text: str) -> bool:
     )
 
 
+def _stopping(out: list[Action], turn: int) -> bool:
+    """``out`` already stops the turn's reply."""
+    return any(isinstance(a, StopReply) and a.turn == turn for a in out)
+
+
 def _same_end(pause: _Pause, last: Utterance | None) -> bool:
     """The segment ended where the pause began: nothing was said after it."""
     return last is not None and abs(pause.end_s - last.end_s) < _SAME_END_S
@@ -501,25 +506,26 @@ class TurnTaking:
         request.over_reply = None
         if self._turn is not None and self._turn.id == turn:
             self._silence(self._turn, out, heard=text)
-        elif not any(isinstance(a, StopReply) and a.turn == turn for a in out):
+        elif not _stopping(out, turn):
             out.append(StopReply(turn, heard=text))  # retired: it may still be sounding
 
     def _silence(self, turn: _Turn, out: list[Action], heard: str = "") -> None:
         """Stop the turn's reply for good (once)."""
-        if not any(isinstance(a, StopReply) and a.turn == turn.id for a in out):
+        if not _stopping(out, turn.id):
             out.append(StopReply(turn.id, heard))
         turn.silenced = True
 
     def _settle_pause(self, paused: _Paused, out: list[Action]) -> None:
-        if any(isinstance(a, StopReply) and a.turn == paused.turn for a in out):
+        if _stopping(out, paused.turn):
             self._reply_paused = None  # it was a voice
             return
         if self._pause_holds(paused):
             return
         self._reply_paused = None
-        held = paused.held_by is not None and self._question is None  # (a question: heard)
-        heard = paused.held_by.backchannel if held and paused.held_by else ""
-        out.insert(0, ResumeReply(paused.turn, held, heard))  # first: nothing may keep it
+        held_by = paused.held_by if self._question is None else None  # (a question: heard)
+        heard = held_by.backchannel if held_by is not None else ""
+        resume = ResumeReply(paused.turn, held_by is not None, heard)
+        out.insert(0, resume)  # first: nothing after it may keep it
 
     def _pause_holds(self, paused: _Paused) -> bool:
         turn = self._turn
