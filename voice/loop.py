@@ -184,6 +184,7 @@ class VoiceLoop:
         self._last_frame_s = clock()
         self._loss_announced = False
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
+        self._earcon_lock = threading.Lock()
         self._segments_started = 0
         self._heard_over_reply = False  # told to the machine when it changes
         self._idle_batch_s = idle_batch_s
@@ -596,18 +597,28 @@ class VoiceLoop:
                 log.exception("the turn callback failed")
 
     def _play_earcon(self, name: EarconName) -> None:
-        """Best effort: a cue that cannot play (speaker gone) is logged, never raised."""
+        """Best effort: a cue that cannot play (speaker gone) is logged, never raised.
+
+        Turn threads play earcons too (the error buzz): one lock makes each check-and-play
+        whole, so a thinking tick never queues behind the buzz of an agent that failed."""
         earcons = self.engines.earcons
         sink = self.engines.speaker.sink
-        if earcons is None or (name == "thinking" and sink.playing):
+        if earcons is None:
             return
         sound = earcons.get(name)
         if sound is None:
             return
-        try:
-            sink.play(sound, earcons.sample_rate)
-        except DeviceError as e:
-            log.info("no %s earcon: %s", name, e)
+        with self._earcon_lock:
+            if name == "thinking" and (sink.playing or self._agents_over()):
+                return
+            try:
+                sink.play(sound, earcons.sample_rate)
+            except DeviceError as e:
+                log.info("no %s earcon: %s", name, e)
+
+    def _agents_over(self) -> bool:
+        """No agent is working, though the machine may not have heard it yet."""
+        return all(worker.agent_over for worker in list(self._workers.values()))
 
 
 def after(chunk: AudioChunk, start_s: float) -> AudioChunk | None:

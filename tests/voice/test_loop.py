@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -603,6 +604,45 @@ def test_the_thinking_cue_repeats_while_the_agent_works_and_never_over_the_reply
     assert len(cues) >= 3
     first_audio = rig.loop.reports[0].first_audio_s
     assert first_audio is not None and all(t < first_audio for t in cues)
+
+
+class SlowToWake(FakeSink):
+    """A speaker that takes a while to start again for the error buzz (a resting stream
+    restarted): the turn's thread is held there before it can tell the loop it is over."""
+
+    def __init__(self, error_samples: int) -> None:
+        super().__init__()
+        self.error_samples = error_samples
+        self.error_asked_s: float | None = None
+
+    def play(self, samples: np.ndarray, rate: int) -> None:
+        if len(samples) == self.error_samples:
+            self.error_asked_s = time.monotonic()
+            time.sleep(0.5)
+        super().play(samples, rate)
+
+
+def test_no_thinking_cue_follows_the_error_buzz_of_a_failed_agent(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The turn's thread buzzes before the loop hears the agent failed: in that gap the
+    machine still asks for ticks, and none may play after the buzz (CI heard one)."""
+    earcons = Earcons(EarconConfig(), 16000)
+    thinking, error = earcons.get("thinking"), earcons.get("error")
+    assert thinking is not None and error is not None
+    sink = SlowToWake(len(error))
+    rig = make_rig(
+        silence(300) + tone(600) + silence(4000),
+        conversation=FakeConversation(error=AgentError("crashed"), delay_s=0.6),
+        earcons=True,
+        earcons_config={"thinking_repeat_s": 0.1},
+        sink=sink,
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert sink.error_asked_s is not None
+    ticks = [t for t, n in sink.played if n == len(thinking)]
+    assert ticks, "the agent worked 0.6 s: the cue should have ticked"
+    assert all(t < sink.error_asked_s for t in ticks), (sink.error_asked_s, ticks)
 
 
 class BrokenSpeaker(FakeSink):
