@@ -197,6 +197,9 @@ class _Request:
     heard: list[tuple[float, str]] = field(default_factory=list)
     early: str | None = None  # the transcript that ended early, while it is heard again
     backchannel: str = ""  # words heard over the reply that did not stop it ("Mm-hmm.")
+    # A continuation whose turn is not interrupted yet: its new words decide (_go_on), and
+    # without any (music, a hum) the turn goes on as if nothing was said.
+    pending: _Turn | None = None
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
@@ -442,6 +445,10 @@ class TurnTaking:
             self._request = _Request("answer")
         elif turn is None:
             self._request = _Request("new")
+        elif not turn.heard and self._words_at_pauses:
+            self._request = _Request(
+                "continue", base=list(turn.audio), revises=True, fallback=turn.text, pending=turn
+            )
         elif not turn.heard or self._continues_over_reply(turn, onset_s):
             self._continue(turn, out)
         else:
@@ -566,6 +573,22 @@ class TurnTaking:
             )
         )
 
+    def _go_on(self, request: _Request, out: list[Action]) -> None:
+        """The continuation has new words: the turn it continues is stopped now."""
+        turn, request.pending = request.pending, None
+        if turn is None:
+            return
+        self._silence(turn, out)
+        if not turn.agent_done:
+            out.append(Interrupt(turn.id))
+        self._retire(turn)
+
+    def _abandon(self, request: _Request) -> None:
+        """The continuation had no new words: its turn goes on, its reply plays when due."""
+        request.pending = None
+        if self._request is request:
+            self._request = None
+
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
         self._silence(turn, out)
@@ -682,6 +705,7 @@ class TurnTaking:
         # A transcript of a request dropped since is not this speech's.
         ours = (request.final_job, request.probe_job)
         mine = event.job in request.pause_jobs or event.job in ours
+        heard_at_pause = event.job in request.pause_jobs
         if event.job in request.pause_jobs:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
@@ -693,7 +717,10 @@ class TurnTaking:
             self._request_text(request, text, out)
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
-        if mine:
+        if request.pending is not None:
+            if heard_at_pause and _word_count(text) > _word_count(request.fallback):
+                self._go_on(request, out)  # new words at a pause: no need to wait for the end
+        elif mine:
             self._stop_held_reply(request, text, out)
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
@@ -708,13 +735,20 @@ class TurnTaking:
             text = ""  # "mm-hmm" over the reply, which went on: the user was listening
         stop = is_stop(text)
         if request.context == "continue":
-            if stop:
+            pending = request.pending
+            if stop and pending is not None:
+                self._abandon(request)
+                self._stop_turn(pending, out)
+            elif stop:
                 self._request = None
                 out.append(Say(STOPPED))
+            elif pending is not None and (not _word_count(text) or is_hum(text)):
+                self._abandon(request)
             elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
                 request.tail, request.new_text = True, ""
                 self._request_text(request, "", out)
             else:
+                self._go_on(request, out)
                 request.new_text = text
                 self._transcribe_request(request, None, out)
             return
@@ -803,6 +837,12 @@ class TurnTaking:
                 out.append(Transcribe(request.final_job, new, "request"))
                 return
             text = f"{request.fallback} {request.new_text}".strip()
+        if request.pending is not None:
+            added = request.new_text if request.tail else text
+            if not request.parts or not _word_count(added or "") or is_hum(added or ""):
+                self._abandon(request)  # nothing new: the turn it would revise goes on
+                return
+            self._go_on(request, out)
         self._request = None
         if not text:
             text = request.fallback  # nothing new was said: the interrupted request stands
@@ -831,6 +871,8 @@ class TurnTaking:
         due_s = turn.speak_at.due_s(self._heard_over_reply)
         if turn.released or self._now < due_s or self.user_speaking:
             return
+        if self._request is not None and self._request.pending is turn:
+            return  # the user may be going on with it: their words decide
         if self._recent(self._unconfirmed_s, due_s + ONSET_HOLD_MAX_S) or self._recent(
             self._likely_onset_s, due_s + LIKELY_HOLD_MAX_S
         ):
