@@ -445,12 +445,14 @@ class TurnTaking:
             self._request = _Request("answer")
         elif turn is None:
             self._request = _Request("new")
-        elif not turn.heard and self._words_at_pauses:
-            self._request = _Request(
-                "continue", base=list(turn.audio), revises=True, fallback=turn.text, pending=turn
-            )
         elif not turn.heard or self._continues_over_reply(turn, onset_s):
-            self._continue(turn, out)
+            if self._words_at_pauses:  # its words decide: a sound or a hum is no request
+                self._request = _Request(
+                    "continue", base=list(turn.audio), revises=True, fallback=turn.text
+                )
+                self._pend(turn, self._request, out)
+            else:
+                self._continue(turn, out)
         else:
             request = self._request = _Request("during")
             if turn.playing and not turn.silenced:  # voice barge-in (the reply is not gated)
@@ -538,6 +540,8 @@ class TurnTaking:
         turn = self._turn
         if turn is None or turn.id != paused.turn or self._question is not None:
             return False  # the reply is gone, or the agent asks: its question must be heard
+        if self._request is not None and self._request.pending is turn:
+            return True  # the user may be going on with its request: until their words decide
         held = paused.held_by
         if held is not None:  # a confirmed voice: until its words are heard
             pause = held.pause
@@ -572,6 +576,19 @@ class TurnTaking:
                 or (turn.heard_s is not None and onset_s - turn.heard_s < REPLY_UNHEARD_S)
             )
         )
+
+    def _pend(self, turn: _Turn, request: _Request, out: list[Action]) -> None:
+        """The user may be going on with the turn's request: its reply waits (paused, if it
+        plays) until their words are heard."""
+        request.pending = turn
+        if turn.playing and not turn.silenced:
+            self._keep_quiet(turn, out)
+
+    def _keep_quiet(self, turn: _Turn, out: list[Action]) -> None:
+        paused = self._reply_paused
+        if paused is None or paused.turn != turn.id:
+            out.append(PauseReply(turn.id))
+            self._reply_paused = _Paused(turn.id, self._now)
 
     def _go_on(self, request: _Request, out: list[Action]) -> None:
         """The continuation has new words: the turn it continues is stopped now."""
@@ -735,22 +752,7 @@ class TurnTaking:
             text = ""  # "mm-hmm" over the reply, which went on: the user was listening
         stop = is_stop(text)
         if request.context == "continue":
-            pending = request.pending
-            if stop and pending is not None:
-                self._abandon(request)
-                self._stop_turn(pending, out)
-            elif stop:
-                self._request = None
-                out.append(Say(STOPPED))
-            elif pending is not None and (not _word_count(text) or is_hum(text)):
-                self._abandon(request)
-            elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
-                request.tail, request.new_text = True, ""
-                self._request_text(request, "", out)
-            else:
-                self._go_on(request, out)
-                request.new_text = text
-                self._transcribe_request(request, None, out)
+            self._continuation_probed(request, text, stop, out)
             return
         self._request = None
         turn = self._turn
@@ -773,6 +775,27 @@ class TurnTaking:
                 )
             if turn is None:
                 self._send_queued(out)
+
+    def _continuation_probed(
+        self, request: _Request, text: str, stop: bool, out: list[Action]
+    ) -> None:
+        """The short speech that went on with a request, heard on its own."""
+        pending = request.pending
+        if stop and pending is not None:
+            self._abandon(request)
+            self._stop_turn(pending, out)
+        elif stop:
+            self._request = None
+            out.append(Say(STOPPED))
+        elif pending is not None and (not _word_count(text) or is_hum(text)):
+            self._abandon(request)  # a sound or a hum: the turn goes on as it was
+        elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
+            request.tail, request.new_text = True, ""
+            self._request_text(request, "", out)
+        else:
+            self._go_on(request, out)
+            request.new_text = text
+            self._transcribe_request(request, None, out)
 
     def _send_queued(self, out: list[Action]) -> None:
         """No turn runs: send what was queued, or listen again."""
@@ -896,6 +919,9 @@ class TurnTaking:
             if turn.heard_s is None:
                 turn.heard_s = self._now if event.at_s is None else event.at_s
             turn.playing = True
+            request = self._request
+            if request is not None and request.pending is turn and not turn.silenced:
+                self._keep_quiet(turn, out)  # released before the user went on with it
         elif isinstance(event, ReplyIdle):
             turn.playing = False
             if turn is self._turn and self.policy.thinking_repeat_s > 0:

@@ -449,6 +449,30 @@ def test_a_sound_that_goes_on_with_the_request_before_its_reply_changes_nothing(
     (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
     out = m.quiet(TranscriptReady(probe, heard), Tick(5.6))
     assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
+    assert m.quiet(ReplyPlaying(turn)) == []  # and it plays when it comes
+
+
+@pytest.mark.parametrize(
+    ("heard", "stopped"), [("Mm-hmm.", False), ("", False), ("In verbose mode.", True)]
+)
+def test_a_reply_that_begins_while_the_user_goes_on_waits_for_their_words(
+    heard: str, stopped: bool
+) -> None:
+    """The reply was released at once (a sure end) and begins as the user goes on: it is
+    paused at once; words stop it and the agent, a hum or a sound lets it go on."""
+    m = Machine()
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    out = m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))
+    turn = sent(out).turn
+    assert Release(turn) in out
+    assert m.quiet(SpeechStarted(3.5)) == []
+    assert m.quiet(ReplyPlaying(turn, 3.6)) == [PauseReply(turn)]
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, heard))
+    if stopped:
+        assert out[:2] == [StopReply(turn), Interrupt(turn)]
+    else:
+        assert out == [ResumeReply(turn)]
 
 
 def test_a_short_continuation_with_words_is_joined() -> None:
@@ -548,7 +572,7 @@ def test_a_cough_after_the_turn_ended_leaves_the_turn_alone() -> None:
     turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
     m(SpeechStarted(3.5))
     assert m.quiet(SpeechDropped(3.7)) == []  # not interrupted, nothing sent again
-    assert m.m._turn is not None and m.m._turn.id == turn
+    assert m.quiet(ReplyPlaying(turn), AgentFinished(turn, "answered")) == []  # it plays
 
 
 def test_segments_split_at_the_length_limit_are_one_request() -> None:
@@ -1414,9 +1438,9 @@ def test_speech_during_a_held_reply_joins_the_request() -> None:
     m(Tick(4.1))
     assert m.quiet(SpeechStarted(4.2)) == []  # its words decide
     (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
-    (final,) = [
-        a for a in m(TranscriptReady(probe, "in verbose mode.")) if isinstance(a, Transcribe)
-    ]
+    out = m(TranscriptReady(probe, "in verbose mode."))
+    assert Interrupt(turn) in out  # new words: the turn is stopped now
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
     assert final.audio == join([first, more])
 
 
@@ -1458,7 +1482,7 @@ def test_a_due_reply_waits_for_an_onset_silero_has_not_confirmed_yet() -> None:
     """The breath before the next sentence: webrtcvad hears it at once, Silero only once the
     word comes. Released at 4.5 s, the reply would have made the word inaudible."""
     m = Machine()
-    turn = held_turn(m)
+    held_turn(m)
     assert m.quiet(OnsetUnconfirmed(4.47), Tick(4.51)) == []
     assert m.quiet(OnsetUnconfirmed(4.53), OnsetUnconfirmed(4.56)) == []
     assert m.quiet(SpeechStarted(4.38), Tick(4.7)) == []  # never released: its words decide
@@ -1494,7 +1518,7 @@ def test_an_onset_silero_finds_likely_speech_holds_a_due_reply_longer() -> None:
     played over "ask not what your country can", and those words were lost. The segmenter
     marks such onsets likely (voice.vad.LIKELY_SPEECH, MURMUR_FLOOR)."""
     m = Machine()
-    turn = held_turn(m)  # due at 4.5 s
+    held_turn(m)  # due at 4.5 s
     for t in (4.45, 4.6, 4.75, 4.9, 5.05, 5.2, 5.35):
         assert m.quiet(OnsetUnconfirmed(t, 0.6, likely=True), Tick(t + 0.01)) == []
     assert m.quiet(OnsetUnconfirmed(5.4, 0.3), Tick(5.41)) == []  # the gap between words
@@ -1542,6 +1566,25 @@ def reply_heard_over(heard_at_s: float, handled_at_s: float | None = None) -> tu
     return m, turn
 
 
+def words_over_it(m: Machine, turn: int, onset_s: float) -> list[Action]:
+    """New words said from ``onset_s`` on: what they make the machine do."""
+    more = utt(onset_s, onset_s + 1.5)
+    (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    return m(TranscriptReady(probe, "an ill-disposed young man."))
+
+
+def stops(out: list[Action], turn: int) -> bool:
+    return any(isinstance(a, StopReply) and a.turn == turn for a in out)
+
+
+def assert_joins(m: Machine, turn: int, onset_s: float, joins: bool) -> None:
+    """Either way the reply falls silent at the onset and stops once words are heard; a
+    request going on also interrupts the agent (only then: a hum or music would not)."""
+    out = words_over_it(m, turn, onset_s)
+    assert stops(out, turn), out
+    assert (Interrupt(turn) in out) is joins, out
+
+
 @pytest.mark.parametrize(
     ("paused_at_s", "onset_s", "joins"),
     [
@@ -1559,7 +1602,8 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
         assert PauseReply(turn) in m.quiet(*likely)
     m(Tick(4.8))  # Silero confirms it only now: the canceller held the voice back at first
     out = m.quiet(SpeechStarted(onset_s))
-    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [PauseReply(turn)])
+    assert out == ([] if paused_at_s is not None else [PauseReply(turn)])
+    assert_joins(m, turn, onset_s, joins)
 
 
 @pytest.mark.parametrize(
@@ -1575,8 +1619,8 @@ def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
 ) -> None:
     m, turn = reply_heard_over(heard_at_s)
     m(Tick(onset_s + 0.4))  # confirmed late: the canceller held the first word back
-    out = m.quiet(SpeechStarted(onset_s))
-    assert out == ([StopReply(turn), Interrupt(turn)] if joins else [PauseReply(turn)])
+    assert m.quiet(SpeechStarted(onset_s)) == [PauseReply(turn)]
+    assert_joins(m, turn, onset_s, joins)
 
 
 def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -> None:
@@ -1606,16 +1650,14 @@ def test_heard_over_the_reply_speech_within_the_longest_pause_joins_the_request(
     turn = sent(m(UtteranceEnded(first, "forced"))).turn
     m(ReplyPlaying(turn), Tick(resumes_at_s))
     out = m.quiet(SpeechStarted(resumes_at_s))
-    if not joins:
-        assert out == [PauseReply(turn)]  # barge-in: held until its words stop it
-        return
-    assert out == [StopReply(turn), Interrupt(turn)]
+    assert out == [PauseReply(turn)]  # held until its words decide
     (probe,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)  # short: "stop"?
-    (final,) = [
-        a
-        for a in m(TranscriptReady(probe, "an ill-disposed young man."))
-        if isinstance(a, Transcribe)
-    ]
+    out = m(TranscriptReady(probe, "an ill-disposed young man."))
+    assert stops(out, turn), out
+    assert (Interrupt(turn) in out) is joins, out
+    if not joins:
+        return  # barge-in: a new request over the reply
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
     assert final.audio == join([first, more])
     out = m(TranscriptReady(final.job, "He was not an ill-disposed young man."))
     assert sent(out) == Send(
