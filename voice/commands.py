@@ -7,6 +7,7 @@ request. Whisper's punctuation and capitals are ignored.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from voice.turn_events import Decision
@@ -36,8 +37,16 @@ _DENY = frozenset(
 _ALWAYS = frozenset(["always"])
 
 
+SIMILAR = 0.75  # a heard word this like another ("hopping", "shopping") is that word
+
+
 def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
+
+
+def alike(a: str, b: str) -> bool:
+    """The same word, as Whisper may write it twice ("test", "tests"; lower case)."""
+    return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SIMILAR
 
 
 def is_stop(text: str) -> bool:

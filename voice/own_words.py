@@ -15,18 +15,16 @@ never taken for the reply, nor is a single word.
 from __future__ import annotations
 
 import collections
-import difflib
 import itertools
 import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from voice.commands import begins_with_stop, words
+from voice.commands import alike, begins_with_stop, words
 
 MIN_WORDS = 2  # one word ("Sure.") is too likely the user's own to drop
 CUT_MIN_WORDS = 3  # a sentence cut from before the user's words: "Please read me."
-SIMILAR = 0.75  # a heard word this like a said one ("hopping" for "shopping") is that word
 # Whisper loses words of a faint echo: a said word may be missing, one in every this many
 # heard words ("the whole list" for "the whole shopping list").
 SKIP_EVERY = 4
@@ -158,9 +156,9 @@ def split_echo(heard: str, said: Sequence[str]) -> tuple[str, str]:
 
 
 def heard_back(heard: str, said: Sequence[str]) -> bool:
-    """True when the words of ``heard`` (:data:`MIN_WORDS` or more, not begun with "stop") are a run
-    of the words of ``said`` in order: alike (:data:`SIMILAR`), with at most one said word
-    missing in every :data:`SKIP_EVERY` heard."""
+    """True when the words of ``heard`` (:data:`MIN_WORDS` or more, not begun with "stop")
+    are a run of the words of ``said`` in order: alike (:func:`voice.commands.alike`), with
+    at most one said word missing in every :data:`SKIP_EVERY` heard."""
     got = words(heard)
     if len(got) < MIN_WORDS or begins_with_stop(heard):
         return False
@@ -168,18 +166,14 @@ def heard_back(heard: str, said: Sequence[str]) -> bool:
     return any(_run_from(got, spoken, start) for start in range(len(spoken)))
 
 
-def _alike(a: str, b: str) -> bool:
-    return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SIMILAR
-
-
 def _run_from(got: list[str], spoken: list[str], start: int) -> bool:
-    if not _alike(got[0], spoken[start]):
+    if not alike(got[0], spoken[start]):
         return False
     skips = len(got) // SKIP_EVERY
     at = start + 1
     for word in got[1:]:
         for step in range(skips + 1):
-            if at + step < len(spoken) and _alike(word, spoken[at + step]):
+            if at + step < len(spoken) and alike(word, spoken[at + step]):
                 skips -= step
                 at += step + 1
                 break

@@ -34,13 +34,14 @@ The rules, for people who pause while they think:
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.commands import is_backchannel, is_hum, is_stop, permission_answer
+from voice.commands import alike, is_backchannel, is_hum, is_stop, permission_answer
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -277,6 +278,23 @@ def join(parts: list[Utterance]) -> Utterance:
 def _word_count(text: str) -> int:
     """Words and numbers: Whisper writes "ten" or "10" as it likes."""
     return len(_TOKEN.findall(text))
+
+
+def _added(text: str, before: str) -> str:
+    """The words of ``text`` after those of ``before`` (a transcript of a request and what
+    went on with it, against the request's own). Whisper may write the old words a little
+    differently ("test", "tests"; "all right", "alright"): they are matched, not counted."""
+    said = _TOKEN.findall(text)
+    old = [w.lower() for w in _TOKEN.findall(before)]
+    keys = [next((o for o in old if alike(w.lower(), o)), w.lower()) for w in said]
+    blocks = difflib.SequenceMatcher(None, old, keys, autojunk=False)
+    end = max((b.b + b.size for b in blocks.get_matching_blocks() if b.size), default=0)
+    return " ".join(said[end:])
+
+
+def _new_words(added: str) -> bool:
+    """Words that change a request: not a hum ("mm-hmm"), not nothing."""
+    return bool(_word_count(added)) and not is_hum(added)
 
 
 def _lost_new_words(request: _Request, text: str) -> bool:
@@ -600,11 +618,15 @@ class TurnTaking:
             out.append(Interrupt(turn.id))
         self._retire(turn)
 
-    def _abandon(self, request: _Request) -> None:
+    def _abandon(self, request: _Request, out: list[Action]) -> None:
         """The continuation had no new words: its turn goes on, its reply plays when due."""
-        request.pending = None
+        turn, request.pending = request.pending, None
         if self._request is request:
             self._request = None
+        paused = self._reply_paused
+        if turn is not None and paused is not None and paused.turn == turn.id:
+            turn.heard_s = self._now  # paused at its onset: the user has heard none of it yet
+        self._listen_again(out)  # (the turn may be over: its earcon waited for this)
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
@@ -735,7 +757,8 @@ class TurnTaking:
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
         if request.pending is not None:
-            if heard_at_pause and _word_count(text) > _word_count(request.fallback):
+            added = _added(text, request.fallback) if heard_at_pause else ""
+            if _new_words(added) and not is_stop(added):  # ("stop" is heard on its own)
                 self._go_on(request, out)  # new words at a pause: no need to wait for the end
         elif mine:
             self._stop_held_reply(request, text, out)
@@ -782,18 +805,20 @@ class TurnTaking:
         """The short speech that went on with a request, heard on its own."""
         pending = request.pending
         if stop and pending is not None:
-            self._abandon(request)
+            self._abandon(request, out)
             self._stop_turn(pending, out)
         elif stop:
             self._request = None
             out.append(Say(STOPPED))
-        elif pending is not None and (not _word_count(text) or is_hum(text)):
-            self._abandon(request)  # a sound or a hum: the turn goes on as it was
+        elif pending is not None and is_hum(text):
+            self._abandon(request, out)  # "mm-hmm": the turn goes on as it was
         elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
             request.tail, request.new_text = True, ""
             self._request_text(request, "", out)
         else:
-            self._go_on(request, out)
+            if _word_count(text):
+                self._go_on(request, out)
+            # (nothing heard alone: the joined transcript decides, should it hold new words)
             request.new_text = text
             self._transcribe_request(request, None, out)
 
@@ -861,9 +886,9 @@ class TurnTaking:
                 return
             text = f"{request.fallback} {request.new_text}".strip()
         if request.pending is not None:
-            added = request.new_text if request.tail else text
-            if not request.parts or not _word_count(added or "") or is_hum(added or ""):
-                self._abandon(request)  # nothing new: the turn it would revise goes on
+            added = request.new_text if request.tail else _added(text, request.fallback)
+            if not request.parts or not _new_words(added or ""):
+                self._abandon(request, out)  # nothing new: the turn it would revise goes on
                 return
             self._go_on(request, out)
         self._request = None
@@ -969,6 +994,10 @@ class TurnTaking:
             self._question = None
 
     def _stop_turn(self, turn: _Turn, out: list[Action]) -> None:
+        request = self._request
+        if request is not None and request.pending is turn:  # what is said now is not it
+            request.pending, request.context, request.revises = None, "during", False
+            request.base, request.fallback = [], ""
         self._silence(turn, out)
         if turn.agent_done:
             out.append(Say(STOPPED))
@@ -1048,6 +1077,17 @@ class TurnTaking:
             reason = "The user did not answer in time, so the tool was not allowed."
             out.append(Answer(question.turn, question.request, "deny", reason))
         turn = self._turn
+        request, paused = self._request, self._reply_paused
+        if (
+            request is not None
+            and turn is not None
+            and request.pending is turn
+            and paused is not None
+            and paused.turn == turn.id
+            and now - paused.since_s >= HOLD_MAX_S
+        ):
+            self._go_on(request, out)  # talking all this while: the reply must not go on
+            turn = self._turn
         if turn is not None:
             self._release_when_due(turn, out)
         if (

@@ -432,13 +432,31 @@ def test_a_continuation_ended_at_its_pause_is_checked_for_stop_on_its_own_words(
     assert m(Tick(4.31)) == [EndSegment()]
     (probe,) = [a for a in m(UtteranceEnded(more, "forced")) if isinstance(a, Transcribe)]
     assert probe.purpose == "probe" and probe.audio == more
-    assert m.quiet(TranscriptReady(probe.job, "Stop!")) == [Say("Stopped.")]
-    assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
+    assert m.quiet(TranscriptReady(probe.job, "Stop!")) == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
 
 
-@pytest.mark.parametrize("heard", ["Mm-hmm.", ""])
+def answer_all(m: Machine, out: list[Action], texts: tuple[str, ...]) -> list[Action]:
+    """Answer the transcriptions asked for, one after another, with ``texts``: what else
+    the machine did meanwhile."""
+    done: list[Action] = []
+    for text in texts:
+        (job,) = jobs(out, Transcribe)
+        out = m.quiet(TranscriptReady(job, text))
+        done += [a for a in out if not isinstance(a, Transcribe)]
+    assert not jobs(out, Transcribe), out
+    return done
+
+
+# What Whisper hears of a sound going on with "Run the tests.": alone (the probe), then, if
+# asked, joined to the request.
+HUM = ("Mm-hmm.",)
+NOTHING = ("", "Run the tests.")
+
+
+@pytest.mark.parametrize("heard", [HUM, NOTHING])
 def test_a_sound_that_goes_on_with_the_request_before_its_reply_changes_nothing(
-    heard: str,
+    heard: tuple[str, ...],
 ) -> None:
     """ "Mm-hmm", a cough or music before the reply plays (the request going on, by its
     timing): the agent is not interrupted, and its reply plays once it is due."""
@@ -446,17 +464,22 @@ def test_a_sound_that_goes_on_with_the_request_before_its_reply_changes_nothing(
     out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
     turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
     assert m.quiet(SpeechStarted(3.5)) == []
-    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
-    out = m.quiet(TranscriptReady(probe, heard), Tick(5.6))
+    out = answer_all(m, m(UtteranceEnded(utt(3.5, 4.0), "hangover")), heard)
+    out += m.quiet(Tick(5.6))
     assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
     assert m.quiet(ReplyPlaying(turn)) == []  # and it plays when it comes
 
 
 @pytest.mark.parametrize(
-    ("heard", "stopped"), [("Mm-hmm.", False), ("", False), ("In verbose mode.", True)]
+    ("heard", "stopped"),
+    [
+        (HUM, False),
+        (NOTHING, False),
+        (("In verbose mode.", "Run the tests in verbose mode."), True),
+    ],
 )
 def test_a_reply_that_begins_while_the_user_goes_on_waits_for_their_words(
-    heard: str, stopped: bool
+    heard: tuple[str, ...], stopped: bool
 ) -> None:
     """The reply was released at once (a sure end) and begins as the user goes on: it is
     paused at once; words stop it and the agent, a hum or a sound lets it go on."""
@@ -467,12 +490,83 @@ def test_a_reply_that_begins_while_the_user_goes_on_waits_for_their_words(
     assert Release(turn) in out
     assert m.quiet(SpeechStarted(3.5)) == []
     assert m.quiet(ReplyPlaying(turn, 3.6)) == [PauseReply(turn)]
-    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 4.0), "hangover")), Transcribe)
-    out = m.quiet(TranscriptReady(probe, heard))
+    out = answer_all(m, m(UtteranceEnded(utt(3.5, 4.0), "hangover")), heard)
     if stopped:
         assert out[:2] == [StopReply(turn), Interrupt(turn)]
+        assert sent(out).text == "Run the tests in verbose mode." and sent(out).revises
     else:
         assert out == [ResumeReply(turn)]
+
+
+def going_on(m: Machine, first: str = "Run the tests.") -> int:
+    """A request sent at 3.0 s (its reply released at once), and speech from 3.5 s on."""
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    out = m(TranscriptReady(jobs(out, Transcribe)[0], first))
+    assert m.quiet(SpeechStarted(3.5)) == []
+    return sent(out).turn
+
+
+@pytest.mark.parametrize(
+    ("at_pause", "stops_now"),
+    [
+        ("Run the tests. Mm-hmm.", False),  # the old words and a hum: nothing new
+        ("Run the test. Mm-hmm.", False),  # the old words written a little differently
+        ("Run the tests. Stop.", False),  # heard on its own, below
+        ("Run the tests in verbose mode", True),  # new words: no need to wait for the end
+    ],
+)
+def test_the_words_at_a_pause_of_the_speech_going_on_decide_only_when_they_are_new(
+    at_pause: str, stops_now: bool
+) -> None:
+    m = Machine()
+    turn = going_on(m)
+    out = say_request(m, utt(3.5, 4.2), at_pause, 0.1)
+    assert (Interrupt(turn) in out) is stops_now, out
+    assert stops(out, turn) is stops_now, out
+
+
+def test_a_reply_paused_for_the_speech_going_on_waits_8_s_at_most() -> None:
+    """Whatever is said, the reply must not play over the user (the speaker resumes a pause
+    by itself after 10 s): after HOLD_MAX_S the turn stops, and what is said revises it."""
+    m = Machine()
+    turn = going_on(m)
+    assert m.quiet(ReplyPlaying(turn, 3.6)) == [PauseReply(turn)]
+    assert m.quiet(Tick(11.0)) == []
+    assert m.quiet(Tick(11.6)) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_a_stop_key_while_the_user_goes_on_stops_the_turn_and_keeps_the_new_words() -> None:
+    m = Machine()
+    turn = going_on(m)
+    assert m.quiet(Command("stop")) == [StopReply(turn), Interrupt(turn)]
+    out = answer_all(m, m(UtteranceEnded(utt(3.5, 4.5), "hangover")), ("Read the log.",))
+    assert not [a for a in out if isinstance(a, Interrupt | Send)], out
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+    send = sent(m(ReplyDone(turn)))
+    assert send.text == "Read the log." and not send.revises  # the stopped request is not
+
+
+def test_speech_soon_after_a_hum_that_paused_the_reply_still_goes_on_with_the_request() -> None:
+    """The reply was paused at its first sample for the hum: its first second, in which
+    speech goes on with the request, begins when it resumes."""
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = going_on(m)
+    assert m.quiet(ReplyPlaying(turn, 3.6)) == [PauseReply(turn)]
+    out = m(UtteranceEnded(utt(3.5, 3.9), "hangover"), Tick(4.4))
+    assert answer_all(m, out, HUM) == [ResumeReply(turn)]
+    m(Tick(4.7))
+    assert m.quiet(SpeechStarted(4.7)) == [PauseReply(turn)]
+    assert_joins(m, turn, 4.7, joins=True)
+
+
+def test_a_turn_over_while_a_sound_went_on_with_it_opens_the_microphone_after() -> None:
+    m = Machine()
+    turn = going_on(m)
+    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == [PlayEarcon("done")]
+    out = answer_all(m, m(UtteranceEnded(utt(3.5, 3.9), "hangover")), HUM)
+    assert out == [PlayEarcon("listening")]
+    assert m.phase is Phase.LISTENING
 
 
 def test_a_short_continuation_with_words_is_joined() -> None:
