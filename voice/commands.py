@@ -13,6 +13,7 @@ import re
 from voice.turn_events import Decision
 
 _WORD = re.compile(r"[a-z']+")
+_TOKEN = re.compile(r"[\w']+")  # words and numbers ("ten", "10")
 _POLITE = frozenset(["please", "ok", "okay", "now", "hey", "just", "right"])
 _STOP = frozenset(["stop", "cancel", "abort", "halt", "enough"])
 _STOP_PHRASES = ("never mind", "nevermind", "forget it", "stop it", "stop that", "cancel that")
@@ -47,6 +48,25 @@ def words(text: str) -> list[str]:
 def alike(a: str, b: str) -> bool:
     """The same word, as Whisper may write it twice ("test", "tests"; lower case)."""
     return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SIMILAR
+
+
+def added_words(text: str, before: str) -> str:
+    """The words of ``text`` after those of ``before`` (a transcript of a request and what
+    went on with it, against the request's own). Whisper may write the old words a little
+    differently ("test", "tests"; "all right", "alright"): they are matched, not counted."""
+    said = _TOKEN.findall(text)
+    old = [w.lower() for w in _TOKEN.findall(before)]
+    known = set(old)
+
+    def key(word: str) -> str:
+        word = word.lower()
+        if word in known:  # ("them" is itself, though alike "then")
+            return word
+        return next((o for o in old if alike(word, o)), word)
+
+    blocks = difflib.SequenceMatcher(None, old, [key(w) for w in said], autojunk=False)
+    end = max((b.b + b.size for b in blocks.get_matching_blocks() if b.size), default=0)
+    return " ".join(said[end:])
 
 
 def is_stop(text: str) -> bool:

@@ -34,14 +34,13 @@ The rules, for people who pause while they think:
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.commands import alike, is_backchannel, is_hum, is_stop, permission_answer
+from voice.commands import added_words, is_backchannel, is_hum, is_stop, permission_answer
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -278,18 +277,6 @@ def join(parts: list[Utterance]) -> Utterance:
 def _word_count(text: str) -> int:
     """Words and numbers: Whisper writes "ten" or "10" as it likes."""
     return len(_TOKEN.findall(text))
-
-
-def _added(text: str, before: str) -> str:
-    """The words of ``text`` after those of ``before`` (a transcript of a request and what
-    went on with it, against the request's own). Whisper may write the old words a little
-    differently ("test", "tests"; "all right", "alright"): they are matched, not counted."""
-    said = _TOKEN.findall(text)
-    old = [w.lower() for w in _TOKEN.findall(before)]
-    keys = [next((o for o in old if alike(w.lower(), o)), w.lower()) for w in said]
-    blocks = difflib.SequenceMatcher(None, old, keys, autojunk=False)
-    end = max((b.b + b.size for b in blocks.get_matching_blocks() if b.size), default=0)
-    return " ".join(said[end:])
 
 
 def _new_words(added: str) -> bool:
@@ -757,7 +744,7 @@ class TurnTaking:
         elif not request.speaking and request.probe_job == event.job:
             self._probe_text(request, text, out)
         if request.pending is not None:
-            added = _added(text, request.fallback) if heard_at_pause else ""
+            added = added_words(text, request.fallback) if heard_at_pause else ""
             if _new_words(added) and not is_stop(added):  # ("stop" is heard on its own)
                 self._go_on(request, out)  # new words at a pause: no need to wait for the end
         elif mine:
@@ -886,7 +873,7 @@ class TurnTaking:
                 return
             text = f"{request.fallback} {request.new_text}".strip()
         if request.pending is not None:
-            added = request.new_text if request.tail else _added(text, request.fallback)
+            added = request.new_text if request.tail else added_words(text, request.fallback)
             if not request.parts or not _new_words(added or ""):
                 self._abandon(request, out)  # nothing new: the turn it would revise goes on
                 return

@@ -1,10 +1,11 @@
-"""Short spoken words as tables: which are backchannels ("mm-hmm"), and which are only hums."""
+"""Short spoken words as tables: which are backchannels ("mm-hmm"), which are only hums, and
+which words a transcript adds to a request."""
 
 from __future__ import annotations
 
 import pytest
 
-from voice.commands import begins_with_stop, is_backchannel, is_hum
+from voice.commands import added_words, begins_with_stop, is_backchannel, is_hum
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,25 @@ def test_a_backchannel_says_the_user_is_listening(text: str, backchannel: bool, 
 )
 def test_a_request_that_begins_with_stop(text: str, stop: bool) -> None:
     assert begins_with_stop(text) is stop
+
+
+DASHWOOD = "And Mr. John Dashwood had then leisure to consider what might be done for them."
+
+
+@pytest.mark.parametrize(
+    ("heard", "before", "added"),
+    [
+        (DASHWOOD, DASHWOOD, ""),  # "them" is itself, though alike "then" (seen in the rig)
+        ("Run the tests. Mm-hmm.", "Run the tests.", "Mm hmm"),
+        ("Run the test. Mm-hmm.", "Run the tests.", "Mm hmm"),  # written a little differently
+        ("Alright, delete it and the logs.", "All right, delete it.", "and the logs"),
+        ("Run the tests in verbose mode", "Run the tests", "in verbose mode"),
+        ("Run the tests.", "", "Run the tests"),
+        ("", "Run the tests.", ""),
+        ("Set a timer for 10 minutes", "Set a timer for", "10 minutes"),
+    ],
+)
+def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_ones(
+    heard: str, before: str, added: str
+) -> None:
+    assert added_words(heard, before) == added
