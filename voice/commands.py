@@ -107,6 +107,8 @@ def _only(
     said = words(text)
     if not said or (most is not None and len(said) > most) or text.rstrip().endswith("?"):
         return False
+    if any(c.isdigit() for c in text):  # "Um, 5." says something
+        return False
     i = 0
     while i < len(said):
         if tuple(said[i : i + 2]) in pairs:

@@ -611,8 +611,8 @@ class TurnTaking:
         if self._request is request:
             self._request = None
         paused = self._reply_paused
-        if turn is not None and paused is not None and paused.turn == turn.id:
-            turn.heard_s = self._now  # paused at its onset: the user has heard none of it yet
+        if turn is not None and turn.heard_s is not None and paused and paused.turn == turn.id:
+            turn.heard_s += max(0.0, self._now - paused.since_s)  # its first second: played
         self._listen_again(out)  # (the turn may be over: its earcon waited for this)
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
@@ -981,10 +981,6 @@ class TurnTaking:
             self._question = None
 
     def _stop_turn(self, turn: _Turn, out: list[Action]) -> None:
-        request = self._request
-        if request is not None and request.pending is turn:  # what is said now is not it
-            request.pending, request.context, request.revises = None, "during", False
-            request.base, request.fallback = [], ""
         self._silence(turn, out)
         if turn.agent_done:
             out.append(Say(STOPPED))
@@ -992,6 +988,16 @@ class TurnTaking:
             turn.stop_requested = True
             out.append(Interrupt(turn.id))
         self._queued = None
+        request = self._request
+        if request is not None and request.pending is turn:
+            # What is being said does not go on with the stopped request: it is a new one,
+            # heard alone (transcripts of it joined to the old request are dropped).
+            request.pending = None
+            fresh = self._request = _Request(
+                "during", parts=list(request.parts), speaking=request.speaking, cut=request.cut
+            )
+            if not fresh.speaking and fresh.parts:
+                self._end_request(fresh, fresh.parts[-1], out)
 
     # ---- keys, commands, wake word -------------------------------------------------------------
     def _key_pressed(self, at_s: float, out: list[Action]) -> None:

@@ -12,6 +12,8 @@ from voice.commands import added_words, begins_with_stop, is_backchannel, is_hum
     ("text", "backchannel", "hum"),
     [
         ("Mm-hmm.", True, True),
+        ("Um, 5.", False, False),  # a number says something
+        ("Okay, 10.", False, False),
         ("Mmhmm", True, True),  # as Whisper writes it, in music too
         ("Uh-huh.", True, True),
         ("Oh.", True, True),

@@ -546,6 +546,28 @@ def test_a_stop_key_while_the_user_goes_on_stops_the_turn_and_keeps_the_new_word
     assert send.text == "Read the log." and not send.revises  # the stopped request is not
 
 
+@pytest.mark.parametrize("ended", [False, True])
+def test_a_stop_key_drops_what_was_heard_joined_to_the_stopped_request(ended: bool) -> None:
+    """Transcripts of the new words joined to the old request may be on their way when the
+    key stops it: they are not the new request, which is heard alone."""
+    m = Machine()
+    turn = going_on(m)
+    more = utt(3.5, 6.5)  # long: its end is transcribed joined to the request
+    out = m(UtteranceEnded(more, "hangover")) if ended else m(*paused(more))
+    (joined,) = jobs(out, Transcribe)
+    out = m.quiet(Command("stop"))
+    assert out[:2] == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(TranscriptReady(joined, "Run the tests. Read the log.")) == []
+    if not ended:
+        out = m(UtteranceEnded(more, "hangover"))
+    (alone,) = [a for a in out if isinstance(a, Transcribe)]
+    assert alone.audio == more
+    assert m.quiet(TranscriptReady(alone.job, "Read the log.")) == []  # queued behind it
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+    send = sent(m(ReplyDone(turn)))
+    assert send.text == "Read the log." and not send.revises
+
+
 def test_speech_soon_after_a_hum_that_paused_the_reply_still_goes_on_with_the_request() -> None:
     """The reply was paused at its first sample for the hum: its first second, in which
     speech goes on with the request, begins when it resumes."""
