@@ -25,6 +25,7 @@ from tests.claude_fixtures import (
     is_type,
     text_delta,
 )
+from tests.procs import running
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(180)]
 
@@ -33,18 +34,6 @@ VOICE_PROMPT = "You are heard, not read: answer in one or two short spoken sente
 
 def _is_text_delta(event: dict[str, object]) -> bool:
     return text_delta(event) is not None
-
-
-def _processes_running(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (a tool the CLI started)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return pids
 
 
 def _wait_until(condition: Callable[[], object], timeout_s: float) -> bool:
@@ -229,12 +218,12 @@ def test_interrupt_while_a_tool_runs_stops_the_tool(
     )
     cli = claude_process(*STREAM_JSON_IO, "--allowedTools", "Bash")
     cli.send_user("run the slow thing")
-    assert _wait_until(lambda: _processes_running(marker), 60), "the tool never started"
+    assert _wait_until(lambda: running(marker), 60), "the tool never started"
 
     cli.control("interrupt")
     result = cli.result(timeout_s=15)
     assert result["is_error"] is True and result["terminal_reason"] == "aborted_tools"
-    assert _wait_until(lambda: not _processes_running(marker), 10), "the tool outlived it"
+    assert _wait_until(lambda: not running(marker), 10), "the tool outlived it"
     assert not (claude_cwd / "slept.txt").exists()
 
     cli.send_user("what happened?")

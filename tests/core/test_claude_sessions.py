@@ -29,6 +29,7 @@ from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv
 from core.errors import AgentError, AgentTimeout
 from tests.claude_api import ClaudeApi, Hold, Reply, Text
 from tests.claude_api import ToolUse as ApiToolUse
+from tests.procs import running
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(240)]
 
@@ -283,20 +284,9 @@ def test_interrupting_a_running_tool_stops_it(
     assert result.interrupted
     assert time.monotonic() - started < 60  # not the tool's 30-odd seconds plus the timeout
     deadline = time.monotonic() + 20  # the CLI kills its tool as it ends the turn
-    while _running(marker) and time.monotonic() < deadline:
+    while running(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _running(marker) == []
-
-
-def _running(marker: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if marker.encode() in cmdline.read_bytes():
-                found.append(cmdline.parent.name)
-        except OSError:
-            continue
-    return found
+    assert running(marker) == []
 
 
 def test_a_killed_process_is_an_error_and_the_next_turn_resumes(

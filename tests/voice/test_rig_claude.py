@@ -18,6 +18,7 @@ import pytest
 from tests.claude_api import ClaudeApi, Reply, Text, ToolUse
 from tests.claude_fixtures import find_claude
 from tests.listener import TURN_DONE, Listener
+from tests.procs import working_in
 from tests.rig import PulseRig, find_speech, wait_for_quiet
 from tests.voice.audio_util import real_clip, speech, to_int16, wer
 from voice.stt import WhisperTranscriber
@@ -44,18 +45,6 @@ def claude_listener(
     env = api.env(workdir / "claude-home", base={})
     listener = Listener(rig, workdir / "listen", config, agent=find_claude(), env=env)
     return listener, cwd
-
-
-def processes_in(cwd: Path) -> list[int]:
-    """Processes working in ``cwd`` (the agent, its tools)."""
-    found = []
-    for link in Path("/proc").glob("[0-9]*/cwd"):
-        try:
-            if link.resolve() == cwd.resolve():
-                found.append(int(link.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def said(stt: WhisperTranscriber, samples: np.ndarray) -> list[str]:
@@ -99,9 +88,9 @@ def test_a_permission_is_asked_aloud_and_answered_by_voice(
         time.sleep(2.0)
     assert (cwd / "made.txt").exists() is ran, listener.story()
     deadline = time.monotonic() + 10
-    while processes_in(cwd) and time.monotonic() < deadline:
+    while working_in(cwd) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_in(cwd) == [], "Claude outlived the listener"
+    assert working_in(cwd) == [], "Claude outlived the listener"
     assert "asking: Claude wants to create made.txt. Allow?" in listener.log()
     log = listener.log()
     if not ran:  # the refusal is said at the end of the turn
