@@ -168,15 +168,15 @@ class TurnWorker:
 
     def start(self) -> None:
         self._thread.start()
+        if self._settings.progress_s > 0:
+            threading.Thread(
+                target=self._progress, name=f"turn-{self.turn}-progress", daemon=True
+            ).start()
 
     @property
     def agent_over(self) -> bool:
         """The agent's run ended (set before its error earcon plays, before the loop hears)."""
         return self._done.is_set()
-        if self._settings.progress_s > 0:
-            threading.Thread(
-                target=self._progress, name=f"turn-{self.turn}-progress", daemon=True
-            ).start()
 
     def join(self, timeout_s: float) -> None:
         self._thread.join(timeout_s)

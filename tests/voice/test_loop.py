@@ -606,6 +606,19 @@ def test_the_thinking_cue_repeats_while_the_agent_works_and_never_over_the_reply
     assert first_audio is not None and all(t < first_audio for t in cues)
 
 
+def test_an_agent_at_work_for_a_while_is_said_to_be_still_working(
+    make_rig: Callable[..., Rig],
+) -> None:
+    agent = dataclasses.replace(Config().core.agent, progress_s=3.0)
+    rig = make_rig(
+        silence(300) + tone(600) + silence(6000),
+        conversation=FakeConversation(delay_s=4.5),
+        core={"agent": agent},
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1, timeout_s=30)
+    assert "Still working." in rig.tts.texts, rig.tts.texts
+
+
 class SlowToWake(FakeSink):
     """A speaker that takes a while to start again for the error buzz (a resting stream
     restarted): the turn's thread is held there before it can tell the loop it is over."""
