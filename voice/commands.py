@@ -45,6 +45,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def word_count(text: str) -> int:
+    """Words and numbers: Whisper writes "ten" or "10" as it likes."""
+    return len(_TOKEN.findall(text))
+
+
 def alike(a: str, b: str) -> bool:
     """The same word, as Whisper may write it twice ("test", "tests"; lower case)."""
     return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SIMILAR

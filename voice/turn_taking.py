@@ -35,12 +35,18 @@ The rules, for people who pause while they think:
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from voice.audio import Utterance
-from voice.commands import added_words, is_backchannel, is_hum, is_stop, permission_answer
+from voice.commands import (
+    added_words,
+    is_backchannel,
+    is_hum,
+    is_stop,
+    permission_answer,
+    word_count,
+)
 from voice.end_of_turn import MODEL_PAUSE_S, PauseEvidence, TurnAnalyzer
 from voice.turn_events import (
     Action,
@@ -274,14 +280,9 @@ def join(parts: list[Utterance]) -> Utterance:
     )
 
 
-def _word_count(text: str) -> int:
-    """Words and numbers: Whisper writes "ten" or "10" as it likes."""
-    return len(_TOKEN.findall(text))
-
-
 def _new_words(added: str) -> bool:
     """Words that change a request: not a hum ("mm-hmm"), not nothing."""
-    return bool(_word_count(added)) and not is_hum(added)
+    return bool(word_count(added)) and not is_hum(added)
 
 
 def _lost_new_words(request: _Request, text: str) -> bool:
@@ -290,7 +291,7 @@ def _lost_new_words(request: _Request, text: str) -> bool:
     return (
         request.context == "continue"
         and bool(request.parts and request.fallback)
-        and _word_count(text) <= _word_count(request.fallback)
+        and word_count(text) <= word_count(request.fallback)
     )
 
 
@@ -301,7 +302,6 @@ _SAME_END_S = 1e-6  # two pauses at the same end of speech
 # rig, 2 of 12 requests heard all their words at a pause 0.3 s before the end, and were heard
 # again whole for nothing (0.6 s each).
 _WENT_ON_S = 0.4
-_TOKEN = re.compile(r"[\w']+")
 
 
 def _ended_early(request: _Request, text: str) -> bool:
@@ -311,10 +311,10 @@ def _ended_early(request: _Request, text: str) -> bool:
     if not request.parts:
         return False
     end_s = request.parts[-1].end_s
-    count = _word_count(text)
-    before = _word_count(request.fallback)  # a pause that heard no more than this was cut too
+    count = word_count(text)
+    before = word_count(request.fallback)  # a pause that heard no more than this was cut too
     return any(
-        end_s - at_s >= _WENT_ON_S - _SAME_END_S and 0 < count <= _word_count(heard) > before
+        end_s - at_s >= _WENT_ON_S - _SAME_END_S and 0 < count <= word_count(heard) > before
         for at_s, heard in request.heard
     )
 
@@ -497,10 +497,7 @@ class TurnTaking:
         """Voice barge-in: the reply falls silent now and stops once the voice's words are
         heard (:data:`HOLD_MAX_S`); with no words it goes on."""
         request.over_reply = turn.id
-        paused = self._reply_paused
-        if paused is None or paused.turn != turn.id:
-            out.append(PauseReply(turn.id))
-            paused = _Paused(turn.id, self._now)
+        paused = self._keep_quiet(turn, out)
         self._reply_paused = replace(paused, held_by=request, held_s=self._now)
 
     @property
@@ -512,7 +509,7 @@ class TurnTaking:
     def _stop_held_reply(self, request: _Request, text: str, out: list[Action]) -> None:
         """Words said over the reply stop it (once), whether it is still held or went on."""
         turn = request.over_reply
-        if turn is None or not _word_count(text):
+        if turn is None or not word_count(text):
             return
         if is_backchannel(text):  # "mm-hmm": the user is listening
             request.backchannel = text
@@ -589,11 +586,13 @@ class TurnTaking:
         if turn.playing and not turn.silenced:
             self._keep_quiet(turn, out)
 
-    def _keep_quiet(self, turn: _Turn, out: list[Action]) -> None:
+    def _keep_quiet(self, turn: _Turn, out: list[Action]) -> _Paused:
+        """The turn's reply paused (once)."""
         paused = self._reply_paused
         if paused is None or paused.turn != turn.id:
             out.append(PauseReply(turn.id))
-            self._reply_paused = _Paused(turn.id, self._now)
+            paused = self._reply_paused = _Paused(turn.id, self._now)
+        return paused
 
     def _go_on(self, request: _Request, out: list[Action]) -> None:
         """The continuation has new words: the turn it continues is stopped now."""
@@ -729,10 +728,9 @@ class TurnTaking:
             return
         text = event.text.strip()
         # A transcript of a request dropped since is not this speech's.
-        ours = (request.final_job, request.probe_job)
-        mine = event.job in request.pause_jobs or event.job in ours
         heard_at_pause = event.job in request.pause_jobs
-        if event.job in request.pause_jobs:
+        mine = heard_at_pause or event.job in (request.final_job, request.probe_job)
+        if heard_at_pause:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
@@ -803,7 +801,7 @@ class TurnTaking:
             request.tail, request.new_text = True, ""
             self._request_text(request, "", out)
         else:
-            if _word_count(text):
+            if word_count(text):
                 self._go_on(request, out)
             # (nothing heard alone: the joined transcript decides, should it hold new words)
             request.new_text = text
@@ -845,7 +843,7 @@ class TurnTaking:
         job that hears it again whole. Once heard again, the longer of the two stands."""
         if request.early is not None:
             early, request.early = request.early, None
-            return text if _word_count(text) >= _word_count(early) else early
+            return text if word_count(text) >= word_count(early) else early
         if not (check and _ended_early(request, text)):
             return text
         request.early = text

@@ -406,11 +406,17 @@ def test_speech_resuming_after_the_agent_started_interrupts_and_revises() -> Non
     assert m.quiet(AgentFinished(turn, "interrupted"), ReplyDone(turn)) == []
 
 
+def going_on(m: Machine, first: str = "Run the tests.", at_s: float = 3.5) -> int:
+    """A request sent at 3.0 s (its reply released at once), and speech from ``at_s`` on."""
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    out = m(TranscriptReady(jobs(out, Transcribe)[0], first))
+    assert m.quiet(SpeechStarted(at_s)) == []  # its words decide
+    return sent(out).turn
+
+
 def test_a_short_continuation_is_checked_for_stop_first() -> None:
     m = Machine()
-    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Delete the build folder."))).turn
-    m(SpeechStarted(3.5))
+    turn = going_on(m, "Delete the build folder.")
     out = m(UtteranceEnded(utt(3.5, 4.0), "hangover"))
     (probe,) = [a for a in out if isinstance(a, Transcribe)]
     assert probe.purpose == "probe" and probe.audio == utt(3.5, 4.0)
@@ -424,9 +430,7 @@ def test_a_continuation_ended_at_its_pause_is_checked_for_stop_on_its_own_words(
     """The pause transcript covers the whole request, so it cannot say whether the words
     added were "stop": those are transcribed on their own."""
     m = Machine()
-    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Delete the build folder."))).turn
-    m(SpeechStarted(3.5))  # the reply has not played: the request goes on
+    turn = going_on(m, "Delete the build folder.")  # the reply has not played: it goes on
     more = utt(3.5, 4.0)
     say_request(m, more, "Delete the build folder. Stop!", 0.99)
     assert m(Tick(4.31)) == [EndSegment()]
@@ -461,9 +465,7 @@ def test_a_sound_that_goes_on_with_the_request_before_its_reply_changes_nothing(
     """ "Mm-hmm", a cough or music before the reply plays (the request going on, by its
     timing): the agent is not interrupted, and its reply plays once it is due."""
     m = Machine()
-    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
-    assert m.quiet(SpeechStarted(3.5)) == []
+    turn = going_on(m)
     out = answer_all(m, m(UtteranceEnded(utt(3.5, 4.0), "hangover")), heard)
     out += m.quiet(Tick(5.6))
     assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
@@ -496,14 +498,6 @@ def test_a_reply_that_begins_while_the_user_goes_on_waits_for_their_words(
         assert sent(out).text == "Run the tests in verbose mode." and sent(out).revises
     else:
         assert out == [ResumeReply(turn)]
-
-
-def going_on(m: Machine, first: str = "Run the tests.") -> int:
-    """A request sent at 3.0 s (its reply released at once), and speech from 3.5 s on."""
-    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
-    out = m(TranscriptReady(jobs(out, Transcribe)[0], first))
-    assert m.quiet(SpeechStarted(3.5)) == []
-    return sent(out).turn
 
 
 @pytest.mark.parametrize(
@@ -609,9 +603,7 @@ FIRST = utt(1.0, 3.0)  # "Run the tests.", sent before the user goes on
 def goes_on(m: Machine, more: Utterance, first: str = "Run the tests.") -> tuple[int, list[int]]:
     """``first`` is sent, then the user goes on with ``more``: the turn sent, and the
     transcriptions the end of ``more`` asks for."""
-    out = m(SpeechStarted(1.0), UtteranceEnded(FIRST, "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], first))).turn
-    m(SpeechStarted(more.start_s))
+    turn = going_on(m, first, more.start_s)
     return turn, jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
 
 
@@ -684,9 +676,7 @@ def test_speech_during_the_second_hearing_joins_the_request_anew() -> None:
 
 def test_a_cough_after_the_turn_ended_leaves_the_turn_alone() -> None:
     m = Machine()
-    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
-    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
-    m(SpeechStarted(3.5))
+    turn = going_on(m)
     assert m.quiet(SpeechDropped(3.7)) == []  # not interrupted, nothing sent again
     assert m.quiet(ReplyPlaying(turn), AgentFinished(turn, "answered")) == []  # it plays
 
