@@ -93,7 +93,8 @@ def looks_degenerate(text: str, avg_logprob: float) -> bool:
     return compression_ratio(text) > MAX_COMPRESSION_RATIO or avg_logprob < MIN_AVG_LOGPROB
 
 
-_TOKEN = re.compile(r"\S+")
+# Words, and the parts of a hyphenated word: Whisper also loops inside one ("old-s-y-y-y-y").
+_TOKEN = re.compile(r"[^\s-]+")
 _MIN_REPEATS = 3
 _MIN_REPEATS_OF_ONE_WORD = 5  # "no, no, no" can be meant; five times is a loop
 # More words a second than anyone says: beyond one window, only such a text is cut of repeats.
@@ -108,7 +109,6 @@ def collapse_repeats(text: str) -> tuple[str, str]:
     """
     tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
     words = [squash(text[a:b]) for a, b in tokens]
-    keep = list(range(len(words)))
     i = 0
     removed: list[tuple[int, int]] = []
     while i < len(words):
@@ -131,10 +131,15 @@ def collapse_repeats(text: str) -> tuple[str, str]:
             i += 1
     if not removed:
         return text, ""
-    drop = {j for a, b in removed for j in range(a, b)}
-    kept = [text[tokens[j][0] : tokens[j][1]] for j in keep if j not in drop]
-    cut = " ".join(text[tokens[j][0] : tokens[j][1]] for j in sorted(drop))
-    return " ".join(kept), cut
+    # Each repeat goes with what joins it to the one before (a space, a comma, a hyphen).
+    spans = [(tokens[a - 1][1], tokens[b - 1][1]) for a, b in removed]
+    kept, at = [], 0
+    for start, end in spans:
+        kept.append(text[at:start])
+        at = end
+    kept.append(text[at:])
+    cut = " ".join(text[start:end].strip(" ,-") for start, end in spans)
+    return "".join(kept), cut
 
 
 class HallucinationGuard:

@@ -124,6 +124,10 @@ def test_repetitive_text_is_dropped() -> None:
         ("No, no, no.", "No, no, no."),  # meant, not a loop
         ("Run the tests. Run the tests.", "Run the tests. Run the tests."),
         ("very very very very very good", "very good"),
+        # A loop inside a hyphenated word (live, over music: "ill-disposed" heard so).
+        ("He was not an old-s-y-y-y-y-y-y-y-y young man.", "He was not an old-s-y young man."),
+        ("I-I-I think so.", "I-I-I think so."),  # a stutter written out
+        ("a well-known well-known well-known fact", "a well-known fact"),
     ],
 )
 def test_a_phrase_repeated_three_times_is_cut_to_its_first_occurrence(text: str, kept: str) -> None:
