@@ -154,6 +154,12 @@ class _Pause:
     text: str | None = None
     probability: float | None = None
     model_failed: bool = False
+    words_end_s: float | None = None  # the words ended at an earlier pause (_words_ended_s)
+
+    @property
+    def since_s(self) -> float:
+        """Silence is counted from here: the end of the last word."""
+        return self.end_s if self.words_end_s is None else self.words_end_s
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,28 @@ def _ended_early(request: _Request, text: str) -> bool:
         end_s - at_s >= _WENT_ON_S - _SAME_END_S and 0 < count <= word_count(heard) > before
         for at_s, heard in request.heard
     )
+
+
+# Sound between two pauses that added no words (music, a breath, a cough that webrtcvad took
+# for voice) does not put the end of the request off, when it lasted at most this long: a
+# sentence Whisper left out of a transcript (_ended_early) is longer. In the rig a melody
+# at -35 dBFS held a request's end open this way, pause after pause, 0.4-0.8 s apart.
+_WORDLESS_MAX_S = 1.0
+
+
+def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
+    """When the words of ``pause`` ended, if before it: at the earliest pause of a run before
+    it, each less than :data:`_WORDLESS_MAX_S` before the next, whose transcripts add no word
+    to the one before. (The request is still heard again whole should a transcript have lost
+    words: _ended_early.) ``None``: the words went on up to this pause."""
+    text, since, ended = pause.text or "", pause.end_s, None
+    for at_s, heard in sorted(request.heard, reverse=True):
+        if at_s > since - _SAME_END_S:
+            continue  # this pause, or a later one
+        if since - at_s > _WORDLESS_MAX_S or word_count(added_words(text, heard)):
+            break
+        text, since, ended = heard, at_s, at_s
+    return ended
 
 
 def _stopping(out: list[Action], turn: int) -> bool:
@@ -654,8 +682,8 @@ class TurnTaking:
         pause = request.pause
         model = self.policy.model and not pause.model_failed
         evidence = PauseEvidence(pause.text, pause.probability, model)
-        if self._now >= pause.end_s + analyzer.end_after_ms(evidence) / 1000:
-            request.speak_at = _SpeakAt.after(pause.end_s, analyzer, evidence)
+        if self._now >= pause.since_s + analyzer.end_after_ms(evidence) / 1000:
+            request.speak_at = _SpeakAt.after(pause.since_s, analyzer, evidence)
             out.append(EndSegment())
 
     def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:
@@ -734,6 +762,7 @@ class TurnTaking:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
+            request.pause.words_end_s = _words_ended_s(request, request.pause)
             self._check_pause(out)
         if not request.speaking and request.final_job == event.job:
             if request.tail:

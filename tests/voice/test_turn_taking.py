@@ -283,6 +283,72 @@ def test_a_late_transcript_of_a_dropped_pause_is_ignored() -> None:
     assert m(TranscriptReady(job, "Refactor the store."), Tick(4.0)) == []
 
 
+def pause_heard(m: Machine, seg: Utterance, text: str, p: float) -> list[Action]:
+    """A later pause in the same speech, then its transcript and verdict, 0.25 s into it;
+    fed one by one until the segment is ended (the loop ends it at once)."""
+    out = m(*paused(seg))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    out = []
+    for event in (
+        Tick(seg.end_s + 0.25),
+        TranscriptReady(text_job, text),
+        VerdictReady(verdict_job, p),
+    ):
+        out += m(event)
+        if EndSegment() in out:
+            break
+    return out
+
+
+SUITE = "Run the test suite."
+
+
+@pytest.mark.parametrize(
+    ("pauses", "ends_s"),
+    [
+        # a melody after the last word, taken for voice: the same words at each pause
+        ([(3.6, SUITE)], 3.0),
+        ([(3.6, SUITE), (4.4, SUITE)], 3.0),  # pause after pause, each soon after the last
+        ([(3.6, "Run the test suite!")], 3.0),  # written differently, no new word
+        ([(3.6, "Run the test suite and the linter.")], 3.9),  # new words: from them
+        ([(4.2, SUITE)], 4.5),  # so long a sound could be a sentence Whisper left out
+        # fewer words than the pause before: they ended there at the earliest
+        ([(3.6, "Run the test suite and the linter."), (4.2, SUITE)], 3.9),
+    ],
+)
+def test_sound_with_no_words_after_the_last_word_does_not_put_the_end_off(
+    pauses: list[tuple[float, str]], ends_s: float
+) -> None:
+    m = Machine()
+    say_request(m, utt(1.0, 3.0), SUITE, 0.99)
+    ended_s = None
+    for end_s, text in pauses:
+        m(SpeechResumed(end_s - 0.4))
+        out = pause_heard(m, utt(1.0, end_s), text, 0.99)
+        if EndSegment() in out:
+            ended_s = end_s + 0.25
+    for tick in range(int(pauses[-1][0] * 100) + 26, 600):
+        if ended_s is not None:
+            break
+        if m(Tick(tick / 100)) == [EndSegment()]:
+            ended_s = tick / 100
+    assert ended_s is not None and ended_s == pytest.approx(max(ends_s, pauses[-1][0] + 0.25))
+
+
+def test_a_reply_waits_from_the_last_word_not_from_a_sound_after_it() -> None:
+    m = Machine()  # half-duplex: the reply waits for the longest pause (1.5 s)
+    say_request(m, utt(1.0, 3.0), SUITE, 0.99)
+    m(SpeechResumed(3.2))
+    assert pause_heard(m, utt(1.0, 3.6), SUITE, 0.99) == [EndSegment()]
+    (again,) = m.quiet(UtteranceEnded(utt(1.0, 3.6), "forced"))
+    assert isinstance(again, Transcribe) and again.purpose == "whole"  # in case it lost words
+    send = sent(m(TranscriptReady(again.job, SUITE)))
+    assert send.text == SUITE and send.speech_end_s == 3.6
+    assert Release(send.turn) not in m(Tick(4.45))
+    assert m.quiet(Tick(4.55)) == [Release(send.turn)]
+
+
 # ---- no word is lost -----------------------------------------------------------------------
 
 
