@@ -334,15 +334,15 @@ _WORDLESS_MAX_S = 1.0
 
 def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
     """When the words of ``pause`` ended, if before it: at the earliest pause of a run before
-    it, each less than :data:`_WORDLESS_MAX_S` before the next, whose transcripts add no word
-    to the one before. (The request is still heard again whole should a transcript have lost
-    words: _ended_early.) ``None``: the words went on up to this pause."""
+    it, each less than :data:`_WORDLESS_MAX_S` before the next, whose transcripts have no
+    more words than the one before. (Should a transcript have lost words, the request is
+    still heard again whole: _ended_early.) ``None``: the words went on up to this pause."""
     text, since, ended = pause.text or "", pause.end_s, None
     for at_s, heard in sorted(request.heard, reverse=True):
         if at_s > since - _SAME_END_S:
             continue  # this pause, or a later one
-        if since - at_s > _WORDLESS_MAX_S or word_count(added_words(text, heard)):
-            break
+        if since - at_s > _WORDLESS_MAX_S or word_count(text) > word_count(heard):
+            break  # (a word Whisper heard differently is no word more: "Had he"/"At he")
         text, since, ended = heard, at_s, at_s
     return ended
 

@@ -311,6 +311,8 @@ SUITE = "Run the test suite."
         ([(3.6, SUITE)], 3.0),
         ([(3.6, SUITE), (4.4, SUITE)], 3.0),  # pause after pause, each soon after the last
         ([(3.6, "Run the test suite!")], 3.0),  # written differently, no new word
+        ([(3.6, "Run a test sweet.")], 3.0),  # heard differently, no word more
+        ([(3.6, "Run the test suite. Um")], 4.4),  # a word more, if only "um" (it dangles)
         ([(3.6, "Run the test suite and the linter.")], 3.9),  # new words: from them
         ([(4.2, SUITE)], 4.5),  # so long a sound could be a sentence Whisper left out
         # fewer words than the pause before: they ended there at the earliest
