@@ -172,11 +172,13 @@ class _SpeakAt:
     heard_s: float = 0.0  # the user is heard over the reply
 
     @classmethod
-    def after(cls, end_s: float, analyzer: TurnAnalyzer, evidence: PauseEvidence) -> _SpeakAt:
-        """Both times for a turn whose last word ended at ``end_s``."""
+    def after(cls, pause: _Pause, analyzer: TurnAnalyzer, evidence: PauseEvidence) -> _SpeakAt:
+        """Both times for a turn that ended at ``pause``. Half-duplex counts from the pause,
+        not from an earlier end of its words (_words_ended_s): should a transcript have lost
+        the user's last words, words said over that reply would be lost too."""
         deaf, heard = (
-            end_s + analyzer.speak_after_ms(replace(evidence, heard_over_reply=h)) / 1000
-            for h in (False, True)
+            start + analyzer.speak_after_ms(replace(evidence, heard_over_reply=h)) / 1000
+            for start, h in ((pause.end_s, False), (pause.since_s, True))
         )
         return cls(deaf, heard)
 
@@ -326,10 +328,12 @@ def _ended_early(request: _Request, text: str) -> bool:
 
 
 # Sound between two pauses that added no words (music, a breath, a cough that webrtcvad took
-# for voice) does not put the end of the request off, when it lasted at most this long: a
-# sentence Whisper left out of a transcript (_ended_early) is longer. In the rig a melody
-# at -35 dBFS held a request's end open this way, pause after pause, 0.4-0.8 s apart.
-_WORDLESS_MAX_S = 1.0
+# for voice) does not put the end of the request off, when it lasted at most this long. In
+# the rig a melody at -35 dBFS held a request's end open this way, pause after pause, 0.4-4.3
+# s apart. Should Whisper have left a sentence out of the later transcript instead, the turn
+# ends too soon, which costs no word: the request is heard again whole (_ended_early), what
+# the user says next joins it, and a half-duplex reply still waits from the later pause.
+_WORDLESS_MAX_S = 4.0
 
 
 def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
@@ -683,7 +687,7 @@ class TurnTaking:
         model = self.policy.model and not pause.model_failed
         evidence = PauseEvidence(pause.text, pause.probability, model)
         if self._now >= pause.since_s + analyzer.end_after_ms(evidence) / 1000:
-            request.speak_at = _SpeakAt.after(pause.since_s, analyzer, evidence)
+            request.speak_at = _SpeakAt.after(pause, analyzer, evidence)
             out.append(EndSegment())
 
     def _segment_ended(self, event: UtteranceEnded, out: list[Action]) -> None:

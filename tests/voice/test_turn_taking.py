@@ -314,7 +314,8 @@ SUITE = "Run the test suite."
         ([(3.6, "Run a test sweet.")], 3.0),  # heard differently, no word more
         ([(3.6, "Run the test suite. Um")], 4.4),  # a word more, if only "um" (it dangles)
         ([(3.6, "Run the test suite and the linter.")], 3.9),  # new words: from them
-        ([(4.2, SUITE)], 4.5),  # so long a sound could be a sentence Whisper left out
+        ([(6.9, SUITE)], 3.0),  # a melody Silero took for a voice for 3.7 s (in the rig)
+        ([(7.5, SUITE)], 7.8),  # longer: from the later pause
         # fewer words than the pause before: they ended there at the earliest
         ([(3.6, "Run the test suite and the linter."), (4.2, SUITE)], 3.9),
     ],
@@ -330,7 +331,7 @@ def test_sound_with_no_words_after_the_last_word_does_not_put_the_end_off(
         out = pause_heard(m, utt(1.0, end_s), text, 0.99)
         if EndSegment() in out:
             ended_s = end_s + 0.25
-    for tick in range(int(pauses[-1][0] * 100) + 26, 600):
+    for tick in range(int(pauses[-1][0] * 100) + 26, 1000):
         if ended_s is not None:
             break
         if m(Tick(tick / 100)) == [EndSegment()]:
@@ -338,17 +339,27 @@ def test_sound_with_no_words_after_the_last_word_does_not_put_the_end_off(
     assert ended_s is not None and ended_s == pytest.approx(max(ends_s, pauses[-1][0] + 0.25))
 
 
-def test_a_reply_waits_from_the_last_word_not_from_a_sound_after_it() -> None:
-    m = Machine()  # half-duplex: the reply waits for the longest pause (1.5 s)
+@pytest.mark.parametrize("heard_over_reply", [True, False])
+def test_a_reply_waits_from_the_last_word_where_words_said_over_it_are_heard(
+    heard_over_reply: bool,
+) -> None:
+    """Half-duplex, it waits from the later pause (the longest pause, 1.5 s): had Whisper
+    lost the user's last words, words said over the reply would be lost too."""
+    m = Machine()
+    m(HeardOverReply(heard_over_reply))
     say_request(m, utt(1.0, 3.0), SUITE, 0.99)
     m(SpeechResumed(3.2))
     assert pause_heard(m, utt(1.0, 3.6), SUITE, 0.99) == [EndSegment()]
     (again,) = m.quiet(UtteranceEnded(utt(1.0, 3.6), "forced"))
     assert isinstance(again, Transcribe) and again.purpose == "whole"  # in case it lost words
-    send = sent(m(TranscriptReady(again.job, SUITE)))
+    out = m.quiet(TranscriptReady(again.job, SUITE))
+    send = sent(out)
     assert send.text == SUITE and send.speech_end_s == 3.6
-    assert Release(send.turn) not in m(Tick(4.45))
-    assert m.quiet(Tick(4.55)) == [Release(send.turn)]
+    if heard_over_reply:  # due 0.3 s after the last word: at once
+        assert Release(send.turn) in out
+    else:
+        assert Release(send.turn) not in out + m(Tick(5.05))
+        assert m.quiet(Tick(5.15)) == [Release(send.turn)]
 
 
 # ---- no word is lost -----------------------------------------------------------------------
