@@ -481,14 +481,16 @@ class VoiceLoop:
             stale.cancel()  # a newer pause makes an older one's words moot, if not started
 
         def work() -> None:
+            looped = False
             try:
-                text = transcribe(action.audio).text
+                result = transcribe(action.audio)
+                text, looped = result.text, result.looped
             except Exception:
                 log.exception("transcription failed")
                 text = ""
             log.debug("%s transcript %d: %r", action.purpose, action.job, text)
             text = self._without_echo(text, action.audio)
-            self.post(TranscriptReady(action.job, text))
+            self.post(TranscriptReady(action.job, text, looped))
 
         future = self._stt_pool.submit(work)
         if action.purpose == "pause":

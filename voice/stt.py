@@ -67,6 +67,7 @@ class Transcript:
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     dropped: str | None = None  # why the guard dropped it (then text is "")
+    looped: bool = False  # cut down from a repetition loop (collapse_repeats)
 
 
 class SpeechToText(Protocol):
@@ -334,7 +335,8 @@ class WhisperTranscriber:
         text, cut = (text, "") if audio_s > FAST_MAX_S and plausible else collapse_repeats(text)
         if cut:
             log.warning("cut a repetition loop from the transcript: %r", cut[:120])
-        return Transcript(text, audio_s, time.perf_counter() - started, no_speech, logprob)
+        elapsed = time.perf_counter() - started
+        return Transcript(text, audio_s, elapsed, no_speech, logprob, looped=bool(cut))
 
     def _decode_window(self, audio: FloatAudio, window_s: float) -> tuple[str, float, float]:
         """Encode ``audio`` in a ``window_s`` window and decode greedily / with beam search."""

@@ -90,6 +90,7 @@ class HeardOverReply:
 class TranscriptReady:
     job: int
     text: str  # "" when nothing usable was heard (the guard dropped it)
+    looped: bool = False  # Whisper looped, and the text is what was left (voice.stt)
 
 
 @dataclass(frozen=True)

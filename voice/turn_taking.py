@@ -336,6 +336,10 @@ def _ended_early(request: _Request, text: str) -> bool:
 _WORDLESS_MAX_S = 4.0
 
 
+# A transcript Whisper looped on, cut down to this many words, is the loop alone.
+_LOOPED_WORDS = 2
+
+
 def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
     """When the words of ``pause`` ended, if before it: at the earliest pause of a run before
     it, each less than :data:`_WORDLESS_MAX_S` before the next, whose transcripts have no
@@ -759,6 +763,10 @@ class TurnTaking:
         if request is None:
             return
         text = event.text.strip()
+        if event.looped and request.pending is not None and word_count(text) <= _LOOPED_WORDS:
+            # Whisper looping on a sound that went on with a request ("So, so, so, ..." over
+            # a melody, in the rig): no words of its own. The joined transcript decides.
+            text = ""
         # A transcript of a request dropped since is not this speech's.
         heard_at_pause = event.job in request.pause_jobs
         mine = heard_at_pause or event.job in (request.final_job, request.probe_job)

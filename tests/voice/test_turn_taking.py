@@ -551,6 +551,26 @@ def test_a_sound_that_goes_on_with_the_request_before_its_reply_changes_nothing(
     assert m.quiet(ReplyPlaying(turn)) == []  # and it plays when it comes
 
 
+@pytest.mark.parametrize("looped", [True, False])
+def test_a_word_whisper_looped_on_in_a_sound_going_on_with_the_request_is_no_word(
+    looped: bool,
+) -> None:
+    """Over a melody Whisper can loop on a word ("So, so, so, ..."), cut down to "So,": no
+    words of the sound's own, so the joined transcript decides (it has none either)."""
+    m = Machine()
+    turn = going_on(m)
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 5.5), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "So,", looped=looped))
+    if not looped:  # a word said on its own: the turn is stopped for it
+        assert Interrupt(turn) in out
+        return
+    assert not [a for a in out if isinstance(a, StopReply | Interrupt)], out
+    (joined,) = jobs(out, Transcribe)
+    out = m.quiet(TranscriptReady(joined, "Run the tests."), Tick(6.0))
+    assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
+    assert m.quiet(ReplyPlaying(turn)) == []  # its reply plays when it comes
+
+
 @pytest.mark.parametrize(
     ("heard", "stopped"),
     [
