@@ -94,10 +94,12 @@ def looks_degenerate(text: str, avg_logprob: float) -> bool:
     return compression_ratio(text) > MAX_COMPRESSION_RATIO or avg_logprob < MIN_AVG_LOGPROB
 
 
-# Words, and the parts of a hyphenated word: Whisper also loops inside one ("old-s-y-y-y-y").
-_TOKEN = re.compile(r"[^\s-]+")
+_TOKEN = re.compile(r"\S+")
 _MIN_REPEATS = 3
 _MIN_REPEATS_OF_ONE_WORD = 5  # "no, no, no" can be meant; five times is a loop
+# Whisper also loops on a letter inside a word (live, over music: "old-s-y-y-y-y-y-y-...").
+_LETTER_LOOP = re.compile(r"\b([^\W\d_])(?:-\1){4,}\b", re.IGNORECASE)
+_TRAILING = re.compile(r"\W*$")
 # More words a second than anyone says: beyond one window, only such a text is cut of repeats.
 MAX_WORDS_PER_S = 5.0
 
@@ -106,8 +108,11 @@ def collapse_repeats(text: str) -> tuple[str, str]:
     """Cut a phrase repeated three or more times in a row down to its first occurrence.
 
     Returns the text and what was cut ("" if nothing). Words compare without case and
-    punctuation, so "in the exhibition, in the exhibition," is a repeat.
+    punctuation, so "in the exhibition, in the exhibition," is a repeat; the punctuation
+    after the last repeat stays ("go, go, go, go, go." -> "go.").
     """
+    letters = [m.group(0) for m in _LETTER_LOOP.finditer(text)]
+    text = _LETTER_LOOP.sub(r"\1", text)
     tokens = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
     words = [squash(text[a:b]) for a, b in tokens]
     i = 0
@@ -130,17 +135,21 @@ def collapse_repeats(text: str) -> tuple[str, str]:
             i += n * k
         else:
             i += 1
-    if not removed:
-        return text, ""
-    # Each repeat goes with what joins it to the one before (a space, a comma, a hyphen).
-    spans = [(tokens[a - 1][1], tokens[b - 1][1]) for a, b in removed]
+
+    def word_end(token: int) -> int:
+        start, end = tokens[token]
+        return start + _TRAILING.search(text[start:end]).start()  # type: ignore[union-attr]
+
+    # Each repeat goes, with what joins it to the one before: from the end of the first
+    # occurrence's last word to the end of the last repeat's (its punctuation stays).
+    spans = [(word_end(a - 1), word_end(b - 1)) for a, b in removed]
     kept, at = [], 0
     for start, end in spans:
         kept.append(text[at:start])
         at = end
     kept.append(text[at:])
-    cut = " ".join(text[start:end].strip(" ,-") for start, end in spans)
-    return "".join(kept), cut
+    cut = [*letters, *(text[start:end].strip(" ,") for start, end in spans)]
+    return "".join(kept), " ".join(cut)
 
 
 class HallucinationGuard:

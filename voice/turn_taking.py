@@ -146,7 +146,8 @@ class TurnPolicy:
 
 @dataclass
 class _Pause:
-    """Evidence about the pause at ``end_s`` (the end of the last word)."""
+    """Evidence about the pause at ``end_s`` (the end of the last voice the segmenter heard;
+    the last word's is ``since_s``)."""
 
     end_s: float
     text_job: int
@@ -207,6 +208,7 @@ class _Request:
     # Transcripts of the request up to a pause inside it: (the pause's start, the text).
     # Whisper (tiny.en) can end a request of several sentences after the first; the words
     # heard at an earlier pause show it (_ended_early), and the request is heard again whole.
+    # They also show when the words ended (_words_ended_s).
     pause_jobs: dict[int, float] = field(default_factory=dict)
     heard: list[tuple[float, str]] = field(default_factory=list)
     early: str | None = None  # the transcript that ended early, while it is heard again
@@ -332,25 +334,29 @@ def _ended_early(request: _Request, text: str) -> bool:
 # the rig a melody at -35 dBFS held a request's end open this way, pause after pause, 0.4-4.3
 # s apart. Should Whisper have left a sentence out of the later transcript instead, the turn
 # ends too soon, which costs no word: the request is heard again whole (_ended_early), what
-# the user says next joins it, and a half-duplex reply still waits from the later pause.
+# the user says next joins it (hands-free: with a key, the run is not looked for), and a
+# half-duplex reply still waits from the later pause.
 _WORDLESS_MAX_S = 4.0
 
 
-# A transcript Whisper looped on, cut down to this many words, is the loop alone.
+# A transcript of new speech alone that Whisper looped on, cut down to this many words, is
+# the loop alone.
 _LOOPED_WORDS = 2
 
 
 def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
     """When the words of ``pause`` ended, if before it: at the earliest pause of a run before
-    it, each less than :data:`_WORDLESS_MAX_S` before the next, whose transcripts have no
-    more words than the one before. (Should a transcript have lost words, the request is
-    still heard again whole: _ended_early.) ``None``: the words went on up to this pause."""
+    it, each at most :data:`_WORDLESS_MAX_S` before the next, whose transcripts add no words
+    to the one before (one word heard differently is none: "Had he" / "At he"). (Should a
+    transcript have lost words, the request is still heard again whole: _ended_early.)
+    ``None``: the words went on up to this pause."""
     text, since, ended = pause.text or "", pause.end_s, None
     for at_s, heard in sorted(request.heard, reverse=True):
         if at_s > since - _SAME_END_S:
             continue  # this pause, or a later one
-        if since - at_s > _WORDLESS_MAX_S or word_count(text) > word_count(heard):
-            break  # (a word Whisper heard differently is no word more: "Had he"/"At he")
+        added = word_count(added_words(text, heard))
+        if since - at_s > _WORDLESS_MAX_S or added > 1 or word_count(text) > word_count(heard):
+            break
         text, since, ended = heard, at_s, at_s
     return ended
 
@@ -763,7 +769,13 @@ class TurnTaking:
         if request is None:
             return
         text = event.text.strip()
-        if event.looped and request.pending is not None and word_count(text) <= _LOOPED_WORDS:
+        if (
+            event.looped
+            and event.job == request.probe_job
+            and request.pending is not None
+            and word_count(text) <= _LOOPED_WORDS
+            and not is_stop(text)
+        ):
             # Whisper looping on a sound that went on with a request ("So, so, so, ..." over
             # a melody, in the rig): no words of its own. The joined transcript decides.
             text = ""
@@ -774,7 +786,8 @@ class TurnTaking:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
-            request.pause.words_end_s = _words_ended_s(request, request.pause)
+            if self.policy.mode in ("vad", "wake"):  # (with a key, words said after are lost)
+                request.pause.words_end_s = _words_ended_s(request, request.pause)
             self._check_pause(out)
         if not request.speaking and request.final_job == event.job:
             if request.tail:

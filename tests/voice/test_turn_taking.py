@@ -316,6 +316,7 @@ SUITE = "Run the test suite."
         ([(3.6, "Run the test suite and the linter.")], 3.9),  # new words: from them
         ([(6.9, SUITE)], 3.0),  # a melody Silero took for a voice for 3.7 s (in the rig)
         ([(7.5, SUITE)], 7.8),  # longer: from the later pause
+        ([(3.6, "Now fix it.")], 3.9),  # new words, though fewer of them
         # fewer words than the pause before: they ended there at the earliest
         ([(3.6, "Run the test suite and the linter."), (4.2, SUITE)], 3.9),
     ],
@@ -569,6 +570,26 @@ def test_a_word_whisper_looped_on_in_a_sound_going_on_with_the_request_is_no_wor
     out = m.quiet(TranscriptReady(joined, "Run the tests."), Tick(6.0))
     assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
     assert m.quiet(ReplyPlaying(turn)) == []  # its reply plays when it comes
+
+
+def test_stop_said_over_and_over_in_speech_going_on_with_the_request_still_stops() -> None:
+    m = Machine()
+    turn = going_on(m, "Delete the build folder.")
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 5.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Stop,", looped=True))  # "stop, stop, stop, ..."
+    assert out == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+
+
+def test_only_the_new_speech_heard_alone_is_taken_for_a_loop() -> None:
+    """The joined transcript has the request's words too: looped or not, its new words
+    count."""
+    m = Machine()
+    turn = going_on(m, "Continue.")
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 5.5), "hangover")), Transcribe)
+    (joined,) = jobs(m.quiet(TranscriptReady(probe, "Please,", looped=True)), Transcribe)
+    out = m.quiet(TranscriptReady(joined, "Continue. Please,", looped=True))
+    assert Interrupt(turn) in out and sent(out).text == "Continue. Please,"
 
 
 @pytest.mark.parametrize(
