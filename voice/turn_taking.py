@@ -769,9 +769,10 @@ class TurnTaking:
         if request is None:
             return
         text = event.text.strip()
+        alone = event.job == request.probe_job or (request.tail and event.job == request.final_job)
         if (
             event.looped
-            and event.job == request.probe_job
+            and alone  # the new speech heard alone
             and request.pending is not None
             and word_count(text) <= _LOOPED_WORDS
             and not is_stop(text)

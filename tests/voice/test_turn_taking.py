@@ -572,6 +572,18 @@ def test_a_word_whisper_looped_on_in_a_sound_going_on_with_the_request_is_no_wor
     assert m.quiet(ReplyPlaying(turn)) == []  # its reply plays when it comes
 
 
+def test_a_word_whisper_looped_on_in_a_long_sound_going_on_with_the_request_is_no_word() -> None:
+    """A sound of 2.5 s or more is heard joined to the request first; its new part alone
+    only if the joined transcript has no more words ("So, so, so, ..." over a melody)."""
+    m = Machine()
+    turn = going_on(m)
+    (joined,) = jobs(m(UtteranceEnded(utt(3.5, 8.5), "hangover")), Transcribe)
+    (alone,) = jobs(m.quiet(TranscriptReady(joined, "Run the tests.")), Transcribe)
+    out = m.quiet(TranscriptReady(alone, "So", looped=True), Tick(9.0))
+    assert not [a for a in out if isinstance(a, StopReply | Interrupt | Send)], out
+    assert m.quiet(ReplyPlaying(turn)) == []  # its reply plays when it comes
+
+
 def test_stop_said_over_and_over_in_speech_going_on_with_the_request_still_stops() -> None:
     m = Machine()
     turn = going_on(m, "Delete the build folder.")
