@@ -783,16 +783,13 @@ class TurnTaking:
         # A transcript of a request dropped since is not this speech's.
         heard_at_pause = event.job in request.pause_jobs
         mine = heard_at_pause or event.job in (request.final_job, request.probe_job)
-        at_s = request.pause_jobs.pop(event.job, None)
-        if at_s is not None:
-            request.heard.append((at_s, text))
+        if heard_at_pause:
+            request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
             if self.policy.mode in ("vad", "wake"):  # (with a key, words said after are lost)
                 request.pause.words_end_s = _words_ended_s(request, request.pause)
             self._check_pause(out)
-        elif at_s is not None:
-            self._sound_went_on(request, _Pause(at_s, event.job, None, text=text), out)
         if not request.speaking and request.final_job == event.job:
             if request.tail:
                 request.new_text = text
@@ -805,24 +802,6 @@ class TurnTaking:
                 self._go_on(request, out)  # new words at a pause: no need to wait for the end
         elif mine:
             self._stop_held_reply(request, text, out)
-
-    def _sound_went_on(self, request: _Request, pause: _Pause, out: list[Action]) -> None:
-        """The words of a pause the sound went on from, heard after it did (a melody Silero
-        takes for a voice can resume within the time Whisper takes): when they end a run of
-        pauses with no new words that began the longest pause inside a request ago, the
-        request ends now, as it would have in silence. What the sound held since that pause
-        is transcribed with the rest, so a word in it is not lost; a half-duplex reply waits
-        the longest pause from now."""
-        analyzer = self.policy.analyzer
-        if analyzer is None or not request.speaking or self.policy.mode not in ("vad", "wake"):
-            return
-        since = _words_ended_s(request, pause)
-        if since is None or self._now - since < self.policy.longest_pause_s:
-            return
-        went_on = replace(pause, end_s=self._now, words_end_s=since)
-        evidence = PauseEvidence(pause.text, None, self.policy.model)
-        request.speak_at = _SpeakAt.after(went_on, analyzer, evidence)
-        out.append(EndSegment())
 
     def _probe_text(self, request: _Request, text: str, out: list[Action]) -> None:
         request.probe_job = None

@@ -340,51 +340,6 @@ def test_sound_with_no_words_after_the_last_word_does_not_put_the_end_off(
     assert ended_s is not None and ended_s == pytest.approx(max(ends_s, pauses[-1][0] + 0.25))
 
 
-def sound_goes_on(m: Machine, texts: list[str], every_s: float = 0.8) -> float | None:
-    """Words up to 3.0 s, then a sound taken for a voice that pauses every ``every_s`` and
-    goes on before Whisper has the pause's words (``texts``, one per pause): when the
-    segment was ended, if it was (ticks every 0.1 s)."""
-    m(SpeechStarted(1.0))
-    now = 3.0
-    for text in texts:
-        (job,) = jobs(m(SpeechPaused(utt(1.0, now), 0.12)), Transcribe)
-        m(SpeechResumed(now + 0.2))
-        if EndSegment() in m(Tick(now + 0.3), TranscriptReady(job, text)):
-            return now + 0.3
-        for tick in range(round(now * 10) + 4, round((now + every_s) * 10)):
-            assert m(Tick(tick / 10)) == []
-        now += every_s
-    return None
-
-
-@pytest.mark.parametrize(
-    ("texts", "ends_s"),
-    [
-        ([SUITE] * 4, 4.9),  # the third pause's words: 1.6 s since the last word
-        ([SUITE] * 2, None),  # not yet the longest pause
-        ([SUITE, "Run the test suite and", "Run the test suite and the", SUITE], None),  # words
-        ([SUITE, "Run the test suite and the linter.", SUITE, SUITE], 5.7),  # from "linter"
-    ],
-)
-def test_a_sound_that_goes_on_after_the_last_word_ends_the_request_once_the_longest_pause_is_over(
-    texts: list[str], ends_s: float | None
-) -> None:
-    m = Machine()
-    assert sound_goes_on(m, texts) == pytest.approx(ends_s)
-
-
-def test_what_the_sound_held_after_the_last_word_is_transcribed_with_the_request() -> None:
-    m = Machine()  # half-duplex: the reply waits the longest pause from the segment's end
-    sound_goes_on(m, [SUITE] * 3)
-    (final,) = jobs(m.quiet(UtteranceEnded(utt(1.0, 4.9), "forced")), Transcribe)
-    out = m.quiet(TranscriptReady(final, SUITE))
-    (again,) = [a for a in out if isinstance(a, Transcribe)]  # heard again whole, to be sure
-    send = sent(m.quiet(TranscriptReady(again.job, SUITE)))
-    assert send.text == SUITE and send.speech_end_s == 4.9
-    assert Release(send.turn) not in m(Tick(6.35))
-    assert m.quiet(Tick(6.45)) == [Release(send.turn)]
-
-
 @pytest.mark.parametrize("heard_over_reply", [True, False])
 def test_a_reply_waits_from_the_last_word_where_words_said_over_it_are_heard(
     heard_over_reply: bool,
