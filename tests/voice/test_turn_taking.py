@@ -40,7 +40,7 @@ from voice.turn_events import (
     VerdictReady,
     WakeWord,
 )
-from voice.turn_taking import HOLD_MAX_S, HOLD_QUIET_S, TurnPolicy, TurnTaking, join
+from voice.turn_taking import HOLD_MAX_S, HOLD_QUIET_S, Mode, TurnPolicy, TurnTaking, join
 from voice.vad import (
     OnsetUnconfirmed,
     SpeechDropped,
@@ -338,6 +338,21 @@ def test_sound_with_no_words_after_the_last_word_does_not_put_the_end_off(
         if m(Tick(tick / 100)) == [EndSegment()]:
             ended_s = tick / 100
     assert ended_s is not None and ended_s == pytest.approx(max(ends_s, pauses[-1][0] + 0.25))
+
+
+@pytest.mark.parametrize(("mode", "ends_s"), [("vad", 3.85), ("wake", 3.85), ("ptt-toggle", 3.9)])
+def test_only_hands_free_does_a_sound_with_no_words_not_put_the_end_off(
+    mode: Mode, ends_s: float
+) -> None:
+    """With a key, the microphone closes as the turn ends: words after it would be lost."""
+    m = Machine(replace(POLICY, mode=mode))
+    m(KeyDown(1.0) if mode == "ptt-toggle" else WakeWord(1.0) if mode == "wake" else Tick(1.0))
+    say_request(m, utt(1.0, 3.0), SUITE, 0.99)
+    m(SpeechResumed(3.2))
+    ended = EndSegment() in pause_heard(m, utt(1.0, 3.6), SUITE, 0.99)
+    assert ended is (ends_s < 3.9)
+    if not ended:
+        assert m(Tick(3.89)) == [] and m(Tick(3.9)) == [EndSegment()]
 
 
 @pytest.mark.parametrize("heard_over_reply", [True, False])
