@@ -6,33 +6,29 @@ between the listing and the read is skipped, whatever error that gives (ENOENT, 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
-def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+def _matching(read: Callable[[int], bool]) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if read(int(name)):
+                found.append(int(name))
+        except OSError:
+            continue
+    return found
 
 
 def running(marker: str) -> list[int]:
     """Pids whose command line contains ``marker`` (a tool the agent started)."""
-    found = []
-    for pid in _pids():
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+    return _matching(lambda pid: marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes())
 
 
 def working_in(cwd: Path) -> list[int]:
     """Pids whose working directory is ``cwd`` (the agent, its tools)."""
     target = str(cwd.resolve())
-    found = []
-    for pid in _pids():
-        try:
-            if os.readlink(f"/proc/{pid}/cwd") == target:
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+    return _matching(lambda pid: os.readlink(f"/proc/{pid}/cwd") == target)

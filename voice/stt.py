@@ -99,7 +99,7 @@ _MIN_REPEATS = 3
 _MIN_REPEATS_OF_ONE_WORD = 5  # "no, no, no" can be meant; five times is a loop
 # Whisper also loops on a letter inside a word (live, over music: "old-s-y-y-y-y-y-y-...").
 _LETTER_LOOP = re.compile(r"\b([^\W\d_])(?:-\1){4,}\b", re.IGNORECASE)
-_TRAILING = re.compile(r"\W*$")
+_TRAILING = re.compile(r"\W+$")
 # More words a second than anyone says: beyond one window, only such a text is cut of repeats.
 MAX_WORDS_PER_S = 5.0
 
@@ -138,7 +138,7 @@ def collapse_repeats(text: str) -> tuple[str, str]:
 
     def word_end(token: int) -> int:
         start, end = tokens[token]
-        return start + _TRAILING.search(text[start:end]).start()  # type: ignore[union-attr]
+        return start + len(_TRAILING.sub("", text[start:end]))
 
     # Each repeat goes, with what joins it to the one before: from the end of the first
     # occurrence's last word to the end of the last repeat's (its punctuation stays).

@@ -787,7 +787,7 @@ class TurnTaking:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
             request.pause.text = text
-            if self.policy.mode in ("vad", "wake"):  # (with a key, words said after are lost)
+            if not self._ptt:  # (with a key, words said after the end would be lost)
                 request.pause.words_end_s = _words_ended_s(request, request.pause)
             self._check_pause(out)
         if not request.speaking and request.final_job == event.job:
