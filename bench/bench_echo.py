@@ -31,7 +31,9 @@ device hands the loop:
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -96,6 +98,17 @@ PAUSING = "pausing the reply"
 # or a reopened stream whose room is not learnt yet.
 STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
 LEARNT = ("has learnt the room", "has found the echo again")
+
+
+def stall_kind(log: str) -> str:
+    """What a stall did, from the listener's log over the run: left the microphone behind
+    (gated until the stream is reopened), came while the canceller was (again) learning the
+    room (gated until it has), moved the echo of a learnt room, or neither."""
+    if STALLS[0] in log:
+        return "behind"
+    if "while the canceller was learning" in log or STALLS[2] in log:
+        return "learning the room"
+    return "moved" if f"{STALLS[1]}:" in log else "no underrun"
 
 
 def gated(log: str, since: int = 0) -> bool:
@@ -367,6 +380,10 @@ class BargeIns:
     sent: list[float] = field(default_factory=list)  # when it went to the agent
     replied: list[float] = field(default_factory=list)  # its own reply's first sample
     log: str = ""  # the listener's whole log (--log)
+    # --stall-ms: per voice, what the stall before it did (an underrun that moved the echo,
+    # a microphone left behind, or neither) and whether the voice stopped the reply
+    stalls: list[tuple[str, bool]] = field(default_factory=list)
+    stalled_wers: list[float] = field(default_factory=list)  # ... the requests heard
 
 
 def barge_ins(
@@ -377,6 +394,7 @@ def barge_ins(
     seed: int,
     music_runs: int = 0,
     music_dbfs: float = -35.0,
+    stall_ms: float = 0.0,
 ) -> BargeIns:
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
@@ -401,9 +419,21 @@ def barge_ins(
             ask()  # learn the room
             listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
             done = listener.settled()
+
+            def stall(at_s: float) -> None:
+                """Stop the listener for ``stall_ms`` at ``at_s`` (a busy machine: its audio
+                callback underruns while the reply plays)."""
+                time.sleep(max(0.0, at_s - time.monotonic()))
+                assert listener.process is not None
+                os.kill(listener.process.pid, signal.SIGSTOP)
+                time.sleep(stall_ms / 1000)
+                os.kill(listener.process.pid, signal.SIGCONT)
+
             for _ in range(quiet_runs):
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
-                ask()
+                started_s = ask()
+                if stall_ms:
+                    stall(started_s + 0.5)
                 listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
                 done = listener.settled()
                 time.sleep(1.0)
@@ -426,11 +456,15 @@ def barge_ins(
                 finally:
                     player.kill()
                 done = listener.settled()
-            for name, voice in voices:
+            for n, (name, voice) in enumerate(voices):
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)
                 since = len(listener.log())
                 started_s = ask()
-                time.sleep(max(0.0, started_s + rng.uniform(1.0, 2.5) - time.monotonic()))
+                voice_s = started_s + rng.uniform(1.0, 2.5)
+                stalled = stall_ms > 0 and n % 2 == 0  # every other voice: rare, as in life
+                if stalled:  # 0.3-0.9 s before the voice, in the reply
+                    stall(max(started_s + 0.2, voice_s - rng.uniform(0.3, 0.9)))
+                time.sleep(max(0.0, voice_s - time.monotonic()))
                 fed_s = time.monotonic()
                 rig.feed(voice, RATE).wait(30)
                 try:
@@ -442,6 +476,8 @@ def barge_ins(
                     # was not heard, and there is no second turn to wait for.
                     print(f"  {name}: the reply was gated (a stall, or not learnt); not heard")
                     out.gated += 1
+                    if stalled:
+                        out.stalls.append((stall_kind(listener.log()[since:]), False))
                     done = listener.settled()
                     continue
                 done = listener.settled()
@@ -453,6 +489,11 @@ def barge_ins(
                 out.paused += listener.count(PAUSING) > pauses
                 said = listener.turns()[-1]["said"]
                 out.answered.append(wer(references[name], said))
+                if stalled:
+                    kind = stall_kind(listener.log()[since:])
+                    out.stalls.append((kind, listener.count(STOPPING) > stops))
+                    out.stalled_wers.append(out.answered[-1])
+                    print(f"  {name}: after the stall ({kind}), heard {said!r}")
                 # The voices never say these: the question's words (whose reply is the
                 # echo) in the request are the question joined, or the reply's echo heard.
                 heard = said.lower()
@@ -563,6 +604,18 @@ def report_barge_ins(barge: BargeIns) -> None:
         f"  replies to a voice said over a reply that stopped anyway: {barge.answers_stopped}"
         f" of {barge.answers}"
     )
+    if barge.stalls:
+        kinds = sorted({kind for kind, _ in barge.stalls})
+        told = [
+            f"{kind}: heard {sum(h for k, h in barge.stalls if k == kind)}"
+            f" of {sum(k == kind for k, _ in barge.stalls)}"
+            for kind in kinds
+        ]
+        print(
+            "  voices after a stall of the listener (0.3-0.9 s before every other one):"
+            f" {'; '.join(told)};"
+            f" mean WER of the requests heard {np.mean(barge.stalled_wers or [np.nan]):.2f}"
+        )
     if barge.music_runs:
         print(
             f"  ... with a melody at {barge.music_dbfs:.0f} dBFS playing in the room:"
@@ -609,6 +662,13 @@ def main() -> int:
         "--quieter-db", type=float, default=0.0, help="voices this much quieter than the echo"
     )
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--stall-ms",
+        type=float,
+        default=0.0,
+        help="stop the listener this long (an underrun) in each quiet reply, and 0.3-0.9 s"
+        " before every other voice",
+    )
     parser.add_argument("--log", type=Path, help="write the barge-in listener's log here")
     parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
@@ -639,7 +699,14 @@ def main() -> int:
     def barge_in_runs(rig: PulseRig) -> BargeIns:
         print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
         return barge_ins(
-            rig, question, chosen, args.quiet_runs, args.seed, args.music_runs, args.music_dbfs
+            rig,
+            question,
+            chosen,
+            args.quiet_runs,
+            args.seed,
+            args.music_runs,
+            args.music_dbfs,
+            args.stall_ms,
         )
 
     if args.barge_in_only:

@@ -73,8 +73,9 @@ class EchoState(Protocol):
     """An echo-cancelled microphone, as the loop sees it."""
 
     @property
-    def echo_learnt(self) -> bool:
-        """True once the echo is reliably removed: the loop then gates nothing."""
+    def hears_over_reply(self) -> bool:
+        """True while a voice over the reply can be told from its echo (the canceller has
+        learnt the room, or found where an underrun moved it): the loop then gates nothing."""
         ...
 
     @property

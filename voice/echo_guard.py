@@ -276,6 +276,10 @@ MAX_DELAY_FRAMES = 50  # 500 ms: as far as WebRTC's canceller looks
 ESTIMATE_EVERY = 50  # frames: the delay drifts by a fraction of a millisecond a second
 MIN_MATCH = 0.6  # a delay is believed when the level envelopes correlate this well there
 DELAY_SLACK = 2  # frames either side of the delay: it is known to 10 ms
+# After an underrun the echo can come up to this many frames later (or sooner) than the delay
+# found before it, until the canceller has found it again: a stall short of reopening the
+# stream (voice.devices.duplex.BEHIND_S, 100 ms) moved it 40 ms in the rig, and up to 90 ms.
+MOVED_SLACK = 10
 LOUD_PLAYED_DBFS = -40.0  # played frames loud enough to measure the echo's loss with
 LOSS_PERCENTILE = 30  # a voice over the reply makes (heard - played) high: read low
 ECHO_MARGIN_DB = 3.0  # a voice makes the microphone at least this much louder than the echo
@@ -294,10 +298,17 @@ class EchoGate:
     that caught every leak that started a turn and kept a voice as loud as the echo (its
     louder syllables get through); a voice clearly quieter than the echo at the microphone
     does not stop the reply: speak up to interrupt it.
+
+    After an underrun (:meth:`moved`) the echo can have moved: the expected echo is then the
+    loudest of what was played :data:`MOVED_SLACK` frames either side of the delay, until
+    :meth:`found` says the canceller has found the echo again. A voice has to be louder than
+    the reply's loudest stretch around it to be heard, but it is heard.
     """
 
     def __init__(self) -> None:
+        self.slack = DELAY_SLACK  # frames either side of the delay the echo may come at
         self.delay: int | None = None  # frames from played to heard
+        self._fresh_delay: int | None = None  # the delay when the room was first learnt
         self.loss_db: float | None = None  # heard minus played, for the echo alone
         self._played: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._heard: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
@@ -307,7 +318,11 @@ class EchoGate:
         self.expected_db: float | None = None
 
     def reset(self) -> None:
-        self.delay = self.loss_db = self.expected_db = None
+        self.slack = DELAY_SLACK
+        self.delay = self.loss_db = self.expected_db = self._fresh_delay = None
+        self._forget()
+
+    def _forget(self) -> None:
         self._played.clear()
         self._heard.clear()
         self._count = 0
@@ -327,6 +342,25 @@ class EchoGate:
             return True
         return is_residue(heard, left)
 
+    def moved(self) -> None:
+        """An underrun: the echo may come up to :data:`MOVED_SLACK` frames away from the
+        delay found so far, as loud as before (its loss is kept meanwhile)."""
+        self.slack = MOVED_SLACK
+
+    def found(self) -> None:
+        """The canceller removes the echo (again): it is where the delay says."""
+        self.slack = DELAY_SLACK
+        if self._fresh_delay is None:
+            self._fresh_delay = self.delay
+
+    def reopened(self) -> None:
+        """The same devices on a fresh stream (the microphone had fallen behind): the echo
+        comes about where it came when the room was learnt, as loud as before."""
+        self._forget()
+        if self._fresh_delay is not None:
+            self.delay = self._fresh_delay
+        self.moved()
+
     def skip(self) -> None:
         """A frame while nothing plays, not looked at (the canceller rests): silence."""
         self.expected_db = None
@@ -339,8 +373,8 @@ class EchoGate:
         if self.delay is None or self.loss_db is None:
             return None
         newest = len(self._played) - 1
-        lo = max(0, newest - self.delay - DELAY_SLACK)
-        hi = min(newest, newest - self.delay + DELAY_SLACK)
+        lo = max(0, newest - self.delay - self.slack)
+        hi = min(newest, newest - self.delay + self.slack)
         if hi < lo:
             return None
         loudest = max(self._played[i] for i in range(lo, hi + 1))
@@ -362,6 +396,8 @@ class EchoGate:
             self.delay = best_lag
         if self.delay is None:
             return
+        if self.slack == MOVED_SLACK:
+            return  # a moved echo is as loud as before: measured where it was, it reads low
         a, b = played[: len(played) - self.delay], heard[self.delay :]
         loud = a > LOUD_PLAYED_DBFS
         if loud.sum() >= 20:

@@ -194,10 +194,10 @@ class VoiceLoop:
     @property
     def _gate(self) -> bool:
         """Whether the assistant's own sound is gated: not with ``turn.barge_in``, nor once
-        the echo canceller (``audio.echo_cancel``) reliably removes it."""
+        the echo canceller (``audio.echo_cancel``) tells a voice from the echo."""
         if self.config.turn.barge_in:
             return False
-        return self._echo is None or not self._echo.echo_learnt
+        return self._echo is None or not self._echo.hears_over_reply
 
     # ---- from other threads ------------------------------------------------------------------
     def post(self, event: Event) -> None:
@@ -372,7 +372,7 @@ class VoiceLoop:
         DuplexDevice.needs_reopen): start it afresh while nothing is heard or played."""
         log.warning(
             "the microphone fell %.0f ms behind the speaker (the audio callback stalled): "
-            "reopening the stream (the echo canceller learns the room again; if this repeats, "
+            "reopening the stream (the echo canceller finds the echo again; if this repeats, "
             "raise audio.output_latency)",
             getattr(self.source, "behind_s", 0.0) * 1000,
         )

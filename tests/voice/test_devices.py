@@ -31,6 +31,7 @@ from voice.devices import (
 )
 from voice.devices.duplex import IDLE_AFTER_FRAMES, SETTLED_FRAMES
 from voice.devices.speaker import PAUSE_LIMIT_S
+from voice.echo_guard import DELAY_SLACK, MOVED_SLACK
 
 RATE = 16000
 
@@ -375,12 +376,16 @@ def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     assert not device.needs_reopen  # ... not yet for long enough to be sure
     callbacks([0.36] * 5)
     assert device.needs_reopen and not device.echo_learnt
+    device.monitor.relearning = True  # even where the gate would look around a moved echo
+    assert not device.hears_over_reply  # ... so far behind, it is gated until reopened
     assert device.behind_s == pytest.approx(0.34)  # what the log says
 
 
-def test_an_underrun_gates_the_reply_and_whisper_hears_aec3_until_the_echo_is_found() -> None:
-    """PortAudio's underrun flag goes with its block to the reader: from that block on,
-    the reply is gated (EchoMonitor.moved) and the linear canceller is distrusted."""
+def test_an_underrun_widens_the_gate_and_whisper_hears_aec3_until_the_echo_is_found() -> None:
+    """PortAudio's underrun flag goes with its block to the reader: from that block on, the
+    canceller must prove itself again (EchoMonitor.moved), the gate looks for the echo around
+    where it was (a voice over the reply is still heard: never half-duplex, which lost its
+    words), and the linear canceller is distrusted. Found again, the gate narrows."""
     device = DuplexDevice(AudioConfig(), NoCanceller(), words=Answers("far"))
     device.rate, device._stream = 16000, SimpleNamespace(active=True)
     device._reset(16000, 100)
@@ -395,9 +400,49 @@ def test_an_underrun_gates_the_reply_and_whisper_hears_aec3_until_the_echo_is_fo
     assert [xrun for *_, xrun in device._blocks] == [False, True, False]
     assert device.xruns == 1
     assert device.echo_learnt and device.words_whole  # nothing read yet
+    assert device.gate.slack == DELAY_SLACK
     device.read(1.0)
     assert not device.echo_learnt and device.monitor.relearning
+    assert device.hears_over_reply and device.gate.slack == MOVED_SLACK
     assert not device.linear.trusted and not device.words_whole
+    # A canceller that removes the echo again: two good windows of played sound find it.
+    device.canceller = SimpleNamespace(process=lambda near, far: near // 1000)
+    loud = np.full(160, 8000, dtype=np.int16)
+    for _ in range(2 * device.monitor.frames_per_window):
+        device._cancel(loud, loud)
+    assert device.echo_learnt
+    assert device.gate.slack == DELAY_SLACK
+
+
+@pytest.mark.parametrize("behind", [True, False])
+def test_a_stream_reopened_because_the_microphone_fell_behind_keeps_the_room(
+    monkeypatch: pytest.MonkeyPatch, behind: bool
+) -> None:
+    """The loop reopens a stream whose microphone fell behind: the same devices, the same
+    room. The canceller then finds the echo again as after an underrun, and the gate looks
+    for it where it was when the room was learnt, so a voice over the next reply is heard
+    (learning anew gated its first 2 s). Any other reopen (a device lost) learns anew."""
+    device = DuplexDevice(AudioConfig(), NoCanceller())
+    device._reset(16000, 100)
+    device.rate = 16000
+    device.gate.delay, device.gate.loss_db = 9, -2.0
+    device.monitor.learnt = True
+    device.gate.found()  # learnt at a delay of 9 frames ...
+    device.gate.delay = 21  # ... and the echo came 120 ms later once the microphone fell behind
+    monkeypatch.setattr(DuplexDevice, "needs_reopen", property(lambda self: behind))
+    monkeypatch.setattr(DuplexDevice, "close", lambda self: None)
+    monkeypatch.setattr(
+        DuplexDevice, "open", lambda self: self._reset(16000, 100, keep_room=self._keep_room)
+    )
+    device.reopen()
+    assert not device.echo_learnt
+    if behind:
+        assert device.monitor.relearning
+        assert (device.gate.delay, device.gate.loss_db) == (9, -2.0)
+        assert device.gate.slack == MOVED_SLACK
+    else:
+        assert not device.monitor.relearning
+        assert device.gate.delay is None and device.gate.loss_db is None
 
 
 @pytest.mark.rig
@@ -602,3 +647,4 @@ def test_an_underrun_while_a_reply_teaches_the_room_says_the_count_starts_over(
         device._process(bytes(2 * 320), bytes(2 * 320), 0.0, xrun=True)
     assert ("while the canceller was learning" in caplog.text) is said
     assert not device.echo_learnt
+    assert not device.hears_over_reply  # never learnt on this stream: half-duplex

@@ -11,9 +11,11 @@ from voice.audio import AudioChunk
 from voice.config import VadConfig
 from voice.echo import FRAME
 from voice.echo_guard import (
+    DELAY_SLACK,
     ECHO_MARGIN_DB,
     LEARNT_WINDOWS,
     LINEAR_LOST_AFTER_FRAMES,
+    MOVED_SLACK,
     RELEARN_WINDOW_FRAMES,
     RELEARN_WINDOWS,
     WINDOW_FRAMES,
@@ -348,6 +350,68 @@ def test_the_gate_follows_a_delay_that_drifts_and_forgets_on_reset() -> None:
     gate.reset()
     assert gate.delay is None and gate.loss_db is None and gate.expected_echo_db() is None
     assert gate.expected_db is None
+
+
+def test_after_an_underrun_the_gate_looks_for_the_echo_around_where_it_was() -> None:
+    """A stall moved the echo 40 ms later (as in the rig). The gate as it was lets the moved
+    echo's onsets through; told the echo moved, it lets none through until the canceller has
+    found it, and then looks where the delay says again."""
+    played = reply_levels(700)
+    judged = {}
+    for moved in (False, True):
+        gate = EchoGate()
+        Room(played, delay=9).run(gate, range(400))
+        loss = gate.loss_db
+        if moved:
+            gate.moved()
+        judged[moved] = Room(played, delay=13).run(gate, range(400, 500))
+        assert gate.delay == 9  # the history still holds the echo where it was
+        assert (gate.loss_db == loss) is moved  # measured there, a moved echo reads low
+    echoes = [t for t in range(400, 500) if played[t - 13] > -45]
+    assert sum(judged[False][t] for t in echoes) >= 5  # leaks that would stop the reply
+    assert not any(judged[True][t] for t in echoes)
+    assert gate.slack == MOVED_SLACK
+    gate.found()
+    assert gate.slack == DELAY_SLACK
+    gate.moved()
+    gate.reset()  # a new stream: nothing known, nothing moved
+    assert gate.slack == DELAY_SLACK
+
+
+def test_a_reopened_stream_s_echo_is_looked_for_where_the_room_was_learnt() -> None:
+    played = reply_levels(1500)
+    gate = EchoGate()
+    Room(played, delay=9).run(gate, range(400))
+    gate.found()  # the canceller learnt the room
+    Room(played, delay=21).run(gate, range(400, 1200))  # the microphone fell behind
+    assert gate.delay == 21
+    loss = gate.loss_db
+    gate.reopened()  # in step again, as when it was learnt
+    assert (gate.delay, gate.loss_db, gate.slack) == (9, loss, MOVED_SLACK)
+    passed = Room(played, delay=9).run(gate, range(1200, 1300))
+    assert not any(passed[t] for t in passed if played[t - 9] > -45)
+
+
+@pytest.mark.parametrize(("over_db", "heard"), [(6.0, True), (-6.0, False)])
+def test_a_moved_echo_still_lets_through_a_voice_louder_than_the_reply_around_it(
+    over_db: float, heard: bool
+) -> None:
+    """Half-duplex after an underrun lost every word said over the rest of the reply. Now a
+    voice louder than the loudest echo around it (a voice as loud as the reply, over its
+    quieter syllables) is heard over the moved echo; one under it is still taken for echo."""
+    played = reply_levels(700)
+    gate = EchoGate()
+    Room(played, delay=9).run(gate, range(400))
+    gate.moved()
+    room = Room(played, delay=13)
+    loudest = {
+        t: max(room.echo(u) for u in range(t - MOVED_SLACK, t + MOVED_SLACK + 1))
+        for t in range(400, 480)
+    }
+    voice = {t: loudest[t] + over_db for t in loudest if loudest[t] > -45}
+    passed = room.run(gate, range(400, 480), voice=voice)
+    share = np.mean([passed[t] for t in voice])
+    assert share > 0.9 if heard else share < 0.1, share
 
 
 # ---- what the segmenter does with it -----------------------------------------------------------

@@ -48,9 +48,9 @@ def loud_ms(utterance: Utterance) -> int:
 
 @dataclasses.dataclass
 class FakeEcho:
-    """An echo-cancelled source's word on whether the canceller has learnt the room."""
+    """An echo-cancelled source's word on whether a voice over the reply can be told from it."""
 
-    echo_learnt: bool
+    hears_over_reply: bool
     words_whole: bool = True
 
 
@@ -183,7 +183,7 @@ def test_with_the_echo_cancelled_speech_over_the_reply_stops_it_once_learnt(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
         stt=over_the_reply("And what about tomorrow?"),
         turn={"smart_endpoint": False},
-        echo=FakeEcho(echo_learnt=learnt),
+        echo=FakeEcho(hears_over_reply=learnt),
     )
     assert wait_until(lambda: rig.source.frames_read > 330)  # the whole script has gone by
     if learnt:  # the second tone stopped the reply and is a request of its own
@@ -206,7 +206,7 @@ def test_the_replys_own_words_heard_back_over_it_are_not_a_request(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
         stt=over_the_reply("Keep the speaker busy for, while."),
         turn={"smart_endpoint": smart_endpoint},
-        echo=FakeEcho(echo_learnt=True),
+        echo=FakeEcho(hears_over_reply=True),
     )
     with caplog.at_level(logging.INFO, logger="voice.loop"):
         assert wait_until(lambda: rig.source.frames_read > 330)  # the whole script has gone by
@@ -229,7 +229,7 @@ def test_the_replys_own_words_before_a_voice_are_cut_from_its_request(
     rig = make_rig(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
         stt=over_the_reply("Keep the speaker busy. And what about tomorrow?"),
-        echo=FakeEcho(echo_learnt=True),
+        echo=FakeEcho(hears_over_reply=True),
     )
     with caplog.at_level(logging.INFO, logger="voice.loop"):
         assert wait_until(lambda: len(rig.conversation.messages) == 2), rig.conversation.messages
@@ -246,7 +246,7 @@ def test_a_stop_says_when_the_words_over_the_reply_were_heard_through_aec3(
         silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
         stt=over_the_reply("And what about tomorrow?"),
         turn={"smart_endpoint": False},
-        echo=FakeEcho(echo_learnt=True, words_whole=whole),
+        echo=FakeEcho(hears_over_reply=True, words_whole=whole),
     )
     with caplog.at_level(logging.INFO, logger="voice.loop"):
         assert wait_until(lambda: rig.source.frames_read > 330)

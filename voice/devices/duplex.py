@@ -91,6 +91,7 @@ class DuplexDevice(Speaker):
         self.words_canceller = words
         self.linear = LinearMonitor()
         self._echo_moved = False  # needs_reopen, as of the blocks being processed
+        self._keep_room = False  # the next open is a reopen into the same room (reopen)
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
@@ -150,7 +151,8 @@ class DuplexDevice(Speaker):
             raise DeviceError(f"cannot open {where} as one full-duplex stream: {e}") from None
         latency_in, latency_out = (float(x) for x in stream.latency)
         self.stream_delay_s = latency_in + latency_out
-        self._reset(rate, round(self.stream_delay_s * 1000))
+        keep_room, self._keep_room = self._keep_room and rate == self.rate, False
+        self._reset(rate, round(self.stream_delay_s * 1000), keep_room=keep_room)
         self.rate = rate
         self.latency_s = latency_out
         self._failure = None
@@ -185,8 +187,18 @@ class DuplexDevice(Speaker):
             "that one full-duplex stream needs"
         )
 
-    def _reset(self, rate: int, delay_ms: int) -> None:
-        """A new stream: ``delay_ms`` is its latency, the shortest the echo can take."""
+    def reopen(self) -> None:
+        """Close and open again. Reopened because the microphone fell behind
+        (:attr:`needs_reopen`), the stream plays into the same room: what the canceller and
+        the gate know of it is kept, and the echo is found again as after an underrun (a
+        voice over the next reply is heard; learning anew gated its first 2 s). Any other
+        reopen (a device lost) learns the room anew."""
+        self._keep_room = self.needs_reopen
+        super().reopen()
+
+    def _reset(self, rate: int, delay_ms: int, *, keep_room: bool = False) -> None:
+        """A new stream: ``delay_ms`` is its latency, the shortest the echo can take;
+        ``keep_room``: on the same devices, whose room the canceller had learnt."""
         import soxr
 
         with self._process_lock:  # a reopen runs on any thread, beside a read
@@ -208,8 +220,12 @@ class DuplexDevice(Speaker):
                 self._lags.clear()
                 self._least_lag_s = float("inf")
             self._clear_pending()
-            self.monitor.reset()  # maybe another device, another room: learn it again
-            self.gate.reset()
+            if keep_room and (self.monitor.learnt or self.monitor.relearning):
+                self.monitor.moved()
+                self.gate.reopened()
+            else:
+                self.monitor.reset()  # maybe another device, another room: learn it again
+                self.gate.reset()
 
     @property
     def needs_reopen(self) -> bool:
@@ -236,6 +252,18 @@ class DuplexDevice(Speaker):
         has learnt the room again (a reply that heard its own echo stopped itself, and the
         echo became a request whose reply did the same, in a loop)."""
         return self.monitor.learnt and not self.needs_reopen
+
+    @property
+    def hears_over_reply(self) -> bool:
+        """Whether a voice over the reply can be told from its echo, so the loop gates
+        nothing: the canceller has learnt the room (:attr:`echo_learnt`), or had learnt it
+        before an underrun moved the echo a little, and the gate looks for the echo around
+        where it was (:meth:`EchoGate.moved`) until the canceller finds it again. Half-duplex
+        there lost every word said over the rest of the reply: a voice keeps the canceller
+        from proving itself. A microphone left behind (:attr:`needs_reopen`) is gated."""
+        if self.needs_reopen:
+            return False
+        return self.monitor.learnt or self.monitor.relearning
 
     @property
     def words_whole(self) -> bool:
@@ -400,10 +428,12 @@ class DuplexDevice(Speaker):
         can now come tens of milliseconds later than the cancellers look for it. Until they
         have shown that they remove it again, the reply is gated and Whisper hears AEC3."""
         self.linear.reset()
+        self.gate.moved()
         if self.monitor.moved():
             log.info(
-                "an audio underrun may have moved the echo: the microphone is gated while "
-                "the assistant speaks until the canceller removes it again"
+                "an audio underrun may have moved the echo: a voice over the reply must be "
+                "louder than the reply's loudest stretch around it until the canceller "
+                "removes the echo again"
             )
         elif self._quiet <= IDLE_AFTER_FRAMES:  # learning the room from a reply
             log.info(
@@ -435,6 +465,7 @@ class DuplexDevice(Speaker):
         cleaned = self.canceller.process(near, far)
         relearning = self.monitor.relearning
         if self.monitor.update(near, cleaned, far):
+            self.gate.found()
             log.info(
                 "the echo canceller has %s (%.0f dB of echo removed): "
                 "the microphone stays live while the assistant speaks",
