@@ -405,8 +405,9 @@ def main() -> int:
         " Echo delay: where the echo gate finds the echo after what was played (it looks up to"
         " 500 ms, WebRTC's canceller about as far). Leaked frames: 30 ms frames of a reply's"
         " echo the loop would take for voice (webrtcvad voiced, over -60 dBFS, not marked echo)."
-        " After a reopen the canceller learns the room again, and until then the loop is"
-        " half-duplex: those frames are gated. Microphone lag: a tone fed into the microphone"
+        " A reopen keeps the room: until the canceller has found the echo again, the gate"
+        " looks for it 100 ms either side of where the room was learnt, and the loop is not"
+        " half-duplex: those frames would reach it. Microphone lag: a tone fed into the microphone"
         " -> the first frame of it the device hands the loop (median of 3): how late every word"
         " is heard."
     )

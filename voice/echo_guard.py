@@ -6,7 +6,7 @@ cards whose clocks drift apart, an underrun on a busy machine), and as a faint r
 webrtcvad calls speech whatever its level. Three guards, all on 10 ms frames of what the
 microphone heard, what the canceller left and what was played in the same callbacks:
 
-- :class:`EchoMonitor`: has the canceller learnt the room? Until then the loop stays
+- :class:`EchoMonitor`: has the canceller learnt the room? Until it first has, the loop stays
   half-duplex (the microphone gated while the assistant speaks).
 - :class:`EchoGate`: a frame no louder at the microphone than the echo the played sound
   makes there is echo, whatever the canceller left of it. A voice over the reply makes the
@@ -138,10 +138,10 @@ class EchoMonitor:
     until :meth:`reset` (a reopened stream), or until :meth:`moved` (an underrun, after which
     the echo can come tens of milliseconds later: the canceller leaks until it finds it
     again, and a reply heard that way stopped itself); then :data:`RELEARN_WINDOWS` good
-    windows of :data:`RELEARN_WINDOW_FRAMES` learn it again. Speech over a reply, or a room
-    where the echo is never removed well (a headset, where ``turn.barge_in`` is the setting
-    to use), only keeps it half-duplex: the failure mode is the old behaviour, never hearing
-    itself.
+    windows of :data:`RELEARN_WINDOW_FRAMES` learn it again (meanwhile :class:`EchoGate`
+    looks for the moved echo around where it was). Speech over a reply, or a room where the
+    echo is never removed well (a headset, where ``turn.barge_in`` is the setting to use),
+    only keeps it half-duplex: the failure mode is the old behaviour, never hearing itself.
     """
 
     def __init__(
@@ -276,10 +276,10 @@ MAX_DELAY_FRAMES = 50  # 500 ms: as far as WebRTC's canceller looks
 ESTIMATE_EVERY = 50  # frames: the delay drifts by a fraction of a millisecond a second
 MIN_MATCH = 0.6  # a delay is believed when the level envelopes correlate this well there
 DELAY_SLACK = 2  # frames either side of the delay: it is known to 10 ms
-# After an underrun the echo can come up to this many frames later (or sooner) than the delay
-# found before it, until the canceller has found it again: a stall short of reopening the
-# stream (voice.devices.duplex.BEHIND_S, 100 ms) moved it 40 ms in the rig, and up to 90 ms.
-MOVED_SLACK = 10
+# After an underrun the echo can come this many frames later (or sooner) than the delay found
+# before it: a stall short of reopening the stream (voice.devices.duplex.BEHIND_S, 100 ms)
+# moved it 40 ms in the rig, and up to 90 ms; plus the delay's own slack.
+MOVED_SLACK = 12
 LOUD_PLAYED_DBFS = -40.0  # played frames loud enough to measure the echo's loss with
 LOSS_PERCENTILE = 30  # a voice over the reply makes (heard - played) high: read low
 ECHO_MARGIN_DB = 3.0  # a voice makes the microphone at least this much louder than the echo
@@ -300,15 +300,15 @@ class EchoGate:
     does not stop the reply: speak up to interrupt it.
 
     After an underrun (:meth:`moved`) the echo can have moved: the expected echo is then the
-    loudest of what was played :data:`MOVED_SLACK` frames either side of the delay, until
-    :meth:`found` says the canceller has found the echo again. A voice has to be louder than
-    the reply's loudest stretch around it to be heard, but it is heard.
+    loudest of what was played :data:`MOVED_SLACK` frames either side of the delay, its loss
+    as measured before, until the history holds only frames after the move (3 s, when the
+    delay and loss found in it hold again) and :meth:`found` has said the canceller removes
+    the echo again. A voice has to be louder than the reply's loudest stretch around it to
+    be heard meanwhile, but it is heard.
     """
 
     def __init__(self) -> None:
-        self.slack = DELAY_SLACK  # frames either side of the delay the echo may come at
         self.delay: int | None = None  # frames from played to heard
-        self._fresh_delay: int | None = None  # the delay when the room was first learnt
         self.loss_db: float | None = None  # heard minus played, for the echo alone
         self._played: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
         self._heard: collections.deque[float] = collections.deque(maxlen=HISTORY_FRAMES)
@@ -316,10 +316,23 @@ class EchoGate:
         # The echo's level expected in the last frame judged (expected_echo_db), for the
         # device's other uses of it: worked out once per frame on the audio path.
         self.expected_db: float | None = None
+        self._fresh_delay: int | None = None  # the delay when the room was first learnt
+        self._since_moved: int | None = None  # frames since an underrun moved the echo
+        self._found = False  # ... and the canceller has found it again since
+
+    @property
+    def slack(self) -> int:
+        """Frames either side of the delay the echo may come at."""
+        return DELAY_SLACK if self._since_moved is None else MOVED_SLACK
+
+    @property
+    def knows_echo(self) -> bool:
+        """Whether the gate can say what is echo: it has found the echo's delay and loss."""
+        return self.delay is not None and self.loss_db is not None
 
     def reset(self) -> None:
-        self.slack = DELAY_SLACK
         self.delay = self.loss_db = self.expected_db = self._fresh_delay = None
+        self._since_moved, self._found = None, False
         self._forget()
 
     def _forget(self) -> None:
@@ -327,13 +340,20 @@ class EchoGate:
         self._heard.clear()
         self._count = 0
 
+    def _push(self, played_db: float, heard_db: float) -> None:
+        self._played.append(played_db)
+        self._heard.append(heard_db)
+        if self._since_moved is not None:
+            self._since_moved += 1
+            if self._found and self._since_moved >= HISTORY_FRAMES:
+                self._since_moved = None  # found, and judged on the moved echo alone
+
     def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
         ``heard``, ``left``: the microphone before and after the canceller; ``played``: what
         was played in the same callbacks."""
         heard_db = max(FLOOR_DBFS, db(power(heard)))
-        self._played.append(max(FLOOR_DBFS, db(power(played))))
-        self._heard.append(heard_db)
+        self._push(max(FLOOR_DBFS, db(power(played))), heard_db)
         self._count += 1
         if self._count % ESTIMATE_EVERY == 0:
             self._estimate()
@@ -344,28 +364,32 @@ class EchoGate:
 
     def moved(self) -> None:
         """An underrun: the echo may come up to :data:`MOVED_SLACK` frames away from the
-        delay found so far, as loud as before (its loss is kept meanwhile)."""
-        self.slack = MOVED_SLACK
+        delay found so far, as loud as before."""
+        self._since_moved, self._found = 0, False
 
     def found(self) -> None:
-        """The canceller removes the echo (again): it is where the delay says."""
-        self.slack = DELAY_SLACK
+        """The canceller removes the echo (again); the first time, it has learnt the room at
+        the delay found now."""
+        self._found = True
         if self._fresh_delay is None:
             self._fresh_delay = self.delay
 
-    def reopened(self) -> None:
+    def reopened(self) -> bool:
         """The same devices on a fresh stream (the microphone had fallen behind): the echo
-        comes about where it came when the room was learnt, as loud as before."""
+        comes about where it came when the room was learnt, as loud as before. False (and
+        all is forgotten) when that is not known."""
+        if self._fresh_delay is None or self.loss_db is None:
+            self.reset()
+            return False
         self._forget()
-        if self._fresh_delay is not None:
-            self.delay = self._fresh_delay
+        self.delay = self._fresh_delay
         self.moved()
+        return True
 
     def skip(self) -> None:
         """A frame while nothing plays, not looked at (the canceller rests): silence."""
         self.expected_db = None
-        self._played.append(FLOOR_DBFS)
-        self._heard.append(FLOOR_DBFS)
+        self._push(FLOOR_DBFS, FLOOR_DBFS)
 
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
@@ -396,8 +420,9 @@ class EchoGate:
             self.delay = best_lag
         if self.delay is None:
             return
-        if self.slack == MOVED_SLACK:
-            return  # a moved echo is as loud as before: measured where it was, it reads low
+        moved = self._since_moved is not None and self._since_moved < HISTORY_FRAMES
+        if moved and self.loss_db is not None:
+            return  # as loud as before: measured across the move, it would read low
         a, b = played[: len(played) - self.delay], heard[self.delay :]
         loud = a > LOUD_PLAYED_DBFS
         if loud.sum() >= 20:

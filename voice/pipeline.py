@@ -100,7 +100,7 @@ def build_loop(
     """The loop for ``source`` and ``sink``: segmenter, turn-taking machine and engines.
 
     ``detector`` replaces webrtcvad (tests). ``echo``: the source cancels the speaker's echo
-    (:class:`~voice.devices.duplex.DuplexDevice`); once it has learnt the room, the
+    (:class:`~voice.devices.duplex.DuplexDevice`); once it tells a voice from the echo, the
     assistant's own sound is no longer gated and speech over a reply stops it.
     ``idle_batch_s``: a live device's frames are read in batches while idle (see VoiceLoop).
     ``questions``: False when nobody can answer the agent's questions (a recording).

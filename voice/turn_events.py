@@ -80,8 +80,9 @@ class WakeWord:
 
 @dataclass(frozen=True)
 class HeardOverReply:
-    """Whether the user can be heard over the reply: the echo canceller has learnt the room,
-    or ``turn.barge_in`` (a headset). Sent when it changes; half-duplex until then."""
+    """Whether the user can be heard over the reply: the echo canceller tells a voice from
+    the echo (it has learnt the room, or is finding an echo an underrun moved), or
+    ``turn.barge_in`` (a headset). Sent when it changes; half-duplex until then."""
 
     heard: bool
 

@@ -13,6 +13,7 @@ from voice.echo import FRAME
 from voice.echo_guard import (
     DELAY_SLACK,
     ECHO_MARGIN_DB,
+    HISTORY_FRAMES,
     LEARNT_WINDOWS,
     LINEAR_LOST_AFTER_FRAMES,
     MOVED_SLACK,
@@ -356,7 +357,7 @@ def test_after_an_underrun_the_gate_looks_for_the_echo_around_where_it_was() -> 
     """A stall moved the echo 40 ms later (as in the rig). The gate as it was lets the moved
     echo's onsets through; told the echo moved, it lets none through until the canceller has
     found it, and then looks where the delay says again."""
-    played = reply_levels(700)
+    played = reply_levels(1000)
     judged = {}
     for moved in (False, True):
         gate = EchoGate()
@@ -371,8 +372,12 @@ def test_after_an_underrun_the_gate_looks_for_the_echo_around_where_it_was() -> 
     assert sum(judged[False][t] for t in echoes) >= 5  # leaks that would stop the reply
     assert not any(judged[True][t] for t in echoes)
     assert gate.slack == MOVED_SLACK
-    gate.found()
-    assert gate.slack == DELAY_SLACK
+    gate.found()  # the canceller removes the echo again, but the gate's history ...
+    assert gate.slack == MOVED_SLACK
+    Room(played, delay=13).run(gate, range(500, 500 + HISTORY_FRAMES - 101))
+    assert gate.slack == MOVED_SLACK  # ... still holds a frame from before the move
+    Room(played, delay=13).run(gate, range(500 + HISTORY_FRAMES - 101, 500 + HISTORY_FRAMES))
+    assert (gate.slack, gate.delay) == (DELAY_SLACK, 13)
     gate.moved()
     gate.reset()  # a new stream: nothing known, nothing moved
     assert gate.slack == DELAY_SLACK
@@ -386,10 +391,26 @@ def test_a_reopened_stream_s_echo_is_looked_for_where_the_room_was_learnt() -> N
     Room(played, delay=21).run(gate, range(400, 1200))  # the microphone fell behind
     assert gate.delay == 21
     loss = gate.loss_db
-    gate.reopened()  # in step again, as when it was learnt
+    assert gate.reopened()  # in step again, as when it was learnt
     assert (gate.delay, gate.loss_db, gate.slack) == (9, loss, MOVED_SLACK)
     passed = Room(played, delay=9).run(gate, range(1200, 1300))
     assert not any(passed[t] for t in passed if played[t - 9] > -45)
+
+
+def test_a_reopened_stream_whose_room_was_never_learnt_starts_afresh() -> None:
+    gate = EchoGate()
+    Room(reply_levels(400), delay=9).run(gate, range(400))
+    assert gate.knows_echo
+    assert not gate.reopened()  # never found: no delay known to come back to
+    assert not gate.knows_echo and gate.slack == DELAY_SLACK
+
+
+def test_an_echo_never_measured_is_measured_whatever_moved_it() -> None:
+    """An underrun before the echo's loss was known holds nothing back: it is measured."""
+    gate = EchoGate()
+    gate.moved()
+    Room(reply_levels(400), delay=9).run(gate, range(400))
+    assert gate.loss_db == pytest.approx(-2.0, abs=1.0)
 
 
 @pytest.mark.parametrize(("over_db", "heard"), [(6.0, True), (-6.0, False)])

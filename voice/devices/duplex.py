@@ -92,6 +92,7 @@ class DuplexDevice(Speaker):
         self.linear = LinearMonitor()
         self._echo_moved = False  # needs_reopen, as of the blocks being processed
         self._keep_room = False  # the next open is a reopen into the same room (reopen)
+        self._room: tuple[int | None, int | None, int] | None = None  # devices and rate
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
         self.frame_samples = MIC_RATE * config.frame_ms // 1000
@@ -131,6 +132,7 @@ class DuplexDevice(Speaker):
     def open(self) -> None:
         if self._stream is not None:
             return
+        keep_room, self._keep_room = self._keep_room, False  # asked for this open only
         sd = _sounddevice()
         index_in = find_device(self.input_device, "input")
         index_out = find_device(self.device, "output")
@@ -151,7 +153,8 @@ class DuplexDevice(Speaker):
             raise DeviceError(f"cannot open {where} as one full-duplex stream: {e}") from None
         latency_in, latency_out = (float(x) for x in stream.latency)
         self.stream_delay_s = latency_in + latency_out
-        keep_room, self._keep_room = self._keep_room and rate == self.rate, False
+        room = (index_in, index_out, rate)
+        keep_room, self._room = keep_room and room == self._room, room
         self._reset(rate, round(self.stream_delay_s * 1000), keep_room=keep_room)
         self.rate = rate
         self.latency_s = latency_out
@@ -189,11 +192,11 @@ class DuplexDevice(Speaker):
 
     def reopen(self) -> None:
         """Close and open again. Reopened because the microphone fell behind
-        (:attr:`needs_reopen`), the stream plays into the same room: what the canceller and
-        the gate know of it is kept, and the echo is found again as after an underrun (a
-        voice over the next reply is heard; learning anew gated its first 2 s). Any other
-        reopen (a device lost) learns the room anew."""
-        self._keep_room = self.needs_reopen
+        (:attr:`needs_reopen`) on a live stream, onto the same devices at the same rate, it
+        plays into the same room: what the canceller and the gate know of it is kept, and
+        the echo is found again as after an underrun (a voice over the next reply is heard;
+        learning anew gated its first 2 s). Any other reopen (a device lost) learns anew."""
+        self._keep_room = self.needs_reopen and self._failure is None
         super().reopen()
 
     def _reset(self, rate: int, delay_ms: int, *, keep_room: bool = False) -> None:
@@ -220,9 +223,10 @@ class DuplexDevice(Speaker):
                 self._lags.clear()
                 self._least_lag_s = float("inf")
             self._clear_pending()
-            if keep_room and (self.monitor.learnt or self.monitor.relearning):
+            learnt = self.monitor.learnt or self.monitor.relearning
+            if keep_room and learnt and self.gate.reopened():
                 self.monitor.moved()
-                self.gate.reopened()
+                log.info("the same room: the canceller finds the echo again")
             else:
                 self.monitor.reset()  # maybe another device, another room: learn it again
                 self.gate.reset()
@@ -248,9 +252,9 @@ class DuplexDevice(Speaker):
     @property
     def echo_learnt(self) -> bool:
         """True once the canceller reliably removes the echo (:class:`EchoMonitor`), and no
-        underrun has moved the echo since: the loop is half-duplex until it is reopened and
-        has learnt the room again (a reply that heard its own echo stopped itself, and the
-        echo became a request whose reply did the same, in a loop)."""
+        underrun has moved the echo since, nor left the microphone behind (a reply that
+        heard its own echo stopped itself, and the echo became a request whose reply did the
+        same, in a loop). What the loop gates by: :attr:`hears_over_reply`."""
         return self.monitor.learnt and not self.needs_reopen
 
     @property
@@ -260,10 +264,19 @@ class DuplexDevice(Speaker):
         before an underrun moved the echo a little, and the gate looks for the echo around
         where it was (:meth:`EchoGate.moved`) until the canceller finds it again. Half-duplex
         there lost every word said over the rest of the reply: a voice keeps the canceller
-        from proving itself. A microphone left behind (:attr:`needs_reopen`) is gated."""
-        if self.needs_reopen:
+        from proving itself. A microphone that fell behind is gated until the stream is
+        reopened, as is a room whose echo the gate has not measured."""
+        if self._lagging or not self.gate.knows_echo:
             return False
         return self.monitor.learnt or self.monitor.relearning
+
+    @property
+    def _lagging(self) -> bool:
+        """A callback among the last :data:`LAG_BLOCKS` came :data:`BEHIND_S` late: the
+        microphone may have fallen behind (:attr:`needs_reopen` waits to be sure), and the
+        echo then comes later than the gate looks for it, even after an underrun."""
+        with self._captured:
+            return bool(self._lags) and max(self._lags) - self._least_lag_s > BEHIND_S
 
     @property
     def words_whole(self) -> bool:
@@ -426,10 +439,13 @@ class DuplexDevice(Speaker):
     def _echo_may_have_moved(self) -> None:
         """An underrun or overflow: PortAudio restarted the stream's two sides, and the echo
         can now come tens of milliseconds later than the cancellers look for it. Until they
-        have shown that they remove it again, the reply is gated and Whisper hears AEC3."""
+        have shown that they remove it again, the gate looks for it around where it was (a
+        room never learnt stays gated) and Whisper hears AEC3."""
         self.linear.reset()
-        self.gate.moved()
-        if self.monitor.moved():
+        learnt = self.monitor.moved()
+        if self.monitor.relearning:  # the room was learnt: look for the echo around it
+            self.gate.moved()
+        if learnt:
             log.info(
                 "an audio underrun may have moved the echo: a voice over the reply must be "
                 "louder than the reply's loudest stretch around it until the canceller "
