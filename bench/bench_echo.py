@@ -94,8 +94,9 @@ ONSET_S = 0.3  # the voice's first 300 ms, reported apart
 PRE_ROLL_S = VadConfig().pre_roll_ms / 1000
 STOPPING = "stopping the reply"  # the listener's log lines
 PAUSING = "pausing the reply"
-# The device gated the reply: a stalled callback, an underrun that may have moved the echo,
-# or a reopened stream whose room is not learnt yet.
+# The device may have gated the reply: a stalled callback, a (re)opened stream whose room is
+# not learnt yet, or an underrun that may have moved the echo (the releases before 5bb0469
+# gated the reply then; since, only while the room was being learnt).
 STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
 LEARNT = ("has learnt the room", "has found the echo again")
 
