@@ -99,6 +99,7 @@ PAUSING = "pausing the reply"
 # gated the reply then; since, only while the room was being learnt).
 STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
 LEARNT = ("has learnt the room", "has found the echo again")
+LOOKED_LATER = "the echo is looked for that much later"  # behind, not gated (since d4f69a4)
 
 
 def stall_kind(log: str) -> str:
@@ -107,6 +108,8 @@ def stall_kind(log: str) -> str:
     room (gated until it has), moved the echo of a learnt room, or neither."""
     if STALLS[0] in log:
         return "behind"
+    if LOOKED_LATER in log:
+        return "behind, echo looked for later"
     if "while the canceller was learning" in log or STALLS[2] in log:
         return "learning the room"
     return "moved" if f"{STALLS[1]}:" in log else "no underrun"
