@@ -40,7 +40,7 @@ STOPPED = "stopping the reply"
 PAUSED = "pausing the reply"
 REOPENED = "reopening the stream"
 MOVED = "may have moved the echo"  # an underrun: the gate looks around for the echo
-BEHIND = "until the stream is reopened"  # a stall: gated until the loop is idle
+BEHIND = "until the stream is reopened"  # behind, and gated (too far behind, or unlearnt)
 THROUGH_AEC3 = "heard through AEC3"  # a voice over the reply before the linear canceller learnt
 ATTEMPTS = 3  # of a scenario whose audio stalled (see stall_free)
 T = TypeVar("T")
@@ -253,7 +253,7 @@ def test_a_voice_over_the_reply_after_an_underrun_stops_it_and_is_answered(
     def check(listener: Listener, answered: bool) -> None:
         log = listener.log()
         if BEHIND in log or MOVED not in log.split(SAID, 2)[-1]:  # after the second ask
-            # Behind: gated until the stream is reopened, as meant. No underrun: no test.
+            # Gated until the stream is reopened, as meant. No underrun: no test.
             raise Unlearnt(f"the stall left the microphone behind, or no underrun: {log[-2000:]}")
         assert answered, listener.story()
         assert listener.count(STOPPED) == 1, listener.story()
