@@ -319,6 +319,7 @@ class EchoGate:
         self._fresh_delay: int | None = None  # the delay when the room was first learnt
         self._since_moved: int | None = None  # frames since an underrun moved the echo
         self._found = False  # ... and the canceller has found it again since
+        self._later = 0  # frames more the moved echo may come later (the microphone behind)
 
     @property
     def slack(self) -> int:
@@ -332,7 +333,7 @@ class EchoGate:
 
     def reset(self) -> None:
         self.delay = self.loss_db = self.expected_db = self._fresh_delay = None
-        self._since_moved, self._found = None, False
+        self._since_moved, self._found, self._later = None, False, 0
         self._forget()
 
     def _forget(self) -> None:
@@ -346,7 +347,7 @@ class EchoGate:
         if self._since_moved is not None:
             self._since_moved += 1
             if self._found and self._since_moved >= HISTORY_FRAMES:
-                self._since_moved = None  # found, and judged on the moved echo alone
+                self._since_moved, self._later = None, 0  # found, judged on it alone
 
     def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
@@ -362,9 +363,12 @@ class EchoGate:
             return True
         return is_residue(heard, left)
 
-    def moved(self) -> None:
+    def moved(self, later: int = 0) -> None:
         """An underrun: the echo may come up to :data:`MOVED_SLACK` frames away from the
-        delay found so far, as loud as before."""
+        delay found so far, and up to ``later`` frames more later (the microphone fell that
+        far behind), as loud as before. (Whether the delay found already counts the move
+        or not, the echo is in that window.)"""
+        self._later = max(self._later, later) if self._since_moved is not None else later
         self._since_moved, self._found = 0, False
 
     def found(self) -> None:
@@ -383,6 +387,7 @@ class EchoGate:
             return False
         self._forget()
         self.delay = self._fresh_delay
+        self._since_moved = None  # in step again: no longer later
         self.moved()
         return True
 
@@ -397,7 +402,7 @@ class EchoGate:
         if self.delay is None or self.loss_db is None:
             return None
         newest = len(self._played) - 1
-        lo = max(0, newest - self.delay - self.slack)
+        lo = max(0, newest - self.delay - self.slack - self._later)
         hi = min(newest, newest - self.delay + self.slack)
         if hi < lo:
             return None

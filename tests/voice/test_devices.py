@@ -355,10 +355,12 @@ def test_the_duplex_stream_hands_whisper_the_word_canceller_s_output() -> None:
     assert alone._frames[0].words is None and alone._frames[0].words_pcm == near[:480].tobytes()
 
 
-def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
+def test_a_microphone_left_behind_is_gated_until_the_gate_looks_that_much_later() -> None:
     """The PortAudio callback's side, with a stand-in for the open stream: a stalled callback
-    leaves the captured audio queued (test_duplex measures it), so the echo is no longer
-    trusted until the stream is reopened; callback jitter is not that."""
+    leaves the captured audio queued (test_duplex measures it), so the echo comes later and
+    the canceller is no longer trusted until the stream is reopened; callback jitter is not
+    that. Gated from the first late callback until the gate looks for the echo as much
+    later as the microphone fell behind."""
     device = DuplexDevice(AudioConfig(), NoCanceller())
     device.rate, device._stream = 22050, SimpleNamespace(active=True)
     device.monitor.learnt = True
@@ -379,8 +381,14 @@ def test_a_microphone_left_behind_makes_the_duplex_stream_half_duplex() -> None:
     assert not device.hears_over_reply  # ... but gated from the first late callback
     callbacks([0.36] * 5)
     assert device.needs_reopen and not device.echo_learnt
-    assert not device.hears_over_reply  # so far behind, it is gated until reopened
     assert device.behind_s == pytest.approx(0.34)  # what the log says
+    assert not device.hears_over_reply
+    device.gate = KnownEcho(-30.0)  # type: ignore[assignment]
+    device._look_behind(first=True)  # (as the next block read does)
+    assert device.gate.later == 34  # the echo is looked for that much later ...
+    assert device.hears_over_reply  # ... and a voice over the reply is heard
+    device.monitor.learnt = device.monitor.relearning = False
+    assert not device.hears_over_reply  # (a room never learnt is gated)
 
 
 def test_an_underrun_widens_the_gate_and_whisper_hears_aec3_until_the_echo_is_found(
@@ -532,12 +540,17 @@ class KnownEcho:
 
     def __init__(self, expected_db: float | None) -> None:
         self.expected_db = expected_db
+        self.knows_echo = expected_db is not None
+        self.later: int | None = None  # how much later it was told the echo may come
 
     def is_echo(self, near: object, cleaned: object, far: object) -> bool:
         return False
 
     def skip(self) -> None:
         pass
+
+    def moved(self, later: int = 0) -> None:
+        self.later = later
 
 
 @pytest.mark.parametrize(

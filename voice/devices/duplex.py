@@ -40,7 +40,7 @@ from voice.devices.base import (
 )
 from voice.devices.speaker import Speaker
 from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
-from voice.echo_guard import EchoGate, EchoMonitor, LinearMonitor, is_voice_under
+from voice.echo_guard import DELAY_SLACK, EchoGate, EchoMonitor, LinearMonitor, is_voice_under
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class DuplexDevice(Speaker):
         self.linear = LinearMonitor()
         self._echo_moved = False  # needs_reopen, as of the blocks being processed
         self._keep_room = False  # the next open is a reopen into the same room (reopen)
+        self._behind_frames: int | None = None  # how far behind the gate looks for the echo
         self._room: tuple[int | None, int | None, int] | None = None  # devices and rate
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
@@ -223,6 +224,7 @@ class DuplexDevice(Speaker):
                 self._lags.clear()
                 self._least_lag_s = float("inf")
             self._clear_pending()
+            self._behind_frames = None
             learnt = self.monitor.learnt or self.monitor.relearning
             if keep_room and learnt and self.gate.reopened():
                 self.monitor.moved()
@@ -266,9 +268,9 @@ class DuplexDevice(Speaker):
         there lost every word said over the rest of the reply: a voice keeps the canceller
         from proving itself. A microphone that fell behind is gated until the stream is
         reopened, as is a room whose echo the gate has not measured."""
-        if self._lagging or not self.gate.knows_echo:
+        if not self.gate.knows_echo or not (self.monitor.learnt or self.monitor.relearning):
             return False
-        return self.monitor.learnt or self.monitor.relearning
+        return self._behind_frames is not None or not self._lagging
 
     @property
     def _lagging(self) -> bool:
@@ -371,12 +373,8 @@ class DuplexDevice(Speaker):
         # A stall moved the echo: the linear canceller no longer takes it away (the monitor
         # would need half a second to see that), so Whisper hears AEC3 until the reopen.
         moved = self.needs_reopen
-        if moved and not self._echo_moved:
-            log.info(
-                "the microphone fell %.0f ms behind the speaker: it is gated while the "
-                "assistant speaks until the stream is reopened",
-                self.behind_s * 1000,
-            )
+        if moved:
+            self._look_behind(first=not self._echo_moved)
         self._echo_moved = moved
         for frame in self._echo.push(near, far, stamp):
             if not self._cleaned:
@@ -435,6 +433,28 @@ class DuplexDevice(Speaker):
                 self._frames.append(chunk)
                 self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
                 self._under = 0
+
+    def _look_behind(self, *, first: bool) -> None:
+        """The microphone fell behind: the echo comes that much later until the stream is
+        reopened, and the gate looks for it there (with an underrun's slack: how far
+        PortAudio says it fell behind is the echo's move to within tens of milliseconds).
+        A room never learnt is gated instead."""
+        frames = round(self.behind_s * 1000 / FRAME_MS)
+        shifted = self._behind_frames
+        if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
+            return
+        learnt = (self.monitor.learnt or self.monitor.relearning) and self.gate.knows_echo
+        if learnt:
+            self.gate.moved(later=frames)
+            self._behind_frames = frames
+        if first:
+            log.info(
+                "the microphone fell %.0f ms behind the speaker: %s until the stream is reopened",
+                self.behind_s * 1000,
+                "the echo is looked for that much later"
+                if learnt
+                else "it is gated while the assistant speaks",
+            )
 
     def _echo_may_have_moved(self) -> None:
         """An underrun or overflow: PortAudio restarted the stream's two sides, and the echo
