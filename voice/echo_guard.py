@@ -425,7 +425,11 @@ class EchoGate:
             self.delay = best_lag
         if self.delay is None:
             return
-        moved = self._since_moved is not None and self._since_moved < HISTORY_FRAMES
+        # Moved: until the history holds it alone, and, for an echo later than it looks
+        # (the microphone behind), until the canceller has found it too.
+        moved = self._since_moved is not None and (
+            self._since_moved < HISTORY_FRAMES or (self._later > 0 and not self._found)
+        )
         if moved and self.loss_db is not None:
             return  # as loud as before: measured across the move, it would read low
         a, b = played[: len(played) - self.delay], heard[self.delay :]

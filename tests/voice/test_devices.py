@@ -375,20 +375,24 @@ def test_a_microphone_left_behind_is_gated_until_the_gate_looks_that_much_later(
     device.gate.delay, device.gate.loss_db = 9, -2.0
     callbacks([0.03, 0.02, 0.04] * 10)  # jitter
     assert device.echo_learnt and not device.needs_reopen and device.hears_over_reply
-    callbacks([0.36] * 5)  # a stall: the microphone 330 ms behind ...
+    callbacks([0.19] * 5)  # a stall: the microphone 170 ms behind ...
     assert not device.needs_reopen  # ... not yet for long enough to be sure
     device.monitor.relearning = True  # (its underrun moved the echo) ...
     assert not device.hears_over_reply  # ... but gated from the first late callback
-    callbacks([0.36] * 5)
+    callbacks([0.19] * 5)
     assert device.needs_reopen and not device.echo_learnt
-    assert device.behind_s == pytest.approx(0.34)  # what the log says
-    assert not device.hears_over_reply
-    device.gate = KnownEcho(-30.0)  # type: ignore[assignment]
+    assert device.behind_s == pytest.approx(0.17)  # what the log says
+    assert not device.hears_over_reply  # gated from the first late callback
+    device.gate = KnownEcho(-30.0)  # type: ignore[assignment]  (its delay: 9 frames)
     device._look_behind(first=True)  # (as the next block read does)
-    assert device.gate.later == 34  # the echo is looked for that much later ...
+    assert device.gate.later == 17  # the echo is looked for that much later ...
     assert device.hears_over_reply  # ... and a voice over the reply is heard
-    device.monitor.learnt = device.monitor.relearning = False
-    assert not device.hears_over_reply  # (a room never learnt is gated)
+    callbacks([0.49] * 3)  # a second stall: 300 ms further behind than the gate was told
+    assert not device.hears_over_reply  # gated until it is told
+    callbacks([0.49] * 10)
+    device._look_behind(first=False)
+    assert device.gate.later == 17  # 47 frames later is past where anything looks: ...
+    assert not device.hears_over_reply  # ... gated until the stream is reopened
 
 
 def test_an_underrun_widens_the_gate_and_whisper_hears_aec3_until_the_echo_is_found(
@@ -541,6 +545,7 @@ class KnownEcho:
     def __init__(self, expected_db: float | None) -> None:
         self.expected_db = expected_db
         self.knows_echo = expected_db is not None
+        self.delay = 9 if self.knows_echo else None
         self.later: int | None = None  # how much later it was told the echo may come
 
     def is_echo(self, near: object, cleaned: object, far: object) -> bool:

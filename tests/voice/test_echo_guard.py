@@ -384,21 +384,26 @@ def test_after_an_underrun_the_gate_looks_for_the_echo_around_where_it_was() -> 
 
 
 def test_behind_the_gate_looks_for_the_echo_as_much_later_as_the_microphone_fell() -> None:
-    """The microphone fell 120 ms behind (a long stall): the echo comes 12 frames later, and
+    """The microphone fell 310 ms behind (a long stall): the echo comes 31 frames later, and
     the gate looks for it up to there, whether or not its delay estimate has caught up."""
     played = reply_levels(1500)
     gate = EchoGate()
     Room(played, delay=9).run(gate, range(400))
+    loss = gate.loss_db
     gate.moved()  # the underrun, first ...
-    gate.moved(later=12)  # ... then the microphone is found to be behind
-    passed = Room(played, delay=21).run(gate, range(400, 1000))
-    assert gate.delay == 21  # caught up: the window still holds the echo
-    assert not any(passed[t] for t in passed if played[t - 21] > -45)
+    gate.moved(later=31)  # ... then the microphone is found to be behind
+    passed = Room(played, delay=40).run(gate, range(400, 450))
+    assert gate.delay == 9  # not caught up yet ...
+    assert not any(passed[t] for t in passed if played[t - 40] > -45)
+    passed = Room(played, delay=40).run(gate, range(450, 1000))
+    assert gate.delay == 40  # ... caught up: the window still holds the echo
+    assert not any(passed[t] for t in passed if played[t - 40] > -45)
+    assert gate.loss_db == loss  # held until the canceller has found the moved echo
     gate.found()
-    Room(played, delay=21).run(gate, range(1000, 1300))
+    Room(played, delay=40).run(gate, range(1000, 1300))
     assert gate.slack == DELAY_SLACK
-    voice = {t: Room(played, delay=21).echo(t) + 6.0 for t in range(1300, 1400)}
-    passed = Room(played, delay=21).run(gate, range(1300, 1400), voice=voice)
+    voice = {t: Room(played, delay=40).echo(t) + 6.0 for t in range(1300, 1400)}
+    passed = Room(played, delay=40).run(gate, range(1300, 1400), voice=voice)
     assert np.mean([passed[t] for t in voice if voice[t] > -45]) > 0.9  # narrow again
 
 

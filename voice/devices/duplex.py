@@ -40,7 +40,15 @@ from voice.devices.base import (
 )
 from voice.devices.speaker import Speaker
 from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
-from voice.echo_guard import DELAY_SLACK, EchoGate, EchoMonitor, LinearMonitor, is_voice_under
+from voice.echo_guard import (
+    DELAY_SLACK,
+    MAX_DELAY_FRAMES,
+    MOVED_SLACK,
+    EchoGate,
+    EchoMonitor,
+    LinearMonitor,
+    is_voice_under,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,19 +274,22 @@ class DuplexDevice(Speaker):
         before an underrun moved the echo a little, and the gate looks for the echo around
         where it was (:meth:`EchoGate.moved`) until the canceller finds it again. Half-duplex
         there lost every word said over the rest of the reply: a voice keeps the canceller
-        from proving itself. A microphone that fell behind is gated until the stream is
-        reopened, as is a room whose echo the gate has not measured."""
+        from proving itself. A microphone that fell behind is gated until the gate looks for
+        the echo that much later (:meth:`_look_behind`), as is a room whose echo the gate
+        has not measured."""
         if not self.gate.knows_echo or not (self.monitor.learnt or self.monitor.relearning):
             return False
-        return self._behind_frames is not None or not self._lagging
+        return not self._lagging
 
     @property
     def _lagging(self) -> bool:
-        """A callback among the last :data:`LAG_BLOCKS` came :data:`BEHIND_S` late: the
-        microphone may have fallen behind (:attr:`needs_reopen` waits to be sure), and the
-        echo then comes later than the gate looks for it, even after an underrun."""
+        """A callback among the last :data:`LAG_BLOCKS` came :data:`BEHIND_S` later than the
+        gate was told the microphone is behind: it may have fallen (further) behind
+        (:attr:`needs_reopen` waits to be sure), and the echo then comes later than the gate
+        looks for it, even after an underrun."""
+        told_s = (self._behind_frames or 0) * FRAME_MS / 1000
         with self._captured:
-            return bool(self._lags) and max(self._lags) - self._least_lag_s > BEHIND_S
+            return bool(self._lags) and max(self._lags) - self._least_lag_s - told_s > BEHIND_S
 
     @property
     def words_whole(self) -> bool:
@@ -438,22 +449,34 @@ class DuplexDevice(Speaker):
         """The microphone fell behind: the echo comes that much later until the stream is
         reopened, and the gate looks for it there (with an underrun's slack: how far
         PortAudio says it fell behind is the echo's move to within tens of milliseconds).
-        A room never learnt is gated instead."""
+        A room never learnt is gated instead, as is an echo moved past where the gate and
+        the canceller look (:data:`MAX_DELAY_FRAMES`)."""
         frames = round(self.behind_s * 1000 / FRAME_MS)
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
-        learnt = (self.monitor.learnt or self.monitor.relearning) and self.gate.knows_echo
-        if learnt:
+        delay = self.gate.delay
+        told = (
+            (self.monitor.learnt or self.monitor.relearning)
+            and self.gate.knows_echo
+            and delay is not None
+            and delay + frames + MOVED_SLACK <= MAX_DELAY_FRAMES
+        )
+        if told:
             self.gate.moved(later=frames)
+            self.monitor.moved()  # and the canceller proves itself on the moved echo
             self._behind_frames = frames
-        if first:
             log.info(
-                "the microphone fell %.0f ms behind the speaker: %s until the stream is reopened",
+                "the microphone fell %.0f ms behind the speaker: the echo is looked for that "
+                "much later (the stream is reopened once nothing goes on)",
                 self.behind_s * 1000,
-                "the echo is looked for that much later"
-                if learnt
-                else "it is gated while the assistant speaks",
+            )
+        elif first or shifted is not None:
+            self._behind_frames = None
+            log.info(
+                "the microphone fell %.0f ms behind the speaker: it is gated while the "
+                "assistant speaks until the stream is reopened",
+                self.behind_s * 1000,
             )
 
     def _echo_may_have_moved(self) -> None:
