@@ -437,13 +437,14 @@ def test_an_echo_never_measured_is_measured_whatever_moved_it() -> None:
     assert gate.loss_db == pytest.approx(-2.0, abs=1.0)
 
 
-@pytest.mark.parametrize(("over_db", "heard"), [(6.0, True), (-6.0, False)])
+@pytest.mark.parametrize(("over_db", "heard"), [(9.0, True), (3.0, False), (-6.0, False)])
 def test_a_moved_echo_still_lets_through_a_voice_louder_than_the_reply_around_it(
     over_db: float, heard: bool
 ) -> None:
     """Half-duplex after an underrun lost every word said over the rest of the reply. Now a
-    voice louder than the loudest echo around it (a voice as loud as the reply, over its
-    quieter syllables) is heard over the moved echo; one under it is still taken for echo."""
+    voice clearly louder than the loudest echo around it (a voice as loud as the reply, over
+    its quieter syllables) is heard over the moved echo; one under it, or less than
+    MOVED_MARGIN_DB over it, is still taken for echo."""
     played = reply_levels(700)
     gate = EchoGate()
     Room(played, delay=9).run(gate, range(400))
