@@ -324,6 +324,7 @@ class EchoGate:
         self._since_moved: int | None = None  # frames since an underrun moved the echo
         self._found = False  # ... and the canceller has found it again since
         self._later = 0  # frames more the moved echo may come later (the microphone behind)
+        self._anchor: int | None = None  # the delay when it moved: looked for around it
 
     @property
     def slack(self) -> int:
@@ -372,8 +373,13 @@ class EchoGate:
         """An underrun: the echo may come up to :data:`MOVED_SLACK` frames away from the
         delay found so far, and up to ``later`` frames more later (the microphone fell that
         far behind), as loud as before. (Whether the delay found already counts the move
-        or not, the echo is in that window.)"""
-        self._later = max(self._later, later) if self._since_moved is not None else later
+        or not, the echo is in that window. Meanwhile the window stays around the delay it
+        moved from: a voice over the reply can pull the delay the levels show far off, and
+        AEC3 leaks the echo the window would then miss.)"""
+        if self._since_moved is None:  # a move afresh: look around the delay it moved from
+            self._anchor, self._later = self.delay, later
+        else:
+            self._later = max(self._later, later)
         self._since_moved, self._found = 0, False
 
     def found(self) -> None:
@@ -404,11 +410,12 @@ class EchoGate:
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
         None when nothing loud enough was played one delay ago (or nothing is known yet)."""
-        if self.delay is None or self.loss_db is None:
+        delay = self.delay if self._since_moved is None else self._anchor
+        if delay is None or self.loss_db is None:
             return None
         newest = len(self._played) - 1
-        lo = max(0, newest - self.delay - self.slack - self._later)
-        hi = min(newest, newest - self.delay + self.slack)
+        lo = max(0, newest - delay - self.slack - self._later)
+        hi = min(newest, newest - delay + self.slack)
         if hi < lo:
             return None
         loudest = max(self._played[i] for i in range(lo, hi + 1))
