@@ -410,7 +410,8 @@ class EchoGate:
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
         None when nothing loud enough was played one delay ago (or nothing is known yet)."""
-        delay = self.delay if self._since_moved is None else self._anchor
+        moved_from = self._anchor if self._since_moved is not None else None
+        delay = self.delay if moved_from is None else moved_from
         if delay is None or self.loss_db is None:
             return None
         newest = len(self._played) - 1

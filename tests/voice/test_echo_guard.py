@@ -442,11 +442,15 @@ def test_a_reopened_stream_whose_room_was_never_learnt_starts_afresh() -> None:
 
 
 def test_an_echo_never_measured_is_measured_whatever_moved_it() -> None:
-    """An underrun before the echo's loss was known holds nothing back: it is measured."""
+    """An underrun before the echo's delay and loss were known holds nothing back: they
+    are measured, and the echo is looked for where they say."""
+    played = reply_levels(600)
     gate = EchoGate()
     gate.moved()
-    Room(reply_levels(400), delay=9).run(gate, range(400))
+    Room(played, delay=9).run(gate, range(400))
     assert gate.loss_db == pytest.approx(-2.0, abs=1.0)
+    passed = Room(played, delay=9).run(gate, range(400, 500))
+    assert not any(passed[t] for t in passed if played[t - 9] > -45)
 
 
 @pytest.mark.parametrize(("over_db", "heard"), [(9.0, True), (3.0, False), (-6.0, False)])
