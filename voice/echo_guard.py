@@ -298,17 +298,19 @@ class EchoGate:
     best, 0-500 ms) and its loss (how much quieter the echo is than what was played: a low
     percentile, so that a voice over the reply does not raise it). A frame heard at most
     :data:`ECHO_MARGIN_DB` above the echo expected from what was played one delay earlier is
-    echo, whatever the canceller left of it. Measured with a drifting echo path in the rig,
+    echo, whatever the canceller left of it (:data:`MOVED_MARGIN_DB` while a moved echo is
+    being found, below). Measured with a drifting echo path in the rig,
     that caught every leak that started a turn and kept a voice as loud as the echo (its
     louder syllables get through); a voice clearly quieter than the echo at the microphone
     does not stop the reply: speak up to interrupt it.
 
     After an underrun (:meth:`moved`) the echo can have moved: the expected echo is then the
-    loudest of what was played :data:`MOVED_SLACK` frames either side of the delay, its loss
-    as measured before, until the history holds only frames after the move (3 s, when the
-    delay and loss found in it hold again) and :meth:`found` has said the canceller removes
-    the echo again. A voice has to be louder than the reply's loudest stretch around it to
-    be heard meanwhile, but it is heard.
+    loudest of what was played :data:`MOVED_SLACK` frames either side of the delay it moved
+    from (and further back when the microphone fell behind), its loss as measured before,
+    until the history holds only frames after the move (3 s, when the delay and loss found
+    in it hold again) and :meth:`found` has said the canceller removes the echo again. A
+    voice has to be 6 dB louder than the echo of the reply's loudest stretch around it to be
+    heard meanwhile, but it is heard.
     """
 
     def __init__(self) -> None:
@@ -332,13 +334,20 @@ class EchoGate:
         return DELAY_SLACK if self._since_moved is None else MOVED_SLACK
 
     @property
+    def looks_from(self) -> int | None:
+        """The delay the echo is looked for around: the one it moved from while a move is
+        being found, else the one found."""
+        moved_from = self._anchor if self._since_moved is not None else None
+        return self.delay if moved_from is None else moved_from
+
+    @property
     def knows_echo(self) -> bool:
         """Whether the gate can say what is echo: it has found the echo's delay and loss."""
         return self.delay is not None and self.loss_db is not None
 
     def reset(self) -> None:
         self.delay = self.loss_db = self.expected_db = self._fresh_delay = None
-        self._since_moved, self._found, self._later = None, False, 0
+        self._since_moved, self._found, self._later, self._anchor = None, False, 0, None
         self._forget()
 
     def _forget(self) -> None:
@@ -386,7 +395,7 @@ class EchoGate:
         """The canceller removes the echo (again); the first time, it has learnt the room at
         the delay found now."""
         self._found = True
-        if self._fresh_delay is None:
+        if self._fresh_delay is None and self._since_moved is None:
             self._fresh_delay = self.delay
 
     def reopened(self) -> bool:
@@ -410,8 +419,7 @@ class EchoGate:
     def expected_echo_db(self) -> float | None:
         """The level the echo of what was played should have in the newest frame heard;
         None when nothing loud enough was played one delay ago (or nothing is known yet)."""
-        moved_from = self._anchor if self._since_moved is not None else None
-        delay = self.delay if moved_from is None else moved_from
+        delay = self.looks_from
         if delay is None or self.loss_db is None:
             return None
         newest = len(self._played) - 1
@@ -438,11 +446,9 @@ class EchoGate:
             self.delay = best_lag
         if self.delay is None:
             return
-        # Moved: until the history holds it alone, and, for an echo later than it looks
-        # (the microphone behind), until the canceller has found it too.
-        moved = self._since_moved is not None and (
-            self._since_moved < HISTORY_FRAMES or (self._later > 0 and not self._found)
-        )
+        # Moved: until the canceller has found it and the history holds it alone (a voice
+        # over the reply, which keeps the canceller from proving itself, pulls the levels).
+        moved = self._since_moved is not None
         if moved and self.loss_db is not None:
             return  # as loud as before: measured across the move, it would read low
         a, b = played[: len(played) - self.delay], heard[self.delay :]

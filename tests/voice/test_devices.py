@@ -429,7 +429,7 @@ def test_an_underrun_widens_the_gate_and_whisper_hears_aec3_until_the_echo_is_fo
     monkeypatch.setattr(device.gate, "found", lambda: found.append(True))
     for _ in range(2 * device.monitor.frames_per_window):
         device._cancel(loud, loud)
-    assert device.echo_learnt and found == [True]  # the gate narrows once it has caught up
+    assert device.echo_learnt and found == [True]  # the gate is told (it narrows in 3 s)
     device.gate.loss_db = None
     assert not device.hears_over_reply  # an echo the gate cannot measure is gated
 
@@ -546,6 +546,7 @@ class KnownEcho:
         self.expected_db = expected_db
         self.knows_echo = expected_db is not None
         self.delay = 9 if self.knows_echo else None
+        self.looks_from = self.delay
         self.later: int | None = None  # how much later it was told the echo may come
 
     def is_echo(self, near: object, cleaned: object, far: object) -> bool:

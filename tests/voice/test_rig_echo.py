@@ -66,7 +66,7 @@ def stall_free(
     that fail after the audio stalled, again (``attempts`` in all).
 
     A stall (a loaded machine) gates the reply until the stream is reopened, and an underrun
-    moves the echo, so a voice has to be louder than the reply around it until the canceller
+    moves the echo, so a voice has to be clearly louder than the reply around it until the canceller
     has found the echo again (the device's tests and the underrun test below cover that).
     Either voids the premise of a scenario over a learnt room, as does a check that raises
     :class:`Unlearnt`. A failure without one fails at once.

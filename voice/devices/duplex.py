@@ -455,7 +455,7 @@ class DuplexDevice(Speaker):
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
-        delay = self.gate.delay
+        delay = self.gate.looks_from
         told = (
             (self.monitor.learnt or self.monitor.relearning)
             and self.gate.knows_echo
@@ -491,8 +491,8 @@ class DuplexDevice(Speaker):
         if learnt:
             log.info(
                 "an audio underrun may have moved the echo: a voice over the reply must be "
-                "louder than the reply's loudest stretch around it until the canceller "
-                "removes the echo again"
+                "6 dB louder than the echo of the reply's loudest stretch around it until the "
+                "canceller removes the echo again"
             )
         elif self._quiet <= IDLE_AFTER_FRAMES:  # learning the room from a reply
             log.info(
