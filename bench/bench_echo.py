@@ -99,7 +99,7 @@ PAUSING = "pausing the reply"
 # gated the reply then; since, only while the room was being learnt).
 STALLS = ("until the stream is reopened", "may have moved the echo", "echo-cancelled audio open")
 LEARNT = ("has learnt the room", "has found the echo again")
-LOOKED_LATER = "the echo is looked for that much later"  # behind, not gated (since d4f69a4)
+LOOKED_LATER = "the echo is looked for that much later"  # behind, not gated (since 8643094)
 
 
 def stall_kind(log: str) -> str:
