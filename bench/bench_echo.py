@@ -31,9 +31,7 @@ device hands the loop:
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -428,10 +426,7 @@ def barge_ins(
                 """Stop the listener for ``stall_ms`` at ``at_s`` (a busy machine: its audio
                 callback underruns while the reply plays)."""
                 time.sleep(max(0.0, at_s - time.monotonic()))
-                assert listener.process is not None
-                os.kill(listener.process.pid, signal.SIGSTOP)
-                time.sleep(stall_ms / 1000)
-                os.kill(listener.process.pid, signal.SIGCONT)
+                listener.stall(stall_ms / 1000)
 
             for _ in range(quiet_runs):
                 stops, pauses = listener.count(STOPPING), listener.count(PAUSING)

@@ -37,8 +37,6 @@ loop unmarked and webrtcvad called voiced once it trusted the canceller again.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -329,10 +327,7 @@ def live(after: int, stall_s: float, log_path: Path | None = None) -> None:
                     ):
                         time.sleep(0.01)
                     time.sleep(0.3)  # well into the reply
-                    assert listener.process is not None
-                    os.kill(listener.process.pid, signal.SIGSTOP)
-                    time.sleep(stall_s)
-                    os.kill(listener.process.pid, signal.SIGCONT)
+                    listener.stall(stall_s)
                 listener.wait_for_log(TURN_DONE, count=done + 1, timeout_s=60)
                 settled()
                 heard = mic.snapshot()
@@ -406,7 +401,7 @@ def main() -> int:
         " 500 ms, WebRTC's canceller about as far). Leaked frames: 30 ms frames of a reply's"
         " echo the loop would take for voice (webrtcvad voiced, over -60 dBFS, not marked echo)."
         " A reopen keeps the room: until the canceller has found the echo again, the gate"
-        " looks for it 100 ms either side of where the room was learnt, and the loop is not"
+        " looks for it 120 ms either side of where the room was learnt, and the loop is not"
         " half-duplex: those frames would reach it. Microphone lag: a tone fed into the microphone"
         " -> the first frame of it the device hands the loop (median of 3): how late every word"
         " is heard."

@@ -147,6 +147,13 @@ class Listener:
         replies = re.findall(r"voice\.turns: reply: (.*)", self.log())
         return [{"said": s, "reply": r} for s, r in zip(said, replies, strict=False)]
 
+    def stall(self, seconds: float) -> None:
+        """Stop the process for ``seconds`` (a busy machine: its audio callback underruns)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        time.sleep(seconds)
+        self.process.send_signal(signal.SIGCONT)
+
     def ptt(self, command: str) -> str:
         from voice.control import send_command
 

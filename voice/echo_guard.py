@@ -163,6 +163,11 @@ class EchoMonitor:
         self.relearning = False  # learnt before on this stream: found again after moved()
         self._start_over()
 
+    @property
+    def knows_room(self) -> bool:
+        """Learnt, or learnt before on this stream and finding a moved echo again."""
+        return self.learnt or self.relearning
+
     def moved(self) -> bool:
         """An underrun: the echo may have moved. True if that unlearnt the room."""
         was_learnt = self.learnt
@@ -326,7 +331,7 @@ class EchoGate:
         self._since_moved: int | None = None  # frames since an underrun moved the echo
         self._found = False  # ... and the canceller has found it again since
         self._later = 0  # frames more the moved echo may come later (the microphone behind)
-        self._anchor: int | None = None  # the delay when it moved: looked for around it
+        self._anchor: int | None = None  # while moved: the delay it moved from, looked around
 
     @property
     def slack(self) -> int:
@@ -337,8 +342,7 @@ class EchoGate:
     def looks_from(self) -> int | None:
         """The delay the echo is looked for around: the one it moved from while a move is
         being found, else the one found."""
-        moved_from = self._anchor if self._since_moved is not None else None
-        return self.delay if moved_from is None else moved_from
+        return self.delay if self._anchor is None else self._anchor
 
     @property
     def knows_echo(self) -> bool:
@@ -361,7 +365,8 @@ class EchoGate:
         if self._since_moved is not None:
             self._since_moved += 1
             if self._found and self._since_moved >= HISTORY_FRAMES:
-                self._since_moved, self._later = None, 0  # found, judged on it alone
+                # Found, and judged on it alone: where the levels say, as before the move.
+                self._since_moved, self._later, self._anchor = None, 0, None
 
     def is_echo(self, heard: Int16, left: Int16, played: Int16) -> bool:
         """Whether a frame can only be echo: never speech (or its residue, :func:`is_residue`).
@@ -407,7 +412,7 @@ class EchoGate:
             return False
         self._forget()
         self.delay = self._fresh_delay
-        self._since_moved = None  # in step again: no longer later
+        self._since_moved = None  # in step again: a move afresh, anchored there, no later
         self.moved()
         return True
 
@@ -448,8 +453,7 @@ class EchoGate:
             return
         # Moved: until the canceller has found it and the history holds it alone (a voice
         # over the reply, which keeps the canceller from proving itself, pulls the levels).
-        moved = self._since_moved is not None
-        if moved and self.loss_db is not None:
+        if self._since_moved is not None and self.loss_db is not None:
             return  # as loud as before: measured across the move, it would read low
         a, b = played[: len(played) - self.delay], heard[self.delay :]
         loud = a > LOUD_PLAYED_DBFS

@@ -233,8 +233,7 @@ class DuplexDevice(Speaker):
                 self._least_lag_s = float("inf")
             self._clear_pending()
             self._behind_frames = None
-            learnt = self.monitor.learnt or self.monitor.relearning
-            if keep_room and learnt and self.gate.reopened():
+            if keep_room and self.monitor.knows_room and self.gate.reopened():
                 self.monitor.moved()
                 log.info("the same room: the canceller finds the echo again")
             else:
@@ -277,9 +276,7 @@ class DuplexDevice(Speaker):
         from proving itself. A microphone that fell behind is gated until the gate looks for
         the echo that much later (:meth:`_look_behind`), as is a room whose echo the gate
         has not measured."""
-        if not self.gate.knows_echo or not (self.monitor.learnt or self.monitor.relearning):
-            return False
-        return not self._lagging
+        return self.monitor.knows_room and self.gate.knows_echo and not self._lagging
 
     @property
     def _lagging(self) -> bool:
@@ -457,7 +454,7 @@ class DuplexDevice(Speaker):
             return
         delay = self.gate.looks_from
         told = (
-            (self.monitor.learnt or self.monitor.relearning)
+            self.monitor.knows_room
             and self.gate.knows_echo
             and delay is not None
             and delay + frames + MOVED_SLACK <= MAX_DELAY_FRAMES
