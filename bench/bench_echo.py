@@ -31,12 +31,13 @@ device hands the loop:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -381,7 +382,6 @@ class BargeIns:
     # The request said over the reply, from the listener's log (after its last voiced frame):
     sent: list[float] = field(default_factory=list)  # when it went to the agent
     replied: list[float] = field(default_factory=list)  # its own reply's first sample
-    log: str = ""  # the listener's whole log (--log)
     # --stall-ms: per voice, what the stall before it did (an underrun that moved the echo,
     # a microphone left behind, or neither) and whether the voice stopped the reply
     stalls: list[tuple[str, bool]] = field(default_factory=list)
@@ -397,7 +397,10 @@ def barge_ins(
     music_runs: int = 0,
     music_dbfs: float = -35.0,
     stall_ms: float = 0.0,
+    log_path: Path | None = None,
 ) -> BargeIns:
+    """Voices over replies through ``listen``; the listener's log is written to ``log_path``
+    however the runs end (a failed run is the one whose log is wanted)."""
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
     # How long each voice breathes before its first word (see onset_in, word_onset_in).
@@ -410,7 +413,13 @@ def barge_ins(
     references = real_references()
     with tempfile.TemporaryDirectory(prefix="bench-echo-") as tmp:
         listener = Listener(rig, Path(tmp) / "listen", config)
-        with rig.loopback(), listener, rig.record_speaker() as speaker, rig.record_mic() as mic:
+        with (
+            rig.loopback(),
+            listener,
+            rig.record_speaker() as speaker,
+            rig.record_mic() as mic,
+            _kept_log(listener, log_path),
+        ):
             done = 0
 
             def ask() -> float:
@@ -524,8 +533,16 @@ def barge_ins(
                     f"  {name}: reply silent {stop_s * 1000:.0f} ms after the onset,"
                     f" {word_s * 1000:.0f} ms after the first word; said {said!r}"
                 )
-        out.log = listener.log()
     return out
+
+
+@contextlib.contextmanager
+def _kept_log(listener: Listener, path: Path | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if path is not None:
+            path.write_text(listener.log())
 
 
 # ---- CPU ----------------------------------------------------------------------------------------
@@ -706,14 +723,13 @@ def main() -> int:
             args.music_runs,
             args.music_dbfs,
             args.stall_ms,
+            args.log,
         )
 
     if args.barge_in_only:
         with PulseRig() as rig:
             barge = barge_in_runs(rig)
             report_barge_ins(barge)
-        if args.log is not None:
-            args.log.write_text(barge.log)
         return 0
 
     if args.double_talk_only:
@@ -747,8 +763,6 @@ def main() -> int:
             with rig.loopback():
                 talk = reply_and_voice(rig, tts, stt, replies, voices)
         barge = barge_in_runs(rig)
-        if args.log is not None:
-            args.log.write_text(barge.log)
         idle = {mode: [idle_cpu(rig, mode, 15.0) for _ in range(2)] for mode in ("off", "on")}
 
     cpu_webrtc = canceller_cpu(WebRtcCanceller, replies[0])

@@ -144,12 +144,14 @@ class _Process:
         self._max_line = max_line_bytes
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._start(self._read_stdout, self.proc.stdout)
-        self._start(self._read_stderr, self.proc.stderr)
+        self._stderr_reader = self._start(self._read_stderr, self.proc.stderr)
         log.info("started %s for room %s (pid %d)", self.name, room, self.proc.pid)
 
-    def _start(self, target: Any, pipe: IO[bytes]) -> None:
+    def _start(self, target: Any, pipe: IO[bytes]) -> threading.Thread:
         name = f"{self.name}-{self.proc.pid}-{target.__name__.strip('_')}"
-        threading.Thread(target=target, args=(pipe,), name=name, daemon=True).start()
+        thread = threading.Thread(target=target, args=(pipe,), name=name, daemon=True)
+        thread.start()
+        return thread
 
     @property
     def alive(self) -> bool:
@@ -167,6 +169,13 @@ class _Process:
                 self.proc.stdin.flush()
             except (OSError, ValueError) as e:
                 raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
+
+    def exits_within(self, seconds: float) -> bool:
+        try:
+            self.proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def running(self, turn: int) -> bool:
         return self.busy and self.turn == turn
@@ -197,7 +206,9 @@ class _Process:
         if self._ledger is not None:
             self._ledger.clear(self.room, self.proc.pid)
 
-    def stderr_text(self) -> str:
+    def stderr_text(self, wait_s: float = 0.0) -> str:
+        """What it wrote to stderr; ``wait_s`` for the rest once it has exited."""
+        self._stderr_reader.join(wait_s)
         return bytes(self.stderr).decode("utf-8", "replace")
 
     def _read_stdout(self, pipe: IO[bytes]) -> None:
@@ -377,13 +388,19 @@ class ClaudeSessions:
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
         try:
-            process.send(
-                {
-                    "type": "user",
-                    "message": {"role": "user", "content": turn.prompt},
-                    "parent_tool_use_id": None,
-                }
-            )
+            try:
+                process.send(
+                    {
+                        "type": "user",
+                        "message": {"role": "user", "content": turn.prompt},
+                        "parent_tool_use_id": None,
+                    }
+                )
+            except AgentError:
+                if not process.exits_within(self.kill_grace_s):
+                    raise
+                # It ended before it read the prompt (a bad flag, an unknown --resume id):
+                # the turn reads what it printed, and its exit code and stderr say why.
             # Bound after the message: an interrupt that came first must follow it, or the CLI
             # takes it while idle and then runs the whole turn.
             turn.control.bind(
@@ -459,7 +476,7 @@ class ClaudeSessions:
             text = "\n\n".join(t.strip() for t in parser.texts if t.strip())
             session_id = parser.init_session_id or process.session_id  # a first turn has none
             return AgentResult(text=text, session_id=session_id, interrupted=True)
-        stderr = process.stderr_text().encode()
+        stderr = process.stderr_text(wait_s=self.kill_grace_s).encode()
         return interpret(parser, code or 1, stderr, 0.0, process.name)
 
     def _control_request(

@@ -299,6 +299,11 @@ class AgentConfig:
             )
         check_fields(self, "agent")
 
+    @property
+    def workdir(self) -> str | None:
+        """The agent's working directory, ``~`` expanded; None: the assistant's own."""
+        return os.path.expanduser(self.cwd) if self.cwd else None
+
 
 @dataclasses.dataclass(frozen=True)
 class SessionConfig:

@@ -180,8 +180,9 @@ class Core:
             turn.prompt, session_id=turn.session_id, on_text=_text_of(turn.on_event)
         )
 
-    def reset(self, room_id: str) -> None:
-        """End the room's conversation: its next message starts a new one."""
+    def reset(self, room_id: str) -> bool:
+        """End the room's conversation: its next message starts a new one. False: it had
+        none open."""
         validate_room_id(room_id)
         lock = self._locks.get(room_id)
         with lock, self.store.lock_room(room_id):
@@ -189,15 +190,17 @@ class Core:
             if session is None:
                 latest = self._latest(room_id)
                 if latest is None or latest[0]["closed"]:
-                    return
+                    return False
                 session = latest[1]
-            if session is not None:
-                session.closed = True
-                error = self._save(room_id, session)
-                if error is not None:
-                    session.closed = False  # not reset after all: its turns stay unsaved
-                    raise error
-                log.info("room %s: conversation %s closed", room_id, session.session_id)
+            if session is None:
+                return False
+            session.closed = True
+            error = self._save(room_id, session)
+            if error is not None:
+                session.closed = False  # not reset after all: its turns stay unsaved
+                raise error
+            log.info("room %s: conversation %s closed", room_id, session.session_id)
+            return True
 
     def save_pending(self) -> int:
         """Try again to save each conversation whose last save failed; returns how many are
@@ -400,7 +403,7 @@ def build_agent(
         return ClaudeSessions(
             command,
             config.timeout_s,
-            config.cwd or None,
+            config.workdir,
             kill_grace_s=config.kill_grace_s,
             permission_timeout_s=config.permission_timeout_s * 2,  # the voice loop asks first
             idle_stop_s=config.idle_stop_s,
@@ -411,7 +414,7 @@ def build_agent(
     return AgentRunner(
         command,
         config.timeout_s,
-        config.cwd or None,
+        config.workdir,
         kill_grace_s=config.kill_grace_s,
         output_format=config.output_format,
         max_output_bytes=config.max_output_bytes,

@@ -220,7 +220,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("history", parents=[common], help="list conversations, newest first")
     p.add_argument("--room", help="only this room")
-    p.add_argument("-n", "--limit", type=_positive_int, default=20)
+    p.add_argument(
+        "-n", "--limit", type=_positive_int, default=20, help="at most this many (default 20)"
+    )
     p.add_argument(
         "--ids",
         action="store_true",
@@ -289,6 +291,7 @@ def _wav_path(text: str) -> Path:
 
 # ---- one-shot commands ----------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    app.agent_command(args.agent, config)  # a bad --agent is told before the models load
     started = time.monotonic()
     models = app.load_models(config)
     print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
@@ -430,8 +433,11 @@ def _ids(store: SessionStore, session_id: str) -> str:
 
 
 def cmd_reset(args: argparse.Namespace, config: Config) -> int:
-    app.build_core(config).reset(config.turn.room)
-    print(f"room {config.turn.room}: the next message starts a new conversation")
+    room = config.turn.room
+    if app.build_core(config).reset(room):
+        print(f"room {room}: conversation closed; the next message starts a new one")
+    else:
+        print(f"room {room} has no open conversation; the next message starts a new one")
     return 0
 
 

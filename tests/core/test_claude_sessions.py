@@ -353,6 +353,26 @@ def test_a_program_that_prints_garbage_is_an_error_and_replaced(
         agent.stop()
 
 
+def test_a_program_that_exits_before_its_first_turn_says_why(
+    tmp_path: Path, claude_api: ClaudeApi, claude_home: Path
+) -> None:
+    # Started ahead of its turn (prepare), it is gone by the time the prompt is written: the
+    # error is its exit code and stderr, not only that it no longer takes input.
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'error: unknown option --frobnicate' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    agent = ClaudeSessions(claude_argv([str(fake)], session=True), 30.0, tmp_path)
+    try:
+        agent.prepare("desk", None)
+        agent._processes["desk"].proc.wait(30)
+        with pytest.raises(AgentError, match="exit code 3: error: unknown option --frobnicate"):
+            agent.run_turn(AgentTurn("hi", "desk"))
+        assert "desk" not in pids(agent)  # discarded: the next turn gets a fresh process
+    finally:
+        agent.stop()
+
+
 def test_a_first_turn_that_times_out_is_resumed_by_the_next(
     claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
 ) -> None:

@@ -119,8 +119,8 @@ def test_reset_starts_a_new_conversation_and_survives_a_restart(tmp_path: Path) 
     agent = numbered_agent()
     core = Core(tmp_path, agent)
     core.send_message("desk", "a")
-    core.reset("desk")
-    core.reset("desk")  # idempotent
+    assert core.reset("desk") is True
+    assert core.reset("desk") is False  # idempotent: nothing left to close
     assert core.active_session("desk") is None
     assert Core(tmp_path, agent).active_session("desk") is None
     core.send_message("desk", "b")
@@ -131,7 +131,7 @@ def test_reset_starts_a_new_conversation_and_survives_a_restart(tmp_path: Path) 
 
 def test_reset_of_an_unknown_room_is_harmless(tmp_path: Path) -> None:
     core = Core(tmp_path, numbered_agent())
-    core.reset("nobody")
+    assert core.reset("nobody") is False
     assert core.store.list() == []
 
 
@@ -258,6 +258,20 @@ def test_from_config_wires_the_runner_and_the_store(tmp_path: Path) -> None:
     plain = [sys.executable, "-c", "print('plain text agent')"]
     override = Core.from_config(config, agent_command=plain)
     assert override.send_message("desk", "hi") == "plain text agent"  # sniffed as text
+
+
+def test_agent_cwd_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.toml says paths may start with ~: the agent runs in the home's folder, not in
+    a folder literally named "~"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "project").mkdir()
+    where = [sys.executable, "-c", "import os, sys; sys.stdin.read(); print(os.getcwd())"]
+    config = CoreConfig(
+        agent=AgentConfig(command=tuple(where), cwd="~/project"),
+        session=SessionConfig(store_dir=str(tmp_path / "store")),
+    )
+    assert config.agent.workdir == str(tmp_path / "project")
+    assert Core.from_config(config).send_message("desk", "where?") == str(tmp_path / "project")
 
 
 def test_module_level_send_message_uses_config_toml(tmp_path: Path) -> None:
