@@ -108,7 +108,84 @@ def clean_inline(text: str) -> str:
     text = html.unescape(text.replace("|", ","))  # table cells without a leading pipe
     text = " ".join(text.split())
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", _REPEATED_COMMAS.sub(",", text)).strip(" ,")
-    return _SLOT.sub(lambda m: slots[ord(m.group(0)) - _SLOT_BASE], text)
+    return spoken_terms(_SLOT.sub(lambda m: slots[ord(m.group(0)) - _SLOT_BASE], text))
+
+
+# --- technical terms, as a person would say them ------------------------------------------------
+
+# A path: two or more parts joined by "/", or one after "/", "~/", "./" or "../". Said by its
+# last part (as tool lines name a file), and a ":LINE" after it as ", line LINE".
+_PATH = re.compile(
+    r"(?<![\w@/.~-])(~/|\.{1,2}/|/)?((?:[\w.@+-]+/)*[\w.@+-]*[A-Za-z][\w.@+-]*)(/?)"
+    r"(?::(\d+)(?:[:-]\d+)?)?(?![\w/])"
+)
+_FILE_NAME = re.compile(r"[\w@+-]+\.[A-Za-z][A-Za-z0-9]{0,5}")
+_NODE = re.compile(r"(?<=\w)::(?=\w)")  # pytest's file::test, C++'s a::b
+_CALL = re.compile(r"(?<=\w)\(\)")
+_FLAG = re.compile(r"(?<![\w-])--([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)")
+_UNDERSCORES = re.compile(r"(?<=[A-Za-z0-9])_+(?=[A-Za-z0-9])")
+_EDGE_UNDERSCORES = re.compile(r"(?<![\w])_+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])_+(?![\w])")
+_UNITS = {
+    "ms": ("millisecond", "milliseconds"),
+    "s": ("second", "seconds"),
+    "sec": ("second", "seconds"),
+    "min": ("minute", "minutes"),
+    "h": ("hour", "hours"),
+    "x": ("times", "times"),
+}
+# A number and its unit: "855ms", "1.5 s", "~5 min", "2.4x" (not "3 x 4"; not the decades
+# "1990s", "the 1800s").
+_AMOUNT = re.compile(
+    r"(?<![\w.])(~\s?)?(?!\d{3}0s)(\d+(?:\.\d+)?)(?:(ms|s|x)|\s?(ms|sec|min|h)|\s(s))(?![\w%])"
+)
+_WORDS = [
+    (re.compile(r"\s(?:->|=>|\u2192)\s"), " to "),
+    (re.compile(r"\s&&\s"), " and "),
+    (re.compile(r"(?<![\w.])vs\.?(?=\s)"), "versus"),
+    (re.compile(r"(?<![\w.])e\.g\.(?=[\s,])"), "for example"),
+    (re.compile(r"(?<![\w.])i\.e\.(?=[\s,])"), "that is"),
+    (re.compile(r"(?<![\w.~])~(?=\d)"), "about "),
+]
+
+
+def _path(match: re.Match[str]) -> str:
+    lead, body, trail, line = match.group(1), match.group(2), match.group(3), match.group(4)
+    parts = [p for p in body.split("/") if p]
+    if not parts:
+        return match.group(0)
+    name = parts[-1]
+    named_file = _FILE_NAME.fullmatch(name) is not None
+    # "and/or", "TCP/IP", "km/h" stay; a path is marked by its start, a file or its depth.
+    if not (lead or trail or len(parts) > 2 or (len(parts) > 1 and named_file) or line):
+        return match.group(0)
+    if line and not named_file and len(parts) == 1 and not lead:
+        return match.group(0)  # "at 10:30" is a time, not a line
+    return f"{name}, line {line}" if line else name
+
+
+def _amount(match: re.Match[str]) -> str:
+    about, number = match.group(1), match.group(2)
+    unit = match.group(3) or match.group(4) or match.group(5)
+    one, more = _UNITS[unit]
+    return f"{'about ' if about else ''}{number} {one if number == '1' else more}"
+
+
+def spoken_terms(text: str) -> str:
+    """Technical terms as a person reading them out would say them: a path by its file's name
+    ("voice/loop.py:231" -> "loop.py, line 231"), identifiers without underscores or call
+    parentheses ("_gate", "hears_over_reply()" -> "gate", "hears over reply"), flags without
+    dashes ("--dry-run" -> "dry run"), units in words ("855ms" -> "855 milliseconds", "2.4x"
+    -> "2.4 times") and "->", "&&", "vs.", "e.g.", "i.e.", "~5" in words. Piper reads them
+    letter by letter or not at all (bench/bench_spoken_terms.py)."""
+    text = _NODE.sub(" ", text)
+    text = _PATH.sub(_path, text)
+    text = _CALL.sub("", text)
+    text = _FLAG.sub(lambda m: m.group(1).replace("-", " "), text)
+    text = _AMOUNT.sub(_amount, text)
+    for pattern, words in _WORDS:
+        text = pattern.sub(words, text)
+    text = _UNDERSCORES.sub(" ", text)
+    return _EDGE_UNDERSCORES.sub("", text)
 
 
 def _balanced(raw: str) -> bool:

@@ -7,7 +7,13 @@ import random
 import pytest
 
 from core.errors import ConfigError
-from voice.speech_text import CODE_OMITTED, SentenceStream, speakable, split_sentences
+from voice.speech_text import (
+    CODE_OMITTED,
+    SentenceStream,
+    speakable,
+    split_sentences,
+    spoken_terms,
+)
 
 # --- speakable -------------------------------------------------------------------------------
 
@@ -20,7 +26,7 @@ from voice.speech_text import CODE_OMITTED, SentenceStream, speakable, split_sen
             "Run this. Code omitted. Done.",
         ),
         ("~~~\nprint('hi')\n~~~\nAfter.", "Code omitted. After."),
-        ("Call `load_config()` first.", "Call load_config() first."),
+        ("Call `load_config()` first.", "Call load config first."),
         ("See [the guide](https://x.org/a_(b)) now.", "See the guide now."),
         ("Docs: https://www.python.org/3/library. Read them.", "Docs: python.org. Read them."),
         ("Open <https://example.com/x> please.", "Open example.com please."),
@@ -51,10 +57,50 @@ def test_speakable(markdown: str, spoken: str | None) -> None:
             "Bold, italic, both, strong, em and gone."
         ),
         "Keep snake_case_names and my_var, even __dunder__ style.": (
-            "Keep snake_case_names and my_var, even dunder style."
+            "Keep snake case names and my var, even dunder style."
         ),
     }
     assert speakable(markdown) == (spoken if spoken is not None else expected[markdown])
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("Fixed voice/loop.py:231 today", "Fixed loop.py, line 231 today"),
+        ("See ~/.config/voice-assistant/config.toml", "See config.toml"),
+        ("in ./build/ and ../frontend", "in build and frontend"),
+        ("Check /var/log/syslog now", "Check syslog now"),
+        ("src/app/Button.tsx:12:4 broke", "Button.tsx, line 12 broke"),
+        ("tests/test_x.py::test_y failed", "test x.py test y failed"),
+        ("config.py:120 is wrong", "config.py, line 120 is wrong"),
+        ("the _gate of hears_over_reply()", "the gate of hears over reply"),
+        ("set __init__ and self._cache", "set init and self.cache"),
+        ("run it with --dry-run or --port 8081", "run it with dry run or port 8081"),
+        ("855ms, 1.5s, 1.2 s, ~5 min, 24h, 1 s", None),
+        ("2.4x faster vs. 1.1x", "2.4 times faster versus 1.1 times"),
+        ("a -> b, c && d, e.g. this, i.e. that", "a to b, c and d, for example this, that is that"),
+        # Not technical terms: these stay as they are.
+        ("and/or TCP/IP at 10:30 in km/h", None),
+        ("3/5 suites on 12/05/2026", None),
+        ("the 1990s and 1800s", None),
+        ("0x1F, 4x4, 3 x 4, Python 3.11, v2.3.1, 45% -> 12%", None),
+        ("a -b flag, x-y, well-known, 10 - 3", None),
+    ],
+)
+def test_technical_terms_are_said_as_a_person_reads_them(written: str, said: str | None) -> None:
+    expected = {
+        "855ms, 1.5s, 1.2 s, ~5 min, 24h, 1 s": (
+            "855 milliseconds, 1.5 seconds, 1.2 seconds, about 5 minutes, 24 hours, 1 second"
+        ),
+        "0x1F, 4x4, 3 x 4, Python 3.11, v2.3.1, 45% -> 12%": (
+            "0x1F, 4x4, 3 x 4, Python 3.11, v2.3.1, 45% to 12%"
+        ),
+    }
+    assert spoken_terms(written) == expected.get(written, said or written)
+
+
+def test_a_path_in_a_code_span_is_said_by_its_name() -> None:
+    assert speakable("I edited `core/store.py:42`.") == "I edited store.py, line 42."
 
 
 def test_speakable_drops_a_reply_with_nothing_to_say() -> None:
@@ -67,7 +113,7 @@ def test_an_unclosed_fence_is_still_one_code_omitted() -> None:
 
 
 def test_inline_code_is_not_treated_as_markup() -> None:
-    assert speakable("Set `__init__` and `a*b*c`.") == "Set __init__ and a*b*c."
+    assert speakable("Set `__init__` and `a*b*c`.") == "Set init and a*b*c."
 
 
 # --- split_sentences -------------------------------------------------------------------------
@@ -164,8 +210,8 @@ def test_one_shot_sentences_are_the_expected_ones() -> None:
         "Plan.",
         "Sure, I looked at the repository and found three problems, which I describe below in "
         "order.",
-        "The first one is in config.py: the loader ignores timeout_s.",
-        "The second is a typo, e.g. in the README.",
+        "The first one is in config.py: the loader ignores timeout s.",
+        "The second is a typo, for example in the README.",
         "Version 2.1.0 fixed it...",
         "Anyway, see below.",
         "Fix the loader.",
