@@ -113,10 +113,11 @@ def clean_inline(text: str) -> str:
 
 # --- technical terms, as a person would say them ------------------------------------------------
 
-# A path: two or more parts joined by "/", or one after "/", "~/", "./" or "../". Said by its
-# last part (as tool lines name a file), and a ":LINE" after it as ", line LINE".
+# A path: a file's name after parts joined by "/", or anything after "/", "~/", "./" or "../"
+# or before a last "/". Said by its last part (as tool lines name a file), and a ":LINE"
+# after it as ", line LINE".
 _PATH = re.compile(
-    r"(?<![\w@/.~-])(~/|\.{1,2}/|/)?((?:[\w.@+-]+/)*[\w.@+-]*[A-Za-z][\w.@+-]*)(/?)"
+    r"(?<![\w@/.~:-])(~/|\.{1,2}/|/)?((?:[\w.@+-]+/)*[\w.@+-]*[A-Za-z][\w.@+-]*)(/?)"
     r"(?::(\d+)(?:[:-]\d+)?)?(?![\w/])"
 )
 _FILE_NAME = re.compile(r"[\w@+-]+\.[A-Za-z][A-Za-z0-9]{0,5}")
@@ -155,8 +156,8 @@ def _path(match: re.Match[str]) -> str:
         return match.group(0)
     name = parts[-1]
     named_file = _FILE_NAME.fullmatch(name) is not None
-    # "and/or", "TCP/IP", "km/h" stay; a path is marked by its start, a file or its depth.
-    if not (lead or trail or len(parts) > 2 or (len(parts) > 1 and named_file) or line):
+    # "and/or", "stdin/stdout/stderr" stay; a path is marked by its start, its end or a file.
+    if not (lead or trail or (len(parts) > 1 and named_file) or line):
         return match.group(0)
     if line and not named_file and len(parts) == 1 and not lead:
         return match.group(0)  # "at 10:30" is a time, not a line

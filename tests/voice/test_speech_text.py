@@ -80,7 +80,7 @@ def test_speakable(markdown: str, spoken: str | None) -> None:
         ("2.4x faster vs. 1.1x", "2.4 times faster versus 1.1 times"),
         ("a -> b, c && d, e.g. this, i.e. that", "a to b, c and d, for example this, that is that"),
         # Not technical terms: these stay as they are.
-        ("and/or TCP/IP at 10:30 in km/h", None),
+        ("and/or TCP/IP at 10:30 in km/h, stdin/stdout/stderr", None),
         ("3/5 suites on 12/05/2026", None),
         ("the 1990s and 1800s", None),
         ("0x1F, 4x4, 3 x 4, Python 3.11, v2.3.1, 45% -> 12%", None),
