@@ -151,6 +151,8 @@ _WORDS = [
 
 def _path(match: re.Match[str]) -> str:
     lead, body, trail, line = match.group(1), match.group(2), match.group(3), match.group(4)
+    kept = body.rstrip(".")  # a sentence's full stop is not part of the name
+    end, body = body[len(kept) :], kept
     parts = [p for p in body.split("/") if p]
     if not parts:
         return match.group(0)
@@ -161,7 +163,7 @@ def _path(match: re.Match[str]) -> str:
         return match.group(0)
     if line and not named_file and len(parts) == 1 and not lead:
         return match.group(0)  # "at 10:30" is a time, not a line
-    return f"{name}, line {line}" if line else name
+    return (f"{name}, line {line}" if line else name) + end
 
 
 def _amount(match: re.Match[str]) -> str:

@@ -70,6 +70,7 @@ def test_speakable(markdown: str, spoken: str | None) -> None:
         ("See ~/.config/voice-assistant/config.toml", "See config.toml"),
         ("in ./build/ and ../frontend", "in build and frontend"),
         ("Check /var/log/syslog now", "Check syslog now"),
+        ("I changed a/b.py. Then src/c.css.", "I changed b.py. Then c.css."),
         ("src/app/Button.tsx:12:4 broke", "Button.tsx, line 12 broke"),
         ("tests/test_x.py::test_y failed", "test x.py test y failed"),
         ("config.py:120 is wrong", "config.py, line 120 is wrong"),
