@@ -56,7 +56,22 @@ class PermissionRequest:
     tool_use_id: str = ""  # the ToolUse it is about ("": the agent did not say)
 
 
-AgentEvent = TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest
+@dataclass(frozen=True)
+class ApiRetry:
+    """A call to the agent's service failed and will be tried again (Claude Code's
+    ``system``/``api_retry``). ``status``: the HTTP status, None when nothing answered."""
+
+    attempt: int
+    max_retries: int | None = None
+    status: int | None = None
+    error: str = ""
+
+    @property
+    def refused_login(self) -> bool:
+        return self.status in (401, 403)
+
+
+AgentEvent = TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest | ApiRetry
 EventCallback = Callable[[AgentEvent], None]
 
 

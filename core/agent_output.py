@@ -8,6 +8,7 @@ caller), and :func:`interpret` turns the whole run into an :class:`AgentResult` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -16,13 +17,16 @@ from typing import Any, Literal, cast
 
 from core.agent_events import (
     BLOCK_SEPARATOR,
+    ApiRetry,
     EventCallback,
     TextDelta,
     TextDone,
     ToolResult,
     ToolUse,
 )
-from core.errors import AgentError, ResumeFailed
+from core.errors import AgentError, AgentLoginError, AgentUnavailable, ResumeFailed
+
+log = logging.getLogger(__name__)
 
 OutputFormat = Literal["auto", "stream-json", "json", "text"]
 _Mode = Literal["sniff", "stream-json", "json", "text"]
@@ -98,6 +102,8 @@ class OutputParser:
         self.bad_line: str | None = None
         self.not_utf8: UnicodeDecodeError | None = None
         self.init_session_id: str | None = None
+        self.retries = 0  # calls to the agent's service that failed and were tried again
+        self.retrying: ApiRetry | None = None  # the last such, while nothing came after it
         self._partial_deltas = False
         self._block_kinds: dict[int, str] = {}  # index -> content block type, per message
         self.cut_short = False  # the output ended inside a JSON line
@@ -133,7 +139,7 @@ class OutputParser:
         else:
             self.mode = "text"
 
-    def _emit(self, event: TextDelta | TextDone | ToolUse | ToolResult) -> None:
+    def _emit(self, event: TextDelta | TextDone | ToolUse | ToolResult | ApiRetry) -> None:
         if self.on_event is not None and not (isinstance(event, TextDelta) and not event.text):
             self.on_event(event)
 
@@ -157,11 +163,14 @@ class OutputParser:
             self.result = event
         elif event.get("parent_tool_use_id"):
             return  # a subagent's work: not the reply, nor its conversation
+        elif kind == "system" and event.get("subtype") == "api_retry":
+            self._api_retry(event)
         elif kind == "system" and event.get("subtype") == "init":
             self.init_session_id = safe_agent_id(event.get("session_id"))
             if self.init_session_id and self.on_session is not None:
                 self.on_session(self.init_session_id)
         elif kind == "stream_event":
+            self.retrying = None  # the service answers again
             self._stream_event(event.get("event"))
         elif kind == "assistant":
             # A synthetic message carrying an error (e.g. "Not logged in") is not a reply to
@@ -174,6 +183,25 @@ class OutputParser:
                     self._emit(
                         ToolResult(str(block.get("tool_use_id", "")), block.get("is_error") is True)
                     )
+
+    def _api_retry(self, event: dict[str, Any]) -> None:
+        attempt, most, status = (
+            _whole(event.get(k)) for k in ("attempt", "max_retries", "error_status")
+        )
+        error = event.get("error")
+        retry = ApiRetry(
+            attempt or self.retries + 1, most, status, error if isinstance(error, str) else ""
+        )
+        self.retries += 1
+        self.retrying = retry
+        log.warning(
+            "the agent's call to its service failed (%s%s); trying again (%d of %s)",
+            retry.status or "no answer",
+            f", {retry.error}" if retry.error else "",
+            retry.attempt,
+            retry.max_retries or "?",
+        )
+        self._emit(retry)
 
     def _stream_event(self, raw: object) -> None:
         if not isinstance(raw, dict):
@@ -243,7 +271,7 @@ def interpret(
     if result is not None and _aborted(result):
         return _result(result, parser, duration_s, interrupted=True)
     if result is not None and result.get("is_error") is True:
-        raise AgentError(f"The agent reported an error: {_error_message(result)}")
+        raise _reported_error(result, parser)
     if returncode != 0:
         # Plain-text agents often explain themselves on stdout (claude -p: "Not logged in").
         detail = err_text
@@ -335,6 +363,25 @@ def _resume_failure(stderr: str, result: dict[str, Any] | None) -> str | None:
         errors = result.get("errors")
         candidates += [str(e) for e in errors] if isinstance(errors, list) else []
     return next((c.strip() for c in candidates if any(m in c for m in RESUME_FAILURES)), None)
+
+
+def _reported_error(result: dict[str, Any], parser: OutputParser) -> AgentError:
+    """An ``is_error`` result: a refused login, a service that did not answer, or else."""
+    message = f"The agent reported an error: {_error_message(result)}"
+    status = _whole(result.get("api_error_status"))
+    if status in (401, 403) or any(s in message.lower() for s in _LOGIN_REFUSED):
+        return AgentLoginError(message)
+    if status in (408, 429) or (status is not None and status >= 500) or parser.retries:
+        return AgentUnavailable(message)
+    return AgentError(message)
+
+
+_LOGIN_REFUSED = ("not logged in", "invalid api key", "failed to authenticate")
+
+
+def _whole(value: object) -> int | None:
+    """``value`` if it is a whole number (JSON's true is not), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _error_message(result: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ starts a fresh one that resumes the conversation (``--resume``). Idle processes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.agent import TextCallback, resuming
-from core.agent_events import AgentTurn, Decision, PermissionRequest, text_only
+from core.agent_events import AgentTurn, ApiRetry, Decision, PermissionRequest, text_only
 from core.agent_output import (
     AgentResult,
     OutputParser,
@@ -40,7 +41,7 @@ from core.agent_output import (
     interpret,
     safe_agent_id,
 )
-from core.errors import AgentError, AgentTimeout, ConfigError
+from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable, ConfigError
 from core.ledger import AgentLedger
 from core.lifeline import Lifeline, default_lifeline
 from core.process import keep_stderr, program_name, spawn
@@ -54,8 +55,24 @@ VOICE_PROMPT = (
     "say what you did or found, and offer details if the user wants them."
 )
 _IDLE_CHECK_S = 30.0
+# A refused login is given up after this many retries (the first may be a token refresh).
+LOGIN_RETRIES = 2
 _NOT_ANSWERED = "The user did not answer in time, so this was not allowed."
 NOBODY_ANSWERS = "Nobody can answer permission questions in this session, so this was not allowed."
+
+
+def _check_login(process: _Process, retry: ApiRetry | None) -> None:
+    """Claude Code tries a refused login for minutes; past a token refresh it stays refused."""
+    if retry is not None and retry.refused_login and retry.attempt >= LOGIN_RETRIES:
+        raise AgentLoginError(
+            f"The agent ({process.name}) was refused by its service ({_retry_reason(retry)}). "
+            "Log in again (claude /login) or check ANTHROPIC_API_KEY."
+        )
+
+
+def _retry_reason(retry: ApiRetry) -> str:
+    said = f"{retry.status}" if retry.status is not None else "no answer"
+    return f"{said}, {retry.error}" if retry.error else said
 
 
 def is_claude(command: Sequence[str]) -> bool:
@@ -140,6 +157,8 @@ class _Process:
         self.turn = 0  # counts turns: an interrupt belongs to one, never to the next
         self.used = False  # it has run a turn (a fresh process can take any new conversation)
         self.last_used = time.monotonic()
+        self.spent_usd = 0.0  # Claude's total_cost_usd after its last turn
+        self.answered = False  # its turn ended with a result line (an error's too)
         self._write_lock = threading.Lock()
         self._max_line = max_line_bytes
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -169,6 +188,15 @@ class _Process:
                 self.proc.stdin.flush()
             except (OSError, ValueError) as e:
                 raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
+
+    def turn_cost(self, result: AgentResult) -> AgentResult:
+        """``result`` with the cost of its turn alone: Claude reports what its process has
+        spent so far (``total_cost_usd``), from 0 when it starts."""
+        total = result.cost_usd
+        if total is None:
+            return result
+        spent, self.spent_usd = max(0.0, total - self.spent_usd), total
+        return dataclasses.replace(result, cost_usd=spent)
 
     def exits_within(self, seconds: float) -> bool:
         try:
@@ -384,6 +412,7 @@ class ClaudeSessions:
             return AgentResult(text="", session_id=session_id, interrupted=True)
         process = self._process_for(turn.room_id, session_id, claim=True)
         process.turn += 1
+        process.answered = False
         turn_no = process.turn
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
@@ -407,6 +436,10 @@ class ClaudeSessions:
                 interrupt=lambda: self._interrupt(process, turn_no), answer=questions.answer
             )
             return self._read_turn(process, turn, questions, started)
+        except AgentError:
+            if not (process.answered and process.alive):  # (a result, even an error: it is well)
+                self._discard(process)
+            raise
         except BaseException:
             self._discard(process)
             raise
@@ -430,10 +463,7 @@ class ClaudeSessions:
                 questions.expire()
             last = now
             if now >= deadline:
-                raise AgentTimeout(
-                    f"The agent ({process.name}) did not finish within {self.timeout:g} seconds "
-                    "and was stopped. Raise agent.timeout_s in config.toml if it needs longer."
-                )
+                raise self._timed_out(process, parser)
             try:
                 line = process.lines.get(timeout=min(0.2, deadline - now))
             except queue.Empty:
@@ -460,11 +490,26 @@ class ClaudeSessions:
             elif kind != "control_response":
                 parser.event(event)
                 if kind == "result":
+                    process.answered = True
+                    # Its conversation, even after an error: the room's next turn resumes it.
+                    process.session_id = parser.init_session_id or process.session_id
                     break
+                _check_login(process, parser.retrying)
         result = interpret(parser, 0, b"", time.monotonic() - started, process.name)
         if result.session_id:
             process.session_id = result.session_id
-        return result
+        return process.turn_cost(result)
+
+    def _timed_out(self, process: _Process, parser: OutputParser) -> AgentError:
+        if parser.retrying is not None:  # its service was not answering
+            return AgentUnavailable(
+                f"The agent ({process.name}) could not reach its service within "
+                f"{self.timeout:g} seconds ({_retry_reason(parser.retrying)}) and was stopped."
+            )
+        return AgentTimeout(
+            f"The agent ({process.name}) did not finish within {self.timeout:g} seconds "
+            "and was stopped. Raise agent.timeout_s in config.toml if it needs longer."
+        )
 
     def _ended_early(self, process: _Process, turn: AgentTurn, parser: OutputParser) -> AgentResult:
         """The process exited before the turn's result."""
@@ -569,19 +614,21 @@ class ClaudeSessions:
         for process in ended:
             del self._processes[process.room]
             log.debug("the agent of room %s had ended", process.room)
-        if len(self._processes) < self.max_processes:
-            return ended
-        idle = [p for p in self._processes.values() if not p.busy]
-        if not idle:
-            log.warning(
-                "%d rooms' agents are all working: starting one more than agent.max_processes",
-                len(self._processes),
-            )
-            return ended
-        oldest = min(idle, key=lambda p: p.last_used)
-        del self._processes[oldest.room]
-        log.info("stopping the agent of room %s to make way (agent.max_processes)", oldest.room)
-        return [*ended, oldest]
+        stopped = list(ended)
+        # More than one when busy rooms once pushed the count past the limit: it shrinks back.
+        while len(self._processes) >= self.max_processes:
+            idle = [p for p in self._processes.values() if not p.busy]
+            if not idle:
+                log.warning(
+                    "%d rooms' agents are all working: starting one more than agent.max_processes",
+                    len(self._processes),
+                )
+                break
+            oldest = min(idle, key=lambda p: p.last_used)
+            del self._processes[oldest.room]
+            log.info("stopping the agent of room %s to make way (agent.max_processes)", oldest.room)
+            stopped.append(oldest)
+        return stopped
 
     def _discard(self, process: _Process) -> None:
         with self._lock:

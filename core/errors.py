@@ -8,7 +8,9 @@ for an error and logs ``str(error)``, which may name files and ids::
     │   └── NotAStoreError (StoreError)  session.store_dir is a directory the store does not own
     ├── AgentError                       the agent CLI crashed, printed garbage or said is_error
     │   ├── AgentTimeout (TimeoutError)  ... or ran past its timeout and was killed
-    │   └── ResumeFailed                 ... or does not know the conversation given to --resume
+    │   ├── ResumeFailed                 ... or does not know the conversation given to --resume
+    │   ├── AgentUnavailable             ... or its service did not answer (network, overload)
+    │   └── AgentLoginError              ... or its service refused its login or API key
     ├── StoreError                       the session store could not be read or written
     │   ├── InvalidIdError (ValueError)  a room or session id that could leave the store
     │   ├── SessionFormatError (ValueError)  a session or index document of the wrong shape
@@ -51,6 +53,15 @@ class AgentTimeout(AgentError, TimeoutError):
 
 class ResumeFailed(AgentError):
     """The agent does not know the conversation passed with --resume."""
+
+
+class AgentUnavailable(AgentError):
+    """The agent's service did not answer: no network, a rate limit, an overload. Trying
+    again later may work."""
+
+
+class AgentLoginError(AgentError):
+    """The agent's service refused its login or API key: only the user can fix that."""
 
 
 class StoreError(AssistantError):

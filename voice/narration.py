@@ -91,6 +91,14 @@ def question(agent: str, name: str, tool_input: Mapping[str, Any]) -> str:
     return f"{agent} wants to {would_do(name, tool_input)}. Allow?"
 
 
+def retrying(agent: str, status: int | None) -> str:
+    """The agent's service did not answer and it tries again: "Claude cannot reach its
+    service. Still trying."."""
+    if status is None:
+        return f"{agent} cannot reach its service. Still trying."
+    return f"{agent}'s service is not answering. Still trying."
+
+
 def refusals(agent: str, denials: Sequence[Denial]) -> str:
     """One sentence at the end of a turn about what the agent was not allowed to do."""
     if not denials:

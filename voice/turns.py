@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from core.agent_events import (
     AgentEvent,
+    ApiRetry,
     Decision,
     EventCallback,
     PermissionRequest,
@@ -28,7 +29,15 @@ from core.agent_events import (
 )
 from core.claude import NOBODY_ANSWERS
 from core.conversation import TurnOutcome
-from core.errors import AgentError, AgentMissing, AgentTimeout, AssistantError, StoreError
+from core.errors import (
+    AgentError,
+    AgentLoginError,
+    AgentMissing,
+    AgentTimeout,
+    AgentUnavailable,
+    AssistantError,
+    StoreError,
+)
 from voice import narration
 from voice.earcons import EarconName
 from voice.speech_out import ReplySpeaker
@@ -112,19 +121,26 @@ class TurnReport:
         )
 
 
+# What the user hears for each kind of error, the first that matches.
+_SPOKEN_ERRORS: tuple[tuple[type[BaseException], str], ...] = (
+    (AgentTimeout, "Sorry, the agent took too long and was stopped."),
+    (StoreError, "Sorry, I could not save this conversation."),
+    (AgentLoginError, "Sorry, the agent's login was refused. Log in again or check its API key."),
+    (AgentUnavailable, "Sorry, the agent's service is not answering. Try again in a while."),
+    (AssistantError, "Sorry, the agent failed. The details are in the log."),
+)
+
+
 def spoken_error(error: BaseException) -> str:
     """One short sentence for the user, without ids or paths; the log keeps the detail."""
-    if isinstance(error, AgentTimeout):
-        return "Sorry, the agent took too long and was stopped."
-    if isinstance(error, StoreError):
-        return "Sorry, I could not save this conversation."
     if isinstance(error, AgentMissing):
         return error.spoken
     if isinstance(error, AgentError) and "not logged in" in str(error).lower():
         return "Sorry, the agent is not logged in."  # the one failure a user fixes at once
-    if isinstance(error, AssistantError):
-        return "Sorry, the agent failed. The details are in the log."
-    return "Sorry, something went wrong. The details are in the log."
+    return next(
+        (said for kind, said in _SPOKEN_ERRORS if isinstance(error, kind)),
+        "Sorry, something went wrong. The details are in the log.",
+    )
 
 
 class TurnWorker:
@@ -159,6 +175,7 @@ class TurnWorker:
         self.report = TurnReport(turn, text, speech_end_s, clock())
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
+        self._retried = False  # the user was told the agent's service is not answering
         self._tool_lines = ToolLines()
         self._tool_timers: dict[str, threading.Timer] = {}
         self._tool_lock = threading.Lock()
@@ -262,6 +279,16 @@ class TurnWorker:
             self._tool_lines_now(lambda lines: lines.finished(event.tool_use_id))
         elif isinstance(event, PermissionRequest):
             self._ask(event)
+        elif isinstance(event, ApiRetry):
+            self._retrying(event)
+
+    def _retrying(self, event: ApiRetry) -> None:
+        """Said once a turn: minutes of retries are otherwise only "Still working."."""
+        if self._retried or event.refused_login:  # (a refused login is given up, and told)
+            return
+        self._retried = True
+        self._spoke()
+        self.reply.say(narration.retrying(self._settings.agent_name, event.status))
 
     def _tool_started(self, event: ToolUse) -> None:
         line = narration.tool_line(event.name, event.input)

@@ -17,7 +17,7 @@ import pytest
 
 from core import Core
 from core.agent import AgentRunner
-from core.errors import AgentError
+from core.errors import AgentError, AgentLoginError
 from tests.claude_fixtures import find_claude
 from tests.core.conftest import FAKES
 
@@ -54,6 +54,7 @@ def test_not_logged_in_becomes_a_clear_agent_error(
     with pytest.raises(AgentError) as excinfo:
         runner.run("-h is not an option here", on_text=streamed.append)
     message = str(excinfo.value)
+    assert isinstance(excinfo.value, AgentLoginError)  # said as such, not "the agent failed"
     assert message.startswith("The agent reported an error: ")
     assert "Not logged in" in message and "/login" in message
     assert streamed == []  # the error is not streamed as if it were a reply

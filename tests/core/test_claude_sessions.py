@@ -19,6 +19,7 @@ from core.agent import AgentRunner
 from core.agent_events import (
     AgentEvent,
     AgentTurn,
+    ApiRetry,
     PermissionRequest,
     TextDelta,
     ToolUse,
@@ -26,8 +27,8 @@ from core.agent_events import (
 )
 from core.agent_output import Denial
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv
-from core.errors import AgentError, AgentTimeout
-from tests.claude_api import ClaudeApi, Hold, Reply, Text
+from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable
+from tests.claude_api import ApiError, ClaudeApi, Hold, Reply, Text
 from tests.claude_api import ToolUse as ApiToolUse
 from tests.procs import running
 
@@ -371,6 +372,57 @@ def test_a_program_that_exits_before_its_first_turn_says_why(
         assert "desk" not in pids(agent)  # discarded: the next turn gets a fresh process
     finally:
         agent.stop()
+
+
+def test_a_service_that_does_not_answer_at_first_is_told_and_then_answers(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    overloaded = ApiError(529, "overloaded_error", "Overloaded")
+    claude_api.script(overloaded, overloaded, Reply([Text("Here now.")]))
+    events = Recorder()
+    result = sessions.run_turn(AgentTurn("hello?", "desk", on_event=events))
+    assert result.text == "Here now."
+    retries = [e for e in events.of(ApiRetry) if isinstance(e, ApiRetry)]
+    assert [(e.attempt, e.status) for e in retries] == [(1, 529), (2, 529)]
+
+
+def test_a_service_that_never_answers_is_an_unavailable_error_and_the_process_stays(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
+) -> None:
+    env = {**claude_api.env(claude_home), "CLAUDE_CODE_MAX_RETRIES": "1"}
+    agent = ClaudeSessions(claude_argv([claude_cli], session=True), TIMEOUT_S, claude_cwd, env=env)
+    core = Core(tmp_path / "store", agent)
+    overloaded = ApiError(529, "overloaded_error", "Overloaded")
+    claude_api.script(overloaded, overloaded, Reply([Text("Back.")]))
+    try:
+        with pytest.raises(AgentUnavailable, match="529"):
+            core.send_message("desk", "remember banana")
+        before = pids(agent)["desk"]  # it printed its result: only the service failed
+        assert core.send_message("desk", "again") == "Back."
+        assert pids(agent)["desk"] == before
+        assert "remember banana" in " ".join(claude_api.turns[-1].user_texts())
+    finally:
+        agent.stop()
+
+
+def test_a_refused_login_is_given_up_before_the_cli_has_tried_for_minutes(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    claude_api.script(*[ApiError(401, "authentication_error", "invalid x-api-key")] * 11)
+    with pytest.raises(AgentLoginError, match="401"):
+        sessions.run_turn(AgentTurn("hello?", "desk"))
+    assert claude_api.remaining > 11 - 4  # the CLI tries 10 times over minutes: not waited for
+    assert "desk" not in pids(sessions)  # stopped mid-retry: the next turn starts afresh
+
+
+def test_each_turn_stores_its_own_cost_not_the_process_total(
+    sessions: ClaudeSessions, claude_api: ClaudeApi
+) -> None:
+    # Claude's total_cost_usd counts from the process's start; a turn is charged its own part.
+    claude_api.script(*[Reply([Text("Same.")], input_tokens=1000, output_tokens=500)] * 3)
+    costs = [sessions.run_turn(AgentTurn(f"turn {n}", "desk")).cost_usd or 0.0 for n in range(3)]
+    assert min(costs) > 0, costs
+    assert max(costs) < 1.5 * min(costs), costs  # a running total would be 1x, 2x, 3x
 
 
 def test_a_first_turn_that_times_out_is_resumed_by_the_next(

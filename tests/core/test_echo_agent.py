@@ -313,5 +313,8 @@ def test_a_working_room_is_never_stopped_to_make_way() -> None:
             other = pool.submit(agent.run_turn, AgentTurn("short", "hall"))
             assert busy.result(30).text == "You said: long"
             assert other.result(30).text == "You said: short"
+        assert sorted(agent._processes) == ["hall", "kitchen"]  # one over, while both worked
+        agent.run_turn(AgentTurn("later", "garage"))
+        assert sorted(agent._processes) == ["garage"]  # back to agent.max_processes
     finally:
         agent.stop()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from core.agent_events import (
+    ApiRetry,
     EventCallback,
     PermissionRequest,
     TextDelta,
@@ -202,7 +203,8 @@ class FakeConversation:
     order), ``("result", id)`` ends one, ``("sleep", s)`` works for a while (an interrupt
     cuts it short), ``("ask", name, input[, id])`` waits for a permission answer (about the
     tool last started, unless ``id`` names another), ``("quiet", "...")`` is reply text
-    never streamed, ``("fail",)`` raises ``error``.
+    never streamed, ``("retry", attempt, status)`` is a failed call to its service (None: no
+    answer), ``("fail",)`` raises ``error``.
     """
 
     def __init__(
@@ -275,6 +277,8 @@ class FakeConversation:
                     emit(ToolUse(tools[-1], str(step[1]), dict(step[2])))  # type: ignore[call-overload]
                 elif kind == "result":
                     emit(ToolResult(str(step[1])))
+                elif kind == "retry":  # its service failed a call: ("retry", attempt, status)
+                    emit(ApiRetry(int(step[1]), 10, step[2], "overloaded"))  # type: ignore[call-overload,arg-type]
                 elif kind == "sleep" and stopped.wait(float(step[1])):  # type: ignore[arg-type]
                     return TurnOutcome("".join(written), interrupted=True)
                 elif kind == "ask":

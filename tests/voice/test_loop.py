@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from core.claude import NOBODY_ANSWERS
-from core.errors import AgentError, AgentTimeout, DeviceError
+from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable, DeviceError
 from voice.audio import AudioChunk, Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
@@ -261,6 +261,8 @@ def test_a_stop_says_when_the_words_over_the_reply_were_heard_through_aec3(
         (AgentError("Not logged in · Please run /login"), "Sorry, the agent is not logged in."),
         (AgentError("crashed with exit code 3: boom"), "Sorry, the agent failed."),
         (AgentTimeout("no answer after 300 s"), "Sorry, the agent took too long"),
+        (AgentLoginError("refused (401, authentication_failed)"), "login was refused"),
+        (AgentUnavailable("API Error: 529 Overloaded"), "service is not answering"),
     ],
 )
 def test_agent_failure_is_spoken_briefly_and_the_loop_goes_on(
@@ -273,7 +275,7 @@ def test_agent_failure_is_spoken_briefly_and_the_loop_goes_on(
     assert wait_until(lambda: len(rig.loop.reports) == 2)
     said = " ".join(rig.tts.texts)
     assert spoken in said, rig.tts.texts
-    assert "login" not in said and "300" not in said  # details stay in the log
+    assert str(error) not in said and "300" not in said  # details stay in the log
     assert rig.loop.reports[0].error is not None
     assert len(rig.conversation.messages) == 2
 
@@ -604,6 +606,20 @@ def test_the_thinking_cue_repeats_while_the_agent_works_and_never_over_the_reply
     assert len(cues) >= 3
     first_audio = rig.loop.reports[0].first_audio_s
     assert first_audio is not None and all(t < first_audio for t in cues)
+
+
+def test_an_agent_whose_service_does_not_answer_says_so_once_and_goes_on(
+    make_rig: Callable[..., Rig],
+) -> None:
+    script: list[Step] = [("retry", 1, 529), ("retry", 2, 529), ("text", "Here now.")]
+    rig = make_rig(
+        silence(300) + tone(600) + silence(4000),
+        conversation=FakeConversation(script=script),
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    said = rig.tts.texts
+    assert said.count("The agent's service is not answering.") == 1, said  # once, not per retry
+    assert said.index("Still trying.") < said.index("Here now."), said
 
 
 def test_an_agent_at_work_for_a_while_is_said_to_be_still_working(
