@@ -21,7 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.agent import Agent, AgentRunner, TextCallback
-from core.agent_events import AgentTurn, EventCallback, TurnAgent, TurnControl, text_only
+from core.agent_events import (
+    BLOCK_SEPARATOR,
+    AgentEvent,
+    AgentTurn,
+    EventCallback,
+    TextDelta,
+    TextDone,
+    TurnAgent,
+    TurnControl,
+    text_only,
+)
 from core.agent_output import AgentResult, Denial, format_from_command
 from core.claims import RoomClaim
 from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv, is_claude, is_echo_agent
@@ -144,8 +154,9 @@ class Core:
             session.add(make_message("user", text, timestamp=now))
             self._save(room_id, session)  # the user's words survive even a crash mid-turn
             started = time.monotonic()
+            streamed = _Streamed(on_event) if on_event is not None else None
             turn = AgentTurn(
-                text, room_id, session.agent_session_id, on_event, control or TurnControl()
+                text, room_id, session.agent_session_id, streamed, control or TurnControl()
             )
             try:
                 result = self._call_agent(turn)
@@ -154,7 +165,10 @@ class Core:
             except Exception as e:
                 # Claude keeps a failed turn in its conversation: the next turn resumes it.
                 session.agent_session_id = turn.control.session_id or session.agent_session_id
-                self._record_reply(session, str(e), started, None, is_error=True)
+                said = streamed.text.strip() if streamed is not None else ""
+                # What the user heard of the reply before it failed stays in the record.
+                record = f"{said}{BLOCK_SEPARATOR}{e}" if said else str(e)
+                self._record_reply(session, record, started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise
             session.agent_session_id = result.session_id or session.agent_session_id
@@ -353,6 +367,25 @@ class Core:
         )
 
 
+class _Streamed:
+    """Passes a turn's events on, keeping the text the agent streamed."""
+
+    def __init__(self, on_event: EventCallback) -> None:
+        self._on_event = on_event
+        self._parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def __call__(self, event: AgentEvent) -> None:
+        if isinstance(event, TextDelta):
+            self._parts.append(event.text)
+        elif isinstance(event, TextDone) and self._parts and self._parts[-1] != BLOCK_SEPARATOR:
+            self._parts.append(BLOCK_SEPARATOR)
+        self._on_event(event)
+
+
 def _drop_last_request(session: Session) -> None:
     """Remove the last user message and the reply that followed it, if any."""
     for i in range(len(session.messages) - 1, -1, -1):
@@ -364,7 +397,6 @@ def _drop_last_request(session: Session) -> None:
 def _text_of(on_event: EventCallback | None) -> TextCallback | None:
     if on_event is None:
         return None
-    from core.agent_events import TextDelta
 
     def forward(text: str) -> None:
         on_event(TextDelta(text))

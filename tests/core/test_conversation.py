@@ -129,6 +129,28 @@ def test_reset_starts_a_new_conversation_and_survives_a_restart(tmp_path: Path) 
     assert [(e["message_count"], e["closed"]) for e in entries] == [(2, False), (2, True)]
 
 
+def test_a_failure_after_part_of_the_reply_was_heard_keeps_that_part(tmp_path: Path) -> None:
+    def behaviour(call: Call, on_text: TextCallback | None) -> AgentResult:
+        if on_text is not None:
+            on_text("Let me look ")
+            on_text("at the files.")
+        raise AgentError("The agent reported an error: Prompt is too long")
+
+    core = Core(tmp_path, FakeAgent(behaviour))
+    heard: list[object] = []
+    with pytest.raises(AgentError):
+        core.run_turn("desk", "what is in here?", on_event=heard.append)
+    with pytest.raises(AgentError):
+        core.send_message("desk", "and now?")  # nothing streamed: nothing heard
+    session = core.active_session("desk")
+    assert session is not None
+    assert [m["content"] for m in session.messages if m["role"] == "assistant"] == [
+        "Let me look at the files.\n\nThe agent reported an error: Prompt is too long",
+        "The agent reported an error: Prompt is too long",
+    ]
+    assert len(heard) == 2  # the events still reach the caller
+
+
 def test_reset_of_an_unknown_room_is_harmless(tmp_path: Path) -> None:
     core = Core(tmp_path, numbered_agent())
     assert core.reset("nobody") is False
