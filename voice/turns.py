@@ -287,8 +287,10 @@ class TurnWorker:
         if self._retried or event.refused_login:  # (a refused login is given up, and told)
             return
         self._retried = True
+        line = narration.retrying(self._settings.agent_name, event.status)
+        log.info("retrying: %s", line)
         self._spoke()
-        self.reply.say(narration.retrying(self._settings.agent_name, event.status))
+        self.reply.say(line)
 
     def _tool_started(self, event: ToolUse) -> None:
         line = narration.tool_line(event.name, event.input)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.claude_api import ClaudeApi, Reply, Text, ToolUse
+from tests.claude_api import ApiError, ClaudeApi, Reply, Text, ToolUse
 from tests.claude_fixtures import find_claude
 from tests.listener import TURN_DONE, Listener
 from tests.procs import working_in
@@ -166,3 +166,24 @@ def test_the_sentence_before_a_tool_is_heard_before_the_tool_ends(
     first_words = rec.between(bursts[0][0], bursts[0][1]).astype(np.float32) / 32768
     assert wer("let me look at the files", stt.transcribe_audio(first_words).text) <= 0.2
     assert bursts[0][1] < tool_done, "the first sentence was held back until the tool finished"
+
+
+def test_a_service_that_does_not_answer_at_first_is_said_and_then_the_reply(
+    pulse_rig: PulseRig, api: ClaudeApi, stt: WhisperTranscriber, tmp_path: Path
+) -> None:
+    # Claude Code retries an overloaded API for minutes with nothing to show: the user hears
+    # why, once, and then the reply when it comes.
+    overloaded = ApiError(529, "overloaded_error", "Overloaded")
+    api.script(overloaded, overloaded, Reply([Text("Going forward ten meters.")]))
+    listener, _cwd = claude_listener(pulse_rig, api, tmp_path)
+    with listener, pulse_rig.record_speaker() as recording:
+        pulse_rig.feed(to_int16(real_clip("goforward")), 16000).wait(30)
+        listener.wait_for_log(TURN_DONE, timeout_s=120)
+        time.sleep(2.0)
+    log = listener.log()
+    assert log.count("the agent's call to its service failed (529, overloaded)") == 2, log
+    assert log.count("retrying: Claude's service is not answering. Still trying.") == 1, log
+    heard = [s.lower() for s in said(stt, recording.result.samples)]
+    told = next((i for i, s in enumerate(heard) if "answering" in s), None)
+    replied = next((i for i, s in enumerate(heard) if "meters" in s), None)
+    assert told is not None and replied is not None and told < replied, heard
