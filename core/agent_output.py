@@ -371,7 +371,9 @@ def _reported_error(result: dict[str, Any], parser: OutputParser) -> AgentError:
     status = _whole(result.get("api_error_status"))
     if status in (401, 403) or any(s in message.lower() for s in _LOGIN_REFUSED):
         return AgentLoginError(message)
-    if status in (408, 429) or (status is not None and status >= 500) or parser.retries:
+    if status in (408, 429) or (status is not None and status >= 500):
+        return AgentUnavailable(message)
+    if status is None and parser.retrying is not None:  # retried until it gave up: no answer
         return AgentUnavailable(message)
     return AgentError(message)
 

@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -189,14 +190,15 @@ class _Process:
             except (OSError, ValueError) as e:
                 raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
 
-    def turn_cost(self, result: AgentResult) -> AgentResult:
-        """``result`` with the cost of its turn alone: Claude reports what its process has
-        spent so far (``total_cost_usd``), from 0 when it starts."""
-        total = result.cost_usd
-        if total is None:
-            return result
-        spent, self.spent_usd = max(0.0, total - self.spent_usd), total
-        return dataclasses.replace(result, cost_usd=spent)
+    def spend(self, total: object) -> float | None:
+        """The cost of the turn that ended: Claude reports what its process has spent so far
+        (``total_cost_usd``), from 0 when it starts. None: it did not say."""
+        if isinstance(total, bool) or not isinstance(total, int | float):
+            return None
+        if not math.isfinite(total) or total < 0:
+            return None
+        spent, self.spent_usd = max(0.0, total - self.spent_usd), float(total)
+        return spent
 
     def exits_within(self, seconds: float) -> bool:
         try:
@@ -453,6 +455,7 @@ class ClaudeSessions:
         self, process: _Process, turn: AgentTurn, questions: _Questions, started: float
     ) -> AgentResult:
         parser = OutputParser("stream-json", turn.on_event, turn.control.session_named)
+        spent: float | None = None
         deadline = started + self.timeout
         last = time.monotonic()
         total = 0
@@ -493,12 +496,13 @@ class ClaudeSessions:
                     process.answered = True
                     # Its conversation, even after an error: the room's next turn resumes it.
                     process.session_id = parser.init_session_id or process.session_id
+                    spent = process.spend(event.get("total_cost_usd"))  # (an error's too)
                     break
                 _check_login(process, parser.retrying)
         result = interpret(parser, 0, b"", time.monotonic() - started, process.name)
         if result.session_id:
             process.session_id = result.session_id
-        return process.turn_cost(result)
+        return result if spent is None else dataclasses.replace(result, cost_usd=spent)
 
     def _timed_out(self, process: _Process, parser: OutputParser) -> AgentError:
         if parser.retrying is not None:  # its service was not answering

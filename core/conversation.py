@@ -166,7 +166,7 @@ class Core:
                 # Claude keeps a failed turn in its conversation: the next turn resumes it.
                 session.agent_session_id = turn.control.session_id or session.agent_session_id
                 said = streamed.text.strip() if streamed is not None else ""
-                # What the user heard of the reply before it failed stays in the record.
+                # What the agent had written of its reply (most of it heard) stays on record.
                 record = f"{said}{BLOCK_SEPARATOR}{e}" if said else str(e)
                 self._record_reply(session, record, started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so

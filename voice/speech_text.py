@@ -56,7 +56,8 @@ _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~", re.S)
 # JSON can spell them all) are no text: Piper refuses NUL and cannot encode a surrogate, and
 # the reply would stop there.
 _UNSPEAKABLE = re.compile("\x1b\\[[0-?]*[ -/]*[@-~]|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?)])")
+# (A "." that begins a path or a name, "./build", ".github", is not punctuation.)
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:!?)]|\.(?![\w/.~]))")
 _REPEATED_COMMAS = re.compile(r",(?:\s*,)+")
 
 
@@ -123,7 +124,13 @@ _PATH = re.compile(
 _FILE_NAME = re.compile(r"[\w@+-]+\.[A-Za-z][A-Za-z0-9]{0,5}")
 _NODE = re.compile(r"(?<=\w)::(?=\w)")  # pytest's file::test, C++'s a::b
 _CALL = re.compile(r"(?<=\w)\(\)")
-_FLAG = re.compile(r"(?<![\w-])--([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)")
+_FLAG = re.compile(r"(?<![\w-])--([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)(?![\w-])")
+# Files a line number is said for when no folder marks them as files ("example.com:8080" is not).
+_SOURCE_FILES = frozenset(
+    "py pyi js jsx ts tsx mjs cjs json toml yaml yml md rst txt ini cfg conf sh bash zsh c h cc "
+    "cpp hpp cxx rs go java kt kts scala rb php cs swift m mm lua pl r sql html htm css scss vue "
+    "svelte ex exs erl hs ml dart zig nim tf proto xml gradle mk cmake lock env ipynb".split()
+)
 _UNDERSCORES = re.compile(r"(?<=[A-Za-z0-9])_+(?=[A-Za-z0-9])")
 _EDGE_UNDERSCORES = re.compile(r"(?<![\w])_+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])_+(?![\w])")
 _UNITS = {
@@ -134,10 +141,12 @@ _UNITS = {
     "h": ("hour", "hours"),
     "x": ("times", "times"),
 }
-# A number and its unit: "855ms", "1.5 s", "~5 min", "2.4x" (not "3 x 4"; not the decades
-# "1990s", "the 1800s").
+# A number and its unit: "855ms", "1.5 s", "~5 min", "2.4x". Not "3 x 4", nor "0x"; a bare
+# "s" only after a decimal or one or two digits, and not after "the" or "'": "the 80s", "'90s",
+# "the 1990s", HTTP's "500s" stay.
 _AMOUNT = re.compile(
-    r"(?<![\w.])(~\s?)?(?!\d{3}0s)(\d+(?:\.\d+)?)(?:(ms|s|x)|\s?(ms|sec|min|h)|\s(s))(?![\w%])"
+    r"(?<![\w.])(~\s?)?(?:(?<!the )(?<!')(\d+\.\d+|\d{1,2})(s)"
+    r"|(\d+(?:\.\d+)?)(?:(ms|x)|\s?(ms|sec|min|h)|\s(s)))(?![\w%])"
 )
 _WORDS = [
     (re.compile(r"\s(?:->|=>|\u2192)\s"), " to "),
@@ -161,14 +170,23 @@ def _path(match: re.Match[str]) -> str:
     # "and/or", "stdin/stdout/stderr" stay; a path is marked by its start, its end or a file.
     if not (lead or trail or (len(parts) > 1 and named_file) or line):
         return match.group(0)
-    if line and not named_file and len(parts) == 1 and not lead:
-        return match.group(0)  # "at 10:30" is a time, not a line
+    if len(parts) == 1 and line and not lead and not _source_file(name):
+        return match.group(0)  # "at 10:30" is a time, "example.com:8080" a port
+    if len(parts) == 2 and not (lead or trail) and parts[0][0].isupper():
+        return match.group(0)  # "React/Next.js", "TypeScript/Node.js": names, not a folder
     return (f"{name}, line {line}" if line else name) + end
 
 
+def _source_file(name: str) -> bool:
+    return _FILE_NAME.fullmatch(name) is not None and name.rsplit(".", 1)[1] in _SOURCE_FILES
+
+
 def _amount(match: re.Match[str]) -> str:
-    about, number = match.group(1), match.group(2)
-    unit = match.group(3) or match.group(4) or match.group(5)
+    about = match.group(1)
+    number = match.group(2) or match.group(4)
+    unit = match.group(3) or match.group(5) or match.group(6) or match.group(7)
+    if unit == "x" and float(number) == 0:
+        return match.group(0)  # "0x": a hex prefix
     one, more = _UNITS[unit]
     return f"{'about ' if about else ''}{number} {one if number == '1' else more}"
 

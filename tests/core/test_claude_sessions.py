@@ -361,12 +361,19 @@ def test_a_program_that_exits_before_its_first_turn_says_why(
     # error is its exit code and stderr, not only that it no longer takes input.
     fake = tmp_path / "bin" / "claude"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho 'error: unknown option --frobnicate' >&2\nexit 3\n")
+    # It stops reading at once and exits a moment later: the prompt finds its input closed.
+    closed = tmp_path / "closed"
+    fake.write_text(
+        "#!/bin/sh\nexec 0<&-\necho 'error: unknown option --frobnicate' >&2\n"
+        f"touch {closed}\nsleep 1\nexit 3\n"
+    )
     fake.chmod(0o755)
     agent = ClaudeSessions(claude_argv([str(fake)], session=True), 30.0, tmp_path)
     try:
         agent.prepare("desk", None)
-        agent._processes["desk"].proc.wait(30)
+        deadline = time.monotonic() + 30
+        while not closed.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         with pytest.raises(AgentError, match="exit code 3: error: unknown option --frobnicate"):
             agent.run_turn(AgentTurn("hi", "desk"))
         assert "desk" not in pids(agent)  # discarded: the next turn gets a fresh process
@@ -420,7 +427,13 @@ def test_each_turn_stores_its_own_cost_not_the_process_total(
 ) -> None:
     # Claude's total_cost_usd counts from the process's start; a turn is charged its own part.
     claude_api.script(*[Reply([Text("Same.")], input_tokens=1000, output_tokens=500)] * 3)
-    costs = [sessions.run_turn(AgentTurn(f"turn {n}", "desk")).cost_usd or 0.0 for n in range(3)]
+    costs, session_id, started = [], None, set()
+    for n in range(3):
+        result = sessions.run_turn(AgentTurn(f"turn {n}", "desk", session_id))
+        costs.append(result.cost_usd or 0.0)
+        session_id = result.session_id
+        started.add(pids(sessions)["desk"])
+    assert len(started) == 1  # one process: its total runs on from turn to turn
     assert min(costs) > 0, costs
     assert max(costs) < 1.5 * min(costs), costs  # a running total would be 1x, 2x, 3x
 

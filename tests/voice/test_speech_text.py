@@ -78,6 +78,7 @@ def test_speakable(markdown: str, spoken: str | None) -> None:
         ("set __init__ and self._cache", "set init and self.cache"),
         ("run it with --dry-run or --port 8081", "run it with dry run or port 8081"),
         ("855ms, 1.5s, 1.2 s, ~5 min, 24h, 1 s", None),
+        ("the 500ms hold and the 5 min wait", "the 500 milliseconds hold and the 5 minutes wait"),
         ("2.4x faster vs. 1.1x", "2.4 times faster versus 1.1 times"),
         ("a -> b, c && d, e.g. this, i.e. that", "a to b, c and d, for example this, that is that"),
         # Not technical terms: these stay as they are.
@@ -86,6 +87,10 @@ def test_speakable(markdown: str, spoken: str | None) -> None:
         ("the 1990s and 1800s", None),
         ("0x1F, 4x4, 3 x 4, Python 3.11, v2.3.1, 45% -> 12%", None),
         ("a -b flag, x-y, well-known, 10 - 3", None),
+        ("React/Next.js and TypeScript/Node.js", None),
+        ("returned 500s and 404s in the 80s and '90s, not 120s", None),
+        ("the 0x prefix, example.com:8080, localhost:3000", None),
+        ("It works --mostly-- fine.", None),
     ],
 )
 def test_technical_terms_are_said_as_a_person_reads_them(written: str, said: str | None) -> None:
@@ -102,6 +107,20 @@ def test_technical_terms_are_said_as_a_person_reads_them(written: str, said: str
 
 def test_a_path_in_a_code_span_is_said_by_its_name() -> None:
     assert speakable("I edited `core/store.py:42`.") == "I edited store.py, line 42."
+
+
+@pytest.mark.parametrize(
+    ("markdown", "spoken"),
+    [
+        ("Look in ./build/ and ../frontend now.", "Look in build and frontend now."),
+        ("Run it from ./scripts/run.sh today.", "Run it from run.sh today."),
+        ("The workflow is in .github/workflows/ci.yml today.", "The workflow is in ci.yml today."),
+        ("It took 20s , then 3 more .", "It took 20 seconds, then 3 more."),
+    ],
+)
+def test_a_bare_path_keeps_the_word_before_it(markdown: str, spoken: str) -> None:
+    # Spaces before punctuation are closed up; a "." that begins a path is not punctuation.
+    assert speakable(markdown) == spoken
 
 
 def test_speakable_drops_a_reply_with_nothing_to_say() -> None:
