@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from core.agent_events import BLOCK_SEPARATOR, AgentTurn, text_only
+from core.agent_events import BLOCK_SEPARATOR, AgentTurn, ConversationLost, text_only
 from core.agent_output import (
     AgentResult,
     OutputFormat,
@@ -52,6 +52,8 @@ def resuming(run: Callable[[AgentTurn, str | None], AgentResult], turn: AgentTur
         if turn.session_id is None:
             raise
         log.warning("agent conversation %s is gone (%s); starting anew", turn.session_id, e)
+        if turn.on_event is not None:
+            turn.on_event(ConversationLost())
         return run(turn, None)
 
 

@@ -71,7 +71,15 @@ class ApiRetry:
         return self.status in (401, 403)
 
 
-AgentEvent = TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest | ApiRetry
+@dataclass(frozen=True)
+class ConversationLost:
+    """The agent no longer had the room's conversation (its history was cleared, say): this
+    turn starts a new one, without what was said before."""
+
+
+AgentEvent = (
+    TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest | ApiRetry | ConversationLost
+)
 EventCallback = Callable[[AgentEvent], None]
 
 

@@ -99,6 +99,11 @@ def retrying(agent: str, status: int | None) -> str:
     return f"{agent}'s service is not answering. Still trying."
 
 
+def conversation_lost(agent: str) -> str:
+    """The agent no longer had the room's conversation: said before its reply."""
+    return f"{agent} no longer has our earlier conversation, so this starts a new one."
+
+
 def refusals(agent: str, denials: Sequence[Denial]) -> str:
     """One sentence at the end of a turn about what the agent was not allowed to do."""
     if not denials:

@@ -112,6 +112,10 @@ def clean_inline(text: str) -> str:
     return spoken_terms(_SLOT.sub(lambda m: slots[ord(m.group(0)) - _SLOT_BASE], text))
 
 
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
 # --- technical terms, as a person would say them ------------------------------------------------
 
 # A path: a file's name after parts joined by "/", or anything after "/", "~/", "./" or "../"
@@ -126,10 +130,10 @@ _NODE = re.compile(r"(?<=\w)::(?=\w)")  # pytest's file::test, C++'s a::b
 _CALL = re.compile(r"(?<=\w)\(\)")
 _FLAG = re.compile(r"(?<![\w-])--([A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*)(?![\w-])")
 # Files a line number is said for when no folder marks them as files ("example.com:8080" is not).
-_SOURCE_FILES = frozenset(
+_SOURCE_FILES = _words(
     "py pyi js jsx ts tsx mjs cjs json toml yaml yml md rst txt ini cfg conf sh bash zsh c h cc "
     "cpp hpp cxx rs go java kt kts scala rb php cs swift m mm lua pl r sql html htm css scss vue "
-    "svelte ex exs erl hs ml dart zig nim tf proto xml gradle mk cmake lock env ipynb".split()
+    "svelte ex exs erl hs ml dart zig nim tf proto xml gradle mk cmake lock env ipynb"
 )
 _UNDERSCORES = re.compile(r"(?<=[A-Za-z0-9])_+(?=[A-Za-z0-9])")
 _EDGE_UNDERSCORES = re.compile(r"(?<![\w])_+(?=[A-Za-z0-9])|(?<=[A-Za-z0-9])_+(?![\w])")
@@ -243,10 +247,6 @@ def _balanced(raw: str) -> bool:
 # --- sentence boundaries ---------------------------------------------------------------------
 
 _TERMINATOR = re.compile(r"([.!?\u2026]+)[\"'\u201d\u2019)\]*_~]*(?=\s)")
-
-
-def _words(spaced: str) -> frozenset[str]:
-    return frozenset(spaced.split())
 
 
 # Never a sentence end; words that often end one ("no.", "max.", "sec.") are left out.

@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 from core.agent_events import (
     AgentEvent,
     ApiRetry,
+    ConversationLost,
     Decision,
     EventCallback,
     PermissionRequest,
@@ -281,6 +282,11 @@ class TurnWorker:
             self._ask(event)
         elif isinstance(event, ApiRetry):
             self._retrying(event)
+        elif isinstance(event, ConversationLost):
+            line = narration.conversation_lost(self._settings.agent_name)
+            log.info("conversation lost: %s", line)
+            self._spoke()
+            self.reply.say(line)
 
     def _retrying(self, event: ApiRetry) -> None:
         """Said once a turn: minutes of retries are otherwise only "Still working."."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.agent import AgentRunner
+from core.agent_events import AgentTurn, ConversationLost
 from core.errors import AgentError, AgentTimeout, ConfigError
 from core.process import program_name
 from tests.core.conftest import ECHO_AGENT, fake_command, fake_runner
@@ -70,6 +71,14 @@ def test_unknown_resume_id_is_retried_once_without_it(tmp_path: Path) -> None:
         ["resume-unknown", str(log), "--resume", "stale-id"],
         ["resume-unknown", str(log)],
     ]
+
+
+def test_a_forgotten_conversation_is_reported_before_the_new_one_answers(tmp_path: Path) -> None:
+    events: list[object] = []
+    runner = fake_runner("resume-unknown", str(tmp_path / "calls.log"))
+    result = runner.run_turn(AgentTurn("hi", "desk", "stale-id", events.append))
+    assert result.text == "fresh start"
+    assert events[0] == ConversationLost()  # before anything of the new conversation
 
 
 def test_streamed_blocks_arrive_in_order_before_the_agent_finishes() -> None:

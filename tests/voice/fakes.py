@@ -10,6 +10,7 @@ import numpy as np
 
 from core.agent_events import (
     ApiRetry,
+    ConversationLost,
     EventCallback,
     PermissionRequest,
     TextDelta,
@@ -204,7 +205,7 @@ class FakeConversation:
     cuts it short), ``("ask", name, input[, id])`` waits for a permission answer (about the
     tool last started, unless ``id`` names another), ``("quiet", "...")`` is reply text
     never streamed, ``("retry", attempt, status)`` is a failed call to its service (None: no
-    answer), ``("fail",)`` raises ``error``.
+    answer), ``("lost",)`` says it no longer had the conversation, ``("fail",)`` raises ``error``.
     """
 
     def __init__(
@@ -277,6 +278,8 @@ class FakeConversation:
                     emit(ToolUse(tools[-1], str(step[1]), dict(step[2])))  # type: ignore[call-overload]
                 elif kind == "result":
                     emit(ToolResult(str(step[1])))
+                elif kind == "lost":  # it no longer had the conversation: a new one
+                    emit(ConversationLost())
                 elif kind == "retry":  # its service failed a call: ("retry", attempt, status)
                     emit(ApiRetry(int(step[1]), 10, step[2], "overloaded"))  # type: ignore[call-overload,arg-type]
                 elif kind == "sleep" and stopped.wait(float(step[1])):  # type: ignore[arg-type]

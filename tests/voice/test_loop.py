@@ -622,6 +622,19 @@ def test_an_agent_whose_service_does_not_answer_says_so_once_and_goes_on(
     assert said.index("Still trying.") < said.index("Here now."), said
 
 
+def test_a_conversation_the_agent_no_longer_has_is_said_before_the_reply(
+    make_rig: Callable[..., Rig],
+) -> None:
+    script: list[Step] = [("lost",), ("text", "Hello again.")]
+    rig = make_rig(
+        silence(300) + tone(600) + silence(4000), conversation=FakeConversation(script=script)
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    said = " ".join(rig.tts.texts)  # (the first sentence may be cut at its comma)
+    lost = "The agent no longer has our earlier conversation, so this starts a new one."
+    assert said.find(lost) == 0 and said.find("Hello again.") > 0, rig.tts.texts
+
+
 def test_an_agent_at_work_for_a_while_is_said_to_be_still_working(
     make_rig: Callable[..., Rig],
 ) -> None:
