@@ -8,8 +8,10 @@ client that connects after it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize
 
+from core.conversation import TurnOutcome
 from tests.voice.fakes import FakeConversation, FakeStt, FakeTts
 from tests.wyoming.peers import Client, ServerThread
 from voice.config import WyomingConfig
@@ -212,6 +215,37 @@ def test_connections_beyond_the_limit_are_closed_at_once(caplog: pytest.LogCaptu
                     pass
             assert time.monotonic() < deadline, "closed connections still count"
             time.sleep(0.05)
+
+
+class OneTurnPerRoom(FakeConversation):
+    """Turns in one room take turns, as the core's room lock makes them; each takes 3 s."""
+
+    def __init__(self) -> None:
+        super().__init__(delay_s=3.0)
+        self._rooms: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def run_turn(self, room_id: str, text: str, **kwargs: Any) -> TurnOutcome:
+        with self._guard:
+            lock = self._rooms.setdefault(room_id, threading.Lock())
+        with lock:
+            return super().run_turn(room_id, text, **kwargs)
+
+
+def test_a_client_gone_while_its_room_was_busy_does_not_lock_other_rooms_out() -> None:
+    config = WyomingConfig(max_connections=2, client_timeout_s=60)
+    with ServerThread(config, Programs(conversation=OneTurnPerRoom())) as server:
+        with Client(server.address) as first:
+            first.send(Transcript("a long one", context={"room": "busy"}).event())
+            with Client(server.address) as quitter:  # waits for the busy room, then leaves
+                quitter.send(Transcript("me too", context={"room": "busy"}).event())
+                time.sleep(0.3)
+            time.sleep(0.3)  # the server sees it go
+            with Client(server.address) as other:  # another room: a free slot, and answered
+                other.send(Transcript("hello", context={"room": "other"}).event())
+                events = other.read_until("handled")
+                assert events[-1].type == "handled"
+            assert first.read_until("handled")[-1].type == "handled"
 
 
 def test_an_engine_that_fails_is_an_error_to_that_client_and_the_server_goes_on(

@@ -93,7 +93,9 @@ class WyomingServer:
         self.uri = uri or config.uri
         self.limits = Limits(max_payload_bytes=config.max_payload_bytes)
         # Every connection may have one blocking job at a time; + 2 for describe-only bursts.
-        self.pool = ThreadPoolExecutor(config.max_connections + 2, thread_name_prefix="wyoming")
+        # Room for a turn per open connection beside those of clients gone while their turn
+        # waited for its room.
+        self.pool = ThreadPoolExecutor(2 * config.max_connections + 2, thread_name_prefix="wyoming")
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
         self._refused_logged_s = -math.inf  # when a refusal was last logged
@@ -152,7 +154,9 @@ class WyomingServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
-        if len(self._connections) >= self.config.max_connections:
+        # A client that went away no longer counts, though its turn may still wait for its
+        # room (a turn cannot leave the room's queue): it must not lock other rooms out.
+        if sum(not c.gone.is_set() for c in self._connections) >= self.config.max_connections:
             self._refused(peer)
             writer.close()
             return
@@ -174,7 +178,7 @@ class WyomingServer:
         log.warning(
             "%s: refused, %d connections already open (wyoming.max_connections)%s",
             peer,
-            len(self._connections),
+            sum(not c.gone.is_set() for c in self._connections),
             more,
         )
         self._refused_logged_s, self._refused_since = now, 0
