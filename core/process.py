@@ -135,9 +135,11 @@ def _spawn(
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
+        where = "" if os.sep in argv[0] else f" on PATH ({(env or os.environ).get('PATH', '')})"
         raise AgentMissing(
-            f"The agent program '{argv[0]}' was not found. Install it, or set agent.command "
-            "in config.toml (or pass --agent) to a program that exists, e.g. --agent echo.",
+            f"The agent program '{argv[0]}' was not found{where}. Install it (a service has "
+            "no login shell's PATH: give its full path), or set agent.command in config.toml "
+            "(or pass --agent) to a program that exists, e.g. --agent echo.",
             spoken="Sorry, the agent program is not installed.",
         ) from None
     except PermissionError:

@@ -140,8 +140,20 @@ fi
 step "done"
 echo "logs:    journalctl --user -u $APP -f"
 echo "control: $VENV/bin/$APP --help"
-echo "agent:   install it (npm install -g @anthropic-ai/claude-code), then log in or put"
-echo "         ANTHROPIC_API_KEY=... in $CONFIG_DIR/env"
+# The service's PATH (the unit's Environment=PATH): `claude` must be found there.
+SERVICE_PATH="$HOME/.local/bin:/usr/local/bin:/usr/bin:/bin"
+if claude_at="$(PATH="$SERVICE_PATH" command -v claude)"; then
+    echo "agent:   $claude_at; log in once (run claude) or put ANTHROPIC_API_KEY=... in"
+else
+    echo "agent:   claude is not on the service's PATH ($SERVICE_PATH): install it with"
+    echo "         npm config set prefix ~/.local && npm install -g @anthropic-ai/claude-code"
+    echo "         then log in once (run claude) or put ANTHROPIC_API_KEY=... in"
+fi
+echo "         $CONFIG_DIR/env"
+if [[ -r /sys/fs/cgroup/cgroup.controllers ]] && ! grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
+    echo "NOTE: the kernel's memory controller is off, so the unit's MemoryMax does not apply:"
+    echo "      add cgroup_enable=memory to /boot/firmware/cmdline.txt and reboot to have it."
+fi
 if ((regroup)); then
     echo "NOTE: new groups apply to new sessions only: reboot (sudo reboot) so the service"
     echo "      can read the keyboard and GPIO."

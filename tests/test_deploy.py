@@ -53,8 +53,13 @@ def test_unit_has_the_required_directives() -> None:
     # The config is named: nothing in the working directory (%h) can stand in for it.
     assert one("ExecStart") == f"%h/{EXEC} listen --config %h/.config/voice-assistant/config.toml"
     assert one("RestartPreventExitStatus") == "78"  # voice.cli's EXIT_CONFIG
-    assert one("KillMode") == "control-group"
-    assert sorted(service["Environment"]) == ["OMP_NUM_THREADS=2", "PYTHONUNBUFFERED=1"]
+    # SIGTERM to the assistant alone (it stops its agent cleanly), then the rest is killed.
+    assert one("KillMode") == "mixed"
+    assert sorted(service["Environment"]) == [
+        "OMP_NUM_THREADS=2",
+        "PATH=%h/.local/bin:/usr/local/bin:/usr/bin:/bin",  # where `claude` is installed
+        "PYTHONUNBUFFERED=1",
+    ]
     assert unit["Install"]["WantedBy"] == ["default.target"]  # a user unit's target
     # Limits and seccomp-based hardening, which need no namespace in a user unit.
     assert one("MemoryMax") == "1536M"

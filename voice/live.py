@@ -35,6 +35,7 @@ def _open(
             if not notifier.enabled:
                 raise
             log.warning("waiting for the %s: %s", type(device).__name__.lower(), e)
+            notifier.status(f"waiting for the {type(device).__name__.lower()}: {e}")
             notifier.extend_timeout(delay + 30)
             stop.wait(delay)
             delay = min(delay * 2, config.audio.reopen_backoff_max_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -171,6 +172,8 @@ def test_a_missing_program_says_what_to_fix() -> None:
     message = str(excinfo.value)
     assert "no-such-agent-cli-xyz" in message and "not found" in message
     assert "agent.command" in message and "--agent" in message
+    # A service's PATH is not the login shell's: the one searched is named.
+    assert f"on PATH ({os.environ['PATH']})" in message
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ def test_a_service_that_does_not_answer_at_first_is_said_and_then_the_reply(
     log = listener.log()
     assert log.count("the agent's call to its service failed (529, overloaded)") == 2, log
     assert log.count("retrying: Claude's service is not answering. Still trying.") == 1, log
-    heard = [s.lower() for s in said(stt, recording.result.samples)]
-    told = next((i for i, s in enumerate(heard) if "answering" in s), None)
-    replied = next((i for i, s in enumerate(heard) if "meters" in s), None)
-    assert told is not None and replied is not None and told < replied, heard
+    # (The line and the reply may come back as one burst: the retries can be quick.)
+    heard = " ".join(said(stt, recording.result.samples)).lower()
+    told, replied = heard.find("answering"), heard.find("meter")
+    assert 0 <= told < replied, heard
