@@ -177,6 +177,7 @@ class TurnWorker:
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
         self._retried = False  # the user was told the agent's service is not answering
+        self._retrying_now = False  # ... and it has not answered since
         self._tool_lines = ToolLines()
         self._tool_timers: dict[str, threading.Timer] = {}
         self._tool_lock = threading.Lock()
@@ -264,6 +265,8 @@ class TurnWorker:
             self._post(ReplyDone(self.turn))
 
     def _on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, TextDelta | ToolUse | PermissionRequest):
+            self._retrying_now = False  # its service answers again
         if isinstance(event, TextDelta):
             self._tool_lines_now(ToolLines.flush)  # the agent goes on: its tools were told
             self._streamed = True
@@ -290,7 +293,10 @@ class TurnWorker:
 
     def _retrying(self, event: ApiRetry) -> None:
         """Said once a turn: minutes of retries are otherwise only "Still working."."""
-        if self._retried or event.refused_login:  # (a refused login is given up, and told)
+        if event.refused_login:  # (given up, and told)
+            return
+        self._retrying_now = True
+        if self._retried:
             return
         self._retried = True
         line = narration.retrying(self._settings.agent_name, event.status)
@@ -359,6 +365,9 @@ class TurnWorker:
             if self._clock() - self._last_words_s < every or self.reply.cancelled:
                 continue
             self._spoke()
-            self.reply.say(
-                "Still working." if self._tool is None else f"Still working. {self._tool}"
-            )
+            if self._retrying_now:
+                self.reply.say("Still trying.")
+            elif self._tool is None:
+                self.reply.say("Still working.")
+            else:
+                self.reply.say(f"Still working. {self._tool}")

@@ -622,6 +622,22 @@ def test_an_agent_whose_service_does_not_answer_says_so_once_and_goes_on(
     assert said.index("Still trying.") < said.index("Here now."), said
 
 
+def test_while_its_service_does_not_answer_the_progress_line_says_still_trying(
+    make_rig: Callable[..., Rig],
+) -> None:
+    agent = dataclasses.replace(Config().core.agent, progress_s=3.0)
+    script: list[Step] = [("retry", 1, 529), ("sleep", 4.5), ("text", "Here now.")]
+    rig = make_rig(
+        silence(300) + tone(600) + silence(7000),
+        conversation=FakeConversation(script=script),
+        core={"agent": agent},
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1, timeout_s=30)
+    said = rig.tts.texts
+    assert "Still trying." in said[said.index("Still trying.") + 1 :], said  # the progress line
+    assert "Still working." not in said, said
+
+
 def test_a_conversation_the_agent_no_longer_has_is_said_before_the_reply(
     make_rig: Callable[..., Rig],
 ) -> None:
