@@ -96,9 +96,9 @@ def test_it_hears_what_is_fed_with_the_microphone_s_frames_and_clock(
     heard, recorded = joined(frames), reference.result
     lag, similarity = align(heard, recorded.samples)
     assert similarity > 0.99
-    # Within about a frame (30 ms): the rig's own recorder has a latency of its own, and a
-    # shared machine once put the two 21 ms apart.
-    assert abs(recorded.time_of(lag) - frames[0].timestamp_s) < 0.04
+    # To a few frames: the rig's own recorder has a latency of its own, and on a shared
+    # machine the two have been 21 and 43 ms apart (the frames later, never by seconds).
+    assert abs(recorded.time_of(lag) - frames[0].timestamp_s) < 0.1
 
 
 def test_it_plays_like_the_speaker(rig: PulseRig) -> None:
