@@ -154,9 +154,7 @@ class WyomingServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
-        # A client that went away no longer counts, though its turn may still wait for its
-        # room (a turn cannot leave the room's queue): it must not lock other rooms out.
-        if sum(not c.gone.is_set() for c in self._connections) >= self.config.max_connections:
+        if self._open >= self.config.max_connections:
             self._refused(peer)
             writer.close()
             return
@@ -168,6 +166,12 @@ class WyomingServer:
         finally:
             self._connections.discard(connection)
 
+    @property
+    def _open(self) -> int:
+        """Connections whose client is there. One that went away no longer counts, though its
+        turn may still wait for its room: it must not lock other rooms out."""
+        return sum(not c.gone.is_set() for c in self._connections)
+
     def _refused(self, peer: str) -> None:
         """One line per REFUSED_LOG_S at most: a burst of connections is one line, not 400."""
         now = time.monotonic()
@@ -178,7 +182,7 @@ class WyomingServer:
         log.warning(
             "%s: refused, %d connections already open (wyoming.max_connections)%s",
             peer,
-            sum(not c.gone.is_set() for c in self._connections),
+            self._open,
             more,
         )
         self._refused_logged_s, self._refused_since = now, 0
