@@ -26,6 +26,7 @@ import traceback
 from pathlib import Path
 from types import FrameType
 
+from core import Core
 from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
 from core.paths import validate_room_id
 from core.store import SessionStore
@@ -291,27 +292,27 @@ def _wav_path(text: str) -> Path:
 
 # ---- one-shot commands ----------------------------------------------------------------------
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
-    app.agent_command(args.agent, config)  # a bad --agent is told before the models load
+    # A bad --agent or [agent] table is told before the models load.
+    core = app.build_core(config, agent=args.agent)
     started = time.monotonic()
     models = app.load_models(config)
     print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
-    return _ask(args.file, config, models, agent=args.agent, output=args.output)
+    return _ask(args.file, config, models, core, agent=args.agent, output=args.output)
 
 
 def _ask(
     path: Path,
     config: Config,
     models: Models,
+    core: Core,
     *,
     agent: str | None,
     output: Path | None,
-    store_dir: Path | None = None,
 ) -> int:
     """One request from a recording, through the live loop's own pipeline."""
     from voice.devices import Speaker
     from voice.devices.files import FileSource, WavSink
 
-    core = app.build_core(config, agent=agent, store_dir=store_dir)
     audio = app.read_audio(path)
     source = FileSource(audio, rate=app.STT_RATE, frame_ms=config.audio.frame_ms)
     started = time.monotonic()
@@ -457,9 +458,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     app.write_wav(question, render(models.tts, DEMO_QUESTION), models.tts.sample_rate)
     print(f"question: {DEMO_QUESTION!r} spoken into {question}")
     output = args.output or workdir / "reply.wav"
-    status = _ask(
-        question, config, models, agent="echo", output=output, store_dir=workdir / "sessions"
-    )
+    core = app.build_core(config, agent="echo", store_dir=workdir / "sessions")
+    status = _ask(question, config, models, core, agent="echo", output=output)
     if status == 0:
         reply = app.read_audio(output)
         heard_back = models.stt.transcribe(app.as_utterance(reply))

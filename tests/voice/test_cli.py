@@ -154,6 +154,18 @@ def test_an_agent_that_is_not_installed_is_said_so(home: Path) -> None:
     assert "not installed" in heard.stdout.lower()
 
 
+def test_an_agent_that_cannot_keep_a_session_is_refused_before_the_models_load(
+    home: Path,
+) -> None:
+    config = home / "config.toml"
+    # A Whisper model that is not there: had the models loaded first, that would be the error.
+    config.write_text(f'[agent]\nmode = "session"\n[stt]\nmodel = "{home}/no-such-whisper"\n')
+    result = run(home, "ask", str(AUDIO / "digits.wav"), "--config", str(config), "--agent", "cat")
+    assert result.returncode == 78, result.stderr
+    assert "agent.mode = 'session' needs Claude Code" in result.stderr
+    assert "no-such-whisper" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_config_names_the_key(home: Path) -> None:
     config = home / "config.toml"
     config.write_text("[vad]\nhangover = 600\n")

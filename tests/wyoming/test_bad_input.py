@@ -199,8 +199,13 @@ def test_connections_beyond_the_limit_are_closed_at_once(caplog: pytest.LogCaptu
     with ServerThread(config, programs()) as server:
         with Client(server.address) as one, Client(server.address) as two:
             assert answers_describe(one) and answers_describe(two)
-            for _ in range(20):  # a burst: every one refused, one log line for all
+            for n in range(20):  # a burst: every one refused, one log line for all
                 with Client(server.address) as three:
+                    if n % 2:  # a client that speaks first is told too
+                        three.send(Describe().event())
+                    error = three.read()
+                    assert error is not None and error.type == "error", n
+                    assert error.data["code"] == "busy" and "max_connections" in error.data["text"]
                     assert three.closed_by_peer(10)
             refused = "refused, 2 connections already open"
             assert sum(refused in r.getMessage() for r in caplog.records) == 1

@@ -245,7 +245,8 @@ def test_bad_uris_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Path) -> None:
-    config = write_config(tmp_path, '[wyoming]\nprograms = ["handle"]\n')
+    # Every program, and a Whisper model that is not there: the address is taken first.
+    config = write_config(tmp_path, f'[stt]\nmodel = "{tmp_path}/no-such-whisper"\n')
     live = tmp_path / "live.sock"
     with socket.socket() as taken, socket.socket(socket.AF_UNIX) as answering:
         taken.bind(("127.0.0.1", 0))
@@ -268,6 +269,7 @@ def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Pa
             assert result.returncode == 2, result.stderr  # it may be free on a restart
             assert f"cannot serve on {uri}" in result.stderr and message in result.stderr
             assert "Traceback" not in result.stderr
+            assert "loading what" not in result.stderr, "models loaded for nothing"
 
 
 @pytest.mark.parametrize(

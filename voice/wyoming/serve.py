@@ -29,10 +29,11 @@ from voice.wyoming.server import WyomingServer, check_address
 log = logging.getLogger(__name__)
 
 
-def build_programs(config: Config, *, agent: str | None) -> tuple[Programs, Core | None]:
-    """The engines of ``wyoming.programs``; models are loaded only for the programs served."""
+def load_programs(config: Config, programs: Programs, *, agent: str | None) -> Core | None:
+    """Give ``programs`` the engines of ``wyoming.programs`` (models are loaded only for the
+    programs served); returns the core behind ``handle``, if served."""
     wanted = set(config.wyoming.programs)
-    programs = Programs(first_chunk_max_chars=config.tts.first_chunk_max_chars)
+    log.info("loading what %s need", ", ".join(sorted(wanted)))
     core = None
     if "handle" in wanted:
         core = app.build_core(config, agent=agent)
@@ -62,7 +63,7 @@ def build_programs(config: Config, *, agent: str | None) -> tuple[Programs, Core
         programs.tts = tts
         programs.tts_voice = tts.name
         programs.tts_languages = [tts.language]
-    return programs, core
+    return core
 
 
 def serve(
@@ -81,12 +82,7 @@ def serve(
             "who can reach the port can run the agent; restrict it with a firewall",
             uri,
         )
-    programs, core = build_programs(config, agent=agent)
-    try:
-        asyncio.run(_serve(WyomingServer(config.wyoming, programs, uri=uri), on_ready))
-    finally:
-        if core is not None:
-            core.stop()  # every agent process this server started
+    asyncio.run(_serve(config, agent, uri, on_ready))
     return 0
 
 
@@ -108,22 +104,31 @@ def _unspecified(host: str) -> bool:
         return False
 
 
-async def _serve(server: WyomingServer, on_ready: Callable[[str], None] | None) -> None:
+async def _serve(
+    config: Config, agent: str | None, uri: str, on_ready: Callable[[str], None] | None
+) -> None:
+    programs = Programs(first_chunk_max_chars=config.tts.first_chunk_max_chars)
+    server = WyomingServer(config.wyoming, programs, uri=uri)
+    await server.bind()  # a taken port fails now, before the models load
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, _stopper(stop, sig))
-    address = await server.start()
-    log.info("ready: %s", _where_to_add(address))
-    if on_ready is not None:
-        on_ready(address)
+    core = None
     try:
+        core = load_programs(config, programs, agent=agent)  # a signal meanwhile waits for it
+        address = await server.start()
+        log.info("ready: %s", _where_to_add(address))
+        if on_ready is not None:
+            on_ready(address)
         await stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await server.close()
+        if core is not None:
+            core.stop()  # every agent process this server started
 
 
 def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

@@ -10,7 +10,7 @@ more than ``wyoming.max_payload_bytes``, an unknown event type, a client that se
 for ``wyoming.client_timeout_s`` while nothing is running for it (or stops reading what it is
 sent): each is logged with the client's address, answered with an ``error`` event where the
 client can still read it, and that connection is closed. Beyond ``wyoming.max_connections``
-new connections are closed at once.
+new connections are told so (an ``error`` event, code ``busy``) and closed.
 
 There is no authentication in the protocol: whoever reaches the socket can run the agent. The
 server listens on loopback unless ``allow_remote`` is given (see :func:`check_address`).
@@ -105,8 +105,10 @@ class WyomingServer:
         self.stt_lock = threading.Lock()
         self.tts_lock = threading.Lock()
 
-    async def start(self) -> str:
-        """Bind and start accepting; returns the address served (with the real port)."""
+    async def bind(self) -> str:
+        """Take the address without accepting yet; returns it (with the real port). ``serve``
+        binds before its models load, so a taken port fails at once, not after seconds and
+        hundreds of megabytes; clients that connect meanwhile wait in the backlog."""
         try:
             return await self._bind()
         except OSError as e:
@@ -118,23 +120,35 @@ class WyomingServer:
             hint = hints.get(e.errno or 0, "")
             raise WyomingError(f"cannot serve on {self.uri}: {e.strerror or e}{hint}") from None
 
+    async def start(self) -> str:
+        """Bind (unless bound) and start accepting; returns the address served."""
+        if self._server is None:
+            await self.bind()
+        assert self._server is not None
+        await self._server.start_serving()
+        log.info("serving Wyoming on %s: %s", self.address, ", ".join(self.programs.offered()))
+        return self.address
+
     async def _bind(self) -> str:
         parts = urlsplit(self.uri)
         if parts.scheme == "unix":
             path = Path(parts.path)
             _remove_stale_socket(path)
             self._server = await asyncio.start_unix_server(
-                self._accept, path=str(path), limit=MAX_HEADER_BYTES
+                self._accept, path=str(path), limit=MAX_HEADER_BYTES, start_serving=False
             )
             os.chmod(path, 0o600)  # only this user may talk to the agent
             self.address = f"unix://{path}"
         else:
             self._server = await asyncio.start_server(
-                self._accept, host=parts.hostname, port=parts.port, limit=MAX_HEADER_BYTES
+                self._accept,
+                host=parts.hostname,
+                port=parts.port,
+                limit=MAX_HEADER_BYTES,
+                start_serving=False,
             )
             host, port = self._server.sockets[0].getsockname()[:2]
             self.address = f"tcp://{_host(host)}:{port}"
-        log.info("serving Wyoming on %s: %s", self.address, ", ".join(self.programs.offered()))
         return self.address
 
     async def close(self) -> None:
@@ -155,8 +169,7 @@ class WyomingServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         if self._open >= self.config.max_connections:
-            self._refused(peer)
-            writer.close()
+            await self._refuse(reader, writer, peer)
             return
         connection = Connection(self, reader, writer, peer)
         connection._task = asyncio.current_task()
@@ -171,6 +184,25 @@ class WyomingServer:
         """Connections whose client is there. One that went away no longer counts, though its
         turn may still wait for its room: it must not lock other rooms out."""
         return sum(not c.gone.is_set() for c in self._connections)
+
+    async def _refuse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        """Tell the client why, then close. What it already sent is read first (briefly), as
+        closing a socket with unread input resets it, and a reset can discard the error
+        before the client reads it."""
+        self._refused(peer)
+        error = Error(
+            text=f"this server is busy: {self.config.max_connections} connections are open "
+            "(wyoming.max_connections); try again later",
+            code="busy",
+        )
+        with contextlib.suppress(Exception):
+            writer.write(encode(error.event()))
+            writer.write_eof()
+            await asyncio.wait_for(writer.drain(), _GOODBYE_S)
+            await asyncio.wait_for(reader.read(MAX_HEADER_BYTES), _GOODBYE_S)
+        writer.close()
 
     def _refused(self, peer: str) -> None:
         """One line per REFUSED_LOG_S at most: a burst of connections is one line, not 400."""
