@@ -16,6 +16,7 @@ starts a fresh one that resumes the conversation (``--resume``). Idle processes 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -254,8 +255,17 @@ class _Process:
         keep_stderr(pipe, self.stderr)
 
 
+def _is_rule(suggestion: object) -> bool:
+    return isinstance(suggestion, dict) and suggestion.get("type") == "addRules"
+
+
 class _Questions:
-    """The permission requests of one turn: asked, answered, timed out or cancelled."""
+    """The permission requests of one turn: asked, answered, timed out or cancelled.
+
+    A person answers one question at a time: Claude asks about parallel tool calls at once,
+    so the later ones wait (unasked, their timeout not running) until the one before is
+    settled. A question's timeout runs from when it has been put to the user (``on_event``
+    returns once it has been said)."""
 
     def __init__(self, process: _Process, turn: AgentTurn, timeout_s: float, git_cwd: bool) -> None:
         self._process = process
@@ -264,31 +274,44 @@ class _Questions:
         self._git_cwd = git_cwd
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}  # id -> (asked at, request)
+        self._queued: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
 
     @property
     def waiting(self) -> bool:
         with self._lock:
-            return bool(self._pending)
+            return bool(self._pending or self._queued)
 
     def ask(self, request_id: str, request: dict[str, Any]) -> None:
-        tool_input = request.get("input")
-        tool_input = tool_input if isinstance(tool_input, dict) else {}
         if self._turn.on_event is None:
             self._respond(request_id, request, "deny", NOBODY_ANSWERS)
             return
         with self._lock:
+            self._queued.append((request_id, request))
+        self.ask_next()
+
+    def ask_next(self) -> None:
+        """Put the next question to the user, once none waits for an answer."""
+        assert self._turn.on_event is not None
+        with self._lock:
+            if self._pending or not self._queued:
+                return
+            request_id, request = self._queued.popleft()
             self._pending[request_id] = (time.monotonic(), request)
+        tool_input = request.get("input")
         description = request.get("description")
         tool_use_id = request.get("tool_use_id")
         self._turn.on_event(
             PermissionRequest(
                 request_id,
                 str(request.get("tool_name", "a tool")),
-                tool_input,
+                tool_input if isinstance(tool_input, dict) else {},
                 description if isinstance(description, str) else "",
                 tool_use_id if isinstance(tool_use_id, str) else "",
             )
         )
+        with self._lock:  # heard only now: the user's time to answer starts here
+            if request_id in self._pending:
+                self._pending[request_id] = (time.monotonic(), request)
 
     def answer(self, request_id: str, decision: Decision, message: str) -> bool:
         with self._lock:
@@ -301,6 +324,7 @@ class _Questions:
     def cancel(self, request_id: str) -> None:
         with self._lock:
             self._pending.pop(request_id, None)
+            self._queued = collections.deque(q for q in self._queued if q[0] != request_id)
 
     def expire(self) -> None:
         """The agent's own safety net: a question nobody answered is a "no"."""
@@ -324,7 +348,12 @@ class _Questions:
             verdict = {"behavior": "allow", "updatedInput": request.get("input") or {}}
             suggestions = request.get("permission_suggestions")
             if decision == "always" and isinstance(suggestions, list):
-                verdict["updatedPermissions"] = [self._lasting(s) for s in suggestions]
+                # Only the rule for this tool: Claude also suggests switching the session to
+                # acceptEdits (after which it edits and deletes files unasked) and adding
+                # directories, which the user was never asked about.
+                rules = [s for s in suggestions if _is_rule(s)]
+                if rules:
+                    verdict["updatedPermissions"] = [self._lasting(s) for s in rules]
         log.info("permission for %s: %s", request.get("tool_name", "a tool"), decision)
         self._process.send(
             {
@@ -464,6 +493,7 @@ class ClaudeSessions:
             if questions.waiting:
                 deadline += now - last  # the timeout does not run while the user is asked
                 questions.expire()
+                questions.ask_next()  # (on this thread, as every event of the turn)
             last = now
             if now >= deadline:
                 raise self._timed_out(process, parser)

@@ -209,6 +209,118 @@ def test_always_allows_the_same_call_again_without_asking(
     assert result.text == "Done twice." and (claude_cwd / "a.txt").exists()
 
 
+def test_always_keeps_the_rule_and_not_claude_s_other_suggestions(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    # Claude suggests the rule, and also acceptEdits for the session (its edits and deletes
+    # would then go unasked) and the folder: "always" agreed only to the rule.
+    touch = {"command": "touch a.txt", "description": "Create a.txt"}
+    (claude_cwd / "victim.txt").write_text("keep me\n")
+    delete = {"command": "rm victim.txt", "description": "Delete victim.txt"}
+    write = {"file_path": str(claude_cwd / "new.txt"), "content": "unasked\n"}
+    claude_api.script(
+        Reply([ApiToolUse("Bash", touch)]),
+        Reply([Text("Made it.")]),
+        Reply([ApiToolUse("Bash", touch)]),  # the rule: not asked again
+        Reply([ApiToolUse("Write", write)]),
+        Reply([ApiToolUse("Bash", delete)]),
+        Reply([Text("Done.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def answer() -> None:
+        answered: set[str] = set()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            for request in events.of(PermissionRequest):
+                if request.request_id not in answered:  # type: ignore[attr-defined]
+                    answered.add(request.request_id)  # type: ignore[attr-defined]
+                    first = len(answered) == 1
+                    decision = "always" if first else "deny"
+                    control.answer(request.request_id, decision, "No.")  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+    threading.Thread(target=answer, daemon=True).start()
+    first = sessions.run_turn(AgentTurn("touch it", "desk", on_event=events, control=control))
+    assert first.text == "Made it." and (claude_cwd / "a.txt").exists()
+    control = TurnControl()
+    sessions.run_turn(AgentTurn("more", "desk", first.session_id, on_event=events, control=control))
+    asked = [r.tool_name for r in events.of(PermissionRequest)]  # type: ignore[attr-defined]
+    assert asked == ["Bash", "Write", "Bash"]  # the same touch went unasked; the rest did not
+    assert (claude_cwd / "victim.txt").exists() and not (claude_cwd / "new.txt").exists()
+
+
+def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, tmp_path: Path
+) -> None:
+    # Reads outside the working folder ask, and Claude asks about parallel calls at once: a
+    # person answers one question at a time, so the second waits until the first is settled.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("x", "y"):
+        (outside / f"{name}.txt").write_text(f"contents of {name}\n")
+    claude_api.script(
+        Reply(
+            [
+                ApiToolUse("Read", {"file_path": str(outside / "x.txt")}),
+                ApiToolUse("Read", {"file_path": str(outside / "y.txt")}),
+            ]
+        ),
+        Reply([Text("Read both.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+    seen: list[int] = []
+
+    def answer() -> None:
+        for n in (1, 2):
+            deadline = time.monotonic() + 60
+            while len(events.of(PermissionRequest)) < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(1.0)  # the CLI asks about both within milliseconds
+            seen.append(len(events.of(PermissionRequest)))
+            request = events.of(PermissionRequest)[n - 1]
+            control.answer(request.request_id, "allow")  # type: ignore[attr-defined]
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("read both", "desk", on_event=events, control=control))
+    assert seen == [1, 2]  # one question at a time
+    results = " ".join(str(r["content"]) for r in claude_api.turns[1].tool_results())
+    assert "contents of x" in results and "contents of y" in results
+    assert result.text == "Read both." and result.denials == ()
+
+
+def test_the_time_to_answer_runs_from_when_the_question_was_heard(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    agent = ClaudeSessions(
+        claude_argv([claude_cli], session=True),
+        TIMEOUT_S,
+        claude_cwd,
+        env=claude_api.env(claude_home),
+        permission_timeout_s=1.0,
+    )
+    control = TurnControl()
+
+    def say_the_question(event: AgentEvent) -> None:
+        if isinstance(event, PermissionRequest):
+            time.sleep(2.0)  # the reply before it, then the question, is being spoken
+            threading.Timer(0.3, control.answer, (event.request_id, "allow")).start()  # type: ignore[attr-defined]
+
+    try:
+        claude_api.script(
+            Reply([ApiToolUse("Bash", {"command": "touch c.txt", "description": "Create c"})]),
+            Reply([Text("Made it.")]),
+        )
+        result = agent.run_turn(
+            AgentTurn("make c", "desk", on_event=say_the_question, control=control)
+        )
+        assert result.denials == () and (claude_cwd / "c.txt").exists()
+    finally:
+        agent.stop()
+
+
 def test_an_unanswered_question_is_denied_with_a_reason(
     claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
 ) -> None:
