@@ -36,6 +36,10 @@ _DENY = frozenset(
     ["no", "nope", "nah", "deny", "denied", "don't", "dont", "not", "reject", "refuse"]
 )
 _ALWAYS = frozenset(["always"])
+# A yes with a condition is not a yes: "Yes, but only the unit tests." is refused with the
+# words, which Claude reads (an allow carries no words).
+_CONDITIONS = frozenset(["but", "only", "except", "unless", "without", "instead"])
+_MAX_ANSWER_WORDS = 3
 
 
 SIMILAR = 0.75  # a heard word this like another ("hopping", "shopping") is that word
@@ -125,6 +129,11 @@ def _only(
     return True
 
 
+def is_bare_answer(text: str) -> bool:
+    """A yes or a no and little more ("Yes, go ahead."): an answer, and nothing to act on."""
+    return permission_answer(text) is not None and len(words(text)) <= _MAX_ANSWER_WORDS
+
+
 def permission_answer(text: str) -> Decision | None:
     """The decision an answer states, or None when it is neither yes nor no (nor "always")."""
     heard = words(text)
@@ -137,11 +146,13 @@ def permission_answer(text: str) -> Decision | None:
             and any(w in _AGREE for w in heard)
             else None
         )
+    if said[0] in _DENY:
+        return "deny"
+    if any(w in _CONDITIONS for w in said):
+        return None
     if any(w in _ALWAYS for w in said[:3]):
         return "always" if not any(w in _DENY for w in said[:3]) else "deny"
     joined = " ".join(said)
-    if said[0] in _DENY:
-        return "deny"
     if said[0] in _ALLOW or any(joined.startswith(p) for p in _ALLOW_PHRASES):
         return "allow"
     return None

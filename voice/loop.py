@@ -224,6 +224,8 @@ class VoiceLoop:
             self.release()
         elif command == "toggle":
             self.toggle()
+        elif command in ("allow", "deny", "always") and not self.machine.asking:
+            return f"error: no question is waiting for an answer; {command} was not sent"
         elif command in ("stop", "allow", "deny", "always"):
             self.post(Command(command))  # type: ignore[arg-type]
         else:

@@ -42,6 +42,7 @@ from voice.audio import Utterance
 from voice.commands import (
     added_words,
     is_backchannel,
+    is_bare_answer,
     is_hum,
     is_stop,
     permission_answer,
@@ -410,6 +411,11 @@ class TurnTaking:
     @property
     def user_speaking(self) -> bool:
         return self._request is not None and self._request.speaking
+
+    @property
+    def asking(self) -> bool:
+        """A permission question waits for its answer."""
+        return self._question is not None
 
     @property
     def key_held(self) -> bool:
@@ -821,6 +827,11 @@ class TurnTaking:
         turn = self._turn
         if request.context == "answer" and self._question is not None:
             self._answer_by_voice(text, stop, out)
+        elif request.context == "answer" and is_bare_answer(text):
+            # The question was settled while this was said ("ptt allow", or the agent
+            # withdrew it): a bare "yes" is no request of its own.
+            if turn is None:
+                self._send_queued(out)
         elif stop and turn is not None:
             self._stop_turn(turn, out)
         elif stop:
@@ -887,8 +898,9 @@ class TurnTaking:
                 self._stop_turn(self._turn, out)
             return
         decision = permission_answer(text)
-        if decision is None:
-            # Neither yes nor no: the agent reads the words and can act on them.
+        if decision is None or (decision == "deny" and not is_bare_answer(text)):
+            # Neither yes nor no, or a no with more ("No, use yarn instead."): the agent reads
+            # the words and can act on them.
             out.append(Answer(question.turn, question.request, "deny", f"The user said: {text}"))
         else:
             out.append(Answer(question.turn, question.request, decision))
@@ -1118,7 +1130,8 @@ class TurnTaking:
             out.append(EndSegment())
         self._check_pause(out)
         question = self._question
-        if question is not None and now >= question.deadline_s:
+        answering = self._request is not None and self._request.context == "answer"
+        if question is not None and now >= question.deadline_s and not answering:
             self._question = None
             reason = "The user did not answer in time, so the tool was not allowed."
             out.append(Answer(question.turn, question.request, "deny", reason))

@@ -41,7 +41,7 @@ from core.errors import (
 )
 from voice import narration
 from voice.earcons import EarconName
-from voice.speech_out import ReplySpeaker
+from voice.speech_out import Reply, ReplySpeaker
 from voice.tool_lines import Lines, ToolLines
 from voice.turn_events import (
     AgentFinished,
@@ -168,11 +168,9 @@ class TurnWorker:
         self._play_earcon = play_earcon
         self._clock = clock
         self.control = TurnControl()
-        self.reply = speaker.begin(
-            held=True,
-            on_playing=lambda: post(ReplyPlaying(turn, clock())),
-            on_idle=lambda: post(ReplyIdle(turn)),
-        )
+        self._speaker = speaker
+        self.reply = self._begin_reply(held=True)
+        self._silenced: list[Reply] = []  # replies the user silenced before a question
         self.report = TurnReport(turn, text, speech_end_s, clock())
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
@@ -205,6 +203,14 @@ class TurnWorker:
         if self.report.released_s is None:
             self.report.released_s = self._clock()
         self.reply.release()
+
+    def _begin_reply(self, *, held: bool) -> Reply:
+        turn, post, clock = self.turn, self._post, self._clock
+        return self._speaker.begin(
+            held=held,
+            on_playing=lambda: post(ReplyPlaying(turn, clock())),
+            on_idle=lambda: post(ReplyIdle(turn)),
+        )
 
     def answer(self, request_id: str, decision: Decision, message: str) -> None:
         self.control.answer(request_id, decision, message)
@@ -255,8 +261,11 @@ class TurnWorker:
                 self.reply.wait(timeout_s=600)
             except Exception:  # the loop must hear ReplyDone whatever the speaker did
                 log.exception("the reply failed")
-            self.report.first_audio_s = self.reply.first_audio_s
-            self.report.spoken = list(self.reply.spoken)
+            replies = [*self._silenced, self.reply]
+            self.report.first_audio_s = next(
+                (r.first_audio_s for r in replies if r.first_audio_s is not None), None
+            )
+            self.report.spoken = [sentence for r in replies for sentence in r.spoken]
             text = self.report.reply or " ".join(self.report.spoken) or "(none)"
             if self.reply.cancelled:  # the agent's whole reply, but not all of it was heard
                 text += f" [stopped: {len(self.report.spoken)} sentence(s) begun]"
@@ -348,6 +357,11 @@ class TurnWorker:
             return
         question = narration.question(self._settings.agent_name, request.tool_name, request.input)
         log.info("asking: %s", question)
+        if self.reply.cancelled and not self.control.interrupted:
+            # The user silenced the reply and the agent went on: its question must be heard,
+            # and what it says once answered (the turn was released before it was silenced).
+            self._silenced.append(self.reply)
+            self.reply = self._begin_reply(held=False)
         self._spoke()
         self.reply.say(question)
         # Listen for the answer only once the question has been heard (half-duplex).

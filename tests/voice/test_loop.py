@@ -435,6 +435,45 @@ def test_a_tool_asked_about_is_not_also_told_when_one_message_calls_several(
     assert said.index(question) < said.index("List the files.") < said.index("Done."), said
 
 
+def test_a_question_after_the_user_silenced_the_reply_is_still_heard(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # vad mode: a press only stops the reply; the agent goes on, and its question (and what
+    # it says once answered) must be heard, or the question waits unheard until it times out.
+    script = [
+        ("text", "Let me look around the whole project before I change anything."),
+        ("done",),
+        ("sleep", 2.0),
+        ("ask", "Bash", {"command": "rm -rf build"}),
+        ("text", "Removed the build folder."),
+    ]
+    sink = FakeSink()
+    rig = make_rig(
+        silence(300) + tone(700) + silence(20000),
+        conversation=FakeConversation(script=script),
+        sink=sink,
+        turn={"smart_endpoint": False},
+    )
+    assert wait_until(lambda: bool(sink.played))
+    assert rig.loop.handle_command("press").startswith("ok")
+    pressed = time.monotonic()
+    assert wait_until(lambda: sink.stops == 1)
+    assert wait_until(lambda: rig.loop.machine.asking)
+    assert "The agent wants to run rm -rf build. Allow?" in " ".join(rig.tts.texts)
+    assert any(at > pressed for at, _ in sink.played)  # heard, after the press
+    assert rig.loop.handle_command("allow") == "ok allow"
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.conversation.answers == [("allow", "")]
+    assert wait_until(lambda: "Removed the build folder." in rig.tts.texts)
+
+
+def test_an_answer_from_the_control_socket_needs_a_question(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig(silence(300))
+    for command in ("allow", "deny", "always"):
+        reply = rig.loop.handle_command(command)
+        assert reply.startswith("error: no question is waiting"), reply
+
+
 def test_a_question_nobody_can_answer_is_refused_unasked(make_rig: Callable[..., Rig]) -> None:
     script = [("ask", "Bash", {"command": "rm -rf build"}), ("text", "I left it.")]
     rig = make_rig(

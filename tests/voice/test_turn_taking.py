@@ -1428,6 +1428,10 @@ def test_a_pause_ends_when_the_reply_it_held_is_no_longer_the_turn() -> None:
         ("Yes, always.", "always", ""),
         ("No.", "deny", ""),
         ("Use yarn instead.", "deny", "The user said: Use yarn instead."),
+        ("No, use yarn instead.", "deny", "The user said: No, use yarn instead."),
+        # A yes with a condition is no yes: the words go to the agent (an allow has none).
+        ("Yes, but only the unit tests.", "deny", "The user said: Yes, but only the unit tests."),
+        ("Sure, go ahead.", "allow", ""),
     ],
 )
 def test_permission_is_answered_by_voice(said: str, decision: str, message: str) -> None:
@@ -1449,6 +1453,27 @@ def test_an_unanswered_question_is_denied_with_a_reason() -> None:
     assert isinstance(answer, Answer) and answer.decision == "deny"
     assert "did not answer" in answer.message
     assert cue == PlayEarcon("thinking")  # the agent goes on without the tool
+
+
+def test_an_answer_being_said_at_the_deadline_is_waited_for() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(Tick(5.0), PermissionAsked(turn, "r1"))
+    m(SpeechStarted(34.7))
+    assert m.quiet(Tick(35.1)) == []  # the user is answering
+    probe = jobs(m(UtteranceEnded(utt(34.7, 35.2), "hangover")), Transcribe)[0]
+    assert m.quiet(TranscriptReady(probe, "Yes.")) == [Answer(turn, "r1", "allow")]
+
+
+def test_a_bare_answer_to_a_question_settled_meanwhile_is_no_request() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))
+    assert m.quiet(Command("allow")) == [Answer(turn, "r1", "allow")]  # ptt allow, meanwhile
+    probe = jobs(m(UtteranceEnded(utt(8.0, 8.6), "hangover")), Transcribe)[0]
+    m(TranscriptReady(probe, "Yes, go ahead."))
+    out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
+    assert not [a for a in out if isinstance(a, Send)]  # "Yes" is not sent to the agent
 
 
 def test_control_commands_answer_and_stop() -> None:
