@@ -39,7 +39,15 @@ _ALWAYS = frozenset(["always"])
 # A yes with a condition is not a yes: "Yes, but only the unit tests." is refused with the
 # words, which Claude reads (an allow carries no words).
 _CONDITIONS = frozenset(["but", "only", "except", "unless", "without", "instead"])
-_MAX_ANSWER_WORDS = 3
+_ANSWER_WORDS = (
+    _ALLOW
+    | _AGREE
+    | _POLITE
+    | _DENY
+    | _ALWAYS
+    | frozenset(word for phrase in _ALLOW_PHRASES for word in phrase.split())
+    | frozenset(["thanks", "thank", "you", "fine", "that's", "that", "is"])
+)
 
 
 SIMILAR = 0.75  # a heard word this like another ("hopping", "shopping") is that word
@@ -130,8 +138,10 @@ def _only(
 
 
 def is_bare_answer(text: str) -> bool:
-    """A yes or a no and little more ("Yes, go ahead."): an answer, and nothing to act on."""
-    return permission_answer(text) is not None and len(words(text)) <= _MAX_ANSWER_WORDS
+    """A yes or a no and nothing more ("Yes, please go ahead.", "No thanks."): an answer, with
+    no words of its own to act on ("No, use yarn instead." has some)."""
+    said = words(text)
+    return permission_answer(text) is not None and all(w in _ANSWER_WORDS for w in said)
 
 
 def permission_answer(text: str) -> Decision | None:

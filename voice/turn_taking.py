@@ -448,7 +448,7 @@ class TurnTaking:
         elif isinstance(event, UtteranceEnded):
             self._segment_ended(event, out)
         elif isinstance(event, SpeechDropped):
-            self._nothing_kept(out)
+            self._nothing_kept(event, out)
         elif isinstance(event, TranscriptReady):
             self._transcript(event, out)
         elif isinstance(event, VerdictReady):
@@ -716,10 +716,13 @@ class TurnTaking:
             return
         self._end_request(request, event.utterance, out)
 
-    def _nothing_kept(self, out: list[Action]) -> None:
+    def _nothing_kept(self, event: SpeechDropped, out: list[Action]) -> None:
         """The segment had too little voice to keep: end the request with what it has."""
         request = self._request
         if request is None or not request.speaking:
+            return
+        if event.split:  # only the length limit: the segment goes on (a held key, a hum)
+            request.cut = True
             return
         if request.parts or request.context == "continue":
             # Nothing was kept after the last part: a pause after it was the request's last.
@@ -826,7 +829,7 @@ class TurnTaking:
         self._request = None
         turn = self._turn
         if request.context == "answer" and self._question is not None:
-            self._answer_by_voice(text, stop, out)
+            self._answer_by_voice(request, text, stop, out)
         elif request.context == "answer" and is_bare_answer(text):
             # The question was settled while this was said ("ptt allow", or the agent
             # withdrew it): a bare "yes" is no request of its own.
@@ -841,14 +844,18 @@ class TurnTaking:
             self._listen_again(out)
         else:
             if text:
-                queued = self._queued
-                self._queued = _Queued(
-                    text if queued is None else f"{queued.text} {text}",
-                    [*(queued.audio if queued else []), request.audio()],
-                    request.speak_at,  # the later part ends the request
-                )
+                self._queue(request, text)
             if turn is None:
                 self._send_queued(out)
+
+    def _queue(self, request: _Request, text: str) -> None:
+        """``text`` goes to the agent once the running turn is over."""
+        queued = self._queued
+        self._queued = _Queued(
+            text if queued is None else f"{queued.text} {text}",
+            [*(queued.audio if queued else []), request.audio()],
+            request.speak_at,  # the later part ends the request
+        )
 
     def _continuation_probed(
         self, request: _Request, text: str, stop: bool, out: list[Action]
@@ -886,7 +893,7 @@ class TurnTaking:
         if self._turn is None and (self.policy.mode == "vad" or self._awake):
             out.append(PlayEarcon("listening"))
 
-    def _answer_by_voice(self, text: str, stop: bool, out: list[Action]) -> None:
+    def _answer_by_voice(self, request: _Request, text: str, stop: bool, out: list[Action]) -> None:
         question = self._question
         assert question is not None
         if not text:
@@ -904,6 +911,10 @@ class TurnTaking:
             out.append(Answer(question.turn, question.request, "deny", f"The user said: {text}"))
         else:
             out.append(Answer(question.turn, question.request, decision))
+            if not is_bare_answer(text):
+                # "Yes, and then commit it.": an allow carries no words, so the agent has
+                # them as the next request, once this turn is done.
+                self._queue(request, text)
 
     def _whole(self, request: _Request, text: str, check: bool, out: list[Action]) -> str | int:
         """The request's text; or, when ``check`` finds that its transcript ended early, the

@@ -180,6 +180,9 @@ class SpeechDropped:
     """Speech started but ended with too little voice to keep (a click, a cough)."""
 
     at_s: float
+    # The segment only reached vad.max_utterance_s and goes on (a held key, a long hum): a
+    # SpeechStarted follows at once, and nothing ended.
+    split: bool = False
 
 
 SegmenterEvent = (
@@ -695,4 +698,6 @@ class Segmenter:
         tail = self._frames[self._kept_frames() :]
         self._clear_speech()
         self._history.extend(tail)
-        return UtteranceEnded(utterance, reason) if utterance else SpeechDropped(self._now_s)
+        if utterance is None:
+            return SpeechDropped(self._now_s, split=reason == "max_length")
+        return UtteranceEnded(utterance, reason)

@@ -1,11 +1,18 @@
-"""Short spoken words as tables: which are backchannels ("mm-hmm"), which are only hums, and
-which words a transcript adds to a request."""
+"""Short spoken words as tables: which are backchannels ("mm-hmm"), which are only hums, how
+an answer to a permission question is read, and which words a transcript adds to a request."""
 
 from __future__ import annotations
 
 import pytest
 
-from voice.commands import added_words, begins_with_stop, is_backchannel, is_hum
+from voice.commands import (
+    added_words,
+    begins_with_stop,
+    is_backchannel,
+    is_bare_answer,
+    is_hum,
+    permission_answer,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,3 +90,28 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
     heard: str, before: str, added: str
 ) -> None:
     assert added_words(heard, before) == added
+
+
+@pytest.mark.parametrize(
+    ("text", "decision", "bare"),
+    [
+        ("Yes.", "allow", True),
+        ("Yes, please go ahead.", "allow", True),
+        ("Okay.", "allow", True),
+        ("Sure, do it.", "allow", True),
+        ("Always.", "always", True),
+        ("Yes, always.", "always", True),
+        ("No.", "deny", True),
+        ("No thanks.", "deny", True),
+        ("Not always.", "deny", True),
+        ("No, use yarn instead.", "deny", False),  # words for the agent
+        ("Yes, and then commit it.", "allow", False),  # ... after the tool
+        ("Yes, but only the unit tests.", None, False),  # a condition: no yes
+        ("Sure, except the migrations.", None, False),
+        ("Use yarn instead.", None, False),
+        ("Maybe.", None, False),
+    ],
+)
+def test_answers_to_a_permission_question(text: str, decision: str | None, bare: bool) -> None:
+    assert permission_answer(text) == decision
+    assert is_bare_answer(text) is bare

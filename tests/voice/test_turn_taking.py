@@ -1455,6 +1455,20 @@ def test_an_unanswered_question_is_denied_with_a_reason() -> None:
     assert cue == PlayEarcon("thinking")  # the agent goes on without the tool
 
 
+@pytest.mark.parametrize(
+    ("said", "decision"),
+    [("Yes, and then commit it and push to main.", "allow"), ("Always, and run it.", "always")],
+)
+def test_words_after_a_yes_go_to_the_agent_once_its_turn_is_done(said: str, decision: str) -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))
+    probe = jobs(m(UtteranceEnded(utt(8.0, 9.6), "hangover")), Transcribe)[0]
+    assert m.quiet(TranscriptReady(probe, said)) == [Answer(turn, "r1", decision)]
+    out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
+    assert [a.text for a in out if isinstance(a, Send)] == [said]
+
+
 def test_an_answer_being_said_at_the_deadline_is_waited_for() -> None:
     m = Machine()
     turn = started_turn(m)
@@ -1505,6 +1519,23 @@ def test_push_to_talk_hold_ends_at_release_plus_grace() -> None:
     assert m.quiet(Tick(10.25)) == [EndSegment()]
     (final,) = [a for a in m(UtteranceEnded(utt(1.0, 10.0), "forced")) if isinstance(a, Transcribe)]
     assert final.purpose == "request"
+
+
+def test_push_to_talk_a_held_segment_cut_with_nothing_kept_goes_on() -> None:
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    m(KeyDown(0.0), SpeechStarted(0.0), KeyUp(27.95))
+    # The segmenter's length limit, with too little voice in it: the segment goes on ...
+    assert m.quiet(SpeechDropped(28.0, split=True), SpeechStarted(28.0)) == []
+    assert m.quiet(Tick(28.2)) == [EndSegment()]  # ... and the release still ends it
+    # While the agent works, a key held through the limit is no tap: nothing stops.
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    m(KeyDown(0.5))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence was heard, then a tool runs
+    assert StartSegment(hold=True) in m.quiet(KeyDown(9.0), SpeechStarted(9.0))
+    assert m.quiet(SpeechDropped(37.0, split=True), SpeechStarted(37.0), Tick(37.5)) == []
+    assert m.quiet(KeyUp(38.0), Tick(38.3)) == [EndSegment()]
+    assert m.quiet(SpeechDropped(38.3)) == [StopReply(turn), Interrupt(turn)]  # a tap stops
 
 
 def test_push_to_talk_tap_while_the_agent_works_stops_it() -> None:

@@ -399,6 +399,17 @@ def test_start_hold_ignores_hangover_until_finish() -> None:
     assert feed.seg.finish() is None  # nothing left to end
 
 
+def test_a_held_silent_segment_cut_at_the_length_limit_says_it_goes_on() -> None:
+    feed = Feed(CUT_AT_50)
+    feed.seg.start(hold=True)  # the key is down, nothing is said
+    events = feed("." * 60)
+    dropped, started = events
+    assert isinstance(dropped, SpeechDropped) and dropped.split  # nothing ended ...
+    assert isinstance(started, SpeechStarted) and feed.seg.in_speech  # ... it goes on
+    finished = feed.seg.finish()  # the key is released
+    assert isinstance(finished, SpeechDropped) and not finished.split
+
+
 def test_start_without_hold_ends_on_hangover() -> None:
     feed = Feed()
     feed("." * 5)
