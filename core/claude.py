@@ -255,8 +255,24 @@ class _Process:
         keep_stderr(pipe, self.stderr)
 
 
-def _is_rule(suggestion: object) -> bool:
-    return isinstance(suggestion, dict) and suggestion.get("type") == "addRules"
+def _rules_for(tool: object, suggestions: object) -> list[dict[str, Any]]:
+    """Of Claude's suggestions, the rules that allow ``tool`` itself. It also suggests
+    switching the session to acceptEdits (after which it edits and deletes files unasked; for
+    Write and Edit that is all it suggests), adding directories, and rules for other tools
+    (``Read //tmp/**`` beside ``cd /tmp && ls``): the user was asked about none of them."""
+    kept = []
+    for suggestion in suggestions if isinstance(suggestions, list) else []:
+        if not isinstance(suggestion, dict) or suggestion.get("type") != "addRules":
+            continue
+        rules = suggestion.get("rules")
+        rules = (
+            [r for r in rules if isinstance(r, dict) and r.get("toolName") == tool]
+            if isinstance(rules, list)
+            else []
+        )
+        if rules:
+            kept.append({**suggestion, "rules": rules})
+    return kept
 
 
 class _Questions:
@@ -293,6 +309,8 @@ class _Questions:
         """Put the next question to the user, once none waits for an answer."""
         assert self._turn.on_event is not None
         with self._lock:
+            if self._turn.control.interrupted:  # stopped: Claude cancels what it asked
+                self._queued.clear()
             if self._pending or not self._queued:
                 return
             request_id, request = self._queued.popleft()
@@ -346,14 +364,13 @@ class _Questions:
             }
         else:
             verdict = {"behavior": "allow", "updatedInput": request.get("input") or {}}
-            suggestions = request.get("permission_suggestions")
-            if decision == "always" and isinstance(suggestions, list):
-                # Only the rule for this tool: Claude also suggests switching the session to
-                # acceptEdits (after which it edits and deletes files unasked) and adding
-                # directories, which the user was never asked about.
-                rules = [s for s in suggestions if _is_rule(s)]
+            if decision == "always":
+                tool = request.get("tool_name")
+                rules = _rules_for(tool, request.get("permission_suggestions"))
                 if rules:
                     verdict["updatedPermissions"] = [self._lasting(s) for s in rules]
+                else:
+                    log.info("no rule to keep for %s: allowed this once", tool)
         log.info("permission for %s: %s", request.get("tool_name", "a tool"), decision)
         self._process.send(
             {

@@ -39,6 +39,7 @@ _ALWAYS = frozenset(["always"])
 # A yes with a condition is not a yes: "Yes, but only the unit tests." is refused with the
 # words, which Claude reads (an allow carries no words).
 _CONDITIONS = frozenset(["but", "only", "except", "unless", "without", "instead"])
+_GOING_ON = frozenset(["then", "also", "afterwards", "afterward"])
 _ANSWER_WORDS = (
     _ALLOW
     | _AGREE
@@ -46,7 +47,7 @@ _ANSWER_WORDS = (
     | _DENY
     | _ALWAYS
     | frozenset(word for phrase in _ALLOW_PHRASES for word in phrase.split())
-    | frozenset(["thanks", "thank", "you", "fine", "that's", "that", "is"])
+    | frozenset(["thanks", "thank", "you", "fine", "that's", "that", "is", "this", "once", "only"])
 )
 
 
@@ -137,6 +138,13 @@ def _only(
     return True
 
 
+def answer_goes_on(text: str) -> bool:
+    """A yes that goes on with more for the agent to do: "Yes, and then commit it.", "Sure,
+    also update the docs." ("Yes, run the tests." only restates what was asked.)"""
+    said = words(text)[1:]
+    return any(w in _GOING_ON for w in said) or "after that" in " ".join(said)
+
+
 def is_bare_answer(text: str) -> bool:
     """A yes or a no and nothing more ("Yes, please go ahead.", "No thanks."): an answer, with
     no words of its own to act on ("No, use yarn instead." has some)."""
@@ -158,7 +166,7 @@ def permission_answer(text: str) -> Decision | None:
         )
     if said[0] in _DENY:
         return "deny"
-    if any(w in _CONDITIONS for w in said):
+    if any(w in _CONDITIONS for w in said) and "this once" not in " ".join(said):
         return None
     if any(w in _ALWAYS for w in said[:3]):
         return "always" if not any(w in _DENY for w in said[:3]) else "deny"

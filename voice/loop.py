@@ -586,7 +586,8 @@ class VoiceLoop:
             log.info("interrupting the agent")
             worker.control.interrupt()
         else:
-            log.info("permission %s: %s", action.decision, action.message or "")
+            heard = f" (heard {action.heard!r})" if action.heard else ""
+            log.info("permission %s: %s%s", action.decision, action.message or "", heard)
             worker.answer(action.request, action.decision, action.message)
 
     def _turn_over(self, turn: int) -> None:

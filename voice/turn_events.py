@@ -11,7 +11,7 @@ own: :class:`Tick` tells it what time it is.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from voice.audio import Utterance
@@ -279,6 +279,7 @@ class Answer:
     request: str
     decision: Decision
     message: str = ""
+    heard: str = field(default="", compare=False)  # the words it was read from, for the log
 
 
 @dataclass(frozen=True)

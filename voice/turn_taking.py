@@ -41,6 +41,7 @@ from typing import Literal
 from voice.audio import Utterance
 from voice.commands import (
     added_words,
+    answer_goes_on,
     is_backchannel,
     is_bare_answer,
     is_hum,
@@ -468,7 +469,9 @@ class TurnTaking:
         elif isinstance(event, HeardOverReply):
             self._heard_over_reply = event.heard
         elif isinstance(event, PermissionAsked):
-            if self._turn is not None and event.turn == self._turn.id:
+            turn = self._turn
+            if turn is not None and event.turn == turn.id and not turn.stop_requested:
+                turn.silenced = False  # a reply the user silenced speaks again (the question)
                 deadline = self._now + self.policy.permission_timeout_s
                 self._question = _Question(event.turn, event.request, deadline)
                 out.append(PlayEarcon("listening"))
@@ -910,8 +913,8 @@ class TurnTaking:
             # the words and can act on them.
             out.append(Answer(question.turn, question.request, "deny", f"The user said: {text}"))
         else:
-            out.append(Answer(question.turn, question.request, decision))
-            if not is_bare_answer(text):
+            out.append(Answer(question.turn, question.request, decision, heard=text))
+            if answer_goes_on(text):
                 # "Yes, and then commit it.": an allow carries no words, so the agent has
                 # them as the next request, once this turn is done.
                 self._queue(request, text)

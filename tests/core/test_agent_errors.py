@@ -1,4 +1,5 @@
-"""How a failed Claude Code turn is classified, from the lines it prints (its real shapes)."""
+"""How a failed Claude Code turn is classified, from the lines it prints (its real shapes); and
+what "always" keeps of the permission suggestions it sends."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from core.agent_events import AgentEvent, ApiRetry
 from core.agent_output import OutputParser, interpret
+from core.claude import _rules_for
 from core.errors import AgentError, AgentLoginError, AgentUnavailable
 
 
@@ -73,3 +75,36 @@ def test_a_retry_is_an_event_with_its_status() -> None:
     assert parser.retrying == events[0]
     parser.feed((json.dumps(STREAMED) + "\n").encode())
     assert parser.retrying is None and parser.retries == 1  # it answers again
+
+
+# ---- what "always" keeps of Claude's suggestions --------------------------------------------
+_BASH_RULE = {"toolName": "Bash", "ruleContent": "ls"}
+_READ_RULE = {"toolName": "Read", "ruleContent": "//tmp/**"}
+
+
+@pytest.mark.parametrize(
+    ("tool", "suggestions", "kept"),
+    [
+        # As Claude Code 2.1 suggests for `cd /tmp && ls`: the Read rule is another tool's.
+        (
+            "Bash",
+            [
+                {"type": "addRules", "rules": [_BASH_RULE], "behavior": "allow"},
+                {"type": "addRules", "rules": [_READ_RULE], "behavior": "allow"},
+                {"type": "addDirectories", "directories": ["/tmp"]},
+                {"type": "setMode", "mode": "acceptEdits"},
+            ],
+            [{"type": "addRules", "rules": [_BASH_RULE], "behavior": "allow"}],
+        ),
+        ("Write", [{"type": "setMode", "mode": "acceptEdits"}], []),  # nothing to keep
+        ("Bash", [{"type": "addRules", "rules": [_BASH_RULE, _READ_RULE]}], None),
+        ("Bash", "not a list", []),
+        ("Bash", [{"type": "addRules", "rules": "bad"}, 7], []),
+    ],
+)
+def test_always_keeps_only_rules_for_the_tool_asked_about(
+    tool: str, suggestions: object, kept: list[object] | None
+) -> None:
+    if kept is None:  # a suggestion mixing tools keeps its own tool's rules
+        kept = [{"type": "addRules", "rules": [_BASH_RULE]}]
+    assert _rules_for(tool, suggestions) == kept

@@ -251,6 +251,37 @@ def test_always_keeps_the_rule_and_not_claude_s_other_suggestions(
     assert (claude_cwd / "victim.txt").exists() and not (claude_cwd / "new.txt").exists()
 
 
+def test_always_to_a_file_write_allows_it_once(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    # For Write, Claude's only suggestion is acceptEdits for the whole session: "always"
+    # cannot keep a rule, so it allows this write and the next is asked again.
+    first = {"file_path": str(claude_cwd / "a.txt"), "content": "one\n"}
+    second = {"file_path": str(claude_cwd / "b.txt"), "content": "two\n"}
+    claude_api.script(
+        Reply([ApiToolUse("Write", first)]),
+        Reply([ApiToolUse("Write", second)]),
+        Reply([Text("Wrote them.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def answer() -> None:
+        answered: set[str] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for request in events.of(PermissionRequest):
+                if request.request_id not in answered:  # type: ignore[attr-defined]
+                    answered.add(request.request_id)  # type: ignore[attr-defined]
+                    control.answer(request.request_id, "always")  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+    threading.Thread(target=answer, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("write two", "desk", on_event=events, control=control))
+    assert result.text == "Wrote them." and (claude_cwd / "b.txt").exists()
+    assert len(events.of(PermissionRequest)) == 2  # asked again: no session-wide acceptEdits
+
+
 def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
     sessions: ClaudeSessions, claude_api: ClaudeApi, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from voice.commands import (
     added_words,
+    answer_goes_on,
     begins_with_stop,
     is_backchannel,
     is_bare_answer,
@@ -106,6 +107,8 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
         ("Not always.", "deny", True),
         ("No, use yarn instead.", "deny", False),  # words for the agent
         ("Yes, and then commit it.", "allow", False),  # ... after the tool
+        ("Yes, run the tests.", "allow", False),  # (only restates what was asked)
+        ("Yes, only this once.", "allow", True),
         ("Yes, but only the unit tests.", None, False),  # a condition: no yes
         ("Sure, except the migrations.", None, False),
         ("Use yarn instead.", None, False),
@@ -115,3 +118,19 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
 def test_answers_to_a_permission_question(text: str, decision: str | None, bare: bool) -> None:
     assert permission_answer(text) == decision
     assert is_bare_answer(text) is bare
+
+
+@pytest.mark.parametrize(
+    ("text", "goes_on"),
+    [
+        ("Yes, and then commit it.", True),
+        ("Sure, also update the docs.", True),
+        ("Yes. After that, push to main.", True),
+        ("Yes, run the tests.", False),
+        ("Yeah, go ahead and run it.", False),
+        ("Sure, why not.", False),
+        ("Then yes.", False),  # the marker must follow the answer
+    ],
+)
+def test_a_yes_that_goes_on_has_more_for_the_agent(text: str, goes_on: bool) -> None:
+    assert answer_goes_on(text) is goes_on

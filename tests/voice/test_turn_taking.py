@@ -1456,17 +1456,42 @@ def test_an_unanswered_question_is_denied_with_a_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("said", "decision"),
-    [("Yes, and then commit it and push to main.", "allow"), ("Always, and run it.", "always")],
+    ("said", "decision", "sent"),
+    [
+        ("Yes, and then commit it and push to main.", "allow", True),
+        ("Always, and also run it.", "always", True),
+        ("Yes, run the tests.", "allow", False),  # only what was asked: no second run
+    ],
 )
-def test_words_after_a_yes_go_to_the_agent_once_its_turn_is_done(said: str, decision: str) -> None:
+def test_words_after_a_yes_go_to_the_agent_once_its_turn_is_done(
+    said: str, decision: str, sent: bool
+) -> None:
     m = Machine()
     turn = started_turn(m)
     m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))
     probe = jobs(m(UtteranceEnded(utt(8.0, 9.6), "hangover")), Transcribe)[0]
-    assert m.quiet(TranscriptReady(probe, said)) == [Answer(turn, "r1", decision)]
+    (answer,) = m.quiet(TranscriptReady(probe, said))
+    assert answer == Answer(turn, "r1", decision) and answer.heard == said  # (logged)
     out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
-    assert [a.text for a in out if isinstance(a, Send)] == [said]
+    assert [a.text for a in out if isinstance(a, Send)] == ([said] if sent else [])
+
+
+def test_a_question_after_a_stop_is_not_waited_for() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(Command("stop"))
+    assert m.quiet(PermissionAsked(turn, "r2")) == [] and not m.m.asking
+
+
+def test_a_reply_silenced_before_a_question_can_be_talked_over_again() -> None:
+    m = Machine()
+    turn = playing_turn(m)
+    m(KeyDown(6.0))  # vad mode: a press silences the reply; the agent goes on
+    m(ReplyPlaying(turn), PermissionAsked(turn, "r1"))  # the question is heard ...
+    m(SpeechStarted(8.0))
+    (probe,) = jobs(m(UtteranceEnded(utt(8.0, 8.5), "hangover")), Transcribe)
+    m(TranscriptReady(probe, "Yes."), ReplyPlaying(turn))  # ... and the reply goes on
+    assert PauseReply(turn) in m.quiet(OnsetUnconfirmed(10.0, 0.8))  # heard over again
 
 
 def test_an_answer_being_said_at_the_deadline_is_waited_for() -> None:
@@ -1527,7 +1552,7 @@ def test_push_to_talk_a_held_segment_cut_with_nothing_kept_goes_on() -> None:
     # The segmenter's length limit, with too little voice in it: the segment goes on ...
     assert m.quiet(SpeechDropped(28.0, split=True), SpeechStarted(28.0)) == []
     assert m.quiet(Tick(28.2)) == [EndSegment()]  # ... and the release still ends it
-    # While the agent works, a key held through the limit is no tap: nothing stops.
+    # While the agent works, the limit reached with the key held stops nothing.
     m = Machine(replace(POLICY, mode="ptt-hold"))
     m(KeyDown(0.5))
     turn = started_turn(m)
@@ -1535,7 +1560,8 @@ def test_push_to_talk_a_held_segment_cut_with_nothing_kept_goes_on() -> None:
     assert StartSegment(hold=True) in m.quiet(KeyDown(9.0), SpeechStarted(9.0))
     assert m.quiet(SpeechDropped(37.0, split=True), SpeechStarted(37.0), Tick(37.5)) == []
     assert m.quiet(KeyUp(38.0), Tick(38.3)) == [EndSegment()]
-    assert m.quiet(SpeechDropped(38.3)) == [StopReply(turn), Interrupt(turn)]  # a tap stops
+    # Released with nothing said, the press is a tap, as ever: that, not the limit, stops.
+    assert m.quiet(SpeechDropped(38.3)) == [StopReply(turn), Interrupt(turn)]
 
 
 def test_push_to_talk_tap_while_the_agent_works_stops_it() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -29,7 +30,7 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from tests.voice.audio_util import real_clip, real_references, reference, shared, wer
-from tests.wyoming.peers import PYTHON, Client, serve_process
+from tests.wyoming.peers import PYTHON, Client, Process, serve_process
 from voice.wyoming.serve import _where_to_add
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -270,6 +271,23 @@ def test_a_taken_port_or_a_missing_socket_folder_is_one_clear_error(tmp_path: Pa
             assert f"cannot serve on {uri}" in result.stderr and message in result.stderr
             assert "Traceback" not in result.stderr
             assert "loading what" not in result.stderr, "models loaded for nothing"
+
+
+def test_while_the_models_load_the_address_is_taken_and_a_signal_stops_it(tmp_path: Path) -> None:
+    path = tmp_path / "va.sock"
+    config = write_config(tmp_path)
+    argv = [PYTHON, "-m", "voice.cli", "serve", "--config", str(config), "--uri", f"unix://{path}"]
+    loading = Process(argv, r"loading what")
+    try:
+        loading.wait_ready()
+        with socket.socket(socket.AF_UNIX) as early:
+            early.connect(str(path))  # it waits in the backlog: a second serve would see it
+        loading.kill(signal.SIGTERM)
+        assert loading.proc.wait(60) == 128 + signal.SIGTERM, loading.output()
+    finally:
+        loading.stop()
+    assert "ready:" not in loading.output()  # stopped during the load, not after it
+    assert not path.exists()
 
 
 @pytest.mark.parametrize(

@@ -112,11 +112,13 @@ async def _serve(
     await server.bind()  # a taken port fails now, before the models load
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.add_signal_handler(sig, _stopper(stop, sig))
     core = None
     try:
-        core = load_programs(config, programs, agent=agent)  # a signal meanwhile waits for it
+        # Loaded on this thread, so nothing is accepted meanwhile; a signal meanwhile reaches
+        # the command's own handlers, which stop the load (the handlers below come after).
+        core = load_programs(config, programs, agent=agent)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, _stopper(stop, sig))
         address = await server.start()
         log.info("ready: %s", _where_to_add(address))
         if on_ready is not None:

@@ -100,15 +100,17 @@ class WyomingServer:
         self._connections: set[Connection] = set()
         self._refused_logged_s = -math.inf  # when a refusal was last logged
         self._refused_since = 0  # refusals not logged since then
+        self._refusing = 0  # refused clients being told so (bounded like the connections)
         self.address = self.uri
         # One model each: requests take turns on it (in parallel they would only share cores).
         self.stt_lock = threading.Lock()
         self.tts_lock = threading.Lock()
 
     async def bind(self) -> str:
-        """Take the address without accepting yet; returns it (with the real port). ``serve``
-        binds before its models load, so a taken port fails at once, not after seconds and
-        hundreds of megabytes; clients that connect meanwhile wait in the backlog."""
+        """Take the address and listen; returns it (with the real port). ``serve`` binds
+        before its models load (on this event loop's thread, so nothing is accepted until
+        they are), so a taken port fails at once, not after seconds and hundreds of
+        megabytes; clients that connect meanwhile wait in the backlog."""
         try:
             return await self._bind()
         except OSError as e:
@@ -124,8 +126,6 @@ class WyomingServer:
         """Bind (unless bound) and start accepting; returns the address served."""
         if self._server is None:
             await self.bind()
-        assert self._server is not None
-        await self._server.start_serving()
         log.info("serving Wyoming on %s: %s", self.address, ", ".join(self.programs.offered()))
         return self.address
 
@@ -135,7 +135,7 @@ class WyomingServer:
             path = Path(parts.path)
             _remove_stale_socket(path)
             self._server = await asyncio.start_unix_server(
-                self._accept, path=str(path), limit=MAX_HEADER_BYTES, start_serving=False
+                self._accept, path=str(path), limit=MAX_HEADER_BYTES
             )
             os.chmod(path, 0o600)  # only this user may talk to the agent
             self.address = f"unix://{path}"
@@ -145,7 +145,6 @@ class WyomingServer:
                 host=parts.hostname,
                 port=parts.port,
                 limit=MAX_HEADER_BYTES,
-                start_serving=False,
             )
             host, port = self._server.sockets[0].getsockname()[:2]
             self.address = f"tcp://{_host(host)}:{port}"
@@ -192,17 +191,24 @@ class WyomingServer:
         closing a socket with unread input resets it, and a reset can discard the error
         before the client reads it."""
         self._refused(peer)
+        if self._refusing >= self.config.max_connections:  # a flood: no goodbyes, no sockets
+            writer.close()
+            return
+        self._refusing += 1
         error = Error(
             text=f"this server is busy: {self.config.max_connections} connections are open "
             "(wyoming.max_connections); try again later",
             code="busy",
         )
-        with contextlib.suppress(Exception):
-            writer.write(encode(error.event()))
-            writer.write_eof()
-            await asyncio.wait_for(writer.drain(), _GOODBYE_S)
-            await asyncio.wait_for(reader.read(MAX_HEADER_BYTES), _GOODBYE_S)
-        writer.close()
+        try:
+            with contextlib.suppress(Exception):
+                writer.write(encode(error.event()))
+                writer.write_eof()
+                await asyncio.wait_for(writer.drain(), _GOODBYE_S)
+                await asyncio.wait_for(reader.read(MAX_HEADER_BYTES), _GOODBYE_S)
+        finally:
+            self._refusing -= 1
+            writer.close()
 
     def _refused(self, peer: str) -> None:
         """One line per REFUSED_LOG_S at most: a burst of connections is one line, not 400."""
