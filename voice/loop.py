@@ -47,6 +47,7 @@ from voice.turn_events import (
     Analyze,
     Answer,
     Command,
+    Dropped,
     EndSegment,
     Event,
     HeardOverReply,
@@ -466,6 +467,8 @@ class VoiceLoop:
             self._steer(action)
         elif isinstance(action, PlayEarcon):
             self._play_earcon(action.name)
+        elif isinstance(action, Dropped):
+            log.info("not sent to the agent: %r (%s)", action.text, action.why)
         elif isinstance(action, Say):
             log.info("saying: %s", action.text)
             line = self.engines.speaker.begin()

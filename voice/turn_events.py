@@ -283,6 +283,14 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """Words heard and deliberately not sent, said in the log: no word goes unaccounted for."""
+
+    text: str
+    why: str
+
+
+@dataclass(frozen=True)
 class PlayEarcon:
     name: EarconName
 
@@ -307,6 +315,7 @@ Action = (
     | ResumeReply
     | Interrupt
     | Answer
+    | Dropped
     | PlayEarcon
     | Say
 )

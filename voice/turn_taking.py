@@ -56,6 +56,7 @@ from voice.turn_events import (
     Analyze,
     Answer,
     Command,
+    Dropped,
     EndSegment,
     Event,
     HeardOverReply,
@@ -836,6 +837,7 @@ class TurnTaking:
         elif request.context == "answer" and is_bare_answer(text):
             # The question was settled while this was said ("ptt allow", or the agent
             # withdrew it): a bare "yes" is no request of its own.
+            out.append(Dropped(text, "an answer to a question already settled"))
             if turn is None:
                 self._send_queued(out)
         elif stop and turn is not None:
@@ -843,7 +845,7 @@ class TurnTaking:
         elif stop:
             # The reply it was said over has stopped already: nothing runs, and what was
             # queued behind that turn is cancelled too.
-            self._queued = None
+            self._drop_queued(out)
             self._listen_again(out)
         else:
             if text:
@@ -1066,7 +1068,7 @@ class TurnTaking:
         else:
             turn.stop_requested = True
             out.append(Interrupt(turn.id))
-        self._queued = None
+        self._drop_queued(out)
         request = self._request
         if request is not None and request.pending is turn:
             # What is being said does not go on with the stopped request: it is a new one,
@@ -1077,6 +1079,12 @@ class TurnTaking:
             )
             if not fresh.speaking and fresh.parts:
                 self._end_request(fresh, fresh.parts[-1], out)
+
+    def _drop_queued(self, out: list[Action]) -> None:
+        """ "Stop" cancels what waited behind the turn too (the user stopped it all)."""
+        if self._queued is not None:
+            out.append(Dropped(self._queued.text, "stopped with the turn it waited for"))
+        self._queued = None
 
     # ---- keys, commands, wake word -------------------------------------------------------------
     def _key_pressed(self, at_s: float, out: list[Action]) -> None:

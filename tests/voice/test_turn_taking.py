@@ -14,6 +14,7 @@ from voice.turn_events import (
     Analyze,
     Answer,
     Command,
+    Dropped,
     EndSegment,
     Event,
     HeardOverReply,
@@ -1510,9 +1511,21 @@ def test_a_bare_answer_to_a_question_settled_meanwhile_is_no_request() -> None:
     m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))
     assert m.quiet(Command("allow")) == [Answer(turn, "r1", "allow")]  # ptt allow, meanwhile
     probe = jobs(m(UtteranceEnded(utt(8.0, 8.6), "hangover")), Transcribe)[0]
-    m(TranscriptReady(probe, "Yes, go ahead."))
+    (dropped,) = m.quiet(TranscriptReady(probe, "Yes, go ahead."))
+    assert isinstance(dropped, Dropped) and dropped.text == "Yes, go ahead."  # (logged)
     out = m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn))
     assert not [a for a in out if isinstance(a, Send)]  # "Yes" is not sent to the agent
+
+
+def test_a_stop_drops_what_waited_behind_the_turn_and_says_so_in_the_log() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn), Tick(6.0), SpeechStarted(6.0))
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.5), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Also check the logs.")) == []  # queued behind it
+    out = m.quiet(Command("stop"))
+    assert Interrupt(turn) in out
+    assert Dropped("Also check the logs.", "stopped with the turn it waited for") in out
 
 
 def test_control_commands_answer_and_stop() -> None:
