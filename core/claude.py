@@ -262,16 +262,12 @@ def _rules_for(tool: object, suggestions: object) -> list[dict[str, Any]]:
     (``Read //tmp/**`` beside ``cd /tmp && ls``): the user was asked about none of them."""
     kept = []
     for suggestion in suggestions if isinstance(suggestions, list) else []:
-        if not isinstance(suggestion, dict) or suggestion.get("type") != "addRules":
+        rules = suggestion.get("rules") if isinstance(suggestion, dict) else None
+        if not isinstance(rules, list) or suggestion.get("type") != "addRules":
             continue
-        rules = suggestion.get("rules")
-        rules = (
-            [r for r in rules if isinstance(r, dict) and r.get("toolName") == tool]
-            if isinstance(rules, list)
-            else []
-        )
-        if rules:
-            kept.append({**suggestion, "rules": rules})
+        mine = [r for r in rules if isinstance(r, dict) and r.get("toolName") == tool]
+        if mine:
+            kept.append({**suggestion, "rules": mine})
     return kept
 
 

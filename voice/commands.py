@@ -164,13 +164,13 @@ def permission_answer(text: str) -> Decision | None:
             and any(w in _AGREE for w in heard)
             else None
         )
+    joined = " ".join(said)
     if said[0] in _DENY:
         return "deny"
-    if any(w in _CONDITIONS for w in said) and "this once" not in " ".join(said):
+    if any(w in _CONDITIONS for w in said) and "this once" not in joined:
         return None
     if any(w in _ALWAYS for w in said[:3]):
         return "always" if not any(w in _DENY for w in said[:3]) else "deny"
-    joined = " ".join(said)
     if said[0] in _ALLOW or any(joined.startswith(p) for p in _ALLOW_PHRASES):
         return "allow"
     return None

@@ -1081,7 +1081,7 @@ class TurnTaking:
                 self._end_request(fresh, fresh.parts[-1], out)
 
     def _drop_queued(self, out: list[Action]) -> None:
-        """ "Stop" cancels what waited behind the turn too (the user stopped it all)."""
+        """A stop cancels what waited behind the turn too: the user stopped it all."""
         if self._queued is not None:
             out.append(Dropped(self._queued.text, "stopped with the turn it waited for"))
         self._queued = None

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from core.agent_events import (
     AgentEvent,
     AgentTurn,
     ApiRetry,
+    Decision,
     PermissionRequest,
     TextDelta,
     ToolUse,
@@ -67,6 +69,32 @@ class Recorder:
 
     def text(self) -> str:
         return "".join(e.text for e in self.of(TextDelta))  # type: ignore[attr-defined]
+
+
+def answer_each(
+    events: Recorder,
+    control: Callable[[], TurnControl],
+    decide: Callable[[int], Decision],
+    *,
+    count: int | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """On a thread, as the voice loop would: answer each question as it comes, the nth with
+    ``decide(n)`` (through ``control()``, the turn's control at that time)."""
+
+    def run() -> None:
+        answered: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while (count is None or len(answered) < count) and time.monotonic() < deadline:
+            for request in events.of(PermissionRequest):
+                if request.request_id not in answered:  # type: ignore[attr-defined]
+                    answered.append(request.request_id)  # type: ignore[attr-defined]
+                    decision = decide(len(answered))
+                    message = "No." if decision == "deny" else ""
+                    control().answer(request.request_id, decision, message)  # type: ignore[attr-defined]
+            time.sleep(0.05)
+
+    threading.Thread(target=run, daemon=True).start()
 
 
 def group_alive(pid: int) -> bool:
@@ -166,17 +194,7 @@ def test_each_question_names_its_call_when_one_message_calls_several_tools(
     events = Recorder()
     control = TurnControl()
 
-    def answer() -> None:
-        answered: set[str] = set()
-        deadline = time.monotonic() + 60
-        while len(answered) < 2 and time.monotonic() < deadline:
-            for request in events.of(PermissionRequest):
-                if request.request_id not in answered:  # type: ignore[attr-defined]
-                    answered.add(request.request_id)  # type: ignore[attr-defined]
-                    control.answer(request.request_id, "allow")  # type: ignore[attr-defined]
-            time.sleep(0.05)
-
-    threading.Thread(target=answer, daemon=True).start()
+    answer_each(events, lambda: control, lambda n: "allow", count=2)
     result = sessions.run_turn(AgentTurn("touch both", "desk", on_event=events, control=control))
     assert result.text == "Done." and (claude_cwd / "b.txt").exists()
     calls, questions = events.of(ToolUse), events.of(PermissionRequest)
@@ -229,19 +247,8 @@ def test_always_keeps_the_rule_and_not_claude_s_other_suggestions(
     events = Recorder()
     control = TurnControl()
 
-    def answer() -> None:
-        answered: set[str] = set()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            for request in events.of(PermissionRequest):
-                if request.request_id not in answered:  # type: ignore[attr-defined]
-                    answered.add(request.request_id)  # type: ignore[attr-defined]
-                    first = len(answered) == 1
-                    decision = "always" if first else "deny"
-                    control.answer(request.request_id, decision, "No.")  # type: ignore[attr-defined]
-            time.sleep(0.05)
-
-    threading.Thread(target=answer, daemon=True).start()
+    # "always" to the first question, "no" to every later one (the next turn's too).
+    answer_each(events, lambda: control, lambda n: "always" if n == 1 else "deny", timeout_s=90)
     first = sessions.run_turn(AgentTurn("touch it", "desk", on_event=events, control=control))
     assert first.text == "Made it." and (claude_cwd / "a.txt").exists()
     control = TurnControl()
@@ -266,17 +273,7 @@ def test_always_to_a_file_write_allows_it_once(
     events = Recorder()
     control = TurnControl()
 
-    def answer() -> None:
-        answered: set[str] = set()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            for request in events.of(PermissionRequest):
-                if request.request_id not in answered:  # type: ignore[attr-defined]
-                    answered.add(request.request_id)  # type: ignore[attr-defined]
-                    control.answer(request.request_id, "always")  # type: ignore[attr-defined]
-            time.sleep(0.05)
-
-    threading.Thread(target=answer, daemon=True).start()
+    answer_each(events, lambda: control, lambda n: "always")
     result = sessions.run_turn(AgentTurn("write two", "desk", on_event=events, control=control))
     assert result.text == "Wrote them." and (claude_cwd / "b.txt").exists()
     assert len(events.of(PermissionRequest)) == 2  # asked again: no session-wide acceptEdits

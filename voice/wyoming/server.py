@@ -141,10 +141,7 @@ class WyomingServer:
             self.address = f"unix://{path}"
         else:
             self._server = await asyncio.start_server(
-                self._accept,
-                host=parts.hostname,
-                port=parts.port,
-                limit=MAX_HEADER_BYTES,
+                self._accept, host=parts.hostname, port=parts.port, limit=MAX_HEADER_BYTES
             )
             host, port = self._server.sockets[0].getsockname()[:2]
             self.address = f"tcp://{_host(host)}:{port}"
@@ -201,11 +198,10 @@ class WyomingServer:
             code="busy",
         )
         try:
-            with contextlib.suppress(Exception):
-                writer.write(encode(error.event()))
-                writer.write_eof()
-                await asyncio.wait_for(writer.drain(), _GOODBYE_S)
-                await asyncio.wait_for(reader.read(MAX_HEADER_BYTES), _GOODBYE_S)
+            if await _tell(writer, error):
+                with contextlib.suppress(Exception):
+                    writer.write_eof()
+                    await asyncio.wait_for(reader.read(MAX_HEADER_BYTES), _GOODBYE_S)
         finally:
             self._refusing -= 1
             writer.close()
@@ -279,10 +275,8 @@ class Connection:
             log.debug("%s: stopped", self.peer)
         except Exception as e:  # an engine failed: say so to this client only, and close
             log.exception("%s: the request failed; closing the connection", self.peer)
-            with contextlib.suppress(Exception):
-                failure = Error(text=f"the server failed: {type(e).__name__}", code="server-error")
-                self._writer.write(encode(failure.event()))
-                await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
+            failure = Error(text=f"the server failed: {type(e).__name__}", code="server-error")
+            await _tell(self._writer, failure)
         finally:
             self.gone.set()
             reading.cancel()
@@ -309,10 +303,7 @@ class Connection:
         log.warning("%s: %s; closing the connection", self.peer, error)
         self.gone.set()
         code = "timeout" if isinstance(error, Stalled) else "protocol-error"
-        try:
-            self._writer.write(encode(Error(text=str(error), code=code).event()))
-            await asyncio.wait_for(self._writer.drain(), _GOODBYE_S)
-        except Exception:
+        if not await _tell(self._writer, Error(text=str(error), code=code)):
             self._deaf = True  # it does not read: nothing more will reach it
 
     def _reset(self) -> None:
@@ -408,6 +399,16 @@ class Connection:
         names = [p.name for p in (*info.asr, *info.tts, *info.handle)]
         if name not in names:
             raise ProtocolError(f"select-program: no program {name!r:.80} (there are {names})")
+
+
+async def _tell(writer: asyncio.StreamWriter, error: Error) -> bool:
+    """Send ``error`` to a client being let go; False when it does not take it in time."""
+    try:
+        writer.write(encode(error.event()))
+        await asyncio.wait_for(writer.drain(), _GOODBYE_S)
+    except Exception:
+        return False
+    return True
 
 
 def _remove_stale_socket(path: Path) -> None:
