@@ -47,6 +47,7 @@ from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavaila
 from core.ledger import AgentLedger
 from core.lifeline import Lifeline, default_lifeline
 from core.process import keep_stderr, program_name, spawn
+from core.reaper import kill_tree
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +213,13 @@ class _Process:
         return self.busy and self.turn == turn
 
     def signal(self, sig: signal.Signals) -> None:
-        if self.alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        if not self.alive:
+            return
+        if sig == signal.SIGKILL:
+            kill_tree(self.proc.pid)  # its Bash tools run in sessions of their own
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
 
     def close(self, grace_s: float) -> None:
         """Closing stdin ends it cleanly; then SIGTERM, then SIGKILL, to the whole group."""
@@ -230,8 +235,7 @@ class _Process:
             except subprocess.TimeoutExpired:
                 continue
         # Whatever else is left in its group (a tool's children) goes too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_tree(self.proc.pid)
         if self.proc.poll() is not None:
             self._lifeline.release(self.proc.pid)
         if self._ledger is not None:

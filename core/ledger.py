@@ -16,24 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import stat
 from pathlib import Path
 
 from core.paths import agent_record_name
+from core.reaper import kill_marked, kill_tree, start_ticks
 
 log = logging.getLogger(__name__)
-
-
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot), or None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: count after the last ")".
-    fields = stat.rsplit(")", 1)[-1].split()
-    return int(fields[19]) if len(fields) > 19 else None
 
 
 def _group_alive(pgid: int) -> bool:
@@ -94,8 +83,9 @@ class AgentLedger:
                 room_id,
                 pgid,
             )
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+            kill_tree(pgid)
+        if owner_start:  # and what its tools started in sessions of their own
+            kill_marked(f"{owner}-{owner_start}")
         with contextlib.suppress(OSError):
             (self.root / agent_record_name(room_id)).unlink()
         return not recycled

@@ -11,11 +11,13 @@ Two mechanisms, because each covers what the other cannot:
   (one pre-bound C call and ``getppid``: nothing that takes a lock another thread could hold).
 - A reaper process (``core/reaper.py``) for the agent's own children (its tools), which that
   signal does not reach: it is told the process group of every running agent over a pipe, and
-  when the pipe closes, however the assistant died, it SIGKILLs those groups.
+  when the pipe closes, however the assistant died, it SIGKILLs those groups, and every
+  process whose environment carries this assistant's name (``core.reaper.MARK``, set for each
+  agent): a tool that left the group with ``setsid``, as Claude Code's Bash tools do.
 
-Not covered: a descendant that leaves the group with ``setsid``; as a systemd service the
-unit's cgroup catches it (``KillMode=control-group``). And a kill that lands in the
-microseconds between fork and the signal being set, before the group is registered.
+Not covered: a descendant that leaves the group and clears its environment; as a systemd
+service the unit's cgroup catches it (``KillMode=control-group``). And a kill that lands in
+the microseconds between fork and the signal being set, before the group is registered.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Literal
+
+from core.reaper import MARK, mark_of
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,13 @@ class Lifeline:
         elif self._prctl is not None:
             preexec = _pdeathsig_preexec(self._prctl, os.getpid())
 
+        marked_env = {**(os.environ if env is None else env), MARK: mark_of(os.getpid())}
+
         def spawn() -> subprocess.Popen[bytes]:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=env,
+                env=marked_env,
                 preexec_fn=preexec,  # noqa: PLW1509 - only prctl and getppid: see above
                 start_new_session=True,
                 close_fds=True,
@@ -102,7 +108,10 @@ class Lifeline:
         """Let the reaper go (it kills any group still registered); for tests."""
         with self._lock:
             reaper, self._reaper = self._reaper, None
-        if reaper is not None:
+        if reaper is not None and reaper.stdin is not None:
+            with contextlib.suppress(OSError):  # this process lives on: only the groups go
+                reaper.stdin.write(b"=\n")
+                reaper.stdin.flush()
             _close_quietly(reaper)
 
     def _abandon(self, proc: subprocess.Popen[bytes]) -> None:
@@ -139,7 +148,7 @@ class Lifeline:
     def _start_reaper(self) -> subprocess.Popen[bytes] | None:
         try:
             reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_REAPER)],
+                [sys.executable, "-I", "-S", str(_REAPER), mark_of(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's Ctrl-C is not meant for it

@@ -30,6 +30,7 @@ from typing import IO, Protocol
 
 from core.errors import AgentError, AgentMissing, AgentTimeout
 from core.lifeline import Lifeline, default_lifeline
+from core.reaper import kill_tree
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,9 @@ class _Supervisor:
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.reaped:
             return  # the group id may belong to someone else now
+        if sig == signal.SIGKILL:
+            kill_tree(self.proc.pid)  # and what it started in sessions of its own
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 

@@ -37,7 +37,9 @@ def wait_for_file(path: Path, within_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def start_parent(shim: str, marker: str, pidfile: Path, *store: Path) -> subprocess.Popen[str]:
+def start_parent(
+    shim: str, marker: str, pidfile: Path, *store: Path, setsid: bool = False
+) -> subprocess.Popen[str]:
     parent = subprocess.Popen(
         [
             sys.executable,
@@ -47,6 +49,7 @@ def start_parent(shim: str, marker: str, pidfile: Path, *store: Path) -> subproc
             marker,
             str(pidfile),
             *map(str, store),
+            *(["--setsid"] if setsid else []),
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -66,11 +69,14 @@ def marker() -> str:
     return f"va-lifeline-{os.getpid()}-{time.monotonic_ns()}"
 
 
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "own-session"])
 @pytest.mark.parametrize("shim", SHIMS)
 def test_kill_9_of_the_parent_leaves_no_agent_nor_its_children(
-    tmp_path: Path, marker: str, shim: str
+    tmp_path: Path, marker: str, shim: str, setsid: bool
 ) -> None:
-    parent = start_parent(shim, marker, tmp_path / "pid")
+    """Also a child in a session of its own, out of the group's reach, as Claude Code runs
+    each Bash tool: its environment says whose agent started it."""
+    parent = start_parent(shim, marker, tmp_path / "pid", setsid=setsid)
     try:
         running = set(processes_with(marker)) - {parent.pid}  # its argv has the marker too
         assert len(running) == 2, "the agent and its grandchild should be running"
@@ -107,8 +113,9 @@ def test_the_parent_death_signal_alone_ends_the_agent(
             os.kill(pid, signal.SIGKILL)
 
 
-def test_the_reaper_alone_ends_the_whole_group(tmp_path: Path, marker: str) -> None:
-    parent = start_parent("none", marker, tmp_path / "pid")
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "own-session"])
+def test_the_reaper_alone_ends_the_whole_group(tmp_path: Path, marker: str, setsid: bool) -> None:
+    parent = start_parent("none", marker, tmp_path / "pid", setsid=setsid)
     try:
         kill_9(parent)
         assert wait_until_none_left(marker, within_s=10) == []
@@ -217,15 +224,16 @@ def test_the_spawn_hook_gets_the_process_group(tmp_path: Path) -> None:
     assert len(seen) == 2 and seen[0] == seen[1]
 
 
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "own-session"])
 def test_a_restarted_listener_stops_what_a_dead_assistant_and_its_reaper_left(
-    tmp_path: Path, marker: str
+    tmp_path: Path, marker: str, setsid: bool
 ) -> None:
     """The worst case: the assistant and its reaper die together (an OOM kill of both). The
     agent's tool lives on; the room's next listener finds it in the store's ledger and stops
     it before it would resume the conversation beside it."""
     store = tmp_path / "store"
     core = Core(store, FakeAgent())  # creates and claims the store directory
-    parent = start_parent("prctl", marker, tmp_path / "pid", store)
+    parent = start_parent("prctl", marker, tmp_path / "pid", store, setsid=setsid)
     grandchild = int((tmp_path / "pid").read_text())
     try:
         words = parent.stdout.readline().split()  # type: ignore[union-attr]

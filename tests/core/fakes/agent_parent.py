@@ -1,7 +1,8 @@
 """A listener-like parent for the lifeline tests: ``python -m tests.core.fakes.agent_parent
-SHIM MARKER PIDFILE [STORE]``. It runs one turn of the ``hang`` fake agent on a worker thread,
-as the voice loop does, and waits; the test kills it with SIGKILL mid-turn. With STORE, the
-agent is recorded in that session store's ledger for room "desk", as the core does.
+SHIM MARKER PIDFILE [STORE] [--setsid]``. It runs one turn of the ``hang`` fake agent on a
+worker thread, as the voice loop does, and waits; the test kills it with SIGKILL mid-turn.
+With STORE, the agent is recorded in that session store's ledger for room "desk", as the core
+does. With ``--setsid`` the agent's child runs in a session of its own (a Claude Code tool).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from tests.core.conftest import fake_command
 
 
 def main() -> int:
-    shim, marker, pidfile = sys.argv[1:4]
-    ledger = AgentLedger(Path(sys.argv[4])) if len(sys.argv) > 4 else None
+    args = [a for a in sys.argv[1:] if a != "--setsid"]
+    shim, marker, pidfile = args[:3]
+    ledger = AgentLedger(Path(args[3])) if len(args) > 3 else None
+    tool_session = ["setsid"] if "--setsid" in sys.argv else []
     lifeline = Lifeline(shim)  # type: ignore[arg-type]
 
     def spawned(process: RunningProcess) -> None:
@@ -28,7 +31,7 @@ def main() -> int:
 
     def turn() -> None:
         run_process(
-            fake_command("hang", marker, pidfile),
+            fake_command("hang", marker, pidfile, *tool_session),
             stdin_data=b"q",
             timeout_s=300,
             kill_grace_s=1,

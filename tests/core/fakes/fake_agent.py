@@ -50,10 +50,19 @@ def split_resume(args: list[str]) -> tuple[list[str], str | None]:
     return args, None
 
 
-def spawn_grandchild(marker: str, pidfile: str, *, hold_stdout: bool) -> None:
+def spawn_grandchild(
+    marker: str, pidfile: str, *, hold_stdout: bool, new_session: bool = False
+) -> None:
+    """A tool: ``new_session`` leaves the agent's group, as Claude Code's Bash tools do."""
     env = {**os.environ, "FAKE_AGENT_MARKER": marker}
     out = None if hold_stdout else subprocess.DEVNULL
-    child = subprocess.Popen(["sleep", "60"], env=env, stdout=out, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        ["sleep", "60"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.DEVNULL,
+        start_new_session=new_session,
+    )
     with open(pidfile + ".part", "w") as f:
         f.write(str(child.pid))
     os.replace(pidfile + ".part", pidfile)
@@ -98,7 +107,7 @@ def claude_tool_turn(tool_s: str) -> None:
 def main() -> int:
     mode, *rest = sys.argv[1:]
     args, resume = split_resume(rest)
-    # hang MARKER PIDFILE [ignore-term|ignore-int|term-file FILE|signal-file FILE]
+    # hang MARKER PIDFILE [ignore-term|ignore-int|term-file FILE|signal-file FILE|setsid]
     if mode == "hang":
         if "ignore-term" in args:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -123,7 +132,7 @@ def main() -> int:
 
             signal.signal(signal.SIGTERM, on_stop)
             signal.signal(signal.SIGINT, on_stop)
-        spawn_grandchild(args[0], args[1], hold_stdout=False)
+        spawn_grandchild(args[0], args[1], hold_stdout=False, new_session="setsid" in args)
         time.sleep(60)
         return 0
     if mode == "output-first":  # a lot of output before reading stdin (deadlock check)
