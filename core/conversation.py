@@ -265,8 +265,10 @@ class Core:
         latest = self._latest(room_id)
         if latest is None:
             return None
-        entry, session = latest
-        if entry["closed"] or self._is_idle(room_id, entry["updated_at"], now):
+        _, session = latest
+        # The session's own word, not its index entry's: a process killed between writing
+        # the two (a reset, a turn) left the entry behind.
+        if session is None or session.closed or self._is_idle(room_id, session.updated_at, now):
             return None
         return session
 

@@ -89,7 +89,7 @@ class SessionStore:
         ):
             claim(self.root)  # raises NotAStoreError for a directory that is not a store
             with self._locked():
-                self._sweep_temporaries()
+                self._tidy_after_crashes()
                 self._trust_dir_sig = _dir_times_are_fine(self.root)
 
     # -- public API ---------------------------------------------------------------------
@@ -311,15 +311,36 @@ class SessionStore:
         finally:
             os.close(fd)
 
-    def _sweep_temporaries(self) -> None:
-        # Every writer holds the lock while its temporary exists, so any we see now is stale.
+    def _tidy_after_crashes(self) -> None:
+        """What a process killed mid-save left: its temporary file, or a session file written
+        before its index entry (a new conversation's first words). The caller holds the lock:
+        every writer holds it from its temporary to its index entry, so what we see is stale."""
+        names = os.listdir(self.root)
         # Only the store's own temporaries: a ".build.tmp" is someone else's.
-        stale = [n for n in os.listdir(self.root) if is_own_temporary(n)]
+        stale = [n for n in names if is_own_temporary(n)]
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.root / name)
         if stale:
             log.info("removed %d temporary files left by an interrupted save", len(stale))
+        index = self._current_index()
+        if index is None:
+            return  # rebuilt from the files when first used
+        unlisted = [sid for n in names if (sid := session_id_of(n)) and sid not in index]
+        found = 0
+        for session_id in sorted(unlisted):
+            path = session_file(self.root, session_id)
+            try:
+                index.upsert(_decode(session_id, _read_file(path)).compact())
+                found += 1
+            except FileNotFoundError:
+                continue
+            except SessionFormatError as e:
+                self._move_aside_locked(path, e)
+        if found:
+            self._write_index(index)
+            self._fsync_dir()
+            log.info("added %d sessions an interrupted save left out of the index", found)
 
 
 @contextlib.contextmanager

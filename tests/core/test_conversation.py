@@ -16,7 +16,7 @@ from core.agent import AgentResult, AgentRunner, TextCallback
 from core.agent_events import TurnControl
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.errors import AgentError, AgentTimeout, InvalidIdError
-from core.paths import MARKER_NAME
+from core.paths import MARKER_NAME, session_file
 from core.store import SessionStore
 from tests.core.conftest import ECHO_AGENT, REPO, fake_runner
 from tests.core.fakes.agents import Call, FakeAgent
@@ -104,6 +104,35 @@ def test_idle_timeout_starts_a_new_session(tmp_path: Path) -> None:
     core.send_message("desk", "c")
     assert [c.session_id for c in agent.calls] == [None, "agent-a", None]
     assert [e["message_count"] for e in core.store.list()] == [2, 4]
+
+
+def test_idle_time_counts_from_the_last_message_not_the_first(tmp_path: Path) -> None:
+    clock = Clock()
+    agent = numbered_agent()
+    core = Core(tmp_path, agent, idle_timeout_s=60.0, clock=clock)
+    for text in ("a", "b", "c"):  # 50 s apart: never idle 60 s, though 100 s in all
+        core.send_message("desk", text)
+        clock.now += 50.0
+    assert [c.session_id for c in agent.calls] == [None, "agent-a", "agent-b"]  # resumed
+    (entry,) = core.store.list()
+    assert entry["message_count"] == 6
+    assert entry["title"] == "a"  # named by its first request, not its latest
+
+
+def test_a_reset_killed_before_its_index_entry_still_closes_the_conversation(
+    tmp_path: Path,
+) -> None:
+    agent = numbered_agent()
+    core = Core(tmp_path, agent)
+    core.send_message("desk", "a")
+    session = core.active_session("desk")
+    assert session is not None
+    session.closed = True  # what reset writes first; killed before the index says so
+    session_file(core.store.root, session.session_id).write_bytes(session.to_json())
+    assert core.store.list()[0]["closed"] is False
+    assert Core(tmp_path, agent).active_session("desk") is None
+    core.send_message("desk", "b")
+    assert [c.session_id for c in agent.calls] == [None, None]  # a new conversation
 
 
 def test_idle_timeout_zero_means_never(tmp_path: Path) -> None:

@@ -14,7 +14,13 @@ import pytest
 
 from core.errors import InvalidIdError, StoreError
 from core.index import Index
-from core.paths import MARKER_NAME, default_store_dir, validate_room_id, validate_session_id
+from core.paths import (
+    MARKER_NAME,
+    TMP_SUFFIX,
+    default_store_dir,
+    validate_room_id,
+    validate_session_id,
+)
 from core.session import Session, make_message
 from core.store import SessionStore
 
@@ -310,13 +316,57 @@ def test_a_failed_write_raises_store_error_and_the_next_save_recovers(store_dir:
     with pytest.raises(StoreError, match=r"cannot save session .*No space left on device"):
         store.save(second)
     assert failures == ["index"]
+    # The session file was written before the index failed: the next open finds it.
     on_disk = SessionStore(store_dir).list()
-    assert [e["session_id"] for e in on_disk] == [first.session_id]
-    assert store.list() == on_disk  # its cache does not claim the failed write happened
+    assert [e["session_id"] for e in on_disk] == [second.session_id, first.session_id]
+    assert store.list() == on_disk  # its cache does not hide what the disk holds
     second.updated_at = 3.0
     store.save(second)
     assert [e["session_id"] for e in SessionStore(store_dir).list()] == [
         second.session_id,
         first.session_id,
     ]
-    assert [p.name for p in store_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_session_a_crash_left_out_of_the_index_is_found_at_the_next_open(
+    store_dir: Path,
+) -> None:
+    class KilledBeforeTheIndex(SessionStore):
+        def _write_index(self, index: Index) -> None:
+            if len(index) == 2:  # the second session's file is on disk, its entry is not
+                raise SystemExit("kill -9")
+            super()._write_index(index)
+
+    store = KilledBeforeTheIndex(store_dir)
+    first, second = session(at=1.0), session(room="kitchen", text="my first words", at=2.0)
+    store.save(first)
+    with pytest.raises(SystemExit):
+        store.save(second)
+    unreadable = session(room="hall", at=3.0)
+    (store_dir / f"{unreadable.session_id}.json").write_text("{not json")
+    reopened = SessionStore(store_dir)
+    assert [e["session_id"] for e in reopened.list()] == [second.session_id, first.session_id]
+    found = reopened.latest_for_room("kitchen")
+    assert found is not None and found["session_id"] == second.session_id
+    kept = reopened.load(second.session_id)
+    assert kept is not None and kept.messages[0]["content"] == "my first words"
+    assert not (store_dir / f"{unreadable.session_id}.json").exists()  # moved aside
+    assert [p for p in store_dir.iterdir() if p.name.startswith(unreadable.session_id)]
+
+
+@pytest.mark.parametrize("fails", ["fsync", "replace"])
+def test_a_write_that_fails_midway_leaves_no_temporary_file(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    store = SessionStore(store_dir)
+    store.save(session(at=1.0))
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, fails, full)  # the temporary file is written by then
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.save(session(at=2.0))
+    monkeypatch.undo()
+    assert [p.name for p in store_dir.rglob(f"*{TMP_SUFFIX}")] == []  # before any sweep
+    assert len(SessionStore(store_dir).list()) == 1
