@@ -156,14 +156,8 @@ def permission_answer(text: str) -> Decision | None:
     """The decision an answer states, or None when it is neither yes nor no (nor "always")."""
     heard = words(text)
     said = [w for w in heard if w not in _POLITE]
-    if not said:
-        return (
-            "allow"
-            if heard
-            and all(w in _AGREE or w in _POLITE for w in heard)
-            and any(w in _AGREE for w in heard)
-            else None
-        )
+    if not said:  # only polite words: "Okay." answers yes, "Just now." nothing
+        return "allow" if any(w in _AGREE for w in heard) else None
     joined = " ".join(said)
     if said[0] in _DENY:
         return "deny"

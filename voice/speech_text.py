@@ -235,12 +235,11 @@ def _balanced(raw: str) -> bool:
             depth = max(0, depth - 1)
     if depth:
         return False
-    # Marker runs that could open or close emphasis: "2 * 3" and snake_case do not count.
-    stars = sum(len(m.group(0)) for m in re.finditer(r"(?<!\s)\*+|\*+(?!\s)", text))
-    tildes = sum(len(m.group(0)) // 2 for m in re.finditer(r"~~+", text))
-    unders = sum(
-        len(m.group(0)) for m in re.finditer(r"(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])", text)
-    )
+    # Marker runs that could open or close emphasis, counted as runs ("**" opens once): "2 * 3"
+    # and snake_case do not count.
+    stars = len(re.findall(r"(?<!\s)\*+|\*+(?!\s)", text))
+    tildes = len(re.findall(r"~~+", text))
+    unders = len(re.findall(r"(?<![A-Za-z0-9])_+|_+(?![A-Za-z0-9])", text))
     return stars % 2 == 0 and tildes % 2 == 0 and unders % 2 == 0
 
 

@@ -28,7 +28,7 @@ from core.agent_events import (
     TurnControl,
 )
 from core.agent_output import Denial
-from core.claude import VOICE_PROMPT, ClaudeSessions, claude_argv
+from core.claude import NOBODY_ANSWERS, VOICE_PROMPT, ClaudeSessions, claude_argv
 from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable
 from tests.claude_api import ApiError, ClaudeApi, Hold, Reply, Text
 from tests.claude_api import ToolUse as ApiToolUse
@@ -317,6 +317,53 @@ def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
     results = " ".join(str(r["content"]) for r in claude_api.turns[1].tool_results())
     assert "contents of x" in results and "contents of y" in results
     assert result.text == "Read both." and result.denials == ()
+
+
+def test_a_question_queued_behind_an_interrupted_one_is_never_asked(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, tmp_path: Path
+) -> None:
+    # Stopped while the first of two questions waits: Claude cancels what it asked, so the
+    # one queued behind it must not be put to the user (nobody would be answering it).
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("x", "y"):
+        (outside / f"{name}.txt").write_text(f"contents of {name}\n")
+    claude_api.script(
+        Reply(
+            [
+                ApiToolUse("Read", {"file_path": str(outside / "x.txt")}),
+                ApiToolUse("Read", {"file_path": str(outside / "y.txt")}),
+            ]
+        ),
+        Reply([Text("Read both.")]),
+    )
+    events = Recorder()
+    control = TurnControl()
+
+    def stop_when_asked() -> None:
+        assert events.asked.wait(60)
+        time.sleep(1.0)  # the CLI asks about both within milliseconds: the second is queued
+        control.interrupt()
+
+    threading.Thread(target=stop_when_asked, daemon=True).start()
+    result = sessions.run_turn(AgentTurn("read both", "desk", on_event=events, control=control))
+    assert result.interrupted
+    assert len(events.of(PermissionRequest)) == 1
+
+
+def test_a_question_nobody_can_answer_is_refused_at_once(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, claude_cwd: Path
+) -> None:
+    # A turn with nobody to ask (``send_message`` from a script, ``ask``): never allowed.
+    claude_api.script(
+        Reply([ApiToolUse("Bash", {"command": "touch c.txt", "description": "Create c"})]),
+        Reply([Text("I was not allowed.")]),
+    )
+    result = sessions.run_turn(AgentTurn("make c", "desk"))
+    assert not (claude_cwd / "c.txt").exists()
+    assert result.denials == (Denial("Bash", "touch c.txt", "Create c"),)
+    assert NOBODY_ANSWERS in claude_api.turns[1].tool_results()[0]["content"]
+    assert result.text == "I was not allowed."
 
 
 def test_the_time_to_answer_runs_from_when_the_question_was_heard(

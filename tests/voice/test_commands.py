@@ -12,6 +12,7 @@ from voice.commands import (
     is_backchannel,
     is_bare_answer,
     is_hum,
+    is_stop,
     permission_answer,
 )
 
@@ -71,6 +72,27 @@ def test_a_request_that_begins_with_stop(text: str, stop: bool) -> None:
     assert begins_with_stop(text) is stop
 
 
+@pytest.mark.parametrize(
+    ("text", "stop"),
+    [
+        ("Stop.", True),
+        ("Cancel!", True),
+        ("Okay, stop.", True),
+        ("Stop, stop, stop.", True),
+        ("Never mind.", True),
+        ("Never mind that.", True),  # a stop phrase and a word
+        ("Forget it, please.", True),
+        ("Stop reading.", False),  # begins with stop: a request of its own
+        ("Never mind the tests, just deploy it to staging.", False),  # a longer request
+        ("Don't stop.", False),
+        ("Okay.", False),
+        ("", False),
+    ],
+)
+def test_a_stop_command_is_short(text: str, stop: bool) -> None:
+    assert is_stop(text) is stop
+
+
 DASHWOOD = "And Mr. John Dashwood had then leisure to consider what might be done for them."
 
 
@@ -113,6 +135,14 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
         ("Sure, except the migrations.", None, False),
         ("Use yarn instead.", None, False),
         ("Maybe.", None, False),
+        ("Okay, right.", "allow", True),
+        ("Just now.", None, False),  # polite words alone answer nothing
+        ("Go ahead.", "allow", True),
+        ("Do it.", "allow", True),
+        ("Sounds good.", "allow", True),
+        ("Always deny.", "deny", True),  # "always" first, then a no: a no
+        ("Always say no.", "deny", False),
+        ("Sure, use pnpm instead.", None, False),
     ],
 )
 def test_answers_to_a_permission_question(text: str, decision: str | None, bare: bool) -> None:

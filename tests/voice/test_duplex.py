@@ -152,28 +152,40 @@ def test_an_underrun_leaves_the_echo_late_until_the_stream_is_reopened(
     reply = tts.synthesize_all("You said: read me the whole shopping list, one item at a time.")
     seconds = len(reply) / tts.sample_rate + 0.5
 
-    def echo_delay_after_a_reply() -> int | None:
+    def echo_delay_after_a_reply() -> tuple[int | None, bool]:
+        """The echo's delay (frames of 10 ms, from the level envelopes: EchoGate), and
+        whether the reply played without an underrun of the machine's own."""
+        xruns = device.xruns
         device.play(reply, tts.sample_rate)
         read_for(device, seconds)
-        return device.gate.delay  # frames of 10 ms, from the level envelopes (EchoGate)
+        return device.gate.delay, device.xruns == xruns
 
-    with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
-        read_for(device, 0.5)
-        before = echo_delay_after_a_reply()
-        assert before is not None and not device.needs_reopen
-        device.play(reply[: tts.sample_rate], tts.sample_rate)
-        read_for(device, 0.3)
-        with device._cond:  # the speaker's side of the callback waits: it underruns
-            time.sleep(0.4)
-        read_for(device, 1.0)
-        assert device.needs_reopen
-        late = echo_delay_after_a_reply()
-        device.reopen()
-        assert not device.needs_reopen
-        device.gate.delay = None  # found afresh, not the delay the reopen kept for the room
-        again = echo_delay_after_a_reply()
-    assert late is not None and late >= before + 20, (before, late)
-    assert again is not None and abs(again - before) <= 3, (before, again)
+    for _ in range(3):  # a loaded machine may underrun by itself and move the echo too
+        with rig.loopback(), DuplexDevice(AudioConfig(), WebRtcCanceller()) as device:
+            read_for(device, 0.5)
+            before, clean = echo_delay_after_a_reply()
+            if not clean:
+                continue
+            assert before is not None and not device.needs_reopen
+            device.play(reply[: tts.sample_rate], tts.sample_rate)
+            read_for(device, 0.3)
+            with device._cond:  # the speaker's side of the callback waits: it underruns
+                time.sleep(0.4)
+            read_for(device, 1.0)
+            assert device.needs_reopen
+            late, clean = echo_delay_after_a_reply()
+            if not clean:
+                continue
+            device.reopen()
+            assert not device.needs_reopen
+            device.gate.delay = None  # found afresh, not the delay the reopen kept for the room
+            again, clean = echo_delay_after_a_reply()
+            if not clean:
+                continue
+        assert late is not None and late >= before + 20, (before, late)
+        assert again is not None and abs(again - before) <= 3, (before, again)
+        return
+    pytest.fail("the machine underran by itself in each of 3 attempts")
 
 
 def heard_after_reopens(device: DuplexDevice, reopens: int = 2) -> AudioChunk | None:

@@ -17,6 +17,8 @@ COMPLETE, UNSURE, INCOMPLETE = "Run the test suite.", "ten of clubs", "Run the t
         (COMPLETE, 0.99, (300, 1500), (300, 300)),
         (COMPLETE, 0.90, (300, 1500), (300, 800)),
         (COMPLETE, 0.04, (800, 1500), (800, 800)),  # "... made amiable himself." read aloud
+        (COMPLETE, 0.98, (300, 1500), (300, 300)),  # on the sure line: sure
+        (COMPLETE, 0.50, (300, 1500), (300, 800)),  # on the threshold: finished
         (UNSURE, 0.99, (300, 1500), (300, 300)),
         (UNSURE, 0.90, (800, 1500), (800, 800)),
         (UNSURE, 0.10, (1500, 1500), (1500, 1500)),

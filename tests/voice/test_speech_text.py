@@ -308,6 +308,38 @@ def test_the_first_cut_prefers_a_boundary_within_the_limit_then_the_first_after_
     ]
 
 
+def test_the_first_cut_takes_the_last_boundary_within_the_limit() -> None:
+    stream = SentenceStream(first_chunk_max_chars=40)  # boundaries at 16 and 38 characters
+    assert stream.feed("Well, right now, the build is failing; it fails on the linker step. ") == [
+        "Well, right now, the build is failing;",
+        "it fails on the linker step.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("markdown", "spoken"),
+    [
+        ("Run `make test. Then` now.", "Run make test. Then now."),
+        ("See [the docs. Really](http://x.y/z) here.", "See the docs. Really here."),
+        ("This is *very. Important* stuff.", "This is very. Important stuff."),
+        ("Use ~~old. Thing~~ now.", "Use old. Thing now."),
+        ("This is **very. Important** stuff.", "This is very. Important stuff."),
+        ("Set __all. Of__ it.", "Set all. Of it."),
+    ],
+)
+def test_a_sentence_end_inside_markup_does_not_cut_it(markdown: str, spoken: str) -> None:
+    # Cut inside a code span, a link or emphasis, each piece would clean on its own and
+    # keep its half of the markup ("Run `make test.").
+    assert SentenceStream(0).feed(markdown + " Done. ") == [spoken, "Done."]
+    assert speakable(markdown) == spoken
+
+
+@pytest.mark.timeout(20)
+def test_one_enormous_word_is_left_whole() -> None:
+    word = "x" * 400
+    assert SentenceStream(0).feed(f"Checked out {word} now. ") == ["Checked out", f"{word} now."]
+
+
 def test_a_short_first_sentence_or_one_without_clauses_is_not_cut() -> None:
     no_clause = "This first sentence is long but has no clause boundary anywhere in it at all."
     assert SentenceStream(20).feed(no_clause + " ") == [no_clause]

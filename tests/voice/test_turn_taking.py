@@ -877,6 +877,27 @@ def test_the_thinking_cue_plays_until_the_reply_and_again_while_tools_run() -> N
     ]
 
 
+def test_a_thinking_cue_set_to_play_once_is_not_repeated_while_tools_run() -> None:
+    m = Machine(replace(POLICY, thinking_repeat_s=0.0))  # earcons.thinking_repeat_s = 0
+    turn = started_turn(m)
+    assert m.quiet(Tick(3.1)) == [PlayEarcon("thinking")]
+    assert m.quiet(Tick(7.2)) == []
+    m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence, then a tool runs
+    assert m.quiet(Tick(16.1), Tick(40.0)) == []
+
+
+def test_an_agent_that_answers_after_stop_was_said_gets_no_done_cue() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn))
+    m(SpeechStarted(9.0))
+    probe = jobs(m(UtteranceEnded(utt(9.0, 9.6), "hangover")), Transcribe)[0]
+    assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
+    # Its last words were already on their way: it ends "answered", not "interrupted".
+    assert m.quiet(AgentFinished(turn, "answered")) == [Say("Stopped.")]
+    assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]
+
+
 def test_stop_said_after_the_reply_began_interrupts_the_agent() -> None:
     m = Machine()
     turn = started_turn(m)
