@@ -157,6 +157,9 @@ class AgentRunner:
             )
         finally:
             turn.control.unbind()
+            if self.ledger is not None and turn.room_id:
+                for process in started:  # ended and reaped: no longer the room's agent
+                    self.ledger.clear(turn.room_id, process.pid)
         name = program_name(argv)
         try:
             return interpret(

@@ -242,7 +242,14 @@ class Core:
         return self._unsaved.get(room_id) or self._active(room_id, self._clock())
 
     def stop(self) -> None:
-        """Stop every agent process this core started (at shutdown)."""
+        """At shutdown: one more try to save what could not be saved, then stop every agent
+        process this core started."""
+        if self._unsaved and self.save_pending():
+            log.error(
+                "cannot save the conversation of room(s) %s: its latest turns are lost as the "
+                "assistant stops (see the errors above)",
+                ", ".join(self.unsaved_rooms()),
+            )
         stop = getattr(self.agent, "stop", None)
         if callable(stop):
             stop()
@@ -313,7 +320,7 @@ class Core:
             self._unsaved[room_id] = session
             log.error(
                 "room %s: cannot save conversation %s (%s); it is kept in memory and saved "
-                "with the room's next turn or the next save that works",
+                "with the room's next turn or the next save that works while the assistant runs",
                 room_id,
                 session.session_id,
                 e,

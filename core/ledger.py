@@ -14,6 +14,7 @@ to another process is never signalled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from core.paths import agent_record_name
 from core.reaper import kill_marked, kill_tree, start_ticks
+from core.store_dir import move_aside
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,15 @@ class AgentLedger:
         me = os.getpid()
         line = f"{pid} {start_ticks(pid) or 0} {me} {start_ticks(me) or 0}\n".encode()
         path = self.root / agent_record_name(room_id)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as e:  # a broken entry: the lifeline still covers the agent
+            try:
+                fd = os.open(path, flags, 0o600)
+            except OSError as e:  # a symlink or a directory where the record goes: set aside
+                if e.errno not in (errno.ELOOP, errno.EISDIR) or not move_aside(path, e.strerror):
+                    raise
+                fd = os.open(path, flags, 0o600)
+        except OSError as e:  # still unusable: the lifeline covers the agent
             log.warning("cannot record the agent of room %s: %s", room_id, e.strerror)
             return
         try:

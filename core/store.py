@@ -388,7 +388,11 @@ def _dir_times_are_fine(root: Path) -> bool:
     """
     probe = root / PROBE_NAME  # swept like any temporary if left behind
     for _ in range(3):
-        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        try:
+            os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except OSError as e:  # read-only (a disk the kernel remounted): the store can be read
+            log.warning("the session store %s cannot be written: %s", root, e.strerror)
+            return False
         created = os.stat(root).st_mtime_ns
         os.unlink(probe)
         if os.stat(root).st_mtime_ns == created:

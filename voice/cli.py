@@ -355,6 +355,9 @@ def _ask(
         f"from sending: agent first text {after(report.agent_first_text_s)}, "
         f"first audio {after(report.first_audio_s)}"
     )
+    if core.unsaved_rooms():  # tried again as the core stopped: this turn is not kept
+        print("error: the conversation could not be saved (see the log)", file=sys.stderr)
+        return 1
     return 1 if report.error is not None else 0
 
 

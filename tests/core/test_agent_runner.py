@@ -13,6 +13,8 @@ import pytest
 from core.agent import AgentRunner
 from core.agent_events import AgentTurn, ConversationLost
 from core.errors import AgentError, AgentTimeout, ConfigError
+from core.ledger import AgentLedger
+from core.paths import agent_record_name
 from core.process import program_name
 from tests.core.conftest import ECHO_AGENT, fake_command, fake_runner
 
@@ -244,3 +246,17 @@ def test_runs_from_many_threads_do_not_mix_their_output() -> None:
     for t in threads:
         t.join(60)
     assert results == {i: f"prompt {i}" for i in range(8)}
+
+
+def test_a_finished_turn_leaves_no_agent_record(tmp_path: Path) -> None:
+    seen: list[bool] = []
+    ledger = AgentLedger(tmp_path)
+    record = tmp_path / agent_record_name("desk")
+
+    def during(event: object) -> None:  # the agent is running: it is recorded
+        seen.append(record.exists())
+
+    runner = fake_runner("stream", "one", "two", ledger=ledger)
+    runner.run_turn(AgentTurn("hi", "desk", on_event=during))
+    assert seen and all(seen)
+    assert not record.exists()

@@ -22,6 +22,7 @@ from core import Core
 from core.errors import AgentError
 from core.ledger import AgentLedger
 from core.lifeline import Lifeline
+from core.paths import agent_record_name
 from core.process import run_process
 from tests.core.conftest import REPO
 from tests.core.fakes.agents import FakeAgent
@@ -259,6 +260,30 @@ def test_a_live_assistant_s_agent_is_left_alone(tmp_path: Path) -> None:
         AgentLedger(store).record("desk", agent.pid)  # recorded by this, living, process
         assert AgentLedger(store).reap("desk") is False
         assert agent.poll() is None
+    finally:
+        agent.kill()
+        agent.wait(5)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_an_unusable_agent_record_is_set_aside_and_the_agent_recorded(
+    tmp_path: Path, kind: str
+) -> None:
+    store = tmp_path / "store"
+    Core(store, FakeAgent())
+    record = store / agent_record_name("desk")
+    if kind == "symlink":
+        (tmp_path / "elsewhere").write_text("not ours")
+        record.symlink_to(tmp_path / "elsewhere")
+    else:
+        record.mkdir()
+    agent = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        AgentLedger(store).record("desk", agent.pid)
+        assert record.is_file() and not record.is_symlink()
+        assert record.read_text().split()[0] == str(agent.pid)
+        if kind == "symlink":
+            assert (tmp_path / "elsewhere").read_text() == "not ours"  # never followed
     finally:
         agent.kill()
         agent.wait(5)

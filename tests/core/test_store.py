@@ -370,3 +370,22 @@ def test_a_write_that_fails_midway_leaves_no_temporary_file(
     monkeypatch.undo()
     assert [p.name for p in store_dir.rglob(f"*{TMP_SUFFIX}")] == []  # before any sweep
     assert len(SessionStore(store_dir).list()) == 1
+
+
+def test_a_store_that_cannot_be_written_can_still_be_read(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = session(at=1.0)
+    SessionStore(store_dir).save(saved)
+    real_open = os.open
+
+    def read_only(path: object, flags: int, *args: int) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", read_only)  # a disk the kernel remounted read-only
+    store = SessionStore(store_dir)
+    assert [e["session_id"] for e in store.list()] == [saved.session_id]
+    with pytest.raises(StoreError, match="Read-only file system"):
+        store.save(session(at=2.0))

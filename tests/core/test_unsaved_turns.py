@@ -242,3 +242,26 @@ def test_an_idle_unsaved_conversation_is_kept_while_the_disk_stays_full(tmp_path
     assert agent.calls[-1].session_id is None
     store_now = SessionStore(tmp_path)
     assert sorted(e["message_count"] for e in store_now.list()) == [2, 4]
+
+
+def test_stopping_saves_what_the_disk_now_takes(tmp_path: Path) -> None:
+    store = BreakableStore(tmp_path)
+    core = Core(store, numbered_agent())
+    store.full = True
+    core.send_message("desk", "one")
+    store.full = False  # freed before the assistant stops
+    core.stop()
+    assert core.unsaved_rooms() == []
+    assert contents(on_disk(tmp_path)) == ["one", "reply to one"]
+
+
+def test_stopping_with_turns_that_cannot_be_saved_says_they_are_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BreakableStore(tmp_path)
+    core = Core(store, numbered_agent())
+    store.full = True
+    core.send_message("desk", "one")
+    core.stop()
+    assert core.unsaved_rooms() == ["desk"]
+    assert "room(s) desk: its latest turns are lost as the assistant stops" in caplog.text
