@@ -35,6 +35,7 @@ The rules, for people who pause while they think:
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -1179,7 +1180,8 @@ class TurnTaking:
             and self._request is None
             and self._cue_at is not None
             and now >= self._cue_at
-        ):
+            and not self._recent(self._unconfirmed_s, math.inf)  # maybe a word beginning:
+        ):  # the cue would gate the microphone over it (half-duplex) and cost that word
             out.append(PlayEarcon("thinking"))
             repeat = self.policy.thinking_repeat_s
             self._cue_at = now + repeat if repeat > 0 else None

@@ -174,6 +174,7 @@ class TurnWorker:
         self.report = TurnReport(turn, text, speech_end_s, clock())
         self._last_words_s = clock()
         self._tool: str | None = None  # what a running tool is doing, for progress lines
+        self._asking: set[str] = set()  # questions put to the user: the agent is waiting
         self._retried = False  # the user was told the agent's service is not answering
         self._retrying_now = False  # ... and it has not answered since
         self._tool_lines = ToolLines()
@@ -214,6 +215,8 @@ class TurnWorker:
 
     def answer(self, request_id: str, decision: Decision, message: str) -> None:
         self.control.answer(request_id, decision, message)
+        self._asking.discard(request_id)
+        self._spoke()  # the wait for progress lines starts again
         self._post(PermissionSettled(self.turn, request_id))
 
     # ---- the turn ------------------------------------------------------------------------------
@@ -276,6 +279,8 @@ class TurnWorker:
     def _on_event(self, event: AgentEvent) -> None:
         if isinstance(event, TextDelta | ToolUse | PermissionRequest):
             self._retrying_now = False  # its service answers again
+        if isinstance(event, TextDelta | ToolResult):
+            self._asking.clear()  # settled (a timeout of the agent's own, or withdrawn)
         if isinstance(event, TextDelta):
             self._tool_lines_now(ToolLines.flush)  # the agent goes on: its tools were told
             self._streamed = True
@@ -367,6 +372,8 @@ class TurnWorker:
         # Listen for the answer only once the question has been heard (half-duplex).
         self.reply.wait_quiet(QUESTION_SPOKEN_TIMEOUT_S)
         log.info("waiting for an answer")
+        self._asking.add(request.request_id)
+        self._spoke()
         self._post(PermissionAsked(self.turn, request.request_id))
 
     # ---- progress lines ------------------------------------------------------------------------
@@ -377,6 +384,8 @@ class TurnWorker:
         every = self._settings.progress_s
         while not self._done.wait(1.0):
             if self._clock() - self._last_words_s < every or self.reply.cancelled:
+                continue
+            if self._asking:  # nothing runs while the agent waits for an answer
                 continue
             self._spoke()
             if self._retrying_now:

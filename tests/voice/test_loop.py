@@ -703,6 +703,29 @@ def test_an_agent_at_work_for_a_while_is_said_to_be_still_working(
     assert "Still working." in rig.tts.texts, rig.tts.texts
 
 
+def test_no_progress_line_while_a_question_waits_for_its_answer(
+    make_rig: Callable[..., Rig],
+) -> None:
+    # Nothing runs while the agent waits, and an answer said over "Still working." was lost.
+    agent = dataclasses.replace(Config().core.agent, progress_s=3.0)
+    script = [
+        ("tool", "Bash", {"command": "npm test", "description": "Run the tests"}),
+        ("ask", "Bash", {"command": "npm test"}, "toolu_1"),
+        ("result", "toolu_1"),
+        ("text", "All passed."),
+    ]
+    rig = make_rig(
+        silence(300) + tone(700) + silence(8500) + tone(400) + silence(3000),
+        stt=lambda u: "Run the tests." if loud_ms(u) > 500 else "Yes.",
+        conversation=FakeConversation(script=script),
+        core={"agent": agent},
+    )
+    assert wait_until(lambda: len(rig.loop.reports) == 1, timeout_s=30)
+    assert rig.conversation.answers == [("allow", "")]
+    said = rig.tts.texts
+    assert not [line for line in said if line.startswith("Still working")], said
+
+
 class SlowToWake(FakeSink):
     """A speaker that takes a while to start again for the error buzz (a resting stream
     restarted): the turn's thread is held there before it can tell the loop it is over."""

@@ -898,6 +898,16 @@ def test_an_agent_that_answers_after_stop_was_said_gets_no_done_cue() -> None:
     assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]
 
 
+def test_the_thinking_cue_waits_for_an_onset_not_yet_confirmed() -> None:
+    m = Machine()
+    started_turn(m)
+    m(OnsetUnconfirmed(3.0, likelihood=0.4))  # the first frames of a word, maybe
+    assert m.quiet(Tick(3.1)) == []  # gated by its own cue, the word would be lost
+    assert m.quiet(Tick(3.35)) == [PlayEarcon("thinking")]  # it came to nothing
+    m(OnsetUnconfirmed(7.1, likelihood=0.4), SpeechStarted(7.1), Tick(7.2))
+    assert m.quiet(Tick(7.3)) == []  # a word after all: the user is speaking
+
+
 def test_stop_said_after_the_reply_began_interrupts_the_agent() -> None:
     m = Machine()
     turn = started_turn(m)
