@@ -237,7 +237,7 @@ class _Process:
         # Whatever else is left in its group (a tool's children) goes too.
         kill_tree(self.proc.pid)
         if self.proc.poll() is not None:
-            self._lifeline.release(self.proc.pid)
+            self._lifeline.release(self.proc.pid, killed=self.proc.returncode < 0)
         if self._ledger is not None:
             self._ledger.clear(self.room, self.proc.pid)
 

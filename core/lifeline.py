@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import os
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Literal
 
-from core.reaper import MARK, mark_of
+from core.reaper import MARK, kill_marked, mark_of
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class Lifeline:
         self._spawner = _SpawnThread()
         self._lock = threading.Lock()
         self._groups: set[int] = set()
+        self._marks: dict[int, str] = {}  # agent pid -> the MARK its processes carry
+        self._serial = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
 
     def popen(
@@ -73,7 +76,8 @@ class Lifeline:
         elif self._prctl is not None:
             preexec = _pdeathsig_preexec(self._prctl, os.getpid())
 
-        marked_env = {**(os.environ if env is None else env), MARK: mark_of(os.getpid())}
+        mark = f"{mark_of(os.getpid())}/{next(self._serial)}"  # this assistant's, this agent's
+        marked_env = {**(os.environ if env is None else env), MARK: mark}
 
         def spawn() -> subprocess.Popen[bytes]:
             proc = subprocess.Popen(
@@ -87,17 +91,23 @@ class Lifeline:
             )
             with self._lock:  # registered on the spawner too, even if the caller is interrupted
                 self._groups.add(proc.pid)
+                self._marks[proc.pid] = mark
                 self._tell(f"+{proc.pid}")
             return proc
 
         return self._spawner.call(spawn, abandon=self._abandon)
 
-    def release(self, pid: int) -> None:
-        """The process ``pid`` was reaped: its group needs no watching any more."""
+    def release(self, pid: int, *, killed: bool = False) -> None:
+        """The process ``pid`` was reaped: its group needs no watching any more. ``killed``:
+        it died by a signal, so it could not end the processes it started in sessions of
+        their own (Claude Code's Bash tools): they are killed now."""
         with self._lock:
+            mark = self._marks.pop(pid, None)
             if pid in self._groups:
                 self._groups.discard(pid)
                 self._tell(f"-{pid}")
+        if killed and mark is not None:
+            kill_marked(mark)
 
     @property
     def reaper_pid(self) -> int | None:

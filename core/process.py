@@ -91,7 +91,7 @@ def run_process(
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
-        lifeline.release(proc.pid)
+        lifeline.release(proc.pid, killed=proc.returncode is not None and proc.returncode < 0)
         with _running_lock:
             _running.discard(supervisor)
 

@@ -25,7 +25,7 @@ import signal
 import sys
 from types import FrameType
 
-MARK = "VOICE_ASSISTANT_AGENT_OF"  # in every agent's environment: "PID-STARTTICKS" of its assistant
+MARK = "VOICE_ASSISTANT_AGENT_OF"  # in every agent's environment: "PID-TICKS/N", its assistant
 
 groups: set[int] = set()
 marks: list[str] = []  # the assistant's name: its agents carry it (argv[1])
@@ -49,18 +49,20 @@ def mark_of(pid: int) -> str:
 
 
 def marked(name: str) -> list[int]:
-    """The processes whose environment says assistant ``name`` started them."""
-    needle = f"{MARK}={name}".encode()
+    """The processes whose environment says assistant ``name`` ("PID-TICKS") started them,
+    or its agent ``name`` ("PID-TICKS/N") did."""
+    exact, under = f"{MARK}={name}".encode(), f"{MARK}={name}/".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(entry))
+                variables = f.read().split(b"\0")
         except OSError:
             continue  # gone meanwhile, or not ours to read
+        if any(v == exact or v.startswith(under) for v in variables):
+            found.append(int(entry))
     return found
 
 

@@ -24,7 +24,7 @@ from core.ledger import AgentLedger
 from core.lifeline import Lifeline
 from core.paths import agent_record_name
 from core.process import run_process
-from tests.core.conftest import REPO
+from tests.core.conftest import REPO, fake_command
 from tests.core.fakes.agents import FakeAgent
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
 
@@ -287,3 +287,29 @@ def test_an_unusable_agent_record_is_set_aside_and_the_agent_recorded(
     finally:
         agent.kill()
         agent.wait(5)
+
+
+@pytest.mark.parametrize("killed", [True, False])
+def test_a_killed_agent_s_tools_in_sessions_of_their_own_go_with_it(
+    tmp_path: Path, marker: str, killed: bool
+) -> None:
+    """Claude Code killed mid-tool (a crash, a kill -9 of it alone) cannot end its Bash tool,
+    which now belongs to init; an agent that ended by itself saw to its own."""
+    lifeline = Lifeline("prctl")
+    pidfile = tmp_path / "pid"
+    agent = lifeline.popen(fake_command("hang", marker, str(pidfile), "setsid"), cwd=None, env=None)
+    try:
+        wait_for_file(pidfile)
+        tool = int(pidfile.read_text())
+        agent.kill()
+        agent.wait(10)
+        assert processes_with(marker) == [tool]  # out of the group, orphaned, at work
+        lifeline.release(agent.pid, killed=killed)
+        if killed:
+            assert wait_until_none_left(marker, within_s=10) == []
+        else:
+            assert processes_with(marker) == [tool]
+    finally:
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+        lifeline.close()
