@@ -47,7 +47,7 @@ from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavaila
 from core.ledger import AgentLedger
 from core.lifeline import Lifeline, default_lifeline
 from core.process import keep_stderr, program_name, spawn
-from core.reaper import kill_tree
+from core.reaper import Stray, kill_strays, kill_tree, strays
 
 log = logging.getLogger(__name__)
 
@@ -226,18 +226,24 @@ class _Process:
         if self.proc.stdin is not None:
             with self._write_lock, contextlib.suppress(OSError):
                 self.proc.stdin.close()
+        found: list[Stray] = []
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
+                if sig == signal.SIGTERM and self.alive:  # while it still has them
+                    found = strays(self.proc.pid)  # its tools in sessions of their own
                 self.signal(sig)
             try:
                 self.proc.wait(grace_s)
                 break
             except subprocess.TimeoutExpired:
                 continue
-        # Whatever else is left in its group (a tool's children) goes too.
-        kill_tree(self.proc.pid)
+        # Whatever else is left in its group (a tool's children) goes too, and the tools it
+        # had to be signalled away from (exited, it can no longer end them).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_strays(found)
         if self.proc.poll() is not None:
-            self._lifeline.release(self.proc.pid, killed=self.proc.returncode < 0)
+            self._lifeline.release(self.proc.pid)
         if self._ledger is not None:
             self._ledger.clear(self.room, self.proc.pid)
 

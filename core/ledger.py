@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from core.paths import agent_record_name
-from core.reaper import kill_marked, kill_tree, start_ticks
+from core.reaper import kill_tree, start_ticks
 from core.store_dir import move_aside
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,6 @@ class AgentLedger:
                 pgid,
             )
             kill_tree(pgid)
-        if owner_start:  # and what its tools started in sessions of their own
-            kill_marked(f"{owner}-{owner_start}")
         with contextlib.suppress(OSError):
             (self.root / agent_record_name(room_id)).unlink()
         return not recycled

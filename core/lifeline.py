@@ -11,20 +11,19 @@ Two mechanisms, because each covers what the other cannot:
   (one pre-bound C call and ``getppid``: nothing that takes a lock another thread could hold).
 - A reaper process (``core/reaper.py``) for the agent's own children (its tools), which that
   signal does not reach: it is told the process group of every running agent over a pipe, and
-  when the pipe closes, however the assistant died, it SIGKILLs those groups, and every
-  process whose environment carries this assistant's name (``core.reaper.MARK``, set for each
-  agent): a tool that left the group with ``setsid``, as Claude Code's Bash tools do.
+  when the pipe closes, however the assistant died, it SIGKILLs those groups.
 
-Not covered: a descendant that leaves the group and clears its environment; as a systemd
-service the unit's cgroup catches it (``KillMode=control-group``). And a kill that lands in
-the microseconds between fork and the signal being set, before the group is registered.
+Not covered: a descendant that left the group with ``setsid`` (Claude Code's Bash tools) once
+its agent has died: the agent is killed at once, so the reaper cannot find it as a descendant
+any more (a live agent's are found: ``core.reaper.strays``). As a systemd service the unit's
+cgroup catches it (``KillMode=mixed``). And a kill that lands in the
+microseconds between fork and the signal being set, before the group is registered.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import itertools
 import logging
 import os
 import shutil
@@ -37,8 +36,6 @@ from concurrent.futures import Future
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Literal
-
-from core.reaper import MARK, kill_marked, mark_of
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +56,6 @@ class Lifeline:
         self._spawner = _SpawnThread()
         self._lock = threading.Lock()
         self._groups: set[int] = set()
-        self._marks: dict[int, str] = {}  # agent pid -> the MARK its processes carry
-        self._serial = itertools.count(1)
         self._reaper: subprocess.Popen[bytes] | None = None
 
     def popen(
@@ -76,14 +71,11 @@ class Lifeline:
         elif self._prctl is not None:
             preexec = _pdeathsig_preexec(self._prctl, os.getpid())
 
-        mark = f"{mark_of(os.getpid())}/{next(self._serial)}"  # this assistant's, this agent's
-        marked_env = {**(os.environ if env is None else env), MARK: mark}
-
         def spawn() -> subprocess.Popen[bytes]:
             proc = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                env=marked_env,
+                env=env,
                 preexec_fn=preexec,  # noqa: PLW1509 - only prctl and getppid: see above
                 start_new_session=True,
                 close_fds=True,
@@ -91,23 +83,17 @@ class Lifeline:
             )
             with self._lock:  # registered on the spawner too, even if the caller is interrupted
                 self._groups.add(proc.pid)
-                self._marks[proc.pid] = mark
                 self._tell(f"+{proc.pid}")
             return proc
 
         return self._spawner.call(spawn, abandon=self._abandon)
 
-    def release(self, pid: int, *, killed: bool = False) -> None:
-        """The process ``pid`` was reaped: its group needs no watching any more. ``killed``:
-        it died by a signal, so it could not end the processes it started in sessions of
-        their own (Claude Code's Bash tools): they are killed now."""
+    def release(self, pid: int) -> None:
+        """The process ``pid`` was reaped: its group needs no watching any more."""
         with self._lock:
-            mark = self._marks.pop(pid, None)
             if pid in self._groups:
                 self._groups.discard(pid)
                 self._tell(f"-{pid}")
-        if killed and mark is not None:
-            kill_marked(mark)
 
     @property
     def reaper_pid(self) -> int | None:
@@ -118,10 +104,7 @@ class Lifeline:
         """Let the reaper go (it kills any group still registered); for tests."""
         with self._lock:
             reaper, self._reaper = self._reaper, None
-        if reaper is not None and reaper.stdin is not None:
-            with contextlib.suppress(OSError):  # this process lives on: only the groups go
-                reaper.stdin.write(b"=\n")
-                reaper.stdin.flush()
+        if reaper is not None:
             _close_quietly(reaper)
 
     def _abandon(self, proc: subprocess.Popen[bytes]) -> None:
@@ -158,7 +141,7 @@ class Lifeline:
     def _start_reaper(self) -> subprocess.Popen[bytes] | None:
         try:
             reaper = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_REAPER), mark_of(os.getpid())],
+                [sys.executable, "-I", "-S", str(_REAPER)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's Ctrl-C is not meant for it

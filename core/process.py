@@ -30,7 +30,7 @@ from typing import IO, Protocol
 
 from core.errors import AgentError, AgentMissing, AgentTimeout
 from core.lifeline import Lifeline, default_lifeline
-from core.reaper import kill_tree
+from core.reaper import kill_strays, kill_tree, strays
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def run_process(
         return supervisor.wait(timeout_s, on_line)
     finally:
         supervisor.cleanup()
-        lifeline.release(proc.pid, killed=proc.returncode is not None and proc.returncode < 0)
+        lifeline.release(proc.pid)
         with _running_lock:
             _running.discard(supervisor)
 
@@ -260,11 +260,15 @@ class _Supervisor:
             self.stop_group()
 
     def stop_group(self) -> None:
-        """SIGTERM the group, SIGKILL it after the grace period; the leader stays unreaped."""
+        """SIGTERM the group, SIGKILL it after the grace period; the leader stays unreaped.
+        Its tools in sessions of their own are found first: once it has exited they are
+        init's, and it can no longer end them."""
+        found = [] if self.reaped else strays(self.proc.pid)
         self._signal_group(signal.SIGTERM)
         self.exited.wait(self.kill_grace_s)
         # Even if the leader obeyed, a grandchild may have ignored SIGTERM.
         self._signal_group(signal.SIGKILL)
+        kill_strays(found)
 
     def cleanup(self) -> None:
         if not self.reaped:

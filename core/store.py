@@ -319,7 +319,7 @@ class SessionStore:
         # Only the store's own temporaries: a ".build.tmp" is someone else's.
         stale = [n for n in names if is_own_temporary(n)]
         for name in stale:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):  # (a read-only store keeps them: harmless)
                 os.unlink(self.root / name)
         if stale:
             log.info("removed %d temporary files left by an interrupted save", len(stale))
@@ -338,9 +338,12 @@ class SessionStore:
             except SessionFormatError as e:
                 self._move_aside_locked(path, e)
         if found:
-            self._write_index(index)
-            self._fsync_dir()
             log.info("added %d sessions an interrupted save left out of the index", found)
+            try:
+                self._write_index(index)
+                self._fsync_dir()
+            except OSError as e:  # read-only: they are listed from memory (the cached index)
+                log.warning("cannot write the session index of %s: %s", self.root, e.strerror)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from core.paths import (
     MARKER_NAME,
     TMP_SUFFIX,
     default_store_dir,
+    session_file,
     validate_room_id,
     validate_session_id,
 )
@@ -377,6 +378,10 @@ def test_a_store_that_cannot_be_written_can_still_be_read(
 ) -> None:
     saved = session(at=1.0)
     SessionStore(store_dir).save(saved)
+    # What a crash left: a temporary file, and a session its index entry never reached.
+    (store_dir / f".{saved.session_id}.json.x1{TMP_SUFFIX}").write_text("half")
+    unlisted = session(room="kitchen", at=2.0)
+    session_file(store_dir, unlisted.session_id).write_bytes(unlisted.to_json())
     real_open = os.open
 
     def read_only(path: object, flags: int, *args: int) -> int:
@@ -384,8 +389,12 @@ def test_a_store_that_cannot_be_written_can_still_be_read(
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return real_open(path, flags, *args)  # type: ignore[arg-type]
 
+    def no_unlink(path: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
     monkeypatch.setattr(os, "open", read_only)  # a disk the kernel remounted read-only
+    monkeypatch.setattr(os, "unlink", no_unlink)
     store = SessionStore(store_dir)
-    assert [e["session_id"] for e in store.list()] == [saved.session_id]
+    assert [e["session_id"] for e in store.list()] == [unlisted.session_id, saved.session_id]
     with pytest.raises(StoreError, match="Read-only file system"):
         store.save(session(at=2.0))
