@@ -13,10 +13,12 @@ Two mechanisms, because each covers what the other cannot:
   signal does not reach: it is told the process group of every running agent over a pipe, and
   when the pipe closes, however the assistant died, it SIGKILLs those groups.
 
-Not covered: a descendant that left the group with ``setsid`` (Claude Code's Bash tools) once
-its agent has died: the agent is killed at once, so the reaper cannot find it as a descendant
-any more (a live agent's are found: ``core.reaper.strays``). As a systemd service the unit's
-cgroup catches it (``KillMode=mixed``). And a kill that lands in the
+A descendant that left the group with ``setsid`` (Claude Code's Bash tools) is found as the
+agent's descendant (``core.reaper.strays``): by the reaper, which looks every few seconds
+because the agent dies with the assistant before it can look, and by whoever stops a live
+agent. Not covered: such a tool younger than the reaper's last look, or one whose agent was
+killed from outside while the assistant lives. As a systemd service the unit's cgroup
+catches them (``KillMode=mixed``). And a kill that lands in the
 microseconds between fork and the signal being set, before the group is registered.
 """
 

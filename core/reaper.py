@@ -10,19 +10,26 @@ and SIGHUP are ignored: the reaper runs in its own session and waits for its inp
 
 An agent may start processes in sessions of their own (Claude Code runs each Bash tool so),
 out of its group's reach. While the agent lives they are its descendants, and
-:func:`strays` finds them for whoever stops it; once it has died they belong to init and
-nothing here can tell them from anyone else's.
+:func:`strays` finds them for whoever stops it; once it has died they belong to init. The
+kernel kills the agent the moment the assistant dies, before the reaper can look, so while
+agents run the reaper looks every :data:`LOOK_EVERY_S` and remembers what it found: a tool
+started that long before the assistant died goes with it. An agent reaped in order takes
+its strays off the list: what it left running it meant to.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import sys
 from types import FrameType
 
+LOOK_EVERY_S = 2.0  # about 2 ms of /proc reading a look on a PC
+
 groups: set[int] = set()
+seen: dict[int, list[tuple[int, int]]] = {}  # group -> its strays, as last looked
 
 Stray = tuple[int, int]  # (pid, start ticks): a pid given to another process since is skipped
 
@@ -88,9 +95,17 @@ def kill_tree(pgid: int) -> None:
     kill_strays(found)
 
 
+def look() -> None:
+    """Remember each group's strays, the new ones and those still alive from before."""
+    for pgid in groups:
+        alive = [s for s in seen.get(pgid, []) if start_ticks(s[0]) == s[1]]
+        seen[pgid] = sorted(set(alive) | set(strays(pgid)))
+
+
 def kill_all() -> None:
     for pgid in sorted(groups):
         kill_tree(pgid)
+        kill_strays(seen.pop(pgid, []))
     groups.clear()
 
 
@@ -103,17 +118,28 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, on_term)
-    for raw in sys.stdin.buffer:
-        line = raw.strip()
-        if len(line) < 2 or not line[1:].isdigit():
+    fd, pending = sys.stdin.fileno(), b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], LOOK_EVERY_S if groups else None)
+        if not ready:
+            look()
             continue
-        pgid = int(line[1:])
-        if pgid <= 1:
-            continue
-        if line.startswith(b"+"):
-            groups.add(pgid)
-        elif line.startswith(b"-"):
-            groups.discard(pgid)
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        *lines, pending = (pending + data).split(b"\n")
+        for raw in lines:
+            line = raw.strip()
+            if len(line) < 2 or not line[1:].isdigit():
+                continue
+            pgid = int(line[1:])
+            if pgid <= 1:
+                continue
+            if line.startswith(b"+"):
+                groups.add(pgid)
+            elif line.startswith(b"-"):
+                groups.discard(pgid)
+                seen.pop(pgid, None)
     kill_all()
     return 0
 

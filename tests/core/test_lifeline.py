@@ -24,6 +24,7 @@ from core.ledger import AgentLedger
 from core.lifeline import Lifeline
 from core.paths import agent_record_name
 from core.process import run_process
+from core.reaper import LOOK_EVERY_S
 from tests.core.conftest import REPO, fake_command
 from tests.core.fakes.agents import FakeAgent
 from tests.core.test_agent_lifecycle import processes_with, wait_until_none_left
@@ -70,11 +71,17 @@ def marker() -> str:
     return f"va-lifeline-{os.getpid()}-{time.monotonic_ns()}"
 
 
+@pytest.mark.parametrize("setsid", [False, True], ids=["in-group", "own-session"])
 @pytest.mark.parametrize("shim", SHIMS)
 def test_kill_9_of_the_parent_leaves_no_agent_nor_its_children(
-    tmp_path: Path, marker: str, shim: str
+    tmp_path: Path, marker: str, shim: str, setsid: bool
 ) -> None:
-    parent = start_parent(shim, marker, tmp_path / "pid")
+    """Also a child in a session of its own, out of the group's reach, as Claude Code runs
+    each Bash tool: the kernel kills the agent at once, so the reaper must have seen the
+    child while the agent lived (it looks every LOOK_EVERY_S)."""
+    parent = start_parent(shim, marker, tmp_path / "pid", setsid=setsid)
+    if setsid:
+        time.sleep(LOOK_EVERY_S * 1.5)  # a tool that has run a while, as Claude's do
     try:
         running = set(processes_with(marker)) - {parent.pid}  # its argv has the marker too
         assert len(running) == 2, "the agent and its grandchild should be running"
