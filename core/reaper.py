@@ -26,12 +26,13 @@ import signal
 import sys
 from types import FrameType
 
-LOOK_EVERY_S = 2.0  # about 2 ms of /proc reading a look on a PC
-
-groups: set[int] = set()
-seen: dict[int, list[tuple[int, int]]] = {}  # group -> its strays, as last looked
+LOOK_EVERY_S = 2.0  # a look reads /proc once: about 1 ms on a PC
 
 Stray = tuple[int, int]  # (pid, start ticks): a pid given to another process since is skipped
+Processes = dict[int, tuple[int, int, int]]  # pid -> (parent, group, start ticks)
+
+groups: set[int] = set()
+remembered: dict[int, list[Stray]] = {}  # group -> its strays, as last looked
 
 
 def start_ticks(pid: int) -> int | None:
@@ -51,18 +52,25 @@ def _stat_fields(pid: int | str) -> list[bytes] | None:
     return stat.rsplit(b")", 1)[-1].split()
 
 
-def strays(pgid: int) -> list[Stray]:
-    """The live descendants of group ``pgid``'s processes that have left the group. Empty
-    when /proc cannot be read (the group itself can still be signalled)."""
+def _processes() -> Processes:
+    """Every process we can see; none when /proc cannot be read."""
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
-        return []
-    processes: dict[int, tuple[int, int, int]] = {}  # pid -> (parent, group, start ticks)
+        return {}
+    processes: Processes = {}
     for entry in entries:
         fields = _stat_fields(entry)
         if fields is not None and len(fields) > 19:
             processes[int(entry)] = (int(fields[1]), int(fields[2]), int(fields[19]))
+    return processes
+
+
+def strays(pgid: int, processes: Processes | None = None) -> list[Stray]:
+    """The live descendants of group ``pgid``'s processes that have left the group. Empty
+    when /proc cannot be read (the group itself can still be signalled)."""
+    if processes is None:
+        processes = _processes()
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in processes.items():
         children.setdefault(parent, []).append(pid)
@@ -97,15 +105,17 @@ def kill_tree(pgid: int) -> None:
 
 def look() -> None:
     """Remember each group's strays, the new ones and those still alive from before."""
+    processes = _processes()
     for pgid in groups:
-        alive = [s for s in seen.get(pgid, []) if start_ticks(s[0]) == s[1]]
-        seen[pgid] = sorted(set(alive) | set(strays(pgid)))
+        before = remembered.get(pgid, [])
+        alive = {(p, t) for p, t in before if p in processes and processes[p][2] == t}
+        remembered[pgid] = sorted(alive | set(strays(pgid, processes)))
 
 
 def kill_all() -> None:
     for pgid in sorted(groups):
         kill_tree(pgid)
-        kill_strays(seen.pop(pgid, []))
+        kill_strays(remembered.pop(pgid, []))
     groups.clear()
 
 
@@ -139,7 +149,7 @@ def main() -> int:
                 groups.add(pgid)
             elif line.startswith(b"-"):
                 groups.discard(pgid)
-                seen.pop(pgid, None)
+                remembered.pop(pgid, None)
     kill_all()
     return 0
 

@@ -279,11 +279,9 @@ def test_always_to_a_file_write_allows_it_once(
     assert len(events.of(PermissionRequest)) == 2  # asked again: no session-wide acceptEdits
 
 
-def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
-    sessions: ClaudeSessions, claude_api: ClaudeApi, tmp_path: Path
-) -> None:
-    # Reads outside the working folder ask, and Claude asks about parallel calls at once: a
-    # person answers one question at a time, so the second waits until the first is settled.
+def script_two_reads_outside(claude_api: ClaudeApi, tmp_path: Path) -> None:
+    """Claude reads x.txt and y.txt outside the working folder in one message: it asks
+    about both at once, then says "Read both."."""
     outside = tmp_path / "outside"
     outside.mkdir()
     for name in ("x", "y"):
@@ -297,6 +295,14 @@ def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
         ),
         Reply([Text("Read both.")]),
     )
+
+
+def test_questions_asked_at_once_are_put_to_the_user_one_at_a_time(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, tmp_path: Path
+) -> None:
+    # Reads outside the working folder ask, and Claude asks about parallel calls at once: a
+    # person answers one question at a time, so the second waits until the first is settled.
+    script_two_reads_outside(claude_api, tmp_path)
     events = Recorder()
     control = TurnControl()
     seen: list[int] = []
@@ -324,19 +330,7 @@ def test_a_question_queued_behind_an_interrupted_one_is_never_asked(
 ) -> None:
     # Stopped while the first of two questions waits: Claude cancels what it asked, so the
     # one queued behind it must not be put to the user (nobody would be answering it).
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    for name in ("x", "y"):
-        (outside / f"{name}.txt").write_text(f"contents of {name}\n")
-    claude_api.script(
-        Reply(
-            [
-                ApiToolUse("Read", {"file_path": str(outside / "x.txt")}),
-                ApiToolUse("Read", {"file_path": str(outside / "y.txt")}),
-            ]
-        ),
-        Reply([Text("Read both.")]),
-    )
+    script_two_reads_outside(claude_api, tmp_path)
     events = Recorder()
     control = TurnControl()
 
