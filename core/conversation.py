@@ -149,6 +149,7 @@ class Core:
             AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
+            _mark_unanswered(room_id, session)
             if revises:
                 _drop_last_request(session)
             session.add(make_message("user", text, timestamp=now))
@@ -245,11 +246,17 @@ class Core:
         """At shutdown: one more try to save what could not be saved, then stop every agent
         process this core started."""
         if self._unsaved and self.save_pending():
-            log.error(
-                "cannot save the conversation of room(s) %s: its latest turns are lost as the "
-                "assistant stops (see the errors above)",
-                ", ".join(self.unsaved_rooms()),
-            )
+            busy = [room for room in self.unsaved_rooms() if self._locks.get(room).locked()]
+            if busy:  # its turn saves it as it ends, if it ends before the process does
+                log.warning(
+                    "room(s) %s: a turn still running saves its conversation", ", ".join(busy)
+                )
+            if lost := [room for room in self.unsaved_rooms() if room not in busy]:
+                log.error(
+                    "cannot save the conversation of room(s) %s: its latest turns are lost as "
+                    "the assistant stops (see the errors above)",
+                    ", ".join(lost),
+                )
         stop = getattr(self.agent, "stop", None)
         if callable(stop):
             stop()
@@ -393,6 +400,29 @@ class _Streamed:
         elif isinstance(event, TextDone) and self._parts and self._parts[-1] != BLOCK_SEPARATOR:
             self._parts.append(BLOCK_SEPARATOR)
         self._on_event(event)
+
+
+# Recorded in place of the reply to a request whose turn was killed (kill -9, power loss), so
+# the conversation says it went unanswered and stays a user/assistant alternation. Worded for
+# any cause: another tool may have written a session that ends with a request.
+UNANSWERED = "No reply was recorded for this request."
+
+
+def _mark_unanswered(room_id: str, session: Session) -> None:
+    """A session that ends with the user's words, found under both room locks: every turn that
+    ends records a reply, so that turn was killed before it could."""
+    if not session.messages or session.messages[-1]["role"] != "user":
+        return
+    request = session.messages[-1]
+    log.warning(
+        "room %s: the request %r has no reply (the assistant was likely stopped during its "
+        "turn); the conversation records that",
+        room_id,
+        request["content"][:80],
+    )
+    session.add(
+        make_message("assistant", UNANSWERED, timestamp=request.get("timestamp"), is_error=True)
+    )
 
 
 def _drop_last_request(session: Session) -> None:

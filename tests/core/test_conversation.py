@@ -15,6 +15,7 @@ from core import Core
 from core.agent import AgentResult, AgentRunner, TextCallback
 from core.agent_events import TurnControl
 from core.config import AgentConfig, CoreConfig, SessionConfig
+from core.conversation import UNANSWERED
 from core.errors import AgentError, AgentTimeout, InvalidIdError
 from core.paths import MARKER_NAME, session_file
 from core.store import SessionStore
@@ -133,6 +134,52 @@ def test_a_reset_killed_before_its_index_entry_still_closes_the_conversation(
     assert Core(tmp_path, agent).active_session("desk") is None
     core.send_message("desk", "b")
     assert [c.session_id for c in agent.calls] == [None, None]  # a new conversation
+
+
+KILLED_MID_TURN = """
+import sys, threading
+from core import Core
+
+class Hangs:
+    def run(self, prompt, *, session_id=None, on_text=None):
+        print("asked", flush=True)
+        threading.Event().wait()
+
+Core(sys.argv[1], Hangs()).send_message("desk", "deploy it to staging")
+"""
+
+
+def test_a_request_whose_turn_was_killed_is_marked_unanswered_by_the_next_turn(
+    tmp_path: Path,
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_TURN, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "asked\n"
+    finally:
+        child.kill()  # SIGKILL: no reply, no clean-up
+        child.wait()
+    core = Core(tmp_path, numbered_agent())
+    core.send_message("desk", "are you there")
+    (entry,) = core.store.list()
+    session = core.store.load(entry["session_id"])
+    assert session is not None
+    request, marker, *rest = session.messages
+    assert request["content"] == "deploy it to staging"
+    assert marker == {
+        "role": "assistant",
+        "content": UNANSWERED,
+        "timestamp": request["timestamp"],
+        "is_error": True,
+    }
+    assert [(m["role"], m["content"]) for m in rest] == [
+        ("user", "are you there"),
+        ("assistant", "reply to are you there"),
+    ]
 
 
 def test_idle_timeout_zero_means_never(tmp_path: Path) -> None:

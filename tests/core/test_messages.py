@@ -171,7 +171,10 @@ def test_a_turn_keeps_what_a_newer_version_wrote(tmp_path: Path) -> None:
     written as, rather than rewrite the file as its own (older) version without them."""
     store = SessionStore(tmp_path / "sessions")
     newer = json.loads(VERSION_1_FILE) | {"version": 3, "summary": {"by": "v3", "n": [1, 2]}}
-    newer["messages"] = [{"role": "user", "content": "hello", "mood": "curious"}]
+    newer["messages"] = [
+        {"role": "user", "content": "hello", "mood": "curious"},
+        {"role": "assistant", "content": "Hi.", "voice": "v3"},
+    ]
     path = store.root / f"{VERSION_1_ID}.json"
     path.write_text(json.dumps(newer))
     store.rebuild_index()
@@ -180,8 +183,8 @@ def test_a_turn_keeps_what_a_newer_version_wrote(tmp_path: Path) -> None:
     on_disk = json.loads(path.read_text())
     assert on_disk["version"] == 3
     assert on_disk["summary"] == {"by": "v3", "n": [1, 2]}
-    assert on_disk["messages"][0] == {"role": "user", "content": "hello", "mood": "curious"}
-    assert [m["content"] for m in on_disk["messages"][1:]] == ["and again", "Hello!"]
+    assert on_disk["messages"][:2] == newer["messages"]
+    assert [m["content"] for m in on_disk["messages"][2:]] == ["and again", "Hello!"]
 
 
 def test_a_file_written_as_the_spec_suites_write_it_keeps_no_field_names_as_keys(

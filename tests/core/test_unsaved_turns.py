@@ -265,3 +265,19 @@ def test_stopping_with_turns_that_cannot_be_saved_says_they_are_lost(
     core.stop()
     assert core.unsaved_rooms() == ["desk"]
     assert "room(s) desk: its latest turns are lost as the assistant stops" in caplog.text
+
+
+def test_stopping_beside_a_running_turn_leaves_its_room_to_that_turn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BreakableStore(tmp_path)
+    core = Core(store, numbered_agent())
+    store.full = True
+    core.send_message("desk", "one")
+    core.send_message("kitchen", "two")
+    store.full = False
+    with core.room_lock("desk"):  # a turn in the desk is still running
+        core.stop()
+    assert core.unsaved_rooms() == ["desk"]
+    assert "room(s) desk: a turn still running saves its conversation" in caplog.text
+    assert "lost" not in caplog.text
