@@ -519,6 +519,9 @@ class ClaudeSessions:
                 questions.ask_next()  # (on this thread, as every event of the turn)
             last = now
             if now >= deadline:
+                # Closing its input alone lets it finish the turn: its tool runs on, and the
+                # result goes to the model in one more call that nobody hears or stores.
+                self._interrupt(process, process.turn)
                 raise self._timed_out(process, parser)
             try:
                 line = process.lines.get(timeout=min(0.2, deadline - now))

@@ -646,6 +646,32 @@ def test_a_first_turn_that_times_out_is_resumed_by_the_next(
         agent.stop()
 
 
+def test_a_turn_stopped_at_its_timeout_makes_no_more_model_calls(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    # Closing stdin alone lets the CLI finish its turn: the tool ran on, and its result went
+    # to the model in one more (paid) call whose reply nobody heard or stored.
+    claude_api.script(
+        Reply([ApiToolUse("Bash", {"command": "sleep 4", "description": "Wait"})]),
+        Reply([Text("Waited.")]),
+    )
+    agent = ClaudeSessions(
+        claude_argv([claude_cli], session=True, allowed_tools=("Bash(sleep 4)",)),
+        3.0,
+        claude_cwd,
+        env=claude_api.env(claude_home),
+        kill_grace_s=8.0,
+    )
+    try:
+        agent.prepare("desk", None)
+        with pytest.raises(AgentTimeout):
+            agent.run_turn(AgentTurn("wait a bit", "desk"))
+        time.sleep(3.0)  # past the end of the tool, had it run on
+        assert claude_api.remaining == 1  # "Waited." was never asked for
+    finally:
+        agent.stop()
+
+
 def test_json_output_keeps_the_voice_flags(
     claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
 ) -> None:
