@@ -7,6 +7,7 @@ client that connects after it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -115,6 +116,31 @@ def test_bad_input_is_logged_and_closes_only_its_connection(
         assert answers_describe(bystander)
     with Client(server.address) as later:
         assert answers_describe(later)
+
+
+def test_a_dropped_client_leaves_no_reader_behind() -> None:
+    # Audio sent faster than it is taken fills the event queue; the connection is dropped at
+    # max_audio_s while its reader waits on that queue. On Python 3.11, wait_for swallowed the
+    # reader's cancel: it lived on, holding what it had read, until the collector destroyed it.
+    config = WyomingConfig(client_timeout_s=5, max_payload_bytes=64 * 1024, max_audio_s=3)
+    tenth = AudioChunk(audio=b"\1\0" * 1600, **AUDIO).event()
+    flood = encode(AudioStart(**AUDIO).event()) + encode(tenth) * 300
+
+    async def readers() -> list[str]:
+        return [t.get_name() for t in asyncio.all_tasks() if "wyoming-read" in t.get_name()]
+
+    with ServerThread(config, programs()) as server:
+        for _ in range(20):
+            with Client(server.address) as client:
+                client.raw(flood)
+                error = client.read()
+                assert error is not None and "max_audio_s" in error.data["text"]
+                assert client.closed_by_peer(10)
+        time.sleep(0.5)  # (each connection waits up to that long for its reader)
+        left = asyncio.run_coroutine_threadsafe(readers(), server.loop).result(10)
+        assert left == []
+        with Client(server.address) as later:
+            assert answers_describe(later)
 
 
 STALLS = {

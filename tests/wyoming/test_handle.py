@@ -3,6 +3,7 @@ client that leaves mid-turn. (The real core and echo agent: test_serve.py.)"""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -102,6 +103,25 @@ def test_a_client_that_leaves_mid_turn_interrupts_it(fake: FakeConversation) -> 
         started = time.monotonic()
         assert wait_until(lambda: slow.interrupts == 1, timeout_s=20)
         assert time.monotonic() - started < 20
+
+
+def test_a_client_that_only_stops_sending_still_gets_the_whole_answer() -> None:
+    # nc -N, or a script that shuts down its sending side after the request, then reads.
+    slow = FakeConversation(script=[("text", "Thinking"), ("sleep", 1), ("text", " done")])
+    with ServerThread(CONFIG, Programs(conversation=slow)) as server:
+        with Client(server.address) as client:
+            client.send(Transcript("take your time").event())
+            client.sock.shutdown(socket.SHUT_WR)
+            events = client.read_until("handled-stop")
+    assert slow.interrupts == 0
+    assert [e.type for e in events if e.data.get("text") != ""] == [
+        "handled-start",
+        "handled-chunk",
+        "handled-chunk",
+        "handled",
+        "handled-stop",
+    ]
+    assert Handled.from_event(events[-2]).text == "Thinking done"
 
 
 def test_garbage_after_a_request_interrupts_it_and_is_the_only_answer() -> None:

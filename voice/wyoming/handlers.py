@@ -51,6 +51,9 @@ NOBODY_TO_ASK = (
 )
 NOTHING_HEARD = "Sorry, there was nothing to send to the agent."
 NOT_SAVED = "I could not save this conversation."
+# Between the writes that tell a client that closed only its sending side from one that
+# closed for good: longer than the reset takes to come back across a home network.
+HALF_CLOSE_PROBE_S = 0.2
 
 
 def _text(data: dict[str, Any], kind: str) -> str:
@@ -294,8 +297,11 @@ class HandleRequest:
                 try:
                     await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
                     if listening and gone.done():
-                        listening = False
-                        self._interrupt("the client went away")
+                        if self.link.ended and await self._still_reading():
+                            gone = asyncio.create_task(asyncio.Event().wait())  # never
+                        else:
+                            listening = False
+                            self._interrupt("the client went away")
                     item = await get
                 except BaseException:
                     get.cancel()
@@ -313,6 +319,19 @@ class HandleRequest:
             raise
         finally:
             gone.cancel()
+
+    async def _still_reading(self) -> bool:
+        """The client ended its input: did it close only its sending side (``nc -N``, a
+        script's ``shutdown``) and wait for the answer? TCP tells only when written to: a
+        socket closed for good answers the first write with a reset, so the second fails."""
+        try:
+            for _ in range(2):
+                await self.link.send(HandledChunk(text="").event())
+                await asyncio.sleep(HALF_CLOSE_PROBE_S)
+        except (ClientGone, Stalled):
+            return False
+        log.info("%s: the client closed its sending side; it still gets the answer", self.link.peer)
+        return True
 
     def _interrupt(self, why: str) -> None:
         if self._control is not None:

@@ -244,6 +244,7 @@ class Connection:
         self._busy = False
         self.gone = asyncio.Event()  # the client closed, broke the protocol or stalled
         self.broken = False  # it broke the protocol or stalled: it gets an error, no answer
+        self.ended = False  # it sent its end of input (it may still read: see HandleRequest)
         self._deaf = False  # dropped while it read nothing: reset, not closed
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
@@ -280,6 +281,7 @@ class Connection:
         finally:
             self.gone.set()
             reading.cancel()
+            await asyncio.wait({reading}, timeout=_GOODBYE_S)  # its buffered events go with it
             await self.handle.close()
             if self._deaf:
                 self._reset()
@@ -333,6 +335,7 @@ class Connection:
             log.exception("%s: reading an event failed", self.peer)
             last = ProtocolError(f"an event could not be read ({type(e).__name__})")
         self.broken = last is not None
+        self.ended = last is None  # its end of input, which may be only half a close
         self.gone.set()
         await self._events.put(last)
 
@@ -343,7 +346,10 @@ class Connection:
         """
         while True:
             try:
-                return await asyncio.wait_for(read(), self._timeout_s)
+                # Not wait_for: on 3.11 it swallows a cancel that races a finished read, and
+                # the reader then lives on, blocked on a full queue, until it is collected.
+                async with asyncio.timeout(self._timeout_s):
+                    return await read()
             except TimeoutError:
                 if self._busy or not self._events.empty():
                     continue  # the client waits for an answer: it may be silent meanwhile
@@ -357,7 +363,8 @@ class Connection:
             raise ClientGone("the client closed the connection")
         self._writer.write(encode(event))
         try:
-            await asyncio.wait_for(self._writer.drain(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # (not wait_for: see _patient)
+                await self._writer.drain()
         except TimeoutError:
             raise Stalled(
                 f"the client read nothing for {self._timeout_s:g} s (wyoming.client_timeout_s)"
@@ -405,7 +412,8 @@ async def _tell(writer: asyncio.StreamWriter, error: Error) -> bool:
     """Send ``error`` to a client being let go; False when it does not take it in time."""
     try:
         writer.write(encode(error.event()))
-        await asyncio.wait_for(writer.drain(), _GOODBYE_S)
+        async with asyncio.timeout(_GOODBYE_S):
+            await writer.drain()
     except Exception:
         return False
     return True
