@@ -130,7 +130,7 @@ class OutputParser:
             return
         if stripped.startswith("{"):
             try:
-                _loads(stripped)
+                loads(stripped)
                 self.mode = "stream-json"
             except ValueError:
                 self.mode = "json"  # a pretty-printed object spans lines
@@ -147,7 +147,7 @@ class OutputParser:
         if not text.strip():
             return
         try:
-            event = _loads(text)
+            event = loads(text)
         except ValueError:
             if self.bad_line is None:
                 self.bad_line = text.strip()
@@ -246,7 +246,7 @@ class OutputParser:
         if self.mode != "json" or self.not_utf8 is not None:
             return
         try:
-            document = _loads(self.raw.decode("utf-8"))
+            document = loads(self.raw.decode("utf-8"))
         except ValueError:
             self.bad_line = self.raw.decode("utf-8", "replace").strip()
             return
@@ -415,14 +415,29 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _loads(text: str) -> Any:
+def loads(text: str) -> Any:
+    """An agent's JSON: NaN and Infinity refused, and a lone UTF-16 surrogate (a ``\\ud800``
+    escape, valid JSON) made U+FFFD, since no later step could encode it as UTF-8 to speak,
+    store or send it."""
+
     def reject(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        return json.loads(text, parse_constant=reject)
+        value = json.loads(text, parse_constant=reject)
+        return _scrubbed(value) if "\\ud" in text.lower() else value
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    return value
 
 
 def _dig(event: dict[str, Any], *keys: str) -> Any:

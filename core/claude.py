@@ -41,6 +41,7 @@ from core.agent_output import (
     OutputParser,
     format_from_command,
     interpret,
+    loads,
     safe_agent_id,
 )
 from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable, ConfigError
@@ -714,8 +715,8 @@ class ClaudeSessions:
 
 def _json(line: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        value = loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -138,6 +138,15 @@ def test_nan_in_the_output_is_not_json() -> None:
         fake_runner("nan-cost", output_format="stream-json").run("q")
 
 
+def test_a_lone_surrogate_in_the_output_becomes_a_replacement_character() -> None:
+    # Nothing after the parser could encode it: not Piper, not the store, not Wyoming.
+    got: list[str] = []
+    result = fake_runner("lone-surrogate").run("q", on_text=got.append)
+    assert result.text == "bad \ufffd text"
+    assert "".join(got) == result.text
+    result.text.encode("utf-8")
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [

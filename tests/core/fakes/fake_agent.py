@@ -189,6 +189,9 @@ def main() -> int:
         sys.stdout.write(json.dumps(result("pretty reply", "s-pretty"), indent=2) + "\n")
     elif mode == "verbose-array":
         sys.stdout.write(json.dumps([assistant("array reply"), result("array reply")]) + "\n")
+    elif mode == "lone-surrogate":  # valid JSON (json.dumps escapes it) that no UTF-8 can carry
+        emit(assistant("bad \ud800 text"))
+        emit(result("bad \ud800 text"))
     elif mode == "nan-cost":
         sys.stdout.write(json.dumps(result("ok")).replace("0.25", "NaN") + "\n")
     elif mode == "resume-unknown":  # any --resume is unknown; log every invocation
