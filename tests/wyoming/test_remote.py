@@ -8,8 +8,10 @@ PATH.onnx``): both offline. Our own ``serve`` is a peer too (in a thread).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soxr
+from wyoming.event import Event, read_event, write_event
 
 from core.errors import RemoteEngineError
 from tests.voice.audio_util import real_clip, real_references, shared, wer
@@ -247,6 +250,82 @@ def test_a_server_that_hangs_costs_timeout_s_then_the_local_model_answers(
     finally:
         server.kill(signal.SIGKILL)
         server.stop()
+
+
+class Busy:
+    """A server that keeps sending after the request but never finishes its answer: ``ping``s
+    (chatter) or a few samples of audio now and then (drip), every 0.2 s, until hung up on."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with self.listener, contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        fmt = {"rate": REMOTE_RATE, "width": 2, "channels": 1}
+        with conn, conn.makefile("rb") as inp, conn.makefile("wb") as out:
+            with contextlib.suppress(OSError):
+                while (event := read_event(inp)) is not None:
+                    if event.type in ("synthesize", "audio-stop"):
+                        break
+                write_event(Event("audio-start", fmt), out)
+                while True:
+                    time.sleep(0.2)
+                    if self.mode == "drip":
+                        write_event(Event("audio-chunk", fmt, payload=b"\1\0" * 100), out)
+                    else:
+                        write_event(Event("ping", {}), out)
+
+
+@pytest.mark.parametrize("mode", ["chatter", "drip"])
+def test_a_server_that_keeps_sending_but_never_answers_is_given_up(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each read was bounded by timeout_s, the request not at all: it never ended.
+    busy = Busy(mode)
+    listen = FallbackTranscriber(RemoteTranscriber(stt_config(busy.port, timeout_s=0.5)), Local)
+    speak = FallbackSynthesizer(RemoteSynthesizer(tts_config(busy.port, timeout_s=0.5)), Hum)
+    clip = utterance(CLIPS[0])  # (speech: silence would not be sent at all)
+    result: list[object] = []
+    worker = threading.Thread(
+        target=lambda: result.extend([listen.transcribe(clip), list(speak.synthesize("Hi."))])
+    )
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the request never ended"
+    assert result[0].text == "from the local model"  # type: ignore[attr-defined]
+    said = result[1][-1]  # type: ignore[index]
+    assert len(said) == REMOTE_RATE // 10 and said[0] == 500  # by the local voice
+    lines = warnings(caplog)
+    assert len(lines) == 2 and all("did not finish its answer" in line for line in lines), lines
+
+
+class Hum:
+    """A local voice that says a tenth of a second."""
+
+    sample_rate = REMOTE_RATE
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        yield np.full(REMOTE_RATE // 10, 500, dtype=np.int16)
+
+
+def test_a_reply_held_between_chunks_is_not_the_servers_delay() -> None:
+    # The speaker may hold a reply back for seconds (a doubtful end of turn): the server's
+    # time is what its reads wait, not the time between them.
+    with ServerThread(WyomingConfig(), Programs(tts=OneSecond(REMOTE_RATE))) as server:
+        speak = RemoteSynthesizer(tts_config(server.address[1], timeout_s=0.3))
+        samples = 0
+        for chunk in speak.synthesize("One second, please."):
+            samples += len(chunk)
+            time.sleep(0.1)  # ten chunks: held a whole second, more than timeout_s
+    assert samples == REMOTE_RATE
 
 
 def test_a_voice_server_killed_mid_reply_is_finished_by_the_local_voice(

@@ -4,7 +4,9 @@
 :class:`FallbackSynthesizer` behind the live loop's usual ``SpeechToText`` / ``TextToSpeech``
 interfaces, so a Raspberry Pi Zero can use a bigger machine's wyoming-faster-whisper,
 wyoming-piper or ``voice-assistant serve``. Each request is one short blocking connection;
-every wait (connect, each event) is bounded by ``timeout_s``.
+every wait (connect, each event) is bounded by ``timeout_s``, and so is the whole answer,
+beyond the time the audio itself takes: a server that keeps sending other events, or audio
+slower than it plays, has not answered.
 
 When the server cannot be reached, times out, breaks the protocol or dies mid-request, the
 local engine answers that same request (no turn is lost) and the next ones for
@@ -51,6 +53,8 @@ RETRY_S = 30.0  # after a failure, the local engine answers this long before the
 CHUNK_S = 0.1  # audio sent per audio-chunk event
 # A remote server's audio chunks are small (wyoming-piper: 1024 samples); info is a few KB.
 CLIENT_LIMITS = Limits(max_payload_bytes=4 * 1024 * 1024)
+# The most audio a sentence may come back as: Piper says about 15 characters a second.
+MAX_AUDIO_BASE_S, MAX_AUDIO_PER_CHAR_S = 10.0, 0.5
 
 Engine = TypeVar("Engine")
 Mode = Literal["lazy", "eager", "off"]
@@ -66,7 +70,7 @@ class WyomingClient:
     @contextlib.contextmanager
     def request(self) -> Iterator[Session]:
         sock = self._connect()
-        session = Session(sock, self.uri)
+        session = Session(sock, self.uri, self.timeout_s)
         try:
             yield session
         finally:
@@ -108,10 +112,12 @@ class WyomingClient:
 class Session:
     """One connection: events out, events in; an ``error`` event from the server raises."""
 
-    def __init__(self, sock: socket.socket, uri: str) -> None:
+    def __init__(self, sock: socket.socket, uri: str, timeout_s: float) -> None:
         self._sock = sock
         self._uri = uri
+        self._timeout_s = timeout_s
         self._reader = SocketReader(sock, CLIENT_LIMITS)
+        self.waited_s = 0.0  # in reads: the server's time, not the caller's between them
 
     def send(self, event: Event) -> None:
         try:
@@ -121,8 +127,23 @@ class Session:
         except OSError as e:
             raise RemoteEngineError(f"the connection to {self._uri} broke: {e}") from None
 
-    def read(self) -> Event:
-        event = self._reader.read()
+    def read(self, budget_s: float | None = None) -> Event:
+        """The next event, unless the reads of this connection have waited ``budget_s`` in all."""
+        late = RemoteEngineError(f"{self._uri} did not finish its answer in {budget_s:.1f} s")
+        if budget_s is not None:
+            left = budget_s - self.waited_s
+            if left <= 0:
+                raise late
+            self._sock.settimeout(min(self._timeout_s, left))
+        started = time.monotonic()
+        try:
+            event = self._reader.read()
+        except RemoteEngineError:
+            if budget_s is not None and time.monotonic() - started + self.waited_s >= budget_s:
+                raise late from None
+            raise
+        finally:
+            self.waited_s += time.monotonic() - started
         if event is None:
             raise RemoteEngineError(f"{self._uri} closed the connection before answering")
         if Error.is_type(event.type):
@@ -162,8 +183,10 @@ class RemoteTranscriber:
                 utterance.duration_s,
                 self.client.uri,
             )
+            # A server slower than the speech itself is of no use: the local model is faster.
+            budget_s = self.client.timeout_s + utterance.duration_s
             while True:
-                event = session.read()
+                event = session.read(budget_s)
                 if TranscriptEvent.is_type(event.type):
                     text = event.data.get("text")
                     break
@@ -190,17 +213,27 @@ class RemoteSynthesizer:
     def synthesize(self, text: str) -> Iterator[Pcm16]:
         if not text.strip():
             return
+        most_s = MAX_AUDIO_BASE_S + MAX_AUDIO_PER_CHAR_S * len(text)
         with self.client.request() as session:
             session.send(Synthesize(text=text).event())
+            audio_s = 0.0
             convert: _ToOutput | None = None
             while True:
-                event = session.read()
+                # Ahead of the speaker, give or take timeout_s, or it would stutter. (A reply
+                # held back is time between reads: not counted.)
+                event = session.read(self.client.timeout_s + audio_s)
                 if event.type in ("audio-start", "audio-chunk"):
                     fmt = audio_format(event.data)
                     if convert is None or convert.format != fmt:
                         convert = _ToOutput(fmt)
                     if event.type == "audio-chunk" and event.payload:
                         out = convert(event.payload)
+                        audio_s += out.size / REMOTE_RATE
+                        if audio_s > most_s:
+                            raise RemoteEngineError(
+                                f"{self.client.uri} sent more than {most_s:.0f} s of audio for "
+                                f"{len(text)} characters"
+                            )
                         if out.size:
                             yield out
                 elif event.type == "audio-stop":
