@@ -358,6 +358,9 @@ def _ask(
     if core.unsaved_rooms():  # tried again as the core stopped: this turn is not kept
         print("error: the conversation could not be saved (see the log)", file=sys.stderr)
         return 1
+    if report.speech_error is not None:
+        print(f"error: the reply could not be spoken: {report.speech_error}", file=sys.stderr)
+        return 1
     return 1 if report.error is not None else 0
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from core.errors import DeviceError
+from core.errors import AssistantError, DeviceError
 from voice.devices import AudioSink
 from voice.own_words import SaidLog
 from voice.speech_text import SentenceStream, ends_sentence
@@ -192,7 +192,7 @@ class Reply:
             if not self._cancelled.is_set():
                 self._sink.wait(None)
         except Exception as e:  # a TTS or device failure must not kill the loop
-            log.exception("speaking failed")
+            log.error("speaking failed: %s", e, exc_info=not isinstance(e, AssistantError))
             self.error = e
         finally:
             self._synth_done.set()

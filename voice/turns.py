@@ -8,6 +8,7 @@ the reply played out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -99,6 +100,7 @@ class TurnReport:
     reply: str = ""
     outcome: Outcome | None = None
     error: str | None = None
+    speech_error: str | None = None  # the reply could not be spoken (the voice failed)
     agent_first_text_s: float | None = None
     agent_done_s: float | None = None
     released_s: float | None = None  # the turn-taking machine let the reply play
@@ -264,17 +266,27 @@ class TurnWorker:
                 self.reply.wait(timeout_s=600)
             except Exception:  # the loop must hear ReplyDone whatever the speaker did
                 log.exception("the reply failed")
-            replies = [*self._silenced, self.reply]
-            self.report.first_audio_s = next(
-                (r.first_audio_s for r in replies if r.first_audio_s is not None), None
-            )
-            self.report.spoken = [sentence for r in replies for sentence in r.spoken]
-            text = self.report.reply or " ".join(self.report.spoken) or "(none)"
-            if self.reply.cancelled:  # the agent's whole reply, but not all of it was heard
-                text += f" [stopped: {len(self.report.spoken)} sentence(s) begun]"
-            log.info("reply: %s", text)
-            log.info("turn timings: %s", self.report.summary())
+            self._heard()
             self._post(ReplyDone(self.turn))
+
+    def _heard(self) -> None:
+        """What of the turn's replies was heard, in its report and the log."""
+        replies = [*self._silenced, self.reply]
+        self.report.first_audio_s = next(
+            (r.first_audio_s for r in replies if r.first_audio_s is not None), None
+        )
+        self.report.spoken = [sentence for r in replies for sentence in r.spoken]
+        failed = next((r.error for r in replies if r.error is not None), None)
+        if failed is not None:
+            self.report.speech_error = str(failed)
+            if self.report.error is None:  # (an agent's error has had its earcon)
+                with contextlib.suppress(Exception):  # ReplyDone must still come
+                    self._play_earcon("error")  # the words cannot be said; the sound can
+        text = self.report.reply or " ".join(self.report.spoken) or "(none)"
+        if self.reply.cancelled:  # the agent's whole reply, but not all of it was heard
+            text += f" [stopped: {len(self.report.spoken)} sentence(s) begun]"
+        log.info("reply: %s", text)
+        log.info("turn timings: %s", self.report.summary())
 
     def _on_event(self, event: AgentEvent) -> None:
         if isinstance(event, TextDelta | ToolUse | PermissionRequest):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import wave
@@ -100,6 +101,26 @@ def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
     sessions = list((home / "state" / "voice-assistant" / "sessions").glob("*.json"))
     stored = [json.loads(p.read_text()) for p in sessions if p.name != "_index.json"]
     assert stored[0]["room_id"] == "den"
+
+
+def test_ask_whose_reply_cannot_be_spoken_says_so_and_fails(home: Path) -> None:
+    # The voice server is down and there is no local voice: the turn is answered and kept,
+    # but nothing was said, so an empty WAV and exit 0 would be a lie.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = home / "config.toml"
+    config.write_text(
+        f'[tts]\nengine = "wyoming"\nuri = "tcp://127.0.0.1:{port}"\nfallback = "off"\n'
+    )
+    result = run(
+        home, "--config", str(config), "ask", str(AUDIO / "jfk.flac"), "--agent", "echo",
+        "-o", str(home / "reply.wav"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "error: the reply could not be spoken: the tts server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "reply: You said: And so my fellow Americans" in result.stdout  # answered and kept
 
 
 def test_say_writes_speech(home: Path) -> None:

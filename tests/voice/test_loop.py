@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from core.claude import NOBODY_ANSWERS
-from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable, DeviceError
+from core.errors import (
+    AgentError,
+    AgentLoginError,
+    AgentTimeout,
+    AgentUnavailable,
+    DeviceError,
+    RemoteEngineError,
+)
 from voice.audio import AudioChunk, Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
@@ -601,6 +608,24 @@ def test_a_stalled_microphone_is_reopened_and_announced_once(make_rig: Callable[
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     error_plays = [n for _t, n in rig.sink.played if n == len(error)]
     assert len(error_plays) == 1, "the outage should be announced once, not at every reopen"
+
+
+def test_a_reply_the_voice_cannot_say_is_told_by_the_error_earcon(
+    make_rig: Callable[..., Rig],
+) -> None:
+    error = Earcons(EarconConfig(), 16000).get("error")
+    assert error is not None
+    rig = make_rig(silence(300) + tone(700) + silence(2000), earcons=True)
+
+    def broken(text: str) -> Iterator[np.ndarray]:
+        raise RemoteEngineError("the tts server is not available")
+        yield  # a generator, as a voice is
+
+    rig.tts.synthesize = broken  # type: ignore[method-assign]
+    assert wait_until(lambda: rig.loop.reports and rig.loop.reports[0].speech_error)
+    assert "the tts server is not available" in (rig.loop.reports[0].speech_error or "")
+    assert wait_until(lambda: any(n == len(error) for _t, n in rig.sink.played))
+    assert rig.conversation.messages == [("test-room", "hello there.")]  # answered, kept
 
 
 def test_a_stream_an_underrun_left_behind_is_reopened_once_the_turn_is_over(
