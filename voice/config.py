@@ -228,7 +228,7 @@ class WakeConfig:
 
     model: str = "hey_jarvis"  # a built-in model, a name under models/, or a .json path
     threshold: float = limited(0.0, 0, 1)  # 0: the model's own
-    refractory_s: float = limited(2.0, 0, 60)  # one wake per this long, however often heard
+    refractory_s: float = limited(2.0, 0, 60)  # a wake's own tail is not another wake
     follow_up_s: float = limited(5.0, 0, 600)  # after a reply: listen this long without it
     listen_s: float = limited(8.0, 1, 600)  # after the word: how long to wait for a request
     speech_gate: bool = True  # the model runs only while webrtcvad hears something voice-like

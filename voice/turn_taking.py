@@ -132,6 +132,14 @@ HOLD_QUIET_S = 0.6
 # 0.5 s, so the onset the segmenter reports can come that late after the first word (live:
 # "He was not [pause] an old-sposed young man" lost "an old" and became two requests).
 REPLY_UNHEARD_S = 1.0
+# Wake mode: speech this soon after the request's segment ended goes on with it (the user
+# paused longer than the end of turn waits); later, while the agent works, only the wake word
+# is heard. Open for the whole turn, a television talking over Claude's minutes of work was
+# joined to the request and interrupted it.
+WAKE_GOES_ON_S = 2.0
+# A wake word is said in this long: a segment that began longer before the word ended held
+# words before it, which a restart at the word's end would throw away.
+WAKE_WORD_MAX_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,9 @@ class _Request:
     # A continuation whose turn is not interrupted yet: its new words decide (_go_on), and
     # without any (music, a hum) the turn goes on as if nothing was said.
     pending: _Turn | None = None
+    onset_s: float | None = None  # when its first segment began
+    # The turn this continuation interrupted: pushed with no words (a tap), it stays stopped.
+    interrupted: _Turn | None = None
 
     def audio(self, *, new_only: bool = False) -> Utterance:
         return join(self.parts if new_only else self.base + self.parts)
@@ -408,7 +419,8 @@ class TurnTaking:
             return True
         open_turn = self._turn is not None and not self._turn.heard
         if self.policy.mode == "wake":
-            return self._awake or open_turn or self._request is not None or bool(self._question)
+            going_on = open_turn and self._soon_after(self._turn, WAKE_GOES_ON_S)
+            return self._awake or going_on or self._request is not None or bool(self._question)
         return self._key_down or self._release_at is not None or self._request_open
 
     @property
@@ -498,6 +510,13 @@ class TurnTaking:
             request.final_job = request.probe_job = None  # more words: transcribe anew
             request.tail, request.new_text, request.early = False, None, None
             return
+        self._new_request(onset_s, out)
+        if self._request is not None:
+            self._request.onset_s = onset_s
+        # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
+        # microphone stays open for the rest of the window.
+
+    def _new_request(self, onset_s: float, out: list[Action]) -> None:
         turn = self._turn
         if self._question is not None:
             self._request = _Request("answer")
@@ -518,8 +537,6 @@ class TurnTaking:
                     self._hold(turn, request, out)
                 else:  # its words would come only at its end: stop as a key press would
                     self._silence(turn, out)
-        # Wake mode keeps _awake_until: should this come to nothing (a cough, a breath), the
-        # microphone stays open for the rest of the window.
 
     def _onset_unconfirmed(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
         self._now = max(self._now, onset.at_s)
@@ -674,7 +691,7 @@ class TurnTaking:
             out.append(Interrupt(turn.id))
         self._retire(turn)
         self._request = _Request(
-            "continue", base=list(turn.audio), revises=True, fallback=turn.text
+            "continue", base=list(turn.audio), revises=True, fallback=turn.text, interrupted=turn
         )
 
     def _paused(self, event: SpeechPaused, out: list[Action]) -> None:
@@ -728,6 +745,16 @@ class TurnTaking:
             return
         if event.split:  # only the length limit: the segment goes on (a held key, a hum)
             request.cut = True
+            return
+        stopped = request.interrupted
+        if self._ptt and stopped is not None and not request.parts:
+            # A tap on the key while the agent works: it stays stopped, not asked again.
+            self._request = None
+            self._end_listening()
+            stopped.stop_requested = True
+            if stopped.agent_done:
+                out.append(Say(STOPPED))
+            self._drop_queued(out)
             return
         if request.parts or request.context == "continue":
             # Nothing was kept after the last part: a pause after it was the request's last.
@@ -1135,8 +1162,12 @@ class TurnTaking:
             and request.context == "new"
             and request.speaking
             and not request.parts
+            and request.onset_s is not None
+            and at_s - request.onset_s <= WAKE_WORD_MAX_S
         ):
-            return  # already listening to something else (a key in the follow-up window)
+            # Already listening: to a key in the follow-up window, or to words said before
+            # the word (kept: the word becomes a word of the request).
+            return
         # In the follow-up window the word begins the segment the user is speaking: it starts
         # again after the word, so the request does not carry it.
         # As with a key press, the segment starts at once: the words said right after the
@@ -1198,6 +1229,12 @@ class TurnTaking:
         self._release_at = None
         if self.policy.mode == "ptt-toggle":
             self._key_down = False
+
+    def _soon_after(self, turn: _Turn | None, seconds: float) -> bool:
+        """Within ``seconds`` of the end of the turn's request."""
+        if turn is None or not turn.audio:
+            return False
+        return self._now <= turn.audio[-1].end_s + seconds
 
     @property
     def _awake(self) -> bool:

@@ -41,6 +41,11 @@ WORD_TAIL_S = 0.06
 SNAP_S = 0.1
 LEVEL_STEP = RATE // 100  # samples per 10 ms level
 RECENT_S = 0.6  # audio kept to find that gap: the detection comes up to 0.3 s after the word
+# Inside refractory_s, a run of high scores that began this long after a detection, once the
+# scores had fallen, is the word said again ("Hey Jarvis [0.3 s] Hey Jarvis, ..."), not the
+# tail of the first: detected, so the request does not begin with it. (Piper's "Hey Jarvis"
+# twice, 0.3 s apart: the first run ended 0.5 s after its detection, the second began 1.1 s.)
+AGAIN_AFTER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,8 @@ class MicroWakeWordDetector:
     """A microWakeWord model (``.json`` + ``.tflite``) run by pymicro-wakeword.
 
     ``threshold`` 0 takes the model's own ``probability_cutoff``. After a detection the word
-    is not detected again for ``refractory_s`` (its scores stay high for a while).
+    is not detected again for ``refractory_s`` (its scores stay high for a while), unless it
+    is said again (:data:`AGAIN_AFTER_S`).
     """
 
     def __init__(self, model_json: Path, *, threshold: float = 0.0, refractory_s: float = 2.0):
@@ -189,6 +195,7 @@ class MicroWakeWordDetector:
         self._fed = 0  # feature slices given to the model; it scores every `stride` of them
         self._run_start_s: float | None = None  # first high score of the current run
         self._quiet_until = float("-inf")
+        self._detected_s = float("-inf")
         # The last ~0.6 s of audio, to find the gap after the word when it is heard. Only kept
         # here: measured at every chunk, its levels cost more than the model (cold caches).
         self._recent: collections.deque[AudioChunk] = collections.deque()
@@ -222,12 +229,18 @@ class MicroWakeWordDetector:
         elif self._run_start_s is None:
             self._run_start_s = end_s
         self._scores.append(score)
-        if len(self._scores) < (self._scores.maxlen or 1) or end_s < self._quiet_until:
+        said_again = (
+            self._run_start_s is not None and self._run_start_s >= self._detected_s + AGAIN_AFTER_S
+        )
+        if len(self._scores) < (self._scores.maxlen or 1) or (
+            end_s < self._quiet_until and not said_again
+        ):
             return None
         mean = sum(self._scores) / len(self._scores)
         if mean <= self.threshold:
             return None
         self._quiet_until = end_s + self.refractory_s
+        self._detected_s = end_s
         self._scores.clear()
         start = end_s if self._run_start_s is None else self._run_start_s
         return WakeDetection(self.spec.name, mean, end_s, self._word_end(start, end_s))

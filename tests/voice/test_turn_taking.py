@@ -1617,6 +1617,31 @@ def test_push_to_talk_tap_while_the_agent_works_stops_it() -> None:
     assert m.quiet(SpeechDropped(9.4)) == [StopReply(turn), Interrupt(turn)]
 
 
+def test_push_to_talk_tap_before_the_reply_is_heard_stops_the_agent_for_good() -> None:
+    # A press before the reply goes on with the request, and interrupts the agent to hear
+    # the rest; released with nothing said, the request was sent again and the agent ran twice.
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    m(KeyDown(0.5))
+    turn = started_turn(m)
+    assert Interrupt(turn) in m.quiet(KeyDown(5.0), SpeechStarted(5.0))
+    assert m.quiet(KeyUp(5.1), Tick(5.4)) == [EndSegment()]
+    assert m.quiet(SpeechDropped(5.4)) == []  # nothing sent
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+    out = m(ReplyDone(turn))
+    assert not [a for a in out if isinstance(a, Send)]
+    # Said with words, the press still goes on with the request, as before.
+    m = Machine(replace(POLICY, mode="ptt-hold"))
+    m(KeyDown(0.5))
+    turn = started_turn(m)
+    m(KeyDown(5.0), SpeechStarted(5.0), KeyUp(6.5))
+    out = m(UtteranceEnded(utt(5.0, 6.5), "forced"))
+    (probe,) = [a for a in out if isinstance(a, Transcribe)]  # is it "stop"?
+    out = m(TranscriptReady(probe.job, "The unit tests only."))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    again = sent(m(TranscriptReady(final.job, "Run the tests, the unit tests only.")))
+    assert again.revises and again.text == "Run the tests, the unit tests only."
+
+
 def test_push_to_talk_toggle_ends_on_the_second_press() -> None:
     m = Machine(replace(POLICY, mode="ptt-toggle"))
     m(KeyDown(1.0), SpeechStarted(1.0))
@@ -1754,6 +1779,31 @@ def test_a_wake_word_after_the_request_began_restarts_nothing() -> None:
     # word inside the request: it is just a word of it.
     m(SpeechStarted(29.0))
     assert m.quiet(WakeWord(30.0)) == []
+
+
+def test_a_wake_word_said_after_words_of_the_request_keeps_them() -> None:
+    # "Hey Jarvis, he was not an ill disposed young man [0.4 s] Hey Jarvis": restarted at
+    # the second word, the segment lost all that came before it, and nothing was sent.
+    m = Machine(WAKE)
+    m(WakeWord(1.0), SpeechStarted(1.0))
+    assert m.quiet(WakeWord(4.5)) == []
+    out = m(UtteranceEnded(utt(1.0, 5.5), "hangover"))
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.audio.start_s == 1.0
+
+
+def test_in_wake_mode_only_speech_soon_after_the_request_goes_on_with_it() -> None:
+    # A television talking while the agent works is heard only after the wake word.
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)  # the request's segment ended at 3.0
+    m(Tick(4.9))
+    assert m.m.hearing  # the user may go on after a pause the end of turn took for the end
+    m(Tick(5.1))
+    assert not m.m.hearing  # their next words need the wake word, as a TV's do
+    assert m.quiet(WakeWord(8.0)) == [StartSegment(hold=False), PlayEarcon("listening")]
+    assert Interrupt(turn) in m.quiet(SpeechStarted(8.0))  # (the segment the word started)
+    assert m.m.hearing
 
 
 def test_a_finished_but_not_sure_end_is_heard_after_the_likely_wait() -> None:
