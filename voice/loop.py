@@ -85,6 +85,11 @@ Steer = Release | StopReply | PauseReply | ResumeReply | Interrupt | Answer  # a
 WAKE_PRE_ROLL_MS = 600
 # The listening chime (150 ms) and the speaker's latency: not gated after a wake word.
 WAKE_CUE_S = 0.5
+# The chime after a wake word waits this long for the user to go on in the same breath; if
+# they do, it does not play: they need no cue, and with echo cancellation the chime under
+# their first word cost it (the canceller held the voice back under it: "We might" for
+# "He might", 4 of 4 times).
+WAKE_CHIME_WAIT_S = 0.3
 # While nothing is going on, a live loop wakes this often instead of at every frame and reads
 # what the microphone queued meanwhile: idle CPU is mostly the cost of waking up. Only the
 # start of speech is seen up to this much later; its audio is all kept, and turns are timed
@@ -185,6 +190,8 @@ class VoiceLoop:
         self._last_frame_s = clock()
         self._loss_announced = False
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
+        self._chime_at: float | None = None  # the wake word's chime, unless the user goes on
+        self._waking = False
         self._earcon_lock = threading.Lock()
         self._segments_started = 0
         self._heard_over_reply = False  # told to the machine when it changes
@@ -310,6 +317,7 @@ class VoiceLoop:
 
     def _advance(self, now: float) -> None:
         self._now = max(self._now, now)
+        self._chime_if_waiting()
         gate = self._gate
         if gate and self.engines.speaker.sink.playing and self.clock() >= self._cue_until:
             self._gate_until = self._now + self.config.turn.cooldown_ms / 1000
@@ -433,12 +441,28 @@ class VoiceLoop:
         # The words right after the wake word belong to the request; the word itself does not.
         kept = [trimmed for c in self._pre_roll if (trimmed := after(c, detection.end_s))]
         self._pre_roll = collections.deque(kept, maxlen=self._pre_roll.maxlen)
-        # The listening chime that answers the word is not the assistant talking: the user
-        # goes on with the request over it ("Hey Jarvis, stop"), into a segment already open.
+        # Not the assistant talking (the chime; a reply the word stops, falling silent): the
+        # user goes on with the request over it ("Hey Jarvis, stop"), into the open segment.
         self._cue_until = self.clock() + WAKE_CUE_S
         started = self._segments_started
-        self._execute(self.machine.handle(WakeWord(detection.end_s)))
+        self._waking = True  # its listening chime waits (WAKE_CHIME_WAIT_S)
+        try:
+            self._execute(self.machine.handle(WakeWord(detection.end_s)))
+        finally:
+            self._waking = False
         return self._segments_started != started
+
+    def _chime_if_waiting(self) -> None:
+        """The wake word's chime, once the user has not gone on for WAKE_CHIME_WAIT_S."""
+        if self._chime_at is None:
+            return
+        if self.segmenter.voice_heard:
+            self._chime_at = None
+            log.debug("no listening chime: the request goes on in the same breath")
+        elif self.clock() >= self._chime_at:
+            self._chime_at = None
+            self._cue_until = self.clock() + WAKE_CUE_S  # (see _listen_for_wake)
+            self._play_earcon("listening")
 
     # ---- actions -------------------------------------------------------------------------------
     def _execute(self, actions: list[Action]) -> None:
@@ -466,7 +490,7 @@ class VoiceLoop:
         elif isinstance(action, Steer):
             self._steer(action)
         elif isinstance(action, PlayEarcon):
-            self._play_earcon(action.name)
+            self._cue(action.name)
         elif isinstance(action, Dropped):
             log.info("not sent to the agent: %r (%s)", action.text, action.why)
         elif isinstance(action, Say):
@@ -534,11 +558,13 @@ class VoiceLoop:
         self._segments_started += 1
         self._pressed_at_s = self._now if self.config.input.mode == "ptt-hold" else None
         self.segmenter.reset()
-        actions = self.machine.handle(self.segmenter.start(hold=hold))
         pre_roll, self._pre_roll = (
             list(self._pre_roll),
             collections.deque(maxlen=self._pre_roll.maxlen),
         )
+        # From the audio it is given: the pre-roll (after a wake word, from the word's end).
+        at_s = pre_roll[0].timestamp_s if pre_roll else self._now
+        actions = self.machine.handle(self.segmenter.start(hold=hold, at_s=at_s))
         for chunk in pre_roll:
             for event in self.segmenter.push(chunk):
                 actions += self.machine.handle(event)
@@ -603,6 +629,12 @@ class VoiceLoop:
                 self.on_turn(worker.report)
             except Exception:
                 log.exception("the turn callback failed")
+
+    def _cue(self, name: EarconName) -> None:
+        if self._waking and name == "listening":
+            self._chime_at = self.clock() + WAKE_CHIME_WAIT_S  # unless the user goes on
+        else:
+            self._play_earcon(name)
 
     def _play_earcon(self, name: EarconName) -> None:
         """Best effort: a cue that cannot play (speaker gone) is logged, never raised.

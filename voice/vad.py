@@ -295,6 +295,11 @@ class Segmenter:
         self._peak_dbfs = -120.0  # loudest voiced frame of the current utterance
 
     @property
+    def voice_heard(self) -> bool:
+        """The utterance in progress has a voiced frame."""
+        return self._in_speech and self._first_voiced is not None
+
+    @property
     def in_speech(self) -> bool:
         return self._in_speech
 
@@ -334,18 +339,21 @@ class Segmenter:
         del self._pending_words[:offset]
         return events
 
-    def start(self, *, hold: bool = False) -> SpeechStarted:
+    def start(self, *, hold: bool = False, at_s: float | None = None) -> SpeechStarted:
         """Start an utterance now (push-to-talk press), keeping the pre-roll before it.
 
         With ``hold`` the hangover does not end it: only :meth:`finish` or the length limit.
+        ``at_s``: when it starts, if the segmenter has not been given the audio up to then
+        (the loop keeps it from the segmenter while it is not hearing).
         """
         if self._in_speech:
             self._hold = self._hold or hold
             return SpeechStarted(self._onset_s)
+        onset_s = self._now_s if at_s is None else max(self._now_s, at_s)
         frames = list(self._history)[-self._pre_roll :] if self._pre_roll else []
-        self._begin(frames, onset_s=self._now_s)
+        self._begin(frames, onset_s=onset_s)
         self._hold = hold
-        return SpeechStarted(self._now_s)
+        return SpeechStarted(onset_s)
 
     def finish(self, reason: EndReason = "forced") -> UtteranceEnded | SpeechDropped | None:
         """End the current utterance now; None when not in speech."""
