@@ -243,6 +243,11 @@ def resolve_wake_model(name: str, *, models_dir: Path, builtin_dir: Path | None 
         raise ModelNotFound('wake.model is empty: name a wake word model such as "hey_jarvis"')
     if _looks_like_path(name) or name.endswith(".json"):
         path = Path(name).expanduser()
+        if path.is_file() and path.suffix != ".json":
+            raise ModelNotFound(
+                f"wake.model = {name!r} is not a microWakeWord .json; point it at the .json "
+                f"that describes the model (it names its .tflite, beside it)"
+            )
         if path.is_file():
             return path
         raise ModelNotFound(

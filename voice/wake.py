@@ -95,8 +95,9 @@ class WakeModelSpec:
                 window=int(micro["sliding_window_size"]),
             )
         except (OSError, ValueError, KeyError, TypeError) as e:
+            why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else repr(e)[:200]
             raise ModelError(
-                f"cannot read the wake word model description {path}: {e!r}; it must be a "
+                f"cannot read the wake word model description {path}: {why}; it must be a "
                 'microWakeWord .json with "model" and "micro": {"probability_cutoff", '
                 '"sliding_window_size"}'
             ) from None

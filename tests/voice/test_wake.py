@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ModelError
+from core.errors import ModelError, ModelNotFound
 from tests.voice.audio_util import RATE, normalise, real_clip, real_references, wer, word_alone
 from voice.audio import AudioChunk, Utterance
 from voice.config import TtsConfig
@@ -267,6 +267,17 @@ def test_a_missing_tflite_or_a_bad_json_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(ModelError, match="cannot read the wake word model"):
         MicroWakeWordDetector(tmp_path / "junk.json")
+
+
+def test_a_tflite_given_for_the_json_says_to_give_the_json(tmp_path: Path) -> None:
+    tflite = tmp_path / "my_word.tflite"
+    shutil.copy(builtin_dir() / "hey_jarvis.tflite", tflite)
+    with pytest.raises(ModelNotFound, match=r"not a microWakeWord \.json; point it at the \.json"):
+        resolve_wake_model(str(tflite), models_dir=tmp_path)
+    (tmp_path / "binary.json").write_bytes(tflite.read_bytes()[:64])
+    with pytest.raises(ModelError, match=r"binary\.json: not UTF-8 text") as raised:
+        MicroWakeWordDetector(tmp_path / "binary.json")
+    assert "\\x" not in str(raised.value)  # no bytes dumped at the user
 
 
 def test_wake_mode_loads_its_detector_at_start_and_refuses_a_bad_name() -> None:
