@@ -523,7 +523,9 @@ class TurnTaking:
         elif turn is None:
             self._request = _Request("new")
         elif not turn.heard or self._continues_over_reply(turn, onset_s):
-            if self._words_at_pauses:  # its words decide: a sound or a hum is no request
+            # Its words decide: a sound or a hum is no request (nor, in wake mode, a wake
+            # word with nothing after it, maybe a false one: the agent is not run twice).
+            if self._words_at_pauses or self.policy.mode == "wake":
                 self._request = _Request(
                     "continue", base=list(turn.audio), revises=True, fallback=turn.text
                 )

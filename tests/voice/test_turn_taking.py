@@ -1802,8 +1802,19 @@ def test_in_wake_mode_only_speech_soon_after_the_request_goes_on_with_it() -> No
     m(Tick(5.1))
     assert not m.m.hearing  # their next words need the wake word, as a TV's do
     assert m.quiet(WakeWord(8.0)) == [StartSegment(hold=False), PlayEarcon("listening")]
-    assert Interrupt(turn) in m.quiet(SpeechStarted(8.0))  # (the segment the word started)
+    # The words after the word decide. None (a false wake, a cough): the agent goes on, as
+    # it was; it used to be interrupted and the request sent again.
+    assert m.quiet(SpeechStarted(8.0)) == []  # (the segment the word started)
     assert m.m.hearing
+    out = m.quiet(SpeechDropped(9.0))
+    assert not [a for a in out if isinstance(a, Interrupt | Send)]
+    assert m.m.busy and not m.m.hearing
+    # Words: they go on with the request, which the agent then has anew.
+    m.quiet(WakeWord(12.0), SpeechStarted(12.0))
+    out = m.quiet(UtteranceEnded(utt(12.0, 13.0), "hangover"))
+    (probe,) = [a for a in out if isinstance(a, Transcribe)]
+    out = m.quiet(TranscriptReady(probe.job, "The unit tests only."))
+    assert Interrupt(turn) in out
 
 
 def test_a_finished_but_not_sure_end_is_heard_after_the_likely_wait() -> None:

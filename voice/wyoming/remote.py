@@ -129,18 +129,18 @@ class Session:
 
     def read(self, budget_s: float | None = None) -> Event:
         """The next event, unless the reads of this connection have waited ``budget_s`` in all."""
-        late = RemoteEngineError(f"{self._uri} did not finish its answer in {budget_s:.1f} s")
+        late = f"{self._uri} did not finish its answer in {budget_s or 0:.1f} s"
         if budget_s is not None:
             left = budget_s - self.waited_s
             if left <= 0:
-                raise late
+                raise RemoteEngineError(late)
             self._sock.settimeout(min(self._timeout_s, left))
         started = time.monotonic()
         try:
             event = self._reader.read()
         except RemoteEngineError:
             if budget_s is not None and time.monotonic() - started + self.waited_s >= budget_s:
-                raise late from None
+                raise RemoteEngineError(late) from None
             raise
         finally:
             self.waited_s += time.monotonic() - started
