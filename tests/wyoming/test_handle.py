@@ -17,7 +17,7 @@ from core.errors import AgentTimeout, StoreError
 from tests.voice.fakes import FakeConversation, wait_until
 from tests.wyoming.peers import Client, ServerThread
 from voice.config import WyomingConfig
-from voice.wyoming.handlers import NOBODY_TO_ASK, NOT_SAVED, NOTHING_HEARD
+from voice.wyoming.handlers import NOBODY_TO_ASK, NOT_SAVED, NOTHING_HEARD, STOPPING
 from voice.wyoming.programs import Programs
 
 CONFIG = WyomingConfig(client_timeout_s=30)
@@ -103,6 +103,22 @@ def test_a_client_that_leaves_mid_turn_interrupts_it(fake: FakeConversation) -> 
         started = time.monotonic()
         assert wait_until(lambda: slow.interrupts == 1, timeout_s=20)
         assert time.monotonic() - started < 20
+
+
+def test_a_turn_in_flight_when_the_server_stops_is_told_not_hung_up_on() -> None:
+    slow = FakeConversation(script=[("text", "Thinking"), ("sleep", 60), ("text", "done")])
+    server = ServerThread(CONFIG, Programs(conversation=slow)).__enter__()
+    with Client(server.address) as client:
+        client.send(Transcript("take your time").event())
+        assert client.read().type == "handled-start"  # type: ignore[union-attr]
+        assert client.read().data["text"] == "Thinking"  # type: ignore[union-attr]
+        server.__exit__(None, None, None)  # SIGTERM
+        events = []
+        while (event := client.read()) is not None:
+            events.append(event)
+    assert [e.type for e in events] == ["not-handled", "handled-stop"]
+    assert NotHandled.from_event(events[0]).text == STOPPING
+    assert slow.interrupts == 1
 
 
 def test_a_client_that_only_stops_sending_still_gets_the_whole_answer() -> None:

@@ -320,6 +320,26 @@ class Hum:
         yield np.full(REMOTE_RATE // 10, 500, dtype=np.int16)
 
 
+class Mute:
+    """A voice server that answers every sentence with no audio at all."""
+
+    sample_rate = REMOTE_RATE
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        return iter(())
+
+
+def test_a_voice_server_that_sends_no_audio_is_a_failure_not_silence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with ServerThread(WyomingConfig(), Programs(tts=Mute())) as server:
+        speak = FallbackSynthesizer(RemoteSynthesizer(tts_config(server.address[1])), Hum)
+        said = list(speak.synthesize("Hello there."))
+    assert sum(len(c) for c in said) == REMOTE_RATE // 10  # the local voice said it
+    (line,) = warnings(caplog)
+    assert "sent no audio for 'Hello there.'" in line
+
+
 def test_a_reply_held_between_chunks_is_not_the_servers_delay() -> None:
     # The speaker may hold a reply back for seconds (a doubtful end of turn): the server's
     # time is what its reads wait, not the time between them.

@@ -51,6 +51,7 @@ NOBODY_TO_ASK = (
 )
 NOTHING_HEARD = "Sorry, there was nothing to send to the agent."
 NOT_SAVED = "I could not save this conversation."
+STOPPING = "Sorry, the assistant is stopping. Ask again when it is back."
 # Between the writes that tell a client that closed only its sending side from one that
 # closed for good: longer than the reset takes to come back across a home network.
 HALF_CLOSE_PROBE_S = 0.2
@@ -256,7 +257,14 @@ class HandleRequest:
 
         self.link.server.pool.submit(work)
         await self.link.send(HandledStart(context=context).event())
-        done = await self._relay(pieces)
+        try:
+            done = await self._relay(pieces)
+        except asyncio.CancelledError:  # the server stops: say so, not just hang up
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self.link.send(NotHandled(text=STOPPING, context=context).event())
+                    await self.link.send(HandledStop().event())
+            raise
         self._control = None
         await self._finish(done, context, room)
 

@@ -239,6 +239,8 @@ class RemoteSynthesizer:
                 elif event.type == "audio-stop":
                     if convert is not None and (tail := convert.flush()).size:
                         yield tail  # the resampler's last few ms
+                    if audio_s == 0:  # words to say, and silence back: not a voice
+                        raise RemoteEngineError(f"{self.client.uri} sent no audio for {text!r:.60}")
                     return
 
 
