@@ -425,7 +425,8 @@ def loads(text: str) -> Any:
 
     try:
         value = json.loads(text, parse_constant=reject)
-        return _scrubbed(value) if "\\ud" in text.lower() else value
+        # (No lower(): that copied every line, and a tool's result can be megabytes.)
+        return _scrubbed(value) if "\\ud" in text or "\\uD" in text else value
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

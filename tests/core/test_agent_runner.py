@@ -12,6 +12,7 @@ import pytest
 
 from core.agent import AgentRunner
 from core.agent_events import AgentTurn, ConversationLost
+from core.agent_output import loads
 from core.errors import AgentError, AgentTimeout, ConfigError
 from core.ledger import AgentLedger
 from core.paths import agent_record_name
@@ -145,6 +146,7 @@ def test_a_lone_surrogate_in_the_output_becomes_a_replacement_character() -> Non
     assert result.text == "bad \ufffd text"
     assert "".join(got) == result.text
     result.text.encode("utf-8")
+    assert loads('["\\uDBFF", "\\ud83d\\ude00"]') == ["\ufffd", "\U0001f600"]  # (either case)
 
 
 @pytest.mark.parametrize(

@@ -129,18 +129,17 @@ class Session:
 
     def read(self, budget_s: float | None = None) -> Event:
         """The next event, unless the reads of this connection have waited ``budget_s`` in all."""
-        late = f"{self._uri} did not finish its answer in {budget_s or 0:.1f} s"
         if budget_s is not None:
             left = budget_s - self.waited_s
             if left <= 0:
-                raise RemoteEngineError(late)
+                raise self._late(budget_s)
             self._sock.settimeout(min(self._timeout_s, left))
         started = time.monotonic()
         try:
             event = self._reader.read()
         except RemoteEngineError:
             if budget_s is not None and time.monotonic() - started + self.waited_s >= budget_s:
-                raise RemoteEngineError(late) from None
+                raise self._late(budget_s) from None
             raise
         finally:
             self.waited_s += time.monotonic() - started
@@ -149,6 +148,9 @@ class Session:
         if Error.is_type(event.type):
             raise RemoteEngineError(f"{self._uri} answered with an error: {event.data.get('text')}")
         return event
+
+    def _late(self, budget_s: float) -> RemoteEngineError:
+        return RemoteEngineError(f"{self._uri} did not finish its answer in {budget_s:.1f} s")
 
     def close(self) -> None:
         self._reader.close()
