@@ -22,6 +22,8 @@ device hands the loop:
   onsets: the first sound within 30 dB of the voice's loudest (in the read sentences a
   breath or an /h/ up to 300 ms before the word), and the first word (where Silero VAD
   finds speech in the clip alone). ``--barge-in-only`` runs just this part;
+  ``--wake`` runs it in wake mode, every request and every voice begun with "Hey Jarvis"
+  (Piper's voice: no real recording says it), timed from the end of the wake word;
   ``--quieter-db`` makes the voices that much quieter than the echo (someone who talks
   softly with the speaker turned up);
 - CPU: the canceller alone, and the whole read path (resampling, pairing, cancelling,
@@ -66,6 +68,7 @@ from tests.voice.audio_util import (  # noqa: E402
     speech,
     to_int16,
     wer,
+    word_alone,
 )
 from tests.voice.room_sounds import music  # noqa: E402
 from voice.config import AudioConfig, SttConfig, TtsConfig, VadConfig  # noqa: E402
@@ -362,7 +365,8 @@ def word_onset_in(voice: Int16, silero: SileroModel) -> float:
 @dataclass
 class BargeIns:
     latencies: list[float] = field(default_factory=list)  # from the voice's onset_in
-    from_word: list[float] = field(default_factory=list)  # from its word_onset_in
+    from_word: list[float] = field(default_factory=list)  # from its word_onset_in (or wake word)
+    wake: bool = False  # the voices began with the wake word: from_word is from its end
     missed: int = 0  # voices over a reply that did not stop it
     answered: list[float] = field(default_factory=list)  # WER of the request heard
     joined: int = 0  # ... taken for the question going on (stored with it as one request)
@@ -398,18 +402,29 @@ def barge_ins(
     music_dbfs: float = -35.0,
     stall_ms: float = 0.0,
     log_path: Path | None = None,
+    wake: Int16 | None = None,
 ) -> BargeIns:
     """Voices over replies through ``listen``; the listener's log is written to ``log_path``
-    however the runs end (a failed run is the one whose log is wanted)."""
+    however the runs end (a failed run is the one whose log is wanted). With ``wake``, in
+    wake mode: every request and voice begins with it, 0.2 s before the words."""
     rng = random.Random(seed)
     silero = SileroModel(resolve_silero_model("", models_dir=default_models_dir()))
-    # How long each voice breathes before its first word (see onset_in, word_onset_in).
-    lead_s = {name: word_onset_in(voice, silero) - onset_in(voice) for name, voice in voices}
-    out = BargeIns(music_dbfs=music_dbfs)
     config: dict[str, dict[str, object]] = {
         "audio": {"echo_cancel": "on"},
         "earcons": {"enabled": False},
     }
+    if wake is not None:
+        config["input"] = {"mode": "wake", "backend": "socket"}
+        config["wake"] = {"follow_up_s": 0.0}  # the wake word opens every request
+        gap = np.zeros(RATE // 5, np.int16)
+        question = np.concatenate([wake, gap, question])
+        voices = [(name, np.concatenate([wake, gap, voice])) for name, voice in voices]
+        # Timed from where the wake word's sound ends (see onset_in).
+        lead_s = {name: len(wake) / RATE - onset_in(voice) for name, voice in voices}
+    else:
+        # How long each voice breathes before its first word (see onset_in, word_onset_in).
+        lead_s = {name: word_onset_in(voice, silero) - onset_in(voice) for name, voice in voices}
+    out = BargeIns(music_dbfs=music_dbfs, wake=wake is not None)
     references = real_references()
     with tempfile.TemporaryDirectory(prefix="bench-echo-") as tmp:
         listener = Listener(rig, Path(tmp) / "listen", config)
@@ -531,7 +546,8 @@ def barge_ins(
                 out.from_word.append(word_s)
                 print(
                     f"  {name}: reply silent {stop_s * 1000:.0f} ms after the onset,"
-                    f" {word_s * 1000:.0f} ms after the first word; said {said!r}"
+                    f" {word_s * 1000:.0f} ms after the {'wake' if wake is not None else 'first'}"
+                    f" word; said {said!r}"
                 )
     return out
 
@@ -586,12 +602,14 @@ def pct(values: list[float], q: float) -> float:
 
 
 def report_barge_ins(barge: BargeIns) -> None:
-    print("voice barge-in (listen, echo_cancel on): onset -> reply's last sample on the monitor:")
+    kind = "the wake word and a request" if barge.wake else "voice"
+    print(f"{kind} barge-in (listen, echo_cancel on): onset -> reply's last sample on the monitor:")
     lat = [x * 1000 for x in barge.latencies]
     word = [x * 1000 for x in barge.from_word]
+    since = "the end of the wake word" if barge.wake else "its first word"
     print(
         f"  from its onset: p50 {pct(lat, 50):.0f} ms, p90 {pct(lat, 90):.0f} ms,"
-        f" max {max(lat, default=0):.0f} ms; from its first word: p50 {pct(word, 50):.0f} ms,"
+        f" max {max(lat, default=0):.0f} ms; from {since}: p50 {pct(word, 50):.0f} ms,"
         f" p90 {pct(word, 90):.0f} ms, max {max(word, default=0):.0f} ms"
     )
     print(
@@ -687,6 +705,11 @@ def main() -> int:
     )
     parser.add_argument("--log", type=Path, help="write the barge-in listener's log here")
     parser.add_argument(
+        "--wake",
+        action="store_true",
+        help='the barge-ins in wake mode, each request and voice begun with "Hey Jarvis"',
+    )
+    parser.add_argument(
         "--barge-in-only", action="store_true", help="only the voice barge-ins through listen"
     )
     parser.add_argument(
@@ -711,9 +734,14 @@ def main() -> int:
     }
 
     chosen = [(VOICES[i % len(VOICES)], voices[VOICES[i % len(VOICES)]]) for i in range(args.runs)]
+    wake = None
+    if args.wake:
+        word, _ = word_alone(tts, "Hey Jarvis")
+        wake = as_loud_as(word, loudest, quieter_db=args.quieter_db)  # as loud as the voices
 
     def barge_in_runs(rig: PulseRig) -> BargeIns:
-        print(f"voice barge-in through voice-assistant listen ({args.runs} runs):")
+        kind = "wake word" if args.wake else "voice"
+        print(f"{kind} barge-in through voice-assistant listen ({args.runs} runs):")
         return barge_ins(
             rig,
             question,
@@ -724,6 +752,7 @@ def main() -> int:
             args.music_dbfs,
             args.stall_ms,
             args.log,
+            wake,
         )
 
     if args.barge_in_only:

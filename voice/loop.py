@@ -11,10 +11,11 @@ speech, until ``turn.cooldown_ms`` after the speaker fell silent (its echo in th
 ``turn.barge_in`` (a headset, or an echo-cancelled microphone) nothing is gated.
 
 While the machine is not hearing (push-to-talk or wake word, waiting to be addressed), frames
-only go to a short pre-roll. In wake mode every frame also goes to the wake word detector; a
-wake word heard over gated sound (the assistant's own voice, without echo cancellation) does
-not count. The chime that answers a wake word is the one sound that is not gated: the user
-goes on talking over it.
+only go to a short pre-roll. In wake mode every frame also goes to the wake word detector
+(with echo cancellation, the audio Whisper hears). A wake word heard over gated sound (the
+assistant's own voice, without echo cancellation) does not count, nor one the reply itself
+says. The chime that answers a wake word is the one sound that is not gated: the user goes
+on talking over it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from voice.control import COMMANDS
 from voice.devices import AudioSource
 from voice.earcons import EarconName, Earcons
 from voice.echo import EchoState
+from voice.own_words import says
 from voice.speech_out import ReplySpeaker
 from voice.stt import SpeechToText
 from voice.turn_events import (
@@ -71,7 +73,7 @@ from voice.turn_events import (
     VerdictReady,
     WakeWord,
 )
-from voice.turn_taking import TurnTaking
+from voice.turn_taking import WAKE_WORD_MAX_S, TurnTaking
 from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
 from voice.vad import Segmenter, SpeechStarted
 from voice.wake import WakeDetector
@@ -431,11 +433,19 @@ class VoiceLoop:
         wake = self.engines.wake
         if wake is None:
             return False
+        if chunk.words is not None:
+            # What Whisper hears: AEC3 silences the first 300-700 ms of a voice over the reply,
+            # the whole word (voice.echo); the linear canceller keeps it.
+            chunk = dataclasses.replace(chunk, pcm=chunk.words, words=None)
         detection = wake.process(chunk)
         if detection is None:
             return False
         if gated:  # the assistant's own voice, or the word said over it: half-duplex
             log.info("wake word %s heard while the assistant spoke: ignored", detection.model)
+            return False
+        said = self.engines.speaker.said.around(detection.end_s - WAKE_WORD_MAX_S, detection.end_s)
+        if says(wake.phrase, said):  # what the canceller left of the reply saying it
+            log.info("wake word %s heard while the reply said it: ignored", detection.model)
             return False
         log.info("wake word %s heard (%.2f)", detection.model, detection.probability)
         # The words right after the wake word belong to the request; the word itself does not.

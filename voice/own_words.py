@@ -9,7 +9,8 @@ whole shopping list ..."), and they would stop the reply and become a request.
 began over it; :func:`heard_back` says whether a transcript is nothing but a run of those
 words, or :func:`split_echo` which of its first sentences are. Only speech begun while the
 reply played is checked: a user who answers in its words once it is over is heard. "Stop" is
-never taken for the reply, nor is a single word.
+never taken for the reply, nor is a single word. :func:`says` tells whether the reply said
+the wake word, so its echo does not wake the loop.
 """
 
 from __future__ import annotations
@@ -164,6 +165,14 @@ def heard_back(heard: str, said: Sequence[str]) -> bool:
         return False
     spoken = [w for sentence in said for w in words(sentence)]
     return any(_run_from(got, spoken, start) for start in range(len(spoken)))
+
+
+def says(phrase: str, said: Sequence[str]) -> bool:
+    """True when ``said`` has the words of ``phrase`` in a row ("Hey, Jarvis." says "Hey
+    Jarvis"), each alike (:func:`voice.commands.alike`)."""
+    got = words(phrase)
+    spoken = [w for sentence in said for w in words(sentence)]
+    return bool(got) and any(_run_from(got, spoken, start) for start in range(len(spoken)))
 
 
 def _run_from(got: list[str], spoken: list[str], start: int) -> bool:

@@ -63,6 +63,11 @@ class WakeDetector(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def phrase(self) -> str:
+        """The word as written ("Hey Jarvis"): a reply that says it must not wake the loop."""
+        ...
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         """Consume one chunk (16 kHz mono int16); a detection when the word ended in it."""
         ...
@@ -206,6 +211,10 @@ class MicroWakeWordDetector:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def phrase(self) -> str:
+        return self.spec.phrase
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         if chunk.rate != RATE or chunk.channels != 1:
             raise ValueError(f"the wake word needs 16 kHz mono audio, got {chunk.rate} Hz")
@@ -306,6 +315,10 @@ class SpeechGatedWake:
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def phrase(self) -> str:
+        return self.inner.phrase
 
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         end_s = chunk.timestamp_s + chunk.duration_s

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voice.own_words import LATE_S, SaidLog, heard_back, split_echo
+from voice.own_words import LATE_S, SaidLog, heard_back, says, split_echo
 
 REPLY = [
     "You said:",
@@ -195,3 +195,21 @@ def test_a_request_begun_over_one_reply_is_not_taken_for_the_next_ones_echo() ->
     assert log.split(heard, 10.7, 17.0) == ("", heard)
     # What went on over reply 2 alone is checked against reply 2.
     assert log.split(f"{request} Tomorrow?", 14.2, 17.0) == (request, "Tomorrow?")
+
+
+@pytest.mark.parametrize(
+    ("phrase", "said", "expected"),
+    [
+        ("Hey Jarvis", ["You said: hey, Jarvis.", "Go on."], True),
+        ("Hey Jarvis", ["You said: hey", "Jarvis, go on."], True),  # across sentences
+        ("Hey Jarvis", ["Hey there, Jarvis."], False),  # not in a row
+        ("Hey Jarvis", ["Jarvis, hey."], False),
+        ("Alexa", ["Ask Alexa."], True),
+        ("Okay Nabu", [], False),
+        ("", ["Anything at all."], False),
+    ],
+)
+def test_the_reply_says_the_wake_word_only_with_its_words_in_a_row(
+    phrase: str, said: list[str], expected: bool
+) -> None:
+    assert says(phrase, said) is expected

@@ -225,6 +225,7 @@ def test_a_user_model_in_models_dir_is_found_and_works(
     assert resolve_wake_model("my_word", models_dir=tmp_path) == tmp_path / "my_word.json"
     detector = load_wake_detector("my_word", threshold=0.0, refractory_s=2.0, models_dir=tmp_path)
     assert detector.name == "my_word"
+    assert detector.phrase == "Hey Jarvis"  # what its .json says the word is
     word, _ = word_alone(tts, "Hey Jarvis")
     assert len(feed(detector, pad(word))) == 1
 

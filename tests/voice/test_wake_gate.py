@@ -16,6 +16,7 @@ class Model:
     """Records what it is given; detects on a chunk whose first byte is 0xDD."""
 
     name = "fake"
+    phrase = "Fake"
 
     def __init__(self) -> None:
         self.given: list[float] = []  # timestamps of the chunks it processed

@@ -53,6 +53,7 @@ class MarkerWake:
     """Hears the marker; reports it DETECTION_DELAY_FRAMES chunks after it ended."""
 
     name = "marker"
+    phrase = "Hey Marker"
 
     def __init__(self) -> None:
         self.resets = 0
@@ -120,21 +121,27 @@ def run_wake() -> Iterator[Callable[..., Run]]:
         sink: FakeSink | None = None,
         follow_up_s: float = 5.0,
         earcons: bool = False,
+        source: ScriptedSource | None = None,
+        conversation: FakeConversation | None = None,
+        barge_in: bool = False,
     ) -> Run:
         config = Config()
         config = dataclasses.replace(
             config,
             input=dataclasses.replace(config.input, mode="wake"),
             wake=dataclasses.replace(config.wake, follow_up_s=follow_up_s),
-            turn=dataclasses.replace(config.turn, room="wake-room", smart_endpoint=False),
+            turn=dataclasses.replace(
+                config.turn, room="wake-room", smart_endpoint=False, barge_in=barge_in
+            ),
             vad=dataclasses.replace(config.vad, hangover_ms=600),
             earcons=EarconConfig(enabled=earcons, thinking=False),
         )
-        wake, stt, conversation = MarkerWake(), FakeStt(transcribe), FakeConversation()
+        wake, stt = MarkerWake(), FakeStt(transcribe)
+        conversation = conversation or FakeConversation()
         sink = sink or FakeSink()
         loop = build_loop(
             config,
-            source=ScriptedSource(script),
+            source=source or ScriptedSource(script),
             sink=sink,
             models=Models(stt=stt, tts=FakeTts(), wake=wake),
             conversation=conversation,
@@ -208,6 +215,53 @@ def test_the_wake_word_in_the_follow_up_window_is_cut_from_the_request(
     assert wait_until(lambda: len(run.conversation.messages) == 2, timeout_s=15)
     said = [text for _, text in run.conversation.messages]
     assert said == ["request of 600 ms", "request of 1200 ms"]
+
+
+class CancelledSource(ScriptedSource):
+    """An echo-cancelled microphone whose AEC3 output (``pcm``) lost the wake word, as AEC3
+    silences the first 300-700 ms of a voice over the reply; the linear canceller's output
+    (``words``, what Whisper hears) kept it."""
+
+    def read(self, timeout_s: float) -> AudioChunk | None:
+        chunk = super().read(timeout_s)
+        if chunk is None:
+            return None
+        samples = chunk.to_int16()
+        silenced = np.where(samples == MARK, 0, samples).astype("<i2")
+        return dataclasses.replace(chunk, pcm=silenced.tobytes(), words=chunk.pcm)
+
+
+def test_the_wake_word_is_heard_in_what_whisper_hears(run_wake: Callable[..., Run]) -> None:
+    script = silence(300) + word(600) + tone(900) + silence(3000)
+    run = run_wake(script, source=CancelledSource(script))
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert run.conversation.messages == [("wake-room", "request of 900 ms")]
+
+
+LONG_REPLY = "the whole shopping list for the weekend, slowly, one item at a time" * 4
+
+
+@pytest.mark.parametrize(
+    ("reply", "stopped"),
+    [
+        (f"You said: hey, marker. Here is {LONG_REPLY}.", False),  # its echo, not the user
+        (f"You said: hey there. Here is {LONG_REPLY}.", True),  # the user's word stops it
+    ],
+)
+def test_a_wake_word_over_the_reply_stops_it_unless_the_reply_says_it(
+    run_wake: Callable[..., Run], reply: str, stopped: bool
+) -> None:
+    """With echo cancellation (nothing gated) a wake word over the reply stops it, as any
+    voice does; the canceller leaves a little of the reply, so the word in the reply's own
+    words is its echo. The fake reply plays 10 ms a character: about 3 s from about 2 s."""
+    script = silence(300) + word(600) + tone(600) + silence(2000) + word(600) + silence(4000)
+    conversation = FakeConversation(script=[("text", reply)])
+    run = run_wake(script, conversation=conversation, barge_in=True, follow_up_s=0.0)
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert wait_until(lambda: run.sink.played and run.sink.wait(0), timeout_s=15)
+    assert wait_until(lambda: run.loop.phase is Phase.IDLE, timeout_s=10)
+    assert run.sink.stops == (1 if stopped else 0), run.sink.played
+    assert run.conversation.messages == [("wake-room", "request of 600 ms")]
 
 
 def chimes(run: Run) -> int:

@@ -52,6 +52,10 @@ class CountingWake:
     def name(self) -> str:
         return self.detector.name
 
+    @property
+    def phrase(self) -> str:
+        return self.detector.phrase
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         self.heard_s += chunk.duration_s
         found = self.detector.process(chunk)
