@@ -702,8 +702,17 @@ class TurnTaking:
         request = self._request
         if request is None or request.context == "answer":
             return  # an answer ends at the segmenter's hangover: "yes [pause] but only..."
-        if request.context == "during" and self.policy.mode == "wake":
-            return  # the microphone closes once it is settled while a turn runs
+        turn = self._turn
+        if (
+            request.context == "during"
+            and self.policy.mode == "wake"
+            and turn is not None
+            and not turn.agent_done
+        ):
+            # The microphone closes once it is settled while the agent works. Once the agent
+            # is done (the wake word stopped its reply), the request is the next turn, whose
+            # words can still go on for WAKE_GOES_ON_S.
+            return
         if self.policy.mode == "ptt-hold" or self.policy.analyzer is None:
             return
         utterance = event.utterance

@@ -1317,6 +1317,28 @@ def test_in_wake_mode_a_request_during_a_turn_ends_only_at_the_longest_pause() -
     assert m.m.hearing
 
 
+def test_in_wake_mode_a_request_over_a_finished_turns_reply_ends_at_its_pause() -> None:
+    """The wake word stopped the reply of a turn whose agent is done: the request is the next
+    turn, so it ends by meaning (it waited for the longest pause: sent 1.7 s after its last
+    word in the rig), and words that go on after the pause still join it."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    assert StopReply(turn) in m(WakeWord(6.0))
+    seg = utt(6.0, 7.5)
+    say_request(m, seg, "Use the other file.", 0.99)
+    assert m(Tick(7.81)) == [EndSegment()]  # quick, not the longest pause (9.0)
+    new = sent(m(UtteranceEnded(seg, "forced"), ReplyDone(turn))).turn
+    assert new != turn and m.m.hearing  # WAKE_GOES_ON_S: the user may go on
+    out = m(SpeechStarted(8.6), UtteranceEnded(utt(8.6, 9.5), "hangover"))
+    (probe,) = jobs(out, Transcribe)  # a short continuation: "stop"? (its own words)
+    out = m(TranscriptReady(probe, "And the tests."))
+    assert Interrupt(new) in out
+    (final,) = [a for a in out if isinstance(a, Transcribe)]
+    assert final.purpose == "request" and final.audio == join([seg, utt(8.6, 9.5)])
+
+
 def test_stop_said_over_a_running_turn_stops_it_at_its_pause() -> None:
     m = Machine()
     turn = started_turn(m)
