@@ -34,6 +34,7 @@ SKIP_EVERY = 4
 LATE_S = 1.0
 KEEP = 64  # sentences remembered
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_READ_AS = {"ok": "okay"}  # written either way, said alike (see says)
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,12 @@ def heard_back(heard: str, said: Sequence[str]) -> bool:
 
 def says(phrase: str, said: Sequence[str]) -> bool:
     """True when ``said`` has the words of ``phrase`` in a row ("Hey, Jarvis." says "Hey
-    Jarvis"), each alike (:func:`voice.commands.alike`)."""
-    got = words(phrase)
-    spoken = [w for sentence in said for w in words(sentence)]
-    return bool(got) and any(_run_from(got, spoken, start) for start in range(len(spoken)))
+    Jarvis"; "OK Nabu" says "Okay Nabu", as Piper reads it). Written text, not a transcript:
+    words match exactly ("Alex" is not "Alexa")."""
+    got = [_READ_AS.get(w, w) for w in words(phrase)]
+    spoken = [_READ_AS.get(w, w) for sentence in said for w in words(sentence)]
+    n = len(got)
+    return n > 0 and any(spoken[i : i + n] == got for i in range(len(spoken) - n + 1))
 
 
 def _run_from(got: list[str], spoken: list[str], start: int) -> bool:

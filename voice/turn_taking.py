@@ -707,11 +707,12 @@ class TurnTaking:
             request.context == "during"
             and self.policy.mode == "wake"
             and turn is not None
-            and not turn.agent_done
+            and not (turn.over or (turn.agent_done and turn.silenced))
         ):
-            # The microphone closes once it is settled while the agent works. Once the agent
-            # is done (the wake word stopped its reply), the request is the next turn, whose
-            # words can still go on for WAKE_GOES_ON_S.
+            # Settled while the turn runs, it waits for the turn, and the microphone closes.
+            # Once the turn is done with (the wake word stopped the reply of an agent that
+            # was done), the request is the next turn at once, whose words can go on for
+            # WAKE_GOES_ON_S.
             return
         if self.policy.mode == "ptt-hold" or self.policy.analyzer is None:
             return

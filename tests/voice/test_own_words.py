@@ -205,11 +205,14 @@ def test_a_request_begun_over_one_reply_is_not_taken_for_the_next_ones_echo() ->
         ("Hey Jarvis", ["Hey there, Jarvis."], False),  # not in a row
         ("Hey Jarvis", ["Jarvis, hey."], False),
         ("Alexa", ["Ask Alexa."], True),
+        ("Alexa", ["Alex, here is the list."], False),  # written words match exactly
+        ("Hey Mycroft", ["Hey, Microsoft!"], False),
+        ("Okay Nabu", ["OK, Nabu."], True),  # Piper says "okay" either way
         ("Okay Nabu", [], False),
         ("", ["Anything at all."], False),
     ],
 )
-def test_the_reply_says_the_wake_word_only_with_its_words_in_a_row(
+def test_the_reply_says_the_wake_word_only_with_its_words_in_a_row_as_written(
     phrase: str, said: list[str], expected: bool
 ) -> None:
     assert says(phrase, said) is expected

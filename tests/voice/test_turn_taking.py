@@ -1329,7 +1329,8 @@ def test_in_wake_mode_a_request_over_a_finished_turns_reply_ends_at_its_pause() 
     seg = utt(6.0, 7.5)
     say_request(m, seg, "Use the other file.", 0.99)
     assert m(Tick(7.81)) == [EndSegment()]  # quick, not the longest pause (9.0)
-    new = sent(m(UtteranceEnded(seg, "forced"), ReplyDone(turn))).turn
+    m(ReplyDone(turn))  # the stopped reply fell silent
+    new = sent(m(UtteranceEnded(seg, "forced"))).turn
     assert new != turn and m.m.hearing  # WAKE_GOES_ON_S: the user may go on
     out = m(SpeechStarted(8.6), UtteranceEnded(utt(8.6, 9.5), "hangover"))
     (probe,) = jobs(out, Transcribe)  # a short continuation: "stop"? (its own words)
@@ -1337,6 +1338,22 @@ def test_in_wake_mode_a_request_over_a_finished_turns_reply_ends_at_its_pause() 
     assert Interrupt(new) in out
     (final,) = [a for a in out if isinstance(a, Transcribe)]
     assert final.purpose == "request" and final.audio == join([seg, utt(8.6, 9.5)])
+
+
+def test_in_wake_mode_a_request_ends_only_at_the_longest_pause_until_its_turn_is_over() -> None:
+    """The agent finished while the user spoke after the wake word, and the reply's last
+    sentences play over them: settled at a thinking pause, the request would wait behind
+    that reply with the microphone closed, and the rest of it would be lost."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(4.5), ReplyIdle(turn))  # "Let me check." while tools run
+    m(WakeWord(6.0), SpeechStarted(6.0))
+    m(Tick(6.5), AgentFinished(turn, "answered"), ReplyPlaying(turn))
+    out = m(*paused(utt(6.0, 7.5)))
+    assert jobs(out, Transcribe) == [] and jobs(out, Analyze) == []
+    assert EndSegment() not in m(Tick(8.6))
+    assert m.m.hearing
 
 
 def test_stop_said_over_a_running_turn_stops_it_at_its_pause() -> None:
