@@ -119,10 +119,13 @@ class TurnControl:
             self._interrupt = self._answer = None
 
     def interrupt(self) -> None:
-        """Stop the turn gracefully; the agent's conversation stays resumable."""
+        """Stop the turn gracefully; the agent's conversation stays resumable. Once: asked
+        again (a client gone as the server stops), the first request is already on its way,
+        escalating by itself, and another would reach the agent as a second request."""
         with self._lock:
+            first = not self.interrupted
             self.interrupted = True
-            interrupt = self._interrupt
+            interrupt = self._interrupt if first else None
         if interrupt is not None:
             interrupt()
 

@@ -170,12 +170,17 @@ def heard_back(heard: str, said: Sequence[str]) -> bool:
 
 def says(phrase: str, said: Sequence[str]) -> bool:
     """True when ``said`` has the words of ``phrase`` in a row ("Hey, Jarvis." says "Hey
-    Jarvis"; "OK Nabu" says "Okay Nabu", as Piper reads it). Written text, not a transcript:
-    words match exactly ("Alex" is not "Alexa")."""
-    got = [_READ_AS.get(w, w) for w in words(phrase)]
-    spoken = [_READ_AS.get(w, w) for sentence in said for w in words(sentence)]
+    Jarvis"; "OK Nabu" says "Okay Nabu", and "Alexa's" says "Alexa", as Piper reads them).
+    Written text, not a transcript: words match exactly ("Alex" is not "Alexa")."""
+    got = [_as_read(w) for w in words(phrase)]
+    spoken = [_as_read(w) for sentence in said for w in words(sentence)]
     n = len(got)
     return n > 0 and any(spoken[i : i + n] == got for i in range(len(spoken) - n + 1))
+
+
+def _as_read(word: str) -> str:
+    word = word.removesuffix("'s")
+    return _READ_AS.get(word, word)
 
 
 def _run_from(got: list[str], spoken: list[str], start: int) -> bool:

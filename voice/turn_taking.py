@@ -1164,14 +1164,14 @@ class TurnTaking:
     def _wake(self, at_s: float, out: list[Action]) -> None:
         if self.policy.mode != "wake":
             return
-        if self._turn is not None and self._turn.playing:
+        if self._turn is not None and self._turn.playing and not self._turn.silenced:
             self._silence(self._turn, out)
         hearing = self.hearing
         self._awake_until = max(self._awake_until or 0.0, at_s + self.policy.wake_listen_s)
         request = self._request
         if hearing and not (
             request is not None
-            and request.context == "new"
+            and request.context in ("new", "during")
             and request.speaking
             and not request.parts
             and request.onset_s is not None

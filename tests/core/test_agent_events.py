@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from core.agent import AgentRunner
 from core.agent_events import (
     AgentEvent,
@@ -60,6 +62,20 @@ def test_an_interrupt_ends_the_turn_as_a_cancel_not_an_error() -> None:
     assert result.interrupted and not result.is_error
     assert time.monotonic() - started < 20  # not the 30 s think, nor the 60 s timeout
     assert result.session_id is not None  # resumable
+
+
+@pytest.mark.parametrize("bound_first", [True, False])
+def test_a_turn_is_interrupted_once_however_often_it_is_asked(bound_first: bool) -> None:
+    calls: list[str] = []
+    control = TurnControl()
+    if bound_first:
+        control.bind(interrupt=lambda: calls.append("interrupt"))
+    control.interrupt()
+    if not bound_first:  # asked before the agent started: sent once it does
+        control.bind(interrupt=lambda: calls.append("interrupt"))
+    control.interrupt()
+    control.interrupt()
+    assert calls == ["interrupt"] and control.interrupted
 
 
 def test_an_interrupt_before_the_process_started_is_not_lost() -> None:

@@ -208,6 +208,7 @@ def test_a_request_begun_over_one_reply_is_not_taken_for_the_next_ones_echo() ->
         ("Alexa", ["Alex, here is the list."], False),  # written words match exactly
         ("Hey Mycroft", ["Hey, Microsoft!"], False),
         ("Okay Nabu", ["OK, Nabu."], True),  # Piper says "okay" either way
+        ("Hey Jarvis", ["That is Hey Jarvis's list."], True),
         ("Okay Nabu", [], False),
         ("", ["Anything at all."], False),
     ],

@@ -39,6 +39,7 @@ PAUSED = "pausing the reply"
 REOPENED = "reopening the stream"
 MOVED = "may have moved the echo"  # an underrun: the gate looks around for the echo
 BEHIND = "until the stream is reopened"  # behind, and gated (too far behind, or unlearnt)
+WHISPER_HEARS = "Whisper hears the "  # ... linear / AEC3 canceller (a debug line)
 THROUGH_AEC3 = "heard through AEC3"  # a voice over the reply before the linear canceller learnt
 ATTEMPTS = 3  # of a scenario whose audio stalled (see stall_free)
 T = TypeVar("T")
@@ -274,7 +275,12 @@ def test_the_wake_word_over_the_reply_stops_it_and_the_request_after_it_is_answe
     question = np.concatenate([wake, np.zeros(RATE // 5, np.int16), speech(tts, QUESTION)])
     voice = as_loud_as(to_int16(real_clip(BARGE_IN)), question)
     said = np.concatenate([as_loud_as(wake, question), np.zeros(RATE // 5, np.int16), voice])
-    config = {**CONFIG, "input": {"mode": "wake", "backend": "socket"}, "wake": {"follow_up_s": 0}}
+    config = {
+        **CONFIG,
+        "input": {"mode": "wake", "backend": "socket"},
+        "wake": {"follow_up_s": 0},
+        "ui": {"log_level": "debug"},  # which canceller Whisper (and the detector) hears
+    }
 
     def scenario(listener: Listener) -> tuple[Recorded, Recorded]:
         learn_the_room(pulse_rig, listener, question)
@@ -282,8 +288,17 @@ def test_the_wake_word_over_the_reply_stops_it_and_the_request_after_it_is_answe
             pulse_rig.feed(question, RATE).wait(30)
             started_s = wait_for_sound(speaker, time.monotonic())
             time.sleep(max(0.0, started_s + 1.5 - time.monotonic()))
+            before = listener.log()
             pulse_rig.feed(said, RATE).wait(30)
-            listener.wait_for_log(TURN_DONE, count=3, timeout_s=60)
+            try:
+                listener.wait_for_log(TURN_DONE, count=3, timeout_s=30)
+            except AssertionError:
+                heard = before.rsplit(WHISPER_HEARS, 1)[-1] if WHISPER_HEARS in before else ""
+                if not heard.startswith("linear"):
+                    # Until the linear canceller is trusted the detector hears AEC3, which
+                    # silences the word (as it does a voice's first syllables): unlearnt.
+                    raise Unlearnt("said before the linear canceller was trusted") from None
+                raise
         return speaker.result, mic.result
 
     def check(listener: Listener, result: tuple[Recorded, Recorded]) -> None:
@@ -304,7 +319,8 @@ def test_the_wake_word_over_the_reply_stops_it_and_the_request_after_it_is_answe
         during = recording.between(word_end_s, word_end_s + 2.0)
         loud = np.flatnonzero(np.abs(during) > LOUD)
         stopped_after_s = (loud[-1] + 1) / RATE if len(loud) else 0.0
-        # The detector decides 70-180 ms after the word (bench_echo.py --wake measures it).
+        # bench_echo.py --wake: p50 249-313 ms, max 463 ms (the detector decides 100-260 ms
+        # after the word, bench_wake.py).
         assert stopped_after_s < 1.0, (stopped_after_s, listener.story())
 
     stall_free(pulse_rig, tmp_path, scenario, check, config=config)

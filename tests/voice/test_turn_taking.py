@@ -1340,6 +1340,25 @@ def test_in_wake_mode_a_request_over_a_finished_turns_reply_ends_at_its_pause() 
     assert final.purpose == "request" and final.audio == join([seg, utt(8.6, 9.5)])
 
 
+def test_in_wake_mode_the_word_said_again_over_a_stopped_reply_is_cut_from_the_request() -> None:
+    """ "Hey Jarvis [the reply stops] Hey Jarvis, use the other file": the second word starts
+    the segment again, as it does with no turn, so the agent is not sent the word alone."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    assert StopReply(turn) in m(WakeWord(6.0))
+    m(SpeechStarted(6.2))
+    out = m(WakeWord(6.9))
+    assert StartSegment(hold=False) in out and StopReply(turn) not in out  # (stopped once)
+    m(ReplyDone(turn), SpeechStarted(7.0))
+    seg = utt(7.0, 8.5)
+    say_request(m, seg, "Use the other file.", 0.99)
+    m(Tick(8.81))
+    out = m(UtteranceEnded(seg, "forced"))
+    assert sent(out).text == "Use the other file."
+
+
 def test_in_wake_mode_a_request_ends_only_at_the_longest_pause_until_its_turn_is_over() -> None:
     """The agent finished while the user spoke after the wake word, and the reply's last
     sentences play over them: settled at a thinking pause, the request would wait behind
