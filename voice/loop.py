@@ -71,6 +71,7 @@ from voice.turn_events import (
     Transcribe,
     TranscriptReady,
     VerdictReady,
+    WakeLikely,
     WakeWord,
 )
 from voice.turn_taking import WAKE_WORD_MAX_S, TurnTaking
@@ -193,6 +194,7 @@ class VoiceLoop:
         self._loss_announced = False
         self._cue_until = 0.0  # until then the speaker plays only the wake word's chime
         self._chime_at: float | None = None  # the wake word's chime, unless the user goes on
+        self._wake_likely_s: float | None = None  # the wake word's last rise told the machine
         self._waking = False
         self._earcon_lock = threading.Lock()
         self._segments_started = 0
@@ -439,12 +441,12 @@ class VoiceLoop:
             chunk = dataclasses.replace(chunk, pcm=chunk.words, words=None)
         detection = wake.process(chunk)
         if detection is None:
+            self._wake_likely(wake, gated)
             return False
         if gated:  # the assistant's own voice, or the word said over it: half-duplex
             log.info("wake word %s heard while the assistant spoke: ignored", detection.model)
             return False
-        said = self.engines.speaker.said.around(detection.end_s - WAKE_WORD_MAX_S, detection.end_s)
-        if says(wake.phrase, said):  # what the canceller left of the reply saying it
+        if self._reply_says(wake.phrase, detection.end_s):
             log.info("wake word %s heard while the reply said it: ignored", detection.model)
             return False
         log.info("wake word %s heard (%.2f)", detection.model, detection.probability)
@@ -461,6 +463,20 @@ class VoiceLoop:
         finally:
             self._waking = False
         return self._segments_started != started
+
+    def _wake_likely(self, wake: WakeDetector, gated: bool) -> None:
+        """The wake word may be being said (its scores rose): a reply pauses for it."""
+        likely_s = wake.likely_s
+        if likely_s is None or likely_s == self._wake_likely_s or gated:
+            return
+        self._wake_likely_s = likely_s
+        if not self._reply_says(wake.phrase, likely_s):
+            self._execute(self.machine.handle(WakeLikely(likely_s)))
+
+    def _reply_says(self, phrase: str, at_s: float) -> bool:
+        """Whether the reply said the wake word just before ``at_s``: what the canceller
+        left of it, not the user."""
+        return says(phrase, self.engines.speaker.said.around(at_s - WAKE_WORD_MAX_S, at_s))
 
     def _chime_if_waiting(self) -> None:
         """The wake word's chime, once the user has not gone on for WAKE_CHIME_WAIT_S."""

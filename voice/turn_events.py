@@ -79,6 +79,15 @@ class WakeWord:
 
 
 @dataclass(frozen=True)
+class WakeLikely:
+    """The wake word may be being said: its model's scores rose at ``at_s``, at the word's
+    last sound. Over a reply, the reply pauses then, so it is silent once the word is
+    decided (150 ms later); should it not be, the reply goes on."""
+
+    at_s: float
+
+
+@dataclass(frozen=True)
 class HeardOverReply:
     """Whether the user can be heard over the reply: the echo canceller tells a voice from
     the echo (it has learnt the room, or is finding an echo an underrun moved), or
@@ -165,6 +174,7 @@ Event = (
     | KeyUp
     | Command
     | WakeWord
+    | WakeLikely
     | HeardOverReply
     | TranscriptReady
     | VerdictReady

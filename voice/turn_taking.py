@@ -83,6 +83,7 @@ from voice.turn_events import (
     Transcribe,
     TranscriptReady,
     VerdictReady,
+    WakeLikely,
     WakeWord,
 )
 from voice.vad import (
@@ -445,7 +446,7 @@ class TurnTaking:
         return self._sync_phase([])
 
     # ---- events ------------------------------------------------------------------------------
-    def handle(self, event: Event) -> list[Action]:  # noqa: PLR0912 - one dispatch
+    def handle(self, event: Event) -> list[Action]:  # noqa: PLR0912, PLR0915 - one dispatch
         out: list[Action] = []
         if isinstance(event, Tick):
             self._now = max(self._now, event.now_s)
@@ -480,6 +481,8 @@ class TurnTaking:
             self._command(event, out)
         elif isinstance(event, WakeWord):
             self._wake(event.at_s, out)
+        elif isinstance(event, WakeLikely):
+            self._wake_likely(event.at_s, out)
         elif isinstance(event, HeardOverReply):
             self._heard_over_reply = event.heard
         elif isinstance(event, PermissionAsked):
@@ -1160,6 +1163,25 @@ class TurnTaking:
         elif question is not None:
             self._question = None
             out.append(Answer(question.turn, question.request, event.name))
+
+    def _wake_likely(self, at_s: float, out: list[Action]) -> None:
+        """Pause a playing reply while the wake word is being decided: the word stops it
+        (_wake); anything else lets it go on after PAUSE_HOLD_S, as an onset does."""
+        self._now = max(self._now, at_s)
+        turn = self._turn
+        if (
+            self.policy.mode != "wake"
+            or turn is None
+            or not turn.playing
+            or turn.silenced
+            or self._reply_paused is not None
+            or self._request is not None
+            or self._question is not None
+        ):
+            return
+        self._likely_s = at_s
+        self._reply_paused = _Paused(turn.id, at_s)
+        out.append(PauseReply(turn.id))
 
     def _wake(self, at_s: float, out: list[Action]) -> None:
         if self.policy.mode != "wake":

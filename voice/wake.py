@@ -68,6 +68,12 @@ class WakeDetector(Protocol):
         """The word as written ("Hey Jarvis"): a reply that says it must not wake the loop."""
         ...
 
+    @property
+    def likely_s(self) -> float | None:
+        """When the word's scores rose, while they are high and no detection has come of
+        them: the word may be ending (a reply pauses for it). None otherwise."""
+        ...
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         """Consume one chunk (16 kHz mono int16); a detection when the word ended in it."""
         ...
@@ -215,6 +221,11 @@ class MicroWakeWordDetector:
     def phrase(self) -> str:
         return self.spec.phrase
 
+    @property
+    def likely_s(self) -> float | None:
+        run_s = self._run_start_s
+        return run_s if run_s is not None and run_s > self._detected_s else None
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         if chunk.rate != RATE or chunk.channels != 1:
             raise ValueError(f"the wake word needs 16 kHz mono audio, got {chunk.rate} Hz")
@@ -319,6 +330,10 @@ class SpeechGatedWake:
     @property
     def phrase(self) -> str:
         return self.inner.phrase
+
+    @property
+    def likely_s(self) -> float | None:
+        return self.inner.likely_s if self.open else None
 
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         end_s = chunk.timestamp_s + chunk.duration_s

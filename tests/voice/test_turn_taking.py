@@ -39,6 +39,7 @@ from voice.turn_events import (
     Transcribe,
     TranscriptReady,
     VerdictReady,
+    WakeLikely,
     WakeWord,
 )
 from voice.turn_taking import HOLD_MAX_S, HOLD_QUIET_S, Mode, TurnPolicy, TurnTaking, join
@@ -1338,6 +1339,48 @@ def test_in_wake_mode_a_request_over_a_finished_turns_reply_ends_at_its_pause() 
     assert Interrupt(new) in out
     (final,) = [a for a in out if isinstance(a, Transcribe)]
     assert final.purpose == "request" and final.audio == join([seg, utt(8.6, 9.5)])
+
+
+def test_in_wake_mode_the_reply_pauses_while_the_wake_word_is_decided() -> None:
+    """The model's scores rise at the word's last sound and the word is decided 150 ms later:
+    the reply pauses at the rise, so it is already silent when the word stops it."""
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    assert m(WakeLikely(6.0)) == [PauseReply(turn)]
+    assert m(Tick(6.1)) == []  # still deciding
+    out = m(WakeWord(6.15))
+    assert StopReply(turn) in out and not [a for a in out if isinstance(a, ResumeReply)]
+    assert m(Tick(7.0)) == []  # stopped for good, not resumed
+
+
+def test_in_wake_mode_a_rise_that_is_not_the_word_lets_the_reply_go_on() -> None:
+    m = Machine(WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), ReplyPlaying(turn), Tick(6.0))
+    assert m(WakeLikely(6.0)) == [PauseReply(turn)]
+    assert m(Tick(6.4)) == []
+    assert m(Tick(6.55)) == [ResumeReply(turn, False, "")]  # PAUSE_HOLD_S: nobody said it
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["vad mode", "no reply", "reply stopped"],
+)
+def test_a_rise_of_the_wake_words_scores_pauses_only_a_reply_nobody_else_holds(
+    when: str,
+) -> None:
+    m = Machine(POLICY if when == "vad mode" else WAKE)
+    m(WakeWord(0.5))
+    turn = started_turn(m)
+    m(AgentFinished(turn, "answered"), Tick(6.0))
+    if when != "no reply":
+        m(ReplyPlaying(turn))
+    if when == "reply stopped":
+        m(WakeWord(5.9))
+    assert [a for a in m(WakeLikely(6.0)) if isinstance(a, PauseReply)] == []
 
 
 def test_in_wake_mode_the_word_said_again_over_a_stopped_reply_is_cut_from_the_request() -> None:

@@ -118,7 +118,35 @@ def test_real_speech_without_the_word_wakes_nothing() -> None:
         "hey_jarvis", threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS
     )
     audio = pad(*(real(name) for name in real_references()), gap_s=0.5)
-    assert feed(detector, audio) == []
+    step = RATE * 30 // 1000
+    rises = 0
+    for i in range(0, len(audio), step):
+        chunk = AudioChunk(audio[i : i + step].astype("<i2").tobytes(), RATE, timestamp_s=i / RATE)
+        assert detector.process(chunk) is None
+        rises += detector.likely_s is not None
+    assert rises == 0  # not even a rise of the scores, which would pause a reply
+
+
+def test_the_scores_rise_at_the_end_of_the_word_before_it_is_decided(tts: PiperSynthesizer) -> None:
+    """A reply pauses at the rise (``likely_s``), so it is silent by the time the word is
+    decided and stops it (offline, 12 draws: 150 ms before the detection)."""
+    word, end_s = word_alone(tts, "Hey Jarvis")
+    detector = load_wake_detector(
+        "hey_jarvis", threshold=0.0, refractory_s=2.0, models_dir=NO_MODELS
+    )
+    audio = pad(word)
+    step = RATE * 30 // 1000
+    rises, found = [], []
+    for i in range(0, len(audio), step):
+        chunk = AudioChunk(audio[i : i + step].astype("<i2").tobytes(), RATE, timestamp_s=i / RATE)
+        if (detection := detector.process(chunk)) is not None:
+            found.append(detection)
+        elif detector.likely_s is not None and detector.likely_s not in rises:
+            rises.append(detector.likely_s)
+    assert len(found) == 1 and len(rises) == 1, (found, rises)
+    word_end_s = 0.5 + end_s
+    assert word_end_s - 0.3 < rises[0] <= found[0].at_s - 0.09, (rises, found, word_end_s)
+    assert detector.likely_s is None  # decided: nothing more to pause for
 
 
 def test_the_request_in_the_same_breath_is_cut_from_the_word(

@@ -17,6 +17,7 @@ class Model:
 
     name = "fake"
     phrase = "Fake"
+    likely_s = None
 
     def __init__(self) -> None:
         self.given: list[float] = []  # timestamps of the chunks it processed

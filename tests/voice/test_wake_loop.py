@@ -50,7 +50,8 @@ def word(ms: int) -> bytes:
 
 
 class MarkerWake:
-    """Hears the marker; reports it DETECTION_DELAY_FRAMES chunks after it ended."""
+    """Hears the marker; reports it DETECTION_DELAY_FRAMES chunks after it ended, and says it
+    may be hearing the word (``likely_s``) from its first marked sample until then."""
 
     name = "marker"
     phrase = "Hey Marker"
@@ -60,11 +61,14 @@ class MarkerWake:
         self._end_s: float | None = None
         self._frames_since = 0
         self._in_word = False
+        self.likely_s: float | None = None
 
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         samples = chunk.to_int16()
         marked = samples == MARK
         if marked.any():
+            if not self._in_word:
+                self.likely_s = chunk.timestamp_s + int(np.flatnonzero(marked)[0]) / RATE
             self._in_word = True
             last = int(np.flatnonzero(marked)[-1]) + 1
             self._end_s = chunk.timestamp_s + last / RATE
@@ -76,6 +80,7 @@ class MarkerWake:
         if self._frames_since < DETECTION_DELAY_FRAMES:
             return None
         self._in_word = False
+        self.likely_s = None
         end_s = chunk.timestamp_s + chunk.duration_s
         return WakeDetection(self.name, 0.99, end_s, self._end_s)
 
@@ -83,6 +88,7 @@ class MarkerWake:
         self.resets += 1
         self._in_word = False
         self._end_s = None
+        self.likely_s = None
 
 
 def transcribe(utterance: Utterance) -> str:
@@ -262,6 +268,9 @@ def test_a_wake_word_over_the_reply_stops_it_unless_the_reply_says_it(
     assert wait_until(lambda: run.loop.phase is Phase.IDLE, timeout_s=10)
     assert run.sink.stops == (1 if stopped else 0), run.sink.played
     assert run.conversation.messages == [("wake-room", "request of 600 ms")]
+    # The reply paused as the word began to be heard, before it was decided; its own
+    # echo of the word does not even pause it.
+    assert [kind for kind, _ in run.sink.pauses][:1] == (["pause"] if stopped else [])
 
 
 def chimes(run: Run) -> int:

@@ -56,6 +56,10 @@ class CountingWake:
     def phrase(self) -> str:
         return self.detector.phrase
 
+    @property
+    def likely_s(self) -> float | None:
+        return self.detector.likely_s
+
     def process(self, chunk: AudioChunk) -> WakeDetection | None:
         self.heard_s += chunk.duration_s
         found = self.detector.process(chunk)
