@@ -560,13 +560,24 @@ class TurnTaking:
             return  # it stays paused PAUSE_HOLD_S from this onset
         if onset.at_s - previous < PAUSE_HOLD_S:
             return  # still the sound a pause gave up on (a TV): the reply must go on
+        self._pause_playing(onset.at_s, out)
+
+    def _pause_playing(self, at_s: float, out: list[Action]) -> bool:
+        """Pause the reply that plays, for a sound at ``at_s`` that may stop it (see
+        _settle_pause): not while a request or a question is heard, nor a reply a key or the
+        wake word stopped (it is still falling silent). True if it paused."""
         turn = self._turn
-        if turn is None or not turn.playing or self._request is not None or self._question:
-            return
-        if turn.silenced:
-            return  # a key or the wake word stopped it; it is still falling silent
-        self._reply_paused = _Paused(turn.id, onset.at_s)
+        if (
+            turn is None
+            or not turn.playing
+            or turn.silenced
+            or self._request is not None
+            or self._question is not None
+        ):
+            return False
+        self._reply_paused = _Paused(turn.id, at_s)
         out.append(PauseReply(turn.id))
+        return True
 
     def _hold(self, turn: _Turn, request: _Request, out: list[Action]) -> None:
         """Voice barge-in: the reply falls silent now and stops once the voice's words are
@@ -1168,20 +1179,10 @@ class TurnTaking:
         """Pause a playing reply while the wake word is being decided: the word stops it
         (_wake); anything else lets it go on after PAUSE_HOLD_S, as an onset does."""
         self._now = max(self._now, at_s)
-        turn = self._turn
-        if (
-            self.policy.mode != "wake"
-            or turn is None
-            or not turn.playing
-            or turn.silenced
-            or self._reply_paused is not None
-            or self._request is not None
-            or self._question is not None
-        ):
+        if self.policy.mode != "wake" or self._reply_paused is not None:
             return
-        self._likely_s = at_s
-        self._reply_paused = _Paused(turn.id, at_s)
-        out.append(PauseReply(turn.id))
+        if self._pause_playing(at_s, out):
+            self._likely_s = at_s
 
     def _wake(self, at_s: float, out: list[Action]) -> None:
         if self.policy.mode != "wake":
