@@ -31,6 +31,10 @@ class AudioChunk:
     # device hands the detectors AEC3's output and Whisper a linear canceller's, which keeps
     # the first words of a voice over the reply (voice.echo).
     words: bytes | None = None
+    # The linear canceller's output even while it is not trusted for the words (before it
+    # learns the echo path, after a stall moved it): what is left of the echo and the voice
+    # whole. The wake word detector hears it: AEC3 silences the word (voice.loop).
+    linear: bytes | None = None
     # ... and that the microphone heard more than the echo while the speaker played: a voice
     # over the reply, whose start AEC3 holds back from the detectors (voice.vad look-back).
     heard_over: bool = False
@@ -42,6 +46,8 @@ class AudioChunk:
     def __post_init__(self) -> None:
         if self.words is not None and len(self.words) != len(self.pcm):
             raise ValueError("a chunk's words must be as long as its pcm")
+        if self.linear is not None and len(self.linear) != len(self.pcm):
+            raise ValueError("a chunk's linear output must be as long as its pcm")
 
     @property
     def words_pcm(self) -> bytes:

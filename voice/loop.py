@@ -435,10 +435,16 @@ class VoiceLoop:
         wake = self.engines.wake
         if wake is None:
             return False
-        if chunk.words is not None:
-            # What Whisper hears: AEC3 silences the first 300-700 ms of a voice over the reply,
-            # the whole word (voice.echo); the linear canceller keeps it.
-            chunk = dataclasses.replace(chunk, pcm=chunk.words, words=None)
+        whole = chunk.linear is not None
+        heard = chunk.linear if whole else chunk.words
+        if heard is not None:
+            # AEC3 silences the first 300-700 ms of a voice over the reply, the whole word
+            # (voice.echo); the linear canceller keeps it, trusted or not: after a stall moved
+            # the echo, the word was lost in 5 of 5 tries (bench_echo.py --wake --stall-ms).
+            chunk = dataclasses.replace(chunk, pcm=heard, words=None, linear=None)
+        # Gated (half-duplex for now: a stall, a room not yet learnt), the word still counts
+        # when the linear canceller kept it; the reply saying it is ruled out by its text.
+        gated = gated and not whole
         detection = wake.process(chunk)
         if detection is None:
             self._wake_likely(wake, gated)
@@ -699,4 +705,5 @@ def after(chunk: AudioChunk, start_s: float) -> AudioChunk | None:
         pcm=chunk.pcm[skip:],
         timestamp_s=chunk.timestamp_s + skip / SAMPLE_WIDTH / chunk.rate,
         words=None if chunk.words is None else chunk.words[skip:],
+        linear=None if chunk.linear is None else chunk.linear[skip:],
     )

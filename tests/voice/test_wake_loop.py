@@ -273,6 +273,39 @@ def test_a_wake_word_over_the_reply_stops_it_unless_the_reply_says_it(
     assert [kind for kind, _ in run.sink.pauses][:1] == (["pause"] if stopped else [])
 
 
+class StalledCancellerSource(ScriptedSource):
+    """An echo-cancelled microphone the loop gates (a stall moved the echo, or the room is
+    not learnt yet): AEC3's output lost the wake word and Whisper hears it (``words``); only
+    the linear canceller's output, untrusted, kept it (``linear``)."""
+
+    def read(self, timeout_s: float) -> AudioChunk | None:
+        chunk = super().read(timeout_s)
+        if chunk is None:
+            return None
+        samples = chunk.to_int16()
+        silenced = np.where(samples == MARK, 0, samples).astype("<i2").tobytes()
+        return dataclasses.replace(chunk, pcm=silenced, words=silenced, linear=chunk.pcm)
+
+
+@pytest.mark.parametrize(("canceller", "stopped"), [(True, True), (False, False)])
+def test_a_gated_reply_is_stopped_by_a_wake_word_the_linear_canceller_kept(
+    run_wake: Callable[..., Run], canceller: bool, stopped: bool
+) -> None:
+    """Gated, the wake word still counts when the linear canceller kept it (after a stall it
+    was lost 5 of 5 times in the rig); half-duplex without one, the word over the reply is
+    the reply's own sound to the loop, and is ignored."""
+    script = silence(300) + word(600) + tone(600) + silence(2000) + word(600) + silence(4000)
+    reply = f"You said: hey there. Here is {LONG_REPLY}."
+    source = StalledCancellerSource(script) if canceller else ScriptedSource(script)
+    conversation = FakeConversation(script=[("text", reply)])
+    run = run_wake(script, source=source, conversation=conversation, follow_up_s=0.0)
+    assert wait_until(lambda: bool(run.conversation.messages), timeout_s=10)
+    assert wait_until(lambda: run.sink.played and run.sink.wait(0), timeout_s=15)
+    assert wait_until(lambda: run.loop.phase is Phase.IDLE, timeout_s=10)
+    assert run.sink.stops == (1 if stopped else 0), run.sink.played
+    assert run.conversation.messages == [("wake-room", "request of 600 ms")]
+
+
 def chimes(run: Run) -> int:
     listening = Earcons(EarconConfig(), RATE).get("listening")
     assert listening is not None

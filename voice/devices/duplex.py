@@ -101,6 +101,7 @@ class DuplexDevice(Speaker):
         self._echo_moved = False  # needs_reopen, as of the blocks being processed
         self._keep_room = False  # the next open is a reopen into the same room (reopen)
         self._behind_frames: int | None = None  # how far behind the gate looks for the echo
+        self._words_behind: int | None = None  # ... and the linear canceller, in frames
         self._room: tuple[int | None, int | None, int] | None = None  # devices and rate
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
@@ -119,6 +120,7 @@ class DuplexDevice(Speaker):
         self._frames: collections.deque[AudioChunk] = collections.deque()
         self._cleaned: list[Int16] = []
         self._words: list[Int16] = []
+        self._linear: list[Int16] = []  # the linear canceller's output, trusted or not
         self._echoes = 0  # frames of self._cleaned judged echo
         self._over = 0  # ... in which something louder than the echo was heard over it
         self._under = 0  # ... judged echo, with a voice under it (is_voice_under)
@@ -232,7 +234,7 @@ class DuplexDevice(Speaker):
                 self._lags.clear()
                 self._least_lag_s = float("inf")
             self._clear_pending()
-            self._behind_frames = None
+            self._behind_frames = self._words_behind = None
             if keep_room and self.monitor.knows_room and self.gate.reopened():
                 self.monitor.moved()
                 log.info("the same room: the canceller finds the echo again")
@@ -295,8 +297,7 @@ class DuplexDevice(Speaker):
 
     def _clear_pending(self) -> None:
         self._frames.clear()
-        self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
-        self._under = 0
+        self._next_chunk()
         self._quiet = IDLE_AFTER_FRAMES + 1
         self._settled = 0
         self._rested.clear()
@@ -392,7 +393,8 @@ class DuplexDevice(Speaker):
             if self._quiet > IDLE_AFTER_FRAMES:
                 # Nothing played for a while, so no echo to remove: the canceller rests (it
                 # would double the idle CPU). Skipping both of its streams keeps them paired.
-                cleaned, words, echo, under = frame.near, frame.near, False, False
+                cleaned = words = linear = frame.near
+                echo = under = False
                 self.gate.skip()
                 self._rested.append((frame.near, frame.far))
             else:
@@ -419,9 +421,10 @@ class DuplexDevice(Speaker):
                 )
                 if self._settled < SETTLED_FRAMES and played:
                     self._settled = self._settled + 1 if echo and not left else 0
-                words = self._words_of(frame.near, frame.far, cleaned, expected_db)
+                words, linear = self._words_of(frame.near, frame.far, cleaned, expected_db)
             self._cleaned.append(cleaned)
             self._words.append(words)
+            self._linear.append(linear)
             self._echoes += echo
             self._under += under
             if len(self._cleaned) == per_chunk:
@@ -437,10 +440,18 @@ class DuplexDevice(Speaker):
                         if self.words_canceller is None
                         else np.concatenate(self._words).tobytes()
                     ),
+                    linear=(
+                        None
+                        if self.words_canceller is None
+                        else np.concatenate(self._linear).tobytes()
+                    ),
                 )
                 self._frames.append(chunk)
-                self._cleaned, self._words, self._echoes, self._over = [], [], 0, 0
-                self._under = 0
+                self._next_chunk()
+
+    def _next_chunk(self) -> None:
+        self._cleaned, self._words, self._linear = [], [], []
+        self._echoes = self._over = self._under = 0
 
     def _look_behind(self, *, first: bool) -> None:
         """The microphone fell behind: the echo comes that much later until the stream is
@@ -449,6 +460,13 @@ class DuplexDevice(Speaker):
         A room never learnt is gated instead, as is an echo moved past where the gate and
         the canceller look (:data:`MAX_DELAY_FRAMES`)."""
         frames = round(self.behind_s * 1000 / FRAME_MS)
+        if self.words_canceller is not None and (
+            self._words_behind is None or abs(frames - self._words_behind) > DELAY_SLACK
+        ):
+            # Its filter, learnt where the echo was, would add echo: it starts afresh where
+            # the echo comes now, so the wake word said over the reply is not drowned.
+            self._words_behind = frames
+            self.words_canceller.set_delay_ms(round(self.stream_delay_s * 1000) + frames * FRAME_MS)
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
@@ -499,13 +517,13 @@ class DuplexDevice(Speaker):
 
     def _words_of(
         self, near: Int16, far: Int16, cleaned: Int16, expected_db: float | None
-    ) -> Int16:
+    ) -> tuple[Int16, Int16]:
         """What Whisper hears of a frame: the linear canceller's output while it is known to
-        take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``).
-        ``expected_db``: the echo's level the gate expects in it."""
+        take the echo away (:class:`LinearMonitor`), else AEC3's (``cleaned``); and the
+        linear output either way. ``expected_db``: the echo's level the gate expects in it."""
         canceller = self.words_canceller
         if canceller is None:
-            return cleaned
+            return cleaned, cleaned
         trusted = self.words_whole  # as judged before this frame
         linear = canceller.process(near, far)
         self.linear.update(near, linear, expected_db)
@@ -515,7 +533,7 @@ class DuplexDevice(Speaker):
                 "linear" if self.words_whole else "AEC3",
                 self.linear.erle_db,
             )
-        return linear if trusted else cleaned
+        return (linear if trusted else cleaned), linear
 
     def _cancel(self, near: Int16, far: Int16) -> Int16:
         cleaned = self.canceller.process(near, far)
