@@ -32,14 +32,6 @@ DANGLING_WORDS = frozenset(_DANGLING.split()) | PREPOSITIONS
 # tiny.en on spliced pauses; after a preposition these do not make a sentence complete.
 # "them" is not among them: real sentences end "... to do for them." (LibriVox 0870).
 FILLER_ENDINGS = frozenset(["it", "this", "that", "there", "bye"])
-# A clause cut short after "than", "as" or a wh-word ends on its auxiliary: "... than he was.",
-# "Leave it as it is.", "That's where they were." (LibriVox 0920 waited 800 ms on "was").
-# A bare "He was." or "The answer is." still dangles.
-_ELLIPSIS_LEADS = frozenset(
-    ["than", "as", "what", "where", "how", "who", "whoever", "wherever", "whatever"]
-)
-_SUBJECTS = frozenset(["i", "you", "he", "she", "it", "we", "they", "there", "this", "that"])
-_AUXILIARIES = frozenset(["is", "are", "was", "were"])
 _FINAL = (".", "?", "!")
 _WORD = re.compile(r"[\w']+")
 
@@ -53,25 +45,13 @@ def sentence_state(text: str) -> SentenceState:
     """
     stripped = text.strip().rstrip("\"')]\u00bb\u201d\u2019").rstrip()
     words = _WORD.findall(stripped.lower())
-    if not words or stripped.endswith(("...", "\u2026")):
-        return "incomplete"
-    if words[-1] in DANGLING_WORDS and not _elided(words):
+    if not words or stripped.endswith(("...", "\u2026")) or words[-1] in DANGLING_WORDS:
         return "incomplete"
     if words[-1] in FILLER_ENDINGS and len(words) > 1 and words[-2] in PREPOSITIONS:
         return "incomplete"
     if words[-1] == "bye" and len(words) > 1:  # "by" heard as a farewell
         return "incomplete"
     return "complete" if stripped.endswith(_FINAL) else "unsure"
-
-
-def _elided(words: list[str]) -> bool:
-    """The words end on an auxiliary whose clause is cut short ("than he was")."""
-    return (
-        len(words) >= 3
-        and words[-1] in _AUXILIARIES
-        and words[-2] in _SUBJECTS
-        and words[-3] in _ELLIPSIS_LEADS
-    )
 
 
 def looks_complete(text: str) -> bool:
