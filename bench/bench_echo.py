@@ -248,10 +248,10 @@ class WordsTaped(DuplexDevice):
 
     def _words_of(
         self, near: Int16, far: Int16, cleaned: Int16, expected_db: float | None
-    ) -> Int16:
-        out = super()._words_of(near, far, cleaned, expected_db)
-        self.heard_words.append(out)
-        return out
+    ) -> tuple[Int16, Int16]:
+        words, linear = super()._words_of(near, far, cleaned, expected_db)
+        self.heard_words.append(words)
+        return words, linear
 
     def take(self) -> Int16:
         taken = np.concatenate(self.heard_words) if self.heard_words else np.zeros(0, np.int16)

@@ -31,8 +31,8 @@ class AudioChunk:
     # device hands the detectors AEC3's output and Whisper a linear canceller's, which keeps
     # the first words of a voice over the reply (voice.echo).
     words: bytes | None = None
-    # The linear canceller's output even while it is not trusted for the words (before it
-    # learns the echo path, after a stall moved it): what is left of the echo and the voice
+    # The linear canceller's output in a room the canceller has learnt, even while it is not
+    # trusted for the words (a stall moved the echo): what is left of the echo and the voice
     # whole. The wake word detector hears it: AEC3 silences the word (voice.loop).
     linear: bytes | None = None
     # ... and that the microphone heard more than the echo while the speaker played: a voice

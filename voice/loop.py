@@ -442,8 +442,8 @@ class VoiceLoop:
             # (voice.echo); the linear canceller keeps it, trusted or not: after a stall moved
             # the echo, the word was lost in 5 of 5 tries (bench_echo.py --wake --stall-ms).
             chunk = dataclasses.replace(chunk, pcm=heard, words=None, linear=None)
-        # Gated (half-duplex for now: a stall, a room not yet learnt), the word still counts
-        # when the linear canceller kept it; the reply saying it is ruled out by its text.
+        # Gated in a learnt room (a stall moved the echo), the word still counts: the linear
+        # canceller kept it, and the reply saying it is ruled out by its text.
         gated = gated and not whole
         detection = wake.process(chunk)
         if detection is None:
@@ -456,6 +456,8 @@ class VoiceLoop:
             log.info("wake word %s heard while the reply said it: ignored", detection.model)
             return False
         log.info("wake word %s heard (%.2f)", detection.model, detection.probability)
+        # What follows the word is the user's, not the reply's echo: no cooldown gates it.
+        self._gate_until = min(self._gate_until, detection.end_s)
         # The words right after the wake word belong to the request; the word itself does not.
         kept = [trimmed for c in self._pre_roll if (trimmed := after(c, detection.end_s))]
         self._pre_roll = collections.deque(kept, maxlen=self._pre_roll.maxlen)

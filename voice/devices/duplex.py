@@ -379,12 +379,7 @@ class DuplexDevice(Speaker):
             far = self._resamplers[1].resample_chunk(far)
             stamp = end_s - (self._resamplers[0].delay() + len(near)) / self.mic_rate
         per_chunk = self.config.frame_ms // FRAME_MS
-        # A stall moved the echo: the linear canceller no longer takes it away (the monitor
-        # would need half a second to see that), so Whisper hears AEC3 until the reopen.
-        moved = self.needs_reopen
-        if moved:
-            self._look_behind(first=not self._echo_moved)
-        self._echo_moved = moved
+        moved = self._follow_the_echo()
         for frame in self._echo.push(near, far, stamp):
             if not self._cleaned:
                 self._cleaned_s = frame.start_s
@@ -428,30 +423,55 @@ class DuplexDevice(Speaker):
             self._echoes += echo
             self._under += under
             if len(self._cleaned) == per_chunk:
-                chunk = AudioChunk(
-                    np.concatenate(self._cleaned).tobytes(),
-                    self.mic_rate,
-                    timestamp_s=self._cleaned_s,
-                    echo=2 * self._echoes >= per_chunk,  # mostly echo: never speech
-                    heard_over=2 * self._over >= per_chunk,
-                    heard_under=2 * self._under >= per_chunk,
-                    words=(
-                        None
-                        if self.words_canceller is None
-                        else np.concatenate(self._words).tobytes()
-                    ),
-                    linear=(
-                        None
-                        if self.words_canceller is None
-                        else np.concatenate(self._linear).tobytes()
-                    ),
-                )
-                self._frames.append(chunk)
+                self._frames.append(self._chunk(per_chunk))
                 self._next_chunk()
+
+    def _chunk(self, frames: int) -> AudioChunk:
+        """The chunk the frames gathered so far make (``frames`` of them)."""
+        linear = self.words_canceller is not None
+        return AudioChunk(
+            np.concatenate(self._cleaned).tobytes(),
+            self.mic_rate,
+            timestamp_s=self._cleaned_s,
+            echo=2 * self._echoes >= frames,  # mostly echo: never speech
+            heard_over=2 * self._over >= frames,
+            heard_under=2 * self._under >= frames,
+            words=np.concatenate(self._words).tobytes() if linear else None,
+            # Only a learnt room's: before, it may be the reply's echo nearly whole.
+            linear=(
+                np.concatenate(self._linear).tobytes()
+                if linear and self.monitor.knows_room
+                else None
+            ),
+        )
+
+    def _follow_the_echo(self) -> bool:
+        """Whether a stall moved the echo (the microphone fell behind). The linear canceller
+        then no longer takes it away (the monitor would need half a second to see that), so
+        Whisper hears AEC3 until the reopen; the gate and the canceller look for it later."""
+        moved = self.needs_reopen
+        if moved:
+            self._look_behind(first=not self._echo_moved)
+        elif self._words_behind is not None:  # caught up without a reopen
+            self._realign_words(0)
+        self._echo_moved = moved
+        return moved
 
     def _next_chunk(self) -> None:
         self._cleaned, self._words, self._linear = [], [], []
         self._echoes = self._over = self._under = 0
+
+    def _realign_words(self, behind_frames: int) -> None:
+        """The echo now comes ``behind_frames`` later than the stream's latency: the linear
+        canceller's filter, learnt where it was, would add echo (it took 4 dB away after a
+        stall in the rig, and the wake word said over the reply was drowned). It starts
+        afresh there (19-24 dB by the reply's second half) and proves itself again."""
+        if self.words_canceller is None:
+            return
+        self._words_behind = behind_frames or None
+        delay_ms = round(self.stream_delay_s * 1000) + behind_frames * FRAME_MS
+        self.words_canceller.set_delay_ms(delay_ms)
+        self.linear.reset()
 
     def _look_behind(self, *, first: bool) -> None:
         """The microphone fell behind: the echo comes that much later until the stream is
@@ -460,13 +480,8 @@ class DuplexDevice(Speaker):
         A room never learnt is gated instead, as is an echo moved past where the gate and
         the canceller look (:data:`MAX_DELAY_FRAMES`)."""
         frames = round(self.behind_s * 1000 / FRAME_MS)
-        if self.words_canceller is not None and (
-            self._words_behind is None or abs(frames - self._words_behind) > DELAY_SLACK
-        ):
-            # Its filter, learnt where the echo was, would add echo: it starts afresh where
-            # the echo comes now, so the wake word said over the reply is not drowned.
-            self._words_behind = frames
-            self.words_canceller.set_delay_ms(round(self.stream_delay_s * 1000) + frames * FRAME_MS)
+        if self._words_behind is None or abs(frames - self._words_behind) > DELAY_SLACK:
+            self._realign_words(frames)
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
