@@ -243,11 +243,12 @@ def test_the_canceller_rests_while_nothing_plays(rig: PulseRig) -> None:
         assert canceller.frames >= 90  # from the first played frame, through the echo's tail
 
 
-def energy_db(samples: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(samples.astype(np.float64) ** 2) + 1.0))
+def power_db(samples: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-9))
 
 
 def linear_of(frames: list[AudioChunk]) -> np.ndarray:
+    assert all(f.linear is not None for f in frames), "a learnt room's chunk without it"
     return np.concatenate([np.frombuffer(f.linear or b"", "<i2") for f in frames])
 
 
@@ -280,11 +281,14 @@ def test_after_an_underrun_the_linear_canceller_removes_the_echo_where_it_now_co
                 frames = read_for(device, seconds)
             if device.xruns != xruns:
                 continue
-        # The echo's energy against what is left of it, over the second half of each (both
+        # The echo's power against what is left of it, over the second half of each (both
         # span the reply and 0.5 s after it), once the canceller has learnt again.
         echo, left = heard_by_the_mic.result.samples, linear_of(frames)
-        removed_db = energy_db(echo[len(echo) // 2 :]) - energy_db(left[len(left) // 2 :])
+        assert abs(len(left) - len(echo)) < RATE // 2, (len(left), len(echo))
+        removed_db = power_db(echo[len(echo) // 2 :]) - power_db(left[len(left) // 2 :])
         print(f"echo removed by the linear canceller after the stall: {removed_db:.1f} dB")
-        assert removed_db > 12, removed_db
+        # 9-18 dB in the rig (10 runs); -1.4 and -1.7 dB with the filter left where the echo
+        # was (it added echo).
+        assert removed_db > 6, removed_db
         return
     pytest.fail("the machine underran by itself in each of 3 attempts")

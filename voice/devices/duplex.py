@@ -39,7 +39,7 @@ from voice.devices.base import (
     find_device,
 )
 from voice.devices.speaker import Speaker
-from voice.echo import FRAME_MS, EchoCanceller, EchoFrames
+from voice.echo import FRAME_MS, SPEEX_DELAY_MARGIN_MS, EchoCanceller, EchoFrames
 from voice.echo_guard import (
     DELAY_SLACK,
     MAX_DELAY_FRAMES,
@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # After this long with nothing played (10 ms frames), the echo has died away: the longest
 # delay the canceller handles (500 ms) plus a room's reverberation.
 IDLE_AFTER_FRAMES = 100
+# The linear canceller is moved only when the echo moved further than the margin its filter
+# keeps before the delay hint (each move throws away what it learnt).
+WORDS_SLACK_FRAMES = SPEEX_DELAY_MARGIN_MS // FRAME_MS
 SILENT_AMPLITUDE = 4  # the resampler turns digital silence into +-1
 RESUME_FRAMES = 50  # what the resting canceller is given again before it resumes
 # Resumed, AEC3 can leak a reply's first words for up to 0.5 s: in the rig under load, 5 of
@@ -101,7 +104,7 @@ class DuplexDevice(Speaker):
         self._echo_moved = False  # needs_reopen, as of the blocks being processed
         self._keep_room = False  # the next open is a reopen into the same room (reopen)
         self._behind_frames: int | None = None  # how far behind the gate looks for the echo
-        self._words_behind: int | None = None  # ... and the linear canceller, in frames
+        self._words_behind = 0  # frames the linear canceller looks later than the latency
         self._room: tuple[int | None, int | None, int] | None = None  # devices and rate
         self.input_device = config.input_device
         self.mic_rate = MIC_RATE
@@ -234,7 +237,7 @@ class DuplexDevice(Speaker):
                 self._lags.clear()
                 self._least_lag_s = float("inf")
             self._clear_pending()
-            self._behind_frames = self._words_behind = None
+            self._behind_frames, self._words_behind = None, 0
             if keep_room and self.monitor.knows_room and self.gate.reopened():
                 self.monitor.moved()
                 log.info("the same room: the canceller finds the echo again")
@@ -452,8 +455,10 @@ class DuplexDevice(Speaker):
         moved = self.needs_reopen
         if moved:
             self._look_behind(first=not self._echo_moved)
-        elif self._words_behind is not None:  # caught up without a reopen
-            self._realign_words(0)
+        if moved or self._words_behind:
+            behind = round(self.behind_s * 1000 / FRAME_MS) if moved else 0
+            if abs(behind - self._words_behind) > WORDS_SLACK_FRAMES:
+                self._realign_words(behind)
         self._echo_moved = moved
         return moved
 
@@ -463,12 +468,13 @@ class DuplexDevice(Speaker):
 
     def _realign_words(self, behind_frames: int) -> None:
         """The echo now comes ``behind_frames`` later than the stream's latency: the linear
-        canceller's filter, learnt where it was, would add echo (it took 4 dB away after a
-        stall in the rig, and the wake word said over the reply was drowned). It starts
-        afresh there (19-24 dB by the reply's second half) and proves itself again."""
+        canceller's filter, learnt where it was, would add echo (in the rig, after a stall,
+        the next reply's echo came out 1-2 dB louder, and the wake word said over it was
+        drowned). It starts afresh there (9-18 dB taken away by the reply's second half) and
+        proves itself again."""
         if self.words_canceller is None:
             return
-        self._words_behind = behind_frames or None
+        self._words_behind = behind_frames
         delay_ms = round(self.stream_delay_s * 1000) + behind_frames * FRAME_MS
         self.words_canceller.set_delay_ms(delay_ms)
         self.linear.reset()
@@ -480,8 +486,6 @@ class DuplexDevice(Speaker):
         A room never learnt is gated instead, as is an echo moved past where the gate and
         the canceller look (:data:`MAX_DELAY_FRAMES`)."""
         frames = round(self.behind_s * 1000 / FRAME_MS)
-        if self._words_behind is None or abs(frames - self._words_behind) > DELAY_SLACK:
-            self._realign_words(frames)
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
