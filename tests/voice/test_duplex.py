@@ -70,6 +70,17 @@ def teach_the_room(device: DuplexDevice, reply: np.ndarray, rate: int, seconds: 
     pytest.fail(f"four replies did not teach it the room ({device.xruns} underruns)")
 
 
+def stall_in_a_reply(device: DuplexDevice, reply: np.ndarray, rate: int) -> None:
+    """The audio callback stalls 0.4 s while ``reply`` plays: the speaker underruns, and what
+    the microphone captured meanwhile stays queued (it falls behind)."""
+    device.play(reply, rate)
+    read_for(device, 0.3)
+    with device._cond:  # the speaker's side of the callback waits: it underruns
+        time.sleep(0.4)
+    read_for(device, 1.0)
+    assert device.needs_reopen
+
+
 def tone(hz: float, seconds: float, rate: int, amplitude: int = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.int16)
@@ -167,12 +178,7 @@ def test_an_underrun_leaves_the_echo_late_until_the_stream_is_reopened(
             if not clean:
                 continue
             assert before is not None and not device.needs_reopen
-            device.play(reply[: tts.sample_rate], tts.sample_rate)
-            read_for(device, 0.3)
-            with device._cond:  # the speaker's side of the callback waits: it underruns
-                time.sleep(0.4)
-            read_for(device, 1.0)
-            assert device.needs_reopen
+            stall_in_a_reply(device, reply[: tts.sample_rate], tts.sample_rate)
             late, clean = echo_delay_after_a_reply()
             if not clean:
                 continue
@@ -269,12 +275,7 @@ def test_after_an_underrun_the_linear_canceller_removes_the_echo_where_it_now_co
         ):
             read_for(device, 0.5)
             teach_the_room(device, reply, tts.sample_rate, seconds)
-            device.play(reply[: tts.sample_rate], tts.sample_rate)
-            read_for(device, 0.3)
-            with device._cond:  # the speaker's side of the callback waits: it underruns
-                time.sleep(0.4)
-            read_for(device, 1.0)
-            assert device.needs_reopen
+            stall_in_a_reply(device, reply[: tts.sample_rate], tts.sample_rate)
             xruns = device.xruns
             with rig.record_mic() as heard_by_the_mic:
                 device.play(reply, tts.sample_rate)
