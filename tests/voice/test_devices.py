@@ -29,7 +29,7 @@ from voice.devices import (
     find_device,
     list_devices,
 )
-from voice.devices.duplex import IDLE_AFTER_FRAMES, SETTLED_FRAMES
+from voice.devices.duplex import IDLE_AFTER_FRAMES, LAG_BLOCKS, SETTLED_FRAMES
 from voice.devices.speaker import PAUSE_LIMIT_S
 from voice.echo_guard import DELAY_SLACK, MOVED_SLACK
 
@@ -355,6 +355,59 @@ def test_the_duplex_stream_hands_whisper_the_word_canceller_s_output() -> None:
     assert alone._frames[0].words is None and alone._frames[0].words_pcm == near[:480].tobytes()
 
 
+def test_the_wake_word_detector_gets_the_linear_output_once_the_room_is_learnt() -> None:
+    """AudioChunk.linear: the word canceller's output whether Whisper trusts it or not (the
+    wake word over a reply after a stall), but only in a learnt room: before, it may be the
+    reply's echo nearly whole."""
+    device = DuplexDevice(AudioConfig(), Answers("near"), words=Answers("far"))
+    near = np.arange(1, 14401, dtype=np.int16)
+    played = np.full(14400, 1000, dtype=np.int16)
+    device._process(near.tobytes(), played.tobytes(), 0.0)
+    assert device._frames[0].linear is None  # the room is not learnt
+    device._frames.clear()
+    device.monitor.learnt = True
+    device._process(near.tobytes(), played.tobytes(), 0.9)
+    first = device._frames[0]
+    assert first.words == near[:480].tobytes()  # Whisper: not trusted yet, AEC3's
+    assert first.linear == played[:480].tobytes()  # the detector: the linear canceller's
+
+
+class CountsDelays(NoCanceller):
+    """Passes the microphone through and remembers each delay hint (a reset of its filter)."""
+
+    def __init__(self) -> None:
+        self.delays_ms: list[int] = []
+
+    def set_delay_ms(self, delay_ms: int) -> None:
+        self.delays_ms.append(delay_ms)
+
+
+def test_the_linear_canceller_starts_afresh_where_the_echo_now_comes() -> None:
+    """A microphone that fell behind: the linear canceller's filter, learnt where the echo
+    was, would add echo. It moves where the lag puts it, not for a change within its
+    margin (each move throws away what it learnt), and back once the lag is gone."""
+    words = CountsDelays()
+    device = DuplexDevice(AudioConfig(), NoCanceller(), words=words, rate=16000)
+    device.stream_delay_s = 0.1
+    device._reset(16000, 100)
+    played = (3000 * np.sin(np.arange(320) / 5)).astype(np.int16).tobytes()  # 20 ms
+
+    def behind(lag_s: float) -> list[int]:
+        with device._captured:
+            device._lags.extend([lag_s] * LAG_BLOCKS)
+            device._least_lag_s = 0.0
+        for _ in range(5):
+            device._process(played, played, 0.0)
+        return words.delays_ms
+
+    assert behind(0.0) == [100]
+    assert behind(0.25) == [100, 350]
+    assert behind(0.29) == [100, 350]  # within its 40 ms margin
+    assert behind(0.32) == [100, 350, 420]
+    assert behind(0.05) == [100, 350, 420, 100]  # caught up without a reopen
+    assert behind(0.03) == [100, 350, 420, 100]
+
+
 def test_a_microphone_left_behind_is_gated_until_the_gate_looks_that_much_later() -> None:
     """The PortAudio callback's side, with a stand-in for the open stream: a stalled callback
     leaves the captured audio queued (test_duplex measures it), so the echo comes later and
@@ -384,13 +437,13 @@ def test_a_microphone_left_behind_is_gated_until_the_gate_looks_that_much_later(
     assert device.behind_s == pytest.approx(0.17)  # what the log says
     assert not device.hears_over_reply  # gated from the first late callback
     device.gate = KnownEcho(-30.0)  # type: ignore[assignment]  (its delay: 9 frames)
-    device._look_behind(first=True)  # (as the next block read does)
+    device._follow_the_echo()  # (as the next block read does)
     assert device.gate.later == 17  # the echo is looked for that much later ...
     assert device.hears_over_reply  # ... and a voice over the reply is heard
     callbacks([0.49] * 3)  # a second stall: 300 ms further behind than the gate was told
     assert not device.hears_over_reply  # gated until it is told
     callbacks([0.49] * 10)
-    device._look_behind(first=False)
+    device._follow_the_echo()
     assert device.gate.later == 17  # 47 frames later is past where anything looks: ...
     assert not device.hears_over_reply  # ... gated until the stream is reopened
 

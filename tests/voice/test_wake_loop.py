@@ -232,9 +232,13 @@ class CancelledSource(ScriptedSource):
         chunk = super().read(timeout_s)
         if chunk is None:
             return None
-        samples = chunk.to_int16()
-        silenced = np.where(samples == MARK, 0, samples).astype("<i2")
-        return dataclasses.replace(chunk, pcm=silenced.tobytes(), words=chunk.pcm)
+        return dataclasses.replace(chunk, pcm=without_the_word(chunk), words=chunk.pcm)
+
+
+def without_the_word(chunk: AudioChunk) -> bytes:
+    """What AEC3 leaves of a chunk over the reply: the word silenced."""
+    samples = chunk.to_int16()
+    return np.where(samples == MARK, 0, samples).astype("<i2").tobytes()
 
 
 def test_the_wake_word_is_heard_in_what_whisper_hears(run_wake: Callable[..., Run]) -> None:
@@ -282,8 +286,7 @@ class StalledCancellerSource(ScriptedSource):
         chunk = super().read(timeout_s)
         if chunk is None:
             return None
-        samples = chunk.to_int16()
-        silenced = np.where(samples == MARK, 0, samples).astype("<i2").tobytes()
+        silenced = without_the_word(chunk)
         return dataclasses.replace(chunk, pcm=silenced, words=silenced, linear=chunk.pcm)
 
 

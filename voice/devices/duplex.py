@@ -453,12 +453,11 @@ class DuplexDevice(Speaker):
         then no longer takes it away (the monitor would need half a second to see that), so
         Whisper hears AEC3 until the reopen; the gate and the canceller look for it later."""
         moved = self.needs_reopen
+        behind = round(self.behind_s * 1000 / FRAME_MS) if moved else 0
         if moved:
-            self._look_behind(first=not self._echo_moved)
-        if moved or self._words_behind:
-            behind = round(self.behind_s * 1000 / FRAME_MS) if moved else 0
-            if abs(behind - self._words_behind) > WORDS_SLACK_FRAMES:
-                self._realign_words(behind)
+            self._look_behind(behind, first=not self._echo_moved)
+        if abs(behind - self._words_behind) > WORDS_SLACK_FRAMES:
+            self._realign_words(behind)
         self._echo_moved = moved
         return moved
 
@@ -479,13 +478,12 @@ class DuplexDevice(Speaker):
         self.words_canceller.set_delay_ms(delay_ms)
         self.linear.reset()
 
-    def _look_behind(self, *, first: bool) -> None:
+    def _look_behind(self, frames: int, *, first: bool) -> None:
         """The microphone fell behind: the echo comes that much later until the stream is
         reopened, and the gate looks for it there (with an underrun's slack: how far
         PortAudio says it fell behind is the echo's move to within tens of milliseconds).
         A room never learnt is gated instead, as is an echo moved past where the gate and
-        the canceller look (:data:`MAX_DELAY_FRAMES`)."""
-        frames = round(self.behind_s * 1000 / FRAME_MS)
+        the canceller look (:data:`MAX_DELAY_FRAMES`). ``frames``: how far behind it is."""
         shifted = self._behind_frames
         if shifted is not None and abs(frames - shifted) <= DELAY_SLACK:
             return
