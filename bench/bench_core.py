@@ -2,8 +2,9 @@
 
 Saving patches the index in place, so its cost must not grow with the number of sessions the
 way a rescan would: the script prints save@10000 / save@10 and whether it is within 5x. It also
-times a full index rebuild at each size, and a real round trip through the echo-agent
-subprocess.
+times a full index rebuild at each size, opening the store, a save that follows another
+process's (``listen`` and ``ask`` sharing a store: the directory changed, so the index is
+checked against it and caught up), and a real round trip through the echo-agent subprocess.
 
     python bench/bench_core.py
 """
@@ -91,6 +92,8 @@ def run(base: Path) -> int:
 
     send: dict[int, list[float]] = {s: [] for s in SIZES}
     save: dict[int, list[float]] = {s: [] for s in SIZES}
+    opening: dict[int, list[float]] = {s: [] for s in SIZES}
+    shared: dict[int, list[float]] = {s: [] for s in SIZES}
     for _ in range(ROUNDS):
         for size in SIZES:
             core = cores[size]
@@ -105,15 +108,32 @@ def run(base: Path) -> int:
                 t0 = time.perf_counter()
                 core.store.save(session)
                 save[size].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            other = SessionStore(core.store.root)
+            opening[size].append(time.perf_counter() - t0)
+            mine = Session(room_id="other")
+            for _ in range(CALLS_PER_ROUND // 4):
+                other.save(mine)  # another process wrote: the next save finds a new directory
+                session.updated_at = time.time()
+                t0 = time.perf_counter()
+                core.store.save(session)
+                shared[size].append(time.perf_counter() - t0)
 
     print()
-    print(f"{'sessions':>10} {'send_message':>14} {'save':>10} {'full rebuild':>14}")
+    print(
+        f"{'sessions':>10} {'send_message':>14} {'save':>10} {'save, 2 writers':>16} "
+        f"{'open':>10} {'full rebuild':>14}"
+    )
     for size in SIZES:
         print(
             f"{size:>10} {ms(send[size]):>11.2f} ms {ms(save[size]):>7.2f} ms "
+            f"{ms(shared[size]):>13.2f} ms {ms(opening[size]):>7.1f} ms "
             f"{ms(rebuild[size]):>11.1f} ms"
         )
-    print(f"(medians of {ROUNDS * CALLS_PER_ROUND} calls each; rebuild: median of {REBUILDS})")
+    print(
+        f"(medians of {ROUNDS * CALLS_PER_ROUND} calls each; save after another writer's: "
+        f"{ROUNDS * (CALLS_PER_ROUND // 4)}; open: {ROUNDS}; rebuild: {REBUILDS})"
+    )
 
     ratio = ms(save[SIZES[-1]]) / ms(save[SIZES[0]])
     send_ratio = ms(send[SIZES[-1]]) / ms(send[SIZES[0]])

@@ -59,6 +59,10 @@ class Index:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._entries
 
+    def get(self, session_id: str) -> IndexEntry | None:
+        entry = self._entries.get(session_id)
+        return None if entry is None else IndexEntry(**entry)
+
     def entries(self) -> list[IndexEntry]:
         """Copies, newest first."""
         return [IndexEntry(**self._entries[sid]) for sid in self._order]

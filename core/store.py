@@ -5,6 +5,9 @@ Guarantees, and how:
 - Atomic, crash-safe writes: a unique temporary file in the same directory, fsync'd, then
   ``os.replace``, then the directory is fsync'd. Temporaries left by a killed process are swept
   when a store is opened (under the lock, so a live writer's temporary is never touched).
+- A save killed between its session's file and its index entry is finished by the next holder
+  of the lock, in any process: while a save is under way, the lock file holds its session's
+  id, so whoever finds an id there patches that entry from the file.
 - Threads and processes: every write holds a ``threading.Lock`` and an ``fcntl.flock`` on the
   sidecar ``.lock`` file, so two assistant processes may share one store and lose nothing.
 - Saving patches the session's index entry in place (no rescan of the session files). A missing
@@ -42,13 +45,14 @@ from core.paths import (
     PROBE_NAME,
     TMP_SUFFIX,
     is_own_temporary,
+    is_valid_session_id,
     room_lock_name,
     session_file,
     session_id_of,
     validate_room_id,
 )
 from core.session import IndexEntry, Session
-from core.store_dir import claim, flocked, move_aside
+from core.store_dir import claim, flocked, flocked_file, move_aside
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,7 @@ class SessionStore:
         self._dir_sig: _FileSig | None = None
         self._index_clean = False  # the cached index was checked against the cached names
         self._trust_dir_sig = False
+        self._lock_fd: int | None = None  # the store's lock file, while this store holds it
         with _store_errors(
             f"open the session store {self.root} (set session.store_dir to a writable directory)"
         ):
@@ -103,6 +108,7 @@ class SessionStore:
             with self._locked():
                 try:
                     names = self._listing()
+                    self._mark_save(session.session_id)
                     self._write_atomic(path, data)
                     names.add(path.name)
                     self._dir_sig = _file_sig(self.root)  # our own change is now in `names`
@@ -111,6 +117,7 @@ class SessionStore:
                         index.upsert(entry)
                         self._write_index(index)
                         self._fsync_dir()
+                        self._mark_save(None)
                         return
                 except BaseException:
                     self._forget_caches()  # they may be ahead of what reached the disk
@@ -148,6 +155,7 @@ class SessionStore:
             index = Index(self._scan_locked())
             self._write_index(index)
             self._fsync_dir()
+            self._mark_save(None)  # every entry is as its file says now
             self._names = set(os.listdir(self.root))
             self._dir_sig = _file_sig(self.root)
             self._index_clean = True
@@ -282,8 +290,57 @@ class SessionStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with self._thread_lock, flocked(self._lock_path):
-            yield  # (a lock file that cannot be used at all is skipped with a warning)
+        # (A lock file that cannot be used at all is skipped with a warning.)
+        with self._thread_lock, flocked_file(self._lock_path) as (_, fd):
+            self._lock_fd = fd
+            try:
+                self._finish_interrupted_save()
+                yield
+            finally:
+                self._lock_fd = None
+
+    def _mark_save(self, session_id: str | None) -> None:
+        """Say in the lock file which session is being saved (``None``: none). Not synced:
+        it is for a killed process, whose writes the kernel still makes."""
+        if self._lock_fd is None:
+            return
+        mark = b"" if session_id is None else session_id.encode()
+        if mark:
+            os.pwrite(self._lock_fd, mark, 0)
+        os.ftruncate(self._lock_fd, len(mark))
+
+    def _finish_interrupted_save(self) -> None:
+        """The lock's last holder died saving a session (its id is still in the lock file):
+        patch that session's index entry from its file, which may hold a turn the entry
+        does not. The caller holds the lock."""
+        if self._lock_fd is None:
+            return
+        mark = os.pread(self._lock_fd, 64, 0).decode("ascii", "replace")
+        if not mark:
+            return
+        index = self._current_index()
+        if index is None:
+            return  # rebuilt from the files when first used, which clears the mark
+        if is_valid_session_id(mark):
+            path = session_file(self.root, mark)
+            try:
+                entry: IndexEntry | None = _decode(mark, _read_file(path)).compact()
+            except FileNotFoundError:
+                entry = None  # killed before its file was replaced: the entry still holds
+            except SessionFormatError as e:
+                self._move_aside_locked(path, e)
+                entry = None
+            if entry is not None and index.get(mark) != entry:
+                index.upsert(entry)
+                log.info("indexed session %s, whose save was interrupted", mark)
+                try:
+                    self._write_index(index)
+                    self._fsync_dir()
+                except OSError as e:  # read-only: listed from memory (the cached index)
+                    log.warning("cannot write the session index of %s: %s", self.root, e.strerror)
+                    return
+        with contextlib.suppress(OSError):
+            self._mark_save(None)
 
     def _write_atomic(self, path: Path, *chunks: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=TMP_SUFFIX)

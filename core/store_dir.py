@@ -149,15 +149,23 @@ def open_lock_file(path: Path) -> int | None:
 def flocked(path: Path, *, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``path`` (released by the kernel if this process dies,
     so it never goes stale); yields ``False`` if ``wait`` is off and another holder has it."""
+    with flocked_file(path, wait=wait) as (held, _):
+        yield held
+
+
+@contextlib.contextmanager
+def flocked_file(path: Path, *, wait: bool = True) -> Iterator[tuple[bool, int | None]]:
+    """:func:`flocked`, yielding also the lock file's descriptor while it is held (``None``
+    when going on without the lock)."""
     fd = open_lock_file(path)
     try:
         if fd is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
+                yield False, None
                 return
-        yield True
+        yield True, fd
     finally:
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock

@@ -15,6 +15,7 @@ import pytest
 from core.errors import InvalidIdError, StoreError
 from core.index import Index
 from core.paths import (
+    LOCK_NAME,
     MARKER_NAME,
     TMP_SUFFIX,
     default_store_dir,
@@ -353,6 +354,52 @@ def test_a_session_a_crash_left_out_of_the_index_is_found_at_the_next_open(
     assert kept is not None and kept.messages[0]["content"] == "my first words"
     assert not (store_dir / f"{unreadable.session_id}.json").exists()  # moved aside
     assert [p for p in store_dir.iterdir() if p.name.startswith(unreadable.session_id)]
+
+
+@pytest.mark.parametrize("next_writer", ["a new process", "one open all along"])
+def test_a_turn_a_crash_kept_from_the_index_is_listed_from_then_on(
+    store_dir: Path, next_writer: str
+) -> None:
+    class KilledBeforeTheIndex(SessionStore):
+        kill = False
+
+        def _write_index(self, index: Index) -> None:
+            if self.kill:  # the session's file has its new turn, its entry does not
+                raise SystemExit("kill -9")
+            super()._write_index(index)
+
+    store = KilledBeforeTheIndex(store_dir)
+    older, talked = session(room="hall", at=1.0), session(at=2.0)
+    store.save(older)
+    store.save(talked)
+    other = SessionStore(store_dir)
+    talked.add(make_message("user", "and the tests", timestamp=3.0))
+    store.kill = True
+    with pytest.raises(SystemExit):
+        store.save(talked)
+    assert json.loads((store_dir / "_index.json").read_bytes())[0]["message_count"] == 2
+    # The next writer patches the index after it, so the file is then older than the index.
+    if next_writer == "a new process":
+        other = SessionStore(store_dir)
+    later = session(room="kitchen", at=4.0)
+    other.save(later)
+    expected = [later.compact(), talked.compact(), older.compact()]
+    assert json.loads((store_dir / "_index.json").read_bytes()) == expected
+    assert SessionStore(store_dir).list() == expected
+
+
+@pytest.mark.parametrize("mark", ["junk \xff", "a session whose file was never written"])
+def test_a_save_mark_that_names_no_written_session_changes_no_entry(
+    store_dir: Path, mark: str
+) -> None:
+    store = SessionStore(store_dir)
+    saved = session(at=1.0)
+    store.save(saved)
+    if mark.startswith("a session"):
+        mark = str(uuid.uuid4())  # killed before its first file was in place
+    (store_dir / LOCK_NAME).write_bytes(mark.encode("utf-8", "surrogateescape"))
+    assert SessionStore(store_dir).list() == [saved.compact()]
+    assert (store_dir / LOCK_NAME).read_bytes() == b""  # read once, then cleared
 
 
 @pytest.mark.parametrize("fails", ["fsync", "replace"])

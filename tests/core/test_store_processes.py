@@ -104,8 +104,18 @@ def test_kill_minus_9_while_saving_loses_no_reported_save(tmp_path: Path) -> Non
         assert by_id[sid]["message_count"] >= count
         session = Session.from_json((store_dir / f"{sid}.json").read_bytes())
         assert len(session.messages) >= count
-    SessionStore(store_dir)  # opening sweeps what the kills left behind
+    reopened = SessionStore(store_dir)  # opening sweeps what the kills left behind ...
     assert [p.name for p in store_dir.iterdir() if p.name.endswith(".tmp")] == []
+    # ... and lists every session as its file now holds it, though a kill came between a
+    # session's file and its index entry.
+    on_disk = {
+        path.stem: Session.from_json(path.read_bytes()).compact()
+        for path in store_dir.glob("*.json")
+        if path.name != "_index.json"
+    }
+    listed = {e["session_id"]: e for e in reopened.list()}
+    behind = [sid for sid, entry in on_disk.items() if listed.get(sid) != entry]
+    assert behind == [] and listed.keys() == on_disk.keys()
     assert {e["session_id"] for e in SessionStore(store_dir).rebuild_index()} >= set(completed)
 
 
