@@ -7,7 +7,9 @@ Guarantees, and how:
   when a store is opened (under the lock, so a live writer's temporary is never touched).
 - A save killed between its session's file and its index entry is finished by the next holder
   of the lock, in any process: while a save is under way, the lock file holds its session's
-  id, so whoever finds an id there patches that entry from the file.
+  id, so whoever finds an id there patches that entry from the file. (Not synced: a power cut
+  can lose the id. A session the index does not list at all is still found when a store is
+  opened.)
 - Threads and processes: every write holds a ``threading.Lock`` and an ``fcntl.flock`` on the
   sidecar ``.lock`` file, so two assistant processes may share one store and lose nothing.
 - Saving patches the session's index entry in place (no rescan of the session files). A missing
@@ -61,6 +63,10 @@ _BLOCKED_BY_DIRECTORY = frozenset({errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST})
 
 _FileSig = tuple[int, int, int]
 
+# The lock file holds at most this much: the ids of the sessions whose index entries may be
+# behind their files (one line each).
+_MARKS_MAX_BYTES = 65536
+
 
 def _file_sig(path: Path) -> _FileSig | None:
     # os.replace gives every write a new inode, so (inode, mtime, size) spots any rewrite.
@@ -89,6 +95,7 @@ class SessionStore:
         self._index_clean = False  # the cached index was checked against the cached names
         self._trust_dir_sig = False
         self._lock_fd: int | None = None  # the store's lock file, while this store holds it
+        self._behind: list[str] = []  # ids marked there that could not be finished yet
         with _store_errors(
             f"open the session store {self.root} (set session.store_dir to a writable directory)"
         ):
@@ -108,7 +115,7 @@ class SessionStore:
             with self._locked():
                 try:
                     names = self._listing()
-                    self._mark_save(session.session_id)
+                    self._mark([*self._behind, session.session_id])
                     self._write_atomic(path, data)
                     names.add(path.name)
                     self._dir_sig = _file_sig(self.root)  # our own change is now in `names`
@@ -117,7 +124,7 @@ class SessionStore:
                         index.upsert(entry)
                         self._write_index(index)
                         self._fsync_dir()
-                        self._mark_save(None)
+                        self._mark([])
                         return
                 except BaseException:
                     self._forget_caches()  # they may be ahead of what reached the disk
@@ -155,7 +162,7 @@ class SessionStore:
             index = Index(self._scan_locked())
             self._write_index(index)
             self._fsync_dir()
-            self._mark_save(None)  # every entry is as its file says now
+            self._mark([])  # every entry is as its file says now
             self._names = set(os.listdir(self.root))
             self._dir_sig = _file_sig(self.root)
             self._index_clean = True
@@ -294,53 +301,67 @@ class SessionStore:
         with self._thread_lock, flocked_file(self._lock_path) as (_, fd):
             self._lock_fd = fd
             try:
-                self._finish_interrupted_save()
+                self._finish_interrupted_saves()
                 yield
             finally:
                 self._lock_fd = None
 
-    def _mark_save(self, session_id: str | None) -> None:
-        """Say in the lock file which session is being saved (``None``: none). Not synced:
-        it is for a killed process, whose writes the kernel still makes."""
+    def _mark(self, session_ids: builtins.list[str]) -> None:
+        """Say in the lock file which sessions' entries may be behind their files: the one
+        being saved, and any whose save could not be finished. Not synced: it is for a
+        killed process, whose writes the kernel still makes."""
+        self._behind = list(dict.fromkeys(session_ids))
         if self._lock_fd is None:
             return
-        mark = b"" if session_id is None else session_id.encode()
-        if mark:
-            os.pwrite(self._lock_fd, mark, 0)
-        os.ftruncate(self._lock_fd, len(mark))
+        data = "\n".join(self._behind).encode()
+        if data:
+            os.pwrite(self._lock_fd, data, 0)
+        os.ftruncate(self._lock_fd, len(data))
 
-    def _finish_interrupted_save(self) -> None:
-        """The lock's last holder died saving a session (its id is still in the lock file):
-        patch that session's index entry from its file, which may hold a turn the entry
-        does not. The caller holds the lock."""
+    def _finish_interrupted_saves(self) -> None:
+        """A holder of the lock died saving (the lock file still names sessions): patch
+        those sessions' index entries from their files, which may hold a turn the entries do
+        not. The caller holds the lock. A failure leaves the marks for the next holder."""
+        self._behind = []
         if self._lock_fd is None:
             return
-        mark = os.pread(self._lock_fd, 64, 0).decode("ascii", "replace")
-        if not mark:
-            return
-        index = self._current_index()
-        if index is None:
-            return  # rebuilt from the files when first used, which clears the mark
-        if is_valid_session_id(mark):
-            path = session_file(self.root, mark)
-            try:
-                entry: IndexEntry | None = _decode(mark, _read_file(path)).compact()
-            except FileNotFoundError:
-                entry = None  # killed before its file was replaced: the entry still holds
-            except SessionFormatError as e:
-                self._move_aside_locked(path, e)
-                entry = None
-            if entry is not None and index.get(mark) != entry:
-                index.upsert(entry)
-                log.info("indexed session %s, whose save was interrupted", mark)
-                try:
-                    self._write_index(index)
-                    self._fsync_dir()
-                except OSError as e:  # read-only: listed from memory (the cached index)
-                    log.warning("cannot write the session index of %s: %s", self.root, e.strerror)
-                    return
-        with contextlib.suppress(OSError):
-            self._mark_save(None)
+        try:
+            data = os.pread(self._lock_fd, _MARKS_MAX_BYTES, 0)
+            if not data:
+                return
+            marked = data.decode("ascii", "replace").split("\n")
+            self._behind = [m for m in marked if is_valid_session_id(m)]
+            index, changed = self._checked_index()
+            if index is None:
+                return  # rebuilt from the files when first used, which clears the marks
+            for session_id in self._behind:
+                changed |= self._catch_up(index, session_id)
+            if changed:
+                self._write_index(index)
+                self._fsync_dir()
+            self._mark([])
+        except OSError as e:
+            log.warning(
+                "cannot finish an interrupted save in %s (tried again at the next one): %s",
+                self.root,
+                e.strerror or e,
+            )
+
+    def _catch_up(self, index: Index, session_id: str) -> bool:
+        """Patch ``session_id``'s entry from its file; whether that changed the index."""
+        path = session_file(self.root, session_id)
+        try:
+            entry = _decode(session_id, _read_file(path)).compact()
+        except FileNotFoundError:
+            return False  # killed before its file was replaced: the entry still holds
+        except SessionFormatError as e:
+            self._move_aside_locked(path, e)
+            return index.remove(session_id)
+        if index.get(session_id) == entry:
+            return False
+        index.upsert(entry)
+        log.info("indexed session %s, whose save was interrupted", session_id)
+        return True
 
     def _write_atomic(self, path: Path, *chunks: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{path.name}.", suffix=TMP_SUFFIX)

@@ -129,19 +129,27 @@ def move_aside(path: Path, why: object) -> bool:
 def open_lock_file(path: Path) -> int | None:
     """A descriptor of the lock file ``path`` (created if missing), or ``None`` if unusable.
 
-    A lock file that is a directory, unreadable, or a symlink is moved aside and made anew.
-    If even that fails, or it cannot be created (disk full, read-only), the caller goes on
-    without this lock, with a warning: a turn without it beats a room stopped for good.
+    A lock file that is a directory, unreadable, a symlink or not a regular file (a FIFO: the
+    store keeps notes in its lock) is moved aside and made anew. If even that fails, or it
+    cannot be created (disk full, read-only), the caller goes on without this lock, with a
+    warning: a turn without it beats a room stopped for good.
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     for attempt in (1, 2):
         try:
-            return os.open(path, flags, 0o600)
+            fd = os.open(path, flags, 0o600)
         except OSError as e:
             if attempt == 1 and e.errno in BAD_ENTRY_ERRNOS and move_aside(path, e.strerror):
                 continue
             log.warning("going on without the lock %s: %s", path, e.strerror or e)
             break
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+        if attempt == 1 and move_aside(path, "not a regular file"):
+            continue
+        log.warning("going on without the lock %s: not a regular file", path)
+        break
     return None
 
 

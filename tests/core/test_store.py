@@ -330,18 +330,30 @@ def test_a_failed_write_raises_store_error_and_the_next_save_recovers(store_dir:
     ]
 
 
+class KilledBeforeTheIndex(SessionStore):
+    """A process killed after a session's file and before its index entry, once ``kill``."""
+
+    kill = False
+
+    def _write_index(self, index: Index) -> None:
+        if self.kill:
+            raise SystemExit("kill -9")
+        super()._write_index(index)
+
+
+def on_disk_index(store_dir: Path) -> list[dict[str, object]]:
+    data = json.loads((store_dir / "_index.json").read_bytes())
+    assert isinstance(data, list)
+    return data
+
+
 def test_a_session_a_crash_left_out_of_the_index_is_found_at_the_next_open(
     store_dir: Path,
 ) -> None:
-    class KilledBeforeTheIndex(SessionStore):
-        def _write_index(self, index: Index) -> None:
-            if len(index) == 2:  # the second session's file is on disk, its entry is not
-                raise SystemExit("kill -9")
-            super()._write_index(index)
-
     store = KilledBeforeTheIndex(store_dir)
     first, second = session(at=1.0), session(room="kitchen", text="my first words", at=2.0)
     store.save(first)
+    store.kill = True  # the second session's file is on disk, its entry is not
     with pytest.raises(SystemExit):
         store.save(second)
     unreadable = session(room="hall", at=3.0)
@@ -356,20 +368,21 @@ def test_a_session_a_crash_left_out_of_the_index_is_found_at_the_next_open(
     assert [p for p in store_dir.iterdir() if p.name.startswith(unreadable.session_id)]
 
 
-@pytest.mark.parametrize("next_writer", ["a new process", "one open all along"])
+@pytest.mark.parametrize(
+    ("next_writer", "session_id"),
+    [
+        ("a new process", None),
+        ("one open all along", None),
+        ("one open all along", "x" * 128),  # the longest id there may be
+    ],
+)
 def test_a_turn_a_crash_kept_from_the_index_is_listed_from_then_on(
-    store_dir: Path, next_writer: str
+    store_dir: Path, next_writer: str, session_id: str | None
 ) -> None:
-    class KilledBeforeTheIndex(SessionStore):
-        kill = False
-
-        def _write_index(self, index: Index) -> None:
-            if self.kill:  # the session's file has its new turn, its entry does not
-                raise SystemExit("kill -9")
-            super()._write_index(index)
-
     store = KilledBeforeTheIndex(store_dir)
     older, talked = session(room="hall", at=1.0), session(at=2.0)
+    if session_id is not None:
+        talked.session_id = session_id
     store.save(older)
     store.save(talked)
     other = SessionStore(store_dir)
@@ -377,21 +390,74 @@ def test_a_turn_a_crash_kept_from_the_index_is_listed_from_then_on(
     store.kill = True
     with pytest.raises(SystemExit):
         store.save(talked)
-    assert json.loads((store_dir / "_index.json").read_bytes())[0]["message_count"] == 2
+    assert on_disk_index(store_dir)[0]["message_count"] == 2
     # The next writer patches the index after it, so the file is then older than the index.
     if next_writer == "a new process":
         other = SessionStore(store_dir)
     later = session(room="kitchen", at=4.0)
     other.save(later)
     expected = [later.compact(), talked.compact(), older.compact()]
-    assert json.loads((store_dir / "_index.json").read_bytes()) == expected
+    assert on_disk_index(store_dir) == expected
     assert SessionStore(store_dir).list() == expected
 
 
-@pytest.mark.parametrize("mark", ["junk \xff", "a session whose file was never written"])
-def test_a_save_mark_that_names_no_written_session_changes_no_entry(
-    store_dir: Path, mark: str
+def test_finishing_a_killed_save_keeps_what_other_processes_saved_meanwhile(
+    store_dir: Path,
 ) -> None:
+    listening = SessionStore(store_dir)  # open all along, its listing of the files cached
+    listening.save(first := session(room="hall", at=1.0))
+    asking = KilledBeforeTheIndex(store_dir)
+    asking.save(saved := session(room="kitchen", at=2.0))
+    asking.kill = True
+    with pytest.raises(SystemExit):
+        asking.save(cut := session(room="porch", at=3.0))
+    listening.save(last := session(room="desk", at=4.0))
+    expected = [last.compact(), cut.compact(), saved.compact(), first.compact()]
+    assert on_disk_index(store_dir) == expected
+    assert listening.list() == expected
+
+
+def test_saves_that_fail_one_after_another_are_all_finished_once_one_succeeds(
+    store_dir: Path,
+) -> None:
+    class Full(SessionStore):
+        full = False
+
+        def _write_index(self, index: Index) -> None:
+            if self.full:  # a big index does not fit where a small session file did
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super()._write_index(index)
+
+    store = Full(store_dir)
+    one, two = session(room="hall", at=1.0), session(at=2.0)
+    store.save(one)
+    store.save(two)
+    store.full = True
+    for at, s in ((3.0, one), (3.5, two)):
+        s.add(make_message("user", "more", timestamp=at))
+        with pytest.raises(StoreError, match="No space left on device"):
+            store.save(s)
+    store.full = False
+    store.save(three := session(room="porch", at=4.0))
+    expected = [three.compact(), two.compact(), one.compact()]
+    assert [e["message_count"] for e in expected] == [2, 3, 3]
+    assert on_disk_index(store_dir) == expected == SessionStore(store_dir).list()
+
+
+def test_a_killed_save_whose_file_is_damaged_leaves_no_entry(store_dir: Path) -> None:
+    store = KilledBeforeTheIndex(store_dir)
+    store.save(kept := session(room="hall", at=1.0))
+    store.save(damaged := session(at=2.0))
+    store.kill = True
+    with pytest.raises(SystemExit):
+        store.save(damaged)
+    session_file(store_dir, damaged.session_id).write_text("{not json")
+    assert SessionStore(store_dir).list() == [kept.compact()]
+    assert on_disk_index(store_dir) == [kept.compact()]
+
+
+@pytest.mark.parametrize("mark", ["junk \xff", "a session whose file was never written"])
+def test_a_mark_that_names_no_written_session_is_cleared(store_dir: Path, mark: str) -> None:
     store = SessionStore(store_dir)
     saved = session(at=1.0)
     store.save(saved)
@@ -400,6 +466,17 @@ def test_a_save_mark_that_names_no_written_session_changes_no_entry(
     (store_dir / LOCK_NAME).write_bytes(mark.encode("utf-8", "surrogateescape"))
     assert SessionStore(store_dir).list() == [saved.compact()]
     assert (store_dir / LOCK_NAME).read_bytes() == b""  # read once, then cleared
+
+
+def test_a_lock_file_that_is_a_fifo_is_set_aside(store_dir: Path) -> None:
+    SessionStore(store_dir)
+    (store_dir / LOCK_NAME).unlink()
+    os.mkfifo(store_dir / LOCK_NAME)
+    store = SessionStore(store_dir)
+    store.save(saved := session())
+    assert store.list() == [saved.compact()]
+    assert (store_dir / LOCK_NAME).is_file()
+    assert [p for p in store_dir.iterdir() if p.name.startswith(f"{LOCK_NAME}.corrupt-")]
 
 
 @pytest.mark.parametrize("fails", ["fsync", "replace"])
