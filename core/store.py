@@ -124,7 +124,8 @@ class SessionStore:
                         index.upsert(entry)
                         self._write_index(index)
                         self._fsync_dir()
-                        self._mark([])
+                        # (Sessions finishing could not read stay marked.)
+                        self._mark([m for m in self._behind if m != session.session_id])
                         return
                 except BaseException:
                     self._forget_caches()  # they may be ahead of what reached the disk
@@ -321,31 +322,46 @@ class SessionStore:
     def _finish_interrupted_saves(self) -> None:
         """A holder of the lock died saving (the lock file still names sessions): patch
         those sessions' index entries from their files, which may hold a turn the entries do
-        not. The caller holds the lock. A failure leaves the marks for the next holder."""
+        not. The caller holds the lock. Whatever cannot be finished stays marked for the
+        next holder (``_behind``, which the next save marks again with its own)."""
         self._behind = []
         if self._lock_fd is None:
             return
         try:
             data = os.pread(self._lock_fd, _MARKS_MAX_BYTES, 0)
-            if not data:
-                return
-            marked = data.decode("ascii", "replace").split("\n")
-            self._behind = [m for m in marked if is_valid_session_id(m)]
+        except OSError as e:
+            # Unread, the marks must not be overwritten either: no marks in this hold.
+            self._lock_fd = None
+            self._warn_unfinished(e)
+            return
+        if not data:
+            return
+        marks = data.decode("ascii", "replace").split("\n")
+        self._behind = [m for m in marks if is_valid_session_id(m)]
+        try:
             index, changed = self._checked_index()
             if index is None:
                 return  # rebuilt from the files when first used, which clears the marks
+            unread = []
             for session_id in self._behind:
-                changed |= self._catch_up(index, session_id)
+                try:
+                    changed |= self._catch_up(index, session_id)
+                except OSError:
+                    unread.append(session_id)  # (EIO, too many open files): next time
             if changed:
                 self._write_index(index)
                 self._fsync_dir()
-            self._mark([])
+            self._mark(unread)
         except OSError as e:
-            log.warning(
-                "cannot finish an interrupted save in %s (tried again at the next one): %s",
-                self.root,
-                e.strerror or e,
-            )
+            self._forget_caches()  # the cached index may hold patches the file does not
+            self._warn_unfinished(e)
+
+    def _warn_unfinished(self, error: OSError) -> None:
+        log.warning(
+            "cannot finish an interrupted save in %s (tried again at the next one): %s",
+            self.root,
+            error.strerror or error,
+        )
 
     def _catch_up(self, index: Index, session_id: str) -> bool:
         """Patch ``session_id``'s entry from its file; whether that changed the index."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import core.store
 from core.errors import InvalidIdError, StoreError
 from core.index import Index
 from core.paths import (
@@ -452,8 +453,62 @@ def test_a_killed_save_whose_file_is_damaged_leaves_no_entry(store_dir: Path) ->
     with pytest.raises(SystemExit):
         store.save(damaged)
     session_file(store_dir, damaged.session_id).write_text("{not json")
-    assert SessionStore(store_dir).list() == [kept.compact()]
-    assert on_disk_index(store_dir) == [kept.compact()]
+    reopened = SessionStore(store_dir)
+    assert on_disk_index(store_dir) == [kept.compact()]  # as finishing wrote it
+    assert reopened.list() == [kept.compact()]
+
+
+def test_a_killed_save_is_finished_once_the_disk_has_room_again(store_dir: Path) -> None:
+    class Full(SessionStore):
+        full = True
+
+        def _write_atomic(self, path: Path, *chunks: bytes) -> None:
+            if self.full and path.name == "_index.json":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            super()._write_atomic(path, *chunks)
+
+    killed = KilledBeforeTheIndex(store_dir)
+    killed.save(cut := session(at=1.0))
+    cut.add(make_message("user", "the turn the index missed", timestamp=2.0))
+    killed.kill = True
+    with pytest.raises(SystemExit):
+        killed.save(cut)
+    store = Full(store_dir)  # finishing it fails: the disk is full
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.save(failed := session(room="kitchen", at=3.0))
+    store.full = False
+    store.save(later := session(room="hall", at=4.0))
+    # Both the killed save and the failed one (its file was written) are finished.
+    assert on_disk_index(store_dir) == [later.compact(), failed.compact(), cut.compact()]
+
+
+def test_a_killed_save_whose_file_cannot_be_read_for_now_stays_marked(
+    store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SessionStore(store_dir)  # open all along
+    killed = KilledBeforeTheIndex(store_dir)
+    killed.save(cut := session(at=1.0))
+    cut.add(make_message("user", "the turn the index missed", timestamp=2.0))
+    killed.kill = True
+    with pytest.raises(SystemExit):
+        killed.save(cut)
+    read = core.store._read_file
+    failed: list[Path] = []
+
+    def flaky(path: Path) -> bytes:
+        if path.name == f"{cut.session_id}.json" and not failed:
+            failed.append(path)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return read(path)
+
+    monkeypatch.setattr(core.store, "_read_file", flaky)
+    store.save(session(room="kitchen", at=3.0))  # its own save goes through
+    assert failed
+    assert (store_dir / LOCK_NAME).read_bytes() == cut.session_id.encode()
+    store.save(session(room="hall", at=4.0))
+    assert [e for e in on_disk_index(store_dir) if e["session_id"] == cut.session_id] == [
+        cut.compact()
+    ]
 
 
 @pytest.mark.parametrize("mark", ["junk \xff", "a session whose file was never written"])
