@@ -342,6 +342,17 @@ class KilledBeforeTheIndex(SessionStore):
         super()._write_index(index)
 
 
+def killed_mid_save(store_dir: Path) -> Session:
+    """A session saved, then given a turn whose save was killed before its index entry."""
+    killed = KilledBeforeTheIndex(store_dir)
+    killed.save(cut := session(at=1.0))
+    cut.add(make_message("user", "the turn the index missed", timestamp=2.0))
+    killed.kill = True
+    with pytest.raises(SystemExit):
+        killed.save(cut)
+    return cut
+
+
 def on_disk_index(store_dir: Path) -> list[dict[str, object]]:
     data = json.loads((store_dir / "_index.json").read_bytes())
     assert isinstance(data, list)
@@ -467,12 +478,7 @@ def test_a_killed_save_is_finished_once_the_disk_has_room_again(store_dir: Path)
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             super()._write_atomic(path, *chunks)
 
-    killed = KilledBeforeTheIndex(store_dir)
-    killed.save(cut := session(at=1.0))
-    cut.add(make_message("user", "the turn the index missed", timestamp=2.0))
-    killed.kill = True
-    with pytest.raises(SystemExit):
-        killed.save(cut)
+    cut = killed_mid_save(store_dir)
     store = Full(store_dir)  # finishing it fails: the disk is full
     with pytest.raises(StoreError, match="No space left on device"):
         store.save(failed := session(room="kitchen", at=3.0))
@@ -486,12 +492,7 @@ def test_a_killed_save_whose_file_cannot_be_read_for_now_stays_marked(
     store_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SessionStore(store_dir)  # open all along
-    killed = KilledBeforeTheIndex(store_dir)
-    killed.save(cut := session(at=1.0))
-    cut.add(make_message("user", "the turn the index missed", timestamp=2.0))
-    killed.kill = True
-    with pytest.raises(SystemExit):
-        killed.save(cut)
+    cut = killed_mid_save(store_dir)
     read = core.store._read_file
     failed: list[Path] = []
 
