@@ -274,8 +274,9 @@ class Busy:
 
     def _answer(self, conn: socket.socket) -> None:
         fmt = {"rate": REMOTE_RATE, "width": 2, "channels": 1}
-        with conn, conn.makefile("rb") as inp, conn.makefile("wb") as out:
-            with contextlib.suppress(OSError):
+        # Hung up on, the last write fails, and so may the flush as the file closes.
+        with contextlib.suppress(OSError), conn, conn.makefile("rb") as inp:
+            with conn.makefile("wb") as out:
                 while (event := read_event(inp)) is not None:
                     if event.type in ("synthesize", "audio-stop"):
                         break
