@@ -342,6 +342,19 @@ class KilledBeforeTheIndex(SessionStore):
         super()._write_index(index)
 
 
+class NoRoomForTheIndex(SessionStore):
+    """A disk that is full for a big index, though a small session file fits, while ``full``."""
+
+    def __init__(self, root: Path, *, full: bool = False) -> None:
+        self.full = full  # (already when it opens)
+        super().__init__(root)
+
+    def _write_index(self, index: Index) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super()._write_index(index)
+
+
 def killed_mid_save(store_dir: Path) -> Session:
     """A session saved, then given a turn whose save was killed before its index entry."""
     killed = KilledBeforeTheIndex(store_dir)
@@ -432,15 +445,7 @@ def test_finishing_a_killed_save_keeps_what_other_processes_saved_meanwhile(
 def test_saves_that_fail_one_after_another_are_all_finished_once_one_succeeds(
     store_dir: Path,
 ) -> None:
-    class Full(SessionStore):
-        full = False
-
-        def _write_index(self, index: Index) -> None:
-            if self.full:  # a big index does not fit where a small session file did
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            super()._write_index(index)
-
-    store = Full(store_dir)
+    store = NoRoomForTheIndex(store_dir)
     one, two = session(room="hall", at=1.0), session(at=2.0)
     store.save(one)
     store.save(two)
@@ -457,12 +462,8 @@ def test_saves_that_fail_one_after_another_are_all_finished_once_one_succeeds(
 
 
 def test_a_killed_save_whose_file_is_damaged_leaves_no_entry(store_dir: Path) -> None:
-    store = KilledBeforeTheIndex(store_dir)
-    store.save(kept := session(room="hall", at=1.0))
-    store.save(damaged := session(at=2.0))
-    store.kill = True
-    with pytest.raises(SystemExit):
-        store.save(damaged)
+    SessionStore(store_dir).save(kept := session(room="hall", at=0.5))
+    damaged = killed_mid_save(store_dir)
     session_file(store_dir, damaged.session_id).write_text("{not json")
     reopened = SessionStore(store_dir)
     assert on_disk_index(store_dir) == [kept.compact()]  # as finishing wrote it
@@ -470,18 +471,10 @@ def test_a_killed_save_whose_file_is_damaged_leaves_no_entry(store_dir: Path) ->
 
 
 def test_a_killed_save_is_finished_once_the_disk_has_room_again(store_dir: Path) -> None:
-    class Full(SessionStore):
-        full = True
-
-        def _write_atomic(self, path: Path, *chunks: bytes) -> None:
-            if self.full and path.name == "_index.json":
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            super()._write_atomic(path, *chunks)
-
     cut = killed_mid_save(store_dir)
-    store = Full(store_dir)  # finishing it fails: the disk is full
+    store = NoRoomForTheIndex(store_dir, full=True)  # finishing it fails as it opens, ...
     with pytest.raises(StoreError, match="No space left on device"):
-        store.save(failed := session(room="kitchen", at=3.0))
+        store.save(failed := session(room="kitchen", at=3.0))  # ... and at this save
     store.full = False
     store.save(later := session(room="hall", at=4.0))
     # Both the killed save and the failed one (its file was written) are finished.
