@@ -40,6 +40,7 @@ from core.errors import AgentError, ConfigError, StoreError
 from core.ledger import AgentLedger
 from core.locks import LockRegistry
 from core.paths import validate_room_id
+from core.process import program_name
 from core.session import IndexEntry, Session, make_message
 from core.store import SessionStore
 
@@ -81,6 +82,8 @@ class Core:
         self.idle_timeout_s = SessionConfig(idle_timeout_s=idle_timeout_s).idle_timeout_s
         self.store = store_dir if isinstance(store_dir, SessionStore) else SessionStore(store_dir)
         self.agent = agent
+        # Whose conversations this core resumes: an id another agent gave is not passed on.
+        self.agent_program = program_name(list(getattr(agent, "command", None) or ()))
         self._clock = clock
         self._locks = LockRegistry()
         # room -> its conversation whose last save failed. An entry changes only under its
@@ -100,7 +103,25 @@ class Core:
         prepare = getattr(self.agent, "prepare", None)
         if callable(prepare):
             session = self.active_session(room_id)
-            prepare(room_id, session.agent_session_id if session else None)
+            prepare(room_id, self._resume_id(session) if session else None)
+
+    def _resume_id(self, session: Session) -> str | None:
+        """The agent conversation this core's agent goes on with: none when the room's was
+        with another program (``--resume`` with its id would fail every turn)."""
+        if session.agent_program not in (None, self.agent_program):
+            if session.agent_session_id:
+                log.debug(
+                    "room %s: its conversation with %s is not resumed by %s, which starts its own",
+                    session.room_id,
+                    session.agent_program,
+                    self.agent_program,
+                )
+            return None
+        return session.agent_session_id
+
+    def _note_agent_id(self, session: Session, agent_id: str | None) -> None:
+        if agent_id:
+            session.agent_session_id, session.agent_program = agent_id, self.agent_program
 
     def room_lock(self, room_id: str) -> threading.Lock:
         """The room's lock: the same object for every caller while any of them holds it."""
@@ -157,7 +178,7 @@ class Core:
             started = time.monotonic()
             streamed = _Streamed(on_event) if on_event is not None else None
             turn = AgentTurn(
-                text, room_id, session.agent_session_id, streamed, control or TurnControl()
+                text, room_id, self._resume_id(session), streamed, control or TurnControl()
             )
             try:
                 result = self._call_agent(turn)
@@ -165,14 +186,14 @@ class Core:
                     raise AgentError(f"The agent reported an error: {result.text}")
             except Exception as e:
                 # Claude keeps a failed turn in its conversation: the next turn resumes it.
-                session.agent_session_id = turn.control.session_id or session.agent_session_id
+                self._note_agent_id(session, turn.control.session_id)
                 said = streamed.text.strip() if streamed is not None else ""
                 # What the agent had written of its reply (most of it heard) stays on record.
                 record = f"{said}{BLOCK_SEPARATOR}{e}" if said else str(e)
                 self._record_reply(session, record, started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
                 raise
-            session.agent_session_id = result.session_id or session.agent_session_id
+            self._note_agent_id(session, result.session_id)
             self._record_reply(
                 session,
                 result.text,

@@ -203,6 +203,9 @@ class Session:
     created_at: float = field(default_factory=_now)
     updated_at: float = field(default_factory=_now)
     agent_session_id: str | None = None
+    # The program whose conversation agent_session_id names ("claude"): another agent in
+    # the room is not handed it (None: a file from before this was recorded).
+    agent_program: str | None = None
     closed: bool = False  # set by a reset: the next message in the room starts a new session
     # Read from a file a newer version (or another tool) wrote: its version, and the keys
     # this version does not know. A save writes both back, so nothing of it is lost.
@@ -239,7 +242,7 @@ class Session:
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON form. Every value is checked here, as anything may have been
         assigned since construction, so a save never writes what a load would call corrupt."""
-        agent_id = self.agent_session_id
+        agent_id, program = self.agent_session_id, self.agent_program
         return _plain_extra(self.extra) | {
             "version": max(_version(self.format_version), FORMAT_VERSION),
             "session_id": validate_session_id(self.session_id),
@@ -248,6 +251,7 @@ class Session:
             "created_at": _number(self.created_at, "created_at"),
             "updated_at": _number(self.updated_at, "updated_at"),
             "agent_session_id": None if agent_id is None else _string(agent_id, "agent id"),
+            "agent_program": None if program is None else _string(program, "agent program"),
             "closed": _boolean(self.closed, "closed"),
             "messages": _checked_messages(self.messages),
         }
@@ -261,7 +265,7 @@ class Session:
         messages = data.get("messages")
         if not isinstance(messages, list):
             raise SessionFormatError("session messages must be a list")
-        agent_id = data.get("agent_session_id")
+        agent_id, program = data.get("agent_session_id"), data.get("agent_program")
         extra = {key: value for key, value in data.items() if key not in _SESSION_KEYS}
         try:
             return cls(
@@ -272,6 +276,7 @@ class Session:
                 created_at=_number(data.get("created_at"), "created_at"),
                 updated_at=_number(data.get("updated_at"), "updated_at"),
                 agent_session_id=None if agent_id is None else _string(agent_id, "agent id"),
+                agent_program=None if program is None else _string(program, "agent program"),
                 closed=_boolean(data.get("closed", False), "closed"),
                 format_version=_version(data.get("version", 1)),
                 extra=_plain_extra(extra),

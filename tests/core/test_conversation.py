@@ -358,6 +358,30 @@ def test_from_config_wires_the_runner_and_the_store(tmp_path: Path) -> None:
     assert override.send_message("desk", "hi") == "plain text agent"  # sniffed as text
 
 
+def test_another_agent_in_the_room_is_not_handed_the_last_agents_conversation(
+    tmp_path: Path,
+) -> None:
+    """Live: after --agent echo, --agent cat failed every turn on "--resume <echo's id>"."""
+    config = CoreConfig(
+        agent=AgentConfig(command=ECHO_AGENT, timeout_s=30.0, mode="per-turn"),
+        session=SessionConfig(store_dir=str(tmp_path)),
+    )
+    Core.from_config(config).send_message("desk", "one")
+    strict = [sys.executable, "-c", "import sys; assert sys.argv == ['-c']; print('plain')"]
+    plain = Core.from_config(config, agent_command=strict)
+    assert plain.send_message("desk", "two") == "plain"  # no --resume it cannot take
+    session = plain.active_session("desk")
+    assert session is not None and session.agent_program == "core.echo_agent"
+    echo_id = session.agent_session_id
+    assert echo_id is not None
+    calls: list[str | None] = []
+    back = Core.from_config(config)
+    run = back.agent.run_turn
+    back.agent.run_turn = lambda turn: calls.append(turn.session_id) or run(turn)  # type: ignore[method-assign]
+    assert back.send_message("desk", "three") == "You said: three"
+    assert calls == [echo_id]  # the echo agent goes on with its own conversation
+
+
 def test_agent_cwd_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.toml says paths may start with ~: the agent runs in the home's folder, not in
     a folder literally named "~"."""
