@@ -137,11 +137,22 @@ def build_requests(quick: bool) -> list[Request]:
     return requests
 
 
-def named_only() -> list[Request]:
+def named_only(names: list[str]) -> list[Request]:
     """Requests run only when named (--request): jfk.flac, a noisy 1961 recording whose
     natural 1.1 s pause after "And so my fellow Americans" ends a turn, and whose next words
-    Silero is unsure of (0.03-0.69)."""
-    return [Request("jfk", "single", load_16k(shared("jfk.flac")), reference("jfk.flac"))]
+    Silero is unsure of (0.03-0.69); and any two real recordings with a pause between them,
+    named ``A+B@MS`` (``librivox-0870+librivox-0880@1200``: a sentence that sounds finished,
+    then one more over the fresh reply)."""
+    requests = [Request("jfk", "single", load_16k(shared("jfk.flac")), reference("jfk.flac"))]
+    refs = real_references()
+    for name in names:
+        pair, _, ms = name.partition("@")
+        a, _, b = pair.partition("+")
+        if a in refs and b in refs and ms.isdigit():
+            gap = np.zeros(RATE * int(ms) // 1000, np.float32)
+            audio = np.concatenate([real_clip(a), gap, real_clip(b)])
+            requests.append(Request(name, "joined", audio, f"{refs[a]} {refs[b]}", int(ms)))
+    return requests
 
 
 def stored_user_messages(listener: Listener) -> list[str]:
@@ -388,7 +399,10 @@ def main() -> int:
         "--music", type=float, metavar="DBFS", help="a melody at this level in the room"
     )
     parser.add_argument(
-        "--request", action="append", metavar="NAME", help="only these requests (repeatable)"
+        "--request",
+        action="append",
+        metavar="NAME",
+        help="only these requests (repeatable); A+B@MS: two recordings MS apart",
     )
     parser.add_argument("--repeat", type=int, default=1, help="say each request this often")
     parser.add_argument(
@@ -411,7 +425,7 @@ def main() -> int:
         CONFIG.setdefault("turn", {})["barge_in"] = True
     requests = build_requests(args.quick)
     if args.request:
-        requests = [r for r in requests + named_only() if r.name in args.request]
+        requests = [r for r in requests + named_only(args.request) if r.name in args.request]
         if not requests:
             parser.error(f"no request is named {args.request}")
     requests = [r for r in requests for _ in range(args.repeat)]

@@ -131,8 +131,11 @@ HOLD_QUIET_S = 0.6
 # Speech that begins this soon after the reply starts to play answers nothing the user heard:
 # it is the request going on. Over a fresh reply the canceller holds a voice back for up to
 # 0.5 s, so the onset the segmenter reports can come that late after the first word (live:
-# "He was not [pause] an old-sposed young man" lost "an old" and became two requests).
-REPLY_UNHEARD_S = 1.0
+# "He was not [pause] an old-sposed young man" lost "an old" and became two requests). At a
+# desk a sentence said 1.2 s after one that sounded finished began 1.21-1.23 s into the reply
+# the sure end let play at once (the recording's soft last word ended its voice 0.37 s
+# early), and at 1.0 s it became a request of its own (bench_real_voices.py, A+B@1200).
+REPLY_UNHEARD_S = 1.5
 # Wake mode: speech this soon after the request's segment ended goes on with it (the user
 # paused longer than the end of turn waits); later, while the agent works, only the wake word
 # is heard. Open for the whole turn, a television talking over Claude's minutes of work was

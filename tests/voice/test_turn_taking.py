@@ -2130,8 +2130,9 @@ def assert_joins(m: Machine, turn: int, onset_s: float, joins: bool) -> None:
     ("paused_at_s", "onset_s", "joins"),
     [
         (None, 4.3, True),  # began 1.3 s after the last word; confirmed at 4.8
-        (4.2, 4.65, True),  # a likely onset 1.2 s after paused the reply: the voice began there
-        (None, 4.65, False),  # began past the longest pause: a new request over the reply
+        (4.2, 4.85, True),  # a likely onset 1.2 s after paused the reply: the voice began there
+        (None, 4.85, False),  # began past the longest pause, 1.54 s into the reply: a new
+        # request over the reply
     ],
 )
 def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirmation(
@@ -2141,7 +2142,8 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
     if paused_at_s is not None:
         likely = [OnsetUnconfirmed(paused_at_s + k * 0.15, likelihood=0.9) for k in range(4)]
         assert PauseReply(turn) in m.quiet(*likely)
-    m(Tick(4.8))  # Silero confirms it only now: the canceller held the voice back at first
+    # Silero confirms it only now: the canceller held the voice back at first
+    m(Tick(max(4.8, onset_s)))
     out = m.quiet(SpeechStarted(onset_s))
     assert out == ([] if paused_at_s is not None else [PauseReply(turn)])
     assert_joins(m, turn, onset_s, joins)
@@ -2151,11 +2153,12 @@ def test_speech_over_the_reply_is_timed_from_where_it_began_not_from_its_confirm
     ("heard_at_s", "onset_s", "joins"),
     [
         (3.9, 4.65, True),  # past the longest pause, but 0.75 s into the reply: going on
-        (3.9, 4.95, False),  # 1.05 s into the reply: the user heard it, a new request
-        (3.31, 4.65, False),  # 1.34 s into the reply
+        (3.31, 4.65, True),  # 1.34 s into the reply (a sure end, live: 1.21-1.23 s)
+        (3.9, 5.45, False),  # 1.55 s into the reply: the user heard it, a new request
+        (3.31, 4.85, False),  # 1.54 s into the reply
     ],
 )
-def test_speech_in_the_first_second_of_the_reply_answers_nothing_the_user_heard(
+def test_speech_in_the_first_moments_of_the_reply_answers_nothing_the_user_heard(
     heard_at_s: float, onset_s: float, joins: bool
 ) -> None:
     m, turn = reply_heard_over(heard_at_s)
@@ -2177,7 +2180,8 @@ def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -
     [
         (3.9, True),  # 0.9 s after the last word: a thinking pause, the reply came early
         (4.45, True),
-        (4.6, False),  # past the longest pause (1.5 s): a new request over the reply
+        (4.85, False),  # past the longest pause (1.5 s), and 1.54 s into the reply: a new
+        # request over the reply
     ],
 )
 def test_heard_over_the_reply_speech_within_the_longest_pause_joins_the_request(
