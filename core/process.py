@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, NoReturn, Protocol
 
 from core.errors import AgentError, AgentMissing, AgentTimeout
 from core.lifeline import Lifeline, default_lifeline
@@ -35,6 +35,10 @@ from core.reaper import kill_strays, kill_tree, strays
 log = logging.getLogger(__name__)
 
 STDERR_KEEP_BYTES = 64 * 1024
+# stdout is read in chunks of up to this much and its lines queued a chunk at a time: queued
+# line by line, `yes` filled 888 MB with millions of 2-byte lines, and the output limit was
+# reached only after minutes of handing them over.
+_READ_CHUNK = 64 * 1024
 _REAP_TIMEOUT_S = 10.0
 
 # Agents running now, so shutdown can stop them: a turn runs on a daemon thread whose own
@@ -170,7 +174,10 @@ class _Supervisor:
         self.proc = proc
         self.name = name
         self.kill_grace_s = kill_grace_s
-        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        # (kind, lines): "lines" with the complete lines of a chunk; "eof", "overflow",
+        # "exited" with none. What is queued is bounded by the output limit.
+        self.events: queue.Queue[tuple[str, list[bytes]]] = queue.Queue()
+        self.overflowed = threading.Event()  # seen at once, ahead of the lines queued before
         self.exited = threading.Event()
         self.stderr = bytearray()
         self.reaped = False
@@ -209,20 +216,15 @@ class _Supervisor:
                 log.warning("a process that left the agent's group still holds its output open")
                 break
             try:
-                kind, payload = self.events.get(timeout=min(deadline, eof_deadline) - now)
+                kind, lines = self.events.get(timeout=min(deadline, eof_deadline) - now)
             except queue.Empty:
                 continue
-            if kind == "line":
-                on_line(payload)
+            if kind == "overflow":
+                self._too_much_output()
+            if kind == "lines":
+                self._hand_over(lines, on_line)
             elif kind == "eof":
                 eof = True
-            elif kind == "overflow":
-                self.stop_group()
-                raise AgentError(
-                    f"The agent ({self.name}) printed more than {_size(self.max_stdout_bytes)} of "
-                    "output, so it was stopped. Raise agent.max_output_bytes in config.toml "
-                    "if that much output is expected."
-                )
             elif kind == "exited" and not exited:
                 exited = True
                 # Leftovers of the group would keep stdout open; the turn is over for them.
@@ -241,6 +243,20 @@ class _Supervisor:
         if self.stderr_reader is not None:
             self.stderr_reader.join(self.kill_grace_s)
         return Finished(returncode, bytes(self.stderr), time.monotonic() - self.started)
+
+    def _hand_over(self, lines: list[bytes], on_line: Callable[[bytes], None]) -> None:
+        for line in lines:
+            if self.overflowed.is_set():  # not behind what was queued before it
+                self._too_much_output()
+            on_line(line)
+
+    def _too_much_output(self) -> NoReturn:
+        self.stop_group()
+        raise AgentError(
+            f"The agent ({self.name}) printed more than {_size(self.max_stdout_bytes)} of "
+            "output, so it was stopped. Raise agent.max_output_bytes in config.toml "
+            "if that much output is expected."
+        )
 
     @property
     def pid(self) -> int:
@@ -305,23 +321,30 @@ class _Supervisor:
                 pipe.close()
 
     def _read_stdout(self, pipe: IO[bytes], limit: int) -> None:
+        read = getattr(pipe, "read1", pipe.read)
         total = 0
+        partial = bytearray()  # a line not ended yet
         try:
-            while True:
-                line = pipe.readline(limit - total + 1)
-                if not line:
-                    break
-                total += len(line)
+            while chunk := read(_READ_CHUNK):
+                total += len(chunk)
                 if total > limit:
-                    self.events.put(("overflow", b""))
+                    self.overflowed.set()
+                    self.events.put(("overflow", []))
                     return
-                self.events.put(("line", line))
+                partial += chunk
+                end = partial.rfind(b"\n") + 1
+                if end:
+                    ended = bytes(partial[:end]).split(b"\n")[:-1]  # only \n ends a line
+                    self.events.put(("lines", [line + b"\n" for line in ended]))
+                    del partial[:end]
+            if partial:
+                self.events.put(("lines", [bytes(partial)]))
         except (OSError, ValueError) as e:
             log.warning("reading the agent's output failed: %s", e)
         finally:
             with contextlib.suppress(OSError):
                 pipe.close()
-        self.events.put(("eof", b""))
+        self.events.put(("eof", []))
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
         keep_stderr(pipe, self.stderr)
@@ -331,7 +354,7 @@ class _Supervisor:
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         self.exited.set()
-        self.events.put(("exited", b""))
+        self.events.put(("exited", []))
 
 
 def keep_stderr(pipe: IO[bytes], kept: bytearray) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from core.agent_output import loads
 from core.errors import AgentError, AgentTimeout, ConfigError
 from core.ledger import AgentLedger
 from core.paths import agent_record_name
-from core.process import program_name
+from core.process import program_name, run_process
 from tests.core.conftest import ECHO_AGENT, fake_command, fake_runner
 
 
@@ -177,6 +178,44 @@ def test_huge_output_is_cut_off_and_the_agent_stopped() -> None:
     with pytest.raises(AgentError, match="more than 8 MB of output"):
         runner.run("q")
     assert time.monotonic() - start < 25
+
+
+def test_a_flood_of_short_lines_is_cut_off_at_the_limit_not_the_timeout() -> None:
+    """Live: ``--agent yes`` ran until agent.timeout_s (5 minutes), its 2-byte lines queued
+    one by one (888 MB), and the limit was reached only once all of them had been handed to
+    the parser. A parser slower than the agent must not hold the limit back."""
+    handed: list[bytes] = []
+
+    def slow_parser(line: bytes) -> None:
+        handed.append(line)
+        time.sleep(0.001)
+
+    with pytest.raises(AgentError, match="more than 1 MB of output") as excinfo:
+        run_process(
+            ["yes"],
+            stdin_data=b"",
+            timeout_s=30,
+            kill_grace_s=2,
+            cwd=None,
+            max_stdout_bytes=1024 * 1024,
+            on_line=slow_parser,
+        )
+    assert not isinstance(excinfo.value, AgentTimeout)
+    assert len(handed) < 100_000  # of the 500 000 lines in 1 MB
+
+
+def test_lines_reach_the_parser_whole_however_the_pipe_splits_them() -> None:
+    # 100 000 lines of "n: ...", some longer than a read, one left without its newline.
+    script = (
+        "import sys\n"
+        "for n in range(100000): sys.stdout.write(f'{n}: ' + 'x' * (n % 97) + '\\n')\n"
+        "sys.stdout.write('last' + 'y' * 200000 + '\\r\\n' + 'tail')\n"
+    )
+    reply = AgentRunner([sys.executable, "-c", script], 60, output_format="text").run("q")
+    lines = reply.text.split("\n")
+    assert len(lines) == 100002
+    assert all(line == f"{n}: " + "x" * (n % 97) for n, line in enumerate(lines[:100000]))
+    assert lines[100000] == "last" + "y" * 200000 + "\r" and lines[100001] == "tail"
 
 
 def test_a_missing_program_says_what_to_fix() -> None:
