@@ -19,7 +19,7 @@ import numpy.typing as npt
 from core.errors import ConfigError, ModelError
 from voice.audio import trim_silence
 from voice.config import TtsConfig
-from voice.speech_text import split_sentences
+from voice.speech_text import speech_pieces
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -156,6 +156,7 @@ class PiperSynthesizer:
 
 def render(tts: TextToSpeech, text: str) -> Pcm16:
     """All of ``text`` as one array, from any voice (for writing a file), asked for a
-    sentence at a time: a remote voice that fails part way says only that sentence again."""
-    chunks = [chunk for sentence in split_sentences(text) for chunk in tts.synthesize(sentence)]
+    sentence at a time (long ones cut as a reply's are): a remote voice that fails part way
+    says only that sentence again."""
+    chunks = [chunk for piece in speech_pieces(text) for chunk in tts.synthesize(piece)]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)

@@ -11,6 +11,7 @@ from voice.speech_text import (
     CODE_OMITTED,
     SentenceStream,
     speakable,
+    speech_pieces,
     split_sentences,
     spoken_terms,
 )
@@ -335,9 +336,23 @@ def test_a_sentence_end_inside_markup_does_not_cut_it(markdown: str, spoken: str
 
 
 @pytest.mark.timeout(20)
-def test_one_enormous_word_is_left_whole() -> None:
+def test_one_enormous_word_is_cut_where_it_must_be() -> None:
+    # A voice's memory grows with the square of what it is given (a blob in a reply).
     word = "x" * 400
-    assert SentenceStream(0).feed(f"Checked out {word} now. ") == ["Checked out", f"{word} now."]
+    assert SentenceStream(0).feed(f"Checked out {word} now. ") == [
+        "Checked out",
+        "x" * 300,
+        "x" * 100 + " now.",
+    ]
+
+
+def test_text_for_a_file_is_cut_as_a_reply_is() -> None:
+    """`say` with 1000 words and no full stop handed Piper all of it at once (10 GB)."""
+    words = " ".join(["word"] * 1000)
+    pieces = speech_pieces(f"Short. {words}")
+    assert pieces[0] == "Short." and all(len(p) <= 300 for p in pieces)
+    assert " ".join(pieces[1:]) == words
+    assert speech_pieces("A " + "b" * 700) == ["A", "b" * 300, "b" * 300, "b" * 100]
 
 
 def test_a_short_first_sentence_or_one_without_clauses_is_not_cut() -> None:
