@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import ConfigError, ModelError
-from voice.audio import Utterance, rms_dbfs
+from voice.audio import Utterance, float_to_pcm, rms_dbfs
 from voice.config import SttConfig
 from voice.models import default_models_dir, resolve_whisper_model
 
@@ -168,6 +168,21 @@ class HallucinationGuard:
             )
         return None
 
+    def for_file(self, pcm: bytes, text: str) -> str | None:
+        """A reason to call a whole recording's transcript no speech, else None: no 30 ms of
+        it as loud as stt.min_level_dbfs (a quiet file's average would say too little), or
+        nothing but a blocklisted phrase (35 s of silence came back "you")."""
+        frame = 2 * WHISPER_RATE * 30 // 1000
+        loudest = max(
+            (rms_dbfs(pcm[i : i + frame]) for i in range(0, len(pcm), frame)), default=-120.0
+        )
+        floor = self._config.min_level_dbfs
+        if loudest < floor:
+            return f"too quiet (loudest {loudest:.0f} dBFS < stt.min_level_dbfs {floor:g})"
+        if squash(text) in self._blocked:
+            return f"only a blocklisted phrase {text.strip()!r}"
+        return None
+
     def after(self, text: str, no_speech_prob: float, avg_logprob: float) -> str | None:
         """A reason to discard a transcript, else None."""
         squashed = squash(text)
@@ -305,11 +320,16 @@ class WhisperTranscriber:
         """A whole recording (``transcribe``), by faster-whisper's own path with timestamps:
         without them tiny.en can stop after the first of several sentences (bench_stt.py
         --sentences), and a file is not waited for as a reply is. That path drops segments by
-        Whisper's no-speech rule; a transcript without a word is no speech (``text == ""``)."""
+        Whisper's no-speech rule; a transcript without a word, of a recording with no sound
+        loud enough, or of only a blocklisted phrase is no speech (``text == ""``)."""
         result = self.transcribe_audio(audio, fast=False, timestamps=True)
-        if squash(result.text):
-            return result
-        return dataclasses.replace(result, text="", dropped=f"no words in {result.text[:20]!r}")
+        if not squash(result.text):
+            return dataclasses.replace(result, text="", dropped=f"no words in {result.text[:20]!r}")
+        reason = self._guard.for_file(float_to_pcm(audio), result.text)
+        if reason:
+            log.info("dropped transcript %r: %s", result.text, reason)
+            return dataclasses.replace(result, text="", dropped=reason)
+        return result
 
     def transcribe_audio(
         self, audio: FloatAudio, *, fast: bool | None = None, timestamps: bool = False

@@ -66,6 +66,32 @@ def test_energy_gate_follows_config() -> None:
     assert HallucinationGuard(SttConfig(min_level_dbfs=-50.0)).before(quiet) is None
 
 
+@pytest.mark.parametrize(
+    ("audio", "text", "dropped"),
+    [
+        (silence(35.0), "you", "too quiet"),
+        (white_noise(60.0, -70.0), "you you", "too quiet"),
+        # One word in a minute of silence: the loudest 30 ms counts, not the average.
+        (np.concatenate([silence(30.0), white_noise(0.3, -30.0), silence(30.0)]), "Yes.", None),
+        (white_noise(2.0, -30.0), "Thank you.", "blocklisted"),
+        (white_noise(2.0, -30.0), "Thank you for the review.", None),
+    ],
+    ids=["silence", "quiet-noise", "a-word-in-silence", "blocklisted", "words"],
+)
+def test_a_whole_file_of_no_speech_is_no_transcript(
+    audio: np.ndarray, text: str, dropped: str | None
+) -> None:
+    """`transcribe` printed "you" for 35 s of digital silence."""
+    reason = GUARD.for_file(float_to_pcm(audio), text)
+    assert (reason is None) if dropped is None else (reason is not None and dropped in reason)
+
+
+@pytest.mark.models
+def test_transcribe_finds_no_words_in_a_long_silent_file(stt: WhisperTranscriber) -> None:
+    result = stt.transcribe_file(silence(35.0))
+    assert result.text == "" and result.dropped
+
+
 @pytest.mark.parametrize("text", ["", "  ", ".", " . . . ", "...", "-"])
 def test_empty_text_is_dropped(text: str) -> None:
     assert GUARD.after(text, 0.1, -0.2) == "empty transcript"
