@@ -94,6 +94,8 @@ def load_turn_model(config: Config) -> TurnModel | None:
         model = SmartTurnModel(config.turn.end_model, threads=config.turn.end_model_threads)
         model.warm_up()
     except ModelError as e:
+        if config.turn.end_model:  # named in the configuration: a mistake to fix, as for any model
+            raise
         log.warning("no end-of-turn model (%s): the words alone decide when you have finished", e)
         return None
     return model

