@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -464,17 +465,22 @@ def cmd_ptt(args: argparse.Namespace, config: Config) -> int:
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     """Say a question with the TTS, then run ``ask`` on it with the echo agent."""
     workdir = Path(tempfile.mkdtemp(prefix="voice-assistant-demo-"))
-    models = app.load_models(config)
-    question = workdir / "question.wav"
-    app.write_wav(question, render(models.tts, DEMO_QUESTION), models.tts.sample_rate)
-    print(f"question: {DEMO_QUESTION!r} spoken into {question}")
-    output = args.output or workdir / "reply.wav"
-    core = app.build_core(config, agent="echo", store_dir=workdir / "sessions")
-    status = _ask(question, config, models, core, agent="echo", output=output)
-    if status == 0:
-        reply = app.read_audio(output)
-        heard_back = models.stt.transcribe(app.as_utterance(reply))
-        print(f"reply heard back: {heard_back.text.strip()}")
+    try:
+        models = app.load_models(config)
+        question = workdir / "question.wav"
+        app.write_wav(question, render(models.tts, DEMO_QUESTION), models.tts.sample_rate)
+        print(f"question: {DEMO_QUESTION!r} spoken into {question}")
+        output = args.output or workdir / "reply.wav"
+        core = app.build_core(config, agent="echo", store_dir=workdir / "sessions")
+        status = _ask(question, config, models, core, agent="echo", output=output)
+        if status == 0:
+            reply = app.read_audio(output)
+            heard_back = models.stt.transcribe(app.as_utterance(reply))
+            print(f"reply heard back: {heard_back.text.strip()}")
+    finally:
+        # The demo's conversation is no one's; the two WAV files stay to be listened to,
+        # unless the reply went where -o said.
+        shutil.rmtree(workdir if args.output else workdir / "sessions", ignore_errors=True)
     return status
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -140,6 +141,18 @@ def test_demo_runs_the_whole_chain_with_no_microphone_and_no_login(home: Path) -
     # "capital of friends" in a CI run, so a word may differ.
     heard_back = result.stdout.split("reply heard back:")[1]
     assert wer("you said what is the capital of france", heard_back) <= 0.15, heard_back
+    # Its conversation is no one's: only the two WAV files stay, to be listened to.
+    question = Path(result.stdout.split("spoken into ")[1].split()[0])
+    assert sorted(p.name for p in question.parent.iterdir()) == ["question.wav", "reply.wav"]
+    shutil.rmtree(question.parent)
+
+
+def test_demo_with_a_reply_file_leaves_nothing_else_behind(home: Path) -> None:
+    out = home / "reply.wav"
+    result = run(home, "demo", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    question = Path(result.stdout.split("spoken into ")[1].split()[0])
+    assert out.is_file() and not question.parent.exists()
 
 
 def test_agent_that_hangs_gets_a_spoken_apology(home: Path) -> None:
