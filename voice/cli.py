@@ -297,7 +297,7 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     core = app.build_core(config, agent=args.agent)
     started = time.monotonic()
     models = app.load_models(config)
-    print(f"models loaded in {time.monotonic() - started:.2f}s", file=sys.stderr)
+    log.info("models loaded in %.2f s", time.monotonic() - started)  # not with --quiet
     return _ask(args.file, config, models, core, agent=args.agent, output=args.output)
 
 

@@ -95,6 +95,8 @@ def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
 
     heard = run(home, "transcribe", str(reply_wav), "--quiet")
     assert "fellow americans" in heard.stdout.lower()
+    again = run(home, "ask", str(reply_wav), "--agent", "echo", "-o", str(home / "r.wav"), "-q")
+    assert again.returncode == 0 and again.stderr == ""  # --quiet: only warnings and errors
 
     history = run(home, "history", "--quiet")
     assert history.returncode == 0, history.stderr
