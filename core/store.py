@@ -88,6 +88,7 @@ class SessionStore:
         # Cache of the index file, valid while its signature is unchanged.
         self._index: Index | None = None
         self._index_sig: _FileSig | None = None
+        self._unreadable_sig: _FileSig | None = None  # a damaged index already warned about
         # Cache of the directory's file names, valid while the directory is unchanged; it
         # lets a save drop ghost entries without listing thousands of files every time.
         self._names: set[str] = set()
@@ -229,7 +230,10 @@ class SessionStore:
         except FileNotFoundError:
             return None
         except (OSError, SessionFormatError) as e:
-            log.warning("session index %s is unreadable (%s); rebuilding it", self._index_path, e)
+            if sig != self._unreadable_sig:  # once per damaged file, not at each look
+                path = self._index_path
+                log.warning("session index %s is unreadable (%s); rebuilding it", path, e)
+                self._unreadable_sig = sig
             return None
         self._index, self._index_sig, self._index_clean = index, sig, False
         return index

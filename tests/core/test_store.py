@@ -152,13 +152,17 @@ def test_rebuild_skips_and_quarantines_damaged_files(store: SessionStore) -> Non
     ],
     ids=["object", "missing-fields", "nan", "deep", "not-utf8", "hostile-id"],
 )
-def test_a_corrupt_index_is_rebuilt_from_the_files(store: SessionStore, index: bytes) -> None:
+def test_a_corrupt_index_is_rebuilt_from_the_files(
+    store: SessionStore, index: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
     saved = [session(at=float(i)) for i in range(3)]
     for s in saved:
         store.save(s)
     (store.root / "_index.json").write_bytes(index)
     fresh = SessionStore(store.root)
     assert [e["session_id"] for e in fresh.list()] == [s.session_id for s in reversed(saved)]
+    warned = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(warned) == 1, warned  # once, not at each look before the rebuild
     assert json.loads((store.root / "_index.json").read_text())[0]["session_id"] == (
         saved[-1].session_id
     )

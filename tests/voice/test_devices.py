@@ -567,8 +567,10 @@ def test_unknown_device_is_an_error_listing_the_devices(rig: PulseRig) -> None:
         Microphone(AudioConfig(input_device="no such microphone")).open()
     message = str(raised.value)
     assert "no such microphone" in message and "pulse" in message and "default" in message
-    with pytest.raises(DeviceError, match="99"):
+    assert "audio.input_device in config.toml (or --device)" in message  # either may name it
+    with pytest.raises(DeviceError, match="99") as raised:
         Speaker(AudioConfig(), device="99").open()
+    assert "(or --output-device)" in str(raised.value)
 
 
 # ---- losing the device -----------------------------------------------------------------------

@@ -130,9 +130,10 @@ def find_device(spec: str, kind: Kind) -> int | None:
         if matches
         else f"no audio device matches {spec!r}"
     )
+    flag = "--device" if kind == "input" else "--output-device"
     raise DeviceError(
-        f"{problem}. Set audio.{kind}_device in config.toml to a name or index from this list "
-        f'(or "" for the default):\n{list_devices()}'
+        f"{problem}. Set audio.{kind}_device in config.toml (or {flag}) to a name or "
+        f'index from this list (or "" for the default):\n{list_devices()}'
     )
 
 
