@@ -158,7 +158,15 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
         raise AssistantError(f"cannot read audio file {path}: {e}") from None
-    mono: npt.NDArray[np.float32] = data.mean(axis=1).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mono: npt.NDArray[np.float32] = data.mean(axis=1).astype(np.float32)
+    bad = ~np.isfinite(mono)
+    if bad.any():  # a float WAV can hold NaN or infinity: silence, not numpy's warnings
+        log.warning("%s: %d samples that are not numbers were taken as silence", path, bad.sum())
+        mono[bad] = 0.0
+    if mono.size and float(np.abs(mono).max()) > 1.0:
+        log.warning("%s: samples beyond full scale were clipped", path)
+        np.clip(mono, -1.0, 1.0, out=mono)
     if rate != STT_RATE:
         mono = np.asarray(soxr.resample(mono, rate, STT_RATE), dtype=np.float32)
     return mono

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from voice.audio import AudioChunk, float_to_pcm, rms_dbfs, trim_silence
 
@@ -30,3 +34,23 @@ def test_trim_silence_keeps_the_sound_and_a_little_air() -> None:
     assert np.array_equal(trimmed[320 : 320 + 1600], sound)
     assert trim_silence(np.zeros(800, np.int16), RATE, lead_ms=20, tail_ms=200).size == 0
     assert len(trim_silence(sound, RATE, lead_ms=20, tail_ms=200)) == 1600
+
+
+def test_a_float_file_with_nan_or_beyond_full_scale_is_read_as_sound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`transcribe` of such a WAV printed numpy's RuntimeWarnings, and Whisper got NaN."""
+    import soundfile
+
+    from voice.app import read_audio
+
+    samples = np.full(16000, 0.5, np.float32)
+    samples[:100], samples[100:200], samples[200:300] = np.nan, np.inf, 40.0
+    path = tmp_path / "odd.wav"
+    soundfile.write(str(path), samples, 16000, subtype="FLOAT")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning reaches the user
+        audio = read_audio(path)
+    assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+    assert (audio[:200] == 0).all() and audio[-1] == np.float32(0.5)
+    assert "200 samples that are not numbers" in caplog.text and "clipped" in caplog.text

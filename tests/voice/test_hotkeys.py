@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 import signal
 import struct
 import termios
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -459,11 +461,18 @@ def test_auto_falls_back_to_the_terminal_and_logs_why(
     assert "skipped pynput: pynput needs an X11 desktop" in caplog.text
 
 
-def test_auto_with_nothing_is_socket_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("mode", "level"), [("ptt-hold", "WARNING"), ("wake", "INFO")])
+def test_auto_with_nothing_is_socket_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str, level: str
+) -> None:
     read_end, write_end = os.pipe()  # stdin redirected: not a terminal
     try:
         probes = Probes(input_dir=tmp_path, stdin_fd=read_end)
-        assert choose_backend(InputConfig(), env={}, probes=probes) is None
+        with caplog.at_level(logging.INFO):
+            assert choose_backend(InputConfig(mode=mode), env={}, probes=probes) is None
+        # Push-to-talk needs a key; in wake mode it is a second way to wake it.
+        (said,) = [r for r in caplog.records if "no key backend works" in r.getMessage()]
+        assert said.levelname == level
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -499,6 +508,18 @@ def test_gpio_button_press_release_and_pin_in_use() -> None:
             GpioHotkey(17, pin_factory=factory)
     finally:
         backend.close()
+
+
+def test_the_default_pin_library_is_looked_for_without_a_warning_for_each_one() -> None:
+    """Off a Pi gpiozero warned of four pin libraries it could not load before the error."""
+    gpiozero = pytest.importorskip("gpiozero", reason="gpiozero (the gpio extra)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            GpioHotkey(17).close()  # a Pi with the pin free
+        except DeviceError as e:
+            assert "cannot use GPIO pin 17" in str(e)  # anywhere else
+    assert not [w for w in caught if issubclass(w.category, gpiozero.PinFactoryFallback)]
 
 
 def test_missing_optional_module_says_which_extra() -> None:

@@ -190,18 +190,22 @@ class DuplexDevice(Speaker):
 
     def _pick_duplex_rate(self, sd: ModuleType, index_in: int | None, index_out: int | None) -> int:
         candidates = [self.preferred_rate, _native_rate(sd, index_out, "output"), MIC_RATE]
+        refused = ""
         for rate in dict.fromkeys(candidates):
             try:
                 sd.check_input_settings(device=index_in, samplerate=rate, channels=1, dtype="int16")
                 sd.check_output_settings(
                     device=index_out, samplerate=rate, channels=1, dtype="int16"
                 )
-            except sd.PortAudioError:
+            except sd.PortAudioError as e:
+                refused = str(e)
                 continue
             return rate
+        # PortAudio's own words say which: a rate, or a device (or sound server) gone.
         raise DeviceError(
             f"the input and output devices share none of the rates {sorted(set(candidates))} "
-            "that one full-duplex stream needs"
+            f"that one full-duplex stream needs (PortAudio: {refused}); check that they are "
+            "there and the sound server runs (`voice-assistant devices`)"
         )
 
     def reopen(self) -> None:

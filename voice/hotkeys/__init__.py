@@ -120,5 +120,8 @@ def choose_backend(
             continue
         log.info("push-to-talk: using %s for %s", name, config.key)
         return backend
-    log.warning("push-to-talk: no key backend works here; only the control socket drives it")
+    if config.mode == "wake":  # the key is a second way to wake it, not needed
+        log.info("no key backend works here: the wake word and the control socket wake it")
+    else:
+        log.warning("push-to-talk: no key backend works here; only the control socket drives it")
     return None

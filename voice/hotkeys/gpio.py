@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from core.errors import DeviceError
@@ -16,9 +17,13 @@ class GpioHotkey:
     def __init__(self, pin: int = 17, *, pin_factory: Any = None, bounce_s: float = 0.02) -> None:
         gpiozero = _require("gpiozero", "gpio")
         try:
-            self._button: Any = gpiozero.Button(
-                pin, pull_up=True, bounce_time=bounce_s, pin_factory=pin_factory
-            )
+            # gpiozero warns of each pin library it tries and cannot load (four of them off a
+            # Pi); the one error below says what matters.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", gpiozero.PinFactoryFallback)
+                self._button: Any = gpiozero.Button(
+                    pin, pull_up=True, bounce_time=bounce_s, pin_factory=pin_factory
+                )
         except (gpiozero.GPIOZeroError, OSError) as e:
             raise DeviceError(
                 f"cannot use GPIO pin {pin} ({e}); check input.gpio_pin, and that you are in "
