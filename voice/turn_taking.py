@@ -700,7 +700,7 @@ class TurnTaking:
             self._request = None
         paused = self._reply_paused
         if turn is not None and turn.heard_s is not None and paused and paused.turn == turn.id:
-            turn.heard_s += max(0.0, self._now - paused.since_s)  # its first second: played
+            turn.heard_s += max(0.0, self._now - paused.since_s)  # its first moments: played
         self._listen_again(out)  # (the turn may be over: its earcon waited for this)
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
@@ -910,12 +910,13 @@ class TurnTaking:
             if turn is None:
                 self._send_queued(out)
 
-    def _queue(self, request: _Request, text: str) -> None:
-        """``text`` goes to the agent once the running turn is over."""
+    def _queue(self, request: _Request, text: str, *, new_only: bool = False) -> None:
+        """``text`` goes to the agent once the running turn is over (with the request's
+        audio; ``new_only``: without the turn's own, which a continuation begins with)."""
         queued = self._queued
         self._queued = _Queued(
             text if queued is None else f"{queued.text} {text}",
-            [*(queued.audio if queued else []), request.audio()],
+            [*(queued.audio if queued else []), request.audio(new_only=new_only)],
             request.speak_at,  # the later part ends the request
         )
 
@@ -932,6 +933,11 @@ class TurnTaking:
             out.append(Say(STOPPED))
         elif pending is not None and is_hum(text):
             self._abandon(request, out)  # "mm-hmm": the turn goes on as it was
+        elif pending is not None and is_backchannel(text):
+            # "Okay." in the reply's first moments: the user listens, and the reply goes on;
+            # the words go to the agent after it, as a backchannel over the reply does.
+            self._abandon(request, out)
+            self._queue(request, text, new_only=True)
         elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
             request.tail, request.new_text = True, ""
             self._request_text(request, "", out)

@@ -2169,10 +2169,47 @@ def test_speech_in_the_first_moments_of_the_reply_answers_nothing_the_user_heard
 
 def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -> None:
     # A stall: the loop's clock is at 4.5 s when it handles the reply that began at 3.4 s,
-    # and the voice it hears now began at 4.9 s, 1.5 s into the reply: a new request.
+    # and the voice it hears now began at 5.1 s, 1.7 s into the reply (0.6 s after the loop
+    # learnt of it): a new request.
     m, turn = reply_heard_over(3.4, handled_at_s=4.5)
-    m(Tick(5.3))
-    assert m.quiet(SpeechStarted(4.9)) == [PauseReply(turn)]
+    m(Tick(5.5))
+    assert m.quiet(SpeechStarted(5.1)) == [PauseReply(turn)]
+    assert_joins(m, turn, 5.1, joins=False)
+
+
+@pytest.mark.parametrize(
+    ("said", "resumes", "sent_after"),
+    [
+        ("Okay.", True, "Okay."),  # listening: the reply goes on, the words go after it
+        ("Mm-hmm.", True, None),  # a hum: no request
+        ("Okay, stop.", False, None),
+    ],
+)
+def test_a_backchannel_in_the_first_moments_of_the_reply_lets_it_go_on(
+    said: str, resumes: bool, sent_after: str | None
+) -> None:
+    """1.2 s into the reply the user cannot have heard it: speech there goes on with the
+    request. But "Okay." only says they listen, as it does later over the reply: the agent
+    is not interrupted for it."""
+    m, turn = reply_heard_over(3.31)
+    m(Tick(4.6))
+    assert m.quiet(SpeechStarted(4.51)) == [PauseReply(turn)]
+    (probe,) = jobs(m(UtteranceEnded(utt(4.51, 5.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, said))
+    assert (Interrupt(turn) in out) is not resumes, out
+    assert any(isinstance(a, ResumeReply) for a in out) is resumes, out
+    if not resumes:
+        return
+    m(Tick(8.0), AgentFinished(turn, "answered"))
+    sends = [a for a in m(ReplyDone(turn)) if isinstance(a, Send)]
+    assert [s.text for s in sends] == ([sent_after] if sent_after else [])
+    if sends:  # its audio is its own, not the request's it went on with: said again whole,
+        # the words going on with it are heard after "Okay." alone
+        m(Tick(8.3), SpeechStarted(8.3))
+        (probe,) = jobs(m(UtteranceEnded(utt(8.3, 9.0), "hangover")), Transcribe)
+        out = m(TranscriptReady(probe, "And the tests too."))
+        (whole,) = [a.audio for a in out if isinstance(a, Transcribe)]
+        assert whole.start_s == pytest.approx(4.51), whole
 
 
 @pytest.mark.parametrize(
