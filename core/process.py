@@ -35,9 +35,9 @@ from core.reaper import kill_strays, kill_tree, strays
 log = logging.getLogger(__name__)
 
 STDERR_KEEP_BYTES = 64 * 1024
-# stdout is read in chunks of up to this much and its lines queued a chunk at a time: queued
-# line by line, `yes` filled 888 MB with millions of 2-byte lines, and the output limit was
-# reached only after minutes of handing them over.
+# stdout is read and queued in chunks of up to this much, cut into lines as they are handed
+# over: queued line by line, `yes` filled 888 MB with millions of 2-byte lines (an object
+# each), and the output limit was reached only after minutes of handing them over.
 _READ_CHUNK = 64 * 1024
 _REAP_TIMEOUT_S = 10.0
 
@@ -174,10 +174,11 @@ class _Supervisor:
         self.proc = proc
         self.name = name
         self.kill_grace_s = kill_grace_s
-        # (kind, lines): "lines" with the complete lines of a chunk; "eof", "overflow",
-        # "exited" with none. What is queued is bounded by the output limit.
-        self.events: queue.Queue[tuple[str, list[bytes]]] = queue.Queue()
-        self.overflowed = threading.Event()  # seen at once, ahead of the lines queued before
+        # (kind, data): "output" with a chunk of stdout; "eof", "overflow" and "exited" with
+        # none. What is queued is bounded by the output limit.
+        self.events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.overflowed = threading.Event()  # seen at once, ahead of the output queued before
+        self._partial = bytearray()  # stdout handed over so far after its last newline
         self.exited = threading.Event()
         self.stderr = bytearray()
         self.reaped = False
@@ -216,14 +217,16 @@ class _Supervisor:
                 log.warning("a process that left the agent's group still holds its output open")
                 break
             try:
-                kind, lines = self.events.get(timeout=min(deadline, eof_deadline) - now)
+                kind, data = self.events.get(timeout=min(deadline, eof_deadline) - now)
             except queue.Empty:
                 continue
             if kind == "overflow":
                 self._too_much_output()
-            if kind == "lines":
-                self._hand_over(lines, on_line)
+            if kind == "output":
+                self._hand_over(data, on_line)
             elif kind == "eof":
+                if self._partial:  # the last line, with no newline after it
+                    on_line(bytes(self._partial))
                 eof = True
             elif kind == "exited" and not exited:
                 exited = True
@@ -244,11 +247,18 @@ class _Supervisor:
             self.stderr_reader.join(self.kill_grace_s)
         return Finished(returncode, bytes(self.stderr), time.monotonic() - self.started)
 
-    def _hand_over(self, lines: list[bytes], on_line: Callable[[bytes], None]) -> None:
-        for line in lines:
+    def _hand_over(self, data: bytes, on_line: Callable[[bytes], None]) -> None:
+        """Each line ``data`` completes, newline included (only b"\\n" ends one, as for
+        readline)."""
+        partial = self._partial
+        partial += data
+        start = 0
+        while (end := partial.find(b"\n", start)) >= 0:
             if self.overflowed.is_set():  # not behind what was queued before it
                 self._too_much_output()
-            on_line(line)
+            on_line(bytes(partial[start : end + 1]))
+            start = end + 1
+        del partial[:start]
 
     def _too_much_output(self) -> NoReturn:
         self.stop_group()
@@ -323,28 +333,20 @@ class _Supervisor:
     def _read_stdout(self, pipe: IO[bytes], limit: int) -> None:
         read = getattr(pipe, "read1", pipe.read)
         total = 0
-        partial = bytearray()  # a line not ended yet
         try:
             while chunk := read(_READ_CHUNK):
                 total += len(chunk)
                 if total > limit:
                     self.overflowed.set()
-                    self.events.put(("overflow", []))
+                    self.events.put(("overflow", b""))
                     return
-                partial += chunk
-                end = partial.rfind(b"\n") + 1
-                if end:
-                    ended = bytes(partial[:end]).split(b"\n")[:-1]  # only \n ends a line
-                    self.events.put(("lines", [line + b"\n" for line in ended]))
-                    del partial[:end]
-            if partial:
-                self.events.put(("lines", [bytes(partial)]))
+                self.events.put(("output", chunk))
         except (OSError, ValueError) as e:
             log.warning("reading the agent's output failed: %s", e)
         finally:
             with contextlib.suppress(OSError):
                 pipe.close()
-        self.events.put(("eof", []))
+        self.events.put(("eof", b""))
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
         keep_stderr(pipe, self.stderr)
@@ -354,7 +356,7 @@ class _Supervisor:
         with contextlib.suppress(ChildProcessError):
             os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
         self.exited.set()
-        self.events.put(("exited", []))
+        self.events.put(("exited", b""))
 
 
 def keep_stderr(pipe: IO[bytes], kept: bytearray) -> None:
