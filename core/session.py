@@ -204,7 +204,8 @@ class Session:
     updated_at: float = field(default_factory=_now)
     agent_session_id: str | None = None
     # The program whose conversation agent_session_id names ("claude"): another agent in
-    # the room is not handed it (None: a file from before this was recorded).
+    # the room is not handed it (None: not known). Saved with the id it names, so a release
+    # before this one, which keeps it unread while it changes the id, leaves it not known.
     agent_program: str | None = None
     closed: bool = False  # set by a reset: the next message in the room starts a new session
     # Read from a file a newer version (or another tool) wrote: its version, and the keys
@@ -252,6 +253,7 @@ class Session:
             "updated_at": _number(self.updated_at, "updated_at"),
             "agent_session_id": None if agent_id is None else _string(agent_id, "agent id"),
             "agent_program": None if program is None else _string(program, "agent program"),
+            "agent_program_of": agent_id if program is not None else None,
             "closed": _boolean(self.closed, "closed"),
             "messages": _checked_messages(self.messages),
         }
@@ -266,6 +268,8 @@ class Session:
         if not isinstance(messages, list):
             raise SessionFormatError("session messages must be a list")
         agent_id, program = data.get("agent_session_id"), data.get("agent_program")
+        if data.get("agent_program_of") != agent_id:  # the id changed since: not known
+            program = None
         extra = {key: value for key, value in data.items() if key not in _SESSION_KEYS}
         try:
             return cls(
@@ -291,7 +295,7 @@ class Session:
 
 # The file's keys, and the fields' own names (a file written as ``json.dumps(session.__dict__)``,
 # as the spec suites do, holds those): anything else is a key this version does not know.
-_SESSION_KEYS = frozenset({"version", *(f.name for f in fields(Session))})
+_SESSION_KEYS = frozenset({"version", "agent_program_of", *(f.name for f in fields(Session))})
 
 
 def _plain_extra(extra: dict[str, Any]) -> dict[str, Any]:

@@ -96,6 +96,16 @@ def test_unknown_keys_survive_a_load_and_a_save(store: SessionStore) -> None:
     assert again is not None and again.messages[0] == {"role": "user", "content": "hi", **extra}
 
 
+def test_whose_agent_conversation_it_is_is_known_only_for_the_id_it_was_saved_with() -> None:
+    s = Session(room_id="desk", agent_session_id="echo-id", agent_program="core.echo_agent")
+    saved = s.to_dict()
+    assert Session.from_dict(saved).agent_program == "core.echo_agent"
+    # The release before keeps the key unread, and records Claude's id over it.
+    older = {**saved, "agent_session_id": "claude-id"}
+    assert Session.from_dict(older).agent_program is None  # not known: resumed as before
+    assert "agent_program_of" not in Session.from_dict(saved).extra
+
+
 DEEP: object = []
 for _ in range(40):
     DEEP = [DEEP]
