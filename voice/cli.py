@@ -469,7 +469,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         models = app.load_models(config)
         question = workdir / "question.wav"
         app.write_wav(question, render(models.tts, DEMO_QUESTION), models.tts.sample_rate)
-        print(f"question: {DEMO_QUESTION!r} spoken into {question}")
+        where = "a scratch file" if args.output else question  # kept only without -o
+        print(f"question: {DEMO_QUESTION!r} spoken into {where}")
         output = args.output or workdir / "reply.wav"
         core = app.build_core(config, agent="echo", store_dir=workdir / "sessions")
         status = _ask(question, config, models, core, agent="echo", output=output)

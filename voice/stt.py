@@ -168,10 +168,10 @@ class HallucinationGuard:
             )
         return None
 
-    def for_file(self, pcm: bytes, text: str) -> str | None:
-        """A reason to call a whole recording's transcript no speech, else None: no 30 ms of
-        it as loud as stt.min_level_dbfs (a quiet file's average would say too little), or
-        nothing but a blocklisted phrase (35 s of silence came back "you")."""
+    def file_too_quiet(self, pcm: bytes) -> str | None:
+        """A reason not to transcribe a whole recording: no 30 ms of it as loud as
+        stt.min_level_dbfs (a long file's average says too little: one word in minutes of
+        silence). 35 s of digital silence came back "you"."""
         frame = 2 * WHISPER_RATE * 30 // 1000
         loudest = max(
             (rms_dbfs(pcm[i : i + frame]) for i in range(0, len(pcm), frame)), default=-120.0
@@ -179,9 +179,14 @@ class HallucinationGuard:
         floor = self._config.min_level_dbfs
         if loudest < floor:
             return f"too quiet (loudest {loudest:.0f} dBFS < stt.min_level_dbfs {floor:g})"
-        if squash(text) in self._blocked:
-            return f"only a blocklisted phrase {text.strip()!r}"
         return None
+
+    def only_blocked(self, text: str) -> str | None:
+        """A reason to call a whole recording's transcript no speech: it is nothing but a
+        blocklisted phrase."""
+        return (
+            f"only a blocklisted phrase {text.strip()!r}" if squash(text) in self._blocked else None
+        )
 
     def after(self, text: str, no_speech_prob: float, avg_logprob: float) -> str | None:
         """A reason to discard a transcript, else None."""
@@ -322,10 +327,13 @@ class WhisperTranscriber:
         --sentences), and a file is not waited for as a reply is. That path drops segments by
         Whisper's no-speech rule; a transcript without a word, of a recording with no sound
         loud enough, or of only a blocklisted phrase is no speech (``text == ""``)."""
+        quiet = self._guard.file_too_quiet(float_to_pcm(audio))
+        if quiet:  # not worth decoding
+            return Transcript("", audio.size / WHISPER_RATE, 0.0, dropped=quiet)
         result = self.transcribe_audio(audio, fast=False, timestamps=True)
         if not squash(result.text):
             return dataclasses.replace(result, text="", dropped=f"no words in {result.text[:20]!r}")
-        reason = self._guard.for_file(float_to_pcm(audio), result.text)
+        reason = self._guard.only_blocked(result.text)
         if reason:
             log.info("dropped transcript %r: %s", result.text, reason)
             return dataclasses.replace(result, text="", dropped=reason)
