@@ -136,6 +136,11 @@ HOLD_QUIET_S = 0.6
 # the sure end let play at once (the recording's soft last word ended its voice 0.37 s
 # early), and at 1.0 s it became a request of its own (bench_real_voices.py, A+B@1200).
 REPLY_UNHEARD_S = 1.5
+# ... where its words decide (they are heard at its first pause: hands-free with an end of
+# turn analyzer, or wake mode). Without them the agent is interrupted at the onset, before
+# any word is heard, so a leak of the reply's own echo there would run the request again:
+# the window stays at a second.
+REPLY_UNHEARD_BLIND_S = 1.0
 # Wake mode: speech this soon after the request's segment ended goes on with it (the user
 # paused longer than the end of turn waits); later, while the agent works, only the wake word
 # is heard. Open for the whole turn, a television talking over Claude's minutes of work was
@@ -659,12 +664,14 @@ class TurnTaking:
         paused = self._reply_paused
         if paused is not None and paused.turn == turn.id:
             onset_s = min(onset_s, paused.since_s)
+        words_decide = self._words_at_pauses or self.policy.mode == "wake"
+        unheard_s = REPLY_UNHEARD_S if words_decide else REPLY_UNHEARD_BLIND_S
         return (
             self._heard_over_reply
             and bool(turn.audio)
             and (
                 onset_s - turn.audio[-1].end_s < self.policy.longest_pause_s
-                or (turn.heard_s is not None and onset_s - turn.heard_s < REPLY_UNHEARD_S)
+                or (turn.heard_s is not None and onset_s - turn.heard_s < unheard_s)
             )
         )
 

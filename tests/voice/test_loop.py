@@ -232,9 +232,10 @@ def test_the_replys_own_words_before_a_voice_are_cut_from_its_request(
     make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
 ) -> None:
     """The segment opened on the echo's residue and the voice followed it in: its request is
-    the voice's words only."""
+    the voice's words only. (It comes 2 s into the reply: in its first 1.5 s it would go on
+    with the request.)"""
     rig = make_rig(
-        silence(300) + tone(800) + silence(3000) + tone(1000) + silence(5000),
+        silence(300) + tone(800) + silence(3600) + tone(1000) + silence(5000),
         stt=over_the_reply("Keep the speaker busy. And what about tomorrow?"),
         echo=FakeEcho(hears_over_reply=True),
     )

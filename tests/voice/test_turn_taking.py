@@ -1108,6 +1108,21 @@ def test_without_words_at_pauses_a_voice_over_the_reply_stops_it_at_once(
     assert m.quiet(Tick(15.0)) == []  # never goes on
 
 
+@pytest.mark.parametrize(("onset_s", "joins"), [(4.55, True), (4.75, False)])
+def test_without_words_at_pauses_only_the_reply_s_first_second_goes_on_with_the_request(
+    onset_s: float, joins: bool
+) -> None:
+    """There the agent is interrupted at the onset, before a word is heard: over a wider
+    window a leak of the reply's own echo ran the request again (the loop's rig tests)."""
+    m = Machine(replace(POLICY, analyzer=None))
+    m(HeardOverReply(True))
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    m(Tick(3.6), ReplyPlaying(turn), Tick(onset_s))  # past the longest pause after 3.0 s
+    out = m.quiet(SpeechStarted(onset_s))  # 0.95 / 1.15 s into the reply
+    assert StopReply(turn) in out and (Interrupt(turn) in out) is joins, out
+
+
 def test_a_likely_voice_does_not_pause_a_reply_a_key_stopped() -> None:
     m = Machine()
     turn = started_turn(m)
