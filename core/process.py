@@ -215,6 +215,7 @@ class _Supervisor:
                 )
             if now >= eof_deadline:
                 log.warning("a process that left the agent's group still holds its output open")
+                self._hand_over_the_rest(on_line)
                 break
             try:
                 kind, data = self.events.get(timeout=min(deadline, eof_deadline) - now)
@@ -225,8 +226,7 @@ class _Supervisor:
             if kind == "output":
                 self._hand_over(data, on_line)
             elif kind == "eof":
-                if self._partial:  # the last line, with no newline after it
-                    on_line(bytes(self._partial))
+                self._hand_over_the_rest(on_line)
                 eof = True
             elif kind == "exited" and not exited:
                 exited = True
@@ -259,6 +259,11 @@ class _Supervisor:
             on_line(bytes(partial[start : end + 1]))
             start = end + 1
         del partial[:start]
+
+    def _hand_over_the_rest(self, on_line: Callable[[bytes], None]) -> None:
+        if self._partial:  # the agent's last line, with no newline after it
+            on_line(bytes(self._partial))
+            self._partial.clear()
 
     def _too_much_output(self) -> NoReturn:
         self.stop_group()

@@ -164,10 +164,11 @@ def read_audio(path: Path) -> npt.NDArray[np.float32]:
     if bad.any():  # a float WAV can hold NaN or infinity: silence, not numpy's warnings
         log.warning("%s: %d samples that are not numbers were taken as silence", path, bad.sum())
         mono[bad] = 0.0
-    peak = float(np.abs(mono).max()) if mono.size else 0.0
-    if peak > 1.0:  # a float file may go beyond full scale: made quieter, not clipped
-        log.warning("%s: its samples go beyond full scale (peak %.1f): scaled down", path, peak)
-        mono /= peak
+    if mono.size and float(np.abs(mono).max()) > 1.0:
+        # Clipped as any conversion to 16 bits would: scaled down instead, one wild sample
+        # made the whole recording too quiet to be heard.
+        log.warning("%s: samples beyond full scale were clipped", path)
+        np.clip(mono, -1.0, 1.0, out=mono)
     if rate != STT_RATE:
         mono = np.asarray(soxr.resample(mono, rate, STT_RATE), dtype=np.float32)
     return mono

@@ -329,6 +329,7 @@ class WhisperTranscriber:
         loud enough, or of only a blocklisted phrase is no speech (``text == ""``)."""
         quiet = self._guard.file_too_quiet(float_to_pcm(audio))
         if quiet:  # not worth decoding
+            log.info("nothing transcribed: %s", quiet)
             return Transcript("", audio.size / WHISPER_RATE, 0.0, dropped=quiet)
         result = self.transcribe_audio(audio, fast=False, timestamps=True)
         if not squash(result.text):

@@ -319,6 +319,11 @@ def _new_words(added: str) -> bool:
     return bool(word_count(added)) and not is_hum(added)
 
 
+def _listening(turn: _Turn, text: str) -> bool:
+    """``text``, said over the turn's reply, only says the user listens to it ("Okay.")."""
+    return turn.heard_s is not None and is_backchannel(text)
+
+
 def _lost_new_words(request: _Request, text: str) -> bool:
     """The transcript of a request that goes on with another (``fallback``) has no more
     words than that one had, though new speech was kept: its new words were dropped."""
@@ -708,7 +713,8 @@ class TurnTaking:
         paused = self._reply_paused
         if turn is not None and turn.heard_s is not None and paused and paused.turn == turn.id:
             turn.heard_s += max(0.0, self._now - paused.since_s)  # its first moments: played
-        self._listen_again(out)  # (the turn may be over: its earcon waited for this)
+        if self._turn is None:  # over meanwhile: its earcon waited for this, or what was queued
+            self._send_queued(out)
 
     def _continue(self, turn: _Turn, out: list[Action]) -> None:
         """The user goes on with the request the agent has: stop it, and hear the rest."""
@@ -875,7 +881,8 @@ class TurnTaking:
             self._probe_text(request, text, out)
         if request.pending is not None:
             added = added_words(text, request.fallback) if heard_at_pause else ""
-            if _new_words(added) and not is_stop(added):  # ("stop" is heard on its own)
+            # ("stop" is heard on its own, and so is "okay" said to the reply)
+            if _new_words(added) and not is_stop(added) and not _listening(request.pending, added):
                 self._go_on(request, out)  # new words at a pause: no need to wait for the end
         elif mine:
             self._stop_held_reply(request, text, out)
@@ -940,11 +947,11 @@ class TurnTaking:
             out.append(Say(STOPPED))
         elif pending is not None and is_hum(text):
             self._abandon(request, out)  # "mm-hmm": the turn goes on as it was
-        elif pending is not None and is_backchannel(text):
+        elif pending is not None and _listening(pending, text):
             # "Okay." in the reply's first moments: the user listens, and the reply goes on;
             # the words go to the agent after it, as a backchannel over the reply does.
-            self._abandon(request, out)
             self._queue(request, text, new_only=True)
+            self._abandon(request, out)
         elif is_hum(text):  # "mm-hmm" adds nothing: the request stands as it was
             request.tail, request.new_text = True, ""
             self._request_text(request, "", out)

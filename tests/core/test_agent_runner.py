@@ -218,6 +218,32 @@ def test_lines_reach_the_parser_whole_however_the_pipe_splits_them() -> None:
     assert lines[100000] == "last" + "y" * 200000 + "\r" and lines[100001] == "tail"
 
 
+def test_the_last_line_is_kept_when_a_stray_process_holds_the_output_open() -> None:
+    """The agent exits with its last line unended, while a process it started outside its
+    group (setsid) keeps stdout open: the turn ends after the grace period, with that line."""
+    script = (
+        "import os, sys, time\n"
+        "sys.stdout.write('first\\nlast, no newline'); sys.stdout.flush()\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(5); os._exit(0)\n"
+        "    os._exit(0)\n"
+        "os._exit(0)\n"
+    )
+    lines: list[bytes] = []
+    run_process(
+        [sys.executable, "-c", script],
+        stdin_data=b"",
+        timeout_s=30,
+        kill_grace_s=1,
+        cwd=None,
+        max_stdout_bytes=1024,
+        on_line=lines.append,
+    )
+    assert lines == [b"first\n", b"last, no newline"]
+
+
 def test_a_missing_program_says_what_to_fix() -> None:
     with pytest.raises(AgentError) as excinfo:
         AgentRunner(["no-such-agent-cli-xyz", "-p"], 5).run("q")

@@ -2182,6 +2182,41 @@ def test_speech_in_the_first_moments_of_the_reply_answers_nothing_the_user_heard
     assert_joins(m, turn, onset_s, joins)
 
 
+def test_okay_heard_at_a_pause_in_the_first_moments_of_the_reply_interrupts_nothing() -> None:
+    # Live the segmenter reports the pause first: "He was not. Okay." joined at that pause
+    # must not interrupt the agent as new words would.
+    m, turn = reply_heard_over(3.31)
+    m(Tick(4.6))
+    assert m.quiet(SpeechStarted(4.51)) == [PauseReply(turn)]
+    seg = utt(4.51, 5.0)
+    (at_pause,) = jobs(m(Tick(5.2), SpeechPaused(seg, 0.12)), Transcribe)
+    out = m.quiet(TranscriptReady(at_pause, "He was not. Okay."))
+    assert Interrupt(turn) not in out and StopReply(turn) not in out, out
+    (probe,) = jobs(m(UtteranceEnded(seg, "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Okay."))
+    assert Interrupt(turn) not in out and any(isinstance(a, ResumeReply) for a in out), out
+
+
+def test_okay_heard_as_the_turn_ended_is_sent_at_once() -> None:
+    m, turn = reply_heard_over(3.31)
+    m(Tick(4.6))
+    m(SpeechStarted(4.51))
+    m(AgentFinished(turn, "answered"), ReplyDone(turn))  # over while the words were heard
+    (probe,) = jobs(m(UtteranceEnded(utt(4.51, 5.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Okay."))
+    assert [a.text for a in out if isinstance(a, Send)] == ["Okay."], out
+
+
+def test_okay_before_the_reply_played_joins_the_request() -> None:
+    m = Machine()
+    turn = going_on(m, "Delete the build folder.")
+    (probe,) = jobs(m(UtteranceEnded(utt(3.5, 3.9), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Yeah, okay."))
+    (whole,) = [a for a in out if isinstance(a, Transcribe)]
+    assert whole.audio.start_s == pytest.approx(1.0), out  # the request heard again, joined
+    assert turn in [a.turn for a in out if isinstance(a, StopReply | Interrupt)]
+
+
 def test_a_reply_heard_while_the_loop_caught_up_is_timed_from_when_it_played() -> None:
     # A stall: the loop's clock is at 4.5 s when it handles the reply that began at 3.4 s,
     # and the voice it hears now began at 5.1 s, 1.7 s into the reply (0.6 s after the loop
