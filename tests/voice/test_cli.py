@@ -96,8 +96,6 @@ def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
 
     heard = run(home, "transcribe", str(reply_wav), "--quiet")
     assert "fellow americans" in heard.stdout.lower()
-    again = run(home, "ask", str(reply_wav), "--agent", "echo", "-o", str(home / "r.wav"), "-q")
-    assert again.returncode == 0 and again.stderr == ""  # --quiet: only warnings and errors
 
     history = run(home, "history", "--quiet")
     assert history.returncode == 0, history.stderr
@@ -105,6 +103,9 @@ def test_ask_answers_from_a_file_and_remembers_it(home: Path) -> None:
     sessions = list((home / "state" / "voice-assistant" / "sessions").glob("*.json"))
     stored = [json.loads(p.read_text()) for p in sessions if p.name != "_index.json"]
     assert stored[0]["room_id"] == "den"
+
+    again = run(home, "ask", str(reply_wav), "--agent", "echo", "-o", str(home / "r.wav"), "-q")
+    assert again.returncode == 0 and again.stderr == ""  # --quiet: only warnings and errors
 
 
 def test_ask_whose_reply_cannot_be_spoken_says_so_and_fails(home: Path) -> None:
