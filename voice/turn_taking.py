@@ -541,7 +541,7 @@ class TurnTaking:
         elif not turn.heard or self._continues_over_reply(turn, onset_s):
             # Its words decide: a sound or a hum is no request (nor, in wake mode, a wake
             # word with nothing after it, maybe a false one: the agent is not run twice).
-            if self._words_at_pauses or self.policy.mode == "wake":
+            if self._words_decide_going_on:
                 self._request = _Request(
                     "continue", base=list(turn.audio), revises=True, fallback=turn.text
                 )
@@ -604,6 +604,13 @@ class TurnTaking:
         """Speech over the reply is transcribed at its pauses (see _paused), so its words can
         decide soon: hands-free, with an end-of-turn analyzer."""
         return self.policy.mode == "vad" and self.policy.analyzer is not None
+
+    @property
+    def _words_decide_going_on(self) -> bool:
+        """Speech that may go on with a turn's request waits for its words before the agent
+        is interrupted (a sound or a hum is none): at its pauses, or in wake mode at its end.
+        Otherwise the agent is interrupted at the onset."""
+        return self._words_at_pauses or self.policy.mode == "wake"
 
     def _stop_held_reply(self, request: _Request, text: str, out: list[Action]) -> None:
         """Words said over the reply stop it (once), whether it is still held or went on."""
@@ -669,8 +676,7 @@ class TurnTaking:
         paused = self._reply_paused
         if paused is not None and paused.turn == turn.id:
             onset_s = min(onset_s, paused.since_s)
-        words_decide = self._words_at_pauses or self.policy.mode == "wake"
-        unheard_s = REPLY_UNHEARD_S if words_decide else REPLY_UNHEARD_BLIND_S
+        unheard_s = REPLY_UNHEARD_S if self._words_decide_going_on else REPLY_UNHEARD_BLIND_S
         return (
             self._heard_over_reply
             and bool(turn.audio)
