@@ -132,6 +132,61 @@ def claude_argv(
     return tuple(argv)
 
 
+class _Lines:
+    """The lines a process printed that its turn has not read yet: at most ``limit`` bytes of
+    them, each counted with what holding it costs, so a flood waits in its pipe, not here.
+    One line may be longer (the turn then stops it at agent.max_output_bytes)."""
+
+    _COST = 64  # what a bytes object and its place in the deque take beside its data
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lines: collections.deque[bytes | None] = collections.deque()
+        self._held = 0
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def put(self, line: bytes) -> bool:
+        """Waits for room; False once closed (the reader stops)."""
+        cost = len(line) + self._COST
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._closed or not self._held or self._held + cost <= self._limit
+            )
+            if self._closed:
+                return False
+            self._lines.append(line)
+            self._held += cost
+            self._changed.notify_all()
+        return True
+
+    def end(self) -> None:
+        """No more lines: get returns None after the last."""
+        with self._changed:
+            self._lines.append(None)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def get(self, timeout: float) -> bytes | None:
+        """The next line; None at the end; queue.Empty after ``timeout`` seconds."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._lines, timeout):
+                raise queue.Empty
+            line = self._lines.popleft()
+            if line is not None:
+                self._held -= len(line) + self._COST
+                self._changed.notify_all()
+            return line
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
 class _Process:
     """One CLI process in its own process group, stdin kept open, stdout read as lines."""
 
@@ -155,7 +210,7 @@ class _Process:
         self._ledger = ledger
         if ledger is not None:
             ledger.record(room, self.proc.pid)
-        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.lines = _Lines(max_line_bytes)
         self.stderr = bytearray()
         self.busy = False
         self.turn = 0  # counts turns: an interrupt belongs to one, never to the next
@@ -247,6 +302,7 @@ class _Process:
             self._lifeline.release(self.proc.pid)
         if self._ledger is not None:
             self._ledger.clear(self.room, self.proc.pid)
+        self.lines.close()  # a reader waiting for room to queue a line stops
 
     def stderr_text(self, wait_s: float = 0.0) -> str:
         """What it wrote to stderr; ``wait_s`` for the rest once it has exited."""
@@ -255,12 +311,12 @@ class _Process:
 
     def _read_stdout(self, pipe: IO[bytes]) -> None:
         try:
-            while line := pipe.readline(self._max_line + 1):
-                self.lines.put(line)
+            while (line := pipe.readline(self._max_line + 1)) and self.lines.put(line):
+                pass
         except (OSError, ValueError) as e:
             log.warning("reading the agent's output failed: %s", e)
         finally:
-            self.lines.put(None)
+            self.lines.end()
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
         keep_stderr(pipe, self.stderr)

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -56,13 +57,27 @@ class Finished:
 
 
 def program_name(argv: Sequence[str]) -> str:
-    """How logs and errors name the program: ``claude``; ``core.echo_agent`` for ``python -m
-    core.echo_agent`` (the interpreter's name would say nothing)."""
+    """How logs and errors name the program, and which program a conversation id belongs to:
+    ``claude``; ``core.echo_agent`` for ``python -m core.echo_agent`` and ``agent.py`` for
+    ``python3 -u agent.py`` (the interpreter's name would say nothing, and would make two
+    scripts one program)."""
     if not argv:
         return "agent"
-    if len(argv) > 2 and argv[1] == "-m" and os.path.basename(argv[0]).startswith("python"):
-        return argv[2]
-    return os.path.basename(argv[0])
+    name = os.path.basename(argv[0])
+    if not _INTERPRETER.fullmatch(name):
+        return name
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "-m" and name.startswith("python") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg in _CODE_FLAGS:  # the program is in the argument: nothing names it
+            return name
+        if not arg.startswith("-"):
+            return os.path.basename(arg)
+    return name
+
+
+_INTERPRETER = re.compile(r"python[0-9.]*|node|nodejs|bun|deno|ruby|perl|php|sh|bash|dash|zsh")
+_CODE_FLAGS = frozenset({"-c", "-e", "--eval", "-m"})
 
 
 def run_process(

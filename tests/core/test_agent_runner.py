@@ -261,7 +261,10 @@ def test_a_missing_program_says_what_to_fix() -> None:
         (["/usr/local/bin/claude"], "claude"),
         (["/venv/bin/python3", "-m", "core.echo_agent", "--x"], "core.echo_agent"),
         (["python", "-m"], "python"),
-        (["python3", "script.py"], "python3"),
+        (["python3", "-u", "/srv/agents/a.py", "--fast"], "a.py"),
+        (["node", "agent.js"], "agent.js"),
+        (["bash", "-c", "exec cat"], "bash"),
+        (["python3"], "python3"),
         ([], "agent"),
     ],
 )

@@ -691,3 +691,34 @@ def test_json_output_keeps_the_voice_flags(
     assert result.text == "Made." and not result.denials
     assert (claude_cwd / "made.txt").exists()
     assert VOICE_PROMPT in claude_api.turns[0].system_text
+
+
+def test_a_flood_of_valid_lines_waits_in_its_pipe_not_in_memory(tmp_path: Path) -> None:
+    # Started ahead of its turn, a program prints short JSON lines without end: what waits
+    # unread stays within agent.max_output_bytes (counted with each line's cost), the program
+    # is held back, and its turn is stopped at the limit.
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nexec yes \'{"type": "noise"}\'\n')
+    fake.chmod(0o755)
+    limit = 256 * 1024
+    argv = claude_argv([str(fake)], session=True)
+    agent = ClaudeSessions(argv, 30.0, tmp_path, max_output_bytes=limit)
+    try:
+        agent.prepare("desk", None)
+        process = agent._processes["desk"]
+        deadline = time.monotonic() + 20
+        while process.lines.held < limit // 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.0)  # unbounded, a second of `yes` is hundreds of megabytes
+        assert limit // 2 <= process.lines.held <= limit
+        with pytest.raises(AgentError, match=r"more than agent\.max_output_bytes"):
+            agent.run_turn(AgentTurn("hi", "desk"))
+        assert "desk" not in pids(agent)
+        reader = f"-{process.proc.pid}-read_stdout"
+        deadline = time.monotonic() + 20  # its reader, held waiting for room, has stopped too
+        while any(t.name.endswith(reader) for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the reader still waits"
+            time.sleep(0.05)
+    finally:
+        agent.stop()

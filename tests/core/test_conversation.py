@@ -382,6 +382,28 @@ def test_another_agent_in_the_room_is_not_handed_the_last_agents_conversation(
     assert calls == [echo_id]  # the echo agent goes on with its own conversation
 
 
+def test_two_scripts_of_one_interpreter_are_two_agents(tmp_path: Path) -> None:
+    """``python3 a.py`` and ``python3 b.py`` were both "python3": b was handed a's id."""
+    root = Path(__file__).resolve().parents[2]
+    echo = tmp_path / "a.py"
+    echo.write_text(
+        f"import runpy, sys\nsys.path.insert(0, {str(root)!r})\n"
+        "runpy.run_module('core.echo_agent', run_name='__main__')\n"
+    )
+    strict = tmp_path / "b.py"
+    strict.write_text("import sys\nassert sys.argv[1:] == [], sys.argv\nprint('plain')\n")
+    config = CoreConfig(
+        agent=AgentConfig(command=(sys.executable, str(echo)), timeout_s=30.0, mode="per-turn"),
+        session=SessionConfig(store_dir=str(tmp_path / "store")),
+    )
+    first = Core.from_config(config)
+    assert first.send_message("desk", "one") == "You said: one"
+    session = first.active_session("desk")
+    assert session is not None and session.agent_session_id and session.agent_program == "a.py"
+    second = Core.from_config(config, agent_command=[sys.executable, str(strict)])
+    assert second.send_message("desk", "two") == "plain"  # no --resume <a's id>
+
+
 def test_agent_cwd_may_start_with_a_tilde(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.toml says paths may start with ~: the agent runs in the home's folder, not in
     a folder literally named "~"."""
