@@ -219,14 +219,14 @@ class OutputParser:
         delta = raw.get("delta")
         if isinstance(delta, dict) and delta.get("type") == "text_delta":
             self._partial_deltas = True
-            self._emit(TextDelta(str(delta.get("text", ""))))
+            self._emit(TextDelta(_text(delta.get("text"))))
 
     def _assistant(self, content: object, *, speak: bool) -> None:
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
-                text = str(block.get("text", ""))
+                text = _text(block.get("text"))
                 self.texts.append(text)
                 if speak and not self._partial_deltas:
                     self._emit(TextDelta(text))
@@ -235,8 +235,8 @@ class OutputParser:
                 tool_input = block.get("input")
                 self._emit(
                     ToolUse(
-                        str(block.get("id", "")),
-                        str(block.get("name", "tool")),
+                        _text(block.get("id")),
+                        _text(block.get("name")) or "tool",
                         tool_input if isinstance(tool_input, dict) else {},
                     )
                 )
@@ -337,14 +337,14 @@ def _result(
     final = final if isinstance(final, str) else ""
     whole = blocks and (not final.strip() or blocks[-1] == final.strip())
     text = BLOCK_SEPARATOR.join(blocks) if whole else final
-    duration = _finite(result.get("duration_ms"))
+    duration = finite(result.get("duration_ms"))
     turns = result.get("num_turns")
     usage = result.get("usage")
     return AgentResult(
         text=text,
         session_id=safe_agent_id(result.get("session_id")) or parser.init_session_id,
         is_error=False,
-        cost_usd=_finite(result.get("total_cost_usd", result.get("cost_usd"))),
+        cost_usd=finite(result.get("total_cost_usd", result.get("cost_usd"))),
         duration_ms=round(duration) if duration is not None else round(duration_s * 1000),
         num_turns=turns if isinstance(turns, int) and not isinstance(turns, bool) else None,
         usage=usage if isinstance(usage, dict) else {},
@@ -448,7 +448,18 @@ def _dig(event: dict[str, Any], *keys: str) -> Any:
     return value
 
 
-def _finite(value: object) -> float | None:
+def _text(value: object) -> str:
+    """A string the agent sent; anything else (a list, an object) says nothing to speak."""
+    return value if isinstance(value, str) else ""
+
+
+def finite(value: object) -> float | None:
+    """A number the agent reported, as a float; None if it is not one, or beyond a float
+    (JSON allows 1e999 and a 400-digit integer)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

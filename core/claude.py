@@ -22,7 +22,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import os
 import queue
 import signal
@@ -39,6 +38,7 @@ from core.agent_events import AgentTurn, ApiRetry, Decision, PermissionRequest, 
 from core.agent_output import (
     AgentResult,
     OutputParser,
+    finite,
     format_from_command,
     interpret,
     loads,
@@ -63,6 +63,7 @@ _IDLE_CHECK_S = 30.0
 LOGIN_RETRIES = 2
 _NOT_ANSWERED = "The user did not answer in time, so this was not allowed."
 NOBODY_ANSWERS = "Nobody can answer permission questions in this session, so this was not allowed."
+BETWEEN_TURNS = "The user was not asked: this came between their requests, so it was not allowed."
 
 
 def _check_login(process: _Process, retry: ApiRetry | None) -> None:
@@ -111,24 +112,28 @@ def claude_argv(
             "agent.mode = 'session' needs Claude's stream-json output: remove "
             "--output-format from agent.command"
         )
+
+    def add(flag: str, *value: str, unless: str = "") -> None:
+        if not has(flag) and not (unless and has(unless)):
+            argv.extend((flag, *value))
+
     if streaming:  # (with json or text output the reply comes whole, at the end)
-        if not has("--output-format"):
-            argv += ["--output-format", "stream-json"]
-        if not has("--verbose"):
-            argv.append("--verbose")  # stream-json output requires it
-        if not has("--include-partial-messages"):
-            argv.append("--include-partial-messages")  # speak from the first words
+        add("--output-format", "stream-json")
+        add("--verbose")  # stream-json output requires it
+        add("--include-partial-messages")  # speak from the first words
     if session:
-        if not has("--input-format"):
-            argv += ["--input-format", "stream-json"]
-        if ask_permissions and not has("--permission-prompt-tool"):
-            argv += ["--permission-prompt-tool", "stdio"]
-    if permission_mode and not has("--permission-mode"):
-        argv += ["--permission-mode", permission_mode]
-    if allowed_tools and not has("--allowedTools") and not has("--allowed-tools"):
-        argv += ["--allowedTools", ",".join(allowed_tools)]
-    if system_prompt and not has("--append-system-prompt"):
-        argv += ["--append-system-prompt", system_prompt]
+        add("--input-format", "stream-json")
+        # It echoes each message as it takes it up: what it printed before the echo belongs
+        # to a turn of its own (a background task that ended), not to the prompt.
+        add("--replay-user-messages")
+        if ask_permissions:
+            add("--permission-prompt-tool", "stdio")
+    if permission_mode:
+        add("--permission-mode", permission_mode)
+    if allowed_tools:
+        add("--allowedTools", ",".join(allowed_tools), unless="--allowed-tools")
+    if system_prompt:
+        add("--append-system-prompt", system_prompt)
     return tuple(argv)
 
 
@@ -205,6 +210,7 @@ class _Process:
         self.room = room
         self.session_id = session_id
         self.name = program_name(argv)
+        self.echoes = False  # it has echoed a prompt (--replay-user-messages): see _BeforeEcho
         self._lifeline = lifeline
         self.proc = spawn(argv, cwd, None if env is None else {**os.environ, **env}, lifeline)
         self._ledger = ledger
@@ -251,11 +257,10 @@ class _Process:
     def spend(self, total: object) -> float | None:
         """The cost of the turn that ended: Claude reports what its process has spent so far
         (``total_cost_usd``), from 0 when it starts. None: it did not say."""
-        if isinstance(total, bool) or not isinstance(total, int | float):
+        total = finite(total)
+        if total is None or total < 0:
             return None
-        if not math.isfinite(total) or total < 0:
-            return None
-        spent, self.spent_usd = max(0.0, total - self.spent_usd), float(total)
+        spent, self.spent_usd = max(0.0, total - self.spent_usd), total
         return spent
 
     def exits_within(self, seconds: float) -> bool:
@@ -455,6 +460,77 @@ class _Questions:
         return suggestion
 
 
+@dataclasses.dataclass
+class _TurnClock:
+    deadline: float
+    last: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def _counted(line: bytes, event: dict[str, Any]) -> int:
+    """What a line counts against agent.max_output_bytes: all of it, but for the pieces of a
+    tool's input as it is written (a file Claude writes streams at about 14 times its size,
+    and no piece is kept: the whole input comes again in one line, which counts)."""
+    inner = event.get("event") if event.get("type") == "stream_event" else None
+    delta = inner.get("delta") if isinstance(inner, dict) else None
+    if isinstance(delta, dict) and delta.get("type") in ("input_json_delta", "thinking_delta"):
+        return 0
+    return len(line)
+
+
+class _BeforeEcho:
+    """What Claude prints before it echoes the prompt (``--replay-user-messages``): the end of
+    a turn it ran on its own while the room was idle (a background task ended, and it told
+    the model), or one still running when the prompt came. None of it answers the prompt.
+    Its questions are refused (nobody asked for that work), the rest is logged. Only for a
+    process that has echoed a prompt before: a fresh one has run nothing of its own, and a
+    program that never echoes (an older CLI, a wrapper) is read as before."""
+
+    def __init__(self, process: _Process, prompt_id: str) -> None:
+        self._process = process
+        self._prompt_id = prompt_id
+        self._init: dict[str, Any] | None = None  # the prompt's turn opens with one
+
+    def take(self, event: dict[str, Any], parser: OutputParser) -> bool:
+        """True at the echo: the events after it are the prompt's."""
+        kind = event.get("type")
+        if kind == "user" and event.get("isReplay") and event.get("uuid") == self._prompt_id:
+            if self._init is not None:
+                parser.event(self._init)
+            return True
+        if kind == "system" and event.get("subtype") == "init":
+            self._init = event
+        elif kind == "control_request":
+            self._refuse(event)
+        elif kind == "result":
+            said = event.get("result")
+            log.info(
+                "%s in room %s said between turns, unasked: %.200r",
+                self._process.name,
+                self._process.room,
+                said if isinstance(said, str) else "",
+            )
+        return False
+
+    def _refuse(self, event: dict[str, Any]) -> None:
+        request = event.get("request")
+        request = request if isinstance(request, dict) else {}
+        subtype = request.get("subtype")
+        if subtype == "can_use_tool":
+            log.info("refused %s: asked between turns", request.get("tool_name", "a tool"))
+            response: dict[str, Any] = {
+                "subtype": "success",
+                "request_id": event.get("request_id"),
+                "response": {"behavior": "deny", "message": BETWEEN_TURNS},
+            }
+        else:
+            response = {
+                "subtype": "error",
+                "request_id": event.get("request_id"),
+                "error": f"unsupported control request {subtype!r}",
+            }
+        self._process.send({"type": "control_response", "response": response})
+
+
 class ClaudeSessions:
     """The ``Agent`` (and ``TurnAgent``) for Claude Code: one stream-json process per room."""
 
@@ -527,6 +603,7 @@ class ClaudeSessions:
         turn_no = process.turn
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
+        prompt_id = str(uuid.uuid4())
         try:
             try:
                 process.send(
@@ -534,6 +611,7 @@ class ClaudeSessions:
                         "type": "user",
                         "message": {"role": "user", "content": turn.prompt},
                         "parent_tool_use_id": None,
+                        "uuid": prompt_id,
                     }
                 )
             except AgentError:
@@ -546,7 +624,7 @@ class ClaudeSessions:
             turn.control.bind(
                 interrupt=lambda: self._interrupt(process, turn_no), answer=questions.answer
             )
-            return self._read_turn(process, turn, questions, started)
+            return self._read_turn(process, turn, questions, started, prompt_id)
         except AgentError:
             if not (process.answered and process.alive):  # (a result, even an error: it is well)
                 self._discard(process)
@@ -561,61 +639,100 @@ class ClaudeSessions:
             process.last_used = time.monotonic()
 
     def _read_turn(
-        self, process: _Process, turn: AgentTurn, questions: _Questions, started: float
+        self,
+        process: _Process,
+        turn: AgentTurn,
+        questions: _Questions,
+        started: float,
+        prompt_id: str,
     ) -> AgentResult:
         parser = OutputParser("stream-json", turn.on_event, turn.control.session_named)
-        spent: float | None = None
-        deadline = started + self.timeout
-        last = time.monotonic()
+        clock = _TurnClock(started + self.timeout)
         total = 0
+        before = _BeforeEcho(process, prompt_id) if process.echoes else None
         while True:
-            now = time.monotonic()
-            if questions.waiting:
-                deadline += now - last  # the timeout does not run while the user is asked
-                questions.expire()
-                questions.ask_next()  # (on this thread, as every event of the turn)
-            last = now
-            if now >= deadline:
-                # Closing its input alone lets it finish the turn: its tool runs on, and the
-                # result goes to the model in one more call that nobody hears or stores.
-                self._interrupt(process, process.turn)
-                raise self._timed_out(process, parser)
-            try:
-                line = process.lines.get(timeout=min(0.2, deadline - now))
-            except queue.Empty:
-                continue
+            line = self._next_line(process, questions, parser, clock)
             if line is None:
                 return self._ended_early(process, turn, parser)
-            total += len(line)
-            if total > self.max_output_bytes or len(line) > self.max_output_bytes:
-                raise AgentError(
-                    f"The agent ({process.name}) printed more than agent.max_output_bytes of "
-                    "output, so it was stopped."
-                )
+            if len(line) > self.max_output_bytes:
+                raise self._too_much(process)
+            if not line.strip():
+                continue  # (per-turn mode skips blank lines too)
             event = _json(line)
             if event is None:
                 raise AgentError(
                     f"The agent ({process.name}) printed something that is not the JSON it "
                     f"should print: {line[:80]!r}."
                 )
-            kind = event.get("type")
-            if kind == "control_request":
-                self._control_request(process, event, questions)
-            elif kind == "control_cancel_request":
-                questions.cancel(str(event.get("request_id", "")))
-            elif kind != "control_response":
-                parser.event(event)
-                if kind == "result":
-                    process.answered = True
-                    # Its conversation, even after an error: the room's next turn resumes it.
-                    process.session_id = parser.init_session_id or process.session_id
-                    spent = process.spend(event.get("total_cost_usd"))  # (an error's too)
-                    break
-                _check_login(process, parser.retrying)
+            total += _counted(line, event)
+            if total > self.max_output_bytes:
+                raise self._too_much(process)
+            if before is not None:
+                if before.take(event, parser):
+                    before, total = None, 0  # the prompt's turn begins: its output counts
+                    if turn.control.interrupted:  # the interrupt went to the turn before
+                        self._interrupt(process, process.turn)
+                continue
+            ended = self._turn_event(process, event, parser, questions, prompt_id)
+            if ended is not None:
+                break
+        process.answered = True
+        # Its conversation, even after an error: the room's next turn resumes it.
+        process.session_id = parser.init_session_id or process.session_id
+        spent = process.spend(ended.get("total_cost_usd"))  # (an error's too)
         result = interpret(parser, 0, b"", time.monotonic() - started, process.name)
         if result.session_id:
             process.session_id = result.session_id
         return result if spent is None else dataclasses.replace(result, cost_usd=spent)
+
+    def _next_line(
+        self, process: _Process, questions: _Questions, parser: OutputParser, clock: _TurnClock
+    ) -> bytes | None:
+        """The turn's next line (None: its output ended); stops it at its timeout, which does
+        not run while the user is asked."""
+        while True:
+            now = time.monotonic()
+            if questions.waiting:
+                clock.deadline += now - clock.last
+                questions.expire()
+                questions.ask_next()  # (on this thread, as every event of the turn)
+            clock.last = now
+            if now >= clock.deadline:
+                # Closing its input alone lets it finish the turn: its tool runs on, and the
+                # result goes to the model in one more call that nobody hears or stores.
+                self._interrupt(process, process.turn)
+                raise self._timed_out(process, parser)
+            with contextlib.suppress(queue.Empty):
+                return process.lines.get(timeout=min(0.2, clock.deadline - now))
+
+    def _turn_event(
+        self,
+        process: _Process,
+        event: dict[str, Any],
+        parser: OutputParser,
+        questions: _Questions,
+        prompt_id: str,
+    ) -> dict[str, Any] | None:
+        """Handle one event of the prompt's turn; its result event ends it."""
+        kind = event.get("type")
+        if kind == "user" and event.get("isReplay"):  # the prompt's echo: nothing to say
+            process.echoes = process.echoes or event.get("uuid") == prompt_id
+        elif kind == "control_request":
+            self._control_request(process, event, questions)
+        elif kind == "control_cancel_request":
+            questions.cancel(str(event.get("request_id", "")))
+        elif kind != "control_response":
+            parser.event(event)
+            if kind == "result":
+                return event
+            _check_login(process, parser.retrying)
+        return None
+
+    def _too_much(self, process: _Process) -> AgentError:
+        return AgentError(
+            f"The agent ({process.name}) printed more than agent.max_output_bytes of output, "
+            "so it was stopped. Raise agent.max_output_bytes in config.toml if it needs more."
+        )
 
     def _timed_out(self, process: _Process, parser: OutputParser) -> AgentError:
         if parser.retrying is not None:  # its service was not answering
@@ -633,13 +750,13 @@ class ClaudeSessions:
         try:
             code = process.proc.wait(self.kill_grace_s)
         except subprocess.TimeoutExpired:
-            code = -1
+            code = 0  # it closed its output and runs on: cut short, not killed
         if turn.control.interrupted:
             text = "\n\n".join(t.strip() for t in parser.texts if t.strip())
             session_id = parser.init_session_id or process.session_id  # a first turn has none
             return AgentResult(text=text, session_id=session_id, interrupted=True)
         stderr = process.stderr_text(wait_s=self.kill_grace_s).encode()
-        return interpret(parser, code or 1, stderr, 0.0, process.name)
+        return interpret(parser, code, stderr, 0.0, process.name)
 
     def _control_request(
         self, process: _Process, event: dict[str, Any], questions: _Questions

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -722,3 +723,166 @@ def test_a_flood_of_valid_lines_waits_in_its_pipe_not_in_memory(tmp_path: Path) 
             time.sleep(0.05)
     finally:
         agent.stop()
+
+
+def test_what_claude_says_between_turns_is_not_the_next_turn_s_reply(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    # A background task ends while the room is idle: Claude tells the model and prints that
+    # turn's reply unasked. The next request was answered with it, and every later one with
+    # the reply before its own.
+    claude_api.script(
+        Reply(
+            [
+                Text("Starting it."),
+                ApiToolUse(
+                    "Bash",
+                    {
+                        "command": "sleep 1; echo done",
+                        "description": "Wait",
+                        "run_in_background": True,
+                    },
+                ),
+            ]
+        ),
+        Reply([Text("It is running.")]),
+        Reply([Text("The background job is done.")]),  # to the task's notification
+        Reply([Text("Answer two.")]),
+        Reply([Text("Answer three.")]),
+    )
+    argv = claude_argv([claude_cli], session=True, allowed_tools=("Bash",))
+    agent = ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=claude_api.env(claude_home))
+    try:
+        first = agent.run_turn(AgentTurn("start the job in the background", "desk"))
+        assert "It is running." in first.text
+        assert len(claude_api.wait_for_turns(3)) == 3  # the turn of its own has been asked
+        lines = agent._processes["desk"].lines
+        deadline = time.monotonic() + 30
+        while b'"type":"result"' not in b"".join(x for x in list(lines._lines) if x):  # answered
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = agent.run_turn(AgentTurn("question two", "desk", session_id=first.session_id))
+        third = agent.run_turn(AgentTurn("question three", "desk", session_id=first.session_id))
+        assert (second.text, third.text) == ("Answer two.", "Answer three.")
+    finally:
+        agent.stop()
+
+
+def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None:
+    from core.agent_output import OutputParser
+    from core.claude import BETWEEN_TURNS, _BeforeEcho
+
+    sent: list[dict[str, object]] = []
+    process = type("P", (), {"name": "claude", "room": "desk", "send": sent.append})()
+    before = _BeforeEcho(process, "mine")  # type: ignore[arg-type]
+    parser = OutputParser("stream-json", None, None)
+    ask = {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}
+    stale = [
+        {"type": "system", "subtype": "init", "session_id": "old"},
+        {"type": "control_request", "request_id": "r1", "request": ask},
+        {"type": "result", "subtype": "success", "result": "Done on my own."},
+        {"type": "user", "isReplay": True, "uuid": "someone else's"},
+        {"type": "system", "subtype": "init", "session_id": "s1"},
+    ]
+    assert [before.take(e, parser) for e in stale] == [False] * 5
+    assert before.take({"type": "user", "isReplay": True, "uuid": "mine"}, parser)
+    assert parser.init_session_id == "s1"  # the prompt's own turn opened with it
+    (response,) = sent
+    assert response["response"] == {  # type: ignore[index]
+        "subtype": "success",
+        "request_id": "r1",
+        "response": {"behavior": "deny", "message": BETWEEN_TURNS},
+    }
+
+
+FAKE_CLAUDE = """#!{python}
+import json, sys
+sys.stdin.readline()
+def say(event):
+    sys.stdout.write(json.dumps(event) + "\\n")
+    sys.stdout.flush()
+how = {how!r}
+say({{"type": "system", "subtype": "init", "session_id": "0e1227ae-6dfb-4adb-aeeb-be0948fafea1"}})
+if how == "odd":
+    sys.stdout.write("\\n")  # a blank line
+    odd = {{"type": "text_delta", "text": {{"a": 1}}}}
+    delta = {{"type": "content_block_delta", "index": 0, "delta": odd}}
+    say({{"type": "stream_event", "event": delta}})
+    tool = {{"type": "tool_use", "id": "t1", "name": ["x"], "input": {{}}}}
+    text = {{"type": "text", "text": "Hello."}}
+    say({{"type": "assistant", "message": {{"content": [tool, text]}}}})
+    sys.stdout.write('{{"type": "result", "subtype": "success", "result": "Hello.", '
+                     '"session_id": "0e1227ae-6dfb-4adb-aeeb-be0948fafea1", '
+                     '"total_cost_usd": 1{zeros}, "duration_ms": 1{zeros}}}\\n')
+    sys.stdout.flush()
+    sys.stdin.readline()
+elif how == "exit-0":
+    sys.exit(0)
+elif how == "close-stdout":
+    import os, time
+    os.close(1)
+    time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("exit-0", "stopped before printing its final result"),  # not "crashed with exit code 1"
+        ("close-stdout", "stopped before printing its final result"),  # not "killed by SIGHUP"
+    ],
+)
+def test_a_turn_cut_short_says_so(tmp_path: Path, how: str, said: str) -> None:
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, how=how, zeros="0" * 400))
+    fake.chmod(0o755)
+    agent = ClaudeSessions(claude_argv([str(fake)], session=True), 30.0, tmp_path, kill_grace_s=1)
+    try:
+        with pytest.raises(AgentError) as excinfo:
+            agent.run_turn(AgentTurn("hi", "desk"))
+        assert said in str(excinfo.value)
+    finally:
+        agent.stop()
+
+
+def test_odd_but_harmless_output_is_read_not_failed(tmp_path: Path) -> None:
+    # A blank line, values of the wrong type, a cost of a 401-digit integer: the reply stands
+    # (these failed the turn, or were spoken as "{'a': 1}" and "Using ['x']").
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_CLAUDE.format(python=sys.executable, how="odd", zeros="0" * 400))
+    fake.chmod(0o755)
+    events = Recorder()
+    agent = ClaudeSessions(claude_argv([str(fake)], session=True), 30.0, tmp_path)
+    try:
+        result = agent.run_turn(AgentTurn("hi", "desk", on_event=events))
+    finally:
+        agent.stop()
+    assert result.text == "Hello." and result.cost_usd is None and not result.is_error
+    assert events.text() == ""  # the odd delta says nothing; "Hello." came whole, as text
+    (tool,) = events.of(ToolUse)
+    assert tool.name == "tool"  # type: ignore[attr-defined]
+
+
+def test_a_file_claude_writes_counts_once_against_the_output_limit(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    # Its input streams in pieces (about 14 times the file's size in lines) that nothing
+    # keeps; the whole input comes again in one line. The turn failed at the limit.
+    content = "x" * 40_000
+    target = claude_cwd / "big.txt"
+    claude_api.script(
+        Reply([ApiToolUse("Write", {"file_path": str(target), "content": content})]),
+        Reply([Text("I wrote the file.")]),
+    )
+    argv = claude_argv([claude_cli], session=True, allowed_tools=("Write",))
+    limit = 256 * 1024
+    env = claude_api.env(claude_home)
+    agent = ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env, max_output_bytes=limit)
+    try:
+        result = agent.run_turn(AgentTurn("write the big file", "desk"))
+    finally:
+        agent.stop()
+    assert target.read_text() == content
+    assert result.text == "I wrote the file."
