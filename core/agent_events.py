@@ -148,6 +148,9 @@ class AgentTurn:
     session_id: str | None = None
     on_event: EventCallback | None = None
     control: TurnControl = field(default_factory=TurnControl)
+    # The conversation changed since this agent's last turn in the room (another process,
+    # `ask` beside `listen`, took one): a long-lived agent resumes it from what is stored.
+    afresh: bool = False
 
 
 @runtime_checkable

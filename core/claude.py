@@ -597,7 +597,7 @@ class ClaudeSessions:
     def _run(self, turn: AgentTurn, session_id: str | None) -> AgentResult:
         if turn.control.interrupted:  # stopped before it began: the agent never hears of it
             return AgentResult(text="", session_id=session_id, interrupted=True)
-        process = self._process_for(turn.room_id, session_id, claim=True)
+        process = self._process_for(turn.room_id, session_id, claim=True, afresh=turn.afresh)
         process.turn += 1
         process.answered = False
         turn_no = process.turn
@@ -803,14 +803,17 @@ class ClaudeSessions:
         threading.Thread(target=escalate, name="claude-interrupt", daemon=True).start()
 
     # ---- processes -----------------------------------------------------------------------------
-    def _process_for(self, room: str, session_id: str | None, *, claim: bool = False) -> _Process:
+    def _process_for(
+        self, room: str, session_id: str | None, *, claim: bool = False, afresh: bool = False
+    ) -> _Process:
         """The room's process for ``session_id``, started if need be; ``claim``: marked busy
-        at once, so no other room's start can take it for an idle one."""
+        at once, so no other room's start can take it for an idle one. ``afresh``: not one
+        that has run a turn (it would not know what was added to the conversation since)."""
         stale: _Process | None = None
         with self._lock:
             process = self._processes.get(room)
             if process is not None and process.alive and not process.busy:
-                same = process.session_id == session_id
+                same = process.session_id == session_id and not (afresh and process.used)
                 if same and (session_id is not None or not process.used):
                     process.busy = claim
                     return process

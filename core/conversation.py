@@ -89,6 +89,9 @@ class Core:
         # room -> its conversation whose last save failed. An entry changes only under its
         # room's lock; the dict is shared by the rooms' threads (single, atomic operations).
         self._unsaved: dict[str, Session] = {}
+        # room -> (conversation, messages) as this core's last turn there left it: more
+        # means another process took a turn since (see AgentTurn.afresh).
+        self._left: dict[str, tuple[str, int]] = {}
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
@@ -170,6 +173,8 @@ class Core:
             AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
+            left = self._left.get(room_id)
+            afresh = left is not None and left != (session.session_id, len(session.messages))
             _mark_unanswered(room_id, session)
             if revises:
                 _drop_last_request(session)
@@ -178,7 +183,12 @@ class Core:
             started = time.monotonic()
             streamed = _Streamed(on_event) if on_event is not None else None
             turn = AgentTurn(
-                text, room_id, self._resume_id(session), streamed, control or TurnControl()
+                text,
+                room_id,
+                self._resume_id(session),
+                streamed,
+                control or TurnControl(),
+                afresh=afresh,
             )
             try:
                 result = self._call_agent(turn)
@@ -192,6 +202,7 @@ class Core:
                 record = f"{said}{BLOCK_SEPARATOR}{e}" if said else str(e)
                 self._record_reply(session, record, started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
+                self._left[room_id] = (session.session_id, len(session.messages))
                 raise
             self._note_agent_id(session, result.session_id)
             self._record_reply(
@@ -203,6 +214,7 @@ class Core:
                 interrupted=result.interrupted or None,
             )
             save_error = self._save(room_id, session)
+            self._left[room_id] = (session.session_id, len(session.messages))
         if save_error is None and self._unsaved:
             self.save_pending()  # the store works again: save what other rooms could not
         return TurnOutcome(result.text, result.interrupted, result.denials, save_error)

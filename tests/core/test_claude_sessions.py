@@ -886,3 +886,25 @@ def test_a_file_claude_writes_counts_once_against_the_output_limit(
         agent.stop()
     assert target.read_text() == content
     assert result.text == "I wrote the file."
+
+
+def test_a_turn_another_process_took_in_the_room_is_known_to_the_next(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
+) -> None:
+    # `ask` beside `listen` in one room: listen's long-lived Claude never saw ask's turn.
+    claude_api.script(
+        Reply([Text("Hello, Bob.")]), Reply([Text("Blue, noted.")]), Reply([Text("Bob; blue.")])
+    )
+    argv = claude_argv([claude_cli], session=True)
+    env = claude_api.env(claude_home)
+    agents = [ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env) for _ in range(2)]
+    listen, ask = (Core(tmp_path / "store", agent) for agent in agents)
+    try:
+        listen.send_message("desk", "my name is Bob")
+        ask.send_message("desk", "my colour is blue")
+        assert listen.send_message("desk", "what are my name and colour?") == "Bob; blue."
+    finally:
+        for agent in agents:
+            agent.stop()
+    heard = claude_api.turns[2].user_texts()
+    assert "my name is Bob" in heard and "my colour is blue" in heard

@@ -13,7 +13,7 @@ import pytest
 
 from core import Core
 from core.agent import AgentResult, AgentRunner, TextCallback
-from core.agent_events import TurnControl
+from core.agent_events import AgentTurn, TurnControl
 from core.config import AgentConfig, CoreConfig, SessionConfig
 from core.conversation import UNANSWERED
 from core.errors import AgentError, AgentTimeout, InvalidIdError
@@ -483,3 +483,23 @@ def test_an_interrupted_turn_is_recorded_and_returned_not_raised(tmp_path: Path)
     # The store says the reply was cut short, and the file reads back the same
     assert session.messages[1].get("interrupted") is True
     assert core.store.load(session.session_id).messages[1].get("interrupted") is True
+
+
+def test_a_turn_is_marked_afresh_only_after_another_process_took_one(tmp_path: Path) -> None:
+    class Turns:
+        def __init__(self) -> None:
+            self.afresh: list[bool] = []
+
+        def run(self, prompt: str, **_: object) -> AgentResult:
+            raise AssertionError("a turn agent is called by run_turn")
+
+        def run_turn(self, turn: AgentTurn) -> AgentResult:
+            self.afresh.append(turn.afresh)
+            return AgentResult(text="ok")
+
+    mine, other = Turns(), Turns()
+    listen, ask = Core(tmp_path, mine), Core(tmp_path, other)
+    for core, text in [(listen, "a"), (listen, "b"), (ask, "c"), (listen, "d"), (listen, "e")]:
+        core.send_message("desk", text)
+    listen.send_message("kitchen", "f")  # another room is its own
+    assert (mine.afresh, other.afresh) == ([False, False, True, False, False], [False])
