@@ -425,7 +425,8 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(entry["updated_at"])))
         count = entry.get("message_count", "?")
         title = printable(str(entry.get("title", "")))
-        print(f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {title}")
+        closed = "  (closed: the room's next message starts anew)" if entry.get("closed") else ""
+        print(f"{when}  {entry.get('room_id', '?'):<12} {count!s:>4} msgs  {title}{closed}")
         if args.ids:
             print(f"{'':18}{_ids(core.store, str(entry['session_id']))}")
     return 0

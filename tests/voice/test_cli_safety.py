@@ -172,6 +172,12 @@ def test_history_ids_name_each_conversation_and_the_agents_own(home: Path) -> No
     den = next(i for i, line in enumerate(lines) if "Hello." in line)
     assert lines[den + 1].split() == ["conversation", fresh.session_id]  # no agent yet
     assert "conversation" not in run(home, "history").stdout  # only when asked for
+    assert "closed" not in result.stdout
+    assert run(home, "reset", "--room", "den").returncode == 0
+    listed = run(home, "history").stdout.splitlines()
+    assert [line for line in listed if "closed" in line] == [
+        next(line for line in listed if "Hello." in line)  # which one the next turn leaves
+    ]
 
 
 @pytest.mark.parametrize("before", [True, False])
