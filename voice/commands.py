@@ -40,6 +40,12 @@ _ALWAYS = frozenset(["always"])
 # words, which Claude reads (an allow carries no words).
 _CONDITIONS = frozenset(["but", "only", "except", "unless", "without", "instead"])
 _GOING_ON = frozenset(["then", "also", "afterwards", "afterward"])
+# A yes that goes on with a no, a stop or a second thought takes itself back ("Yeah, no.",
+# "Yes. No, wait, don't.", "Go ahead, never mind."): no tool runs on it, and the agent reads
+# the words. Idioms of a yes ("Sure, why not.") are not taken back.
+_TAKE_BACK = _DENY | _STOP | frozenset(["wait", "never", "nevermind", "forget", "actually"])
+_TAKE_BACK_PHRASES = ("hold on", "hang on", "second thought")
+_YES_IDIOMS = ("no problem", "not a problem", "no worries", "why not", "don't mind")
 _ANSWER_WORDS = (
     _ALLOW
     | _AGREE
@@ -149,7 +155,11 @@ def is_bare_answer(text: str) -> bool:
     """A yes or a no and nothing more ("Yes, please go ahead.", "No thanks."): an answer, with
     no words of its own to act on ("No, use yarn instead." has some)."""
     said = words(text)
-    return permission_answer(text) is not None and all(w in _ANSWER_WORDS for w in said)
+    decision = permission_answer(text)
+    if decision is None or not all(w in _ANSWER_WORDS for w in said):
+        return False
+    # "No, no, go ahead.": a no (nothing runs), but not all of it; the agent reads the words.
+    return decision != "deny" or not _says_yes(said)
 
 
 def permission_answer(text: str) -> Decision | None:
@@ -159,12 +169,27 @@ def permission_answer(text: str) -> Decision | None:
     if not said:  # only polite words: "Okay." answers yes, "Just now." nothing
         return "allow" if any(w in _AGREE for w in heard) else None
     joined = " ".join(said)
-    if said[0] in _DENY:
-        return "deny"
-    if any(w in _CONDITIONS for w in said) and "this once" not in joined:
-        return None
-    if any(w in _ALWAYS for w in said[:3]):
-        return "always" if not any(w in _DENY for w in said[:3]) else "deny"
-    if said[0] in _ALLOW or any(joined.startswith(p) for p in _ALLOW_PHRASES):
-        return "allow"
-    return None
+    always = any(w in _ALWAYS for w in said[:3])
+    if said[0] in _DENY or (always and any(w in _DENY for w in said[:3])):
+        return "deny"  # "No.", "Always deny."
+    if _takes_back(said) or (any(w in _CONDITIONS for w in said) and "this once" not in joined):
+        return None  # "Yeah, no.", "Yes, but only the unit tests."
+    if always:
+        return "always"
+    allow = said[0] in _ALLOW or any(joined.startswith(p) for p in _ALLOW_PHRASES)
+    return "allow" if allow else None
+
+
+def _takes_back(said: list[str]) -> bool:
+    """A no, a stop or a second thought in the answer: "Yes, no.", "Go ahead, wait."."""
+    joined = f" {' '.join(said)} "
+    for idiom in _YES_IDIOMS:
+        joined = joined.replace(f" {idiom} ", " ")
+    return any(w in _TAKE_BACK for w in joined.split()) or any(
+        f" {phrase} " in joined for phrase in _TAKE_BACK_PHRASES
+    )
+
+
+def _says_yes(said: list[str]) -> bool:
+    joined = f" {' '.join(said)} "
+    return any(w in _ALLOW for w in said) or any(f" {p} " in joined for p in _ALLOW_PHRASES)

@@ -994,8 +994,8 @@ class TurnTaking:
             return
         decision = permission_answer(text)
         if decision is None or (decision == "deny" and not is_bare_answer(text)):
-            # Neither yes nor no, or a no with more ("No, use yarn instead."): the agent reads
-            # the words and can act on them.
+            # Neither yes nor no ("Yeah, no."), or a no with more ("No, use yarn instead."):
+            # the agent reads the words and can act on them.
             out.append(Answer(question.turn, question.request, "deny", f"The user said: {text}"))
         else:
             out.append(Answer(question.turn, question.request, decision, heard=text))

@@ -143,6 +143,26 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
         ("Always deny.", "deny", True),  # "always" first, then a no: a no
         ("Always say no.", "deny", False),
         ("Sure, use pnpm instead.", None, False),
+        # A yes taken back is no yes: nothing runs, and the agent reads the words.
+        ("Yeah, no.", None, False),
+        ("Yes, no.", None, False),
+        ("Yes. No, wait, don't.", None, False),
+        ("Yes, stop.", None, False),
+        ("Go ahead, no wait.", None, False),
+        ("Proceed, never mind, no.", None, False),
+        ("Yes, don't push.", None, False),
+        ("Sure, hold on.", None, False),
+        ("Yes, actually let me check first.", None, False),
+        ("Always, wait.", None, False),
+        ("Yes always, no wait.", "deny", False),  # "always" then a no, as "Always deny."
+        ("Yeah, go ahead.", "allow", True),
+        ("Yes please.", "allow", True),
+        ("Sure, why not.", "allow", False),  # idioms of a yes take nothing back
+        ("Yes, no problem.", "allow", False),
+        ("Sure, I don't mind.", "allow", False),
+        # A no that turns into a yes is still a no, but the agent reads the words.
+        ("No, no, go ahead.", "deny", False),
+        ("Nope, do it.", "deny", False),
     ],
 )
 def test_answers_to_a_permission_question(text: str, decision: str | None, bare: bool) -> None:

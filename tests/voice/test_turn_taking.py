@@ -1580,6 +1580,11 @@ def test_a_pause_ends_when_the_reply_it_held_is_no_longer_the_turn() -> None:
         # A yes with a condition is no yes: the words go to the agent (an allow has none).
         ("Yes, but only the unit tests.", "deny", "The user said: Yes, but only the unit tests."),
         ("Sure, go ahead.", "allow", ""),
+        # A yes taken back refuses the tool, and the agent reads all the words.
+        ("Yeah, no.", "deny", "The user said: Yeah, no."),
+        ("Yes. No, wait, don't.", "deny", "The user said: Yes. No, wait, don't."),
+        ("Yes, stop.", "deny", "The user said: Yes, stop."),
+        ("No, no, go ahead.", "deny", "The user said: No, no, go ahead."),
     ],
 )
 def test_permission_is_answered_by_voice(said: str, decision: str, message: str) -> None:
