@@ -56,6 +56,7 @@ class Reply:
         self._clock = clock
         self._on_playing = on_playing
         self._on_idle = on_idle
+        self._first_chunk_max_chars = first_chunk_max_chars
         self._stream = SentenceStream(first_chunk_max_chars)
         self._tail = ""  # the end of the text fed so far
         self._stream_lock = threading.Lock()
@@ -101,6 +102,17 @@ class Reply:
             self._queue(self._stream.flush())
             self._queue(self._stream.feed(text))
             self._queue(self._stream.flush())
+
+    def interject(self, text: str) -> None:
+        """A line of the assistant's own while the agent writes ("Still working."), never
+        inside a sentence (``say`` flushes: "the capital of F. Still working. Rance is
+        Paris."). A finished sentence is said first; an unfinished one waits for the text that
+        ends it, or is dropped with the turn."""
+        line = SentenceStream(self._first_chunk_max_chars)
+        with self._stream_lock:
+            if ends_sentence(self._tail) and not self._stream.in_code:
+                self._queue(self._stream.flush())  # it waited only for the next space
+            self._queue(line.feed(text) + line.flush())
 
     def finish(self) -> None:
         """No more text will come: speak what is left."""

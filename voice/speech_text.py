@@ -368,6 +368,10 @@ class _Parser:
         self._done = 0  # how much of _text has been handed out
         self._scanned = 0  # sentence-end candidates before this index are settled
 
+    @property
+    def in_code(self) -> bool:
+        return self._fence is not None
+
     def feed(self, delta: str) -> list[str]:
         out: list[str] = []
         self._line += delta
@@ -547,6 +551,11 @@ class SentenceStream:
         out = self._chunks(self._parser.flush())
         self.discard()
         return out
+
+    @property
+    def in_code(self) -> bool:
+        """Inside a code fence: a flush would end it, and the rest of the code be read out."""
+        return self._parser.in_code
 
     def discard(self) -> None:
         """Forget the text not yet handed out (an unfinished sentence); ready for a new reply."""

@@ -328,7 +328,7 @@ class TurnWorker:
         line = narration.retrying(self._settings.agent_name, event.status)
         log.info("retrying: %s", line)
         self._spoke()
-        self.reply.say(line)
+        self.reply.interject(line)  # (it may come mid-sentence)
 
     def _tool_started(self, event: ToolUse) -> None:
         line = narration.tool_line(event.name, event.input)
@@ -400,9 +400,10 @@ class TurnWorker:
             if self._asking:  # nothing runs while the agent waits for an answer
                 continue
             self._spoke()
+            # The agent may have stopped mid-sentence: the line must not cut it.
             if self._retrying_now:
-                self.reply.say("Still trying.")
+                self.reply.interject("Still trying.")
             elif self._tool is None:
-                self.reply.say("Still working.")
+                self.reply.interject("Still working.")
             else:
-                self.reply.say(f"Still working. {self._tool}")
+                self.reply.interject(f"Still working. {self._tool}")

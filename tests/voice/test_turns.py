@@ -1,0 +1,125 @@
+"""A turn's own lines ("Still working.", "... is not answering.") among the agent's streamed
+reply: agent events go into a :class:`TurnWorker`, the sentences handed to the voice come out.
+No line cuts a sentence, and nothing of the reply is lost or moved."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.agent_events import AgentEvent, ApiRetry, EventCallback, TextDelta, TurnControl
+from core.conversation import TurnOutcome
+from core.errors import AgentTimeout
+from voice.speech_out import ReplySpeaker
+from voice.turn_events import Event, ReplyDone
+from voice.turns import TurnSettings, TurnWorker
+
+from .fakes import FakeSink, FakeTts, wait_until
+
+STALL = "stall"  # the agent stops writing until the progress line was handed to the voice
+TIME_OUT = "time out"  # ... and then runs out of time
+PROGRESS_S = 20.0
+
+
+class Clock:
+    """Moves only when the agent stalls: the progress line comes then and only then."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StreamingAgent:
+    """Emits a script of agent events; at :data:`STALL` it waits out ``PROGRESS_S``."""
+
+    def __init__(self, script: list[AgentEvent | str], clock: Clock, tts: FakeTts) -> None:
+        self._script, self._clock, self._tts = script, clock, tts
+
+    def run_turn(
+        self,
+        room_id: str,
+        text: str,
+        *,
+        on_event: EventCallback | None = None,
+        control: TurnControl | None = None,
+        revises: bool = False,
+    ) -> TurnOutcome:
+        assert on_event is not None
+        written = ""
+        for step in self._script:
+            if step == TIME_OUT:
+                raise AgentTimeout("the agent ran past its timeout")
+            if step == STALL:
+                lines = self._tts.texts.count("Still working.")
+                self._clock.now += PROGRESS_S
+                assert wait_until(lambda: self._tts.texts.count("Still working.") > lines)
+            elif isinstance(step, AgentEvent):
+                written += step.text if isinstance(step, TextDelta) else ""
+                on_event(step)
+        return TurnOutcome(written)
+
+
+def spoken(script: list[AgentEvent | str]) -> list[str]:
+    """The sentences the turn handed to the voice, in order."""
+    clock, tts = Clock(), FakeTts()
+    posted: list[Event] = []
+    worker = TurnWorker(
+        1,
+        "What is the capital of France?",
+        revises=False,
+        speech_end_s=0.0,
+        conversation=StreamingAgent(script, clock, tts),
+        speaker=ReplySpeaker(tts, FakeSink(), first_chunk_max_chars=0),
+        settings=TurnSettings(agent_name="Claude", progress_s=PROGRESS_S),
+        post=posted.append,
+        play_earcon=lambda _name: None,
+        clock=clock,
+    )
+    worker.start()
+    worker.release()
+    assert wait_until(lambda: any(isinstance(e, ReplyDone) for e in posted))
+    return tts.texts
+
+
+RETRYING = ["Claude's service is not answering.", "Still trying."]
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        pytest.param(
+            [TextDelta("Paris is big. The capital of F"), STALL, TextDelta("rance is Paris.")],
+            ["Paris is big.", "Still working.", "The capital of France is Paris."],
+            id="progress mid-word",
+        ),
+        pytest.param(
+            [
+                TextDelta("Paris is big. The capital of F"),
+                ApiRetry(1, 10, 529),
+                TextDelta("rance is Paris."),
+            ],
+            ["Paris is big.", *RETRYING, "The capital of France is Paris."],
+            id="retry mid-word",
+        ),
+        pytest.param(
+            [TextDelta("Run this:\n```sh\nmake test."), STALL, TextDelta("\n```\nThen push.")],
+            ["Run this.", "Still working.", "Code omitted.", "Then push."],
+            id="progress inside a code block",  # the code is not read, and no word is lost
+        ),
+        pytest.param(
+            [TextDelta("Paris is big."), STALL, TextDelta(" It is old.")],
+            ["Paris is big.", "Still working.", "It is old."],
+            id="progress after a full stop",  # (the sentence waited for the next space)
+        ),
+        pytest.param(
+            [TextDelta("Thinking hard ab"), STALL, TIME_OUT],
+            ["Still working.", "Sorry, the agent took too long and was stopped."],
+            id="no end comes",  # never "Thinking hard ab. Still working. Sorry, ..."
+        ),
+    ],
+)
+def test_a_line_of_the_assistants_own_never_cuts_the_reply(
+    script: list[AgentEvent | str], said: list[str]
+) -> None:
+    assert spoken(script) == said
