@@ -343,6 +343,8 @@ def _ask(
     report = answered[-1]
     print(f"transcript: {printable(report.transcript)}")
     print(f"reply: {printable(report.reply or spoken_reply(report))}")
+    for note in report.notes:
+        print(f"note: {printable(note)}")
     if isinstance(sink, WavSink) and output is not None:
         samples = sink.samples()
         app.write_wav(output, samples, sink.rate)

@@ -106,6 +106,7 @@ class TurnReport:
     released_s: float | None = None  # the turn-taking machine let the reply play
     first_audio_s: float | None = None
     spoken: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said after the reply, not the agent's
 
     def summary(self) -> str:
         # A recording is read faster than it plays: its clock runs ahead of the wall clock,
@@ -245,9 +246,11 @@ class TurnWorker:
             if result.denials and not result.interrupted:
                 refused = narration.refusals(self._settings.agent_name, result.denials)
                 log.info("refused: %s", refused)
+                self.report.notes.append(refused)
                 self.reply.say(refused)
             if not result.saved:  # the core logged the detail; the user hears one sentence
-                self.reply.say("I could not save this conversation.")
+                self.report.notes.append("I could not save this conversation.")
+                self.reply.say(self.report.notes[-1])
         except Exception as e:  # whatever the agent did, the loop goes on and says so
             log.warning("agent failed: %s", e, exc_info=not isinstance(e, AssistantError))
             self.report.error = str(e)

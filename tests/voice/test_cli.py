@@ -31,9 +31,11 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(home: Path, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+def run(
+    home: Path, *args: str, timeout_s: float = 180, base: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
+        **(os.environ if base is None else base),
         "HOME": str(home),
         "XDG_STATE_HOME": str(home / "state"),
         "XDG_RUNTIME_DIR": str(home / "runtime"),
@@ -180,6 +182,25 @@ def test_agent_that_hangs_gets_a_spoken_apology(home: Path) -> None:
     assert "reply: Sorry, the agent took too long" in result.stdout
     heard = run(home, "transcribe", str(out), "--quiet")
     assert "took too long" in heard.stdout.lower()
+
+
+@pytest.mark.compat
+def test_ask_prints_what_claude_was_not_allowed_as_it_says_it(home: Path) -> None:
+    from tests.claude_api import ClaudeApi, Reply, Text, ToolUse
+    from tests.claude_fixtures import find_claude
+
+    (home / "project").mkdir()
+    config = home / "config.toml"
+    config.write_text(f"[agent]\ncwd = {str(home / 'project')!r}\n")
+    tool = ToolUse("Bash", {"command": "npm test", "description": "Run the tests"})
+    with ClaudeApi(Reply([Text("I will run them."), tool]), Reply([Text("I could not.")])) as api:
+        env = api.env(home / "claude-home")
+        result = run(
+            home, "--config", str(config), "ask", str(AUDIO / "digits.wav"),
+            "--agent", find_claude(), "-o", str(home / "r.wav"), base=env,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "note: Note: Claude was not allowed to run npm test." in result.stdout.splitlines()
 
 
 def test_an_agent_that_is_not_installed_is_said_so(home: Path) -> None:
