@@ -3,9 +3,12 @@ client that leaves mid-turn. (The real core and echo agent: test_serve.py.)"""
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from wyoming.asr import Transcript
@@ -219,3 +222,61 @@ def test_a_client_that_stops_reading_at_handled_like_home_assistant_is_no_troubl
     time.sleep(0.2)  # let the server notice the hang-ups
     assert fake.interrupts == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+class LatestFirst(FakeConversation):
+    """Turns run one at a time, as the core's room locks run them. The core promises no order
+    among the turns waiting for it; this one takes the latest first."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self._turns = threading.Condition()
+        self._busy = False
+        self._waiting: list[str] = []
+
+    def run_turn(self, room_id: str, text: str, **kwargs: Any) -> TurnOutcome:
+        with self._turns:
+            self._waiting.append(text)
+            ours = self._turns.wait_for(lambda: not self._busy and self._waiting[-1] == text, 60)
+            assert ours, "never got the room"
+            self._waiting.remove(text)
+            self._busy = True
+        try:
+            return super().run_turn(room_id, text, **kwargs)
+        finally:
+            with self._turns:
+                self._busy = False
+                self._turns.notify_all()
+
+
+def test_requests_to_one_room_are_answered_in_the_order_they_came() -> None:
+    fake = LatestFirst(delay_s=1.0)
+    with ServerThread(CONFIG, Programs(conversation=fake)) as server:
+        clients = [Client(server.address) for _ in range(4)]
+        for n, client in enumerate(clients):
+            client.send(Transcript(f"request {n}", context={"room": "desk"}).event())
+            assert client.read().type == "handled-start"  # type: ignore[union-attr]
+        replies = [Handled.from_event(c.read_until("handled")[-1]).text for c in clients]
+        for client in clients:
+            client.close()
+    assert [text for _room, text in fake.messages] == [f"request {n}" for n in range(4)]
+    assert replies == [f"You said: request {n}" for n in range(4)]
+    assert len(server.server.rooms) == 0  # nothing kept for a room nobody waits for
+
+
+def test_a_request_whose_client_leaves_while_its_room_is_busy_never_reaches_the_agent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+    fake = LatestFirst(delay_s=2.0)
+    with ServerThread(CONFIG, Programs(conversation=fake)) as server:
+        with Client(server.address) as first:
+            first.send(Transcript("a long one", context={"room": "busy"}).event())
+            assert first.read().type == "handled-start"  # type: ignore[union-attr]
+            with Client(server.address) as quitter:
+                quitter.send(Transcript("never mind", context={"room": "busy"}).event())
+                assert quitter.read().type == "handled-start"  # type: ignore[union-attr]
+            assert first.read_until("handled")[-1].data["text"] == "You said: a long one"
+        assert ask(server, "and then", {"room": "busy"})[-2].data["text"] == "You said: and then"
+    assert [text for _room, text in fake.messages] == ["a long one", "and then"]
+    assert "the client left before its turn; not sent: 'never mind'" in caplog.text

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +186,38 @@ class _Done:
     error: BaseException | None = None
 
 
+class RoomTurns:
+    """The requests to one room take their turns in the order they came, waiting here on the
+    event loop. (The core's room locks run one turn at a time, but in no particular order,
+    and a request waiting on them holds a pool thread.)"""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, room: str, left: asyncio.Future[None]) -> AsyncIterator[bool]:
+        """Yields True once it is this request's turn in ``room``, False if ``left`` is done
+        (its client went away) before that."""
+        queue = self._queues.setdefault(room, deque())
+        mine = asyncio.get_running_loop().create_future()
+        queue.append(mine)
+        if len(queue) == 1:
+            mine.set_result(None)  # nobody before it
+        try:
+            await asyncio.wait({mine, left}, return_when=asyncio.FIRST_COMPLETED)
+            yield not left.done()
+        finally:
+            first = queue[0] is mine
+            queue.remove(mine)
+            if not queue:
+                del self._queues[room]
+            elif first:
+                queue[0].set_result(None)  # the next one's turn
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+
 class HandleRequest:
     """Runs one agent turn per ``transcript`` in the room its context names."""
 
@@ -224,9 +258,26 @@ class HandleRequest:
             await self.link.send(NotHandled(text=NOTHING_HEARD, context=context).event())
             return
         log.info("%s: room %s: %r", self.link.peer, room, text[:200])
-        await self._turn(room, text, context)
+        # First, before any turn starts: a client that cannot take it costs no agent turn.
+        await self.link.send(HandledStart(context=context).event())
+        left = asyncio.create_task(self._left())
+        try:
+            async with self.link.server.rooms.turn(room, left) as ours:
+                if not ours:
+                    log.info("room %s: the client left before its turn; not sent: %r", room, text)
+                    return
+                done = await self._turn(room, text, left)
+        except asyncio.CancelledError:  # the server stops: say so, not just hang up
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await self.link.send(NotHandled(text=STOPPING, context=context).event())
+                    await self.link.send(HandledStop().event())
+            raise
+        finally:
+            left.cancel()
+        await self._finish(done, context, room)
 
-    async def _turn(self, room: str, text: str, context: dict[str, Any]) -> None:
+    async def _turn(self, room: str, text: str, left: asyncio.Task[None]) -> _Done:
         conversation = self.link.server.programs.conversation
         assert conversation is not None
         loop = asyncio.get_running_loop()
@@ -256,17 +307,9 @@ class HandleRequest:
                 put(_Done(outcome=outcome))
 
         self.link.server.pool.submit(work)
-        await self.link.send(HandledStart(context=context).event())
-        try:
-            done = await self._relay(pieces)
-        except asyncio.CancelledError:  # the server stops: say so, not just hang up
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await self.link.send(NotHandled(text=STOPPING, context=context).event())
-                    await self.link.send(HandledStop().event())
-            raise
+        done = await self._relay(pieces, left)
         self._control = None
-        await self._finish(done, context, room)
+        return done
 
     async def _finish(self, done: _Done, context: dict[str, Any], room: str) -> None:
         if self.link.broken:  # its turn was interrupted: what it gets is the protocol error
@@ -293,23 +336,19 @@ class HandleRequest:
         await self.link.send(Handled(text=reply, context=context).event())
         await self.link.send(HandledStop().event())
 
-    async def _relay(self, pieces: asyncio.Queue[str | _Done]) -> _Done:
+    async def _relay(self, pieces: asyncio.Queue[str | _Done], left: asyncio.Task[None]) -> _Done:
         """Send the reply's text as it comes, until the turn is done. If the client goes away
         (or the connection is stopped), the turn is interrupted; its end is still awaited
         unless the server itself stops, and the core records it either way."""
         listening = True
-        gone = asyncio.create_task(self.link.gone.wait())
         try:
             while True:
                 get = asyncio.create_task(pieces.get())
                 try:
-                    await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-                    if listening and gone.done():
-                        if self.link.ended and await self._still_reading():
-                            gone = asyncio.create_task(asyncio.Event().wait())  # never
-                        else:
-                            listening = False
-                            self._interrupt("the client went away")
+                    await asyncio.wait({get, left}, return_when=asyncio.FIRST_COMPLETED)
+                    if listening and left.done():
+                        listening = False
+                        self._interrupt("the client went away")
                     item = await get
                 except BaseException:
                     get.cancel()
@@ -325,8 +364,14 @@ class HandleRequest:
         except asyncio.CancelledError:
             self._interrupt("the server is stopping")
             raise
-        finally:
-            gone.cancel()
+
+    async def _left(self) -> None:
+        """Returns once the client has gone for good: it closed, broke the protocol or stalled,
+        or the connection was stopped. One that closed only its sending side, and still
+        reads, has not: it is waited for."""
+        await self.link.gone.wait()
+        if self.link.ended and await self._still_reading():
+            await asyncio.Event().wait()  # never
 
     async def _still_reading(self) -> bool:
         """The client ended its input: did it close only its sending side (``nc -N``, a

@@ -42,7 +42,7 @@ from wyoming.info import Describe
 
 from core.errors import ConfigError, InvalidIdError, ProtocolError, WyomingError
 from voice.config import WyomingConfig
-from voice.wyoming.handlers import AsrRequest, HandleRequest, TtsRequest
+from voice.wyoming.handlers import AsrRequest, HandleRequest, RoomTurns, TtsRequest
 from voice.wyoming.programs import Programs
 from voice.wyoming.protocol import (
     MAX_HEADER_BYTES,
@@ -96,6 +96,7 @@ class WyomingServer:
         # Room for a turn per open connection beside those of clients gone while their turn
         # waited for its room.
         self.pool = ThreadPoolExecutor(2 * config.max_connections + 2, thread_name_prefix="wyoming")
+        self.rooms = RoomTurns()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
         self._refused_logged_s = -math.inf  # when a refusal was last logged
