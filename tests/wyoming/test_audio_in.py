@@ -3,6 +3,8 @@ and resampled, and what cannot be audio refused."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,22 @@ def test_a_changing_format_too_much_audio_and_torn_frames_are_refused() -> None:
     audio.add((16000, 2, 1), b"\0\0" * 16000)
     with pytest.raises(ProtocolError, match=r"more than 1 s of audio in one request"):
         audio.add((16000, 2, 1), b"\0\0")
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_finished_audio_is_held_once_while_it_waits_for_the_model(rate: int) -> None:
+    """A request's audio waits for Whisper joined into one utterance; the chunks it came in
+    are let go (two copies of up to max_audio_s, per request, while a queue of them waited)."""
+    rng = np.random.default_rng(2)
+    tracemalloc.start()
+    try:
+        audio = IncomingAudio(rate, 2, 1, max_audio_s=120)
+        for _ in range(300):  # 30 s, in payloads of their own as events bring them
+            audio.add((rate, 2, 1), rng.integers(-3000, 3000, rate // 10, dtype="<i2").tobytes())
+        utterance = audio.finish()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    size = len(utterance.pcm)
+    assert size == 30 * 16000 * 2
+    assert held < 1.3 * size, f"{held / size:.2f} copies held"

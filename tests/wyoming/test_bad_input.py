@@ -8,6 +8,7 @@ client that connects after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -17,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 from wyoming.asr import Transcript
-from wyoming.audio import AudioChunk, AudioStart
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize
 
 from core.conversation import TurnOutcome
-from tests.voice.fakes import FakeConversation, FakeStt, FakeTts
+from tests.voice.fakes import FakeConversation, FakeStt, FakeTts, wait_until
 from tests.wyoming.peers import Client, ServerThread
 from voice.config import WyomingConfig
 from voice.wyoming.programs import Programs
@@ -270,13 +271,18 @@ def test_a_client_gone_while_its_room_was_busy_does_not_lock_other_rooms_out() -
             first.send(Transcript("a long one", context={"room": "busy"}).event())
             with Client(server.address) as quitter:  # waits for the busy room, then leaves
                 quitter.send(Transcript("me too", context={"room": "busy"}).event())
-                time.sleep(0.3)
-            time.sleep(0.3)  # the server sees it go
-            with Client(server.address) as other:  # another room: a free slot, and answered
-                other.send(Transcript("hello", context={"room": "other"}).event())
-                events = other.read_until("handled")
-                assert events[-1].type == "handled"
-            assert first.read_until("handled")[-1].type == "handled"
+                assert quitter.read().type == "handled-start"  # type: ignore[union-attr]
+            started = time.monotonic()
+            while True:  # another room: a free slot once the server has seen it go, answered
+                with Client(server.address) as other:
+                    other.send(Transcript("hello", context={"room": "other"}).event())
+                    reply = other.read()
+                    if reply is not None and reply.data.get("code") != "busy":
+                        assert other.read_until("handled")[-1].type == "handled"
+                        break
+                assert time.monotonic() - started < 2, "the client gone still holds its slot"
+                time.sleep(0.05)
+            assert first.read_until("handled")[-1].type == "handled"  # (3 s after it began)
 
 
 def test_an_engine_that_fails_is_an_error_to_that_client_and_the_server_goes_on(
@@ -303,3 +309,52 @@ def test_an_engine_that_fails_is_an_error_to_that_client_and_the_server_goes_on(
         assert any("the request failed" in r.getMessage() for r in caplog.records)
         with Client(server.address) as later:
             assert answers_describe(later)
+
+
+def a_transcription(seconds: float = 1.0) -> bytes:
+    audio = AudioChunk(audio=b"\1\0" * int(16000 * seconds), **AUDIO).event()
+    return encode(AudioStart(**AUDIO).event()) + encode(audio) + encode(AudioStop().event())
+
+
+def test_a_client_that_leaves_counts_until_its_request_is_done() -> None:
+    """max_connections bounds the work, not only the sockets: a client that sent a request
+    and left still has its audio held and transcribed."""
+    gate = threading.Event()
+    stt = FakeStt(lambda _u: "hello" if gate.wait(60) else "")
+    config = WyomingConfig(max_connections=1, client_timeout_s=60)
+    with ServerThread(config, Programs(stt=stt)) as server:
+        with Client(server.address) as leaving:
+            leaving.raw(a_transcription())
+            assert wait_until(lambda: len(stt.calls) == 1)  # Whisper works on it
+        connections = server.server._connections
+        assert wait_until(lambda: all(c.gone.is_set() for c in connections))  # seen to go
+        with Client(server.address) as next_one:
+            next_one.send(Describe().event())
+            error = next_one.read()
+            assert error is not None and error.data.get("code") == "busy", error.type
+        gate.set()
+        deadline = time.monotonic() + 10
+        while True:  # its request done, the slot is free
+            with Client(server.address) as later:
+                with contextlib.suppress(ConnectionResetError):
+                    if answers_describe(later):
+                        break
+            assert time.monotonic() < deadline, "a finished request still counts"
+            time.sleep(0.05)
+
+
+def test_a_transcription_its_client_cannot_hear_is_skipped() -> None:
+    gate = threading.Event()
+    stt = FakeStt(lambda _u: "hello" if gate.wait(60) else "")
+    with ServerThread(CONFIG, Programs(stt=stt)) as server:
+        with Client(server.address) as first, Client(server.address) as broken:
+            first.raw(a_transcription())
+            assert wait_until(lambda: len(stt.calls) == 1)  # the model is busy with it
+            broken.raw(a_transcription(2.0) + b"this is not json\n")  # waits for the model
+            assert wait_until(lambda: any(c.broken for c in server.server._connections))
+            gate.set()
+            assert Transcript.from_event(first.read_until("transcript")[-1]).text == "hello"
+            error = broken.read()
+            assert error is not None and "is not JSON" in error.data["text"], error
+            assert broken.closed_by_peer(10)
+    assert stt.calls == [1.0]  # the second was never transcribed

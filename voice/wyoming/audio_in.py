@@ -93,6 +93,7 @@ class IncomingAudio:
         if self._resampler is not None:
             self._append(np.zeros(0, dtype=np.float32), last=True)
         pcm = b"".join(part.tobytes() for part in self._parts)
+        self._parts = []  # joined: not held twice while the request waits for the model
         return Utterance(pcm, WHISPER_RATE, 0.0, len(pcm) / 2 / WHISPER_RATE)
 
     @property

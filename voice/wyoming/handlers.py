@@ -101,11 +101,20 @@ class AsrRequest:
         assert stt is not None
         utterance = audio.finish()
 
-        def work() -> str:
+        def work() -> str | None:
             with self._lock:  # one model: requests take turns (parallel ones only share cores)
+                if self.link.unheard:  # by the time its turn came
+                    return None
                 return stt.transcribe(utterance).text.strip()
 
         text = await self.link.server.run_blocking(work)
+        if text is None:
+            log.info(
+                "%s: %.1f s of audio not transcribed: nobody hears it",
+                self.link.peer,
+                utterance.duration_s,
+            )
+            return
         log.info("%s: transcribed %.1f s: %r", self.link.peer, utterance.duration_s, text)
         await self.link.send(Transcript(text=text).event())
 
@@ -165,11 +174,14 @@ class TtsRequest:
         await self.link.send(AudioStart(rate=rate, width=2, channels=1).event())
         for piece in pieces:
 
-            def work(text: str = piece) -> list[npt.NDArray[np.int16]]:
+            def work(text: str = piece) -> list[npt.NDArray[np.int16]] | None:
                 with self._lock:
-                    return list(tts.synthesize(text))
+                    return None if self.link.unheard else list(tts.synthesize(text))
 
-            for audio in await self.link.server.run_blocking(work):
+            spoken = await self.link.server.run_blocking(work)
+            if spoken is None:
+                return  # nobody hears it
+            for audio in spoken:
                 pcm = np.ascontiguousarray(audio, dtype="<i2").tobytes()
                 step = SAMPLES_PER_CHUNK * 2
                 for offset in range(0, len(pcm), step):

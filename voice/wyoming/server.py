@@ -92,10 +92,9 @@ class WyomingServer:
         self.programs = programs
         self.uri = uri or config.uri
         self.limits = Limits(max_payload_bytes=config.max_payload_bytes)
-        # Every connection may have one blocking job at a time; + 2 for describe-only bursts.
-        # Room for a turn per open connection beside those of clients gone while their turn
-        # waited for its room.
-        self.pool = ThreadPoolExecutor(2 * config.max_connections + 2, thread_name_prefix="wyoming")
+        # A connection has one blocking job at a time, and counts against max_connections
+        # until that is done: nothing waits in the pool's queue.
+        self.pool = ThreadPoolExecutor(config.max_connections, thread_name_prefix="wyoming")
         self.rooms = RoomTurns()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
@@ -178,9 +177,10 @@ class WyomingServer:
 
     @property
     def _open(self) -> int:
-        """Connections whose client is there. One that went away no longer counts, though its
-        turn may still wait for its room: it must not lock other rooms out."""
-        return sum(not c.gone.is_set() for c in self._connections)
+        """Connections not done: a client that went away still counts while its request runs
+        (its audio held, its agent turn running). One whose request waits for its room stops
+        counting as it goes, since the request is then dropped (:class:`RoomTurns`)."""
+        return len(self._connections)
 
     async def _refuse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
@@ -194,8 +194,8 @@ class WyomingServer:
             return
         self._refusing += 1
         error = Error(
-            text=f"this server is busy: {self.config.max_connections} connections are open "
-            "(wyoming.max_connections); try again later",
+            text=f"this server is busy: {self.config.max_connections} connections are open or "
+            "still being answered (wyoming.max_connections); try again later",
             code="busy",
         )
         try:
@@ -247,6 +247,7 @@ class Connection:
         self.broken = False  # it broke the protocol or stalled: it gets an error, no answer
         self.ended = False  # it sent its end of input (it may still read: see HandleRequest)
         self._deaf = False  # dropped while it read nothing: reset, not closed
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
         self.tts = TtsRequest(self)
@@ -294,8 +295,16 @@ class Connection:
                     self._reset()  # it does not read what is left (a shutdown mid-reply)
             log.debug("%s: closed", self.peer)
 
+    @property
+    def unheard(self) -> bool:
+        """Whether no answer can reach the client: it broke the protocol or stalled, or the
+        server stops. (One that closed its end may still read it: TCP tells a half close from
+        a close only when written to.) Read from the pool's threads."""
+        return self.broken or self._stopped
+
     def stop(self) -> asyncio.Task[None]:
         """Cancel the connection; returns its task, to await its end."""
+        self._stopped = True
         self.gone.set()
         assert self._task is not None
         self._task.cancel()
