@@ -86,6 +86,7 @@ class Core:
         self.agent_program = program_name(list(getattr(agent, "command", None) or ()))
         self._clock = clock
         self._locks = LockRegistry()
+        self._stopping = threading.Event()  # stop(): turns still waiting for a room give up
         # room -> its conversation whose last save failed. An entry changes only under its
         # room's lock; the dict is shared by the rooms' threads (single, atomic operations).
         self._unsaved: dict[str, Session] = {}
@@ -169,7 +170,9 @@ class Core:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the message is empty: there is nothing to send to the agent")
         lock = self._locks.get(room_id)  # this reference keeps the room's entry alive
-        with lock, self.store.lock_room(room_id):
+        with lock, self.store.lock_room(room_id, until=self._stopping) as held:
+            if not held:  # another process's turn had the room until this one stopped
+                raise AgentError("The assistant is shutting down.")
             AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
@@ -278,6 +281,7 @@ class Core:
     def stop(self) -> None:
         """At shutdown: one more try to save what could not be saved, then stop every agent
         process this core started."""
+        self._stopping.set()
         if self._unsaved and self.save_pending():
             busy = [room for room in self.unsaved_rooms() if self._locks.get(room).locked()]
             if busy:  # its turn saves it as it ends, if it ends before the process does

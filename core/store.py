@@ -58,6 +58,8 @@ from core.store_dir import claim, flocked, flocked_file, move_aside
 
 log = logging.getLogger(__name__)
 
+ROOM_POLL_S = 0.1  # a room's lock is tried this often while a stoppable turn waits for it
+
 # What replacing a file fails with when a directory stands where the file should be.
 _BLOCKED_BY_DIRECTORY = frozenset({errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST})
 
@@ -189,15 +191,22 @@ class SessionStore:
             return self.rebuild_index()
 
     @contextlib.contextmanager
-    def lock_room(self, room_id: str, *, wait: bool = True) -> Iterator[bool]:
+    def lock_room(
+        self, room_id: str, *, wait: bool = True, until: threading.Event | None = None
+    ) -> Iterator[bool]:
         """Exclusive use of ``room_id`` across the processes sharing this store (``ask`` while
-        ``listen`` runs); yields whether it is held (always, when ``wait``). A broken lock
-        file is moved aside; failing that, the turn goes on without it, with a warning, rather
-        than stop the room for good."""
+        ``listen`` runs); yields whether it is held: always, when ``wait``, unless ``until``
+        is set first (the wait then tries every ROOM_POLL_S, as a blocking flock could wait
+        minutes for another process's turn, and nothing could stop it). A broken lock file
+        is moved aside; failing that, the turn goes on without it, with a warning, rather than
+        stop the room for good."""
         path = self.root / room_lock_name(room_id)
         with contextlib.ExitStack() as stack:
             with _store_errors(f"lock room {room_id} in {self.root}"):
-                held = stack.enter_context(flocked(path, wait=wait))
+                held = stack.enter_context(flocked(path, wait=wait and until is None))
+                while not held and wait and until is not None and not until.wait(ROOM_POLL_S):
+                    stack.close()  # the try's descriptor
+                    held = stack.enter_context(flocked(path, wait=False))
             yield held  # (outside _store_errors: the turn's own errors are not the lock's)
 
     # -- index cache ----------------------------------------------------------------------

@@ -358,3 +358,18 @@ def test_a_transcription_its_client_cannot_hear_is_skipped() -> None:
             assert error is not None and "is not JSON" in error.data["text"], error
             assert broken.closed_by_peer(10)
     assert stt.calls == [1.0]  # the second was never transcribed
+
+
+def test_transcriptions_still_waiting_for_the_model_are_skipped_when_the_server_stops() -> None:
+    gate = threading.Event()
+    stt = FakeStt(lambda _u: "hello" if gate.wait(60) else "")
+    running = ServerThread(CONFIG, Programs(stt=stt)).__enter__()
+    with Client(running.address) as first, Client(running.address) as second:
+        first.raw(a_transcription())
+        assert wait_until(lambda: len(stt.calls) == 1)  # the model is busy with it
+        second.raw(a_transcription(2.0))
+        time.sleep(0.2)  # (its request waits for the model)
+        running.__exit__(None, None, None)  # SIGTERM
+        gate.set()
+        assert running.server.wait_for_jobs(10)
+    assert stt.calls == [1.0]  # the second was never transcribed

@@ -12,11 +12,16 @@ room because a listener runs. Name satellite rooms apart from a listener's room
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import sys
+import time
 from collections.abc import Callable
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from core import Core
@@ -27,6 +32,10 @@ from voice.wyoming.programs import Programs
 from voice.wyoming.server import WyomingServer, check_address
 
 log = logging.getLogger(__name__)
+
+# From the stop signal to the exit, at most (the service's TimeoutStopSec is 15): what still
+# runs then is a transcription or speech, which nobody waits for.
+STOP_S = 10.0
 
 
 def load_programs(config: Config, programs: Programs, *, agent: str | None) -> Core | None:
@@ -82,8 +91,26 @@ def serve(
             "who can reach the port can run the agent; restrict it with a firewall",
             uri,
         )
-    asyncio.run(_serve(config, agent, uri, on_ready))
+    server = WyomingServer(
+        config.wyoming, Programs(first_chunk_max_chars=config.tts.first_chunk_max_chars), uri=uri
+    )
+    stopping = asyncio.run(_serve(config, server, agent, on_ready))
+    if not server.wait_for_jobs(stopping + STOP_S - time.monotonic()):
+        # The interpreter's exit would wait for it. Turns have been stopped and saved by now;
+        # Whisper or Piper cannot be stopped part way.
+        log.warning("stopped without waiting for the work still running (a transcription?)")
+        _exit_now(0)
     return 0
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Exit without joining the pool's threads; the exit handlers run first (logging's
+    flush), as in :func:`voice.cli.run`."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def _where_to_add(address: str) -> str:
@@ -105,10 +132,12 @@ def _unspecified(host: str) -> bool:
 
 
 async def _serve(
-    config: Config, agent: str | None, uri: str, on_ready: Callable[[str], None] | None
-) -> None:
-    programs = Programs(first_chunk_max_chars=config.tts.first_chunk_max_chars)
-    server = WyomingServer(config.wyoming, programs, uri=uri)
+    config: Config,
+    server: WyomingServer,
+    agent: str | None,
+    on_ready: Callable[[str], None] | None,
+) -> float:
+    """Serve until a signal; returns when the stop began (monotonic)."""
     await server.bind()  # a taken port fails now, before the models load
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -116,7 +145,7 @@ async def _serve(
     try:
         # Loaded on this thread, so nothing is accepted meanwhile; a signal meanwhile reaches
         # the command's own handlers, which stop the load (the handlers below come after).
-        core = load_programs(config, programs, agent=agent)
+        core = load_programs(config, server.programs, agent=agent)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, _stopper(stop, sig))
         address = await server.start()
@@ -125,12 +154,14 @@ async def _serve(
             on_ready(address)
         await stop.wait()
     finally:
+        stopping = time.monotonic()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await server.close()
         if core is not None:
             core.stop()  # every agent process this server started
+    return stopping
 
 
 def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

@@ -162,6 +162,14 @@ class WyomingServer:
                 Path(parts.path).unlink()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    def wait_for_jobs(self, timeout_s: float) -> bool:
+        """After :meth:`close`: wait up to ``timeout_s`` for the jobs still running; whether
+        they all ended."""
+        joining = threading.Thread(target=self.pool.shutdown, name="wyoming-join", daemon=True)
+        joining.start()
+        joining.join(max(timeout_s, 0.0))
+        return not joining.is_alive()
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = _peer(writer)
         if self._open >= self.config.max_connections:
