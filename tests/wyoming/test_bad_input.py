@@ -92,6 +92,11 @@ BAD = {
         "a lone UTF-16 surrogate",
     ),
     "not-a-number": (b'{"type": "ping", "data": {"x": NaN}}\n', "NaN is not a JSON number"),
+    "infinite-number": (b'{"type": "ping", "data": {"text": 1e999}}\n', "1e999 is too large"),
+    "infinite-in-context": (
+        b'{"type": "transcript", "data": {"text": "hi", "context": {"x": -1E+999}}}\n',
+        "-1E+999 is too large",
+    ),
     "nul-to-speak": (
         b'{"type": "synthesize", "data_length": 21}\n{"text": "Hi\\u0000!"}',
         "a NUL character",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -60,9 +61,18 @@ def _not_a_number(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    """A JSON float, refused when too large for one (1e999 would be inf, which no reply that
+    echoes it could encode)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text:.40} is too large a number")
+    return value
+
+
 def _json(raw: bytes, what: str) -> Any:
     try:
-        value = json.loads(raw, parse_constant=_not_a_number)
+        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"the event {what} is not JSON ({e})") from None
     except RecursionError:  # "[[[[..." nested deeper than Python's stack
