@@ -35,6 +35,11 @@ def check_uri(uri: str, key: str) -> None:
     if parts.scheme == "tcp" and parts.hostname and port is not None and not extra:
         return
     if parts.scheme == "unix" and parts.path:
+        if parts.netloc or not parts.path.startswith("/"):  # unix://tmp/x.sock is /x.sock
+            raise ConfigError(
+                f"{key} = {uri!r}: a Unix socket needs an absolute path after unix://, "
+                f"e.g. unix:///{(parts.netloc + parts.path).lstrip('/')}"
+            )
         if len(os.fsencode(parts.path)) > SOCKET_PATH_MAX_BYTES:
             raise ConfigError(f"{key}: {parts.path} is longer than {SOCKET_PATH_MAX_BYTES} bytes")
         return

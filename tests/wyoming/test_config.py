@@ -21,6 +21,8 @@ from voice.config import from_tables
         ({"wyoming": {"uri": "tcp://127.0.0.1:10700/asr"}}, "wyoming.uri = .* expected tcp://"),
         ({"stt": {"engine": "wyoming", "uri": "tcp://h:1?x=1"}}, "stt.uri = .* expected tcp://"),
         ({"wyoming": {"uri": "unix:///" + "x" * 200}}, "longer than 107 bytes"),
+        ({"wyoming": {"uri": "unix://tmp/va.sock"}}, "absolute path .* unix:///tmp/va.sock"),
+        ({"tts": {"engine": "wyoming", "uri": "unix:run/p.sock"}}, "e.g. unix:///run/p.sock"),
         ({"wyoming": {"programs": ["asr", "wake"]}}, "wyoming.programs must list some of"),
         ({"wyoming": {"programs": []}}, "wyoming.programs must list some of"),
         ({"wyoming": {"room_keys": []}}, "wyoming.room_keys must list context keys"),
