@@ -60,19 +60,38 @@ def test_the_reply_streams_then_comes_whole_for_clients_that_do_not_stream(
 @pytest.mark.parametrize(
     ("context", "room"),
     [
-        ({"conversation_id": "01JABC", "satellite_id": "assist_satellite.kitchen"}, None),
+        (
+            {"conversation_id": "01JABC", "satellite_id": "assist_satellite.kitchen"},
+            "assist_satellite.kitchen",
+        ),
         ({"conversation_id": "01JABC", "device_id": "d42"}, "d42"),
         ({"conversation_id": "01JABC"}, "01JABC"),
         ({"room": "attic", "satellite_id": "sat"}, "attic"),
         (None, "wyoming"),
         ({"conversation_id": ""}, "wyoming"),
+        # One that is no usable room name is skipped: the next key, else the default room.
+        ({"room": "../../etc", "satellite_id": "assist_satellite.hall"}, "assist_satellite.hall"),
+        ({"room": 42, "device_id": "d42"}, "d42"),
+        ({"conversation_id": "kitchen chat"}, "wyoming"),
     ],
 )
 def test_the_room_is_the_first_of_room_keys_in_the_context(
-    server: ServerThread, fake: FakeConversation, context: dict | None, room: str | None
+    server: ServerThread, fake: FakeConversation, context: dict | None, room: str
 ) -> None:
     ask(server, "hello", context)
-    assert fake.messages[-1] == (room or "assist_satellite.kitchen", "hello")
+    assert fake.messages[-1] == (room, "hello")
+
+
+def test_a_room_name_that_cannot_be_used_is_logged_and_the_request_answered(
+    server: ServerThread, fake: FakeConversation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+    events = ask(server, "hello", {"conversation_id": "../../etc"})
+    assert Handled.from_event(events[-2]).text == "You said: hello"
+    assert fake.messages[-1] == ("wyoming", "hello")
+    assert "the context's conversation_id is not a usable room, skipped: room id '../../etc'" in (
+        caplog.text
+    )
 
 
 def test_permission_questions_are_answered_no_with_the_reason(server: ServerThread) -> None:

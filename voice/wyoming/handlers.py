@@ -243,7 +243,9 @@ class HandleRequest:
         return kind in self.TYPES
 
     def room(self, context: dict[str, Any]) -> str:
-        """The room named by the first of ``wyoming.room_keys`` in ``context``."""
+        """The room named by the first of ``wyoming.room_keys`` in ``context`` that is a usable
+        room name, else the default room. One that is not is logged and skipped: Home
+        Assistant passes a conversation_id chosen by its caller ("kitchen chat") unchanged."""
         config = self.link.server.config
         for key in config.room_keys:
             value = context.get(key)
@@ -252,7 +254,9 @@ class HandleRequest:
             try:
                 return validate_room_id(value)
             except InvalidIdError as e:
-                raise InvalidIdError(f"the context's {key} is not a usable room: {e}") from None
+                log.info(
+                    "%s: the context's %s is not a usable room, skipped: %s", self.link.peer, key, e
+                )
         return config.default_room
 
     async def close(self) -> None:
