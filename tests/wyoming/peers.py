@@ -232,4 +232,4 @@ def serve_process(
 ) -> Process:
     """``voice-assistant serve`` as a user starts it; ready once it says where it listens."""
     argv = [PYTHON, "-m", "voice.cli", "serve", "--config", str(config_path), "--agent", agent]
-    return Process([*argv, "--uri", uri, *extra], r"ready: .* can add (?P<uri>\S+)")
+    return Process([*argv, "--uri", uri, *extra], r"ready: .* can (?:add|use) (?P<uri>\S+)")

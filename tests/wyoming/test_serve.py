@@ -296,8 +296,35 @@ def test_while_the_models_load_the_address_is_taken_and_a_signal_stops_it(tmp_pa
         ("tcp://0.0.0.0:10700", "this machine's address, port 10700"),
         ("tcp://[::]:10700", "this machine's address, port 10700"),
         ("tcp://192.168.1.20:10700", "can add tcp://192.168.1.20:10700"),
-        ("unix:///run/user/1000/va.sock", "can add unix:///run/user/1000/va.sock"),
+        # Home Assistant's integration takes a host and a port: no socket is offered to it.
+        ("unix:///run/user/1000/va.sock", "on this machine can use unix:///run/user/1000/va.sock"),
     ],
 )
 def test_the_ready_line_names_an_address_home_assistant_can_use(address: str, says: str) -> None:
-    assert says in _where_to_add(address)
+    line = _where_to_add(address)
+    assert says in line
+    assert ("integration can add" in line) == address.startswith("tcp://")
+
+
+def test_an_agent_program_that_is_not_there_is_said_at_start(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, '[agent]\ncommand = ["no-such-agent-x1"]\n[wyoming]\nprograms = ["handle"]\n'
+    )
+    argv = [
+        PYTHON,
+        "-m",
+        "voice.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--uri",
+        "tcp://127.0.0.1:0",
+    ]
+    process = Process(argv, r"ready: ")
+    try:
+        process.wait_ready()
+    finally:
+        assert process.stop() == 0, process.output()
+    warning = next(line for line in process.lines if "no-such-agent-x1" in line)
+    assert "WARNING" in warning and "(agent.command) was not found on PATH" in warning
+    assert process.output().index(warning) < process.output().index("ready: ")

@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -48,6 +49,7 @@ def load_programs(config: Config, programs: Programs, *, agent: str | None) -> C
         core = app.build_core(config, agent=agent)
         programs.conversation = core
         command = app.agent_command(agent, config)
+        _check_agent(command[0], "--agent" if agent else "agent.command")
         programs.agent_name = agent_name(command)
         programs.agent_label = "echo" if tuple(command) == app.ECHO_AGENT else command[0]
     for table, program, engine in (
@@ -73,6 +75,21 @@ def load_programs(config: Config, programs: Programs, *, agent: str | None) -> C
         programs.tts_voice = tts.name
         programs.tts_languages = [tts.language]
     return core
+
+
+def _check_agent(program: str, named_by: str) -> None:
+    """Without its agent program, every request to handle fails ("Sorry, the agent program
+    is not installed."): say so once, at start."""
+    if shutil.which(program) is None:
+        where = "" if os.sep in program else f" on PATH ({os.environ.get('PATH', '')})"
+        log.warning(
+            "the agent program %r (%s) was not found%s: every request to the handle program "
+            "will fail until it is installed. A service has no login shell's PATH: give its "
+            "full path",
+            program,
+            named_by,
+            where,
+        )
 
 
 def serve(
@@ -120,6 +137,11 @@ def _where_to_add(address: str) -> str:
         return (
             f"Home Assistant's Wyoming integration can add this machine's address, port "
             f"{parts.port} (serving on every interface, {address})"
+        )
+    if parts.scheme == "unix":
+        return (
+            f"clients on this machine can use {address} (Home Assistant's Wyoming integration "
+            "takes a host and port: serve on tcp:// for it)"
         )
     return f"Home Assistant's Wyoming integration can add {address}"
 
