@@ -299,3 +299,20 @@ def test_a_request_whose_client_leaves_while_its_room_is_busy_never_reaches_the_
         assert ask(server, "and then", {"room": "busy"})[-2].data["text"] == "You said: and then"
     assert [text for _room, text in fake.messages] == ["a long one", "and then"]
     assert "the client left before its turn; not sent: 'never mind'" in caplog.text
+
+
+def test_a_request_waiting_for_its_room_when_the_server_stops_is_told_so() -> None:
+    fake = LatestFirst(delay_s=60.0)
+    server = ServerThread(CONFIG, Programs(conversation=fake)).__enter__()
+    with Client(server.address) as first, Client(server.address) as waiting:
+        first.send(Transcript("a long one", context={"room": "busy"}).event())
+        assert first.read().type == "handled-start"  # type: ignore[union-attr]
+        waiting.send(Transcript("me next", context={"room": "busy"}).event())
+        assert waiting.read().type == "handled-start"  # type: ignore[union-attr]
+        server.__exit__(None, None, None)  # SIGTERM
+        events = []
+        while (event := waiting.read()) is not None:
+            events.append(event)
+    assert [e.type for e in events] == ["not-handled", "handled-stop"]
+    assert NotHandled.from_event(events[0]).text == STOPPING
+    assert [text for _room, text in fake.messages] == ["a long one"]

@@ -113,9 +113,12 @@ def serve(
     )
     stopping = asyncio.run(_serve(config, server, agent, on_ready))
     if not server.wait_for_jobs(stopping + STOP_S - time.monotonic()):
-        # The interpreter's exit would wait for it. Turns have been stopped and saved by now;
-        # Whisper or Piper cannot be stopped part way.
-        log.warning("stopped without waiting for the work still running (a transcription?)")
+        # The interpreter's exit would wait for it. Turns have been stopped and saved by now.
+        log.warning(
+            "exiting without waiting for the work still running %g s after the signal (Whisper "
+            "or Piper cannot be stopped part way)",
+            STOP_S,
+        )
         _exit_now(0)
     return 0
 

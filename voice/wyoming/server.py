@@ -255,7 +255,7 @@ class Connection:
         self.broken = False  # it broke the protocol or stalled: it gets an error, no answer
         self.ended = False  # it sent its end of input (it may still read: see HandleRequest)
         self._deaf = False  # dropped while it read nothing: reset, not closed
-        self._stopped = False
+        self._stopped = False  # the server stops: nothing more is sent to it
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
         self.tts = TtsRequest(self)
