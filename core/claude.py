@@ -502,6 +502,7 @@ class _BeforeEcho:
         elif kind == "control_request":
             self._refuse(event)
         elif kind == "result":
+            self._process.spend(event.get("total_cost_usd"))  # not the prompt's to pay
             said = event.get("result")
             log.info(
                 "%s in room %s said between turns, unasked: %.200r",
@@ -669,7 +670,9 @@ class ClaudeSessions:
                 raise self._too_much(process)
             if before is not None:
                 if before.take(event, parser):
-                    before, total = None, 0  # the prompt's turn begins: its output counts
+                    # The prompt's turn begins: its output and its time count from here.
+                    before, total = None, 0
+                    clock.deadline = time.monotonic() + self.timeout
                     if turn.control.interrupted:  # the interrupt went to the turn before
                         self._interrupt(process, process.turn)
                 continue
@@ -807,13 +810,13 @@ class ClaudeSessions:
         self, room: str, session_id: str | None, *, claim: bool = False, afresh: bool = False
     ) -> _Process:
         """The room's process for ``session_id``, started if need be; ``claim``: marked busy
-        at once, so no other room's start can take it for an idle one. ``afresh``: not one
-        that has run a turn (it would not know what was added to the conversation since)."""
+        at once, so no other room's start can take it for an idle one. ``afresh``: a new one
+        (a running one would not know what was added to the conversation since it started)."""
         stale: _Process | None = None
         with self._lock:
             process = self._processes.get(room)
             if process is not None and process.alive and not process.busy:
-                same = process.session_id == session_id and not (afresh and process.used)
+                same = process.session_id == session_id and not afresh
                 if same and (session_id is not None or not process.used):
                     process.busy = claim
                     return process

@@ -13,6 +13,7 @@ next successful save in any room (:meth:`Core.save_pending`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -45,6 +46,8 @@ from core.session import IndexEntry, Session, make_message
 from core.store import SessionStore
 
 log = logging.getLogger(__name__)
+
+_ROOMS_SEEN = 1024  # rooms whose last known state Core keeps (a Wyoming chat can be a room)
 
 
 @dataclass(frozen=True)
@@ -83,16 +86,21 @@ class Core:
         self.store = store_dir if isinstance(store_dir, SessionStore) else SessionStore(store_dir)
         self.agent = agent
         # Whose conversations this core resumes: an id another agent gave is not passed on.
-        self.agent_program = program_name(list(getattr(agent, "command", None) or ()))
+        command = list(getattr(agent, "command", None) or ())
+        self.agent_program = program_name(command)
+        # Earlier releases named a script by its interpreter ("python3" for python3 a.py):
+        # such a record is still this program's.
+        self._older_name = os.path.basename(command[0]) if command else None
         self._clock = clock
         self._locks = LockRegistry()
         self._stopping = threading.Event()  # stop(): turns still waiting for a room give up
         # room -> its conversation whose last save failed. An entry changes only under its
         # room's lock; the dict is shared by the rooms' threads (single, atomic operations).
         self._unsaved: dict[str, Session] = {}
-        # room -> (conversation, messages) as this core's last turn there left it: more
-        # means another process took a turn since (see AgentTurn.afresh).
-        self._left: dict[str, tuple[str, int]] = {}
+        # room -> (conversation, messages) as this core's agent last saw it (its last turn
+        # there, or prepare): a change means another process took a turn since (see
+        # AgentTurn.afresh). The rooms used longest ago are forgotten beyond _ROOMS_SEEN.
+        self._seen: dict[str, tuple[str, int]] = {}
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
@@ -107,12 +115,20 @@ class Core:
         prepare = getattr(self.agent, "prepare", None)
         if callable(prepare):
             session = self.active_session(room_id)
+            if session is not None:
+                self._saw(room_id, session)
             prepare(room_id, self._resume_id(session) if session else None)
+
+    def _saw(self, room_id: str, session: Session) -> None:
+        self._seen.pop(room_id, None)  # (to the end: the order is of use)
+        self._seen[room_id] = (session.session_id, len(session.messages))
+        if len(self._seen) > _ROOMS_SEEN:
+            del self._seen[next(iter(self._seen))]
 
     def _resume_id(self, session: Session) -> str | None:
         """The agent conversation this core's agent goes on with: none when the room's was
         with another program (``--resume`` with its id would fail every turn)."""
-        if session.agent_program not in (None, self.agent_program):
+        if session.agent_program not in (None, self.agent_program, self._older_name):
             if session.agent_session_id:
                 log.debug(
                     "room %s: its conversation with %s is not resumed by %s, which starts its own",
@@ -176,8 +192,8 @@ class Core:
             AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
-            left = self._left.get(room_id)
-            afresh = left is not None and left != (session.session_id, len(session.messages))
+            seen = self._seen.get(room_id)
+            afresh = seen is not None and seen != (session.session_id, len(session.messages))
             _mark_unanswered(room_id, session)
             if revises:
                 _drop_last_request(session)
@@ -205,7 +221,7 @@ class Core:
                 record = f"{said}{BLOCK_SEPARATOR}{e}" if said else str(e)
                 self._record_reply(session, record, started, None, is_error=True)
                 self._save(room_id, session)  # if this fails too, unsaved_rooms() says so
-                self._left[room_id] = (session.session_id, len(session.messages))
+                self._saw(room_id, session)
                 raise
             self._note_agent_id(session, result.session_id)
             self._record_reply(
@@ -217,7 +233,7 @@ class Core:
                 interrupted=result.interrupted or None,
             )
             save_error = self._save(room_id, session)
-            self._left[room_id] = (session.session_id, len(session.messages))
+            self._saw(room_id, session)
         if save_error is None and self._unsaved:
             self.save_pending()  # the store works again: save what other rooms could not
         return TurnOutcome(result.text, result.interrupted, result.denials, save_error)

@@ -66,18 +66,22 @@ def program_name(argv: Sequence[str]) -> str:
     name = os.path.basename(argv[0])
     if not _INTERPRETER.fullmatch(name):
         return name
-    for i, arg in enumerate(argv[1:], 1):
-        if arg == "-m" and name.startswith("python") and i + 1 < len(argv):
-            return argv[i + 1]
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-m" and name.startswith("python"):
+            return next(args, name)
         if arg in _CODE_FLAGS:  # the program is in the argument: nothing names it
             return name
-        if not arg.startswith("-"):
+        if arg in _VALUE_FLAGS:  # python3 -W ignore a.py, node -r dotenv/config a.js
+            next(args, None)
+        elif not arg.startswith("-"):
             return os.path.basename(arg)
     return name
 
 
 _INTERPRETER = re.compile(r"python[0-9.]*|node|nodejs|bun|deno|ruby|perl|php|sh|bash|dash|zsh")
-_CODE_FLAGS = frozenset({"-c", "-e", "--eval", "-m"})
+_CODE_FLAGS = frozenset({"-c", "-e", "--eval", "-p", "--print"})
+_VALUE_FLAGS = frozenset({"-W", "-X", "-r", "--require", "--import", "--loader", "-I", "-o"})
 
 
 def run_process(

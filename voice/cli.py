@@ -344,7 +344,7 @@ def _ask(
     print(f"transcript: {printable(report.transcript)}")
     print(f"reply: {printable(report.reply or spoken_reply(report))}")
     for note in report.notes:
-        print(f"note: {printable(note)}")
+        print(f"note: {printable(note.removeprefix('Note: '))}")
     if isinstance(sink, WavSink) and output is not None:
         samples = sink.samples()
         app.write_wav(output, samples, sink.rate)

@@ -43,8 +43,12 @@ _GOING_ON = frozenset(["then", "also", "afterwards", "afterward"])
 # A yes that goes on with a no, a stop or a second thought takes itself back ("Yeah, no.",
 # "Yes. No, wait, don't.", "Go ahead, never mind."): no tool runs on it, and the agent reads
 # the words. Idioms of a yes ("Sure, why not.") are not taken back.
-_TAKE_BACK = _DENY | _STOP | frozenset(["wait", "never", "nevermind", "forget", "actually"])
-_TAKE_BACK_PHRASES = ("hold on", "hang on", "second thought")
+_TAKE_BACK = (
+    _DENY
+    | _STOP
+    | frozenset(["wait", "never", "nevermind", "forget", "actually", "pause", "scratch", "undo"])
+)
+_TAKE_BACK_PHRASES = ("hold on", "hang on", "hold it", "second thought", "second thoughts")
 _YES_IDIOMS = ("no problem", "not a problem", "no worries", "why not", "don't mind")
 _ANSWER_WORDS = (
     _ALLOW
@@ -61,7 +65,8 @@ SIMILAR = 0.75  # a heard word this like another ("hopping", "shopping") is that
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    # (Whisper may write "don't" with a curly apostrophe: it is the same word.)
+    return _WORD.findall(text.lower().replace("\u2019", "'"))
 
 
 def word_count(text: str) -> int:

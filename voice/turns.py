@@ -331,7 +331,10 @@ class TurnWorker:
         line = narration.retrying(self._settings.agent_name, event.status)
         log.info("retrying: %s", line)
         self._spoke()
-        self.reply.interject(line)  # (it may come mid-sentence)
+        # A retried call writes its text from the start: the cut-off sentence is not finished
+        # by what comes next (it would be "The capital of FThe capital of France ...").
+        self.reply.drop_unfinished()
+        self.reply.say(line)
 
     def _tool_started(self, event: ToolUse) -> None:
         line = narration.tool_line(event.name, event.input)

@@ -262,6 +262,8 @@ def test_a_missing_program_says_what_to_fix() -> None:
         (["/venv/bin/python3", "-m", "core.echo_agent", "--x"], "core.echo_agent"),
         (["python", "-m"], "python"),
         (["python3", "-u", "/srv/agents/a.py", "--fast"], "a.py"),
+        (["python3", "-W", "ignore", "a.py"], "a.py"),
+        (["node", "-r", "dotenv/config", "agent.js"], "agent.js"),
         (["node", "agent.js"], "agent.js"),
         (["bash", "-c", "exec cat"], "bash"),
         (["python3"], "python3"),

@@ -773,20 +773,28 @@ def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None
     from core.claude import BETWEEN_TURNS, _BeforeEcho
 
     sent: list[dict[str, object]] = []
-    process = type("P", (), {"name": "claude", "room": "desk", "send": sent.append})()
+    paid: list[object] = []
+    fields = {"name": "claude", "room": "desk", "send": sent.append, "spend": paid.append}
+    process = type("P", (), fields)()
     before = _BeforeEcho(process, "mine")  # type: ignore[arg-type]
     parser = OutputParser("stream-json", None, None)
     ask = {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}
     stale = [
         {"type": "system", "subtype": "init", "session_id": "old"},
         {"type": "control_request", "request_id": "r1", "request": ask},
-        {"type": "result", "subtype": "success", "result": "Done on my own."},
+        {
+            "type": "result",
+            "subtype": "success",
+            "result": "Done on my own.",
+            "total_cost_usd": 0.5,
+        },
         {"type": "user", "isReplay": True, "uuid": "someone else's"},
         {"type": "system", "subtype": "init", "session_id": "s1"},
     ]
     assert [before.take(e, parser) for e in stale] == [False] * 5
     assert before.take({"type": "user", "isReplay": True, "uuid": "mine"}, parser)
     assert parser.init_session_id == "s1"  # the prompt's own turn opened with it
+    assert paid == [0.5]  # what it spent on its own is not charged to the prompt
     (response,) = sent
     assert response["response"] == {  # type: ignore[index]
         "subtype": "success",
@@ -901,6 +909,30 @@ def test_a_turn_another_process_took_in_the_room_is_known_to_the_next(
     listen, ask = (Core(tmp_path / "store", agent) for agent in agents)
     try:
         listen.send_message("desk", "my name is Bob")
+        ask.send_message("desk", "my colour is blue")
+        assert listen.send_message("desk", "what are my name and colour?") == "Bob; blue."
+    finally:
+        for agent in agents:
+            agent.stop()
+    heard = claude_api.turns[2].user_texts()
+    assert "my name is Bob" in heard and "my colour is blue" in heard
+
+
+def test_a_turn_another_process_took_after_a_room_s_claude_was_started_is_known(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
+) -> None:
+    # listen starts the room's Claude ahead of its first turn (--resume, as the room was then);
+    # an `ask` before anyone speaks went unseen.
+    claude_api.script(
+        Reply([Text("Hello, Bob.")]), Reply([Text("Blue, noted.")]), Reply([Text("Bob; blue.")])
+    )
+    argv = claude_argv([claude_cli], session=True)
+    env = claude_api.env(claude_home)
+    agents = [ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env) for _ in range(3)]
+    before, ask, listen = (Core(tmp_path / "store", agent) for agent in agents)
+    try:
+        before.send_message("desk", "my name is Bob")
+        listen.prepare("desk")
         ask.send_message("desk", "my colour is blue")
         assert listen.send_message("desk", "what are my name and colour?") == "Bob; blue."
     finally:

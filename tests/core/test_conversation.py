@@ -497,9 +497,34 @@ def test_a_turn_is_marked_afresh_only_after_another_process_took_one(tmp_path: P
             self.afresh.append(turn.afresh)
             return AgentResult(text="ok")
 
+        def prepare(self, room_id: str, session_id: str | None) -> None:
+            pass
+
     mine, other = Turns(), Turns()
     listen, ask = Core(tmp_path, mine), Core(tmp_path, other)
     for core, text in [(listen, "a"), (listen, "b"), (ask, "c"), (listen, "d"), (listen, "e")]:
         core.send_message("desk", text)
     listen.send_message("kitchen", "f")  # another room is its own
     assert (mine.afresh, other.afresh) == ([False, False, True, False, False], [False])
+    # Started ahead of its first turn (listen's start), its agent saw the room as it was then.
+    later = Turns()
+    restarted = Core(tmp_path, later)
+    restarted.prepare("desk")
+    ask.send_message("desk", "g")
+    restarted.send_message("desk", "h")
+    assert later.afresh == [True]
+
+
+def test_a_conversation_an_earlier_release_recorded_under_the_interpreter_is_resumed(
+    tmp_path: Path,
+) -> None:
+    from core.session import Session
+
+    class Named(FakeAgent):
+        command = ("/usr/bin/python3", "-u", "agent.py")
+
+    older = Session(room_id="desk", agent_session_id="abc", agent_program="python3")
+    other = Session(room_id="desk", agent_session_id="abc", agent_program="b.py")
+    core = Core(tmp_path, Named())
+    assert core.agent_program == "agent.py"
+    assert (core._resume_id(older), core._resume_id(other)) == ("abc", None)

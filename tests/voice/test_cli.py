@@ -200,7 +200,7 @@ def test_ask_prints_what_claude_was_not_allowed_as_it_says_it(home: Path) -> Non
             "--agent", find_claude(), "-o", str(home / "r.wav"), base=env,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "note: Note: Claude was not allowed to run npm test." in result.stdout.splitlines()
+    assert "note: Claude was not allowed to run npm test." in result.stdout.splitlines()
 
 
 def test_an_agent_that_is_not_installed_is_said_so(home: Path) -> None:

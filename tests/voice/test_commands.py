@@ -154,6 +154,11 @@ def test_the_words_added_to_a_request_are_found_however_whisper_wrote_the_old_on
         ("Sure, hold on.", None, False),
         ("Yes, actually let me check first.", None, False),
         ("Always, wait.", None, False),
+        ("Yes, on second thoughts.", None, False),
+        ("Yes. Scratch that.", None, False),
+        ("Yes, hold it.", None, False),
+        ("Yes, pause.", None, False),
+        ("Go ahead. Don\u2019t!", None, False),  # Whisper's curly apostrophe
         ("Yes always, no wait.", "deny", False),  # "always" then a no, as "Always deny."
         ("Yeah, go ahead.", "allow", True),
         ("Yes please.", "allow", True),

@@ -97,7 +97,7 @@ RETRYING = ["Claude's service is not answering.", "Still trying."]
             [
                 TextDelta("Paris is big. The capital of F"),
                 ApiRetry(1, 10, 529),
-                TextDelta("rance is Paris."),
+                TextDelta("The capital of France is Paris."),  # the call again, from its start
             ],
             ["Paris is big.", *RETRYING, "The capital of France is Paris."],
             id="retry mid-word",
