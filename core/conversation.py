@@ -239,6 +239,8 @@ class Core:
         return TurnOutcome(result.text, result.interrupted, result.denials, save_error)
 
     def _call_agent(self, turn: AgentTurn) -> AgentResult:
+        if turn.control.interrupted:  # stopped before it began: the agent never hears of it
+            return AgentResult(text="", session_id=turn.session_id, interrupted=True)
         if isinstance(self.agent, TurnAgent):
             result: AgentResult = self.agent.run_turn(turn)
             return result

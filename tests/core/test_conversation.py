@@ -528,3 +528,21 @@ def test_a_conversation_an_earlier_release_recorded_under_the_interpreter_is_res
     core = Core(tmp_path, Named())
     assert core.agent_program == "agent.py"
     assert (core._resume_id(older), core._resume_id(other)) == ("abc", None)
+
+
+def test_a_turn_stopped_before_it_began_is_stored_and_never_reaches_the_agent(
+    tmp_path: Path,
+) -> None:
+    # (A Wyoming client that left while its room was busy: its words are kept in their turn.)
+    agent = FakeAgent()
+    core = Core(tmp_path, agent)
+    control = TurnControl()
+    control.interrupt()
+    outcome = core.run_turn("desk", "never mind", control=control)
+    assert outcome.interrupted and agent.calls == []
+    session = core.active_session("desk")
+    assert session is not None
+    assert [(m["role"], m["content"]) for m in session.messages] == [
+        ("user", "never mind"),
+        ("assistant", ""),
+    ]

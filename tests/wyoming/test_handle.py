@@ -3,6 +3,7 @@ client that leaves mid-turn. (The real core and echo agent: test_serve.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -252,8 +253,10 @@ class LatestFirst(FakeConversation):
         self._turns = threading.Condition()
         self._busy = False
         self._waiting: list[str] = []
+        self.stopped_before: list[bool] = []  # each turn's: interrupted before it began
 
     def run_turn(self, room_id: str, text: str, **kwargs: Any) -> TurnOutcome:
+        self.stopped_before.append(kwargs["control"].interrupted)
         with self._turns:
             self._waiting.append(text)
             ours = self._turns.wait_for(lambda: not self._busy and self._waiting[-1] == text, 60)
@@ -283,7 +286,7 @@ def test_requests_to_one_room_are_answered_in_the_order_they_came() -> None:
     assert len(server.server.rooms) == 0  # nothing kept for a room nobody waits for
 
 
-def test_a_request_whose_client_leaves_while_its_room_is_busy_never_reaches_the_agent(
+def test_a_request_whose_client_leaves_while_its_room_is_busy_is_kept_never_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="voice.wyoming")
@@ -297,8 +300,11 @@ def test_a_request_whose_client_leaves_while_its_room_is_busy_never_reaches_the_
                 assert quitter.read().type == "handled-start"  # type: ignore[union-attr]
             assert first.read_until("handled")[-1].data["text"] == "You said: a long one"
         assert ask(server, "and then", {"room": "busy"})[-2].data["text"] == "You said: and then"
-    assert [text for _room, text in fake.messages] == ["a long one", "and then"]
-    assert "the client left before its turn; not sent: 'never mind'" in caplog.text
+    # Its words are stored in their place, with a turn the agent never hears of (the core
+    # records it interrupted).
+    assert [text for _room, text in fake.messages] == ["a long one", "never mind", "and then"]
+    assert fake.stopped_before == [False, True, False]
+    assert "the client left before its turn; kept, not sent: 'never mind'" in caplog.text
 
 
 def test_a_request_waiting_for_its_room_when_the_server_stops_is_told_so() -> None:
@@ -316,3 +322,24 @@ def test_a_request_waiting_for_its_room_when_the_server_stops_is_told_so() -> No
     assert [e.type for e in events] == ["not-handled", "handled-stop"]
     assert NotHandled.from_event(events[0]).text == STOPPING
     assert [text for _room, text in fake.messages] == ["a long one"]
+
+
+def test_requests_kept_for_departed_clients_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voice.wyoming")
+    fake = LatestFirst(delay_s=2.0)
+    config = dataclasses.replace(CONFIG, max_connections=3)
+    with ServerThread(config, Programs(conversation=fake)) as server:
+        with Client(server.address) as first:
+            first.send(Transcript("a long one", context={"room": "busy"}).event())
+            assert first.read().type == "handled-start"  # type: ignore[union-attr]
+            for n in range(4):
+                with Client(server.address) as quitter:
+                    quitter.send(Transcript(f"gone {n}", context={"room": "busy"}).event())
+                    assert quitter.read().type == "handled-start"  # type: ignore[union-attr]
+                # Once it is known to have left, it no longer counts: the next one gets in.
+                assert wait_until(lambda n=n: server.server.rooms.kept == min(n + 1, 3))
+            assert wait_until(lambda: "not kept: 'gone 3'" in caplog.text)
+            first.read_until("handled")
+        assert ask(server, "and then", {"room": "busy"})[-2].data["text"] == "You said: and then"
+    kept = [text for _room, text in fake.messages if text.startswith("gone")]
+    assert len(kept) == 3 and "not kept: 'gone" in caplog.text  # max_connections of them

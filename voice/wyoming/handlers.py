@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -201,24 +201,40 @@ class _Done:
 class RoomTurns:
     """The requests to one room take their turns in the order they came, waiting here on the
     event loop. (The core's room locks run one turn at a time, but in no particular order,
-    and a request waiting on them holds a pool thread.)"""
+    and a request waiting on them holds a pool thread.)
 
-    def __init__(self) -> None:
+    A request whose client leaves while it waits keeps its place: its words are stored in
+    their turn, never sent. It no longer counts against wyoming.max_connections (it holds
+    only its text), so up to ``max_kept`` such requests wait; beyond that one is dropped."""
+
+    def __init__(self, max_kept: int) -> None:
         self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self.max_kept = max_kept
+        self.kept = 0  # requests waiting whose client has left
 
     @contextlib.asynccontextmanager
-    async def turn(self, room: str, left: asyncio.Future[None]) -> AsyncIterator[bool]:
-        """Yields True once it is this request's turn in ``room``, False if ``left`` is done
-        (its client went away) before that."""
+    async def turn(
+        self, room: str, left: asyncio.Future[None], on_left: Callable[[], None]
+    ) -> AsyncIterator[bool]:
+        """Yields once it is this request's turn in ``room``: True if its client is still
+        there. False: it left while the request waited (``on_left`` was called then, and the
+        request waited on, unless ``max_kept`` were waiting already: it then ends at once)."""
         queue = self._queues.setdefault(room, deque())
         mine = asyncio.get_running_loop().create_future()
         queue.append(mine)
         if len(queue) == 1:
             mine.set_result(None)  # nobody before it
+        kept = False
         try:
             await asyncio.wait({mine, left}, return_when=asyncio.FIRST_COMPLETED)
-            yield not left.done()
+            if not mine.done() and self.kept < self.max_kept:
+                kept = True
+                self.kept += 1
+                on_left()
+                await mine
+            yield mine.done() and not left.done()
         finally:
+            self.kept -= kept
             first = queue[0] is mine
             queue.remove(mine)
             if not queue:
@@ -278,9 +294,9 @@ class HandleRequest:
         await self.link.send(HandledStart(context=context).event())
         left = asyncio.create_task(self._left())
         try:
-            async with self.link.server.rooms.turn(room, left) as ours:
+            async with self.link.server.rooms.turn(room, left, self.link.detach) as ours:
                 if not ours:
-                    log.info("room %s: the client left before its turn; not sent: %r", room, text)
+                    await self._keep(room, text)
                     return
                 done = await self._turn(room, text, left)
         except asyncio.CancelledError:  # the server stops: say so, not just hang up
@@ -292,6 +308,26 @@ class HandleRequest:
         finally:
             left.cancel()
         await self._finish(done, context, room)
+
+    async def _keep(self, room: str, text: str) -> None:
+        """Its client left before the room was free: the words are stored in their turn (as
+        a request nobody heard answered), never sent to the agent."""
+        if not self.link.detached:  # too many were waiting: dropped
+            log.warning("room %s: the client left before its turn; not kept: %r", room, text)
+            return
+        conversation = self.link.server.programs.conversation
+        assert conversation is not None
+        control = TurnControl()
+        control.interrupt()  # before it begins: the agent never hears of it
+
+        def keep() -> None:
+            conversation.run_turn(room, text, control=control)
+
+        log.info("room %s: the client left before its turn; kept, not sent: %r", room, text)
+        try:
+            await self.link.server.run_blocking(keep)
+        except AssistantError as e:
+            log.warning("room %s: could not keep %r: %s", room, text, e)
 
     async def _turn(self, room: str, text: str, left: asyncio.Task[None]) -> _Done:
         conversation = self.link.server.programs.conversation

@@ -95,7 +95,7 @@ class WyomingServer:
         # A connection has one blocking job at a time, and counts against max_connections
         # until that is done: nothing waits in the pool's queue.
         self.pool = ThreadPoolExecutor(config.max_connections, thread_name_prefix="wyoming")
-        self.rooms = RoomTurns()
+        self.rooms = RoomTurns(max_kept=config.max_connections)
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[Connection] = set()
         self._refused_logged_s = -math.inf  # when a refusal was last logged
@@ -187,8 +187,8 @@ class WyomingServer:
     def _open(self) -> int:
         """Connections not done: a client that went away still counts while its request runs
         (its audio held, its agent turn running). One whose request waits for its room stops
-        counting as it goes, since the request is then dropped (:class:`RoomTurns`)."""
-        return len(self._connections)
+        counting as it goes: it holds only its words (:class:`RoomTurns`)."""
+        return sum(not c.detached for c in self._connections)
 
     async def _refuse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
@@ -256,6 +256,9 @@ class Connection:
         self.ended = False  # it sent its end of input (it may still read: see HandleRequest)
         self._deaf = False  # dropped while it read nothing: reset, not closed
         self._stopped = False  # the server stops: nothing more is sent to it
+        # Its client left while its request waited for the room; only the words are kept
+        # (RoomTurns), and it no longer counts against max_connections.
+        self.detached = False
         self._task: asyncio.Task[None] | None = None
         self.asr = AsrRequest(self)
         self.tts = TtsRequest(self)
@@ -309,6 +312,9 @@ class Connection:
         server stops. (One that closed its end may still read it: TCP tells a half close from
         a close only when written to.) Read from the pool's threads."""
         return self.broken or self._stopped
+
+    def detach(self) -> None:
+        self.detached = True
 
     def stop(self) -> asyncio.Task[None]:
         """Cancel the connection; returns its task, to await its end."""
