@@ -591,8 +591,15 @@ class ClaudeSessions:
         with self._lock:
             processes = list(self._processes.values())
             self._processes.clear()
-        for process in processes:
-            process.close(self.kill_grace_s)
+        # At once, not one after another: each may take its grace twice (serve has 10 s).
+        closing = [
+            threading.Thread(target=p.close, args=(self.kill_grace_s,), name="claude-stop")
+            for p in processes
+        ]
+        for thread in closing:
+            thread.start()
+        for thread in closing:
+            thread.join()
 
     # ---- one turn ------------------------------------------------------------------------------
     def _run(self, turn: AgentTurn, session_id: str | None) -> AgentResult:

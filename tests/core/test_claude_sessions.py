@@ -940,3 +940,25 @@ def test_a_turn_another_process_took_after_a_room_s_claude_was_started_is_known(
             agent.stop()
     heard = claude_api.turns[2].user_texts()
     assert "my name is Bob" in heard and "my colour is blue" in heard
+
+
+def test_stop_stops_the_rooms_processes_at_once_not_one_after_another(tmp_path: Path) -> None:
+    # Each ignores the end of its input and SIGTERM, so each takes two graces to stop: one
+    # after another, serve's 10 s for a shutdown were gone with four rooms.
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(
+        f"#!/bin/sh\ntrap 'date +%s.%N >> {tmp_path}/term-$$' TERM\n"
+        "exec 0<&-\nwhile :; do sleep 0.1; done\n"
+    )
+    fake.chmod(0o755)
+    grace = 2.0
+    agent = ClaudeSessions(
+        claude_argv([str(fake)], session=True), 30.0, tmp_path, kill_grace_s=grace
+    )
+    for room in ("desk", "kitchen", "den"):
+        agent.prepare(room, None)
+    agent.stop()
+    terms = sorted(float(p.read_text().split()[0]) for p in tmp_path.glob("term-*"))
+    assert len(terms) == 3
+    assert terms[-1] - terms[0] < grace  # one after another, they came a grace or more apart
