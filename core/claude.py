@@ -502,12 +502,13 @@ class _BeforeEcho:
         elif kind == "control_request":
             self._refuse(event)
         elif kind == "result":
-            self._process.spend(event.get("total_cost_usd"))  # not the prompt's to pay
+            spent = self._process.spend(event.get("total_cost_usd"))  # not the prompt's
             said = event.get("result")
             log.info(
-                "%s in room %s said between turns, unasked: %.200r",
+                "%s in room %s said between turns, unasked (it cost $%.4f): %.200r",
                 self._process.name,
                 self._process.room,
+                spent or 0.0,
                 said if isinstance(said, str) else "",
             )
         return False

@@ -101,6 +101,7 @@ class Core:
         # there, or prepare): a change means another process took a turn since (see
         # AgentTurn.afresh). The rooms used longest ago are forgotten beyond _ROOMS_SEEN.
         self._seen: dict[str, tuple[str, int]] = {}
+        self._seen_lock = threading.Lock()  # (rooms' turns end on threads of their own)
 
     @classmethod
     def from_config(cls, config: CoreConfig, *, agent_command: Sequence[str] | None = None) -> Core:
@@ -120,10 +121,11 @@ class Core:
             prepare(room_id, self._resume_id(session) if session else None)
 
     def _saw(self, room_id: str, session: Session) -> None:
-        self._seen.pop(room_id, None)  # (to the end: the order is of use)
-        self._seen[room_id] = (session.session_id, len(session.messages))
-        if len(self._seen) > _ROOMS_SEEN:
-            del self._seen[next(iter(self._seen))]
+        with self._seen_lock:
+            self._seen.pop(room_id, None)  # (to the end: the order is of use)
+            self._seen[room_id] = (session.session_id, len(session.messages))
+            if len(self._seen) > _ROOMS_SEEN:
+                del self._seen[next(iter(self._seen))]
 
     def _resume_id(self, session: Session) -> str | None:
         """The agent conversation this core's agent goes on with: none when the room's was
@@ -192,7 +194,8 @@ class Core:
             AgentLedger(self.store.root).reap(room_id)  # never resume beside an orphan
             now = self._clock()
             session = self._session_for_turn(room_id, now)
-            seen = self._seen.get(room_id)
+            with self._seen_lock:
+                seen = self._seen.get(room_id)
             afresh = seen is not None and seen != (session.session_id, len(session.messages))
             _mark_unanswered(room_id, session)
             if revises:

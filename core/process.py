@@ -64,24 +64,38 @@ def program_name(argv: Sequence[str]) -> str:
     if not argv:
         return "agent"
     name = os.path.basename(argv[0])
-    if not _INTERPRETER.fullmatch(name):
+    family = _INTERPRETER.fullmatch(name)
+    if family is None:
         return name
+    code, values = _OPTIONS[family.group(1)]
     args = iter(argv[1:])
     for arg in args:
-        if arg == "-m" and name.startswith("python"):
+        if arg == "-m" and family.group(1) == "python":
             return next(args, name)
-        if arg in _CODE_FLAGS:  # the program is in the argument: nothing names it
+        if arg in code:  # the program is in the argument: nothing names it
             return name
-        if arg in _VALUE_FLAGS:  # python3 -W ignore a.py, node -r dotenv/config a.js
+        if arg in values:  # python3 -W ignore a.py, node -r dotenv/config a.js
             next(args, None)
         elif not arg.startswith("-"):
             return os.path.basename(arg)
     return name
 
 
-_INTERPRETER = re.compile(r"python[0-9.]*|node|nodejs|bun|deno|ruby|perl|php|sh|bash|dash|zsh")
-_CODE_FLAGS = frozenset({"-c", "-e", "--eval", "-p", "--print"})
-_VALUE_FLAGS = frozenset({"-W", "-X", "-r", "--require", "--import", "--loader", "-I", "-o"})
+_INTERPRETER = re.compile(r"(python|node|nodejs|bun|deno|ruby|perl|php|sh|bash|dash|zsh)[0-9.]*")
+_SHELL = (frozenset({"-c"}), frozenset({"-o", "-O"}))
+_NODE = (frozenset({"-e", "-p", "--eval", "--print"}), frozenset({"-r", "--require", "--import"}))
+# Per interpreter: the options whose argument is the program, those that take a value.
+_OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "python": (frozenset({"-c"}), frozenset({"-W", "-X"})),
+    "node": _NODE,
+    "nodejs": _NODE,
+    "bun": _NODE,
+    "deno": (frozenset(), frozenset()),
+    "ruby": (frozenset({"-e"}), frozenset()),
+    "perl": (frozenset({"-e", "-E"}), frozenset()),
+    "php": (frozenset({"-r"}), frozenset({"-c", "-d"})),
+    **dict.fromkeys(("sh", "bash", "dash", "zsh"), _SHELL),
+}
 
 
 def run_process(

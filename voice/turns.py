@@ -325,15 +325,15 @@ class TurnWorker:
         if event.refused_login:  # (given up, and told)
             return
         self._retrying_now = True
+        # A retried call writes its text from the start: the cut-off sentence is not finished
+        # by what comes next (it would be "The capital of FThe capital of France ...").
+        self.reply.drop_unfinished()
         if self._retried:
             return
         self._retried = True
         line = narration.retrying(self._settings.agent_name, event.status)
         log.info("retrying: %s", line)
         self._spoke()
-        # A retried call writes its text from the start: the cut-off sentence is not finished
-        # by what comes next (it would be "The capital of FThe capital of France ...").
-        self.reply.drop_unfinished()
         self.reply.say(line)
 
     def _tool_started(self, event: ToolUse) -> None:

@@ -264,6 +264,8 @@ def test_a_missing_program_says_what_to_fix() -> None:
         (["python3", "-u", "/srv/agents/a.py", "--fast"], "a.py"),
         (["python3", "-W", "ignore", "a.py"], "a.py"),
         (["node", "-r", "dotenv/config", "agent.js"], "agent.js"),
+        (["python3", "-I", "agent.py"], "agent.py"),  # (-I takes no value)
+        (["perl", "-p", "x.pl"], "x.pl"),
         (["node", "agent.js"], "agent.js"),
         (["bash", "-c", "exec cat"], "bash"),
         (["python3"], "python3"),

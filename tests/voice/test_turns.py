@@ -103,6 +103,17 @@ RETRYING = ["Claude's service is not answering.", "Still trying."]
             id="retry mid-word",
         ),
         pytest.param(
+            [
+                TextDelta("Paris is big. The capital of F"),
+                ApiRetry(1, 10, 529),
+                TextDelta("The capital of Fr"),
+                ApiRetry(2, 10, 529),  # (said once a turn, but each drops the cut-off words)
+                TextDelta("The capital of France is Paris."),
+            ],
+            ["Paris is big.", *RETRYING, "The capital of France is Paris."],
+            id="retried twice mid-word",
+        ),
+        pytest.param(
             [TextDelta("Run this:\n```sh\nmake test."), STALL, TextDelta("\n```\nThen push.")],
             ["Run this.", "Still working.", "Code omitted.", "Then push."],
             id="progress inside a code block",  # the code is not read, and no word is lost

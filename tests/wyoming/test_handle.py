@@ -3,6 +3,7 @@ client that leaves mid-turn. (The real core and echo agent: test_serve.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import socket
@@ -343,3 +344,36 @@ def test_requests_kept_for_departed_clients_are_bounded(caplog: pytest.LogCaptur
         assert ask(server, "and then", {"room": "busy"})[-2].data["text"] == "You said: and then"
     kept = [text for _room, text in fake.messages if text.startswith("gone")]
     assert len(kept) == 3 and "not kept: 'gone" in caplog.text  # max_connections of them
+
+
+def test_a_stop_while_a_request_is_kept_behind_a_turn_ends_both_cleanly() -> None:
+    # serve's stop cancels every connection: the running turn's first, then the one kept
+    # behind it. Its wait was a plain await, so the cancel also cancelled the future the turn
+    # before hands over to, and that hand-over raised InvalidStateError in the running turn.
+    from voice.wyoming.handlers import RoomTurns
+
+    async def scenario() -> list[object]:
+        rooms = RoomTurns(max_kept=4)
+        loop = asyncio.get_running_loop()
+        stays, leaves = loop.create_future(), loop.create_future()
+        kept = asyncio.Event()
+
+        async def request(left: asyncio.Future[None]) -> None:
+            async with rooms.turn("desk", left, kept.set) as turn:
+                assert turn == ("answer" if left is stays else "keep")
+                await asyncio.Event().wait()  # (answering)
+
+        running = asyncio.create_task(request(stays))
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(request(leaves))
+        await asyncio.sleep(0)
+        leaves.set_result(None)  # its client leaves: kept, waiting for the room
+        await asyncio.wait_for(kept.wait(), 5)
+        running.cancel()
+        waiting.cancel()
+        results = await asyncio.gather(running, waiting, return_exceptions=True)
+        assert len(rooms) == 0 and rooms.kept == 0
+        return results
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results

@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -215,10 +215,11 @@ class RoomTurns:
     @contextlib.asynccontextmanager
     async def turn(
         self, room: str, left: asyncio.Future[None], on_left: Callable[[], None]
-    ) -> AsyncIterator[bool]:
-        """Yields once it is this request's turn in ``room``: True if its client is still
-        there. False: it left while the request waited (``on_left`` was called then, and the
-        request waited on, unless ``max_kept`` were waiting already: it then ends at once)."""
+    ) -> AsyncIterator[Literal["answer", "keep", "drop"]]:
+        """Yields once it is this request's turn in ``room``: "answer" while its client is
+        there; "keep" if it left (its words are to be stored, and ``on_left`` was called if
+        it left while the request waited); "drop" if it left while ``max_kept`` such requests
+        were waiting already (it then ends at once)."""
         queue = self._queues.setdefault(room, deque())
         mine = asyncio.get_running_loop().create_future()
         queue.append(mine)
@@ -226,20 +227,28 @@ class RoomTurns:
             mine.set_result(None)  # nobody before it
         kept = False
         try:
+            # (asyncio.wait, never a plain await: a cancelled waiter must not cancel ``mine``,
+            # which the request before it hands the turn to.)
             await asyncio.wait({mine, left}, return_when=asyncio.FIRST_COMPLETED)
-            if not mine.done() and self.kept < self.max_kept:
+            if not left.done():
+                yield "answer"
+            elif mine.done():
+                yield "keep"
+            elif self.kept < self.max_kept:
                 kept = True
                 self.kept += 1
                 on_left()
-                await mine
-            yield mine.done() and not left.done()
+                await asyncio.wait({mine})
+                yield "keep"
+            else:
+                yield "drop"
         finally:
             self.kept -= kept
             first = queue[0] is mine
             queue.remove(mine)
             if not queue:
                 del self._queues[room]
-            elif first:
+            elif first and not queue[0].done():
                 queue[0].set_result(None)  # the next one's turn
 
     def __len__(self) -> int:
@@ -293,13 +302,20 @@ class HandleRequest:
         # First, before any turn starts: a client that cannot take it costs no agent turn.
         await self.link.send(HandledStart(context=context).event())
         left = asyncio.create_task(self._left())
+
+        def detach() -> None:
+            self.link.detached = True  # it holds only its words now: it stops counting
+            log.info("room %s: the client left while its request waited: kept: %r", room, text)
+
         try:
-            async with self.link.server.rooms.turn(room, left, self.link.detach) as ours:
-                if not ours:
-                    await self._keep(room, text)
+            async with self.link.server.rooms.turn(room, left, detach) as turn:
+                if turn != "answer":
+                    await self._keep(room, text, dropped=turn == "drop")
                     return
                 done = await self._turn(room, text, left)
         except asyncio.CancelledError:  # the server stops: say so, not just hang up
+            if self.link.detached:
+                log.warning("room %s: the server stopped before its turn: not kept: %r", room, text)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await self.link.send(NotHandled(text=STOPPING, context=context).event())
@@ -309,10 +325,10 @@ class HandleRequest:
             left.cancel()
         await self._finish(done, context, room)
 
-    async def _keep(self, room: str, text: str) -> None:
-        """Its client left before the room was free: the words are stored in their turn (as
-        a request nobody heard answered), never sent to the agent."""
-        if not self.link.detached:  # too many were waiting: dropped
+    async def _keep(self, room: str, text: str, *, dropped: bool) -> None:
+        """Its client left before its turn: the words are stored in their turn (as a request
+        nobody heard answered), never sent to the agent."""
+        if dropped:
             log.warning("room %s: the client left before its turn; not kept: %r", room, text)
             return
         conversation = self.link.server.programs.conversation
@@ -328,6 +344,8 @@ class HandleRequest:
             await self.link.server.run_blocking(keep)
         except AssistantError as e:
             log.warning("room %s: could not keep %r: %s", room, text, e)
+        finally:
+            self.link.detached = False  # what else it sent counts again
 
     async def _turn(self, room: str, text: str, left: asyncio.Task[None]) -> _Done:
         conversation = self.link.server.programs.conversation

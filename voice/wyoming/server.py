@@ -313,9 +313,6 @@ class Connection:
         a close only when written to.) Read from the pool's threads."""
         return self.broken or self._stopped
 
-    def detach(self) -> None:
-        self.detached = True
-
     def stop(self) -> asyncio.Task[None]:
         """Cancel the connection; returns its task, to await its end."""
         self._stopped = True
