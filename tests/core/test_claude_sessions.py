@@ -896,33 +896,17 @@ def test_a_file_claude_writes_counts_once_against_the_output_limit(
     assert result.text == "I wrote the file."
 
 
+@pytest.mark.parametrize("started_ahead", [False, True])
 def test_a_turn_another_process_took_in_the_room_is_known_to_the_next(
-    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
+    claude_cli: str,
+    claude_api: ClaudeApi,
+    claude_home: Path,
+    claude_cwd: Path,
+    tmp_path: Path,
+    started_ahead: bool,
 ) -> None:
-    # `ask` beside `listen` in one room: listen's long-lived Claude never saw ask's turn.
-    claude_api.script(
-        Reply([Text("Hello, Bob.")]), Reply([Text("Blue, noted.")]), Reply([Text("Bob; blue.")])
-    )
-    argv = claude_argv([claude_cli], session=True)
-    env = claude_api.env(claude_home)
-    agents = [ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env) for _ in range(2)]
-    listen, ask = (Core(tmp_path / "store", agent) for agent in agents)
-    try:
-        listen.send_message("desk", "my name is Bob")
-        ask.send_message("desk", "my colour is blue")
-        assert listen.send_message("desk", "what are my name and colour?") == "Bob; blue."
-    finally:
-        for agent in agents:
-            agent.stop()
-    heard = claude_api.turns[2].user_texts()
-    assert "my name is Bob" in heard and "my colour is blue" in heard
-
-
-def test_a_turn_another_process_took_after_a_room_s_claude_was_started_is_known(
-    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path, tmp_path: Path
-) -> None:
-    # listen starts the room's Claude ahead of its first turn (--resume, as the room was then);
-    # an `ask` before anyone speaks went unseen.
+    # `ask` beside `listen` in one room: listen's long-lived Claude never saw ask's turn; nor
+    # did one listen started ahead of its first turn (--resume, as the room was then).
     claude_api.script(
         Reply([Text("Hello, Bob.")]), Reply([Text("Blue, noted.")]), Reply([Text("Bob; blue.")])
     )
@@ -931,8 +915,9 @@ def test_a_turn_another_process_took_after_a_room_s_claude_was_started_is_known(
     agents = [ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env) for _ in range(3)]
     before, ask, listen = (Core(tmp_path / "store", agent) for agent in agents)
     try:
-        before.send_message("desk", "my name is Bob")
-        listen.prepare("desk")
+        (before if started_ahead else listen).send_message("desk", "my name is Bob")
+        if started_ahead:
+            listen.prepare("desk")
         ask.send_message("desk", "my colour is blue")
         assert listen.send_message("desk", "what are my name and colour?") == "Bob; blue."
     finally:
