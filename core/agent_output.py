@@ -105,6 +105,10 @@ class OutputParser:
         self.retries = 0  # calls to the agent's service that failed and were tried again
         self.retrying: ApiRetry | None = None  # the last such, while nothing came after it
         self._partial_deltas = False
+        # Messages whose text came as deltas (by id): another one's text comes whole (Claude
+        # Code's call without streaming, after a stream failed) and is said whole.
+        self._streamed: set[str] = set()
+        self._streaming: str | None = None  # the id of the message being streamed
         self._block_kinds: dict[int, str] = {}  # index -> content block type, per message
         self.cut_short = False  # the output ended inside a JSON line
 
@@ -175,7 +179,12 @@ class OutputParser:
         elif kind == "assistant":
             # A synthetic message carrying an error (e.g. "Not logged in") is not a reply to
             # speak; the result object reports it.
-            self._assistant(_dig(event, "message", "content"), speak="error" not in event)
+            said = _text(_dig(event, "message", "id"))
+            # (Deltas of messages with no id: which message they were is not known.)
+            whole = not self._partial_deltas or bool(
+                said and self._streamed and said not in self._streamed
+            )
+            self._assistant(_dig(event, "message", "content"), speak="error" not in event and whole)
         elif kind == "user":
             content = _dig(event, "message", "content")
             for block in content if isinstance(content, list) else []:
@@ -211,6 +220,7 @@ class OutputParser:
         index = index if isinstance(index, int) else -1
         if kind == "message_start":
             self._block_kinds.clear()
+            self._streaming = _text(_dig(raw, "message", "id")) or None
         elif kind == "content_block_start":
             block = raw.get("content_block")
             self._block_kinds[index] = str(block.get("type")) if isinstance(block, dict) else ""
@@ -219,6 +229,8 @@ class OutputParser:
         delta = raw.get("delta")
         if isinstance(delta, dict) and delta.get("type") == "text_delta":
             self._partial_deltas = True
+            if self._streaming is not None:
+                self._streamed.add(self._streaming)
             self._emit(TextDelta(_text(delta.get("text"))))
 
     def _assistant(self, content: object, *, speak: bool) -> None:
@@ -228,7 +240,7 @@ class OutputParser:
             if block.get("type") == "text":
                 text = _text(block.get("text"))
                 self.texts.append(text)
-                if speak and not self._partial_deltas:
+                if speak:
                     self._emit(TextDelta(text))
                     self._emit(TextDone())
             elif block.get("type") == "tool_use":

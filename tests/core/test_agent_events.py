@@ -99,3 +99,26 @@ def test_an_agent_that_ignores_sigint_is_stopped_after_the_grace(tmp_path: Path)
 
 def test_text_only_of_nothing_is_nothing() -> None:
     assert text_only(None) is None
+
+
+def test_a_message_that_comes_whole_after_streamed_ones_is_said() -> None:
+    # Claude Code calls again without streaming when a stream failed: that message's text
+    # comes only whole. It was never said, since earlier messages had come as deltas.
+    from core.agent_output import OutputParser
+
+    events: list[AgentEvent] = []
+    parser = OutputParser("stream-json", events.append, None)
+
+    def stream(kind: str, **fields: object) -> None:
+        parser.event({"type": "stream_event", "event": {"type": kind, **fields}})
+
+    stream("message_start", message={"id": "m1"})
+    stream("content_block_start", index=0, content_block={"type": "text"})
+    stream("content_block_delta", index=0, delta={"type": "text_delta", "text": "Let me look."})
+    stream("content_block_stop", index=0)
+    for message_id, text in (("m1", "Let me look."), ("m2", "The folder is empty.")):
+        content = [{"type": "text", "text": text}]
+        parser.event({"type": "assistant", "message": {"id": message_id, "content": content}})
+    said = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert said == "Let me look.The folder is empty."  # each once
+    assert events.count(TextDone()) == 2
