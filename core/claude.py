@@ -254,6 +254,17 @@ class _Process:
             except (OSError, ValueError) as e:
                 raise AgentError(f"The agent ({self.name}) is no longer taking input.") from e
 
+    def respond(self, request_id: str, verdict: Mapping[str, Any]) -> None:
+        """Answer a permission request (``can_use_tool``) with ``verdict``."""
+        response = {"subtype": "success", "request_id": request_id, "response": verdict}
+        self.send({"type": "control_response", "response": response})
+
+    def refuse_request(self, request_id: str, subtype: object) -> None:
+        """Answer a control request this front-end does not serve."""
+        error = f"unsupported control request {subtype!r}"
+        response = {"subtype": "error", "request_id": request_id, "error": error}
+        self.send({"type": "control_response", "response": response})
+
     def spend(self, total: object) -> float | None:
         """The cost of the turn that ended: Claude reports what its process has spent so far
         (``total_cost_usd``), from 0 when it starts. None: it did not say."""
@@ -440,12 +451,7 @@ class _Questions:
                 else:
                     log.info("no rule to keep for %s: allowed this once", tool)
         log.info("permission for %s: %s", request.get("tool_name", "a tool"), decision)
-        self._process.send(
-            {
-                "type": "control_response",
-                "response": {"subtype": "success", "request_id": request_id, "response": verdict},
-            }
-        )
+        self._process.respond(request_id, verdict)
 
     def _lasting(self, suggestion: object) -> object:
         # Claude reads project settings only inside a git repository; elsewhere "always"
@@ -514,23 +520,14 @@ class _BeforeEcho:
         return False
 
     def _refuse(self, event: dict[str, Any]) -> None:
+        request_id = str(event.get("request_id", ""))
         request = event.get("request")
         request = request if isinstance(request, dict) else {}
-        subtype = request.get("subtype")
-        if subtype == "can_use_tool":
+        if request.get("subtype") == "can_use_tool":
             log.info("refused %s: asked between turns", request.get("tool_name", "a tool"))
-            response: dict[str, Any] = {
-                "subtype": "success",
-                "request_id": event.get("request_id"),
-                "response": {"behavior": "deny", "message": BETWEEN_TURNS},
-            }
+            self._process.respond(request_id, {"behavior": "deny", "message": BETWEEN_TURNS})
         else:
-            response = {
-                "subtype": "error",
-                "request_id": event.get("request_id"),
-                "error": f"unsupported control request {subtype!r}",
-            }
-        self._process.send({"type": "control_response", "response": response})
+            self._process.refuse_request(request_id, request.get("subtype"))
 
 
 class ClaudeSessions:
@@ -777,16 +774,8 @@ class ClaudeSessions:
         if isinstance(request, dict) and request.get("subtype") == "can_use_tool":
             questions.ask(request_id, request)
             return
-        subtype = request.get("subtype") if isinstance(request, dict) else None
-        process.send(
-            {
-                "type": "control_response",
-                "response": {
-                    "subtype": "error",
-                    "request_id": request_id,
-                    "error": f"unsupported control request {subtype!r}",
-                },
-            }
+        process.refuse_request(
+            request_id, request.get("subtype") if isinstance(request, dict) else None
         )
 
     def _interrupt(self, process: _Process, turn: int) -> None:

@@ -98,6 +98,12 @@ _OPTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+def searched(program: str, env: Mapping[str, str] | None = None) -> str:
+    """Where a program that was not found was looked for, to end a message: " on PATH (...)"
+    for a bare name (a service's PATH is not the login shell's), nothing for a path."""
+    return "" if os.sep in program else f" on PATH ({(env or os.environ).get('PATH', '')})"
+
+
 def run_process(
     argv: Sequence[str],
     *,
@@ -173,11 +179,10 @@ def _spawn(
             stderr=subprocess.PIPE,
         )
     except FileNotFoundError:
-        where = "" if os.sep in argv[0] else f" on PATH ({(env or os.environ).get('PATH', '')})"
         raise AgentMissing(
-            f"The agent program '{argv[0]}' was not found{where}. Install it (a service has "
-            "no login shell's PATH: give its full path), or set agent.command in config.toml "
-            "(or pass --agent) to a program that exists, e.g. --agent echo.",
+            f"The agent program '{argv[0]}' was not found{searched(argv[0], env)}. Install it "
+            "(a service has no login shell's PATH: give its full path), or set agent.command "
+            "in config.toml (or pass --agent) to a program that exists, e.g. --agent echo.",
             spoken="Sorry, the agent program is not installed.",
         ) from None
     except PermissionError:

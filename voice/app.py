@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import os
 import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -218,3 +222,14 @@ def configure_logging(level: str, *, quiet: bool = False, verbose: bool = False)
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+
+
+def exit_now(status: int) -> NoReturn:
+    """Exit without the interpreter's finalization (it joins threads, and native runtimes'
+    threads can abort it): the exit handlers run first (logging's flush, the terminal
+    restored, livekit disposed), then the process ends at once."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

@@ -11,7 +11,6 @@ there) is unusable, so restarting cannot help (the systemd unit does not restart
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import dataclasses
 import logging
@@ -531,11 +530,7 @@ def run() -> None:
         status = 1
     if "livekit.rtc" not in sys.modules:
         sys.exit(status)
-    atexit._run_exitfuncs()  # logging's flush, the terminal restored, livekit disposed
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status)
+    app.exit_now(status)
 
 
 if __name__ == "__main__":

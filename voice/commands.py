@@ -187,14 +187,19 @@ def permission_answer(text: str) -> Decision | None:
 
 def _takes_back(said: list[str]) -> bool:
     """A no, a stop or a second thought in the answer: "Yes, no.", "Go ahead, wait."."""
-    joined = f" {' '.join(said)} "
+    joined = _padded(said)
     for idiom in _YES_IDIOMS:
         joined = joined.replace(f" {idiom} ", " ")
-    return any(w in _TAKE_BACK for w in joined.split()) or any(
-        f" {phrase} " in joined for phrase in _TAKE_BACK_PHRASES
-    )
+    return any(w in _TAKE_BACK for w in joined.split()) or _has_phrase(joined, _TAKE_BACK_PHRASES)
 
 
 def _says_yes(said: list[str]) -> bool:
-    joined = f" {' '.join(said)} "
-    return any(w in _ALLOW for w in said) or any(f" {p} " in joined for p in _ALLOW_PHRASES)
+    return any(w in _ALLOW for w in said) or _has_phrase(_padded(said), _ALLOW_PHRASES)
+
+
+def _padded(said: list[str]) -> str:
+    return f" {' '.join(said)} "
+
+
+def _has_phrase(padded: str, phrases: tuple[str, ...]) -> bool:
+    return any(f" {phrase} " in padded for phrase in phrases)

@@ -246,11 +246,9 @@ class TurnWorker:
             if result.denials and not result.interrupted:
                 refused = narration.refusals(self._settings.agent_name, result.denials)
                 log.info("refused: %s", refused)
-                self.report.notes.append(refused)
-                self.reply.say(refused)
+                self._note(refused)
             if not result.saved:  # the core logged the detail; the user hears one sentence
-                self.report.notes.append("I could not save this conversation.")
-                self.reply.say(self.report.notes[-1])
+                self._note("I could not save this conversation.")
         except Exception as e:  # whatever the agent did, the loop goes on and says so
             log.warning("agent failed: %s", e, exc_info=not isinstance(e, AssistantError))
             self.report.error = str(e)
@@ -319,6 +317,11 @@ class TurnWorker:
             log.info("conversation lost: %s", line)
             self._spoke()
             self.reply.say(line)
+
+    def _note(self, line: str) -> None:
+        """A line of the assistant's own after the reply (``ask`` prints them too)."""
+        self.report.notes.append(line)
+        self.reply.say(line)
 
     def _retrying(self, event: ApiRetry) -> None:
         """Said once a turn: minutes of retries are otherwise only "Still working."."""

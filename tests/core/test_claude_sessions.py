@@ -770,11 +770,18 @@ def test_what_claude_says_between_turns_is_not_the_next_turn_s_reply(
 
 def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None:
     from core.agent_output import OutputParser
-    from core.claude import BETWEEN_TURNS, _BeforeEcho
+    from core.claude import BETWEEN_TURNS, _BeforeEcho, _Process
 
     sent: list[dict[str, object]] = []
     paid: list[object] = []
-    fields = {"name": "claude", "room": "desk", "send": sent.append, "spend": paid.append}
+    fields = {
+        "name": "claude",
+        "room": "desk",
+        "send": sent.append,  # what it writes to Claude
+        "spend": paid.append,
+        "respond": _Process.respond,
+        "refuse_request": _Process.refuse_request,
+    }
     process = type("P", (), fields)()
     before = _BeforeEcho(process, "mine")  # type: ignore[arg-type]
     parser = OutputParser("stream-json", None, None)

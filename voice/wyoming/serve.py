@@ -12,20 +12,17 @@ room because a listener runs. Name satellite rooms apart from a listener's room
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import ipaddress
 import logging
-import os
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
 from urllib.parse import urlsplit
 
 from core import Core
+from core.process import searched
 from voice import app
 from voice.config import Config
 from voice.pipeline import agent_name
@@ -81,14 +78,13 @@ def _check_agent(program: str, named_by: str) -> None:
     """Without its agent program, every request to handle fails ("Sorry, the agent program
     is not installed."): say so once, at start."""
     if shutil.which(program) is None:
-        where = "" if os.sep in program else f" on PATH ({os.environ.get('PATH', '')})"
         log.warning(
             "the agent program %r (%s) was not found%s: every request to the handle program "
             "will fail until it is installed. A service has no login shell's PATH: give its "
             "full path",
             program,
             named_by,
-            where,
+            searched(program),
         )
 
 
@@ -119,18 +115,8 @@ def serve(
             "or Piper cannot be stopped part way)",
             STOP_S,
         )
-        _exit_now(0)
+        app.exit_now(0)
     return 0
-
-
-def _exit_now(status: int) -> NoReturn:
-    """Exit without joining the pool's threads; the exit handlers run first (logging's
-    flush), as in :func:`voice.cli.run`."""
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status)
 
 
 def _where_to_add(address: str) -> str:

@@ -93,7 +93,8 @@ class WyomingServer:
         self.uri = uri or config.uri
         self.limits = Limits(max_payload_bytes=config.max_payload_bytes)
         # A connection has one blocking job at a time, and counts against max_connections
-        # until that is done: nothing waits in the pool's queue.
+        # until that is done: only the brief store of a request kept for a departed client
+        # (RoomTurns) can wait in the pool's queue.
         self.pool = ThreadPoolExecutor(config.max_connections, thread_name_prefix="wyoming")
         self.rooms = RoomTurns(max_kept=config.max_connections)
         self._server: asyncio.AbstractServer | None = None
