@@ -169,9 +169,16 @@ def check_fields(obj: object, table: str) -> None:
         if limits is not None:
             limits.check(value, key)
         hint = hints[f.name]
-        if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-            choices = ", ".join(repr(a) for a in typing.get_args(hint))
+        choices_of = typing.get_args(hint)
+        if typing.get_origin(hint) is typing.Literal and not _is_choice(value, choices_of):
+            choices = ", ".join(repr(a) for a in choices_of)
             raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
+
+
+def _is_choice(value: object, choices: tuple[Any, ...]) -> bool:
+    """``value`` is one of ``choices``, of the same type: 30.0 and True equal 30 and 1 in
+    Python, and a float frame length broke the segmenter."""
+    return any(type(value) is type(c) and value == c for c in choices)
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -229,7 +236,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is typing.Literal:
-        if value not in args:
+        if not _is_choice(value, args):
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"{key} must be one of {choices}, got {value!r}")
         return value

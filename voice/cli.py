@@ -162,13 +162,19 @@ def _config(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, turn=turn, audio=audio, input=inp, wyoming=wyoming)
 
 
+def _user_path(text: str) -> Path:
+    """A path from the command line; ``--config=~/x`` reaches us unexpanded (the shell
+    expands ``~`` only at a word's start)."""
+    return Path(text).expanduser()
+
+
 def _common(*, top: bool) -> argparse.ArgumentParser:
     """--config, --quiet and --verbose, before the command or after it. After it, they
     default to nothing, so the command's own defaults do not undo what came before it."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
-        type=Path,
+        type=_user_path,
         default=None if top else argparse.SUPPRESS,
         help="config file (default: $VOICE_ASSISTANT_CONFIG, else "
         "~/.config/voice-assistant/config.toml if it exists)",

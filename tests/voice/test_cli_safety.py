@@ -150,6 +150,14 @@ def test_the_log_says_which_config_file_was_read(home: Path) -> None:
     assert "no configuration file: using the defaults" in result.stderr
 
 
+def test_a_config_path_from_home_is_expanded(home: Path) -> None:
+    # "--config=~/x" reaches the program with its "~": the shell expands it only at a word's start.
+    (home / "va.toml").write_text("[turn]\nroom = 'den'\n")
+    result = run(home, "--config=~/va.toml", "history", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert f"configuration read from {home / 'va.toml'}" in result.stderr
+
+
 def test_history_ids_name_each_conversation_and_the_agents_own(home: Path) -> None:
     store = SessionStore(home / "state" / "voice-assistant" / "sessions")
     resumable = Session(room_id="desk", agent_session_id="5f0c1e2a-9b7d-4c3e-8f21-0a6b4d2c9e11")

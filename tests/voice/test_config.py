@@ -52,6 +52,8 @@ def test_unknown_key_is_an_error_that_names_it() -> None:
         ({"vad": {"hangover_ms": "600"}}, "vad.hangover_ms must be a whole number"),
         ({"vad": {"hangover_ms": True}}, "vad.hangover_ms must be a whole number"),
         ({"audio": {"frame_ms": 25}}, "audio.frame_ms must be one of"),
+        # 30.0 == 30 in Python: it passed, and the segmenter failed with a TypeError.
+        ({"audio": {"frame_ms": 30.0}}, "audio.frame_ms must be one of 10, 20, 30, got 30.0"),
         ({"input": {"mode": "clap"}}, "input.mode must be one of"),
         ({"agent": {"command": "claude -p"}}, "agent.command must be a list"),
         ({"agent": {"command": []}}, "agent.command must name a program"),
