@@ -257,6 +257,8 @@ def _resolve(program: str, cwd: str | None, env: Mapping[str, str] | None) -> st
                 raise PermissionError(f"{program} is not executable")
             raise FileNotFoundError(f"{program} not found")
         path = found
+    if os.path.isdir(path):
+        raise PermissionError(f"{path} is a directory")  # exec's EACCES
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found")
     if not os.access(path, os.X_OK):

@@ -186,6 +186,11 @@ def _spawn(
             spoken="Sorry, the agent program is not installed.",
         ) from None
     except PermissionError:
+        if os.sep in argv[0] and os.path.isdir(os.path.join(cwd or "", argv[0])):
+            raise AgentError(
+                f"The agent program '{argv[0]}' is a directory. Set agent.command in "
+                "config.toml (or pass --agent) to the program itself."
+            ) from None
         raise AgentError(
             f"The agent program '{argv[0]}' is not executable. Check its permissions, "
             "or set agent.command in config.toml (or --agent)."

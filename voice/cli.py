@@ -25,6 +25,7 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from core import Core
 from core.errors import AssistantError, ConfigError, InvalidIdError, RoomClaimed
@@ -40,6 +41,10 @@ from voice.terminal import printable
 from voice.tts import render
 from voice.turns import TurnReport
 from voice.wyoming.server import check_address
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger("voice.cli")
 
@@ -300,14 +305,15 @@ def _wav_path(text: str) -> Path:
 def cmd_ask(args: argparse.Namespace, config: Config) -> int:
     # A bad --agent or [agent] table is told before the models load.
     core = app.build_core(config, agent=args.agent)
+    audio = app.read_audio(args.file)  # and a bad file too
     started = time.monotonic()
     models = app.load_models(config)
     log.info("models loaded in %.2f s", time.monotonic() - started)  # not with --quiet
-    return _ask(args.file, config, models, core, agent=args.agent, output=args.output)
+    return _ask(audio, config, models, core, agent=args.agent, output=args.output)
 
 
 def _ask(
-    path: Path,
+    audio: npt.NDArray[np.float32],
     config: Config,
     models: Models,
     core: Core,
@@ -319,7 +325,6 @@ def _ask(
     from voice.devices import Speaker
     from voice.devices.files import FileSource, WavSink
 
-    audio = app.read_audio(path)
     source = FileSource(audio, rate=app.STT_RATE, frame_ms=config.audio.frame_ms)
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -481,7 +486,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
         print(f"question: {DEMO_QUESTION!r} spoken into {where}")
         output = args.output or workdir / "reply.wav"
         core = app.build_core(config, agent="echo", store_dir=workdir / "sessions")
-        status = _ask(question, config, models, core, agent="echo", output=output)
+        status = _ask(app.read_audio(question), config, models, core, agent="echo", output=output)
         if status == 0:
             reply = app.read_audio(output)
             heard_back = models.stt.transcribe(app.as_utterance(reply))

@@ -109,6 +109,7 @@ REOPEN_BEHIND_EVERY_S = 10.0
 _KEY_NOTES = {
     ("press", "vad"): " (vad mode: the microphone is always on; a press only stops a reply)",
     ("release", "vad"): " (vad mode: nothing to release)",
+    ("toggle", "vad"): " (vad mode: the microphone is always on; a toggle only stops a reply)",
     ("release", "wake"): " (wake mode: a press wakes, a release does nothing)",
     ("release", "ptt-toggle"): " (ptt-toggle mode: a press starts and ends a request)",
 }

@@ -210,6 +210,8 @@ def test_missing_and_unusable_programs_keep_their_clear_errors(tmp_path: Path, s
         run([str(script)])
     with pytest.raises(AgentError, match="not executable"):
         run(["agent.sh"], env={"PATH": str(tmp_path)})
+    with pytest.raises(AgentError, match="is a directory"):  # was "not found"
+        run([str(tmp_path)])
     script.chmod(0o700)
     run(["agent.sh"], env={"PATH": str(tmp_path)})  # found through the agent's own PATH
     lifeline.close()

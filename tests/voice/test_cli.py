@@ -244,6 +244,10 @@ def test_unreadable_audio_file_is_a_clear_error(home: Path) -> None:
     result = run(home, "transcribe", str(home / "missing.wav"))
     assert result.returncode == 2
     assert "missing.wav: there is no such file" in result.stderr
+    result = run(home, "ask", str(home / "missing.wav"), "--agent", "echo", "--verbose")
+    assert result.returncode == 2
+    assert "missing.wav: there is no such file" in result.stderr
+    assert "models loaded" not in result.stderr  # told before seconds of loading
 
 
 def test_ptt_without_a_listener_says_what_to_do(home: Path) -> None:

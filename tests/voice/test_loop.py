@@ -831,6 +831,8 @@ def test_a_key_command_that_does_nothing_in_the_mode_says_so(
     press, release = rig.loop.handle_command("press"), rig.loop.handle_command("release")
     assert press.startswith("ok press (") and "only stops a reply" in press
     assert release.startswith("ok release (") and "nothing to release" in release
+    toggle = rig.loop.handle_command("toggle")
+    assert toggle.startswith("ok toggle (") and "only stops a reply" in toggle
     assert rig.loop.handle_command("stop") == "ok stop"
 
 

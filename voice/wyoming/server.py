@@ -77,7 +77,8 @@ def check_address(uri: str, *, allow_remote: bool) -> bool:
         return False
     if not allow_remote:
         raise ConfigError(
-            f"{uri} is not a loopback address. Wyoming has no authentication: anyone who can "
+            f"{uri} is not a loopback address (of host names only localhost counts: use "
+            "127.0.0.1 or ::1). Wyoming has no authentication: anyone who can "
             "reach this port could talk to your agent. To serve your network anyway, pass "
             "--allow-remote (or set wyoming.allow_remote = true), behind a firewall"
         )
