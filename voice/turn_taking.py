@@ -538,7 +538,11 @@ class TurnTaking:
             self._request = _Request("answer")
         elif turn is None:
             self._request = _Request("new")
-        elif not turn.heard or self._continues_over_reply(turn, onset_s):
+        elif not turn.stop_requested and (
+            not turn.heard or self._continues_over_reply(turn, onset_s)
+        ):
+            # (A turn the user stopped is not going on: what they say now is a new request,
+            # queued behind it while it winds down, not the stopped one run again.)
             # Its words decide: a sound or a hum is no request (nor, in wake mode, a wake
             # word with nothing after it, maybe a false one: the agent is not run twice).
             if self._words_decide_going_on:
@@ -1149,8 +1153,8 @@ class TurnTaking:
         if turn.agent_done:
             out.append(Say(STOPPED))
         else:
-            turn.stop_requested = True
             out.append(Interrupt(turn.id))
+        turn.stop_requested = True  # (done, its reply may still be winding down)
         self._drop_queued(out)
         request = self._request
         if request is not None and request.pending is turn:

@@ -711,6 +711,43 @@ def test_a_stop_key_drops_what_was_heard_joined_to_the_stopped_request(ended: bo
     assert send.text == "Read the log." and not send.revises
 
 
+@pytest.mark.parametrize("how", ["said", "key"])
+def test_words_after_a_stop_are_a_new_request_not_the_stopped_one_again(how: str) -> None:
+    """The stopped turn winds down (its reply unheard): new speech meanwhile does not go on
+    with the request the user stopped, which would run it again."""
+    m = Machine()
+    turn = started_turn(m, "Delete the build folder.")
+    if how == "said":
+        m(Tick(3.5), SpeechStarted(3.5))
+        (probe,) = jobs(m(UtteranceEnded(utt(3.5, 3.9), "hangover")), Transcribe)
+        assert m.quiet(TranscriptReady(probe, "Stop!")) == [StopReply(turn), Interrupt(turn)]
+    else:
+        m(Tick(3.9))
+        assert m.quiet(Command("stop")) == [StopReply(turn), Interrupt(turn)]
+    assert m.quiet(Tick(4.6), SpeechStarted(4.6)) == []
+    out = m(UtteranceEnded(utt(4.6, 6.4), "hangover"))
+    (alone,) = [a for a in out if isinstance(a, Transcribe)]
+    assert alone.audio == utt(4.6, 6.4)  # heard alone, not joined to the stopped request
+    assert m.quiet(TranscriptReady(alone.job, "List the files instead.")) == []  # queued
+    assert m.quiet(AgentFinished(turn, "interrupted")) == [Say("Stopped.")]
+    send = sent(m(ReplyDone(turn)))
+    assert send.text == "List the files instead." and not send.revises
+
+
+def test_words_after_a_stop_of_a_finished_agent_are_a_new_request() -> None:
+    """The agent was done and its reply not yet heard: "stop" silences it, and what is said
+    before it has wound down is a request of its own."""
+    m = Machine()
+    turn = started_turn(m, "Delete the build folder.")
+    m(AgentFinished(turn, "answered"))
+    assert m.quiet(Command("stop")) == [StopReply(turn), Say("Stopped.")]
+    assert m.quiet(SpeechStarted(4.6)) == []
+    (alone,) = jobs(m(UtteranceEnded(utt(4.6, 6.4), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(alone, "List the files instead.")) == []
+    send = sent(m(ReplyDone(turn)))
+    assert send.text == "List the files instead." and not send.revises
+
+
 def test_speech_soon_after_a_hum_that_paused_the_reply_still_goes_on_with_the_request() -> None:
     """The reply was paused at its first sample for the hum: its first second, in which
     speech goes on with the request, begins when it resumes."""
