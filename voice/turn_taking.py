@@ -293,6 +293,9 @@ class _Paused:
     since_s: float
     held_by: _Request | None = None
     held_s: float = 0.0
+    # A reply that began (its next sentence, after a tool ran) while this request was being
+    # said: it waits for the request's words, as a reply due does not begin over them.
+    under: _Request | None = None
 
 
 @dataclass
@@ -654,6 +657,8 @@ class TurnTaking:
             return False  # the reply is gone, or the agent asks: its question must be heard
         if self._request is not None and self._request.pending is turn:
             return True  # the user may be going on with its request: until their words decide
+        if paused.under is not None:  # until the request's words are heard, bounded
+            return self._request is paused.under and self._now - paused.since_s < HOLD_MAX_S
         held = paused.held_by
         if held is not None:  # a confirmed voice: until its words are heard
             pause = held.pause
@@ -1096,12 +1101,7 @@ class TurnTaking:
         if turn is None:
             return
         if isinstance(event, ReplyPlaying):
-            if turn.heard_s is None:
-                turn.heard_s = self._now if event.at_s is None else event.at_s
-            turn.playing = True
-            request = self._request
-            if request is not None and request.pending is turn and not turn.silenced:
-                self._keep_quiet(turn, out)  # released before the user went on with it
+            self._reply_playing(turn, event, out)
         elif isinstance(event, ReplyIdle):
             turn.playing = False
             if turn is self._turn and self.policy.thinking_repeat_s > 0:
@@ -1118,6 +1118,28 @@ class TurnTaking:
             turn.playing = False
         if turn.over:
             self._turn_over(turn, out)
+
+    def _reply_playing(self, turn: _Turn, event: ReplyPlaying, out: list[Action]) -> None:
+        if turn.heard_s is None:
+            turn.heard_s = self._now if event.at_s is None else event.at_s
+        turn.playing = True
+        request = self._request
+        if request is not None and request.pending is turn and not turn.silenced:
+            self._keep_quiet(turn, out)  # released before the user went on with it
+        elif self._starts_over_speech(turn):
+            # Half-duplex it would gate the microphone, and the rest of their words.
+            paused = self._keep_quiet(turn, out)
+            if paused.held_by is None:
+                self._reply_paused = replace(paused, under=request)
+
+    def _starts_over_speech(self, turn: _Turn) -> bool:
+        """The turn's reply (its next sentence) begins while the user says a request."""
+        return (
+            turn is self._turn
+            and self.user_speaking
+            and not turn.silenced
+            and self._question is None  # (the agent asks: its question must be heard)
+        )
 
     def _turn_over(self, turn: _Turn, out: list[Action]) -> None:
         if self._retired.pop(turn.id, None) is not None:

@@ -973,6 +973,51 @@ def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
     assert sent(out).text == "Also update the README." and not sent(out).revises
 
 
+def speaking_while_a_tool_runs(m: Machine) -> int:
+    """A sentence of the reply, a tool runs, and the user starts a request at 9.0 s."""
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(5.0), ReplyIdle(turn), Tick(9.0))
+    if m.m.policy.mode == "ptt-hold":
+        m(KeyDown(9.0))
+    assert m.quiet(SpeechStarted(9.0)) == []
+    return turn
+
+
+@pytest.mark.parametrize("mode", ["vad", "ptt-hold"])
+def test_a_reply_that_begins_while_the_user_speaks_waits_for_their_words(mode: Mode) -> None:
+    """Half-duplex, the reply's next sentence would gate the microphone over the rest of the
+    request being said: it waits, as a reply due does not begin over the user."""
+    m = Machine(replace(POLICY, mode=mode))
+    turn = speaking_while_a_tool_runs(m)
+    assert m.quiet(Tick(9.8), ReplyPlaying(turn)) == [PauseReply(turn)]
+    out = m(*paused(utt(9.0, 10.5)), Tick(11.5))  # a thinking pause: still theirs
+    assert not [a for a in out if isinstance(a, ResumeReply)], out
+    if mode == "ptt-hold":
+        m(KeyUp(12.0), Tick(12.2))
+    (probe,) = jobs(m(UtteranceEnded(utt(9.0, 12.0), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Also check the index.")) == [ResumeReply(turn)]
+    m(AgentFinished(turn, "answered"))
+    send = sent(m(ReplyDone(turn)))
+    assert send.text == "Also check the index." and not send.revises
+
+
+def test_a_reply_that_begins_while_stop_is_said_does_not_go_on() -> None:
+    m = Machine()
+    turn = speaking_while_a_tool_runs(m)
+    assert m.quiet(Tick(9.3), ReplyPlaying(turn)) == [PauseReply(turn)]
+    (probe,) = jobs(m(UtteranceEnded(utt(9.0, 9.6), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
+
+
+def test_a_reply_that_begins_while_the_user_speaks_waits_8_s_at_most() -> None:
+    """The speaker keeps a paused reply 10 s at most (speaker.PAUSE_LIMIT_S)."""
+    m = Machine()
+    turn = speaking_while_a_tool_runs(m)
+    m(Tick(9.8), ReplyPlaying(turn))
+    assert m.quiet(Tick(9.8 + HOLD_MAX_S - 0.1)) == []
+    assert m.quiet(Tick(9.8 + HOLD_MAX_S)) == [ResumeReply(turn)]
+
+
 def barged_in(m: Machine) -> int:
     """A voice confirmed over the playing reply of a running turn: the reply is held."""
     turn = started_turn(m)
