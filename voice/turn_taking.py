@@ -822,7 +822,7 @@ class TurnTaking:
         turn = self._turn
         if request.context == "during" and turn is not None and self._ptt:
             self._stop_turn(turn, out)  # a tap on the key while the agent works: stop
-        elif request.context == "during" and turn is None:
+        elif request.context in ("during", "answer") and turn is None:
             self._send_queued(out)  # the turn ended while this cough was heard
 
     def _end_request(self, request: _Request, last: Utterance | None, out: list[Action]) -> None:
@@ -1147,10 +1147,10 @@ class TurnTaking:
         self._turn = None
         self._cue_at = None
         if self._queued is not None:
-            request = self._request
-            if request is None or request.context != "during":
+            if self._request is None:
                 self._send_queued(out)
-            # else the words being said decide: "stop" cancels the queue, others join it
+            # else the words being said decide, once heard: "stop" cancels the queue, others
+            # join it; a continuation's revise the request, or leave it (_abandon sends it)
             return
         if turn.answered:
             out.append(PlayEarcon("done"))

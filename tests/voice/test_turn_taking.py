@@ -1679,6 +1679,18 @@ def test_permission_is_answered_by_voice(said: str, decision: str, message: str)
     assert out == [Answer(turn, "r1", decision, message), SetPhase(Phase.THINKING)]
 
 
+def test_what_was_queued_goes_once_a_sound_heard_as_the_turn_ended_came_to_nothing() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), ReplyIdle(turn), SpeechStarted(6.0))
+    (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.0), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == []  # queued
+    m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))  # an answer, maybe: it waits
+    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == []
+    send = sent(m(SpeechDropped(8.2)))  # a cough
+    assert send.text == "Also update the README." and not send.revises
+
+
 def test_an_unanswered_question_is_denied_with_a_reason() -> None:
     m = Machine()
     turn = started_turn(m)
@@ -2292,6 +2304,37 @@ def test_okay_heard_as_the_turn_ended_is_sent_at_once() -> None:
     (probe,) = jobs(m(UtteranceEnded(utt(4.51, 5.0), "hangover")), Transcribe)
     out = m.quiet(TranscriptReady(probe, "Okay."))
     assert [a.text for a in out if isinstance(a, Send)] == ["Okay."], out
+
+
+GOES_ON = ("an ill-disposed young man.", "He was not an ill-disposed young man.")
+
+
+@pytest.mark.parametrize(
+    ("heard", "sends"),
+    [
+        (GOES_ON, [("He was not an ill-disposed young man.", True)]),  # "Okay." after it
+        (HUM, [("Okay.", False)]),  # nothing new: the turn stands, and the queue goes now
+    ],
+)
+def test_what_was_queued_waits_while_the_user_goes_on_with_the_turn_that_ended(
+    heard: tuple[str, ...], sends: list[tuple[str, bool]]
+) -> None:
+    """ "Okay." said in the reply's first moments waits behind the turn; the turn is over
+    while the user goes on with its request: sent then, it was a request of its own in the
+    middle of theirs, which then revised it instead of their own."""
+    m, turn = reply_heard_over(3.31)
+    m(Tick(3.7), SpeechStarted(3.6), Tick(4.1))
+    (probe,) = jobs(m(UtteranceEnded(utt(3.6, 3.9), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Okay.")) == [ResumeReply(turn)]  # queued
+    m(Tick(4.5), ReplyIdle(turn), Tick(4.6))
+    assert m.quiet(SpeechStarted(4.6)) == []  # going on: its words decide
+    assert m.quiet(Tick(5.0), AgentFinished(turn, "answered"), ReplyDone(turn)) == []
+    out = answer_all(m, m(Tick(7.0), UtteranceEnded(utt(4.6, 6.6), "hangover")), heard)
+    assert [(a.text, a.revises) for a in out if isinstance(a, Send)] == sends
+    if heard is GOES_ON:
+        revised = sent(out).turn
+        m(ReplyPlaying(revised), AgentFinished(revised, "answered"))
+        assert sent(m(ReplyDone(revised))).text == "Okay."
 
 
 def test_okay_before_the_reply_played_joins_the_request() -> None:
