@@ -912,6 +912,10 @@ class TurnTaking:
         text = heard
         if request.over_reply is not None and is_hum(text):
             text = ""  # "mm-hmm" over the reply, which went on: the user was listening
+        elif request.context == "during" and is_hum(text):
+            # ... or between its sentences (a tool runs): no request either
+            out.append(Dropped(text, "a hum while the agent works: the user listens"))
+            text = ""
         stop = is_stop(text)
         if request.context == "continue":
             self._continuation_probed(request, text, stop, out)

@@ -973,6 +973,20 @@ def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
     assert sent(out).text == "Also update the README." and not sent(out).revises
 
 
+def test_a_hum_between_the_replys_sentences_is_no_request() -> None:
+    """Said while a tool runs, as over the reply, "Mm-hmm." only says the user listens."""
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(5.0), ReplyIdle(turn), Tick(8.0), SpeechStarted(8.0))
+    (probe,) = jobs(m(UtteranceEnded(utt(8.0, 8.5), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Mm-hmm."))
+    assert [a.text for a in out if isinstance(a, Dropped)] == ["Mm-hmm."]  # in the log
+    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == [
+        PlayEarcon("done"),
+        PlayEarcon("listening"),
+    ]
+
+
 def speaking_while_a_tool_runs(m: Machine) -> int:
     """A sentence of the reply, a tool runs, and the user starts a request at 9.0 s."""
     turn = started_turn(m)
