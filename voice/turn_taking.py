@@ -423,6 +423,7 @@ class TurnTaking:
         self._likely_onset_s: float | None = None  # ... of those, the last it found likely
         self._reply_paused: _Paused | None = None
         self._likely_s = float("-inf")  # the last onset likely enough to pause a reply
+        self._held_cues: list[PlayEarcon | Say] = []  # due while the user spoke (_cue)
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -507,7 +508,7 @@ class TurnTaking:
                 turn.silenced = False  # a reply the user silenced speaks again (the question)
                 deadline = self._now + self.policy.permission_timeout_s
                 self._question = _Question(event.turn, event.request, deadline)
-                out.append(PlayEarcon("listening"))
+                self._cue(PlayEarcon("listening"), out)
         elif isinstance(event, PermissionSettled):
             if self._question is not None and self._question.request == event.request:
                 self._question = None
@@ -991,8 +992,27 @@ class TurnTaking:
 
     def _listen_again(self, out: list[Action]) -> None:
         """A request heard after its turn was over came to nothing: the microphone is open."""
+        self._play_held_cues(out)
         if self._turn is None and (self.policy.mode == "vad" or self._awake):
             out.append(PlayEarcon("listening"))
+
+    def _cue(self, cue: PlayEarcon | Say, out: list[Action]) -> None:
+        """Play a cue or line of the assistant's own, but not over the user's words: half-
+        duplex it gates the microphone, and the silence it leaves can end their request
+        early (or lose its words). It waits until what they say is settled (_tick)."""
+        if self.user_speaking:
+            self._held_cues.append(cue)
+        else:
+            out.append(cue)
+
+    def _play_held_cues(self, out: list[Action]) -> None:
+        """The cues held back while the user spoke, once their words came to no request
+        ("done" and "Stopped." still tell how the last turn ended). The question's cue only
+        while it waits for an answer."""
+        held, self._held_cues = self._held_cues, []
+        for cue in held:
+            if cue != PlayEarcon("listening") or self._question is not None:
+                out.append(cue)
 
     def _answer_by_voice(self, request: _Request, text: str, stop: bool, out: list[Action]) -> None:
         question = self._question
@@ -1074,6 +1094,9 @@ class TurnTaking:
     ) -> None:
         turn = _Turn(next(self._ids), text, audio, speak_at=speak_at)
         self._turn = turn
+        # What the user said is the next turn: the cues held back over it, about the last
+        # one ("done", "Stopped."), would only confuse; its thinking cue says what is next.
+        self._held_cues = []
         self._awake_until = None  # the window did its job; the reply opens the next one
         out.append(Send(turn.id, text, revises, audio[-1].end_s if audio else self._now))
         self._cue_at = self._now  # the thinking cue plays at once
@@ -1116,7 +1139,7 @@ class TurnTaking:
             if self._question is not None and self._question.turn == turn.id:
                 self._question = None
             if turn.stop_requested:
-                out.append(Say(STOPPED))
+                self._cue(Say(STOPPED), out)
         else:
             turn.reply_done = True
             turn.playing = False
@@ -1157,7 +1180,7 @@ class TurnTaking:
             # join it; a continuation's revise the request, or leave it (_abandon sends it)
             return
         if turn.answered:
-            out.append(PlayEarcon("done"))
+            self._cue(PlayEarcon("done"), out)
         if self.policy.mode == "wake":
             if self.policy.follow_up_s <= 0:
                 return  # every request starts with the wake word: nothing is listening now
@@ -1177,7 +1200,7 @@ class TurnTaking:
     def _stop_turn(self, turn: _Turn, out: list[Action]) -> None:
         self._silence(turn, out)
         if turn.agent_done:
-            out.append(Say(STOPPED))
+            self._cue(Say(STOPPED), out)
         else:
             out.append(Interrupt(turn.id))
         turn.stop_requested = True  # (done, its reply may still be winding down)
@@ -1297,6 +1320,8 @@ class TurnTaking:
             turn = self._turn
         if turn is not None:
             self._release_when_due(turn, out)
+        if self._held_cues and self._request is None:
+            self._play_held_cues(out)
         if (
             turn is not None
             and not turn.agent_done

@@ -765,9 +765,10 @@ def test_speech_soon_after_a_hum_that_paused_the_reply_still_goes_on_with_the_re
 def test_a_turn_over_while_a_sound_went_on_with_it_opens_the_microphone_after() -> None:
     m = Machine()
     turn = going_on(m)
-    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == [PlayEarcon("done")]
+    # (not over the sound: its cue waits for the sound to come to nothing)
+    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == []
     out = answer_all(m, m(UtteranceEnded(utt(3.5, 3.9), "hangover")), HUM)
-    assert out == [PlayEarcon("listening")]
+    assert out == [PlayEarcon("done"), PlayEarcon("listening")]
     assert m.phase is Phase.LISTENING
 
 
@@ -934,6 +935,58 @@ def test_an_agent_that_answers_after_stop_was_said_gets_no_done_cue() -> None:
     # Its last words were already on their way: it ends "answered", not "interrupted".
     assert m.quiet(AgentFinished(turn, "answered")) == [Say("Stopped.")]
     assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]
+
+
+def turn_ends_as_the_user_speaks(m: Machine, event: str) -> tuple[int, list[Action]]:
+    """A sentence, a tool runs (stopped, for "stopped"), the user speaks from 9.0 s, and
+    then the turn ends or asks a question: what that plays."""
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), Tick(4.5), ReplyIdle(turn))
+    if event == "stopped":
+        assert m.quiet(Command("stop")) == [StopReply(turn), Interrupt(turn)]
+    m(Tick(9.0), SpeechStarted(9.0))
+    if event == "question":
+        return turn, m.quiet(PermissionAsked(turn, "r1"))
+    outcome = "interrupted" if event == "stopped" else "answered"
+    return turn, m.quiet(Tick(9.6), AgentFinished(turn, outcome), ReplyDone(turn))
+
+
+HELD_CUES = {
+    "turn over": [PlayEarcon("done")],
+    "stopped": [Say("Stopped.")],
+    "question": [],  # (its cue is played by the Tick after)
+}
+
+
+@pytest.mark.parametrize("event", ["turn over", "stopped", "question"])
+def test_no_cue_or_line_plays_over_the_users_words_and_plays_if_they_came_to_nothing(
+    event: str,
+) -> None:
+    """Half-duplex a sound of the assistant's own gates the microphone: the silence it leaves
+    in the user's words can end their request, or lose words, as the thinking cue would."""
+    m = Machine()
+    _, out = turn_ends_as_the_user_speaks(m, event)
+    assert not [a for a in out if isinstance(a, PlayEarcon | Say)], out
+    out = m.quiet(SpeechDropped(9.3))  # a cough: how the turn ended is still news
+    listening = [PlayEarcon("listening")] if event != "question" else []
+    assert out == HELD_CUES[event] + listening
+    assert m.quiet(Tick(9.4)) == ([PlayEarcon("listening")] if event == "question" else [])
+
+
+@pytest.mark.parametrize("event", ["turn over", "stopped", "question"])
+def test_a_cue_held_over_a_request_is_dropped_once_it_is_sent(event: str) -> None:
+    """What they said is the next turn: "done" or "Stopped." after it would seem to be about
+    it. The question still waits for its answer: its cue plays once the words are heard."""
+    m = Machine()
+    turn, out = turn_ends_as_the_user_speaks(m, event)
+    assert not [a for a in out if isinstance(a, PlayEarcon | Say)], out
+    (probe,) = jobs(m(UtteranceEnded(utt(9.0, 10.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "Run the linter."), Tick(10.2))
+    if event == "question":
+        assert out == [PlayEarcon("listening")]  # the request is queued behind the turn
+        return
+    assert [a for a in out if isinstance(a, PlayEarcon | Say)] == [PlayEarcon("thinking")]
+    assert sent(out).text == "Run the linter." and sent(out).turn != turn
 
 
 def test_the_thinking_cue_waits_for_an_onset_not_yet_confirmed() -> None:
