@@ -146,6 +146,10 @@ REPLY_UNHEARD_BLIND_S = 1.0
 # is heard. Open for the whole turn, a television talking over Claude's minutes of work was
 # joined to the request and interrupted it.
 WAKE_GOES_ON_S = 2.0
+# A bare answer ("Yes.") heard this soon before the agent's question was asked answers it:
+# heard over the end of the question (the question is asked once it has been spoken), it was
+# queued behind the turn as a request, and the question was denied at its timeout.
+ANSWER_EARLY_S = 2.0
 # A wake word is said in this long: a segment that began longer before the word ended held
 # words before it, which a restart at the word's end would throw away.
 WAKE_WORD_MAX_S = 2.0
@@ -298,6 +302,17 @@ class _Paused:
     under: _Request | None = None
 
 
+@dataclass(frozen=True)
+class _EarlyAnswer:
+    """A bare answer queued behind the turn (``queued``, after ``before``), which ended at
+    ``end_s``: the answer, should the agent ask now."""
+
+    text: str
+    end_s: float
+    queued: _Queued
+    before: _Queued | None
+
+
 @dataclass
 class _Question:
     turn: int
@@ -424,6 +439,7 @@ class TurnTaking:
         self._reply_paused: _Paused | None = None
         self._likely_s = float("-inf")  # the last onset likely enough to pause a reply
         self._held_cues: list[PlayEarcon | Say] = []  # due while the user spoke (_cue)
+        self._early_answer: _EarlyAnswer | None = None
 
     # ---- what the loop asks ------------------------------------------------------------------
     @property
@@ -508,7 +524,8 @@ class TurnTaking:
                 turn.silenced = False  # a reply the user silenced speaks again (the question)
                 deadline = self._now + self.policy.permission_timeout_s
                 self._question = _Question(event.turn, event.request, deadline)
-                self._cue(PlayEarcon("listening"), out)
+                if not self._answered_early(out):
+                    self._cue(PlayEarcon("listening"), out)
         elif isinstance(event, PermissionSettled):
             if self._question is not None and self._question.request == event.request:
                 self._question = None
@@ -910,13 +927,7 @@ class TurnTaking:
         if isinstance(heard, int):
             request.probe_job = heard
             return
-        text = heard
-        if request.over_reply is not None and is_hum(text):
-            text = ""  # "mm-hmm" over the reply, which went on: the user was listening
-        elif request.context == "during" and is_hum(text):
-            # ... or between its sentences (a tool runs): no request either
-            out.append(Dropped(text, "a hum while the agent works: the user listens"))
-            text = ""
+        text = self._probed_words(request, heard, out)
         stop = is_stop(text)
         if request.context == "continue":
             self._continuation_probed(request, text, stop, out)
@@ -940,9 +951,45 @@ class TurnTaking:
             self._listen_again(out)
         else:
             if text:
+                before = self._queued
                 self._queue(request, text)
+                self._heard_answer(request, text, before)
             if turn is None:
                 self._send_queued(out)
+
+    def _probed_words(self, request: _Request, text: str, out: list[Action]) -> str:
+        """The words a probe heard, less a hum: it only says the user listens."""
+        if request.context == "during" and self._question is not None and is_bare_answer(text):
+            request.context = "answer"  # said over the end of the question, asked meanwhile
+        if request.over_reply is not None and is_hum(text):
+            return ""  # "mm-hmm" over the reply, which went on: the user was listening
+        if request.context == "during" and is_hum(text):
+            # ... or between its sentences (a tool runs): no request either
+            out.append(Dropped(text, "a hum while the agent works: the user listens"))
+            return ""
+        return text
+
+    def _heard_answer(self, request: _Request, text: str, before: _Queued | None) -> None:
+        """A bare answer was just queued (after ``before``): should the agent ask now, it is
+        the answer."""
+        queued = self._queued
+        if queued is not None and request.parts and is_bare_answer(text):
+            self._early_answer = _EarlyAnswer(text, request.parts[-1].end_s, queued, before)
+
+    def _answered_early(self, out: list[Action]) -> bool:
+        """The question just asked was answered over its end (see ANSWER_EARLY_S)."""
+        early, self._early_answer = self._early_answer, None
+        if early is None or early.queued is not self._queued:
+            return False  # the queue changed since: sent, dropped, or more words joined it
+        if self._now - early.end_s > ANSWER_EARLY_S:
+            return False
+        decision = permission_answer(early.text)
+        question = self._question
+        if decision is None or question is None:
+            return False
+        self._queued, self._question = early.before, None
+        out.append(Answer(question.turn, question.request, decision, heard=early.text))
+        return True
 
     def _queue(self, request: _Request, text: str, *, new_only: bool = False) -> None:
         """``text`` goes to the agent once the running turn is over (with the request's

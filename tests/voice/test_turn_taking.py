@@ -1758,6 +1758,55 @@ def test_what_was_queued_goes_once_a_sound_heard_as_the_turn_ended_came_to_nothi
     assert send.text == "Also update the README." and not send.revises
 
 
+def yes_over_the_end_of_the_question(m: Machine, asked: str) -> tuple[int, list[Action]]:
+    """Echo cancelled: the question plays 3.5-6.0 s and "Yes." is said over its end; the
+    agent asks (the question was spoken) before or after "Yes." is transcribed."""
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(Tick(3.5), ReplyPlaying(turn), Tick(5.9), SpeechStarted(5.9), Tick(6.5))
+    (probe,) = jobs(m(UtteranceEnded(utt(5.9, 6.3), "hangover")), Transcribe)
+    if asked == "before":
+        m(PermissionAsked(turn, "r1"))
+        return turn, m.quiet(TranscriptReady(probe, "Yes."))
+    return turn, m.quiet(TranscriptReady(probe, "Yes."), PermissionAsked(turn, "r1"))
+
+
+@pytest.mark.parametrize("asked", ["before", "after"])
+def test_a_bare_answer_said_over_the_end_of_the_question_answers_it(asked: str) -> None:
+    m = Machine()
+    turn, out = yes_over_the_end_of_the_question(m, asked)
+    assert [a for a in out if isinstance(a, Answer)] == [Answer(turn, "r1", "allow")], out
+    assert not m.m.asking
+    assert m.quiet(Tick(40.0)) == []  # nothing left to deny at the timeout
+    assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == [
+        PlayEarcon("done"),
+        PlayEarcon("listening"),
+    ]
+
+
+def test_a_bare_answer_said_long_before_the_question_is_no_answer_to_it() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(Tick(3.5), ReplyPlaying(turn), Tick(5.9), SpeechStarted(5.9), Tick(6.5))
+    (probe,) = jobs(m(UtteranceEnded(utt(5.9, 6.3), "hangover")), Transcribe)
+    assert m.quiet(TranscriptReady(probe, "Yes.")) == [StopReply(turn, "Yes.")]  # queued
+    m(Tick(9.0))  # 2.7 s after it
+    assert m.quiet(PermissionAsked(turn, "r1")) == [PlayEarcon("listening")]  # asked anew
+
+
+def test_a_request_said_over_the_end_of_the_question_is_no_answer_to_it() -> None:
+    m = Machine()
+    m(HeardOverReply(True))
+    turn = started_turn(m)
+    m(Tick(3.5), ReplyPlaying(turn), Tick(5.9), SpeechStarted(5.9), Tick(6.5))
+    (probe,) = jobs(m(UtteranceEnded(utt(5.9, 7.3), "hangover")), Transcribe)
+    m(PermissionAsked(turn, "r1"))
+    out = m.quiet(TranscriptReady(probe, "Also update the README."))
+    assert not [a for a in out if isinstance(a, Answer)], out  # queued
+    assert m.m.asking
+
+
 def test_an_unanswered_question_is_denied_with_a_reason() -> None:
     m = Machine()
     turn = started_turn(m)
