@@ -958,7 +958,8 @@ class TurnTaking:
                 self._send_queued(out)
 
     def _probed_words(self, request: _Request, text: str, out: list[Action]) -> str:
-        """The words a probe heard, less a hum: it only says the user listens."""
+        """The words a probe heard, less a hum: it only says the user listens. (A bare
+        answer said over the end of a question asked meanwhile is its answer.)"""
         if request.context == "during" and self._question is not None and is_bare_answer(text):
             request.context = "answer"  # said over the end of the question, asked meanwhile
         if request.over_reply is not None and is_hum(text):
@@ -1201,7 +1202,7 @@ class TurnTaking:
         if request is not None and request.pending is turn and not turn.silenced:
             self._keep_quiet(turn, out)  # released before the user went on with it
         elif self._starts_over_speech(turn):
-            # Half-duplex it would gate the microphone, and the rest of their words.
+            # Not over the user's words: half-duplex it would gate the microphone over them.
             paused = self._keep_quiet(turn, out)
             if paused.held_by is None:
                 self._reply_paused = replace(paused, under=request)
@@ -1224,7 +1225,8 @@ class TurnTaking:
             if self._request is None:
                 self._send_queued(out)
             # else the words being said decide, once heard: "stop" cancels the queue, others
-            # join it; a continuation's revise the request, or leave it (_abandon sends it)
+            # join it; a continuation's new words revise the turn's request (the queue goes
+            # after), and without any it stands (_abandon sends the queue)
             return
         if turn.answered:
             self._cue(PlayEarcon("done"), out)
