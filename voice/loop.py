@@ -76,7 +76,7 @@ from voice.turn_events import (
 )
 from voice.turn_taking import WAKE_WORD_MAX_S, TurnTaking
 from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
-from voice.vad import Segmenter, SpeechStarted
+from voice.vad import Segmenter, SpeechDropped, SpeechStarted
 from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ class VoiceLoop:
                     exhausted = self._tick(stop)
                 except Exception:  # a bug in one frame's handling must not end the assistant
                     log.exception("the audio loop hit an error; listening again")
-                    self.segmenter.reset()
+                    self._restart_after_error()
                     stop.wait(0.1)
                     continue
                 if until_idle and exhausted and not self.busy and self._events.empty():
@@ -401,9 +401,33 @@ class VoiceLoop:
 
     def _reopened(self) -> None:
         self._last_frame_s = self.clock()
-        self.segmenter.reset()
+        self._restart_segmenter()
         if self.engines.wake is not None:  # the stream it was following is gone
             self.engines.wake.reset()
+
+    def _restart_segmenter(self) -> None:
+        """The segmenter starts afresh on what follows, and the machine hears what became of
+        the utterance in progress: cut and kept (Segmenter.restart), so its words join the
+        request, and the machine does not wait forever for the end of a voice that was thrown
+        away (a held reply never released)."""
+        for event in self.segmenter.restart():
+            self._execute(self.machine.handle(event))
+
+    def _restart_after_error(self) -> None:
+        """:meth:`_restart_segmenter` after an error in one frame's handling, which must not
+        end the loop. Should the segmenter be what failed, the utterance is lost, but the
+        machine is told it ended (it would wait for it)."""
+        try:
+            self._restart_segmenter()
+            return
+        except Exception:
+            log.exception("the utterance in progress was lost with the error")
+        try:
+            self.segmenter.reset()
+            if self.machine.user_speaking:
+                self._execute(self.machine.handle(SpeechDropped(self._now)))
+        except Exception:
+            log.exception("the turn-taking machine could not be told")
 
     # ---- audio ---------------------------------------------------------------------------------
     def _on_chunk(self, chunk: AudioChunk) -> None:

@@ -361,6 +361,17 @@ class Segmenter:
             return None
         return self._end(reason)
 
+    def restart(self) -> list[SegmenterEvent]:
+        """Start afresh on the audio that follows (the microphone was reopened, or a frame's
+        handling failed), keeping what was heard: an utterance in progress is cut here as at
+        the length limit and goes on in a fresh one, held if it was. Its words are kept and
+        transcribed, what follows joins them, and the machine is not left waiting for the
+        end of an utterance that a reset would have thrown away."""
+        if not self._in_speech:
+            self.reset()
+            return []
+        return self._cut(self._hold, afresh=True)
+
     def reset(self) -> None:
         """Drop all state and audio (the assistant is speaking: nothing heard counts)."""
         self._pending.clear()
@@ -614,15 +625,22 @@ class Segmenter:
             return [*events, self._end("hangover")]
         if len(self._frames) >= self._max_frames:
             hold, silent, sent = self._hold, self._silent_frames, self._pauses_sent
-            events.append(self._end("max_length"))
-            # The same speech goes on in a fresh utterance, which the hangover (or the
-            # machine's end of the turn) ends: mid-word, in a pause, or with the key down.
-            events.append(self.start(hold=hold))
-            # The pause goes on, as reported (more words are SpeechResumed); any voice at all
-            # is kept, as it would have been without the cut.
+            events += self._cut(hold)
+            # The pause goes on, as reported (more words are SpeechResumed).
             self._silent_frames, self._pauses_sent = silent, sent
-            self._continues = True
         return events
+
+    def _cut(self, hold: bool, *, afresh: bool = False) -> list[SegmenterEvent]:
+        """End the utterance as at the length limit: the same speech goes on in a fresh
+        utterance, which the hangover (or the machine's end of the turn) ends: mid-word, in
+        a pause, or with the key down. Any voice at all is kept in it, as it would have been
+        without the cut. ``afresh``: the audio starts over (see :meth:`restart`)."""
+        ended = self._end("max_length")
+        if afresh:
+            self.reset()
+        started = self.start(hold=hold)
+        self._continues = True
+        return [ended, started]
 
     # -- utterance bookkeeping --------------------------------------------------------------
 

@@ -611,6 +611,25 @@ def test_a_stalled_microphone_is_reopened_and_announced_once(make_rig: Callable[
     assert len(error_plays) == 1, "the outage should be announced once, not at every reopen"
 
 
+def test_words_heard_before_the_microphone_stalled_are_kept(make_rig: Callable[..., Rig]) -> None:
+    heard: list[int] = []
+
+    def measure(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "hello there."
+
+    rig = make_rig(
+        silence(300) + tone(700) + silence(2000), measure, audio={"stall_timeout_s": 0.3}
+    )
+    assert wait_until(lambda: rig.source.frames_read >= 700 // FRAME_MS)  # mid-word
+    rig.source.stalled = True
+    assert wait_until(lambda: rig.source.reopens >= 1)
+    rig.source.stalled = False
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert rig.conversation.messages == [("test-room", "hello there.")]
+    assert heard[-1] == 720, heard  # the whole tone: before the stall and after it
+
+
 def test_a_reply_the_voice_cannot_say_is_told_by_the_error_earcon(
     make_rig: Callable[..., Rig],
 ) -> None:

@@ -447,6 +447,36 @@ def test_reset_drops_audio_and_state() -> None:
     assert frame_ids(ended.utterance)[0] == 70 - 10  # nothing from before the reset
 
 
+def test_a_restart_keeps_the_utterance_in_progress_and_goes_on_with_it() -> None:
+    # The microphone reopened mid-word: what was heard is cut and kept, what follows goes on
+    # in a fresh utterance, and the machine hears both (a reset told it nothing).
+    feed = Feed()
+    feed("." * 10 + "v" * 20)
+    feed.start_s += 5.0  # the new stream's clock
+    cut, started = feed.seg.restart()
+    assert isinstance(cut, UtteranceEnded) and cut.reason == "max_length"
+    assert frame_ids(cut.utterance) == list(range(0, 30))
+    assert isinstance(started, SpeechStarted) and feed.seg.in_speech
+    assert feed("." * 19) == []
+    assert [type(e) for e in feed(".")] == [SpeechDropped]  # the hangover after the restart
+    # Words after it join the same speech: kept, however short.
+    feed("v" * 20)
+    feed.seg.restart()
+    (tail,) = only(feed("vvv" + "." * 20), UtteranceEnded)
+    assert frame_ids(tail.utterance)[:3] == [70, 71, 72]
+    assert feed.seg.restart() == [] and not feed.seg.in_speech  # nothing in progress
+
+
+def test_a_restart_keeps_a_held_segment_held() -> None:
+    feed = Feed()
+    feed.seg.start(hold=True)
+    feed("v" * 20)
+    cut, _started = feed.seg.restart()
+    assert isinstance(cut, UtteranceEnded)
+    assert only(feed("." * 60), UtteranceEnded) == []  # the key is still down
+    assert isinstance(feed.seg.finish(), SpeechDropped)  # released, nothing more said
+
+
 def test_chunk_size_does_not_change_events() -> None:
     pattern = "." * 17 + "v" * 23 + "." * 10 + "v" * 9 + "." * 30
     reference = Feed(start_s=5.0)(pattern)
