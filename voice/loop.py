@@ -616,6 +616,12 @@ class VoiceLoop:
     def _start_segment(self, hold: bool) -> list[Action]:
         self._segments_started += 1
         self._pressed_at_s = self._now if self.config.input.mode == "ptt-hold" else None
+        if self.segmenter.in_speech and self.config.input.mode != "wake":
+            # Pressed again within the release grace: the utterance still open goes on, with
+            # the words of the first press (a reset lost them) and the pre-roll in it already.
+            # (The wake word restarts a segment after the word, which it does not keep.)
+            self._pre_roll.clear()
+            return self.machine.handle(self.segmenter.start(hold=hold))
         self.segmenter.reset()
         pre_roll, self._pre_roll = (
             list(self._pre_roll),

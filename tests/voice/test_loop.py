@@ -562,6 +562,29 @@ def test_push_to_talk_hears_only_what_is_said_while_held(
     assert 400 <= heard[-1] <= 900, heard
 
 
+def test_a_press_again_within_the_release_grace_keeps_the_first_press_words(
+    make_rig: Callable[..., Rig],
+) -> None:
+    heard: list[int] = []
+
+    def measure(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "held words."
+
+    rig = make_rig(
+        silence(300) + tone(2000) + silence(300) + tone(1000) + silence(3000),
+        stt=measure,
+        input={"mode": "ptt-hold", "release_grace_ms": 1000},
+    )
+    keys = [(300, rig.loop.press), (2300, rig.loop.release), (2450, rig.loop.press)]
+    for at_ms, key in [*keys, (3600, rig.loop.release)]:
+        assert wait_until(lambda n=at_ms: rig.source.frames_read >= n // FRAME_MS)
+        key()
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    # Both presses' words, less the first's key click (the second's fell in the silence).
+    assert heard[-1] >= 2700, heard
+
+
 def test_key_press_while_speaking_stops_the_reply(
     make_rig: Callable[..., Rig], caplog: pytest.LogCaptureFixture
 ) -> None:
