@@ -408,6 +408,20 @@ def _words_ended_s(request: _Request, pause: _Pause) -> float | None:
     return ended
 
 
+def _heard_more(request: _Request, text: str) -> str | None:
+    """A transcript heard at a pause inside a continuation that has more words than
+    ``text`` and new words after the request it continues: the joined transcript can end
+    where that request ended, and the new words heard alone come back with less than the
+    pause heard (or nothing), which would drop words heard already and send the old ones
+    again. The longest such transcript; None when ``text`` is the longest."""
+    best = None
+    for _at_s, heard in request.heard:
+        longer = word_count(heard) > word_count(best or text)
+        if longer and _new_words(added_words(heard, request.fallback)):
+            best = heard
+    return best
+
+
 def _stopping(out: list[Action], turn: int) -> bool:
     """``out`` already stops the turn's reply."""
     return any(isinstance(a, StopReply) and a.turn == turn for a in out)
@@ -1117,6 +1131,9 @@ class TurnTaking:
                 out.append(Transcribe(request.final_job, new, "request"))
                 return
             text = f"{request.fallback} {request.new_text}".strip()
+            longer = _heard_more(request, text)
+            if longer is not None:  # the new words alone came back short (or empty)
+                text, request.new_text = longer, added_words(longer, request.fallback)
         if request.pending is not None:
             added = request.new_text if request.tail else added_words(text, request.fallback)
             if not request.parts or not _new_words(added or ""):

@@ -822,6 +822,34 @@ def test_new_words_the_joined_transcript_dropped_are_heard_alone(
     assert send.text == sent_text and send.revises and send.turn != turn
 
 
+@pytest.mark.parametrize(
+    ("alone", "sent_text"),
+    [
+        ("", "Run the tests in verbose mode and"),  # only the pause heard the new words
+        ("Verbose.", "Run the tests in verbose mode and"),  # the pause heard more
+        ("In verbose mode and the linter.", "Run the tests. In verbose mode and the linter."),
+    ],
+)
+def test_new_words_heard_at_a_pause_stand_when_the_later_transcripts_lose_them(
+    alone: str, sent_text: str
+) -> None:
+    # The pause heard new words (the agent is stopped at once); then the joined transcript
+    # ends where the request it continues ended, and the new words alone come back short.
+    m, more = Machine(), utt(3.9, 7.5)
+    turn = going_on(m, at_s=3.9)
+    out = m(*paused(utt(3.9, 5.5)))
+    (at_pause,), (verdict,) = jobs(out, Transcribe), jobs(out, Analyze)
+    out = m.quiet(
+        TranscriptReady(at_pause, "Run the tests in verbose mode and"), VerdictReady(verdict, 0.1)
+    )
+    assert out == [StopReply(turn), Interrupt(turn)]
+    m(SpeechResumed(5.9))
+    (final,) = jobs(m(UtteranceEnded(more, "hangover")), Transcribe)
+    (tail,) = jobs(m(TranscriptReady(final, "Run the tests.")), Transcribe)
+    send = sent(m(TranscriptReady(tail, alone)))
+    assert send.text == sent_text and send.revises and send.turn != turn
+
+
 def test_numbers_count_as_words_when_a_joined_transcript_is_checked() -> None:
     # Live: "10 of close" was sent, the user went on with a long sentence, and the joined
     # audio came back as "Ten of Clovs.": as many words, none of them new
