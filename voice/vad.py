@@ -158,7 +158,8 @@ class OnsetUnconfirmed:
 @dataclass(frozen=True)
 class SpeechPaused:
     """Silence inside speech reached ``pause_ms`` (or a later mark the segmenter was given):
-    the utterance so far, for a speculative try. ``silence_s``: the silence heard so far."""
+    the utterance so far, for a speculative try (with no audio when it goes on from a cut at
+    the length limit and no voice followed it). ``silence_s``: the silence heard so far."""
 
     utterance: Utterance
     silence_s: float
@@ -277,6 +278,7 @@ class Segmenter:
         self._in_speech = False
         self._hold = False  # push-to-talk: the hangover does not end the utterance
         self._continues = False  # goes on from a cut at the length limit: any voice is kept
+        self._cut_end_s: float | None = None  # ... that kept its voice, which ended then
         # In frames, as pauses are heard: a mark that falls in the first one's frame is moot.
         first = _frames_for(config.pause_ms, frame_ms)
         later = {n for n in (_frames_for(ms, frame_ms) for ms in pauses_ms) if n > first}
@@ -617,8 +619,8 @@ class Segmenter:
             self._pauses_sent = 0
             events.append(SpeechResumed(frame.start_s))
         elif not frame.voiced and self._next_pause_reached():
-            utterance = self._utterance()
-            if utterance is not None and self._long_enough():
+            utterance = self._paused_utterance()
+            if utterance is not None:
                 self._pauses_sent += 1
                 events.append(SpeechPaused(utterance, silence_ms / 1000))
         if not frame.voiced and not self._hold and silence_ms >= self._config.hangover_ms:
@@ -640,6 +642,8 @@ class Segmenter:
             self.reset()
         started = self.start(hold=hold)
         self._continues = True
+        if isinstance(ended, UtteranceEnded):
+            self._cut_end_s = ended.utterance.end_s
         return [ended, started]
 
     # -- utterance bookkeeping --------------------------------------------------------------
@@ -648,6 +652,7 @@ class Segmenter:
         self._in_speech = False
         self._hold = False
         self._continues = False
+        self._cut_end_s = None
         self._pauses_sent = 0
         self._frames = []
         self._onset_s = 0.0
@@ -690,6 +695,17 @@ class Segmenter:
         if self._continues:
             return self._last_voiced is not None
         return self._voiced_span_ms() >= self._config.min_utterance_ms
+
+    def _paused_utterance(self) -> Utterance | None:
+        """The utterance so far at a pause, if long enough to try. Cut at the length limit
+        before this pause ended (or a few frames into it), it has no voice of its own: the
+        pause is still reported, with no audio, at the end of the cut part's voice (the
+        machine joins that part), else it hid the pause and the turn waited for the
+        hangover."""
+        if self._last_voiced is None and self._cut_end_s is not None:
+            end_s = self._cut_end_s
+            return Utterance(pcm=b"", rate=self._rate, start_s=end_s, end_s=end_s)
+        return self._utterance() if self._long_enough() else None
 
     def _kept_frames(self) -> int:
         """How many frames the utterance keeps: up to the last voiced one plus a short tail."""

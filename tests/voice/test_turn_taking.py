@@ -245,6 +245,23 @@ def test_a_cut_with_nothing_said_after_it_sends_every_part() -> None:
     assert sent(m(TranscriptReady(transcribe.job, "Refactor it."))).text == "Refactor it."
 
 
+def test_a_pause_the_length_limit_cut_into_ends_the_turn_as_the_pause_says() -> None:
+    # The cut came a few frames into the pause: the segmenter reports it with no audio of
+    # the fresh utterance (voice.vad), and the parts before it are what was said.
+    m = Machine()
+    seg = utt(1.0, 28.9)
+    m(SpeechStarted(1.0), UtteranceEnded(seg, "max_length"), SpeechStarted(29.0))
+    out = m(*paused(Utterance(b"", RATE, 28.9, 28.9)))
+    (transcribe,) = [a for a in out if isinstance(a, Transcribe)]
+    assert transcribe.audio == seg and transcribe.purpose == "pause"
+    (verdict,) = jobs(out, Analyze)
+    m(TranscriptReady(transcribe.job, "Refactor the store."), VerdictReady(verdict, 0.99))
+    assert m(Tick(29.21)) == [EndSegment()]  # the quick end, not the hangover
+    out = m(SpeechDropped(29.22))
+    assert jobs(out, Transcribe) == []
+    assert sent(out).text == "Refactor the store."
+
+
 def test_without_a_model_a_complete_sentence_ends_quickly() -> None:
     m = Machine(replace(POLICY, model=False))
     seg = utt(1.0, 3.0)

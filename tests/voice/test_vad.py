@@ -381,6 +381,25 @@ def test_whatever_follows_a_cut_at_the_length_limit_is_kept_and_ended(
     assert not feed.seg.in_speech
 
 
+@pytest.mark.parametrize("silent_before_cut", [1, 2, 8])
+def test_a_pause_that_the_length_limit_cuts_into_is_still_reported(
+    silent_before_cut: int,
+) -> None:
+    # The cut comes before the pause reaches vad.pause_ms (9 frames): the fresh utterance has
+    # no voice, and the pause, which the machine needs to end the turn early, is the cut
+    # part's. It goes on as any pause does.
+    feed = Feed(CUT_AT_50)
+    events = feed("." * 5 + "v" * (45 - silent_before_cut) + "." * 8)
+    (cut,) = only(events, UtteranceEnded)
+    assert cut.reason == "max_length" and only(events, SpeechPaused) == []
+    (pause,) = feed(".")  # the ninth silent frame
+    assert isinstance(pause, SpeechPaused) and pause.silence_s == pytest.approx(0.27)
+    assert pause.utterance.end_s == cut.utterance.end_s and pause.utterance.pcm == b""
+    assert isinstance(feed("v")[0], SpeechResumed)
+    (ended,) = only(feed("v" * 5 + "." * 20), UtteranceEnded)
+    assert ended.reason == "hangover"
+
+
 def test_start_hold_ignores_hangover_until_finish() -> None:
     feed = Feed()
     feed("." * 30)
@@ -457,7 +476,8 @@ def test_a_restart_keeps_the_utterance_in_progress_and_goes_on_with_it() -> None
     assert isinstance(cut, UtteranceEnded) and cut.reason == "max_length"
     assert frame_ids(cut.utterance) == list(range(0, 30))
     assert isinstance(started, SpeechStarted) and feed.seg.in_speech
-    assert feed("." * 19) == []
+    (pause,) = feed("." * 19)  # the pause after the words kept
+    assert isinstance(pause, SpeechPaused) and pause.utterance.end_s == cut.utterance.end_s
     assert [type(e) for e in feed(".")] == [SpeechDropped]  # the hangover after the restart
     # Words after it join the same speech: kept, however short.
     feed("v" * 20)
