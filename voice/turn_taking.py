@@ -648,8 +648,13 @@ class TurnTaking:
     def _words_decide_going_on(self) -> bool:
         """Speech that may go on with a turn's request waits for its words before the agent
         is interrupted (a sound or a hum is none): at its pauses, or in wake mode at its end.
+        Hands-free without an end-of-turn analyzer (no pause is transcribed), at its end too
+        while the turn's reply has not begun: nothing plays that a voice must stop at once,
+        and a cough or an "mm-hmm" while the agent worked ran the same request again.
         Otherwise the agent is interrupted at the onset."""
-        return self._words_at_pauses or self.policy.mode == "wake"
+        unheard = self._turn is not None and not self._turn.heard
+        vad = self.policy.mode == "vad" and unheard
+        return self._words_at_pauses or self.policy.mode == "wake" or vad
 
     def _stop_held_reply(self, request: _Request, text: str, out: list[Action]) -> None:
         """Words said over the reply stop it (once), whether it is still held or went on."""

@@ -1302,6 +1302,42 @@ def test_without_words_at_pauses_a_voice_over_the_reply_stops_it_at_once(
     assert m.quiet(Tick(15.0)) == []  # never goes on
 
 
+NO_ANALYZER = replace(POLICY, analyzer=None, model=False)  # turn.smart_endpoint = false
+
+
+@pytest.mark.parametrize("heard", ["", "Mm-hmm."])
+def test_without_an_analyzer_a_sound_while_the_agent_works_leaves_its_turn_alone(
+    heard: str,
+) -> None:
+    # Nothing plays yet: the words at the sound's end decide, not its onset (a cough, a hum
+    # interrupted the agent and sent the same request again).
+    m = Machine(NO_ANALYZER)
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests.")))
+    m(Tick(10.0))
+    assert m.quiet(SpeechStarted(10.0)) == []  # the agent goes on meanwhile
+    (probe,) = jobs(m(UtteranceEnded(utt(10.0, 10.4), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, heard))
+    for job in jobs(out, Transcribe):  # nothing heard alone: the joined audio decides
+        out += m.quiet(TranscriptReady(job, "Run the tests."))
+    assert [a for a in out if isinstance(a, Interrupt | StopReply | Send)] == []
+    assert m.quiet(SpeechStarted(12.0), SpeechDropped(12.1)) == []  # a click: nothing
+    assert m.phase is Phase.THINKING
+
+
+def test_without_an_analyzer_new_words_while_the_agent_works_revise_its_request() -> None:
+    m = Machine(NO_ANALYZER)
+    out = m(SpeechStarted(1.0), UtteranceEnded(utt(1.0, 3.0), "hangover"))
+    turn = sent(m(TranscriptReady(jobs(out, Transcribe)[0], "Run the tests."))).turn
+    m(Tick(10.0), SpeechStarted(10.0))
+    (probe,) = jobs(m(UtteranceEnded(utt(10.0, 11.0), "hangover")), Transcribe)
+    out = m.quiet(TranscriptReady(probe, "And the linter."))
+    assert out[:2] == [StopReply(turn), Interrupt(turn)]
+    (joined,) = jobs(out, Transcribe)
+    send = sent(m(TranscriptReady(joined, "Run the tests and the linter.")))
+    assert send.text == "Run the tests and the linter." and send.revises
+
+
 @pytest.mark.parametrize(("onset_s", "joins"), [(4.55, True), (4.75, False)])
 def test_without_words_at_pauses_only_the_reply_s_first_second_goes_on_with_the_request(
     onset_s: float, joins: bool
