@@ -368,11 +368,18 @@ class Segmenter:
         handling failed), keeping what was heard: an utterance in progress is cut here as at
         the length limit and goes on in a fresh one, held if it was. Its words are kept and
         transcribed, what follows joins them, and the machine is not left waiting for the
-        end of an utterance that a reset would have thrown away."""
+        end of an utterance that a reset would have thrown away. With too little voice yet
+        to be kept on its own (a word begun), the utterance goes on as it is, unseen."""
         if not self._in_speech:
             self.reset()
             return []
-        return self._cut(self._hold, afresh=True)
+        if self._long_enough() or self._last_voiced is None:
+            return self._cut(self._hold, afresh=True)
+        frames, onset_s, hold = self._frames, self._onset_s, self._hold
+        self.reset()
+        self._begin(frames, onset_s=onset_s)
+        self._hold = hold
+        return []
 
     def reset(self) -> None:
         """Drop all state and audio (the assistant is speaking: nothing heard counts)."""

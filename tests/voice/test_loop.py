@@ -653,6 +653,30 @@ def test_words_heard_before_the_microphone_stalled_are_kept(make_rig: Callable[.
     assert heard[-1] == 720, heard  # the whole tone: before the stall and after it
 
 
+def test_words_heard_before_an_error_in_a_frame_are_kept(make_rig: Callable[..., Rig]) -> None:
+    heard: list[int] = []
+
+    def measure(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "hello there."
+
+    rig = make_rig(silence(300) + tone(700) + silence(2000), measure)
+    said = rig.loop.engines.speaker.said
+    began = said.speech_began
+    failed: list[float] = []
+
+    def fail_once(at_s: float, *, over_reply: bool) -> None:
+        if not failed:  # the bug: the machine never hears that speech started
+            failed.append(at_s)
+            raise RuntimeError("a bug in one frame's handling")
+        began(at_s, over_reply=over_reply)
+
+    said.speech_began = fail_once  # type: ignore[method-assign]
+    assert wait_until(lambda: len(rig.loop.reports) == 1)
+    assert failed and rig.conversation.messages == [("test-room", "hello there.")]
+    assert heard[-1] == 720, heard  # the whole tone
+
+
 def test_a_reply_the_voice_cannot_say_is_told_by_the_error_earcon(
     make_rig: Callable[..., Rig],
 ) -> None:

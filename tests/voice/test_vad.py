@@ -487,6 +487,16 @@ def test_a_restart_keeps_the_utterance_in_progress_and_goes_on_with_it() -> None
     assert feed.seg.restart() == [] and not feed.seg.in_speech  # nothing in progress
 
 
+def test_a_restart_just_after_an_onset_keeps_the_word_begun() -> None:
+    # Too little voice to be an utterance of its own (it would be dropped): it goes on.
+    feed = Feed()
+    feed("." * 10 + "v" * 4)
+    assert feed.seg.restart() == [] and feed.seg.in_speech
+    (ended,) = only(feed("v" * 10 + "." * 20), UtteranceEnded)
+    assert frame_ids(ended.utterance)[0] == 0 and ended.reason == "hangover"
+    assert set(range(10, 24)) <= set(frame_ids(ended.utterance))
+
+
 def test_a_restart_keeps_a_held_segment_held() -> None:
     feed = Feed()
     feed.seg.start(hold=True)
