@@ -324,7 +324,7 @@ class VoiceLoop:
         self._now = max(self._now, now)
         self._chime_if_waiting()
         gate = self._gate
-        if gate and self.engines.speaker.sink.playing and self.clock() >= self._cue_until:
+        if gate and self.engines.speaker.sink.sounding and self.clock() >= self._cue_until:
             self._gate_until = self._now + self.config.turn.cooldown_ms / 1000
         if self._heard_over_reply == gate:  # the canceller learnt (or lost) the room
             self._heard_over_reply = not gate
@@ -434,8 +434,9 @@ class VoiceLoop:
         if self.status is not None:
             self.status.level(rms_dbfs(chunk.pcm))
         now = self.clock()
-        playing = self.engines.speaker.sink.playing and now >= self._cue_until
-        gated = self._gate and (chunk.timestamp_s < self._gate_until or playing)
+        # (A paused reply is silent: the user it paused for is heard, after the cooldown.)
+        sounding = self.engines.speaker.sink.sounding and now >= self._cue_until
+        gated = self._gate and (chunk.timestamp_s < self._gate_until or sounding)
         self._pre_roll.append(chunk)
         if self._listen_for_wake(chunk, gated):
             return  # a segment started at the end of the word: this chunk was replayed into it
@@ -450,7 +451,7 @@ class VoiceLoop:
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
         for event in self.segmenter.push(chunk, gated=gated):
             if isinstance(event, SpeechStarted):
-                self.engines.speaker.said.speech_began(event.at_s, over_reply=playing)
+                self.engines.speaker.said.speech_began(event.at_s, over_reply=sounding)
             self._execute(self.machine.handle(event))
 
     def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> bool:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from core.errors import AssistantError, DeviceError
 from voice.devices import AudioSink
+from voice.devices.speaker import PAUSE_LIMIT_S
 from voice.own_words import SaidLog
 from voice.speech_text import SentenceStream, ends_sentence
 from voice.tts import TextToSpeech
@@ -65,6 +66,10 @@ class Reply:
         self._released = threading.Event()
         if not held:
             self._released.set()
+        # Cleared while paused: no new sentence starts then (one paused before it began, or
+        # between sentences, would otherwise play over the user it was paused for).
+        self._unpaused = threading.Event()
+        self._unpaused.set()
         self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
         self._quiet = threading.Condition()  # the reply has played all it was given
         self._pending = 0  # sentences queued and not yet played
@@ -137,6 +142,7 @@ class Reply:
             self._cancelled.set()
             played = self.first_audio_s is not None
         self._released.set()
+        self._unpaused.set()
         self._sentences.put(_END)
         if played:  # the speaker is shared: a reply that never played leaves it alone
             self._sink.stop()
@@ -145,15 +151,20 @@ class Reply:
             self._quiet.notify_all()
 
     def pause(self) -> None:
-        """Fall silent where it is (someone may be talking over it), until :meth:`resume`."""
+        """Fall silent where it is (someone may be talking over it), until :meth:`resume`;
+        a reply that has not begun, or is between sentences, does not begin one."""
         with self._play_lock:
-            if self._cancelled.is_set() or self.first_audio_s is None:
+            if self._cancelled.is_set():
+                return
+            self._unpaused.clear()
+            if self.first_audio_s is None:
                 return  # nothing of ours is on the (shared) speaker
             self._sink.pause()
             self._said.pause(self._clock())
 
     def resume(self) -> None:
         with self._play_lock:
+            self._unpaused.set()
             if self._cancelled.is_set() or self.first_audio_s is None:
                 return
             self._sink.resume()
@@ -228,6 +239,8 @@ class Reply:
         begun = False
         for chunk in self._tts.synthesize(sentence):
             self._released.wait()
+            if not self._unpaused.wait(PAUSE_LIMIT_S):
+                self._unpaused.set()  # no resume came: play on, as the speaker itself would
             with self._play_lock:
                 if self._cancelled.is_set():
                     return

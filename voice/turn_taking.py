@@ -594,6 +594,8 @@ class TurnTaking:
                     self._hold(turn, request, out)
                 else:  # its words would come only at its end: stop as a key press would
                     self._silence(turn, out)
+            elif turn.released and not turn.silenced:  # between its sentences (a tool runs)
+                self._reply_paused = replace(self._keep_quiet(turn, out), under=request)
 
     def _onset_unconfirmed(self, onset: OnsetUnconfirmed, out: list[Action]) -> None:
         self._now = max(self._now, onset.at_s)
@@ -1250,7 +1252,7 @@ class TurnTaking:
             # join it; a continuation's new words revise the turn's request (the queue goes
             # after), and without any it stands (_abandon sends the queue)
             return
-        if turn.answered:
+        if turn.answered and not turn.stop_requested:  # ("Stopped." said it)
             self._cue(PlayEarcon("done"), out)
         if self.policy.mode == "wake":
             if self.policy.follow_up_s <= 0:

@@ -161,6 +161,11 @@ class FakeSink:
     def playing(self) -> bool:
         return time.monotonic() < self._busy_until
 
+    @property
+    def sounding(self) -> bool:
+        with self._lock:
+            return self._left is None and time.monotonic() < self._busy_until
+
 
 class FakeTts:
     """10 ms of audio per character, in one chunk per call."""

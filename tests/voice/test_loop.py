@@ -923,3 +923,60 @@ def test_a_chunk_cut_at_the_end_of_the_wake_word_keeps_its_words_in_step() -> No
     assert after(chunk, 0.5) is chunk and after(chunk, 2.0) is None
     with pytest.raises(ValueError, match="as long as"):
         AudioChunk(pcm, 16000, words=words[2:])
+
+
+@pytest.mark.parametrize("smart_endpoint", [True, False])
+def test_the_replys_next_sentence_waits_while_the_user_says_a_request(
+    make_rig: Callable[..., Rig], smart_endpoint: bool
+) -> None:
+    """Half-duplex: a sentence of the reply, a tool runs, and the user says 4 s of a new
+    request; the reply's next sentence is ready 0.5 s into it. It waits for their words:
+    begun (and even paused), it gated the microphone over them, splitting the request or
+    losing its end."""
+    heard: list[int] = []
+
+    def stt(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "Hello there." if loud_ms(u) < 1000 else "Also check the index and the tests."
+
+    script: list[Step] = [
+        ("text", "First."),
+        ("done",),
+        ("sleep", 2.5),
+        ("text", "A second sentence, ready while the user speaks, long enough to hear."),
+        ("done",),
+    ]
+    rig = make_rig(
+        silence(300) + tone(800) + silence(2400) + tone(4000) + silence(6000),
+        stt,
+        conversation=FakeConversation(script=script),
+        turn={"smart_endpoint": smart_endpoint},
+    )
+    assert wait_until(lambda: len(rig.conversation.messages) >= 2, timeout_s=30)
+    assert rig.conversation.messages[1:] == [("test-room", "Also check the index and the tests.")]
+    assert max(heard) >= 3900, heard  # every word of it in one utterance
+    assert wait_until(lambda: "A second sentence" in " ".join(rig.tts.texts), timeout_s=15)
+
+
+def test_going_on_as_the_reply_begins_keeps_every_word_without_an_end_model(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """No end-of-turn model: the reply is let go as the request is sent, and the user goes
+    on (after a pause longer than the hangover) just before its first words come. The reply
+    does not begin over them, so the whole request is heard and revised once."""
+    heard: list[int] = []
+
+    def stt(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return "Book a table for two." if loud_ms(u) < 900 else "Book a table for two at eight."
+
+    rig = make_rig(
+        silence(300) + tone(800) + silence(2000) + tone(3000) + silence(6000),
+        stt,
+        conversation=FakeConversation(delay_s=1.2),  # its first words 1.2 s after the send
+        turn={"smart_endpoint": False},
+    )
+    assert wait_until(lambda: len(rig.conversation.messages) >= 2, timeout_s=30)
+    assert rig.conversation.messages[-1] == ("test-room", "Book a table for two at eight.")
+    assert rig.conversation.revised[-1]
+    assert max(heard) >= 3700, heard  # the first part and all 3 s of the rest, joined

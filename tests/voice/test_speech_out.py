@@ -47,3 +47,19 @@ def test_stopping_a_paused_reply_ends_the_pause() -> None:
     assert [kind for kind, _ in sink.pauses] == ["pause"] and sink.stops == 1
     assert not sink.playing
     assert reply.wait(5)
+
+
+def test_a_reply_paused_before_it_began_does_not_begin_until_resumed() -> None:
+    """Paused for a user who may be going on with the request (or says another), a reply
+    whose first sentence was not yet played keeps it back: half-duplex, a sentence begun over
+    them gated the microphone over their words."""
+    sink, tts = FakeSink(), FakeTts()
+    reply = Reply(tts, sink, first_chunk_max_chars=200)
+    reply.pause()
+    reply.feed("Ready before the user was done. ")
+    time.sleep(0.3)
+    assert sink.played == [] and not sink.playing
+    reply.resume()
+    assert wait_until(lambda: bool(sink.played))
+    reply.finish()
+    assert reply.wait(5) and sink.pauses == []  # the speaker itself was never paused

@@ -1059,13 +1059,24 @@ def test_stop_said_after_the_reply_began_interrupts_the_agent() -> None:
     assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]
 
 
+def test_a_finished_turn_stopped_as_its_reply_plays_says_stopped_and_no_done() -> None:
+    m = Machine()
+    turn = started_turn(m)
+    m(ReplyPlaying(turn), AgentFinished(turn, "answered"))
+    assert m.quiet(Command("stop")) == [StopReply(turn), Say("Stopped.")]
+    assert m.quiet(ReplyDone(turn)) == [PlayEarcon("listening")]  # no "done" after "Stopped."
+
+
 def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
     m = Machine()
     turn = started_turn(m)
     m(ReplyPlaying(turn), ReplyIdle(turn))
-    m(SpeechStarted(9.0))
+    # The reply's next sentence does not begin over the user (half-duplex it would gate the
+    # microphone over their words) ...
+    assert m.quiet(SpeechStarted(9.0)) == [PauseReply(turn)]
     probe = jobs(m(UtteranceEnded(utt(9.0, 11.0), "hangover")), Transcribe)[0]
-    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == []
+    # ... until their words are heard: queued, and the reply goes on.
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [ResumeReply(turn)]
     m(AgentFinished(turn, "answered"))
     out = m(ReplyDone(turn))
     assert sent(out).text == "Also update the README." and not sent(out).revises
@@ -1091,7 +1102,7 @@ def speaking_while_a_tool_runs(m: Machine) -> int:
     m(ReplyPlaying(turn), Tick(5.0), ReplyIdle(turn), Tick(9.0))
     if m.m.policy.mode == "ptt-hold":
         m(KeyDown(9.0))
-    assert m.quiet(SpeechStarted(9.0)) == []
+    assert m.quiet(SpeechStarted(9.0)) == [PauseReply(turn)]  # its next sentence waits
     return turn
 
 
@@ -1101,7 +1112,7 @@ def test_a_reply_that_begins_while_the_user_speaks_waits_for_their_words(mode: M
     request being said: it waits, as a reply due does not begin over the user."""
     m = Machine(replace(POLICY, mode=mode))
     turn = speaking_while_a_tool_runs(m)
-    assert m.quiet(Tick(9.8), ReplyPlaying(turn)) == [PauseReply(turn)]
+    assert m.quiet(Tick(9.8), ReplyPlaying(turn)) == []  # already kept quiet
     out = m(*paused(utt(9.0, 10.5)), Tick(11.5))  # a thinking pause: still theirs
     assert not [a for a in out if isinstance(a, ResumeReply)], out
     if mode == "ptt-hold":
@@ -1116,7 +1127,7 @@ def test_a_reply_that_begins_while_the_user_speaks_waits_for_their_words(mode: M
 def test_a_reply_that_begins_while_stop_is_said_does_not_go_on() -> None:
     m = Machine()
     turn = speaking_while_a_tool_runs(m)
-    assert m.quiet(Tick(9.3), ReplyPlaying(turn)) == [PauseReply(turn)]
+    assert m.quiet(Tick(9.3), ReplyPlaying(turn)) == []
     (probe,) = jobs(m(UtteranceEnded(utt(9.0, 9.6), "hangover")), Transcribe)
     assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
 
@@ -1126,8 +1137,8 @@ def test_a_reply_that_begins_while_the_user_speaks_waits_8_s_at_most() -> None:
     m = Machine()
     turn = speaking_while_a_tool_runs(m)
     m(Tick(9.8), ReplyPlaying(turn))
-    assert m.quiet(Tick(9.8 + HOLD_MAX_S - 0.1)) == []
-    assert m.quiet(Tick(9.8 + HOLD_MAX_S)) == [ResumeReply(turn)]
+    assert m.quiet(Tick(9.0 + HOLD_MAX_S - 0.1)) == []  # paused at the user's onset
+    assert m.quiet(Tick(9.0 + HOLD_MAX_S)) == [ResumeReply(turn)]
 
 
 def barged_in(m: Machine) -> int:
@@ -1457,7 +1468,7 @@ def queue_behind_a_running_turn(m: Machine) -> tuple[int, list[Action]]:
 def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_turn() -> None:
     m = Machine()
     turn, out = queue_behind_a_running_turn(m)
-    assert out == []  # no second transcription, no send
+    assert out == [ResumeReply(turn)]  # no second transcription, no send; the reply goes on
     m(AgentFinished(turn, "answered"))
     assert sent(m(ReplyDone(turn))).text == "Also update the README."
 
@@ -1832,7 +1843,8 @@ def test_what_was_queued_goes_once_a_sound_heard_as_the_turn_ended_came_to_nothi
     turn = started_turn(m)
     m(ReplyPlaying(turn), ReplyIdle(turn), SpeechStarted(6.0))
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.0), "hangover")), Transcribe)
-    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == []  # queued
+    # queued; the reply, kept from its next sentence while they spoke, goes on
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [ResumeReply(turn)]
     m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))  # an answer, maybe: it waits
     assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == []
     send = sent(m(SpeechDropped(8.2)))  # a cough
@@ -1965,7 +1977,8 @@ def test_a_stop_drops_what_waited_behind_the_turn_and_says_so_in_the_log() -> No
     turn = started_turn(m)
     m(ReplyPlaying(turn), ReplyIdle(turn), Tick(6.0), SpeechStarted(6.0))
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.5), "hangover")), Transcribe)
-    assert m.quiet(TranscriptReady(probe, "Also check the logs.")) == []  # queued behind it
+    queued = m.quiet(TranscriptReady(probe, "Also check the logs."))
+    assert queued == [ResumeReply(turn)]  # queued behind it; the reply goes on
     out = m.quiet(Command("stop"))
     assert Interrupt(turn) in out
     assert Dropped("Also check the logs.", "stopped with the turn it waited for") in out
@@ -2014,7 +2027,10 @@ def test_push_to_talk_a_held_segment_cut_with_nothing_kept_goes_on() -> None:
     turn = started_turn(m)
     m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence was heard, then a tool runs
     assert StartSegment(hold=True) in m.quiet(KeyDown(9.0), SpeechStarted(9.0))
-    assert m.quiet(SpeechDropped(37.0, split=True), SpeechStarted(37.0), Tick(37.5)) == []
+    # (The reply kept from its next sentence while they speak goes on after HOLD_MAX_S.)
+    assert m.quiet(SpeechDropped(37.0, split=True), SpeechStarted(37.0), Tick(37.5)) == [
+        ResumeReply(turn)
+    ]
     assert m.quiet(KeyUp(38.0), Tick(38.3)) == [EndSegment()]
     # Released with nothing said, the press is a tap, as ever: that, not the limit, stops.
     assert m.quiet(SpeechDropped(38.3)) == [StopReply(turn), Interrupt(turn)]

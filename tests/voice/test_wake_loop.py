@@ -107,6 +107,10 @@ class AlwaysPlaying(FakeSink):
     def playing(self) -> bool:
         return True
 
+    @property
+    def sounding(self) -> bool:
+        return True
+
 
 @dataclasses.dataclass
 class Run:

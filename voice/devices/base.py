@@ -63,6 +63,12 @@ class AudioSink(Protocol):
     @property
     def playing(self) -> bool: ...
 
+    @property
+    def sounding(self) -> bool:
+        """Sound is coming out: ``playing`` and not paused (a paused reply is silent, so a
+        half-duplex microphone need not be gated for it)."""
+        ...
+
 
 # ---- devices -------------------------------------------------------------------------------
 

@@ -87,6 +87,10 @@ class WavSink:
     def playing(self) -> bool:
         return False
 
+    @property
+    def sounding(self) -> bool:
+        return False
+
     def samples(self) -> Int16:
         with self._lock:
             return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)

@@ -223,6 +223,12 @@ class Speaker(_StreamDevice):
             return bool(self._chunks) or time.monotonic() < self.last_output_s
 
     @property
+    def sounding(self) -> bool:
+        with self._cond:
+            now = time.monotonic()
+            return (bool(self._chunks) and now >= self._paused_until) or now < self.last_output_s
+
+    @property
     def resting(self) -> bool:
         """The stream stopped for want of anything to play (``play`` starts it again)."""
         return self._resting
@@ -331,6 +337,10 @@ class RecoveringSpeaker:
     @property
     def playing(self) -> bool:
         return self.speaker.playing
+
+    @property
+    def sounding(self) -> bool:
+        return self.speaker.sounding
 
     def _revive(self) -> None:
         with self._lock:
