@@ -434,9 +434,12 @@ class VoiceLoop:
         if self.status is not None:
             self.status.level(rms_dbfs(chunk.pcm))
         now = self.clock()
-        # (A paused reply is silent: the user it paused for is heard, after the cooldown.)
-        sounding = self.engines.speaker.sink.sounding and now >= self._cue_until
-        gated = self._gate and (chunk.timestamp_s < self._gate_until or sounding)
+        sink = self.engines.speaker.sink
+        # Half-duplex a paused reply is silent: the user it paused for is heard (after the
+        # cooldown). Echo cancelled, speech that paused the reply began over it: the reply's
+        # own words are cut from its transcript (voice.own_words).
+        over_reply = (sink.sounding if self._gate else sink.playing) and now >= self._cue_until
+        gated = self._gate and (chunk.timestamp_s < self._gate_until or over_reply)
         self._pre_roll.append(chunk)
         if self._listen_for_wake(chunk, gated):
             return  # a segment started at the end of the word: this chunk was replayed into it
@@ -451,7 +454,7 @@ class VoiceLoop:
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
         for event in self.segmenter.push(chunk, gated=gated):
             if isinstance(event, SpeechStarted):
-                self.engines.speaker.said.speech_began(event.at_s, over_reply=sounding)
+                self.engines.speaker.said.speech_began(event.at_s, over_reply=over_reply)
             self._execute(self.machine.handle(event))
 
     def _listen_for_wake(self, chunk: AudioChunk, gated: bool) -> bool:

@@ -12,11 +12,12 @@ knows when the microphone hears the assistant and when a thinking cue may play.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from core.errors import AssistantError, DeviceError
 from voice.devices import AudioSink
@@ -70,6 +71,7 @@ class Reply:
         # between sentences, would otherwise play over the user it was paused for).
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self._sink_paused = False  # pause() paused the shared speaker (resume() resumes it)
         self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
         self._quiet = threading.Condition()  # the reply has played all it was given
         self._pending = 0  # sentences queued and not yet played
@@ -157,16 +159,18 @@ class Reply:
             if self._cancelled.is_set():
                 return
             self._unpaused.clear()
-            if self.first_audio_s is None:
-                return  # nothing of ours is on the (shared) speaker
+            if self.first_audio_s is None or not self._audible:
+                return  # nothing of ours is on the (shared) speaker: earcons still play
             self._sink.pause()
+            self._sink_paused = True
             self._said.pause(self._clock())
 
     def resume(self) -> None:
         with self._play_lock:
             self._unpaused.set()
-            if self._cancelled.is_set() or self.first_audio_s is None:
+            if self._cancelled.is_set() or not self._sink_paused:
                 return
+            self._sink_paused = False
             self._sink.resume()
             self._said.resume(self._clock())
 
@@ -238,12 +242,9 @@ class Reply:
         log.debug("speaking: %s", sentence)
         begun = False
         for chunk in self._tts.synthesize(sentence):
-            self._released.wait()
-            if not self._unpaused.wait(PAUSE_LIMIT_S):
-                self._unpaused.set()  # no resume came: play on, as the speaker itself would
-            with self._play_lock:
-                if self._cancelled.is_set():
-                    return
+            with self._unpaused_lock() as live:
+                if not live:
+                    return  # cancelled
                 self._sink.play(chunk, self._tts.sample_rate)
                 now = self._clock()
                 if not begun:
@@ -252,12 +253,28 @@ class Reply:
                 self._said.played(len(chunk) / self._tts.sample_rate, now)
                 if self.first_audio_s is None:
                     self.first_audio_s = now
-            if not self._audible:
-                self._audible = True
+                began, self._audible = not self._audible, True  # (before a pause looks)
+            if began:
                 self._on_playing()
         with self._quiet:
             self._pending -= 1
         self.spoken.append(sentence)
+
+    @contextlib.contextmanager
+    def _unpaused_lock(self) -> Iterator[bool]:
+        """``_play_lock``, once the reply is released and not paused (a pause that comes
+        while waiting for the lock is waited out too); yields False if it was cancelled."""
+        while True:
+            self._released.wait()
+            if not self._unpaused.wait(PAUSE_LIMIT_S):
+                self._unpaused.set()  # no resume came: play on, as the speaker itself would
+            with self._play_lock:
+                if self._cancelled.is_set():
+                    yield False
+                    return
+                if self._unpaused.is_set():
+                    yield True
+                    return
 
 
 class ReplySpeaker:

@@ -962,8 +962,10 @@ def test_going_on_as_the_reply_begins_keeps_every_word_without_an_end_model(
     make_rig: Callable[..., Rig],
 ) -> None:
     """No end-of-turn model: the reply is let go as the request is sent, and the user goes
-    on (after a pause longer than the hangover) just before its first words come. The reply
-    does not begin over them, so the whole request is heard and revised once."""
+    on (after a pause longer than the hangover) just before its first words come. Its first
+    sentence, begun over them, is paused at once, and a paused reply does not keep the
+    microphone gated: the whole request is heard and revised once. (The fake speaker falls
+    silent the moment it is paused; a real one after its latency, and the cooldown follows.)"""
     heard: list[int] = []
 
     def stt(u: Utterance) -> str:

@@ -3,6 +3,7 @@ the speaker is shared with the earcons and the next reply."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from tests.voice.fakes import FakeSink, FakeTts, wait_until
@@ -63,3 +64,22 @@ def test_a_reply_paused_before_it_began_does_not_begin_until_resumed() -> None:
     assert wait_until(lambda: bool(sink.played))
     reply.finish()
     assert reply.wait(5) and sink.pauses == []  # the speaker itself was never paused
+
+
+def test_a_reply_paused_between_sentences_leaves_the_shared_speaker_alone() -> None:
+    """Paused while a tool runs (nothing of it sounding), a reply holds back its next
+    sentence but not the speaker, which the earcons share: a listening chime played then
+    was frozen until the reply went on."""
+    sink, tts = FakeSink(), FakeTts()
+    idle = threading.Event()
+    reply = Reply(tts, sink, first_chunk_max_chars=200, on_idle=idle.set)
+    reply.feed("The first sentence. ")
+    assert idle.wait(5)  # played, and the reply fell quiet
+    reply.pause()
+    reply.feed("The second one. ")
+    time.sleep(0.3)
+    assert len(sink.played) == 1 and sink.pauses == []
+    reply.resume()
+    assert wait_until(lambda: len(sink.played) == 2)
+    reply.finish()
+    assert reply.wait(5) and sink.pauses == []
