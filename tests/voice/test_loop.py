@@ -53,6 +53,16 @@ def loud_ms(utterance: Utterance) -> int:
     return int((np.abs(frames).max(axis=1) > 1000).sum()) * FRAME_MS
 
 
+def measuring(heard: list[int], text: str) -> Callable[[Utterance], str]:
+    """A transcriber that notes how much of the scripted tone each utterance holds."""
+
+    def measure(u: Utterance) -> str:
+        heard.append(loud_ms(u))
+        return text
+
+    return measure
+
+
 @dataclasses.dataclass
 class FakeEcho:
     """An echo-cancelled source's word on whether a voice over the reply can be told from it."""
@@ -539,10 +549,7 @@ def test_push_to_talk_hears_only_what_is_said_while_held(
     make_rig: Callable[..., Rig], idle_batch_s: float
 ) -> None:
     heard: list[int] = []
-
-    def measure(u: Utterance) -> str:
-        heard.append(loud_ms(u))
-        return "held words."
+    measure = measuring(heard, "held words.")
 
     # 600 ms of speech before the press must not be transcribed.
     rig = make_rig(
@@ -566,10 +573,7 @@ def test_a_press_again_within_the_release_grace_keeps_the_first_press_words(
     make_rig: Callable[..., Rig],
 ) -> None:
     heard: list[int] = []
-
-    def measure(u: Utterance) -> str:
-        heard.append(loud_ms(u))
-        return "held words."
+    measure = measuring(heard, "held words.")
 
     rig = make_rig(
         silence(300) + tone(2000) + silence(300) + tone(1000) + silence(3000),

@@ -1877,12 +1877,18 @@ def test_a_bare_answer_said_over_the_end_of_the_question_answers_it(asked: str) 
     ]
 
 
-def test_a_bare_answer_said_long_before_the_question_is_no_answer_to_it() -> None:
-    m = Machine()
+def said_over_the_reply(m: Machine, end_s: float) -> tuple[int, int]:
+    """Echo cancelled: words said over the reply from 5.9 s to ``end_s``; (turn, probe)."""
     m(HeardOverReply(True))
     turn = started_turn(m)
     m(Tick(3.5), ReplyPlaying(turn), Tick(5.9), SpeechStarted(5.9), Tick(6.5))
-    (probe,) = jobs(m(UtteranceEnded(utt(5.9, 6.3), "hangover")), Transcribe)
+    (probe,) = jobs(m(UtteranceEnded(utt(5.9, end_s), "hangover")), Transcribe)
+    return turn, probe
+
+
+def test_a_bare_answer_said_long_before_the_question_is_no_answer_to_it() -> None:
+    m = Machine()
+    turn, probe = said_over_the_reply(m, 6.3)
     assert m.quiet(TranscriptReady(probe, "Yes.")) == [StopReply(turn, "Yes.")]  # queued
     m(Tick(9.0))  # 2.7 s after it
     assert m.quiet(PermissionAsked(turn, "r1")) == [PlayEarcon("listening")]  # asked anew
@@ -1890,10 +1896,7 @@ def test_a_bare_answer_said_long_before_the_question_is_no_answer_to_it() -> Non
 
 def test_a_request_said_over_the_end_of_the_question_is_no_answer_to_it() -> None:
     m = Machine()
-    m(HeardOverReply(True))
-    turn = started_turn(m)
-    m(Tick(3.5), ReplyPlaying(turn), Tick(5.9), SpeechStarted(5.9), Tick(6.5))
-    (probe,) = jobs(m(UtteranceEnded(utt(5.9, 7.3), "hangover")), Transcribe)
+    turn, probe = said_over_the_reply(m, 7.3)
     m(PermissionAsked(turn, "r1"))
     out = m.quiet(TranscriptReady(probe, "Also update the README."))
     assert not [a for a in out if isinstance(a, Answer)], out  # queued
