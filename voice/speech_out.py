@@ -159,7 +159,7 @@ class Reply:
             if self._cancelled.is_set():
                 return
             self._unpaused.clear()
-            if self.first_audio_s is None or not self._audible:
+            if not self._audible:  # (never, before its first audio)
                 return  # nothing of ours is on the (shared) speaker: earcons still play
             self._sink.pause()
             self._sink_paused = True
