@@ -191,6 +191,12 @@ class _Lines:
     def held(self) -> int:
         return self._held
 
+    @property
+    def waiting(self) -> bool:
+        """Something it printed (or its end) waits unread."""
+        with self._changed:
+            return bool(self._lines)
+
 
 class _Process:
     """One CLI process in its own process group, stdin kept open, stdout read as lines."""
@@ -473,14 +479,69 @@ class _TurnClock:
 
 
 def _counted(line: bytes, event: dict[str, Any]) -> int:
-    """What a line counts against agent.max_output_bytes: all of it, but for the pieces of a
-    tool's input as it is written (a file Claude writes streams at about 14 times its size,
-    and no piece is kept: the whole input comes again in one line, which counts)."""
+    """What a line counts against agent.max_output_bytes: all of it, but for what nothing
+    keeps. The pieces of a tool's input as it is written (a file Claude writes streams at
+    about 14 times its size; the whole input comes again in one line, which counts), and what
+    its tools gave back (a file read comes about twice over: a turn that read 42 source files
+    was stopped at 8 MiB). Each line is still bounded on its own."""
+    if event.get("type") == "user":  # a tool's result, or the prompt's echo
+        return 0
     inner = event.get("event") if event.get("type") == "stream_event" else None
     delta = inner.get("delta") if isinstance(inner, dict) else None
     if isinstance(delta, dict) and delta.get("type") in ("input_json_delta", "thinking_delta"):
         return 0
     return len(line)
+
+
+def _said_between_turns(process: _Process, result: dict[str, Any]) -> None:
+    spent = process.spend(result.get("total_cost_usd"))  # not the prompt's
+    said = result.get("result")
+    log.info(
+        "%s in room %s said between turns, unasked (it cost $%.4f): %.200r",
+        process.name,
+        process.room,
+        spent or 0.0,
+        said if isinstance(said, str) else "",
+    )
+
+
+class _Prompt:
+    """Which of what a long-lived Claude prints is the prompt's turn. It echoes the prompt
+    (``--replay-user-messages``) only as the turn's first message ends, a paragraph in. So a
+    process quiet since its last turn is read as it streams; one that printed meanwhile (a
+    turn of its own) is read from the echo on (:class:`_BeforeEcho`)."""
+
+    def __init__(self, process: _Process, prompt_id: str, *, unasked: bool) -> None:
+        self.id = prompt_id
+        self._process = process
+        self._before = _BeforeEcho(process, prompt_id) if unasked else None
+        self._init: dict[str, Any] | None = None
+        self._echoed = False
+
+    def outside(self, event: dict[str, Any]) -> bool | None:
+        """None: ``event`` is the prompt's. Else it is not, and True: the prompt's turn
+        begins (afresh) after it."""
+        kind = event.get("type")
+        if self._before is not None:
+            if not self._before.take(event):
+                return False
+            self._init, self._before, self._echoed = self._before.init, None, True
+            return True
+        if kind == "user" and event.get("isReplay") and event.get("uuid") == self.id:
+            self._echoed = True
+        elif kind == "result" and self._process.echoes and not self._echoed:
+            # A turn of its own began just as the prompt was sent, and this was its end.
+            # What it said was heard; the prompt's reply starts afresh.
+            _said_between_turns(self._process, event)
+            return True
+        return None
+
+    def parser(self, turn: AgentTurn) -> OutputParser:
+        """A parser for the prompt's turn, from its start."""
+        parser = OutputParser("stream-json", turn.on_event, turn.control.session_named)
+        if self._init is not None:
+            parser.event(self._init)
+        return parser
 
 
 class _BeforeEcho:
@@ -494,29 +555,19 @@ class _BeforeEcho:
     def __init__(self, process: _Process, prompt_id: str) -> None:
         self._process = process
         self._prompt_id = prompt_id
-        self._init: dict[str, Any] | None = None  # the prompt's turn opens with one
+        self.init: dict[str, Any] | None = None  # the prompt's turn opens with the last one
 
-    def take(self, event: dict[str, Any], parser: OutputParser) -> bool:
+    def take(self, event: dict[str, Any]) -> bool:
         """True at the echo: the events after it are the prompt's."""
         kind = event.get("type")
         if kind == "user" and event.get("isReplay") and event.get("uuid") == self._prompt_id:
-            if self._init is not None:
-                parser.event(self._init)
             return True
         if kind == "system" and event.get("subtype") == "init":
-            self._init = event
+            self.init = event
         elif kind == "control_request":
             self._refuse(event)
         elif kind == "result":
-            spent = self._process.spend(event.get("total_cost_usd"))  # not the prompt's
-            said = event.get("result")
-            log.info(
-                "%s in room %s said between turns, unasked (it cost $%.4f): %.200r",
-                self._process.name,
-                self._process.room,
-                spent or 0.0,
-                said if isinstance(said, str) else "",
-            )
+            _said_between_turns(self._process, event)
         return False
 
     def _refuse(self, event: dict[str, Any]) -> None:
@@ -610,6 +661,8 @@ class ClaudeSessions:
         started = time.monotonic()
         questions = _Questions(process, turn, self.permission_timeout_s, self._git_cwd)
         prompt_id = str(uuid.uuid4())
+        # Something it printed since its last turn waits unread: a turn of its own.
+        unasked = process.echoes and process.lines.waiting
         try:
             try:
                 process.send(
@@ -630,7 +683,8 @@ class ClaudeSessions:
             turn.control.bind(
                 interrupt=lambda: self._interrupt(process, turn_no), answer=questions.answer
             )
-            return self._read_turn(process, turn, questions, started, prompt_id)
+            prompt = _Prompt(process, prompt_id, unasked=unasked)
+            return self._read_turn(process, turn, questions, started, prompt)
         except AgentError:
             if not (process.answered and process.alive):  # (a result, even an error: it is well)
                 self._discard(process)
@@ -650,12 +704,11 @@ class ClaudeSessions:
         turn: AgentTurn,
         questions: _Questions,
         started: float,
-        prompt_id: str,
+        prompt: _Prompt,
     ) -> AgentResult:
-        parser = OutputParser("stream-json", turn.on_event, turn.control.session_named)
+        parser = prompt.parser(turn)
         clock = _TurnClock(started + self.timeout)
         total = 0
-        before = _BeforeEcho(process, prompt_id) if process.echoes else None
         while True:
             line = self._next_line(process, questions, parser, clock)
             if line is None:
@@ -673,15 +726,15 @@ class ClaudeSessions:
             total += _counted(line, event)
             if total > self.max_output_bytes:
                 raise self._too_much(process)
-            if before is not None:
-                if before.take(event, parser):
-                    # The prompt's turn begins: its output and its time count from here.
-                    before, total = None, 0
+            began = prompt.outside(event)
+            if began is not None:
+                if began:  # the prompt's turn: its output and its time count from here
+                    parser, total = prompt.parser(turn), 0
                     clock.deadline = time.monotonic() + self.timeout
                     if turn.control.interrupted:  # the interrupt went to the turn before
                         self._interrupt(process, process.turn)
                 continue
-            ended = self._turn_event(process, event, parser, questions, prompt_id)
+            ended = self._turn_event(process, event, parser, questions, prompt.id)
             if ended is not None:
                 break
         process.answered = True

@@ -769,7 +769,6 @@ def test_what_claude_says_between_turns_is_not_the_next_turn_s_reply(
 
 
 def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None:
-    from core.agent_output import OutputParser
     from core.claude import BETWEEN_TURNS, _BeforeEcho, _Process
 
     sent: list[dict[str, object]] = []
@@ -784,7 +783,6 @@ def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None
     }
     process = type("P", (), fields)()
     before = _BeforeEcho(process, "mine")  # type: ignore[arg-type]
-    parser = OutputParser("stream-json", None, None)
     ask = {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "ls"}}
     stale = [
         {"type": "system", "subtype": "init", "session_id": "old"},
@@ -798,9 +796,9 @@ def test_a_question_asked_between_turns_is_refused_and_the_rest_logged() -> None
         {"type": "user", "isReplay": True, "uuid": "someone else's"},
         {"type": "system", "subtype": "init", "session_id": "s1"},
     ]
-    assert [before.take(e, parser) for e in stale] == [False] * 5
-    assert before.take({"type": "user", "isReplay": True, "uuid": "mine"}, parser)
-    assert parser.init_session_id == "s1"  # the prompt's own turn opened with it
+    assert [before.take(e) for e in stale] == [False] * 5
+    assert before.take({"type": "user", "isReplay": True, "uuid": "mine"})
+    assert before.init == stale[-1]  # the prompt's own turn opened with it
     assert paid == [0.5]  # what it spent on its own is not charged to the prompt
     (response,) = sent
     assert response["response"] == {  # type: ignore[index]
@@ -954,3 +952,100 @@ def test_stop_stops_the_rooms_processes_at_once_not_one_after_another(tmp_path: 
     terms = sorted(float(p.read_text().split()[0]) for p in tmp_path.glob("term-*"))
     assert len(terms) == 3
     assert terms[-1] - terms[0] < grace  # one after another, they came a grace or more apart
+
+
+@pytest.mark.parametrize("turn_no", [1, 2, 3])
+def test_each_turn_s_reply_is_streamed_from_its_first_words(
+    sessions: ClaudeSessions, claude_api: ClaudeApi, turn_no: int
+) -> None:
+    # Claude echoes a prompt (--replay-user-messages) only with its first message's end. The
+    # second and later turns in a room waited for that echo: their first sentence came whole,
+    # as late as the model took to write the paragraph.
+    hold = Hold(after_deltas=3)
+    earlier = [Reply([Text(f"Answer {n}.")]) for n in range(1, turn_no)]
+    claude_api.script(*earlier, Reply([Text("Paris is big. " * 8, chunk_chars=8)], hold=hold))
+    session_id = None
+    for n in range(1, turn_no):
+        session_id = sessions.run_turn(AgentTurn(f"question {n}", "desk", session_id=session_id))
+        session_id = session_id.session_id
+    events = Recorder()
+    heard_while_held: list[str] = []
+
+    def release_once_heard() -> None:
+        assert hold.wait_reached(60)
+        deadline = time.monotonic() + 30  # (the old code heard nothing until the release)
+        while not events.text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        heard_while_held.append(events.text())
+        hold.release()
+
+    threading.Thread(target=release_once_heard, daemon=True).start()
+    turn = AgentTurn("is Paris big?", "desk", session_id=session_id, on_event=events)
+    result = sessions.run_turn(turn)
+    assert heard_while_held and heard_while_held[0].startswith("Paris is")
+    assert result.text == ("Paris is big. " * 8).strip()
+
+
+def _scripted_claude(tmp_path: Path, script: str) -> list[str]:
+    """A stand-in ``claude`` that answers each prompt on stdin as ``script`` says."""
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\n{script}")
+    fake.chmod(0o755)
+    return list(claude_argv([str(fake)], session=True))
+
+
+def test_a_turn_of_its_own_begun_as_the_prompt_came_is_not_the_prompt_s_reply(
+    tmp_path: Path,
+) -> None:
+    # Nothing waited unread, so the prompt's turn is read as it streams; but Claude's own
+    # turn (a background task ended) began just then: its result comes before the echo.
+    script = """import json, sys
+def say(**event):
+    print(json.dumps(event), flush=True)
+def answer(uuid, text):
+    say(type="system", subtype="init", session_id="s1")
+    say(type="user", isReplay=True, uuid=uuid, message={"role": "user", "content": "?"})
+    say(type="assistant", message={"id": uuid, "content": [{"type": "text", "text": text}]})
+    say(type="result", subtype="success", result=text, session_id="s1")
+first = json.loads(sys.stdin.readline())
+answer(first["uuid"], "Answer one.")
+second = json.loads(sys.stdin.readline())
+say(type="system", subtype="init", session_id="s1")
+say(type="assistant", message={"id": "own", "content": [{"type": "text", "text": "Done."}]})
+say(type="result", subtype="success", result="Done.", session_id="s1")
+answer(second["uuid"], "Answer two.")
+sys.stdin.read()
+"""
+    agent = ClaudeSessions(_scripted_claude(tmp_path, script), 30.0, tmp_path)
+    try:
+        first = agent.run_turn(AgentTurn("question one", "desk"))
+        second = agent.run_turn(AgentTurn("question two", "desk", session_id=first.session_id))
+    finally:
+        agent.stop()
+    assert (first.text, second.text) == ("Answer one.", "Answer two.")
+
+
+def test_what_claude_s_tools_read_does_not_count_against_the_output_limit(
+    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> None:
+    # Each file read comes back about twice over in one line; a turn that read 42 source
+    # files was stopped at the 8 MiB default, after minutes of work. Nothing keeps them.
+    files = []
+    for n in range(5):
+        files.append(claude_cwd / f"m{n}.py")
+        files[-1].write_text(f"# module {n}\n" + "x = 1\n" * 10_000)  # 60 KB each
+    claude_api.script(
+        *(Reply([ApiToolUse("Read", {"file_path": str(f)})]) for f in files),
+        Reply([Text("I read them all.")]),
+    )
+    argv = claude_argv([claude_cli], session=True, allowed_tools=("Read",))
+    limit = 256 * 1024  # each line is under it; the five reads together are not
+    env = claude_api.env(claude_home)
+    agent = ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env, max_output_bytes=limit)
+    try:
+        result = agent.run_turn(AgentTurn("read the modules", "desk"))
+    finally:
+        agent.stop()
+    assert result.text == "I read them all."
+    assert len(claude_api.turns) == 6
