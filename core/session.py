@@ -68,12 +68,16 @@ def parse_json(data: bytes, what: str) -> Any:
     """Strict JSON: UTF-8, no NaN/Infinity, and deep nesting is an error rather than a crash."""
     try:
         return json.loads(data.decode("utf-8"), parse_constant=reject_constant)
+    except SessionFormatError:
+        raise
     except RecursionError:
         raise SessionFormatError(f"{what} is nested too deeply") from None
     except UnicodeDecodeError as e:
         raise SessionFormatError(f"{what} is not UTF-8: {e.reason}") from None
     except json.JSONDecodeError as e:
         raise SessionFormatError(f"{what} is not valid JSON: {e}") from None
+    except ValueError as e:  # valid JSON Python will not read: an integer of 4300+ digits
+        raise SessionFormatError(f"{what} holds a value that cannot be read: {e}") from None
 
 
 def dump_json(value: Any, *, indent: int | None = None) -> bytes:
@@ -83,9 +87,14 @@ def dump_json(value: Any, *, indent: int | None = None) -> bytes:
 
 
 def _number(value: object, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise SessionFormatError(f"{key} must be a finite number, got {value!r}")
-    return float(value)
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        try:
+            number = float(value)  # (an integer of 309+ digits is beyond a float)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise SessionFormatError(f"{key} must be a finite number, got {value!r}")
 
 
 def _string(value: object, key: str) -> str:

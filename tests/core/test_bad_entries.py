@@ -183,6 +183,25 @@ def test_an_unreadable_session_file_and_no_index(tmp_path: Path) -> None:
     assert "another room" in users_words(tmp_path)
 
 
+@pytest.mark.parametrize("index", ["listed", "unlisted", "no-index"])
+def test_a_session_file_with_a_number_python_will_not_read(tmp_path: Path, index: str) -> None:
+    """Valid JSON, but json.loads refuses an integer of 4300+ digits with a plain ValueError:
+    that stopped every turn of the room (or, unlisted or with no index, opening the store)."""
+    turn(tmp_path, text="first")
+    path = first_session_file(tmp_path)
+    saved = json.loads(path.read_bytes())
+    saved["messages"][-1]["duration_ms"] = "@"
+    damaged = json.dumps(saved).replace('"@"', "9" * 5000).encode()
+    path.write_bytes(damaged)
+    if index == "unlisted":  # (a hand-copied file, or a crash between file and index)
+        (tmp_path / "_index.json").write_text("[]")
+    elif index == "no-index":
+        (tmp_path / "_index.json").unlink()
+    assert turn(tmp_path, text="second") == "Hello!"
+    assert users_words(tmp_path) == ["second", "Hello!"]
+    assert next(tmp_path.glob(f"{path.name}.corrupt-*")).read_bytes() == damaged
+
+
 # -- the index and the locks ---------------------------------------------------------------
 
 

@@ -45,6 +45,9 @@ def corrupt_variants(victim: Session) -> dict[str, bytes]:
     def variant(**changes: object) -> bytes:
         return json.dumps({**good, **changes}).encode()
 
+    # json.dumps will not write an integer of 4300+ digits: put it in by hand.
+    huge = variant(messages=[{"role": "assistant", "content": "x", "duration_ms": "@"}])
+
     return {
         "garbage": b"THIS IS NOT JSON {{{",
         "empty": b"",
@@ -68,6 +71,8 @@ def corrupt_variants(victim: Session) -> dict[str, bytes]:
         ),
         "deep-unknown-key": variant(messages=[{"role": "user", "content": "x", "extra": deep}]),
         "hostile-room": variant(room_id="../../etc"),
+        "integer-too-long-to-read": huge.replace(b'"@"', b"9" * 5000),
+        "integer-beyond-a-float": variant(created_at=10**400),
     }
 
 
@@ -128,6 +133,18 @@ def test_rebuild_skips_and_quarantines_damaged_files(store: SessionStore) -> Non
     assert (store.root / "not a session.json").exists()  # not ours to move
 
 
+# An index entry as the store writes it, for its fields to be spoiled one at a time.
+ENTRY = {
+    "session_id": "0b6f4a52-5f3c-4a43-9d51-8c8e5e0d4a11",
+    "room_id": "desk",
+    "title": "",
+    "created_at": 1.0,
+    "updated_at": 1.0,
+    "message_count": 0,
+    "closed": False,
+}
+
+
 @pytest.mark.parametrize(
     "index",
     [
@@ -136,21 +153,20 @@ def test_rebuild_skips_and_quarantines_damaged_files(store: SessionStore) -> Non
         b"[NaN]",
         b"[" * 100_000,
         b"\xff\xfe",
-        json.dumps(
-            [
-                {
-                    "session_id": "../../etc/passwd",
-                    "room_id": "desk",
-                    "title": "",
-                    "created_at": 1.0,
-                    "updated_at": 1.0,
-                    "message_count": 0,
-                    "closed": False,
-                }
-            ]
-        ).encode(),
+        b"[" + b"9" * 5000 + b"]",
+        json.dumps([ENTRY | {"updated_at": 10**400}]).encode(),
+        json.dumps([ENTRY | {"session_id": "../../etc/passwd"}]).encode(),
     ],
-    ids=["object", "missing-fields", "nan", "deep", "not-utf8", "hostile-id"],
+    ids=[
+        "object",
+        "missing-fields",
+        "nan",
+        "deep",
+        "not-utf8",
+        "integer-too-long-to-read",
+        "integer-beyond-a-float",
+        "hostile-id",
+    ],
 )
 def test_a_corrupt_index_is_rebuilt_from_the_files(
     store: SessionStore, index: bytes, caplog: pytest.LogCaptureFixture
