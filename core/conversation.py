@@ -48,6 +48,7 @@ from core.store import SessionStore
 log = logging.getLogger(__name__)
 
 _ROOMS_SEEN = 1024  # rooms whose last known state Core keeps (a Wyoming chat can be a room)
+_AFTER_S = 0.001  # how much later than the room's last conversation a new one is stamped
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,20 @@ class Core:
         except StoreError as e:
             log.warning("room %s: cannot read its conversation (%s); starting anew", room_id, e)
             active = None
-        return active or Session(room_id=room_id, created_at=now, updated_at=now)
+        return active or self._new_session(room_id, now)
+
+    def _new_session(self, room_id: str, now: float) -> Session:
+        """A new conversation, stamped later than the room's last one even when the clock is
+        behind that (a Raspberry Pi without a clock chip boots with an old time): the room's
+        newest session is the one it goes on with, and a new one older than the closed one
+        would be left at every turn."""
+        try:
+            latest = self.store.latest_for_room(room_id)
+        except StoreError:
+            latest = None  # (already reported by the look for the active session)
+        if latest is not None:
+            now = max(now, latest["updated_at"] + _AFTER_S)
+        return Session(room_id=room_id, created_at=now, updated_at=now)
 
     def _active(self, room_id: str, now: float) -> Session | None:
         latest = self._latest(room_id)

@@ -205,6 +205,28 @@ def test_reset_starts_a_new_conversation_and_survives_a_restart(tmp_path: Path) 
     assert [(e["message_count"], e["closed"]) for e in entries] == [(2, False), (2, True)]
 
 
+@pytest.mark.parametrize("behind_s", [600.0, 90 * 24 * 3600.0])
+def test_a_reset_then_a_clock_set_back_still_continues_the_new_conversation(
+    tmp_path: Path, behind_s: float
+) -> None:
+    """A Raspberry Pi has no clock chip: after a power cut it boots with the time it last
+    saved, minutes or months behind. The new conversation, older by the clock than the one
+    the reset closed, was never the room's newest, so every turn began another."""
+    clock = Clock()
+    agent = numbered_agent()
+    core = Core(tmp_path, agent, clock=clock)
+    core.send_message("desk", "a")
+    core.reset("desk")
+    clock.now -= behind_s
+    core = Core(tmp_path, agent, clock=clock)  # restarted after the power cut
+    for text in ("b", "c", "d"):
+        clock.now += 1.0
+        core.send_message("desk", text)
+    assert [c.session_id for c in agent.calls] == [None, None, "agent-b", "agent-c"]
+    entries = core.store.list()
+    assert [(e["message_count"], e["closed"]) for e in entries] == [(6, False), (2, True)]
+
+
 def test_a_failure_after_part_of_the_reply_was_heard_keeps_that_part(tmp_path: Path) -> None:
     def behaviour(call: Call, on_text: TextCallback | None) -> AgentResult:
         if on_text is not None:
