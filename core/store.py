@@ -31,6 +31,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -198,8 +199,9 @@ class SessionStore:
         ``listen`` runs); yields whether it is held: always, when ``wait``, unless ``until``
         is set first (the wait then tries every ROOM_POLL_S, as a blocking flock could wait
         minutes for another process's turn, and nothing could stop it). A broken lock file
-        is moved aside; failing that, the turn goes on without it, with a warning, rather than
-        stop the room for good."""
+        is moved aside; one that cannot be made (a read-only or full disk) is stood in for by
+        one outside the store (``core.store_dir``); failing that, the turn goes on without it,
+        with a warning, rather than stop the room for good."""
         path = self.root / room_lock_name(room_id)
         with contextlib.ExitStack() as stack:
             with _store_errors(f"lock room {room_id} in {self.root}"):
@@ -313,7 +315,9 @@ class SessionStore:
     def _locked(self) -> Iterator[None]:
         # (A lock file that cannot be used at all is skipped with a warning.)
         with self._thread_lock, flocked_file(self._lock_path) as (_, fd):
-            self._lock_fd = fd
+            # Notes are kept only in the store's own lock file, opened for writing (it is
+            # opened read-only on a read-only store, and a stand-in elsewhere is too).
+            self._lock_fd = fd if fd is not None and _is_writable(fd) else None
             try:
                 self._finish_interrupted_saves()
                 yield
@@ -481,6 +485,10 @@ def _read_file(path: Path) -> bytes:
             return f.read()
     finally:
         os.close(fd)
+
+
+def _is_writable(fd: int) -> bool:
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
 
 
 def _decode(session_id: str, data: bytes) -> Session:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,28 +131,66 @@ def move_aside(path: Path, why: object) -> bool:
 def open_lock_file(path: Path) -> int | None:
     """A descriptor of the lock file ``path`` (created if missing), or ``None`` if unusable.
 
-    A lock file that is a directory, unreadable, a symlink or not a regular file (a FIFO: the
-    store keeps notes in its lock) is moved aside and made anew. If even that fails, or it
-    cannot be created (disk full, read-only), the caller goes on without this lock, with a
-    warning: a turn without it beats a room stopped for good.
+    On a read-only store the descriptor is opened for reading only (``flock`` needs no more):
+    the caller must not write to it. A lock file that is a directory, unreadable, a symlink or
+    not a regular file (a FIFO: the store keeps notes in its lock) is moved aside and made
+    anew. If even that fails, or it cannot be created (disk full, read-only), a lock kept
+    outside the store stands in (:func:`_lock_elsewhere`); failing that too, the caller goes
+    on without this lock, with a warning: a turn without it beats a room stopped for good.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     for attempt in (1, 2):
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = _open_lock(path)
         except OSError as e:
             if attempt == 1 and e.errno in BAD_ENTRY_ERRNOS and move_aside(path, e.strerror):
                 continue
-            log.warning("going on without the lock %s: %s", path, e.strerror or e)
-            break
+            return _lock_elsewhere(path, e.strerror or str(e))
         if stat.S_ISREG(os.fstat(fd).st_mode):
             return fd
         os.close(fd)
         if attempt == 1 and move_aside(path, "not a regular file"):
             continue
-        log.warning("going on without the lock %s: not a regular file", path)
-        break
+        return _lock_elsewhere(path, "not a regular file")
     return None
+
+
+_LOCK_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | _LOCK_FLAGS, 0o600)
+    except OSError as e:
+        if e.errno != errno.EROFS:
+            raise
+    try:  # (ext4 remounts a disk read-only on errors: processes must still take turns)
+        return os.open(path, os.O_RDONLY | _LOCK_FLAGS)
+    except FileNotFoundError:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS)) from None
+
+
+def _lock_elsewhere(path: Path, why: str) -> int | None:
+    """A read-only descriptor of a stand-in for the lock ``path``, which the store cannot
+    hold: in the user's runtime directory (else the temporary one), named after the lock's
+    real path, so every process sharing the store finds the same one. Best effort: one that
+    sees a different runtime directory does not, which is no worse than no lock at all."""
+    where = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    key = hashlib.sha256(os.fsencode(os.path.realpath(path.parent) + "/" + path.name))
+    spare = where / f"voice-assistant-{key.hexdigest()[:32]}.lock"
+    try:
+        fd = os.open(spare, os.O_RDONLY | os.O_CREAT | _LOCK_FLAGS, 0o600)
+    except OSError as e:
+        log.warning(
+            "going on without the lock %s (%s), nor in %s: %s", path, why, where, e.strerror
+        )
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():  # another user's: not trusted
+        os.close(fd)
+        log.warning("going on without the lock %s (%s): %s is not ours", path, why, spare)
+        return None
+    log.info("cannot use the lock %s (%s); locking with %s instead", path, why, spare)
+    return fd
 
 
 @contextlib.contextmanager

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,24 @@ def fake_command(mode: str, *args: str) -> list[str]:
 def fake_runner(mode: str, *args: str, **kwargs: object) -> AgentRunner:
     kwargs.setdefault("timeout", 30.0)
     return AgentRunner(fake_command(mode, *args), **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real small disk (mounted as root; the test is skipped where it cannot be)."""
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from core.agent import AgentResult, TextCallback
 from core.errors import AgentError, StoreError
 from core.session import Session
 from core.store import SessionStore
+from tests.core.conftest import mounted_tmpfs
 from tests.core.fakes.agents import Call, FakeAgent
 
 
@@ -54,20 +54,8 @@ def contents(session: Session) -> list[str]:
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs: a real "No space left on device" once it is filled."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def fill(disk: Path) -> Path:
