@@ -65,9 +65,10 @@ def reject_constant(name: str) -> Any:
 
 
 def parse_json(data: bytes, what: str) -> Any:
-    """Strict JSON: UTF-8, no NaN/Infinity, and deep nesting is an error rather than a crash."""
+    """Strict JSON: UTF-8, no NaN/Infinity, and deep nesting is an error rather than a crash.
+    A byte-order mark (some editors write one) is skipped."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=reject_constant)
+        return json.loads(data.decode("utf-8-sig"), parse_constant=reject_constant)
     except SessionFormatError:
         raise
     except RecursionError:
