@@ -72,13 +72,32 @@ class ApiRetry:
 
 
 @dataclass(frozen=True)
+class StreamRestarted:
+    """The message being streamed broke off, and came again whole: Claude Code asks once
+    more without streaming when a stream fails mid-reply, and says nothing of it.
+    ``withdrawn``: the end of the text streamed so far that the new message does not carry
+    on from (an unfinished sentence, or all of it when the new message says something else);
+    it is not to be said, nor kept. The new message's text follows, less the finished
+    sentences it repeats."""
+
+    withdrawn: str
+
+
+@dataclass(frozen=True)
 class ConversationLost:
     """The agent no longer had the room's conversation (its history was cleared, say): this
     turn starts a new one, without what was said before."""
 
 
 AgentEvent = (
-    TextDelta | TextDone | ToolUse | ToolResult | PermissionRequest | ApiRetry | ConversationLost
+    TextDelta
+    | TextDone
+    | ToolUse
+    | ToolResult
+    | PermissionRequest
+    | ApiRetry
+    | StreamRestarted
+    | ConversationLost
 )
 EventCallback = Callable[[AgentEvent], None]
 

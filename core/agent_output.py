@@ -17,8 +17,10 @@ from typing import Any, Literal, cast
 
 from core.agent_events import (
     BLOCK_SEPARATOR,
+    AgentEvent,
     ApiRetry,
     EventCallback,
+    StreamRestarted,
     TextDelta,
     TextDone,
     ToolResult,
@@ -35,6 +37,9 @@ _Mode = Literal["sniff", "stream-json", "json", "text"]
 RESUME_FAILURES = ("No conversation found with session ID", "--resume requires a valid session")
 # Agent session ids go back on the command line after --resume: keep them to plain tokens.
 _SAFE_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+# Where a sentence may end: its stop (closing quotes or brackets may follow), then white
+# space or the end of the text so far.
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class OutputParser:
         self._streamed: set[str] = set()
         self._streaming: str | None = None  # the id of the message being streamed
         self._block_kinds: dict[int, str] = {}  # index -> content block type, per message
+        # The text of the block being streamed, until its content_block_stop: a message that
+        # comes whole while it is not empty is the streamed one, asked for again.
+        self._open_text = ""
         self.cut_short = False  # the output ended inside a JSON line
 
     def feed(self, line: bytes) -> None:
@@ -143,7 +151,7 @@ class OutputParser:
         else:
             self.mode = "text"
 
-    def _emit(self, event: TextDelta | TextDone | ToolUse | ToolResult | ApiRetry) -> None:
+    def _emit(self, event: AgentEvent) -> None:
         if self.on_event is not None and not (isinstance(event, TextDelta) and not event.text):
             self.on_event(event)
 
@@ -184,7 +192,9 @@ class OutputParser:
             whole = not self._partial_deltas or bool(
                 said and self._streamed and said not in self._streamed
             )
-            self._assistant(_dig(event, "message", "content"), speak="error" not in event and whole)
+            content = _dig(event, "message", "content")
+            speak = "error" not in event and whole
+            self._assistant(content, speak=speak, said=self._restart(content) if speak else "")
         elif kind == "user":
             content = _dig(event, "message", "content")
             for block in content if isinstance(content, list) else []:
@@ -218,6 +228,8 @@ class OutputParser:
         kind = raw.get("type")
         index = raw.get("index", -1)
         index = index if isinstance(index, int) else -1
+        if kind in ("message_start", "content_block_start", "content_block_stop", "message_stop"):
+            self._open_text = ""
         if kind == "message_start":
             self._block_kinds.clear()
             self._streaming = _text(_dig(raw, "message", "id")) or None
@@ -231,9 +243,27 @@ class OutputParser:
             self._partial_deltas = True
             if self._streaming is not None:
                 self._streamed.add(self._streaming)
-            self._emit(TextDelta(_text(delta.get("text"))))
+            text = _text(delta.get("text"))
+            self._open_text += text
+            self._emit(TextDelta(text))
 
-    def _assistant(self, content: object, *, speak: bool) -> None:
+    def _restart(self, content: object) -> str:
+        """A message came whole while a streamed one was cut off inside its text: Claude Code
+        asked again without streaming. The unfinished end of what was streamed is withdrawn;
+        returns the start of the new text that was streamed already, in finished sentences,
+        so it is not said twice."""
+        streamed, self._open_text = self._open_text, ""
+        if not streamed:
+            return ""
+        first = content[0] if isinstance(content, list) and content else None
+        new = _text(first.get("text")) if isinstance(first, dict) else ""
+        said = _repeated_sentences(streamed, new)
+        log.info("a stream broke off and its message came again whole: %r", streamed[-80:])
+        self._emit(StreamRestarted(streamed[len(said) :]))
+        return said
+
+    def _assistant(self, content: object, *, speak: bool, said: str = "") -> None:
+        """``said``: the start of the first block, streamed already (see :meth:`_restart`)."""
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
@@ -241,8 +271,9 @@ class OutputParser:
                 text = _text(block.get("text"))
                 self.texts.append(text)
                 if speak:
-                    self._emit(TextDelta(text))
+                    self._emit(TextDelta(text[len(said) :]))
                     self._emit(TextDone())
+                said = ""
             elif block.get("type") == "tool_use":
                 tool_input = block.get("input")
                 self._emit(
@@ -451,6 +482,16 @@ def _scrubbed(value: Any) -> Any:
     if isinstance(value, dict):
         return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
     return value
+
+
+def _repeated_sentences(streamed: str, new: str) -> str:
+    """The longest start of ``streamed`` that ``new`` repeats and that ends a sentence in
+    both ("Paris is big." of "Paris is big. The capi" and "Paris is big. The capital..."),
+    else ""."""
+    for end in reversed([m.end() for m in _SENTENCE_END.finditer(streamed)]):
+        if new.startswith(streamed[:end]) and not new[end : end + 1].strip():
+            return streamed[:end]
+    return ""
 
 
 def _dig(event: dict[str, Any], *keys: str) -> Any:

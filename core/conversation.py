@@ -27,6 +27,7 @@ from core.agent_events import (
     AgentEvent,
     AgentTurn,
     EventCallback,
+    StreamRestarted,
     TextDelta,
     TextDone,
     TurnAgent,
@@ -456,7 +457,8 @@ class Core:
 
 
 class _Streamed:
-    """Passes a turn's events on, keeping the text the agent streamed."""
+    """Passes a turn's events on, keeping the text the agent streamed (less what a broken
+    stream withdrew: its message came again whole)."""
 
     def __init__(self, on_event: EventCallback) -> None:
         self._on_event = on_event
@@ -471,6 +473,10 @@ class _Streamed:
             self._parts.append(event.text)
         elif isinstance(event, TextDone) and self._parts and self._parts[-1] != BLOCK_SEPARATOR:
             self._parts.append(BLOCK_SEPARATOR)
+        elif isinstance(event, StreamRestarted) and event.withdrawn:
+            text = self.text
+            if text.endswith(event.withdrawn):
+                self._parts = [text[: -len(event.withdrawn)]]
         self._on_event(event)
 
 

@@ -117,10 +117,23 @@ class Hold:
                 return
 
 
+@dataclass(frozen=True)
+class Cut:
+    """Ends a streaming reply after ``after_deltas`` deltas, as a failing service does: the
+    server hangs up (a dropped connection), or, given an ``error_type`` such as
+    ``overloaded_error``, sends the stream's ``error`` event and ends the stream there.
+    Claude Code 2.1.197 was seen to ask again at once, without streaming and without an
+    ``api_retry`` event; that request takes the next script entry."""
+
+    after_deltas: int
+    error_type: str | None = None
+
+
 @dataclass
 class Reply:
     """One assistant message. ``stop_reason`` defaults to ``tool_use`` when a block is a tool
-    use, else ``end_turn``. ``delay_s`` is slept before each delta; ``hold`` stops the stream."""
+    use, else ``end_turn``. ``delay_s`` is slept before each delta; ``hold`` stops the stream,
+    ``cut`` ends it."""
 
     blocks: Sequence[Block]
     stop_reason: str | None = None
@@ -128,6 +141,7 @@ class Reply:
     output_tokens: int = 0  # 0: counted from the blocks, roughly four characters a token
     delay_s: float = 0.0
     hold: Hold | None = None
+    cut: Cut | None = None
 
     def resolved_stop_reason(self) -> str:
         if self.stop_reason is not None:
@@ -163,7 +177,7 @@ class Request:
     body: Any
     is_turn: bool = False
     turn_index: int | None = None  # position in the script, for turns
-    disconnected: bool = False  # the CLI closed the stream before its end (an abort)
+    disconnected: bool = False  # the stream ended early: the CLI closed it (an abort), or a Cut
     received_at: float = field(default_factory=time.monotonic)
     first_text_at: float | None = None  # when the first text_delta of the reply was sent
     finished: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -487,8 +501,19 @@ class _Handler(BaseHTTPRequestHandler):
             sent += 1
             if reply.hold is not None and sent == reply.hold.after_deltas:
                 reply.hold._stop_here(self._peer_closed)
+            if reply.cut is not None and sent == reply.cut.after_deltas:
+                self._cut(reply.cut)
         self._event("content_block_stop", {"index": index})
         return sent
+
+    def _cut(self, cut: Cut) -> None:
+        if cut.error_type is None:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        else:
+            self._event("error", {"error": {"type": cut.error_type, "message": "scripted cut"}})
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        raise _Disconnected
 
     def _peer_closed(self) -> bool:
         try:

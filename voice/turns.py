@@ -23,6 +23,7 @@ from core.agent_events import (
     Decision,
     EventCallback,
     PermissionRequest,
+    StreamRestarted,
     TextDelta,
     TextDone,
     ToolResult,
@@ -312,6 +313,9 @@ class TurnWorker:
             self._ask(event)
         elif isinstance(event, ApiRetry):
             self._retrying(event)
+        elif isinstance(event, StreamRestarted):
+            # The message comes again whole: its cut-off sentence is not finished by it.
+            self.reply.drop_unfinished()
         elif isinstance(event, ConversationLost):
             line = narration.conversation_lost(self._settings.agent_name)
             log.info("conversation lost: %s", line)

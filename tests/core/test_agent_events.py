@@ -12,6 +12,7 @@ from core.agent import AgentRunner
 from core.agent_events import (
     AgentEvent,
     AgentTurn,
+    StreamRestarted,
     TextDelta,
     TextDone,
     ToolResult,
@@ -19,7 +20,7 @@ from core.agent_events import (
     TurnControl,
     text_only,
 )
-from core.agent_output import Denial
+from core.agent_output import Denial, OutputParser
 from tests.core.conftest import ECHO_AGENT, fake_runner
 
 
@@ -101,24 +102,80 @@ def test_text_only_of_nothing_is_nothing() -> None:
     assert text_only(None) is None
 
 
+class Stream:
+    """Claude's stream-json events, fed to an :class:`OutputParser` that records its events."""
+
+    def __init__(self) -> None:
+        self.events: list[AgentEvent] = []
+        self.parser = OutputParser("stream-json", self.events.append, None)
+
+    def stream(self, kind: str, **fields: object) -> None:
+        self.parser.event({"type": "stream_event", "event": {"type": kind, **fields}})
+
+    def text_streamed(self, message_id: str, *deltas: str, ended: bool = True) -> None:
+        """One text block of a message, as deltas; ``ended``: its block and message end."""
+        self.stream("message_start", message={"id": message_id})
+        self.stream("content_block_start", index=0, content_block={"type": "text"})
+        for delta in deltas:
+            self.stream("content_block_delta", index=0, delta={"type": "text_delta", "text": delta})
+        if ended:
+            self.stream("content_block_stop", index=0)
+            self.stream("message_stop")
+
+    def whole(self, message_id: str, text: str) -> None:
+        content = [{"type": "text", "text": text}]
+        self.parser.event({"type": "assistant", "message": {"id": message_id, "content": content}})
+
+    def said(self) -> str:
+        return "".join(e.text for e in self.events if isinstance(e, TextDelta))
+
+
 def test_a_message_that_comes_whole_after_streamed_ones_is_said() -> None:
     # Claude Code calls again without streaming when a stream failed: that message's text
     # comes only whole. It was never said, since earlier messages had come as deltas.
-    from core.agent_output import OutputParser
-
-    events: list[AgentEvent] = []
-    parser = OutputParser("stream-json", events.append, None)
-
-    def stream(kind: str, **fields: object) -> None:
-        parser.event({"type": "stream_event", "event": {"type": kind, **fields}})
-
-    stream("message_start", message={"id": "m1"})
-    stream("content_block_start", index=0, content_block={"type": "text"})
-    stream("content_block_delta", index=0, delta={"type": "text_delta", "text": "Let me look."})
-    stream("content_block_stop", index=0)
+    run = Stream()
+    run.stream("message_start", message={"id": "m1"})
+    run.stream("content_block_start", index=0, content_block={"type": "text"})
+    run.stream("content_block_delta", index=0, delta={"type": "text_delta", "text": "Let me look."})
+    run.stream("content_block_stop", index=0)
     for message_id, text in (("m1", "Let me look."), ("m2", "The folder is empty.")):
-        content = [{"type": "text", "text": text}]
-        parser.event({"type": "assistant", "message": {"id": message_id, "content": content}})
-    said = "".join(e.text for e in events if isinstance(e, TextDelta))
-    assert said == "Let me look.The folder is empty."  # each once
-    assert events.count(TextDone()) == 2
+        run.whole(message_id, text)
+    assert run.said() == "Let me look.The folder is empty."  # each once
+    assert run.events.count(TextDone()) == 2
+    assert not [e for e in run.events if isinstance(e, StreamRestarted)]  # m1 had ended
+
+
+def test_a_stream_cut_off_and_sent_again_whole_goes_on_after_its_finished_sentences() -> None:
+    # The connection dropped (or the stream sent an error) after a few deltas: Claude Code
+    # asks again without streaming, and the whole message comes under a new id.
+    run = Stream()
+    run.text_streamed("m1", "Paris is", " big. Th", "e capita", ended=False)
+    run.whole("m2", "Paris is big. The capital of France is Paris.")
+    assert run.events[3:] == [
+        StreamRestarted(" The capita"),  # the cut-off sentence: not said, not kept
+        TextDelta(" The capital of France is Paris."),  # "Paris is big." was said already
+        TextDone(),
+    ]
+    assert run.parser.texts == ["Paris is big. The capital of France is Paris."]  # the reply
+
+
+@pytest.mark.parametrize(
+    ("streamed", "again", "withdrawn", "rest"),
+    [
+        pytest.param("Paris is big. The capita", "London is big.", "Paris is big. The capita",
+                     "London is big.", id="it says something else"),
+        pytest.param("The delay is 3.", "The delay is 3.5 seconds.", "The delay is 3.",
+                     "The delay is 3.5 seconds.", id="a stop that ended no sentence"),
+        pytest.param("Paris is big! The", "Paris is big! The end.", " The", " The end.",
+                     id="an exclamation"),
+        pytest.param("Paris is big.", "Paris is big.", "", "", id="it was all said"),
+    ],
+)  # fmt: skip
+def test_a_restarted_message_is_said_from_the_first_sentence_it_does_not_repeat(
+    streamed: str, again: str, withdrawn: str, rest: str
+) -> None:
+    run = Stream()
+    run.text_streamed("m1", streamed, ended=False)
+    run.whole("m2", again)
+    said_again = [TextDelta(rest)] if rest else []
+    assert run.events[1:] == [StreamRestarted(withdrawn), *said_again, TextDone()]

@@ -24,6 +24,7 @@ from core.agent_events import (
     ApiRetry,
     Decision,
     PermissionRequest,
+    StreamRestarted,
     TextDelta,
     ToolUse,
     TurnControl,
@@ -31,7 +32,7 @@ from core.agent_events import (
 from core.agent_output import Denial
 from core.claude import NOBODY_ANSWERS, VOICE_PROMPT, ClaudeSessions, claude_argv
 from core.errors import AgentError, AgentLoginError, AgentTimeout, AgentUnavailable
-from tests.claude_api import ApiError, ClaudeApi, Hold, Reply, Text
+from tests.claude_api import ApiError, ClaudeApi, Cut, Hold, Reply, Text
 from tests.claude_api import ToolUse as ApiToolUse
 from tests.procs import running
 
@@ -573,6 +574,50 @@ def test_a_service_that_does_not_answer_at_first_is_told_and_then_answers(
     assert result.text == "Here now."
     retries = [e for e in events.of(ApiRetry) if isinstance(e, ApiRetry)]
     assert [(e.attempt, e.status) for e in retries] == [(1, 529), (2, 529)]
+
+
+@pytest.mark.parametrize("error_type", [None, "overloaded_error"], ids=["dropped", "sse error"])
+def test_a_stream_that_breaks_mid_reply_is_taken_up_again_not_said_twice(
+    sessions: ClaudeSessions,
+    claude_api: ClaudeApi,
+    claude_cwd: Path,
+    tmp_path: Path,
+    error_type: str | None,
+) -> None:
+    # Claude Code 2.1.197 asks again without streaming when a stream breaks before a block
+    # ended, and says nothing of it: the whole message comes under a new id.
+    (claude_cwd / "notes.txt").write_text("Paris\n")
+    answer = "Paris is big. The capital of France is Paris."
+    hold = Hold(after_deltas=3)  # so the CLI has printed three deltas when the stream breaks
+    claude_api.script(
+        Reply([Text(answer, chunk_chars=8)], hold=hold, cut=Cut(3, error_type)),
+        Reply([Text(answer), ApiToolUse("Read", {"file_path": str(claude_cwd / "notes.txt")})]),
+        ApiError(400, "invalid_request_error", "scripted failure after the restart"),
+    )
+    events = Recorder()
+
+    def break_when_printed() -> None:
+        deadline = time.monotonic() + 60
+        while "e capita" not in events.text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hold.release()
+
+    threading.Thread(target=break_when_printed, daemon=True).start()
+    core = Core(tmp_path / "store", sessions)
+    with pytest.raises(AgentError, match="scripted failure"):
+        core.run_turn("desk", "capital?", on_event=events)
+    assert [(t.body.get("stream"), t.disconnected) for t in claude_api.turns[:2]] == [
+        (True, True),
+        (None, False),  # the call again, not streamed
+    ]
+    assert events.of(StreamRestarted) == [StreamRestarted(" The capita")]
+    restarted = next(i for i, (_, e) in enumerate(events.events) if isinstance(e, StreamRestarted))
+    said_after = "".join(e.text for _, e in events.events[restarted:] if isinstance(e, TextDelta))
+    assert said_after == " The capital of France is Paris."  # "Paris is big." was said
+    session = core.active_session("desk")
+    assert session is not None
+    recorded = session.messages[-1]["content"]
+    assert recorded.startswith(f"{answer}\n\nThe agent reported an error"), recorded
 
 
 def test_a_service_that_never_answers_is_an_unavailable_error_and_the_process_stays(

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from core.agent_events import AgentEvent, ApiRetry, EventCallback, TextDelta, TurnControl
+from core.agent_events import (
+    AgentEvent,
+    ApiRetry,
+    EventCallback,
+    StreamRestarted,
+    TextDelta,
+    TextDone,
+    TurnControl,
+)
 from core.conversation import TurnOutcome
 from core.errors import AgentTimeout
 from voice.speech_out import ReplySpeaker
@@ -112,6 +120,17 @@ RETRYING = ["Claude's service is not answering.", "Still trying."]
             ],
             ["Paris is big.", *RETRYING, "The capital of France is Paris."],
             id="retried twice mid-word",
+        ),
+        pytest.param(
+            [
+                TextDelta("Paris is big. The capital of F"),
+                # The stream broke off and its message came whole (Claude Code says nothing).
+                StreamRestarted(" The capital of F"),
+                TextDelta(" The capital of France is Paris."),
+                TextDone(),
+            ],
+            ["Paris is big.", "The capital of France is Paris."],
+            id="stream restarted mid-word",
         ),
         pytest.param(
             [TextDelta("Run this:\n```sh\nmake test."), STALL, TextDelta("\n```\nThen push.")],
