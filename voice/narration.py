@@ -18,6 +18,7 @@ _PLAIN_COMMAND = re.compile(r"[A-Za-z0-9 ._-]{1,40}")  # "npm test", "ls -la": s
 _MAX_DESCRIPTION = 80
 _MAX_DENIALS_SAID = 2
 
+
 # tool name -> (what it is doing, what it would do), "{file}" filled with the file's name.
 _TOOLS: dict[str, tuple[str, str]] = {
     "Read": ("Reading {file}.", "read {file}"),
@@ -34,6 +35,22 @@ _TOOLS: dict[str, tuple[str, str]] = {
     "Agent": ("Starting a helper agent.", "start a helper agent"),
     "TodoWrite": ("Updating the plan.", "update its plan"),
 }
+# tool name -> what several of its calls, told together, are doing; "{n}" their number. The
+# other tools say the same line for every call.
+_SEVERAL: dict[str, str] = {
+    "Bash": "Running {n} commands.",
+    "Read": "Reading {n} files.",
+    "Write": "Writing {n} files.",
+    "Edit": "Editing {n} files.",
+    "MultiEdit": "Editing {n} files.",
+    "NotebookEdit": "Editing {n} notebooks.",
+    "WebFetch": "Fetching {n} web pages.",
+    "Task": "Starting {n} helper agents.",
+    "Agent": "Starting {n} helper agents.",
+}
+_NUMBERS = (
+    "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"
+)  # fmt: skip
 
 
 def _file(tool_input: Mapping[str, Any]) -> str | None:
@@ -71,6 +88,17 @@ def tool_line(name: str, tool_input: Mapping[str, Any]) -> str:
         doing = _TOOLS[name][0]
         return doing.format(file=_file(tool_input) or "a file")
     return f"Using {_tool_name(name)}."
+
+
+def together(name: str, lines: Sequence[str]) -> str:
+    """One line for calls of one tool told together: "Reading six files.", not six lines
+    read out one after another while the answer waits behind them."""
+    distinct = list(dict.fromkeys(lines))
+    several = _SEVERAL.get(name)
+    if len(distinct) <= 1 or several is None:
+        return " ".join(distinct)
+    count = len(distinct)  # (a file read twice is one file)
+    return several.format(n=_NUMBERS[count - 2] if count - 2 < len(_NUMBERS) else count)
 
 
 def would_do(name: str, tool_input: Mapping[str, Any]) -> str:

@@ -7,6 +7,11 @@ names its call (``tool_use_id``): that tool's line alone is withdrawn, and the l
 calls before it are said before the question. Lines keep the calls' order, and none is said
 while a question is open (asked, its tool not finished): the user is answering it.
 
+Calls of one kind (one tool) told together are one line ("Reading six files."): when one
+call's line is due, the calls of its kind that follow it are told with it. A line of the same
+kind as the one told before it is not told while that one has not begun to play: a list read
+out would hold the answer back behind it.
+
 Pure: the turn worker owns the timers and carries out what these methods return.
 """
 
@@ -16,11 +21,14 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from voice import narration
+
 
 @dataclass
 class _Tool:
     id: str
     line: str
+    kind: str = ""  # the tool's name ("": never told together with another call)
     said: bool = False  # or withdrawn: a question said what it would do
     asked: bool = False
     due: bool = False  # its moment is over (or it finished): say it when its turn comes
@@ -37,15 +45,20 @@ class Lines:
 
 
 class ToolLines:
-    def __init__(self) -> None:
+    """``begun``: whether the line told last has begun to play (the reply has nothing
+    waiting)."""
+
+    def __init__(self, begun: Callable[[], bool] = lambda: True) -> None:
         self._open: dict[str, _Tool] = {}  # by key, in call order
         self._asked_early: set[str] = set()  # questions about calls not seen yet
         self._keys = itertools.count(1)
+        self._begun = begun
+        self._told_kind = ""  # the kind of the line told last, until the agent writes
 
-    def started(self, tool_id: str, line: str) -> Lines:
+    def started(self, tool_id: str, line: str, kind: str = "") -> Lines:
         # An agent that gives no ids, or the same one twice, still gets every line said.
         key = tool_id if tool_id and tool_id not in self._open else f"{tool_id}#{next(self._keys)}"
-        tool = _Tool(tool_id, line)
+        tool = _Tool(tool_id, line, kind)
         if tool_id and tool_id in self._asked_early:
             self._asked_early.discard(tool_id)
             tool.said = tool.asked = True
@@ -70,15 +83,15 @@ class ToolLines:
             if tool_id:  # its call has not come yet (or never will: a helper agent's)
                 self._asked_early.add(tool_id)
             return Lines()
-        say: list[str] = []
+        before: list[_Tool] = []
         for k, tool in self._open.items():
             if k == key:
                 tool.said = tool.asked = True
                 break
             if not tool.said:
                 tool.said = True
-                say.append(tool.line)
-        return Lines(say=tuple(say))
+                before.append(tool)
+        return Lines(say=self._tell(before))
 
     def finished(self, tool_id: str) -> Lines:
         """A call's result: a quick tool is still told, once its turn comes."""
@@ -90,24 +103,38 @@ class ToolLines:
 
     def flush(self) -> Lines:
         """The agent goes on (text): every line not yet said is said first, in order."""
-        say = tuple(t.line for t in self._open.values() if not t.said)
+        say = self._tell([t for t in self._open.values() if not t.said])
         self._open.clear()
+        self._told_kind = ""  # the agent's words come between
         return Lines(say=say)
 
     def _release(self) -> Lines:
         """Say the lines whose turn has come: in call order, up to the first that is not due
         yet or that waits for an answer."""
-        say: list[str] = []
+        told: list[_Tool] = []
         for tool in self._open.values():
             if tool.asked and not tool.finished:
                 break
             if not tool.said:
-                if not tool.due:
+                if not (tool.due or (told and tool.kind and told[-1].kind == tool.kind)):
                     break
                 tool.said = True
-                say.append(tool.line)
+                told.append(tool)
         self._open = {k: t for k, t in self._open.items() if not (t.said and t.finished)}
-        return Lines(say=tuple(say))
+        return Lines(say=self._tell(told))
+
+    def _tell(self, tools: list[_Tool]) -> tuple[str, ...]:
+        """The lines of ``tools``, in call order: calls of one kind side by side are one
+        line, and one of the kind told last, which has not begun to play, is not told."""
+        say: list[str] = []
+        for _, run in itertools.groupby(tools, key=lambda t: t.kind or id(t)):
+            calls = list(run)
+            kind = calls[0].kind
+            if kind and kind == self._told_kind and not self._begun():
+                continue
+            say.append(narration.together(kind, [t.line for t in calls]))
+            self._told_kind = kind
+        return tuple(say)
 
     def _key(self, tool_id: str | None, wanted: Callable[[_Tool], bool]) -> str | None:
         """The first open call with ``tool_id`` (None: any) that is ``wanted``."""

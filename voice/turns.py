@@ -181,7 +181,7 @@ class TurnWorker:
         self._asking: set[str] = set()  # questions put to the user: the agent is waiting
         self._retried = False  # the user was told the agent's service is not answering
         self._retrying_now = False  # ... and it has not answered since
-        self._tool_lines = ToolLines()
+        self._tool_lines = ToolLines(begun=lambda: self.reply.waiting == 0)
         self._tool_timers: dict[str, threading.Timer] = {}
         self._tool_lock = threading.Lock()
         self._done = threading.Event()
@@ -349,7 +349,7 @@ class TurnWorker:
         log.info("tool: %s", line)
         if self._settings.tools == "speak":
             self._spoke()
-            self._tool_lines_now(lambda lines: lines.started(event.tool_use_id, line))
+            self._tool_lines_now(lambda lines: lines.started(event.tool_use_id, line, event.name))
         elif self._settings.tools == "earcon":
             self._play_earcon("thinking")
 

@@ -105,6 +105,67 @@ TABLES: dict[str, list[Step]] = {
 }
 
 
+# One message reading four files and listing one folder (the tool's name is the kind).
+READS = [(f"r{n}", f"Reading m{n}.py.", "Read") for n in range(4)]
+GROUPED: dict[str, list[Step]] = {
+    "calls of one kind are told as one line when the first is due": [
+        *[("started", read, Lines(arm=read[0])) for read in READS],
+        ("due", ("r0",), Lines(say=("Reading four files.",))),
+        *[("due", (read[0],), Lines()) for read in READS[1:]],
+        *[("finished", (read[0],), Lines()) for read in READS],
+    ],
+    "a call of another kind between them parts them": [
+        ("started", READS[0], Lines(arm="r0")),
+        ("started", READS[1], Lines(arm="r1")),
+        ("started", ("l", LS, "LS"), Lines(arm="l")),
+        ("started", READS[2], Lines(arm="r2")),
+        ("due", ("r0",), Lines(say=("Reading two files.",))),
+        ("due", ("l",), Lines(say=(LS,))),
+        ("due", ("r2",), Lines(say=(READS[2][1],))),  # alone: said as today
+    ],
+    "text from the agent tells them as one line too": [
+        *[("started", read, Lines(arm=read[0])) for read in READS[:3]],
+        ("flush", (), Lines(say=("Reading three files.",))),
+    ],
+    "a question tells the calls before it as one line": [
+        *[("started", read, Lines(arm=read[0])) for read in READS[:2]],
+        ("started", ("b", BASH, "Bash"), Lines(arm="b")),
+        ("asked", ("b",), Lines(say=("Reading two files.",))),
+    ],
+    "a line after one that has begun to play is told": [
+        ("started", READS[0], Lines(arm="r0")),
+        ("due", ("r0",), Lines(say=(READS[0][1],))),
+        ("started", READS[1], Lines(arm="r1")),
+        ("due", ("r1",), Lines(say=(READS[1][1],))),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", GROUPED.values(), ids=GROUPED.keys())
+def test_calls_of_one_kind_told_together_are_one_line(steps: list[Step]) -> None:
+    lines = ToolLines()
+    for i, (event, args, expected) in enumerate(steps):
+        assert getattr(lines, event)(*args) == expected, (i, event, args)
+
+
+def test_a_line_like_the_one_before_is_not_told_while_that_one_waits_to_play() -> None:
+    waiting = [True]
+    lines = ToolLines(begun=lambda: not waiting[0])
+    assert lines.started(*READS[0]) == Lines(arm="r0")
+    assert lines.due("r0") == Lines(say=(READS[0][1],))  # the first is told
+    assert lines.started(*READS[1]) == Lines(arm="r1")  # (its block came a moment later)
+    assert lines.due("r1") == Lines()  # "Reading m0.py." has not begun: nothing to add
+    assert lines.started("l", LS, "LS") == Lines(arm="l")
+    assert lines.due("l") == Lines(say=(LS,))  # another kind of thing is told
+    waiting[0] = False
+    assert lines.started(*READS[2]) == Lines(arm="r2")
+    assert lines.due("r2") == Lines(say=(READS[2][1],))
+    waiting[0] = True
+    assert lines.flush() == Lines()  # (r2's line was told; nothing left)
+    assert lines.started(*READS[3]) == Lines(arm="r3")
+    assert lines.due("r3") == Lines(say=(READS[3][1],))  # the agent wrote in between
+
+
 @pytest.mark.parametrize("steps", TABLES.values(), ids=TABLES.keys())
 def test_tool_lines(steps: list[Step]) -> None:
     lines = ToolLines()

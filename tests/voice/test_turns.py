@@ -13,6 +13,8 @@ from core.agent_events import (
     StreamRestarted,
     TextDelta,
     TextDone,
+    ToolResult,
+    ToolUse,
     TurnControl,
 )
 from core.conversation import TurnOutcome
@@ -153,3 +155,23 @@ def test_a_line_of_the_assistants_own_never_cuts_the_reply(
     script: list[AgentEvent | str], said: list[str]
 ) -> None:
     assert spoken(script) == said
+
+
+def test_one_messages_calls_of_one_kind_are_said_as_one_line() -> None:
+    # Six reads in one message were six lines, about a second each, before the answer.
+    reads = [ToolUse(f"r{n}", "Read", {"file_path": f"/src/m{n}.py"}) for n in range(6)]
+    script: list[AgentEvent | str] = [
+        TextDelta("I will read the modules."),
+        TextDone(),
+        *reads,
+        ToolUse("g", "Grep", {"pattern": "compute"}),
+        *[ToolResult(read.tool_use_id) for read in reads],
+        ToolResult("g"),
+        TextDelta("They all use the same pattern."),
+    ]
+    assert spoken(script) == [
+        "I will read the modules.",
+        "Reading six files.",
+        "Searching the code.",
+        "They all use the same pattern.",
+    ]
