@@ -19,6 +19,10 @@ _MAX_DESCRIPTION = 80
 _MAX_DENIALS_SAID = 2
 
 
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
 # tool name -> (what it is doing, what it would do), "{file}" filled with the file's name.
 _TOOLS: dict[str, tuple[str, str]] = {
     "Read": ("Reading {file}.", "read {file}"),
@@ -51,6 +55,18 @@ _SEVERAL: dict[str, str] = {
 _NUMBERS = (
     "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"
 )  # fmt: skip
+# Verbs Claude opens its Bash descriptions with ("Run the tests"): said in the -ing form
+# ("Running the tests."), so the line says what it is doing, not what the user should do.
+_COMMAND_VERBS = _words(
+    """add analyze apply build check clean close commit compare compile configure copy count
+    create debug delete deploy diff display download edit execute extract fetch find format
+    generate get grep initialize inspect install kill lint list load look make measure merge
+    move open parse print pull push read rebuild reload remove rename rerun reset restart run
+    save scan search set show sort split start stop tag test uninstall update upgrade validate
+    verify view wait watch write"""
+)
+# ... of those, the ones that double their last letter: "running", "formatting".
+_DOUBLING = _words("commit debug format get grep rerun reset run scan set split stop tag")
 
 
 def _file(tool_input: Mapping[str, Any]) -> str | None:
@@ -81,6 +97,7 @@ def tool_line(name: str, tool_input: Mapping[str, Any]) -> str:
     if name == "Bash":
         description = _description(tool_input)
         if description:
+            description = _doing(description)
             return description[0].upper() + description[1:] + "."
         command = _command(tool_input)
         return f"Running {command}." if command else "Running a command."
@@ -88,6 +105,22 @@ def tool_line(name: str, tool_input: Mapping[str, Any]) -> str:
         doing = _TOOLS[name][0]
         return doing.format(file=_file(tool_input) or "a file")
     return f"Using {_tool_name(name)}."
+
+
+def _doing(description: str) -> str:
+    """ "Run the tests" -> "Running the tests": a command verb that opens it, in its -ing
+    form; any other first word is left as it is."""
+    verb, space, rest = description.partition(" ")
+    base = verb.lower()
+    if base not in _COMMAND_VERBS:
+        return description
+    if base in _DOUBLING:
+        doing = f"{base}{base[-1]}ing"
+    elif base.endswith("e") and not base.endswith("ee"):
+        doing = f"{base[:-1]}ing"
+    else:
+        doing = f"{base}ing"
+    return doing + space + rest
 
 
 def together(name: str, lines: Sequence[str]) -> str:

@@ -405,7 +405,7 @@ def test_the_sentence_before_a_tool_is_spoken_before_the_tool_finishes(
     report = rig.loop.reports[0]
     assert report.first_audio_s is not None and report.agent_done_s is not None
     assert report.agent_done_s - report.first_audio_s > 1.5  # heard long before the end
-    assert rig.tts.texts[:2] == ["Let me look at the files.", "List the files."]
+    assert rig.tts.texts[:2] == ["Let me look at the files.", "Listing the files."]
 
 
 @pytest.mark.parametrize(("answer", "decision"), [("Yes.", "allow"), ("No.", "deny")])
@@ -448,9 +448,9 @@ def test_a_tool_asked_about_is_not_also_told_when_one_message_calls_several(
     assert rig.conversation.answers == [("allow", "")]
     said = " ".join(rig.tts.texts)
     question = "The agent wants to run touch a.txt. Allow?"
-    assert "Create a.txt." not in said, said
-    assert question in said and "List the files." in said, said
-    assert said.index(question) < said.index("List the files.") < said.index("Done."), said
+    assert "Creating a.txt." not in said, said
+    assert question in said and "Listing the files." in said, said
+    assert said.index(question) < said.index("Listing the files.") < said.index("Done."), said
 
 
 def test_a_question_after_the_user_silenced_the_reply_is_still_heard(
