@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from voice.endpoint import sentence_state
+from voice.commands import word_count
+from voice.endpoint import SentenceState, sentence_state
 
 # The end-of-turn model is asked once the pause has lasted this long: its thresholds were
 # measured with a pause this long (offline, of digital silence: bench/bench_end_of_turn.py),
@@ -24,6 +25,12 @@ from voice.endpoint import sentence_state
 # pause; only what the segmenter does not keep is silence added (zeros made a request on the
 # sure line doubtful, in the rig).
 MODEL_PAUSE_S = 0.2
+# A transcript of this many words or fewer, decoded less surely than faster-whisper's own bound
+# for a decode it would redo (voice.stt.MIN_AVG_LOGPROB), is a guess at a murmur or a word
+# begun, not a finished request: its full stop says little. Short commands heard clearly
+# score above it (card names and digits -0.4 to -0.8, voice.stt): their form still decides.
+UNCLEAR_MAX_WORDS = 2
+UNCLEAR_AVG_LOGPROB = -1.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class PauseEvidence:
     # The user is heard over the reply (echo cancelled, or a headset): words said over it
     # stop it and join the request. Otherwise (half-duplex) they would be lost.
     heard_over_reply: bool = False
+    avg_logprob: float = 0.0  # how sure the decode of ``text`` was (0: unknown)
 
 
 class TurnAnalyzer(Protocol):
@@ -54,7 +62,8 @@ class TurnAnalyzer(Protocol):
 class CombinedAnalyzer:
     """Words and intonation must agree before a pause ends the turn quickly.
 
-    The words (:func:`~voice.endpoint.sentence_state`) are complete, incomplete or unsure;
+    The words (:func:`~voice.endpoint.sentence_state`) are complete, incomplete or unsure
+    (a word or two decoded unsurely, :data:`UNCLEAR_AVG_LOGPROB`, is at most unsure);
     the model's probability ``p`` says "finished" from ``threshold``, and is *sure* from
     ``sure``. When the turn ends / when its reply may be heard:
 
@@ -100,7 +109,7 @@ class CombinedAnalyzer:
 
     def _verdict(self, evidence: PauseEvidence) -> tuple[float, float]:
         quick, likely, longest = self.quick_ms, self.likely_ms, self.max_ms
-        words = "incomplete" if evidence.text is None else sentence_state(evidence.text)
+        words = _words(evidence)
         if not evidence.model:
             return (quick, quick) if words == "complete" else (longest, longest)
         p = -1.0 if evidence.probability is None else evidence.probability
@@ -114,3 +123,13 @@ class CombinedAnalyzer:
             ("incomplete", "sure"): (likely, likely),
         }
         return table.get((words, voice), (longest, longest))
+
+
+def _words(evidence: PauseEvidence) -> SentenceState:
+    """What the words say; a word or two heard unclearly is unsure (see UNCLEAR_MAX_WORDS)."""
+    text = evidence.text
+    if text is None:
+        return "incomplete"
+    state = sentence_state(text)
+    unclear = word_count(text) <= UNCLEAR_MAX_WORDS and evidence.avg_logprob < UNCLEAR_AVG_LOGPROB
+    return "unsure" if state == "complete" and unclear else state

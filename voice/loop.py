@@ -573,16 +573,16 @@ class VoiceLoop:
             stale.cancel()  # a newer pause makes an older one's words moot, if not started
 
         def work() -> None:
-            looped = False
+            looped, avg_logprob = False, 0.0
             try:
                 result = transcribe(action.audio)
-                text, looped = result.text, result.looped
+                text, looped, avg_logprob = result.text, result.looped, result.avg_logprob
             except Exception:
                 log.exception("transcription failed")
                 text = ""
-            log.debug("%s transcript %d: %r", action.purpose, action.job, text)
+            log.debug("%s transcript %d: %r (%.2f)", action.purpose, action.job, text, avg_logprob)
             text = self._without_echo(text, action.audio)
-            self.post(TranscriptReady(action.job, text, looped))
+            self.post(TranscriptReady(action.job, text, looped, avg_logprob))
 
         future = self._stt_pool.submit(work)
         if action.purpose == "pause":

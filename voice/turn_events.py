@@ -101,6 +101,7 @@ class TranscriptReady:
     job: int
     text: str  # "" when nothing usable was heard (the guard dropped it)
     looped: bool = False  # Whisper looped, and the text is what was left (voice.stt)
+    avg_logprob: float = 0.0  # how sure the decode was (voice.stt.Transcript); 0: unknown
 
 
 @dataclass(frozen=True)

@@ -180,6 +180,7 @@ class _Pause:
     text: str | None = None
     probability: float | None = None
     model_failed: bool = False
+    avg_logprob: float = 0.0  # how sure the decode of ``text`` was
     words_end_s: float | None = None  # the words ended at an earlier pause (_words_ended_s)
 
     @property
@@ -819,7 +820,9 @@ class TurnTaking:
             return
         pause = request.pause
         model = self.policy.model and not pause.model_failed
-        evidence = PauseEvidence(pause.text, pause.probability, model)
+        evidence = PauseEvidence(
+            pause.text, pause.probability, model, avg_logprob=pause.avg_logprob
+        )
         if self._now >= pause.since_s + analyzer.end_after_ms(evidence) / 1000:
             request.speak_at = _SpeakAt.after(pause, analyzer, evidence)
             out.append(EndSegment())
@@ -923,7 +926,7 @@ class TurnTaking:
         if heard_at_pause:
             request.heard.append((request.pause_jobs.pop(event.job), text))
         if request.pause is not None and request.pause.text_job == event.job:
-            request.pause.text = text
+            request.pause.text, request.pause.avg_logprob = text, event.avg_logprob
             if not self._ptt:  # (with a key, words said after the end would be lost)
                 request.pause.words_end_s = _words_ended_s(request, request.pause)
             self._check_pause(out)

@@ -135,6 +135,33 @@ def test_pause_ends_the_turn_when_the_evidence_allows(
     assert m(Tick(3.0 + (ends_after_ms + 20) / 1000)) == [EndSegment()]
 
 
+@pytest.mark.parametrize(
+    ("text", "avg_logprob", "p", "ends_after_ms"),
+    [
+        # A word or two Whisper barely made out (a murmur, a word begun) is no finished
+        # request, whatever its full stop says: it waits as words that may go on do.
+        ("Okay.", -1.12, 0.94, 800),
+        ("Okay.", -1.12, None, 1500),  # the words decide alone
+        ("Thank you.", -1.3, None, 1500),
+        # Short commands heard as clearly as they usually are still end the turn at once.
+        ("Stop.", -0.3, None, 300),
+        ("Yes.", -0.8, 0.94, 300),
+        ("List the files.", -1.3, None, 300),  # three words: their form decides
+    ],
+)
+def test_a_word_or_two_heard_unclearly_is_not_a_finished_request(
+    text: str, avg_logprob: float, p: float | None, ends_after_ms: int
+) -> None:
+    m = Machine()
+    seg = utt(1.0, 2.0)
+    out = m(SpeechStarted(1.0), *paused(seg))
+    (text_job,) = jobs(out, Transcribe)
+    (verdict_job,) = jobs(out, Analyze)
+    m(TranscriptReady(text_job, text, avg_logprob=avg_logprob), VerdictReady(verdict_job, p))
+    assert EndSegment() not in m(Tick(2.0 + (ends_after_ms - 20) / 1000))
+    assert m(Tick(2.0 + (ends_after_ms + 20) / 1000)) == [EndSegment()]
+
+
 def test_words_are_transcribed_at_the_first_pause_and_the_model_asked_at_its_own() -> None:
     m = Machine()
     seg = utt(1.0, 3.0)
