@@ -672,7 +672,10 @@ class VoiceLoop:
                 )
             worker.reply.cancel()
         elif isinstance(action, PauseReply):
-            log.info("pausing the reply: is someone talking?")
+            if action.renew:
+                log.info("still pausing the reply: the user is still speaking")
+            else:
+                log.info("pausing the reply: is someone talking?")
             worker.reply.pause()
         elif isinstance(action, ResumeReply):
             why = "no words were heard" if action.held else "nobody was talking"

@@ -50,8 +50,12 @@ class Reply:
         on_idle: Callable[[], None] = _nothing,
         clock: Callable[[], float] = time.monotonic,
         said: SaidLog | None = None,
+        pause_limit_s: float = PAUSE_LIMIT_S,
     ) -> None:
+        """``pause_limit_s``: a pause that no resume (nor another pause) follows within this
+        long ends by itself, as the speaker's does."""
         self._tts = tts
+        self._pause_limit_s = pause_limit_s
         self._said = SaidLog() if said is None else said
         self._said_as = self._said.new_reply()
         self._sink = sink
@@ -71,6 +75,7 @@ class Reply:
         # between sentences, would otherwise play over the user it was paused for).
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self._pause_ends_s = 0.0  # (time.monotonic, as the waits) no resume came: play on
         self._sink_paused = False  # pause() paused the shared speaker (resume() resumes it)
         self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
         self._quiet = threading.Condition()  # the reply has played all it was given
@@ -156,10 +161,12 @@ class Reply:
 
     def pause(self) -> None:
         """Fall silent where it is (someone may be talking over it), until :meth:`resume`;
-        a reply that has not begun, or is between sentences, does not begin one."""
+        a reply that has not begun, or is between sentences, does not begin one. Paused
+        again, the pause limit runs from then."""
         with self._play_lock:
             if self._cancelled.is_set():
                 return
+            self._pause_ends_s = time.monotonic() + self._pause_limit_s  # (before the clear)
             self._unpaused.clear()
             if not self._audible:  # (never, before its first audio)
                 return  # nothing of ours is on the (shared) speaker: earcons still play
@@ -278,7 +285,9 @@ class Reply:
         while waiting for the lock is waited out too); yields False if it was cancelled."""
         while True:
             self._released.wait()
-            if not self._unpaused.wait(PAUSE_LIMIT_S):
+            if not self._unpaused.wait(max(0.0, self._pause_ends_s - time.monotonic())):
+                if time.monotonic() < self._pause_ends_s:
+                    continue  # paused again meanwhile (the user still speaks)
                 self._unpaused.set()  # no resume came: play on, as the speaker itself would
             with self._play_lock:
                 if self._cancelled.is_set():

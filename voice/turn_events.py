@@ -260,9 +260,12 @@ class StopReply:
 @dataclass(frozen=True)
 class PauseReply:
     """Hold the turn's reply where it is: someone may be talking over it. A ``StopReply``
-    or a ``ResumeReply`` follows."""
+    or a ``ResumeReply`` follows. ``renew``: it is paused already, and the user still speaks:
+    the pause starts again (a reply and the speaker play on by themselves after
+    ``voice.devices.speaker.PAUSE_LIMIT_S`` without one)."""
 
     turn: int
+    renew: bool = False
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,7 @@ class _Paused:
     whose words are not heard yet."""
 
     turn: int
-    since_s: float
+    since_s: float  # (renewed while the request it is ``under`` is still being said)
     held_by: _Request | None = None
     held_s: float = 0.0
     # A reply that began (its next sentence, after a tool ran) while this request was being
@@ -683,6 +683,12 @@ class TurnTaking:
         if _stopping(out, paused.turn):
             self._reply_paused = None  # it was a voice
             return
+        if self._still_said_under(paused):
+            # Half-duplex the sentence would gate the microphone over the rest of the request:
+            # the pause starts again, so neither the reply nor the speaker plays on by itself.
+            self._reply_paused = replace(paused, since_s=self._now)
+            out.append(PauseReply(paused.turn, renew=True))
+            return
         if self._pause_holds(paused):
             return
         self._reply_paused = None
@@ -690,6 +696,20 @@ class TurnTaking:
         heard = held_by.backchannel if held_by is not None else ""
         resume = ResumeReply(paused.turn, held_by is not None, heard)
         out.insert(0, resume)  # first: nothing after it may keep it
+
+    def _still_said_under(self, paused: _Paused) -> bool:
+        """The request a reply waits under (``paused.under``) is still being said as its
+        hold runs out (HOLD_MAX_S, under the speaker's PAUSE_LIMIT_S)."""
+        turn = self._turn
+        return (
+            paused.under is not None
+            and paused.under is self._request
+            and self.user_speaking
+            and turn is not None
+            and turn.id == paused.turn
+            and self._question is None  # (the agent asks: its question must be heard)
+            and self._now - paused.since_s >= HOLD_MAX_S
+        )
 
     def _pause_holds(self, paused: _Paused) -> bool:
         turn = self._turn

@@ -100,3 +100,19 @@ def test_a_reply_tells_how_many_of_its_sentences_wait_to_begin() -> None:
     silenced.say("Cancelled before it began.")
     silenced.cancel()
     assert silenced.waiting == 0  # it never will
+
+
+def test_a_pause_renewed_before_its_limit_keeps_the_next_sentence_back() -> None:
+    """The machine renews a pause while the user still speaks (PauseReply.renew): the
+    limit after which a reply plays on by itself runs from the last pause."""
+    sink, tts = FakeSink(), FakeTts()
+    reply = Reply(tts, sink, first_chunk_max_chars=200, pause_limit_s=2.0)
+    reply.pause()
+    reply.feed("Ready while the user was still talking. ")
+    for _ in range(12):  # 3 s in all, past the limit, a renewal every 0.25 s
+        time.sleep(0.25)
+        reply.pause()
+    assert sink.played == []
+    assert wait_until(lambda: bool(sink.played))  # no more renewals: it plays on by itself
+    reply.finish()
+    assert reply.wait(5)

@@ -1159,13 +1159,22 @@ def test_a_reply_that_begins_while_stop_is_said_does_not_go_on() -> None:
     assert m.quiet(TranscriptReady(probe, "Stop.")) == [StopReply(turn), Interrupt(turn)]
 
 
-def test_a_reply_that_begins_while_the_user_speaks_waits_8_s_at_most() -> None:
-    """The speaker keeps a paused reply 10 s at most (speaker.PAUSE_LIMIT_S)."""
+def test_a_reply_that_begins_while_the_user_speaks_waits_however_long_they_speak() -> None:
+    """A request said for longer than HOLD_MAX_S still keeps the sentence back: the pause is
+    renewed while they speak (the speaker keeps a pause 10 s at most, speaker.PAUSE_LIMIT_S,
+    from the last one). Once they stop, it waits HOLD_MAX_S at most for their words."""
     m = Machine()
     turn = speaking_while_a_tool_runs(m)
     m(Tick(9.8), ReplyPlaying(turn))
     assert m.quiet(Tick(9.0 + HOLD_MAX_S - 0.1)) == []  # paused at the user's onset
-    assert m.quiet(Tick(9.0 + HOLD_MAX_S)) == [ResumeReply(turn)]
+    assert m.quiet(Tick(9.0 + HOLD_MAX_S)) == [PauseReply(turn, renew=True)]
+    assert m.quiet(Tick(9.0 + 2 * HOLD_MAX_S - 0.1)) == []
+    assert m.quiet(Tick(9.0 + 2 * HOLD_MAX_S)) == [PauseReply(turn, renew=True)]
+    end_s = 9.0 + 2 * HOLD_MAX_S + 1.0
+    assert jobs(m(UtteranceEnded(utt(9.0, end_s), "hangover")), Transcribe)
+    renewed_s = 9.0 + 2 * HOLD_MAX_S
+    assert m.quiet(Tick(renewed_s + HOLD_MAX_S - 0.1)) == []  # said, not heard yet
+    assert m.quiet(Tick(renewed_s + HOLD_MAX_S)) == [ResumeReply(turn)]
 
 
 def barged_in(m: Machine) -> int:
@@ -2057,9 +2066,9 @@ def test_push_to_talk_a_held_segment_cut_with_nothing_kept_goes_on() -> None:
     turn = started_turn(m)
     m(ReplyPlaying(turn), ReplyIdle(turn))  # a sentence was heard, then a tool runs
     assert StartSegment(hold=True) in m.quiet(KeyDown(9.0), SpeechStarted(9.0))
-    # (The reply kept from its next sentence while they speak goes on after HOLD_MAX_S.)
+    # (The reply kept from its next sentence while they speak stays paused: renewed.)
     assert m.quiet(SpeechDropped(37.0, split=True), SpeechStarted(37.0), Tick(37.5)) == [
-        ResumeReply(turn)
+        PauseReply(turn, renew=True)
     ]
     assert m.quiet(KeyUp(38.0), Tick(38.3)) == [EndSegment()]
     # Released with nothing said, the press is a tap, as ever: that, not the limit, stops.

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_BYTES = 2  # int16 mono
 # The turn-taking machine resumes or stops a paused reply within about 9 s (1 s for a voice
-# to be confirmed, 8 s for its words: voice.turn_taking.HOLD_MAX_S); should that never come
-# (the loop stuck reopening a microphone), the shared speaker plays on by itself after this.
+# to be confirmed, 8 s for its words: voice.turn_taking.HOLD_MAX_S), or pauses it again (a
+# request still being said under it); should none of these come (the loop stuck reopening a
+# microphone), the shared speaker plays on by itself this long after the last pause.
 PAUSE_LIMIT_S = 10.0
 # A restarted stream stutters for its first 1-2 ms (measured in the rig): silence goes first.
 RESTART_SILENCE_S = 0.03
