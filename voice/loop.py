@@ -673,7 +673,7 @@ class VoiceLoop:
             worker.reply.cancel()
         elif isinstance(action, PauseReply):
             if action.renew:
-                log.info("still pausing the reply: the user is still speaking")
+                log.info("keeping the reply paused: the user is still speaking")
             else:
                 log.info("pausing the reply: is someone talking?")
             worker.reply.pause()
@@ -681,6 +681,7 @@ class VoiceLoop:
             why = "no words were heard" if action.held else "nobody was talking"
             if action.heard:
                 why = f"heard only {action.heard!r}, a backchannel"
+            why = action.why or why
             log.info("going on with the reply: %s", why)
             worker.reply.resume()
         elif isinstance(action, Interrupt):

@@ -271,11 +271,13 @@ class PauseReply:
 @dataclass(frozen=True)
 class ResumeReply:
     """Go on with the paused reply from where it stopped. ``held``: a voice was confirmed
-    over it, but no words were heard, or only ``heard``, a backchannel ("Mm-hmm.")."""
+    over it, but no words were heard, or only ``heard``, a backchannel ("Mm-hmm.").
+    ``why``: what else it waited for and what came of it (for the log)."""
 
     turn: int
     held: bool = False
     heard: str = ""
+    why: str = ""
 
 
 @dataclass(frozen=True)

@@ -694,8 +694,18 @@ class TurnTaking:
         self._reply_paused = None
         held_by = paused.held_by if self._question is None else None  # (a question: heard)
         heard = held_by.backchannel if held_by is not None else ""
-        resume = ResumeReply(paused.turn, held_by is not None, heard)
+        resume = ResumeReply(paused.turn, held_by is not None, heard, self._resumed_why(paused))
         out.insert(0, resume)  # first: nothing after it may keep it
+
+    def _resumed_why(self, paused: _Paused) -> str:
+        """Why a reply kept back under a request goes on (the log said "nobody was talking")."""
+        if paused.under is None or self._question is not None:
+            return ""
+        if self._request is paused.under and self._now - paused.since_s >= HOLD_MAX_S:
+            return (
+                f"the request said while it waited was not heard within {HOLD_MAX_S:g} s of its end"
+            )
+        return "the request said while it waited was heard"
 
     def _still_said_under(self, paused: _Paused) -> bool:
         """The request a reply waits under (``paused.under``) is still being said as its

@@ -85,6 +85,11 @@ class Machine:
         return self.m.phase
 
 
+# The log's word on a reply that waited (its next sentence, a tool having run) for a request
+# said meanwhile: not "nobody was talking".
+WAITED_UNDER = "the request said while it waited was heard"
+
+
 def paused(seg: Utterance) -> tuple[SpeechPaused, SpeechPaused]:
     """A pause as the segmenter reports it: at vad.pause_ms (120 ms in 30 ms frames), then
     at the length the end-of-turn model is asked at."""
@@ -1103,7 +1108,9 @@ def test_a_new_request_during_a_heard_turn_waits_for_it() -> None:
     assert m.quiet(SpeechStarted(9.0)) == [PauseReply(turn)]
     probe = jobs(m(UtteranceEnded(utt(9.0, 11.0), "hangover")), Transcribe)[0]
     # ... until their words are heard: queued, and the reply goes on.
-    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [ResumeReply(turn)]
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [
+        ResumeReply(turn, why=WAITED_UNDER)
+    ]
     m(AgentFinished(turn, "answered"))
     out = m(ReplyDone(turn))
     assert sent(out).text == "Also update the README." and not sent(out).revises
@@ -1145,7 +1152,9 @@ def test_a_reply_that_begins_while_the_user_speaks_waits_for_their_words(mode: M
     if mode == "ptt-hold":
         m(KeyUp(12.0), Tick(12.2))
     (probe,) = jobs(m(UtteranceEnded(utt(9.0, 12.0), "hangover")), Transcribe)
-    assert m.quiet(TranscriptReady(probe, "Also check the index.")) == [ResumeReply(turn)]
+    assert m.quiet(TranscriptReady(probe, "Also check the index.")) == [
+        ResumeReply(turn, why=WAITED_UNDER)
+    ]
     m(AgentFinished(turn, "answered"))
     send = sent(m(ReplyDone(turn)))
     assert send.text == "Also check the index." and not send.revises
@@ -1174,7 +1183,8 @@ def test_a_reply_that_begins_while_the_user_speaks_waits_however_long_they_speak
     assert jobs(m(UtteranceEnded(utt(9.0, end_s), "hangover")), Transcribe)
     renewed_s = 9.0 + 2 * HOLD_MAX_S
     assert m.quiet(Tick(renewed_s + HOLD_MAX_S - 0.1)) == []  # said, not heard yet
-    assert m.quiet(Tick(renewed_s + HOLD_MAX_S)) == [ResumeReply(turn)]
+    why = "the request said while it waited was not heard within 8 s of its end"
+    assert m.quiet(Tick(renewed_s + HOLD_MAX_S)) == [ResumeReply(turn, why=why)]
 
 
 def barged_in(m: Machine) -> int:
@@ -1504,7 +1514,8 @@ def queue_behind_a_running_turn(m: Machine) -> tuple[int, list[Action]]:
 def test_a_request_during_a_running_turn_ends_at_its_pause_and_waits_for_the_turn() -> None:
     m = Machine()
     turn, out = queue_behind_a_running_turn(m)
-    assert out == [ResumeReply(turn)]  # no second transcription, no send; the reply goes on
+    # No second transcription, no send; the reply goes on.
+    assert out == [ResumeReply(turn, why=WAITED_UNDER)]
     m(AgentFinished(turn, "answered"))
     assert sent(m(ReplyDone(turn))).text == "Also update the README."
 
@@ -1880,7 +1891,9 @@ def test_what_was_queued_goes_once_a_sound_heard_as_the_turn_ended_came_to_nothi
     m(ReplyPlaying(turn), ReplyIdle(turn), SpeechStarted(6.0))
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.0), "hangover")), Transcribe)
     # queued; the reply, kept from its next sentence while they spoke, goes on
-    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [ResumeReply(turn)]
+    assert m.quiet(TranscriptReady(probe, "Also update the README.")) == [
+        ResumeReply(turn, why=WAITED_UNDER)
+    ]
     m(PermissionAsked(turn, "r1"), SpeechStarted(8.0))  # an answer, maybe: it waits
     assert m.quiet(AgentFinished(turn, "answered"), ReplyDone(turn)) == []
     send = sent(m(SpeechDropped(8.2)))  # a cough
@@ -2017,7 +2030,7 @@ def test_a_stop_drops_what_waited_behind_the_turn_and_says_so_in_the_log() -> No
     m(ReplyPlaying(turn), ReplyIdle(turn), Tick(6.0), SpeechStarted(6.0))
     (probe,) = jobs(m(UtteranceEnded(utt(6.0, 7.5), "hangover")), Transcribe)
     queued = m.quiet(TranscriptReady(probe, "Also check the logs."))
-    assert queued == [ResumeReply(turn)]  # queued behind it; the reply goes on
+    assert queued == [ResumeReply(turn, why=WAITED_UNDER)]  # queued behind it; it goes on
     out = m.quiet(Command("stop"))
     assert Interrupt(turn) in out
     assert Dropped("Also check the logs.", "stopped with the turn it waited for") in out
