@@ -76,7 +76,7 @@ from voice.turn_events import (
 )
 from voice.turn_taking import WAKE_WORD_MAX_S, TurnTaking
 from voice.turns import Conversation, TurnReport, TurnSettings, TurnWorker
-from voice.vad import Segmenter, SpeechDropped, SpeechStarted
+from voice.vad import Segmenter, SegmenterEvent, SpeechDropped, SpeechStarted
 from voice.wake import WakeDetector
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,9 @@ class VoiceLoop:
         self._idle_batch_s = idle_batch_s
         self._reopened_behind_s = float("-inf")  # see _reopen_behind
         self._catching_up = False  # reading what queued up while the loop rested
+        # The segmenter's events for a chunk not yet handed to the machine (_hear), each with
+        # whether it came over the reply.
+        self._unheard: collections.deque[tuple[SegmenterEvent, bool]] = collections.deque()
 
     @property
     def _gate(self) -> bool:
@@ -416,13 +419,16 @@ class VoiceLoop:
     def _restart_after_error(self) -> None:
         """:meth:`_restart_segmenter` after an error in one frame's handling, which must not
         end the loop. Should the segmenter be what failed, the utterance is lost, but the
-        machine is told it ended (it would wait for it)."""
+        machine is told it ended (it would wait for it). What the segmenter reported after
+        the event whose handling failed (its end, say) reaches the machine first."""
         try:
+            self._hear()
             self._restart_segmenter()
             return
         except Exception:
             log.exception("the utterance in progress was lost with the error")
         try:
+            self._unheard.clear()
             self.segmenter.reset()
             if self.machine.user_speaking:
                 self._execute(self.machine.handle(SpeechDropped(self._now)))
@@ -452,7 +458,15 @@ class VoiceLoop:
         ):
             # The key's click: keep the time, drop the sound.
             chunk = AudioChunk(bytes(len(chunk.pcm)), chunk.rate, timestamp_s=chunk.timestamp_s)
-        for event in self.segmenter.push(chunk, gated=gated):
+        self._unheard.extend((e, over_reply) for e in self.segmenter.push(chunk, gated=gated))
+        self._hear()
+
+    def _hear(self) -> None:
+        """Hand the segmenter's events to the machine, in order. Should handling one fail,
+        those after it stay for :meth:`_restart_after_error`: the segmenter is past them (an
+        utterance it ended is not cut again), and the machine would wait for that end."""
+        while self._unheard:
+            event, over_reply = self._unheard.popleft()
             if isinstance(event, SpeechStarted):
                 self.engines.speaker.said.speech_began(event.at_s, over_reply=over_reply)
             self._execute(self.machine.handle(event))

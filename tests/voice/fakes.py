@@ -64,10 +64,17 @@ class ScriptedSource:
         self.broken = False
         self.stalled = False  # opens fine but delivers nothing, like a wedged USB device
         self.needs_reopen = False  # as DuplexDevice after an underrun: in step once reopened
+        self._lump = b""
 
     def extend(self, pcm: bytes) -> None:
         with self._lock:
             self._pcm += pcm
+
+    def lump(self, pcm: bytes) -> None:
+        """The next read returns ``pcm`` in one chunk, before the rest of the script: a
+        source that delivers several frames at once (the segmenter takes any length)."""
+        with self._lock:
+            self._lump = pcm
 
     def read(self, timeout_s: float) -> AudioChunk | None:
         if self.stalled:
@@ -80,6 +87,12 @@ class ScriptedSource:
         now = time.monotonic()
         if self._next_s is None:
             self._next_s = now
+        with self._lock:
+            lump, self._lump = self._lump, b""
+        if lump:
+            timestamp, self._next_s = self._next_s, self._next_s + len(lump) / 2 / RATE
+            self.frames_read += len(lump) // (FRAME_SAMPLES * 2)
+            return AudioChunk(lump, RATE, timestamp_s=timestamp)
         frame_s = FRAME_MS / 1000
         wait = self._next_s - now
         if wait > timeout_s:

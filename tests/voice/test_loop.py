@@ -27,7 +27,7 @@ from core.errors import (
 from voice.audio import AudioChunk, Utterance
 from voice.config import Config, EarconConfig
 from voice.earcons import Earcons
-from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S, VoiceLoop, after
+from voice.loop import IDLE_BATCH_S, WAKE_IDLE_BATCH_S, StatusSink, VoiceLoop, after
 from voice.pipeline import Models, build_loop
 from voice.turn_events import Phase
 
@@ -99,6 +99,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
         echo: FakeEcho | None = None,
         idle_batch_s: float = 0.0,
         questions: bool = True,
+        status: StatusSink | None = None,
         **sections: object,
     ) -> Rig:
         config = Config()
@@ -127,6 +128,7 @@ def make_rig() -> Iterator[Callable[..., Rig]]:
             echo=echo,
             idle_batch_s=idle_batch_s,
             questions=questions,
+            status=status,
         )
         stop = threading.Event()
         thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
@@ -679,6 +681,55 @@ def test_words_heard_before_an_error_in_a_frame_are_kept(make_rig: Callable[...,
     assert wait_until(lambda: len(rig.loop.reports) == 1)
     assert failed and rig.conversation.messages == [("test-room", "hello there.")]
     assert heard[-1] == 720, heard  # the whole tone
+
+
+class StatusThatFailsOnce:
+    """A status display that fails once, the first time it shows the user speaking while a
+    turn runs: a bug in the loop's handling of an event, which must not end the loop."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.failed = False
+
+    def phase(self, phase: str) -> None:
+        going_on = phase == "listening" and "thinking" in self.phases
+        self.phases.append(phase)
+        if going_on and not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in showing the phase")
+
+    def level(self, dbfs: float) -> None:
+        pass
+
+
+def test_an_error_before_the_end_of_an_utterance_leaves_no_request_waiting(
+    make_rig: Callable[..., Rig],
+) -> None:
+    """The segmenter reports several events for one chunk (its speech, pause and end, here
+    delivered at once): an error in handling the first must not keep the others from the
+    machine. The segmenter has ended the utterance, so a restart finds none to cut: the
+    machine waited for that end until the user spoke again, and the reply it held back for
+    the words going on with the request was never released."""
+
+    def heard(u: Utterance) -> str:
+        loud = loud_ms(u)
+        return (
+            "hello there."
+            if 700 < loud < 900
+            else "and the tests."
+            if loud < 700
+            else ("hello there and the tests.")
+        )
+
+    status = StatusThatFailsOnce()
+    rig = make_rig(silence(300) + tone(800) + silence(600), heard, status=status)
+    assert wait_until(lambda: len(rig.conversation.messages) == 1)
+    # Before its reply is due (half-duplex: 1.5 s after the pause), the user goes on.
+    rig.source.lump(tone(400) + silence(1800))
+    assert wait_until(lambda: len(rig.conversation.messages) == 2, timeout_s=10)
+    assert status.failed
+    assert rig.conversation.messages[-1] == ("test-room", "hello there and the tests.")
+    assert rig.conversation.revised == [False, True]
 
 
 def test_a_reply_the_voice_cannot_say_is_told_by_the_error_earcon(
