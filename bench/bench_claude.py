@@ -10,8 +10,10 @@ tests/claude_api.py, so it does its real tool loop; only the model is scripted.
    ``--turns`` each, in one run.
 2. In the PulseAudio rig, ``voice-assistant listen`` with the real CLI, a real voice asking:
    the first ``text_delta`` leaving the API -> the first reply sample on the speaker monitor
-   (one clock), and whether the sentence written before a 3-second tool call is heard before
-   that tool has finished (the CLI's next API request), every time.
+   (one clock), and whether the sentences written before a 5-second tool call are heard before
+   that tool has finished (the CLI's next API request), every time. The scripted model
+   writes at ``--pace-ms`` a delta (6 characters), about 60 tokens a second, as a real one
+   does: a front-end that waits for a whole message (or a paragraph) is heard later.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def startup(turns: int, workdir: Path) -> dict[str, list[float]]:
 
 
 def rig(
-    turns: int, workdir: Path, *, heard_over_reply: bool = False
+    turns: int, workdir: Path, *, heard_over_reply: bool = False, pace_s: float = 0.0
 ) -> tuple[list[float], list[float]]:
     """(first delta -> first reply sample, first sentence heard -> tool finished), seconds.
     Half-duplex (the rig has no echo path) the reply waits for the longest pause."""
@@ -90,9 +92,10 @@ def rig(
             api.script(
                 Reply(
                     [
-                        Text("Let me look at the files.", chunk_chars=6),
-                        ToolUse("Bash", {"command": "sleep 3", "description": "Wait a moment"}),
-                    ]
+                        Text("Let me look at the files. I will list them first.", chunk_chars=6),
+                        ToolUse("Bash", {"command": "sleep 5", "description": "Wait a moment"}),
+                    ],
+                    delay_s=pace_s,
                 ),
                 Reply([Text("The folder has three files.")]),
             )
@@ -142,12 +145,23 @@ def main() -> int:
         action="store_true",
         help="turn.barge_in in the rig: the user is heard over the reply, so it is not held",
     )
+    parser.add_argument(
+        "--pace-ms",
+        type=float,
+        default=25.0,
+        help="in the rig, the scripted model's time per delta of 6 characters (0: at once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print("prompt -> first text_delta event (ms):")
         times = startup(args.turns, Path(tmp))
         latencies, margins = (
-            rig(args.rig_turns, Path(tmp), heard_over_reply=args.heard_over_reply)
+            rig(
+                args.rig_turns,
+                Path(tmp),
+                heard_over_reply=args.heard_over_reply,
+                pace_s=args.pace_ms / 1000,
+            )
             if args.rig_turns
             else ([], [])
         )
@@ -166,7 +180,7 @@ def main() -> int:
         print(
             f"\nrig, {len(ok)} turns: first text_delta sent -> first reply sample "
             f"p50 {np.percentile(ok, 50) * 1000:.0f} ms, p90 {np.percentile(ok, 90) * 1000:.0f} ms;"
-            f" the sentence before the 3 s tool was heard before the tool ended in "
+            f" the sentences before the 5 s tool were heard before the tool ended in "
             f"{heard_first} of {len(margins)} turns (median margin "
             f"{statistics.median([m for m in margins if m == m]) * 1000:.0f} ms)"
         )
