@@ -73,14 +73,15 @@ class ApiRetry:
 
 @dataclass(frozen=True)
 class StreamRestarted:
-    """The message being streamed broke off, and came again whole: Claude Code asks once
+    """The text block being streamed broke off, and came again whole: Claude Code asks once
     more without streaming when a stream fails mid-reply, and says nothing of it.
-    ``withdrawn``: the end of the text streamed so far that the new message does not carry
-    on from (an unfinished sentence, or all of it when the new message says something else);
-    it is not to be said, nor kept. The new message's text follows, less the finished
-    sentences it repeats."""
+    ``withdrawn``: what was streamed of the block that broke off (it is not the reply now);
+    ``text``: the block as it came again (a new sample: it may say something else), which
+    is. Its ``TextDone`` follows. Whoever spoke ``withdrawn`` decides what of ``text`` is
+    said: the sentences it begins with that were said already are not said again."""
 
     withdrawn: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,10 @@ def text_only(on_text: Callable[[str], None] | None) -> EventCallback | None:
     def forward(event: AgentEvent) -> None:
         if isinstance(event, TextDone):
             state["ended"] = state["any"]
+        elif isinstance(event, StreamRestarted):
+            # What was passed on cannot be taken back: the block comes again whole after it.
+            state["ended"] = state["any"]
+            forward(TextDelta(event.text))
         elif isinstance(event, TextDelta) and event.text:
             if state["ended"]:
                 on_text(BLOCK_SEPARATOR)

@@ -37,9 +37,6 @@ _Mode = Literal["sniff", "stream-json", "json", "text"]
 RESUME_FAILURES = ("No conversation found with session ID", "--resume requires a valid session")
 # Agent session ids go back on the command line after --resume: keep them to plain tokens.
 _SAFE_AGENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-# Where a sentence may end: its stop (closing quotes or brackets may follow), then white
-# space or the end of the text so far.
-_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -115,8 +112,8 @@ class OutputParser:
         self._streamed: set[str] = set()
         self._streaming: str | None = None  # the id of the message being streamed
         self._block_kinds: dict[int, str] = {}  # index -> content block type, per message
-        # The text of the block being streamed, until its content_block_stop: a message that
-        # comes whole while it is not empty is the streamed one, asked for again.
+        # The text of the block being streamed, until its content_block_stop: a text block
+        # that comes whole while it is not empty is the streamed one, asked for again.
         self._open_text = ""
         self.cut_short = False  # the output ended inside a JSON line
 
@@ -194,7 +191,7 @@ class OutputParser:
             )
             content = _dig(event, "message", "content")
             speak = "error" not in event and whole
-            self._assistant(content, speak=speak, said=self._restart(content) if speak else "")
+            self._assistant(content, speak=speak)
         elif kind == "user":
             content = _dig(event, "message", "content")
             for block in content if isinstance(content, list) else []:
@@ -247,33 +244,23 @@ class OutputParser:
             self._open_text += text
             self._emit(TextDelta(text))
 
-    def _restart(self, content: object) -> str:
-        """A message came whole while a streamed one was cut off inside its text: Claude Code
-        asked again without streaming. The unfinished end of what was streamed is withdrawn;
-        returns the start of the new text that was streamed already, in finished sentences,
-        so it is not said twice."""
-        streamed, self._open_text = self._open_text, ""
-        if not streamed:
-            return ""
-        first = content[0] if isinstance(content, list) and content else None
-        new = _text(first.get("text")) if isinstance(first, dict) else ""
-        said = _repeated_sentences(streamed, new)
-        log.info("a stream broke off and its message came again whole: %r", streamed[-80:])
-        self._emit(StreamRestarted(streamed[len(said) :]))
-        return said
-
-    def _assistant(self, content: object, *, speak: bool, said: str = "") -> None:
-        """``said``: the start of the first block, streamed already (see :meth:`_restart`)."""
+    def _assistant(self, content: object, *, speak: bool) -> None:
         for block in content if isinstance(content, list) else []:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
                 text = _text(block.get("text"))
                 self.texts.append(text)
-                if speak:
-                    self._emit(TextDelta(text[len(said) :]))
+                if speak and self._open_text:
+                    # The block being streamed broke off, and Claude Code asked again without
+                    # streaming: this is the block the reply has now.
+                    log.info("a stream broke off and came again whole: %r", self._open_text[-80:])
+                    self._emit(StreamRestarted(self._open_text, text))
+                    self._open_text = ""
                     self._emit(TextDone())
-                said = ""
+                elif speak:
+                    self._emit(TextDelta(text))
+                    self._emit(TextDone())
             elif block.get("type") == "tool_use":
                 tool_input = block.get("input")
                 self._emit(
@@ -482,16 +469,6 @@ def _scrubbed(value: Any) -> Any:
     if isinstance(value, dict):
         return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
     return value
-
-
-def _repeated_sentences(streamed: str, new: str) -> str:
-    """The longest start of ``streamed`` that ``new`` repeats and that ends a sentence in
-    both ("Paris is big." of "Paris is big. The capi" and "Paris is big. The capital..."),
-    else ""."""
-    for end in reversed([m.end() for m in _SENTENCE_END.finditer(streamed)]):
-        if new.startswith(streamed[:end]) and not new[end : end + 1].strip():
-            return streamed[:end]
-    return ""
 
 
 def _dig(event: dict[str, Any], *keys: str) -> Any:

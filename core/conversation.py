@@ -457,8 +457,8 @@ class Core:
 
 
 class _Streamed:
-    """Passes a turn's events on, keeping the text the agent streamed (less what a broken
-    stream withdrew: its message came again whole)."""
+    """Passes a turn's events on, keeping the text the agent streamed (a block that broke
+    off as what came again whole in its place)."""
 
     def __init__(self, on_event: EventCallback) -> None:
         self._on_event = on_event
@@ -473,10 +473,11 @@ class _Streamed:
             self._parts.append(event.text)
         elif isinstance(event, TextDone) and self._parts and self._parts[-1] != BLOCK_SEPARATOR:
             self._parts.append(BLOCK_SEPARATOR)
-        elif isinstance(event, StreamRestarted) and event.withdrawn:
+        elif isinstance(event, StreamRestarted):
             text = self.text
-            if text.endswith(event.withdrawn):
-                self._parts = [text[: -len(event.withdrawn)]]
+            if event.withdrawn and text.endswith(event.withdrawn):
+                text = text[: -len(event.withdrawn)]
+            self._parts = [text + event.text]
         self._on_event(event)
 
 

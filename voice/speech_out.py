@@ -65,6 +65,11 @@ class Reply:
         self._first_chunk_max_chars = first_chunk_max_chars
         self._stream = SentenceStream(first_chunk_max_chars)
         self._tail = ""  # the end of the text fed so far
+        # The block of text being fed (Reply.restart): the sentences queued of it so far, and
+        # whether the reply's first chunk had been handed out as it began.
+        self._block: list[str] = []
+        self._block_fed = False
+        self._block_started = False
         self._stream_lock = threading.Lock()
         self._sentences: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
@@ -93,12 +98,35 @@ class Reply:
     def feed(self, delta: str) -> None:
         with self._stream_lock:
             self._tail = (self._tail + delta)[-16:]
-            self._queue(self._stream.feed(delta))
+            if not self._block_fed:
+                self._block_fed, self._block_started = True, self._stream.started
+            sentences = self._stream.feed(delta)
+            self._block += sentences
+            self._queue(sentences)
 
     def flush(self) -> None:
         """A block of text ended (e.g. before a tool call): speak what it holds now."""
         with self._stream_lock:
             self._queue(self._stream.flush())
+            self._block, self._block_fed = [], False
+
+    def restart(self, text: str) -> None:
+        """The block being fed broke off and came again whole, as ``text``: what was fed of
+        it and not said yet is dropped (a cut-off word), and of ``text`` the sentences it
+        begins with that were said already are not said again. The same splitter cuts
+        both, so they match where the words do."""
+        with self._stream_lock:
+            started = self._block_started if self._block_fed else self._stream.started
+            again = SentenceStream(self._first_chunk_max_chars, started=started)
+            sentences = again.feed(text) + again.flush()
+            same = 0
+            for before, now in zip(self._block, sentences, strict=False):
+                if before != now:
+                    break
+                same += 1
+            self._queue(sentences[same:])
+            self._stream = SentenceStream(self._first_chunk_max_chars, started=again.started)
+            self._block, self._block_fed, self._tail = [], False, ""
 
     def drop_unfinished(self) -> None:
         """The agent failed: a sentence it had not finished is not said (a cut-off word); one
@@ -108,6 +136,7 @@ class Reply:
                 self._queue(self._stream.flush())
             else:
                 self._stream.discard()
+            self._block, self._block_fed = [], False  # what comes next is a block anew
 
     def say(self, text: str) -> None:
         """A whole sentence of the assistant's own, after what was fed so far."""

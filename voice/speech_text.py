@@ -530,7 +530,9 @@ class SentenceStream:
         first_chunk_max_chars: int = 60,
         *,
         long_sentence_max_chars: int = LONG_SENTENCE_MAX_CHARS,
+        started: bool = False,
     ) -> None:
+        """``started``: the reply's first chunk was handed out already (by another stream)."""
         if first_chunk_max_chars < 0 or long_sentence_max_chars < _MIN_PART_CHARS:
             raise ConfigError(
                 "tts.first_chunk_max_chars must be 0 (never split) or positive, and "
@@ -540,7 +542,12 @@ class SentenceStream:
         self._first_max = first_chunk_max_chars
         self._long_max = long_sentence_max_chars
         self._parser = _Parser()
-        self._started = False
+        self._started = started
+
+    @property
+    def started(self) -> bool:
+        """The reply's first chunk was handed out."""
+        return self._started
 
     def feed(self, delta: str) -> list[str]:
         """More reply text; returns the chunks it completed (often none)."""

@@ -314,8 +314,7 @@ class TurnWorker:
         elif isinstance(event, ApiRetry):
             self._retrying(event)
         elif isinstance(event, StreamRestarted):
-            # The message comes again whole: its cut-off sentence is not finished by it.
-            self.reply.drop_unfinished()
+            self.reply.restart(event.text)
         elif isinstance(event, ConversationLost):
             line = narration.conversation_lost(self._settings.agent_name)
             log.info("conversation lost: %s", line)

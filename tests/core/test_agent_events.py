@@ -10,6 +10,7 @@ import pytest
 
 from core.agent import AgentRunner
 from core.agent_events import (
+    BLOCK_SEPARATOR,
     AgentEvent,
     AgentTurn,
     StreamRestarted,
@@ -145,37 +146,47 @@ def test_a_message_that_comes_whole_after_streamed_ones_is_said() -> None:
     assert not [e for e in run.events if isinstance(e, StreamRestarted)]  # m1 had ended
 
 
-def test_a_stream_cut_off_and_sent_again_whole_goes_on_after_its_finished_sentences() -> None:
+def test_a_stream_cut_off_and_sent_again_whole_is_a_restart_of_its_block() -> None:
     # The connection dropped (or the stream sent an error) after a few deltas: Claude Code
-    # asks again without streaming, and the whole message comes under a new id.
+    # asks again without streaming, and the whole message comes under a new id. What of it
+    # was said already is for the voice to know (its own splitter cut the sentences).
     run = Stream()
     run.text_streamed("m1", "Paris is", " big. Th", "e capita", ended=False)
     run.whole("m2", "Paris is big. The capital of France is Paris.")
     assert run.events[3:] == [
-        StreamRestarted(" The capita"),  # the cut-off sentence: not said, not kept
-        TextDelta(" The capital of France is Paris."),  # "Paris is big." was said already
+        StreamRestarted(
+            "Paris is big. The capita", "Paris is big. The capital of France is Paris."
+        ),
         TextDone(),
     ]
     assert run.parser.texts == ["Paris is big. The capital of France is Paris."]  # the reply
 
 
-@pytest.mark.parametrize(
-    ("streamed", "again", "withdrawn", "rest"),
-    [
-        pytest.param("Paris is big. The capita", "London is big.", "Paris is big. The capita",
-                     "London is big.", id="it says something else"),
-        pytest.param("The delay is 3.", "The delay is 3.5 seconds.", "The delay is 3.",
-                     "The delay is 3.5 seconds.", id="a stop that ended no sentence"),
-        pytest.param("Paris is big! The", "Paris is big! The end.", " The", " The end.",
-                     id="an exclamation"),
-        pytest.param("Paris is big.", "Paris is big.", "", "", id="it was all said"),
-    ],
-)  # fmt: skip
-def test_a_restarted_message_is_said_from_the_first_sentence_it_does_not_repeat(
-    streamed: str, again: str, withdrawn: str, rest: str
-) -> None:
+def test_a_restart_waits_for_the_text_block_of_a_message_that_thinks_first() -> None:
+    # With thinking on, the whole message comes as a thinking block, then its text.
     run = Stream()
-    run.text_streamed("m1", streamed, ended=False)
-    run.whole("m2", again)
-    said_again = [TextDelta(rest)] if rest else []
-    assert run.events[1:] == [StreamRestarted(withdrawn), *said_again, TextDone()]
+    run.text_streamed("m1", "Paris is big. The capita", ended=False)
+    thinking = [{"type": "thinking", "thinking": "The user asks about Paris."}]
+    run.parser.event({"type": "assistant", "message": {"id": "m2", "content": thinking}})
+    run.whole("m2", "Paris is big. The capital of France is Paris.")
+    assert [e for e in run.events if isinstance(e, StreamRestarted)] == [
+        StreamRestarted("Paris is big. The capita", "Paris is big. The capital of France is Paris.")
+    ]
+    assert run.said() == "Paris is big. The capita"  # (the rest is the restart's)
+
+
+def test_the_plain_text_callback_gets_a_restarted_block_whole_after_what_it_had() -> None:
+    # What was passed on cannot be taken back: nothing of the reply is lost, and the two
+    # are kept apart.
+    got: list[str] = []
+    forward = text_only(got.append)
+    assert forward is not None
+    for event in (
+        TextDelta("Paris is big. The capita"),
+        StreamRestarted("Paris is big. The capita", "Paris is big. The capital."),
+        TextDone(),
+    ):
+        forward(event)
+    assert (
+        "".join(got) == "Paris is big. The capita" + BLOCK_SEPARATOR + "Paris is big. The capital."
+    )

@@ -126,13 +126,42 @@ RETRYING = ["Claude's service is not answering.", "Still trying."]
         pytest.param(
             [
                 TextDelta("Paris is big. The capital of F"),
-                # The stream broke off and its message came whole (Claude Code says nothing).
-                StreamRestarted(" The capital of F"),
-                TextDelta(" The capital of France is Paris."),
+                # The stream broke off and its block came whole (Claude Code says nothing).
+                StreamRestarted(
+                    "Paris is big. The capital of F", "Paris is big. The capital of France."
+                ),
                 TextDone(),
             ],
-            ["Paris is big.", "The capital of France is Paris."],
+            ["Paris is big.", "The capital of France."],
             id="stream restarted mid-word",
+        ),
+        pytest.param(
+            [
+                TextDelta("Use e.g. the fo"),  # not a sentence's end: nothing was said
+                StreamRestarted("Use e.g. the fo", "Use e.g. the following command."),
+                TextDone(),
+            ],
+            ["Use for example the following command."],
+            id="stream restarted after an abbreviation",
+        ),
+        pytest.param(
+            [
+                TextDelta("The delay is 3."),  # (its stop waits for what follows)
+                StreamRestarted("The delay is 3.", "The delay is 3.5 seconds."),
+                TextDone(),
+            ],
+            ["The delay is 3.5 seconds."],
+            id="stream restarted after a decimal point",
+        ),
+        pytest.param(
+            [
+                TextDelta("Paris is big. The capita"),
+                # Asked again, the model says something else: said from where it differs.
+                StreamRestarted("Paris is big. The capita", "Paris is old. It is big."),
+                TextDone(),
+            ],
+            ["Paris is big.", "Paris is old.", "It is big."],
+            id="stream restarted, said anew",
         ),
         pytest.param(
             [TextDelta("Run this:\n```sh\nmake test."), STALL, TextDelta("\n```\nThen push.")],
