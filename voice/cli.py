@@ -434,7 +434,7 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
     elif not rows:
         print("no conversations yet")
     for entry in rows[: args.limit]:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(entry["updated_at"])))
+        when = _when(entry["updated_at"])
         count = entry.get("message_count", "?")
         title = printable(str(entry.get("title", "")))
         closed = "  (closed: the room's next message starts anew)" if entry.get("closed") else ""
@@ -442,6 +442,15 @@ def cmd_history(args: argparse.Namespace, config: Config) -> int:
         if args.ids:
             print(f"{'':18}{_ids(core.store, str(entry['session_id']))}")
     return 0
+
+
+def _when(stamp: float) -> str:
+    """A stored time as the user reads it; one no clock can show (a file edited by hand,
+    or a clock that was decades off) is shown as it is."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    except (OverflowError, OSError, ValueError):
+        return f"{stamp!s:>16.16}"
 
 
 def _ids(store: SessionStore, session_id: str) -> str:

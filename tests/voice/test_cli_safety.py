@@ -188,6 +188,17 @@ def test_history_ids_name_each_conversation_and_the_agents_own(home: Path) -> No
     ]
 
 
+def test_history_lists_a_conversation_stamped_beyond_any_clock(home: Path) -> None:
+    # A finite number, so a valid file: 1e300 s is beyond what the platform's time can show.
+    store = SessionStore(home / "state" / "voice-assistant" / "sessions")
+    far = Session(room_id="desk", created_at=1e300, updated_at=1e300)
+    far.add({"role": "user", "content": "From far ahead."})
+    store.save(far)
+    result = run(home, "history")
+    assert result.returncode == 0, result.stderr
+    assert "1e+300" in result.stdout and "From far ahead." in result.stdout
+
+
 @pytest.mark.parametrize("before", [True, False])
 def test_config_and_quiet_count_before_the_command_or_after_it(home: Path, before: bool) -> None:
     config = home / "bad.toml"
