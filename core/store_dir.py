@@ -174,7 +174,7 @@ def _lock_elsewhere(path: Path, why: str) -> int | None:
     hold: in the user's runtime directory (else the temporary one), named after the lock's
     real path, so every process sharing the store finds the same one. Best effort: one that
     sees a different runtime directory does not, which is no worse than no lock at all."""
-    where = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    where = _runtime_dir()
     key = hashlib.sha256(os.fsencode(os.path.realpath(path.parent) + "/" + path.name))
     spare = where / f"voice-assistant-{key.hexdigest()[:32]}.lock"
     try:
@@ -191,6 +191,16 @@ def _lock_elsewhere(path: Path, why: str) -> int | None:
         return None
     log.info("cannot use the lock %s (%s); locking with %s instead", path, why, spare)
     return fd
+
+
+def _runtime_dir(run_user: Path = Path("/run/user")) -> Path:
+    """The user's runtime directory, found from the user id first: a service (no
+    $XDG_RUNTIME_DIR, a private /tmp) and a login shell must find the same one."""
+    mine = run_user / str(os.geteuid())
+    with contextlib.suppress(OSError):
+        if mine.is_dir() and mine.stat().st_uid == os.geteuid():
+            return mine
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
 
 
 @contextlib.contextmanager

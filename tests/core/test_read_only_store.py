@@ -7,8 +7,10 @@ agent conversation twice. The disk is a real tmpfs remounted read-only (as root)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 
 from core import Core
 from core.conversation import TurnOutcome
+from core.store_dir import _runtime_dir
 from tests.core.conftest import mounted_tmpfs
 from tests.core.fakes.agents import FakeAgent
 
@@ -66,3 +69,17 @@ def test_a_turn_waits_for_another_processs_turn_in_the_room(disk: Path, room: st
     [outcome] = outcomes
     assert outcome.reply == "Hello!"
     assert "Read-only file system" in str(outcome.save_error)
+
+
+def test_the_stand_in_lock_is_found_from_the_user_id_before_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A system service has no $XDG_RUNTIME_DIR and a /tmp of its own; a login shell has
+    # the variable: both must lock the same file.
+    run_user = tmp_path / "run" / "user"
+    (run_user / str(os.geteuid())).mkdir(parents=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "elsewhere"))
+    assert _runtime_dir(run_user) == run_user / str(os.geteuid())
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert _runtime_dir(run_user) == run_user / str(os.geteuid())
+    assert _runtime_dir(tmp_path / "none") == Path(tempfile.gettempdir())
