@@ -85,7 +85,6 @@ class Reply:
         self._play_lock = threading.Lock()  # cancel() and a chunk going to the speaker
         self._quiet = threading.Condition()  # the reply has played all it was given
         self._pending = 0  # sentences queued and not yet played
-        self._unbegun = 0  # sentences queued and not yet begun to play
         self._audible = False  # between on_playing and on_idle
         self._synth_done = threading.Event()
         self.first_audio_s: float | None = None  # when the first samples went to the speaker
@@ -165,7 +164,6 @@ class Reply:
         if sentences:
             with self._quiet:
                 self._pending += len(sentences)
-                self._unbegun += len(sentences)
         for sentence in sentences:
             self._sentences.put(sentence)
 
@@ -216,12 +214,6 @@ class Reply:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    @property
-    def waiting(self) -> int:
-        """How many sentences given to it have not begun to play (nor will, once cancelled)."""
-        with self._quiet:
-            return 0 if self._cancelled.is_set() else self._unbegun
-
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until every sentence was synthesized and played (or the reply was cancelled)."""
         deadline = None if timeout_s is None else self._clock() + timeout_s
@@ -268,7 +260,7 @@ class Reply:
         finally:
             self._synth_done.set()
             with self._quiet:
-                self._pending = self._unbegun = 0
+                self._pending = 0
                 self._quiet.notify_all()
             if self._audible:
                 self._audible = False
@@ -294,8 +286,6 @@ class Reply:
                 if not begun:
                     self._said.begin(sentence, now, self._said_as)
                     begun = True
-                    with self._quiet:
-                        self._unbegun -= 1
                 self._said.played(len(chunk) / self._tts.sample_rate, now)
                 if self.first_audio_s is None:
                     self.first_audio_s = now
@@ -304,8 +294,6 @@ class Reply:
                 self._on_playing()
         with self._quiet:
             self._pending -= 1
-            if not begun:  # no sound at all: over without beginning
-                self._unbegun -= 1
         self.spoken.append(sentence)
 
     @contextlib.contextmanager

@@ -7,10 +7,11 @@ names its call (``tool_use_id``): that tool's line alone is withdrawn, and the l
 calls before it are said before the question. Lines keep the calls' order, and none is said
 while a question is open (asked, its tool not finished): the user is answering it.
 
-Calls of one kind (one tool) told together are one line ("Reading six files."): when one
-call's line is due, the calls of its kind that follow it are told with it. A line of the same
-kind as the one told before it is not told while that one has not begun to play: a list read
-out would hold the answer back behind it.
+Calls of one kind (one tool) side by side are one line ("Reading six files."): a call whose
+moment is over waits for the calls of its kind made right after it, until their moments are
+over too (one message's calls come within a fraction of a second), so the line counts no
+call whose question may still come. It waits at most :data:`~voice.turns.TOOL_LINE_DELAY_S`
+after the last of them was made, and a question about one of them tells the calls before it.
 
 Pure: the turn worker owns the timers and carries out what these methods return.
 """
@@ -45,15 +46,10 @@ class Lines:
 
 
 class ToolLines:
-    """``begun``: whether the line told last has begun to play (the reply has nothing
-    waiting)."""
-
-    def __init__(self, begun: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self) -> None:
         self._open: dict[str, _Tool] = {}  # by key, in call order
         self._asked_early: set[str] = set()  # questions about calls not seen yet
         self._keys = itertools.count(1)
-        self._begun = begun
-        self._told_kind = ""  # the kind of the line told last, until the agent writes
 
     def started(self, tool_id: str, line: str, kind: str = "") -> Lines:
         # An agent that gives no ids, or the same one twice, still gets every line said.
@@ -73,12 +69,14 @@ class ToolLines:
 
     def asked(self, tool_id: str) -> Lines:
         """A question about ``tool_id`` (empty: the agent did not say which, so the first
-        unsaid call) says what it would do: its line is withdrawn, and the lines of the
-        calls before it are said first."""
+        unsaid call whose moment is not over, else the first unsaid) says what it would do:
+        its line is withdrawn, and the lines of the calls before it are said first."""
         if tool_id:
             key = self._key(tool_id, lambda t: not t.asked)
         else:
-            key = self._key(None, lambda t: not t.said)
+            key = self._key(None, lambda t: not (t.said or t.due)) or self._key(
+                None, lambda t: not t.said
+            )
         if key is None:
             if tool_id:  # its call has not come yet (or never will: a helper agent's)
                 self._asked_early.add(tool_id)
@@ -105,35 +103,34 @@ class ToolLines:
         """The agent goes on (text): every line not yet said is said first, in order."""
         say = self._tell([t for t in self._open.values() if not t.said])
         self._open.clear()
-        self._told_kind = ""  # the agent's words come between
         return Lines(say=say)
 
     def _release(self) -> Lines:
         """Say the lines whose turn has come: in call order, up to the first that is not due
-        yet or that waits for an answer."""
+        yet or that waits for an answer. The calls of its kind just before that one wait
+        with it, to be one line."""
         told: list[_Tool] = []
         for tool in self._open.values():
             if tool.asked and not tool.finished:
                 break
-            if not tool.said:
-                if not (tool.due or (told and tool.kind and told[-1].kind == tool.kind)):
-                    break
-                tool.said = True
-                told.append(tool)
+            if tool.said:
+                continue
+            if not tool.due:
+                while told and tool.kind and told[-1].kind == tool.kind:
+                    told.pop()
+                break
+            told.append(tool)
+        for tool in told:
+            tool.said = True
         self._open = {k: t for k, t in self._open.items() if not (t.said and t.finished)}
         return Lines(say=self._tell(told))
 
     def _tell(self, tools: list[_Tool]) -> tuple[str, ...]:
-        """The lines of ``tools``, in call order: calls of one kind side by side are one
-        line, and one of the kind told last, which has not begun to play, is not told."""
+        """The lines of ``tools``, in call order: calls of one kind side by side are one line."""
         say: list[str] = []
         for _, run in itertools.groupby(tools, key=lambda t: t.kind or id(t)):
             calls = list(run)
-            kind = calls[0].kind
-            if kind and kind == self._told_kind and not self._begun():
-                continue
-            say.append(narration.together(kind, [t.line for t in calls]))
-            self._told_kind = kind
+            say.append(narration.together(calls[0].kind, [t.line for t in calls]))
         return tuple(say)
 
     def _key(self, tool_id: str | None, wanted: Callable[[_Tool], bool]) -> str | None:

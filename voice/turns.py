@@ -181,7 +181,7 @@ class TurnWorker:
         self._asking: set[str] = set()  # questions put to the user: the agent is waiting
         self._retried = False  # the user was told the agent's service is not answering
         self._retrying_now = False  # ... and it has not answered since
-        self._tool_lines = ToolLines(begun=lambda: self.reply.waiting == 0)
+        self._tool_lines = ToolLines()
         self._tool_timers: dict[str, threading.Timer] = {}
         self._tool_lock = threading.Lock()
         self._done = threading.Event()

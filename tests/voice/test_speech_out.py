@@ -85,23 +85,6 @@ def test_a_reply_paused_between_sentences_leaves_the_shared_speaker_alone() -> N
     assert reply.wait(5) and sink.pauses == []
 
 
-def test_a_reply_tells_how_many_of_its_sentences_wait_to_begin() -> None:
-    # A tool line like the one before it is left out while that one still waits.
-    sink, tts = FakeSink(), FakeTts()
-    reply = Reply(tts, sink, first_chunk_max_chars=200, held=True)
-    reply.say("Reading m0.py.")
-    reply.say("Reading m1.py.")
-    assert reply.waiting == 2  # held: nothing has begun
-    reply.release()
-    assert wait_until(lambda: reply.waiting == 0)
-    reply.finish()
-    assert reply.wait(5)
-    silenced = Reply(tts, sink, first_chunk_max_chars=200, held=True)
-    silenced.say("Cancelled before it began.")
-    silenced.cancel()
-    assert silenced.waiting == 0  # it never will
-
-
 def test_a_pause_renewed_before_its_limit_keeps_the_next_sentence_back() -> None:
     """The machine renews a pause while the user still speaks (PauseReply.renew): the
     limit after which a reply plays on by itself runs from the last pause."""

@@ -27,6 +27,7 @@ from .fakes import FakeSink, FakeTts, wait_until
 
 STALL = "stall"  # the agent stops writing until the progress line was handed to the voice
 TIME_OUT = "time out"  # ... and then runs out of time
+HEARD = "heard: "  # ... the agent waits until this sentence was handed to the voice
 PROGRESS_S = 20.0
 
 
@@ -67,11 +68,14 @@ class StreamingAgent:
             elif isinstance(step, AgentEvent):
                 written += step.text if isinstance(step, TextDelta) else ""
                 on_event(step)
+            elif step.startswith(HEARD):
+                assert wait_until(lambda: step.removeprefix(HEARD) in self._tts.texts), step
         return TurnOutcome(written)
 
 
-def spoken(script: list[AgentEvent | str]) -> list[str]:
-    """The sentences the turn handed to the voice, in order."""
+def spoken(script: list[AgentEvent | str], *, held: bool = False) -> list[str]:
+    """The sentences the turn handed to the voice, in order; ``held``: the reply is released
+    only once the agent is done (the user was still talking)."""
     clock, tts = Clock(), FakeTts()
     posted: list[Event] = []
     worker = TurnWorker(
@@ -87,6 +91,8 @@ def spoken(script: list[AgentEvent | str]) -> list[str]:
         clock=clock,
     )
     worker.start()
+    if held:
+        assert wait_until(lambda: worker.agent_over)
     worker.release()
     assert wait_until(lambda: any(isinstance(e, ReplyDone) for e in posted))
     return tts.texts
@@ -186,13 +192,21 @@ def test_a_line_of_the_assistants_own_never_cuts_the_reply(
     assert spoken(script) == said
 
 
-def test_one_messages_calls_of_one_kind_are_said_as_one_line() -> None:
+@pytest.mark.parametrize(
+    "results",
+    [
+        pytest.param([], id="quick reads"),
+        pytest.param(["heard: Reading six files."], id="reads that outlast their moment"),
+    ],
+)
+def test_one_messages_calls_of_one_kind_are_said_as_one_line(results: list[str]) -> None:
     # Six reads in one message were six lines, about a second each, before the answer.
     reads = [ToolUse(f"r{n}", "Read", {"file_path": f"/src/m{n}.py"}) for n in range(6)]
     script: list[AgentEvent | str] = [
         TextDelta("I will read the modules."),
         TextDone(),
         *reads,
+        *results,  # (their timers end a few milliseconds apart)
         ToolUse("g", "Grep", {"pattern": "compute"}),
         *[ToolResult(read.tool_use_id) for read in reads],
         ToolResult("g"),
@@ -203,4 +217,22 @@ def test_one_messages_calls_of_one_kind_are_said_as_one_line() -> None:
         "Reading six files.",
         "Searching the code.",
         "They all use the same pattern.",
+    ]
+
+
+def test_a_tool_line_is_said_while_the_one_before_it_waits_to_be_heard() -> None:
+    # A line like the one before it was left out while that one waited to play (here the
+    # reply is held; a paused reply or a slow voice too), and no other line took its place:
+    # a command running for minutes went unsaid until "Still working.".
+    script: list[AgentEvent | str] = [
+        ToolUse("a", "Bash", {"command": "git status", "description": "Show git status"}),
+        ToolResult("a"),
+        ToolUse("b", "Bash", {"command": "npm test", "description": "Run the test suite"}),
+        ToolResult("b"),
+        TextDelta("All tests pass."),
+    ]
+    assert spoken(script, held=True) == [
+        "Showing git status.",
+        "Running the test suite.",
+        "All tests pass.",
     ]
