@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -923,8 +923,26 @@ def test_odd_but_harmless_output_is_read_not_failed(tmp_path: Path) -> None:
     assert tool.name == "tool"  # type: ignore[attr-defined]
 
 
-def test_a_file_claude_writes_counts_once_against_the_output_limit(
+@pytest.fixture
+def limited(
     claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+) -> Iterator[Callable[[int, str], ClaudeSessions]]:
+    """Makes a room's Claude allowed one tool, with agent.max_output_bytes as given."""
+    agents: list[ClaudeSessions] = []
+
+    def make(limit: int, tool: str) -> ClaudeSessions:
+        argv = claude_argv([claude_cli], session=True, allowed_tools=(tool,))
+        env = claude_api.env(claude_home)
+        agents.append(ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env, max_output_bytes=limit))
+        return agents[-1]
+
+    yield make
+    for agent in agents:
+        agent.stop()
+
+
+def test_a_file_claude_writes_counts_once_against_the_output_limit(
+    limited: Callable[[int, str], ClaudeSessions], claude_api: ClaudeApi, claude_cwd: Path
 ) -> None:
     # Its input streams in pieces (about 14 times the file's size in lines) that nothing
     # keeps; the whole input comes again in one line. The turn failed at the limit.
@@ -934,14 +952,7 @@ def test_a_file_claude_writes_counts_once_against_the_output_limit(
         Reply([ApiToolUse("Write", {"file_path": str(target), "content": content})]),
         Reply([Text("I wrote the file.")]),
     )
-    argv = claude_argv([claude_cli], session=True, allowed_tools=("Write",))
-    limit = 256 * 1024
-    env = claude_api.env(claude_home)
-    agent = ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env, max_output_bytes=limit)
-    try:
-        result = agent.run_turn(AgentTurn("write the big file", "desk"))
-    finally:
-        agent.stop()
+    result = limited(256 * 1024, "Write").run_turn(AgentTurn("write the big file", "desk"))
     assert target.read_text() == content
     assert result.text == "I wrote the file."
 
@@ -1072,7 +1083,7 @@ sys.stdin.read()
 
 
 def test_what_claude_s_tools_read_does_not_count_against_the_output_limit(
-    claude_cli: str, claude_api: ClaudeApi, claude_home: Path, claude_cwd: Path
+    limited: Callable[[int, str], ClaudeSessions], claude_api: ClaudeApi, claude_cwd: Path
 ) -> None:
     # Each file read comes back about twice over in one line; a turn that read 42 source
     # files was stopped at the 8 MiB default, after minutes of work. Nothing keeps them.
@@ -1084,13 +1095,7 @@ def test_what_claude_s_tools_read_does_not_count_against_the_output_limit(
         *(Reply([ApiToolUse("Read", {"file_path": str(f)})]) for f in files),
         Reply([Text("I read them all.")]),
     )
-    argv = claude_argv([claude_cli], session=True, allowed_tools=("Read",))
-    limit = 256 * 1024  # each line is under it; the five reads together are not
-    env = claude_api.env(claude_home)
-    agent = ClaudeSessions(argv, TIMEOUT_S, claude_cwd, env=env, max_output_bytes=limit)
-    try:
-        result = agent.run_turn(AgentTurn("read the modules", "desk"))
-    finally:
-        agent.stop()
+    # Each line is under the limit; the five reads together are not.
+    result = limited(256 * 1024, "Read").run_turn(AgentTurn("read the modules", "desk"))
     assert result.text == "I read them all."
     assert len(claude_api.turns) == 6
