@@ -262,6 +262,10 @@ class OutputParser:
                     self._emit(TextDelta(text))
                     self._emit(TextDone())
             elif block.get("type") == "tool_use":
+                if speak and self._open_text:  # asked again, it went straight to a tool
+                    self._emit(StreamRestarted(self._open_text, ""))
+                    self._open_text = ""
+                    self._emit(TextDone())
                 tool_input = block.get("input")
                 self._emit(
                     ToolUse(

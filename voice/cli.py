@@ -450,7 +450,7 @@ def _when(stamp: float) -> str:
     try:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
     except (OverflowError, OSError, ValueError):
-        return f"{stamp!s:>16.16}"
+        return f"{stamp:>16.6g}"
 
 
 def _ids(store: SessionStore, session_id: str) -> str:

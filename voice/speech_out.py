@@ -132,15 +132,15 @@ class Reply:
         it had finished is."""
         with self._stream_lock:
             if ends_sentence(self._tail):
-                self._queue(self._stream.flush())
+                self._flush_fed()
             else:
                 self._stream.discard()
-            self._block, self._block_fed = [], False  # what comes next is a block anew
+            # (The block's record stays: a retry can still send it again whole.)
 
     def say(self, text: str) -> None:
         """A whole sentence of the assistant's own, after what was fed so far."""
         with self._stream_lock:
-            self._queue(self._stream.flush())
+            self._flush_fed()
             self._queue(self._stream.feed(text))
             self._queue(self._stream.flush())
 
@@ -152,13 +152,21 @@ class Reply:
         line = SentenceStream(self._first_chunk_max_chars)
         with self._stream_lock:
             if ends_sentence(self._tail) and not self._stream.in_code:
-                self._queue(self._stream.flush())  # it waited only for the next space
+                self._flush_fed()  # it waited only for the next space
             self._queue(line.feed(text) + line.flush())
 
     def finish(self) -> None:
         """No more text will come: speak what is left."""
         self.flush()
         self._sentences.put(_END)
+
+    def _flush_fed(self) -> None:
+        """Queue what the stream holds of the agent's text: of the block being fed, so a
+        restart of it (:meth:`restart`) knows it was said."""
+        sentences = self._stream.flush()
+        if self._block_fed:
+            self._block += sentences
+        self._queue(sentences)
 
     def _queue(self, sentences: list[str]) -> None:
         if sentences:

@@ -314,6 +314,7 @@ class TurnWorker:
         elif isinstance(event, ApiRetry):
             self._retrying(event)
         elif isinstance(event, StreamRestarted):
+            self._spoke()
             self.reply.restart(event.text)
         elif isinstance(event, ConversationLost):
             line = narration.conversation_lost(self._settings.agent_name)

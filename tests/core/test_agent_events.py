@@ -175,6 +175,19 @@ def test_a_restart_waits_for_the_text_block_of_a_message_that_thinks_first() -> 
     assert run.said() == "Paris is big. The capita"  # (the rest is the restart's)
 
 
+def test_a_restart_that_goes_straight_to_a_tool_withdraws_the_cut_off_words() -> None:
+    # Asked again, the model (a new sample) may write no text before its tool call.
+    run = Stream()
+    run.text_streamed("m1", "Paris is big. The capi", ended=False)
+    read = {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "b.py"}}
+    run.parser.event({"type": "assistant", "message": {"id": "m2", "content": [read]}})
+    assert run.events[1:] == [
+        StreamRestarted("Paris is big. The capi", ""),
+        TextDone(),
+        ToolUse("t1", "Read", {"file_path": "b.py"}),
+    ]
+
+
 def test_the_plain_text_callback_gets_a_restarted_block_whole_after_what_it_had() -> None:
     # What was passed on cannot be taken back: nothing of the reply is lost, and the two
     # are kept apart.

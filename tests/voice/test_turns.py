@@ -170,6 +170,38 @@ RETRYING = ["Claude's service is not answering.", "Still trying."]
             id="stream restarted, said anew",
         ),
         pytest.param(
+            [
+                TextDelta("Paris is big. It is old."),
+                STALL,  # the stall before the break: "It is old." is said before the line
+                StreamRestarted(
+                    "Paris is big. It is old.", "Paris is big. It is old. The capital is Paris."
+                ),
+                TextDone(),
+            ],
+            ["Paris is big.", "It is old.", "Still working.", "The capital is Paris."],
+            id="stream restarted after a progress line",
+        ),
+        pytest.param(
+            [
+                TextDelta("Paris is big. The capi"),
+                ApiRetry(1, 10, 529),  # the call that asks again failed once too
+                StreamRestarted("Paris is big. The capi", "Paris is big. The capital is Paris."),
+                TextDone(),
+            ],
+            ["Paris is big.", *RETRYING, "The capital is Paris."],
+            id="stream restarted after a retry",
+        ),
+        pytest.param(
+            [
+                TextDelta("Paris is big. The capi"),
+                StreamRestarted("Paris is big. The capi", ""),  # asked again: a tool at once
+                TextDone(),
+                STALL,
+            ],
+            ["Paris is big.", "Still working."],
+            id="stream restarted with no text",
+        ),
+        pytest.param(
             [TextDelta("Run this:\n```sh\nmake test."), STALL, TextDelta("\n```\nThen push.")],
             ["Run this.", "Still working.", "Code omitted.", "Then push."],
             id="progress inside a code block",  # the code is not read, and no word is lost
