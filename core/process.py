@@ -10,6 +10,10 @@
 - On timeout (or too much output, or an error in a callback) the whole group gets SIGTERM,
   then SIGKILL after a grace period. When the leader exits normally, whatever is left of its
   group is killed too, so no grandchild outlives the turn.
+- A tool that daemonised (fork, setsid, fork, exit) is init's, out of reach of the group and
+  of the parent links, but may still hold the agent's output open: it is found by the pipes it
+  holds. A stopped agent's are killed; one that outlives an agent that exited normally is left
+  running, as the reaper leaves strays, but no longer read: the readers end, the pipes close.
 - The leader is only reaped after the last signal to the group: until then it is a zombie that
   keeps the group id reserved, so a signal can never reach an unrelated, recycled group.
 """
@@ -21,17 +25,18 @@ import logging
 import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, NoReturn, Protocol
 
 from core.errors import AgentError, AgentMissing, AgentTimeout
 from core.lifeline import Lifeline, default_lifeline
-from core.reaper import kill_strays, kill_tree, strays
+from core.reaper import kill_strays, kill_tree, pipe_holders, strays
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +233,20 @@ class _Supervisor:
         self.started = time.monotonic()
         self.max_stdout_bytes = 0
         self.stderr_reader: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
+        self._outputs: set[int] = set()  # the inodes of the stdout and stderr pipes
+        # Closing the write end tells the readers to stop; None once done (or never opened).
+        self._stop_reading_fds: tuple[int, int] | None = None
 
     def start(self, stdin_data: bytes, max_stdout_bytes: int) -> None:
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         self.max_stdout_bytes = max_stdout_bytes
+        self._outputs = {os.fstat(p.fileno()).st_ino for p in (self.proc.stdout, self.proc.stderr)}
+        self._stop_reading_fds = os.pipe()
         self._thread(self._write_stdin, self.proc.stdin, stdin_data)
-        self._thread(self._read_stdout, self.proc.stdout, max_stdout_bytes)
+        self._readers.append(self._thread(self._read_stdout, self.proc.stdout, max_stdout_bytes))
         self.stderr_reader = self._thread(self._read_stderr, self.proc.stderr)
+        self._readers.append(self.stderr_reader)
         self._thread(self._wait_exit)
 
     def _thread(self, target: Callable[..., None], *args: object) -> threading.Thread:
@@ -257,7 +269,15 @@ class _Supervisor:
                     "config.toml."
                 )
             if now >= eof_deadline:
-                log.warning("a process that left the agent's group still holds its output open")
+                # The agent exited and answered: what still holds its output may be meant to
+                # outlive the turn (a server it started), so it is not killed, only no longer
+                # read. Should it write there again it gets EPIPE, as after a closed terminal.
+                log.warning(
+                    "a process that left the agent's group (pid %s) still holds its output open: "
+                    "left running, no longer read",
+                    ", ".join(str(pid) for pid, _ in pipe_holders(self._outputs)) or "unknown",
+                )
+                self._stop_reading()
                 self._hand_over_the_rest(on_line)
                 break
             try:
@@ -343,11 +363,29 @@ class _Supervisor:
         # Even if the leader obeyed, a grandchild may have ignored SIGTERM.
         self._signal_group(signal.SIGKILL)
         kill_strays(found)
+        if not self.reaped:  # what daemonised: found by the output it holds, not by parent
+            kill_strays(pipe_holders(self._outputs))
 
     def cleanup(self) -> None:
         if not self.reaped:
             self.stop_group()
             self._reap()
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """End the readers, even if a process outside the group still holds the agent's
+        output open: they close the pipes as they end."""
+        if self._stop_reading_fds is None:
+            return
+        stop_r, stop_w = self._stop_reading_fds
+        self._stop_reading_fds = None
+        os.close(stop_w)
+        for reader in self._readers:
+            reader.join(_REAP_TIMEOUT_S)
+        if any(reader.is_alive() for reader in self._readers):
+            log.error("a reader of agent %d's output did not stop", self.proc.pid)
+            return  # stop_r stays open: closing it under its poll would be undefined
+        os.close(stop_r)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.reaped:
@@ -379,10 +417,9 @@ class _Supervisor:
                 pipe.close()
 
     def _read_stdout(self, pipe: IO[bytes], limit: int) -> None:
-        read = getattr(pipe, "read1", pipe.read)
         total = 0
         try:
-            while chunk := read(_READ_CHUNK):
+            for chunk in read_chunks(pipe, _READ_CHUNK, self._stop_fd()):
                 total += len(chunk)
                 if total > limit:
                     self.overflowed.set()
@@ -397,7 +434,10 @@ class _Supervisor:
         self.events.put(("eof", b""))
 
     def _read_stderr(self, pipe: IO[bytes]) -> None:
-        keep_stderr(pipe, self.stderr)
+        keep_stderr(pipe, self.stderr, self._stop_fd())
+
+    def _stop_fd(self) -> int | None:
+        return None if self._stop_reading_fds is None else self._stop_reading_fds[0]
 
     def _wait_exit(self) -> None:
         # WNOWAIT: learn that the leader exited without reaping it (see the module docstring).
@@ -407,11 +447,34 @@ class _Supervisor:
         self.events.put(("exited", b""))
 
 
-def keep_stderr(pipe: IO[bytes], kept: bytearray) -> None:
-    """Drain an agent's stderr until it closes, keeping its first STDERR_KEEP_BYTES."""
-    read = getattr(pipe, "read1", pipe.read)
+def read_chunks(pipe: IO[bytes], size: int, stop_fd: int | None = None) -> Iterator[bytes]:
+    """What ``pipe`` gives, a read of up to ``size`` bytes at a time, until it ends, or until
+    ``stop_fd`` (the read end of a pipe) is readable or closed: then what ``pipe`` holds at that
+    moment may still come, a read more, no longer a wait for its writers to close it."""
+    fd = pipe.fileno()
+    if stop_fd is None:
+        while chunk := os.read(fd, size):
+            yield chunk
+        return
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.register(stop_fd, select.POLLIN)
+    while True:
+        ready = {ready_fd for ready_fd, _ in poller.poll()}
+        if fd in ready:
+            chunk = os.read(fd, size)
+            if not chunk:
+                return
+            yield chunk
+        if stop_fd in ready:
+            return
+
+
+def keep_stderr(pipe: IO[bytes], kept: bytearray, stop_fd: int | None = None) -> None:
+    """Drain an agent's stderr until it closes (or ``stop_fd`` says to stop, as for
+    :func:`read_chunks`), keeping its first STDERR_KEEP_BYTES."""
     try:
-        while chunk := read(65536):
+        for chunk in read_chunks(pipe, 65536, stop_fd):
             room = STDERR_KEEP_BYTES - len(kept)
             if room > 0:
                 kept += chunk[:room]

@@ -87,6 +87,42 @@ def strays(pgid: int, processes: Processes | None = None) -> list[Stray]:
     )
 
 
+def pipe_holders(inodes: set[int]) -> list[Stray]:
+    """The processes of our user that hold one of the pipes ``inodes`` open: a tool that
+    daemonised (fork, setsid, fork, exit) is init's, not the agent's, but still holds the
+    agent's output. This process and its children are left out: they are ours to stop (one
+    being started may hold the pipe for a moment, until it closes what it inherited). Empty
+    when /proc cannot be read."""
+    links = {f"pipe:[{inode}]" for inode in inodes}
+    me, uid = os.getpid(), os.getuid()
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit() and int(e) != me]
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not _holds(entry, uid, links):
+            continue
+        fields = _stat_fields(entry)  # None: it is gone (a race, like any other here)
+        if fields is not None and len(fields) > 19 and int(fields[1]) != me:
+            found.append((int(entry), int(fields[19])))
+    return sorted(found)
+
+
+def _holds(pid: str, uid: int, links: set[str]) -> bool:
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return False
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in links:
+                return True
+    return False
+
+
 def kill_strays(found: list[Stray]) -> None:
     """SIGKILL the ``found`` strays that are still the processes they were."""
     for pid, ticks in found:

@@ -6,16 +6,22 @@ its grandchild's environment, so the check sees every descendant, wherever it wa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from core.agent import AgentRunner
 from core.errors import AgentTimeout
-from tests.core.conftest import fake_runner
+from tests.core.conftest import FAST_PYTHON, fake_runner
+from tests.procs import running
 
 
 def processes_with(marker: str) -> list[int]:
@@ -140,3 +146,94 @@ def test_stop_all_ends_agents_still_running_at_shutdown(tmp_path: Path, marker: 
             future.result(timeout=30)  # long before its 300 s timeout
     assert wait_until_none_left(marker) == []
     assert stop_all() == 0
+
+
+# An agent whose tool daemonises the usual way: fork, setsid, fork, the middle one exits. The
+# `sleep` left is init's, out of reach of the group and of parent links, and holds the agent's
+# stdout and stderr; its argv[0] is the marker and "-tool". Then the agent answers, or hangs.
+DAEMONISING_AGENT = """
+import os, sys, time
+marker, mode = sys.argv[1:3]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        if mode == "answer-stderr-only":  # it holds the agent's stderr only
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.execvp("sleep", [marker + "-tool", "60"])
+    os._exit(0)
+os.wait()
+if mode == "hang":
+    time.sleep(60)
+print("answered", flush=True)
+"""
+
+
+def daemonising_runner(marker: str, mode: str, timeout: float) -> AgentRunner:
+    argv = [*FAST_PYTHON, "-c", DAEMONISING_AGENT, marker, mode]
+    return AgentRunner(argv, timeout, kill_grace_s=0.5, output_format="text")
+
+
+def output_readers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.endswith(("-read_stdout", "-read_stderr"))}
+
+
+def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def held_pipes(pid: int) -> set[str]:
+    """The agent's output pipes the daemon holds, as ``pipe:[inode]``."""
+    links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (1, 2)}
+    return {link for link in links if link.startswith("pipe:")}
+
+
+def kill_all(pids: list[int]) -> None:
+    """What a failing test would otherwise leave behind."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def our_pipes() -> set[str]:
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            links.add(os.readlink(f"/proc/self/fd/{fd}"))
+    return links
+
+
+def test_a_tool_that_daemonised_is_killed_when_the_turn_times_out(marker: str) -> None:
+    tool, readers_before = f"{marker}-tool", output_readers()
+    runner = daemonising_runner(marker, "hang", timeout=3.0)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(runner.run, "q")
+            assert wait_for(lambda: bool(running(tool))), "the tool never started"
+            pipes = held_pipes(running(tool)[0])
+            with pytest.raises(AgentTimeout):
+                future.result(timeout=30)
+        assert wait_for(lambda: not running(tool)), "the daemonised tool outlived the timeout"
+        assert wait_for(lambda: output_readers() <= readers_before), "the output readers leak"
+        assert not pipes & our_pipes(), "the agent's output pipes are still open here"
+    finally:
+        kill_all(running(tool))
+
+
+@pytest.mark.parametrize("mode", ["answer", "answer-stderr-only"])
+def test_a_tool_that_daemonised_and_outlives_an_answer_is_left_running_but_not_read(
+    marker: str, mode: str
+) -> None:
+    """A normal end: the tool may be meant to stay (a server), so it is not killed; but its
+    hold on the agent's output no longer keeps our readers and pipes."""
+    tool, readers_before = f"{marker}-tool", output_readers()
+    try:
+        assert daemonising_runner(marker, mode, timeout=30.0).run("q").text == "answered"
+        assert running(tool), "the tool was killed, or never started"
+        pipes = held_pipes(running(tool)[0])
+        assert wait_for(lambda: output_readers() <= readers_before), "the output readers leak"
+        assert not pipes & our_pipes(), "the agent's output pipes are still open here"
+    finally:
+        kill_all(running(tool))
