@@ -252,20 +252,13 @@ class OutputParser:
                 text = _text(block.get("text"))
                 self.texts.append(text)
                 if speak and self._open_text:
-                    # The block being streamed broke off, and Claude Code asked again without
-                    # streaming: this is the block the reply has now.
-                    log.info("a stream broke off and came again whole: %r", self._open_text[-80:])
-                    self._emit(StreamRestarted(self._open_text, text))
-                    self._open_text = ""
-                    self._emit(TextDone())
+                    self._restarted(text)
                 elif speak:
                     self._emit(TextDelta(text))
                     self._emit(TextDone())
             elif block.get("type") == "tool_use":
                 if speak and self._open_text:  # asked again, it went straight to a tool
-                    self._emit(StreamRestarted(self._open_text, ""))
-                    self._open_text = ""
-                    self._emit(TextDone())
+                    self._restarted("")
                 tool_input = block.get("input")
                 self._emit(
                     ToolUse(
@@ -274,6 +267,14 @@ class OutputParser:
                         tool_input if isinstance(tool_input, dict) else {},
                     )
                 )
+
+    def _restarted(self, text: str) -> None:
+        """The text block being streamed broke off, and Claude Code asked again without
+        streaming: ``text`` is the block the reply has now."""
+        log.info("a stream broke off and came again whole: %r", self._open_text[-80:])
+        self._emit(StreamRestarted(self._open_text, text))
+        self._open_text = ""
+        self._emit(TextDone())
 
     def finish_document(self) -> None:
         """json mode: the whole output is one object, or a list of messages (with --verbose)."""

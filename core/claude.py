@@ -528,7 +528,7 @@ class _Prompt:
             self._init, self._before, self._echoed = self._before.init, None, True
             return True
         if kind == "user" and event.get("isReplay") and event.get("uuid") == self.id:
-            self._echoed = True
+            self._echoed = self._process.echoes = True  # (a program that never echoes: False)
         elif kind == "result" and self._process.echoes and not self._echoed:
             # A turn of its own began just as the prompt was sent, and this was its end.
             # What it said was heard; the prompt's reply starts afresh.
@@ -734,7 +734,7 @@ class ClaudeSessions:
                     if turn.control.interrupted:  # the interrupt went to the turn before
                         self._interrupt(process, process.turn)
                 continue
-            ended = self._turn_event(process, event, parser, questions, prompt.id)
+            ended = self._turn_event(process, event, parser, questions)
             if ended is not None:
                 break
         process.answered = True
@@ -772,12 +772,11 @@ class ClaudeSessions:
         event: dict[str, Any],
         parser: OutputParser,
         questions: _Questions,
-        prompt_id: str,
     ) -> dict[str, Any] | None:
         """Handle one event of the prompt's turn; its result event ends it."""
         kind = event.get("type")
-        if kind == "user" and event.get("isReplay"):  # the prompt's echo: nothing to say
-            process.echoes = process.echoes or event.get("uuid") == prompt_id
+        if kind == "user" and event.get("isReplay"):
+            pass  # the prompt's echo (_Prompt): nothing to say
         elif kind == "control_request":
             self._control_request(process, event, questions)
         elif kind == "control_cancel_request":

@@ -66,10 +66,9 @@ class Reply:
         self._stream = SentenceStream(first_chunk_max_chars)
         self._tail = ""  # the end of the text fed so far
         # The block of text being fed (Reply.restart): the sentences queued of it so far, and
-        # whether the reply's first chunk had been handed out as it began.
+        # whether the reply's first chunk had been handed out as it began (None: no block).
         self._block: list[str] = []
-        self._block_fed = False
-        self._block_started = False
+        self._block_started: bool | None = None
         self._stream_lock = threading.Lock()
         self._sentences: queue.Queue[object] = queue.Queue()
         self._cancelled = threading.Event()
@@ -97,17 +96,15 @@ class Reply:
     def feed(self, delta: str) -> None:
         with self._stream_lock:
             self._tail = (self._tail + delta)[-16:]
-            if not self._block_fed:
-                self._block_fed, self._block_started = True, self._stream.started
-            sentences = self._stream.feed(delta)
-            self._block += sentences
-            self._queue(sentences)
+            if self._block_started is None:
+                self._block_started = self._stream.started
+            self._queue_fed(self._stream.feed(delta))
 
     def flush(self) -> None:
         """A block of text ended (e.g. before a tool call): speak what it holds now."""
         with self._stream_lock:
             self._queue(self._stream.flush())
-            self._block, self._block_fed = [], False
+            self._block, self._block_started = [], None
 
     def restart(self, text: str) -> None:
         """The block being fed broke off and came again whole, as ``text``: what was fed of
@@ -115,7 +112,7 @@ class Reply:
         begins with that were said already are not said again. The same splitter cuts
         both, so they match where the words do."""
         with self._stream_lock:
-            started = self._block_started if self._block_fed else self._stream.started
+            started = self._stream.started if self._block_started is None else self._block_started
             again = SentenceStream(self._first_chunk_max_chars, started=started)
             sentences = again.feed(text) + again.flush()
             same = 0
@@ -125,7 +122,7 @@ class Reply:
                 same += 1
             self._queue(sentences[same:])
             self._stream = SentenceStream(self._first_chunk_max_chars, started=again.started)
-            self._block, self._block_fed, self._tail = [], False, ""
+            self._block, self._block_started, self._tail = [], None, ""
 
     def drop_unfinished(self) -> None:
         """The agent failed: a sentence it had not finished is not said (a cut-off word); one
@@ -161,10 +158,13 @@ class Reply:
         self._sentences.put(_END)
 
     def _flush_fed(self) -> None:
-        """Queue what the stream holds of the agent's text: of the block being fed, so a
-        restart of it (:meth:`restart`) knows it was said."""
-        sentences = self._stream.flush()
-        if self._block_fed:
+        """Queue what the stream holds of the agent's text."""
+        self._queue_fed(self._stream.flush())
+
+    def _queue_fed(self, sentences: list[str]) -> None:
+        """Queue sentences of the agent's text: of the block being fed, so a restart of it
+        (:meth:`restart`) knows they were said."""
+        if self._block_started is not None:
             self._block += sentences
         self._queue(sentences)
 
